@@ -1,0 +1,318 @@
+/*
+ * The block graph: nodes, the children that link them, permissions, the
+ * request path and drained sections.
+ *
+ *   user (export, job)          BlockChild "root", klass = the user's class
+ *        |
+ *   [raw node]  --file-->  [file node]            BlockChild "file"
+ *   [qcow2 node] --file--> [file], --backing--> [qcow2 node] ...
+ *
+ * A BlockChild is one edge: the parent (a node, or an external user such as
+ * an NBD export or a job) holds it, the child node is `node`.  Every edge
+ * carries the permissions the parent takes on the child and what it lets
+ * others do (shared).  An attach or change that conflicts with another
+ * parent is refused with a message naming both.
+ *
+ * Threads: a node and all its children belong to one AioContext.  Requests
+ * run in coroutines in that context.  in_flight and quiesce_counter are
+ * atomics so that the main loop can drain a node that lives in an iothread.
+ */
+#ifndef BJ_BLOCK_BLOCK_H
+#define BJ_BLOCK_BLOCK_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "aio/aio.h"
+#include "aio/coroutine.h"
+#include "util/argspec.h"
+#include "util/error.h"
+#include "util/iov.h"
+#include "util/list.h"
+
+typedef struct BlockDriver BlockDriver;
+typedef struct BlockNode BlockNode;
+typedef struct BlockChild BlockChild;
+typedef struct BlockChildClass BlockChildClass;
+
+/* ---- permissions ---- */
+enum {
+    BLK_PERM_CONSISTENT_READ = 1 << 0,
+    BLK_PERM_WRITE           = 1 << 1,
+    BLK_PERM_WRITE_UNCHANGED = 1 << 2,
+    BLK_PERM_RESIZE          = 1 << 3,
+    BLK_PERM_ALL             = (1 << 4) - 1,
+};
+/* "consistent read, write" — for messages. Caller frees. */
+char *bdrv_perm_names(uint64_t perm);
+
+/* ---- child roles (what the child is to its parent) ---- */
+enum {
+    BLK_ROLE_DATA     = 1 << 0,  /* guest data lives there */
+    BLK_ROLE_METADATA = 1 << 1,  /* format metadata lives there */
+    BLK_ROLE_FILTERED = 1 << 2,  /* parent passes requests through */
+    BLK_ROLE_COW      = 1 << 3,  /* backing: read-only source of COW data */
+    BLK_ROLE_PRIMARY  = 1 << 4,  /* the parent's main child */
+};
+
+/* ---- request flags ---- */
+enum {
+    BLK_REQ_FUA             = 1 << 0, /* write: durable on completion */
+    BLK_REQ_MAY_UNMAP       = 1 << 1, /* write-zeroes: may deallocate */
+    BLK_REQ_NO_FALLBACK     = 1 << 2, /* write-zeroes: fail (-ENOTSUP)
+                                         rather than write zero buffers */
+    BLK_REQ_WRITE_UNCHANGED = 1 << 3, /* write does not change contents */
+};
+
+/* ---- block status ---- */
+enum {
+    BLK_STATUS_DATA         = 1 << 0, /* reads come from a data area */
+    BLK_STATUS_ZERO         = 1 << 1, /* reads return zeroes */
+    BLK_STATUS_OFFSET_VALID = 1 << 2, /* *map is valid in *file */
+    BLK_STATUS_ALLOCATED    = 1 << 3, /* this layer decides the content */
+    BLK_STATUS_EOF          = 1 << 4, /* range reaches end of the node */
+};
+
+/*
+ * What the parent of a BlockChild is.  Nodes use the block layer's own class;
+ * external users (exports, jobs) supply theirs.  Drain callbacks let a user
+ * stop sending requests (and say when it has stopped: drained_poll returns
+ * true while it is still busy).
+ */
+struct BlockChildClass {
+    bool parent_is_node;
+    /* "node 'x'", "export 'e'", "block job 'j'": for permission messages. */
+    char *(*get_parent_desc)(BlockChild *c);
+    void (*drained_begin)(BlockChild *c);
+    bool (*drained_poll)(BlockChild *c);
+    void (*drained_end)(BlockChild *c);
+    /* External users whose requests must wait (not fail) while the node is
+     * drained set this: see bdrv_co_wait_unquiesced. */
+    bool postpone_requests_when_drained;
+};
+
+struct BlockChild {
+    BlockNode *node;               /* the child node (holds a reference) */
+    char *name;                    /* "file", "backing", "root", ... */
+    unsigned role;                 /* BLK_ROLE_* */
+    const BlockChildClass *klass;
+    void *opaque;                  /* BlockNode * when klass->parent_is_node */
+    uint64_t perm;                 /* what the parent does */
+    uint64_t shared;               /* what the parent lets others do */
+    bool quiesced_parent;          /* drained_begin delivered to parent */
+    ListHead parent_link;          /* in node->parents */
+    ListHead child_link;           /* in parent node->children */
+};
+
+typedef struct BlockLimits {
+    uint32_t request_alignment;    /* bytes; requests are aligned to this */
+    uint32_t max_transfer;         /* 0 = no limit */
+    uint32_t opt_transfer;
+    uint32_t min_mem_alignment;    /* buffer alignment (O_DIRECT) */
+    uint32_t pwrite_zeroes_alignment;
+    uint32_t pdiscard_alignment;
+} BlockLimits;
+
+struct BlockNode {
+    char node_name[32];
+    bool implicit_name;            /* "#blockNNN", generated */
+    const BlockDriver *drv;
+    void *opaque;                  /* driver state, drv->state_size bytes */
+    AioContext *ctx;
+    int refcnt;
+
+    bool read_only;
+    bool cache_direct;
+    bool cache_no_flush;
+    bool force_share;
+    bool discard_unmap;            /* discard=unmap */
+    int detect_zeroes;             /* 0 off, 1 on, 2 unmap */
+    char filename[PATH_MAX];       /* for query output */
+    char backing_file[PATH_MAX];   /* backing file name from the image */
+    char backing_format[32];
+    json_t *options;               /* options it was opened with */
+
+    BlockChild *file;              /* shortcut to the primary data child */
+    BlockChild *backing;           /* shortcut to the backing child */
+    ListHead children;             /* BlockChild.child_link */
+    ListHead parents;              /* BlockChild.parent_link */
+    ListHead link;                 /* in the global node list */
+
+    int64_t total_bytes;           /* cached length */
+    BlockLimits bl;
+
+    atomic_uint in_flight;
+    atomic_int quiesce_counter;
+    CoQueue postponed;             /* external requests waiting for undrain */
+
+    /* Job op blockers: reason set while a job uses the node, NULL if none
+     * ("block device is in use by block job: mirror"). */
+    char *op_blocker;
+};
+
+/*
+ * The driver table.  Every coroutine_fn runs in bs->ctx.  Unset entries fall
+ * back as the request path documents (a filter passes through to its file
+ * child; no co_block_status = everything DATA|ALLOCATED).
+ */
+struct BlockDriver {
+    const char *name;
+    size_t state_size;
+    /* Driver-specific blockdev-add members (the common ones — driver,
+     * node-name, read-only, cache, discard, ... — are checked by the layer). */
+    const ArgSpec *options;
+    bool is_filter;
+
+    /* Opens bs from already-checked options; children via bdrv_open_child. */
+    int coroutine_fn (*co_open)(BlockNode *bs, json_t *opts, Error **errp);
+    /* Main loop, node drained; children are detached by the layer after. */
+    void (*close)(BlockNode *bs);
+
+    int coroutine_fn (*co_preadv)(BlockNode *bs, int64_t offset,
+                                  int64_t bytes, IOVector *qiov,
+                                  unsigned flags);
+    int coroutine_fn (*co_pwritev)(BlockNode *bs, int64_t offset,
+                                   int64_t bytes, IOVector *qiov,
+                                   unsigned flags);
+    int coroutine_fn (*co_pwrite_zeroes)(BlockNode *bs, int64_t offset,
+                                         int64_t bytes, unsigned flags);
+    int coroutine_fn (*co_pdiscard)(BlockNode *bs, int64_t offset,
+                                    int64_t bytes);
+    int coroutine_fn (*co_flush)(BlockNode *bs);
+    /* Status of [offset, offset+bytes): returns BLK_STATUS_* and sets *pnum
+     * (> 0, <= bytes) to how many bytes share it; *map/*file when
+     * OFFSET_VALID.  Negative errno on failure. */
+    int coroutine_fn (*co_block_status)(BlockNode *bs, int64_t offset,
+                                        int64_t bytes, int64_t *pnum,
+                                        int64_t *map, BlockNode **file);
+    int coroutine_fn (*co_truncate)(BlockNode *bs, int64_t size,
+                                    Error **errp);
+    /* Current length in bytes or -errno (a node's length may change). */
+    int64_t coroutine_fn (*co_getlength)(BlockNode *bs);
+
+    /* Permissions this node needs on child c (role given) given what its
+     * own parents need in total; default: pass through for filtered/data
+     * children, consistent-read only for COW children. */
+    void (*child_perm)(BlockNode *bs, BlockChild *c, unsigned role,
+                       uint64_t parent_perm, uint64_t parent_shared,
+                       uint64_t *perm, uint64_t *shared);
+    /* Told the cumulative permissions its parents now hold (the file driver
+     * takes and releases its byte-range locks here).  check may refuse. */
+    bool (*check_perm)(BlockNode *bs, uint64_t perm, uint64_t shared,
+                       Error **errp);
+    void (*set_perm)(BlockNode *bs, uint64_t perm, uint64_t shared);
+
+    void (*refresh_limits)(BlockNode *bs);
+    /* Adds driver-specific members to the "image" object of
+     * query-named-block-nodes. */
+    void (*query_image)(BlockNode *bs, json_t *image);
+};
+
+/* ---- drivers ---- */
+const BlockDriver *bdrv_find_driver(const char *name);
+
+/* ---- nodes ---- */
+
+/*
+ * blockdev-add: checks the common members and the driver's, opens the node
+ * (and inline children) in the main context, and returns it with one
+ * reference owned by the monitor.  Call from the main loop, not a coroutine.
+ * With coerce_strings, values may be strings (command-line dotted keys).
+ */
+BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
+                              Error **errp);
+/* blockdev-del: refused while the node has parents or a job uses it. */
+bool bdrv_del_blockdev(const char *node_name, Error **errp);
+
+/*
+ * In a driver's co_open: opens or references the child named `member` of
+ * opts (a node-name string or an inline options object) and attaches it to
+ * bs.  Returns NULL with no error if the member is absent and allow_none.
+ */
+BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
+                                         const char *member, unsigned role,
+                                         bool allow_none, Error **errp);
+
+BlockNode *bdrv_find_node(const char *node_name);
+/* Iterates all nodes (named and implicit) in creation order. */
+BlockNode *bdrv_next_node(BlockNode *prev);
+/* Only the nodes the monitor owns (added by blockdev-add, not inline). */
+bool bdrv_is_monitor_owned(BlockNode *bs);
+
+void bdrv_ref(BlockNode *bs);
+/* Dropping the last reference closes the node (drained, main loop). */
+void bdrv_unref(BlockNode *bs);
+
+/* Closes every monitor-owned node (shutdown): flushes, then closes. */
+void bdrv_close_all(void);
+
+/* query-named-block-nodes entry (BlockDeviceInfo). */
+json_t *bdrv_query_node_info(BlockNode *bs);
+
+/* ---- graph ---- */
+
+/* Attaches child under parent with permissions from parent's child_perm. */
+BlockChild *bdrv_attach_child(BlockNode *parent, BlockNode *child,
+                              const char *name, unsigned role, Error **errp);
+/* Attaches an external user (export, job) with explicit permissions. */
+BlockChild *bdrv_root_attach_child(BlockNode *node, const char *name,
+                                   const BlockChildClass *klass,
+                                   void *opaque, uint64_t perm,
+                                   uint64_t shared, Error **errp);
+/* Detaches and drops the reference the edge held. */
+void bdrv_detach_child(BlockChild *c);
+bool bdrv_child_set_perm(BlockChild *c, uint64_t perm, uint64_t shared,
+                         Error **errp);
+/* Moves every parent edge of from (except those held by `except`'s node)
+ * onto to, as one permission-checked step.  Main loop, inside a drain. */
+bool bdrv_replace_node(BlockNode *from, BlockNode *to, Error **errp);
+void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
+                              uint64_t *shared);
+
+/* Moves bs and its subtree to ctx (drained).  Refused if a parent or child
+ * outside the subtree lives elsewhere and cannot follow. */
+bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp);
+
+/* ---- requests: coroutine_fn, in c->node->ctx ---- */
+int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,
+                                IOVector *qiov, unsigned flags);
+int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
+                                 unsigned flags);
+int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
+                                       int64_t bytes, unsigned flags);
+int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
+                                  int64_t bytes);
+int coroutine_fn bdrv_co_flush(BlockNode *bs);
+int coroutine_fn bdrv_co_block_status(BlockNode *bs, int64_t offset,
+                                      int64_t bytes, int64_t *pnum,
+                                      int64_t *map, BlockNode **file);
+int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp);
+int64_t bdrv_getlength(BlockNode *bs);
+
+/* Synchronous wrappers for the main loop (outside coroutines): run the
+ * request in a coroutine in the node's context and wait. */
+int bdrv_pread(BlockChild *c, int64_t offset, int64_t bytes, void *buf,
+               unsigned flags);
+int bdrv_pwrite(BlockChild *c, int64_t offset, int64_t bytes,
+                const void *buf, unsigned flags);
+int bdrv_flush(BlockNode *bs);
+
+/* ---- drained sections ---- */
+
+/*
+ * Stops new requests from external users reaching bs and its parents and
+ * waits until in-flight requests on them reach zero.  Nested sections count.
+ * Requests from users with postpone_requests_when_drained wait in arrival
+ * order and run once the last section ends.  Main loop only.
+ */
+void bdrv_drained_begin(BlockNode *bs);
+void bdrv_drained_end(BlockNode *bs);
+bool bdrv_is_quiesced(BlockNode *bs);
+void bdrv_drain_all_begin(void);
+void bdrv_drain_all_end(void);
+
+#endif

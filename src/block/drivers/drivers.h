@@ -1,0 +1,14 @@
+/*
+ * The driver list.  bdrv_find_driver() (block.c) searches it; a new driver
+ * adds its table here and to block_drivers[] in block.c.
+ */
+#ifndef BJ_BLOCK_DRIVERS_H
+#define BJ_BLOCK_DRIVERS_H
+
+#include "block/block.h"
+
+extern const BlockDriver bdrv_file;     /* drivers/file.c */
+extern const BlockDriver bdrv_raw;      /* drivers/raw.c */
+extern const BlockDriver bdrv_null_co;  /* drivers/null.c */
+
+#endif

@@ -1,0 +1,13 @@
+/*
+ * Command tables, one per area, registered by qmp_register_all_commands().
+ * A new area adds its table here and in commands.c.
+ */
+#ifndef BJ_QMP_COMMANDS_H
+#define BJ_QMP_COMMANDS_H
+
+#include "qmp/qmp.h"
+
+extern const QmpCommand qmp_control_commands[];  /* cmd-control.c */
+extern const QmpCommand qmp_block_commands[];    /* cmd-block.c */
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * The monitor: QMP over UNIX sockets, in the main loop.
+ *
+ * Command handlers are registered as tables.  Arguments are checked against
+ * the command's ArgSpec before the handler runs, so a handler may read them
+ * without re-validating.  A handler returns true and may set *ret (default
+ * {}), or returns false with errp set; the monitor sends the reply.
+ */
+#ifndef BJ_QMP_QMP_H
+#define BJ_QMP_QMP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "util/argspec.h"
+#include "util/error.h"
+
+typedef bool QmpCommandFn(json_t *args, json_t **ret, Error **errp);
+
+typedef struct QmpCommand {
+    const char *name;             /* NULL terminates a table */
+    QmpCommandFn *fn;
+    const ArgSpec *args;          /* NULL: no arguments accepted */
+    /* Arguments checked by the handler itself (unions such as
+     * blockdev-add): args is then applied with open=true semantics. */
+    bool args_open;
+} QmpCommand;
+
+/* Tables live for the program's lifetime. */
+void qmp_register_commands(const QmpCommand *table);
+const QmpCommand *qmp_find_command(const char *name);
+/* Calls fn for every registered command name (query-commands). */
+void qmp_for_each_command(void (*fn)(const QmpCommand *cmd, void *opaque),
+                          void *opaque);
+
+/*
+ * Runs one command as the monitor would: checks arguments, calls the
+ * handler, and returns the reply body (the "return" value) or NULL with errp
+ * set.  Used by the monitor and by the command line (--blockdev etc.).
+ */
+json_t *qmp_dispatch(const char *name, json_t *args, Error **errp);
+
+/* ---- character devices (only UNIX socket servers) and monitors ---- */
+
+/* --chardev socket,id=ID,path=P,server=on,wait=off (options as parsed). */
+bool chardev_add(json_t *opts, Error **errp);
+/* --monitor [chardev=]ID[,mode=control][,pretty=on|off] */
+bool monitor_add(json_t *opts, Error **errp);
+/* Closes every client and listening socket, unlinks the socket paths. */
+void monitor_cleanup_all(void);
+
+/* Called when the `quit` command runs; set by the daemon. */
+void qmp_set_quit_handler(void (*fn)(void *opaque), void *opaque);
+
+/* Registers every command table of the daemon (control, block, ...). */
+void qmp_register_all_commands(void);
+
+#endif
