@@ -1,0 +1,489 @@
+"""Test harness for blockjobd integration tests.
+
+Works against blockjobd and against qemu-storage-daemon (set BLOCKJOBD_BIN to
+either binary), so the same test can be checked against the reference.
+
+    QMPClient   one QMP connection on a UNIX socket
+    Daemon      a running daemon with one negotiated client (daemon.qmp)
+    run_blockjobd(*args)   run the binary to completion (options errors, -h)
+    qemu_img / qemu_io / run   run a peer tool, raising on failure
+
+Argument names: keyword arguments of cmd()/execute() have '_' turned into '-'
+(node_name= becomes "node-name"); pass a dict as the second positional
+argument to send names verbatim:  qmp.execute("blockdev-add", {"node-name": ..}).
+"""
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+DEFAULT_BIN = os.path.join(REPO, 'build', 'src', 'daemon', 'blockjobd')
+
+# Text a sanitizer prints when it finds something; any of them fails a test.
+SANITIZER_MARKERS = (
+    'ERROR: AddressSanitizer',
+    'ERROR: LeakSanitizer',
+    'runtime error:',
+    'ERROR: ThreadSanitizer',
+    'WARNING: ThreadSanitizer',
+)
+
+
+def daemon_bin():
+    return os.environ.get('BLOCKJOBD_BIN') or DEFAULT_BIN
+
+
+def is_qsd(binary=None):
+    """True when the binary under test is qemu-storage-daemon."""
+    return 'qemu-storage-daemon' in os.path.basename(binary or daemon_bin())
+
+
+def sanitizer_env(env=None):
+    """Environment with sane sanitizer defaults (kept if already set)."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault('ASAN_OPTIONS',
+                   'halt_on_error=1:detect_leaks=1:print_stacktrace=1:'
+                   'abort_on_error=0:detect_stack_use_after_return=0')
+    env.setdefault('UBSAN_OPTIONS',
+                   'halt_on_error=1:abort_on_error=1:print_stacktrace=1')
+    env.setdefault('LSAN_OPTIONS', 'print_suppressions=0')
+    return env
+
+
+def check_sanitizer_text(text, what='daemon'):
+    for marker in SANITIZER_MARKERS:
+        if marker in text:
+            raise AssertionError('%s printed a sanitizer report:\n%s'
+                                 % (what, text[-20000:]))
+
+
+class QMPError(Exception):
+    """An error reply: .cls is the error class, .desc the message."""
+
+    def __init__(self, cls, desc, reply=None):
+        super().__init__('%s: %s' % (cls, desc))
+        self.cls = cls
+        self.desc = desc
+        self.reply = reply
+
+
+class QMPClosed(Exception):
+    """The server closed the connection."""
+
+
+def _conv_keys(kwargs):
+    return {k.replace('_', '-'): v for k, v in kwargs.items()}
+
+
+def _matches(obj, pattern):
+    """True if every key of dict pattern is in obj with a matching value."""
+    if isinstance(pattern, dict):
+        if not isinstance(obj, dict):
+            return False
+        return all(k in obj and _matches(obj[k], v)
+                   for k, v in pattern.items())
+    return obj == pattern
+
+
+class QMPClient:
+    def __init__(self, path, timeout=30.0, negotiate=False):
+        self.path = path
+        self.timeout = timeout
+        self.events = []          # events received and not yet consumed
+        self.all_events = []      # every event ever received (never cleared)
+        self._buf = b''
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.connect(path)
+            self.greeting = self.recv(timeout)
+        except BaseException:
+            self.sock.close()
+            raise
+        if self.greeting is None or 'QMP' not in self.greeting:
+            self.sock.close()
+            raise AssertionError('bad QMP greeting: %r' % (self.greeting,))
+        if negotiate:
+            self.negotiate()
+
+    # -- low level --------------------------------------------------------
+
+    def send_raw(self, data):
+        """Sends bytes (or str) exactly as given."""
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def send(self, msg):
+        self.send_raw(json.dumps(msg).encode() + b'\n')
+
+    def _read_more(self, deadline):
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        r, _, _ = select.select([self.sock], [], [], remaining)
+        if not r:
+            return False
+        data = self.sock.recv(65536)
+        if not data:
+            raise QMPClosed('QMP connection closed by the server')
+        self._buf += data
+        return True
+
+    def recv(self, timeout=None):
+        """Next message (any kind) as a dict, or None after timeout seconds.
+
+        Events returned here are also recorded in all_events (not events).
+        Raises QMPClosed at end of stream.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            nl = self._buf.find(b'\n')
+            if nl >= 0:
+                line, self._buf = self._buf[:nl], self._buf[nl + 1:]
+                if not line.strip():
+                    continue
+                msg = json.loads(line.decode('utf-8', 'replace'))
+                if isinstance(msg, dict) and 'event' in msg:
+                    self.all_events.append(msg)
+                return msg
+            if not self._read_more(deadline):
+                return None
+
+    def recv_reply(self, timeout=None):
+        """Next non-event message; events met on the way go to .events."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv(max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                raise TimeoutError('no QMP reply within %ss' % timeout)
+            if isinstance(msg, dict) and 'event' in msg:
+                self.events.append(msg)
+                continue
+            return msg
+
+    # -- commands ---------------------------------------------------------
+
+    def cmd_raw(self, msg, timeout=None):
+        """Sends a whole message dict (e.g. with an 'id') and returns the reply."""
+        self.send(msg)
+        return self.recv_reply(timeout)
+
+    def cmd(self, command, arguments=None, /, **kwargs):
+        """Runs a command and returns the whole reply dict."""
+        msg = {'execute': command}
+        args = dict(arguments or {})
+        args.update(_conv_keys(kwargs))
+        if args or arguments is not None:
+            msg['arguments'] = args
+        return self.cmd_raw(msg)
+
+    def execute(self, command, arguments=None, /, **kwargs):
+        """Runs a command; returns its "return" value or raises QMPError."""
+        reply = self.cmd(command, arguments, **kwargs)
+        if 'error' in reply:
+            err = reply['error']
+            raise QMPError(err.get('class'), err.get('desc'), reply)
+        if 'return' not in reply:
+            raise AssertionError('unexpected QMP reply: %r' % (reply,))
+        return reply['return']
+
+    def negotiate(self):
+        return self.execute('qmp_capabilities')
+
+    # -- events -----------------------------------------------------------
+
+    def wait_event(self, name, timeout=30.0, match=None):
+        """Returns (and consumes) the first event called name.
+
+        Looks at already-received events first.  match is a dict that the
+        event must contain (recursively, e.g. {'data': {'id': 'job0'}}) or a
+        callable taking the event.  Raises TimeoutError.
+        """
+        def ok(ev):
+            if ev.get('event') != name:
+                return False
+            if match is None:
+                return True
+            if callable(match):
+                return bool(match(ev))
+            return _matches(ev, match)
+
+        for i, ev in enumerate(self.events):
+            if ok(ev):
+                del self.events[i]
+                return ev
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError('event %s not received within %ss '
+                                   '(pending: %r)'
+                                   % (name, timeout,
+                                      [e.get('event') for e in self.events]))
+            msg = self.recv(remaining)
+            if msg is None:
+                continue
+            if isinstance(msg, dict) and 'event' in msg:
+                if ok(msg):
+                    return msg
+                self.events.append(msg)
+            else:
+                raise AssertionError('unexpected message while waiting for '
+                                     '%s: %r' % (name, msg))
+
+    def get_events(self, name=None):
+        """Consumes and returns the pending events (all, or only name)."""
+        if name is None:
+            evs, self.events = self.events, []
+            return evs
+        evs = [e for e in self.events if e.get('event') == name]
+        self.events = [e for e in self.events if e.get('event') != name]
+        return evs
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Daemon:
+    """A daemon process with a QMP monitor socket.
+
+    workdir: a directory for files of the test (images, logs).
+    The monitor socket lives in a short private directory (sockdir) because
+    UNIX socket paths are limited to 107 bytes.
+    """
+
+    def __init__(self, workdir, extra_args=(), binary=None, env=None,
+                 monitor=True, timeout=30.0, monitors=None):
+        self.workdir = str(workdir)
+        self.binary = binary or daemon_bin()
+        self.extra_args = [str(a) for a in extra_args]
+        self.env = sanitizer_env(env)
+        self.monitor = monitor
+        # qemu-storage-daemon serves one client per socket chardev at a
+        # time, so against it new_client() uses spare monitor sockets.
+        if monitors is None:
+            monitors = 4 if is_qsd(self.binary) else 1
+        self.monitors = monitors if monitor else 0
+        self._next_monitor = 1
+        self.timeout = timeout
+        self.sockdir = tempfile.mkdtemp(prefix='bj')
+        self.sock_path = os.path.join(self.sockdir, 'qmp.sock')
+        n = 0
+        while os.path.exists(os.path.join(self.workdir, 'daemon%d.err' % n)):
+            n += 1
+        self.stderr_path = os.path.join(self.workdir, 'daemon%d.err' % n)
+        self.stdout_path = os.path.join(self.workdir, 'daemon%d.out' % n)
+        self.proc = None
+        self.qmp = None
+        self.clients = []
+        self.returncode = None
+        self._checked = False
+
+    @property
+    def args(self):
+        a = [self.binary]
+        if self.monitor:
+            a += ['--chardev',
+                  'socket,id=qmp0,path=%s,server=on,wait=off' % self.sock_path,
+                  '--monitor', 'chardev=qmp0']
+            for i in range(1, self.monitors):
+                a += ['--chardev', 'socket,id=qmp%d,path=%s,server=on,wait=off'
+                      % (i, self.socket_path('qmp%d.sock' % i)),
+                      '--monitor', 'chardev=qmp%d' % i]
+        return a + self.extra_args
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def socket_path(self, name):
+        """A path for another socket in the short socket directory."""
+        return os.path.join(self.sockdir, name)
+
+    def start(self):
+        with open(self.stdout_path, 'wb') as out, \
+                open(self.stderr_path, 'wb') as err:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err, env=self.env,
+                                         cwd=self.workdir)
+        if self.monitor:
+            self.qmp = self.new_client(negotiate=True)
+        return self
+
+    def new_client(self, negotiate=True, path=None):
+        """Connects another QMP client (waits for the socket to appear).
+
+        blockjobd serves many clients on one socket; against
+        qemu-storage-daemon each new client takes the next spare monitor.
+        """
+        if path is None:
+            path = self.sock_path
+            if self.qmp is not None and is_qsd(self.binary):
+                if self._next_monitor >= self.monitors:
+                    raise AssertionError('no spare monitor socket for another '
+                                         'qemu-storage-daemon client')
+                path = self.socket_path('qmp%d.sock' % self._next_monitor)
+                self._next_monitor += 1
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                c = QMPClient(path, timeout=self.timeout,
+                              negotiate=negotiate)
+                self.clients.append(c)
+                return c
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            if self.proc.poll() is not None:
+                raise AssertionError('daemon exited with status %s before its '
+                                     'monitor came up:\n%s'
+                                     % (self.proc.returncode, self.stderr()))
+            if time.monotonic() > deadline:
+                raise AssertionError('monitor socket %s did not appear:\n%s'
+                                     % (path, self.stderr()))
+            time.sleep(0.02)
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except FileNotFoundError:
+            return ''
+
+    def stdout(self):
+        try:
+            with open(self.stdout_path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except FileNotFoundError:
+            return ''
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=None):
+        """Waits for exit, returns the status (negative: killed by signal)."""
+        self.returncode = self.proc.wait(timeout or self.timeout)
+        self._close_clients()
+        return self.returncode
+
+    def _close_clients(self):
+        for c in self.clients:
+            c.close()
+        self.clients = []
+
+    def check(self, expect_rc=0):
+        """Fails if the daemon printed a sanitizer report or exited badly."""
+        self._checked = True
+        check_sanitizer_text(self.stderr(), '%s (pid %d)'
+                             % (os.path.basename(self.binary), self.proc.pid))
+        if expect_rc is not None and self.returncode != expect_rc:
+            raise AssertionError('daemon exited with status %s (expected %s):\n%s'
+                                 % (self.returncode, expect_rc, self.stderr()))
+
+    def stop(self, expect_rc=0):
+        """quit, then SIGTERM, then SIGKILL; then check() the outcome."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None and self.qmp is not None:
+            try:
+                self.qmp.cmd('quit')
+            except (OSError, QMPClosed, TimeoutError, ValueError):
+                pass
+            try:
+                self.proc.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.returncode = self.proc.returncode
+                self._close_clients()
+                raise AssertionError('daemon ignored quit and SIGTERM:\n%s'
+                                     % self.stderr())
+        self.returncode = self.proc.returncode
+        self._close_clients()
+        self.check(expect_rc)
+        return self.returncode
+
+    def cleanup(self):
+        """Fixture teardown: stop if running, always check, remove sockdir."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.stop()
+            elif self.proc is not None and not self._checked:
+                self.returncode = self.proc.returncode
+                self.check(0)
+            elif self.proc is not None:
+                # Checked by the test; still never let a report slip by.
+                check_sanitizer_text(self.stderr())
+        finally:
+            self._close_clients()
+            shutil.rmtree(self.sockdir, ignore_errors=True)
+
+
+def run(*cmd, check=True, timeout=120, input=None, env=None):
+    """Runs a command, returns CompletedProcess (text); raises on failure."""
+    cmd = [str(c) for c in cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                       input=input, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError('%s failed with status %d:\nstdout: %s\nstderr: %s'
+                             % (' '.join(cmd), p.returncode, p.stdout,
+                                p.stderr))
+    return p
+
+
+def qemu_img(*args, check=True, timeout=120):
+    return run('qemu-img', *args, check=check, timeout=timeout)
+
+
+def qemu_io(*args, check=True, timeout=120):
+    """qemu-io; also fails (with check) when a command printed an error."""
+    p = run('qemu-io', *args, check=check, timeout=timeout)
+    if check and ('Pattern verification failed' in p.stdout
+                  or 'error' in p.stderr.lower()):
+        raise AssertionError('qemu-io %s: %s%s' % (' '.join(map(str, args)),
+                                                   p.stdout, p.stderr))
+    return p
+
+
+def run_blockjobd(*args, timeout=60, binary=None, env=None):
+    """Runs the daemon binary to completion (for -h, -V, bad options)."""
+    binary = binary or daemon_bin()
+    p = subprocess.run([binary] + [str(a) for a in args], capture_output=True,
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                       env=sanitizer_env(env))
+    check_sanitizer_text(p.stderr, os.path.basename(binary))
+    return p
+
+
+def wait_until(cond, timeout=30.0, interval=0.02, what='condition'):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError('%s not met within %ss' % (what, timeout))
+        time.sleep(interval)

@@ -1,0 +1,114 @@
+"""pytest fixtures for the integration tests (see bjtest.py for the API).
+
+Fixtures:
+    daemon          a started daemon with a negotiated client, daemon.qmp
+    daemon_factory  daemon_factory(*extra_args, monitor=True, env=None,
+                                   start=True, monitors=None)
+    workdir         a per-test directory on disk (pytest's tmp_path)
+    sockdir         a short per-test directory for UNIX sockets
+    binary          path of the daemon under test (BLOCKJOBD_BIN)
+    qsd             True when the binary under test is qemu-storage-daemon
+
+Markers:
+    blockjobd_only(reason)  skip when running against qemu-storage-daemon
+    qsd_only(reason)        skip when running against blockjobd
+
+Each test gets a 120 s timeout unless it sets its own timeout marker.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bjtest  # noqa: E402
+
+DEFAULT_TIMEOUT = 120
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'timeout(seconds): per-test timeout')
+    config.addinivalue_line('markers', 'blockjobd_only(reason): skip against '
+                            'qemu-storage-daemon')
+    config.addinivalue_line('markers', 'qsd_only(reason): skip against '
+                            'blockjobd')
+
+
+def pytest_collection_modifyitems(config, items):
+    qsd = bjtest.is_qsd()
+    for item in items:
+        if item.get_closest_marker('timeout') is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+        m = item.get_closest_marker('blockjobd_only')
+        if m is not None and qsd:
+            reason = m.args[0] if m.args else 'blockjobd-specific behaviour'
+            item.add_marker(pytest.mark.skip(
+                reason='not applicable to qemu-storage-daemon: ' + reason))
+        m = item.get_closest_marker('qsd_only')
+        if m is not None and not qsd:
+            reason = m.args[0] if m.args else 'qemu-storage-daemon only'
+            item.add_marker(pytest.mark.skip(
+                reason='only run against qemu-storage-daemon: ' + reason))
+
+
+def pytest_report_header(config):
+    return 'daemon under test: %s' % bjtest.daemon_bin()
+
+
+@pytest.fixture(scope='session')
+def binary():
+    path = bjtest.daemon_bin()
+    if not os.access(path, os.X_OK):
+        pytest.fail('daemon binary %s not found (build it, or set '
+                    'BLOCKJOBD_BIN)' % path, pytrace=False)
+    return path
+
+
+@pytest.fixture(scope='session')
+def qsd():
+    return bjtest.is_qsd()
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
+
+
+@pytest.fixture
+def sockdir():
+    d = tempfile.mkdtemp(prefix='bjs')
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon_factory(binary, tmp_path):
+    started = []
+
+    def factory(*extra_args, monitor=True, env=None, start=True,
+                monitors=None):
+        d = bjtest.Daemon(tmp_path, extra_args, binary=binary, env=env,
+                          monitor=monitor, monitors=monitors)
+        started.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield factory
+    errors = []
+    for d in started:
+        try:
+            d.cleanup()
+        except Exception as e:  # report every daemon, not just the first
+            errors.append(str(e))
+    if errors:
+        pytest.fail('\n\n'.join(errors), pytrace=False)
+
+
+@pytest.fixture
+def daemon(daemon_factory):
+    return daemon_factory()
