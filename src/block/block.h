@@ -151,6 +151,13 @@ struct BlockNode {
     /* Job op blockers: reason set while a job uses the node, NULL if none
      * ("block device is in use by block job: mirror"). */
     char *op_blocker;
+
+    bool monitor_owned;            /* added by blockdev-add (not inline) */
+    bool auto_read_only;
+    /* Only while the node is being opened: the option path of the node
+     * ("file." for an inline child) and whether strings are coerced. */
+    char *open_path;
+    bool open_coerce;
 };
 
 /*
@@ -164,6 +171,9 @@ struct BlockDriver {
     /* Driver-specific blockdev-add members (the common ones — driver,
      * node-name, read-only, cache, discard, ... — are checked by the layer). */
     const ArgSpec *options;
+    /* Options that change what the node shows (raw: offset, size): when one
+     * is set, query output names the node by a "json:{...}" filename. */
+    const char *const *strong_options;
     bool is_filter;
 
     /* Opens bs from already-checked options; children via bdrv_open_child. */
@@ -183,7 +193,7 @@ struct BlockDriver {
                                     int64_t bytes);
     int coroutine_fn (*co_flush)(BlockNode *bs);
     /* Status of [offset, offset+bytes): returns BLK_STATUS_* and sets *pnum
-     * (> 0, <= bytes) to how many bytes share it; *map/*file when
+     * (> 0, <= bytes) to how many bytes share it; *map and *file when
      * OFFSET_VALID.  Negative errno on failure. */
     int coroutine_fn (*co_block_status)(BlockNode *bs, int64_t offset,
                                         int64_t bytes, int64_t *pnum,
@@ -251,6 +261,9 @@ void bdrv_close_all(void);
 
 /* query-named-block-nodes entry (BlockDeviceInfo). */
 json_t *bdrv_query_node_info(BlockNode *bs);
+/* The whole query-named-block-nodes reply: every node, newest first; with
+ * flat, images do not nest their backing images. */
+json_t *bdrv_query_named_block_nodes(bool flat);
 
 /* ---- graph ---- */
 
@@ -314,5 +327,28 @@ void bdrv_drained_end(BlockNode *bs);
 bool bdrv_is_quiesced(BlockNode *bs);
 void bdrv_drain_all_begin(void);
 void bdrv_drain_all_end(void);
+
+/*
+ * In-flight accounting for users that run work on a node outside the request
+ * functions (jobs, exports).  dec kicks a drain waiting in the main loop.
+ */
+void bdrv_inc_in_flight(BlockNode *bs);
+void bdrv_dec_in_flight(BlockNode *bs);
+/*
+ * Entry of a request from c's parent: counts it in c->node's in_flight.  If
+ * c's class postpones requests while drained and the node is quiesced, the
+ * coroutine waits (FIFO, on node->postponed) until the last drained section
+ * ends.  Every call is paired with bdrv_dec_in_flight(c->node).
+ */
+void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c);
+
+/* ---- layer-internal (src/block sources only) ---- */
+extern const BlockChildClass bdrv_child_class_node;
+/* Links a fully opened node into the global list (refuses duplicates). */
+bool bdrv_node_list_insert(BlockNode *bs, Error **errp);
+/* A new edge under a quiesced node quiesces its parent as often as the node
+ * is; a detaching edge gives that back. */
+void bdrv_drain_child_attached(BlockChild *c);
+void bdrv_drain_child_detaching(BlockChild *c);
 
 #endif

@@ -1,0 +1,272 @@
+/*
+ * Drained sections and postponed requests.
+ *
+ * bdrv_drained_begin(bs) raises quiesce_counter on bs and, recursively, on
+ * every node above it; the first raise of a node tells its external parents
+ * (exports, jobs) to stop sending.  Then the main loop runs until no request
+ * is in flight on bs or above it and no external parent says it is busy.
+ *
+ * Requests from users whose class postpones them (NBD exports) may arrive in
+ * another thread at any time.  They count themselves in in_flight FIRST and
+ * only then look at quiesce_counter; the drain raises quiesce_counter first
+ * and only then looks at in_flight.  Both with sequentially consistent
+ * atomics, so at least one side sees the other: either the drain sees the
+ * request (and waits for it), or the request sees the drain (and steps back
+ * into node->postponed, kicking the drain awake as it leaves).
+ *
+ * node->postponed is a FIFO wait queue touched only in the node's context.
+ * When the last section ends, a bottom half in that context wakes the
+ * waiters in arrival order; a request arriving while waiters are still
+ * queued lines up behind them, so order is kept across the hand-over.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+
+#include "block/block.h"
+
+/* ---- in-flight accounting ---- */
+
+void bdrv_inc_in_flight(BlockNode *bs)
+{
+    atomic_fetch_add(&bs->in_flight, 1);
+}
+
+void bdrv_dec_in_flight(BlockNode *bs)
+{
+    unsigned old = atomic_fetch_sub(&bs->in_flight, 1);
+
+    assert(old > 0);
+    /* Pairs with the drain raising quiesce_counter before it reads
+     * in_flight: if it read our old count, we see its counter here. */
+    if (old == 1 && atomic_load(&bs->quiesce_counter) > 0) {
+        aio_wait_kick();
+    }
+}
+
+void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c)
+{
+    BlockNode *bs = c->node;
+    bool woken = false;
+
+    if (!c->klass->postpone_requests_when_drained) {
+        bdrv_inc_in_flight(bs);
+        return;
+    }
+    for (;;) {
+        bdrv_inc_in_flight(bs);
+        /* Newcomers line up behind requests still waiting from the last
+         * section; those, once woken, only need the node to be open. */
+        if (atomic_load(&bs->quiesce_counter) == 0 &&
+            (woken || co_queue_empty(&bs->postponed))) {
+            return;
+        }
+        bdrv_dec_in_flight(bs);
+        co_queue_wait(&bs->postponed, NULL);
+        woken = true;
+    }
+}
+
+/* ---- restarting postponed requests ---- */
+
+static void unref_bh(void *opaque)
+{
+    bdrv_unref(opaque);
+}
+
+/* In bs->ctx: wakes waiters one by one, oldest first, while the node stays
+ * open.  If a new section began meanwhile, the rest keep waiting for its
+ * end (which schedules this again). */
+static void restart_postponed_bh(void *opaque)
+{
+    BlockNode *bs = opaque;
+
+    while (atomic_load(&bs->quiesce_counter) == 0 &&
+           co_queue_next(&bs->postponed)) {
+        /* nothing: each woken request runs until it first yields */
+    }
+    if (aio_current_context() == aio_main_context()) {
+        bdrv_unref(bs);
+    } else {
+        /* References are dropped in the main loop only. */
+        aio_bh_schedule_oneshot(aio_main_context(), unref_bh, bs);
+    }
+}
+
+/* ---- quiescing ---- */
+
+static void quiesce_begin(BlockNode *bs)
+{
+    BlockChild *c;
+
+    if (atomic_fetch_add(&bs->quiesce_counter, 1) == 0) {
+        list_for_each_entry(c, &bs->parents, parent_link) {
+            if (!c->klass->parent_is_node && !c->quiesced_parent) {
+                c->quiesced_parent = true;
+                if (c->klass->drained_begin) {
+                    c->klass->drained_begin(c);
+                }
+            }
+        }
+    }
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (c->klass->parent_is_node) {
+            quiesce_begin(c->opaque);
+        }
+    }
+}
+
+static void quiesce_end(BlockNode *bs)
+{
+    BlockChild *c;
+    int old = atomic_fetch_sub(&bs->quiesce_counter, 1);
+
+    assert(old > 0);
+    if (old == 1) {
+        list_for_each_entry(c, &bs->parents, parent_link) {
+            if (!c->klass->parent_is_node && c->quiesced_parent) {
+                c->quiesced_parent = false;
+                if (c->klass->drained_end) {
+                    c->klass->drained_end(c);
+                }
+            }
+        }
+        /* A node being closed (refcnt 0) has no parents, so nobody can be
+         * waiting on it. */
+        if (bs->refcnt > 0) {
+            bdrv_ref(bs);
+            aio_bh_schedule_oneshot(bs->ctx, restart_postponed_bh, bs);
+        }
+    }
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (c->klass->parent_is_node) {
+            quiesce_end(c->opaque);
+        }
+    }
+}
+
+/* Requests in flight on bs or above, or an external parent still busy. */
+static bool drain_busy(BlockNode *bs)
+{
+    BlockChild *c;
+
+    if (atomic_load(&bs->in_flight) > 0) {
+        return true;
+    }
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (c->klass->parent_is_node) {
+            if (drain_busy(c->opaque)) {
+                return true;
+            }
+        } else if (c->klass->drained_poll && c->klass->drained_poll(c)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+typedef struct CoDrain {
+    BlockNode *bs;
+    bool begin;
+    Coroutine *co;
+} CoDrain;
+
+static void co_drain_bh(void *opaque)
+{
+    CoDrain *d = opaque;
+
+    if (d->begin) {
+        bdrv_drained_begin(d->bs);
+    } else {
+        bdrv_drained_end(d->bs);
+    }
+    aio_co_wake(d->co);
+}
+
+/* A coroutine in the main loop (a job) must not poll inside itself: the
+ * section is entered from a bottom half while it waits. */
+static bool co_drain(BlockNode *bs, bool begin)
+{
+    CoDrain d = { .bs = bs, .begin = begin, .co = coroutine_self() };
+
+    if (!d.co) {
+        return false;
+    }
+    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, &d);
+    coroutine_yield();
+    return true;
+}
+
+void bdrv_drained_begin(BlockNode *bs)
+{
+    if (co_drain(bs, true)) {
+        return;
+    }
+    assert(aio_current_context() == aio_main_context());
+    quiesce_begin(bs);
+    AIO_WAIT_WHILE(aio_main_context(), drain_busy(bs));
+}
+
+void bdrv_drained_end(BlockNode *bs)
+{
+    if (co_drain(bs, false)) {
+        return;
+    }
+    quiesce_end(bs);
+}
+
+bool bdrv_is_quiesced(BlockNode *bs)
+{
+    return atomic_load(&bs->quiesce_counter) > 0;
+}
+
+void bdrv_drain_all_begin(void)
+{
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        quiesce_begin(bs);
+    }
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        AIO_WAIT_WHILE(aio_main_context(), drain_busy(bs));
+    }
+}
+
+void bdrv_drain_all_end(void)
+{
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        quiesce_end(bs);
+    }
+}
+
+/* ---- edges appearing under / leaving a quiesced node ---- */
+
+void bdrv_drain_child_attached(BlockChild *c)
+{
+    int k = atomic_load(&c->node->quiesce_counter);
+
+    if (c->klass->parent_is_node) {
+        for (int i = 0; i < k; i++) {
+            quiesce_begin(c->opaque);
+        }
+    } else if (k > 0 && !c->quiesced_parent) {
+        c->quiesced_parent = true;
+        if (c->klass->drained_begin) {
+            c->klass->drained_begin(c);
+        }
+    }
+}
+
+void bdrv_drain_child_detaching(BlockChild *c)
+{
+    int k = atomic_load(&c->node->quiesce_counter);
+
+    if (c->klass->parent_is_node) {
+        for (int i = 0; i < k; i++) {
+            quiesce_end(c->opaque);
+        }
+    } else if (c->quiesced_parent) {
+        c->quiesced_parent = false;
+        if (c->klass->drained_end) {
+            c->klass->drained_end(c);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+/*
+ * query-named-block-nodes: BlockDeviceInfo for each node, shaped like
+ * qemu-storage-daemon 7.2's (same members, same values for the same graph).
+ *
+ * Filenames follow qemu's rule: a node has a plain filename when opening
+ * that filename would rebuild the same node, that is a protocol node (no
+ * children) with none of its driver's strong options set, or a non-filter
+ * node over such a protocol node with none of its own strong options set
+ * (it takes the child's filename).  Any other node is named by
+ * "json:{...}" holding its driver, its strong options and its children's
+ * options, recursively.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/block.h"
+
+static bool has_strong_options(BlockNode *bs)
+{
+    const char *const *o = bs->drv->strong_options;
+
+    for (; o && *o; o++) {
+        if (json_object_get(bs->options, *o)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* qemu's exact_filename; NULL when the node needs a json: name. */
+static char *exact_filename(BlockNode *bs)
+{
+    char *s = NULL;
+
+    if (list_empty(&bs->children)) {
+        if (has_strong_options(bs)) {
+            return NULL;
+        }
+        if (bs->filename[0]) {
+            return strdup(bs->filename);
+        }
+        if (asprintf(&s, "%s://", bs->drv->name) < 0) {
+            abort();
+        }
+        return s;
+    }
+    if (bs->file && !bs->drv->is_filter && !has_strong_options(bs) &&
+        list_empty(&bs->file->node->children) &&
+        bs->file->child_link.next == &bs->children &&
+        bs->file->child_link.prev == &bs->children) {
+        return exact_filename(bs->file->node);
+    }
+    return NULL;
+}
+
+/* qemu's full_open_options: driver, strong options, children. */
+static json_t *full_options(BlockNode *bs)
+{
+    json_t *o = json_object();
+    const char *const *so = bs->drv->strong_options;
+    BlockChild *c;
+
+    json_object_set_new(o, "driver", json_string(bs->drv->name));
+    for (; so && *so; so++) {
+        json_t *v = json_object_get(bs->options, *so);
+        if (v) {
+            json_object_set(o, *so, v);
+        }
+    }
+    if (list_empty(&bs->children) && bs->filename[0] &&
+        !strstr(bs->filename, "://")) {
+        json_object_set_new(o, "filename", json_string(bs->filename));
+    }
+    list_for_each_entry(c, &bs->children, child_link) {
+        json_object_set_new(o, c->name, full_options(c->node));
+    }
+    return o;
+}
+
+static char *display_filename(BlockNode *bs)
+{
+    char *s = exact_filename(bs);
+    json_t *o;
+    char *dump;
+
+    if (s) {
+        return s;
+    }
+    o = full_options(bs);
+    dump = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!dump || asprintf(&s, "json:%s", dump) < 0) {
+        abort();
+    }
+    free(dump);
+    /* qemu prints ", " and ": " between members. */
+    return s;
+}
+
+/* The allocated size on disk, from the driver or the primary child. */
+static json_int_t actual_size(BlockNode *bs)
+{
+    json_t *tmp;
+    json_int_t n = 0;
+
+    if (bs->drv->query_image) {
+        tmp = json_object();
+        bs->drv->query_image(bs, tmp);
+        if (json_is_integer(json_object_get(tmp, "actual-size"))) {
+            n = json_integer_value(json_object_get(tmp, "actual-size"));
+            json_decref(tmp);
+            return n;
+        }
+        json_decref(tmp);
+    }
+    if (bs->file) {
+        return actual_size(bs->file->node);
+    }
+    return 0;
+}
+
+static int backing_depth(BlockNode *bs)
+{
+    int n = 0;
+
+    while (bs->backing) {
+        n++;
+        bs = bs->backing->node;
+    }
+    return n;
+}
+
+static json_t *image_info(BlockNode *bs, bool flat)
+{
+    json_t *image = json_object();
+    char *name = display_filename(bs);
+    int64_t vsize = bdrv_getlength(bs);
+
+    /* qemu counts lengths in 512-byte sectors. */
+    vsize = (vsize + 511) / 512 * 512;
+    json_object_set_new(image, "filename", json_string(name));
+    json_object_set_new(image, "format", json_string(bs->drv->name));
+    json_object_set_new(image, "virtual-size", json_integer(vsize));
+    json_object_set_new(image, "actual-size", json_integer(actual_size(bs)));
+    /* qemu reports dirty-flag for drivers that answer get_info: file and
+     * every format driver, not other protocol drivers. */
+    if (!list_empty(&bs->children) || strcmp(bs->drv->name, "file") == 0) {
+        json_object_set_new(image, "dirty-flag", json_false());
+    }
+    if (bs->backing_file[0]) {
+        json_object_set_new(image, "backing-filename",
+                            json_string(bs->backing_file));
+        json_object_set_new(image, "full-backing-filename",
+                            json_string(bs->backing_file));
+        if (bs->backing_format[0]) {
+            json_object_set_new(image, "backing-filename-format",
+                                json_string(bs->backing_format));
+        }
+    }
+    if (bs->drv->query_image) {
+        bs->drv->query_image(bs, image);
+    }
+    if (!flat && bs->backing) {
+        json_object_set_new(image, "backing-image",
+                            image_info(bs->backing->node, false));
+    }
+    free(name);
+    return image;
+}
+
+static const char *const detect_zeroes_names[] = { "off", "on", "unmap" };
+
+static json_t *node_info(BlockNode *bs, bool flat)
+{
+    json_t *info = json_object();
+    char *name = display_filename(bs);
+    static const char *const zero_members[] = {
+        "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
+        "write_threshold",
+    };
+
+    json_object_set_new(info, "file", json_string(name));
+    json_object_set_new(info, "node-name", json_string(bs->node_name));
+    json_object_set_new(info, "ro", json_boolean(bs->read_only));
+    json_object_set_new(info, "drv", json_string(bs->drv->name));
+    if (bs->backing) {
+        char *bname = display_filename(bs->backing->node);
+        json_object_set_new(info, "backing_file", json_string(bname));
+        free(bname);
+    }
+    json_object_set_new(info, "backing_file_depth",
+                        json_integer(backing_depth(bs)));
+    json_object_set_new(info, "encrypted", json_false());
+    json_object_set_new(info, "detect_zeroes",
+                        json_string(detect_zeroes_names[bs->detect_zeroes % 3]));
+    for (size_t i = 0; i < sizeof(zero_members) / sizeof(zero_members[0]);
+         i++) {
+        json_object_set_new(info, zero_members[i], json_integer(0));
+    }
+    json_object_set_new(info, "cache",
+                        json_pack("{s:b, s:b, s:b}", "writeback", 1,
+                                  "direct", bs->cache_direct,
+                                  "no-flush", bs->cache_no_flush));
+    json_object_set_new(info, "image", image_info(bs, flat));
+    free(name);
+    return info;
+}
+
+json_t *bdrv_query_node_info(BlockNode *bs)
+{
+    return node_info(bs, false);
+}
+
+json_t *bdrv_query_named_block_nodes(bool flat)
+{
+    json_t *list = json_array();
+
+    /* qemu lists the newest node first. */
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        json_array_insert_new(list, 0, node_info(bs, flat));
+    }
+    return list;
+}
