@@ -147,6 +147,7 @@ struct BlockNode {
     atomic_uint in_flight;
     atomic_int quiesce_counter;
     CoQueue postponed;             /* external requests waiting for undrain */
+    atomic_int n_postponed;        /* waiting or about to wait there */
 
     /* Job op blockers: reason set while a job uses the node, NULL if none
      * ("block device is in use by block job: mirror"). */

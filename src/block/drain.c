@@ -53,18 +53,23 @@ void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c)
         bdrv_inc_in_flight(bs);
         return;
     }
+    /* Announce ourselves as a possible waiter before looking at the
+     * counter: drained_end lowers the counter before it reads n_postponed,
+     * so it either sees us (and restarts the queue) or we see it at 0. */
+    atomic_fetch_add(&bs->n_postponed, 1);
     for (;;) {
         bdrv_inc_in_flight(bs);
         /* Newcomers line up behind requests still waiting from the last
          * section; those, once woken, only need the node to be open. */
         if (atomic_load(&bs->quiesce_counter) == 0 &&
             (woken || co_queue_empty(&bs->postponed))) {
-            return;
+            break;
         }
         bdrv_dec_in_flight(bs);
         co_queue_wait(&bs->postponed, NULL);
         woken = true;
     }
+    atomic_fetch_sub(&bs->n_postponed, 1);
 }
 
 /* ---- restarting postponed requests ---- */
@@ -131,9 +136,11 @@ static void quiesce_end(BlockNode *bs)
                 }
             }
         }
-        /* A node being closed (refcnt 0) has no parents, so nobody can be
-         * waiting on it. */
-        if (bs->refcnt > 0) {
+        /* The reference keeps bs alive until the bottom half ran (a user
+         * may detach meanwhile).  No waiters, no bottom half: a node being
+         * closed (refcnt 0) has no parents, so it has none. */
+        if (atomic_load(&bs->n_postponed) > 0) {
+            assert(bs->refcnt > 0);
             bdrv_ref(bs);
             aio_bh_schedule_oneshot(bs->ctx, restart_postponed_bh, bs);
         }
