@@ -23,6 +23,7 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_raw,
     &bdrv_null_co,
+    &bdrv_qcow2,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 
@@ -88,8 +89,7 @@ bool bdrv_node_list_insert(BlockNode *bs, Error **errp)
 
 /* ---- option checking ---- */
 
-static const char *const discard_values[] = { "ignore", "unmap", "off", "on",
-                                              NULL };
+static const char *const discard_values[] = { "ignore", "unmap", NULL };
 static const char *const detect_zeroes_values[] = { "off", "on", "unmap",
                                                     NULL };
 
@@ -274,7 +274,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
     bs->read_only = arg_bool(opts, "read-only", false);
     bs->auto_read_only = arg_bool(opts, "auto-read-only", false);
     bs->force_share = arg_bool(opts, "force-share", false);
-    bs->discard_unmap = arg_enum(opts, "discard", discard_values, 0) % 2 == 1;
+    bs->discard_unmap = arg_enum(opts, "discard", discard_values, 0) == 1;
     bs->detect_zeroes = arg_enum(opts, "detect-zeroes", detect_zeroes_values,
                                  0);
     cache = json_object_get(opts, "cache");
@@ -426,7 +426,7 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
     BlockNode *child;
     BlockChild *c;
 
-    if (!v || json_is_null(v)) {
+    if (!v || (json_is_null(v) && allow_none)) {
         if (allow_none) {
             return NULL;
         }

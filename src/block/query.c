@@ -120,6 +120,23 @@ static json_int_t actual_size(BlockNode *bs)
     return 0;
 }
 
+/* qemu reports dirty-flag when the driver answers get_info: file and the
+ * format drivers do, other protocol drivers do not, and raw asks its file. */
+static bool has_info(BlockNode *bs)
+{
+    if (strcmp(bs->drv->name, "file") == 0) {
+        return true;
+    }
+    if (list_empty(&bs->children)) {
+        return false;
+    }
+    if ((strcmp(bs->drv->name, "raw") == 0 || bs->drv->is_filter) &&
+        bs->file) {
+        return has_info(bs->file->node);
+    }
+    return true;
+}
+
 static int backing_depth(BlockNode *bs)
 {
     int n = 0;
@@ -143,9 +160,7 @@ static json_t *image_info(BlockNode *bs, bool flat)
     json_object_set_new(image, "format", json_string(bs->drv->name));
     json_object_set_new(image, "virtual-size", json_integer(vsize));
     json_object_set_new(image, "actual-size", json_integer(actual_size(bs)));
-    /* qemu reports dirty-flag for drivers that answer get_info: file and
-     * every format driver, not other protocol drivers. */
-    if (!list_empty(&bs->children) || strcmp(bs->drv->name, "file") == 0) {
+    if (has_info(bs)) {
         json_object_set_new(image, "dirty-flag", json_false());
     }
     if (bs->backing_file[0]) {
