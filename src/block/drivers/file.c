@@ -795,33 +795,22 @@ static int64_t coroutine_fn file_co_getlength(BlockNode *bs)
 
 /* ---- permissions: the image locks ---- */
 
+/*
+ * Only looks: the graph may still roll the change back after this node said
+ * yes, and it tells drivers nothing then, so the locks change in set_perm.
+ * (QEMU takes the new bytes before looking, which closes the window in
+ * which two openers both look before either locks; ours is that window
+ * between check and set, a few microseconds on the main loop.)
+ */
 static bool file_check_perm(BlockNode *bs, uint64_t perm, uint64_t shared,
                             Error **errp)
 {
     FileState *s = bs->opaque;
-    FileLockState old = s->lock;
-    Error *local_err = NULL;
 
     if (!s->use_lock) {
         return true;
     }
-    /*
-     * Take the union of the old and new locks before looking at anyone
-     * else's: if two openers race, at least one of them then sees the
-     * other.  set_perm trims the union to exactly the new locks.
-     */
-    if (!file_lock_apply(s->fd, &s->lock, perm | old.locked_perm,
-                         shared & ~old.locked_unshared, errp) ||
-        !file_lock_check(s->fd, perm, shared, s->filename, errp)) {
-        /* Back to what we held; a failure here can only leave extra
-         * locks, which the next set_perm retries. */
-        if (!file_lock_apply(s->fd, &s->lock, old.locked_perm,
-                             ~old.locked_unshared, &local_err)) {
-            error_report_err(local_err, "Restoring image locks");
-        }
-        return false;
-    }
-    return true;
+    return file_lock_check(s->fd, perm, shared, s->filename, errp);
 }
 
 static void file_set_perm(BlockNode *bs, uint64_t perm, uint64_t shared)
