@@ -105,32 +105,30 @@ bool file_lock_apply(int fd, FileLockState *st, uint64_t perm,
 bool file_lock_check(int fd, uint64_t perm, uint64_t shared,
                      const char *filename, Error **errp)
 {
-    for (int i = 0; i < FILE_LOCK_NBITS; i++) {
-        uint64_t bit = 1ULL << i;
-        int ret;
+    /* All held bits first, then all unshared ones: with conflicts of both
+     * kinds QEMU names the held permission, and so do we. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < FILE_LOCK_NBITS; i++) {
+            uint64_t bit = 1ULL << i;
+            bool want = pass == 0 ? (perm & bit) : !(shared & bit);
+            /* Holding i collides with someone not sharing it (200+i), and
+             * not sharing i with someone holding it (100+i). */
+            int64_t byte = pass == 0 ? FILE_LOCK_SHARED_BASE + i
+                                     : FILE_LOCK_PERM_BASE + i;
+            const char *kind = pass == 0 ? "" : "shared ";
+            int ret;
 
-        if (perm & bit) {
-            ret = ofd_byte_taken(fd, FILE_LOCK_SHARED_BASE + i);
+            if (!want) {
+                continue;
+            }
+            ret = ofd_byte_taken(fd, byte);
             if (ret < 0) {
-                error_setg_errno(errp, -ret, "Failed to get \"%s\" lock",
-                                 perm_name[i]);
+                error_setg_errno(errp, -ret, "Failed to get %s\"%s\" lock",
+                                 kind, perm_name[i]);
                 return false;
             }
             if (ret) {
-                error_setg(errp, "Failed to get \"%s\" lock", perm_name[i]);
-                goto in_use;
-            }
-        }
-        if (!(shared & bit)) {
-            ret = ofd_byte_taken(fd, FILE_LOCK_PERM_BASE + i);
-            if (ret < 0) {
-                error_setg_errno(errp, -ret,
-                                 "Failed to get shared \"%s\" lock",
-                                 perm_name[i]);
-                return false;
-            }
-            if (ret) {
-                error_setg(errp, "Failed to get shared \"%s\" lock",
+                error_setg(errp, "Failed to get %s\"%s\" lock", kind,
                            perm_name[i]);
                 goto in_use;
             }
