@@ -1,0 +1,207 @@
+/*
+ * Scatter/gather vectors.  An IOVector owns its iovec array only; the
+ * buffers belong to whoever added them.
+ */
+#include "util/iov.h"
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *xrealloc_array(void *p, size_t n, size_t size)
+{
+    void *q = reallocarray(p, n, size);
+    if (!q) {
+        abort();
+    }
+    return q;
+}
+
+void iov_vec_init(IOVector *v, int alloc_hint)
+{
+    assert(alloc_hint >= 0);
+    v->iov = alloc_hint ? xrealloc_array(NULL, alloc_hint, sizeof(*v->iov))
+                        : NULL;
+    v->niov = 0;
+    v->nalloc = alloc_hint;
+    v->size = 0;
+}
+
+void iov_vec_init_buf(IOVector *v, void *buf, size_t len)
+{
+    v->local.iov_base = buf;
+    v->local.iov_len = len;
+    v->iov = &v->local;
+    v->niov = 1;
+    v->nalloc = -1;
+    v->size = len;
+}
+
+void iov_vec_add(IOVector *v, void *base, size_t len)
+{
+    assert(v->nalloc >= 0);   /* a fixed single-buffer vector cannot grow */
+    if (len == 0) {
+        return;
+    }
+    /* Merge with the previous element when contiguous: drivers slicing a
+     * request into pieces then hand fewer iovecs to the kernel. */
+    if (v->niov > 0) {
+        struct iovec *last = &v->iov[v->niov - 1];
+        if ((char *)last->iov_base + last->iov_len == (char *)base) {
+            last->iov_len += len;
+            v->size += len;
+            return;
+        }
+    }
+    if (v->niov == v->nalloc) {
+        int n = v->nalloc ? v->nalloc * 2 : 4;
+        v->iov = xrealloc_array(v->iov, n, sizeof(*v->iov));
+        v->nalloc = n;
+    }
+    v->iov[v->niov].iov_base = base;
+    v->iov[v->niov].iov_len = len;
+    v->niov++;
+    v->size += len;
+}
+
+void iov_vec_concat(IOVector *dst, const IOVector *src, size_t offset,
+                    size_t len)
+{
+    assert(offset <= src->size && len <= src->size - offset);
+    for (int i = 0; i < src->niov && len > 0; i++) {
+        size_t l = src->iov[i].iov_len;
+        if (offset >= l) {
+            offset -= l;
+            continue;
+        }
+        size_t n = l - offset < len ? l - offset : len;
+        iov_vec_add(dst, (char *)src->iov[i].iov_base + offset, n);
+        offset = 0;
+        len -= n;
+    }
+}
+
+void iov_vec_reset(IOVector *v)
+{
+    assert(v->nalloc >= 0);
+    v->niov = 0;
+    v->size = 0;
+}
+
+void iov_vec_destroy(IOVector *v)
+{
+    if (v->nalloc >= 0) {
+        free(v->iov);
+    }
+    v->iov = NULL;
+    v->niov = 0;
+    v->nalloc = 0;
+    v->size = 0;
+}
+
+size_t iov_to_buf(const struct iovec *iov, int niov, size_t offset,
+                  void *buf, size_t bytes)
+{
+    size_t done = 0;
+    for (int i = 0; i < niov && done < bytes; i++) {
+        if (offset >= iov[i].iov_len) {
+            offset -= iov[i].iov_len;
+            continue;
+        }
+        size_t n = iov[i].iov_len - offset;
+        if (n > bytes - done) {
+            n = bytes - done;
+        }
+        memcpy((char *)buf + done, (char *)iov[i].iov_base + offset, n);
+        done += n;
+        offset = 0;
+    }
+    return done;
+}
+
+size_t iov_from_buf(const struct iovec *iov, int niov, size_t offset,
+                    const void *buf, size_t bytes)
+{
+    size_t done = 0;
+    for (int i = 0; i < niov && done < bytes; i++) {
+        if (offset >= iov[i].iov_len) {
+            offset -= iov[i].iov_len;
+            continue;
+        }
+        size_t n = iov[i].iov_len - offset;
+        if (n > bytes - done) {
+            n = bytes - done;
+        }
+        memcpy((char *)iov[i].iov_base + offset, (const char *)buf + done, n);
+        done += n;
+        offset = 0;
+    }
+    return done;
+}
+
+size_t iov_memset(const struct iovec *iov, int niov, size_t offset, int c,
+                  size_t bytes)
+{
+    size_t done = 0;
+    for (int i = 0; i < niov && done < bytes; i++) {
+        if (offset >= iov[i].iov_len) {
+            offset -= iov[i].iov_len;
+            continue;
+        }
+        size_t n = iov[i].iov_len - offset;
+        if (n > bytes - done) {
+            n = bytes - done;
+        }
+        memset((char *)iov[i].iov_base + offset, c, n);
+        done += n;
+        offset = 0;
+    }
+    return done;
+}
+
+static bool buf_is_zero(const unsigned char *p, size_t n)
+{
+    /* Check the first bytes one by one, then compare the buffer with itself
+     * shifted: memcmp is vectorised, a byte loop is not. */
+    size_t head = n < 16 ? n : 16;
+    for (size_t i = 0; i < head; i++) {
+        if (p[i]) {
+            return false;
+        }
+    }
+    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
+}
+
+int iov_is_zero(const struct iovec *iov, int niov, size_t offset,
+                size_t bytes)
+{
+    for (int i = 0; i < niov && bytes > 0; i++) {
+        if (offset >= iov[i].iov_len) {
+            offset -= iov[i].iov_len;
+            continue;
+        }
+        size_t n = iov[i].iov_len - offset;
+        if (n > bytes) {
+            n = bytes;
+        }
+        if (!buf_is_zero((unsigned char *)iov[i].iov_base + offset, n)) {
+            return 0;
+        }
+        bytes -= n;
+        offset = 0;
+    }
+    return 1;
+}
+
+void *blk_aligned_alloc(size_t align, size_t size)
+{
+    void *p = NULL;
+    /* posix_memalign refuses size 0 on some libcs' checkers; ask for one
+     * block so callers always get a freeable, aligned pointer. */
+    int ret = posix_memalign(&p, align, size ? size : align);
+    if (ret != 0) {
+        abort();
+    }
+    return p;
+}

@@ -16,6 +16,9 @@ typedef struct IOVector {
     int niov;
     int nalloc;
     size_t size;      /* sum of iov_len */
+    /* Storage for iov_vec_init_buf's single element (iov points here), so
+     * such a vector must not be copied by value. */
+    struct iovec local;
 } IOVector;
 
 void iov_vec_init(IOVector *v, int alloc_hint);
