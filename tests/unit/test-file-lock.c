@@ -254,6 +254,86 @@ static void test_locking_off(void **state)
     free(path);
 }
 
+/* ---- through the graph ---- */
+
+static char *user_desc(BlockChild *c)
+{
+    return strdup("test user");
+}
+
+static void user_drain(BlockChild *c)
+{
+}
+
+static bool user_drained_poll(BlockChild *c)
+{
+    return false;
+}
+
+static const BlockChildClass user_class = {
+    .get_parent_desc = user_desc,
+    .drained_begin = user_drain,
+    .drained_poll = user_drained_poll,
+    .drained_end = user_drain,
+};
+
+static BlockNode *blockdev(const char *name, const char *path)
+{
+    json_t *opts = json_pack("{s:s, s:s, s:s}", "driver", "file",
+                             "node-name", name, "filename", path);
+    Error *err = NULL;
+    BlockNode *bs = bdrv_open_blockdev(opts, false, &err);
+
+    json_decref(opts);
+    if (!bs) {
+        fail_msg("blockdev-add: %s", error_get_pretty(err));
+    }
+    return bs;
+}
+
+/* The graph hands a user's permissions to the driver: an attach that needs
+ * what another node on the same file keeps to itself is refused with the
+ * lock message, and detaching gives the bytes back. */
+static void test_through_graph(void **state)
+{
+    char *path = new_file();
+    Error *err = NULL;
+    BlockChild *ua, *ub;
+
+    blockdev("ga", path);
+    blockdev("gb", path);
+    ua = bdrv_root_attach_child(bdrv_find_node("ga"), "root", &user_class,
+                                NULL, P_CR | P_W, P_CR | P_WU, &err);
+    assert_non_null(ua);
+    assert_int_equal(probe_bytes(path),
+                     HELD(0) | HELD(1) | UNSHARED(1) | UNSHARED(3));
+
+    ub = bdrv_root_attach_child(bdrv_find_node("gb"), "root", &user_class,
+                                NULL, P_CR | P_W, P_ALL, &err);
+    assert_null(ub);
+    assert_non_null(err);
+    assert_string_equal(error_get_pretty(err), "Failed to get \"write\" lock");
+    error_free(err);
+    err = NULL;
+    /* The refused attach left nothing behind. */
+    assert_int_equal(probe_bytes(path),
+                     HELD(0) | HELD(1) | UNSHARED(1) | UNSHARED(3));
+
+    bdrv_detach_child(ua);
+    assert_int_equal(probe_bytes(path), 0);
+    ub = bdrv_root_attach_child(bdrv_find_node("gb"), "root", &user_class,
+                                NULL, P_CR | P_W, P_ALL, &err);
+    assert_non_null(ub);
+    assert_int_equal(probe_bytes(path), HELD(0) | HELD(1));
+    bdrv_detach_child(ub);
+
+    assert_true(bdrv_del_blockdev("ga", NULL));
+    assert_true(bdrv_del_blockdev("gb", NULL));
+    assert_int_equal(probe_bytes(path), 0);
+    unlink(path);
+    free(path);
+}
+
 /* ---- against QEMU ---- */
 
 static bool have_tool(const char *tool)
@@ -435,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_two_nodes),
         cmocka_unit_test(test_locking_off),
+        cmocka_unit_test(test_through_graph),
         cmocka_unit_test(test_qemu_holds),
         cmocka_unit_test(test_we_hold),
     };
