@@ -19,6 +19,7 @@
 
 #include "aio/aio.h"
 #include "aio/aio-internal.h"
+#include "aio/coroutine.h"
 #include "aio/io.h"
 #include "util/list.h"
 #include "util/log.h"
@@ -513,7 +514,12 @@ void aio_bh_schedule(AioBH *bh)
         list_add_tail(&ctx->bh_pending, &bh->link);
     }
     pthread_mutex_unlock(&ctx->bh_lock);
-    if (queued) {
+    /*
+     * The home thread is not blocked in epoll_wait (it is running this), and
+     * its next aio_poll sees the pending BH and does not block: only other
+     * threads need to wake it.
+     */
+    if (queued && aio_current_context() != ctx) {
         aio_notify(ctx);
     }
 }
@@ -807,6 +813,11 @@ static bool dispatch_handlers(AioContext *ctx, struct epoll_event *events,
 bool aio_poll(AioContext *ctx, bool blocking)
 {
     assert_home(ctx, "aio_poll");
+    if (coroutine_in_coroutine()) {
+        /* A BH could then enter a coroutine that is on this very stack. */
+        log_error("aio_poll called inside a coroutine (yield instead)");
+        abort();
+    }
     struct epoll_event events[AIO_MAX_EVENTS];
     bool progress = false;
 

@@ -314,10 +314,31 @@ static void child_yield_outside(void)
     coroutine_yield();
 }
 
+static void coroutine_fn co_poll_inside(void *opaque)
+{
+    aio_poll(aio_main_context(), false);
+}
+
+static void child_poll_in_coroutine(void)
+{
+    coroutine_enter(coroutine_create(co_poll_inside, NULL));
+}
+
+static void coroutine_fn co_end_while_rescheduled(void *opaque)
+{
+    aio_co_schedule(aio_main_context(), coroutine_self());
+}
+
+static void child_end_while_rescheduled(void)
+{
+    coroutine_enter(coroutine_create(co_end_while_rescheduled, NULL));
+}
+
 static void test_misuse_aborts(void **state)
 {
     ChildFn *fns[] = { child_enter_running, child_enter_scheduled,
-                       child_schedule_twice, child_yield_outside };
+                       child_schedule_twice, child_yield_outside,
+                       child_poll_in_coroutine, child_end_while_rescheduled };
     for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
         int status = run_in_child(fns[i]);
         assert_true(WIFSIGNALED(status));
@@ -538,9 +559,11 @@ static void coroutine_fn co_sleeper(void *opaque)
 static void test_co_sleep_order(void **state)
 {
     _Atomic int running = 4;
+    /* 100 ms apart: the order holds unless entering the next sleeper
+     * stalls for longer than that. */
     Sleeper s[4] = {
-        { 60 * MS, 'd', &running }, { 20 * MS, 'b', &running },
-        { 40 * MS, 'c', &running }, { 0, 'a', &running },
+        { 300 * MS, 'd', &running }, { 100 * MS, 'b', &running },
+        { 200 * MS, 'c', &running }, { 0, 'a', &running },
     };
     for (int i = 0; i < 4; i++) {
         aio_co_enter(aio_main_context(), coroutine_create(co_sleeper, &s[i]));
@@ -692,6 +715,46 @@ static void test_co_migrate_between_threads(void **state)
     iothread_destroy(c.io);
 }
 
+typedef struct InThread {
+    IOThread *io;
+    pthread_t main_thread;
+    _Atomic int done;
+    bool ran_elsewhere;
+    bool ctx_ok;
+} InThread;
+
+static void coroutine_fn co_in_iothread(void *opaque)
+{
+    InThread *t = opaque;
+    t->ran_elsewhere = !pthread_equal(current_thread(), t->main_thread);
+    t->ctx_ok = aio_current_context() == iothread_get_context(t->io) &&
+                coroutine_context(coroutine_self()) ==
+                iothread_get_context(t->io);
+    co_sleep_ns(1000);          /* on the iothread's timers */
+    atomic_store(&t->done, 1);
+    aio_wait_kick();
+    /* Ends in the iothread: its stack goes to that thread's pool, which
+     * is unmapped when the thread exits. */
+}
+
+static void test_co_enter_in_iothread(void **state)
+{
+    Error *err = NULL;
+    InThread t = { .main_thread = pthread_self() };
+    t.io = iothread_create("enter", &err);
+    assert_null(err);
+    for (int i = 0; i < 10; i++) {
+        atomic_store(&t.done, 0);
+        /* Not our context: scheduled there, never entered here. */
+        aio_co_enter(iothread_get_context(t.io),
+                     coroutine_create(co_in_iothread, &t));
+        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&t.done));
+        assert_true(t.ran_elsewhere);
+        assert_true(t.ctx_ok);
+    }
+    iothread_destroy(t.io);
+}
+
 /* ---- iothreads ---- */
 
 static void name_bh(void *opaque)
@@ -760,6 +823,7 @@ int main(void)
         T(test_co_sleep_wakeable),
         T(test_co_wake_from_iothread),
         T(test_co_migrate_between_threads),
+        T(test_co_enter_in_iothread),
         T(test_iothread_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
