@@ -755,6 +755,62 @@ static void test_co_enter_in_iothread(void **state)
     iothread_destroy(t.io);
 }
 
+/* Many coroutines bouncing wakeups off two iothreads at once: the wake
+ * often arrives before the coroutine has even yielded. */
+#define BOUNCERS 64
+#define BOUNCES 100
+
+typedef struct Bouncer {
+    IOThread *io[2];
+    Coroutine *co;
+    int id;
+    int hops;
+    _Atomic int *running;
+} Bouncer;
+
+static void bounce_bh(void *opaque)
+{
+    Bouncer *b = opaque;
+    aio_co_wake(b->co);
+}
+
+static void coroutine_fn co_bouncer(void *opaque)
+{
+    Bouncer *b = opaque;
+    for (int i = 0; i < BOUNCES; i++) {
+        aio_bh_schedule_oneshot(iothread_get_context(b->io[(b->id + i) & 1]),
+                                bounce_bh, b);
+        coroutine_yield();
+        assert_ptr_equal(aio_current_context(), aio_main_context());
+        b->hops++;
+    }
+    atomic_fetch_sub(b->running, 1);
+}
+
+static void test_co_wake_stress(void **state)
+{
+    Error *err = NULL;
+    IOThread *io[2] = { iothread_create("b0", &err), NULL };
+    assert_null(err);
+    io[1] = iothread_create("b1", &err);
+    assert_null(err);
+    _Atomic int running = BOUNCERS;
+    static Bouncer b[BOUNCERS];
+    for (int i = 0; i < BOUNCERS; i++) {
+        b[i] = (Bouncer){ { io[0], io[1] }, NULL, i, 0, &running };
+        b[i].co = coroutine_create(co_bouncer, &b[i]);
+    }
+    for (int i = 0; i < BOUNCERS; i++) {
+        aio_co_enter(aio_main_context(), b[i].co);
+    }
+    poll_while_set(aio_main_context(), &running);
+    for (int i = 0; i < BOUNCERS; i++) {
+        assert_int_equal(b[i].hops, BOUNCES);
+    }
+    iothread_destroy(io[0]);
+    iothread_destroy(io[1]);
+}
+
 /* ---- iothreads ---- */
 
 static void name_bh(void *opaque)
@@ -824,6 +880,7 @@ int main(void)
         T(test_co_wake_from_iothread),
         T(test_co_migrate_between_threads),
         T(test_co_enter_in_iothread),
+        T(test_co_wake_stress),
         T(test_iothread_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
