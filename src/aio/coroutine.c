@@ -46,9 +46,20 @@
 #endif
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+#define CO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CO_TSAN 1
+#endif
+#endif
+
 #ifdef CO_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef CO_TSAN
+#include <sanitizer/tsan_interface.h>
 #endif
 
 #ifdef HAVE_VALGRIND_H
@@ -84,6 +95,9 @@ struct Coroutine {
 #endif
 #ifdef CO_ASAN
     void *asan_fake_stack;
+#endif
+#ifdef CO_TSAN
+    void *tsan_fiber;
 #endif
 };
 
@@ -134,6 +148,9 @@ static __attribute__((noinline)) CoThread *co_tls(void)
     __asm__ volatile("" : "+r"(t) : : "memory");
     if (!t->initialised) {
         t->current = &t->leader;
+#ifdef CO_TSAN
+        t->leader.tsan_fiber = __tsan_get_current_fiber();
+#endif
         list_init(&t->pool);
         int ret = pthread_once(&pool_key_once, pool_key_create);
         if (ret == 0) {
@@ -150,11 +167,16 @@ static __attribute__((noinline)) CoThread *co_tls(void)
 
 /* ---- sanitizer annotations ---- */
 
-/* Called just before jumping from `from` to `to`. */
+/* Called just before jumping from `from` to `to` (after saving from's
+ * jump buffer). */
 static void switch_begin(CoThread *t, Coroutine *from, Coroutine *to,
                          int action)
 {
     t->switch_from = from;
+#ifdef CO_TSAN
+    /* Switches are synchronous hand-offs: let them order memory. */
+    __tsan_switch_to_fiber(to->tsan_fiber, 0);
+#endif
 #ifdef CO_ASAN
     /* A terminating coroutine's frames are gone: let ASan drop its fake
      * stack instead of saving it. */
@@ -197,9 +219,9 @@ static void switch_end(Coroutine *self, bool first)
  */
 static int co_switch(Coroutine *from, Coroutine *to, int action)
 {
-    switch_begin(co_tls(), from, to, action);
     int ret = sigsetjmp(from->env, 0);
     if (ret == 0) {
+        switch_begin(co_tls(), from, to, action);
         siglongjmp(to->env, action);
     }
     switch_end(from, false);
@@ -263,6 +285,9 @@ static Coroutine *coroutine_alloc(CoThread *t)
         abort();
     }
     co->stack = (char *)co->map + guard;
+#ifdef CO_TSAN
+    co->tsan_fiber = __tsan_create_fiber(0);
+#endif
 #ifdef HAVE_VALGRIND_H
     co->valgrind_id = VALGRIND_STACK_REGISTER(co->stack,
                                               (char *)co->stack +
@@ -284,8 +309,8 @@ static Coroutine *coroutine_alloc(CoThread *t)
 
     /* One round trip onto the new stack; co_trampoline jumps back here. */
     Coroutine *self = t->current;
-    switch_begin(t, self, co, CO_ACTION_ENTER);
     if (!sigsetjmp(self->env, 0)) {
+        switch_begin(t, self, co, CO_ACTION_ENTER);
         setcontext(&uc);
         log_error("setcontext failed: %s", strerror(errno));
         abort();
@@ -296,6 +321,9 @@ static Coroutine *coroutine_alloc(CoThread *t)
 
 static void coroutine_free(Coroutine *co)
 {
+#ifdef CO_TSAN
+    __tsan_destroy_fiber(co->tsan_fiber);
+#endif
 #ifdef HAVE_VALGRIND_H
     VALGRIND_STACK_DEREGISTER(co->valgrind_id);
 #endif

@@ -178,7 +178,11 @@ static void test_self_and_context(void **state)
 
 /* ---- many coroutines, the pool ---- */
 
+#ifdef __SANITIZE_THREAD__
+#define MANY 500                /* TSan allocates megabytes per fiber */
+#else
 #define MANY 10000
+#endif
 
 typedef struct Many {
     int started, finished;
