@@ -119,11 +119,13 @@ int64_t clock_ns(void)
 }
 
 /*
- * noinline: a coroutine may be moved to another thread between two calls,
- * so the address of this thread-local must never be cached by a caller.
+ * noinline and the empty asm: a coroutine may be moved to another thread
+ * between two calls, so neither the address of this thread-local nor the
+ * result may be reused by a caller (even one inlined across units by LTO).
  */
 __attribute__((noinline)) AioContext *aio_current_context(void)
 {
+    __asm__ volatile("" : : : "memory");
     return current_ctx;
 }
 
