@@ -1,0 +1,267 @@
+/*
+ * The generic job: the state machine, the verbs, pause points, speed,
+ * progress, error policy, transactions and completion.  A job type supplies
+ * a JobDriver (its body as a coroutine plus callbacks); the engine owns
+ * everything else.
+ *
+ *   created --start--> running --pause point--> paused --resume--> running
+ *   running --ready--> ready <--> standby
+ *   running/ready --run() returned--> waiting --txn done--> pending
+ *   pending --finalize (auto or job-finalize)--> concluded --dismiss--> null
+ *   any failure / forced cancel --> aborting --> concluded --> null
+ *
+ * The allowed transitions and the verbs accepted in each state are two
+ * tables in job.c, matching qemu-storage-daemon 7.2 (JobSTT, JobVerbTable).
+ * Every change of state goes through one function that checks the table and
+ * emits JOB_STATUS_CHANGE {id, status}.
+ *
+ * Threads: jobs are created, controlled, completed and freed in the main
+ * loop.  The body runs as a coroutine in job->ctx (for now always the main
+ * context: jobs on nodes in an iothread are refused by blockjob.c).
+ */
+#ifndef BJ_JOB_JOB_H
+#define BJ_JOB_JOB_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "aio/aio.h"
+#include "aio/coroutine.h"
+#include "util/error.h"
+#include "util/list.h"
+#include "util/ratelimit.h"
+
+typedef struct Job Job;
+typedef struct JobDriver JobDriver;
+typedef struct JobTxn JobTxn;
+
+typedef enum JobStatus {
+    JOB_STATUS_UNDEFINED = 0,
+    JOB_STATUS_CREATED,
+    JOB_STATUS_RUNNING,
+    JOB_STATUS_PAUSED,
+    JOB_STATUS_READY,
+    JOB_STATUS_STANDBY,
+    JOB_STATUS_WAITING,
+    JOB_STATUS_PENDING,
+    JOB_STATUS_ABORTING,
+    JOB_STATUS_CONCLUDED,
+    JOB_STATUS_NULL,
+    JOB_STATUS__MAX,
+} JobStatus;
+
+typedef enum JobVerb {
+    JOB_VERB_CANCEL = 0,
+    JOB_VERB_PAUSE,
+    JOB_VERB_RESUME,
+    JOB_VERB_SET_SPEED,
+    JOB_VERB_COMPLETE,
+    JOB_VERB_FINALIZE,
+    JOB_VERB_DISMISS,
+    JOB_VERB__MAX,
+} JobVerb;
+
+/* "created", "running", ... / "cancel", "set-speed", ... as QMP spells them */
+const char *job_status_name(JobStatus s);
+const char *job_verb_name(JobVerb v);
+
+/* on-error / on-source-error / on-target-error (QAPI BlockdevOnError order) */
+typedef enum JobOnError {
+    JOB_ON_ERROR_REPORT = 0,
+    JOB_ON_ERROR_IGNORE,
+    JOB_ON_ERROR_ENOSPC,
+    JOB_ON_ERROR_STOP,
+    JOB_ON_ERROR_AUTO,
+    JOB_ON_ERROR__MAX,
+} JobOnError;
+/* NULL-terminated, for ArgSpec enums */
+extern const char *const job_on_error_names[];
+
+typedef enum JobErrorAction {
+    JOB_ERROR_ACTION_REPORT = 0,   /* fail the job */
+    JOB_ERROR_ACTION_IGNORE,       /* retry the operation */
+    JOB_ERROR_ACTION_STOP,         /* the job paused itself; retry after */
+} JobErrorAction;
+
+typedef enum JobIoStatus {
+    JOB_IO_STATUS_OK = 0,
+    JOB_IO_STATUS_FAILED,
+    JOB_IO_STATUS_NOSPACE,
+} JobIoStatus;
+
+/* job_create flags */
+enum {
+    JOB_DEFAULT          = 0,
+    JOB_MANUAL_FINALIZE  = 1 << 0,   /* auto-finalize=false */
+    JOB_MANUAL_DISMISS   = 1 << 1,   /* auto-dismiss=false */
+};
+
+/*
+ * What a job type provides.  All callbacks except run are optional and run
+ * in the main loop.  Order at the end of a job (per transaction, see
+ * job.c): prepare on every member, then commit (success) or abort (failure
+ * or cancel), then clean, then the COMPLETED/CANCELLED event.
+ */
+struct JobDriver {
+    const char *type;        /* JobType: "stream", "commit", "create", ... */
+    size_t instance_size;    /* >= sizeof(Job); Job is the first member */
+    /* Emits BLOCK_JOB_* events (every type but "create"). */
+    bool block_job_events;
+
+    /* The body.  Returns 0 or -errno; may set errp for a precise message
+     * (else the job's error is strerror(-ret)).  Must reach a pause point
+     * (job_pause_point, job_sleep_ns, job_yield) at least every 100 ms. */
+    int coroutine_fn (*run)(Job *job, Error **errp);
+
+    /* block-job-complete / job-complete, accepted in ready/standby. */
+    void (*complete)(Job *job, Error **errp);
+    /* Cancel requested; returns whether the cancel must be treated as
+     * forced (stream/commit always true; mirror only soft in ready). */
+    bool (*cancel)(Job *job, bool force);
+    /* Told when the job stops/restarts at a pause point. */
+    void (*pause)(Job *job);
+    void (*resume)(Job *job);
+    /* For drained_poll: true while the job still has requests in flight. */
+    bool (*drained_poll)(Job *job);
+
+    /* Graph changes at the end: prepare may fail (-errno, then the whole
+     * transaction aborts); commit/abort then clean; free releases what the
+     * type allocated (after the job left every list). */
+    int (*prepare)(Job *job, Error **errp);
+    void (*commit)(Job *job);
+    void (*abort)(Job *job);
+    void (*clean)(Job *job);
+    void (*free)(Job *job);
+};
+
+struct Job {
+    const JobDriver *driver;
+    char *id;
+    AioContext *ctx;
+    int refcnt;
+    JobStatus status;
+
+    Coroutine *co;           /* the body; NULL before start and after exit */
+    CoSleep sleep;           /* cut short by set-speed/cancel/resume */
+    bool busy;               /* false while yielded/sleeping at a point */
+    bool paused;             /* stopped at a pause point right now */
+    int pause_count;         /* user + internal pauses; paused while > 0 */
+    bool user_paused;        /* one user pause at most (pause verb) */
+    bool started;
+    bool cancelled;          /* cancel requested */
+    bool force_cancel;       /* ... and it is forced (job_is_cancelled) */
+    bool deferred_to_main_loop;  /* run() returned, exit is scheduled */
+    bool auto_finalize;
+    bool auto_dismiss;
+
+    int ret;                 /* run()'s result, then prepare's */
+    Error *err;              /* the job's error once it failed */
+
+    uint64_t progress_current;   /* "offset" / current-progress */
+    uint64_t progress_total;     /* "len" / total-progress */
+
+    int64_t speed;           /* bytes/s, 0 = unlimited */
+    RateLimit limit;
+    JobIoStatus iostatus;
+
+    JobTxn *txn;
+    ListHead txn_link;       /* in txn->jobs */
+    ListHead link;           /* in the global job list (newest first) */
+    ListHead block_users;    /* BlockJobNode entries (blockjob.c) */
+    AioBH *exit_bh;
+};
+
+/*
+ * Creates a job in state "created" (JOB_STATUS_CHANGE created).  id must be
+ * well formed and unused ("Invalid job ID 'x'", "Job ID 'x' already in
+ * use").  txn may be NULL (a transaction of one).  Returns the instance
+ * (driver->instance_size bytes, zeroed, Job first) with one reference held
+ * by the job list.  Main loop.
+ */
+void *job_create(const char *id, const JobDriver *drv, JobTxn *txn,
+                 AioContext *ctx, int flags, Error **errp);
+/* created -> running; enters the body. */
+void job_start(Job *job);
+
+void job_ref(Job *job);
+void job_unref(Job *job);
+
+Job *job_get(const char *id);
+/* Newest first; NULL starts, NULL ends. */
+Job *job_next(Job *prev);
+
+bool job_is_cancelled(Job *job);     /* forced cancel requested */
+bool job_is_completed(Job *job);     /* concluded, null or aborting... */
+bool job_is_ready(Job *job);         /* ready or standby */
+
+/* ---- verbs (main loop; checked against the verb table) ---- */
+bool job_apply_verb(Job *job, JobVerb verb, Error **errp);
+bool job_user_pause(Job *job, Error **errp);
+bool job_user_resume(Job *job, Error **errp);
+bool job_user_cancel(Job *job, bool force, Error **errp);
+bool job_complete(Job *job, Error **errp);
+bool job_finalize(Job *job, Error **errp);
+/* Dismisses a concluded job; *jobp is NULL afterwards. */
+bool job_dismiss(Job **jobp, Error **errp);
+bool job_set_speed(Job *job, int64_t speed, Error **errp);
+
+/* Internal (drain) pauses: counted apart from the user's pause. */
+void job_pause(Job *job);
+void job_resume(Job *job);
+/* Cancel without verb checks (transactions, shutdown). */
+void job_cancel(Job *job, bool force);
+
+/* ---- inside the body (coroutine_fn, in job->ctx) ---- */
+/* Stops here while paused; returns at once otherwise. */
+void coroutine_fn job_pause_point(Job *job);
+/* Sleeps ns (or until woken by set-speed/cancel/resume), then pauses if
+ * asked to.  Does not sleep when cancelled. */
+void coroutine_fn job_sleep_ns(Job *job, int64_t ns);
+/* Yields until job_enter (e.g. an I/O completion); not busy meanwhile. */
+void coroutine_fn job_yield(Job *job);
+void job_enter(Job *job);
+/* running -> ready (and BLOCK_JOB_READY). */
+void job_transition_to_ready(Job *job);
+
+/* Speed: call before processing a chunk of bytes.  Sleeps as long as the
+ * limit requires (woken early by set-speed, which recomputes), and is a
+ * pause point even when unlimited.  The first chunk is throttled too.
+ * Returns at once when the job is cancelled. */
+void coroutine_fn job_ratelimit_sleep(Job *job, uint64_t bytes);
+/* The chunk size to use under the current speed (see ratelimit_chunk). */
+uint64_t job_chunk_size(Job *job, uint64_t max_chunk, uint64_t align);
+
+/* Progress ("offset"/"len" of events, current/total-progress). */
+void job_progress_update(Job *job, uint64_t done);
+void job_progress_set_remaining(Job *job, uint64_t remaining);
+void job_progress_increase_remaining(Job *job, uint64_t delta);
+
+/*
+ * The error policy: decides what to do with -errno `error` of a read or a
+ * write, emits BLOCK_JOB_ERROR {device, operation, action}, and for stop
+ * sets io-status and pauses the job (user pause: resume continues it).
+ * Call from the body; after STOP, call job_pause_point before retrying.
+ */
+JobErrorAction job_error_action(Job *job, JobOnError policy, bool is_read,
+                                int error);
+
+/* ---- synchronous helpers (main loop, not in a coroutine) ---- */
+/* Cancels and runs the loop until the job is gone (or concluded, for a
+ * job that is not auto-dismissed: then dismissed).  Returns -ECANCELED, or
+ * the job's own result if it completed first; sets errp on failure. */
+int job_cancel_sync(Job *job, bool force, Error **errp);
+/* Completes (job_complete) and waits likewise. */
+int job_complete_sync(Job *job, Error **errp);
+/* Force-cancels every job and waits for all (shutdown). */
+void job_cancel_sync_all(void);
+
+/* ---- transactions: finalize together, one failure aborts all ---- */
+JobTxn *job_txn_new(void);
+void job_txn_unref(JobTxn *txn);
+
+/* ---- queries ---- */
+json_t *job_query_jobs(void);          /* query-jobs */
+json_t *job_query_block_jobs(void);    /* query-block-jobs */
+
+#endif
