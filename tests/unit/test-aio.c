@@ -288,6 +288,92 @@ static void test_fd_remove_self_and_reuse_fd(void **state)
     free_ctx(ctx);
 }
 
+/* Hangup reaches the read callback, which then sees EOF. */
+typedef struct Hup {
+    int fd;
+    int calls;
+    ssize_t last;
+} Hup;
+
+static void hup_cb(void *opaque)
+{
+    Hup *h = opaque;
+    char c;
+    h->last = read(h->fd, &c, 1);
+    h->calls++;
+}
+
+static void test_fd_hangup(void **state)
+{
+    AioContext *ctx = new_ctx();
+    int fds[2];
+    assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+    Hup h = { fds[0], 0, -2 };
+    assert_true(aio_set_fd_handler(ctx, fds[0], hup_cb, NULL, &h, NULL));
+    close(fds[1]);
+    assert_true(aio_poll(ctx, true));
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(h.last, 0);
+    assert_true(aio_set_fd_handler(ctx, fds[0], NULL, NULL, NULL, NULL));
+    close(fds[0]);
+    free_ctx(ctx);
+}
+
+/*
+ * A handler that runs a nested aio_poll, in which another handler removes
+ * both: the outer pass still holds both in its event array, so neither may
+ * be freed before the outer pass ends (ASan checks the use after free).
+ */
+typedef struct NestedFd {
+    AioContext *ctx;
+    PipeState a, b;
+    int a_calls, b_calls;
+} NestedFd;
+
+static NestedFd *nested_fd;
+
+static void nested_b_cb(void *opaque)
+{
+    NestedFd *n = nested_fd;
+    n->b_calls++;
+    assert_true(aio_set_fd_handler(n->ctx, n->a.fds[0], NULL, NULL, NULL,
+                                   NULL));
+    assert_true(aio_set_fd_handler(n->ctx, n->b.fds[0], NULL, NULL, NULL,
+                                   NULL));
+}
+
+static void nested_a_cb(void *opaque)
+{
+    NestedFd *n = nested_fd;
+    char c;
+    n->a_calls++;
+    assert_int_equal(read(n->a.fds[0], &c, 1), 1);
+    aio_poll(n->ctx, false);
+}
+
+static void test_fd_remove_in_nested_poll(void **state)
+{
+    AioContext *ctx = new_ctx();
+    NestedFd n = { .ctx = ctx };
+    nested_fd = &n;
+    make_pipe(&n.a, ctx);
+    make_pipe(&n.b, ctx);
+    assert_true(aio_set_fd_handler(ctx, n.a.fds[0], nested_a_cb, NULL, NULL,
+                                   NULL));
+    assert_true(aio_set_fd_handler(ctx, n.b.fds[0], nested_b_cb, NULL, NULL,
+                                   NULL));
+    pipe_put(&n.a, 'a');
+    pipe_put(&n.b, 'b');
+    assert_true(aio_poll(ctx, true));
+    assert_int_equal(n.b_calls, 1);
+    assert_true(n.a_calls <= 1);
+    /* Both gone, although b still has a byte to read. */
+    assert_false(aio_poll(ctx, false));
+    close_pipe(&n.a);
+    close_pipe(&n.b);
+    free_ctx(ctx);
+}
+
 /* ---- bottom halves ---- */
 
 typedef struct Seq {
@@ -402,6 +488,45 @@ static void test_bh_reschedule_self(void **state)
 
 /* A BH that waits (nested aio_poll) for a BH scheduled after it in the
  * same pass: the nested poll must run it. */
+/* BH callbacks deleting themselves, and cancelling or deleting another
+ * BH that is due later in the same pass. */
+typedef struct BhKill {
+    AioBH *self, *victim_cancel, *victim_delete;
+    Seq *seq;
+} BhKill;
+
+static void bh_kill_cb(void *opaque)
+{
+    BhKill *k = opaque;
+    seq_add(k->seq, 'k');
+    aio_bh_cancel(k->victim_cancel);
+    aio_bh_delete(k->victim_delete);
+    aio_bh_delete(k->self);
+}
+
+static void test_bh_delete_during_pass(void **state)
+{
+    AioContext *ctx = new_ctx();
+    Seq seq = { { 0 }, 0 };
+    Tag tc = { &seq, 'c' }, td = { &seq, 'd' };
+    BhKill k = { NULL, NULL, NULL, &seq };
+    k.self = aio_bh_new(ctx, bh_kill_cb, &k);
+    k.victim_cancel = aio_bh_new(ctx, tag_cb, &tc);
+    k.victim_delete = aio_bh_new(ctx, tag_cb, &td);
+    aio_bh_schedule(k.self);
+    aio_bh_schedule(k.victim_cancel);
+    aio_bh_schedule(k.victim_delete);
+    assert_true(aio_poll(ctx, false));
+    assert_string_equal(seq.buf, "k");
+    assert_false(aio_poll(ctx, false));
+    /* The cancelled one is still usable. */
+    aio_bh_schedule(k.victim_cancel);
+    assert_true(aio_poll(ctx, false));
+    assert_string_equal(seq.buf, "kc");
+    aio_bh_delete(k.victim_cancel);
+    free_ctx(ctx);
+}
+
 typedef struct Nested {
     AioContext *ctx;
     _Atomic int later_ran;
@@ -684,6 +809,38 @@ static void test_timer_mod_del(void **state)
     free_ctx(ctx);
 }
 
+/* Timer callbacks that free themselves and delete another due timer. */
+typedef struct TimerKill {
+    AioTimer *self, *victim;
+    Seq *seq;
+} TimerKill;
+
+static void timer_kill_cb(void *opaque)
+{
+    TimerKill *k = opaque;
+    seq_add(k->seq, 'k');
+    aio_timer_free(k->victim);
+    aio_timer_free(k->self);
+}
+
+static void test_timer_free_in_callback(void **state)
+{
+    AioContext *ctx = new_ctx();
+    Seq seq = { { 0 }, 0 };
+    Tag tv = { &seq, 'v' };
+    TimerKill k = { NULL, NULL, &seq };
+    k.self = aio_timer_new(ctx, timer_kill_cb, &k);
+    k.victim = aio_timer_new(ctx, tag_cb, &tv);
+    int64_t now = clock_ns();
+    /* Both due at the next poll; the killer's deadline is earlier. */
+    aio_timer_mod(k.self, now - 2 * MS);
+    aio_timer_mod(k.victim, now - 1 * MS);
+    assert_true(aio_poll(ctx, false));
+    assert_string_equal(seq.buf, "k");
+    assert_false(aio_poll(ctx, false));
+    free_ctx(ctx);
+}
+
 /* Many timers with pseudo-random deadlines, some deleted: the survivors
  * fire in nondecreasing deadline order (checks the heap, not the clock). */
 typedef struct HeapTimer {
@@ -800,7 +957,10 @@ int main(void)
         cmocka_unit_test(test_fd_regular_file_refused),
         cmocka_unit_test(test_fd_remove_during_dispatch),
         cmocka_unit_test(test_fd_remove_self_and_reuse_fd),
+        cmocka_unit_test(test_fd_hangup),
+        cmocka_unit_test(test_fd_remove_in_nested_poll),
         cmocka_unit_test(test_bh_fifo_cancel_delete),
+        cmocka_unit_test(test_bh_delete_during_pass),
         cmocka_unit_test(test_bh_oneshot),
         cmocka_unit_test(test_bh_reschedule_self),
         cmocka_unit_test(test_bh_nested_wait),
@@ -810,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_wait_while_main_kick),
         cmocka_unit_test(test_timer_order),
         cmocka_unit_test(test_timer_mod_del),
+        cmocka_unit_test(test_timer_free_in_callback),
         cmocka_unit_test(test_timer_heap_many),
         cmocka_unit_test(test_free_aborts_on_leak),
     };
