@@ -36,6 +36,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
 #define AIO_MAX_EVENTS 64
 #define TIMER_IDLE SIZE_MAX
 
@@ -746,13 +750,18 @@ static bool run_timers(AioContext *ctx)
  * epoll_pwait2 gives nanosecond timeouts (a null-co latency of a few
  * microseconds must not become a millisecond); kernels or sandboxes
  * without it get epoll_wait, rounded up so a timer is never polled early.
+ * So does valgrind (3.19 does not know epoll_pwait2 and warns about it).
  */
 static int wait_events(AioContext *ctx, struct epoll_event *events,
                        int64_t timeout_ns)
 {
     static atomic_bool no_pwait2;
+    bool try_pwait2 = !atomic_load_explicit(&no_pwait2, memory_order_relaxed);
+#ifdef HAVE_VALGRIND_H
+    try_pwait2 = try_pwait2 && !RUNNING_ON_VALGRIND;
+#endif
 
-    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+    if (try_pwait2) {
         struct timespec ts, *tsp = NULL;
         if (timeout_ns >= 0) {
             ts.tv_sec = timeout_ns / 1000000000LL;
