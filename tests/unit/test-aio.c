@@ -896,6 +896,90 @@ static void test_timer_heap_many(void **state)
     free_ctx(ctx);
 }
 
+/*
+ * The heap against a model: random arm/re-arm/delete operations, then one
+ * poll with every deadline in the past fires exactly the armed timers,
+ * ordered by (deadline, last arming).
+ */
+enum { MODEL_N = 64, MODEL_OPS = 3000, MODEL_ROUNDS = 20 };
+
+typedef struct ModelTimer {
+    AioTimer *t;
+    bool armed;
+    int64_t expire;
+    uint64_t order;
+    int id;
+    int *fired;
+    int *nfired;
+} ModelTimer;
+
+static void model_cb(void *opaque)
+{
+    ModelTimer *m = opaque;
+    m->fired[(*m->nfired)++] = m->id;
+    m->armed = false;
+}
+
+static int model_cmp(const void *a, const void *b)
+{
+    const ModelTimer *x = *(ModelTimer *const *)a;
+    const ModelTimer *y = *(ModelTimer *const *)b;
+    if (x->expire != y->expire) {
+        return x->expire < y->expire ? -1 : 1;
+    }
+    return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+static void test_timer_heap_model(void **state)
+{
+    AioContext *ctx = new_ctx();
+    static ModelTimer m[MODEL_N];
+    int fired[MODEL_N], nfired = 0;
+    uint64_t order = 0;
+    unsigned x = 777;
+    int64_t base = clock_ns() - 3600LL * 1000 * MS;
+    for (int i = 0; i < MODEL_N; i++) {
+        m[i] = (ModelTimer){ .id = i, .fired = fired, .nfired = &nfired };
+        m[i].t = aio_timer_new(ctx, model_cb, &m[i]);
+    }
+    for (int round = 0; round < MODEL_ROUNDS; round++) {
+        for (int op = 0; op < MODEL_OPS; op++) {
+            x = x * 1103515245u + 12345u;
+            ModelTimer *t = &m[(x >> 4) % MODEL_N];
+            x = x * 1103515245u + 12345u;
+            if ((x >> 8) % 4 == 0) {
+                aio_timer_del(t->t);
+                t->armed = false;
+            } else {
+                /* Few distinct deadlines, so ties are common. */
+                t->expire = base + (int64_t)((x >> 12) % 32);
+                t->order = order++;
+                t->armed = true;
+                aio_timer_mod(t->t, t->expire);
+            }
+            assert_int_equal(aio_timer_pending(t->t), t->armed);
+        }
+        ModelTimer *expect[MODEL_N];
+        int n = 0;
+        for (int i = 0; i < MODEL_N; i++) {
+            if (m[i].armed) {
+                expect[n++] = &m[i];
+            }
+        }
+        qsort(expect, (size_t)n, sizeof(expect[0]), model_cmp);
+        nfired = 0;
+        aio_poll(ctx, false);
+        assert_int_equal(nfired, n);
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(fired[i], expect[i]->id);
+        }
+    }
+    for (int i = 0; i < MODEL_N; i++) {
+        aio_timer_free(m[i].t);
+    }
+    free_ctx(ctx);
+}
+
 /* ---- leak check ---- */
 
 static void leak_cb(void *opaque)
@@ -972,6 +1056,7 @@ int main(void)
         cmocka_unit_test(test_timer_mod_del),
         cmocka_unit_test(test_timer_free_in_callback),
         cmocka_unit_test(test_timer_heap_many),
+        cmocka_unit_test(test_timer_heap_model),
         cmocka_unit_test(test_free_aborts_on_leak),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
