@@ -1,0 +1,28 @@
+#!/bin/bash
+# Builds blockjobd twice: build/ (normal) and build-asan/ (AddressSanitizer
+# + UndefinedBehaviorSanitizer).  Configures a directory only when it is not
+# configured yet; ninja re-runs meson by itself when a meson.build changed.
+#   scripts/build.sh            both
+#   scripts/build.sh normal     build/ only
+#   scripts/build.sh asan       build-asan/ only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+which=${1:-all}
+
+setup() {
+    local dir=$1; shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" "$@"
+    elif ! meson introspect "$dir" --buildoptions >/dev/null 2>&1; then
+        meson setup --wipe "$dir" "$@"
+    fi
+    ninja -C "$dir"
+}
+
+if [ "$which" = all ] || [ "$which" = normal ]; then
+    setup build
+fi
+if [ "$which" = all ] || [ "$which" = asan ]; then
+    setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
+fi

@@ -1,0 +1,41 @@
+#!/bin/bash
+# Installs the Debian 12 packages blockjobd needs to build, test and demo.
+# Idempotent: asks apt only for what is missing, and refreshes the package
+# lists only then.  Works as root with no terminal.
+set -euo pipefail
+
+PACKAGES=(
+    meson ninja-build pkg-config gcc
+    liburing-dev libjansson-dev zlib1g-dev libcmocka-dev libnbd-dev
+    python3 python3-pytest python3-pytest-timeout python3-libnbd
+    libnbd-bin nbdkit fio qemu-utils qemu-system-common valgrind
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    if [ "$status" != "install ok installed" ]; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "deps: all ${#PACKAGES[@]} packages present"
+    exit 0
+fi
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then
+        SUDO=(sudo)
+    else
+        echo "deps: missing ${missing[*]}; run as root to install them" >&2
+        exit 1
+    fi
+fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    </dev/null

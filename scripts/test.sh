@@ -1,0 +1,11 @@
+#!/bin/bash
+# Installs what is missing, builds (normal and ASan+UBSan) and runs the whole
+# suite: unit tests and integration tests, once per build.  The last line is
+# "N passed, N failed, N skipped" over everything that ran.
+# Extra arguments go to tests/run-suite.py (e.g. --only normal -- -k daemon).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/deps.sh
+./scripts/build.sh
+exec /usr/bin/python3 tests/run-suite.py "$@"

@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""Runs the whole test suite and prints one closing line for all of it.
+
+    unit tests        meson test, in build/ and in build-asan/
+    integration       pytest tests/integration, once with each daemon binary
+
+Every cmocka test case counts as one test (a test binary that is not cmocka
+counts as one).  Every pytest test counts as one.  Each failure and each skip
+is listed with its reason above the closing line, which is exactly
+
+    N passed, N failed, N skipped
+
+Exit status: 0 only if nothing failed and something passed.
+
+Options: --only normal|asan, --no-unit, --no-integration, and anything after
+'--' goes to pytest (e.g. -- -k daemon).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = '/usr/bin/python3'   # the Debian interpreter with the test modules
+
+BUILDS = [
+    ('normal', 'build'),
+    ('asan', 'build-asan'),
+]
+
+SAN_ENV = {
+    'ASAN_OPTIONS': 'halt_on_error=1:abort_on_error=0:print_stacktrace=1:'
+                    'detect_leaks=1:print_summary=1',
+    'UBSAN_OPTIONS': 'halt_on_error=1:abort_on_error=1:print_stacktrace=1:'
+                     'print_summary=1',
+    'LSAN_OPTIONS': 'print_suppressions=0',
+}
+
+
+class Tally:
+    def __init__(self):
+        self.passed = 0
+        self.failed = []      # (name, reason)
+        self.skipped = []     # (name, reason)
+
+    def add_pass(self, n=1):
+        self.passed += n
+
+    def fail(self, name, reason):
+        self.failed.append((name, reason))
+
+    def skip(self, name, reason):
+        self.skipped.append((name, reason))
+
+
+def first_line(text, limit=300):
+    text = (text or '').strip()
+    line = text.splitlines()[0] if text else ''
+    return line[:limit]
+
+
+# ---- unit tests (meson) ----------------------------------------------------
+
+CMOCKA_RE = re.compile(r'^\[ *(RUN|OK|FAILED|SKIPPED|ERROR) *\] (.*)$')
+
+
+def cmocka_cases(output):
+    """[(case, 'pass'|'fail'|'skip', reason)] from cmocka output, or None."""
+    cases = []
+    current = None
+    last_err = ''
+    for line in output.splitlines():
+        m = CMOCKA_RE.match(line.strip())
+        if not m:
+            if current is not None and line.strip():
+                last_err = line.strip()
+            continue
+        tag, rest = m.group(1), m.group(2).strip()
+        if tag == 'RUN':
+            if current is not None:
+                cases.append((current, 'fail', 'no result (crashed?)'))
+            current, last_err = rest, ''
+        elif current is not None and rest == current:
+            if tag == 'OK':
+                cases.append((current, 'pass', ''))
+            elif tag == 'SKIPPED':
+                cases.append((current, 'skip', last_err or 'skipped'))
+            else:
+                cases.append((current, 'fail', last_err or tag.lower()))
+            current = None
+    if current is not None:
+        cases.append((current, 'fail', 'no result (crashed?)'))
+    return cases or None
+
+
+def run_unit(tally, label, builddir):
+    bdir = os.path.join(REPO, builddir)
+    log = os.path.join(bdir, 'meson-logs', 'testlog.json')
+    if os.path.exists(log):
+        os.unlink(log)
+    env = dict(os.environ)
+    env.update(SAN_ENV)
+    cmd = ['meson', 'test', '-C', bdir, '--no-rebuild', '--print-errorlogs']
+    if label == 'asan':
+        cmd += ['--timeout-multiplier', '3']
+    print('==> unit tests (%s): %s' % (label, ' '.join(cmd)), flush=True)
+    rc = subprocess.call(cmd, env=env)
+    if not os.path.exists(log):
+        tally.fail('unit[%s]' % label, 'meson test exited %d with no log' % rc)
+        return
+    with open(log) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            t = json.loads(line)
+            name = 'unit[%s] %s' % (label, t['name'])
+            result = t.get('result', '')
+            out = (t.get('stdout') or '') + '\n' + (t.get('stderr') or '')
+            cases = cmocka_cases(out)
+            if result == 'SKIP':
+                tally.skip(name, 'skipped (exit 77): %s'
+                           % first_line(out.strip().splitlines()[-1]
+                                        if out.strip() else ''))
+                continue
+            if cases is None:
+                if result in ('OK', 'EXPECTEDFAIL'):
+                    tally.add_pass()
+                else:
+                    tally.fail(name, '%s (exit %s)'
+                               % (result, t.get('returncode')))
+                continue
+            for case, status, reason in cases:
+                cname = '%s: %s' % (name, case)
+                if status == 'pass':
+                    tally.add_pass()
+                elif status == 'skip':
+                    tally.skip(cname, reason)
+                else:
+                    tally.fail(cname, reason)
+            # A binary can pass every case and still fail: a leak or a
+            # sanitizer report at exit, a timeout, a crash after the last case.
+            if result not in ('OK', 'EXPECTEDFAIL') and \
+                    all(s != 'fail' for _, s, _ in cases):
+                tally.fail(name, '%s (exit %s) after its cases ran'
+                           % (result, t.get('returncode')))
+
+
+# ---- integration tests (pytest) --------------------------------------------
+
+def run_integration(tally, label, builddir, pytest_args):
+    binary = os.path.join(REPO, builddir, 'src', 'daemon', 'blockjobd')
+    xml = os.path.join(REPO, builddir, 'meson-logs', 'pytest-junit.xml')
+    if os.path.exists(xml):
+        os.unlink(xml)
+    env = dict(os.environ)
+    env.update(SAN_ENV)
+    env['BLOCKJOBD_BIN'] = binary
+    env['BLOCKJOBD_BUILD_DIR'] = os.path.join(REPO, builddir)
+    env['PYTHONDONTWRITEBYTECODE'] = '1'
+    cmd = [PYTHON, '-m', 'pytest', '-q', '-rfEs', '-p', 'no:cacheprovider',
+           '--junitxml', xml, os.path.join(REPO, 'tests', 'integration')]
+    cmd += pytest_args
+    print('==> integration tests (%s): BLOCKJOBD_BIN=%s' % (label, binary),
+          flush=True)
+    rc = subprocess.call(cmd, env=env, cwd=REPO)
+    if not os.path.exists(xml):
+        tally.fail('integration[%s]' % label,
+                   'pytest exited %d with no report' % rc)
+        return
+    root = ET.parse(xml).getroot()
+    for case in root.iter('testcase'):
+        cls = case.get('classname') or ''
+        name = 'integration[%s] %s::%s' % (
+            label, cls.replace('tests.integration.', ''), case.get('name'))
+        failure = case.find('failure')
+        if failure is None:
+            failure = case.find('error')
+        skipped = case.find('skipped')
+        if failure is not None:
+            tally.fail(name, first_line(failure.get('message') or
+                                        failure.text or 'failed'))
+        elif skipped is not None:
+            tally.skip(name, first_line(skipped.get('message') or 'skipped'))
+        else:
+            tally.add_pass()
+    if rc not in (0, 1, 5):
+        tally.fail('integration[%s]' % label,
+                   'pytest exited with status %d' % rc)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--only', choices=[b[0] for b in BUILDS])
+    ap.add_argument('--no-unit', action='store_true')
+    ap.add_argument('--no-integration', action='store_true')
+    ap.add_argument('pytest_args', nargs='*')
+    args = ap.parse_args()
+
+    tally = Tally()
+    start = time.monotonic()
+    builds = [b for b in BUILDS if args.only in (None, b[0])]
+    if not args.no_unit:
+        for label, builddir in builds:
+            run_unit(tally, label, builddir)
+    if not args.no_integration:
+        for label, builddir in builds:
+            run_integration(tally, label, builddir, args.pytest_args)
+
+    if tally.passed == 0 and not tally.failed:
+        tally.fail('suite', 'no test ran')
+    print()
+    print('==> summary (%.0f s)' % (time.monotonic() - start))
+    for name, reason in tally.skipped:
+        print('SKIPPED %s: %s' % (name, reason))
+    for name, reason in tally.failed:
+        print('FAILED  %s: %s' % (name, reason))
+    print('%d passed, %d failed, %d skipped'
+          % (tally.passed, len(tally.failed), len(tally.skipped)), flush=True)
+    return 1 if tally.failed or tally.passed == 0 else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
