@@ -352,6 +352,7 @@ class Daemon:
             except (FileNotFoundError, ConnectionRefusedError):
                 pass
             if self.proc.poll() is not None:
+                self._checked = True   # reported here, not again at teardown
                 raise AssertionError('daemon exited with status %s before its '
                                      'monitor came up:\n%s'
                                      % (self.proc.returncode, self.stderr()))
