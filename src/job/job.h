@@ -152,6 +152,7 @@ struct Job {
     bool cancelled;          /* cancel requested */
     bool force_cancel;       /* ... and it is forced (job_is_cancelled) */
     bool deferred_to_main_loop;  /* run() returned, exit is scheduled */
+    bool completed;          /* the exit BH ran (job_completed) */
     bool auto_finalize;
     bool auto_dismiss;
 
@@ -183,6 +184,8 @@ void *job_create(const char *id, const JobDriver *drv, JobTxn *txn,
                  AioContext *ctx, int flags, Error **errp);
 /* created -> running; enters the body. */
 void job_start(Job *job);
+/* Setup failed after job_create: created -> null, and the job is freed. */
+void job_early_fail(Job *job);
 
 void job_ref(Job *job);
 void job_unref(Job *job);

@@ -1,0 +1,126 @@
+/*
+ * Block jobs as users of the graph: one external edge per node a job uses,
+ * whose class turns drained sections into internal job pauses, plus an op
+ * blocker on the node naming the job type.
+ */
+#include "job/blockjob.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct BlockJobNode {
+    ListHead link;           /* in job->block_users */
+    Job *job;
+    BlockChild *child;
+    BlockNode *node;         /* referenced while listed */
+    bool owns_blocker;       /* we set node->op_blocker */
+} BlockJobNode;
+
+static char *child_job_get_parent_desc(BlockChild *c)
+{
+    BlockJobNode *u = c->opaque;
+    char *s = NULL;
+    if (asprintf(&s, "%s job '%s'", u->job->driver->type, u->job->id) < 0) {
+        return NULL;
+    }
+    return s;
+}
+
+static void child_job_drained_begin(BlockChild *c)
+{
+    BlockJobNode *u = c->opaque;
+    job_pause(u->job);
+}
+
+/* Still busy until the body stopped at a pause point (or finished): no job
+ * code runs on the node between then and drained_end. */
+static bool child_job_drained_poll(BlockChild *c)
+{
+    BlockJobNode *u = c->opaque;
+    Job *job = u->job;
+    if (!job->busy || job_is_completed(job) || job->deferred_to_main_loop) {
+        return false;
+    }
+    return job->driver->drained_poll ? job->driver->drained_poll(job) : true;
+}
+
+static void child_job_drained_end(BlockChild *c)
+{
+    BlockJobNode *u = c->opaque;
+    job_resume(u->job);
+}
+
+static const BlockChildClass child_job_class = {
+    .parent_is_node = false,
+    .get_parent_desc = child_job_get_parent_desc,
+    .drained_begin = child_job_drained_begin,
+    .drained_poll = child_job_drained_poll,
+    .drained_end = child_job_drained_end,
+    /* The job's own requests must finish inside a drained section. */
+    .postpone_requests_when_drained = false,
+};
+
+bool block_job_check_node_free(BlockNode *bs, Error **errp)
+{
+    if (bs->op_blocker) {
+        error_setg(errp, "Node '%s' is busy: %s", bs->node_name,
+                   bs->op_blocker);
+        return false;
+    }
+    return true;
+}
+
+BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
+                               uint64_t perm, uint64_t shared, Error **errp)
+{
+    if (bs->ctx != aio_main_context()) {
+        error_setg(errp, "Node '%s' is in an iothread: block jobs there are "
+                   "not supported", bs->node_name);
+        return NULL;
+    }
+    BlockJobNode *u = calloc(1, sizeof(*u));
+    if (!u) {
+        error_setg(errp, "Out of memory");
+        return NULL;
+    }
+    u->job = job;
+    u->child = bdrv_root_attach_child(bs, name, &child_job_class, u, perm,
+                                      shared, errp);
+    if (!u->child) {
+        free(u);
+        return NULL;
+    }
+    u->node = bs;
+    bdrv_ref(bs);
+    if (!bs->op_blocker) {
+        if (asprintf(&bs->op_blocker, "block device is in use by block job: "
+                     "%s", job->driver->type) < 0) {
+            bs->op_blocker = NULL;
+        } else {
+            u->owns_blocker = true;
+        }
+    }
+    /* An edge attached inside a drained section is quiesced already: the
+     * layer then called drained_begin, which paused the job. */
+    list_add_tail(&job->block_users, &u->link);
+    return u->child;
+}
+
+void block_job_remove_all_nodes(Job *job)
+{
+    BlockJobNode *u, *next;
+
+    list_for_each_entry_safe(u, next, &job->block_users, link) {
+        list_del(&u->link);
+        if (u->owns_blocker) {
+            free(u->node->op_blocker);
+            u->node->op_blocker = NULL;
+        }
+        if (u->child) {
+            bdrv_detach_child(u->child);
+        }
+        bdrv_unref(u->node);
+        free(u);
+    }
+}
