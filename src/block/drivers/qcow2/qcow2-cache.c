@@ -1,0 +1,226 @@
+/*
+ * A small write-back cache of cluster-sized metadata tables (L2 tables,
+ * refcount blocks), with LRU eviction.  Linear search: the caches hold at
+ * most a few thousand entries and a lookup is dwarfed by any I/O.
+ *
+ * Only used under s->lock; pinning (ref) keeps a table a caller is working
+ * on from being evicted while the same caller loads another one.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/drivers/qcow2/qcow2.h"
+#include "util/log.h"
+
+Qcow2Cache *qcow2_cache_new(unsigned entries, uint32_t cluster_size,
+                            bool is_l2, size_t align)
+{
+    Qcow2Cache *c = calloc(1, sizeof(*c));
+    if (!c) {
+        abort();
+    }
+    c->entries = calloc(entries, sizeof(*c->entries));
+    if (!c->entries) {
+        abort();
+    }
+    c->size = entries;
+    c->is_l2 = is_l2;
+    for (unsigned i = 0; i < entries; i++) {
+        c->entries[i].table = blk_aligned_alloc(align, cluster_size);
+    }
+    return c;
+}
+
+void qcow2_cache_free(Qcow2Cache *c)
+{
+    if (!c) {
+        return;
+    }
+    for (unsigned i = 0; i < c->size; i++) {
+        free(c->entries[i].table);
+    }
+    free(c->entries);
+    free(c);
+}
+
+bool qcow2_cache_has_dirty(const Qcow2Cache *c)
+{
+    for (unsigned i = 0; i < c->size; i++) {
+        if (c->entries[i].offset && c->entries[i].dirty) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * A dirty L2 table may only reach the disk after the data it points to and
+ * the refcounts that account for that data (otherwise a crash leaves a
+ * reference to a cluster with refcount 0 or to garbage).
+ */
+static int coroutine_fn write_deps(BDRVQcow2State *s, Qcow2Cache *c)
+{
+    int ret;
+
+    if (!c->is_l2) {
+        return 0;
+    }
+    ret = qcow2_cache_flush(s, s->rb_cache);
+    if (ret < 0) {
+        return ret;
+    }
+    if (s->data_unflushed) {
+        ret = qcow2_flush_file(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_cache_write_entry(BDRVQcow2State *s, Qcow2Cache *c,
+                                         Qcow2CacheEntry *e)
+{
+    int ret;
+
+    if (!e->dirty) {
+        return 0;
+    }
+    ret = write_deps(s, c);
+    if (ret < 0) {
+        return ret;
+    }
+    /* write_deps may have yielded: the entry may have been written by
+     * someone else meanwhile (never evicted: the caller pinned it or holds
+     * the lock throughout). */
+    if (!e->dirty) {
+        return 0;
+    }
+    ret = qcow2_write_meta(s, e->offset, e->table, s->g.cluster_size);
+    if (ret < 0) {
+        return ret;
+    }
+    e->dirty = false;
+    if (!c->is_l2) {
+        /* A refcount block that L2 tables will depend on: the next L2
+         * write-back must be preceded by a flush. */
+        s->data_unflushed = true;
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_cache_flush(BDRVQcow2State *s, Qcow2Cache *c)
+{
+    for (unsigned i = 0; i < c->size; i++) {
+        Qcow2CacheEntry *e = &c->entries[i];
+        if (e->offset && e->dirty) {
+            e->ref++;
+            int ret = qcow2_cache_write_entry(s, c, e);
+            e->ref--;
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    return 0;
+}
+
+static Qcow2CacheEntry *find(Qcow2Cache *c, uint64_t offset)
+{
+    for (unsigned i = 0; i < c->size; i++) {
+        if (c->entries[i].offset == offset) {
+            return &c->entries[i];
+        }
+    }
+    return NULL;
+}
+
+int coroutine_fn qcow2_cache_get(BDRVQcow2State *s, Qcow2Cache *c,
+                                 uint64_t offset, bool fresh,
+                                 Qcow2CacheEntry **out)
+{
+    Qcow2CacheEntry *e;
+    int ret;
+
+    for (;;) {
+        e = find(c, offset);
+        if (e) {
+            e->ref++;
+            e->lru = ++c->lru_clock;
+            if (fresh) {
+                memset(e->table, 0, s->g.cluster_size);
+                qcow2_cache_mark_dirty(c, e);
+            }
+            *out = e;
+            return 0;
+        }
+        /* Pick the least recently used unpinned slot, preferring clean. */
+        Qcow2CacheEntry *victim = NULL;
+        for (unsigned i = 0; i < c->size; i++) {
+            Qcow2CacheEntry *x = &c->entries[i];
+            if (x->ref) {
+                continue;
+            }
+            if (!x->offset) {
+                victim = x;
+                break;
+            }
+            if (!victim || (victim->dirty && !x->dirty) ||
+                (victim->dirty == x->dirty && x->lru < victim->lru)) {
+                victim = x;
+            }
+        }
+        if (!victim) {
+            log_error("qcow2: metadata cache too small (all entries pinned)");
+            return -ENOMEM;
+        }
+        if (victim->offset && victim->dirty) {
+            victim->ref++;
+            ret = qcow2_cache_write_entry(s, c, victim);
+            victim->ref--;
+            if (ret < 0) {
+                return ret;
+            }
+            /* We yielded: look again, someone may have loaded offset. */
+            continue;
+        }
+        victim->offset = offset;
+        victim->dirty = false;
+        victim->ref = 1;
+        victim->lru = ++c->lru_clock;
+        if (fresh) {
+            memset(victim->table, 0, s->g.cluster_size);
+            victim->dirty = true;
+        } else {
+            ret = qcow2_read_meta(s, offset, victim->table,
+                                  s->g.cluster_size);
+            if (ret < 0) {
+                victim->offset = 0;
+                victim->ref = 0;
+                return ret;
+            }
+        }
+        *out = victim;
+        return 0;
+    }
+}
+
+void qcow2_cache_put(Qcow2CacheEntry *e)
+{
+    e->ref--;
+}
+
+void qcow2_cache_mark_dirty(Qcow2Cache *c, Qcow2CacheEntry *e)
+{
+    e->dirty = true;
+}
+
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
+{
+    Qcow2CacheEntry *e = find(c, offset);
+    if (e && !e->ref) {
+        e->offset = 0;
+        e->dirty = false;
+    }
+}

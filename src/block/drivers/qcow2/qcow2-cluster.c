@@ -1,0 +1,325 @@
+/*
+ * Guest-to-host mapping through L1/L2, metadata I/O on the file child, and
+ * the crash-safe metadata flush.  All of it runs under s->lock.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/drivers/qcow2/qcow2.h"
+#include "util/log.h"
+
+int coroutine_fn qcow2_read_meta(BDRVQcow2State *s, uint64_t offset,
+                                 void *buf, uint64_t bytes)
+{
+    IOVector v;
+
+    if (offset > s->file_size || bytes > s->file_size - offset) {
+        log_error("qcow2: node '%s': metadata at 0x%" PRIx64 " lies past "
+                  "the end of the image file", s->bs->node_name, offset);
+        return -EIO;
+    }
+    iov_vec_init_buf(&v, buf, bytes);
+    return bdrv_co_preadv(s->bs->file, (int64_t)offset, (int64_t)bytes, &v,
+                          0);
+}
+
+int coroutine_fn qcow2_write_meta(BDRVQcow2State *s, uint64_t offset,
+                                  const void *buf, uint64_t bytes)
+{
+    IOVector v;
+    int ret;
+
+    if (offset < s->g.cluster_size && offset != 0) {
+        /* Nothing but the header lives in cluster 0. */
+        log_error("qcow2: node '%s': refusing a metadata write into the "
+                  "header cluster", s->bs->node_name);
+        return -EIO;
+    }
+    ret = qcow2_grow_file(s, offset + bytes);
+    if (ret < 0) {
+        return ret;
+    }
+    iov_vec_init_buf(&v, (void *)buf, bytes);
+    ret = bdrv_co_pwritev(s->bs->file, (int64_t)offset, (int64_t)bytes, &v,
+                          0);
+    if (ret < 0) {
+        s->broken = true;
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_flush_file(BDRVQcow2State *s)
+{
+    int ret = bdrv_co_flush(s->bs->file->node);
+    if (ret >= 0) {
+        s->data_unflushed = false;
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_write_header(BDRVQcow2State *s)
+{
+    Error *err = NULL;
+    uint8_t *buf = blk_aligned_alloc(4096, s->g.cluster_size);
+    IOVector v;
+    int ret;
+
+    if (!qcow2_header_serialize(&s->hdr, buf, s->g.cluster_size, &err)) {
+        log_error("qcow2: node '%s': %s", s->bs->node_name,
+                  error_get_pretty(err));
+        error_free(err);
+        free(buf);
+        return -ENOSPC;
+    }
+    iov_vec_init_buf(&v, buf, s->g.cluster_size);
+    ret = bdrv_co_pwritev(s->bs->file, 0, s->g.cluster_size, &v, 0);
+    free(buf);
+    return ret;
+}
+
+/* The L2 table offset for l1 index i, 0 if none, or -errno. */
+static int64_t l2_offset(BDRVQcow2State *s, uint64_t l1i)
+{
+    uint64_t e, off;
+
+    if (l1i >= s->l1_size) {
+        return 0;
+    }
+    e = s->l1[l1i];
+    off = e & QCOW2_L1E_OFFSET_MASK;
+    if ((e & QCOW2_L1E_RESERVED) || (off & (s->g.cluster_size - 1)) ||
+        (off && off < s->g.cluster_size)) {
+        log_error("qcow2: node '%s': L1 entry %" PRIu64 " is invalid "
+                  "(0x%016" PRIx64 ")", s->bs->node_name, l1i, e);
+        return -EIO;
+    }
+    return (int64_t)off;
+}
+
+int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
+                                   uint64_t bytes, Qcow2Mapping *m)
+{
+    const Qcow2Geom *g = &s->g;
+    uint64_t l1i = qcow2_l1_index(g, offset);
+    uint32_t l2i = qcow2_l2_index(g, offset);
+    uint64_t in_cl = qcow2_offset_in_cluster(g, offset);
+    uint64_t max = (uint64_t)(g->l2_size - l2i) * g->cluster_size - in_cl;
+    Qcow2CacheEntry *e;
+    int64_t l2off;
+    int ret;
+
+    if (max > bytes) {
+        max = bytes;
+    }
+    l2off = l2_offset(s, l1i);
+    if (l2off < 0) {
+        return (int)l2off;
+    }
+    if (l2off == 0) {
+        memset(&m->info, 0, sizeof(m->info));
+        m->info.type = QCOW2_CLUSTER_UNALLOCATED;
+        m->bytes = max;
+        return 0;
+    }
+    ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    Error *err = NULL;
+    uint64_t ent = be64_get(e->table + (size_t)l2i * 8);
+    if (!qcow2_l2_decode(g, (int)s->hdr.version, ent, &m->info, &err)) {
+        goto bad;
+    }
+    uint64_t clusters = (in_cl + max + g->cluster_size - 1) >> g->cluster_bits;
+    uint64_t n = 1;
+    if (m->info.type != QCOW2_CLUSTER_COMPRESSED) {
+        for (; n < clusters; n++) {
+            Qcow2L2Info next;
+            ent = be64_get(e->table + (size_t)(l2i + n) * 8);
+            if (!qcow2_l2_decode(g, (int)s->hdr.version, ent, &next, &err)) {
+                goto bad;
+            }
+            if (next.type != m->info.type || next.copied != m->info.copied) {
+                break;
+            }
+            if (next.type == QCOW2_CLUSTER_NORMAL &&
+                next.host_offset != m->info.host_offset + n * g->cluster_size) {
+                break;
+            }
+        }
+    }
+    qcow2_cache_put(e);
+    m->bytes = (n << g->cluster_bits) - in_cl;
+    if (m->bytes > max) {
+        m->bytes = max;
+    }
+    if (m->info.type == QCOW2_CLUSTER_NORMAL &&
+        m->info.host_offset + (n << g->cluster_bits) > s->file_size) {
+        log_error("qcow2: node '%s': data cluster at 0x%" PRIx64 " lies past "
+                  "the end of the image file", s->bs->node_name,
+                  m->info.host_offset);
+        return -EIO;
+    }
+    return 0;
+
+bad:
+    qcow2_cache_put(e);
+    log_error("qcow2: node '%s': %s", s->bs->node_name,
+              error_get_pretty(err));
+    error_free(err);
+    return -EIO;
+}
+
+int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
+                                      uint64_t n, const uint64_t *entries,
+                                      uint64_t *old_entries)
+{
+    const Qcow2Geom *g = &s->g;
+    uint64_t l1i = first >> g->l2_bits;
+    uint64_t l2i = first & (g->l2_size - 1);
+    Qcow2CacheEntry *e;
+    int64_t l2off;
+    int ret;
+
+    if (l1i >= s->l1_size || l2i + n > g->l2_size) {
+        return -EINVAL;
+    }
+    l2off = l2_offset(s, l1i);
+    if (l2off < 0) {
+        return (int)l2off;
+    }
+    if (l2off == 0) {
+        int64_t off = qcow2_alloc_clusters(s, 1);
+        if (off < 0) {
+            return (int)off;
+        }
+        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, &e);
+        if (ret < 0) {
+            return ret;
+        }
+        s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
+        s->l1_dirty = true;
+    } else {
+        if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
+            /* Shared with an internal snapshot: would need a copy of the
+             * table and refcount bumps for everything in it. */
+            log_error("qcow2: node '%s': writing to L2 tables shared with "
+                      "internal snapshots is not supported",
+                      s->bs->node_name);
+            return -ENOTSUP;
+        }
+        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, &e);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        uint8_t *p = e->table + (l2i + i) * 8;
+        if (old_entries) {
+            old_entries[i] = be64_get(p);
+        }
+        be64_put(p, entries[i]);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, e);
+    qcow2_cache_put(e);
+    return 0;
+}
+
+int coroutine_fn qcow2_read_l2_entries(BDRVQcow2State *s, uint64_t first,
+                                       uint64_t n, uint64_t *out)
+{
+    const Qcow2Geom *g = &s->g;
+    uint64_t l1i = first >> g->l2_bits;
+    uint64_t l2i = first & (g->l2_size - 1);
+    Qcow2CacheEntry *e;
+    int64_t l2off;
+    int ret;
+
+    if (l1i >= s->l1_size || l2i + n > g->l2_size) {
+        return -EINVAL;
+    }
+    l2off = l2_offset(s, l1i);
+    if (l2off <= 0) {
+        memset(out, 0, n * sizeof(*out));
+        return (int)l2off;
+    }
+    ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        out[i] = be64_get(e->table + (l2i + i) * 8);
+    }
+    qcow2_cache_put(e);
+    return 0;
+}
+
+static int coroutine_fn write_l1(BDRVQcow2State *s)
+{
+    uint64_t bytes = (uint64_t)s->l1_size * 8;
+    uint8_t *buf = blk_aligned_alloc(4096, bytes ? bytes : 8);
+    int ret;
+
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        be64_put(buf + (size_t)i * 8, s->l1[i]);
+    }
+    ret = bytes ? qcow2_write_meta(s, s->hdr.l1_table_offset, buf, bytes) : 0;
+    free(buf);
+    if (ret >= 0) {
+        s->l1_dirty = false;
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s)
+{
+    bool l2_dirty = qcow2_cache_has_dirty(s->l2_cache);
+    int ret;
+
+    /* 1. refcount increases (and data) before anything references them */
+    ret = qcow2_cache_flush(s, s->rb_cache);
+    if (ret < 0) {
+        return ret;
+    }
+    if ((l2_dirty || s->l1_dirty) && s->data_unflushed) {
+        ret = qcow2_flush_file(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    /* 2. L2 tables, then the L1 table that points at new ones */
+    ret = qcow2_cache_flush(s, s->l2_cache);
+    if (ret < 0) {
+        return ret;
+    }
+    if (s->l1_dirty) {
+        if (l2_dirty) {
+            ret = qcow2_flush_file(s);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        ret = write_l1(s);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    /* 3. only once no table references them may clusters lose a ref */
+    if (s->nb_pending) {
+        ret = qcow2_flush_file(s);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = qcow2_apply_pending_frees(s);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = qcow2_cache_flush(s, s->rb_cache);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,642 @@
+/*
+ * qcow2 guest requests: read, write (with allocation and copy-on-write),
+ * write-zeroes, discard, block status.
+ *
+ * Metadata is looked up and changed under s->lock; guest data moves
+ * without it.  A write that needs new clusters:
+ *   lock: look up, register the guest clusters in flight, allocate
+ *   unlock: read the COW head/tail (backing, zeros, old or compressed
+ *           cluster), write head + guest data + tail to the new clusters
+ *   lock: point the L2 entries at them, queue the old clusters' refs for
+ *         release, wake writers waiting on the same clusters
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "block/drivers/qcow2/qcow2.h"
+#include "util/log.h"
+
+static void slice(IOVector *dst, IOVector *src, size_t off, size_t len)
+{
+    iov_vec_init(dst, src->niov + 2);
+    iov_vec_concat(dst, src, off, len);
+}
+
+/* Inflates one compressed cluster into out (cluster_size bytes). */
+static int coroutine_fn read_compressed(BDRVQcow2State *s,
+                                        const Qcow2L2Info *info,
+                                        uint8_t *out)
+{
+    uint64_t len = info->compressed_bytes;
+    uint8_t *in;
+    z_stream z;
+    int ret, zr;
+
+    if (info->host_offset >= s->file_size) {
+        log_error("qcow2: node '%s': compressed cluster past the end of the "
+                  "image file", s->bs->node_name);
+        return -EIO;
+    }
+    /* The last sector may be cut short by the end of the file. */
+    if (len > s->file_size - info->host_offset) {
+        len = s->file_size - info->host_offset;
+    }
+    in = malloc(len);
+    if (!in) {
+        return -ENOMEM;
+    }
+    IOVector v;
+    iov_vec_init_buf(&v, in, len);
+    ret = bdrv_co_preadv(s->bs->file, (int64_t)info->host_offset,
+                         (int64_t)len, &v, 0);
+    if (ret < 0) {
+        free(in);
+        return ret;
+    }
+    memset(&z, 0, sizeof(z));
+    /* Raw deflate, 4 KiB window: what qcow2 writers produce. */
+    if (inflateInit2(&z, -12) != Z_OK) {
+        free(in);
+        return -ENOMEM;
+    }
+    z.next_in = in;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = s->g.cluster_size;
+    zr = inflate(&z, Z_FINISH);
+    inflateEnd(&z);
+    free(in);
+    /* Trailing bytes of the last sector are padding, so the stream may
+     * end before the input does; the output must be a whole cluster. */
+    if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || z.avail_out != 0) {
+        log_error("qcow2: node '%s': compressed cluster does not inflate "
+                  "to a whole cluster", s->bs->node_name);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Reads guest bytes that this layer leaves to the backing chain. */
+static int coroutine_fn read_backing(BDRVQcow2State *s, uint64_t offset,
+                                     uint64_t bytes, IOVector *qiov,
+                                     size_t qoff)
+{
+    BlockChild *b = s->bs->backing;
+    uint64_t n = 0;
+
+    if (b) {
+        int64_t blen = bdrv_getlength(b->node);
+        if (blen > 0 && offset < (uint64_t)blen) {
+            n = (uint64_t)blen - offset;
+            n = n < bytes ? n : bytes;
+            IOVector sub;
+            slice(&sub, qiov, qoff, n);
+            int ret = bdrv_co_preadv(b, (int64_t)offset, (int64_t)n, &sub, 0);
+            iov_vec_destroy(&sub);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    if (n < bytes) {
+        iov_vec_memset(qiov, qoff + n, 0, bytes - n);
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
+                                 unsigned flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    size_t qoff = 0;
+    int ret = 0;
+
+    while (bytes > 0) {
+        Qcow2Mapping m;
+        co_mutex_lock(&s->lock);
+        ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, &m);
+        co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+        uint64_t n = m.bytes;
+        uint64_t in_cl = qcow2_offset_in_cluster(&s->g, (uint64_t)offset);
+        switch (m.info.type) {
+        case QCOW2_CLUSTER_UNALLOCATED:
+            ret = read_backing(s, (uint64_t)offset, n, qiov, qoff);
+            break;
+        case QCOW2_CLUSTER_ZERO_PLAIN:
+        case QCOW2_CLUSTER_ZERO_ALLOC:
+            iov_vec_memset(qiov, qoff, 0, n);
+            break;
+        case QCOW2_CLUSTER_NORMAL: {
+            IOVector sub;
+            slice(&sub, qiov, qoff, n);
+            ret = bdrv_co_preadv(bs->file,
+                                 (int64_t)(m.info.host_offset + in_cl),
+                                 (int64_t)n, &sub, 0);
+            iov_vec_destroy(&sub);
+            break;
+        }
+        case QCOW2_CLUSTER_COMPRESSED: {
+            uint8_t *buf = malloc(s->g.cluster_size);
+            if (!buf) {
+                return -ENOMEM;
+            }
+            ret = read_compressed(s, &m.info, buf);
+            if (ret >= 0) {
+                iov_vec_from_buf(qiov, qoff, buf + in_cl, n);
+            }
+            free(buf);
+            break;
+        }
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += (int64_t)n;
+        bytes -= (int64_t)n;
+        qoff += n;
+    }
+    return 0;
+}
+
+/* ---- writes ---- */
+
+static Qcow2InflightAlloc *find_inflight(BDRVQcow2State *s, uint64_t first,
+                                         uint64_t n)
+{
+    Qcow2InflightAlloc *a;
+
+    list_for_each_entry(a, &s->inflight, link) {
+        if (first < a->first_cluster + a->nb_clusters &&
+            a->first_cluster < first + n) {
+            return a;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Fills buf[0..len) with what guest bytes [goff, goff+len) read as before
+ * the write, given the old mapping of their cluster (info, for the
+ * cluster_index-th cluster of the run).
+ */
+static int coroutine_fn cow_read(BDRVQcow2State *s, const Qcow2L2Info *info,
+                                 uint64_t cluster_index, uint64_t goff,
+                                 uint8_t *buf, uint64_t len)
+{
+    uint64_t in_cl = qcow2_offset_in_cluster(&s->g, goff);
+    IOVector v;
+    int ret;
+
+    iov_vec_init_buf(&v, buf, len);
+    switch (info->type) {
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return read_backing(s, goff, len, &v, 0);
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        memset(buf, 0, len);
+        return 0;
+    case QCOW2_CLUSTER_NORMAL:
+        return bdrv_co_preadv(s->bs->file,
+                              (int64_t)(info->host_offset +
+                                        cluster_index * s->g.cluster_size +
+                                        in_cl),
+                              (int64_t)len, &v, 0);
+    case QCOW2_CLUSTER_COMPRESSED: {
+        uint8_t *cl = malloc(s->g.cluster_size);
+        if (!cl) {
+            return -ENOMEM;
+        }
+        ret = read_compressed(s, info, cl);
+        if (ret >= 0) {
+            memcpy(buf, cl + in_cl, len);
+        }
+        free(cl);
+        return ret;
+    }
+    }
+    return -EIO;
+}
+
+/* Host byte range an old L2 entry held a reference on (0 bytes: none). */
+static void old_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
+                    uint64_t *bytes)
+{
+    Qcow2L2Info info;
+
+    *bytes = 0;
+    if (!qcow2_l2_decode(&s->g, (int)s->hdr.version, entry, &info, NULL)) {
+        return;   /* invalid: leak rather than free something wrong */
+    }
+    switch (info.type) {
+    case QCOW2_CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        *off = info.host_offset;
+        *bytes = s->g.cluster_size;
+        break;
+    case QCOW2_CLUSTER_COMPRESSED:
+        /* counted per host cluster touched by its sectors */
+        *off = info.host_offset & ~511ull;
+        *bytes = info.compressed_bytes + (info.host_offset & 511);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Writes [offset, offset+m->bytes) into newly allocated clusters. */
+static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
+                                         const Qcow2Mapping *m,
+                                         IOVector *qiov, size_t qoff)
+{
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t in_cl = qcow2_offset_in_cluster(&s->g, offset);
+    uint64_t first = offset >> s->g.cluster_bits;
+    uint64_t n = (in_cl + m->bytes + cs - 1) >> s->g.cluster_bits;
+    uint64_t tail_start = in_cl + m->bytes;
+    uint64_t tail_len = n * cs - tail_start;
+    Qcow2InflightAlloc *a;
+    uint8_t *head = NULL, *tail = NULL;
+    uint64_t *entries = NULL;
+    int64_t host;
+    int ret;
+
+    /* under s->lock */
+    a = calloc(1, sizeof(*a));
+    if (!a) {
+        abort();
+    }
+    a->first_cluster = first;
+    a->nb_clusters = n;
+    co_queue_init(&a->waiters);
+    list_add_tail(&s->inflight, &a->link);
+    host = qcow2_alloc_clusters(s, n);
+    co_mutex_unlock(&s->lock);
+    if (host < 0) {
+        ret = (int)host;
+        goto out_locked_relock;
+    }
+
+    if (in_cl) {
+        head = blk_aligned_alloc(4096, in_cl);
+        ret = cow_read(s, &m->info, 0, first * cs, head, in_cl);
+        if (ret < 0) {
+            goto out_free_clusters;
+        }
+    }
+    if (tail_len) {
+        tail = blk_aligned_alloc(4096, tail_len);
+        ret = cow_read(s, &m->info, n - 1, first * cs + tail_start, tail,
+                       tail_len);
+        if (ret < 0) {
+            goto out_free_clusters;
+        }
+    }
+    IOVector v;
+    iov_vec_init(&v, qiov->niov + 2);
+    if (head) {
+        iov_vec_add(&v, head, in_cl);
+    }
+    iov_vec_concat(&v, qiov, qoff, m->bytes);
+    if (tail) {
+        iov_vec_add(&v, tail, tail_len);
+    }
+    ret = bdrv_co_pwritev(s->bs->file, host, (int64_t)(n * cs), &v, 0);
+    iov_vec_destroy(&v);
+    if (ret < 0) {
+        goto out_free_clusters;
+    }
+
+    co_mutex_lock(&s->lock);
+    s->data_unflushed = true;
+    entries = calloc(n, 2 * sizeof(*entries));
+    if (!entries) {
+        abort();
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        entries[i] = ((uint64_t)host + i * cs) | QCOW2_OFLAG_COPIED;
+    }
+    ret = qcow2_set_l2_entries(s, first, n, entries, entries + n);
+    if (ret >= 0) {
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t off, bytes;
+            old_ref(s, entries[n + i], &off, &bytes);
+            if (bytes) {
+                qcow2_defer_free(s, off, bytes);
+            }
+        }
+    } else {
+        /* never referenced: the new clusters are only leaked if this fails
+         * too, which is harmless */
+        qcow2_update_refcount(s, (uint64_t)host, n * cs, -1);
+    }
+    free(entries);
+    goto out_locked;
+
+out_free_clusters:
+    co_mutex_lock(&s->lock);
+    qcow2_update_refcount(s, (uint64_t)host, n * cs, -1);
+    goto out_locked;
+out_locked_relock:
+    co_mutex_lock(&s->lock);
+out_locked:
+    list_del(&a->link);
+    co_queue_restart_all(&a->waiters);
+    free(a);
+    free(head);
+    free(tail);
+    return ret;   /* with s->lock held */
+}
+
+int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
+                                  int64_t bytes, IOVector *qiov,
+                                  unsigned flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    size_t qoff = 0;
+    int ret = 0;
+
+    if (s->broken) {
+        return -EIO;
+    }
+    while (bytes > 0) {
+        Qcow2Mapping m;
+        co_mutex_lock(&s->lock);
+        for (;;) {
+            ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, &m);
+            if (ret < 0) {
+                break;
+            }
+            if (m.info.type == QCOW2_CLUSTER_NORMAL && m.info.copied) {
+                break;
+            }
+            uint64_t in_cl = qcow2_offset_in_cluster(&s->g, (uint64_t)offset);
+            uint64_t first = (uint64_t)offset >> s->g.cluster_bits;
+            uint64_t n = (in_cl + m.bytes + s->g.cluster_size - 1) >>
+                         s->g.cluster_bits;
+            Qcow2InflightAlloc *a = find_inflight(s, first, n);
+            if (!a) {
+                break;
+            }
+            /* Someone is allocating these clusters: wait, then look
+             * again (they will be normal clusters by then). */
+            co_queue_wait(&a->waiters, &s->lock);
+        }
+        if (ret < 0) {
+            co_mutex_unlock(&s->lock);
+            return ret;
+        }
+        if (m.info.type == QCOW2_CLUSTER_NORMAL && m.info.copied) {
+            co_mutex_unlock(&s->lock);
+            uint64_t in_cl = qcow2_offset_in_cluster(&s->g, (uint64_t)offset);
+            IOVector sub;
+            slice(&sub, qiov, qoff, m.bytes);
+            ret = bdrv_co_pwritev(bs->file,
+                                  (int64_t)(m.info.host_offset + in_cl),
+                                  (int64_t)m.bytes, &sub, 0);
+            iov_vec_destroy(&sub);
+            s->data_unflushed = true;
+        } else {
+            ret = write_allocating(s, (uint64_t)offset, &m, qiov, qoff);
+            co_mutex_unlock(&s->lock);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += (int64_t)m.bytes;
+        bytes -= (int64_t)m.bytes;
+        qoff += m.bytes;
+    }
+    if (flags & BLK_REQ_FUA) {
+        return bs->drv->co_flush(bs);
+    }
+    return 0;
+}
+
+/* ---- zeroes and discard: L2 entries only, whole clusters ---- */
+
+typedef enum { OP_ZERO, OP_ZERO_UNMAP, OP_DISCARD } ClusterOp;
+
+static uint64_t new_entry(BDRVQcow2State *s, ClusterOp op, uint64_t old)
+{
+    Qcow2L2Info info;
+    bool ok = qcow2_l2_decode(&s->g, (int)s->hdr.version, old, &info, NULL);
+
+    if (op == OP_DISCARD) {
+        /* With a backing file, unallocated would let old backing data show
+         * through: discarded clusters read as zeroes (v3) instead. */
+        if (s->bs->backing) {
+            return s->hdr.version >= 3 ? QCOW2_OFLAG_ZERO : old;
+        }
+        return 0;
+    }
+    if (op == OP_ZERO && ok && info.copied &&
+        (info.type == QCOW2_CLUSTER_NORMAL ||
+         info.type == QCOW2_CLUSTER_ZERO_ALLOC)) {
+        /* keep the allocation: a later write reuses it in place */
+        return info.host_offset | QCOW2_OFLAG_COPIED | QCOW2_OFLAG_ZERO;
+    }
+    return QCOW2_OFLAG_ZERO;
+}
+
+static int coroutine_fn change_clusters(BDRVQcow2State *s, uint64_t first,
+                                        uint64_t n, ClusterOp op)
+{
+    uint64_t *e = calloc(2 * s->g.l2_size, sizeof(*e));
+    int ret = 0;
+
+    if (!e) {
+        return -ENOMEM;
+    }
+    while (n > 0) {
+        uint64_t l2i = first & (s->g.l2_size - 1);
+        uint64_t k = s->g.l2_size - l2i;
+        bool change = false;
+        k = k < n ? k : n;
+
+        while (find_inflight(s, first, k)) {
+            co_queue_wait(&find_inflight(s, first, k)->waiters, &s->lock);
+        }
+        ret = qcow2_read_l2_entries(s, first, k, e);
+        if (ret < 0) {
+            break;
+        }
+        for (uint64_t i = 0; i < k; i++) {
+            e[k + i] = new_entry(s, op, e[i]);
+            change |= e[k + i] != e[i];
+        }
+        if (change) {
+            ret = qcow2_set_l2_entries(s, first, k, e + k, e);
+            if (ret < 0) {
+                break;
+            }
+            for (uint64_t i = 0; i < k; i++) {
+                uint64_t off, bytes, noff, nbytes;
+                old_ref(s, e[i], &off, &bytes);
+                old_ref(s, e[k + i], &noff, &nbytes);
+                if (bytes && !(nbytes && noff == off)) {
+                    qcow2_defer_free(s, off, bytes);
+                }
+            }
+        }
+        first += k;
+        n -= k;
+    }
+    free(e);
+    return ret;
+}
+
+/* True if guest [offset, offset+bytes) of one cluster already reads as
+ * zeroes without looking at data. */
+static int coroutine_fn reads_as_zero(BDRVQcow2State *s, uint64_t offset,
+                                      uint64_t bytes)
+{
+    Qcow2Mapping m;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow2_get_mapping(s, offset, bytes, &m);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    if (m.bytes < bytes) {
+        return 0;
+    }
+    if (m.info.type == QCOW2_CLUSTER_ZERO_PLAIN ||
+        m.info.type == QCOW2_CLUSTER_ZERO_ALLOC) {
+        return 1;
+    }
+    return m.info.type == QCOW2_CLUSTER_UNALLOCATED && !s->bs->backing;
+}
+
+static int coroutine_fn write_zero_bytes(BlockNode *bs, uint64_t offset,
+                                         uint64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret = reads_as_zero(s, offset, bytes);
+    if (ret != 0) {
+        return ret < 0 ? ret : 0;
+    }
+    void *buf = calloc(1, bytes);
+    IOVector v;
+    if (!buf) {
+        return -ENOMEM;
+    }
+    iov_vec_init_buf(&v, buf, bytes);
+    ret = qcow2_co_pwritev(bs, (int64_t)offset, (int64_t)bytes, &v, 0);
+    free(buf);
+    return ret;
+}
+
+int coroutine_fn qcow2_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
+                                        int64_t bytes, unsigned flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t start = (uint64_t)offset, end = (uint64_t)(offset + bytes);
+    uint64_t a = (start + cs - 1) / cs * cs;
+    uint64_t b = end / cs * cs;
+    int ret = 0;
+
+    if (s->broken) {
+        return -EIO;
+    }
+    if (s->hdr.version < 3) {
+        return -ENOTSUP;   /* no zero flag: the layer writes zero buffers */
+    }
+    /* A partial last cluster at the end of the image counts as whole. */
+    if (end == s->hdr.size && end % cs) {
+        b = (end + cs - 1) / cs * cs;
+    }
+    if (a >= b) {
+        if (flags & BLK_REQ_NO_FALLBACK) {
+            return -ENOTSUP;
+        }
+        ret = write_zero_bytes(bs, start, end - start);
+    } else {
+        if ((start < a || b < end) && (flags & BLK_REQ_NO_FALLBACK)) {
+            return -ENOTSUP;
+        }
+        if (start < a) {
+            ret = write_zero_bytes(bs, start, a - start);
+        }
+        if (ret >= 0) {
+            co_mutex_lock(&s->lock);
+            ret = change_clusters(s, a / cs, (b - a) / cs,
+                                  (flags & BLK_REQ_MAY_UNMAP) ? OP_ZERO_UNMAP
+                                                              : OP_ZERO);
+            co_mutex_unlock(&s->lock);
+        }
+        if (ret >= 0 && b < end) {
+            ret = write_zero_bytes(bs, b, end - b);
+        }
+    }
+    if (ret >= 0 && (flags & BLK_REQ_FUA)) {
+        ret = bs->drv->co_flush(bs);
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_co_pdiscard(BlockNode *bs, int64_t offset,
+                                   int64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t a = ((uint64_t)offset + cs - 1) / cs;
+    uint64_t end = (uint64_t)(offset + bytes);
+    uint64_t b = end / cs;
+    int ret;
+
+    if (s->broken) {
+        return -EIO;
+    }
+    /* The last cluster may be partial at the end of the image. */
+    if (end == s->hdr.size && end % cs) {
+        b++;
+    }
+    if (a >= b) {
+        return 0;   /* discard is a hint: partial clusters stay */
+    }
+    co_mutex_lock(&s->lock);
+    ret = change_clusters(s, a, b - a, OP_DISCARD);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int coroutine_fn qcow2_co_block_status(BlockNode *bs, int64_t offset,
+                                       int64_t bytes, int64_t *pnum,
+                                       int64_t *map, BlockNode **file)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Mapping m;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, &m);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = (int64_t)m.bytes;
+    switch (m.info.type) {
+    case QCOW2_CLUSTER_NORMAL:
+        *map = (int64_t)(m.info.host_offset +
+                         qcow2_offset_in_cluster(&s->g, (uint64_t)offset));
+        *file = bs->file->node;
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED |
+               BLK_STATUS_OFFSET_VALID;
+    case QCOW2_CLUSTER_COMPRESSED:
+        return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        return BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED;
+    default:
+        return bs->backing ? 0 : BLK_STATUS_ZERO;
+    }
+}

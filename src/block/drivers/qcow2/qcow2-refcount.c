@@ -1,0 +1,382 @@
+/*
+ * Refcounts and cluster allocation.
+ *
+ * Invariant: every cluster in use is covered by a refcount block reachable
+ * from the reftable.  New refcount blocks are placed at the first cluster
+ * of the range they describe (that range is unused, or it would already
+ * have a block), so they count themselves.  When the reftable is full it
+ * moves to a fresh area past everything it covers, together with the
+ * refcount blocks for that area.
+ *
+ * All functions run under s->lock.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/drivers/qcow2/qcow2.h"
+#include "util/log.h"
+
+int coroutine_fn qcow2_grow_file(BDRVQcow2State *s, uint64_t end)
+{
+    Error *err = NULL;
+    uint64_t step = s->g.cluster_size > (1u << 20) ? s->g.cluster_size
+                                                    : (1u << 20);
+    uint64_t target;
+    int ret;
+
+    if (end <= s->file_size) {
+        return 0;
+    }
+    /* Grow in steps so sequential allocation does not truncate per
+     * cluster; the unused tail has refcount 0 and is handed out next. */
+    target = (end + step - 1) / step * step;
+    ret = bdrv_co_truncate(s->bs->file, (int64_t)target, &err);
+    if (ret < 0) {
+        log_error("qcow2: node '%s': could not grow the image file: %s",
+                  s->bs->node_name, err ? error_get_pretty(err) : "");
+        error_free(err);
+        return ret;
+    }
+    s->file_size = target;
+    return 0;
+}
+
+static int coroutine_fn get_refblock(BDRVQcow2State *s, uint64_t rti,
+                                     Qcow2CacheEntry **e)
+{
+    uint64_t off = s->reftable[rti];
+
+    if (off & (s->g.cluster_size - 1)) {
+        log_error("qcow2: node '%s': refcount block offset 0x%" PRIx64
+                  " unaligned", s->bs->node_name, off);
+        return -EIO;
+    }
+    return qcow2_cache_get(s, s->rb_cache, off, false, e);
+}
+
+int coroutine_fn qcow2_get_refcount(BDRVQcow2State *s, uint64_t cluster,
+                                    uint64_t *refcount)
+{
+    uint64_t rti = cluster >> s->g.rb_bits;
+    Qcow2CacheEntry *e;
+    int ret;
+
+    if (rti >= s->reftable_entries || !s->reftable[rti]) {
+        *refcount = 0;
+        return 0;
+    }
+    ret = get_refblock(s, rti, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    *refcount = qcow2_refcount_get(&s->g, e->table,
+                                   cluster & ((1ull << s->g.rb_bits) - 1));
+    qcow2_cache_put(e);
+    return 0;
+}
+
+static int coroutine_fn write_reftable_entry(BDRVQcow2State *s, uint64_t rti)
+{
+    uint8_t be[8];
+
+    be64_put(be, s->reftable[rti]);
+    return qcow2_write_meta(s, s->hdr.refcount_table_offset + rti * 8, be, 8);
+}
+
+/* Moves the reftable to a bigger one past everything it covers. */
+static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
+{
+    const uint64_t cs = s->g.cluster_size;
+    const uint64_t per_rb = 1ull << s->g.rb_bits;
+    uint64_t old_n = s->reftable_entries;
+    uint64_t want = need_rti + 1 > old_n * 2 ? need_rti + 1 : old_n * 2;
+    uint64_t new_clusters = (want * 8 + cs - 1) / cs;
+    uint64_t k;
+    int ret;
+
+    /* k blocks must count themselves and the table, and the table must
+     * have room for them */
+    for (;;) {
+        k = 1;
+        while (k * per_rb < k + new_clusters) {
+            k++;
+        }
+        if (new_clusters * cs / 8 >= old_n + k && new_clusters * cs / 8 > need_rti) {
+            break;
+        }
+        new_clusters++;
+    }
+    if (new_clusters * cs > QCOW2_MAX_REFTABLE_BYTES) {
+        log_error("qcow2: node '%s': reference count table would exceed "
+                  "its maximum size", s->bs->node_name);
+        return -EFBIG;
+    }
+
+    /* Layout: k refcount blocks at clusters S..S+k-1 (block j counts
+     * clusters S + j*per_rb ..), then the new table. */
+    uint64_t S = old_n * per_rb;             /* first uncovered cluster */
+    uint64_t used = k + new_clusters;
+    uint64_t new_n = new_clusters * cs / 8;
+    uint64_t table_off = (S + k) * cs;
+    uint64_t *table;
+    uint8_t *buf;
+
+    ret = qcow2_grow_file(s, (S + used) * cs);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t j = 0; j < k; j++) {
+        Qcow2CacheEntry *e;
+        ret = qcow2_cache_get(s, s->rb_cache, (S + j) * cs, true, &e);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t x = S + j * per_rb;
+             x < S + used && x < S + (j + 1) * per_rb; x++) {
+            qcow2_refcount_set(&s->g, e->table, x - S - j * per_rb, 1);
+        }
+        ret = qcow2_cache_write_entry(s, s->rb_cache, e);
+        qcow2_cache_put(e);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+
+    table = calloc(new_n, sizeof(*table));
+    buf = blk_aligned_alloc(4096, new_clusters * cs);
+    if (!table) {
+        abort();
+    }
+    memcpy(table, s->reftable, old_n * sizeof(*table));
+    for (uint64_t j = 0; j < k; j++) {
+        table[old_n + j] = (S + j) * cs;
+    }
+    memset(buf, 0, new_clusters * cs);
+    for (uint64_t i = 0; i < new_n; i++) {
+        be64_put(buf + i * 8, table[i]);
+    }
+    ret = qcow2_write_meta(s, table_off, buf, new_clusters * cs);
+    free(buf);
+    if (ret < 0) {
+        free(table);
+        return ret;
+    }
+    ret = qcow2_flush_file(s);
+    if (ret < 0) {
+        free(table);
+        return ret;
+    }
+
+    /* Switch the header over; from here the old table is unreferenced. */
+    uint64_t old_off = s->hdr.refcount_table_offset;
+    uint64_t old_clusters = s->hdr.refcount_table_clusters;
+    s->hdr.refcount_table_offset = table_off;
+    s->hdr.refcount_table_clusters = (uint32_t)new_clusters;
+    ret = qcow2_write_header(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    if (ret < 0) {
+        s->hdr.refcount_table_offset = old_off;
+        s->hdr.refcount_table_clusters = (uint32_t)old_clusters;
+        free(table);
+        return ret;
+    }
+    free(s->reftable);
+    s->reftable = table;
+    s->reftable_entries = new_n;
+    return qcow2_update_refcount(s, old_off, old_clusters * cs, -1);
+}
+
+/* Makes sure reftable entry rti has a refcount block. */
+static int coroutine_fn ensure_refblock(BDRVQcow2State *s, uint64_t rti)
+{
+    const uint64_t cs = s->g.cluster_size;
+    Qcow2CacheEntry *e;
+    int ret;
+
+    if (rti >= s->reftable_entries) {
+        ret = grow_reftable(s, rti);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (s->reftable[rti]) {
+        return 0;
+    }
+    /* The block describes clusters [rti*per_rb, ...), none of them in use:
+     * it takes the first one and counts itself. */
+    uint64_t off = (rti << s->g.rb_bits) * cs;
+    ret = qcow2_grow_file(s, off + cs);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_get(s, s->rb_cache, off, true, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_refcount_set(&s->g, e->table, 0, 1);
+    ret = qcow2_cache_write_entry(s, s->rb_cache, e);
+    qcow2_cache_put(e);
+    if (ret < 0) {
+        return ret;
+    }
+    /* The block must be on disk before the table points at it. */
+    ret = qcow2_flush_file(s);
+    if (ret < 0) {
+        return ret;
+    }
+    s->reftable[rti] = off;
+    ret = write_reftable_entry(s, rti);
+    if (ret < 0) {
+        s->reftable[rti] = 0;
+        return ret;
+    }
+    s->data_unflushed = true;
+    return 0;
+}
+
+int coroutine_fn qcow2_update_refcount(BDRVQcow2State *s, uint64_t offset,
+                                       uint64_t bytes, int delta)
+{
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t first = offset / cs, last = (offset + bytes - 1) / cs;
+    uint64_t mask = (1ull << s->g.rb_bits) - 1;
+    Qcow2CacheEntry *e = NULL;
+    uint64_t cur_rti = UINT64_MAX;
+    int ret = 0;
+
+    if (!bytes) {
+        return 0;
+    }
+    for (uint64_t c = first; c <= last; c++) {
+        uint64_t rti = c >> s->g.rb_bits;
+        if (rti != cur_rti) {
+            if (e) {
+                qcow2_cache_put(e);
+                e = NULL;
+            }
+            if (delta > 0) {
+                ret = ensure_refblock(s, rti);
+                if (ret < 0) {
+                    break;
+                }
+            } else if (rti >= s->reftable_entries || !s->reftable[rti]) {
+                log_error("qcow2: node '%s': freeing cluster 0x%" PRIx64
+                          " without a refcount block", s->bs->node_name,
+                          c * cs);
+                ret = -EIO;
+                break;
+            }
+            ret = get_refblock(s, rti, &e);
+            if (ret < 0) {
+                e = NULL;
+                break;
+            }
+            cur_rti = rti;
+        }
+        uint64_t old = qcow2_refcount_get(&s->g, e->table, c & mask);
+        uint64_t val;
+        if (delta < 0 && old < (uint64_t)-delta) {
+            log_error("qcow2: node '%s': refcount of cluster 0x%" PRIx64
+                      " would drop below zero", s->bs->node_name, c * cs);
+            ret = -EIO;
+            break;
+        }
+        val = delta < 0 ? old - (uint64_t)-delta : old + (uint64_t)delta;
+        if (!qcow2_refcount_set(&s->g, e->table, c & mask, val)) {
+            log_error("qcow2: node '%s': refcount of cluster 0x%" PRIx64
+                      " would overflow", s->bs->node_name, c * cs);
+            ret = -ERANGE;
+            break;
+        }
+        qcow2_cache_mark_dirty(s->rb_cache, e);
+        if (val == 0) {
+            if (c < s->free_hint) {
+                s->free_hint = c;
+            }
+            /* A freed table must not be written back over new data. */
+            qcow2_cache_discard(s->l2_cache, c * cs);
+        }
+    }
+    if (e) {
+        qcow2_cache_put(e);
+    }
+    return ret;
+}
+
+int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
+{
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t start = s->free_hint ? s->free_hint : 1;  /* never cluster 0 */
+    uint64_t cand = start, idx = start, count = 0;
+    int ret;
+
+    while (count < n) {
+        uint64_t rti = idx >> s->g.rb_bits;
+        uint64_t rc;
+        if (rti >= s->reftable_entries || !s->reftable[rti]) {
+            ret = ensure_refblock(s, rti);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        ret = qcow2_get_refcount(s, idx, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc) {
+            cand = idx + 1;
+            count = 0;
+        } else {
+            count++;
+        }
+        idx++;
+        if (idx > (1ull << (56 - s->g.cluster_bits))) {
+            return -EFBIG;
+        }
+    }
+    ret = qcow2_update_refcount(s, cand * cs, n * cs, 1);
+    if (ret < 0) {
+        return ret;
+    }
+    /* Everything scanned before cand is in use unless a shorter free run
+     * was skipped (only possible for n > 1 when cand moved). */
+    if (n == 1 || cand == start) {
+        s->free_hint = cand + n;
+    }
+    ret = qcow2_grow_file(s, (cand + n) * cs);
+    if (ret < 0) {
+        return ret;
+    }
+    return (int64_t)(cand * cs);
+}
+
+void qcow2_defer_free(BDRVQcow2State *s, uint64_t offset, uint64_t bytes)
+{
+    if (s->nb_pending == s->pending_alloc) {
+        s->pending_alloc = s->pending_alloc ? s->pending_alloc * 2 : 16;
+        s->pending = realloc(s->pending,
+                             s->pending_alloc * sizeof(*s->pending));
+        if (!s->pending) {
+            abort();
+        }
+    }
+    s->pending[s->nb_pending].offset = offset;
+    s->pending[s->nb_pending].bytes = bytes;
+    s->nb_pending++;
+}
+
+int coroutine_fn qcow2_apply_pending_frees(BDRVQcow2State *s)
+{
+    while (s->nb_pending) {
+        Qcow2PendingFree f = s->pending[--s->nb_pending];
+        int ret = qcow2_update_refcount(s, f.offset, f.bytes, -1);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}

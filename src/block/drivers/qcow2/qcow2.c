@@ -1,0 +1,486 @@
+/*
+ * The qcow2 driver table: open (header, tables, caches, backing chain),
+ * close, flush, length, query output, and the backing-name rewrite that
+ * stream and commit use.  Requests live in qcow2-data.c.
+ *
+ * Options (blockdev-add): file, backing (node, inline, or null; absent:
+ * the header's backing file, relative to the image's directory),
+ * l2-cache-size, refcount-cache-size, cache-size; qemu's other qcow2
+ * tuning options are accepted and ignored.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aio/io.h"
+#include "block/drivers/drivers.h"
+#include "block/drivers/qcow2/qcow2.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+
+/* Deeper chains (or loops through the header's backing names) are refused
+ * rather than recursing without end. */
+#define QCOW2_MAX_CHAIN_DEPTH 64
+#define QCOW2_DEFAULT_L2_CACHE_MAX (32u << 20)
+#define QCOW2_MIN_L2_CACHE_ENTRIES 2
+#define QCOW2_MIN_RB_CACHE_ENTRIES 4
+
+static const ArgSpec qcow2_options[] = {
+    { .name = "file", .type = ARG_REF },
+    { .name = "backing", .type = ARG_REF_OR_NULL, .optional = true },
+    { .name = "l2-cache-size", .type = ARG_SIZE, .optional = true },
+    { .name = "l2-cache-entry-size", .type = ARG_SIZE, .optional = true },
+    { .name = "refcount-cache-size", .type = ARG_SIZE, .optional = true },
+    { .name = "cache-size", .type = ARG_SIZE, .optional = true },
+    { .name = "cache-clean-interval", .type = ARG_INT, .optional = true },
+    { .name = "lazy-refcounts", .type = ARG_BOOL, .optional = true },
+    { .name = "pass-discard-request", .type = ARG_BOOL, .optional = true },
+    { .name = "pass-discard-snapshot", .type = ARG_BOOL, .optional = true },
+    { .name = "pass-discard-other", .type = ARG_BOOL, .optional = true },
+    { .name = "overlap-check", .type = ARG_ANY, .optional = true },
+    { NULL },
+};
+
+/* Opens nested inside one another (backing from header names) count here;
+ * opening runs in the main context only. */
+static unsigned chain_depth;
+
+static int coroutine_fn read_file(BlockNode *bs, uint64_t off, void *buf,
+                                  uint64_t len)
+{
+    IOVector v;
+    iov_vec_init_buf(&v, buf, len);
+    return bdrv_co_preadv(bs->file, (int64_t)off, (int64_t)len, &v, 0);
+}
+
+static bool load_header(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+{
+    uint8_t probe[512];
+    uint64_t n = s->file_size < sizeof(probe) ? s->file_size : sizeof(probe);
+    int ret;
+
+    memset(probe, 0, sizeof(probe));
+    ret = n ? read_file(bs, 0, probe, n) : 0;
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read qcow2 header");
+        return false;
+    }
+    uint32_t cs = qcow2_probe_cluster_size(probe, n, errp);
+    if (!cs) {
+        return false;
+    }
+    s->cluster0 = blk_aligned_alloc(4096, cs);
+    memset(s->cluster0, 0, cs);
+    n = s->file_size < cs ? s->file_size : cs;
+    ret = read_file(bs, 0, s->cluster0, n);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read qcow2 header");
+        return false;
+    }
+    return qcow2_header_parse(s->cluster0, cs, s->file_size, &s->hdr, errp);
+}
+
+static bool load_tables(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+{
+    uint64_t l1_bytes = (uint64_t)s->hdr.l1_size * 8;
+    uint64_t rt_bytes = (uint64_t)s->hdr.refcount_table_clusters *
+                        s->g.cluster_size;
+    uint8_t *buf;
+    int ret;
+
+    /* Sizes are bounded by qcow2_header_parse (32 MiB / 8 MiB). */
+    s->l1_size = s->hdr.l1_size;
+    s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
+    s->reftable_entries = rt_bytes / 8;
+    s->reftable = calloc(s->reftable_entries, sizeof(uint64_t));
+    if (!s->l1 || !s->reftable) {
+        abort();
+    }
+    buf = blk_aligned_alloc(4096, l1_bytes > rt_bytes ? l1_bytes : rt_bytes);
+    if (l1_bytes) {
+        ret = read_file(bs, s->hdr.l1_table_offset, buf, l1_bytes);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Could not read L1 table");
+            free(buf);
+            return false;
+        }
+        for (uint32_t i = 0; i < s->l1_size; i++) {
+            s->l1[i] = be64_get(buf + (size_t)i * 8);
+        }
+    }
+    ret = read_file(bs, s->hdr.refcount_table_offset, buf, rt_bytes);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read refcount table");
+        free(buf);
+        return false;
+    }
+    for (uint64_t i = 0; i < s->reftable_entries; i++) {
+        s->reftable[i] = be64_get(buf + i * 8);
+        if (s->reftable[i] & ~QCOW2_REFT_OFFSET_MASK) {
+            error_setg(errp, "Reference count table entry %" PRIu64
+                       " is invalid", i);
+            free(buf);
+            return false;
+        }
+    }
+    free(buf);
+    return true;
+}
+
+static bool setup_caches(BlockNode *bs, BDRVQcow2State *s, json_t *opts,
+                         Error **errp)
+{
+    json_t *l2o = json_object_get(opts, "l2-cache-size");
+    json_t *rbo = json_object_get(opts, "refcount-cache-size");
+    json_t *allo = json_object_get(opts, "cache-size");
+    uint64_t cs = s->g.cluster_size;
+    uint64_t l2, rb;
+    /* Enough L2 cache to map the whole image, capped. */
+    uint64_t full = qcow2_l1_entries_for(&s->g, s->hdr.size) * cs;
+
+    if (l2o && rbo && allo) {
+        error_setg(errp, "cache-size, l2-cache-size and refcount-cache-size "
+                   "may not be set at the same time");
+        return false;
+    }
+    l2 = full < QCOW2_DEFAULT_L2_CACHE_MAX ? full : QCOW2_DEFAULT_L2_CACHE_MAX;
+    rb = QCOW2_MIN_RB_CACHE_ENTRIES * cs;
+    if (allo) {
+        uint64_t all = (uint64_t)arg_int(opts, "cache-size", 0);
+        if (l2o) {
+            l2 = (uint64_t)arg_int(opts, "l2-cache-size", 0);
+            rb = all > l2 ? all - l2 : 0;
+        } else if (rbo) {
+            rb = (uint64_t)arg_int(opts, "refcount-cache-size", 0);
+            l2 = all > rb ? all - rb : 0;
+        } else {
+            rb = all / 4 > rb ? all / 4 : rb;
+            l2 = all > rb ? all - rb : 0;
+            if (l2 > full) {
+                l2 = full;
+            }
+        }
+    } else {
+        if (l2o) {
+            l2 = (uint64_t)arg_int(opts, "l2-cache-size", 0);
+        }
+        if (rbo) {
+            rb = (uint64_t)arg_int(opts, "refcount-cache-size", 0);
+        }
+    }
+    uint64_t l2n = l2 / cs, rbn = rb / cs;
+    l2n = l2n < QCOW2_MIN_L2_CACHE_ENTRIES ? QCOW2_MIN_L2_CACHE_ENTRIES : l2n;
+    rbn = rbn < QCOW2_MIN_RB_CACHE_ENTRIES ? QCOW2_MIN_RB_CACHE_ENTRIES : rbn;
+    if (l2n > 65536 || rbn > 65536) {
+        error_setg(errp, "L2 cache size too big");
+        return false;
+    }
+    size_t align = bs->file->node->bl.min_mem_alignment;
+    align = align < 4096 ? 4096 : align;
+    s->l2_cache = qcow2_cache_new((unsigned)l2n, (uint32_t)cs, true, align);
+    s->rb_cache = qcow2_cache_new((unsigned)rbn, (uint32_t)cs, false, align);
+    return true;
+}
+
+typedef struct ProbeJob {
+    const char *path;
+    uint8_t magic[4];
+} ProbeJob;
+
+static int probe_fn(void *opaque)
+{
+    ProbeJob *j = opaque;
+    int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0) {
+        return -errno;
+    }
+    n = pread(fd, j->magic, sizeof(j->magic), 0);
+    close(fd);
+    return n < 0 ? -errno : (int)n;
+}
+
+/* Opens the backing file named in the header, as qemu does: relative
+ * names are relative to the directory of this image. */
+static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
+                                     Error **errp)
+{
+    const char *name = s->hdr.backing_file;
+    const char *fmt = s->hdr.backing_format;
+    CLEANUP_FREE char *path = NULL;
+    CLEANUP_FREE char *dir = strdup(bs->file->node->filename);
+
+    if (!dir) {
+        abort();
+    }
+    if (name[0] == '/' || strstr(name, "://")) {
+        path = strdup(name);
+    } else if (asprintf(&path, "%s/%s", dirname(dir), name) < 0) {
+        path = NULL;
+    }
+    if (!path) {
+        abort();
+    }
+    if (chain_depth >= QCOW2_MAX_CHAIN_DEPTH) {
+        error_setg(errp, "Backing chain of '%s' is too deep or has a loop "
+                   "(more than %d images)", bs->file->node->filename,
+                   QCOW2_MAX_CHAIN_DEPTH);
+        return false;
+    }
+    if (!fmt) {
+        /* No format in the image: look at the file, qcow2 or raw. */
+        ProbeJob pj = { .path = path };
+        int n = thread_pool_co_run(probe_fn, &pj);
+        fmt = (n == 4 && be32_get(pj.magic) == QCOW2_MAGIC) ? "qcow2"
+                                                             : "raw";
+    }
+    if (!bdrv_find_driver(fmt)) {
+        error_setg(errp, "Could not open backing file: Unknown driver '%s'",
+                   fmt);
+        return false;
+    }
+    json_t *wrap = json_pack("{s:{s:s, s:{s:s, s:s}}}", "backing",
+                             "driver", fmt, "file", "driver", "file",
+                             "filename", path);
+    if (!wrap) {
+        abort();
+    }
+    chain_depth++;
+    BlockChild *c = bdrv_open_child(bs, wrap, "backing", BLK_ROLE_COW, false,
+                                    errp);
+    chain_depth--;
+    json_decref(wrap);
+    if (!c) {
+        error_prepend(errp, "Could not open backing file");
+        return false;
+    }
+    return true;
+}
+
+static void qcow2_close(BlockNode *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    qcow2_cache_free(s->l2_cache);
+    qcow2_cache_free(s->rb_cache);
+    s->l2_cache = s->rb_cache = NULL;
+    free(s->l1);
+    free(s->reftable);
+    free(s->pending);
+    free(s->cluster0);
+    s->l1 = s->reftable = NULL;
+    s->pending = NULL;
+    s->cluster0 = NULL;
+    qcow2_header_free(&s->hdr);
+}
+
+static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
+                                      Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    json_t *backing;
+    int64_t len;
+
+    s->bs = bs;
+    co_mutex_init(&s->lock);
+    list_init(&s->inflight);
+
+    if (!bdrv_open_child(bs, opts, "file",
+                         BLK_ROLE_DATA | BLK_ROLE_METADATA | BLK_ROLE_PRIMARY,
+                         false, errp)) {
+        return -EINVAL;
+    }
+    len = bdrv_getlength(bs->file->node);
+    if (len < 0) {
+        error_setg_errno(errp, (int)-len, "Could not get the size of the "
+                         "image file");
+        return (int)len;
+    }
+    s->file_size = (uint64_t)len;
+    if (!load_header(bs, s, errp)) {
+        goto fail;
+    }
+    qcow2_geom_init(&s->g, s->hdr.cluster_bits, s->hdr.refcount_order);
+
+    if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) &&
+        !bs->read_only) {
+        error_setg(errp, "qcow2: Image is corrupt; cannot be opened "
+                   "read/write");
+        goto fail;
+    }
+    if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+        !bs->read_only) {
+        /* Refcounts may be stale (lazy refcounts, not closed cleanly);
+         * rebuilding them is not implemented yet. */
+        error_setg(errp, "qcow2: Image is dirty (lazy refcounts were not "
+                   "written back); repair it with 'qemu-img check -r all' "
+                   "or open it read-only");
+        goto fail;
+    }
+    if (!load_tables(bs, s, errp) || !setup_caches(bs, s, opts, errp)) {
+        goto fail;
+    }
+
+    snprintf(bs->filename, sizeof(bs->filename), "%s",
+             bs->file->node->filename);
+    if (s->hdr.backing_file) {
+        snprintf(bs->backing_file, sizeof(bs->backing_file), "%s",
+                 s->hdr.backing_file);
+    }
+    if (s->hdr.backing_format) {
+        snprintf(bs->backing_format, sizeof(bs->backing_format), "%s",
+                 s->hdr.backing_format);
+    }
+
+    backing = json_object_get(opts, "backing");
+    if (backing && !json_is_null(backing)) {
+        if (!bdrv_open_child(bs, opts, "backing", BLK_ROLE_COW, false,
+                             errp)) {
+            goto fail;
+        }
+    } else if (!backing && s->hdr.backing_file) {
+        if (!open_backing_from_header(bs, s, errp)) {
+            goto fail;
+        }
+    }
+
+    if (!bs->read_only && s->hdr.autoclear_features) {
+        /* We maintain none of the autoclear features (bitmaps, raw data
+         * file): a writer must clear them before it changes the image. */
+        s->hdr.autoclear_features = 0;
+        int ret = qcow2_write_header(s);
+        if (ret >= 0) {
+            ret = qcow2_flush_file(s);
+        }
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Could not update qcow2 header");
+            goto fail;
+        }
+    }
+    return 0;
+
+fail:
+    qcow2_close(bs);
+    return -EINVAL;
+}
+
+static int coroutine_fn qcow2_co_flush(BlockNode *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (bs->read_only) {
+        return 0;
+    }
+    co_mutex_lock(&s->lock);
+    ret = qcow2_flush_metadata(s);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    return qcow2_flush_file(s);
+}
+
+static int64_t coroutine_fn qcow2_co_getlength(BlockNode *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    return (int64_t)s->hdr.size;
+}
+
+static void qcow2_refresh_limits(BlockNode *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    bs->bl.request_alignment = 1;
+    bs->bl.min_mem_alignment = bs->file->node->bl.min_mem_alignment;
+    bs->bl.pwrite_zeroes_alignment = s->g.cluster_size;
+    bs->bl.pdiscard_alignment = s->g.cluster_size;
+    bs->bl.opt_transfer = s->g.cluster_size;
+}
+
+static void qcow2_query_image(BlockNode *bs, json_t *image)
+{
+    BDRVQcow2State *s = bs->opaque;
+    json_t *data = json_object();
+
+    if (s->hdr.version >= 3) {
+        json_object_set_new(data, "compat", json_string("1.1"));
+        json_object_set_new(data, "compression-type", json_string("zlib"));
+        json_object_set_new(data, "lazy-refcounts",
+                            json_boolean(s->hdr.compatible_features &
+                                         QCOW2_COMPAT_LAZY_REFCOUNTS));
+        json_object_set_new(data, "refcount-bits",
+                            json_integer(s->g.refcount_bits));
+        json_object_set_new(data, "corrupt",
+                            json_boolean(s->hdr.incompatible_features &
+                                         QCOW2_INCOMPAT_CORRUPT));
+        json_object_set_new(data, "extended-l2", json_false());
+    } else {
+        json_object_set_new(data, "compat", json_string("0.10"));
+        json_object_set_new(data, "compression-type", json_string("zlib"));
+        json_object_set_new(data, "refcount-bits",
+                            json_integer(s->g.refcount_bits));
+    }
+    json_object_set_new(image, "cluster-size",
+                        json_integer(s->g.cluster_size));
+    json_object_set_new(image, "dirty-flag", json_false());
+    json_object_set_new(image, "format-specific",
+                        json_pack("{s:s, s:o}", "type", "qcow2", "data",
+                                  data));
+}
+
+int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
+                                              const char *file,
+                                              const char *fmt)
+{
+    BDRVQcow2State *s = bs->opaque;
+    char *old_file = NULL, *old_fmt = NULL;
+    int ret;
+
+    if (bs->drv != &bdrv_qcow2 || bs->read_only) {
+        return -EINVAL;
+    }
+    co_mutex_lock(&s->lock);
+    old_file = s->hdr.backing_file ? strdup(s->hdr.backing_file) : NULL;
+    old_fmt = s->hdr.backing_format ? strdup(s->hdr.backing_format) : NULL;
+    qcow2_header_set_backing(&s->hdr, file, fmt);
+    ret = qcow2_write_header(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    if (ret < 0) {
+        qcow2_header_set_backing(&s->hdr, old_file, old_fmt);
+    } else {
+        snprintf(bs->backing_file, sizeof(bs->backing_file), "%s",
+                 file ? file : "");
+        snprintf(bs->backing_format, sizeof(bs->backing_format), "%s",
+                 fmt ? fmt : "");
+    }
+    co_mutex_unlock(&s->lock);
+    free(old_file);
+    free(old_fmt);
+    return ret;
+}
+
+const BlockDriver bdrv_qcow2 = {
+    .name = "qcow2",
+    .state_size = sizeof(BDRVQcow2State),
+    .options = qcow2_options,
+    .co_open = qcow2_co_open,
+    .close = qcow2_close,
+    .co_preadv = qcow2_co_preadv,
+    .co_pwritev = qcow2_co_pwritev,
+    .co_pwrite_zeroes = qcow2_co_pwrite_zeroes,
+    .co_pdiscard = qcow2_co_pdiscard,
+    .co_flush = qcow2_co_flush,
+    .co_block_status = qcow2_co_block_status,
+    .co_getlength = qcow2_co_getlength,
+    .refresh_limits = qcow2_refresh_limits,
+    .query_image = qcow2_query_image,
+};

@@ -1,0 +1,182 @@
+/*
+ * qcow2 driver internals shared by the files of this folder.
+ *
+ * Locking: one CoMutex (s->lock) around every metadata access (L1, L2 and
+ * refcount caches, the reftable, allocation).  Guest data I/O runs outside
+ * it, so independent requests proceed in parallel; a write that allocates
+ * registers its guest clusters as in flight so that a second writer of the
+ * same clusters waits instead of allocating twice.
+ *
+ * Crash ordering (what is on disk after a crash is always consistent, at
+ * worst with leaked clusters):
+ *   data + refcount increases  -> flush -> L2 tables -> flush -> L1
+ *   reference removals (L2)    -> flush -> refcount decreases
+ * The caches are write-back; qcow2_flush_metadata applies that order, and
+ * evicting a dirty L2 table applies the first half of it.
+ */
+#ifndef BJ_BLOCK_QCOW2_H
+#define BJ_BLOCK_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "aio/coroutine.h"
+#include "block/block.h"
+#include "block/drivers/qcow2/qcow2-format.h"
+#include "util/list.h"
+
+typedef struct BDRVQcow2State BDRVQcow2State;
+
+/* ---- table cache (qcow2-cache.c) ---- */
+
+typedef struct Qcow2CacheEntry {
+    uint64_t offset;         /* host offset of the table; 0 = empty slot */
+    uint8_t *table;          /* cluster_size bytes, on-disk byte order */
+    bool dirty;
+    int ref;                 /* pinned while > 0 */
+    uint64_t lru;
+} Qcow2CacheEntry;
+
+typedef struct Qcow2Cache {
+    Qcow2CacheEntry *entries;
+    unsigned size;
+    uint64_t lru_clock;
+    bool is_l2;              /* writing back an L2 table has dependencies */
+} Qcow2Cache;
+
+Qcow2Cache *qcow2_cache_new(unsigned entries, uint32_t cluster_size,
+                            bool is_l2, size_t align);
+void qcow2_cache_free(Qcow2Cache *c);
+/* Returns the pinned table at offset, reading it unless `fresh` (then it
+ * is zero-filled and dirty).  Release with qcow2_cache_put. */
+int coroutine_fn qcow2_cache_get(BDRVQcow2State *s, Qcow2Cache *c,
+                                 uint64_t offset, bool fresh,
+                                 Qcow2CacheEntry **out);
+void qcow2_cache_put(Qcow2CacheEntry *e);
+void qcow2_cache_mark_dirty(Qcow2Cache *c, Qcow2CacheEntry *e);
+/* Writes back every dirty table (L2: after the refcounts, see above). */
+int coroutine_fn qcow2_cache_flush(BDRVQcow2State *s, Qcow2Cache *c);
+int coroutine_fn qcow2_cache_write_entry(BDRVQcow2State *s, Qcow2Cache *c,
+                                         Qcow2CacheEntry *e);
+/* Forgets a table (its cluster is being freed). */
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
+bool qcow2_cache_has_dirty(const Qcow2Cache *c);
+
+/* ---- driver state ---- */
+
+typedef struct Qcow2InflightAlloc {
+    uint64_t first_cluster;  /* guest cluster index */
+    uint64_t nb_clusters;
+    CoQueue waiters;
+    ListHead link;
+} Qcow2InflightAlloc;
+
+typedef struct Qcow2PendingFree {
+    uint64_t offset;         /* host byte range whose clusters lose a ref */
+    uint64_t bytes;
+} Qcow2PendingFree;
+
+struct BDRVQcow2State {
+    BlockNode *bs;
+    Qcow2Header hdr;
+    Qcow2Geom g;
+    uint8_t *cluster0;       /* header cluster as read (for rewrite) */
+
+    uint64_t *l1;            /* host byte order */
+    uint32_t l1_size;
+    bool l1_dirty;
+
+    uint64_t *reftable;      /* host byte order */
+    uint64_t reftable_entries;
+
+    Qcow2Cache *l2_cache;
+    Qcow2Cache *rb_cache;
+
+    CoMutex lock;
+    uint64_t free_hint;      /* first host cluster that may be free */
+    uint64_t file_size;      /* current size of the file child */
+    ListHead inflight;       /* Qcow2InflightAlloc */
+    Qcow2PendingFree *pending;
+    size_t nb_pending, pending_alloc;
+    bool data_unflushed;     /* data written since the last file flush */
+    bool broken;             /* metadata I/O failed: refuse further writes */
+};
+
+/* ---- refcounts and allocation (qcow2-refcount.c) ---- */
+
+int coroutine_fn qcow2_get_refcount(BDRVQcow2State *s, uint64_t cluster,
+                                    uint64_t *refcount);
+/* Adds delta to the refcount of every cluster touching [offset,
+ * offset+bytes).  Refblocks must exist for decrements. */
+int coroutine_fn qcow2_update_refcount(BDRVQcow2State *s, uint64_t offset,
+                                       uint64_t bytes, int delta);
+/* Allocates n contiguous clusters (refcount 1); returns host offset or
+ * -errno.  Grows the file as needed. */
+int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n);
+/* Queues a reference drop to apply once the references are durable. */
+void qcow2_defer_free(BDRVQcow2State *s, uint64_t offset, uint64_t bytes);
+/* Applies the queued drops (the caller has made the L2 changes durable). */
+int coroutine_fn qcow2_apply_pending_frees(BDRVQcow2State *s);
+/* Makes sure the file is at least end bytes long. */
+int coroutine_fn qcow2_grow_file(BDRVQcow2State *s, uint64_t end);
+
+/* ---- mapping and metadata writes (qcow2-cluster.c) ---- */
+
+typedef struct Qcow2Mapping {
+    Qcow2L2Info info;
+    uint64_t bytes;          /* run length from the guest offset */
+} Qcow2Mapping;
+
+/* Describes guest [offset, offset+bytes): the first cluster's type and
+ * how many bytes from offset share it (contiguous on the host for normal
+ * clusters; within one L2 table).  Caller holds s->lock. */
+int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
+                                   uint64_t bytes, Qcow2Mapping *m);
+/* Sets the L2 entries of guest clusters [first, first+n) to entries[i];
+ * allocates the L2 table if needed.  Caller holds s->lock. */
+int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
+                                      uint64_t n, const uint64_t *entries,
+                                      uint64_t *old_entries);
+/* Reads n L2 entries from guest cluster first (zeros if no table). */
+int coroutine_fn qcow2_read_l2_entries(BDRVQcow2State *s, uint64_t first,
+                                       uint64_t n, uint64_t *out);
+/* Writes every dirty table in crash-safe order and the L1 table. */
+int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s);
+/* Reads bytes of metadata from the file child (checked against its end). */
+int coroutine_fn qcow2_read_meta(BDRVQcow2State *s, uint64_t offset,
+                                 void *buf, uint64_t bytes);
+int coroutine_fn qcow2_write_meta(BDRVQcow2State *s, uint64_t offset,
+                                  const void *buf, uint64_t bytes);
+int coroutine_fn qcow2_flush_file(BDRVQcow2State *s);
+/* Rewrites cluster 0 from s->hdr. */
+int coroutine_fn qcow2_write_header(BDRVQcow2State *s);
+
+/* ---- data (qcow2-data.c) ---- */
+
+int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
+                                 unsigned flags);
+int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
+                                  int64_t bytes, IOVector *qiov,
+                                  unsigned flags);
+int coroutine_fn qcow2_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
+                                        int64_t bytes, unsigned flags);
+int coroutine_fn qcow2_co_pdiscard(BlockNode *bs, int64_t offset,
+                                   int64_t bytes);
+int coroutine_fn qcow2_co_block_status(BlockNode *bs, int64_t offset,
+                                       int64_t bytes, int64_t *pnum,
+                                       int64_t *map, BlockNode **file);
+
+/* ---- API for jobs (stream, commit) ---- */
+
+extern const BlockDriver bdrv_qcow2;
+
+/*
+ * Rewrites the backing file name and format stored in the image header
+ * (NULL file: no backing file).  bs must be a writable qcow2 node.
+ */
+int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
+                                              const char *file,
+                                              const char *fmt);
+
+#endif
