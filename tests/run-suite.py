@@ -12,6 +12,7 @@ is listed with its reason above the closing line, which is exactly
 
 Exit status: 0 only if nothing failed and something passed.
 
+Build directories: build/ and build-asan/, or BLOCKJOBD_BUILDS.
 Options: --only normal|asan, --no-unit, --no-integration, and anything after
 '--' goes to pytest (e.g. -- -k daemon).
 """
@@ -32,6 +33,11 @@ BUILDS = [
     ('normal', 'build'),
     ('asan', 'build-asan'),
 ]
+# A developer's own build directories: BLOCKJOBD_BUILDS="normal:build-me
+# asan:build-me-asan".
+if os.environ.get('BLOCKJOBD_BUILDS'):
+    BUILDS = [tuple(b.split(':', 1))
+              for b in os.environ['BLOCKJOBD_BUILDS'].split()]
 
 SAN_ENV = {
     'ASAN_OPTIONS': 'halt_on_error=1:abort_on_error=0:print_stacktrace=1:'

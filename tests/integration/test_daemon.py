@@ -96,9 +96,9 @@ BAD_OPTIONS = [
     (['--blockdev', 'driver=file,node-name=f,filename=/nonexistent'],
      "--blockdev driver=file,node-name=f,filename=/nonexistent: Could not "
      "open '/nonexistent': No such file or directory"),
-    (['--blockdev', 'driver=null-co,node-name=n,size=abc'],
-     "--blockdev driver=null-co,node-name=n,size=abc: Parameter 'size' "
-     "expects integer"),
+    (['--blockdev', 'driver=null-co,node-name=n,latency-ns=abc'],
+     "--blockdev driver=null-co,node-name=n,latency-ns=abc: Parameter "
+     "'latency-ns' expects integer"),
     (['--blockdev', 'driver=null-co,node-name=n,read-zeroes=maybe'],
      "--blockdev driver=null-co,node-name=n,read-zeroes=maybe: Parameter "
      "'read-zeroes' expects 'on' or 'off'"),
