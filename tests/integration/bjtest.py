@@ -41,6 +41,26 @@ def daemon_bin():
     return os.environ.get('BLOCKJOBD_BIN') or DEFAULT_BIN
 
 
+def build_dir():
+    """The build directory of the binaries under test.
+
+    BLOCKJOBD_BUILD_DIR, else the build tree BLOCKJOBD_BIN lives in (when
+    it is <dir>/src/daemon/blockjobd), else <repo>/build.
+    """
+    if os.environ.get('BLOCKJOBD_BUILD_DIR'):
+        return os.environ['BLOCKJOBD_BUILD_DIR']
+    b = os.path.abspath(daemon_bin())
+    if b.endswith(os.path.join('src', 'daemon', 'blockjobd')):
+        return os.path.dirname(os.path.dirname(os.path.dirname(b)))
+    return os.path.join(REPO, 'build')
+
+
+def bjctl_bin():
+    """bjctl: BJCTL_BIN, else <build dir>/src/ctl/bjctl."""
+    return os.environ.get('BJCTL_BIN') or os.path.join(build_dir(), 'src',
+                                                        'ctl', 'bjctl')
+
+
 def is_qsd(binary=None):
     """True when the binary under test is qemu-storage-daemon."""
     return 'qemu-storage-daemon' in os.path.basename(binary or daemon_bin())
