@@ -427,6 +427,26 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
         json_object_set_new(data, "refcount-bits",
                             json_integer(s->g.refcount_bits));
     }
+    if (s->hdr.backing_file) {
+        /* As qemu: relative names resolved against the image's directory */
+        char *dir = strdup(bs->filename), *full = NULL;
+        if (!dir) {
+            abort();
+        }
+        if (s->hdr.backing_file[0] == '/' ||
+            strstr(s->hdr.backing_file, "://")) {
+            full = strdup(s->hdr.backing_file);
+        } else if (asprintf(&full, "%s/%s", dirname(dir),
+                            s->hdr.backing_file) < 0) {
+            full = NULL;
+        }
+        if (full) {
+            json_object_set_new(image, "full-backing-filename",
+                                json_string(full));
+        }
+        free(full);
+        free(dir);
+    }
     json_object_set_new(image, "cluster-size",
                         json_integer(s->g.cluster_size));
     json_object_set_new(image, "dirty-flag", json_false());
