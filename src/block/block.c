@@ -24,6 +24,7 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_raw,
     &bdrv_null_co,
     &bdrv_qcow2,
+    &bdrv_blkdebug,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 

@@ -11,5 +11,6 @@ extern const BlockDriver bdrv_file;     /* drivers/file.c */
 extern const BlockDriver bdrv_raw;      /* drivers/raw.c */
 extern const BlockDriver bdrv_null_co;  /* drivers/null.c */
 extern const BlockDriver bdrv_qcow2;    /* drivers/qcow2/qcow2.c */
+extern const BlockDriver bdrv_blkdebug; /* drivers/blkdebug.c */
 
 #endif

@@ -1,0 +1,630 @@
+/*
+ * blkdebug: a filter that fails requests on demand, for testing error paths
+ * (job on-error policies, export error replies).
+ *
+ *   parent (raw, qcow2, a job, an export)
+ *        |
+ *   [blkdebug]  rules: inject-error, set-state; a state number (starts at 1)
+ *        |  "image"
+ *   [file / null-co / ...]
+ *
+ * The model, as observed on qemu 7.2:
+ *  - Rules hang off events.  When an event fires, every inject-error rule of
+ *    that event whose state matches (0 = any) becomes *active*, replacing the
+ *    previously active set (only if at least one matched: an event with no
+ *    matching inject rule leaves the active set alone).  set-state rules of
+ *    the event move the state; all rules of one event see the state as it
+ *    was before the event.
+ *  - Every request checks the active rules in definition order; the first
+ *    whose iotype and sector match fails it with -errno.  An active rule
+ *    stays active across requests (so a read_aio rule also fails the writes
+ *    that follow, unless iotype says otherwise) until another event replaces
+ *    the set; a `once` rule is deleted when it fires.
+ *  - "none" fires once at open, so its rules are active from the start.
+ *
+ * Where qemu gets its events: read_aio/write_aio are emitted by the format
+ * driver above blkdebug, flush_to_os/flush_to_disk by the flush path,
+ * pwritev/pwritev_zero/pwritev_done by the request path of this node.  Our
+ * block layer has no event hook, so this driver emits them itself on the
+ * requests it receives, in qemu's order: read -> read_aio; write ->
+ * write_aio, pwritev, (request), pwritev_done; write-zeroes -> pwritev_zero,
+ * (request), pwritev_done; flush -> flush_to_os, flush_to_disk.  For the
+ * usual stacks (raw or qcow2 data over blkdebug) that is what qemu does;
+ * the difference is that a read_aio rule also fires when nothing above
+ * blkdebug is a format driver (a job or export using it directly) and on
+ * qcow2 metadata reads.  The other qcow2-internal events (l2_load, ...) are
+ * accepted but never fire.
+ *
+ * Threads: the rules and state are touched only by requests, which all run
+ * in bs->ctx, and by open/close in the main loop while nothing runs.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/drivers/drivers.h"
+#include "util/list.h"
+
+/* BlkdebugEvent, in the QAPI order (names as clients spell them). */
+enum {
+    EV_READ_AIO = 9,
+    EV_WRITE_AIO = 12,
+    EV_FLUSH_TO_OS = 33,
+    EV_FLUSH_TO_DISK = 34,
+    EV_PWRITEV = 39,
+    EV_PWRITEV_ZERO = 40,
+    EV_PWRITEV_DONE = 41,
+    EV_NONE = 47,
+    EV__MAX = 48,
+};
+
+static const char *const event_names[] = {
+    "l1_update", "l1_grow_alloc_table", "l1_grow_write_table",
+    "l1_grow_activate_table", "l2_load", "l2_update", "l2_update_compressed",
+    "l2_alloc_cow_read", "l2_alloc_write", "read_aio", "read_backing_aio",
+    "read_compressed", "write_aio", "write_compressed", "vmstate_load",
+    "vmstate_save", "cow_read", "cow_write", "reftable_load",
+    "reftable_grow", "reftable_update", "refblock_load", "refblock_update",
+    "refblock_update_part", "refblock_alloc", "refblock_alloc_hookup",
+    "refblock_alloc_write", "refblock_alloc_write_blocks",
+    "refblock_alloc_write_table", "refblock_alloc_switch_table",
+    "cluster_alloc", "cluster_alloc_bytes", "cluster_free", "flush_to_os",
+    "flush_to_disk", "pwritev_rmw_head", "pwritev_rmw_after_head",
+    "pwritev_rmw_tail", "pwritev_rmw_after_tail", "pwritev", "pwritev_zero",
+    "pwritev_done", "empty_image_prepare", "l1_shrink_write_table",
+    "l1_shrink_free_l2_clusters", "cor_write", "cluster_alloc_space", "none",
+    NULL,
+};
+_Static_assert(sizeof(event_names) / sizeof(event_names[0]) == EV__MAX + 1,
+               "one name per event");
+
+/* BlkdebugIOType */
+enum {
+    IO_READ, IO_WRITE, IO_WRITE_ZEROES, IO_DISCARD, IO_FLUSH,
+    IO_BLOCK_STATUS,
+};
+static const char *const iotype_names[] = {
+    "read", "write", "write-zeroes", "discard", "flush", "block-status", NULL,
+};
+/* Without iotype, a rule fails every kind of request but block status. */
+#define IO_DEFAULT_MASK ((1u << IO_READ) | (1u << IO_WRITE) | \
+                         (1u << IO_WRITE_ZEROES) | (1u << IO_DISCARD) | \
+                         (1u << IO_FLUSH))
+
+/* BlockPermission, for take-child-perms / unshare-child-perms */
+static const char *const perm_names[] = {
+    "consistent-read", "write", "write-unchanged", "resize", NULL,
+};
+
+typedef struct BlkdebugRule {
+    bool set_state;          /* set-state rule, else inject-error */
+    int64_t state;           /* state it applies in; 0 = any */
+    /* inject-error */
+    int error;               /* positive errno; <= 0 injects nothing */
+    bool once;
+    bool immediately;
+    int64_t offset;          /* byte offset a request must cover; -1 any */
+    unsigned iotype_mask;
+    /* set-state */
+    int64_t new_state;
+
+    ListHead link;           /* in s->rules[event], definition order */
+    ListHead active_link;    /* in s->active; self-linked when inactive */
+} BlkdebugRule;
+
+typedef struct BlkdebugState {
+    BlockChild *image;
+    int64_t state;
+    ListHead rules[EV__MAX];
+    ListHead active;         /* active inject rules, first match wins */
+
+    uint64_t align;
+    uint64_t max_transfer;
+    uint64_t opt_write_zero, max_write_zero;
+    uint64_t opt_discard, max_discard;
+    uint64_t take_perms, unshare_perms;
+} BlkdebugState;
+
+static const ArgSpec inject_error_members[] = {
+    { .name = "event", .type = ARG_ENUM, .enum_values = event_names },
+    { .name = "state", .type = ARG_INT, .optional = true },
+    { .name = "iotype", .type = ARG_ENUM, .optional = true,
+      .enum_values = iotype_names },
+    { .name = "errno", .type = ARG_INT, .optional = true },
+    { .name = "sector", .type = ARG_INT, .optional = true },
+    { .name = "once", .type = ARG_BOOL, .optional = true },
+    { .name = "immediately", .type = ARG_BOOL, .optional = true },
+    { NULL },
+};
+
+static const ArgSpec set_state_members[] = {
+    { .name = "event", .type = ARG_ENUM, .enum_values = event_names },
+    { .name = "state", .type = ARG_INT, .optional = true },
+    { .name = "new_state", .type = ARG_INT },
+    { NULL },
+};
+
+static const ArgSpec inject_error_elem[] = {
+    { .name = "inject-error", .type = ARG_OBJECT,
+      .members = inject_error_members },
+};
+static const ArgSpec set_state_elem[] = {
+    { .name = "set-state", .type = ARG_OBJECT, .members = set_state_members },
+};
+static const ArgSpec perm_elem[] = {
+    { .name = "perm", .type = ARG_ENUM, .enum_values = perm_names },
+};
+
+/* Sizes are plain integers here: qemu parses them after the schema, with
+ * its own messages (see check_size). */
+static const ArgSpec blkdebug_options[] = {
+    { .name = "image", .type = ARG_REF },
+    { .name = "config", .type = ARG_STR, .optional = true },
+    { .name = "align", .type = ARG_INT, .optional = true },
+    { .name = "max-transfer", .type = ARG_INT, .optional = true },
+    { .name = "opt-write-zero", .type = ARG_INT, .optional = true },
+    { .name = "max-write-zero", .type = ARG_INT, .optional = true },
+    { .name = "opt-discard", .type = ARG_INT, .optional = true },
+    { .name = "max-discard", .type = ARG_INT, .optional = true },
+    { .name = "inject-error", .type = ARG_ARRAY, .optional = true,
+      .members = inject_error_elem },
+    { .name = "set-state", .type = ARG_ARRAY, .optional = true,
+      .members = set_state_elem },
+    { .name = "take-child-perms", .type = ARG_ARRAY, .optional = true,
+      .members = perm_elem },
+    { .name = "unshare-child-perms", .type = ARG_ARRAY, .optional = true,
+      .members = perm_elem },
+    { NULL },
+};
+
+/* What makes the node something other than "blkdebug::<file>". */
+static const char *const blkdebug_strong[] = {
+    "config", "align", "max-transfer", "opt-write-zero", "max-write-zero",
+    "opt-discard", "max-discard", "inject-error", "set-state", NULL,
+};
+
+static int name_index(const char *const *names, const char *s)
+{
+    for (int i = 0; names[i]; i++) {
+        if (strcmp(names[i], s) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* ---- rules ---- */
+
+static void add_rule(BlkdebugState *s, int event, BlkdebugRule *r)
+{
+    list_init(&r->active_link);
+    list_add_tail(&s->rules[event], &r->link);
+}
+
+static void remove_rule(BlkdebugRule *r)
+{
+    list_del(&r->link);
+    if (!list_unlinked(&r->active_link)) {
+        list_del(&r->active_link);
+    }
+    free(r);
+}
+
+static BlkdebugRule *new_rule(void)
+{
+    BlkdebugRule *r = calloc(1, sizeof(*r));
+
+    if (!r) {
+        abort();
+    }
+    return r;
+}
+
+static void load_rules(BlkdebugState *s, json_t *opts)
+{
+    json_t *list, *e;
+    size_t i;
+
+    list = json_object_get(opts, "inject-error");
+    json_array_foreach(list, i, e) {
+        BlkdebugRule *r = new_rule();
+        int64_t sector = arg_int(e, "sector", -1);
+        const char *iotype = arg_str(e, "iotype", NULL);
+
+        r->state = arg_int(e, "state", 0);
+        r->error = (int)arg_int(e, "errno", EIO);
+        r->once = arg_bool(e, "once", false);
+        r->immediately = arg_bool(e, "immediately", false);
+        /* Any negative sector other than -1 names no byte at all. */
+        r->offset = sector == -1 ? -1
+                    : sector < 0 || sector > INT64_MAX / 512 ? INT64_MIN
+                    : sector * 512;
+        r->iotype_mask = iotype ? 1u << name_index(iotype_names, iotype)
+                                : IO_DEFAULT_MASK;
+        add_rule(s, name_index(event_names, arg_str(e, "event", "")), r);
+    }
+    list = json_object_get(opts, "set-state");
+    json_array_foreach(list, i, e) {
+        BlkdebugRule *r = new_rule();
+
+        r->set_state = true;
+        r->state = arg_int(e, "state", 0);
+        r->new_state = arg_int(e, "new_state", 0);
+        add_rule(s, name_index(event_names, arg_str(e, "event", "")), r);
+    }
+}
+
+static void free_rules(BlkdebugState *s)
+{
+    for (int ev = 0; ev < EV__MAX; ev++) {
+        BlkdebugRule *r, *tmp;
+
+        if (!s->rules[ev].next) {
+            continue;        /* open failed before the lists existed */
+        }
+        list_for_each_entry_safe(r, tmp, &s->rules[ev], link) {
+            remove_rule(r);
+        }
+    }
+}
+
+static void fire_event(BlkdebugState *s, int event)
+{
+    BlkdebugRule *r;
+    bool replaced = false;
+    bool state_set = false;
+    int64_t new_state = s->state;
+
+    list_for_each_entry(r, &s->rules[event], link) {
+        if (r->state && r->state != s->state) {
+            continue;
+        }
+        if (r->set_state) {
+            /* Several matching set-state rules: the first defined wins. */
+            if (!state_set) {
+                new_state = r->new_state;
+                state_set = true;
+            }
+            continue;
+        }
+        if (!replaced) {
+            while (!list_empty(&s->active)) {
+                list_del(s->active.next);
+            }
+            replaced = true;
+        }
+        list_add_tail(&s->active, &r->active_link);
+    }
+    s->state = new_state;
+}
+
+/*
+ * The error the active rules inject into a request of iotype covering
+ * [offset, offset + bytes), or 0.  Unless the rule says `immediately`, the
+ * failure is reported from a later turn of the event loop, as an
+ * asynchronous I/O error would be.
+ */
+static int coroutine_fn rule_check(BlockNode *bs, int64_t offset,
+                                   int64_t bytes, int iotype)
+{
+    BlkdebugState *s = bs->opaque;
+    BlkdebugRule *r, *hit = NULL;
+    bool immediately;
+    int error;
+
+    list_for_each_entry(r, &s->active, active_link) {
+        if (!(r->iotype_mask & (1u << iotype))) {
+            continue;
+        }
+        if (r->offset == -1 ||
+            (bytes > 0 && r->offset >= offset && r->offset - offset < bytes)) {
+            hit = r;
+            break;
+        }
+    }
+    if (!hit || hit->error <= 0) {
+        return 0;
+    }
+    error = hit->error;
+    immediately = hit->immediately;
+    if (hit->once) {
+        remove_rule(hit);
+    }
+    if (!immediately) {
+        aio_co_schedule(bs->ctx, coroutine_self());
+        coroutine_yield();
+    }
+    return -error;
+}
+
+/* ---- open / close ---- */
+
+static bool check_size(json_t *opts, const char *name, uint64_t align,
+                       uint64_t *out, Error **errp)
+{
+    int64_t v = arg_int(opts, name, 0);
+
+    if (v < 0) {
+        error_setg(errp, "Parameter '%s' expects a non-negative number "
+                   "below 2^64", name);
+        return false;
+    }
+    if (v && (v >= INT_MAX || (align && v % (int64_t)align))) {
+        error_setg(errp, "Cannot meet constraints with %s %" PRId64, name, v);
+        return false;
+    }
+    *out = (uint64_t)v;
+    return true;
+}
+
+static uint64_t perm_mask(json_t *list)
+{
+    uint64_t mask = 0;
+    json_t *e;
+    size_t i;
+
+    json_array_foreach(list, i, e) {
+        mask |= 1ull << name_index(perm_names, json_string_value(e));
+    }
+    return mask;
+}
+
+static int coroutine_fn blkdebug_co_open(BlockNode *bs, json_t *opts,
+                                         Error **errp)
+{
+    BlkdebugState *s = bs->opaque;
+    uint64_t align;
+    int64_t a;
+
+    for (int ev = 0; ev < EV__MAX; ev++) {
+        list_init(&s->rules[ev]);
+    }
+    list_init(&s->active);
+    if (json_object_get(opts, "config")) {
+        /* The legacy INI rule file is not supported; give qemu's answer for
+         * a missing file and refuse a present one plainly. */
+        FILE *f = fopen(arg_str(opts, "config", ""), "r");
+        if (!f) {
+            error_setg_errno(errp, errno, "Could not read blkdebug config "
+                             "file");
+            return -EINVAL;
+        }
+        fclose(f);
+        error_setg(errp, "blkdebug config files are not supported; use "
+                   "inject-error and set-state");
+        return -ENOTSUP;
+    }
+    load_rules(s, opts);
+    s->take_perms = perm_mask(json_object_get(opts, "take-child-perms"));
+    s->unshare_perms = perm_mask(json_object_get(opts, "unshare-child-perms"));
+
+    s->image = bdrv_open_child(bs, opts, "image",
+                               BLK_ROLE_DATA | BLK_ROLE_FILTERED |
+                               BLK_ROLE_PRIMARY, false, errp);
+    if (!s->image) {
+        free_rules(s);
+        return -EINVAL;
+    }
+
+    a = arg_int(opts, "align", 0);
+    if (a < 0) {
+        error_setg(errp, "Parameter 'align' expects a non-negative number "
+                   "below 2^64");
+        goto fail;
+    }
+    if (a && (a >= INT_MAX || (a & (a - 1)))) {
+        error_setg(errp, "Cannot meet constraints with align %" PRId64, a);
+        goto fail;
+    }
+    s->align = (uint64_t)a;
+    align = s->align;
+    if (align < s->image->node->bl.request_alignment) {
+        align = s->image->node->bl.request_alignment;
+    }
+    if (!check_size(opts, "max-transfer", align, &s->max_transfer, errp) ||
+        !check_size(opts, "opt-write-zero", align, &s->opt_write_zero,
+                    errp) ||
+        !check_size(opts, "max-write-zero",
+                    s->opt_write_zero > align ? s->opt_write_zero : align,
+                    &s->max_write_zero, errp) ||
+        !check_size(opts, "opt-discard", align, &s->opt_discard, errp) ||
+        !check_size(opts, "max-discard",
+                    s->opt_discard > align ? s->opt_discard : align,
+                    &s->max_discard, errp)) {
+        goto fail;
+    }
+
+    s->state = 1;
+    fire_event(s, EV_NONE);
+    snprintf(bs->filename, sizeof(bs->filename), "%s",
+             s->image->node->filename);
+    return 0;
+
+fail:
+    free_rules(s);
+    /* The layer detaches the image child. */
+    return -EINVAL;
+}
+
+static void blkdebug_close(BlockNode *bs)
+{
+    free_rules(bs->opaque);
+}
+
+static void blkdebug_refresh_limits(BlockNode *bs)
+{
+    BlkdebugState *s = bs->opaque;
+
+    bs->bl = s->image->node->bl;
+    if (s->align) {
+        bs->bl.request_alignment = (uint32_t)s->align;
+    }
+    if (s->max_transfer) {
+        bs->bl.max_transfer = (uint32_t)s->max_transfer;
+    }
+    if (s->opt_write_zero) {
+        bs->bl.pwrite_zeroes_alignment = (uint32_t)s->opt_write_zero;
+    }
+    if (s->opt_discard) {
+        bs->bl.pdiscard_alignment = (uint32_t)s->opt_discard;
+    }
+}
+
+static void blkdebug_child_perm(BlockNode *bs, BlockChild *c, unsigned role,
+                                uint64_t parent_perm, uint64_t parent_shared,
+                                uint64_t *perm, uint64_t *shared)
+{
+    BlkdebugState *s = bs->opaque;
+
+    /* A filter passes its parents' needs through, plus what it is told to
+     * take or withhold (to provoke permission conflicts in tests). */
+    *perm = (parent_perm | s->take_perms) & BLK_PERM_ALL;
+    *shared = bs->force_share ? BLK_PERM_ALL : parent_shared;
+    *shared &= ~s->unshare_perms & BLK_PERM_ALL;
+}
+
+/* ---- requests ---- */
+
+static int coroutine_fn blkdebug_co_preadv(BlockNode *bs, int64_t offset,
+                                           int64_t bytes, IOVector *qiov,
+                                           unsigned flags)
+{
+    BlkdebugState *s = bs->opaque;
+    int ret;
+
+    fire_event(s, EV_READ_AIO);
+    ret = rule_check(bs, offset, bytes, IO_READ);
+    if (ret) {
+        return ret;
+    }
+    return bdrv_co_preadv(s->image, offset, bytes, qiov, flags);
+}
+
+static int coroutine_fn blkdebug_co_pwritev(BlockNode *bs, int64_t offset,
+                                            int64_t bytes, IOVector *qiov,
+                                            unsigned flags)
+{
+    BlkdebugState *s = bs->opaque;
+    int ret;
+
+    fire_event(s, EV_WRITE_AIO);
+    fire_event(s, EV_PWRITEV);
+    ret = rule_check(bs, offset, bytes, IO_WRITE);
+    if (!ret) {
+        ret = bdrv_co_pwritev(s->image, offset, bytes, qiov, flags);
+    }
+    fire_event(s, EV_PWRITEV_DONE);
+    return ret;
+}
+
+static int coroutine_fn blkdebug_co_pwrite_zeroes(BlockNode *bs,
+                                                  int64_t offset,
+                                                  int64_t bytes,
+                                                  unsigned flags)
+{
+    BlkdebugState *s = bs->opaque;
+    int64_t align = bs->bl.request_alignment;
+    int ret;
+
+    if (bs->bl.pwrite_zeroes_alignment > align) {
+        align = bs->bl.pwrite_zeroes_alignment;
+    }
+    /* Like qemu, refuse pieces smaller than the preferred alignment, so the
+     * caller's fallback to plain writes gets exercised. */
+    if (bytes < align) {
+        return -ENOTSUP;
+    }
+    fire_event(s, EV_PWRITEV_ZERO);
+    ret = rule_check(bs, offset, bytes, IO_WRITE_ZEROES);
+    if (!ret) {
+        ret = bdrv_co_pwrite_zeroes(s->image, offset, bytes, flags);
+    }
+    fire_event(s, EV_PWRITEV_DONE);
+    return ret;
+}
+
+static int coroutine_fn blkdebug_co_pdiscard(BlockNode *bs, int64_t offset,
+                                             int64_t bytes)
+{
+    BlkdebugState *s = bs->opaque;
+    int64_t align = bs->bl.request_alignment;
+    int ret;
+
+    if (bs->bl.pdiscard_alignment > align) {
+        align = bs->bl.pdiscard_alignment;
+    }
+    /* Discard is advisory: small pieces are silently dropped. */
+    if (bytes < align) {
+        return 0;
+    }
+    ret = rule_check(bs, offset, bytes, IO_DISCARD);
+    if (ret) {
+        return ret;
+    }
+    return bdrv_co_pdiscard(s->image, offset, bytes);
+}
+
+static int coroutine_fn blkdebug_co_flush(BlockNode *bs)
+{
+    BlkdebugState *s = bs->opaque;
+
+    fire_event(s, EV_FLUSH_TO_OS);
+    fire_event(s, EV_FLUSH_TO_DISK);
+    /* The request path flushes the image child after us. */
+    return rule_check(bs, 0, 0, IO_FLUSH);
+}
+
+static int coroutine_fn blkdebug_co_block_status(BlockNode *bs,
+                                                 int64_t offset,
+                                                 int64_t bytes, int64_t *pnum,
+                                                 int64_t *map,
+                                                 BlockNode **file)
+{
+    BlkdebugState *s = bs->opaque;
+    int ret;
+
+    ret = rule_check(bs, offset, bytes, IO_BLOCK_STATUS);
+    if (ret) {
+        return ret;
+    }
+    return bdrv_co_block_status(s->image->node, offset, bytes, pnum, map,
+                                file);
+}
+
+static int coroutine_fn blkdebug_co_truncate(BlockNode *bs, int64_t size,
+                                             Error **errp)
+{
+    BlkdebugState *s = bs->opaque;
+
+    return bdrv_co_truncate(s->image, size, errp);
+}
+
+static int64_t coroutine_fn blkdebug_co_getlength(BlockNode *bs)
+{
+    BlkdebugState *s = bs->opaque;
+
+    return bdrv_getlength(s->image->node);
+}
+
+const BlockDriver bdrv_blkdebug = {
+    .name = "blkdebug",
+    .state_size = sizeof(BlkdebugState),
+    .options = blkdebug_options,
+    .strong_options = blkdebug_strong,
+    .is_filter = true,
+    .co_open = blkdebug_co_open,
+    .close = blkdebug_close,
+    .co_preadv = blkdebug_co_preadv,
+    .co_pwritev = blkdebug_co_pwritev,
+    .co_pwrite_zeroes = blkdebug_co_pwrite_zeroes,
+    .co_pdiscard = blkdebug_co_pdiscard,
+    .co_flush = blkdebug_co_flush,
+    .co_block_status = blkdebug_co_block_status,
+    .co_truncate = blkdebug_co_truncate,
+    .co_getlength = blkdebug_co_getlength,
+    .child_perm = blkdebug_child_perm,
+    .refresh_limits = blkdebug_refresh_limits,
+};
