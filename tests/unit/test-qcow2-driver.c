@@ -607,6 +607,50 @@ static void test_change_backing(void **state)
     free(p);
 }
 
+/* Lazy refcounts + a crash leave the dirty bit and stale refcounts: a
+ * read-write open recounts and clears it. */
+static void dirty_repair_case(const char *opts, const char *writes)
+{
+    char *p = path_of("lz.qcow2"), *r = path_of("lz.raw");
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on,%s "
+                        "'%s' 64M && (qemu-io -f qcow2 %s -c 'sigraise 9' "
+                        "'%s' >/dev/null 2>&1; true) && qemu-img convert -U "
+                        "-O raw '%s' '%s'", opts, p, writes, p, p, r), 0);
+    char *out = sh_out("qemu-img check '%s' 2>&1", p);
+    assert_non_null(strstr(out, "refcount=0 reference=1"));
+    free(out);
+    Img img;
+    img_open_ok(&img, "lz.qcow2", NULL);
+    uint8_t buf[4096];
+    memset(buf, 0x55, sizeof(buf));
+    assert_int_equal(bdrv_pwrite(img.root, 20 << 20, sizeof(buf), buf, 0), 0);
+    img_close(&img);
+    int fd = open(r, O_WRONLY);
+    assert_int_equal(pwrite(fd, buf, sizeof(buf), 20 << 20), sizeof(buf));
+    close(fd);
+    check_clean("lz.qcow2");
+    check_same("lz.raw", "lz.qcow2");
+    char *info = sh_out("qemu-img info --output=json '%s'", p);
+    assert_non_null(strstr(info, "\"dirty-flag\": false"));
+    free(info);
+    free(p);
+    free(r);
+}
+
+/* Lazy refcounts + a crash leave the dirty bit and stale refcounts: a
+ * read-write open recounts and clears it. */
+static void test_dirty_repair(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    dirty_repair_case("cluster_size=65536", "-c 'write -P 0x33 0 1M' "
+                      "-c 'write -P 0x44 10M 300k'");
+    /* small clusters: the counted structures span many refcount blocks */
+    dirty_repair_case("cluster_size=512", "-c 'write -P 0x33 0 9M' "
+                      "-c 'write -P 0x44 30M 300k'");
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -635,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_block_status_and_zero),
         cmocka_unit_test(test_hostile_open),
         cmocka_unit_test(test_change_backing),
+        cmocka_unit_test(test_dirty_repair),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -77,6 +77,14 @@ int coroutine_fn qcow2_get_refcount(BDRVQcow2State *s, uint64_t cluster,
     return 0;
 }
 
+/* While repairing, structures we allocate count as references. */
+static void repair_count(BDRVQcow2State *s, uint64_t cluster, int delta)
+{
+    if (s->repair_counts && cluster < s->repair_n) {
+        s->repair_counts[cluster] += (uint32_t)delta;
+    }
+}
+
 static int coroutine_fn write_reftable_entry(BDRVQcow2State *s, uint64_t rti)
 {
     uint8_t be[8];
@@ -144,6 +152,10 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
         }
     }
 
+    for (uint64_t x = S; x < S + used; x++) {
+        repair_count(s, x, 1);
+    }
+
     table = calloc(new_n, sizeof(*table));
     buf = blk_aligned_alloc(4096, new_clusters * cs);
     if (!table) {
@@ -187,6 +199,9 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
     free(s->reftable);
     s->reftable = table;
     s->reftable_entries = new_n;
+    for (uint64_t x = 0; x < old_clusters; x++) {
+        repair_count(s, old_off / cs + x, -1);
+    }
     return qcow2_update_refcount(s, old_off, old_clusters * cs, -1);
 }
 
@@ -209,6 +224,14 @@ static int coroutine_fn ensure_refblock(BDRVQcow2State *s, uint64_t rti)
     /* The block describes clusters [rti*per_rb, ...), none of them in use:
      * it takes the first one and counts itself. */
     uint64_t off = (rti << s->g.rb_bits) * cs;
+    if (s->repair_counts && off / cs < s->repair_n &&
+        s->repair_counts[off / cs]) {
+        /* Only while repairing: the range has no block yet but something
+         * references its first cluster. */
+        log_error("qcow2: node '%s': no room for a refcount block at 0x%"
+                  PRIx64, s->bs->node_name, off);
+        return -EIO;
+    }
     ret = qcow2_grow_file(s, off + cs);
     if (ret < 0) {
         return ret;
@@ -228,6 +251,7 @@ static int coroutine_fn ensure_refblock(BDRVQcow2State *s, uint64_t rti)
     if (ret < 0) {
         return ret;
     }
+    repair_count(s, off / cs, 1);
     s->reftable[rti] = off;
     ret = write_reftable_entry(s, rti);
     if (ret < 0) {
@@ -305,6 +329,38 @@ int coroutine_fn qcow2_update_refcount(BDRVQcow2State *s, uint64_t offset,
         qcow2_cache_put(e);
     }
     return ret;
+}
+
+int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
+                                    uint64_t value)
+{
+    uint64_t rti = cluster >> s->g.rb_bits;
+    Qcow2CacheEntry *e;
+    int ret;
+
+    if (value) {
+        ret = ensure_refblock(s, rti);
+        if (ret < 0) {
+            return ret;
+        }
+    } else if (rti >= s->reftable_entries || !s->reftable[rti]) {
+        return 0;
+    }
+    ret = get_refblock(s, rti, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!qcow2_refcount_set(&s->g, e->table,
+                            cluster & ((1ull << s->g.rb_bits) - 1), value)) {
+        qcow2_cache_put(e);
+        return -ERANGE;
+    }
+    qcow2_cache_mark_dirty(s->rb_cache, e);
+    qcow2_cache_put(e);
+    if (!value && cluster < s->free_hint) {
+        s->free_hint = cluster;
+    }
+    return 0;
 }
 
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)

@@ -314,17 +314,19 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
                    "read/write");
         goto fail;
     }
-    if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
-        !bs->read_only) {
-        /* Refcounts may be stale (lazy refcounts, not closed cleanly);
-         * rebuilding them is not implemented yet. */
-        error_setg(errp, "qcow2: Image is dirty (lazy refcounts were not "
-                   "written back); repair it with 'qemu-img check -r all' "
-                   "or open it read-only");
-        goto fail;
-    }
     if (!load_tables(bs, s, errp) || !setup_caches(bs, s, opts, errp)) {
         goto fail;
+    }
+    if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+        !bs->read_only) {
+        /* Refcounts may be stale (lazy refcounts, not closed cleanly):
+         * recount before anything is allocated. */
+        co_mutex_lock(&s->lock);
+        int ret = qcow2_repair_refcounts(s, errp);
+        co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            goto fail;
+        }
     }
 
     snprintf(bs->filename, sizeof(bs->filename), "%s",

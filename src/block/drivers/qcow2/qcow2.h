@@ -100,6 +100,10 @@ struct BDRVQcow2State {
     size_t nb_pending, pending_alloc;
     bool data_unflushed;     /* data written since the last file flush */
     bool broken;             /* metadata I/O failed: refuse further writes */
+    /* Only during qcow2_repair_refcounts: the expected counts, which
+     * structures allocated meanwhile add to. */
+    uint32_t *repair_counts;
+    uint64_t repair_n;
 };
 
 /* ---- refcounts and allocation (qcow2-refcount.c) ---- */
@@ -110,6 +114,12 @@ int coroutine_fn qcow2_get_refcount(BDRVQcow2State *s, uint64_t cluster,
  * offset+bytes).  Refblocks must exist for decrements. */
 int coroutine_fn qcow2_update_refcount(BDRVQcow2State *s, uint64_t offset,
                                        uint64_t bytes, int delta);
+/* Sets one cluster's refcount (creating its block if needed). */
+int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
+                                    uint64_t value);
+/* Recounts every reference and fixes the refcounts, then clears the dirty
+ * bit (for images left dirty by lazy refcounts). */
+int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp);
 /* Allocates n contiguous clusters (refcount 1); returns host offset or
  * -errno.  Grows the file as needed. */
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n);
