@@ -25,4 +25,35 @@ void block_job_remove_all_nodes(Job *job);
 /* Refuses a node some job already uses: "Node 'x' is busy: ...". */
 bool block_job_check_node_free(BlockNode *bs, Error **errp);
 
+/* ---- backing chains (main loop) ---- */
+
+/* The node below bs in its chain (backing, or file of a filter); NULL at
+ * the bottom. */
+BlockNode *block_chain_next(BlockNode *bs);
+/* Whether `bs` is `top` or below it. */
+bool block_chain_contains(BlockNode *top, BlockNode *bs);
+/* The node whose backing is bs, searching from top; NULL if none. */
+BlockNode *block_chain_overlay(BlockNode *top, BlockNode *bs);
+/* The bottom of the chain. */
+BlockNode *block_chain_base(BlockNode *top);
+
+/*
+ * Whether [offset, offset+bytes) is allocated in some node from `top` down
+ * to, not including, `base` (NULL: the whole chain).  *pnum gets how many
+ * bytes from offset share the answer; *zero whether the first allocated
+ * layer reads them as zeroes.  Returns 1, 0 or -errno.  coroutine_fn.
+ */
+int coroutine_fn block_co_is_allocated_above(BlockNode *top, BlockNode *base,
+                                             int64_t offset, int64_t bytes,
+                                             int64_t *pnum, bool *zero);
+
+/* Rewrites the backing file name in bs's header (qcow2; no-op for other
+ * formats).  Main loop, outside coroutines; -errno on failure. */
+int block_change_backing_file(BlockNode *bs, const char *file,
+                              const char *fmt);
+
+/* Makes `base` (or nothing) the backing node of bs, drained.  The old
+ * backing node must be referenced by the caller (the job). */
+bool block_set_backing(BlockNode *bs, BlockNode *base, Error **errp);
+
 #endif

@@ -9,5 +9,6 @@
 
 extern const QmpCommand qmp_control_commands[];  /* cmd-control.c */
 extern const QmpCommand qmp_block_commands[];    /* cmd-block.c */
+extern const QmpCommand qmp_job_commands[];      /* cmd-job.c */
 
 #endif

@@ -1,0 +1,247 @@
+/*
+ * block-commit, intermediate: push the data of top (and of the layers
+ * between top and base) down into base, then drop those layers from the
+ * chain by making top's overlay back onto base.
+ *
+ *   before:  active -> ... -> overlay -> top -> mid -> base
+ *   after:   active -> ... -> overlay -> base          (top, mid detached)
+ *
+ * Copying goes by block status in chunks of up to 512 KiB: what is
+ * allocated from top down to (not including) base is read through top and
+ * written into base; zero ranges are written as zeroes.  Nobody writes to
+ * top or the intermediate layers meanwhile (the permissions forbid it), so
+ * the copy needs no protection against clients: they write to the active
+ * layer above, and what they read does not change, because every layer
+ * that base now carries data for is still in the chain above it.
+ *
+ * Committing the active layer is a mirror (the next issue); cmd-job.c
+ * refuses it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job/blockjob.h"
+#include "job/jobs.h"
+#include "util/iov.h"
+
+#define COMMIT_CHUNK (512 * 1024)
+#define COMMIT_ALIGN 65536
+
+typedef struct CommitJob {
+    Job job;
+    BlockNode *top;
+    BlockChild *top_child;    /* reads (through top) */
+    BlockNode *base;
+    BlockChild *base_child;   /* writes */
+    BlockNode *active;
+    char *backing_file;
+    JobOnError on_error;
+} CommitJob;
+
+static int coroutine_fn commit_copy(CommitJob *s, int64_t off, int64_t n,
+                                    bool zero, uint8_t *buf, bool *in_source)
+{
+    int ret;
+    *in_source = false;
+    if (zero) {
+        /* No unmap: base may have a backing file of its own. */
+        return bdrv_co_pwrite_zeroes(s->base_child, off, n, 0);
+    }
+    IOVector qiov;
+    iov_vec_init_buf(&qiov, buf, (size_t)n);
+    ret = bdrv_co_preadv(s->top_child, off, n, &qiov, 0);
+    if (ret < 0) {
+        *in_source = true;
+        return ret;
+    }
+    return bdrv_co_pwritev(s->base_child, off, n, &qiov, 0);
+}
+
+static int coroutine_fn commit_run(Job *job, Error **errp)
+{
+    CommitJob *s = (CommitJob *)job;
+    int64_t len = bdrv_getlength(s->top);
+    int64_t base_len = bdrv_getlength(s->base);
+    int64_t n;
+    int ret = 0;
+
+    if (len < 0 || base_len < 0) {
+        return len < 0 ? (int)len : (int)base_len;
+    }
+    job_progress_set_remaining(job, (uint64_t)len);
+    if (base_len < len) {
+        /* Base must show all of top once top is gone. */
+        ret = bdrv_co_truncate(s->base_child, len, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    uint8_t *buf = blk_aligned_alloc(4096, COMMIT_CHUNK);
+
+    for (int64_t off = 0; off < len; off += n) {
+        bool zero = false, in_source = true;
+        int64_t want = (int64_t)job_chunk_size(job, COMMIT_CHUNK,
+                                               COMMIT_ALIGN);
+        if (want > len - off) {
+            want = len - off;
+        }
+        job_sleep_ns(job, 0);
+        if (job_is_cancelled(job)) {
+            break;
+        }
+        ret = block_co_is_allocated_above(s->top, s->base, off, want, &n,
+                                          &zero);
+        if (ret == 1) {
+            job_ratelimit_sleep(job, (uint64_t)n);
+            if (job_is_cancelled(job)) {
+                ret = 0;
+                break;
+            }
+            ret = commit_copy(s, off, n, zero, buf, &in_source);
+        }
+        if (ret < 0) {
+            JobErrorAction action = job_error_action(job, s->on_error,
+                                                     in_source, ret);
+            if (action == JOB_ERROR_ACTION_REPORT) {
+                break;
+            }
+            n = 0;           /* stop or ignore: retry the chunk */
+            ret = 0;
+            continue;
+        }
+        ret = 0;
+        job_progress_update(job, (uint64_t)n);
+    }
+    free(buf);
+    return ret < 0 ? ret : 0;
+}
+
+static int commit_prepare(Job *job, Error **errp)
+{
+    CommitJob *s = (CommitJob *)job;
+    BlockNode *overlay = block_chain_overlay(s->active, s->top);
+
+    if (!overlay) {
+        error_setg(errp, "Top node '%s' is no longer in the chain",
+                   s->top->node_name);
+        return -ENOENT;
+    }
+    const char *file = s->backing_file ? s->backing_file : s->base->filename;
+    /* The header first: if it cannot be written, the chain is unchanged
+     * and the overlay still reads correctly through top. */
+    int ret = block_change_backing_file(overlay, file, s->base->drv->name);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not update backing file name "
+                         "of '%s'", overlay->node_name);
+        return ret;
+    }
+    if (!block_set_backing(overlay, s->base, errp)) {
+        return -EPERM;
+    }
+    return 0;
+}
+
+static bool commit_cancel(Job *job, bool force)
+{
+    return true;
+}
+
+static void commit_free(Job *job)
+{
+    free(((CommitJob *)job)->backing_file);
+}
+
+static const JobDriver commit_driver = {
+    .type = "commit",
+    .instance_size = sizeof(CommitJob),
+    .block_job_events = true,
+    .run = commit_run,
+    .cancel = commit_cancel,
+    .prepare = commit_prepare,
+    .free = commit_free,
+};
+
+Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
+                  BlockNode *base, const char *backing_file, Error **errp)
+{
+    BlockNode *overlay = block_chain_overlay(active, top);
+
+    if (!overlay) {
+        error_setg(errp, "Top node '%s' has no overlay in the chain of '%s'",
+                   top->node_name, active->node_name);
+        return NULL;
+    }
+    for (BlockNode *it = top; it && it != base; it = block_chain_next(it)) {
+        if (!block_job_check_node_free(it, errp)) {
+            return NULL;
+        }
+    }
+    if (!block_job_check_node_free(base, errp) ||
+        !block_job_check_node_free(overlay, errp)) {
+        return NULL;
+    }
+    if (base->read_only) {
+        error_setg(errp, "Node '%s' is read-only: block-commit needs to "
+                   "write into it (open it with read-only=false)",
+                   base->node_name);
+        return NULL;
+    }
+    CommitJob *s = job_create(o->job_id, &commit_driver, NULL,
+                              aio_main_context(), o->flags, errp);
+    if (!s) {
+        return NULL;
+    }
+    Job *job = &s->job;
+    s->top = top;
+    s->base = base;
+    s->active = active;
+    s->on_error = o->on_error;
+    if (backing_file && !(s->backing_file = strdup(backing_file))) {
+        abort();
+    }
+    /* Base takes the data; others may still read it (and it may grow). */
+    s->base_child = block_job_add_node(job, "base", base,
+                                       BLK_PERM_CONSISTENT_READ |
+                                       BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                                       BLK_PERM_CONSISTENT_READ |
+                                       BLK_PERM_WRITE_UNCHANGED, errp);
+    if (!s->base_child) {
+        goto fail;
+    }
+    /* Top and the layers down to base: read.  They must share write,
+     * because the block layer lets a backing edge share write on base
+     * only when everything above it does (and the job writes base).
+     * They are read-only backing images in practice. */
+    s->top_child = block_job_add_node(job, "top", top,
+                                      BLK_PERM_CONSISTENT_READ,
+                                      BLK_PERM_CONSISTENT_READ |
+                                      BLK_PERM_WRITE_UNCHANGED |
+                                      BLK_PERM_WRITE, errp);
+    if (!s->top_child) {
+        goto fail;
+    }
+    for (BlockNode *it = block_chain_next(top); it && it != base;
+         it = block_chain_next(it)) {
+        if (!block_job_add_node(job, "intermediate node", it, 0,
+                                BLK_PERM_CONSISTENT_READ |
+                                BLK_PERM_WRITE_UNCHANGED | BLK_PERM_WRITE,
+                                errp)) {
+            goto fail;
+        }
+    }
+    /* The overlay's backing link is what prepare changes. */
+    if (!block_job_add_node(job, "overlay of top", overlay, 0, BLK_PERM_ALL,
+                            errp)) {
+        goto fail;
+    }
+    if (o->speed && !job_set_speed(job, o->speed, errp)) {
+        goto fail;
+    }
+    job_start(job);
+    return job;
+
+fail:
+    job_early_fail(job);
+    return NULL;
+}

@@ -1,0 +1,33 @@
+/*
+ * Starting the block job types.  Arguments were checked at the QMP
+ * boundary (cmd-job.c); these check what needs the graph (op blockers,
+ * permissions) and create, attach and start the job.  Main loop.
+ */
+#ifndef BJ_JOB_JOBS_H
+#define BJ_JOB_JOBS_H
+
+#include "block/block.h"
+#include "job/job.h"
+
+typedef struct BlockJobOptions {
+    const char *job_id;
+    int64_t speed;
+    JobOnError on_error;
+    int flags;                /* JOB_MANUAL_FINALIZE / JOB_MANUAL_DISMISS */
+} BlockJobOptions;
+
+/* block-stream: copies what is allocated between top (exclusive) and base
+ * (exclusive; NULL = the whole chain) into top, then makes base top's
+ * backing and writes backing_file (default: base's filename) into top's
+ * header. */
+Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
+                  const char *backing_file, Error **errp);
+
+/* block-commit, intermediate: copies what is allocated in top and below
+ * it down to base (exclusive) into base, then the overlay of top (found
+ * from active) backs onto base, its header naming backing_file (default:
+ * base's filename). */
+Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
+                  BlockNode *base, const char *backing_file, Error **errp);
+
+#endif

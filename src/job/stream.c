@@ -1,0 +1,247 @@
+/*
+ * block-stream: pull the data of the backing chain above base up into the
+ * top image, then cut the chain so that top backs onto base.
+ *
+ *   before:  top -> mid1 -> mid2 -> base        after:  top -> base
+ *
+ * Copying goes by block status in chunks of up to 512 KiB: ranges that top
+ * already holds are skipped, ranges allocated in some intermediate layer
+ * are read through top (so they come from that layer) and written into
+ * top, zero ranges are written as zeroes, and ranges nobody above base
+ * holds are left alone.  Writes are "unchanged" writes: the data top shows
+ * does not change, which is why clients may keep writing to top.
+ *
+ * A client write racing with a chunk copy: after reading a chunk the job
+ * re-checks top's allocation and writes only the parts top still does not
+ * hold, which narrows (does not close) the window in which the copy could
+ * overwrite a client's write to the same range; closing it needs request
+ * serialisation in the block layer.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job/blockjob.h"
+#include "job/jobs.h"
+#include "util/iov.h"
+#include "util/log.h"
+
+#define STREAM_CHUNK (512 * 1024)
+#define STREAM_ALIGN 65536
+
+typedef struct StreamJob {
+    Job job;
+    BlockNode *top;
+    BlockChild *target;       /* the job's edge on top: reads and writes */
+    BlockNode *base;          /* NULL: stream the whole chain */
+    char *backing_file;
+    JobOnError on_error;
+} StreamJob;
+
+/* Writes buf's parts of [off, off+n) that top still does not hold. */
+static int coroutine_fn stream_write_unallocated(StreamJob *s, int64_t off,
+                                                 int64_t n, uint8_t *buf)
+{
+    int64_t done = 0;
+    while (done < n) {
+        int64_t pnum = 0;
+        int ret = bdrv_co_block_status(s->top, off + done, n - done, &pnum,
+                                       NULL, NULL);
+        if (ret < 0) {
+            return ret;
+        }
+        if (!(ret & BLK_STATUS_ALLOCATED)) {
+            IOVector qiov;
+            iov_vec_init_buf(&qiov, buf + done, (size_t)pnum);
+            ret = bdrv_co_pwritev(s->target, off + done, pnum, &qiov,
+                                  BLK_REQ_WRITE_UNCHANGED);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        done += pnum;
+    }
+    return 0;
+}
+
+static int coroutine_fn stream_copy(StreamJob *s, int64_t off, int64_t n,
+                                    bool zero, uint8_t *buf)
+{
+    if (zero) {
+        return bdrv_co_pwrite_zeroes(s->target, off, n,
+                                     BLK_REQ_WRITE_UNCHANGED);
+    }
+    IOVector qiov;
+    iov_vec_init_buf(&qiov, buf, (size_t)n);
+    int ret = bdrv_co_preadv(s->target, off, n, &qiov, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    return stream_write_unallocated(s, off, n, buf);
+}
+
+static int coroutine_fn stream_run(Job *job, Error **errp)
+{
+    StreamJob *s = (StreamJob *)job;
+    BlockNode *below = block_chain_next(s->top);
+    int64_t len = bdrv_getlength(s->top);
+    int64_t n;
+    int error = 0;
+
+    if (len < 0) {
+        return (int)len;
+    }
+    job_progress_set_remaining(job, (uint64_t)len);
+    if (!below || below == s->base) {
+        job_progress_update(job, (uint64_t)len);
+        return 0;
+    }
+    uint8_t *buf = blk_aligned_alloc(4096, STREAM_CHUNK);
+
+    for (int64_t off = 0; off < len; off += n) {
+        bool copy = false, zero = false;
+        int64_t want = (int64_t)job_chunk_size(job, STREAM_CHUNK,
+                                               STREAM_ALIGN);
+        int ret;
+
+        if (want > len - off) {
+            want = len - off;
+        }
+        /* A pause point at every chunk (the loop also serves the monitor
+         * and clients between chunks). */
+        job_sleep_ns(job, 0);
+        if (job_is_cancelled(job)) {
+            break;
+        }
+        ret = bdrv_co_block_status(s->top, off, want, &n, NULL, NULL);
+        if (ret >= 0 && !(ret & BLK_STATUS_ALLOCATED)) {
+            ret = block_co_is_allocated_above(below, s->base, off, n, &n,
+                                              &zero);
+            copy = ret == 1;
+        }
+        if (ret >= 0 && copy) {
+            job_ratelimit_sleep(job, (uint64_t)n);
+            if (job_is_cancelled(job)) {
+                break;
+            }
+            ret = stream_copy(s, off, n, zero, buf);
+        }
+        if (ret < 0) {
+            JobErrorAction action = job_error_action(job, s->on_error, true,
+                                                     ret);
+            if (action == JOB_ERROR_ACTION_STOP) {
+                n = 0;       /* retry this chunk once resumed */
+                continue;
+            }
+            if (!error) {
+                error = ret;
+            }
+            if (action == JOB_ERROR_ACTION_REPORT) {
+                break;
+            }
+            /* ignore: skip this chunk, fail at the end (as qemu does) */
+            if (n <= 0) {
+                n = want;
+            }
+        }
+        job_progress_update(job, (uint64_t)n);
+    }
+    free(buf);
+    return error;
+}
+
+static int stream_prepare(Job *job, Error **errp)
+{
+    StreamJob *s = (StreamJob *)job;
+    const char *file = NULL, *fmt = NULL;
+
+    if (s->base) {
+        file = s->backing_file ? s->backing_file : s->base->filename;
+        fmt = s->base->drv->name;
+    }
+    if (!block_set_backing(s->top, s->base, errp)) {
+        return -EPERM;
+    }
+    int ret = block_change_backing_file(s->top, file, fmt);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not update backing file name "
+                         "of '%s'", s->top->node_name);
+        return ret;
+    }
+    return 0;
+}
+
+static bool stream_cancel(Job *job, bool force)
+{
+    return true;   /* stream has no soft cancel */
+}
+
+static void stream_free(Job *job)
+{
+    StreamJob *s = (StreamJob *)job;
+    free(s->backing_file);
+}
+
+static const JobDriver stream_driver = {
+    .type = "stream",
+    .instance_size = sizeof(StreamJob),
+    .block_job_events = true,
+    .run = stream_run,
+    .cancel = stream_cancel,
+    .prepare = stream_prepare,
+    .free = stream_free,
+};
+
+Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
+                  const char *backing_file, Error **errp)
+{
+    /* Every node from top down to base must be free of other jobs. */
+    for (BlockNode *it = top; it && it != base; it = block_chain_next(it)) {
+        if (!block_job_check_node_free(it, errp)) {
+            return NULL;
+        }
+    }
+    if (top->read_only) {
+        error_setg(errp, "Node '%s' is read-only: block-stream needs to "
+                   "write into it", top->node_name);
+        return NULL;
+    }
+    StreamJob *s = job_create(o->job_id, &stream_driver, NULL,
+                              aio_main_context(), o->flags, errp);
+    if (!s) {
+        return NULL;
+    }
+    Job *job = &s->job;
+    s->top = top;
+    s->base = base;
+    s->on_error = o->on_error;
+    if (backing_file && !(s->backing_file = strdup(backing_file))) {
+        abort();
+    }
+    /* Top: read it and write it "unchanged"; others may do anything. */
+    s->target = block_job_add_node(job, "main node", top,
+                                   BLK_PERM_CONSISTENT_READ |
+                                   BLK_PERM_WRITE_UNCHANGED,
+                                   BLK_PERM_ALL, errp);
+    if (!s->target) {
+        goto fail;
+    }
+    /* The layers that go away: nobody may change them meanwhile. */
+    for (BlockNode *it = block_chain_next(top); it && it != base;
+         it = block_chain_next(it)) {
+        if (!block_job_add_node(job, "intermediate node", it, 0,
+                                BLK_PERM_CONSISTENT_READ |
+                                BLK_PERM_WRITE_UNCHANGED, errp)) {
+            goto fail;
+        }
+    }
+    if (o->speed && !job_set_speed(job, o->speed, errp)) {
+        goto fail;
+    }
+    job_start(job);
+    return job;
+
+fail:
+    job_early_fail(job);
+    return NULL;
+}

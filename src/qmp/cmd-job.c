@@ -1,0 +1,447 @@
+/*
+ * Job commands: the block-job-* and job-* verbs, query-block-jobs,
+ * query-jobs, block-stream and block-commit.  They translate JSON into
+ * calls on job/ and check what the reference checks, in its order and
+ * with its messages.
+ */
+#include <string.h>
+
+#include "block/block.h"
+#include "job/blockjob.h"
+#include "job/job.h"
+#include "job/jobs.h"
+#include "qmp/commands.h"
+
+/* ---- finding jobs ---- */
+
+/* block-job-*: only block jobs, DeviceNotActive when absent. */
+static Job *find_block_job(const char *id, Error **errp)
+{
+    Job *job = job_get(id);
+    if (!job || !job->driver->block_job_events) {
+        error_set(errp, ERROR_CLASS_DEVICE_NOT_ACTIVE,
+                  "Block job '%s' not found", id);
+        return NULL;
+    }
+    return job;
+}
+
+static Job *find_job(const char *id, Error **errp)
+{
+    Job *job = job_get(id);
+    if (!job) {
+        error_setg(errp, "Job not found");
+    }
+    return job;
+}
+
+/* ---- block-job-* ---- */
+
+static const ArgSpec device_args[] = {
+    { .name = "device", .type = ARG_STR },
+    { NULL },
+};
+
+static const ArgSpec id_args[] = {
+    { .name = "id", .type = ARG_STR },
+    { NULL },
+};
+
+static const ArgSpec set_speed_args[] = {
+    { .name = "device", .type = ARG_STR },
+    { .name = "speed", .type = ARG_INT },
+    { NULL },
+};
+
+static bool qmp_block_job_set_speed(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
+    return job && job_set_speed(job, arg_int(args, "speed", 0), errp);
+}
+
+static const ArgSpec cancel_args[] = {
+    { .name = "device", .type = ARG_STR },
+    { .name = "force", .type = ARG_BOOL, .optional = true },
+    { NULL },
+};
+
+static bool qmp_block_job_cancel(json_t *args, json_t **ret, Error **errp)
+{
+    const char *device = arg_str(args, "device", NULL);
+    bool force = arg_bool(args, "force", false);
+    Job *job = find_block_job(device, errp);
+    if (!job) {
+        return false;
+    }
+    if (job->user_paused && !force) {
+        error_setg(errp, "The block job for device '%s' is currently paused",
+                   device);
+        return false;
+    }
+    return job_user_cancel(job, force, errp);
+}
+
+static bool qmp_block_job_pause(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
+    return job && job_user_pause(job, errp);
+}
+
+static bool qmp_block_job_resume(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
+    return job && job_user_resume(job, errp);
+}
+
+static bool qmp_block_job_complete(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
+    return job && job_complete(job, errp);
+}
+
+static bool do_finalize(Job *job, Error **errp)
+{
+    /* Finalizing may free the job (auto-dismiss): hold it meanwhile. */
+    job_ref(job);
+    bool ok = job_finalize(job, errp);
+    job_unref(job);
+    return ok;
+}
+
+static bool qmp_block_job_finalize(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_block_job(arg_str(args, "id", NULL), errp);
+    return job && do_finalize(job, errp);
+}
+
+static bool qmp_block_job_dismiss(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_block_job(arg_str(args, "id", NULL), errp);
+    return job && job_dismiss(&job, errp);
+}
+
+/* ---- job-* ---- */
+
+static bool qmp_job_pause(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_job(arg_str(args, "id", NULL), errp);
+    return job && job_user_pause(job, errp);
+}
+
+static bool qmp_job_resume(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_job(arg_str(args, "id", NULL), errp);
+    return job && job_user_resume(job, errp);
+}
+
+static bool qmp_job_cancel(json_t *args, json_t **ret, Error **errp)
+{
+    /* job-cancel always forces (a READY mirror does not pivot either). */
+    Job *job = find_job(arg_str(args, "id", NULL), errp);
+    return job && job_user_cancel(job, true, errp);
+}
+
+static bool qmp_job_complete(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_job(arg_str(args, "id", NULL), errp);
+    return job && job_complete(job, errp);
+}
+
+static bool qmp_job_finalize(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_job(arg_str(args, "id", NULL), errp);
+    return job && do_finalize(job, errp);
+}
+
+static bool qmp_job_dismiss(json_t *args, json_t **ret, Error **errp)
+{
+    Job *job = find_job(arg_str(args, "id", NULL), errp);
+    return job && job_dismiss(&job, errp);
+}
+
+/* ---- queries ---- */
+
+static bool qmp_query_block_jobs(json_t *args, json_t **ret, Error **errp)
+{
+    *ret = job_query_block_jobs();
+    return true;
+}
+
+static bool qmp_query_jobs(json_t *args, json_t **ret, Error **errp)
+{
+    *ret = job_query_jobs();
+    return true;
+}
+
+/* ---- starting jobs ---- */
+
+static BlockNode *lookup_node(const char *device, const char *node_name,
+                              Error **errp)
+{
+    BlockNode *bs = bdrv_find_node(node_name);
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
+                   device ? device : "", node_name);
+    }
+    return bs;
+}
+
+/* A chain member named by file name (the "base"/"top" arguments): the
+ * name the image was opened with or the name its overlay's header uses. */
+static BlockNode *find_backing_image(BlockNode *top, const char *name)
+{
+    for (BlockNode *it = top; it; it = block_chain_next(it)) {
+        BlockNode *next = block_chain_next(it);
+        if (next && (strcmp(next->filename, name) == 0 ||
+                     strcmp(it->backing_file, name) == 0)) {
+            return next;
+        }
+    }
+    return NULL;
+}
+
+static void job_options(json_t *args, BlockJobOptions *o)
+{
+    o->job_id = arg_str(args, "job-id", NULL);
+    o->speed = arg_int(args, "speed", 0);
+    o->on_error = arg_enum(args, "on-error", job_on_error_names,
+                           JOB_ON_ERROR_REPORT);
+    o->flags = (arg_bool(args, "auto-finalize", true) ? 0
+                : JOB_MANUAL_FINALIZE) |
+               (arg_bool(args, "auto-dismiss", true) ? 0
+                : JOB_MANUAL_DISMISS);
+}
+
+static const ArgSpec stream_args[] = {
+    { .name = "job-id", .type = ARG_STR, .optional = true },
+    { .name = "device", .type = ARG_STR },
+    { .name = "base", .type = ARG_STR, .optional = true },
+    { .name = "base-node", .type = ARG_STR, .optional = true },
+    { .name = "bottom", .type = ARG_STR, .optional = true },
+    { .name = "backing-file", .type = ARG_STR, .optional = true },
+    { .name = "speed", .type = ARG_INT, .optional = true },
+    { .name = "on-error", .type = ARG_ENUM, .optional = true,
+      .enum_values = job_on_error_names },
+    { .name = "filter-node-name", .type = ARG_STR, .optional = true },
+    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
+    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
+    { NULL },
+};
+
+static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
+{
+    const char *device = arg_str(args, "device", NULL);
+    const char *base = arg_str(args, "base", NULL);
+    const char *base_node = arg_str(args, "base-node", NULL);
+    const char *bottom = arg_str(args, "bottom", NULL);
+    const char *backing_file = arg_str(args, "backing-file", NULL);
+    BlockNode *bs, *base_bs = NULL;
+    BlockJobOptions o;
+
+    if (base && base_node) {
+        error_setg(errp, "'base' and 'base-node' cannot be specified at the "
+                   "same time");
+        return false;
+    }
+    if (base && bottom) {
+        error_setg(errp, "'base' and 'bottom' cannot be specified at the "
+                   "same time");
+        return false;
+    }
+    if (bottom && base_node) {
+        error_setg(errp, "'bottom' and 'base-node' cannot be specified at "
+                   "the same time");
+        return false;
+    }
+    if (!(bs = lookup_node(device, device, errp))) {
+        return false;
+    }
+    if (base) {
+        base_bs = find_backing_image(bs, base);
+        if (!base_bs) {
+            error_setg(errp, "Can't find '%s' in the backing chain", base);
+            return false;
+        }
+    }
+    if (base_node) {
+        if (!(base_bs = lookup_node(NULL, base_node, errp))) {
+            return false;
+        }
+        if (bs == base_bs || !block_chain_contains(bs, base_bs)) {
+            error_setg(errp, "Node '%s' is not a backing image of '%s'",
+                       base_node, device);
+            return false;
+        }
+    }
+    if (bottom) {
+        BlockNode *bottom_bs = lookup_node(NULL, bottom, errp);
+        if (!bottom_bs) {
+            return false;
+        }
+        if (bottom_bs->drv->is_filter) {
+            error_setg(errp, "Node '%s' is a filter, use a non-filter node "
+                       "as 'bottom'", bottom);
+            return false;
+        }
+        if (!block_chain_contains(bs, bottom_bs)) {
+            error_setg(errp, "Node '%s' is not in a chain starting from '%s'",
+                       bottom, device);
+            return false;
+        }
+        base_bs = block_chain_next(bottom_bs);
+    }
+    if (!base_bs && backing_file) {
+        error_setg(errp, "backing file specified, but streaming the entire "
+                   "chain");
+        return false;
+    }
+    job_options(args, &o);
+    return stream_start(&o, bs, base_bs, backing_file, errp) != NULL;
+}
+
+static const ArgSpec commit_args[] = {
+    { .name = "job-id", .type = ARG_STR, .optional = true },
+    { .name = "device", .type = ARG_STR },
+    { .name = "base-node", .type = ARG_STR, .optional = true },
+    { .name = "base", .type = ARG_STR, .optional = true },
+    { .name = "top-node", .type = ARG_STR, .optional = true },
+    { .name = "top", .type = ARG_STR, .optional = true },
+    { .name = "backing-file", .type = ARG_STR, .optional = true },
+    { .name = "speed", .type = ARG_INT, .optional = true },
+    { .name = "on-error", .type = ARG_ENUM, .optional = true,
+      .enum_values = job_on_error_names },
+    { .name = "filter-node-name", .type = ARG_STR, .optional = true },
+    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
+    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
+    { NULL },
+};
+
+static bool is_root_node(BlockNode *bs)
+{
+    BlockChild *c;
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (c->klass->parent_is_node) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
+{
+    const char *device = arg_str(args, "device", NULL);
+    const char *base = arg_str(args, "base", NULL);
+    const char *base_node = arg_str(args, "base-node", NULL);
+    const char *top = arg_str(args, "top", NULL);
+    const char *top_node = arg_str(args, "top-node", NULL);
+    const char *backing_file = arg_str(args, "backing-file", NULL);
+    BlockNode *bs = bdrv_find_node(device), *top_bs, *base_bs;
+    BlockJobOptions o;
+
+    if (!bs) {
+        error_set(errp, ERROR_CLASS_DEVICE_NOT_FOUND, "Device '%s' not found",
+                  device);
+        return false;
+    }
+    if (!is_root_node(bs)) {
+        error_setg(errp, "Need a root block node");
+        return false;
+    }
+    if (!block_job_check_node_free(bs, errp)) {
+        return false;
+    }
+    top_bs = bs;
+    if (top_node && top) {
+        error_setg(errp, "'top-node' and 'top' are mutually exclusive");
+        return false;
+    } else if (top_node) {
+        if (!(top_bs = lookup_node(NULL, top_node, errp))) {
+            return false;
+        }
+        if (!block_chain_contains(bs, top_bs)) {
+            error_setg(errp, "'%s' is not in this backing file chain",
+                       top_node);
+            return false;
+        }
+    } else if (top && strcmp(bs->filename, top) != 0) {
+        top_bs = find_backing_image(bs, top);
+        if (!top_bs) {
+            error_setg(errp, "Top image file %s not found", top);
+            return false;
+        }
+    }
+    if (base_node && base) {
+        error_setg(errp, "'base-node' and 'base' are mutually exclusive");
+        return false;
+    } else if (base_node) {
+        if (!(base_bs = lookup_node(NULL, base_node, errp))) {
+            return false;
+        }
+        if (!block_chain_contains(top_bs, base_bs)) {
+            error_setg(errp, "'%s' is not in this backing file chain",
+                       base_node);
+            return false;
+        }
+    } else if (base) {
+        base_bs = find_backing_image(top_bs, base);
+        if (!base_bs) {
+            error_setg(errp, "Can't find '%s' in the backing chain", base);
+            return false;
+        }
+    } else {
+        base_bs = block_chain_base(top_bs);
+    }
+    for (BlockNode *it = top_bs; it && it != base_bs;
+         it = block_chain_next(it)) {
+        if (!block_job_check_node_free(it, errp)) {
+            return false;
+        }
+    }
+    if (top_bs == base_bs) {
+        error_setg(errp, "cannot commit an image into itself");
+        return false;
+    }
+    if (top_bs == bs) {
+        if (backing_file) {
+            error_setg(errp, "'backing-file' specified, but 'top' is the "
+                       "active layer");
+            return false;
+        }
+        error_setg(errp, "Committing the active layer is not supported yet: "
+                   "give a 'top-node' below '%s'", device);
+        return false;
+    }
+    job_options(args, &o);
+    return commit_start(&o, bs, top_bs, base_bs, backing_file, errp) != NULL;
+}
+
+static const ArgSpec no_args[] = { { NULL } };
+
+const QmpCommand qmp_job_commands[] = {
+    { .name = "block-job-set-speed", .fn = qmp_block_job_set_speed,
+      .args = set_speed_args },
+    { .name = "block-job-cancel", .fn = qmp_block_job_cancel,
+      .args = cancel_args },
+    { .name = "block-job-pause", .fn = qmp_block_job_pause,
+      .args = device_args },
+    { .name = "block-job-resume", .fn = qmp_block_job_resume,
+      .args = device_args },
+    { .name = "block-job-complete", .fn = qmp_block_job_complete,
+      .args = device_args },
+    { .name = "block-job-finalize", .fn = qmp_block_job_finalize,
+      .args = id_args },
+    { .name = "block-job-dismiss", .fn = qmp_block_job_dismiss,
+      .args = id_args },
+    { .name = "job-pause", .fn = qmp_job_pause, .args = id_args },
+    { .name = "job-resume", .fn = qmp_job_resume, .args = id_args },
+    { .name = "job-cancel", .fn = qmp_job_cancel, .args = id_args },
+    { .name = "job-complete", .fn = qmp_job_complete, .args = id_args },
+    { .name = "job-finalize", .fn = qmp_job_finalize, .args = id_args },
+    { .name = "job-dismiss", .fn = qmp_job_dismiss, .args = id_args },
+    { .name = "query-block-jobs", .fn = qmp_query_block_jobs,
+      .args = no_args },
+    { .name = "query-jobs", .fn = qmp_query_jobs, .args = no_args },
+    { .name = "block-stream", .fn = qmp_block_stream, .args = stream_args },
+    { .name = "block-commit", .fn = qmp_block_commit, .args = commit_args },
+    { NULL },
+};
