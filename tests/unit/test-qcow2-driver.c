@@ -651,6 +651,75 @@ static void test_dirty_repair(void **state)
                       "-c 'write -P 0x44 30M 300k'");
 }
 
+/* Many writers at once into the same unallocated clusters (disjoint
+ * bytes), over a backing file: each cluster is allocated once, nobody's
+ * bytes are lost to another's copy-on-write. */
+typedef struct ConcWriter {
+    BlockChild *c;
+    int64_t off;
+    uint8_t buf[4096];
+    int ret;
+    int *pending;
+} ConcWriter;
+
+static void coroutine_fn conc_entry(void *opaque)
+{
+    ConcWriter *w = opaque;
+    IOVector v;
+    iov_vec_init_buf(&v, w->buf, sizeof(w->buf));
+    w->ret = bdrv_co_pwritev(w->c, w->off, sizeof(w->buf), &v, 0);
+    if (--*w->pending == 0) {
+        aio_wait_kick();
+    }
+}
+
+static void test_concurrent_writes(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    assert_int_equal(sh("cd '%s' && qemu-img create -q -f qcow2 cbase.qcow2 "
+                        "8M && qemu-io -f qcow2 -c 'write -P 0x99 0 8M' "
+                        "cbase.qcow2 >/dev/null && qemu-img create -q -f qcow2 "
+                        "-b cbase.qcow2 -F qcow2 conc.qcow2 && "
+                        "qemu-img convert -O raw conc.qcow2 conc.raw",
+                        test_dir), 0);
+    enum { N = 256 };
+    static ConcWriter w[N];
+    int pending = N;
+    Img img;
+    img_open_ok(&img, "conc.qcow2", NULL);
+    char *rp = path_of("conc.raw");
+    int rfd = open(rp, O_RDWR);
+    for (int i = 0; i < N; i++) {
+        /* 16 writers per cluster, every other 4k slot, two rounds */
+        int cl = (i / 8) % 16, slot = (i % 8) * 2 + (i / 128);
+        w[i].c = img.root;
+        w[i].off = (int64_t)cl * 65536 + slot * 4096;
+        w[i].pending = &pending;
+        memset(w[i].buf, i + 1, sizeof(w[i].buf));
+        assert_int_equal(pwrite(rfd, w[i].buf, 4096, w[i].off), 4096);
+    }
+    for (int i = 0; i < N; i++) {
+        aio_co_enter(aio_main_context(), coroutine_create(conc_entry, &w[i]));
+    }
+    AIO_WAIT_WHILE(aio_main_context(), pending > 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(w[i].ret, 0);
+    }
+    img_close(&img);
+    close(rfd);
+    free(rp);
+    check_clean("conc.qcow2");
+    check_same("conc.raw", "conc.qcow2");
+    /* 16 data clusters + 1 L2 table: nothing allocated twice */
+    char *p = path_of("conc.qcow2");
+    char *out = sh_out("qemu-img check --output=json '%s'", p);
+    assert_non_null(strstr(out, "\"allocated-clusters\": 16"));
+    free(out);
+    free(p);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -680,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_hostile_open),
         cmocka_unit_test(test_change_backing),
         cmocka_unit_test(test_dirty_repair),
+        cmocka_unit_test(test_concurrent_writes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
