@@ -720,6 +720,29 @@ static void test_concurrent_writes(void **state)
     free(p);
 }
 
+/* cache.no-flush skips flushes, not the metadata: close writes it. */
+static void test_no_flush_close(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("nf.qcow2");
+    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' 4M", p), 0);
+    Img img;
+    img_open_ok(&img, "nf.qcow2", "\"cache\": {\"no-flush\": true}");
+    uint8_t buf[65536];
+    memset(buf, 0x6b, sizeof(buf));
+    assert_int_equal(bdrv_pwrite(img.root, 1 << 20, sizeof(buf), buf, 0), 0);
+    bdrv_detach_child(img.root);
+    assert_true(bdrv_del_blockdev("q", NULL));
+    check_clean("nf.qcow2");
+    char *out = sh_out("qemu-io -f qcow2 -c 'read -P 0x6b 1M 64k' '%s'", p);
+    assert_null(strstr(out, "failed"));
+    assert_non_null(strstr(out, "read 65536/65536"));
+    free(out);
+    free(p);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -750,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_change_backing),
         cmocka_unit_test(test_dirty_repair),
         cmocka_unit_test(test_concurrent_writes),
+        cmocka_unit_test(test_no_flush_close),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -263,10 +263,55 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
     return true;
 }
 
+typedef struct CloseFlush {
+    BDRVQcow2State *s;
+    int ret;
+    bool done;
+} CloseFlush;
+
+static void coroutine_fn close_flush_entry(void *opaque)
+{
+    CloseFlush *cf = opaque;
+
+    co_mutex_lock(&cf->s->lock);
+    cf->ret = qcow2_flush_metadata(cf->s);
+    co_mutex_unlock(&cf->s->lock);
+    cf->done = true;
+    aio_wait_kick();
+}
+
+/*
+ * The layer flushes before close unless cache.no-flush is set; the tables
+ * must reach the file either way (no-flush only skips the fsync), or the
+ * image would lose its latest allocations.
+ */
+static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
+{
+    CloseFlush cf = { .s = s };
+
+    if (bs->read_only || !s->l2_cache || s->broken) {
+        return;
+    }
+    if (!qcow2_cache_has_dirty(s->l2_cache) &&
+        !qcow2_cache_has_dirty(s->rb_cache) && !s->l1_dirty &&
+        !s->nb_pending) {
+        return;
+    }
+    aio_co_enter(bs->ctx, coroutine_create(close_flush_entry, &cf));
+    AIO_WAIT_WHILE(bs->ctx, !cf.done);
+    if (cf.ret < 0) {
+        log_error("qcow2: node '%s': could not write metadata on close: %s",
+                  bs->node_name, strerror(-cf.ret));
+    }
+}
+
 static void qcow2_close(BlockNode *bs)
 {
     BDRVQcow2State *s = bs->opaque;
 
+    if (!coroutine_in_coroutine()) {
+        write_back_on_close(bs, s);
+    }
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->rb_cache);
     s->l2_cache = s->rb_cache = NULL;
