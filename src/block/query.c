@@ -28,9 +28,50 @@ static bool has_strong_options(BlockNode *bs)
     return false;
 }
 
+static char *display_filename(BlockNode *bs);
+
+/* The backing file the image names, made absolute against the image's own
+ * directory as qemu does for full-backing-filename. */
+static char *full_backing_filename(BlockNode *bs)
+{
+    const char *slash = strrchr(bs->filename, '/');
+    char *s = NULL;
+
+    if (bs->backing_file[0] == '/' || !slash ||
+        strstr(bs->backing_file, "://") || strstr(bs->filename, "://")) {
+        return strdup(bs->backing_file);
+    }
+    if (asprintf(&s, "%.*s/%s", (int)(slash - bs->filename), bs->filename,
+                 bs->backing_file) < 0) {
+        abort();
+    }
+    return s;
+}
+
+/* A backing child the user chose differs from what the image names. */
+static bool backing_overridden(BlockNode *bs)
+{
+    char *named, *actual;
+    bool differ;
+
+    if (!bs->backing) {
+        return bs->backing_file[0] != '\0';
+    }
+    if (!bs->backing_file[0]) {
+        return true;
+    }
+    named = full_backing_filename(bs);
+    actual = display_filename(bs->backing->node);
+    differ = strcmp(named, actual) != 0 && strcmp(bs->backing_file, actual);
+    free(named);
+    free(actual);
+    return differ;
+}
+
 /* qemu's exact_filename; NULL when the node needs a json: name. */
 static char *exact_filename(BlockNode *bs)
 {
+    BlockChild *c;
     char *s = NULL;
 
     if (list_empty(&bs->children)) {
@@ -45,13 +86,16 @@ static char *exact_filename(BlockNode *bs)
         }
         return s;
     }
-    if (bs->file && !bs->drv->is_filter && !has_strong_options(bs) &&
-        list_empty(&bs->file->node->children) &&
-        bs->file->child_link.next == &bs->children &&
-        bs->file->child_link.prev == &bs->children) {
-        return exact_filename(bs->file->node);
+    if (!bs->file || bs->drv->is_filter || has_strong_options(bs) ||
+        !list_empty(&bs->file->node->children) || backing_overridden(bs)) {
+        return NULL;
     }
-    return NULL;
+    list_for_each_entry(c, &bs->children, child_link) {
+        if (c != bs->file && c != bs->backing) {
+            return NULL;
+        }
+    }
+    return exact_filename(bs->file->node);
 }
 
 /* qemu's full_open_options: driver, strong options, children. */
@@ -73,7 +117,13 @@ static json_t *full_options(BlockNode *bs)
         json_object_set_new(o, "filename", json_string(bs->filename));
     }
     list_for_each_entry(c, &bs->children, child_link) {
+        if (c == bs->backing && !backing_overridden(bs)) {
+            continue;
+        }
         json_object_set_new(o, c->name, full_options(c->node));
+    }
+    if (!bs->backing && bs->backing_file[0]) {
+        json_object_set_new(o, "backing", json_null());   /* backing: null */
     }
     return o;
 }
@@ -166,8 +216,10 @@ static json_t *image_info(BlockNode *bs, bool flat)
     if (bs->backing_file[0]) {
         json_object_set_new(image, "backing-filename",
                             json_string(bs->backing_file));
+        char *full = full_backing_filename(bs);
         json_object_set_new(image, "full-backing-filename",
-                            json_string(bs->backing_file));
+                            json_string(full));
+        free(full);
         if (bs->backing_format[0]) {
             json_object_set_new(image, "backing-filename-format",
                                 json_string(bs->backing_format));
@@ -199,7 +251,10 @@ static json_t *node_info(BlockNode *bs, bool flat)
     json_object_set_new(info, "node-name", json_string(bs->node_name));
     json_object_set_new(info, "ro", json_boolean(bs->read_only));
     json_object_set_new(info, "drv", json_string(bs->drv->name));
-    if (bs->backing) {
+    if (bs->backing_file[0]) {
+        json_object_set_new(info, "backing_file",
+                            json_string(bs->backing_file));
+    } else if (bs->backing) {
         char *bname = display_filename(bs->backing->node);
         json_object_set_new(info, "backing_file", json_string(bname));
         free(bname);
