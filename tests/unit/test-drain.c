@@ -211,6 +211,44 @@ static void test_nested_and_parents(void **state)
     del_ok("n");
 }
 
+/* A job drains from inside its coroutine in the main loop. */
+typedef struct CoDrainer {
+    BlockNode *bs;
+    Req *req;
+    bool req_done_at_begin;
+    bool finished;
+} CoDrainer;
+
+static void coroutine_fn drainer_entry(void *opaque)
+{
+    CoDrainer *d = opaque;
+
+    bdrv_drained_begin(d->bs);
+    d->req_done_at_begin = atomic_load(&d->req->done);
+    bdrv_drained_end(d->bs);
+    d->finished = true;
+}
+
+static void test_drain_from_coroutine(void **state)
+{
+    BlockNode *n = open_ok("{\"driver\": \"null-co\", \"node-name\": \"n\", "
+                           "\"latency-ns\": 30000000}");
+    User u = { 0 };
+    BlockChild *c = attach(n, &plain_class, &u);
+    Req r;
+    CoDrainer d = { .bs = n, .req = &r };
+
+    start_req(&r, c, 1, NULL, NULL);
+    aio_co_enter(aio_main_context(), coroutine_create(drainer_entry, &d));
+    AIO_WAIT_WHILE(aio_main_context(), !d.finished);
+    assert_true(d.req_done_at_begin);
+    assert_int_equal(u.drained_begin_calls, 1);
+    assert_int_equal(u.drained_end_calls, 1);
+    assert_false(bdrv_is_quiesced(n));
+    bdrv_detach_child(c);
+    del_ok("n");
+}
+
 #define N_POSTPONED 50
 
 static void test_postponed_in_order(void **state)
@@ -358,6 +396,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_drain_waits_for_in_flight),
         cmocka_unit_test(test_nested_and_parents),
+        cmocka_unit_test(test_drain_from_coroutine),
         cmocka_unit_test(test_postponed_in_order),
         cmocka_unit_test(test_iothread_requests),
     };
