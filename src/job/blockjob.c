@@ -64,18 +64,36 @@ static const BlockChildClass child_job_class = {
     .postpone_requests_when_drained = false,
 };
 
+Job *block_job_user_of(BlockNode *bs)
+{
+    BlockChild *c;
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (c->klass == &child_job_class) {
+            return ((BlockJobNode *)c->opaque)->job;
+        }
+    }
+    return NULL;
+}
+
 bool block_job_check_node_free(BlockNode *bs, Error **errp)
 {
+    Job *job;
     if (bs->op_blocker) {
         error_setg(errp, "Node '%s' is busy: %s", bs->node_name,
                    bs->op_blocker);
         return false;
     }
+    if ((job = block_job_user_of(bs))) {
+        error_setg(errp, "Node '%s' is busy: block device is in use by block "
+                   "job: %s", bs->node_name, job->driver->type);
+        return false;
+    }
     return true;
 }
 
-BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
-                               uint64_t perm, uint64_t shared, Error **errp)
+static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
+                            uint64_t perm, uint64_t shared, bool blocker,
+                            Error **errp)
 {
     if (bs->ctx != aio_main_context()) {
         error_setg(errp, "Node '%s' is in an iothread: block jobs there are "
@@ -96,7 +114,7 @@ BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
     }
     u->node = bs;
     bdrv_ref(bs);
-    if (!bs->op_blocker) {
+    if (blocker && !bs->op_blocker) {
         if (asprintf(&bs->op_blocker, "block device is in use by block job: "
                      "%s", job->driver->type) < 0) {
             bs->op_blocker = NULL;
@@ -108,6 +126,19 @@ BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
      * layer then called drained_begin, which paused the job. */
     list_add_tail(&job->block_users, &u->link);
     return u->child;
+}
+
+BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
+                               uint64_t perm, uint64_t shared, Error **errp)
+{
+    return add_node(job, name, bs, perm, shared, true, errp);
+}
+
+BlockChild *block_job_add_io_node(Job *job, const char *name, BlockNode *bs,
+                                  uint64_t perm, uint64_t shared,
+                                  Error **errp)
+{
+    return add_node(job, name, bs, perm, shared, false, errp);
 }
 
 void block_job_remove_all_nodes(Job *job)

@@ -20,10 +20,18 @@
  */
 BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
                                uint64_t perm, uint64_t shared, Error **errp);
+/* The same without the op blocker: a node the job reads or writes through
+ * its own edge, which blockdev-del then refuses as "Node x is in use" (as
+ * the reference does for a job's BlockBackend). */
+BlockChild *block_job_add_io_node(Job *job, const char *name, BlockNode *bs,
+                                  uint64_t perm, uint64_t shared,
+                                  Error **errp);
 void block_job_remove_all_nodes(Job *job);
 
 /* Refuses a node some job already uses: "Node 'x' is busy: ...". */
 bool block_job_check_node_free(BlockNode *bs, Error **errp);
+/* The job using bs (through any edge), or NULL. */
+Job *block_job_user_of(BlockNode *bs);
 
 /* ---- backing chains (main loop) ---- */
 

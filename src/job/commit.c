@@ -201,11 +201,11 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
         abort();
     }
     /* Base takes the data; others may still read it (and it may grow). */
-    s->base_child = block_job_add_node(job, "base", base,
-                                       BLK_PERM_CONSISTENT_READ |
-                                       BLK_PERM_WRITE | BLK_PERM_RESIZE,
-                                       BLK_PERM_CONSISTENT_READ |
-                                       BLK_PERM_WRITE_UNCHANGED, errp);
+    s->base_child = block_job_add_io_node(job, "base", base,
+                                          BLK_PERM_CONSISTENT_READ |
+                                          BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                                          BLK_PERM_CONSISTENT_READ |
+                                          BLK_PERM_WRITE_UNCHANGED, errp);
     if (!s->base_child) {
         goto fail;
     }
@@ -213,11 +213,11 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
      * because the block layer lets a backing edge share write on base
      * only when everything above it does (and the job writes base).
      * They are read-only backing images in practice. */
-    s->top_child = block_job_add_node(job, "top", top,
-                                      BLK_PERM_CONSISTENT_READ,
-                                      BLK_PERM_CONSISTENT_READ |
-                                      BLK_PERM_WRITE_UNCHANGED |
-                                      BLK_PERM_WRITE, errp);
+    s->top_child = block_job_add_io_node(job, "top", top,
+                                         BLK_PERM_CONSISTENT_READ,
+                                         BLK_PERM_CONSISTENT_READ |
+                                         BLK_PERM_WRITE_UNCHANGED |
+                                         BLK_PERM_WRITE, errp);
     if (!s->top_child) {
         goto fail;
     }

@@ -343,7 +343,9 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
                   device);
         return false;
     }
-    if (!is_root_node(bs)) {
+    /* A job's filter would sit above a node in use by a job in the
+     * reference, so such a node is not a root there either. */
+    if (!is_root_node(bs) || block_job_user_of(bs)) {
         error_setg(errp, "Need a root block node");
         return false;
     }

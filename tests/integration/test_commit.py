@@ -1,0 +1,216 @@
+"""block-commit of an intermediate layer: bytes, chain, events (against the
+golden recordings), cancel (chain unchanged), busy nodes, argument errors,
+quit while running.
+
+Chain (64 MiB), every node added by blockdev-add so that base is writable:
+    base:  1 @ 0-24M, 4 @ 40-48M
+    mid:   2 @ 8-32M, zeroes @ 44-46M       (committed into base)
+    top:   3 @ 20-28M                       (the active layer)
+"""
+
+import json
+import os
+
+import pytest
+
+import golden
+from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+
+MiB = 1 << 20
+SIZE = 64 * MiB
+
+
+class Chain:
+    def __init__(self, d):
+        self.dir = str(d)
+        self.base = os.path.join(self.dir, 'base.qcow2')
+        self.mid = os.path.join(self.dir, 'mid.qcow2')
+        self.top = os.path.join(self.dir, 'top.qcow2')
+        self.ref = os.path.join(self.dir, 'ref.raw')
+        qemu_img('create', '-q', '-f', 'qcow2', self.base, SIZE)
+        qemu_io('-c', 'write -P 1 0 24M', '-c', 'write -P 4 40M 8M',
+                self.base)
+        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+                 'qcow2', self.mid)
+        qemu_io('-c', 'write -P 2 8M 24M', '-c', 'write -z 44M 2M', self.mid)
+        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
+                 'qcow2', self.top)
+        qemu_io('-c', 'write -P 3 20M 8M', self.top)
+        qemu_img('convert', '-O', 'raw', self.top, self.ref)
+
+    def add_all(self, qmp):
+        qmp.execute('blockdev-add', {
+            'driver': 'qcow2', 'node-name': 'base',
+            'file': {'driver': 'file', 'filename': self.base}})
+        qmp.execute('blockdev-add', {
+            'driver': 'qcow2', 'node-name': 'mid', 'backing': 'base',
+            'file': {'driver': 'file', 'filename': self.mid}})
+        qmp.execute('blockdev-add', {
+            'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
+            'file': {'driver': 'file', 'filename': self.top}})
+
+    def del_all(self, qmp):
+        for n in ('top', 'mid', 'base'):
+            qmp.execute('blockdev-del', node_name=n)
+
+    def chain(self):
+        out = qemu_img('info', '-U', '--backing-chain', '--output=json',
+                       self.top).stdout
+        return [os.path.basename(i['filename']) for i in json.loads(out)]
+
+    def check(self):
+        for img in (self.top, self.mid, self.base):
+            qemu_img('check', '-q', img)
+        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref,
+                 self.top)
+
+
+def query_job(qmp, job_id='commit0'):
+    for j in qmp.execute('query-block-jobs'):
+        if j['device'] == job_id:
+            return j
+    return None
+
+
+@pytest.fixture
+def chain(workdir):
+    return Chain(workdir)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_commit_intermediate(daemon, chain, mode):
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    rec = golden.Recorder(qmp, 'commit0')
+    args = {'job-id': 'commit0', 'device': 'top', 'top-node': 'mid',
+            'base-node': 'base'}
+    if mode == 'manual':
+        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    qmp.execute('block-commit', args)
+    if mode == 'manual':
+        rec.wait('BLOCK_JOB_PENDING')
+        qmp.execute('block-job-finalize', id='commit0')
+        rec.wait_status('concluded')
+        qmp.execute('block-job-dismiss', id='commit0')
+    rec.wait_status('null')
+    golden.assert_matches('commit-intermediate.%s' % mode, rec.events,
+                          raw=True)
+    # top now backs onto base; mid survives, detached
+    top = [n for n in qmp.execute('query-named-block-nodes', flat=True)
+           if n['node-name'] == 'top'][0]
+    assert top['backing_file'].endswith('base.qcow2')
+    chain.del_all(qmp)
+    assert chain.chain() == ['top.qcow2', 'base.qcow2']
+    chain.check()
+
+
+@pytest.mark.timeout(120)
+def test_commit_cancel_keeps_chain(daemon, chain):
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    rec = golden.Recorder(qmp, 'commit0')
+    qmp.execute('block-commit', {'job-id': 'commit0', 'device': 'top',
+                                 'top-node': 'mid', 'base-node': 'base',
+                                 'speed': 64 * 1024})
+    # nodes the job reads/writes are "in use"; the overlay it re-points
+    # carries the job's blocker
+    for node, desc in [
+            ('top', "Node 'top' is busy: block device is in use by block "
+                    "job: commit"),
+            ('mid', 'Node mid is in use'),
+            ('base', 'Node base is in use')]:
+        with pytest.raises(QMPError) as e:
+            qmp.execute('blockdev-del', node_name=node)
+        assert e.value.desc == desc
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-stream', {'job-id': 's', 'device': 'top'})
+    assert e.value.desc == ("Node 'top' is busy: block device is in use by "
+                            "block job: commit")
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-commit', {'job-id': 'c2', 'device': 'top',
+                                     'top-node': 'mid'})
+    assert e.value.desc == 'Need a root block node'
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-job-complete', device='commit0')
+    assert e.value.desc == ("Job 'commit0' in state 'running' cannot accept "
+                            "command verb 'complete'")
+    qmp.execute('block-job-cancel', device='commit0')
+    rec.wait_status('null')
+    assert golden.canonical(golden.sequence(rec.events))[-4:] == [
+        'JOB_STATUS_CHANGE:aborting', 'BLOCK_JOB_CANCELLED',
+        'JOB_STATUS_CHANGE:concluded', 'JOB_STATUS_CHANGE:null']
+    chain.del_all(qmp)
+    assert chain.chain() == ['top.qcow2', 'mid.qcow2', 'base.qcow2']
+    chain.check()
+
+
+@pytest.mark.timeout(60)
+def test_commit_argument_errors(daemon, chain):
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    cases = [
+        ({'device': 'nope', 'job-id': 'c'}, 'DeviceNotFound',
+         "Device 'nope' not found"),
+        ({'device': 'mid', 'job-id': 'c'}, 'GenericError',
+         'Need a root block node'),
+        ({'device': 'top', 'job-id': 'c', 'top-node': 'nope'},
+         'GenericError', "Cannot find device='' nor node-name='nope'"),
+        ({'device': 'top', 'job-id': 'c', 'top-node': 'mid', 'top': 'x'},
+         'GenericError', "'top-node' and 'top' are mutually exclusive"),
+        ({'device': 'top', 'job-id': 'c', 'top-node': 'mid',
+          'base-node': 'base', 'base': 'x'},
+         'GenericError', "'base-node' and 'base' are mutually exclusive"),
+        ({'device': 'top', 'job-id': 'c', 'top-node': 'mid',
+          'base-node': 'top'},
+         'GenericError', "'top' is not in this backing file chain"),
+        ({'device': 'top', 'job-id': 'c', 'top-node': 'mid',
+          'base-node': 'mid'},
+         'GenericError', 'cannot commit an image into itself'),
+        ({'device': 'top', 'job-id': 'c', 'base': 'nothere'},
+         'GenericError', "Can't find 'nothere' in the backing chain"),
+        ({'device': 'top', 'top-node': 'mid'}, 'GenericError',
+         "Invalid job ID ''"),
+    ]
+    for args, cls, desc in cases:
+        with pytest.raises(QMPError) as e:
+            qmp.execute('block-commit', args)
+        assert (e.value.cls, e.value.desc) == (cls, desc), args
+    assert qmp.execute('query-jobs') == []
+    chain.del_all(qmp)
+
+
+@pytest.mark.timeout(60)
+def test_commit_active_layer_refused(daemon, chain):
+    if is_qsd():
+        pytest.skip('qemu-storage-daemon runs active commit (a mirror); '
+                    'blockjobd does not have it yet')
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-commit', {'job-id': 'c', 'device': 'top'})
+    assert 'active layer is not supported' in e.value.desc
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-commit', {'job-id': 'c', 'device': 'top',
+                                     'backing-file': 'x'})
+    assert e.value.desc == ("'backing-file' specified, but 'top' is the "
+                            "active layer")
+    chain.del_all(qmp)
+
+
+@pytest.mark.timeout(120)
+def test_commit_quit_while_running(daemon, chain):
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    qmp.execute('block-commit', {'job-id': 'commit0', 'device': 'top',
+                                 'top-node': 'mid', 'base-node': 'base',
+                                 'speed': 256 * 1024})
+    wait_until(lambda: query_job(qmp)['offset'] > 0, timeout=60,
+               what='some progress')
+    qmp.execute('quit')
+    ev = qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+    assert ev['data']['device'] == 'commit0'
+    assert daemon.wait() == 0
+    daemon.check()
+    assert chain.chain() == ['top.qcow2', 'mid.qcow2', 'base.qcow2']
+    chain.check()
