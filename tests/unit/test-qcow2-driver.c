@@ -743,6 +743,118 @@ static void test_no_flush_close(void **state)
     free(p);
 }
 
+typedef struct CoCall {
+    BlockChild *c;
+    int64_t size;
+    const Qcow2CreateOpts *create;
+    Error *err;
+    int ret;
+    bool done;
+} CoCall;
+
+static void coroutine_fn truncate_entry(void *opaque)
+{
+    CoCall *cc = opaque;
+    if (cc->create) {
+        cc->ret = qcow2_co_create(cc->c, cc->create, &cc->err);
+    } else {
+        cc->ret = bdrv_co_truncate(cc->c, cc->size, &cc->err);
+    }
+    cc->done = true;
+    aio_wait_kick();
+}
+
+static int co_call(CoCall *cc)
+{
+    aio_co_enter(aio_main_context(), coroutine_create(truncate_entry, cc));
+    AIO_WAIT_WHILE(aio_main_context(), !cc->done);
+    return cc->ret;
+}
+
+/* Growing moves the L1 table when the new size needs more entries. */
+static void test_truncate_grow(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("tr.qcow2");
+    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' 1M && qemu-io -f "
+                        "qcow2 -c 'write -P 0x21 0 64k' '%s' >/dev/null",
+                        p, p), 0);
+    Img img;
+    img_open_ok(&img, "tr.qcow2", NULL);
+    bdrv_detach_child(img.root);
+    img.root = bdrv_root_attach_child(img.bs, "root", &test_class, NULL,
+                                      BLK_PERM_CONSISTENT_READ |
+                                      BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                                      BLK_PERM_ALL, NULL);
+    assert_non_null(img.root);
+    CoCall cc = { .c = img.root, .size = 1000 };
+    assert_true(co_call(&cc) < 0);
+    assert_string_equal(error_get_pretty(cc.err),
+                        "The new size must be a multiple of 512");
+    error_free(cc.err);
+    cc = (CoCall){ .c = img.root, .size = 3ll << 30 };
+    assert_int_equal(co_call(&cc), 0);
+    assert_int_equal(bdrv_getlength(img.bs), 3ll << 30);
+    uint8_t buf[4096];
+    memset(buf, 0x42, sizeof(buf));
+    assert_int_equal(bdrv_pwrite(img.root, (2ll << 30) + 512, sizeof(buf),
+                                 buf, 0), 0);
+    img_close(&img);
+    check_clean("tr.qcow2");
+    char *out = sh_out("qemu-io -f qcow2 -c 'read -P 0x21 0 64k' "
+                       "-c 'read -P 0x42 2097152.5k 4k' "
+                       "-c 'read -P 0 1M 1M' '%s'; qemu-img info '%s'", p, p);
+    assert_null(strstr(out, "failed"));
+    assert_non_null(strstr(out, "virtual size: 3 GiB"));
+    free(out);
+    free(p);
+}
+
+/* Creation through a block child (what blockdev-create will use). */
+static void test_create_on_child(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("new.qcow2");
+    assert_int_equal(sh("head -c 300k /dev/urandom > '%s' && truncate -s 5G "
+                        "'%s/b.raw'", p, test_dir), 0);
+    char *js = NULL;
+    assert_true(asprintf(&js, "{\"driver\": \"file\", \"node-name\": "
+                         "\"f\", \"filename\": \"%s\"}", p) > 0);
+    json_t *opts = json_loads(js, 0, NULL);
+    free(js);
+    BlockNode *f = bdrv_open_blockdev(opts, false, NULL);
+    json_decref(opts);
+    assert_non_null(f);
+    BlockChild *c = bdrv_root_attach_child(f, "root", &test_class, NULL,
+                                           BLK_PERM_CONSISTENT_READ |
+                                           BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                                           BLK_PERM_ALL, NULL);
+    assert_non_null(c);
+    Qcow2CreateOpts o = { .size = 5ull << 30, .cluster_size = 4096,
+                          .refcount_bits = 4, .backing_file = "b.raw",
+                          .backing_format = "raw" };
+    CoCall cc = { .c = c, .create = &o };
+    if (co_call(&cc) < 0) {
+        fail_msg("create: %s", error_get_pretty(cc.err));
+    }
+    bdrv_detach_child(c);
+    assert_true(bdrv_del_blockdev("f", NULL));
+    char *out = sh_out("qemu-img check -U '%s' 2>&1; qemu-img info -U "
+                       "--output=json '%s'", p, p);
+    if (!strstr(out, "No errors were found")) {
+        fail_msg("%s", out);
+    }
+    assert_non_null(strstr(out, "\"virtual-size\": 5368709120"));
+    assert_non_null(strstr(out, "\"refcount-bits\": 4"));
+    assert_non_null(strstr(out, "\"backing-filename\": \"b.raw\""));
+    free(out);
+    free(p);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -774,6 +886,8 @@ int main(void)
         cmocka_unit_test(test_dirty_repair),
         cmocka_unit_test(test_concurrent_writes),
         cmocka_unit_test(test_no_flush_close),
+        cmocka_unit_test(test_truncate_grow),
+        cmocka_unit_test(test_create_on_child),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -434,6 +434,100 @@ static int coroutine_fn qcow2_co_flush(BlockNode *bs)
     return qcow2_flush_file(s);
 }
 
+/* Grows the image (qcow2 images are not shrunk); the L1 table moves to a
+ * bigger place when the new size needs more entries. */
+static int coroutine_fn qcow2_co_truncate(BlockNode *bs, int64_t size,
+                                          Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->g.cluster_size;
+    uint64_t need;
+    int ret;
+
+    if (size < 0 || size % 512) {
+        error_setg(errp, "The new size must be a multiple of 512");
+        return -EINVAL;
+    }
+    if ((uint64_t)size < s->hdr.size) {
+        error_setg(errp, "qcow2 doesn't support shrinking images yet");
+        return -ENOTSUP;
+    }
+    need = qcow2_l1_entries_for(&s->g, (uint64_t)size);
+    if (need > QCOW2_MAX_L1_BYTES / 8) {
+        error_setg(errp, "The image size is too large for file format "
+                   "'qcow2'");
+        return -EFBIG;
+    }
+    co_mutex_lock(&s->lock);
+    /* Everything the L1 table points at must be on disk before a copy of
+     * it is. */
+    ret = qcow2_flush_metadata(s);
+    if (ret < 0) {
+        goto out;
+    }
+    uint64_t old_off = s->hdr.l1_table_offset;
+    uint64_t old_clusters = ((uint64_t)s->l1_size * 8 + cs - 1) / cs;
+    uint64_t *new_l1 = NULL;
+    if (need > s->l1_size) {
+        uint64_t clusters = (need * 8 + cs - 1) / cs;
+        int64_t off = qcow2_alloc_clusters(s, clusters);
+        if (off < 0) {
+            ret = (int)off;
+            goto out;
+        }
+        uint8_t *buf = blk_aligned_alloc(4096, clusters * cs);
+        memset(buf, 0, clusters * cs);
+        for (uint32_t i = 0; i < s->l1_size; i++) {
+            be64_put(buf + (size_t)i * 8, s->l1[i]);
+        }
+        ret = qcow2_cache_flush(s, s->rb_cache);
+        if (ret >= 0) {
+            ret = qcow2_write_meta(s, (uint64_t)off, buf, clusters * cs);
+        }
+        free(buf);
+        if (ret >= 0) {
+            ret = qcow2_flush_file(s);
+        }
+        if (ret < 0) {
+            goto out;
+        }
+        new_l1 = calloc(need, sizeof(*new_l1));
+        if (!new_l1) {
+            abort();
+        }
+        memcpy(new_l1, s->l1, (size_t)s->l1_size * sizeof(*new_l1));
+        s->hdr.l1_table_offset = (uint64_t)off;
+        s->hdr.l1_size = (uint32_t)need;
+    }
+    uint64_t old_size = s->hdr.size;
+    s->hdr.size = (uint64_t)size;
+    ret = qcow2_write_header(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    if (ret < 0) {
+        s->hdr.size = old_size;
+        s->hdr.l1_table_offset = old_off;
+        s->hdr.l1_size = s->l1_size;
+        free(new_l1);
+        goto out;
+    }
+    if (new_l1) {
+        free(s->l1);
+        s->l1 = new_l1;
+        s->l1_size = (uint32_t)need;
+        if (old_clusters) {
+            ret = qcow2_update_refcount(s, old_off, old_clusters * cs, -1);
+        }
+    }
+out:
+    co_mutex_unlock(&s->lock);
+    if (ret < 0 && errp && !*errp) {
+        error_setg_errno(errp, -ret, "Could not resize the qcow2 image");
+    }
+    return ret;
+}
+
 static int64_t coroutine_fn qcow2_co_getlength(BlockNode *bs)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -535,6 +629,53 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
     return ret;
 }
 
+typedef struct ChildWriter {
+    BlockChild *c;
+    int64_t len;
+} ChildWriter;
+
+/* Runs in the creating coroutine: grows the file as creation writes past
+ * its end (the request path refuses writes past the end of a node). */
+static int child_write(void *opaque, uint64_t offset, const void *buf,
+                       size_t len)
+{
+    ChildWriter *w = opaque;
+    IOVector v;
+    int ret;
+
+    if ((int64_t)(offset + len) > w->len) {
+        ret = bdrv_co_truncate(w->c, (int64_t)(offset + len), NULL);
+        if (ret < 0) {
+            return ret;
+        }
+        w->len = (int64_t)(offset + len);
+    }
+    iov_vec_init_buf(&v, (void *)buf, len);
+    return bdrv_co_pwritev(w->c, (int64_t)offset, (int64_t)len, &v, 0);
+}
+
+int coroutine_fn qcow2_co_create(BlockChild *c, const Qcow2CreateOpts *opts,
+                                 Error **errp)
+{
+    ChildWriter w = { .c = c };
+    int ret;
+
+    /* Start from an empty file: creation assumes zeros past what it
+     * writes. */
+    ret = bdrv_co_truncate(c, 0, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!qcow2_create_image(opts, child_write, &w, errp)) {
+        return -EIO;
+    }
+    ret = bdrv_co_flush(c->node);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not flush the new image");
+    }
+    return ret;
+}
+
 const BlockDriver bdrv_qcow2 = {
     .name = "qcow2",
     .state_size = sizeof(BDRVQcow2State),
@@ -547,6 +688,7 @@ const BlockDriver bdrv_qcow2 = {
     .co_pdiscard = qcow2_co_pdiscard,
     .co_flush = qcow2_co_flush,
     .co_block_status = qcow2_co_block_status,
+    .co_truncate = qcow2_co_truncate,
     .co_getlength = qcow2_co_getlength,
     .refresh_limits = qcow2_refresh_limits,
     .query_image = qcow2_query_image,

@@ -189,4 +189,11 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
                                               const char *file,
                                               const char *fmt);
 
+/*
+ * Creates an image on c (the new file's node, writable and resizable; it
+ * is truncated first) — the blockdev-create job's qcow2 step.
+ */
+int coroutine_fn qcow2_co_create(BlockChild *c, const Qcow2CreateOpts *opts,
+                                 Error **errp);
+
 #endif
