@@ -330,7 +330,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         }
         bs->total_bytes = len;
     }
-    if (!bdrv_node_list_insert(bs, errp)) {
+    if (list_unlinked(&bs->link) && !bdrv_node_list_insert(bs, errp)) {
         goto fail_opened;
     }
     free(bs->open_path);
@@ -426,6 +426,13 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
     json_t *v = json_object_get(opts, member);
     BlockNode *child;
     BlockChild *c;
+
+    /* qemu names (and lists) a node once its file is open, before its
+     * backing chain: keep the same order in query-named-block-nodes. */
+    if ((role & BLK_ROLE_COW) && list_unlinked(&bs->link) &&
+        !bdrv_node_list_insert(bs, errp)) {
+        return NULL;
+    }
 
     if (!v || (json_is_null(v) && allow_none)) {
         if (allow_none) {

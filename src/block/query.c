@@ -138,13 +138,13 @@ static char *display_filename(BlockNode *bs)
         return s;
     }
     o = full_options(bs);
-    dump = json_dumps(o, JSON_COMPACT);
+    /* ", " and ": " between members, as qemu prints it. */
+    dump = json_dumps(o, JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!dump || asprintf(&s, "json:%s", dump) < 0) {
         abort();
     }
     free(dump);
-    /* qemu prints ", " and ": " between members. */
     return s;
 }
 
@@ -251,16 +251,15 @@ static json_t *node_info(BlockNode *bs, bool flat)
     json_object_set_new(info, "node-name", json_string(bs->node_name));
     json_object_set_new(info, "ro", json_boolean(bs->read_only));
     json_object_set_new(info, "drv", json_string(bs->drv->name));
-    if (bs->backing_file[0]) {
-        json_object_set_new(info, "backing_file",
-                            json_string(bs->backing_file));
-    } else if (bs->backing) {
+    if (bs->backing) {
         char *bname = display_filename(bs->backing->node);
         json_object_set_new(info, "backing_file", json_string(bname));
         free(bname);
     }
+    /* qemu counts the depth along the nested backing images, so a flat
+     * answer says 0. */
     json_object_set_new(info, "backing_file_depth",
-                        json_integer(backing_depth(bs)));
+                        json_integer(flat ? 0 : backing_depth(bs)));
     json_object_set_new(info, "encrypted", json_false());
     json_object_set_new(info, "detect_zeroes",
                         json_string(detect_zeroes_names[bs->detect_zeroes % 3]));
