@@ -1,0 +1,112 @@
+/*
+ * blockjobd: start-up, the main loop, and the clean shutdown.
+ *
+ *   pre-pass over argv (-h, -V, syntax)   nothing created yet
+ *   --daemonize: fork                      before any thread or ring exists
+ *   block stop signals, main loop, QMP     threads created later inherit
+ *   apply options in order                 the signal mask
+ *   pidfile, tell the parent we are up
+ *   run until `quit` or a signal
+ *   shutdown (also after a failed start-up)
+ */
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "aio/aio.h"
+#include "aio/iothread.h"
+#include "block/block.h"
+#include "daemon/daemon.h"
+#include "job/job.h"
+#include "qmp/qmp.h"
+#include "util/error.h"
+
+static void quit_cb(void *opaque)
+{
+    Daemon *d = opaque;
+
+    d->quit_requested = true;
+}
+
+static void report(const char *prefix, Error *err)
+{
+    fprintf(stderr, DAEMON_NAME ": %s%s\n", prefix, error_get_pretty(err));
+    error_free(err);
+}
+
+/*
+ * Order matters: the monitors go first so that no command can add work
+ * while we wind down; in-flight I/O then completes before nodes are
+ * flushed and closed; iothreads stop last because closing a node bound to
+ * one runs requests there.
+ */
+static void daemon_shutdown(Daemon *d)
+{
+    /* Jobs first, while the monitors can still carry BLOCK_JOB_CANCELLED;
+     * each cancelled job leaves its images consistent. */
+    job_cancel_sync_all();
+    monitor_cleanup_all();
+    bdrv_drain_all_begin();
+    bdrv_drain_all_end();
+    bdrv_close_all();
+    signals_unwatch(d);
+    iothread_destroy_all();
+    pidfile_remove(d->pidfile);
+    d->pidfile = NULL;
+}
+
+int main(int argc, char **argv)
+{
+    Daemon d = { .signal_fd = -1, .daemon_status_fd = -1 };
+    Error *err = NULL;
+    int ret = 1;
+
+    switch (options_prepass(&d, argc, argv)) {
+    case OPTIONS_EXIT_OK:
+        return 0;
+    case OPTIONS_EXIT_FAIL:
+        return 1;
+    case OPTIONS_CONTINUE:
+        break;
+    }
+
+    if (d.daemonize && !daemonize_start(&d.daemon_status_fd, &err)) {
+        report("", err);
+        return 1;
+    }
+    if (!signals_block(&err) || !aio_main_init(&err)) {
+        report("", err);
+        return 1;
+    }
+    if (!signals_watch(&d, &err)) {
+        report("", err);
+        return 1;
+    }
+    qmp_register_all_commands();
+    qmp_set_quit_handler(quit_cb, &d);
+
+    if (!options_apply(&d, argc, argv)) {
+        goto out;
+    }
+    if (d.pidfile_path) {
+        d.pidfile = pidfile_write(d.pidfile_path, &err);
+        if (!d.pidfile) {
+            report("cannot create PID file: ", err);
+            goto out;
+        }
+    }
+    if (d.daemonize) {
+        daemonize_done(d.daemon_status_fd);
+        d.daemon_status_fd = -1;
+    }
+
+    while (!d.quit_requested) {
+        aio_poll(aio_main_context(), true);
+    }
+    ret = 0;
+
+out:
+    daemon_shutdown(&d);
+    qmp_set_quit_handler(NULL, NULL);
+    return ret;
+}
