@@ -1,0 +1,560 @@
+/*
+ * One NBD client connection: the handshake in the main loop, then the
+ * transmission phase in the export's context.
+ *
+ * Transmission: a receive coroutine reads requests one after another and
+ * starts one coroutine per request, entered at once so that requests reach
+ * the block layer in arrival order (which is what keeps them in order when
+ * a drained section postpones them).  Requests run concurrently and reply
+ * as they complete, out of order; send_lock keeps each reply whole on the
+ * socket.  The receive loop stops reading while too many requests or too
+ * many buffered bytes are in flight, so a client cannot make us allocate
+ * without bound.
+ *
+ * End of a connection (client hangs up, NBD_CMD_DISC, protocol violation,
+ * block-export-del hard, server stop): the receive loop stops, waits for
+ * its requests, drops the fd watch, and hands the connection to the main
+ * loop, which closes the fd and drops the export reference.  The fd is
+ * closed only there so that nbd_conn_close (shutdown(2) from the main loop)
+ * never hits a reused descriptor.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "nbd/nbd-int.h"
+#include "nbd/nbd-wire.h"
+#include "util/log.h"
+
+#define MAX_REQUESTS      128
+#define MAX_REQUEST_BYTES (256u * 1024 * 1024)
+/* Extents per BLOCK_STATUS reply: a bound on work per request. */
+#define MAX_EXTENTS       1024
+/* Buffer alignment good for O_DIRECT nodes. */
+#define BUF_ALIGN         4096
+
+typedef struct NbdReq {
+    NbdConn *conn;
+    NbdRequest r;
+    NbdRequestCheck check;
+    void *buf;
+    size_t buf_bytes;          /* counted in in_flight_bytes */
+} NbdReq;
+
+static void conn_finish_bh(void *opaque);
+
+void nbd_conn_close(NbdConn *c)
+{
+    atomic_store(&c->closing, true);
+    /* Wakes a reader or writer blocked on the socket, in whatever thread. */
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+/* ---- replies ---- */
+
+static void conn_broken(NbdConn *c, int ret)
+{
+    if (!c->broken) {
+        log_debug("nbd: connection lost (%d)", ret);
+    }
+    c->broken = true;
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+static int coroutine_fn send_iov(NbdConn *c, struct iovec *iov, int niov)
+{
+    int ret;
+
+    if (c->broken) {
+        return -EPIPE;
+    }
+    ret = nbd_conn_writev(c, iov, niov);
+    if (ret < 0) {
+        conn_broken(c, ret);
+    }
+    return ret;
+}
+
+/* A reply with no payload: simple, or a structured ERROR / NONE chunk. */
+static void coroutine_fn reply_status(NbdReq *q, uint32_t err,
+                                      const char *why)
+{
+    NbdConn *c = q->conn;
+    uint8_t hdr[NBD_ERROR_CHUNK_MAX];
+    struct iovec iov;
+
+    if (!c->params.structured) {
+        iov.iov_len = nbd_encode_simple_reply(hdr, err, q->r.handle);
+    } else if (err) {
+        iov.iov_len = nbd_encode_error_chunk(hdr, NBD_REPLY_FLAG_DONE,
+                                             q->r.handle, err, why);
+    } else {
+        iov.iov_len = nbd_encode_none_chunk(hdr, q->r.handle);
+    }
+    iov.iov_base = hdr;
+    co_mutex_lock(&c->send_lock);
+    send_iov(c, &iov, 1);
+    co_mutex_unlock(&c->send_lock);
+}
+
+/* ---- requests ---- */
+
+/* bdrv_co_block_status through our edge: waits out drained sections like
+ * the other request functions do. */
+static int coroutine_fn export_block_status(NbdExport *exp, int64_t offset,
+                                            int64_t bytes, int64_t *pnum)
+{
+    BlockNode *bs = exp->child->node;
+    int ret;
+
+    bdrv_co_wait_unquiesced(exp->child);
+    ret = bdrv_co_block_status(bs, offset, bytes, pnum, NULL, NULL);
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+static int coroutine_fn export_flush(NbdExport *exp)
+{
+    BlockNode *bs = exp->child->node;
+    int ret;
+
+    bdrv_co_wait_unquiesced(exp->child);
+    ret = bdrv_co_flush(bs);
+    bdrv_dec_in_flight(bs);
+    return ret;
+}
+
+static int coroutine_fn read_range(NbdExport *exp, uint64_t off, void *buf,
+                                   uint64_t len)
+{
+    IOVector v;
+    iov_vec_init_buf(&v, buf, len);
+    return bdrv_co_preadv(exp->child, off, len, &v, 0);
+}
+
+/* Simple reply to READ: the data follows the header, or an error alone. */
+static void coroutine_fn do_read_simple(NbdReq *q)
+{
+    NbdConn *c = q->conn;
+    uint8_t hdr[NBD_SIMPLE_REPLY_SIZE];
+    struct iovec iov[2];
+    int ret = 0;
+
+    if (q->r.length) {
+        ret = read_range(c->exp, q->r.offset, q->buf, q->r.length);
+    }
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = nbd_encode_simple_reply(hdr, nbd_errno_to_wire(ret),
+                                             q->r.handle);
+    iov[1].iov_base = q->buf;
+    iov[1].iov_len = ret < 0 ? 0 : q->r.length;
+    co_mutex_lock(&c->send_lock);
+    send_iov(c, iov, ret < 0 ? 1 : 2);
+    co_mutex_unlock(&c->send_lock);
+}
+
+/*
+ * Structured reply to READ: areas that read as zeroes go as OFFSET_HOLE
+ * chunks (unless the client asked for one chunk with DF), the rest is read
+ * and sent as OFFSET_DATA.  The last chunk carries DONE.
+ */
+static void coroutine_fn do_read_structured(NbdReq *q)
+{
+    NbdConn *c = q->conn;
+    NbdExport *exp = c->exp;
+    uint64_t off = q->r.offset, end = q->r.offset + q->r.length;
+    bool sparse = !(q->r.flags & NBD_CMD_FLAG_DF);
+
+    if (q->r.length == 0) {
+        reply_status(q, 0, NULL);
+        return;
+    }
+    while (off < end) {
+        int64_t pnum = end - off;
+        bool hole = false;
+        int ret;
+
+        if (sparse) {
+            ret = export_block_status(exp, off, end - off, &pnum);
+            if (ret < 0) {
+                reply_status(q, nbd_errno_to_wire(ret), "block status failed");
+                return;
+            }
+            hole = ret & BLK_STATUS_ZERO;
+            if (pnum <= 0 || (uint64_t)pnum > end - off) {
+                pnum = end - off;
+            }
+        }
+        uint8_t *data = (uint8_t *)q->buf + (off - q->r.offset);
+        if (!hole) {
+            ret = read_range(exp, off, data, pnum);
+            if (ret < 0) {
+                reply_status(q, nbd_errno_to_wire(ret), "read failed");
+                return;
+            }
+        }
+
+        uint16_t flags = off + pnum == end ? NBD_REPLY_FLAG_DONE : 0;
+        uint8_t hdr[NBD_OFFSET_HOLE_SIZE > NBD_OFFSET_DATA_HEADER_SIZE
+                    ? NBD_OFFSET_HOLE_SIZE : NBD_OFFSET_DATA_HEADER_SIZE];
+        struct iovec iov[2] = { { hdr, 0 }, { data, pnum } };
+        int niov = 2;
+        if (hole) {
+            iov[0].iov_len = nbd_encode_offset_hole(hdr, flags, q->r.handle,
+                                                    off, pnum);
+            niov = 1;
+        } else {
+            iov[0].iov_len = nbd_encode_offset_data(hdr, flags, q->r.handle,
+                                                    off, pnum);
+        }
+        co_mutex_lock(&c->send_lock);
+        ret = send_iov(c, iov, niov);
+        co_mutex_unlock(&c->send_lock);
+        if (ret < 0) {
+            return;
+        }
+        off += pnum;
+    }
+}
+
+static uint32_t status_to_nbd(int ret)
+{
+    uint32_t f = 0;
+
+    if (!(ret & BLK_STATUS_DATA)) {
+        f |= NBD_STATE_HOLE;
+    }
+    if (ret & BLK_STATUS_ZERO) {
+        f |= NBD_STATE_ZERO;
+    }
+    return f;
+}
+
+static void coroutine_fn do_block_status(NbdReq *q)
+{
+    NbdConn *c = q->conn;
+    uint64_t off = q->r.offset, end = q->r.offset + q->r.length;
+    unsigned max = q->r.flags & NBD_CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS;
+    uint8_t *ext = malloc(max * NBD_EXTENT_SIZE);
+    uint32_t n = 0, cur_len = 0, cur_flags = 0;
+    uint8_t hdr[NBD_BLOCK_STATUS_HEADER_SIZE];
+
+    if (!ext) {
+        reply_status(q, NBD_ENOMEM, "out of memory");
+        return;
+    }
+    if (q->r.length == 0) {
+        end = off + 1 <= c->params.size ? off + 1 : off;
+    }
+    while (off < end) {
+        int64_t pnum;
+        int64_t want = end - off;
+        if (want > INT32_MAX) {
+            want = INT32_MAX;   /* extents carry 32-bit lengths */
+        }
+        int ret = export_block_status(c->exp, off, want, &pnum);
+        if (ret < 0) {
+            free(ext);
+            reply_status(q, nbd_errno_to_wire(ret), "block status failed");
+            return;
+        }
+        if (pnum <= 0) {
+            break;
+        }
+        uint32_t f = status_to_nbd(ret);
+        if (cur_len && f == cur_flags &&
+            (uint64_t)cur_len + pnum <= UINT32_MAX - 511) {
+            cur_len += pnum;
+        } else {
+            if (cur_len) {
+                nbd_encode_extent(ext + n * NBD_EXTENT_SIZE, cur_len,
+                                  cur_flags);
+                n++;
+                if (n == max) {
+                    cur_len = 0;
+                    break;
+                }
+            }
+            cur_len = pnum;
+            cur_flags = f;
+        }
+        off += pnum;
+    }
+    if (cur_len && n < max) {
+        nbd_encode_extent(ext + n * NBD_EXTENT_SIZE, cur_len, cur_flags);
+        n++;
+    }
+    if (n == 0) {
+        free(ext);
+        reply_status(q, NBD_EINVAL, "no extent at this offset");
+        return;
+    }
+    struct iovec iov[2] = {
+        { hdr, nbd_encode_block_status(hdr, NBD_REPLY_FLAG_DONE, q->r.handle,
+                                       NBD_META_ID_BASE_ALLOCATION, n) },
+        { ext, n * NBD_EXTENT_SIZE },
+    };
+    co_mutex_lock(&c->send_lock);
+    send_iov(c, iov, 2);
+    co_mutex_unlock(&c->send_lock);
+    free(ext);
+}
+
+static void coroutine_fn do_request(NbdReq *q)
+{
+    NbdConn *c = q->conn;
+    NbdExport *exp = c->exp;
+    bool fua = (q->r.flags & NBD_CMD_FLAG_FUA) || exp->writethrough;
+    IOVector v;
+    int ret = 0;
+
+    switch (q->r.type) {
+    case NBD_CMD_READ:
+        if (c->params.structured) {
+            do_read_structured(q);
+        } else {
+            do_read_simple(q);
+        }
+        return;
+    case NBD_CMD_BLOCK_STATUS:
+        do_block_status(q);
+        return;
+    case NBD_CMD_WRITE:
+        iov_vec_init_buf(&v, q->buf, q->r.length);
+        ret = bdrv_co_pwritev(exp->child, q->r.offset, q->r.length, &v,
+                              fua ? BLK_REQ_FUA : 0);
+        break;
+    case NBD_CMD_WRITE_ZEROES: {
+        unsigned flags = fua ? BLK_REQ_FUA : 0;
+        if (!(q->r.flags & NBD_CMD_FLAG_NO_HOLE)) {
+            flags |= BLK_REQ_MAY_UNMAP;
+        }
+        if (q->r.flags & NBD_CMD_FLAG_FAST_ZERO) {
+            flags |= BLK_REQ_NO_FALLBACK;
+        }
+        ret = bdrv_co_pwrite_zeroes(exp->child, q->r.offset, q->r.length,
+                                    flags);
+        break;
+    }
+    case NBD_CMD_TRIM:
+        ret = bdrv_co_pdiscard(exp->child, q->r.offset, q->r.length);
+        if (ret == 0 && fua) {
+            ret = export_flush(exp);
+        }
+        break;
+    case NBD_CMD_FLUSH:
+        ret = export_flush(exp);
+        break;
+    case NBD_CMD_CACHE:
+        /* A hint; the page cache below us does the caching. */
+        break;
+    default:
+        abort();    /* nbd_request_check let nothing else through */
+    }
+    /* strerror() is not thread-safe; the command name says enough. */
+    reply_status(q, nbd_errno_to_wire(ret), nbd_cmd_name(q->r.type));
+}
+
+static void coroutine_fn request_co(void *opaque)
+{
+    NbdReq *q = opaque;
+    NbdConn *c = q->conn;
+
+    if (q->check.verdict == NBD_REQ_ERROR) {
+        reply_status(q, q->check.nbd_error, q->check.why);
+    } else if (!c->broken) {
+        do_request(q);
+    }
+    c->in_flight--;
+    c->in_flight_bytes -= q->buf_bytes;
+    free(q->buf);
+    free(q);
+    if (c->recv_waiting) {
+        Coroutine *co = c->recv_waiting;
+        c->recv_waiting = NULL;
+        aio_co_wake(co);
+    }
+}
+
+/* ---- the receive loop ---- */
+
+static bool coroutine_fn recv_one(NbdConn *c)
+{
+    uint8_t hdr[NBD_REQUEST_SIZE];
+    NbdReq *q;
+    int ret;
+
+    while (c->in_flight >= MAX_REQUESTS ||
+           c->in_flight_bytes >= MAX_REQUEST_BYTES) {
+        c->recv_waiting = coroutine_self();
+        coroutine_yield();
+    }
+    if (c->broken || atomic_load(&c->closing)) {
+        return false;
+    }
+    ret = nbd_conn_read(c, hdr, sizeof(hdr));
+    if (ret < 0) {
+        return false;
+    }
+    q = calloc(1, sizeof(*q));
+    if (!q) {
+        return false;
+    }
+    q->conn = c;
+    if (!nbd_decode_request(hdr, &q->r)) {
+        log_warn("nbd: export '%s': bad request magic, disconnecting",
+                 c->exp->id);
+        free(q);
+        return false;
+    }
+    q->check = nbd_request_check(&c->params, &q->r);
+    if (q->check.verdict == NBD_REQ_DISC) {
+        free(q);
+        return false;
+    }
+    if (q->check.verdict == NBD_REQ_HARD_CLOSE) {
+        log_warn("nbd: export '%s': %s, disconnecting", c->exp->id,
+                 q->check.why);
+        free(q);
+        return false;
+    }
+    size_t need = q->check.payload;
+    if (q->check.verdict == NBD_REQ_OK && q->r.type == NBD_CMD_READ) {
+        need = q->r.length;
+    }
+    if (need) {
+        q->buf = blk_aligned_alloc(BUF_ALIGN, need);
+        q->buf_bytes = need;
+    }
+    if (q->check.payload) {
+        ret = nbd_conn_read(c, q->buf, q->check.payload);
+        if (ret < 0) {
+            free(q->buf);
+            free(q);
+            return false;
+        }
+    }
+    c->in_flight++;
+    c->in_flight_bytes += q->buf_bytes;
+    /* Entered now, so it reaches the block layer before any later request
+     * (ownership of q moves to the coroutine). */
+    coroutine_enter(coroutine_create(request_co, q));
+    return true;
+}
+
+static void coroutine_fn transmission_co(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    while (recv_one(c)) {
+        /* next request */
+    }
+    /* Requests still running finish and reply (if the socket allows). */
+    while (c->in_flight > 0) {
+        c->recv_waiting = coroutine_self();
+        coroutine_yield();
+    }
+    nbd_conn_unwatch(c);
+    aio_bh_schedule_oneshot(aio_main_context(), conn_finish_bh, c);
+}
+
+/* ---- the handshake (main loop) ---- */
+
+static void conn_finish_bh(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    if (c->exp) {
+        list_del(&c->export_link);
+        nbd_export_unref(c->exp);
+    }
+    list_del(&c->server_link);
+    close(c->fd);
+    free(c);
+}
+
+static bool coroutine_fn flush_handshake(NbdConn *c, NbdHandshake *hs)
+{
+    while (hs->out_len) {
+        struct iovec iov = { hs->out, hs->out_len };
+        if (nbd_conn_writev(c, &iov, 1) < 0) {
+            return false;
+        }
+        nbd_handshake_output_consumed(hs, hs->out_len);
+    }
+    return true;
+}
+
+static void start_transmission(NbdConn *c, NbdHandshake *hs)
+{
+    NbdExport *exp = hs->export.handle;
+
+    nbd_export_ref(exp);
+    c->exp = exp;
+    list_add_tail(&exp->conns, &c->export_link);
+    c->params.size = hs->export.size;
+    c->params.tflags = nbd_handshake_tflags(hs);
+    c->params.structured = hs->structured;
+    c->params.meta_base_allocation = hs->meta_base_allocation;
+    c->params.min_block = hs->block_size_agreed ? hs->export.min_block : 1;
+    c->params.max_block = hs->export.max_block;
+}
+
+static void coroutine_fn handshake_co(void *opaque)
+{
+    NbdConn *c = opaque;
+    NbdHandshake hs;
+    uint8_t buf[4096];
+    bool ok;
+
+    nbd_handshake_init(&hs, &nbd_export_lookup);
+    ok = flush_handshake(c, &hs);
+    while (ok && nbd_handshake_want(&hs) > 0) {
+        size_t n = nbd_handshake_want(&hs);
+        if (n > sizeof(buf)) {
+            n = sizeof(buf);
+        }
+        if (nbd_conn_read(c, buf, n) < 0) {
+            ok = false;
+            break;
+        }
+        nbd_handshake_feed(&hs, buf, n);
+        if (hs.state == NBD_HS_DONE) {
+            /* Before any yield, while the export surely exists. */
+            start_transmission(c, &hs);
+        }
+        ok = flush_handshake(c, &hs);
+    }
+    if (hs.state == NBD_HS_CLOSE && hs.close_reason) {
+        log_debug("nbd: handshake ended: %s", hs.close_reason);
+    }
+    nbd_handshake_cleanup(&hs);
+    nbd_conn_unwatch(c);
+
+    if (ok && c->exp && !atomic_load(&c->closing) &&
+        !c->exp->shutting_down) {
+        co_mutex_init(&c->send_lock);
+        c->ctx = c->exp->ctx;
+        aio_co_schedule(c->ctx, coroutine_create(transmission_co, c));
+        return;
+    }
+    aio_bh_schedule_oneshot(aio_main_context(), conn_finish_bh, c);
+}
+
+NbdConn *nbd_conn_start(int fd, ListHead *server_list)
+{
+    NbdConn *c = calloc(1, sizeof(*c));
+
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    c->fd = fd;
+    c->ctx = aio_main_context();
+    list_init(&c->export_link);
+    list_add_tail(server_list, &c->server_link);
+    aio_co_enter(c->ctx, coroutine_create(handshake_co, c));
+    return c;
+}

@@ -1,0 +1,322 @@
+/*
+ * NBD exports: block-export-add/-del/query and the export table the
+ * handshake looks names up in.  Main loop only.
+ *
+ * An export is an external user of its node: it holds a BlockChild whose
+ * class postpones requests while the node is drained, taking consistent
+ * read (and write when writable) and sharing everything, as
+ * qemu-storage-daemon's exports do.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aio/iothread.h"
+#include "nbd/nbd-int.h"
+#include "nbd/nbd.h"
+#include "util/event.h"
+#include "util/log.h"
+
+/* The exports that are visible (not being deleted), newest first. */
+static ListHead export_list = LIST_HEAD_INIT(export_list);
+/* Exports not yet freed, visible or not (for shutdown). */
+static unsigned exports_alive;
+
+static char *export_parent_desc(BlockChild *c)
+{
+    /* What qemu says of the anonymous block backend behind an export. */
+    return strdup("a block device");
+}
+
+static bool export_drained_poll(BlockChild *c)
+{
+    /* Our requests are all counted in the node's in_flight. */
+    return false;
+}
+
+static const BlockChildClass export_child_class = {
+    .parent_is_node = false,
+    .get_parent_desc = export_parent_desc,
+    .drained_poll = export_drained_poll,
+    .postpone_requests_when_drained = true,
+};
+
+static NbdExport *find_by_id(const char *id)
+{
+    NbdExport *exp;
+
+    list_for_each_entry(exp, &export_list, link) {
+        if (strcmp(exp->id, id) == 0) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+static NbdExport *find_by_name(const char *name)
+{
+    NbdExport *exp;
+
+    list_for_each_entry(exp, &export_list, link) {
+        if (strcmp(exp->name, name) == 0) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+/* ---- the table the handshake sees ---- */
+
+static void fill_info(NbdExport *exp, NbdExportInfo *info)
+{
+    BlockNode *bs = exp->child->node;
+    uint32_t align = bs->bl.request_alignment ? bs->bl.request_alignment : 1;
+    int64_t len = bdrv_getlength(bs);
+
+    info->name = exp->name;
+    info->description = exp->description;
+    info->size = len < 0 ? 0 : (uint64_t)len;
+    info->tflags = NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+                   NBD_FLAG_SEND_CACHE |
+                   /* Every connection goes through the same node in this
+                    * process, so a flush or FUA on one is visible on all. */
+                   NBD_FLAG_CAN_MULTI_CONN;
+    if (exp->writable) {
+        info->tflags |= NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
+                        NBD_FLAG_SEND_FAST_ZERO;
+    } else {
+        info->tflags |= NBD_FLAG_READ_ONLY;
+    }
+    info->min_block = align;
+    info->pref_block = align > 4096 ? align : 4096;
+    info->max_block = NBD_MAX_PAYLOAD - NBD_MAX_PAYLOAD % align;
+    info->handle = exp;
+}
+
+static bool lookup_find(void *opaque, const char *name, NbdExportInfo *info)
+{
+    NbdExport *exp = find_by_name(name);
+
+    if (!exp) {
+        return false;
+    }
+    fill_info(exp, info);
+    return true;
+}
+
+static void lookup_for_each(void *opaque, NbdExportInfoFn *fn,
+                            void *fn_opaque)
+{
+    NbdExport *exp;
+
+    list_for_each_entry_reverse(exp, &export_list, link) {
+        NbdExportInfo info;
+        fill_info(exp, &info);
+        fn(&info, fn_opaque);
+    }
+}
+
+const NbdExportLookup nbd_export_lookup = {
+    .find = lookup_find,
+    .for_each = lookup_for_each,
+};
+
+/* ---- lifetime ---- */
+
+void nbd_export_ref(NbdExport *exp)
+{
+    exp->refcnt++;
+}
+
+void nbd_export_unref(NbdExport *exp)
+{
+    if (--exp->refcnt > 0) {
+        return;
+    }
+    /* Only connections keep a deleted export: none is left. */
+    bdrv_detach_child(exp->child);
+    event_emit("BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", exp->id));
+    free(exp->id);
+    free(exp->name);
+    free(exp->description);
+    free(exp);
+    exports_alive--;
+    aio_wait_kick();
+}
+
+unsigned nbd_export_alive(void)
+{
+    return exports_alive;
+}
+
+/* Takes exp out of the list (it can no longer be found or chosen) and
+ * drops the list's reference. */
+static void export_delete(NbdExport *exp, bool hard)
+{
+    NbdConn *c;
+
+    exp->shutting_down = true;
+    list_del(&exp->link);
+    if (hard) {
+        list_for_each_entry(c, &exp->conns, export_link) {
+            nbd_conn_close(c);
+        }
+    }
+    nbd_export_unref(exp);
+}
+
+void nbd_export_delete_all(void)
+{
+    while (!list_empty(&export_list)) {
+        export_delete(list_first_entry(&export_list, NbdExport, link), true);
+    }
+}
+
+/* ---- QMP ---- */
+
+bool nbd_export_add(json_t *args, Error **errp)
+{
+    const char *type = arg_str(args, "type", "nbd");
+    const char *id = arg_str(args, "id", NULL);
+    const char *node_name = arg_str(args, "node-name", NULL);
+    const char *name = arg_str(args, "name", node_name);
+    const char *desc = arg_str(args, "description", NULL);
+    const char *iothread = arg_str(args, "iothread", NULL);
+    bool writable = arg_bool(args, "writable", false);
+    bool fixed = arg_bool(args, "fixed-iothread", false);
+    json_t *bitmaps = json_object_get(args, "bitmaps");
+    BlockNode *bs;
+    NbdExport *exp;
+
+    if (strcmp(type, "nbd") != 0) {
+        error_setg(errp, "Export type '%s' is not supported", type);
+        return false;
+    }
+    if (!id_wellformed(id)) {
+        error_setg(errp, "Invalid block export id");
+        return false;
+    }
+    if (find_by_id(id)) {
+        error_setg(errp, "Block export id '%s' is already in use", id);
+        return false;
+    }
+    bs = bdrv_find_node(node_name);
+    if (!bs) {
+        error_setg(errp, "Cannot find device='' nor node-name='%s'",
+                   node_name);
+        return false;
+    }
+    if (!nbd_server_running()) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    if (strlen(name) > NBD_MAX_STRING_SIZE) {
+        error_setg(errp, "export name '%s' too long", name);
+        return false;
+    }
+    if (desc && strlen(desc) > NBD_MAX_STRING_SIZE) {
+        error_setg(errp, "description '%s' too long", desc);
+        return false;
+    }
+    if (find_by_name(name)) {
+        error_setg(errp, "NBD server already has export named '%s'", name);
+        return false;
+    }
+    if (bitmaps && json_array_size(bitmaps) > 0) {
+        error_setg(errp, "Bitmap '%s' is not found",
+                   json_string_value(json_array_get(bitmaps, 0)));
+        return false;
+    }
+    if (arg_bool(args, "allocation-depth", false)) {
+        error_setg(errp, "allocation-depth is not supported");
+        return false;
+    }
+    if (writable && bs->read_only) {
+        error_setg(errp, "Cannot export read-only node as writable");
+        return false;
+    }
+    if (iothread) {
+        IOThread *t = iothread_find(iothread);
+        Error *local = NULL;
+        if (!t) {
+            error_setg(errp, "iothread \"%s\" not found", iothread);
+            return false;
+        }
+        AioContext *ctx = iothread_get_context(t);
+        /* Other exports of this node run where it runs now. */
+        NbdExport *other;
+        list_for_each_entry(other, &export_list, link) {
+            if (other->child->node == bs && other->ctx != ctx) {
+                error_setg(&local, "Cannot change iothread of node '%s': it "
+                           "is exported as '%s'", bs->node_name, other->id);
+                break;
+            }
+        }
+        if (!local) {
+            bdrv_set_aio_context(bs, ctx, &local);
+        }
+        if (local) {
+            if (fixed) {
+                error_propagate(errp, local);
+                return false;
+            }
+            /* Without fixed-iothread the export stays where the node is. */
+            error_free(local);
+        }
+    }
+
+    exp = calloc(1, sizeof(*exp));
+    if (!exp) {
+        error_setg(errp, "Out of memory");
+        return false;
+    }
+    uint64_t perm = BLK_PERM_CONSISTENT_READ |
+                    (writable ? BLK_PERM_WRITE : 0);
+    exp->child = bdrv_root_attach_child(bs, "root", &export_child_class, exp,
+                                        perm, BLK_PERM_ALL, errp);
+    if (!exp->child) {
+        free(exp);
+        return false;
+    }
+    exp->id = strdup(id);
+    exp->name = strdup(name);
+    exp->description = desc ? strdup(desc) : NULL;
+    exp->ctx = bs->ctx;
+    exp->writable = writable;
+    exp->writethrough = arg_bool(args, "writethrough", false);
+    exp->refcnt = 1;
+    list_init(&exp->conns);
+    list_add_head(&export_list, &exp->link);
+    exports_alive++;
+    return true;
+}
+
+bool nbd_export_del(const char *id, bool hard, Error **errp)
+{
+    NbdExport *exp = find_by_id(id);
+
+    if (!exp) {
+        error_setg(errp, "Export '%s' is not found", id);
+        return false;
+    }
+    if (!hard && !list_empty(&exp->conns)) {
+        error_setg(errp, "export '%s' still in use", id);
+        return false;
+    }
+    export_delete(exp, hard);
+    return true;
+}
+
+json_t *nbd_export_query(void)
+{
+    json_t *list = json_array();
+    NbdExport *exp;
+
+    list_for_each_entry(exp, &export_list, link) {
+        json_array_append_new(list, json_pack(
+            "{s:s, s:s, s:s, s:b}", "id", exp->id, "type", "nbd",
+            "node-name", exp->child->node->node_name,
+            "shutting-down", exp->shutting_down));
+    }
+    return list;
+}

@@ -1,0 +1,172 @@
+/*
+ * Argument shapes of the NBD commands and options, shared by QMP
+ * (nbd-server-start, block-export-add) and the command line (--nbd-server,
+ * --export), and the conversion of QMP's legacy socket address
+ * ({"type": T, "data": {...}}) to the flat one the server takes.
+ */
+#include <string.h>
+
+#include "nbd/nbd.h"
+#include "util/argspec.h"
+
+static const char *const addr_types[] = { "inet", "unix", "vsock", "fd",
+                                          NULL };
+static const char *const export_types[] = { "nbd", "vhost-user-blk", "fuse",
+                                            "vduse-blk", NULL };
+
+static const ArgSpec inet_members[] = {
+    { .name = "host", .type = ARG_STR },
+    { .name = "port", .type = ARG_STR },
+    { .name = "numeric", .type = ARG_BOOL, .optional = true },
+    { .name = "to", .type = ARG_UINT, .optional = true },
+    { .name = "ipv4", .type = ARG_BOOL, .optional = true },
+    { .name = "ipv6", .type = ARG_BOOL, .optional = true },
+    { .name = "keep-alive", .type = ARG_BOOL, .optional = true },
+    { .name = "mptcp", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+static const ArgSpec unix_members[] = {
+    { .name = "path", .type = ARG_STR },
+    { .name = "abstract", .type = ARG_BOOL, .optional = true },
+    { .name = "tight", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+/* The flat form: branch members next to "type". */
+static const ArgSpec flat_inet[] = {
+    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
+    { .name = "host", .type = ARG_STR },
+    { .name = "port", .type = ARG_STR },
+    { .name = "numeric", .type = ARG_BOOL, .optional = true },
+    { .name = "to", .type = ARG_UINT, .optional = true },
+    { .name = "ipv4", .type = ARG_BOOL, .optional = true },
+    { .name = "ipv6", .type = ARG_BOOL, .optional = true },
+    { .name = "keep-alive", .type = ARG_BOOL, .optional = true },
+    { .name = "mptcp", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+static const ArgSpec flat_unix[] = {
+    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
+    { .name = "path", .type = ARG_STR },
+    { .name = "abstract", .type = ARG_BOOL, .optional = true },
+    { .name = "tight", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+static const ArgSpec addr_head[] = {
+    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
+    { .name = NULL },
+};
+
+static const ArgSpec legacy_addr[] = {
+    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
+    { .name = "data", .type = ARG_OBJECT, .open = true },
+    { .name = NULL },
+};
+
+const ArgSpec nbd_server_start_args[] = {
+    { .name = "addr", .type = ARG_OBJECT, .members = legacy_addr },
+    { .name = "tls-creds", .type = ARG_STR, .optional = true },
+    { .name = "tls-authz", .type = ARG_STR, .optional = true },
+    { .name = "max-connections", .type = ARG_UINT, .optional = true },
+    { .name = NULL },
+};
+
+static const ArgSpec cmdline_server[] = {
+    { .name = "addr", .type = ARG_OBJECT, .members = addr_head, .open = true },
+    { .name = "tls-creds", .type = ARG_STR, .optional = true },
+    { .name = "tls-authz", .type = ARG_STR, .optional = true },
+    { .name = "max-connections", .type = ARG_UINT, .optional = true },
+    { .name = NULL },
+};
+
+static const ArgSpec bitmap_elem[] = {
+    { .name = "", .type = ARG_ANY },
+    { .name = NULL },
+};
+
+const ArgSpec nbd_export_add_args[] = {
+    { .name = "type", .type = ARG_ENUM, .enum_values = export_types },
+    { .name = "id", .type = ARG_STR },
+    { .name = "node-name", .type = ARG_STR },
+    { .name = "writable", .type = ARG_BOOL, .optional = true },
+    { .name = "writethrough", .type = ARG_BOOL, .optional = true },
+    { .name = "iothread", .type = ARG_STR, .optional = true },
+    { .name = "fixed-iothread", .type = ARG_BOOL, .optional = true },
+    { .name = "name", .type = ARG_STR, .optional = true },
+    { .name = "description", .type = ARG_STR, .optional = true },
+    { .name = "bitmaps", .type = ARG_ARRAY, .optional = true, .members = bitmap_elem },
+    { .name = "allocation-depth", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+/* Checks the branch of a socket address; `path` names it in messages. */
+static bool check_addr_branch(json_t *addr, const char *type,
+                              const ArgSpec *inet, const ArgSpec *unx,
+                              const char *path, bool coerce, Error **errp)
+{
+    if (!strcmp(type, "inet")) {
+        return argspec_check(addr, inet, path, coerce, errp);
+    }
+    if (!strcmp(type, "unix")) {
+        return argspec_check(addr, unx, path, coerce, errp);
+    }
+    error_setg(errp, "Socket address type '%s' is not supported", type);
+    return false;
+}
+
+static bool start_checked(json_t *opts, json_t *flat, Error **errp)
+{
+    if (json_object_get(opts, "tls-creds") ||
+        json_object_get(opts, "tls-authz")) {
+        error_setg(errp, "TLS is not supported");
+        return false;
+    }
+    /* Debian's qemu 7.2 defaults to 100 connections. */
+    return nbd_server_start(flat, arg_int(opts, "max-connections", 100),
+                            errp);
+}
+
+bool nbd_server_start_legacy(json_t *args, Error **errp)
+{
+    json_t *addr = json_object_get(args, "addr");
+    const char *type = arg_str(addr, "type", "");
+    json_t *data = json_object_get(addr, "data");
+    json_t *flat;
+    bool ok;
+
+    if (!check_addr_branch(data, type, inet_members, unix_members,
+                           "addr.data", false, errp)) {
+        return false;
+    }
+    flat = json_deep_copy(data);
+    json_object_set_new(flat, "type", json_string(type));
+    ok = start_checked(args, flat, errp);
+    json_decref(flat);
+    return ok;
+}
+
+bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp)
+{
+    json_t *addr;
+
+    if (!argspec_check(opts, cmdline_server, NULL, coerce, errp)) {
+        return false;
+    }
+    addr = json_object_get(opts, "addr");
+    if (!check_addr_branch(addr, arg_str(addr, "type", ""), flat_inet,
+                           flat_unix, "addr", coerce, errp)) {
+        return false;
+    }
+    return start_checked(opts, addr, errp);
+}
+
+bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp)
+{
+    if (!argspec_check(opts, nbd_export_add_args, NULL, coerce, errp)) {
+        return false;
+    }
+    return nbd_export_add(opts, errp);
+}

@@ -1,0 +1,89 @@
+/*
+ * Inside the NBD server: exports (export.c), the listener (server.c) and
+ * connections (conn.c, conn-io.c).
+ *
+ *   listener (main loop) --accept--> NbdConn, handshake coroutine (main loop)
+ *        --NBD_OPT_GO--> receive coroutine in the export's context
+ *             --one coroutine per request--> bdrv_co_* on export->child
+ *        --end--> bottom half in the main loop drops the export reference
+ *
+ * Ownership: the export list holds one reference to each live export and
+ * every connection that chose it holds one more; both are counted in the
+ * main loop only.  The last reference detaches the node and raises
+ * BLOCK_EXPORT_DELETED.
+ */
+#ifndef BJ_NBD_NBD_INT_H
+#define BJ_NBD_NBD_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "aio/aio.h"
+#include "aio/coroutine.h"
+#include "block/block.h"
+#include "nbd/nbd-handshake.h"
+#include "nbd/nbd-request.h"
+#include "util/list.h"
+
+typedef struct NbdExport {
+    char *id;
+    char *name;                /* NBD export name */
+    char *description;         /* NULL if none */
+    BlockChild *child;         /* our edge to the node */
+    AioContext *ctx;           /* where the node and our connections run */
+    bool writable;
+    bool writethrough;
+    int refcnt;                /* main loop */
+    bool shutting_down;        /* deleted, waiting for its connections */
+    ListHead link;             /* in the export list */
+    ListHead conns;            /* NbdConn.export_link, main loop */
+} NbdExport;
+
+typedef struct NbdConn {
+    int fd;
+    AioContext *ctx;           /* main loop, then the export's context */
+    NbdExport *exp;            /* set at NBD_OPT_GO / EXPORT_NAME */
+    ListHead server_link;      /* all connections, main loop */
+    ListHead export_link;      /* exp->conns, main loop */
+    atomic_bool closing;       /* asked to go away (any thread) */
+
+    /* socket waiters (conn->ctx thread) */
+    Coroutine *rd_co;
+    Coroutine *wr_co;
+    bool watch_rd, watch_wr;
+
+    /* transmission (conn->ctx thread) */
+    NbdTransmitParams params;
+    CoMutex send_lock;
+    unsigned in_flight;        /* request coroutines alive */
+    size_t in_flight_bytes;    /* buffers they hold */
+    Coroutine *recv_waiting;   /* receive coroutine waiting for a slot */
+    bool broken;               /* a send failed: stop everything */
+} NbdConn;
+
+/* ---- export.c ---- */
+extern const NbdExportLookup nbd_export_lookup;
+void nbd_export_ref(NbdExport *exp);
+void nbd_export_unref(NbdExport *exp);
+/* Hard-deletes every export (server stop, shutdown). */
+void nbd_export_delete_all(void);
+/* Exports not yet freed (including deleted ones with connections). */
+unsigned nbd_export_alive(void);
+
+/* ---- conn.c ---- */
+/* Takes ownership of fd (non-blocking, accepted) and starts the handshake
+ * in the main loop. */
+NbdConn *nbd_conn_start(int fd, ListHead *server_list);
+/* Asks a connection to stop (thread-safe): in-flight requests finish, then
+ * it ends. */
+void nbd_conn_close(NbdConn *c);
+
+/* ---- conn-io.c: socket I/O from the connection's coroutines ---- */
+/* 0, -EPIPE on end of stream, or -errno. */
+int coroutine_fn nbd_conn_read(NbdConn *c, void *buf, size_t len);
+int coroutine_fn nbd_conn_writev(NbdConn *c, struct iovec *iov, int niov);
+/* Drops our fd watch (before moving to another context or closing). */
+void nbd_conn_unwatch(NbdConn *c);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * The NBD server and its exports, as the monitor and the command line see
+ * them.  One server per process (as in qemu-storage-daemon: "NBD server
+ * already running"); exports are named by a block-export id.
+ *
+ * Everything here runs in the main loop.  Connections of an export whose
+ * node lives in an iothread run there; they report back to the main loop
+ * when they end.
+ */
+#ifndef BJ_NBD_NBD_H
+#define BJ_NBD_NBD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "util/argspec.h"
+#include "util/error.h"
+
+/* ---- argument shapes and entry points (nbd-args.c) ---- */
+
+/* QMP nbd-server-start {addr: SocketAddressLegacy, *tls-creds, *tls-authz,
+ * *max-connections} */
+extern const ArgSpec nbd_server_start_args[];
+/* QMP block-export-add / --export */
+extern const ArgSpec nbd_export_add_args[];
+/* nbd-server-start with arguments checked against nbd_server_start_args. */
+bool nbd_server_start_legacy(json_t *args, Error **errp);
+/* --nbd-server addr.type=unix,addr.path=P[,max-connections=N]: checks and
+ * starts.  coerce: values are strings (dotted keys). */
+bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp);
+/* --export type=nbd,id=..,node-name=..: checks and adds. */
+bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp);
+
+/*
+ * Starts listening.  addr is a flat SocketAddress:
+ * {"type": "unix", "path": P} or {"type": "inet", "host": H, "port": "N"}.
+ * max_connections 0 means unlimited.
+ */
+bool nbd_server_start(json_t *addr, int64_t max_connections, Error **errp);
+/* Stops listening and deletes every NBD export (as hard block-export-del). */
+bool nbd_server_stop(Error **errp);
+bool nbd_server_running(void);
+
+/*
+ * block-export-add with already type-checked arguments:
+ * type, id, node-name, *writable, *writethrough, *iothread, *fixed-iothread,
+ * *name, *description, *bitmaps, *allocation-depth.
+ */
+bool nbd_export_add(json_t *args, Error **errp);
+/* block-export-del: safe refuses while clients are connected; hard
+ * disconnects them.  BLOCK_EXPORT_DELETED is sent once the export is gone
+ * (before this returns when no client was connected). */
+bool nbd_export_del(const char *id, bool hard, Error **errp);
+/* query-block-exports: [{id, type, node-name, shutting-down}], newest
+ * first. */
+json_t *nbd_export_query(void);
+
+/* Shutdown: stop the server, delete every export, wait until all
+ * connections are gone. */
+void nbd_shutdown(void);
+
+#endif

@@ -1,0 +1,247 @@
+/*
+ * The NBD server: listening sockets (UNIX or TCP) in the main loop, the
+ * max-connections limit, start and stop.
+ *
+ * A client over the limit is accepted and closed at once, so it sees a
+ * closed connection rather than hanging in the listen backlog.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "nbd/nbd-int.h"
+#include "nbd/nbd.h"
+#include "util/log.h"
+
+#define MAX_LISTENERS 8
+
+typedef struct NbdServer {
+    bool running;
+    int fds[MAX_LISTENERS];
+    int nfds;
+    char *unix_path;           /* unlinked at stop */
+    int64_t max_connections;   /* 0: unlimited */
+} NbdServer;
+
+/* One server per process (see nbd.h); connections outlive a stop. */
+static NbdServer server;
+static ListHead conn_list = LIST_HEAD_INIT(conn_list);
+
+bool nbd_server_running(void)
+{
+    return server.running;
+}
+
+static unsigned conn_count(void)
+{
+    unsigned n = 0;
+    ListHead *l;
+
+    for (l = conn_list.next; l != &conn_list; l = l->next) {
+        n++;
+    }
+    return n;
+}
+
+static void on_accept(void *opaque)
+{
+    int lfd = (int)(intptr_t)opaque;
+
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_warn("nbd: accept failed: %s", strerror(errno));
+            }
+            return;
+        }
+        if (server.max_connections > 0 &&
+            conn_count() >= (uint64_t)server.max_connections) {
+            log_info("nbd: connection limit (%lld) reached, refusing a "
+                     "client", (long long)server.max_connections);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        /* Fails harmlessly on UNIX sockets. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        nbd_conn_start(fd, &conn_list);
+    }
+}
+
+static bool add_listener(int fd, Error **errp)
+{
+    if (listen(fd, 128) < 0) {
+        error_setg_errno(errp, errno, "Failed to listen on socket");
+        close(fd);
+        return false;
+    }
+    if (!aio_set_fd_handler(aio_main_context(), fd, on_accept, NULL,
+                            (void *)(intptr_t)fd, errp)) {
+        close(fd);
+        return false;
+    }
+    server.fds[server.nfds++] = fd;
+    return true;
+}
+
+static bool listen_unix(const char *path, Error **errp)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct stat st;
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        error_setg(errp, "UNIX socket path '%s' is too long", path);
+        return false;
+    }
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Failed to create socket");
+        return false;
+    }
+    /* A stale socket from an earlier run would make bind fail. */
+    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        unlink(path);
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        error_setg_errno(errp, errno, "Failed to bind socket to %s", path);
+        close(fd);
+        return false;
+    }
+    if (!add_listener(fd, errp)) {
+        unlink(path);
+        return false;
+    }
+    server.unix_path = strdup(path);
+    return true;
+}
+
+static bool listen_inet(const char *host, const char *port, Error **errp)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_flags = AI_PASSIVE,
+    };
+    struct addrinfo *res = NULL, *ai;
+    int ret, saved_errno = 0;
+
+    ret = getaddrinfo(host && host[0] ? host : NULL, port, &hints, &res);
+    if (ret != 0) {
+        error_setg(errp, "address resolution failed for %s:%s: %s",
+                   host ? host : "", port, gai_strerror(ret));
+        return false;
+    }
+    for (ai = res; ai && server.nfds < MAX_LISTENERS; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family,
+                        ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        int one = 1;
+        if (fd < 0) {
+            saved_errno = errno;
+            continue;
+        }
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+            (ai->ai_family == AF_INET6 &&
+             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+                        sizeof(one)) < 0) ||
+            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            saved_errno = errno;
+            close(fd);
+            continue;
+        }
+        if (!add_listener(fd, errp)) {
+            freeaddrinfo(res);
+            return false;
+        }
+    }
+    freeaddrinfo(res);
+    if (server.nfds == 0) {
+        error_setg_errno(errp, saved_errno ? saved_errno : EADDRNOTAVAIL,
+                         "Failed to bind socket");
+        return false;
+    }
+    return true;
+}
+
+static void close_listeners(void)
+{
+    for (int i = 0; i < server.nfds; i++) {
+        aio_set_fd_handler(aio_main_context(), server.fds[i], NULL, NULL,
+                           NULL, NULL);
+        close(server.fds[i]);
+    }
+    server.nfds = 0;
+    if (server.unix_path) {
+        unlink(server.unix_path);
+        free(server.unix_path);
+        server.unix_path = NULL;
+    }
+}
+
+bool nbd_server_start(json_t *addr, int64_t max_connections, Error **errp)
+{
+    const char *type = arg_str(addr, "type", "");
+    bool ok;
+
+    if (server.running) {
+        error_setg(errp, "NBD server already running");
+        return false;
+    }
+    if (strcmp(type, "unix") == 0) {
+        ok = listen_unix(arg_str(addr, "path", ""), errp);
+    } else if (strcmp(type, "inet") == 0) {
+        ok = listen_inet(arg_str(addr, "host", ""),
+                         arg_str(addr, "port", "10809"), errp);
+    } else {
+        error_setg(errp, "Socket address type '%s' is not supported", type);
+        ok = false;
+    }
+    if (!ok) {
+        close_listeners();
+        return false;
+    }
+    server.running = true;
+    server.max_connections = max_connections;
+    return true;
+}
+
+bool nbd_server_stop(Error **errp)
+{
+    NbdConn *c;
+
+    if (!server.running) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    nbd_export_delete_all();
+    close_listeners();
+    /* Clients still negotiating have no export to be closed through. */
+    list_for_each_entry(c, &conn_list, server_link) {
+        nbd_conn_close(c);
+    }
+    server.running = false;
+    return true;
+}
+
+void nbd_shutdown(void)
+{
+    if (server.running) {
+        nbd_server_stop(NULL);
+    }
+    nbd_export_delete_all();
+    AIO_WAIT_WHILE(aio_main_context(),
+                   nbd_export_alive() > 0 || !list_empty(&conn_list));
+}
