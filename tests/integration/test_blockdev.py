@@ -244,6 +244,10 @@ ADD_ERRORS = [
      'equal to the  actual size of the containing file (1073741824)'),
     ({'driver': 'raw', 'node-name': 'x', 'file': 'taken', 'size': 100},
      'Specified size is not multiple of 512'),
+    ({'driver': 'raw', 'node-name': 'x', 'file': 'taken', 'offset': -1},
+     "Parameter 'offset' expects a non-negative number below 2^64"),
+    ({'driver': 'raw', 'node-name': 'x', 'file': 'taken', 'size': '1k'},
+     "Invalid parameter type for 'size', expected: integer"),
 ]
 
 
@@ -332,3 +336,24 @@ def test_inline_child_inherits_read_only(daemon, workdir):
         file={'driver': 'file', 'filename': img})
     listed = nodes(q)
     assert [n['ro'] for n in listed] == [True, True]
+
+
+def test_blockdev_on_command_line(daemon_factory, workdir):
+    img = make_image(workdir)
+    d = daemon_factory(
+        '--blockdev', 'driver=raw,node-name=r,file.driver=file,'
+        'file.filename=%s,offset=512,read-only=on,cache.direct=on' % img,
+        '--blockdev', '{"driver": "null-co", "node-name": "n", '
+        '"size": 4096}')
+    listed = nodes(d.qmp)
+    assert [n['node-name'] for n in listed][:2] == ['n', 'r']
+    r = node(d.qmp, 'r')
+    assert r['ro'] is True
+    assert r['cache']['direct'] is True
+    assert r['image']['virtual-size'] == (1 << 20) - 512
+    assert json.loads(r['file'][5:]) == {
+        'driver': 'raw', 'offset': 512,
+        'file': {'driver': 'file', 'filename': img}}
+    implicit = listed[2]
+    assert implicit['drv'] == 'file' and implicit['ro'] is True
+    assert implicit['cache']['direct'] is True     # inherited

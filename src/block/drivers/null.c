@@ -18,7 +18,7 @@ typedef struct NullState {
 } NullState;
 
 static const ArgSpec null_options[] = {
-    { .name = "size", .type = ARG_SIZE, .optional = true },
+    { .name = "size", .type = ARG_INT, .optional = true },
     { .name = "latency-ns", .type = ARG_INT, .optional = true },
     { .name = "read-zeroes", .type = ARG_BOOL, .optional = true },
     { NULL },
@@ -35,6 +35,12 @@ static int coroutine_fn null_co_open(BlockNode *bs, json_t *opts,
     s->length = arg_int(opts, "size", 1LL << 30);
     s->latency_ns = arg_int(opts, "latency-ns", 0);
     s->read_zeroes = arg_bool(opts, "read-zeroes", false);
+    if (s->length < 0) {
+        /* qemu 7.2 aborts here; its option parser's words. */
+        error_setg(errp, "Parameter 'size' expects a non-negative number "
+                   "below 2^64");
+        return -EINVAL;
+    }
     if (s->latency_ns < 0) {
         error_setg(errp, "latency-ns is invalid");
         return -EINVAL;

@@ -16,8 +16,10 @@ typedef struct RawState {
 
 static const ArgSpec raw_options[] = {
     { .name = "file", .type = ARG_REF },
-    { .name = "offset", .type = ARG_SIZE, .optional = true },
-    { .name = "size", .type = ARG_SIZE, .optional = true },
+    /* Integers in the schema; qemu refuses negative ones only when the
+     * driver reads them, with its own words (see raw_co_open). */
+    { .name = "offset", .type = ARG_INT, .optional = true },
+    { .name = "size", .type = ARG_INT, .optional = true },
     { NULL },
 };
 
@@ -32,6 +34,13 @@ static int coroutine_fn raw_co_open(BlockNode *bs, json_t *opts, Error **errp)
                          BLK_ROLE_DATA | BLK_ROLE_FILTERED | BLK_ROLE_PRIMARY,
                          false, errp)) {
         return -EINVAL;
+    }
+    for (const char *const *o = raw_strong; *o; o++) {
+        if (arg_int(opts, *o, 0) < 0) {
+            error_setg(errp, "Parameter '%s' expects a non-negative number "
+                       "below 2^64", *o);
+            return -EINVAL;
+        }
     }
     real_size = bdrv_getlength(bs->file->node);
     s->offset = arg_int(opts, "offset", 0);
