@@ -1,0 +1,72 @@
+/*
+ * Running one command: look it up, check its arguments at the boundary,
+ * call the handler.  The monitor and the command line both come through
+ * here, so a command behaves the same from either.
+ */
+#include <assert.h>
+#include <string.h>
+
+#include "qmp/qmp.h"
+
+static const ArgSpec no_args[] = { { NULL } };
+
+/*
+ * A handler that checks its own union members (args_open) still has its
+ * declared members checked here; the rest is left to it.  Checking a copy
+ * that holds only the declared members gives exactly that.
+ */
+static bool check_open(json_t *args, const ArgSpec *spec, Error **errp)
+{
+    json_t *declared = json_object();
+    for (const ArgSpec *s = spec; s->name; s++) {
+        json_t *v = json_object_get(args, s->name);
+        if (v) {
+            json_object_set(declared, s->name, v);
+        }
+    }
+    bool ok = argspec_check(declared, spec, NULL, false, errp);
+    json_decref(declared);
+    return ok;
+}
+
+json_t *qmp_dispatch(const char *name, json_t *args, Error **errp)
+{
+    const QmpCommand *cmd = qmp_find_command(name);
+    if (!cmd) {
+        error_set(errp, ERROR_CLASS_COMMAND_NOT_FOUND,
+                  "The command %s has not been found", name);
+        return NULL;
+    }
+    json_t *a = args ? json_incref(args) : json_object();
+    if (!json_is_object(a)) {
+        json_decref(a);
+        error_setg(errp, "QMP input member 'arguments' must be an object");
+        return NULL;
+    }
+    const ArgSpec *spec = cmd->args ? cmd->args : no_args;
+    bool ok = cmd->args_open ? check_open(a, spec, errp)
+                             : argspec_check(a, spec, NULL, false, errp);
+    json_t *ret = NULL;
+    if (ok) {
+        Error *err = NULL;
+        ok = cmd->fn(a, &ret, &err);
+        /* The contract: false <=> error set.  A handler breaking it is a
+         * bug, but the client must still get a reply. */
+        if (!ok && !err) {
+            error_setg(&err, "Command %s failed", name);
+        }
+        if (ok && err) {
+            error_free(err);
+            err = NULL;
+        }
+        if (!ok) {
+            error_propagate(errp, err);
+            json_decref(ret);
+            ret = NULL;
+        } else if (!ret) {
+            ret = json_object();
+        }
+    }
+    json_decref(a);
+    return ret;
+}

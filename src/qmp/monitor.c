@@ -1,0 +1,581 @@
+/*
+ * The QMP monitor: one listening chardev per monitor, any number of clients
+ * per monitor, each with its own negotiation state, all in the main
+ * AioContext.
+ *
+ *   socket --read--> JsonStream --value--> handle_request --> qmp_dispatch
+ *   socket <-write-- out buffer <---------- reply / event (one line + CRLF)
+ *
+ * A command handler may run the event loop while it waits (opening an image
+ * drains requests, for instance).  So while a client's input is being
+ * handled the client is "busy": its read handler is removed, so the nested
+ * loop neither re-enters the parser nor frees the client under our feet;
+ * anything that would free it only marks it dead, and the outermost handler
+ * frees it when it unwinds.
+ *
+ * Memory is bounded per client: the parser bounds one message (64 MiB), we
+ * stop reading a client whose replies pile up (it then blocks on send), and
+ * a client that lets more than 64 MiB of output (events) pile up is dropped.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aio/aio.h"
+#include "config.h"
+#include "qmp/chardev.h"
+#include "qmp/json-stream.h"
+#include "qmp/qmp.h"
+#include "util/event.h"
+#include "util/log.h"
+
+#define READ_CHUNK        65536
+#define READ_BUDGET       (1u << 20)  /* per callback, for fairness */
+#define OUT_PAUSE_INPUT   (1u << 20)  /* stop reading above this backlog */
+#define OUT_DROP_CLIENT   (64u << 20) /* drop a client above this backlog */
+
+typedef struct Monitor Monitor;
+
+typedef struct MonClient {
+    Monitor *mon;           /* NULL once the monitor is gone */
+    int fd;
+    JsonStream *js;
+    bool negotiated;
+    bool oob;               /* 'oob' capability enabled */
+    int busy;               /* > 0 while its input is being handled */
+    bool dead;              /* to be freed when no longer busy */
+    bool eof;
+    char *out;              /* bytes [out_off, out_len) wait to be sent */
+    size_t out_len, out_off, out_cap;
+    struct MonClient *next;
+} MonClient;
+
+struct Monitor {
+    Chardev *chr;
+    int listen_fd;
+    bool pretty;
+    MonClient *clients;
+    Monitor *next;
+};
+
+/* Every monitor of the process (main thread only). */
+static Monitor *monitors;
+
+static void client_read(void *opaque);
+static void client_write(void *opaque);
+
+/* ---- output ---- */
+
+static size_t out_pending(const MonClient *c)
+{
+    return c->out_len - c->out_off;
+}
+
+static void client_update_handlers(MonClient *c)
+{
+    if (c->dead) {
+        return;
+    }
+    AioHandler *rd = (c->busy || c->eof || out_pending(c) > OUT_PAUSE_INPUT)
+                     ? NULL : client_read;
+    AioHandler *wr = out_pending(c) ? client_write : NULL;
+    Error *err = NULL;
+    if (!aio_set_fd_handler(aio_main_context(), c->fd, rd, wr, c, &err)) {
+        error_report_err(err, "monitor client");
+        c->dead = true;
+    }
+}
+
+static void client_destroy(MonClient *c)
+{
+    Error *err = NULL;
+    if (!aio_set_fd_handler(aio_main_context(), c->fd, NULL, NULL, NULL,
+                            &err)) {
+        error_report_err(err, "monitor client");
+    }
+    if (c->mon) {
+        for (MonClient **p = &c->mon->clients; *p; p = &(*p)->next) {
+            if (*p == c) {
+                *p = c->next;
+                break;
+            }
+        }
+    }
+    if (close(c->fd) < 0) {
+        log_debug("monitor client close: %s", strerror(errno));
+    }
+    json_stream_free(c->js);
+    free(c->out);
+    free(c);
+}
+
+/* Marks c for closing; frees it now unless a handler is still using it. */
+static void client_kill(MonClient *c)
+{
+    if (!c->dead) {
+        c->dead = true;
+        Error *err = NULL;
+        if (!aio_set_fd_handler(aio_main_context(), c->fd, NULL, NULL, NULL,
+                                &err)) {
+            error_report_err(err, "monitor client");
+        }
+    }
+    if (!c->busy) {
+        client_destroy(c);
+    }
+}
+
+/* Writes what the socket takes now.  Returns false if the peer is gone. */
+static bool client_flush(MonClient *c)
+{
+    while (out_pending(c)) {
+        ssize_t n = send(c->fd, c->out + c->out_off, out_pending(c),
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            log_debug("monitor client write: %s", strerror(errno));
+            return false;
+        }
+        c->out_off += n;
+    }
+    if (c->out_off == c->out_len) {
+        c->out_off = c->out_len = 0;
+        if (c->out_cap > 65536) {   /* give back a burst's buffer */
+            free(c->out);
+            c->out = NULL;
+            c->out_cap = 0;
+        }
+    }
+    return true;
+}
+
+static void client_write(void *opaque)
+{
+    MonClient *c = opaque;
+    if (c->dead) {
+        return;
+    }
+    /* A client that half-closed is done once its replies are out. */
+    if (!client_flush(c) || (c->eof && !out_pending(c))) {
+        client_kill(c);
+        return;
+    }
+    client_update_handlers(c);
+}
+
+static void client_send(MonClient *c, json_t *msg)
+{
+    if (c->dead) {
+        return;
+    }
+    size_t flags = JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER;
+    if (c->mon && c->mon->pretty) {
+        flags |= JSON_INDENT(4);
+    }
+    char *text = json_dumps(msg, flags);
+    if (!text) {
+        log_error("monitor: cannot serialise a message");
+        return;
+    }
+    size_t len = strlen(text);
+    if (out_pending(c) + len + 2 > OUT_DROP_CLIENT) {
+        log_warn("monitor: dropping a client that does not read its "
+                 "replies (%zu bytes pending)", out_pending(c));
+        free(text);
+        client_kill(c);
+        return;
+    }
+    if (c->out_off && c->out_len + len + 2 > c->out_cap) {
+        memmove(c->out, c->out + c->out_off, out_pending(c));
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
+    if (c->out_len + len + 2 > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + len + 2) {
+            cap *= 2;
+        }
+        char *n = realloc(c->out, cap);
+        if (!n) {
+            abort();
+        }
+        c->out = n;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, text, len);
+    c->out_len += len;
+    c->out[c->out_len++] = '\r';
+    c->out[c->out_len++] = '\n';
+    free(text);
+    if (!client_flush(c)) {
+        client_kill(c);
+        return;
+    }
+    client_update_handlers(c);
+}
+
+/* {"error": {"class", "desc"}} with the id (if any) first, as QEMU does. */
+static void send_error(MonClient *c, json_t *id, const Error *err)
+{
+    json_t *msg = json_object();
+    if (id) {
+        json_object_set(msg, "id", id);
+    }
+    json_object_set_new(msg, "error",
+                        json_pack("{s:s, s:s}", "class",
+                                  error_class_name(err->cls), "desc",
+                                  error_get_pretty(err)));
+    client_send(c, msg);
+    json_decref(msg);
+}
+
+static void send_return(MonClient *c, json_t *id, json_t *ret)
+{
+    json_t *msg = json_object();
+    json_object_set_new(msg, "return", ret);
+    if (id) {
+        json_object_set(msg, "id", id);
+    }
+    client_send(c, msg);
+    json_decref(msg);
+}
+
+/* ---- requests ---- */
+
+static void get_version(int *major, int *minor, int *micro)
+{
+    *major = *minor = *micro = 0;
+    if (sscanf(BLOCKJOBD_VERSION, "%d.%d.%d", major, minor, micro) < 1) {
+        *major = 0;
+    }
+}
+
+/*
+ * Checks the request object's shape; returns the command name and whether
+ * it came as exec-oob, or NULL with errp set (wording of QEMU 7.2).
+ */
+static const char *check_request(MonClient *c, json_t *req, bool *is_oob,
+                                 Error **errp)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(req, key, v) {
+        if (!strcmp(key, "execute") ||
+            (c->oob && !strcmp(key, "exec-oob"))) {
+            if (!json_is_string(v)) {
+                error_setg(errp, "QMP input member '%s' must be a string",
+                           key);
+                return NULL;
+            }
+        } else if (!strcmp(key, "arguments")) {
+            if (!json_is_object(v)) {
+                error_setg(errp,
+                           "QMP input member 'arguments' must be an object");
+                return NULL;
+            }
+        } else if (strcmp(key, "id") != 0) {
+            error_setg(errp, "QMP input member '%s' is unexpected", key);
+            return NULL;
+        }
+    }
+    const char *exec = json_string_value(json_object_get(req, "execute"));
+    const char *oob = c->oob ?
+        json_string_value(json_object_get(req, "exec-oob")) : NULL;
+    if (!exec && !oob) {
+        error_setg(errp, "QMP input lacks member 'execute'");
+        return NULL;
+    }
+    if (exec && oob) {
+        error_setg(errp,
+                   "QMP input must not contain both 'execute' and 'exec-oob'");
+        return NULL;
+    }
+    *is_oob = oob != NULL;
+    return exec ? exec : oob;
+}
+
+static void handle_request(MonClient *c, json_t *req)
+{
+    Error *err = NULL;
+    json_t *id = json_object_get(req, "id");
+    bool is_oob = false;
+    const char *name = check_request(c, req, &is_oob, &err);
+    if (!name) {
+        send_error(c, id, err);
+        error_free(err);
+        return;
+    }
+    json_t *args = json_object_get(req, "arguments");
+
+    if (!c->negotiated && strcmp(name, "qmp_capabilities") != 0) {
+        error_set(&err, ERROR_CLASS_COMMAND_NOT_FOUND,
+                  "Expecting capabilities negotiation with "
+                  "'qmp_capabilities'");
+    } else if (c->negotiated && !strcmp(name, "qmp_capabilities")) {
+        error_set(&err, ERROR_CLASS_COMMAND_NOT_FOUND,
+                  "Capabilities negotiation is already complete, command "
+                  "ignored");
+    } else if (is_oob) {
+        /* No command of qemu-storage-daemon runs out of band. */
+        if (qmp_find_command(name)) {
+            error_setg(&err, "The command %s does not support OOB", name);
+        } else {
+            error_set(&err, ERROR_CLASS_COMMAND_NOT_FOUND,
+                      "The command %s has not been found", name);
+        }
+    }
+    if (err) {
+        send_error(c, id, err);
+        error_free(err);
+        return;
+    }
+
+    json_t *ret = qmp_dispatch(name, args, &err);
+    if (!ret) {
+        send_error(c, id, err);
+        error_free(err);
+        return;
+    }
+    if (!strcmp(name, "qmp_capabilities")) {
+        /* Arguments were checked by dispatch: enable is ["oob", ...]. */
+        json_t *en = json_object_get(args, "enable");
+        c->oob = json_array_size(en) > 0;
+        c->negotiated = true;
+    }
+    send_return(c, id, ret);
+}
+
+/* JsonStream callback: one complete top-level value or a parse error. */
+static void client_value(void *opaque, json_t *value, Error *err)
+{
+    MonClient *c = opaque;
+    if (c->dead) {
+        json_decref(value);
+        error_free(err);
+        return;
+    }
+    if (err) {
+        send_error(c, NULL, err);
+        error_free(err);
+        return;
+    }
+    if (!json_is_object(value)) {
+        Error *e = NULL;
+        error_setg(&e, "QMP input must be a JSON object");
+        send_error(c, NULL, e);
+        error_free(e);
+    } else {
+        handle_request(c, value);
+    }
+    json_decref(value);
+}
+
+static void client_read(void *opaque)
+{
+    MonClient *c = opaque;
+    if (c->dead || c->busy) {
+        return;
+    }
+    c->busy++;
+    client_update_handlers(c);   /* no reads while commands may nest */
+
+    char buf[READ_CHUNK];
+    size_t total = 0;
+    while (!c->dead && total < READ_BUDGET &&
+           out_pending(c) <= OUT_PAUSE_INPUT) {
+        ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_debug("monitor client read: %s", strerror(errno));
+                c->eof = true;
+            }
+            break;
+        }
+        if (n == 0) {
+            c->eof = true;
+            break;
+        }
+        total += n;
+        json_stream_feed(c->js, buf, n);
+    }
+
+    c->busy--;
+    /* After EOF, replies still queued go out before we close (a client
+     * may shut down its sending side and wait for them). */
+    if (c->dead || (c->eof && !out_pending(c))) {
+        client_kill(c);
+        return;
+    }
+    client_update_handlers(c);
+}
+
+/* ---- accepting ---- */
+
+static void send_greeting(MonClient *c)
+{
+    int major, minor, micro;
+    get_version(&major, &minor, &micro);
+    json_t *msg = json_pack(
+        "{s:{s:{s:{s:i, s:i, s:i}, s:s+}, s:[s]}}", "QMP", "version", "qemu",
+        "micro", micro, "minor", minor, "major", major, "package",
+        "blockjobd ", BLOCKJOBD_VERSION, "capabilities", "oob");
+    client_send(c, msg);
+    json_decref(msg);
+}
+
+static void monitor_accept(void *opaque)
+{
+    Monitor *mon = opaque;
+    for (;;) {
+        int fd = accept4(mon->listen_fd, NULL, NULL,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                log_warn("monitor: accept failed: %s", strerror(errno));
+            }
+            return;
+        }
+        MonClient *c = calloc(1, sizeof(*c));
+        if (!c) {
+            abort();
+        }
+        c->mon = mon;
+        c->fd = fd;
+        c->js = json_stream_new(client_value, c);
+        c->next = mon->clients;
+        mon->clients = c;
+        client_update_handlers(c);
+        send_greeting(c);
+    }
+}
+
+/* ---- events ---- */
+
+static void monitor_event(const char *name, json_t *data, void *opaque)
+{
+    struct timespec ts;
+    json_t *stamp;
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0) {
+        stamp = json_pack("{s:I, s:I}", "seconds", (json_int_t)ts.tv_sec,
+                          "microseconds", (json_int_t)(ts.tv_nsec / 1000));
+    } else {
+        stamp = json_pack("{s:i, s:i}", "seconds", -1, "microseconds", -1);
+    }
+    json_t *msg = json_pack("{s:o, s:s}", "timestamp", stamp, "event", name);
+    if (data) {
+        json_object_set(msg, "data", data);
+    }
+    for (Monitor *m = monitors; m; m = m->next) {
+        MonClient *next;
+        for (MonClient *c = m->clients; c; c = next) {
+            next = c->next;   /* client_send may free c */
+            if (c->negotiated && !c->dead) {
+                client_send(c, msg);
+            }
+        }
+    }
+    json_decref(msg);
+}
+
+/* ---- setup and teardown ---- */
+
+static const char *const monitor_modes[] = { "control", "readline", NULL };
+
+static const ArgSpec monitor_args[] = {
+    { .name = "chardev", .type = ARG_STR },
+    { .name = "mode", .type = ARG_ENUM, .optional = true,
+      .enum_values = monitor_modes },
+    { .name = "pretty", .type = ARG_BOOL, .optional = true },
+    { .name = "id", .type = ARG_STR, .optional = true },
+    { NULL },
+};
+
+bool monitor_add(json_t *opts, Error **errp)
+{
+    if (!argspec_check(opts, monitor_args, NULL, true, errp)) {
+        return false;
+    }
+    const char *id = arg_str(opts, "chardev", NULL);
+    Chardev *chr = chardev_find(id);
+    if (!chr) {
+        error_setg(errp, "chardev \"%s\" not found", id);
+        return false;
+    }
+    if (arg_enum(opts, "mode", monitor_modes, 0) != 0) {
+        error_setg(errp, "Only QMP is supported");
+        return false;
+    }
+    if (!chardev_claim(chr)) {
+        error_setg(errp, "Device '%s' is in use", id);
+        return false;
+    }
+    Monitor *mon = calloc(1, sizeof(*mon));
+    if (!mon) {
+        abort();
+    }
+    mon->chr = chr;
+    mon->listen_fd = chardev_listen_fd(chr);
+    mon->pretty = arg_bool(opts, "pretty", false);
+    if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
+                            monitor_accept, NULL, mon, errp)) {
+        free(mon);
+        return false;
+    }
+    mon->next = monitors;
+    monitors = mon;
+    event_set_sink(monitor_event, NULL);
+    return true;
+}
+
+/* Last chance for queued replies (the one to `quit`) to leave. */
+static void flush_before_close(MonClient *c)
+{
+    for (int tries = 0; tries < 10 && out_pending(c) && !c->dead; tries++) {
+        struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+        if (poll(&p, 1, 10) < 0 && errno != EINTR) {
+            break;
+        }
+        if (!client_flush(c)) {
+            break;
+        }
+    }
+}
+
+void monitor_cleanup_all(void)
+{
+    event_set_sink(NULL, NULL);
+    while (monitors) {
+        Monitor *m = monitors;
+        monitors = m->next;
+        while (m->clients) {
+            MonClient *c = m->clients;
+            m->clients = c->next;
+            c->mon = NULL;   /* already unlinked */
+            flush_before_close(c);
+            client_kill(c);  /* a busy client is freed when it unwinds */
+        }
+        Error *err = NULL;
+        if (!aio_set_fd_handler(aio_main_context(), m->listen_fd, NULL, NULL,
+                                NULL, &err)) {
+            error_report_err(err, "monitor");
+        }
+        free(m);
+    }
+    chardev_cleanup_all();
+}
