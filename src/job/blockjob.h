@@ -33,6 +33,17 @@ bool block_job_check_node_free(BlockNode *bs, Error **errp);
 /* The job using bs (through any edge), or NULL. */
 Job *block_job_user_of(BlockNode *bs);
 
+/*
+ * A drained section on bs entered from the job's own body (coroutine_fn):
+ * the main loop runs bdrv_drained_begin/end in a bottom half while the body
+ * waits, not busy, so the drain does not wait for the body itself.  Inside,
+ * clients' requests to bs and above are held back (postponed) and none is in
+ * flight, while the job's own requests still go through: the job can check
+ * and write a range with no client write racing it.  Keep it short.
+ */
+void coroutine_fn block_job_co_drained_begin(Job *job, BlockNode *bs);
+void coroutine_fn block_job_co_drained_end(Job *job, BlockNode *bs);
+
 /* ---- backing chains (main loop) ---- */
 
 /* The node below bs in its chain (backing, or file of a filter); NULL at

@@ -12,10 +12,10 @@
  * does not change, which is why clients may keep writing to top.
  *
  * A client write racing with a chunk copy: after reading a chunk the job
- * re-checks top's allocation and writes only the parts top still does not
- * hold, which narrows (does not close) the window in which the copy could
- * overwrite a client's write to the same range; closing it needs request
- * serialisation in the block layer.
+ * enters a short drained section of top (clients' requests wait, none is
+ * in flight), re-checks top's allocation and writes only the parts top
+ * still does not hold.  So a copy never overwrites a client's write; the
+ * price is one short drain per copied chunk.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -38,7 +38,9 @@ typedef struct StreamJob {
     JobOnError on_error;
 } StreamJob;
 
-/* Writes buf's parts of [off, off+n) that top still does not hold. */
+/* Writes the parts of [off, off+n) that top still does not hold: from buf,
+ * or zeroes when buf is NULL.  Runs inside a drained section of top, so no
+ * client write can land between the check and the write. */
 static int coroutine_fn stream_write_unallocated(StreamJob *s, int64_t off,
                                                  int64_t n, uint8_t *buf)
 {
@@ -51,10 +53,15 @@ static int coroutine_fn stream_write_unallocated(StreamJob *s, int64_t off,
             return ret;
         }
         if (!(ret & BLK_STATUS_ALLOCATED)) {
-            IOVector qiov;
-            iov_vec_init_buf(&qiov, buf + done, (size_t)pnum);
-            ret = bdrv_co_pwritev(s->target, off + done, pnum, &qiov,
-                                  BLK_REQ_WRITE_UNCHANGED);
+            if (buf) {
+                IOVector qiov;
+                iov_vec_init_buf(&qiov, buf + done, (size_t)pnum);
+                ret = bdrv_co_pwritev(s->target, off + done, pnum, &qiov,
+                                      BLK_REQ_WRITE_UNCHANGED);
+            } else {
+                ret = bdrv_co_pwrite_zeroes(s->target, off + done, pnum,
+                                            BLK_REQ_WRITE_UNCHANGED);
+            }
             if (ret < 0) {
                 return ret;
             }
@@ -67,17 +74,23 @@ static int coroutine_fn stream_write_unallocated(StreamJob *s, int64_t off,
 static int coroutine_fn stream_copy(StreamJob *s, int64_t off, int64_t n,
                                     bool zero, uint8_t *buf)
 {
-    if (zero) {
-        return bdrv_co_pwrite_zeroes(s->target, off, n,
-                                     BLK_REQ_WRITE_UNCHANGED);
+    int ret;
+    if (!zero) {
+        /* Top does not hold the range, so this reads the layers below,
+         * which nobody writes meanwhile. */
+        IOVector qiov;
+        iov_vec_init_buf(&qiov, buf, (size_t)n);
+        ret = bdrv_co_preadv(s->target, off, n, &qiov, 0);
+        if (ret < 0) {
+            return ret;
+        }
     }
-    IOVector qiov;
-    iov_vec_init_buf(&qiov, buf, (size_t)n);
-    int ret = bdrv_co_preadv(s->target, off, n, &qiov, 0);
-    if (ret < 0) {
-        return ret;
-    }
-    return stream_write_unallocated(s, off, n, buf);
+    /* A client may have written part of the range since the read: check
+     * and write with clients held back. */
+    block_job_co_drained_begin(&s->job, s->top);
+    ret = stream_write_unallocated(s, off, n, zero ? NULL : buf);
+    block_job_co_drained_end(&s->job, s->top);
+    return ret;
 }
 
 static int coroutine_fn stream_run(Job *job, Error **errp)

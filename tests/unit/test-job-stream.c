@@ -308,6 +308,94 @@ static void test_commit_intermediate(void **state)
     assert_int_equal(sh("cd %s && qemu-img check -q base.qcow2", dir), 0);
 }
 
+/* ---- a client writing to top while the job copies ---- */
+
+static char *client_desc(BlockChild *c)
+{
+    return strdup("export 'client'");
+}
+
+static const BlockChildClass client_class = {
+    .get_parent_desc = client_desc,
+    .postpone_requests_when_drained = true,
+};
+
+typedef struct Client {
+    BlockChild *c;
+    uint8_t *expect;          /* top's view, updated with every write */
+    Job *job;
+    int writes;
+    bool done;
+} Client;
+
+static void coroutine_fn client_co(void *opaque)
+{
+    Client *cl = opaque;
+    uint8_t *buf = blk_aligned_alloc(4096, 65536);
+    unsigned seed = 1;
+    /* Write 4-64 KiB pieces all over the image (mostly where mid holds
+     * data that the job is copying up) until the job is done. */
+    while (job_get("race") || cl->writes < 64) {
+        int64_t len = 4096 * (1 + rand_r(&seed) % 16);
+        int64_t off = 4096 * (int64_t)(rand_r(&seed) % ((16 << 20) / 4096));
+        if (off + len > (16 << 20)) {
+            off = (16 << 20) - len;
+        }
+        memset(buf, 0x40 + cl->writes % 64, (size_t)len);
+        IOVector qiov;
+        iov_vec_init_buf(&qiov, buf, (size_t)len);
+        assert_int_equal(bdrv_co_pwritev(cl->c, off, len, &qiov, 0), 0);
+        memcpy(cl->expect + off, buf, (size_t)len);
+        cl->writes++;
+        if (cl->writes > 5000) {
+            break;
+        }
+    }
+    free(buf);
+    cl->done = true;
+}
+
+static void test_stream_with_concurrent_writer(void **state)
+{
+    Error *err = NULL;
+    make_chain();
+    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    Client cl = { 0 };
+    cl.c = bdrv_root_attach_child(top, "root", &client_class, &cl,
+                                  BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
+                                  BLK_PERM_ALL, &err);
+    assert_non_null(cl.c);
+    cl.expect = malloc(16 << 20);
+    char *path;
+    assert_true(asprintf(&path, "%s/ref.raw", dir) > 0);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(cl.expect, 1, 16 << 20, f), 16 << 20);
+    fclose(f);
+
+    BlockJobOptions o = opts("race");
+    Job *job = stream_start(&o, top, NULL, NULL, &err);
+    assert_non_null(job);
+    aio_co_enter(aio_main_context(), coroutine_create(client_co, &cl));
+    AIO_WAIT_WHILE(aio_main_context(), !cl.done);
+    run_until_gone("race");
+    json_array_clear(events);
+    assert_true(cl.writes >= 64);
+    assert_null(top->backing);
+
+    /* every client write survived the copy */
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(cl.expect, 1, 16 << 20, f), 16 << 20);
+    fclose(f);
+    free(path);
+    bdrv_detach_child(cl.c);
+    free(cl.expect);
+    del_ok("top");
+    check_images("top.qcow2");
+}
+
 int main(void)
 {
     if (sh("qemu-img --version >/dev/null 2>&1") != 0) {
@@ -324,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_stream_to_base),
         cmocka_unit_test(test_stream_cancel_and_speed),
         cmocka_unit_test(test_commit_intermediate),
+        cmocka_unit_test(test_stream_with_concurrent_writer),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     if (!getenv("KEEP")) {
