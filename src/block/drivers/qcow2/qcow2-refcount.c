@@ -29,8 +29,13 @@ int coroutine_fn qcow2_grow_file(BDRVQcow2State *s, uint64_t end)
     if (end <= s->file_size) {
         return 0;
     }
-    /* Grow in steps so sequential allocation does not truncate per
-     * cluster; the unused tail has refcount 0 and is handed out next. */
+    /* Grow in steps (a sixteenth of the file, 1 to 64 MiB) so sequential
+     * allocation does not truncate per request; the unused tail has
+     * refcount 0 and is handed out next. */
+    uint64_t prop = s->file_size / 16;
+    prop = prop > (64u << 20) ? (64u << 20) : prop;
+    step = prop > step ? (prop + s->g.cluster_size - 1) /
+                         s->g.cluster_size * s->g.cluster_size : step;
     target = (end + step - 1) / step * step;
     ret = bdrv_co_truncate(s->bs->file, (int64_t)target, &err);
     if (ret < 0) {

@@ -397,17 +397,27 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
         }
     }
 
-    if (!bs->read_only && s->hdr.autoclear_features) {
-        /* We maintain none of the autoclear features (bitmaps, raw data
-         * file): a writer must clear them before it changes the image. */
-        s->hdr.autoclear_features = 0;
-        int ret = qcow2_write_header(s);
-        if (ret >= 0) {
-            ret = qcow2_flush_file(s);
-        }
+    if (!bs->read_only) {
+        /* Bitmaps: kept, but marked in use (we do not track writes into
+         * them).  Other autoclear features we do not maintain are cleared,
+         * as a writer must before it changes the image. */
+        co_mutex_lock(&s->lock);
+        int ret = qcow2_mark_bitmaps_in_use(s, errp);
+        co_mutex_unlock(&s->lock);
         if (ret < 0) {
-            error_setg_errno(errp, -ret, "Could not update qcow2 header");
             goto fail;
+        }
+        uint64_t keep = s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS;
+        if (s->hdr.autoclear_features != keep) {
+            s->hdr.autoclear_features = keep;
+            ret = qcow2_write_header(s);
+            if (ret >= 0) {
+                ret = qcow2_flush_file(s);
+            }
+            if (ret < 0) {
+                error_setg_errno(errp, -ret, "Could not update qcow2 header");
+                goto fail;
+            }
         }
     }
     return 0;

@@ -120,6 +120,8 @@ int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
 /* Recounts every reference and fixes the refcounts, then clears the dirty
  * bit (for images left dirty by lazy refcounts). */
 int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp);
+/* Read-write open: marks persistent bitmaps in use (qcow2-bitmap.c). */
+int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp);
 /* Allocates n contiguous clusters (refcount 1); returns host offset or
  * -errno.  Grows the file as needed. */
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n);
