@@ -90,6 +90,7 @@ static int coroutine_fn commit_run(Job *job, Error **errp)
         if (job_is_cancelled(job)) {
             break;
         }
+        n = want;
         ret = block_co_is_allocated_above(s->top, s->base, off, want, &n,
                                           &zero);
         if (ret == 1) {

@@ -126,6 +126,7 @@ static int coroutine_fn stream_run(Job *job, Error **errp)
         if (job_is_cancelled(job)) {
             break;
         }
+        n = 0;
         ret = bdrv_co_block_status(s->top, off, want, &n, NULL, NULL);
         if (ret >= 0 && !(ret & BLK_STATUS_ALLOCATED)) {
             ret = block_co_is_allocated_above(below, s->base, off, n, &n,
