@@ -1,0 +1,319 @@
+/*
+ * blockdev-create and blockdev-snapshot.
+ *
+ * blockdev-create checks the BlockdevCreateOptions union here, at the
+ * boundary, with the words qemu's schema visitor uses (sizes are uint64:
+ * "Parameter 'options.size' expects uint64"; enum values are named by the
+ * bare member; a bad BlockdevRef by the bare member too); the values
+ * themselves are the job's business (job/create.c), as in qemu.
+ *
+ * blockdev-snapshot puts a fresh overlay (opened with backing: null) on top
+ * of a node, live: inside a drained section of the node the overlay gets
+ * the node as its backing and takes over every parent of the node (exports
+ * and format nodes above it), so new writes land in the overlay.  The image
+ * headers are not touched, as in qemu.
+ */
+#include <string.h>
+
+#include "block/block.h"
+#include "job/create.h"
+#include "qmp/commands.h"
+
+/* ---- blockdev-create ---- */
+
+/* BlockdevDriver, qemu 7.2 (what 'driver' may name at all). */
+static const char *const blockdev_drivers[] = {
+    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop",
+    "compress", "copy-before-write", "copy-on-read", "dmg", "file",
+    "snapshot-access", "ftp", "ftps", "gluster", "host_cdrom", "host_device",
+    "http", "https", "iscsi", "luks", "nbd", "nfs", "null-aio", "null-co",
+    "nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum",
+    "raw", "rbd", "replication", "ssh", "throttle", "vdi", "vhdx", "vmdk",
+    "vpc", "vvfat", NULL,
+};
+
+/* Drivers that can create images in qemu but that we do not have, and
+ * drivers qemu-storage-daemon 7.2 is built without: qemu's answer for a
+ * driver it lacks. */
+static const char *const absent_drivers[] = {
+    "luks", "qcow", "qed", "parallels", "vdi", "vhdx", "vmdk", "vpc",
+    "gluster", "nfs", "rbd", "ssh", "blkreplay", "ftp", "ftps", "http",
+    "https", "iscsi", NULL,
+};
+
+static const char *const prealloc_values[] = {
+    "off", "metadata", "falloc", "full", NULL,
+};
+static const char *const version_values[] = { "v2", "v3", NULL };
+static const char *const compression_values[] = { "zlib", "zstd", NULL };
+
+/* uint64 and BlockdevRef members are ARG_ANY here and checked below with
+ * qemu's messages. */
+static const ArgSpec create_file_members[] = {
+    { .name = "driver", .type = ARG_STR },
+    { .name = "filename", .type = ARG_STR },
+    { .name = "size", .type = ARG_ANY },
+    { .name = "preallocation", .type = ARG_ENUM, .optional = true,
+      .enum_values = prealloc_values },
+    { .name = "nocow", .type = ARG_BOOL, .optional = true },
+    { .name = "extent-size-hint", .type = ARG_ANY, .optional = true },
+    { NULL },
+};
+
+static const ArgSpec create_qcow2_members[] = {
+    { .name = "driver", .type = ARG_STR },
+    { .name = "file", .type = ARG_ANY },
+    { .name = "data-file", .type = ARG_ANY, .optional = true },
+    { .name = "data-file-raw", .type = ARG_BOOL, .optional = true },
+    { .name = "extended-l2", .type = ARG_BOOL, .optional = true },
+    { .name = "size", .type = ARG_ANY },
+    { .name = "version", .type = ARG_ENUM, .optional = true,
+      .enum_values = version_values },
+    { .name = "backing-file", .type = ARG_STR, .optional = true },
+    { .name = "backing-fmt", .type = ARG_ENUM, .optional = true,
+      .enum_values = blockdev_drivers },
+    { .name = "encrypt", .type = ARG_OBJECT, .optional = true, .open = true },
+    { .name = "cluster-size", .type = ARG_ANY, .optional = true },
+    { .name = "preallocation", .type = ARG_ENUM, .optional = true,
+      .enum_values = prealloc_values },
+    { .name = "lazy-refcounts", .type = ARG_BOOL, .optional = true },
+    { .name = "refcount-bits", .type = ARG_INT, .optional = true },
+    { .name = "compression-type", .type = ARG_ENUM, .optional = true,
+      .enum_values = compression_values },
+    { NULL },
+};
+
+static bool in_list(const char *const *list, const char *s)
+{
+    for (; *list; list++) {
+        if (strcmp(*list, s) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool check_u64(json_t *o, const char *name, Error **errp)
+{
+    json_t *v = json_object_get(o, name);
+
+    if (v && !json_is_integer(v)) {
+        error_setg(errp, "Parameter 'options.%s' expects uint64", name);
+        return false;
+    }
+    return true;
+}
+
+static bool check_ref(json_t *o, const char *name, Error **errp)
+{
+    json_t *v = json_object_get(o, name);
+
+    if (v && !json_is_string(v) && !json_is_object(v)) {
+        error_setg(errp, "Invalid parameter type for '%s', expected: "
+                   "BlockdevRef", name);
+        return false;
+    }
+    return true;
+}
+
+static bool check_create_options(json_t *o, Error **errp)
+{
+    json_t *drv = json_object_get(o, "driver");
+    const char *name;
+
+    if (!drv) {
+        error_setg(errp, "Parameter 'options.driver' is missing");
+        return false;
+    }
+    if (!json_is_string(drv)) {
+        error_setg(errp, "Invalid parameter type for 'options.driver', "
+                   "expected: string");
+        return false;
+    }
+    name = json_string_value(drv);
+    if (!in_list(blockdev_drivers, name)) {
+        error_setg(errp, "Parameter 'driver' does not accept value '%s'",
+                   name);
+        return false;
+    }
+    if (in_list(absent_drivers, name)) {
+        error_setg(errp, "Block driver '%s' not found or not supported",
+                   name);
+        return false;
+    }
+    if (strcmp(name, "file") == 0) {
+        return argspec_check(o, create_file_members, "options", false,
+                             errp) &&
+               check_u64(o, "size", errp) &&
+               check_u64(o, "extent-size-hint", errp);
+    }
+    if (strcmp(name, "qcow2") == 0) {
+        return check_ref(o, "file", errp) &&
+               check_ref(o, "data-file", errp) &&
+               argspec_check(o, create_qcow2_members, "options", false,
+                             errp) &&
+               check_u64(o, "size", errp) &&
+               check_u64(o, "cluster-size", errp);
+    }
+    error_setg(errp, "Driver does not support blockdev-create");
+    return false;
+}
+
+static const ArgSpec blockdev_create_args[] = {
+    { .name = "job-id", .type = ARG_STR },
+    { .name = "options", .type = ARG_OBJECT, .open = true },
+    { NULL },
+};
+
+static bool qmp_blockdev_create(json_t *args, json_t **ret, Error **errp)
+{
+    json_t *opts = json_object_get(args, "options");
+
+    if (!check_create_options(opts, errp)) {
+        return false;
+    }
+    return create_job_start(arg_str(args, "job-id", NULL), opts,
+                            errp) != NULL;
+}
+
+/* ---- blockdev-snapshot ---- */
+
+static BlockNode *lookup_node(const char *name, Error **errp)
+{
+    BlockNode *bs = bdrv_find_node(name);
+
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name,
+                   name);
+    }
+    return bs;
+}
+
+/* Is `node` reachable from `top` going down the graph (or top itself)? */
+static bool reaches(BlockNode *top, BlockNode *node)
+{
+    BlockChild *c;
+
+    if (top == node) {
+        return true;
+    }
+    list_for_each_entry(c, &top->children, child_link) {
+        if (reaches(c->node, node)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The checks qemu makes on the node being snapshotted (op blockers). */
+static bool check_node_free(BlockNode *bs, Error **errp)
+{
+    BlockChild *c;
+
+    if (bs->op_blocker) {
+        error_setg(errp, "Node '%s' is busy: %s", bs->node_name,
+                   bs->op_blocker);
+        return false;
+    }
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        BlockNode *parent = c->opaque;
+        if (c->klass->parent_is_node && parent->backing == c) {
+            error_setg(errp, "Node '%s' is busy: node is used as backing hd "
+                       "of '%s'", bs->node_name, parent->node_name);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_overlay(BlockNode *bs, BlockNode *overlay, Error **errp)
+{
+    BlockChild *c;
+
+    list_for_each_entry(c, &overlay->parents, parent_link) {
+        if (!c->klass->parent_is_node) {
+            error_setg(errp, "The overlay is already in use");
+            return false;
+        }
+    }
+    if (overlay->backing) {
+        error_setg(errp, "The overlay already has a backing image");
+        return false;
+    }
+    if (strcmp(overlay->drv->name, "qcow2") != 0) {
+        error_setg(errp, "The overlay does not support backing images");
+        return false;
+    }
+    if (reaches(bs, overlay)) {
+        error_setg(errp, "Making '%s' a backing child of '%s' would create a "
+                   "cycle", bs->node_name, overlay->node_name);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Inside the node's drained section.  Only the node is drained: once the
+ * overlay backs onto it, the overlay is one of its parents and so is
+ * quiesced by the same section, and ending it releases exactly what
+ * beginning it took, wherever the parents have moved meanwhile.
+ */
+static bool snapshot_drained(BlockNode *bs, const char *overlay_name,
+                             Error **errp)
+{
+    BlockNode *overlay;
+    BlockChild *backing;
+
+    if (!check_node_free(bs, errp)) {
+        return false;
+    }
+    if (!bs->read_only && bdrv_flush(bs) < 0) {
+        error_setg(errp, "An IO error has occurred");
+        return false;
+    }
+    overlay = lookup_node(overlay_name, errp);
+    if (!overlay || !check_overlay(bs, overlay, errp)) {
+        return false;
+    }
+    backing = bdrv_attach_child(overlay, bs, "backing", BLK_ROLE_COW, errp);
+    if (!backing) {
+        return false;
+    }
+    if (!bdrv_replace_node(bs, overlay, errp)) {
+        bdrv_detach_child(backing);
+        return false;
+    }
+    return true;
+}
+
+static const ArgSpec blockdev_snapshot_args[] = {
+    { .name = "node", .type = ARG_STR },
+    { .name = "overlay", .type = ARG_STR },
+    { NULL },
+};
+
+static bool qmp_blockdev_snapshot(json_t *args, json_t **ret, Error **errp)
+{
+    BlockNode *bs = lookup_node(arg_str(args, "node", ""), errp);
+    bool ok;
+
+    if (!bs) {
+        return false;
+    }
+    /* The backing edge and the moved parents hold references; ours keeps
+     * bs alive across the section whatever happens to them. */
+    bdrv_ref(bs);
+    bdrv_drained_begin(bs);
+    ok = snapshot_drained(bs, arg_str(args, "overlay", ""), errp);
+    bdrv_drained_end(bs);
+    bdrv_unref(bs);
+    return ok;
+}
+
+const QmpCommand qmp_create_commands[] = {
+    { .name = "blockdev-create", .fn = qmp_blockdev_create,
+      .args = blockdev_create_args },
+    { .name = "blockdev-snapshot", .fn = qmp_blockdev_snapshot,
+      .args = blockdev_snapshot_args },
+    { NULL },
+};
