@@ -38,7 +38,11 @@ SANITIZER_MARKERS = (
 
 
 def daemon_bin():
-    return os.environ.get('BLOCKJOBD_BIN') or DEFAULT_BIN
+    """Absolute path of the daemon under test (daemons run in workdir)."""
+    b = os.environ.get('BLOCKJOBD_BIN') or DEFAULT_BIN
+    if os.sep not in b:
+        return shutil.which(b) or b
+    return os.path.abspath(b)
 
 
 def build_dir():

@@ -37,6 +37,18 @@ def pid_alive(pid):
         return False
 
 
+def read_pidfile(path):
+    """The pidfile's text once written: the monitor socket comes up during
+    start-up, the pidfile only at its end."""
+    def written():
+        try:
+            return open(path).read().endswith('\n')
+        except FileNotFoundError:
+            return False
+    wait_until(written, 30, what='pidfile %s written' % path)
+    return open(path).read()
+
+
 def monitor_args(path, cid='qmp0'):
     return ['--chardev', 'socket,id=%s,path=%s,server=on,wait=off'
             % (cid, path), '--monitor', 'chardev=%s' % cid]
@@ -217,7 +229,7 @@ def test_signal_shutdown(daemon_factory, workdir, sig):
     d = daemon_factory('--blockdev', 'driver=file,node-name=f,filename=' + img,
                        '--blockdev', 'driver=raw,node-name=r,file=f',
                        '--pidfile', str(pidfile))
-    assert pidfile.read_text() == '%d\n' % d.pid
+    assert read_pidfile(pidfile) == '%d\n' % d.pid
     d.send_signal(sig)
     assert d.wait() == 0
     d.check(0)
@@ -250,7 +262,7 @@ def test_failed_startup_removes_socket(daemon_factory, workdir):
 def test_pidfile_lock(daemon_factory, workdir):
     pidfile = workdir / 'd.pid'
     d = daemon_factory('--pidfile', str(pidfile))
-    assert pidfile.read_text() == '%d\n' % d.pid
+    assert read_pidfile(pidfile) == '%d\n' % d.pid
     assert (os.stat(pidfile).st_mode & 0o777) == 0o600
     p = run_blockjobd('--pidfile', str(pidfile))
     assert p.returncode == 1
@@ -266,7 +278,8 @@ def test_pidfile_stale_is_reused(daemon_factory, workdir):
     pidfile = workdir / 'd.pid'
     pidfile.write_text('999999999\nold junk\n')
     d = daemon_factory('--pidfile', str(pidfile))
-    assert pidfile.read_text() == '%d\n' % d.pid
+    wait_until(lambda: pidfile.read_text() == '%d\n' % d.pid, 30,
+               what='pidfile rewritten')
     d.stop()
     assert not pidfile.exists()
 
@@ -274,7 +287,7 @@ def test_pidfile_stale_is_reused(daemon_factory, workdir):
 def test_pidfile_relative_path(daemon_factory, workdir):
     # The daemon runs in workdir, so a relative path lands there.
     d = daemon_factory('--pidfile', 'rel.pid')
-    assert (workdir / 'rel.pid').read_text() == '%d\n' % d.pid
+    assert read_pidfile(workdir / 'rel.pid') == '%d\n' % d.pid
     d.stop()
     assert not (workdir / 'rel.pid').exists()
 
