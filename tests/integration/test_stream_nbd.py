@@ -1,0 +1,129 @@
+"""block-stream and intermediate block-commit while an NBD client writes to
+the active layer throughout: every write survives, the chain ends as
+expected and top reads the reference with the client's writes applied.
+"""
+
+import os
+import random
+
+import pytest
+
+import golden
+from bjtest import qemu_img, qemu_io
+
+nbd = pytest.importorskip('nbd')
+
+MiB = 1 << 20
+SIZE = 32 * MiB
+
+
+def make_chain(d):
+    base, mid, top = (os.path.join(d, n) for n in
+                      ('base.qcow2', 'mid.qcow2', 'top.qcow2'))
+    qemu_img('create', '-q', '-f', 'qcow2', base, SIZE)
+    qemu_io('-c', 'write -P 1 0 12M', base)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
+             mid)
+    qemu_io('-c', 'write -P 2 8M 16M', mid)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2',
+             top)
+    qemu_io('-c', 'write -P 3 2M 2M', top)
+    ref = os.path.join(d, 'ref.raw')
+    qemu_img('convert', '-O', 'raw', top, ref)
+    return base, mid, top, ref
+
+
+def export(daemon, node):
+    sock = daemon.socket_path('nbd.sock')
+    daemon.qmp.execute('nbd-server-start',
+                       addr={'type': 'unix', 'data': {'path': sock}})
+    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                            'node-name': node,
+                                            'writable': True})
+    h = nbd.NBD()
+    h.set_export_name(node)
+    h.connect_unix(sock)
+    return h
+
+
+def write_until_gone(qmp, h, expect, job_id, seed):
+    """Random writes until the job has left query-jobs; returns the count."""
+    rnd = random.Random(seed)
+    n = 0
+    while n < 2000:
+        if n >= 32 and n % 8 == 0:
+            if not any(j['id'] == job_id for j in qmp.execute('query-jobs')):
+                break
+        length = 4096 * rnd.randint(1, 16)
+        off = 4096 * rnd.randrange((SIZE - length) // 4096)
+        data = bytes([0x40 + n % 64]) * length
+        h.pwrite(data, off)
+        expect[off:off + length] = data
+        n += 1
+    return n
+
+
+def finish(daemon, h, expect, ref, top, nodes):
+    h.flush()
+    h.shutdown()
+    daemon.qmp.execute('block-export-del', id='e0')
+    daemon.qmp.wait_event('BLOCK_EXPORT_DELETED')
+    for n in nodes:
+        daemon.qmp.execute('blockdev-del', node_name=n)
+    with open(ref, 'wb') as f:
+        f.write(expect)
+    qemu_img('check', '-q', top)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, top)
+
+
+@pytest.mark.timeout(180)
+def test_stream_under_nbd_writes(daemon, workdir):
+    base, mid, top, ref = make_chain(str(workdir))
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                 'file': {'driver': 'file',
+                                          'filename': top}})
+    h = export(daemon, 'top')
+    with open(ref, 'rb') as f:
+        expect = bytearray(f.read())
+    rec = golden.Recorder(qmp, 'stream0')
+    qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
+                                 'speed': 8 * MiB})
+    n = write_until_gone(qmp, h, expect, 'stream0', 1)
+    rec.wait_status('null')
+    assert n >= 32
+    assert golden.canonical(golden.sequence(rec.events)) == \
+        golden.load('stream.auto')['canonical']
+    finish(daemon, h, expect, ref, top, ['top'])
+    info = qemu_img('info', top).stdout
+    assert 'backing file' not in info
+
+
+@pytest.mark.timeout(180)
+def test_commit_under_nbd_writes(daemon, workdir):
+    base, mid, top, ref = make_chain(str(workdir))
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
+                                 'file': {'driver': 'file',
+                                          'filename': base}})
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'mid',
+                                 'backing': 'base',
+                                 'file': {'driver': 'file', 'filename': mid}})
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                 'backing': 'mid',
+                                 'file': {'driver': 'file', 'filename': top}})
+    h = export(daemon, 'top')
+    with open(ref, 'rb') as f:
+        expect = bytearray(f.read())
+    rec = golden.Recorder(qmp, 'commit0')
+    qmp.execute('block-commit', {'job-id': 'commit0', 'device': 'top',
+                                 'top-node': 'mid', 'base-node': 'base',
+                                 'speed': 8 * MiB})
+    n = write_until_gone(qmp, h, expect, 'commit0', 2)
+    rec.wait_status('null')
+    assert n >= 32
+    assert golden.canonical(golden.sequence(rec.events)) == \
+        golden.load('commit-intermediate.auto')['canonical']
+    finish(daemon, h, expect, ref, top, ['top', 'mid', 'base'])
+    info = qemu_img('info', top).stdout
+    assert 'base.qcow2' in info and 'mid.qcow2' not in info
