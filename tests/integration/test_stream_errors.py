@@ -3,7 +3,8 @@ layer, for each on-error policy: report, stop (then resume), ignore, and
 enospc (which reports an EIO).
 
 Chain: base <- mid (qcow2 on blkdebug on the file) <- top, all added by
-blockdev-add.  The first data read from mid fails (once, or always).
+blockdev-add.  Reads of mid's data at one host offset fail (once, or
+always).
 """
 
 import os
@@ -36,7 +37,11 @@ def make(workdir, qmp, once):
         qmp.execute('blockdev-add', {
             'driver': 'qcow2', 'node-name': 'mid', 'backing': 'base',
             'file': {'driver': 'blkdebug',
+                     # a host offset inside mid's data clusters (they
+                     # follow the metadata), so opening the image, which
+                     # reads only metadata, does not trip it
                      'inject-error': [{'event': 'read_aio', 'errno': 5,
+                                       'sector': 4 * MiB // 512,
                                        'once': once}],
                      'image': {'driver': 'file', 'filename': mid}}})
     except QMPError as e:
