@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -357,6 +358,54 @@ static void test_io_and_ranges(void **state)
     del_ok("n");
 }
 
+/* Unaligned requests through raw (unaligned offset) onto an O_DIRECT file:
+ * read-modify-write keeps the bytes around the request. */
+static void test_unaligned_through_file(void **state)
+{
+    char path[] = "/var/tmp/bj-test-graph-XXXXXX";
+    int fd = mkstemp(path);
+    char js[512];
+    Error *err = NULL;
+    BlockNode *r;
+    BlockChild *c;
+    char *buf = malloc(10000), *back = malloc(12288);
+
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 1 << 20), 0);
+    snprintf(js, sizeof(js), "{\"driver\": \"raw\", \"node-name\": \"r\", "
+             "\"offset\": 1000, \"file\": {\"driver\": \"file\", "
+             "\"filename\": \"%s\", \"cache\": {\"direct\": true}}}", path);
+    r = open_ok(js);
+    c = bdrv_root_attach_child(r, "root", &user_class, "e",
+                               BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
+                               BLK_PERM_CONSISTENT_READ, &err);
+    assert_non_null(c);
+    for (int i = 0; i < 10000; i++) {
+        buf[i] = (char)(i * 7 + 1);
+    }
+    assert_int_equal(bdrv_pwrite(c, 3, 10000, buf, 0), 0);
+    memset(back, 0x55, 10000);
+    assert_int_equal(bdrv_pread(c, 3, 10000, back, 0), 0);
+    assert_memory_equal(back, buf, 10000);
+    assert_int_equal(bdrv_flush(r), 0);
+    /* On disk: zeroes, our bytes at 1003, zeroes again. */
+    assert_int_equal(pread(fd, back, 12288, 0), 12288);
+    for (int i = 0; i < 1003; i++) {
+        assert_int_equal(back[i], 0);
+    }
+    assert_memory_equal(back + 1003, buf, 10000);
+    for (int i = 11003; i < 12288; i++) {
+        assert_int_equal(back[i], 0);
+    }
+    bdrv_detach_child(c);
+    del_ok("r");
+    assert_int_equal(count_nodes(), 0);
+    close(fd);
+    unlink(path);
+    free(buf);
+    free(back);
+}
+
 static void test_query(void **state)
 {
     BlockNode *n = open_ok("{\"driver\": \"null-co\", \"node-name\": \"n\"}");
@@ -410,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_perm_through_raw),
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_io_and_ranges),
+        cmocka_unit_test(test_unaligned_through_file),
         cmocka_unit_test(test_query),
     };
 

@@ -157,7 +157,16 @@ static int64_t coroutine_fn raw_co_getlength(BlockNode *bs)
 
 static void raw_refresh_limits(BlockNode *bs)
 {
+    RawState *s = bs->opaque;
+
     bs->bl = bs->file->node->bl;
+    /* With an offset that breaks the child's alignment, aligning here would
+     * not help the child: let it do the read-modify-write once, itself. */
+    if (s->offset % bs->bl.request_alignment) {
+        bs->bl.request_alignment = 1;
+        bs->bl.pwrite_zeroes_alignment = 0;
+        bs->bl.pdiscard_alignment = 0;
+    }
 }
 
 const BlockDriver bdrv_raw = {
