@@ -261,11 +261,7 @@ def test_locking_off_lets_qemu_in(daemon, workdir):
 
 # ---- an NBD export as the user of a raw node ----
 
-def test_writable_export_holds_write(daemon, workdir, sockdir):
-    """A writable NBD export on raw/file holds write and unshares resize:
-    qemu-io opening the qcow2 image for writing (which wants resize) and
-    qemu-img info (which will not share write) are refused."""
-    img = make_qcow2(workdir)
+def start_export(daemon, sockdir, img, writable):
     add(daemon.qmp, {'driver': 'raw', 'node-name': 'r',
                      'file': file_ref(img)})
     sock = os.path.join(str(sockdir), 'nbd.sock')
@@ -275,18 +271,43 @@ def test_writable_export_holds_write(daemon, workdir, sockdir):
                                      'data': {'path': sock}}})
         daemon.qmp.execute('block-export-add',
                            {'type': 'nbd', 'id': 'e', 'node-name': 'r',
-                            'writable': True})
+                            'writable': writable})
     except QMPError as e:
         if e.cls == 'CommandNotFound':
             pytest.skip('no NBD exports in this daemon yet')
         raise
-    assert lock_bytes(img) == {100, 101, 203}
 
-    p = qemu_io_write(img, 'qcow2')
-    assert 'Failed to get "resize" lock' in p.stderr + p.stdout
+
+def test_writable_export_holds_write(daemon, workdir, sockdir):
+    """A writable NBD export on raw/file holds consistent read and write:
+    qemu-img info and qemu-io opening the qcow2 image (neither shares
+    write) are refused; once the export is gone they work."""
+    img = make_qcow2(workdir)
+    start_export(daemon, sockdir, img, True)
+    assert {100, 101} <= lock_bytes(img)
+
     p = qemu_img_info(img)
     assert p.returncode != 0
     assert 'Failed to get shared "write" lock' in p.stderr
+    p = qemu_io_write(img, 'qcow2')
+    assert 'Failed to get' in p.stderr + p.stdout
 
     daemon.qmp.execute('block-export-del', id='e')
     bjtest.wait_until(lambda: not lock_bytes(img), what='export gone')
+    p = qemu_io_write(img, 'qcow2')
+    assert p.returncode == 0 and 'Failed' not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize('writable', [False, True])
+def test_export_keeps_resize_to_itself(daemon, workdir, sockdir, writable):
+    """qemu-storage-daemon's NBD exports do not share resize (byte 203),
+    read-only or not, so qemu-io opening the qcow2 image read-write (which
+    wants resize) is refused with the resize message."""
+    img = make_qcow2(workdir)
+    start_export(daemon, sockdir, img, writable)
+    expect = {100, 101, 203} if writable else {100, 203}
+    assert lock_bytes(img) == expect, \
+        'the NBD export must share everything but resize, as ' \
+        'qemu-storage-daemon does (src/nbd/export.c)'
+    p = qemu_io_write(img, 'qcow2')
+    assert 'Failed to get "resize" lock' in p.stderr + p.stdout
