@@ -1,0 +1,176 @@
+"""blockdev-snapshot through the daemon: an overlay put on top of a node an
+NBD client is writing, live; writes before stay in the old image, writes
+after land in the overlay, the chain is what qemu-img sees; and the
+refusals as qemu-storage-daemon 7.2 words them.
+"""
+
+import json
+import os
+
+import pytest
+
+from bjtest import QMPError, qemu_img, qemu_io, run
+
+nbd = pytest.importorskip('nbd')
+
+MiB = 1 << 20
+
+
+def add_qcow2(qmp, name, path, **kw):
+    qmp.execute('blockdev-add', dict({
+        'driver': 'qcow2', 'node-name': name,
+        'file': {'driver': 'file', 'filename': path}}, **kw))
+
+
+@pytest.fixture
+def chain(daemon):
+    d = daemon.workdir
+    base = os.path.join(d, 'base.qcow2')
+    ov = os.path.join(d, 'ov.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, 4 * MiB)
+    qemu_io('-c', 'write -P 0x11 0 4M', base)
+    # The overlay names base in its header; the daemon opens it without a
+    # backing and the snapshot supplies one.
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
+             ov)
+    add_qcow2(daemon.qmp, 'base', base)
+    add_qcow2(daemon.qmp, 'ov', ov, backing=None)
+    return base, ov
+
+
+def export(daemon, node):
+    sock = daemon.socket_path('nbd.sock')
+    daemon.qmp.execute('nbd-server-start',
+                       addr={'type': 'unix', 'data': {'path': sock}})
+    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                            'node-name': node,
+                                            'writable': True})
+    h = nbd.NBD()
+    h.set_export_name(node)
+    h.connect_unix(sock)
+    return h
+
+
+def nodes(qmp):
+    return {n['node-name']: n
+            for n in qmp.execute('query-named-block-nodes', flat=True)}
+
+
+def test_snapshot_live_under_nbd(daemon, chain):
+    base, ov = chain
+    qmp = daemon.qmp
+    h = export(daemon, 'base')
+    h.pwrite(b'\xaa' * 65536, 0)
+    qmp.execute('blockdev-snapshot', node='base', overlay='ov')
+    # The export now serves the overlay; the client did not notice.
+    exports = qmp.execute('query-block-exports')
+    assert [(e['id'], e['node-name']) for e in exports] == [('e0', 'ov')]
+    h.pwrite(b'\xbb' * 65536, MiB)
+    assert h.pread(65536, 0) == b'\xaa' * 65536
+    assert h.pread(65536, MiB) == b'\xbb' * 65536
+    assert h.pread(65536, 2 * MiB) == b'\x11' * 65536
+    h.flush()
+
+    n = nodes(qmp)
+    assert n['ov']['backing_file'] == base
+    # The header is not rewritten by the snapshot.
+    assert n['ov']['image']['backing-filename'] == 'base.qcow2'
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-del', node_name='base')
+    assert e.value.desc == ("Node 'base' is busy: node is used as backing "
+                            "hd of 'ov'")
+
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='ov')
+    qmp.execute('blockdev-del', node_name='base')
+
+    # Before the snapshot: in base.  After: only in the overlay.
+    qemu_io('-c', 'read -P 0xaa 0 64k', '-c', 'read -P 0x11 64k 4032k', base)
+    qemu_io('-c', 'read -P 0xaa 0 64k', '-c', 'read -P 0xbb 1M 64k',
+            '-c', 'read -P 0x11 2M 2M', ov)
+    qemu_img('check', '-q', base)
+    qemu_img('check', '-q', ov)
+    out = run('qemu-img', 'info', '--backing-chain', ov).stdout
+    assert out.count('image: ') == 2
+    assert 'backing file: base.qcow2' in out
+    amap = json.loads(run('qemu-img', 'map', '-f', 'qcow2',
+                          '--output=json', ov).stdout)
+    # Only the cluster written after the snapshot is the overlay's own.
+    own = [(m['start'], m['length']) for m in amap
+           if m['depth'] == 0 and m['data']]
+    assert own == [(MiB, 65536)]
+
+
+def test_snapshot_twice(daemon, chain):
+    base, ov = chain
+    qmp = daemon.qmp
+    ov2 = os.path.join(daemon.workdir, 'ov2.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'ov.qcow2', '-F', 'qcow2',
+             ov2)
+    add_qcow2(qmp, 'ov2', ov2, backing=None)
+    qmp.execute('blockdev-snapshot', node='base', overlay='ov')
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-snapshot', node='base', overlay='ov2')
+    assert e.value.desc == ("Node 'base' is busy: node is used as backing "
+                            "hd of 'ov'")
+    qmp.execute('blockdev-snapshot', node='ov', overlay='ov2')
+    n = nodes(qmp)
+    # (qemu names ov by a json: filename here, since ov was opened with
+    # backing: null and now has one; only the link itself is checked.)
+    assert 'backing_file' in n['ov2']
+    assert n['ov2']['image']['backing-filename'] == 'ov.qcow2'
+    h = export(daemon, 'ov2')
+    h.pwrite(b'\xcc' * 4096, 0)
+    assert h.pread(8192, 0) == b'\xcc' * 4096 + b'\x11' * 4096
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    for name in ('ov2', 'ov', 'base'):
+        qmp.execute('blockdev-del', node_name=name)
+    qemu_io('-c', 'read -P 0xcc 0 4k', '-c', 'read -P 0x11 4k 4092k', ov2)
+    out = run('qemu-img', 'info', '--backing-chain', ov2).stdout
+    assert out.count('image: ') == 3
+
+
+def test_snapshot_errors(daemon, chain):
+    qmp = daemon.qmp
+    d = daemon.workdir
+    raw = os.path.join(d, 'raw.img')
+    qemu_img('create', '-q', '-f', 'raw', raw, MiB)
+    qmp.execute('blockdev-add', driver='raw', node_name='raw',
+                file={'driver': 'file', 'filename': raw})
+    other = os.path.join(d, 'other.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', other, MiB)
+    add_qcow2(qmp, 'has-backing', other, backing='raw')
+
+    def fails(node, overlay, msg):
+        with pytest.raises(QMPError) as e:
+            qmp.execute('blockdev-snapshot', node=node, overlay=overlay)
+        assert e.value.desc == msg
+
+    fails('nonode', 'ov', "Cannot find device='nonode' nor node-name='nonode'")
+    fails('base', 'nonode',
+          "Cannot find device='nonode' nor node-name='nonode'")
+    fails('base', 'raw', 'The overlay does not support backing images')
+    fails('base', 'has-backing', 'The overlay already has a backing image')
+    fails('ov', 'ov', "Making 'ov' a backing child of 'ov' would create a "
+                      "cycle")
+    fails('raw', 'has-backing', "Node 'raw' is busy: node is used as backing "
+                                "hd of 'has-backing'")
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-snapshot', node='base')
+    assert e.value.desc == "Parameter 'overlay' is missing"
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-snapshot', node=5, overlay='ov')
+    assert e.value.desc == "Invalid parameter type for 'node', expected: string"
+
+    # An exported overlay is in use.
+    h = export(daemon, 'ov')
+    fails('base', 'ov', 'The overlay is already in use')
+    h.shutdown()
+    # Nothing changed.
+    n = nodes(qmp)
+    assert 'backing_file' not in n['ov']
+    assert 'backing_file' not in n['base']
