@@ -97,7 +97,8 @@ def cmocka_cases(output):
             elif tag == 'SKIPPED':
                 cases.append((current, 'skip', last_err or 'skipped'))
             else:
-                cases.append((current, 'fail', last_err or tag.lower()))
+                cases.append((current, 'fail',
+                              last_err or 'failed (output above)'))
             current = None
     if current is not None:
         cases.append((current, 'fail', 'no result (crashed?)'))
