@@ -106,13 +106,15 @@ typedef struct AlignJob {
 } AlignJob;
 
 /* Does an O_DIRECT read of len bytes at buf work?  EINVAL is the kernel's
- * way of saying "misaligned"; anything else (even an error) means the
- * alignment itself was accepted. */
+ * way of saying "misaligned"; another error means the alignment itself was
+ * accepted.  A read of nothing proves nothing: at end of file some
+ * filesystems return 0 before looking at alignment (an empty file), so the
+ * caller falls back to the safe default. */
 static bool dio_read_ok(int fd, void *buf, size_t len)
 {
     ssize_t ret = pread(fd, buf, len, 0);
 
-    return ret >= 0 || errno != EINVAL;
+    return ret > 0 || (ret < 0 && errno != EINVAL);
 }
 
 static int align_job(void *opaque)
