@@ -4,13 +4,16 @@
 #
 #   bench/bench-file.sh [BUILD_DIR]        (default: build)
 #
-# Environment: BENCH_SECONDS per run [4], BENCH_DIR parent dir [/var/tmp],
-# BENCH_IODEPTH [32].  Twelve runs: about a minute in all.
+# Environment: BENCH_SECONDS per run [3], BENCH_REPEAT [2], BENCH_DIR
+# parent dir [/var/tmp], BENCH_IODEPTH [32].  Each engine runs REPEAT times,
+# interleaved with the others, and the best run counts: on a shared machine
+# the best is the least disturbed.  24 runs of 3 s: about 90 s in all.
 set -euo pipefail
 
 build=${1:-build}
 bin=$build/bench/bench-file
-secs=${BENCH_SECONDS:-4}
+secs=${BENCH_SECONDS:-3}
+repeat=${BENCH_REPEAT:-2}
 depth=${BENCH_IODEPTH:-32}
 py=/usr/bin/python3
 
@@ -44,17 +47,30 @@ ours_run() {
     "$bin" "$img" "$1" "$2" "$3" "$depth" "$secs" | awk '{print $8, $9}'
 }
 
+# best "MB/s IOPS" of two
+best() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        if (x[1] + 0 >= y[1] + 0) print a; else print b }'
+}
+
 rows=()
 for spec in "randread 4096 randread" "randwrite 4096 randwrite" \
             "read 1048576 read" "write 1048576 write"; do
     set -- $spec
     pattern=$1 bs=$2 fiorw=$3
-    read -r fmb fiops < <(fio_run "$fiorw" "$bs")
-    rows+=("$pattern $bs fio $fmb $fiops 1.00")
+    f="0 0" t="0 0" u="0 0"
+    for ((i = 0; i < repeat; i++)); do
+        f=$(best "$f" "$(fio_run "$fiorw" "$bs")")
+        t=$(best "$t" "$(ours_run threads "$pattern" "$bs")")
+        u=$(best "$u" "$(ours_run io_uring "$pattern" "$bs")")
+    done
+    fmb=${f%% *}
+    rows+=("$pattern $bs fio $f 1.00")
     for be in threads io_uring; do
-        read -r omb oiops < <(ours_run "$be" "$pattern" "$bs")
-        ratio=$(awk -v a="$omb" -v b="$fmb" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
-        rows+=("$pattern $bs $be $omb $oiops $ratio")
+        [ "$be" = threads ] && r=$t || r=$u
+        ratio=$(awk -v a="${r%% *}" -v b="$fmb" \
+                'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+        rows+=("$pattern $bs $be $r $ratio")
     done
 done
 
@@ -64,4 +80,4 @@ for r in "${rows[@]}"; do
     set -- $r
     printf '%-10s %8s %-9s %10s %10s %9s\n' "$1" "$2" "$3" "$4" "$5" "$6"
 done
-echo "(iodepth $depth, ${secs}s per run, O_DIRECT, 1 GiB file on $(df --output=fstype "$dir" | tail -1))"
+echo "(iodepth $depth, best of $repeat runs of ${secs}s, O_DIRECT, 1 GiB file on $(df --output=fstype "$dir" | tail -1))"
