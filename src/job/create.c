@@ -13,7 +13,9 @@
  *          0, nocow / extent size hint (best effort), then size it with the
  *          preallocation asked for.
  *   qcow2: the image is written through a "root" edge on the `file` node
- *          (write+resize, shares everything, like qemu's BlockBackend), by
+ *          (a node-name, or an inline definition opened for the job and
+ *          closed after it; write+resize, shares everything, like qemu's
+ *          BlockBackend), by
  *          the qcow2 driver's creation routine; then the magic is read back
  *          so a target that forgets writes (null-co) fails as in qemu.
  *
@@ -27,6 +29,7 @@
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -337,43 +340,126 @@ static const BlockChildClass create_child_class = {
     .get_parent_desc = create_child_desc,
 };
 
+/*
+ * Opening and deleting nodes are main-loop operations that poll; the job
+ * body is a coroutine, so they run in a bottom half while it waits.
+ */
+typedef struct MainCall {
+    void (*fn)(void *opaque);
+    void *opaque;
+    Coroutine *co;
+} MainCall;
+
+static void main_call_bh(void *opaque)
+{
+    MainCall *m = opaque;
+
+    m->fn(m->opaque);
+    aio_co_wake(m->co);
+}
+
+static void coroutine_fn co_run_in_main_loop(void (*fn)(void *opaque),
+                                             void *opaque)
+{
+    MainCall m = { .fn = fn, .opaque = opaque, .co = coroutine_self() };
+
+    aio_bh_schedule_oneshot(aio_main_context(), main_call_bh, &m);
+    coroutine_yield();
+}
+
+/* An inline `file` definition: qemu opens it for the creation only. */
+typedef struct InlineNode {
+    json_t *opts;
+    char name[32];
+    BlockNode *bs;
+    Error *err;
+} InlineNode;
+
+static void inline_open(void *opaque)
+{
+    InlineNode *n = opaque;
+
+    n->bs = bdrv_open_blockdev(n->opts, false, &n->err);
+}
+
+static void inline_close(void *opaque)
+{
+    InlineNode *n = opaque;
+    Error *err = NULL;
+
+    if (!bdrv_del_blockdev(n->name, &err)) {
+        error_report_err(err, "blockdev-create: closing the inline file");
+    }
+}
+
+/*
+ * The node to write the image to.  An inline definition is opened as a
+ * node of its own (named as given, or after the job, since the layer opens
+ * only named nodes at the top) that *inl says to close afterwards.
+ */
+static BlockNode *coroutine_fn qcow2_target(CreateJob *s, json_t *file,
+                                            InlineNode *inl, Error **errp)
+{
+    BlockNode *bs;
+
+    if (json_is_string(file)) {
+        bs = bdrv_find_node(json_string_value(file));
+        if (!bs) {
+            error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
+                       json_string_value(file), json_string_value(file));
+        }
+        return bs;
+    }
+    inl->opts = json_deep_copy(file);
+    if (!json_object_get(inl->opts, "node-name")) {
+        snprintf(inl->name, sizeof(inl->name), "bj-create-%.20s",
+                 s->job.id);
+        json_object_set_new(inl->opts, "node-name", json_string(inl->name));
+    } else {
+        snprintf(inl->name, sizeof(inl->name), "%s",
+                 arg_str(inl->opts, "node-name", ""));
+    }
+    co_run_in_main_loop(inline_open, inl);
+    json_decref(inl->opts);
+    inl->opts = NULL;
+    if (!inl->bs) {
+        error_propagate(errp, inl->err);
+        inl->err = NULL;
+    }
+    return inl->bs;
+}
+
 static int coroutine_fn create_qcow2(CreateJob *s, json_t *o, Error **errp)
 {
-    json_t *file = json_object_get(o, "file");
     Qcow2CreateOpts c = { 0 };
+    InlineNode inl = { 0 };
     BlockNode *bs;
     BlockChild *child;
     uint8_t magic[4];
     IOVector v;
     int ret;
 
-    if (!json_is_string(file)) {
-        /* An inline definition would need a node opened outside
-         * blockdev-add; the block layer has no call for that yet. */
-        error_setg(errp, "qcow2 creation needs 'file' to name an existing "
-                   "node");
-        return -ENOTSUP;
-    }
-    bs = bdrv_find_node(json_string_value(file));
+    bs = qcow2_target(s, json_object_get(o, "file"), &inl, errp);
     if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
-                   json_string_value(file), json_string_value(file));
         return -ENOENT;
     }
     if (!qcow2_check_opts(o, &c, errp)) {
-        return -EINVAL;
+        ret = -EINVAL;
+        goto out;
     }
     if (bs->ctx != aio_main_context()) {
         /* The job runs in the main loop and would race the iothread. */
         error_setg(errp, "Node '%s' is in an iothread: cannot create an "
                    "image on it", bs->node_name);
-        return -ENOTSUP;
+        ret = -ENOTSUP;
+        goto out;
     }
     child = bdrv_root_attach_child(bs, "root", &create_child_class, s,
                                    BLK_PERM_WRITE | BLK_PERM_RESIZE,
                                    BLK_PERM_ALL, errp);
     if (!child) {
-        return -EPERM;
+        ret = -EPERM;
+        goto out;
     }
     ret = qcow2_co_create(child, &c, errp);
     if (ret >= 0) {
@@ -389,6 +475,10 @@ static int coroutine_fn create_qcow2(CreateJob *s, json_t *o, Error **errp)
         }
     }
     bdrv_detach_child(child);
+out:
+    if (inl.bs) {
+        co_run_in_main_loop(inline_close, &inl);
+    }
     return ret < 0 ? ret : 0;
 }
 

@@ -128,6 +128,27 @@ def test_create_qcow2_and_use(daemon):
     assert 'compat: 1.1' in info
 
 
+def test_create_qcow2_inline_file(daemon):
+    qmp = daemon.qmp
+    path = os.path.join(daemon.workdir, 'i.qcow2')
+    qemu_img('create', '-q', '-f', 'raw', path, 0)
+    create_ok(qmp, {'driver': 'qcow2', 'size': MiB,
+                    'file': {'driver': 'file', 'filename': path}})
+    # The inline node was for the creation only.
+    assert qmp.execute('query-named-block-nodes') == []
+    qemu_img('check', '-q', path)
+    create_ok(qmp, {'driver': 'qcow2', 'size': 2 * MiB,
+                    'file': {'driver': 'file', 'filename': path,
+                             'node-name': 'mine'}})
+    assert qmp.execute('query-named-block-nodes') == []
+    assert 'virtual size: 2 MiB' in run('qemu-img', 'info', path).stdout
+    create_fails(qmp, {'driver': 'qcow2', 'size': MiB,
+                       'file': {'driver': 'file',
+                                'filename': '/nonexistent/x'}},
+                 "Could not open '/nonexistent/x': No such file or "
+                 "directory")
+
+
 def test_create_qcow2_options(daemon):
     qmp = daemon.qmp
     path = os.path.join(daemon.workdir, 'q.qcow2')

@@ -524,7 +524,10 @@ static void test_snapshot(void **state)
     open_ok("{\"driver\": \"raw\", \"node-name\": \"raw\", "
             "\"file\": {\"driver\": \"file\", \"filename\": "
             "\"%s/raw.img\"}}", dir);
-    /* A writer on base, as an NBD export would be. */
+    /* A format node above base (its parents move too)... */
+    BlockNode *top = open_ok("{\"driver\": \"raw\", \"node-name\": "
+                             "\"top\", \"file\": \"base\"}");
+    /* ...and a writer on base, as an NBD export would be. */
     user = bdrv_root_attach_child(base, "root", &user_class, NULL,
                                   BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                   BLK_PERM_ALL, &err);
@@ -552,8 +555,12 @@ static void test_snapshot(void **state)
     assert_ptr_equal(user->node, ov);
     assert_non_null(ov->backing);
     assert_ptr_equal(ov->backing->node, base);
+    assert_ptr_equal(top->file->node, ov);
+    /* The drained section ended everywhere, wherever edges moved. */
     assert_false(bdrv_is_quiesced(base));
     assert_false(bdrv_is_quiesced(ov));
+    assert_false(bdrv_is_quiesced(top));
+    assert_false(user->quiesced_parent);
 
     /* New writes land in the overlay; the rest still reads from base. */
     memset(buf, 0x22, sizeof(buf));
@@ -575,6 +582,7 @@ static void test_snapshot(void **state)
     del_ok("ov2");
 
     bdrv_detach_child(user);
+    del_ok("top");
     del_ok("ov");
     del_ok("base");
     del_ok("raw");
