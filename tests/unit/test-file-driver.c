@@ -29,6 +29,7 @@
 #include "aio/aio.h"
 #include "aio/coroutine.h"
 #include "aio/io.h"
+#include "aio/iothread.h"
 #include "block/block.h"
 #include "block/drivers/drivers.h"
 
@@ -98,7 +99,14 @@ static void coroutine_fn drv_call_entry(void *opaque)
         c->ret = drv->co_getlength(c->bs);
         break;
     }
-    c->done = true;
+    /* May run in an iothread: publish, then wake the main loop. */
+    __atomic_store_n(&c->done, true, __ATOMIC_RELEASE);
+    aio_wait_kick();
+}
+
+static bool call_done(DrvCall *c)
+{
+    return __atomic_load_n(&c->done, __ATOMIC_ACQUIRE);
 }
 
 static int64_t run_call(DrvCall *c)
@@ -106,7 +114,7 @@ static int64_t run_call(DrvCall *c)
     Coroutine *co = coroutine_create(drv_call_entry, c);
 
     coroutine_enter(co);
-    AIO_WAIT_WHILE(aio_main_context(), !c->done);
+    AIO_WAIT_WHILE(aio_main_context(), !call_done(c));
     return c->ret;
 }
 
@@ -654,6 +662,59 @@ static void test_open_errors(void **state)
     free(path);
 }
 
+/* A node that lives in an iothread: many requests at once from coroutines
+ * in that thread, each backend using that context's ring or the pool. */
+static void test_iothread(void **state)
+{
+    IoBackend be = state_be(state);
+    enum { N = 32, BS = 65536 };
+    char *path = new_file(N * BS);
+    BlockNode *bs = node_open(path, be, true, false, NULL, NULL, NULL);
+    IOThread *t = iothread_create("file-io0", NULL);
+    AioContext *ctx;
+    uint8_t *bufs[N];
+    IOVector vs[N];
+    DrvCall calls[N];
+    uint8_t *chk = malloc(BS);
+
+    assert_non_null(bs);
+    assert_non_null(t);
+    ctx = iothread_get_context(t);
+    bs->ctx = ctx;
+
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            if (pass == 0) {
+                bufs[i] = blk_aligned_alloc(4096, BS);
+                fill_pattern(bufs[i], (uint64_t)i * BS, BS, 13);
+            } else {
+                memset(bufs[i], 0, BS);
+            }
+            iov_vec_init_buf(&vs[i], bufs[i], BS);
+            calls[i] = (DrvCall){ .op = pass == 0 ? D_WRITE : D_READ,
+                                  .bs = bs, .offset = (int64_t)i * BS,
+                                  .bytes = BS, .qiov = &vs[i] };
+            aio_co_enter(ctx, coroutine_create(drv_call_entry, &calls[i]));
+        }
+        for (int i = 0; i < N; i++) {
+            AIO_WAIT_WHILE(aio_main_context(), !call_done(&calls[i]));
+            assert_int_equal(calls[i].ret, 0);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        fill_pattern(chk, (uint64_t)i * BS, BS, 13);
+        assert_memory_equal(bufs[i], chk, BS);
+        free(bufs[i]);
+    }
+
+    iothread_destroy(t);
+    bs->ctx = aio_main_context();
+    node_close(bs);
+    free(chk);
+    unlink(path);
+    free(path);
+}
+
 /* ---- setup ---- */
 
 static int group_setup(void **state)
@@ -694,6 +755,7 @@ int main(void)
         BOTH(test_truncate),
         BOTH(test_flush),
         BOTH(test_open_errors),
+        BOTH(test_iothread),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
