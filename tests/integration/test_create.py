@@ -320,6 +320,34 @@ def test_file_job_errors(daemon):
     ({'job-id': 'c0', 'options': {'driver': 'file', 'filename': 'a',
                                   'size': 0}, 'foo': 1},
      "Parameter 'foo' is unexpected"),
+    # An inline file is checked against the schema at once.
+    ({'job-id': 'c0', 'options': {'driver': 'qcow2', 'size': 0,
+                                  'file': {'filename': 'x'}}},
+     "Parameter 'options.file.driver' is missing"),
+    ({'job-id': 'c0', 'options': {'driver': 'qcow2', 'size': 0,
+                                  'file': {'driver': 'bogus'}}},
+     "Parameter 'driver' does not accept value 'bogus'"),
+    ({'job-id': 'c0', 'options': {'driver': 'qcow2', 'size': 0,
+                                  'file': {'driver': 'file'}}},
+     "Parameter 'options.file.filename' is missing"),
+    ({'job-id': 'c0', 'options': {'driver': 'qcow2', 'size': 0,
+                                  'file': {'driver': 'file',
+                                           'filename': 5}}},
+     "Invalid parameter type for 'options.file.filename', expected: "
+     "string"),
+    ({'job-id': 'c0', 'options': {'driver': 'qcow2', 'size': 0,
+                                  'file': {'driver': 'file', 'filename': 'x',
+                                           'bogus': 1}}},
+     "Parameter 'options.file.bogus' is unexpected"),
+    ({'job-id': 'c0', 'options': {'driver': 'qcow2', 'size': 0,
+                                  'file': {'driver': 'file', 'filename': 'x',
+                                           'read-only': 'x'}}},
+     "Invalid parameter type for 'options.file.read-only', expected: "
+     "boolean"),
+    ({'job-id': 'c0', 'options': {'driver': 'qcow2', 'size': 0,
+                                  'file': {'driver': 'raw',
+                                           'file': {'driver': 'file'}}}},
+     "Parameter 'options.file.file.filename' is missing"),
 ])
 def test_command_errors(daemon, args, msg):
     with pytest.raises(QMPError) as e:
