@@ -882,6 +882,61 @@ static void test_bitmaps_autoclear(void **state)
     free(p);
 }
 
+/* Damaged tables past the header: reads fail with EIO, writes never land
+ * on metadata. */
+static void test_hostile_tables(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("ht.qcow2");
+    uint8_t buf[4096], l1a[512], l1b[512];
+    /* default layout: L1 at 0x30000, the first L2 table at 0x40000 */
+    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' 4M && qemu-io -f "
+                        "qcow2 -c 'write -P 1 0 64k' '%s' >/dev/null", p, p),
+                     0);
+    char *m = sh_out("qemu-img map --output=json '%s'", p);
+    assert_non_null(strstr(m, "\"offset\": 327680"));   /* data at 0x50000 */
+    free(m);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    /* L2 entry 0 now claims the L1 table's cluster as its data */
+    static const uint8_t onto_l1[8] = { 0x80, 0, 0, 0, 0, 0x03, 0, 0 };
+    assert_int_equal(pwrite(fd, onto_l1, 8, 0x40000), 8);
+    assert_int_equal(pread(fd, l1a, sizeof(l1a), 0x30000), sizeof(l1a));
+    close(fd);
+
+    Img img;
+    img_open_ok(&img, "ht.qcow2", NULL);
+    memset(buf, 0x77, sizeof(buf));
+    assert_int_equal(bdrv_pwrite(img.root, 0, sizeof(buf), buf, 0), -EIO);
+    /* reading it is harmless */
+    assert_int_equal(bdrv_pread(img.root, 0, sizeof(buf), buf, 0), 0);
+    bdrv_detach_child(img.root);
+    assert_true(bdrv_del_blockdev("q", NULL));
+    fd = open(p, O_RDONLY);
+    assert_int_equal(pread(fd, l1b, sizeof(l1b), 0x30000), sizeof(l1b));
+    close(fd);
+    assert_memory_equal(l1a, l1b, sizeof(l1a));
+
+    /* an L1 entry past the end of the file: EIO, not a crash */
+    char *p2 = path_of("ht2.qcow2");
+    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' 1G", p2), 0);
+    fd = open(p2, O_RDWR);
+    assert_true(fd >= 0);
+    static const uint8_t far[8] = { 0x80, 0, 0, 0x10, 0, 0, 0, 0 };
+    assert_int_equal(pwrite(fd, far, 8, 0x30008), 8);
+    close(fd);
+    free(p2);
+    img_open_ok(&img, "ht2.qcow2", NULL);
+    assert_int_equal(bdrv_pread(img.root, 512 << 20, sizeof(buf), buf, 0),
+                     -EIO);
+    assert_int_equal(bdrv_pread(img.root, 0, sizeof(buf), buf, 0), 0);
+    bdrv_detach_child(img.root);
+    assert_true(bdrv_del_blockdev("q", NULL));
+    free(p);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -916,6 +971,7 @@ int main(void)
         cmocka_unit_test(test_truncate_grow),
         cmocka_unit_test(test_create_on_child),
         cmocka_unit_test(test_bitmaps_autoclear),
+        cmocka_unit_test(test_hostile_tables),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

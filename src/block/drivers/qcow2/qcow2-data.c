@@ -11,6 +11,7 @@
  *         release, wake writers waiting on the same clusters
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -353,6 +354,24 @@ out_locked:
     return ret;   /* with s->lock held */
 }
 
+/*
+ * A data cluster that a hostile or damaged L2 table places over the
+ * header, the L1 table or the refcount table must not be written in
+ * place: that would turn a bad pointer into destroyed metadata.
+ */
+static bool overlaps_metadata(BDRVQcow2State *s, uint64_t off, uint64_t len)
+{
+    uint64_t cs = s->g.cluster_size;
+    uint64_t l1 = s->hdr.l1_table_offset;
+    uint64_t l1_len = (uint64_t)s->l1_size * 8;
+    uint64_t rt = s->hdr.refcount_table_offset;
+    uint64_t rt_len = (uint64_t)s->hdr.refcount_table_clusters * cs;
+
+    return off < cs ||
+           (l1_len && off < l1 + l1_len && l1 < off + len) ||
+           (off < rt + rt_len && rt < off + len);
+}
+
 int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                                   int64_t bytes, IOVector *qiov,
                                   unsigned flags)
@@ -394,6 +413,13 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
         if (m.info.type == QCOW2_CLUSTER_NORMAL && m.info.copied) {
             co_mutex_unlock(&s->lock);
             uint64_t in_cl = qcow2_offset_in_cluster(&s->g, (uint64_t)offset);
+            if (overlaps_metadata(s, m.info.host_offset + in_cl, m.bytes)) {
+                log_error("qcow2: node '%s': data cluster at 0x%" PRIx64
+                          " overlaps image metadata; refusing to write",
+                          bs->node_name, m.info.host_offset);
+                s->broken = true;
+                return -EIO;
+            }
             IOVector sub;
             slice(&sub, qiov, qoff, m.bytes);
             ret = bdrv_co_pwritev(bs->file,
