@@ -339,7 +339,8 @@ void bdrv_dec_in_flight(BlockNode *bs);
  * Entry of a request from c's parent: counts it in c->node's in_flight.  If
  * c's class postpones requests while drained and the node is quiesced, the
  * coroutine waits (FIFO, on node->postponed) until the last drained section
- * ends.  Every call is paired with bdrv_dec_in_flight(c->node).
+ * ends.  Every call is paired with bdrv_dec_in_flight(c->node) — c->node as
+ * it is after the call returns: a graph change may move c while it waits.
  */
 void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c);
 
@@ -351,5 +352,10 @@ bool bdrv_node_list_insert(BlockNode *bs, Error **errp);
  * is; a detaching edge gives that back. */
 void bdrv_drain_child_attached(BlockChild *c);
 void bdrv_drain_child_detaching(BlockChild *c);
+/* c was moved from `from` to c->node: its parent's quiesce state follows. */
+void bdrv_drain_child_moved(BlockChild *c, BlockNode *from);
+/* After edges left bs: postponed requests of those edges retry on their
+ * new node (the others wait on, in order). */
+void bdrv_drain_wake_moved(BlockNode *bs);
 
 #endif

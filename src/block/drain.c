@@ -46,30 +46,35 @@ void bdrv_dec_in_flight(BlockNode *bs)
 
 void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c)
 {
-    BlockNode *bs = c->node;
     bool woken = false;
 
     if (!c->klass->postpone_requests_when_drained) {
-        bdrv_inc_in_flight(bs);
+        bdrv_inc_in_flight(c->node);
         return;
     }
-    /* Announce ourselves as a possible waiter before looking at the
-     * counter: drained_end lowers the counter before it reads n_postponed,
-     * so it either sees us (and restarts the queue) or we see it at 0. */
-    atomic_fetch_add(&bs->n_postponed, 1);
     for (;;) {
+        /* Re-read on every round: a graph change (a pivot) may have moved
+         * the edge to another node while we waited. */
+        BlockNode *bs = c->node;
+
+        /* Announce ourselves as a possible waiter before looking at the
+         * counter: drained_end lowers the counter before it reads
+         * n_postponed, so it either sees us (and restarts the queue) or we
+         * see it at 0. */
+        atomic_fetch_add(&bs->n_postponed, 1);
         bdrv_inc_in_flight(bs);
         /* Newcomers line up behind requests still waiting from the last
          * section; those, once woken, only need the node to be open. */
         if (atomic_load(&bs->quiesce_counter) == 0 &&
             (woken || co_queue_empty(&bs->postponed))) {
-            break;
+            atomic_fetch_sub(&bs->n_postponed, 1);
+            return;
         }
         bdrv_dec_in_flight(bs);
         co_queue_wait(&bs->postponed, NULL);
+        atomic_fetch_sub(&bs->n_postponed, 1);
         woken = true;
     }
-    atomic_fetch_sub(&bs->n_postponed, 1);
 }
 
 /* ---- restarting postponed requests ---- */
@@ -95,6 +100,34 @@ static void restart_postponed_bh(void *opaque)
     } else {
         /* References are dropped in the main loop only. */
         aio_bh_schedule_oneshot(aio_main_context(), unref_bh, bs);
+    }
+}
+
+static void restart_all_bh(void *opaque)
+{
+    BlockNode *bs = opaque;
+
+    co_queue_restart_all(&bs->postponed);
+    if (aio_current_context() == aio_main_context()) {
+        bdrv_unref(bs);
+    } else {
+        aio_bh_schedule_oneshot(aio_main_context(), unref_bh, bs);
+    }
+}
+
+void bdrv_drain_wake_moved(BlockNode *bs)
+{
+    if (atomic_load(&bs->n_postponed) == 0) {
+        return;
+    }
+    /* Wake every waiter once: those whose edge moved retry on the new
+     * node, the others queue again in the same order.  In the node's own
+     * thread this happens now, before any newcomer can overtake them. */
+    if (aio_current_context() == bs->ctx && !coroutine_in_coroutine()) {
+        co_queue_restart_all(&bs->postponed);
+    } else {
+        bdrv_ref(bs);
+        aio_bh_schedule_oneshot(bs->ctx, restart_all_bh, bs);
     }
 }
 
@@ -258,6 +291,31 @@ void bdrv_drain_child_attached(BlockChild *c)
         c->quiesced_parent = true;
         if (c->klass->drained_begin) {
             c->klass->drained_begin(c);
+        }
+    }
+}
+
+void bdrv_drain_child_moved(BlockChild *c, BlockNode *from)
+{
+    int k_old = atomic_load(&from->quiesce_counter);
+    int k_new = atomic_load(&c->node->quiesce_counter);
+
+    if (c->klass->parent_is_node) {
+        for (int i = k_old; i < k_new; i++) {
+            quiesce_begin(c->opaque);
+        }
+        for (int i = k_new; i < k_old; i++) {
+            quiesce_end(c->opaque);
+        }
+    } else if (k_new > 0 && !c->quiesced_parent) {
+        c->quiesced_parent = true;
+        if (c->klass->drained_begin) {
+            c->klass->drained_begin(c);
+        }
+    } else if (k_new == 0 && c->quiesced_parent) {
+        c->quiesced_parent = false;
+        if (c->klass->drained_end) {
+            c->klass->drained_end(c);
         }
     }
 }

@@ -516,10 +516,14 @@ bool bdrv_replace_node(BlockNode *from, BlockNode *to, Error **errp)
         free(moved);
         return false;
     }
+    /* Only now that the change stands do the parents learn of it: their
+     * quiesce state follows the edge (no flicker on a refused change). */
     for (size_t i = 0; i < n; i++) {
         bdrv_ref(to);
+        bdrv_drain_child_moved(moved[i], from);
     }
     refresh_after_loosen(from);
+    bdrv_drain_wake_moved(from);
     for (size_t i = 0; i < n; i++) {
         bdrv_unref(from);
     }

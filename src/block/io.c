@@ -34,9 +34,30 @@ static int check_range(BlockNode *bs, int64_t offset, int64_t bytes)
     return 0;
 }
 
-static void request_begin(BlockChild *c)
+/*
+ * Counts the request in and returns the node it goes to.  A postponed
+ * request may come back on another node (a pivot moved its edge while it
+ * waited): then the checks made on the old node are made again.
+ */
+static BlockNode *coroutine_fn request_begin(BlockChild *c, BlockNode *bs,
+                                             int64_t offset, int64_t bytes,
+                                             bool write, int *ret)
 {
+    BlockNode *now;
+
     bdrv_co_wait_unquiesced(c);
+    now = c->node;
+    *ret = 0;
+    if (now != bs) {
+        *ret = check_range(now, offset, bytes);
+        if (*ret == 0 && write && now->read_only) {
+            *ret = -EPERM;
+        }
+        if (*ret < 0) {
+            bdrv_dec_in_flight(now);
+        }
+    }
+    return now;
 }
 
 static size_t mem_align(BlockNode *bs)
@@ -160,7 +181,10 @@ int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,
     if (bytes == 0) {
         return 0;
     }
-    request_begin(c);
+    bs = request_begin(c, bs, offset, bytes, false, &ret);
+    if (ret < 0) {
+        return ret;
+    }
     ret = aligned_preadv(bs, offset, bytes, qiov, flags);
     bdrv_dec_in_flight(bs);
     return ret;
@@ -233,7 +257,10 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     if (bytes == 0) {
         return 0;
     }
-    request_begin(c);
+    bs = request_begin(c, bs, offset, bytes, true, &ret);
+    if (ret < 0) {
+        return ret;
+    }
     if (bs->detect_zeroes && !(flags & BLK_REQ_WRITE_UNCHANGED) &&
         iov_is_zero(qiov->iov, qiov->niov, 0, bytes)) {
         unsigned zflags = flags & BLK_REQ_FUA;
@@ -349,7 +376,10 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
     if (!bs->discard_unmap) {
         flags &= ~BLK_REQ_MAY_UNMAP;
     }
-    request_begin(c);
+    bs = request_begin(c, bs, offset, bytes, true, &ret);
+    if (ret < 0) {
+        return ret;
+    }
     ret = do_pwrite_zeroes(bs, offset, bytes, flags);
     bdrv_dec_in_flight(bs);
     return ret;
@@ -385,7 +415,10 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     if (start >= end) {
         return 0;
     }
-    request_begin(c);
+    bs = request_begin(c, bs, start, end - start, true, &ret);
+    if (ret < 0) {
+        return ret;
+    }
     if (bs->drv->co_pdiscard) {
         ret = bs->drv->co_pdiscard(bs, start, end - start);
     } else if (bs->drv->is_filter && bs->file) {

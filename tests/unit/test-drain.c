@@ -286,6 +286,68 @@ static void test_postponed_in_order(void **state)
     del_ok("n");
 }
 
+/*
+ * A pivot inside a drained section: the parents move to the new node, their
+ * quiesce state follows, and requests that waited on the old node run on
+ * the new one, in order, without waiting for the old node's section to end.
+ */
+static void test_replace_node_while_drained(void **state)
+{
+    BlockNode *a = open_ok("{\"driver\": \"null-co\", \"node-name\": \"a\"}");
+    BlockNode *b = open_ok("{\"driver\": \"null-co\", \"node-name\": \"b\"}");
+    BlockNode *ro = open_ok("{\"driver\": \"null-co\", \"node-name\": \"ro\", "
+                            "\"read-only\": true}");
+    BlockNode *r = open_ok("{\"driver\": \"raw\", \"node-name\": \"r\", "
+                           "\"file\": \"a\"}");
+    User u = { 0 };
+    BlockChild *c = attach(a, &postpone_class, &u);
+    Error *err = NULL;
+    Req req[5];
+    int log[5];
+    atomic_int n_log = 0;
+
+    bdrv_drained_begin(a);
+    assert_true(bdrv_is_quiesced(r));
+    for (int i = 0; i < 5; i++) {
+        start_req(&req[i], c, i, log, &n_log);
+    }
+    run_main_for(10);
+    assert_int_equal(atomic_load(&n_log), 0);
+
+    /* Refused (the user writes; ro is read-only): nothing moves. */
+    assert_false(bdrv_replace_node(a, ro, &err));
+    assert_string_equal(error_get_pretty(err), "Block node is read-only");
+    error_free_or_abort_clear(&err);
+    assert_ptr_equal(c->node, a);
+    assert_ptr_equal(r->file->node, a);
+    assert_true(bdrv_is_quiesced(r));
+    assert_int_equal(u.drained_end_calls, 0);
+    assert_int_equal(ro->refcnt, 1);
+
+    assert_true(bdrv_replace_node(a, b, &err));
+    assert_ptr_equal(c->node, b);
+    assert_ptr_equal(r->file->node, b);
+    assert_false(bdrv_is_quiesced(r));   /* b is not drained */
+    assert_int_equal(u.drained_end_calls, 1);
+    AIO_WAIT_WHILE(aio_main_context(), atomic_load(&n_log) < 5);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(log[i], i);
+        assert_int_equal(req[i].ret, 0);
+    }
+    assert_true(bdrv_is_quiesced(a));
+    bdrv_drained_end(a);
+    assert_false(bdrv_is_quiesced(r));
+    assert_int_equal(u.drained_end_calls, 1);
+    assert_true(list_empty(&a->parents));
+    AIO_WAIT_WHILE(aio_main_context(), a->refcnt > 1);
+
+    bdrv_detach_child(c);
+    del_ok("r");
+    del_ok("ro");
+    del_ok("b");
+    del_ok("a");
+}
+
 /* ---- requests from an iothread while the main loop drains ---- */
 
 typedef struct Pump {
@@ -398,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_nested_and_parents),
         cmocka_unit_test(test_drain_from_coroutine),
         cmocka_unit_test(test_postponed_in_order),
+        cmocka_unit_test(test_replace_node_while_drained),
         cmocka_unit_test(test_iothread_requests),
     };
 
