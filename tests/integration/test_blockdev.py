@@ -6,10 +6,11 @@ unchanged against it (BLOCKJOBD_BIN=$(command -v qemu-storage-daemon)).
 
 import json
 import os
+import re
 
 import pytest
 
-from bjtest import QMPError
+from bjtest import QMPError, qemu_img
 
 
 def make_image(workdir, name='a.img', size=1 << 20):
@@ -357,3 +358,60 @@ def test_blockdev_on_command_line(daemon_factory, workdir):
     implicit = listed[2]
     assert implicit['drv'] == 'file' and implicit['ro'] is True
     assert implicit['cache']['direct'] is True     # inherited
+
+
+def make_qcow2_chain(workdir):
+    base = os.path.join(str(workdir), 'base.qcow2')
+    top = os.path.join(str(workdir), 'top.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, '1M')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top)
+    return base, top
+
+
+def test_blockdev_del_backing_and_export(daemon, workdir, sockdir):
+    base, top = make_qcow2_chain(workdir)
+    q = daemon.qmp
+    add(q, driver='file', **{'node-name': 'fb'}, filename=base)
+    add(q, driver='qcow2', **{'node-name': 'base'}, file='fb')
+    add(q, driver='qcow2', **{'node-name': 'top'},
+        file={'driver': 'file', 'filename': top}, backing='base')
+    with pytest.raises(QMPError) as e:
+        q.execute('blockdev-del', **{'node-name': 'base'})
+    assert e.value.desc == \
+        "Node 'base' is busy: node is used as backing hd of 'top'"
+    # Newest first: top, then its inline file, then the older nodes.
+    listed = names(q)
+    assert listed[0] == 'top' and listed[1].startswith('#block')
+    assert listed[2:] == ['base', 'fb']
+    assert node(q, 'top')['backing_file'] == base
+    assert node(q, 'top')['backing_file_depth'] == 1
+    assert node(q, 'top')['image']['backing-image']['filename'] == base
+    flat_top = [n for n in nodes(q, flat=True) if n['node-name'] == 'top'][0]
+    assert 'backing-image' not in flat_top['image']
+    assert flat_top['backing_file_depth'] == 0
+
+    q.execute('nbd-server-start',
+              addr={'type': 'unix',
+                    'data': {'path': os.path.join(sockdir, 'nbd.sock')}})
+    q.execute('block-export-add', type='nbd', id='exp0',
+              **{'node-name': 'top'}, writable=True)
+    with pytest.raises(QMPError) as e:
+        q.execute('blockdev-del', **{'node-name': 'top'})
+    assert e.value.desc == 'Node top is in use'
+
+    # A writer on the file under a qcow2 node conflicts with the format
+    # node, which does not share write on its file.
+    with pytest.raises(QMPError) as e:
+        q.execute('block-export-add', type='nbd', id='exp1',
+                  **{'node-name': 'fb'}, writable=True)
+    assert re.fullmatch(
+        r"Permission conflict on node 'fb': permissions 'write' are both "
+        r"required by .+ \(uses node 'fb' as 'root' child\) and unshared by "
+        r"node 'base' \(uses node 'fb' as 'file' child\)\.", e.value.desc)
+
+    q.execute('block-export-del', id='exp0')
+    q.wait_event('BLOCK_EXPORT_DELETED')
+    q.execute('blockdev-del', **{'node-name': 'top'})
+    q.execute('blockdev-del', **{'node-name': 'base'})
+    q.execute('blockdev-del', **{'node-name': 'fb'})
+    assert nodes(q) == []
