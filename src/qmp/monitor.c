@@ -187,6 +187,28 @@ static void client_send(MonClient *c, json_t *msg)
         log_error("monitor: cannot serialise a message");
         return;
     }
+    if (flags & JSON_MAX_INDENT) {
+        /* Pretty output breaks lines with CRLF as QEMU's does; serialised
+         * strings hold no raw newline, so every '\n' is a line break. */
+        size_t nl = 0;
+        for (const char *p = text; *p; p++) {
+            nl += *p == '\n';
+        }
+        char *crlf = malloc(strlen(text) + nl + 1);
+        if (!crlf) {
+            abort();
+        }
+        char *d = crlf;
+        for (const char *p = text; *p; p++) {
+            if (*p == '\n') {
+                *d++ = '\r';
+            }
+            *d++ = *p;
+        }
+        *d = '\0';
+        free(text);
+        text = crlf;
+    }
     size_t len = strlen(text);
     if (out_pending(c) + len + 2 > OUT_DROP_CLIENT) {
         log_warn("monitor: dropping a client that does not read its "
@@ -296,8 +318,8 @@ static const char *check_request(MonClient *c, json_t *req, bool *is_oob,
         return NULL;
     }
     if (exec && oob) {
-        error_setg(errp,
-                   "QMP input must not contain both 'execute' and 'exec-oob'");
+        error_setg(errp, "QMP input member 'execute' clashes with "
+                   "'exec-oob'");
         return NULL;
     }
     *is_oob = oob != NULL;

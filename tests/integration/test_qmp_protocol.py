@@ -101,6 +101,14 @@ def test_oob(daemon):
     r = c.cmd_raw({'exec-oob': 'nope', 'id': 'o2'})
     assert error_of(r) == ('CommandNotFound',
                            'The command nope has not been found')
+    r = c.cmd_raw({'exec-oob': 'query-version', 'execute': 'query-version',
+                   'id': 'o4'})
+    assert r['id'] == 'o4'
+    assert error_of(r) == ('GenericError',
+                           "QMP input member 'execute' clashes with "
+                           "'exec-oob'")
+    # With oob enabled, plain commands need no id.
+    assert set(c.cmd('query-version')) == {'return'}
     r = c.cmd_raw({'exec-oob': 1, 'id': 'o3'})
     assert error_of(r) == ('GenericError',
                            "QMP input member 'exec-oob' must be a string")
@@ -596,3 +604,26 @@ def test_stale_socket_replaced(daemon_factory, sockdir):
         c.close()
     d.stop()
     assert not os.path.exists(p)
+
+
+def test_pretty_monitor(daemon_factory, sockdir):
+    p = os.path.join(sockdir, 'pretty.sock')
+    daemon_factory('--chardev', 'socket,id=pp,path=%s,server=on,wait=off' % p,
+                   '--monitor', 'chardev=pp,pretty=on')
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(p)
+    s.settimeout(30)
+    s.sendall(b'{"execute":"qmp_capabilities"}\n'
+              b'{"execute":"query-version","id":[1]}\n')
+    data = b''
+    while data.count(b'\r\n}\r\n') < 3:
+        d = s.recv(65536)
+        assert d, data
+        data += d
+    s.close()
+    assert data.startswith(b'{\r\n    "QMP": {\r\n')
+    assert b'\n' not in data.replace(b'\r\n', b'')
+    msgs = [json.loads(m + b'}') for m in data.split(b'\r\n}\r\n') if m]
+    assert 'QMP' in msgs[0]
+    assert msgs[1] == {'return': {}}
+    assert msgs[2]['id'] == [1] and 'return' in msgs[2]
