@@ -65,6 +65,10 @@ enum {
     BLK_REQ_NO_FALLBACK     = 1 << 2, /* write-zeroes: fail (-ENOTSUP)
                                          rather than write zero buffers */
     BLK_REQ_WRITE_UNCHANGED = 1 << 3, /* write does not change contents */
+    BLK_REQ_METADATA        = 1 << 4, /* read/write: a format driver's own
+                                         metadata, not guest data (blkdebug
+                                         fires no read_aio/write_aio for it,
+                                         as qemu's formats fire none) */
 };
 
 /* ---- block status ---- */

@@ -384,6 +384,27 @@ static void test_write_events(void **state)
     dbg_close(&d);
 }
 
+/* Format metadata I/O fires no read_aio/write_aio, but active rules still
+ * fail it. */
+static void test_metadata_requests(void **state)
+{
+    Dbg d = dbg_open("\"inject-error\": [{\"event\": \"write_aio\", "
+                     "\"once\": true}]");
+
+    assert_int_equal(bdrv_pwrite(d.user, 0, 512, buf, BLK_REQ_METADATA), 0);
+    assert_int_equal(bdrv_pwrite(d.user, 0, 512, buf, BLK_REQ_METADATA), 0);
+    assert_int_equal(wr(&d, 0, 512), -EIO);
+    assert_int_equal(wr(&d, 0, 512), 0);
+    dbg_close(&d);
+
+    d = dbg_open("\"inject-error\": [{\"event\": \"read_aio\"}]");
+    assert_int_equal(bdrv_pread(d.user, 0, 512, buf, BLK_REQ_METADATA), 0);
+    assert_int_equal(rd(&d, 0, 512), -EIO);
+    assert_int_equal(bdrv_pread(d.user, 0, 512, buf, BLK_REQ_METADATA),
+                     -EIO);
+    dbg_close(&d);
+}
+
 /* Over a real file: bytes pass through both ways. */
 static void test_data_passthrough(void **state)
 {
@@ -451,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_event_replaces_active),
         cmocka_unit_test(test_errno_and_order),
         cmocka_unit_test(test_write_events),
+        cmocka_unit_test(test_metadata_requests),
         cmocka_unit_test(test_data_passthrough),
     };
 

@@ -30,10 +30,11 @@
  * write_aio, pwritev, (request), pwritev_done; write-zeroes -> pwritev_zero,
  * (request), pwritev_done; flush -> flush_to_os, flush_to_disk.  For the
  * usual stacks (raw or qcow2 data over blkdebug) that is what qemu does;
- * the difference is that a read_aio rule also fires when nothing above
- * blkdebug is a format driver (a job or export using it directly) and on
- * qcow2 metadata reads.  The other qcow2-internal events (l2_load, ...) are
- * accepted but never fire.
+ * the difference is that read_aio/write_aio also fire when nothing above
+ * blkdebug is a format driver (a job or export using it directly).  A
+ * format driver marks its metadata I/O BLK_REQ_METADATA, which fires
+ * neither (active rules still apply to it, as in qemu).  The other
+ * format-internal events (l2_load, ...) are accepted but never fire.
  *
  * Threads: the rules and state are touched only by requests, which all run
  * in bs->ctx, and by open/close in the main loop while nothing runs.
@@ -495,7 +496,9 @@ static int coroutine_fn blkdebug_co_preadv(BlockNode *bs, int64_t offset,
     BlkdebugState *s = bs->opaque;
     int ret;
 
-    fire_event(s, EV_READ_AIO);
+    if (!(flags & BLK_REQ_METADATA)) {
+        fire_event(s, EV_READ_AIO);
+    }
     ret = rule_check(bs, offset, bytes, IO_READ);
     if (ret) {
         return ret;
@@ -510,7 +513,9 @@ static int coroutine_fn blkdebug_co_pwritev(BlockNode *bs, int64_t offset,
     BlkdebugState *s = bs->opaque;
     int ret;
 
-    fire_event(s, EV_WRITE_AIO);
+    if (!(flags & BLK_REQ_METADATA)) {
+        fire_event(s, EV_WRITE_AIO);
+    }
     fire_event(s, EV_PWRITEV);
     ret = rule_check(bs, offset, bytes, IO_WRITE);
     if (!ret) {
