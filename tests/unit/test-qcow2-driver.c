@@ -937,6 +937,33 @@ static void test_hostile_tables(void **state)
     free(p);
 }
 
+/* Internal snapshots (qemu-img snapshot -c): writes copy shared L2 tables
+ * and clusters; the snapshot keeps its data. */
+static void test_internal_snapshot(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("snap.qcow2"), *r = path_of("snap.raw");
+    char *sr = path_of("snap0.raw");
+    assert_int_equal(sh("qemu-img create -q -f qcow2 '%s' 16M && qemu-io -f "
+                        "qcow2 -c 'write -P 0x31 0 4M' -c 'write -c -P 0x32 "
+                        "8M 64k' '%s' >/dev/null && qemu-img snapshot -c s0 "
+                        "'%s' && qemu-img convert -O raw '%s' '%s' && "
+                        "cp '%s' '%s'", p, p, p, p, sr, sr, r), 0);
+    random_ops("snap.qcow2", "snap.raw", 16 << 20, 65536, 120, true);
+    check_clean("snap.qcow2");
+    check_same("snap.raw", "snap.qcow2");
+    /* the snapshot still reads as it was */
+    char *sp = path_of("snap-s0.raw");
+    assert_int_equal(sh("qemu-img convert -l snapshot.name=s0 -O raw '%s' "
+                        "'%s' && cmp -s '%s' '%s'", p, sp, sp, sr), 0);
+    free(sp);
+    free(p);
+    free(r);
+    free(sr);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -972,6 +999,7 @@ int main(void)
         cmocka_unit_test(test_create_on_child),
         cmocka_unit_test(test_bitmaps_autoclear),
         cmocka_unit_test(test_hostile_tables),
+        cmocka_unit_test(test_internal_snapshot),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -172,6 +172,44 @@ bad:
     return -EIO;
 }
 
+/*
+ * The L2 table at old is shared with an internal snapshot (its L1 entry
+ * lacks COPIED): give the active L1 its own copy.  Data clusters already
+ * count one reference per L1 tree (snapshot creation added it), so only the
+ * old table loses our reference, once the new L1 entry is on disk.  The
+ * copied entries keep their flags (shared ones lack COPIED, and a write
+ * copies those clusters in turn).  Returns the new table pinned.
+ */
+static int coroutine_fn cow_l2_table(BDRVQcow2State *s, uint64_t l1i,
+                                     uint64_t old, Qcow2CacheEntry **out)
+{
+    Qcow2CacheEntry *oe, *ne;
+    int64_t off;
+    int ret;
+
+    off = qcow2_alloc_clusters(s, 1);
+    if (off < 0) {
+        return (int)off;
+    }
+    ret = qcow2_cache_get(s, s->l2_cache, old, false, &oe);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, &ne);
+    if (ret < 0) {
+        qcow2_cache_put(oe);
+        return ret;
+    }
+    memcpy(ne->table, oe->table, s->g.cluster_size);
+    qcow2_cache_put(oe);
+    qcow2_cache_mark_dirty(s->l2_cache, ne);
+    s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
+    s->l1_dirty = true;
+    qcow2_defer_free(s, old, s->g.cluster_size);
+    *out = ne;
+    return 0;
+}
+
 int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
                                       uint64_t n, const uint64_t *entries,
                                       uint64_t *old_entries)
@@ -203,14 +241,11 @@ int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
         s->l1_dirty = true;
     } else {
         if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
-            /* Shared with an internal snapshot: would need a copy of the
-             * table and refcount bumps for everything in it. */
-            log_error("qcow2: node '%s': writing to L2 tables shared with "
-                      "internal snapshots is not supported",
-                      s->bs->node_name);
-            return -ENOTSUP;
+            ret = cow_l2_table(s, l1i, (uint64_t)l2off, &e);
+        } else {
+            ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false,
+                                  &e);
         }
-        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, &e);
         if (ret < 0) {
             return ret;
         }
