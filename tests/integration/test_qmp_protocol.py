@@ -627,3 +627,33 @@ def test_pretty_monitor(daemon_factory, sockdir):
     assert 'QMP' in msgs[0]
     assert msgs[1] == {'return': {}}
     assert msgs[2]['id'] == [1] and 'return' in msgs[2]
+
+
+@pytest.mark.blockjobd_only('qemu-storage-daemon serves one client per socket')
+def test_disconnect_while_commands_run(daemon, workdir):
+    img = os.path.join(str(workdir), 'd.img')
+    with open(img, 'wb') as f:
+        f.truncate(1 << 20)
+    # Opening a file node waits in the event loop; the client that asked
+    # is gone by the time the replies are ready.
+    reqs = []
+    for i in range(30):
+        reqs.append({'execute': 'blockdev-add', 'arguments': {
+            'driver': 'file', 'node-name': 'f%d' % i, 'filename': img,
+            'locking': 'off'}})
+        reqs.append({'execute': 'blockdev-del',
+                     'arguments': {'node-name': 'f%d' % i}})
+    payload = b'{"execute":"qmp_capabilities"}\n' + b''.join(
+        json.dumps(r).encode() + b'\n' for r in reqs)
+    busy = daemon.new_client(negotiate=True)
+    for _ in range(3):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(daemon.sock_path)
+        s.sendall(payload)
+        busy.send({'execute': 'query-version', 'id': 'b'})
+        s.close()
+        assert busy.recv_reply()['id'] == 'b'
+    bjtest.wait_until(
+        lambda: daemon.qmp.execute('query-named-block-nodes') == [],
+        timeout=60, what='all file nodes deleted')
+    assert 'return' in daemon.qmp.cmd('query-version')
