@@ -964,6 +964,26 @@ static void test_internal_snapshot(void **state)
     free(sr);
 }
 
+/* Writes over compressed clusters: copy-on-write from the inflated
+ * cluster, and the compressed bytes' host clusters lose a reference each
+ * (several compressed clusters share one host cluster). */
+static void test_write_over_compressed(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("wc.qcow2"), *r = path_of("wc.raw");
+    assert_int_equal(sh("head -c 3M /dev/urandom | base64 -w 100 | head -c "
+                        "8M > '%s' && truncate -s 8M '%s' && qemu-img convert "
+                        "-q -c -f raw -O qcow2 -o cluster_size=4096 '%s' '%s'",
+                        r, r, r, p), 0);
+    random_ops("wc.qcow2", "wc.raw", 8 << 20, 4096, 300, true);
+    check_clean("wc.qcow2");
+    check_same("wc.raw", "wc.qcow2");
+    free(p);
+    free(r);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -1000,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_bitmaps_autoclear),
         cmocka_unit_test(test_hostile_tables),
         cmocka_unit_test(test_internal_snapshot),
+        cmocka_unit_test(test_write_over_compressed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
