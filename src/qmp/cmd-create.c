@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "job/blockjob.h"
 #include "job/create.h"
 #include "qmp/commands.h"
 
@@ -309,14 +310,13 @@ static bool reaches(BlockNode *top, BlockNode *node)
     return false;
 }
 
-/* The checks qemu makes on the node being snapshotted (op blockers). */
+/* The checks qemu makes on the node being snapshotted (op blockers; a
+ * job's comes before a backing parent's, as qemu lists the newest first). */
 static bool check_node_free(BlockNode *bs, Error **errp)
 {
     BlockChild *c;
 
-    if (bs->op_blocker) {
-        error_setg(errp, "Node '%s' is busy: %s", bs->node_name,
-                   bs->op_blocker);
+    if (!block_job_check_node_free(bs, errp)) {
         return false;
     }
     list_for_each_entry(c, &bs->parents, parent_link) {

@@ -174,3 +174,26 @@ def test_snapshot_errors(daemon, chain):
     n = nodes(qmp)
     assert 'backing_file' not in n['ov']
     assert 'backing_file' not in n['base']
+
+
+def test_snapshot_refused_under_a_job(daemon, chain):
+    base, ov = chain
+    qmp = daemon.qmp
+    top = os.path.join(daemon.workdir, 'top.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
+             top)
+    add_qcow2(qmp, 'top', top, backing='base')
+    # A slow stream keeps top busy.
+    qmp.execute('block-stream', job_id='s0', device='top', speed=1024)
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-snapshot', node='top', overlay='ov')
+    assert e.value.desc == ("Node 'top' is busy: block device is in use by "
+                            "block job: stream")
+    qmp.execute('job-cancel', id='s0')
+    qmp.wait_event('JOB_STATUS_CHANGE',
+                   match={'data': {'id': 's0', 'status': 'null'}})
+    # Free again: the overlay goes on top.
+    qmp.execute('blockdev-snapshot', node='top', overlay='ov')
+    # (qemu names top by a json: filename here, as it has a backing
+    # given by node-name; only the link is checked.)
+    assert 'top.qcow2' in nodes(qmp)['ov']['backing_file']
