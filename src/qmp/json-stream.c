@@ -13,6 +13,7 @@
  */
 #include "qmp/json-stream.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -319,10 +320,86 @@ static char *qemu_wording(const char *text)
     return strdup(text);
 }
 
+/*
+ * QEMU reads an integer beyond int64 as a floating-point number; jansson
+ * refuses it.  Rewrites such tokens (outside strings) with a ".0" suffix so
+ * that jansson reads them as reals too.  Only used after a failed parse.
+ */
+static char *widen_big_integers(const char *buf, size_t len, size_t *out_len)
+{
+    char *out = malloc(len * 2 + 1);
+    if (!out) {
+        abort();
+    }
+    size_t o = 0;
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < len;) {
+        char c = buf[i];
+        if (in_str) {
+            out[o++] = c;
+            i++;
+            if (esc) {
+                esc = false;
+            } else if (c == '\\') {
+                esc = true;
+            } else if (c == '"') {
+                in_str = false;
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+            out[o++] = c;
+            i++;
+            continue;
+        }
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t j = i;
+            bool integral = true;
+            while (j < len && strchr("0123456789+-.eE", buf[j])) {
+                if (buf[j] == '.' || buf[j] == 'e' || buf[j] == 'E') {
+                    integral = false;
+                }
+                j++;
+            }
+            memcpy(out + o, buf + i, j - i);
+            o += j - i;
+            size_t digits = j - i - (c == '-');
+            if (integral && digits >= 19) {
+                char tmp[32];
+                bool big = digits > 20;
+                if (!big) {
+                    memcpy(tmp, buf + i, j - i);
+                    tmp[j - i] = '\0';
+                    errno = 0;
+                    (void)strtoll(tmp, NULL, 10);
+                    big = errno == ERANGE;
+                }
+                if (big) {
+                    out[o++] = '.';
+                    out[o++] = '0';
+                }
+            }
+            i = j;
+            continue;
+        }
+        out[o++] = c;
+        i++;
+    }
+    *out_len = o;
+    return out;
+}
+
 json_t *json_parse_qmp(const char *buf, size_t len, Error **errp)
 {
     json_error_t jerr;
     json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!v && !strncmp(jerr.text, "too big ", 8)) {
+        size_t wlen;
+        char *wide = widen_big_integers(buf, len, &wlen);
+        v = json_loadb(wide, wlen, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        free(wide);
+    }
     if (!v) {
         char *w = qemu_wording(jerr.text);
         if (!w) {

@@ -121,7 +121,7 @@ def test_oob(daemon):
 # ---- replies, errors, ids --------------------------------------------------
 
 IDS = [1, 0, -7, 'x', '', 'a\'b"c', [1, {'a': 2}], {'k': [1, 2], 'j': None},
-       True, None, 1.5, 'caf\u00e9 \U0001F600']
+       True, None, 1.5, 2 ** 64, 'caf\u00e9 \U0001F600']
 
 
 def test_id_echo(daemon):

@@ -213,6 +213,20 @@ static void test_parse_qmp(void **state)
     assert_non_null(v);
     assert_int_equal(json_string_length(json_object_get(v, "a")), 1);
     json_decref(v);
+    /* Integers beyond int64 become reals, as in QEMU; strings untouched. */
+    const char *big = "{\"a\":18446744073709551616,\"b\":-9223372036854775809,"
+                      "\"c\":9223372036854775807,\"d\":\"99999999999999999999\","
+                      "\"e\":1}";
+    v = json_parse_qmp(big, strlen(big), &err);
+    assert_non_null(v);
+    assert_true(json_is_real(json_object_get(v, "a")));
+    assert_true(json_real_value(json_object_get(v, "a")) > 1.8e19);
+    assert_true(json_is_real(json_object_get(v, "b")));
+    assert_true(json_is_integer(json_object_get(v, "c")));
+    assert_string_equal(json_string_value(json_object_get(v, "d")),
+                        "99999999999999999999");
+    assert_true(json_is_integer(json_object_get(v, "e")));
+    json_decref(v);
     assert_null(json_parse_qmp("tru", 3, &err));
     assert_string_equal(error_get_pretty(err),
                         "JSON parse error, invalid keyword 'tru'");
