@@ -335,9 +335,11 @@ static char *create_child_desc(BlockChild *c)
 }
 
 /* The creating job's edge on the file node: like qemu's anonymous
- * BlockBackend, it is named in permission messages as such. */
+ * BlockBackend, it is named in permission messages as such, and its
+ * requests wait out a drained section rather than run inside it. */
 static const BlockChildClass create_child_class = {
     .get_parent_desc = create_child_desc,
+    .postpone_requests_when_drained = true,
 };
 
 /*
