@@ -10,6 +10,11 @@
  *   "Invalid parameter type for 'X', expected: integer"
  *   "Parameter 'X' does not accept value 'V'"
  *   "Parameter 'X' expects a non-negative value"      (ARG_UINT / ARG_SIZE)
+ * ARG_REF / ARG_REF_OR_NULL of the wrong type: "..., expected: BlockdevRef"
+ * (or BlockdevRefOrNull).  An enum's bad value names the member by its bare
+ * name, and an array element as 'null', as QEMU does.  Strings coerced for
+ * the command line: "Parameter 'X' expects integer" (ARG_INT, ARG_UINT),
+ * "... expects size" (ARG_SIZE), "... expects 'on' or 'off'" (ARG_BOOL).
  */
 #ifndef BJ_UTIL_ARGSPEC_H
 #define BJ_UTIL_ARGSPEC_H
