@@ -221,15 +221,21 @@ static uint64_t rnd(void)
  * Random writes / zeroes / discards through the driver on `name`, the same
  * on the raw file `ref` (which starts as the image's current contents).
  */
+static const char *random_ops_extra;
+
 static void random_ops(const char *name, const char *ref, uint64_t size,
                        uint32_t cs, int nops, bool zero_ops)
 {
+    char extra[256];
     Img img;
     char *rp = path_of(ref);
     int rfd = open(rp, O_RDWR);
     assert_true(rfd >= 0);
     /* discard=unmap: otherwise the layer drops discards (as qemu) */
-    img_open_ok(&img, name, "\"discard\": \"unmap\"");
+    snprintf(extra, sizeof(extra), "\"discard\": \"unmap\"%s%s",
+             random_ops_extra ? ", " : "",
+             random_ops_extra ? random_ops_extra : "");
+    img_open_ok(&img, name, extra);
     uint8_t *buf = malloc(8 << 20), *rbuf = malloc(8 << 20);
 
     for (int i = 0; i < nops; i++) {
@@ -984,6 +990,26 @@ static void test_write_over_compressed(void **state)
     free(r);
 }
 
+/* Tiny caches: dirty L2 tables and refcount blocks are evicted (written
+ * back with their dependencies) all the time. */
+static void test_small_caches(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("sc.qcow2"), *r = path_of("sc.raw");
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=1024 "
+                        "'%s' 32M && truncate -s 32M '%s'", p, r), 0);
+    random_ops_extra = "\"l2-cache-size\": 2048, "
+                       "\"refcount-cache-size\": 1024";
+    random_ops("sc.qcow2", "sc.raw", 32 << 20, 1024, 400, true);
+    random_ops_extra = NULL;
+    check_clean("sc.qcow2");
+    check_same("sc.raw", "sc.qcow2");
+    free(p);
+    free(r);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -1021,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_hostile_tables),
         cmocka_unit_test(test_internal_snapshot),
         cmocka_unit_test(test_write_over_compressed),
+        cmocka_unit_test(test_small_caches),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
