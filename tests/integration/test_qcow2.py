@@ -339,3 +339,56 @@ def test_crash_keeps_flushed_writes(daemon_factory, workdir, sockdir):
     if r.returncode == 3:
         qemu_img('check', '-r', 'all', '-f', 'qcow2', img)
         check_clean(img)
+
+
+def test_backing_node_reference(daemon, workdir, sockdir):
+    """backing given as a node name: reads fall through to that node, and
+    writes copy partial clusters from it."""
+    base = p(workdir, 'base.raw')
+    with open(base, 'wb') as f:
+        f.write(b'\x5b' * (4 << 20))
+    img = p(workdir, 'top.qcow2')
+    qemu_img('create', '-f', 'qcow2', '-u', '-b', 'elsewhere.raw',
+             '-F', 'raw', img, '4M')
+    daemon.qmp.execute('blockdev-add', {
+        'driver': 'raw', 'node-name': 'base', 'read-only': True,
+        'file': {'driver': 'file', 'filename': base}})
+    add_qcow2(daemon.qmp, img, backing='base', **{'l2-cache-size': 65536,
+                                                    'refcount-cache-size':
+                                                    262144})
+    top = [n for n in daemon.qmp.execute('query-named-block-nodes')
+           if n['node-name'] == 'q'][0]
+    assert top['backing_file_depth'] == 1
+    h = export(daemon, sockdir, 'q')
+    assert h.pread(4096, 100000) == b'\x5b' * 4096
+    h.pwrite(b'\x01' * 1000, 70000)
+    h.flush()
+    assert h.pread(3000, 69000) == b'\x5b' * 1000 + b'\x01' * 1000 + \
+        b'\x5b' * 1000
+    unexport(daemon, h)
+    daemon.qmp.execute('blockdev-del', node_name='base')
+    r = qemu_img('check', '-f', 'qcow2', img, check=False)
+    # the header still names elsewhere.raw, which does not exist
+    assert 'No errors were found' in r.stdout or 'elsewhere.raw' in r.stderr
+    run_out = qemu_io('-f', 'qcow2', '-c', 'read -P 0x5b 65536 4464',
+                      '-c', 'read -P 1 70000 1000',
+                      '--image-opts',
+                      'driver=qcow2,file.filename=%s,backing.driver=raw,'
+                      'backing.file.filename=%s' % (img, base),
+                      check=False)
+    assert 'failed' not in run_out.stdout, run_out.stdout
+
+
+def test_cache_size_options(daemon, workdir):
+    path = p(workdir, 'c.qcow2')
+    qemu_img('create', '-f', 'qcow2', path, '1M')
+    assert add_error(daemon.qmp, path, **{
+        'cache-size': 1 << 20, 'l2-cache-size': 65536,
+        'refcount-cache-size': 65536}) == (
+        'cache-size, l2-cache-size and refcount-cache-size may not be set '
+        'at the same time')
+    with pytest.raises(QMPError) as e:
+        add_qcow2(daemon.qmp, path, **{'l2-cache-size': 'x'})
+    assert e.value.desc == ("Invalid parameter type for 'l2-cache-size', "
+                            "expected: integer")
+    add_qcow2(daemon.qmp, path, **{'cache-size': 1 << 20})
