@@ -18,6 +18,7 @@
 #include "block/block.h"
 #include "daemon/daemon.h"
 #include "job/job.h"
+#include "nbd/nbd.h"
 #include "qmp/qmp.h"
 #include "util/error.h"
 
@@ -45,6 +46,8 @@ static void daemon_shutdown(Daemon *d)
     /* Jobs first, while the monitors can still carry BLOCK_JOB_CANCELLED;
      * each cancelled job leaves its images consistent. */
     job_cancel_sync_all();
+    /* Exports go while the monitors can still carry BLOCK_EXPORT_DELETED. */
+    nbd_shutdown();
     monitor_cleanup_all();
     bdrv_drain_all_begin();
     bdrv_drain_all_end();

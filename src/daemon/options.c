@@ -19,6 +19,7 @@
 #include "config.h"
 #include "aio/iothread.h"
 #include "block/block.h"
+#include "nbd/nbd.h"
 #include "daemon/daemon.h"
 #include "qmp/qmp.h"
 #include "util/argspec.h"
@@ -34,7 +35,7 @@ typedef struct DaemonOption {
 } DaemonOption;
 
 static OptionApplyFn apply_blockdev, apply_chardev, apply_monitor,
-    apply_object, apply_not_supported;
+    apply_object, apply_nbd_server, apply_export;
 
 static const DaemonOption option_table[] = {
     { "help",       'h', false, NULL },
@@ -44,8 +45,8 @@ static const DaemonOption option_table[] = {
     { "chardev",    0,   true,  apply_chardev },
     { "monitor",    0,   true,  apply_monitor },
     { "object",     0,   true,  apply_object },
-    { "nbd-server", 0,   true,  apply_not_supported },
-    { "export",     0,   true,  apply_not_supported },
+    { "nbd-server", 0,   true,  apply_nbd_server },
+    { "export",     0,   true,  apply_export },
     { "pidfile",    0,   true,  NULL },
     { "daemonize",  0,   false, NULL },
     { .name = NULL },
@@ -261,9 +262,8 @@ bool options_apply(Daemon *d, int argc, char **argv)
  * arguments are passed unconverted.  Wiring another option to a command is
  * one row in option_table and a two-line apply function calling this.
  */
-static bool __attribute__((unused))
-apply_command(const char *name, const char *implied_key, const char *arg,
-              Error **errp)
+static bool apply_command(const char *name, const char *implied_key,
+                          const char *arg, Error **errp)
 {
     const QmpCommand *cmd = qmp_find_command(name);
     json_t *opts, *ret = NULL;
@@ -389,8 +389,18 @@ out:
     return ok;
 }
 
-static bool apply_not_supported(Daemon *d, const char *arg, Error **errp)
+/* --nbd-server takes a flat socket address (addr.type=unix,addr.path=P),
+ * not nbd-server-start's legacy one, so it has its own entry point. */
+static bool apply_nbd_server(Daemon *d, const char *arg, Error **errp)
 {
-    error_setg(errp, "NBD exports are not supported yet");
-    return false;
+    json_t *opts = keyval_parse(arg, NULL, errp);
+    bool ok = opts && nbd_server_start_cmdline(opts, arg[0] != '{', errp);
+
+    json_decref(opts);
+    return ok;
+}
+
+static bool apply_export(Daemon *d, const char *arg, Error **errp)
+{
+    return apply_command("block-export-add", "type", arg, errp);
 }

@@ -206,31 +206,6 @@ bool nbd_export_add(json_t *args, Error **errp)
                    node_name);
         return false;
     }
-    if (!nbd_server_running()) {
-        error_setg(errp, "NBD server not running");
-        return false;
-    }
-    if (strlen(name) > NBD_MAX_STRING_SIZE) {
-        error_setg(errp, "export name '%s' too long", name);
-        return false;
-    }
-    if (desc && strlen(desc) > NBD_MAX_STRING_SIZE) {
-        error_setg(errp, "description '%s' too long", desc);
-        return false;
-    }
-    if (find_by_name(name)) {
-        error_setg(errp, "NBD server already has export named '%s'", name);
-        return false;
-    }
-    if (bitmaps && json_array_size(bitmaps) > 0) {
-        error_setg(errp, "Bitmap '%s' is not found",
-                   json_string_value(json_array_get(bitmaps, 0)));
-        return false;
-    }
-    if (arg_bool(args, "allocation-depth", false)) {
-        error_setg(errp, "allocation-depth is not supported");
-        return false;
-    }
     if (writable && bs->read_only) {
         error_setg(errp, "Cannot export read-only node as writable");
         return false;
@@ -265,6 +240,31 @@ bool nbd_export_add(json_t *args, Error **errp)
         }
     }
 
+    if (!nbd_server_running()) {
+        error_setg(errp, "NBD server not running");
+        return false;
+    }
+    if (strlen(name) > NBD_MAX_STRING_SIZE) {
+        error_setg(errp, "export name '%s' too long", name);
+        return false;
+    }
+    if (desc && strlen(desc) > NBD_MAX_STRING_SIZE) {
+        error_setg(errp, "description '%s' too long", desc);
+        return false;
+    }
+    if (find_by_name(name)) {
+        error_setg(errp, "NBD server already has export named '%s'", name);
+        return false;
+    }
+    if (bitmaps && json_array_size(bitmaps) > 0) {
+        error_setg(errp, "Bitmap '%s' is not found",
+                   json_string_value(json_array_get(bitmaps, 0)));
+        return false;
+    }
+    if (arg_bool(args, "allocation-depth", false)) {
+        error_setg(errp, "allocation-depth is not supported");
+        return false;
+    }
     exp = calloc(1, sizeof(*exp));
     if (!exp) {
         error_setg(errp, "Out of memory");

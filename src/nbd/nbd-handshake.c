@@ -217,7 +217,7 @@ static void dispatch_option(NbdHandshake *hs, const uint8_t *data,
                             size_t len);
 
 static void send_export_info(NbdHandshake *hs, const NbdExportInfo *info,
-                             bool want_name, bool want_desc,
+                             bool want_name,
                              bool want_block_size)
 {
     uint32_t min = want_block_size || hs->opt == NBD_OPT_INFO
@@ -243,7 +243,9 @@ static void send_export_info(NbdHandshake *hs, const NbdExportInfo *info,
         out_u16(hs, NBD_INFO_NAME);
         out_bytes(hs, info->name, len);
     }
-    if (want_desc && info->description && info->description[0]) {
+    /* Sent unasked too, as qemu does: clients ignore what they did not
+     * request, and some only show a description they were given. */
+    if (info->description && info->description[0]) {
         size_t len = strlen(info->description);
         rep_header(hs, NBD_REP_INFO, 2 + len);
         out_u16(hs, NBD_INFO_DESCRIPTION);
@@ -262,7 +264,7 @@ static void opt_info_go(NbdHandshake *hs, Cursor *c)
     uint32_t namelen = cur_u32(c);
     char *name = cur_string(c, namelen);
     uint16_t nreq = cur_u16(c);
-    bool want_name = false, want_desc = false, want_bs = false;
+    bool want_name = false, want_bs = false;
     NbdExportInfo info;
 
     if (c->bad || c->left != (size_t)nreq * 2) {
@@ -274,8 +276,7 @@ static void opt_info_go(NbdHandshake *hs, Cursor *c)
         case NBD_INFO_NAME:
             want_name = true;
             break;
-        case NBD_INFO_DESCRIPTION:
-            want_desc = true;
+        case NBD_INFO_DESCRIPTION:  /* sent whenever there is one */
             break;
         case NBD_INFO_BLOCK_SIZE:
             want_bs = true;
@@ -290,7 +291,7 @@ static void opt_info_go(NbdHandshake *hs, Cursor *c)
         rep_error(hs, NBD_REP_ERR_UNKNOWN, msg);
         goto out;
     }
-    send_export_info(hs, &info, want_name, want_desc, want_bs);
+    send_export_info(hs, &info, want_name, want_bs);
     rep_ack(hs);
     if (hs->opt == NBD_OPT_GO) {
         /* Contexts chosen for another export do not carry over. */
