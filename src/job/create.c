@@ -79,6 +79,11 @@ static int file_resize(int fd, FileCreate *fc)
 {
     off_t size = (off_t)fc->size;
 
+    /* A uint64 size past INT64_MAX is "smaller" than the empty file. */
+    if (fc->prealloc != PREALLOC_OFF && size < 0) {
+        error_setg(&fc->err, "Cannot use preallocation for shrinking files");
+        return -ENOTSUP;
+    }
     switch (fc->prealloc) {
     case PREALLOC_OFF:
         if (ftruncate(fd, size) < 0) {
@@ -87,10 +92,6 @@ static int file_resize(int fd, FileCreate *fc)
         }
         return 0;
     case PREALLOC_FALLOC: {
-        if (size < 0) {
-            error_setg_errno(&fc->err, EINVAL, "Could not resize file");
-            return -EINVAL;
-        }
         int r = size ? posix_fallocate(fd, 0, size) : 0;
         if (r) {
             error_setg_errno(&fc->err, r, "Could not preallocate new data");

@@ -261,6 +261,10 @@ def test_file_job_errors(daemon):
     create_fails(qmp, {'driver': 'file', 'filename': os.path.join(d, 'x'),
                        'size': -1},
                  'Could not resize file: Invalid argument')
+    for mode in ('falloc', 'full'):
+        create_fails(qmp, {'driver': 'file', 'filename': os.path.join(d, 'x'),
+                           'size': -1, 'preallocation': mode},
+                     'Cannot use preallocation for shrinking files')
     # A node writing the file keeps creation away from it.
     path = os.path.join(d, 'busy.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', path, MiB)
