@@ -323,7 +323,9 @@ class Daemon:
 
     @property
     def args(self):
-        a = [self.binary]
+        # The monitor comes last: options apply in order, so once its socket
+        # accepts, every --blockdev/--object before it has been applied.
+        a = [self.binary] + self.extra_args
         if self.monitor:
             a += ['--chardev',
                   'socket,id=qmp0,path=%s,server=on,wait=off' % self.sock_path,
@@ -332,7 +334,7 @@ class Daemon:
                 a += ['--chardev', 'socket,id=qmp%d,path=%s,server=on,wait=off'
                       % (i, self.socket_path('qmp%d.sock' % i)),
                       '--monitor', 'chardev=qmp%d' % i]
-        return a + self.extra_args
+        return a
 
     @property
     def pid(self):

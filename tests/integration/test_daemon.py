@@ -247,14 +247,24 @@ def test_signal_while_client_connected(daemon):
     other.close()
 
 
-def test_failed_startup_removes_socket(daemon_factory, workdir):
-    d = daemon_factory('--blockdev', 'driver=file,node-name=f,'
-                       'filename=/nonexistent', start=False)
-    p = run_blockjobd(*d.args[1:])
+def test_failed_startup_removes_socket(sockdir):
+    sock = os.path.join(sockdir, 'm.sock')
+    p = run_blockjobd(*monitor_args(sock), '--blockdev',
+                      'driver=file,node-name=f,filename=/nonexistent')
     assert p.returncode == 1
     if not is_qsd():
         # qemu-storage-daemon leaves its socket behind; we clean up.
-        assert not os.path.exists(d.sock_path)
+        assert not os.path.exists(sock)
+
+
+def test_monitor_ready_after_earlier_options(daemon_factory, workdir):
+    """The harness puts its monitor last, so a client that connects sees
+    every node of the command line."""
+    img = make_image(workdir / 'a.img')
+    d = daemon_factory('--blockdev', 'driver=file,node-name=f,filename=' + img,
+                       '--blockdev', 'driver=raw,node-name=r,file=f')
+    assert sorted(n['node-name'] for n in
+                  d.qmp.execute('query-named-block-nodes')) == ['f', 'r']
 
 
 # ---- pidfile --------------------------------------------------------------
