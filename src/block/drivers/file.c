@@ -64,6 +64,14 @@ typedef struct FileState {
     bool opened;
     int fd;
     IoBackend aio;
+    /*
+     * The image locks live on a descriptor of their own, never used for
+     * I/O: requests in flight on io_uring hold references to the I/O
+     * descriptor's open file description, which the kernel drops some
+     * milliseconds after a killed process is reaped.  Locks there would
+     * outlive the process and refuse a qemu-img run right after a crash.
+     */
+    int lock_fd;
     bool use_lock;
     FileLockState lock;
     char *filename;
@@ -222,6 +230,42 @@ static int64_t file_length(int fd)
     return st.st_size;
 }
 
+/*
+ * A second open file description of the same file for the locks: through
+ * /proc/self/fd (the very inode, whatever happened to the name since), else
+ * by name, checking that it is still the same file.
+ */
+static int coroutine_fn file_open_lock_fd(FileState *s, const char *filename,
+                                          const struct stat *st,
+                                          Error **errp)
+{
+    char proc_path[64];
+    OpenJob oj = { .filename = proc_path, .flags = O_RDONLY | O_CLOEXEC };
+    struct stat lst;
+    int fd;
+
+    snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", s->fd);
+    fd = thread_pool_co_run(open_job, &oj);
+    if (fd < 0) {
+        oj.filename = filename;
+        fd = thread_pool_co_run(open_job, &oj);
+    }
+    if (fd < 0) {
+        error_setg_errno(errp, -fd, "Could not open '%s' for locking",
+                         filename);
+        return fd;
+    }
+    if (fstat(fd, &lst) < 0 || lst.st_dev != st->st_dev ||
+        lst.st_ino != st->st_ino) {
+        close(fd);
+        error_setg(errp, "Could not open '%s' for locking: the file was "
+                   "replaced while opening", filename);
+        return -ESTALE;
+    }
+    s->lock_fd = fd;
+    return 0;
+}
+
 static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
                                      Error **errp)
 {
@@ -235,6 +279,7 @@ static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
     int fd, ret;
 
     s->fd = -1;
+    s->lock_fd = -1;
     co_mutex_init(&s->rmw_lock);
 
     if (aio == AIO_NATIVE && !bs->cache_direct) {
@@ -289,26 +334,24 @@ static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
         s->buf_align = 1;
     }
 
-    switch (locking) {
-    case LOCKING_OFF:
-        s->use_lock = false;
-        break;
-    case LOCKING_ON:
-        if (!file_lock_supported(fd)) {
+    if (locking != LOCKING_OFF) {
+        ret = file_open_lock_fd(s, filename, &st, errp);
+        if (ret < 0) {
+            goto fail;
+        }
+        s->use_lock = file_lock_supported(s->lock_fd);
+        if (!s->use_lock && locking == LOCKING_ON) {
             ret = -ENOTSUP;
             error_setg(errp, "Failed to lock byte %d: the file system does "
                        "not support OFD locks", FILE_LOCK_PERM_BASE);
             goto fail;
         }
-        s->use_lock = true;
-        break;
-    default:
-        s->use_lock = file_lock_supported(fd);
         if (!s->use_lock) {
             log_warn("'%s': the file system does not support OFD locks, "
                      "opening without image locking", filename);
+            close(s->lock_fd);
+            s->lock_fd = -1;
         }
-        break;
     }
 
     len = file_length(fd);
@@ -329,6 +372,10 @@ static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
 
 fail:
     /* close() is only called for nodes that opened. */
+    if (s->lock_fd >= 0) {
+        close(s->lock_fd);
+        s->lock_fd = -1;
+    }
     close(s->fd);
     s->fd = -1;
     return ret;
@@ -338,9 +385,14 @@ static void file_close(BlockNode *bs)
 {
     FileState *s = bs->opaque;
 
-    /* Closing the only fd of the open file description drops its locks. */
+    /* Closing the only fd of the lock's open file description drops the
+     * locks. */
     if (s->opened) {
         s->opened = false;
+        if (s->lock_fd >= 0) {
+            close(s->lock_fd);
+            s->lock_fd = -1;
+        }
         close(s->fd);
         s->fd = -1;
     }
@@ -812,7 +864,7 @@ static bool file_check_perm(BlockNode *bs, uint64_t perm, uint64_t shared,
     if (!s->use_lock) {
         return true;
     }
-    return file_lock_check(s->fd, perm, shared, s->filename, errp);
+    return file_lock_check(s->lock_fd, perm, shared, s->filename, errp);
 }
 
 static void file_set_perm(BlockNode *bs, uint64_t perm, uint64_t shared)
@@ -823,7 +875,7 @@ static void file_set_perm(BlockNode *bs, uint64_t perm, uint64_t shared)
     if (!s->use_lock) {
         return;
     }
-    if (!file_lock_apply(s->fd, &s->lock, perm, shared, &local_err)) {
+    if (!file_lock_apply(s->lock_fd, &s->lock, perm, shared, &local_err)) {
         error_report_err(local_err, "Updating image locks");
     }
 }
