@@ -36,10 +36,12 @@ static void report(const char *prefix, Error *err)
 }
 
 /*
- * Order matters: the monitors go first so that no command can add work
- * while we wind down; in-flight I/O then completes before nodes are
+ * Order matters: jobs and exports go while the monitors can still report
+ * their events; then the monitors close, so that no command can add work
+ * while we wind down; in-flight I/O completes (drain) before nodes are
  * flushed and closed; iothreads stop last because closing a node bound to
- * one runs requests there.
+ * one runs requests there.  The same path runs after a failed start-up, so
+ * a half-started daemon removes its sockets too.
  */
 static void daemon_shutdown(Daemon *d)
 {
