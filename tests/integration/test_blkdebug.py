@@ -161,3 +161,52 @@ def test_limits_accepted(daemon, image):
     h = export(daemon, 'd0')
     assert h.pread(8192, 4096) == b'\x5a' * 8192
     h.shutdown()
+
+
+def test_config_file(daemon, image):
+    conf = os.path.join(daemon.workdir, 'rules.conf')
+    with open(conf, 'w') as f:
+        f.write('# rules\n[inject-error]\nevent = "read_aio"\n'
+                'errno = "28"\nonce = "on"\n\n[set-state]\n'
+                'event = "none"\nnew_state = "2"\n')
+    # The file's rules come first, then the options' own.
+    add_debug(daemon, image, config=conf, **{'inject-error': [
+        {'event': 'read_aio', 'state': 2}]})
+    h = export(daemon)
+    fails_with(lambda: h.pread(512, 0), errno.ENOSPC)
+    fails_with(lambda: h.pread(512, 0), errno.EIO)
+    h.shutdown()
+
+
+@pytest.mark.parametrize('text,msg', [
+    ('[inject-error]\nevent read_aio\n', 'invalid parameter value: '),
+    ('[bogus]\nevent = "read_aio"\n', "There is no option group 'bogus'"),
+    ('[inject-error]\nevent = "nope"\n', 'invalid parameter value: nope'),
+    ('[inject-error]\nevent = "read_aio"\nerrno = "x"\n',
+     "Parameter 'errno' expects a number"),
+    ('event = "read_aio"\n', 'no group defined'),
+    ('[inject-error]\nevent = "read_aio"\nfoo = "1"\n',
+     "Invalid parameter 'foo'"),
+    ('[inject-error]\nerrno = "5"\n', 'Missing event name for rule'),
+    ('[inject-error]\nevent = "read_aio"\nonce = "maybe"\n',
+     "Parameter 'once' expects 'on' or 'off'"),
+])
+def test_config_file_errors(daemon, image, text, msg):
+    conf = os.path.join(daemon.workdir, 'rules.conf')
+    with open(conf, 'w') as f:
+        f.write(text)
+    with pytest.raises(QMPError) as e:
+        daemon.qmp.execute('blockdev-add', {
+            'driver': 'blkdebug', 'node-name': 'd0', 'config': conf,
+            'image': {'driver': 'file', 'filename': image}})
+    assert e.value.desc == msg
+
+
+def test_config_file_missing(daemon, image):
+    with pytest.raises(QMPError) as e:
+        daemon.qmp.execute('blockdev-add', {
+            'driver': 'blkdebug', 'node-name': 'd0',
+            'config': os.path.join(daemon.workdir, 'nonexistent.conf'),
+            'image': {'driver': 'file', 'filename': image}})
+    assert e.value.desc == ('Could not read blkdebug config file: No such '
+                            'file or directory')

@@ -405,6 +405,67 @@ static void test_metadata_requests(void **state)
     dbg_close(&d);
 }
 
+/* The legacy rule file: its rules come before the options' own. */
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void test_config_file(void **state)
+{
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        { "[inject-error]\nevent read_aio\n", "invalid parameter value: " },
+        { "[bogus]\nevent = \"read_aio\"\n",
+          "There is no option group 'bogus'" },
+        { "[inject-error]\nevent = \"nope\"\n",
+          "invalid parameter value: nope" },
+        { "[inject-error]\nevent = \"read_aio\"\nerrno = \"x\"\n",
+          "Parameter 'errno' expects a number" },
+        { "event = \"read_aio\"\n", "no group defined" },
+        { "[inject-error]\nevent = \"read_aio\"\nfoo = \"1\"\n",
+          "Invalid parameter 'foo'" },
+        { "[inject-error]\nerrno = \"5\"\n", "Missing event name for rule" },
+        { "[inject-error]\nevent = \"read_aio\"\nonce = \"maybe\"\n",
+          "Parameter 'once' expects 'on' or 'off'" },
+    };
+    char dir[] = "/tmp/test-blkdebug-XXXXXX";
+    char path[64], *text = NULL;
+    Dbg d;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/rules.conf", dir);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_file(path, bad[i].text);
+        assert_true(asprintf(&text, "{\"driver\": \"blkdebug\", "
+                             "\"node-name\": \"x\", \"config\": \"%s\", "
+                             IMG "}", path) > 0);
+        open_fails(text, bad[i].msg);
+        free(text);
+    }
+
+    write_file(path, "# rules\n[inject-error]\nevent = \"read_aio\"\n"
+               "errno = \"28\"\nonce = \"on\"\n\n[set-state]\n"
+               "event = \"none\"\nnew_state = \"2\"\n");
+    assert_true(asprintf(&text, "\"config\": \"%s\", \"inject-error\": "
+                         "[{\"event\": \"read_aio\", \"state\": 2}]",
+                         path) > 0);
+    d = dbg_open(text);
+    free(text);
+    /* The file's rule first (ENOSPC, once), then the option's (state 2,
+     * which set-state on "none" made current at open). */
+    assert_int_equal(rd(&d, 0, 512), -ENOSPC);
+    assert_int_equal(rd(&d, 0, 512), -EIO);
+    dbg_close(&d);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 /* Over a real file: bytes pass through both ways. */
 static void test_data_passthrough(void **state)
 {
@@ -473,6 +534,7 @@ int main(void)
         cmocka_unit_test(test_errno_and_order),
         cmocka_unit_test(test_write_events),
         cmocka_unit_test(test_metadata_requests),
+        cmocka_unit_test(test_config_file),
         cmocka_unit_test(test_data_passthrough),
     };
 

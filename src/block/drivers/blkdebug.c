@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aio/io.h"
 #include "block/drivers/drivers.h"
 #include "util/list.h"
 
@@ -341,6 +342,202 @@ static int coroutine_fn rule_check(BlockNode *bs, int64_t offset,
     return -error;
 }
 
+/* ---- the legacy rule file (config) ---- */
+
+/*
+ * The INI-like file qemu's blkdebug reads: "[inject-error]" / "[set-state]"
+ * groups of  key = "value"  lines, '#' comments.  Each group becomes one
+ * more rule object, ahead of the rules given as options; values are typed
+ * here, with qemu's words for this path.
+ */
+typedef struct ConfigRead {
+    const char *path;
+    char *text;
+    int err;
+} ConfigRead;
+
+/* Thread pool: reading a file may block. */
+static int config_read_worker(void *opaque)
+{
+    ConfigRead *c = opaque;
+    FILE *f = fopen(c->path, "r");
+    size_t len = 0, cap = 4096, n;
+
+    if (!f) {
+        c->err = errno;
+        return -c->err;
+    }
+    c->text = malloc(cap + 1);
+    if (!c->text) {
+        abort();
+    }
+    while ((n = fread(c->text + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap) {
+            cap *= 2;
+            c->text = realloc(c->text, cap + 1);
+            if (!c->text) {
+                abort();
+            }
+        }
+    }
+    c->err = ferror(f) ? EIO : 0;
+    fclose(f);
+    c->text[len] = '\0';
+    return -c->err;
+}
+
+static bool config_value(json_t *rule, bool set_state, const char *key,
+                         const char *value, Error **errp)
+{
+    static const char *const numbers[] = {
+        "state", "errno", "sector", "new_state", NULL,
+    };
+    static const char *const inject_keys[] = {
+        "event", "state", "iotype", "errno", "sector", "once", "immediately",
+        NULL,
+    };
+    static const char *const set_state_keys[] = {
+        "event", "state", "new_state", NULL,
+    };
+    char *end;
+
+    if (name_index(set_state ? set_state_keys : inject_keys, key) < 0) {
+        error_setg(errp, "Invalid parameter '%s'", key);
+        return false;
+    }
+    if (strcmp(key, "event") == 0) {
+        if (name_index(event_names, value) < 0) {
+            error_setg(errp, "invalid parameter value: %s", value);
+            return false;
+        }
+        json_object_set_new(rule, key, json_string(value));
+    } else if (strcmp(key, "iotype") == 0) {
+        if (name_index(iotype_names, value) < 0) {
+            error_setg(errp, "Parameter 'iotype' does not accept value '%s'",
+                       value);
+            return false;
+        }
+        json_object_set_new(rule, key, json_string(value));
+    } else if (name_index(numbers, key) >= 0) {
+        long long v;
+        errno = 0;
+        v = strtoll(value, &end, 0);
+        if (!value[0] || *end || errno) {
+            error_setg(errp, "Parameter '%s' expects a number", key);
+            return false;
+        }
+        json_object_set_new(rule, key, json_integer(v));
+    } else {
+        bool b;
+        if (!strcmp(value, "on") || !strcmp(value, "yes") ||
+            !strcmp(value, "true") || !strcmp(value, "y")) {
+            b = true;
+        } else if (!strcmp(value, "off") || !strcmp(value, "no") ||
+                   !strcmp(value, "false") || !strcmp(value, "n")) {
+            b = false;
+        } else {
+            error_setg(errp, "Parameter '%s' expects 'on' or 'off'", key);
+            return false;
+        }
+        json_object_set_new(rule, key, json_boolean(b));
+    }
+    return true;
+}
+
+/* Parses text into rule objects appended to inject / set_state. */
+static bool config_parse(char *text, json_t *inject, json_t *set_state,
+                         Error **errp)
+{
+    json_t *rule = NULL;
+    bool in_set_state = false;
+    char *save = NULL;
+
+    for (char *line = strtok_r(text, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        char group[64], key[64], value[1024];
+
+        if (line[0] == '#') {
+            continue;
+        }
+        if (sscanf(line, " [%63[^]\" ]", group) == 1 && strchr(line, ']')) {
+            if (strcmp(group, "inject-error") &&
+                strcmp(group, "set-state")) {
+                error_setg(errp, "There is no option group '%s'", group);
+                return false;
+            }
+            in_set_state = strcmp(group, "set-state") == 0;
+            rule = json_object();
+            json_array_append_new(in_set_state ? set_state : inject, rule);
+            continue;
+        }
+        if (sscanf(line, " %63s = \"%1023[^\"]\"", key, value) == 2) {
+            if (!rule) {
+                error_setg(errp, "no group defined");
+                return false;
+            }
+            if (!config_value(rule, in_set_state, key, value, errp)) {
+                return false;
+            }
+            continue;
+        }
+        if (strspn(line, " \t\r") == strlen(line)) {
+            continue;
+        }
+        error_setg(errp, "invalid parameter value: ");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * opts with the rules of the config file (if any) put ahead of its own:
+ * a new reference the caller drops, or NULL with errp set.
+ */
+static json_t *coroutine_fn with_config_rules(json_t *opts, Error **errp)
+{
+    ConfigRead c = { .path = arg_str(opts, "config", NULL) };
+    json_t *out, *inject, *set_state, *e;
+    size_t i;
+    bool ok;
+
+    if (!c.path) {
+        return json_incref(opts);
+    }
+    if (thread_pool_co_run(config_read_worker, &c) < 0) {
+        free(c.text);
+        error_setg_errno(errp, c.err, "Could not read blkdebug config file");
+        return NULL;
+    }
+    inject = json_array();
+    set_state = json_array();
+    ok = config_parse(c.text, inject, set_state, errp);
+    free(c.text);
+    json_array_foreach(inject, i, e) {
+        if (ok && !json_object_get(e, "event")) {
+            error_setg(errp, "Missing event name for rule");
+            ok = false;
+        }
+    }
+    json_array_foreach(set_state, i, e) {
+        if (ok && !json_object_get(e, "event")) {
+            error_setg(errp, "Missing event name for rule");
+            ok = false;
+        }
+    }
+    if (!ok) {
+        json_decref(inject);
+        json_decref(set_state);
+        return NULL;
+    }
+    json_array_extend(inject, json_object_get(opts, "inject-error"));
+    json_array_extend(set_state, json_object_get(opts, "set-state"));
+    out = json_copy(opts);
+    json_object_set_new(out, "inject-error", inject);
+    json_object_set_new(out, "set-state", set_state);
+    return out;
+}
+
 /* ---- open / close ---- */
 
 static bool check_size(json_t *opts, const char *name, uint64_t align,
@@ -377,6 +574,7 @@ static int coroutine_fn blkdebug_co_open(BlockNode *bs, json_t *opts,
                                          Error **errp)
 {
     BlkdebugState *s = bs->opaque;
+    json_t *rules;
     uint64_t align;
     int64_t a;
 
@@ -384,21 +582,12 @@ static int coroutine_fn blkdebug_co_open(BlockNode *bs, json_t *opts,
         list_init(&s->rules[ev]);
     }
     list_init(&s->active);
-    if (json_object_get(opts, "config")) {
-        /* The legacy INI rule file is not supported; give qemu's answer for
-         * a missing file and refuse a present one plainly. */
-        FILE *f = fopen(arg_str(opts, "config", ""), "r");
-        if (!f) {
-            error_setg_errno(errp, errno, "Could not read blkdebug config "
-                             "file");
-            return -EINVAL;
-        }
-        fclose(f);
-        error_setg(errp, "blkdebug config files are not supported; use "
-                   "inject-error and set-state");
-        return -ENOTSUP;
+    rules = with_config_rules(opts, errp);
+    if (!rules) {
+        return -EINVAL;
     }
-    load_rules(s, opts);
+    load_rules(s, rules);
+    json_decref(rules);
     s->take_perms = perm_mask(json_object_get(opts, "take-child-perms"));
     s->unshare_perms = perm_mask(json_object_get(opts, "unshare-child-perms"));
 
