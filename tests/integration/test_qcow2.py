@@ -299,12 +299,22 @@ def test_nbd_reads_qemu_images(daemon, workdir, sockdir):
     unexport(daemon, h)
 
 
-def test_crash_keeps_flushed_writes(daemon_factory, workdir, sockdir):
+@pytest.mark.parametrize('opts', ['cluster_size=65536',
+                                  'cluster_size=4096,refcount_bits=2',
+                                  'cluster_size=512', 'backing'])
+def test_crash_keeps_flushed_writes(daemon_factory, workdir, sockdir, opts):
     """SIGKILL during a stream of writes: no corruption (leaks at most) and
     every write acknowledged before the last completed flush is there."""
     img = p(workdir, 'c.qcow2')
     size = 64 << 20
-    qemu_img('create', '-f', 'qcow2', img, str(size))
+    if opts == 'backing':
+        qemu_img('create', '-f', 'qcow2', p(workdir, 'cb.qcow2'), str(size))
+        qemu_io('-f', 'qcow2', '-c', 'write -P 0x3c 0 %d' % size,
+                p(workdir, 'cb.qcow2'))
+        qemu_img('create', '-f', 'qcow2', '-b', 'cb.qcow2', '-F', 'qcow2',
+                 img)
+    else:
+        qemu_img('create', '-f', 'qcow2', '-o', opts, img, str(size))
     d = daemon_factory()
     add_qcow2(d.qmp, img)
     h = export(d, sockdir, 'q')
@@ -335,6 +345,10 @@ def test_crash_keeps_flushed_writes(daemon_factory, workdir, sockdir):
         for slot, data in durable.items():
             f.seek(slot * 65536 + 512)
             assert f.read(len(data)) == data, slot
+            if opts == 'backing':
+                # the copied-on-write rest of the cluster is the backing's
+                f.seek(slot * 65536)
+                assert f.read(512) == b'\x3c' * 512, slot
     # and qemu-img can repair what is left to zero errors
     if r.returncode == 3:
         qemu_img('check', '-r', 'all', '-f', 'qcow2', img)
