@@ -197,3 +197,28 @@ def test_snapshot_refused_under_a_job(daemon, chain):
     # (qemu names top by a json: filename here, as it has a backing
     # given by node-name; only the link is checked.)
     assert 'top.qcow2' in nodes(qmp)['ov']['backing_file']
+
+
+def test_read_only_overlay(daemon):
+    qmp = daemon.qmp
+    d = daemon.workdir
+    for n in ('b1', 'o1', 'b2', 'o2'):
+        qemu_img('create', '-q', '-f', 'qcow2', os.path.join(d, n + '.qcow2'),
+                 MiB)
+    for n in ('b1', 'b2'):
+        add_qcow2(qmp, n, os.path.join(d, n + '.qcow2'))
+    for n in ('o1', 'o2'):
+        add_qcow2(qmp, n, os.path.join(d, n + '.qcow2'), backing=None,
+                  **{'read-only': True})
+    # Nobody writes b1: a read-only overlay is fine.
+    qmp.execute('blockdev-snapshot', node='b1', overlay='o1')
+    # b2 has a writer, which cannot move onto a read-only overlay.
+    h = export(daemon, 'b2')
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-snapshot', node='b2', overlay='o2')
+    assert e.value.desc == 'Block node is read-only'
+    assert [x['node-name'] for x in qmp.execute('query-block-exports')] == \
+        ['b2']
+    assert 'backing_file' not in nodes(qmp)['o2']
+    h.pwrite(b'\x01' * 512, 0)
+    h.shutdown()
