@@ -10,12 +10,29 @@ cd "$(dirname "$0")/.."
 
 which=${1:-all}
 
+# Prints the options among "-Dname=value ..." that dir has set differently.
+changed_options() {
+    local dir=$1; shift
+    meson introspect "$dir" --buildoptions | /usr/bin/python3 -c '
+import json, sys
+have = {o["name"]: o["value"] for o in json.load(sys.stdin)}
+for arg in sys.argv[1:]:
+    name, value = arg[2:].split("=", 1)
+    cur = have.get(name)
+    cur = ",".join(cur) if isinstance(cur, list) else str(cur).lower()
+    if cur != value:
+        print(arg)
+' "$@"
+}
+
 setup() {
     local dir=$1; shift
     if [ ! -f "$dir/build.ninja" ]; then
         meson setup "$dir" "$@"
     elif ! meson introspect "$dir" --buildoptions >/dev/null 2>&1; then
         meson setup --wipe "$dir" "$@"
+    elif [ $# -gt 0 ] && [ -n "$(changed_options "$dir" "$@")" ]; then
+        meson configure "$dir" "$@"
     fi
     ninja -C "$dir"
 }
