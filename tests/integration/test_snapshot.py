@@ -222,3 +222,66 @@ def test_read_only_overlay(daemon):
     assert 'backing_file' not in nodes(qmp)['o2']
     h.pwrite(b'\x01' * 512, 0)
     h.shutdown()
+
+
+def test_snapshot_while_client_writes(daemon, chain):
+    """Every write the client had acknowledged, before, during or after the
+    snapshot, reads back from the overlay's chain."""
+    import random
+    import threading
+    base, ov = chain
+    qmp = daemon.qmp
+    size = 4 * MiB
+    expect = bytearray(b'\x11' * size)
+    h = export(daemon, 'base')
+    stop = threading.Event()
+    failures = []
+
+    def writer():
+        # Eight writes in flight, each in its own region of the disk, so the
+        # snapshot's drained section catches several of them.
+        rnd = random.Random(7)
+        region = size // 8
+        busy = {}                   # slot -> cookie
+        n = 0
+        try:
+            while not stop.is_set() or n < 400 or busy:
+                for slot in list(busy):
+                    if h.aio_command_completed(busy[slot]):
+                        del busy[slot]
+                if len(busy) == 8 or (stop.is_set() and n >= 400):
+                    if busy:
+                        h.poll(-1)
+                    continue
+                slot = next(j for j in range(8) if j not in busy)
+                length = 4096 * rnd.randint(1, 8)
+                off = slot * region + 4096 * rnd.randrange(
+                    (region - length) // 4096)
+                data = bytes([n % 251 + 1]) * length
+                busy[slot] = h.aio_pwrite(nbd.Buffer.from_bytearray(
+                    bytearray(data)), off)
+                expect[off:off + length] = data
+                n += 1
+        except Exception as e:      # reported below
+            failures.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        qmp.execute('blockdev-snapshot', node='base', overlay='ov')
+    finally:
+        stop.set()
+        t.join(60)
+    assert not failures
+    assert h.pread(size, 0) == bytes(expect)
+    h.flush()
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='ov')
+    qmp.execute('blockdev-del', node_name='base')
+    qemu_img('check', '-q', ov)
+    out = os.path.join(daemon.workdir, 'out.raw')
+    qemu_img('convert', '-O', 'raw', ov, out)
+    with open(out, 'rb') as f:
+        assert f.read() == bytes(expect)
