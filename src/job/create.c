@@ -12,12 +12,12 @@
  *          write+resize (refusing a file another user holds), truncate to
  *          0, nocow / extent size hint (best effort), then size it with the
  *          preallocation asked for.
- *   qcow2: the image is written through a "root" edge on the `file` node
- *          (a node-name, or an inline definition opened for the job and
- *          closed after it; write+resize, shares everything, like qemu's
- *          BlockBackend), by
- *          the qcow2 driver's creation routine; then the magic is read back
- *          so a target that forgets writes (null-co) fails as in qemu.
+ *   qcow2: the image is written by the qcow2 driver's creation routine
+ *          through a "root" edge on the `file` node (a node-name, or an
+ *          inline definition opened for the job and closed after it;
+ *          write+resize, shares everything, like qemu's BlockBackend);
+ *          then the magic is read back so a target that forgets writes
+ *          (null-co) fails as in qemu.
  *
  * The file step opens the image itself rather than through a node, so it
  * uses the file driver's lock helpers directly (as qemu's file driver
@@ -87,8 +87,9 @@ static int file_resize(int fd, FileCreate *fc)
     switch (fc->prealloc) {
     case PREALLOC_OFF:
         if (ftruncate(fd, size) < 0) {
-            error_setg_errno(&fc->err, errno, "Could not resize file");
-            return -errno;
+            int e = errno;
+            error_setg_errno(&fc->err, e, "Could not resize file");
+            return -e;
         }
         return 0;
     case PREALLOC_FALLOC: {
@@ -102,8 +103,9 @@ static int file_resize(int fd, FileCreate *fc)
     case PREALLOC_FULL: {
         static const char zeros[65536];
         if (ftruncate(fd, size) < 0) {
-            error_setg_errno(&fc->err, errno, "Could not resize file");
-            return -errno;
+            int e = errno;
+            error_setg_errno(&fc->err, e, "Could not resize file");
+            return -e;
         }
         for (off_t off = 0; off < size;) {
             size_t n = size - off < (off_t)sizeof(zeros)
@@ -121,8 +123,9 @@ static int file_resize(int fd, FileCreate *fc)
             off += w;
         }
         if (fsync(fd) < 0) {
-            error_setg_errno(&fc->err, errno, "Could not flush file to disk");
-            return -errno;
+            int e = errno;
+            error_setg_errno(&fc->err, e, "Could not flush file to disk");
+            return -e;
         }
         return 0;
     }
@@ -146,9 +149,10 @@ static int file_create_worker(void *opaque)
 
     fd = open(fc->filename, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        error_setg_errno(&fc->err, errno, "Could not create '%s'",
+        int e = errno;
+        error_setg_errno(&fc->err, e, "Could not create '%s'",
                          fc->filename);
-        return -errno;
+        return -e;
     }
     if (file_lock_supported(fd) &&
         (!file_lock_apply(fd, &locks, perm, shared, &fc->err) ||
@@ -156,8 +160,9 @@ static int file_create_worker(void *opaque)
         return -EAGAIN;
     }
     if (ftruncate(fd, 0) < 0) {
-        error_setg_errno(&fc->err, errno, "Could not resize file");
-        return -errno;
+        int e = errno;
+        error_setg_errno(&fc->err, e, "Could not resize file");
+        return -e;
     }
     if (fc->nocow) {
         /* Only btrfs knows the flag; elsewhere it is ignored, as in qemu. */
