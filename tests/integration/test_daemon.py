@@ -399,3 +399,52 @@ def test_quit_closes_images(daemon, workdir):
     # No lock is left: qemu-img may now write the image.
     qemu_img('resize', '-f', 'raw', img, '8M')
     assert os.path.getsize(img) == 8 * 1024 * 1024
+
+
+def test_sigterm_with_nbd_client_writing(daemon_factory, workdir, sockdir):
+    """Shutdown with a client in the middle of writing: every write that was
+    acknowledged is in the image, the daemon exits 0 and the image is
+    closed (qemu-img may lock it again)."""
+    nbd = pytest.importorskip('nbd')
+    img = make_image(workdir / 'a.img', '8M')
+    nbdsock = os.path.join(sockdir, 'nbd.sock')
+    d = daemon_factory(
+        '--blockdev', 'driver=file,node-name=f,filename=' + img,
+        '--blockdev', 'driver=raw,node-name=r,file=f',
+        '--nbd-server', 'addr.type=unix,addr.path=' + nbdsock,
+        '--export', 'type=nbd,id=e,node-name=r,name=disk,writable=on')
+    h = nbd.NBD()
+    h.set_export_name('disk')
+    h.connect_unix(nbdsock)
+    chunk = 64 * 1024
+    for i in range(32):                      # 2 MiB, each one acknowledged
+        h.pwrite(b'\xa5' * chunk, i * chunk)
+    # More writes in flight, not waited for, when the signal arrives.
+    bufs = [nbd.Buffer.from_bytearray(bytearray(b'\x5a' * chunk))
+            for _ in range(32)]
+    for i, b in enumerate(bufs):
+        h.aio_pwrite(b, 4 * 1024 * 1024 + i * chunk)
+    d.send_signal(signal.SIGTERM)
+    assert d.wait() == 0
+    d.check(0)
+    try:
+        h.shutdown()
+    except nbd.Error:
+        pass                                 # the server is gone: fine
+    del h
+    if not is_qsd():
+        # qemu-storage-daemon leaves its NBD socket behind; we clean up.
+        assert not os.path.exists(nbdsock)
+    p = qemu_io_check(img, 'read -P 0xa5 0 2M')
+    assert 'Pattern verification failed' not in p.stdout
+    qemu_img('resize', '-f', 'raw', img, '16M')   # no lock left behind
+
+
+def qemu_io_check(img, *cmds):
+    args = []
+    for c in cmds:
+        args += ['-c', c]
+    p = subprocess.run(['qemu-io', '-f', 'raw'] + args + [img],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p
