@@ -13,6 +13,12 @@
  * anything that would free it only marks it dead, and the outermost handler
  * frees it when it unwinds.
  *
+ * Commands run one at a time across all clients, as in QEMU: while one
+ * client's input is handled (and its command perhaps waits in a nested
+ * loop), other clients that become readable are parked ("deferred") and
+ * resumed when it is done, so no command ever starts in the middle of
+ * another one (a blockdev-del of a node still being opened, say).
+ *
  * Memory is bounded per client: the parser bounds one message (64 MiB), we
  * stop reading a client whose replies pile up (it then blocks on send), and
  * a client that lets more than 64 MiB of output (events) pile up is dropped.
@@ -50,6 +56,7 @@ typedef struct MonClient {
     int busy;               /* > 0 while its input is being handled */
     bool dead;              /* to be freed when no longer busy */
     bool eof;
+    bool deferred;          /* readable while another client was handled */
     char *out;              /* bytes [out_off, out_len) wait to be sent */
     size_t out_len, out_off, out_cap;
     struct MonClient *next;
@@ -65,6 +72,8 @@ struct Monitor {
 
 /* Every monitor of the process (main thread only). */
 static Monitor *monitors;
+/* > 0 while some client's input is being handled (main thread only). */
+static int handling_input;
 
 static void client_read(void *opaque);
 static void client_write(void *opaque);
@@ -81,8 +90,8 @@ static void client_update_handlers(MonClient *c)
     if (c->dead) {
         return;
     }
-    AioHandler *rd = (c->busy || c->eof || out_pending(c) > OUT_PAUSE_INPUT)
-                     ? NULL : client_read;
+    AioHandler *rd = (c->busy || c->eof || c->deferred ||
+                      out_pending(c) > OUT_PAUSE_INPUT) ? NULL : client_read;
     AioHandler *wr = out_pending(c) ? client_write : NULL;
     Error *err = NULL;
     if (!aio_set_fd_handler(aio_main_context(), c->fd, rd, wr, c, &err)) {
@@ -402,12 +411,33 @@ static void client_value(void *opaque, json_t *value, Error *err)
     json_decref(value);
 }
 
+/* The input of clients parked during another client's commands. */
+static void resume_deferred(void)
+{
+    for (Monitor *m = monitors; m; m = m->next) {
+        for (MonClient *c = m->clients; c; c = c->next) {
+            if (c->deferred) {
+                c->deferred = false;
+                client_update_handlers(c);
+            }
+        }
+    }
+}
+
 static void client_read(void *opaque)
 {
     MonClient *c = opaque;
     if (c->dead || c->busy) {
         return;
     }
+    if (handling_input) {
+        /* Reached from a nested loop inside another client's command:
+         * park until that one is done. */
+        c->deferred = true;
+        client_update_handlers(c);
+        return;
+    }
+    handling_input++;
     c->busy++;
     client_update_handlers(c);   /* no reads while commands may nest */
 
@@ -435,13 +465,15 @@ static void client_read(void *opaque)
     }
 
     c->busy--;
+    handling_input--;
     /* After EOF, replies still queued go out before we close (a client
      * may shut down its sending side and wait for them). */
     if (c->dead || (c->eof && !out_pending(c))) {
         client_kill(c);
-        return;
+    } else {
+        client_update_handlers(c);
     }
-    client_update_handlers(c);
+    resume_deferred();
 }
 
 /* ---- accepting ---- */
