@@ -65,6 +65,7 @@ typedef struct MonClient {
 struct Monitor {
     Chardev *chr;
     int listen_fd;
+    AioTimer *accept_retry;   /* re-arms accepting after EMFILE */
     bool pretty;
     MonClient *clients;
     Monitor *next;
@@ -500,7 +501,19 @@ static void monitor_accept(void *opaque)
             if (errno == EINTR || errno == ECONNABORTED) {
                 continue;
             }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                /* The listening socket stays readable: pause accepting
+                 * for a while instead of spinning on it. */
+                log_warn("monitor: accept failed: %s; retrying in 100 ms",
+                         strerror(errno));
+                Error *err = NULL;
+                if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
+                                        NULL, NULL, NULL, &err)) {
+                    error_report_err(err, "monitor");
+                }
+                aio_timer_mod(mon->accept_retry, clock_ns() + 100000000);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 log_warn("monitor: accept failed: %s", strerror(errno));
             }
             return;
@@ -516,6 +529,16 @@ static void monitor_accept(void *opaque)
         mon->clients = c;
         client_update_handlers(c);
         send_greeting(c);
+    }
+}
+
+static void accept_retry_cb(void *opaque)
+{
+    Monitor *mon = opaque;
+    Error *err = NULL;
+    if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
+                            monitor_accept, NULL, mon, &err)) {
+        error_report_err(err, "monitor");
     }
 }
 
@@ -591,6 +614,8 @@ bool monitor_add(json_t *opts, Error **errp)
         free(mon);
         return false;
     }
+    mon->accept_retry = aio_timer_new(aio_main_context(), accept_retry_cb,
+                                      mon);
     mon->next = monitors;
     monitors = mon;
     event_set_sink(monitor_event, NULL);
@@ -629,6 +654,7 @@ void monitor_cleanup_all(void)
                                 NULL, &err)) {
             error_report_err(err, "monitor");
         }
+        aio_timer_free(m->accept_retry);
         free(m);
     }
     chardev_cleanup_all();
