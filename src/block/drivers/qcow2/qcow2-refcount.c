@@ -109,6 +109,17 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
     uint64_t k;
     int ret;
 
+    /* The new area starts at a refcount-block boundary past both what the
+     * table covers and the end of the file: nothing can live there (an
+     * image left dirty may have data past its refcount coverage). */
+    uint64_t file_cl = (s->file_size + cs - 1) / cs;
+    uint64_t base = old_n > (file_cl + per_rb - 1) / per_rb
+                    ? old_n : (file_cl + per_rb - 1) / per_rb;
+    if (base + 1 > want) {
+        want = base + 1;
+        new_clusters = (want * 8 + cs - 1) / cs;
+    }
+
     /* k blocks must count themselves and the table, and the table must
      * have room for them */
     for (;;) {
@@ -116,7 +127,8 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
         while (k * per_rb < k + new_clusters) {
             k++;
         }
-        if (new_clusters * cs / 8 >= old_n + k && new_clusters * cs / 8 > need_rti) {
+        if (new_clusters * cs / 8 >= base + k &&
+            new_clusters * cs / 8 > need_rti) {
             break;
         }
         new_clusters++;
@@ -129,7 +141,7 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
 
     /* Layout: k refcount blocks at clusters S..S+k-1 (block j counts
      * clusters S + j*per_rb ..), then the new table. */
-    uint64_t S = old_n * per_rb;             /* first uncovered cluster */
+    uint64_t S = base * per_rb;
     uint64_t used = k + new_clusters;
     uint64_t new_n = new_clusters * cs / 8;
     uint64_t table_off = (S + k) * cs;
@@ -168,7 +180,7 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
     }
     memcpy(table, s->reftable, old_n * sizeof(*table));
     for (uint64_t j = 0; j < k; j++) {
-        table[old_n + j] = (S + j) * cs;
+        table[base + j] = (S + j) * cs;
     }
     memset(buf, 0, new_clusters * cs);
     for (uint64_t i = 0; i < new_n; i++) {
