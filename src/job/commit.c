@@ -6,9 +6,12 @@
  *   before:  active -> ... -> overlay -> top -> mid -> base
  *   after:   active -> ... -> overlay -> base          (top, mid detached)
  *
- * Copying goes by block status in chunks of up to 512 KiB: what is
- * allocated from top down to (not including) base is read through top and
- * written into base; zero ranges are written as zeroes.  Nobody writes to
+ * Copying goes by block status in chunks of up to 4 MiB, up to four copies
+ * in flight: what is allocated from top down to (not including) base is
+ * read through top and written into base; zero ranges are written as
+ * zeroes.  A failed copy is handled by the error policy once the others
+ * finished: report ends the job, stop and ignore retry the chunk (stop
+ * after the user resumes).  Nobody writes to
  * top or the intermediate layers meanwhile (the permissions forbid it), so
  * the copy needs no protection against clients: they write to the active
  * layer above, and what they read does not change, because every layer
@@ -17,6 +20,7 @@
  * Committing the active layer is a mirror (the next issue); cmd-job.c
  * refuses it.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +29,17 @@
 #include "job/jobs.h"
 #include "util/iov.h"
 
-#define COMMIT_CHUNK (512 * 1024)
+#define COMMIT_CHUNK (4 * 1024 * 1024)
 #define COMMIT_ALIGN 65536
+/* Copies in flight: reads of one chunk overlap the writes of another. */
+#define COMMIT_WORKERS 4
+
+typedef struct CommitChunk {
+    int64_t off, n;
+    bool zero;
+    int ret;                  /* -errno when the copy failed */
+    bool in_source;           /* ... while reading */
+} CommitChunk;
 
 typedef struct CommitJob {
     Job job;
@@ -37,6 +50,16 @@ typedef struct CommitJob {
     BlockNode *active;
     char *backing_file;
     JobOnError on_error;
+
+    /* Parallel copies (body and workers run in the job's context). */
+    int in_flight;
+    bool main_waiting;        /* the body waits for a worker to finish */
+    uint8_t *bufs[COMMIT_WORKERS];
+    bool buf_busy[COMMIT_WORKERS];
+    CommitChunk failed[COMMIT_WORKERS + 1];
+    int n_failed;
+    CommitChunk retry[COMMIT_WORKERS + 1];
+    int n_retry;
 } CommitJob;
 
 static int coroutine_fn commit_copy(CommitJob *s, int64_t off, int64_t n,
@@ -58,12 +81,89 @@ static int coroutine_fn commit_copy(CommitJob *s, int64_t off, int64_t n,
     return bdrv_co_pwritev(s->base_child, off, n, &qiov, 0);
 }
 
+typedef struct CommitWorker {
+    CommitJob *s;
+    CommitChunk c;
+    int slot;                 /* index of its buffer */
+} CommitWorker;
+
+static void coroutine_fn commit_worker(void *opaque)
+{
+    CommitWorker *w = opaque;       /* ownership moved to this coroutine */
+    CommitJob *s = w->s;
+    int ret = commit_copy(s, w->c.off, w->c.n, w->c.zero, s->bufs[w->slot],
+                          &w->c.in_source);
+    if (ret < 0) {
+        w->c.ret = ret;
+        s->failed[s->n_failed++] = w->c;
+    } else {
+        job_progress_update(&s->job, (uint64_t)w->c.n);
+    }
+    s->buf_busy[w->slot] = false;
+    s->in_flight--;
+    if (s->main_waiting) {
+        s->main_waiting = false;
+        aio_co_wake(s->job.co);
+    }
+    free(w);
+}
+
+/* Waits (in the body, still busy) until at most max copies are in flight. */
+static void coroutine_fn commit_wait(CommitJob *s, int max)
+{
+    while (s->in_flight > max) {
+        s->main_waiting = true;
+        coroutine_yield();
+    }
+}
+
+static void coroutine_fn commit_spawn(CommitJob *s, CommitChunk c)
+{
+    CommitWorker *w = calloc(1, sizeof(*w));
+    if (!w) {
+        abort();
+    }
+    commit_wait(s, COMMIT_WORKERS - 1);
+    w->s = s;
+    w->c = c;
+    for (w->slot = 0; s->buf_busy[w->slot]; w->slot++) {
+        assert(w->slot < COMMIT_WORKERS - 1);
+    }
+    s->buf_busy[w->slot] = true;
+    s->in_flight++;
+    aio_co_enter(s->job.ctx, coroutine_create(commit_worker, w));
+}
+
+/*
+ * Applies the error policy to the copies that failed (all workers idle).
+ * Returns the error to end the job with, or 0 with the failed chunks queued
+ * for another try (stop: after the user resumes; ignore: at once).
+ */
+static int commit_handle_failures(CommitJob *s)
+{
+    int ret = 0;
+    for (int i = 0; i < s->n_failed; i++) {
+        CommitChunk *c = &s->failed[i];
+        JobErrorAction action = job_error_action(&s->job, s->on_error,
+                                                 c->in_source, c->ret);
+        if (action == JOB_ERROR_ACTION_REPORT) {
+            if (!ret) {
+                ret = c->ret;
+            }
+        } else {
+            s->retry[s->n_retry++] = *c;
+        }
+    }
+    s->n_failed = 0;
+    return ret;
+}
+
 static int coroutine_fn commit_run(Job *job, Error **errp)
 {
     CommitJob *s = (CommitJob *)job;
     int64_t len = bdrv_getlength(s->top);
     int64_t base_len = bdrv_getlength(s->base);
-    int64_t n;
+    int64_t off = 0;
     int ret = 0;
 
     if (len < 0 || base_len < 0) {
@@ -77,44 +177,84 @@ static int coroutine_fn commit_run(Job *job, Error **errp)
             return ret;
         }
     }
-    uint8_t *buf = blk_aligned_alloc(4096, COMMIT_CHUNK);
+    for (int i = 0; i < COMMIT_WORKERS; i++) {
+        s->bufs[i] = blk_aligned_alloc(4096, COMMIT_CHUNK);
+    }
 
-    for (int64_t off = 0; off < len; off += n) {
-        bool zero = false, in_source = true;
-        int64_t want = (int64_t)job_chunk_size(job, COMMIT_CHUNK,
-                                               COMMIT_ALIGN);
-        if (want > len - off) {
-            want = len - off;
+    for (;;) {
+        CommitChunk c = { 0 };
+        bool zero = false;
+        int64_t n;
+
+        if (s->n_failed) {
+            commit_wait(s, 0);
+            if ((ret = commit_handle_failures(s)) < 0) {
+                break;
+            }
+        }
+        /* Pauses and cancels wait for the copies in flight, so a paused
+         * or drained job has no request on its nodes. */
+        if (job->pause_count > 0 || job_is_cancelled(job)) {
+            commit_wait(s, 0);
         }
         job_sleep_ns(job, 0);
         if (job_is_cancelled(job)) {
             break;
         }
-        n = want;
-        ret = block_co_is_allocated_above(s->top, s->base, off, want, &n,
-                                          &zero);
-        if (ret == 1) {
-            job_ratelimit_sleep(job, (uint64_t)n);
-            if (job_is_cancelled(job)) {
-                ret = 0;
-                break;
+        if (s->n_retry) {
+            c = s->retry[0];
+            memmove(&s->retry[0], &s->retry[1],
+                    (size_t)--s->n_retry * sizeof(s->retry[0]));
+        } else if (off < len) {
+            int64_t want = (int64_t)job_chunk_size(job, COMMIT_CHUNK,
+                                                   COMMIT_ALIGN);
+            if (want > len - off) {
+                want = len - off;
             }
-            ret = commit_copy(s, off, n, zero, buf, &in_source);
-        }
-        if (ret < 0) {
-            JobErrorAction action = job_error_action(job, s->on_error,
-                                                     in_source, ret);
-            if (action == JOB_ERROR_ACTION_REPORT) {
-                break;
+            n = want;
+            ret = block_co_is_allocated_above(s->top, s->base, off, want,
+                                              &n, &zero);
+            int ret_alloc = ret;
+            if (ret < 0) {
+                CommitChunk f = { .off = off, .n = want, .ret = ret,
+                                  .in_source = true };
+                commit_wait(s, 0);
+                s->failed[s->n_failed++] = f;
+                if ((ret = commit_handle_failures(s)) < 0) {
+                    break;
+                }
+                s->n_retry--;    /* re-checked from the cursor instead */
+                continue;
             }
-            n = 0;           /* stop or ignore: retry the chunk */
             ret = 0;
+            if (n <= 0) {
+                n = want;
+            }
+            off += n;
+            if (!ret_alloc) {
+                job_progress_update(job, (uint64_t)n);
+                continue;
+            }
+            c = (CommitChunk){ .off = off - n, .n = n, .zero = zero };
+        } else {
+            /* Nothing left to start: the end, unless a copy fails. */
+            commit_wait(s, 0);
+            if (!s->n_failed) {
+                break;
+            }
             continue;
         }
-        ret = 0;
-        job_progress_update(job, (uint64_t)n);
+        job_ratelimit_sleep(job, (uint64_t)c.n);
+        if (job_is_cancelled(job)) {
+            break;
+        }
+        commit_spawn(s, c);
     }
-    free(buf);
+    commit_wait(s, 0);
+    for (int i = 0; i < COMMIT_WORKERS; i++) {
+        free(s->bufs[i]);
+        s->bufs[i] = NULL;
+    }
     return ret < 0 ? ret : 0;
 }
 

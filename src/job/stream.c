@@ -26,7 +26,7 @@
 #include "util/iov.h"
 #include "util/log.h"
 
-#define STREAM_CHUNK (512 * 1024)
+#define STREAM_CHUNK (4 * 1024 * 1024)
 #define STREAM_ALIGN 65536
 
 typedef struct StreamJob {
