@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/dirty-bitmap.h"
 #include "block/drivers/drivers.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -207,6 +208,7 @@ static void node_free(BlockNode *bs)
     if (!list_unlinked(&bs->link)) {
         list_del(&bs->link);
     }
+    bdrv_release_all_dirty_bitmaps(bs);
     json_decref(bs->options);
     free(bs->op_blocker);
     free(bs->open_path);
@@ -230,6 +232,7 @@ static void detach_all_children(BlockNode *bs)
  */
 static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
                                             bool coerce, bool is_root,
+                                            const BlockDriver *internal,
                                             Error **errp)
 {
     const BlockDriver *drv;
@@ -243,12 +246,13 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
                    "BlockdevRef", path[0] ? (int)strlen(path) - 1 : 0, path);
         return NULL;
     }
-    drv = check_driver(opts, path, errp);
+    /* Filters the daemon inserts itself are not in the driver list. */
+    drv = internal ? internal : check_driver(opts, path, errp);
     if (!drv || !check_options(drv, opts, path, coerce, errp)) {
         return NULL;
     }
     name = arg_str(opts, "node-name", NULL);
-    if (!name && is_root) {
+    if (!name && is_root && !internal) {
         error_setg(errp, "'node-name' must be specified for the root node");
         return NULL;
     }
@@ -329,6 +333,9 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
             goto fail_opened;
         }
         bs->total_bytes = len;
+    } else if (bs->total_bytes == 0 && bs->file) {
+        /* A filter that does not say its length has its child's. */
+        bs->total_bytes = bs->file->node->total_bytes;
     }
     if (list_unlinked(&bs->link) && !bdrv_node_list_insert(bs, errp)) {
         goto fail_opened;
@@ -352,6 +359,7 @@ fail:
 
 typedef struct OpenCo {
     json_t *opts;
+    const BlockDriver *internal;
     bool coerce;
     BlockNode *bs;
     Error *err;
@@ -362,7 +370,8 @@ static void coroutine_fn open_co_entry(void *opaque)
 {
     OpenCo *o = opaque;
 
-    o->bs = co_open_node(o->opts, "", o->coerce, true, &o->err);
+    o->bs = co_open_node(o->opts, "", o->coerce, true, o->internal,
+                         &o->err);
     o->done = true;
     aio_wait_kick();
 }
@@ -381,6 +390,21 @@ BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
         return NULL;
     }
     o.bs->monitor_owned = true;
+    return o.bs;
+}
+
+BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
+                              Error **errp)
+{
+    OpenCo o = { .opts = options, .internal = drv };
+    AioContext *main_ctx = aio_main_context();
+
+    assert(!coroutine_in_coroutine());
+    aio_co_enter(main_ctx, coroutine_create(open_co_entry, &o));
+    AIO_WAIT_WHILE(main_ctx, !o.done);
+    if (!o.bs) {
+        error_propagate(errp, o.err);
+    }
     return o.bs;
 }
 
@@ -465,7 +489,7 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
         abort();
     }
     inherit_options(bs, copy, role);
-    child = co_open_node(copy, path, bs->open_coerce, false, errp);
+    child = co_open_node(copy, path, bs->open_coerce, false, NULL, errp);
     json_decref(copy);
     if (!child) {
         return NULL;
