@@ -11,7 +11,8 @@
  * of a node, live: inside a drained section of the node the overlay gets
  * the node as its backing and takes over every parent of the node (exports
  * and format nodes above it), so new writes land in the overlay.  The image
- * headers are not touched, as in qemu.
+ * headers are not touched, as in qemu.  It is split in prepare / abort /
+ * clean (qmp/snapshot.h) for the transaction command.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "job/blockjob.h"
 #include "job/create.h"
 #include "qmp/commands.h"
+#include "qmp/snapshot.h"
 
 /* ---- blockdev-create ---- */
 
@@ -357,16 +359,27 @@ static bool check_overlay(BlockNode *bs, BlockNode *overlay, Error **errp)
 }
 
 /*
- * Inside the node's drained section.  Only the node is drained: once the
- * overlay backs onto it, the overlay is one of its parents and so is
- * quiesced by the same section, and ending it releases exactly what
- * beginning it took, wherever the parents have moved meanwhile.
+ * The node's drained section spans prepare to clean.  Only the node is
+ * drained: once the overlay backs onto it, the overlay is one of its
+ * parents and so is quiesced by the same section, and ending it releases
+ * exactly what beginning it took, wherever the parents have moved.
  */
-static bool snapshot_drained(BlockNode *bs, const char *overlay_name,
-                             Error **errp)
+bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
+                               const char *overlay_name, Error **errp)
 {
-    BlockNode *overlay;
+    BlockNode *bs, *overlay;
     BlockChild *backing;
+
+    memset(st, 0, sizeof(*st));
+    bs = lookup_node(node, errp);
+    if (!bs) {
+        return false;
+    }
+    /* The backing edge and the moved parents hold references; ours keeps
+     * bs alive across the section whatever happens to them. */
+    bdrv_ref(bs);
+    st->bs = bs;
+    bdrv_drained_begin(bs);
 
     if (!check_node_free(bs, errp)) {
         return false;
@@ -387,7 +400,35 @@ static bool snapshot_drained(BlockNode *bs, const char *overlay_name,
         bdrv_detach_child(backing);
         return false;
     }
+    st->overlay = overlay;
+    st->backing = backing;
     return true;
+}
+
+void blockdev_snapshot_abort(BlockdevSnapshot *st)
+{
+    Error *err = NULL;
+
+    if (!st->backing) {
+        return;
+    }
+    /* Every parent the overlay took goes back; it had none of its own
+     * that could object (it was not in use). */
+    if (!bdrv_replace_node(st->overlay, st->bs, &err)) {
+        error_report_err(err, "blockdev-snapshot: undoing");
+    }
+    bdrv_detach_child(st->backing);
+    st->backing = NULL;
+    st->overlay = NULL;
+}
+
+void blockdev_snapshot_clean(BlockdevSnapshot *st)
+{
+    if (st->bs) {
+        bdrv_drained_end(st->bs);
+        bdrv_unref(st->bs);
+        st->bs = NULL;
+    }
 }
 
 static const ArgSpec blockdev_snapshot_args[] = {
@@ -398,19 +439,12 @@ static const ArgSpec blockdev_snapshot_args[] = {
 
 static bool qmp_blockdev_snapshot(json_t *args, json_t **ret, Error **errp)
 {
-    BlockNode *bs = lookup_node(arg_str(args, "node", ""), errp);
+    BlockdevSnapshot st;
     bool ok;
 
-    if (!bs) {
-        return false;
-    }
-    /* The backing edge and the moved parents hold references; ours keeps
-     * bs alive across the section whatever happens to them. */
-    bdrv_ref(bs);
-    bdrv_drained_begin(bs);
-    ok = snapshot_drained(bs, arg_str(args, "overlay", ""), errp);
-    bdrv_drained_end(bs);
-    bdrv_unref(bs);
+    ok = blockdev_snapshot_prepare(&st, arg_str(args, "node", ""),
+                                   arg_str(args, "overlay", ""), errp);
+    blockdev_snapshot_clean(&st);
     return ok;
 }
 

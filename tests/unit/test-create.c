@@ -20,6 +20,7 @@
 #include "block/block.h"
 #include "job/job.h"
 #include "qmp/commands.h"
+#include "qmp/snapshot.h"
 #include "util/event.h"
 
 static char dir[] = "/tmp/test-create-XXXXXX";
@@ -550,6 +551,30 @@ static void test_snapshot(void **state)
               "blockdev-snapshot", "{\"node\": \"ov\", "
               "\"overlay\": \"ov\"}");
     assert_ptr_equal(user->node, base);
+
+    /* As a transaction's action: prepared, then aborted. */
+    BlockdevSnapshot st;
+    assert_true(blockdev_snapshot_prepare(&st, "base", "ov", &err));
+    assert_ptr_equal(user->node, ov);
+    assert_ptr_equal(top->file->node, ov);
+    blockdev_snapshot_abort(&st);
+    blockdev_snapshot_clean(&st);
+    assert_ptr_equal(user->node, base);
+    assert_ptr_equal(top->file->node, base);
+    assert_null(ov->backing);
+    assert_false(bdrv_is_quiesced(base));
+    assert_false(bdrv_is_quiesced(ov));
+    assert_false(bdrv_is_quiesced(top));
+    assert_false(user->quiesced_parent);
+    /* A failed prepare leaves nothing to abort. */
+    assert_false(blockdev_snapshot_prepare(&st, "base", "raw", &err));
+    assert_string_equal(error_get_pretty(err),
+                        "The overlay does not support backing images");
+    error_free(err);
+    err = NULL;
+    blockdev_snapshot_abort(&st);
+    blockdev_snapshot_clean(&st);
+    assert_false(bdrv_is_quiesced(base));
 
     cmd_ok("blockdev-snapshot", "{\"node\": \"base\", \"overlay\": \"ov\"}");
     assert_ptr_equal(user->node, ov);
