@@ -308,6 +308,47 @@ static void test_commit_intermediate(void **state)
     assert_int_equal(sh("cd %s && qemu-img check -q base.qcow2", dir), 0);
 }
 
+/* A drained section on a node the job uses pauses the job (visible as
+ * paused/running, as in the reference) and nothing of the job is in flight
+ * inside it; the end resumes it. */
+static void test_drain_pauses_job(void **state)
+{
+    Error *err = NULL;
+    make_chain();
+    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    BlockJobOptions o = opts("dr");
+    o.speed = 1024 * 1024;
+    Job *job = stream_start(&o, top, NULL, NULL, &err);
+    assert_non_null(job);
+    for (int i = 0; i < 5; i++) {
+        aio_poll(aio_main_context(), false);
+    }
+    bdrv_drained_begin(top);
+    /* drained_begin returned: the body is stopped, nothing in flight */
+    assert_false(job->busy);
+    assert_int_equal(atomic_load(&top->in_flight), 0);
+    uint64_t done = job->progress_current;
+    for (int i = 0; i < 20; i++) {
+        aio_poll(aio_main_context(), false);
+    }
+    assert_int_equal(job->progress_current, done);
+    assert_int_equal(job->status, JOB_STATUS_PAUSED);
+    bdrv_drained_end(top);
+    AIO_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_RUNNING);
+    assert_true(job_set_speed(job, 0, &err));
+    run_until_gone("dr");
+    char *ev = events_str();
+    assert_string_equal(ev, "JOB_STATUS_CHANGE:created "
+        "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:paused "
+        "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:waiting "
+        "JOB_STATUS_CHANGE:pending BLOCK_JOB_COMPLETED "
+        "JOB_STATUS_CHANGE:concluded JOB_STATUS_CHANGE:null");
+    free(ev);
+    del_ok("top");
+    check_images("top.qcow2");
+}
+
 /* ---- a client writing to top while the job copies ---- */
 
 static char *client_desc(BlockChild *c)
@@ -413,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_stream_cancel_and_speed),
         cmocka_unit_test(test_commit_intermediate),
         cmocka_unit_test(test_stream_with_concurrent_writer),
+        cmocka_unit_test(test_drain_pauses_job),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     if (!getenv("KEEP")) {
