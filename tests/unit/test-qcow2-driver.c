@@ -1010,6 +1010,66 @@ static void test_small_caches(void **state)
     free(r);
 }
 
+/* Reads name (read-only) through the driver and compares with raw. */
+static void compare_read(const char *name, const char *raw)
+{
+    Img img;
+    Error *err = NULL;
+    if (!img_open(&img, name, NULL, true, &err)) {
+        fail_msg("%s", error_get_pretty(err));
+    }
+    char *rp = path_of(raw);
+    int fd = open(rp, O_RDONLY);
+    assert_true(fd >= 0);
+    int64_t len = bdrv_getlength(img.bs);
+    uint8_t *a = malloc(1 << 20), *b = malloc(1 << 20);
+    for (int64_t off = 0; off < len; off += (1 << 20) - 333) {
+        int64_t n = (1 << 20) - 333;
+        if (off + n > len) {
+            n = len - off;
+        }
+        assert_int_equal(bdrv_pread(img.root, off, n, a, 0), 0);
+        assert_int_equal(pread(fd, b, (size_t)n, off), n);
+        if (memcmp(a, b, (size_t)n) != 0) {
+            fail_msg("%s differs from %s in [%" PRId64 ", +%" PRId64 ")",
+                     name, raw, off, n);
+        }
+    }
+    free(a);
+    free(b);
+    close(fd);
+    free(rp);
+    bdrv_detach_child(img.root);
+    assert_true(bdrv_del_blockdev("q", NULL));
+}
+
+/* Extended L2 entries (subclusters): read-only, each subcluster allocated,
+ * zero or falling through to the backing file. */
+static void test_extended_l2_read(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    assert_int_equal(sh("cd '%s' && qemu-img create -q -f qcow2 xbase.qcow2 "
+                        "4M && qemu-io -f qcow2 -c 'write -P 0xb0 0 4M' "
+                        "xbase.qcow2 >/dev/null && qemu-img create -q -f "
+                        "qcow2 -o extended_l2=on,cluster_size=65536 -b "
+                        "xbase.qcow2 -F qcow2 x.qcow2 && qemu-io -f qcow2 "
+                        "-c 'write -P 1 0 2k' -c 'write -z 4k 2k' "
+                        "-c 'write -P 2 9000 100' -c 'write -P 3 130k 70k' "
+                        "-c 'write -z 1M 64k' -c 'write -P 4 2M 1k' "
+                        "-c 'write -z -u 3M 128k' x.qcow2 >/dev/null && "
+                        "qemu-img convert -O raw x.qcow2 x.raw", test_dir),
+                     0);
+    compare_read("x.qcow2", "x.raw");
+    Img img;
+    Error *err = NULL;
+    assert_false(img_open(&img, "x.qcow2", NULL, false, &err));
+    assert_string_equal(error_get_pretty(err), "qcow2: images with extended "
+                        "L2 entries can only be opened read-only for now");
+    error_free(err);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -1048,6 +1108,7 @@ int main(void)
         cmocka_unit_test(test_internal_snapshot),
         cmocka_unit_test(test_write_over_compressed),
         cmocka_unit_test(test_small_caches),
+        cmocka_unit_test(test_extended_l2_read),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

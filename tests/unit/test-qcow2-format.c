@@ -372,8 +372,8 @@ static void test_hostile(void **state)
         { 100, 4, 70000, "qcow2 header exceeds cluster size" },
         { 72, 8, 1ull << 10, "Unsupported qcow2 feature(s): Unknown "
           "incompatible feature: 400" },
-        { 72, 8, (1ull << 10) | (1ull << 4) | (1ull << 33),
-          "Unsupported qcow2 feature(s): extended L2 entries, Unknown "
+        { 72, 8, (1ull << 10) | (1ull << 2) | (1ull << 33),
+          "Unsupported qcow2 feature(s): external data file, Unknown "
           "incompatible feature: 200000400" },
         { 72, 8, 1ull << 3, "qcow2: Compression type incompatible feature "
           "bit must not be set" },
@@ -410,6 +410,23 @@ static void test_hostile(void **state)
         }
         expect_parse_error(&m, muts[i].msg);
         free(m.data);
+    }
+
+    /* extended L2 needs clusters of 16k and more */
+    {
+        Qcow2CreateOpts o4 = { .size = 64 << 20, .cluster_size = 4096 };
+        MemFile m4 = make_image(&o4);
+        be64_put(m4.data + 72, QCOW2_INCOMPAT_EXTL2);
+        expect_parse_error(&m4, "Extended L2 entries are only supported with "
+                           "cluster sizes of at least 16384 bytes");
+        free(m4.data);
+        MemFile m64 = { malloc(base.len), base.len };
+        memcpy(m64.data, base.data, base.len);
+        be64_put(m64.data + 72, QCOW2_INCOMPAT_EXTL2);
+        Qcow2Header h;
+        assert_true(qcow2_header_parse(m64.data, m64.len, m64.len, &h, NULL));
+        qcow2_header_free(&h);
+        free(m64.data);
     }
 
     /* truncated files */

@@ -98,6 +98,86 @@ static int64_t l2_offset(BDRVQcow2State *s, uint64_t l1i)
     return (int64_t)off;
 }
 
+/*
+ * Extended L2 entries: a 64-bit cluster descriptor and a 64-bit bitmap,
+ * bit n = subcluster n allocated in the host cluster, bit 32+n = subcluster
+ * n reads as zeroes, neither = unallocated (backing).  Runs are made of
+ * subclusters of one kind (host-contiguous for allocated ones).
+ */
+static int coroutine_fn get_mapping_ext(BDRVQcow2State *s, uint64_t offset,
+                                        uint64_t max, uint32_t l2i,
+                                        Qcow2CacheEntry *e, Qcow2Mapping *m)
+{
+    const Qcow2Geom *g = &s->g;
+    uint32_t sc_bits = g->cluster_bits - 5;
+    uint64_t in_cl = qcow2_offset_in_cluster(g, offset);
+    uint64_t sc = in_cl >> sc_bits;
+    uint64_t run = 0;           /* bytes from the start of the first sc */
+    uint64_t want = (in_cl & ((1u << sc_bits) - 1)) + max;
+    bool first = true;
+
+    for (uint32_t i = l2i; i < g->l2_size && run < want; i++, sc = 0) {
+        uint64_t desc = be64_get(e->table + (size_t)i * 16);
+        uint64_t bmp = be64_get(e->table + (size_t)i * 16 + 8);
+        uint64_t host = desc & QCOW2_L2E_OFFSET_MASK;
+
+        if (desc & QCOW2_OFLAG_COMPRESSED) {
+            if (!first) {
+                break;
+            }
+            Error *err = NULL;
+            if (!qcow2_l2_decode(g, 3, desc, &m->info, &err)) {
+                log_error("qcow2: node '%s': %s", s->bs->node_name,
+                          error_get_pretty(err));
+                error_free(err);
+                return -EIO;
+            }
+            m->bytes = g->cluster_size - in_cl;
+            m->bytes = m->bytes < max ? m->bytes : max;
+            return 0;
+        }
+        if ((desc & (QCOW2_L2E_STD_RESERVED | QCOW2_OFLAG_ZERO)) ||
+            (host & (g->cluster_size - 1)) ||
+            (bmp & (bmp >> 32) & 0xffffffffull) ||
+            (!host && (bmp & 0xffffffffull))) {
+            log_error("qcow2: node '%s': extended L2 entry %u is invalid "
+                      "(0x%016" PRIx64 " 0x%016" PRIx64 ")",
+                      s->bs->node_name, i, desc, bmp);
+            return -EIO;
+        }
+        for (; sc < QCOW2_EXTL2_SUBCLUSTERS && run < want; sc++) {
+            Qcow2ClusterType t = (bmp >> sc) & 1 ? QCOW2_CLUSTER_NORMAL
+                               : (bmp >> (32 + sc)) & 1 ? QCOW2_CLUSTER_ZERO_PLAIN
+                               : QCOW2_CLUSTER_UNALLOCATED;
+            if (first) {
+                memset(&m->info, 0, sizeof(m->info));
+                m->info.type = t;
+                m->info.host_offset = host;
+                m->info.copied = desc & QCOW2_OFLAG_COPIED;
+                first = false;
+            } else if (t != m->info.type ||
+                       (t == QCOW2_CLUSTER_NORMAL &&
+                        host + (sc << sc_bits) !=
+                        m->info.host_offset + in_cl -
+                        (in_cl & ((1u << sc_bits) - 1)) + run)) {
+                goto done;
+            }
+            run += 1u << sc_bits;
+        }
+    }
+done:
+    m->bytes = run - (in_cl & ((1u << sc_bits) - 1));
+    m->bytes = m->bytes < max ? m->bytes : max;
+    if (m->info.type == QCOW2_CLUSTER_NORMAL &&
+        m->info.host_offset + in_cl + m->bytes > s->file_size) {
+        log_error("qcow2: node '%s': data at 0x%" PRIx64 " lies past the "
+                  "end of the image file", s->bs->node_name,
+                  m->info.host_offset);
+        return -EIO;
+    }
+    return 0;
+}
+
 int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
                                    uint64_t bytes, Qcow2Mapping *m)
 {
@@ -125,6 +205,11 @@ int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
     }
     ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, &e);
     if (ret < 0) {
+        return ret;
+    }
+    if (g->extended) {
+        ret = get_mapping_ext(s, offset, max, l2i, e, m);
+        qcow2_cache_put(e);
         return ret;
     }
     Error *err = NULL;

@@ -192,6 +192,8 @@ void qcow2_header_set_backing(Qcow2Header *h, const char *file,
 typedef struct Qcow2Geom {
     uint32_t cluster_bits;
     uint32_t cluster_size;
+    bool extended;             /* extended L2: 16-byte entries with a
+                                  subcluster bitmap */
     uint32_t l2_bits;          /* log2(entries per L2 table) */
     uint32_t l2_size;          /* entries per L2 table */
     uint32_t refcount_order;
@@ -204,6 +206,11 @@ typedef struct Qcow2Geom {
 
 void qcow2_geom_init(Qcow2Geom *g, uint32_t cluster_bits,
                      uint32_t refcount_order);
+/* Switches to extended L2 entries (incompatible bit 4): 32 subclusters. */
+void qcow2_geom_set_extended(Qcow2Geom *g);
+
+#define QCOW2_EXTL2_SUBCLUSTERS 32
+#define QCOW2_EXTL2_MIN_CLUSTER_BITS 14
 
 static inline uint64_t qcow2_l1_index(const Qcow2Geom *g, uint64_t off)
 {

@@ -34,8 +34,7 @@ static const struct {
                               QCOW2_INCOMPAT_COMPRESSION |                   \
                               QCOW2_INCOMPAT_EXTL2)
 /* Incompatible features we know but do not implement (yet). */
-#define QCOW2_UNSUPPORTED_INCOMPAT (QCOW2_INCOMPAT_DATA_FILE | \
-                                    QCOW2_INCOMPAT_EXTL2)
+#define QCOW2_UNSUPPORTED_INCOMPAT QCOW2_INCOMPAT_DATA_FILE
 
 void qcow2_header_free(Qcow2Header *h)
 {
@@ -315,6 +314,14 @@ static bool check_tables(Qcow2Header *h, uint64_t file_size, Error **errp)
     Qcow2Geom g;
 
     qcow2_geom_init(&g, h->cluster_bits, h->refcount_order);
+    if (h->incompatible_features & QCOW2_INCOMPAT_EXTL2) {
+        if (h->cluster_bits < QCOW2_EXTL2_MIN_CLUSTER_BITS) {
+            error_setg(errp, "Extended L2 entries are only supported with "
+                       "cluster sizes of at least 16384 bytes");
+            return false;
+        }
+        qcow2_geom_set_extended(&g);
+    }
 
     if (h->crypt_method == 1 || h->crypt_method == 2) {
         error_setg(errp, "Encrypted qcow2 images are not supported");

@@ -11,6 +11,7 @@ void qcow2_geom_init(Qcow2Geom *g, uint32_t cluster_bits,
 {
     g->cluster_bits = cluster_bits;
     g->cluster_size = 1u << cluster_bits;
+    g->extended = false;
     g->l2_bits = cluster_bits - 3;             /* 8-byte entries */
     g->l2_size = 1u << g->l2_bits;
     g->refcount_order = refcount_order;
@@ -21,6 +22,13 @@ void qcow2_geom_init(Qcow2Geom *g, uint32_t cluster_bits,
     g->csize_shift = 62 - (cluster_bits - 8);
     g->csize_mask = (1ull << (cluster_bits - 8)) - 1;
     g->coffset_mask = (1ull << g->csize_shift) - 1;
+}
+
+void qcow2_geom_set_extended(Qcow2Geom *g)
+{
+    g->extended = true;
+    g->l2_bits = g->cluster_bits - 4;          /* 16-byte entries */
+    g->l2_size = 1u << g->l2_bits;
 }
 
 uint64_t qcow2_l1_entries_for(const Qcow2Geom *g, uint64_t size)

@@ -352,6 +352,15 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
         goto fail;
     }
     qcow2_geom_init(&s->g, s->hdr.cluster_bits, s->hdr.refcount_order);
+    if (s->hdr.incompatible_features & QCOW2_INCOMPAT_EXTL2) {
+        qcow2_geom_set_extended(&s->g);
+        if (!bs->read_only) {
+            /* Reads understand subclusters; allocation does not yet. */
+            error_setg(errp, "qcow2: images with extended L2 entries can "
+                       "only be opened read-only for now");
+            goto fail;
+        }
+    }
 
     if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) &&
         !bs->read_only) {
@@ -571,7 +580,8 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
         json_object_set_new(data, "corrupt",
                             json_boolean(s->hdr.incompatible_features &
                                          QCOW2_INCOMPAT_CORRUPT));
-        json_object_set_new(data, "extended-l2", json_false());
+        json_object_set_new(data, "extended-l2",
+                            json_boolean(s->g.extended));
     } else {
         json_object_set_new(data, "compat", json_string("0.10"));
         json_object_set_new(data, "compression-type", json_string("zlib"));
