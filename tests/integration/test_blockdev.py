@@ -105,6 +105,13 @@ def test_inline_child_is_implicit(daemon, workdir):
         q.execute('blockdev-del', **{'node-name': implicit['node-name']})
     assert e.value.desc == ('Node %s is not owned by the monitor'
                             % implicit['node-name'])
+    # A named inline child is not the monitor's either.
+    add(q, driver='raw', **{'node-name': 'r2', 'read-only': True},
+        file={'driver': 'null-co', 'node-name': 'x'})
+    with pytest.raises(QMPError) as e:
+        q.execute('blockdev-del', **{'node-name': 'x'})
+    assert e.value.desc == 'Node x is not owned by the monitor'
+    q.execute('blockdev-del', **{'node-name': 'r2'})
     # Deleting the parent takes the implicit child with it.
     q.execute('blockdev-del', **{'node-name': 'r'})
     assert nodes(q) == []
@@ -197,6 +204,9 @@ ADD_ERRORS = [
     ({'driver': 'null-co', 'node-name': 'a-b_c.d!'},
      "Invalid node-name: 'a-b_c.d!'"),
     ({'driver': 'null-co', 'node-name': 'a' * 32}, 'Node name too long'),
+    ({'driver': 'null-co', 'node-name': ''}, "Invalid node-name: ''"),
+    ({'driver': 'null-co', 'node-name': '#block123'},
+     "Invalid node-name: '#block123'"),
     ({'driver': 'null-co', 'node-name': 'taken'},
      "Duplicate nodes with node-name='taken'"),
     ({'driver': 'null-co', 'node-name': 'x', 'bogus': 1},
