@@ -379,3 +379,27 @@ def test_stream_speed_holds_from_the_first_chunk(daemon, workdir):
     assert samples[-1][1] > 0
     qmp.execute('job-cancel', id='stream0')
     qmp.wait_event('BLOCK_JOB_CANCELLED')
+
+
+# ---- base named by file name ----
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('name', ['base.qcow2', 'absolute', 'mid.qcow2'])
+def test_stream_base_by_file_name(daemon, chain, name):
+    """'base' matches the header's backing string or the absolute file
+    name; the new backing string is the base's absolute file name."""
+    qmp = daemon.qmp
+    chain.add_top(qmp)
+    base = chain.base if name == 'absolute' else name
+    qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
+                                 'base': base})
+    qmp.wait_event('BLOCK_JOB_COMPLETED')
+    qmp.wait_event('JOB_STATUS_CHANGE', match={'data': {'status': 'null'}})
+    qmp.execute('blockdev-del', node_name='top')
+    if name == 'mid.qcow2':
+        assert chain.chain() == ['top.qcow2', 'mid.qcow2', 'base.qcow2']
+        assert chain.backing_string() == chain.mid
+    else:
+        assert chain.chain() == ['top.qcow2', 'base.qcow2']
+        assert chain.backing_string() == chain.base
+    chain.check()
