@@ -187,7 +187,12 @@ static json_t *parse_json(const char *str, Error **errp)
     json_t *v = json_loads(str, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY,
                            &jerr);
     if (!v) {
-        error_setg(errp, "JSON parse error, %s", jerr.text);
+        /* An option cut short is the common mistake; say it in QEMU's
+         * words.  Other faults keep jansson's description. */
+        bool eoi = strstr(jerr.text, "end of file") ||
+                   strstr(jerr.text, "premature end of input");
+        error_setg(errp, "JSON parse error, %s",
+                   eoi ? "premature EOI" : jerr.text);
         return NULL;
     }
     for (const char *p = str + jerr.position; *p; p++) {

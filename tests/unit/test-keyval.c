@@ -114,8 +114,11 @@ static void test_json(void **state)
     expect_json("{\"a\":1}  ", NULL, "{\"a\":1}");
     expect_err("{\"a\":1} x", NULL, "Expecting at most one JSON value");
     expect_err("{\"a\":1}{}", NULL, "Expecting at most one JSON value");
+    expect_err("{\"driver\":\"null-co\"", NULL,
+               "JSON parse error, premature EOI");
+    expect_err("{\"driver\":\"nu", NULL, "JSON parse error, premature EOI");
     Error *err = NULL;
-    assert_null(keyval_parse("{\"driver\":\"null-co\"", NULL, &err));
+    assert_null(keyval_parse("{\"driver\" 1}", NULL, &err));
     assert_non_null(err);
     assert_true(!strncmp(error_get_pretty(err), "JSON parse error, ", 18));
     error_free(err);
