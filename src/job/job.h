@@ -195,7 +195,7 @@ Job *job_get(const char *id);
 Job *job_next(Job *prev);
 
 bool job_is_cancelled(Job *job);     /* forced cancel requested */
-bool job_is_completed(Job *job);     /* concluded, null or aborting... */
+bool job_is_completed(Job *job);     /* waiting, pending, aborting, concluded, null */
 bool job_is_ready(Job *job);         /* ready or standby */
 
 /* ---- verbs (main loop; checked against the verb table) ---- */
