@@ -195,7 +195,8 @@ Job *job_get(const char *id);
 Job *job_next(Job *prev);
 
 bool job_is_cancelled(Job *job);     /* forced cancel requested */
-bool job_is_completed(Job *job);     /* waiting, pending, aborting, concluded, null */
+/* waiting, pending, aborting, concluded or null */
+bool job_is_completed(Job *job);
 bool job_is_ready(Job *job);         /* ready or standby */
 
 /* ---- verbs (main loop; checked against the verb table) ---- */
