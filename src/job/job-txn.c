@@ -224,7 +224,8 @@ static void job_completed_txn_success(Job *job)
 /* Runs the loop until job is completed (waiting or later). */
 static void job_wait_completed(Job *job)
 {
-    AIO_WAIT_WHILE(aio_main_context(), (job_enter(job), !job_is_completed(job)));
+    AIO_WAIT_WHILE(aio_main_context(),
+                   (job_enter(job), !job_is_completed(job)));
 }
 
 void job_completed_txn_abort(Job *job)
