@@ -236,6 +236,8 @@ SHAPES = [
     ('cluster_size=512', 8 << 20, 512, None),
     ('cluster_size=2M,refcount_bits=64', 64 << 20, 2 << 20, None),
     ('cluster_size=65536', 32 << 20, 65536, 'chain'),
+    ('cluster_size=65536,extended_l2=on', 32 << 20, 65536, 'chain'),
+    ('cluster_size=32768,extended_l2=on', 16 << 20, 32768, None),
 ]
 
 

@@ -335,12 +335,15 @@ int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
             return ret;
         }
     }
+    unsigned es = g->extended ? 2 : 1;
     for (uint64_t i = 0; i < n; i++) {
-        uint8_t *p = e->table + (l2i + i) * 8;
-        if (old_entries) {
-            old_entries[i] = be64_get(p);
+        for (unsigned w = 0; w < es; w++) {
+            uint8_t *p = e->table + ((l2i + i) * es + w) * 8;
+            if (old_entries) {
+                old_entries[i * es + w] = be64_get(p);
+            }
+            be64_put(p, entries[i * es + w]);
         }
-        be64_put(p, entries[i]);
     }
     qcow2_cache_mark_dirty(s->l2_cache, e);
     qcow2_cache_put(e);
@@ -361,16 +364,17 @@ int coroutine_fn qcow2_read_l2_entries(BDRVQcow2State *s, uint64_t first,
         return -EINVAL;
     }
     l2off = l2_offset(s, l1i);
+    unsigned es = g->extended ? 2 : 1;
     if (l2off <= 0) {
-        memset(out, 0, n * sizeof(*out));
+        memset(out, 0, n * es * sizeof(*out));
         return (int)l2off;
     }
     ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, &e);
     if (ret < 0) {
         return ret;
     }
-    for (uint64_t i = 0; i < n; i++) {
-        out[i] = be64_get(e->table + (l2i + i) * 8);
+    for (uint64_t i = 0; i < n * es; i++) {
+        out[i] = be64_get(e->table + (l2i * es + i) * 8);
     }
     qcow2_cache_put(e);
     return 0;

@@ -224,6 +224,16 @@ static int coroutine_fn cow_read(BDRVQcow2State *s, const Qcow2L2Info *info,
     return -EIO;
 }
 
+/* Current guest content of [goff, goff+len) (extended L2 copy-on-write,
+ * where one cluster mixes subcluster kinds). */
+static int coroutine_fn read_guest(BDRVQcow2State *s, uint64_t goff,
+                                   uint8_t *buf, uint64_t len)
+{
+    IOVector v;
+    iov_vec_init_buf(&v, buf, len);
+    return qcow2_co_preadv(s->bs, (int64_t)goff, (int64_t)len, &v, 0);
+}
+
 /* Host byte range an old L2 entry held a reference on (0 bytes: none). */
 static void old_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
                     uint64_t *bytes)
@@ -231,6 +241,14 @@ static void old_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
     Qcow2L2Info info;
 
     *bytes = 0;
+    if (s->g.extended && !(entry & QCOW2_OFLAG_COMPRESSED)) {
+        /* a host cluster may be held whatever the subcluster bits say */
+        if (entry & QCOW2_L2E_OFFSET_MASK) {
+            *off = entry & QCOW2_L2E_OFFSET_MASK;
+            *bytes = s->g.cluster_size;
+        }
+        return;
+    }
     if (!qcow2_l2_decode(&s->g, (int)s->hdr.version, entry, &info, NULL)) {
         return;   /* invalid: leak rather than free something wrong */
     }
@@ -285,15 +303,19 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
 
     if (in_cl) {
         head = blk_aligned_alloc(4096, in_cl);
-        ret = cow_read(s, &m->info, 0, first * cs, head, in_cl);
+        ret = s->g.extended ? read_guest(s, first * cs, head, in_cl)
+                            : cow_read(s, &m->info, 0, first * cs, head,
+                                       in_cl);
         if (ret < 0) {
             goto out_free_clusters;
         }
     }
     if (tail_len) {
         tail = blk_aligned_alloc(4096, tail_len);
-        ret = cow_read(s, &m->info, n - 1, first * cs + tail_start, tail,
-                       tail_len);
+        ret = s->g.extended
+              ? read_guest(s, first * cs + tail_start, tail, tail_len)
+              : cow_read(s, &m->info, n - 1, first * cs + tail_start, tail,
+                         tail_len);
         if (ret < 0) {
             goto out_free_clusters;
         }
@@ -315,18 +337,22 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
 
     co_mutex_lock(&s->lock);
     s->data_unflushed = true;
-    entries = calloc(n, 2 * sizeof(*entries));
+    unsigned es = s->g.extended ? 2 : 1;
+    entries = calloc(n * es, 2 * sizeof(*entries));
     if (!entries) {
         abort();
     }
     for (uint64_t i = 0; i < n; i++) {
-        entries[i] = ((uint64_t)host + i * cs) | QCOW2_OFLAG_COPIED;
+        entries[i * es] = ((uint64_t)host + i * cs) | QCOW2_OFLAG_COPIED;
+        if (es == 2) {
+            entries[i * es + 1] = 0xffffffffull;   /* all allocated */
+        }
     }
-    ret = qcow2_set_l2_entries(s, first, n, entries, entries + n);
+    ret = qcow2_set_l2_entries(s, first, n, entries, entries + n * es);
     if (ret >= 0) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t off, bytes;
-            old_ref(s, entries[n + i], &off, &bytes);
+            old_ref(s, entries[(n + i) * es], &off, &bytes);
             if (bytes) {
                 qcow2_defer_free(s, off, bytes);
             }
@@ -391,7 +417,8 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
             if (ret < 0) {
                 break;
             }
-            if (m.info.type == QCOW2_CLUSTER_NORMAL && m.info.copied) {
+            if (m.info.type == QCOW2_CLUSTER_NORMAL && m.info.copied &&
+                !s->g.extended) {
                 break;
             }
             uint64_t in_cl = qcow2_offset_in_cluster(&s->g, (uint64_t)offset);
@@ -411,22 +438,45 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
             return ret;
         }
         if (m.info.type == QCOW2_CLUSTER_NORMAL && m.info.copied) {
-            co_mutex_unlock(&s->lock);
             uint64_t in_cl = qcow2_offset_in_cluster(&s->g, (uint64_t)offset);
+            Qcow2InflightAlloc *a = NULL;
+            if (s->g.extended) {
+                /* A cluster mixes subcluster kinds: an allocating writer
+                 * of another subcluster copies this one, so we hold the
+                 * cluster while writing (and waited for others above). */
+                a = calloc(1, sizeof(*a));
+                if (!a) {
+                    abort();
+                }
+                a->first_cluster = (uint64_t)offset >> s->g.cluster_bits;
+                a->nb_clusters = (in_cl + m.bytes + s->g.cluster_size - 1) >>
+                                 s->g.cluster_bits;
+                co_queue_init(&a->waiters);
+                list_add_tail(&s->inflight, &a->link);
+            }
+            co_mutex_unlock(&s->lock);
             if (overlaps_metadata(s, m.info.host_offset + in_cl, m.bytes)) {
                 log_error("qcow2: node '%s': data cluster at 0x%" PRIx64
                           " overlaps image metadata; refusing to write",
                           bs->node_name, m.info.host_offset);
                 s->broken = true;
-                return -EIO;
+                ret = -EIO;
+            } else {
+                IOVector sub;
+                slice(&sub, qiov, qoff, m.bytes);
+                ret = bdrv_co_pwritev(bs->file,
+                                      (int64_t)(m.info.host_offset + in_cl),
+                                      (int64_t)m.bytes, &sub, 0);
+                iov_vec_destroy(&sub);
+                s->data_unflushed = true;
             }
-            IOVector sub;
-            slice(&sub, qiov, qoff, m.bytes);
-            ret = bdrv_co_pwritev(bs->file,
-                                  (int64_t)(m.info.host_offset + in_cl),
-                                  (int64_t)m.bytes, &sub, 0);
-            iov_vec_destroy(&sub);
-            s->data_unflushed = true;
+            if (a) {
+                co_mutex_lock(&s->lock);
+                list_del(&a->link);
+                co_queue_restart_all(&a->waiters);
+                free(a);
+                co_mutex_unlock(&s->lock);
+            }
         } else {
             ret = write_allocating(s, (uint64_t)offset, &m, qiov, qoff);
             co_mutex_unlock(&s->lock);
@@ -470,10 +520,19 @@ static uint64_t new_entry(BDRVQcow2State *s, ClusterOp op, uint64_t old)
     return QCOW2_OFLAG_ZERO;
 }
 
+/* Extended L2: whole clusters become all-zero or unallocated subclusters
+ * and give up their host cluster. */
+static void new_entry_ext(BDRVQcow2State *s, ClusterOp op, uint64_t *ne)
+{
+    ne[0] = 0;
+    ne[1] = (op != OP_DISCARD || s->bs->backing) ? 0xffffffff00000000ull : 0;
+}
+
 static int coroutine_fn change_clusters(BDRVQcow2State *s, uint64_t first,
                                         uint64_t n, ClusterOp op)
 {
-    uint64_t *e = calloc(2 * s->g.l2_size, sizeof(*e));
+    unsigned es = s->g.extended ? 2 : 1;
+    uint64_t *e = calloc(2 * s->g.l2_size * es, sizeof(*e));
     int ret = 0;
 
     if (!e) {
@@ -492,19 +551,26 @@ static int coroutine_fn change_clusters(BDRVQcow2State *s, uint64_t first,
         if (ret < 0) {
             break;
         }
+        uint64_t *ne = e + k * es;
         for (uint64_t i = 0; i < k; i++) {
-            e[k + i] = new_entry(s, op, e[i]);
-            change |= e[k + i] != e[i];
+            if (es == 2) {
+                new_entry_ext(s, op, ne + i * 2);
+                change |= ne[i * 2] != e[i * 2] ||
+                          ne[i * 2 + 1] != e[i * 2 + 1];
+            } else {
+                ne[i] = new_entry(s, op, e[i]);
+                change |= ne[i] != e[i];
+            }
         }
         if (change) {
-            ret = qcow2_set_l2_entries(s, first, k, e + k, e);
+            ret = qcow2_set_l2_entries(s, first, k, ne, e);
             if (ret < 0) {
                 break;
             }
             for (uint64_t i = 0; i < k; i++) {
                 uint64_t off, bytes, noff, nbytes;
-                old_ref(s, e[i], &off, &bytes);
-                old_ref(s, e[k + i], &noff, &nbytes);
+                old_ref(s, e[i * es], &off, &bytes);
+                old_ref(s, ne[i * es], &noff, &nbytes);
                 if (bytes && !(nbytes && noff == off)) {
                     qcow2_defer_free(s, off, bytes);
                 }

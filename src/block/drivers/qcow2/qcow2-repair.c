@@ -51,9 +51,16 @@ static int coroutine_fn count_l2(BDRVQcow2State *s, Counts *k,
     if (ret < 0) {
         return ret;
     }
+    unsigned es = s->g.extended ? 2 : 1;
     for (uint32_t i = 0; i < s->g.l2_size; i++) {
         Qcow2L2Info info;
-        uint64_t e = be64_get(table + (size_t)i * 8);
+        uint64_t e = be64_get(table + (size_t)i * 8 * es);
+        if (es == 2 && !(e & QCOW2_OFLAG_COMPRESSED)) {
+            /* the host cluster is held whatever the subcluster bits say */
+            count_range(k, &s->g, e & QCOW2_L2E_OFFSET_MASK,
+                        (e & QCOW2_L2E_OFFSET_MASK) ? s->g.cluster_size : 0);
+            continue;
+        }
         if (!qcow2_l2_decode(&s->g, (int)s->hdr.version, e, &info, NULL)) {
             return -EIO;
         }

@@ -353,13 +353,8 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
     }
     qcow2_geom_init(&s->g, s->hdr.cluster_bits, s->hdr.refcount_order);
     if (s->hdr.incompatible_features & QCOW2_INCOMPAT_EXTL2) {
+        /* Writes allocate whole clusters (all subclusters allocated). */
         qcow2_geom_set_extended(&s->g);
-        if (!bs->read_only) {
-            /* Reads understand subclusters; allocation does not yet. */
-            error_setg(errp, "qcow2: images with extended L2 entries can "
-                       "only be opened read-only for now");
-            goto fail;
-        }
     }
 
     if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) &&

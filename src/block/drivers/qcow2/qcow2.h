@@ -145,11 +145,13 @@ typedef struct Qcow2Mapping {
 int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
                                    uint64_t bytes, Qcow2Mapping *m);
 /* Sets the L2 entries of guest clusters [first, first+n) to entries[i];
- * allocates the L2 table if needed.  Caller holds s->lock. */
+ * allocates the L2 table if needed.  Caller holds s->lock.  With extended
+ * L2 entries each entry is two words (descriptor, subcluster bitmap). */
 int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
                                       uint64_t n, const uint64_t *entries,
                                       uint64_t *old_entries);
-/* Reads n L2 entries from guest cluster first (zeros if no table). */
+/* Reads n L2 entries from guest cluster first (zeros if no table); two
+ * words each with extended L2 entries. */
 int coroutine_fn qcow2_read_l2_entries(BDRVQcow2State *s, uint64_t first,
                                        uint64_t n, uint64_t *out);
 /* Writes every dirty table in crash-safe order and the L1 table. */
