@@ -124,6 +124,7 @@ class QMPClient:
         self.events = []          # events received and not yet consumed
         self.all_events = []      # every event ever received (never cleared)
         self._buf = b''
+        self._scan = None         # state of a partly received JSON value
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.connect(path)
@@ -169,17 +170,70 @@ class QMPClient:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            nl = self._buf.find(b'\n')
-            if nl >= 0:
-                line, self._buf = self._buf[:nl], self._buf[nl + 1:]
-                if not line.strip():
-                    continue
-                msg = json.loads(line.decode('utf-8', 'replace'))
+            text = self._take_value()
+            if text is not None:
+                msg = json.loads(text.decode('utf-8', 'replace'))
                 if isinstance(msg, dict) and 'event' in msg:
                     self.all_events.append(msg)
                 return msg
             if not self._read_more(deadline):
                 return None
+
+    def _take_value(self):
+        """Cuts one complete top-level JSON value off the buffer, or None.
+
+        Values are found by bracket depth (outside strings), not by lines,
+        so a monitor with pretty=on (values over many lines) works too.  The
+        scan resumes where it stopped, so a large value costs O(n).
+        """
+        buf = self._buf
+        st = self._scan
+        if st is None:
+            i = 0
+            while i < len(buf) and buf[i] in b' \t\r\n':
+                i += 1
+            if i:
+                self._buf = buf = buf[i:]
+            if not buf:
+                return None
+            if buf[0] not in b'{[':
+                # Not an object: take the line, json.loads will complain.
+                nl = buf.find(b'\n')
+                if nl < 0:
+                    return None
+                self._buf = buf[nl + 1:]
+                return buf[:nl]
+            st = self._scan = [0, 0, False, False]   # pos, depth, str, esc
+        pos, depth, in_str, esc = st
+        n = len(buf)
+        while pos < n:
+            c = buf[pos]
+            pos += 1
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == 0x5c:            # backslash
+                    esc = True
+                elif c == 0x22:            # quote
+                    in_str = False
+            elif c == 0x22:
+                in_str = True
+            elif c in (0x7b, 0x5b):        # { [
+                depth += 1
+            elif c in (0x7d, 0x5d):        # } ]
+                depth -= 1
+                if depth == 0:
+                    self._scan = None
+                    # The line ending goes with its value.
+                    end = pos
+                    if buf[end:end + 2] == b'\r\n':
+                        end += 2
+                    elif buf[end:end + 1] == b'\n':
+                        end += 1
+                    self._buf = buf[end:]
+                    return buf[:pos]
+        st[:] = [pos, depth, in_str, esc]
+        return None
 
     def recv_reply(self, timeout=None):
         """Next non-event message; events met on the way go to .events."""

@@ -448,3 +448,24 @@ def qemu_io_check(img, *cmds):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     return p
+
+
+def test_monitor_implied_chardev_key(daemon_factory, sockdir):
+    s1 = os.path.join(sockdir, 'm1.sock')
+    d = daemon_factory('--chardev', 'socket,id=m1,path=%s,server=on,wait=off'
+                       % s1, '--monitor', 'm1,mode=control,pretty=on')
+    with QMPClient(s1, negotiate=True) as c:
+        assert c.execute('query-version')['qemu']
+    d.stop()
+
+
+@pytest.mark.parametrize('mon,message', [
+    ('m1,mode=readline', 'Only QMP is supported'),
+    ('m1,pretty=maybe', "Parameter 'pretty' expects 'on' or 'off'"),
+])
+def test_monitor_bad_options(sockdir, mon, message):
+    s1 = os.path.join(sockdir, 'm1.sock')
+    p = run_blockjobd('--chardev', 'socket,id=m1,path=%s,server=on,wait=off'
+                      % s1, '--monitor', mon)
+    assert p.returncode == 1
+    assert p.stderr == '%s: --monitor %s: %s\n' % (PROG, mon, message)
