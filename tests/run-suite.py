@@ -21,8 +21,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 
@@ -174,7 +176,13 @@ def run_integration(tally, label, builddir, pytest_args):
     cmd += pytest_args
     print('==> integration tests (%s): BLOCKJOBD_BIN=%s' % (label, binary),
           flush=True)
-    rc = subprocess.call(cmd, env=env, cwd=REPO)
+    # A scratch working directory: tools that drop files in the current
+    # directory (fio's verify state) must not litter the repository.
+    scratch = tempfile.mkdtemp(prefix='bj-suite-')
+    try:
+        rc = subprocess.call(cmd, env=env, cwd=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if not os.path.exists(xml):
         tally.fail('integration[%s]' % label,
                    'pytest exited %d with no report' % rc)
