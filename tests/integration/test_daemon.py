@@ -330,8 +330,10 @@ def test_daemonize(workdir, sockdir):
         assert pid_alive(pid)
         with open('/proc/%d/stat' % pid) as f:
             fields = f.read().split(')')[-1].split()
-        assert int(fields[3]) != pid          # not a session leader...
-        assert int(fields[4]) != os.getsid(0)  # ...in a new session
+        # fields: state ppid pgrp session tty_nr ...
+        assert int(fields[3]) != os.getsid(0)  # a new session...
+        assert int(fields[3]) != pid           # ...it does not lead
+        assert int(fields[4]) == 0             # no controlling terminal
         assert os.readlink('/proc/%d/cwd' % pid) == '/'
         assert os.readlink('/proc/%d/fd/2' % pid) == '/dev/null'
         with QMPClient(sock, negotiate=True) as c:
