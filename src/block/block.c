@@ -252,7 +252,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         return NULL;
     }
     name = arg_str(opts, "node-name", NULL);
-    if (!name && is_root && !internal) {
+    if (!name && is_root) {
         error_setg(errp, "'node-name' must be specified for the root node");
         return NULL;
     }
@@ -360,6 +360,7 @@ fail:
 typedef struct OpenCo {
     json_t *opts;
     const BlockDriver *internal;
+    bool is_internal;      /* bdrv_open_internal: node-name optional */
     bool coerce;
     BlockNode *bs;
     Error *err;
@@ -370,8 +371,8 @@ static void coroutine_fn open_co_entry(void *opaque)
 {
     OpenCo *o = opaque;
 
-    o->bs = co_open_node(o->opts, "", o->coerce, true, o->internal,
-                         &o->err);
+    o->bs = co_open_node(o->opts, "", o->coerce, !o->is_internal,
+                         o->internal, &o->err);
     o->done = true;
     aio_wait_kick();
 }
@@ -396,7 +397,7 @@ BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
 BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp)
 {
-    OpenCo o = { .opts = options, .internal = drv };
+    OpenCo o = { .opts = options, .internal = drv, .is_internal = true };
     AioContext *main_ctx = aio_main_context();
 
     assert(!coroutine_in_coroutine());

@@ -157,6 +157,10 @@ struct BlockNode {
      * ("block device is in use by block job: mirror"). */
     char *op_blocker;
 
+    /* Dirty bitmaps marked by writes through the node (dirty-bitmap.h);
+     * a singly linked list, NULL when none. */
+    struct BdrvDirtyBitmap *dirty_bitmaps;
+
     bool monitor_owned;            /* added by blockdev-add (not inline) */
     bool auto_read_only;
     /* Only while the node is being opened: the option path of the node
@@ -238,6 +242,15 @@ const BlockDriver *bdrv_find_driver(const char *name);
  * With coerce_strings, values may be strings (command-line dotted keys).
  */
 BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
+                              Error **errp);
+/*
+ * A node the daemon opens itself (a job's filter, drive-mirror's target):
+ * drv, when set, need not be in the driver list (users cannot blockdev-add
+ * it; NULL: options' "driver"), node-name may be absent (an implicit
+ * "#blockNNN"), and the monitor does not own it: the caller holds the one
+ * reference.  Main loop, not a coroutine.
+ */
+BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp);
 /* blockdev-del: refused while the node has parents or a job uses it. */
 bool bdrv_del_blockdev(const char *node_name, Error **errp);

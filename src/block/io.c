@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/dirty-bitmap.h"
 #include "util/cleanup.h"
 
 #define ZERO_CHUNK (1 << 20)
@@ -271,6 +272,7 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     } else {
         ret = aligned_pwritev(bs, offset, bytes, qiov, 0, flags);
     }
+    bdrv_dirty_bitmaps_mark(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -381,6 +383,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
         return ret;
     }
     ret = do_pwrite_zeroes(bs, offset, bytes, flags);
+    bdrv_dirty_bitmaps_mark(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -429,6 +432,7 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     if (ret == -ENOTSUP) {
         ret = 0;
     }
+    bdrv_dirty_bitmaps_mark(bs, start, end - start);
     bdrv_dec_in_flight(bs);
     return ret;
 }

@@ -10,6 +10,7 @@
 #include "job/blockjob.h"
 #include "job/job.h"
 #include "job/jobs.h"
+#include "job/mirror.h"
 #include "qmp/commands.h"
 
 /* ---- finding jobs ---- */
@@ -409,9 +410,11 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
                        "active layer");
             return false;
         }
-        error_setg(errp, "Committing the active layer is not supported yet: "
-                   "give a 'top-node' below '%s'", device);
-        return false;
+        /* Active commit runs as a mirror of type "commit" (mirror.c). */
+        job_options(args, &o);
+        return commit_active_start(&o, bs, base_bs,
+                                   arg_str(args, "filter-node-name", NULL),
+                                   errp) != NULL;
     }
     job_options(args, &o);
     return commit_start(&o, bs, top_bs, base_bs, backing_file, errp) != NULL;

@@ -12,5 +12,6 @@ extern const QmpCommand qmp_block_commands[];    /* cmd-block.c */
 extern const QmpCommand qmp_job_commands[];      /* cmd-job.c */
 extern const QmpCommand qmp_create_commands[];   /* cmd-create.c */
 extern const QmpCommand qmp_nbd_commands[];      /* cmd-nbd.c */
+extern const QmpCommand qmp_mirror_commands[];   /* cmd-mirror.c */
 
 #endif

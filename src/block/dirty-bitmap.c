@@ -1,0 +1,209 @@
+/*
+ * Per-node dirty bitmaps on top of HBitmap: creation and release, the
+ * enabled/busy state, and the hook the request path calls after every
+ * write-like request on a node.
+ */
+#include "block/dirty-bitmap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/hbitmap.h"
+
+struct BdrvDirtyBitmap {
+    BlockNode *bs;
+    HBitmap *hb;
+    uint32_t granularity;
+    char *name;              /* NULL: anonymous */
+    bool disabled;
+    bool busy;
+    struct BdrvDirtyBitmap *next;
+};
+
+BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, uint32_t granularity,
+                                          const char *name, Error **errp)
+{
+    if (granularity < 512 || (granularity & (granularity - 1))) {
+        error_setg(errp, "Granularity must be power of 2 and at least 512");
+        return NULL;
+    }
+    if (name && bdrv_find_dirty_bitmap(bs, name)) {
+        error_setg(errp, "Bitmap already exists: %s", name);
+        return NULL;
+    }
+    int64_t len = bdrv_getlength(bs);
+    if (len < 0) {
+        error_setg_errno(errp, (int)-len, "Could not get the size of node "
+                         "'%s'", bs->node_name);
+        return NULL;
+    }
+    BdrvDirtyBitmap *bm = calloc(1, sizeof(*bm));
+    if (!bm || (name && !(bm->name = strdup(name)))) {
+        abort();
+    }
+    bm->bs = bs;
+    bm->granularity = granularity;
+    bm->hb = hbitmap_new((uint64_t)len, __builtin_ctz(granularity));
+    /* Append: creation order for queries. */
+    BdrvDirtyBitmap **pp = &bs->dirty_bitmaps;
+    while (*pp) {
+        pp = &(*pp)->next;
+    }
+    *pp = bm;
+    return bm;
+}
+
+void bdrv_release_dirty_bitmap(BdrvDirtyBitmap *bm)
+{
+    if (!bm) {
+        return;
+    }
+    for (BdrvDirtyBitmap **pp = &bm->bs->dirty_bitmaps; *pp;
+         pp = &(*pp)->next) {
+        if (*pp == bm) {
+            *pp = bm->next;
+            break;
+        }
+    }
+    hbitmap_free(bm->hb);
+    free(bm->name);
+    free(bm);
+}
+
+void bdrv_release_all_dirty_bitmaps(BlockNode *bs)
+{
+    while (bs->dirty_bitmaps) {
+        bdrv_release_dirty_bitmap(bs->dirty_bitmaps);
+    }
+}
+
+BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name)
+{
+    for (BdrvDirtyBitmap *bm = bs->dirty_bitmaps; bm; bm = bm->next) {
+        if (bm->name && !strcmp(bm->name, name)) {
+            return bm;
+        }
+    }
+    return NULL;
+}
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_next(BlockNode *bs, BdrvDirtyBitmap *prev)
+{
+    return prev ? prev->next : bs->dirty_bitmaps;
+}
+
+const char *bdrv_dirty_bitmap_name(const BdrvDirtyBitmap *bm)
+{
+    return bm->name;
+}
+
+uint32_t bdrv_dirty_bitmap_granularity(const BdrvDirtyBitmap *bm)
+{
+    return bm->granularity;
+}
+
+uint64_t bdrv_dirty_bitmap_size(const BdrvDirtyBitmap *bm)
+{
+    return hbitmap_size(bm->hb);
+}
+
+bool bdrv_dirty_bitmap_enabled(const BdrvDirtyBitmap *bm)
+{
+    return !bm->disabled;
+}
+
+void bdrv_enable_dirty_bitmap(BdrvDirtyBitmap *bm)
+{
+    bm->disabled = false;
+}
+
+void bdrv_disable_dirty_bitmap(BdrvDirtyBitmap *bm)
+{
+    bm->disabled = true;
+}
+
+bool bdrv_dirty_bitmap_busy(const BdrvDirtyBitmap *bm)
+{
+    return bm->busy;
+}
+
+void bdrv_dirty_bitmap_set_busy(BdrvDirtyBitmap *bm, bool busy)
+{
+    bm->busy = busy;
+}
+
+void bdrv_set_dirty_bitmap(BdrvDirtyBitmap *bm, int64_t offset, int64_t bytes)
+{
+    if (offset >= 0 && bytes > 0) {
+        hbitmap_set(bm->hb, (uint64_t)offset, (uint64_t)bytes);
+    }
+}
+
+void bdrv_reset_dirty_bitmap(BdrvDirtyBitmap *bm, int64_t offset,
+                             int64_t bytes)
+{
+    if (offset >= 0 && bytes > 0) {
+        hbitmap_reset(bm->hb, (uint64_t)offset, (uint64_t)bytes);
+    }
+}
+
+void bdrv_clear_dirty_bitmap(BdrvDirtyBitmap *bm)
+{
+    hbitmap_reset_all(bm->hb);
+}
+
+bool bdrv_dirty_bitmap_get(const BdrvDirtyBitmap *bm, int64_t offset)
+{
+    return offset >= 0 && hbitmap_get(bm->hb, (uint64_t)offset);
+}
+
+uint64_t bdrv_get_dirty_count(const BdrvDirtyBitmap *bm)
+{
+    return hbitmap_count(bm->hb);
+}
+
+int64_t bdrv_dirty_bitmap_next_dirty(const BdrvDirtyBitmap *bm,
+                                     int64_t offset, int64_t bytes)
+{
+    if (offset < 0 || bytes <= 0) {
+        return -1;
+    }
+    return hbitmap_next_dirty(bm->hb, (uint64_t)offset, (uint64_t)bytes);
+}
+
+bool bdrv_dirty_bitmap_next_dirty_area(const BdrvDirtyBitmap *bm,
+                                       int64_t *offset, int64_t end,
+                                       int64_t max_bytes, int64_t *bytes)
+{
+    uint64_t start = (uint64_t)*offset, count = 0;
+
+    if (*offset < 0 || end <= *offset || max_bytes <= 0) {
+        return false;
+    }
+    if (!hbitmap_next_dirty_area(bm->hb, &start, (uint64_t)end,
+                                 (uint64_t)max_bytes, &count)) {
+        return false;
+    }
+    *offset = (int64_t)start;
+    *bytes = (int64_t)count;
+    return true;
+}
+
+bool bdrv_merge_dirty_bitmap(BdrvDirtyBitmap *dst, const BdrvDirtyBitmap *src,
+                             Error **errp)
+{
+    if (!hbitmap_merge(dst->hb, src->hb)) {
+        error_setg(errp, "Bitmaps are incompatible and can't be merged");
+        return false;
+    }
+    return true;
+}
+
+void bdrv_dirty_bitmaps_mark(BlockNode *bs, int64_t offset, int64_t bytes)
+{
+    for (BdrvDirtyBitmap *bm = bs->dirty_bitmaps; bm; bm = bm->next) {
+        if (!bm->disabled) {
+            bdrv_set_dirty_bitmap(bm, offset, bytes);
+        }
+    }
+}

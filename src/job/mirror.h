@@ -1,0 +1,39 @@
+/*
+ * Starting mirror jobs: blockdev-mirror / drive-mirror, and active
+ * block-commit (a mirror of type "commit" from the active layer into a
+ * base below it).  Arguments were checked at the QMP boundary; these check
+ * what needs the graph.  Main loop.
+ */
+#ifndef BJ_JOB_MIRROR_H
+#define BJ_JOB_MIRROR_H
+
+#include "block/block.h"
+#include "job/jobs.h"
+
+typedef enum MirrorSyncMode {
+    MIRROR_SYNC_FULL = 0,
+    MIRROR_SYNC_TOP,
+    MIRROR_SYNC_NONE,
+} MirrorSyncMode;
+
+typedef struct MirrorParams {
+    BlockJobOptions job;          /* on_error is unused */
+    MirrorSyncMode sync;
+    bool write_blocking;          /* copy-mode write-blocking */
+    int64_t granularity;          /* 0: the target's cluster size, 4-64 KiB */
+    int64_t buf_size;             /* 0: 16 MiB */
+    JobOnError on_source_error;
+    JobOnError on_target_error;
+    BlockNode *replaces;          /* NULL: the source */
+    const char *filter_node_name; /* NULL: an implicit name */
+} MirrorParams;
+
+Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
+                  Error **errp);
+
+/* Active commit: top is the active layer, base below it (writable). */
+Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
+                         BlockNode *base, const char *filter_node_name,
+                         Error **errp);
+
+#endif

@@ -1,0 +1,223 @@
+/*
+ * blockdev-mirror and drive-mirror: argument checks in the reference's
+ * order and words, then mirror_start (job/mirror.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block/block.h"
+#include "job/blockjob.h"
+#include "job/mirror.h"
+#include "qmp/commands.h"
+
+static const char *const sync_names[] = {
+    "top", "full", "none", "incremental", "bitmap", NULL,
+};
+enum { SYNC_TOP, SYNC_FULL, SYNC_NONE, SYNC_INCREMENTAL, SYNC_BITMAP };
+
+static const char *const copy_mode_names[] = {
+    "background", "write-blocking", NULL,
+};
+
+static const char *const drive_mode_names[] = {
+    "existing", "absolute-paths", NULL,
+};
+
+#define COMMON_ARGS                                                         \
+    { .name = "job-id", .type = ARG_STR, .optional = true },               \
+    { .name = "device", .type = ARG_STR },                                 \
+    { .name = "replaces", .type = ARG_STR, .optional = true },             \
+    { .name = "sync", .type = ARG_ENUM, .enum_values = sync_names },       \
+    { .name = "speed", .type = ARG_INT, .optional = true },                \
+    { .name = "granularity", .type = ARG_UINT, .optional = true },         \
+    { .name = "buf-size", .type = ARG_INT, .optional = true },             \
+    { .name = "on-source-error", .type = ARG_ENUM, .optional = true,       \
+      .enum_values = job_on_error_names },                                 \
+    { .name = "on-target-error", .type = ARG_ENUM, .optional = true,       \
+      .enum_values = job_on_error_names },                                 \
+    { .name = "filter-node-name", .type = ARG_STR, .optional = true },     \
+    { .name = "copy-mode", .type = ARG_ENUM, .optional = true,             \
+      .enum_values = copy_mode_names },                                    \
+    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },       \
+    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true }
+
+static const ArgSpec blockdev_mirror_args[] = {
+    COMMON_ARGS,
+    { .name = "target", .type = ARG_STR },
+    { NULL },
+};
+
+static const ArgSpec drive_mirror_args[] = {
+    COMMON_ARGS,
+    { .name = "target", .type = ARG_STR },
+    { .name = "format", .type = ARG_STR, .optional = true },
+    { .name = "node-name", .type = ARG_STR, .optional = true },
+    { .name = "mode", .type = ARG_ENUM, .optional = true,
+      .enum_values = drive_mode_names },
+    { .name = "unmap", .type = ARG_BOOL, .optional = true },
+    { NULL },
+};
+
+static BlockNode *lookup(const char *name, Error **errp)
+{
+    BlockNode *bs = bdrv_find_node(name);
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name,
+                   name);
+    }
+    return bs;
+}
+
+/* The checks after the target is known, then the start. */
+static bool mirror_common(json_t *args, BlockNode *bs, BlockNode *target,
+                          Error **errp)
+{
+    int64_t granularity = arg_int(args, "granularity", 0);
+    int sync = arg_enum(args, "sync", sync_names, SYNC_FULL);
+    const char *replaces = arg_str(args, "replaces", NULL);
+    MirrorParams p = { 0 };
+
+    if (granularity && (granularity < 512 || granularity > (64 << 20))) {
+        error_setg(errp, "Parameter 'granularity' expects a value in range "
+                   "[512B, 64MB]");
+        return false;
+    }
+    if (granularity & (granularity - 1)) {
+        error_setg(errp, "Parameter 'granularity' expects a power of 2");
+        return false;
+    }
+    if (!block_job_check_node_free(bs, errp) ||
+        !block_job_check_node_free(target, errp)) {
+        return false;
+    }
+    if (sync == SYNC_TOP && !block_chain_next(bs)) {
+        sync = SYNC_FULL;
+    }
+    if (replaces) {
+        p.replaces = bdrv_find_node(replaces);
+        if (!p.replaces) {
+            error_setg(errp, "Failed to find node with node-name='%s'",
+                       replaces);
+            return false;
+        }
+    }
+    if (sync == SYNC_INCREMENTAL || sync == SYNC_BITMAP) {
+        error_setg(errp, "Sync mode '%s' not supported", sync_names[sync]);
+        return false;
+    }
+    p.buf_size = arg_int(args, "buf-size", 0);
+    if (p.buf_size < 0) {
+        error_setg(errp, "Invalid parameter 'buf-size'");
+        return false;
+    }
+    if (bs == target) {
+        error_setg(errp, "Can't mirror node into itself");
+        return false;
+    }
+    p.job.job_id = arg_str(args, "job-id", NULL);
+    p.job.speed = arg_int(args, "speed", 0);
+    p.job.flags = (arg_bool(args, "auto-finalize", true) ? 0
+                   : JOB_MANUAL_FINALIZE) |
+                  (arg_bool(args, "auto-dismiss", true) ? 0
+                   : JOB_MANUAL_DISMISS);
+    p.sync = sync == SYNC_TOP ? MIRROR_SYNC_TOP
+             : sync == SYNC_NONE ? MIRROR_SYNC_NONE : MIRROR_SYNC_FULL;
+    p.granularity = granularity;
+    p.write_blocking = arg_enum(args, "copy-mode", copy_mode_names, 0) == 1;
+    p.on_source_error = arg_enum(args, "on-source-error", job_on_error_names,
+                                 JOB_ON_ERROR_REPORT);
+    p.on_target_error = arg_enum(args, "on-target-error", job_on_error_names,
+                                 JOB_ON_ERROR_REPORT);
+    p.filter_node_name = arg_str(args, "filter-node-name", NULL);
+    return mirror_start(&p, bs, target, errp) != NULL;
+}
+
+static bool qmp_blockdev_mirror(json_t *args, json_t **ret, Error **errp)
+{
+    BlockNode *bs = lookup(arg_str(args, "device", NULL), errp);
+    if (!bs) {
+        return false;
+    }
+    BlockNode *target = lookup(arg_str(args, "target", NULL), errp);
+    if (!target) {
+        return false;
+    }
+    return mirror_common(args, bs, target, errp);
+}
+
+/*
+ * drive-mirror: the target is a file name.  With mode absolute-paths
+ * (the default) a raw target is created at the source's size; other
+ * formats must exist (mode existing).  The node is opened like an inline
+ * blockdev-add and released when the mirror no longer holds it.
+ */
+static bool qmp_drive_mirror(json_t *args, json_t **ret, Error **errp)
+{
+    BlockNode *bs = lookup(arg_str(args, "device", NULL), errp);
+    const char *file = arg_str(args, "target", NULL);
+    const char *fmt = arg_str(args, "format", NULL);
+    const char *node_name = arg_str(args, "node-name", NULL);
+    int mode = arg_enum(args, "mode", drive_mode_names, 1);
+    BlockNode *target;
+    json_t *opts, *fopts;
+    bool ok;
+
+    if (!bs) {
+        return false;
+    }
+    if (!fmt) {
+        fmt = bs->drv->name;
+    }
+    if (mode == 1) {
+        if (strcmp(fmt, "raw")) {
+            error_setg(errp, "drive-mirror can create only raw images: "
+                       "create the '%s' image first and use mode 'existing'",
+                       fmt);
+            return false;
+        }
+        int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            error_setg_errno(errp, errno, "Could not create '%s'", file);
+            return false;
+        }
+        int r = ftruncate(fd, bdrv_getlength(bs));
+        int e = errno;
+        close(fd);
+        if (r < 0) {
+            error_setg_errno(errp, e, "Could not resize '%s'", file);
+            return false;
+        }
+    }
+    opts = json_object();
+    fopts = json_object();
+    json_object_set_new(fopts, "driver", json_string("file"));
+    json_object_set_new(fopts, "filename", json_string(file));
+    json_object_set_new(opts, "driver", json_string(fmt));
+    json_object_set_new(opts, "file", fopts);
+    if (node_name) {
+        json_object_set_new(opts, "node-name", json_string(node_name));
+    }
+    if (arg_bool(args, "unmap", true)) {
+        json_object_set_new(opts, "discard", json_string("unmap"));
+    }
+    target = bdrv_open_internal(NULL, opts, errp);
+    json_decref(opts);
+    if (!target) {
+        return false;
+    }
+    /* The job holds its own reference; ours goes once it is started (or
+     * refused), so the target lives exactly as long as something uses it. */
+    ok = mirror_common(args, bs, target, errp);
+    bdrv_unref(target);
+    return ok;
+}
+
+const QmpCommand qmp_mirror_commands[] = {
+    { .name = "blockdev-mirror", .fn = qmp_blockdev_mirror,
+      .args = blockdev_mirror_args },
+    { .name = "drive-mirror", .fn = qmp_drive_mirror,
+      .args = drive_mirror_args },
+    { NULL },
+};

@@ -1,0 +1,185 @@
+"""Active block-commit (top is the active layer): a mirror of type "commit"
+into base.  READY, complete, the chain shrinks (the export now writes to
+base), events against the golden recordings, soft cancel keeps the chain,
+an NBD client writing throughout loses nothing.
+
+Chain (64 MiB qcow2, every node added by blockdev-add, base writable):
+    base:  1 @ 0-24M
+    mid:   2 @ 8-32M, zeroes @ 44-46M
+    top:   3 @ 20-28M
+"""
+
+import os
+import random
+
+import pytest
+
+import golden
+from bjtest import QMPError, qemu_img, qemu_io
+
+MiB = 1 << 20
+SIZE = 64 * MiB
+
+
+class Chain:
+    def __init__(self, d):
+        self.dir = str(d)
+        self.base, self.mid, self.top, self.ref = (
+            os.path.join(self.dir, n) for n in
+            ('base.qcow2', 'mid.qcow2', 'top.qcow2', 'ref.raw'))
+        qemu_img('create', '-q', '-f', 'qcow2', self.base, SIZE)
+        qemu_io('-c', 'write -P 1 0 24M', self.base)
+        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+                 'qcow2', self.mid)
+        qemu_io('-c', 'write -P 2 8M 24M', '-c', 'write -z 44M 2M', self.mid)
+        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
+                 'qcow2', self.top)
+        qemu_io('-c', 'write -P 3 20M 8M', self.top)
+        qemu_img('convert', '-O', 'raw', self.top, self.ref)
+
+    def add_all(self, qmp):
+        qmp.execute('blockdev-add', {
+            'driver': 'qcow2', 'node-name': 'base',
+            'file': {'driver': 'file', 'filename': self.base}})
+        qmp.execute('blockdev-add', {
+            'driver': 'qcow2', 'node-name': 'mid', 'backing': 'base',
+            'file': {'driver': 'file', 'filename': self.mid}})
+        qmp.execute('blockdev-add', {
+            'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
+            'file': {'driver': 'file', 'filename': self.top}})
+
+
+@pytest.fixture
+def chain(workdir):
+    return Chain(workdir)
+
+
+def export(daemon, node):
+    nbd = pytest.importorskip('nbd')
+    sock = daemon.socket_path('nbd.sock')
+    daemon.qmp.execute('nbd-server-start',
+                       addr={'type': 'unix', 'data': {'path': sock}})
+    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                            'node-name': node, 'name': 'x',
+                                            'writable': True})
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(sock)
+    return h
+
+
+def unexport(daemon, h):
+    h.flush()
+    h.shutdown()
+    daemon.qmp.execute('block-export-del', id='e0')
+    daemon.qmp.wait_event('BLOCK_EXPORT_DELETED')
+
+
+def export_node(qmp):
+    for e in qmp.execute('query-block-exports'):
+        if e['id'] == 'e0':
+            return e['node-name']
+    return None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_commit_active(daemon, chain, mode):
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    h = export(daemon, 'top')
+    rec = golden.Recorder(qmp, 'commit1')
+    args = {'job-id': 'commit1', 'device': 'top'}
+    if mode == 'manual':
+        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    qmp.execute('block-commit', args)
+    rec.wait('BLOCK_JOB_READY')
+    j = qmp.execute('query-block-jobs')[0]
+    assert (j['type'], j['status']) == ('commit', 'ready')
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-del', node_name='top')
+    assert 'busy' in e.value.desc or 'in use' in e.value.desc
+    qmp.execute('block-job-complete', device='commit1')
+    if mode == 'manual':
+        rec.wait('BLOCK_JOB_PENDING')
+        qmp.execute('job-finalize', id='commit1')
+        rec.wait_status('concluded')
+        qmp.execute('job-dismiss', id='commit1')
+    rec.wait_status('null')
+    golden.assert_matches('commit-active.%s' % mode, rec.events)
+    # the export now writes to base: the chain is just base
+    assert export_node(qmp) == 'base'
+    h.pwrite(b'\x09' * 65536, 60 * MiB)
+    unexport(daemon, h)
+    for n in ('top', 'mid', 'base'):
+        qmp.execute('blockdev-del', node_name=n)
+    qemu_img('check', '-q', chain.base)
+    qemu_io('-c', 'read -P 9 60M 64k', chain.base)
+    qemu_io('-c', 'write -z 60M 64k', chain.base)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
+             chain.base)
+
+
+@pytest.mark.timeout(120)
+def test_commit_active_soft_cancel_keeps_chain(daemon, chain):
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    rec = golden.Recorder(qmp, 'commit1')
+    qmp.execute('block-commit', {'job-id': 'commit1', 'device': 'top'})
+    rec.wait('BLOCK_JOB_READY')
+    qmp.execute('block-job-cancel', device='commit1')
+    ev = rec.wait('BLOCK_JOB_COMPLETED')
+    assert 'error' not in ev['data']
+    rec.wait_status('null')
+    for n in ('top', 'mid', 'base'):
+        qmp.execute('blockdev-del', node_name=n)
+    # top still reads the same; base now holds the whole image too
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
+             chain.top)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
+             chain.base)
+
+
+@pytest.mark.timeout(180)
+def test_commit_active_under_nbd_writes(daemon, chain):
+    qmp = daemon.qmp
+    chain.add_all(qmp)
+    h = export(daemon, 'top')
+    with open(chain.ref, 'rb') as f:
+        expect = bytearray(f.read())
+    rnd = random.Random(5)
+    rec = golden.Recorder(qmp, 'commit1')
+    qmp.execute('block-commit', {'job-id': 'commit1', 'device': 'top'})
+    n = 0
+    completed = False
+    while True:
+        length = 4096 * rnd.randint(1, 16)
+        off = 4096 * rnd.randrange((SIZE - length) // 4096)
+        data = bytes([0x40 + n % 64]) * length
+        h.pwrite(data, off)
+        expect[off:off + length] = data
+        n += 1
+        if n % 16 == 0:
+            jobs = qmp.execute('query-block-jobs')
+            if not jobs:
+                break
+            if jobs[0]['ready'] and not completed:
+                qmp.execute('block-job-complete', device='commit1')
+                completed = True
+        assert n < 20000, qmp.execute('query-block-jobs')
+    # some more after the pivot
+    for i in range(32):
+        off = 4096 * rnd.randrange(SIZE // 4096 - 1)
+        h.pwrite(b'\xee' * 4096, off)
+        expect[off:off + 4096] = b'\xee' * 4096
+    rec.wait_status('null')
+    golden.assert_matches('commit-active.auto', rec.events)
+    assert export_node(qmp) == 'base'
+    unexport(daemon, h)
+    for nn in ('top', 'mid', 'base'):
+        qmp.execute('blockdev-del', node_name=nn)
+    with open(chain.ref, 'wb') as f:
+        f.write(expect)
+    qemu_img('check', '-q', chain.base)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
+             chain.base)

@@ -1,0 +1,332 @@
+"""blockdev-mirror: bytes (qemu-img compare), events against the golden
+recordings (auto and manual), sync modes, the pivot, cancel in READY (soft,
+force, job-cancel), argument errors, drive-mirror.
+
+Source (64 MiB raw): pattern 1 @ 0-8M, 2 @ 16-20M, zeroes written @ 24-25M,
+the rest a hole.  Targets are qcow2 made with qemu-img create.
+"""
+
+import json
+import os
+
+import pytest
+
+import golden
+from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+
+MiB = 1 << 20
+SIZE = 64 * MiB
+
+
+class Images:
+    def __init__(self, d, fmt='qcow2'):
+        self.dir = str(d)
+        self.src = os.path.join(self.dir, 'src.raw')
+        self.tgt = os.path.join(self.dir, 'tgt.' + fmt)
+        self.fmt = fmt
+        qemu_img('create', '-q', '-f', 'raw', self.src, SIZE)
+        qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c',
+                'write -P 2 16M 4M', '-c', 'write -z 24M 1M', self.src)
+        qemu_img('create', '-q', '-f', fmt, self.tgt, SIZE)
+
+    def add(self, qmp, src_opts=None):
+        qmp.execute('blockdev-add', {
+            'driver': 'raw', 'node-name': 'src',
+            'file': dict({'driver': 'file', 'filename': self.src},
+                         **(src_opts or {}))})
+        qmp.execute('blockdev-add', {
+            'driver': self.fmt, 'node-name': 'tgt',
+            'file': {'driver': 'file', 'filename': self.tgt}})
+
+    def compare(self):
+        qemu_img('compare', '-q', '-f', 'raw', '-F', self.fmt, self.src,
+                 self.tgt)
+
+
+@pytest.fixture
+def imgs(workdir):
+    return Images(workdir)
+
+
+def node_names(qmp):
+    return sorted(n['node-name'] for n in
+                  qmp.execute('query-named-block-nodes', flat=True))
+
+
+def start_mirror(qmp, mode='auto', jid='mirror0', **extra):
+    args = {'job-id': jid, 'device': 'src', 'target': 'tgt',
+            'sync': 'full'}
+    if mode == 'manual':
+        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    args.update(extra)
+    qmp.execute('blockdev-mirror', args)
+
+
+def finish_manual(qmp, rec, mode, cancelled=False):
+    if mode == 'manual':
+        if not cancelled:
+            rec.wait('BLOCK_JOB_PENDING')
+            qmp.execute('job-finalize', id=rec.job_id)
+        rec.wait_status('concluded')
+        qmp.execute('job-dismiss', id=rec.job_id)
+    rec.wait_status('null')
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_mirror_ready_complete(daemon, imgs, mode):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp, mode)
+    rec.wait('BLOCK_JOB_READY')
+    j = qmp.execute('query-block-jobs')[0]
+    assert (j['type'], j['ready'], j['status']) == ('mirror', True, 'ready')
+    assert j['offset'] == j['len']
+    qmp.execute('block-job-complete', device='mirror0')
+    finish_manual(qmp, rec, mode)
+    golden.assert_matches('mirror-ready-complete.%s' % mode, rec.events)
+    # the filter is gone; both nodes remain
+    assert not any(n['drv'] == 'mirror_top' for n in
+                   qmp.execute('query-named-block-nodes', flat=True))
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    qemu_img('check', '-q', imgs.tgt)
+    imgs.compare()
+
+
+@pytest.mark.timeout(120)
+def test_mirror_target_stays_sparse(daemon, imgs):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp)
+    rec.wait('BLOCK_JOB_READY')
+    qmp.execute('block-job-complete', device='mirror0')
+    rec.wait_status('null')
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    imgs.compare()
+    m = json.loads(qemu_img('map', '--output=json', '-f', 'qcow2',
+                            imgs.tgt).stdout)
+    data = sum(e['length'] for e in m if e['data'])
+    # 12 MiB of data; the hole and the zeroes are not data on the target
+    assert data == 12 * MiB, m
+
+
+@pytest.mark.timeout(120)
+def test_mirror_pivot_moves_export(daemon, imgs):
+    """An export on the source follows the pivot onto the target."""
+    nbd = pytest.importorskip('nbd')
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    sock = daemon.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'src', 'name': 'x',
+                                     'writable': True})
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp)
+    rec.wait('BLOCK_JOB_READY')
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(sock)
+    h.pwrite(b'\x07' * 65536, 40 * MiB)
+    qmp.execute('block-job-complete', device='mirror0')
+    rec.wait_status('null')
+    h.pwrite(b'\x08' * 65536, 50 * MiB)    # lands on the target only
+    h.flush()
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    qemu_io('-f', 'qcow2', '-c', 'read -P 7 40M 64k', '-c',
+            'read -P 8 50M 64k', imgs.tgt)
+    qemu_io('-f', 'raw', '-c', 'read -P 7 40M 64k', '-c',
+            'read -P 0 50M 64k', imgs.src)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('how', ['soft', 'force', 'job-cancel'])
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_mirror_cancel_ready(daemon, imgs, how, mode):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    rec = golden.Recorder(qmp, 'mirror-r')
+    start_mirror(qmp, mode, jid='mirror-r')
+    rec.wait('BLOCK_JOB_READY')
+    if how == 'job-cancel':
+        qmp.execute('job-cancel', id='mirror-r')
+    else:
+        qmp.execute('block-job-cancel', device='mirror-r',
+                    force=(how == 'force'))
+    finish_manual(qmp, rec, mode, cancelled=(how != 'soft'))
+    golden.assert_matches('cancel-mirror-ready-%s.%s' % (how, mode),
+                          rec.events)
+    # no pivot: the source keeps its parents-free state, target is a copy
+    assert not any(n['drv'] == 'mirror_top' for n in
+                   qmp.execute('query-named-block-nodes', flat=True))
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    imgs.compare()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_mirror_cancel_running(daemon, imgs, mode):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp, mode, speed=1024)
+    wait_until(lambda: qmp.execute('query-block-jobs')[0]['offset'] > 0,
+               what='progress')
+    qmp.execute('block-job-cancel', device='mirror0')
+    finish_manual(qmp, rec, mode, cancelled=True)
+    golden.assert_matches('cancel-mirror-running.%s' % mode, rec.events)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('sync', ['top', 'none'])
+def test_mirror_sync_top_none(daemon, workdir, sync):
+    """top copies only the top layer (the target shares the backing file);
+    none copies only what clients write during the job."""
+    qmp = daemon.qmp
+    d = str(workdir)
+    base, top, tgt = (os.path.join(d, n) for n in
+                      ('base.qcow2', 'top.qcow2', 'tgt.qcow2'))
+    qemu_img('create', '-q', '-f', 'qcow2', base, SIZE)
+    qemu_io('-c', 'write -P 1 0 8M', base)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+             'qcow2', top)
+    qemu_io('-c', 'write -P 2 4M 2M', top)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+             'qcow2', tgt)
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'src',
+                                 'file': {'driver': 'file',
+                                          'filename': top}})
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                                 'file': {'driver': 'file',
+                                          'filename': tgt}})
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp, sync=sync)
+    rec.wait('BLOCK_JOB_READY')
+    qmp.execute('block-job-complete', device='mirror0')
+    rec.wait_status('null')
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    m = json.loads(qemu_img('map', '--output=json', tgt).stdout)
+    own = sum(e['length'] for e in m if e['depth'] == 0 and e['data'])
+    if sync == 'top':
+        assert own == 2 * MiB
+        qemu_img('compare', '-q', top, tgt)
+    else:
+        assert own == 0
+
+
+@pytest.mark.timeout(60)
+def test_mirror_argument_errors(daemon, imgs, workdir):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    other = os.path.join(str(workdir), 'other.raw')
+    qemu_img('create', '-q', '-f', 'raw', other, SIZE)
+    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'other',
+                                 'file': {'driver': 'file',
+                                          'filename': other}})
+    base = {'job-id': 'j', 'device': 'src', 'target': 'tgt', 'sync': 'full'}
+    cases = [
+        ({'device': 'nope'}, "Cannot find device='nope' nor node-name='nope'"),
+        ({'target': 'zz'}, "Cannot find device='zz' nor node-name='zz'"),
+        ({'target': 'src'}, "Can't mirror node into itself"),
+        ({'granularity': 1000}, "Parameter 'granularity' expects a power "
+                                "of 2"),
+        ({'granularity': 256}, "Parameter 'granularity' expects a value in "
+                               "range [512B, 64MB]"),
+        ({'granularity': 128 * MiB}, "Parameter 'granularity' expects a "
+                                     "value in range [512B, 64MB]"),
+        ({'buf-size': -5}, "Invalid parameter 'buf-size'"),
+        ({'sync': 'incremental'}, "Sync mode 'incremental' not supported"),
+        ({'sync': 'bitmap'}, "Sync mode 'bitmap' not supported"),
+        ({'replaces': 'nope'}, "Failed to find node with node-name='nope'"),
+        ({'copy-mode': 'bad'}, "Parameter 'copy-mode' does not accept "
+                               "value 'bad'"),
+        ({'job-id': None}, "Invalid job ID ''"),
+    ]
+    for extra, desc in cases:
+        args = dict(base, **extra)
+        args = {k: v for k, v in args.items() if v is not None}
+        with pytest.raises(QMPError) as e:
+            qmp.execute('blockdev-mirror', args)
+        assert e.value.desc == desc, extra
+    assert qmp.execute('query-jobs') == []
+    assert not any(n['drv'] == 'mirror_top' for n in
+                   qmp.execute('query-named-block-nodes', flat=True))
+
+
+@pytest.mark.timeout(60)
+def test_mirror_different_sizes_fails(daemon, imgs, workdir):
+    """qemu-storage-daemon starts the job and fails it in the body."""
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    small = os.path.join(str(workdir), 'small.raw')
+    qemu_img('create', '-q', '-f', 'raw', small, 1 * MiB)
+    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'small',
+                                 'file': {'driver': 'file',
+                                          'filename': small}})
+    qmp.execute('blockdev-mirror', {'job-id': 'j', 'device': 'src',
+                                    'target': 'small', 'sync': 'full'})
+    ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=30)
+    assert ev['data']['error'] == ('Source and target image have different '
+                                   'sizes')
+    assert not any(n['drv'] == 'mirror_top' for n in
+                   qmp.execute('query-named-block-nodes', flat=True))
+
+
+@pytest.mark.timeout(60)
+def test_mirror_busy_nodes(daemon, imgs):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp)
+    rec.wait('BLOCK_JOB_READY')
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-del', node_name='src')
+    assert 'is busy' in e.value.desc or 'in use' in e.value.desc
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-mirror', {'job-id': 'm1', 'device': 'src',
+                                        'target': 'tgt', 'sync': 'full'})
+    assert e.value.desc == ("Node 'src' is busy: block device is in use by "
+                            "block job: mirror")
+    qmp.execute('block-job-cancel', device='mirror0', force=True)
+    rec.wait_status('null')
+
+
+@pytest.mark.timeout(60)
+def test_mirror_filter_node_name(daemon, imgs):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp, **{'filter-node-name': 'mtop'})
+    rec.wait('BLOCK_JOB_READY')
+    nodes = {n['node-name']: n for n in
+             qmp.execute('query-named-block-nodes', flat=True)}
+    assert nodes['mtop']['drv'] == 'mirror_top'
+    qmp.execute('block-job-complete', device='mirror0')
+    rec.wait_status('null')
+    assert 'mtop' not in node_names(qmp)
+
+
+@pytest.mark.timeout(60)
+def test_drive_mirror(daemon, imgs, workdir):
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    dst = os.path.join(str(workdir), 'dm.raw')
+    rec = golden.Recorder(qmp, 'd0')
+    qmp.execute('drive-mirror', {'job-id': 'd0', 'device': 'src',
+                                 'target': dst, 'format': 'raw',
+                                 'sync': 'full', 'node-name': 'dm'})
+    rec.wait('BLOCK_JOB_READY')
+    qmp.execute('block-job-complete', device='d0')
+    rec.wait_status('null')
+    qemu_img('compare', '-q', '-U', '-f', 'raw', '-F', 'raw', imgs.src, dst)

@@ -1,0 +1,204 @@
+/*
+ * Dirty bitmaps on nodes: every write, write-zeroes and (passed-down)
+ * discard marks the enabled bitmaps of each node it passes, at their own
+ * granularity; disabled ones stay; creation errors; named lookup; a node
+ * that closes releases its bitmaps (ASan checks the leak).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aio/aio.h"
+#include "aio/coroutine.h"
+#include "block/block.h"
+#include "block/dirty-bitmap.h"
+
+static char *user_desc(BlockChild *c)
+{
+    char *s = NULL;
+    assert_true(asprintf(&s, "export 't'") > 0);
+    return s;
+}
+
+static const BlockChildClass user_class = {
+    .get_parent_desc = user_desc,
+};
+
+typedef struct Node {
+    BlockNode *top, *bottom;
+    BlockChild *user;
+} Node;
+
+/* raw "top" over null-co "bottom" (1 MiB), discard=unmap on both. */
+static Node node_open(void)
+{
+    Error *err = NULL;
+    json_t *opts = json_loads("{\"driver\": \"raw\", \"node-name\": \"top\", "
+                              "\"discard\": \"unmap\", \"file\": {\"driver\": "
+                              "\"null-co\", \"node-name\": \"bottom\", "
+                              "\"size\": 1048576, \"read-zeroes\": true}}",
+                              0, NULL);
+    Node n;
+    n.top = bdrv_open_blockdev(opts, false, &err);
+    json_decref(opts);
+    if (!n.top) {
+        fail_msg("open: %s", error_get_pretty(err));
+    }
+    n.bottom = bdrv_find_node("bottom");
+    assert_non_null(n.bottom);
+    n.user = bdrv_root_attach_child(n.top, "root", &user_class, NULL,
+                                    BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
+                                    BLK_PERM_ALL, &err);
+    assert_non_null(n.user);
+    return n;
+}
+
+static void node_close(Node *n)
+{
+    Error *err = NULL;
+    bdrv_detach_child(n->user);
+    if (!bdrv_del_blockdev("top", &err)) {
+        fail_msg("del: %s", error_get_pretty(err));
+    }
+    assert_null(bdrv_next_node(NULL));
+}
+
+typedef struct Req {
+    BlockChild *c;
+    int kind;            /* 0 zeroes, 1 discard */
+    int64_t off, len;
+    int ret;
+    bool done;
+} Req;
+
+static void coroutine_fn req_entry(void *opaque)
+{
+    Req *r = opaque;
+    r->ret = r->kind == 0 ? bdrv_co_pwrite_zeroes(r->c, r->off, r->len, 0)
+                          : bdrv_co_pdiscard(r->c, r->off, r->len);
+    r->done = true;
+    aio_wait_kick();
+}
+
+static int run_req(BlockChild *c, int kind, int64_t off, int64_t len)
+{
+    Req r = { .c = c, .kind = kind, .off = off, .len = len };
+    aio_co_enter(aio_main_context(), coroutine_create(req_entry, &r));
+    AIO_WAIT_WHILE(aio_main_context(), !r.done);
+    return r.ret;
+}
+
+static char buf[65536];
+
+static void test_writes_mark(void **state)
+{
+    Node n = node_open();
+    Error *err = NULL;
+    BdrvDirtyBitmap *fine = bdrv_create_dirty_bitmap(n.bottom, 512, NULL,
+                                                     &err);
+    BdrvDirtyBitmap *coarse = bdrv_create_dirty_bitmap(n.bottom, 65536, "c",
+                                                       &err);
+    BdrvDirtyBitmap *on_top = bdrv_create_dirty_bitmap(n.top, 4096, "t",
+                                                       &err);
+    assert_non_null(fine);
+    assert_non_null(coarse);
+    assert_non_null(on_top);
+    assert_int_equal(bdrv_dirty_bitmap_size(fine), 1048576);
+
+    assert_int_equal(bdrv_pwrite(n.user, 1000, 100, buf, 0), 0);
+    assert_int_equal(bdrv_get_dirty_count(fine), 1024);   /* 2 sectors */
+    assert_int_equal(bdrv_get_dirty_count(coarse), 65536);
+    assert_int_equal(bdrv_get_dirty_count(on_top), 4096);
+    assert_int_equal(bdrv_dirty_bitmap_next_dirty(fine, 0, 1 << 20), 512);
+
+    assert_int_equal(run_req(n.user, 0, 200000, 8192), 0);
+    assert_true(bdrv_dirty_bitmap_get(coarse, 196608));
+    assert_int_equal(bdrv_get_dirty_count(fine), 1024 + 8704);
+
+    /* discard: whole aligned blocks reach the node and mark */
+    assert_int_equal(run_req(n.user, 1, 524288, 65536), 0);
+    assert_true(bdrv_dirty_bitmap_get(coarse, 524288));
+
+    int64_t off = 0, len = 0;
+    assert_true(bdrv_dirty_bitmap_next_dirty_area(fine, &off, 1 << 20,
+                                                  1 << 20, &len));
+    assert_int_equal(off, 512);
+    assert_int_equal(len, 1024);
+
+    /* disabled: not marked; enabled again: marked */
+    bdrv_disable_dirty_bitmap(coarse);
+    bdrv_clear_dirty_bitmap(coarse);
+    assert_int_equal(bdrv_pwrite(n.user, 0, 512, buf, 0), 0);
+    assert_int_equal(bdrv_get_dirty_count(coarse), 0);
+    bdrv_enable_dirty_bitmap(coarse);
+    assert_int_equal(bdrv_pwrite(n.user, 0, 512, buf, 0), 0);
+    assert_int_equal(bdrv_get_dirty_count(coarse), 65536);
+
+    /* reset, merge */
+    bdrv_reset_dirty_bitmap(fine, 0, 1 << 20);
+    assert_int_equal(bdrv_get_dirty_count(fine), 0);
+    BdrvDirtyBitmap *fine2 = bdrv_create_dirty_bitmap(n.bottom, 512, "f2",
+                                                      &err);
+    bdrv_set_dirty_bitmap(fine2, 4096, 4096);
+    assert_true(bdrv_merge_dirty_bitmap(fine, fine2, &err));
+    assert_int_equal(bdrv_get_dirty_count(fine), 4096);
+    assert_false(bdrv_merge_dirty_bitmap(fine, coarse, &err));
+    assert_string_equal(error_get_pretty(err),
+                        "Bitmaps are incompatible and can't be merged");
+    error_free(err);
+    err = NULL;
+
+    /* lookup and order */
+    assert_ptr_equal(bdrv_find_dirty_bitmap(n.bottom, "c"), coarse);
+    assert_null(bdrv_find_dirty_bitmap(n.bottom, "zz"));
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.bottom, NULL), fine);
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.bottom, fine), coarse);
+    bdrv_release_dirty_bitmap(fine);
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.bottom, NULL), coarse);
+    /* the others are released when the nodes close */
+    node_close(&n);
+}
+
+static void test_create_errors(void **state)
+{
+    Node n = node_open();
+    Error *err = NULL;
+    static const uint32_t bad[] = { 0, 256, 1000, 513 };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_null(bdrv_create_dirty_bitmap(n.top, bad[i], NULL, &err));
+        assert_string_equal(error_get_pretty(err),
+                            "Granularity must be power of 2 and at least "
+                            "512");
+        error_free(err);
+        err = NULL;
+    }
+    assert_non_null(bdrv_create_dirty_bitmap(n.top, 512, "bm0", &err));
+    assert_null(bdrv_create_dirty_bitmap(n.top, 512, "bm0", &err));
+    assert_string_equal(error_get_pretty(err), "Bitmap already exists: bm0");
+    error_free(err);
+    node_close(&n);
+}
+
+static int setup(void **state)
+{
+    Error *err = NULL;
+    if (!aio_main_init(&err)) {
+        fail_msg("aio_main_init: %s", error_get_pretty(err));
+    }
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_writes_mark),
+        cmocka_unit_test(test_create_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
