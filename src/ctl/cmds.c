@@ -1,0 +1,352 @@
+/*
+ * bjctl's read-only commands: list, info, nodes, events.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl/ctl.h"
+#include "ctl/units.h"
+
+void ctl_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fflush(stdout);
+    fputs("bjctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+Qmpc *ctl_connect(const Ctl *ctl)
+{
+    char *err = NULL;
+    Qmpc *q = qmpc_open(ctl->socket, ctl->connect_timeout_ms, &err);
+
+    if (!q) {
+        ctl_error("%s", err);
+        free(err);
+    }
+    return q;
+}
+
+static void print_json(json_t *v)
+{
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
+    if (s) {
+        puts(s);
+        free(s);
+    }
+}
+
+static const char *str_or(json_t *obj, const char *key, const char *dflt)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+
+    return s ? s : dflt;
+}
+
+static void fmt_progress(char *buf, size_t size, json_t *j)
+{
+    json_int_t cur = json_integer_value(json_object_get(j, "current-progress"));
+    json_int_t total = json_integer_value(json_object_get(j,
+                                                          "total-progress"));
+
+    if (total > 0) {
+        snprintf(buf, size, "%.1f%%", 100.0 * cur / total);
+    } else {
+        snprintf(buf, size, "-");
+    }
+}
+
+static void fmt_speed(char *buf, size_t size, json_t *j)
+{
+    json_t *s = json_object_get(j, "speed");
+
+    if (!json_is_integer(s)) {
+        snprintf(buf, size, "-");
+    } else if (json_integer_value(s) == 0) {
+        snprintf(buf, size, "unlimited");
+    } else {
+        units_format_size(buf, size - 2, json_integer_value(s));
+        strcat(buf, "/s");
+    }
+}
+
+static const char *fmt_bool(json_t *j, const char *key)
+{
+    json_t *v = json_object_get(j, key);
+
+    return json_is_boolean(v) ? (json_is_true(v) ? "yes" : "no") : "-";
+}
+
+int cmd_list(const Ctl *ctl)
+{
+    Qmpc *q = ctl_connect(ctl);
+    json_t *jobs, *j;
+    char *err = NULL;
+    size_t i;
+    int w_id = 2, w_type = 4, w_status = 6;
+
+    if (!q) {
+        return EXIT_CONN;
+    }
+    jobs = jobs_query(q, &err);
+    qmpc_close(q);
+    if (!jobs) {
+        ctl_error("%s", err);
+        free(err);
+        return EXIT_CONN;
+    }
+    if (ctl->json) {
+        print_json(jobs);
+        json_decref(jobs);
+        return EXIT_OK;
+    }
+    if (json_array_size(jobs) == 0) {
+        puts("no jobs");
+        json_decref(jobs);
+        return EXIT_OK;
+    }
+    json_array_foreach(jobs, i, j) {
+        int l;
+
+        l = strlen(str_or(j, "id", ""));
+        w_id = l > w_id ? l : w_id;
+        l = strlen(str_or(j, "type", ""));
+        w_type = l > w_type ? l : w_type;
+        l = strlen(str_or(j, "status", ""));
+        w_status = l > w_status ? l : w_status;
+    }
+    printf("%-*s  %-*s  %-*s  %8s  %-12s  %-5s  %s\n", w_id, "ID", w_type,
+           "TYPE", w_status, "STATUS", "PROGRESS", "SPEED", "READY", "ERROR");
+    json_array_foreach(jobs, i, j) {
+        char prog[32], speed[40];
+
+        fmt_progress(prog, sizeof(prog), j);
+        fmt_speed(speed, sizeof(speed), j);
+        printf("%-*s  %-*s  %-*s  %8s  %-12s  %-5s  %s\n", w_id,
+               str_or(j, "id", "?"), w_type, str_or(j, "type", "?"),
+               w_status, str_or(j, "status", "?"), prog, speed,
+               fmt_bool(j, "ready"), str_or(j, "error", "-"));
+    }
+    json_decref(jobs);
+    return EXIT_OK;
+}
+
+int cmd_info(const Ctl *ctl)
+{
+    Qmpc *q;
+    json_t *jobs, *j;
+    char *err = NULL;
+    char prog[32], speed[40], cur[32], total[32];
+    int rc = EXIT_OK;
+
+    if (ctl->nargs != 1) {
+        ctl_error("info takes one argument: the job id");
+        return EXIT_USAGE;
+    }
+    q = ctl_connect(ctl);
+    if (!q) {
+        return EXIT_CONN;
+    }
+    jobs = jobs_query(q, &err);
+    qmpc_close(q);
+    if (!jobs) {
+        ctl_error("%s", err);
+        free(err);
+        return EXIT_CONN;
+    }
+    j = jobs_find(jobs, ctl->args[0]);
+    if (!j) {
+        ctl_error("no job '%s'", ctl->args[0]);
+        rc = EXIT_ERROR;
+    } else if (ctl->json) {
+        print_json(j);
+    } else {
+        fmt_progress(prog, sizeof(prog), j);
+        fmt_speed(speed, sizeof(speed), j);
+        units_format_size(cur, sizeof(cur),
+                          json_integer_value(json_object_get(j,
+                                             "current-progress")));
+        units_format_size(total, sizeof(total),
+                          json_integer_value(json_object_get(j,
+                                             "total-progress")));
+        printf("id:        %s\n", str_or(j, "id", "?"));
+        printf("type:      %s\n", str_or(j, "type", "?"));
+        printf("status:    %s\n", str_or(j, "status", "?"));
+        printf("progress:  %s (%s of %s)\n", prog, cur, total);
+        printf("speed:     %s\n", speed);
+        printf("ready:     %s\n", fmt_bool(j, "ready"));
+        printf("paused:    %s\n", fmt_bool(j, "paused"));
+        printf("error:     %s\n", str_or(j, "error", "-"));
+    }
+    json_decref(jobs);
+    return rc;
+}
+
+/* The named node whose image is `filename` in format `fmt`, if any. */
+static const char *node_for_file(json_t *nodes, const char *filename,
+                                 const char *fmt)
+{
+    size_t i;
+    json_t *n;
+
+    json_array_foreach(nodes, i, n) {
+        const char *f = str_or(n, "file", NULL);
+        const char *d = str_or(n, "drv", NULL);
+        const char *name = str_or(n, "node-name", "#");
+
+        if (f && d && fmt && name[0] != '#' && strcmp(f, filename) == 0 &&
+            strcmp(d, fmt) == 0) {
+            return name;
+        }
+    }
+    return NULL;
+}
+
+int cmd_nodes(const Ctl *ctl)
+{
+    Qmpc *q = ctl_connect(ctl);
+    json_t *nodes = NULL, *n;
+    char *err = NULL;
+    size_t i;
+    int r, w = 4;
+
+    if (!q) {
+        return EXIT_CONN;
+    }
+    r = qmpc_exec(q, "query-named-block-nodes", NULL, &nodes, &err);
+    qmpc_close(q);
+    if (r != QMPC_OK) {
+        ctl_error("%s", err);
+        free(err);
+        return r;
+    }
+    if (ctl->json) {
+        print_json(nodes);
+        json_decref(nodes);
+        return EXIT_OK;
+    }
+    json_array_foreach(nodes, i, n) {
+        int l = strlen(str_or(n, "node-name", ""));
+        w = l > w ? l : w;
+    }
+    printf("%-*s  %-14s  %10s  %-3s  %s\n", w, "NODE", "DRIVER", "SIZE", "RO",
+           "FILE");
+    json_array_foreach(nodes, i, n) {
+        const char *name = str_or(n, "node-name", "?");
+        json_t *img = json_object_get(n, "image");
+        char size[32];
+
+        if (name[0] == '#' && !ctl->all) {
+            continue;          /* implicit nodes: --all shows them */
+        }
+        units_format_size(size, sizeof(size),
+                          json_integer_value(json_object_get(img,
+                                                             "virtual-size")));
+        printf("%-*s  %-14s  %10s  %-3s  %s\n", w, name, str_or(n, "drv", "?"),
+               size, json_is_true(json_object_get(n, "ro")) ? "yes" : "no",
+               str_or(n, "file", "-"));
+        /* The backing chain, one line per layer, top to bottom. */
+        int depth = 1;
+        for (json_t *b = json_object_get(img, "backing-image"); b;
+             b = json_object_get(b, "backing-image"), depth++) {
+            const char *f = str_or(b, "filename", "?");
+            const char *fmt = str_or(b, "format", NULL);
+            const char *bn = node_for_file(nodes, f, fmt);
+
+            printf("%*s`- backing: %s (%s%s%s)\n", 2 * depth, "", f,
+                   fmt ? fmt : "?", bn ? ", node " : "", bn ? bn : "");
+        }
+    }
+    json_decref(nodes);
+    return EXIT_OK;
+}
+
+static void print_event_line(json_t *ev)
+{
+    json_t *ts = json_object_get(ev, "timestamp");
+    json_t *data = json_object_get(ev, "data");
+    time_t secs = json_integer_value(json_object_get(ts, "seconds"));
+    long usecs = json_integer_value(json_object_get(ts, "microseconds"));
+    struct tm tm;
+    char when[32] = "?";
+    const char *key;
+    json_t *v;
+
+    if (secs > 0 && localtime_r(&secs, &tm)) {
+        strftime(when, sizeof(when), "%H:%M:%S", &tm);
+    }
+    printf("%s.%06ld %s", when, usecs > 0 ? usecs : 0,
+           str_or(ev, "event", "?"));
+    json_object_foreach(data, key, v) {
+        if (json_is_string(v)) {
+            printf(" %s=%s", key, json_string_value(v));
+        } else {
+            char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+
+            printf(" %s=%s", key, s ? s : "?");
+            free(s);
+        }
+    }
+    putchar('\n');
+}
+
+int cmd_events(const Ctl *ctl)
+{
+    Qmpc *q = ctl_connect(ctl);
+    int64_t deadline = -1;
+    long seen = 0;
+    int rc = EXIT_OK;
+
+    if (!q) {
+        return EXIT_CONN;
+    }
+    if (ctl->has_timeout) {
+        deadline = qmpc_now_ms() + (int64_t)(ctl->timeout * 1000);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (ctl->count == 0 || seen < ctl->count) {
+        json_t *ev = NULL;
+        char *err = NULL;
+        int wait = -1, r;
+
+        if (deadline >= 0) {
+            int64_t left = deadline - qmpc_now_ms();
+            if (left <= 0) {
+                break;
+            }
+            wait = (int)left;
+        }
+        r = qmpc_next_event(q, wait, &ev, &err);
+        if (r < 0) {
+            ctl_error("%s", err);
+            free(err);
+            rc = EXIT_CONN;
+            break;
+        }
+        if (r == 0) {
+            continue;
+        }
+        if (ctl->json) {
+            char *s = json_dumps(ev, JSON_COMPACT);
+
+            if (s) {
+                puts(s);
+                free(s);
+            }
+        } else {
+            print_event_line(ev);
+        }
+        json_decref(ev);
+        seen++;
+    }
+    qmpc_close(q);
+    return rc;
+}

@@ -1,0 +1,97 @@
+/*
+ * bjctl: the management client.  Shared options, exit statuses and the
+ * entry points of each command group.
+ */
+#ifndef BJ_CTL_CTL_H
+#define BJ_CTL_CTL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "ctl/qmpc.h"
+
+/* Exit statuses, documented in `bjctl --help` and bjctl(1). */
+enum {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,           /* the daemon refused, or the job failed */
+    EXIT_USAGE = 2,
+    EXIT_CONN = 3,            /* daemon unreachable or connection lost */
+    EXIT_COMPLETED_FIRST = 4, /* abort: the job completed before the cancel */
+    EXIT_TIMEOUT = 5,         /* abort --timeout: gave up, job left running */
+    EXIT_CANCELLED = 6,       /* --wait: the job was cancelled by someone */
+};
+
+typedef struct Ctl {
+    const char *socket;
+    int connect_timeout_ms;
+    bool json, wait, verbose, async, pivot, poll, all;
+    const char *job_id, *to, *sync, *bitmap, *bitmap_mode, *base, *top;
+    const char *mode;
+    bool has_speed;
+    int64_t speed;
+    bool has_timeout;
+    double timeout;
+    long count;               /* events: stop after this many (0: never) */
+    char **args;              /* positional arguments after the command */
+    int nargs;
+} Ctl;
+
+/* Prints "bjctl: MSG" on stderr. */
+void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Connects and negotiates or prints the reason and returns NULL. */
+Qmpc *ctl_connect(const Ctl *ctl);
+
+/* jobs.c: query-jobs merged with query-block-jobs, one object per job. */
+json_t *jobs_query(Qmpc *q, char **err);
+json_t *jobs_find(json_t *jobs, const char *id);
+
+typedef enum JobOutcome {
+    OUTCOME_NONE,
+    OUTCOME_COMPLETED,
+    OUTCOME_CANCELLED,
+    OUTCOME_FAILED,
+    OUTCOME_READY,
+    OUTCOME_UNKNOWN,          /* gone while we could not watch it */
+} JobOutcome;
+
+typedef struct JobWait {
+    /* set by the caller */
+    const char *id;
+    bool stop_at_ready;       /* return once the job is READY */
+    bool pivot_at_ready;      /* send job-complete at READY, keep waiting */
+    bool dismiss;             /* dismiss the job once it concluded */
+    bool verbose;             /* progress bar or lines on stderr */
+    bool poll_only;           /* ignore events, poll query-jobs */
+    int64_t deadline_ms;      /* qmpc_now_ms() based, -1: none */
+    /* results */
+    JobOutcome outcome;
+    char *error;              /* the job's error, for OUTCOME_FAILED */
+    char *last_status;
+    /* bookkeeping */
+    bool saw_aborting, concluded, gone, ready, pivot_sent;
+    int64_t cur, total;
+} JobWait;
+
+/*
+ * Watches job w->id until it is gone (or READY, or pivoted), learning the
+ * end from events and polling query-jobs as a check and as the fallback
+ * when the connection drops (it reconnects).  Returns EXIT_OK with
+ * w->outcome set, EXIT_TIMEOUT at the deadline, EXIT_ERROR when a pivot
+ * is refused (message printed), EXIT_CONN when the daemon is unreachable.
+ */
+int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w);
+void job_wait_cleanup(JobWait *w);
+const char *job_outcome_name(JobOutcome o);
+
+/* cmds.c */
+int cmd_list(const Ctl *ctl);
+int cmd_info(const Ctl *ctl);
+int cmd_nodes(const Ctl *ctl);
+int cmd_events(const Ctl *ctl);
+int cmd_start(const Ctl *ctl, const char *what);
+int cmd_control(const Ctl *ctl, const char *verb);
+int cmd_abort(const Ctl *ctl);
+
+#endif
