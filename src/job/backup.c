@@ -1,0 +1,376 @@
+/*
+ * Backup: the target becomes the source as it was when the job was created.
+ *
+ *   clients -> [copy-before-write] --file--> source
+ *                      |  hook: block_copy(range) before the write
+ *                      +--target--> target <-- workers: block_copy_claim /
+ *                                                       block_copy_task_run
+ *
+ * The job is created inside a drained section of the source (the
+ * transaction's prepare), so no client write is in flight at the instant
+ * the filter starts guarding it: from then on the copy engine copies each
+ * cluster once, either ahead of the first client write that touches it or
+ * by the background workers, whichever comes first.
+ *
+ * The body runs up to max-workers workers of at most one chunk each within
+ * the job's and the daemon's memory budgets (block-copy.h).  It stops at a
+ * pause point only when no worker is in flight, so a drained section never
+ * sees job I/O.  The first failure of a worker stops new work; once the
+ * others ended, the error policy runs once (one BLOCK_JOB_ERROR, as qemu):
+ * report ends the job, ignore and stop retry (the failed clusters are dirty
+ * again).  sync=none copies nothing in the background: the filter keeps the
+ * old data of what clients change until the job is cancelled.
+ */
+#include "job/backup.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "block/drivers/copy-before-write.h"
+#include "block/drivers/drivers.h"
+#include "job/block-copy.h"
+#include "job/blockjob.h"
+#include "util/log.h"
+
+#define DEFAULT_CHUNK      (1LL << 20)
+#define JOB_BUF_LIMIT      (8LL << 20)
+#define DEFAULT_WORKERS    64
+#define NONE_SLEEP_NS      1000000000LL
+
+typedef struct BackupJob {
+    Job job;
+    BlockNode *source;       /* referenced */
+    BlockNode *target;       /* referenced */
+    BlockNode *cbw;          /* the filter; our reference */
+    BlockCopyState *bcs;
+    BackupSyncMode sync;
+    JobOnError on_source_error, on_target_error;
+    int64_t len, chunk;
+    int max_workers;
+
+    int workers;
+    CoQueue worker_done;
+    int err;                 /* first failure of a worker, not yet handled */
+    bool err_is_read;
+    bool removed;            /* filter gone, graph restored */
+} BackupJob;
+
+typedef struct BackupWorker {
+    BackupJob *s;
+    BlockCopyTask *task;
+} BackupWorker;
+
+static void backup_progress(void *opaque, int64_t bytes)
+{
+    BackupJob *s = opaque;
+    job_progress_update(&s->job, (uint64_t)bytes);
+}
+
+static int coroutine_fn backup_cbw_hook(void *opaque, int64_t offset,
+                                        int64_t bytes)
+{
+    BackupJob *s = opaque;
+    bool is_read = false;
+    return block_copy(s->bcs, offset, bytes, &is_read);
+}
+
+static void coroutine_fn backup_worker_co(void *opaque)
+{
+    BackupWorker *w = opaque;
+    BackupJob *s = w->s;
+    bool is_read = false;
+    int ret = block_copy_task_run(w->task, &is_read);
+
+    if (ret < 0 && !s->err) {
+        s->err = ret;
+        s->err_is_read = is_read;
+    }
+    free(w);
+    s->workers--;
+    co_queue_restart_all(&s->worker_done);
+}
+
+static void coroutine_fn wait_workers(BackupJob *s, int at_most)
+{
+    while (s->workers > at_most) {
+        co_queue_wait(&s->worker_done, NULL);
+    }
+}
+
+/* sync=none: nothing to copy in the background; wait for the cancel. */
+static int coroutine_fn backup_run_none(BackupJob *s)
+{
+    while (!job_is_cancelled(&s->job)) {
+        job_sleep_ns(&s->job, NONE_SLEEP_NS);
+    }
+    return -ECANCELED;
+}
+
+static int coroutine_fn backup_run(Job *job, Error **errp)
+{
+    BackupJob *s = (BackupJob *)job;
+    int64_t cursor = 0;
+    int ret = 0;
+
+    (void)errp;
+    job_progress_set_remaining(job, (uint64_t)s->len);
+    if (s->sync == BACKUP_SYNC_NONE) {
+        return backup_run_none(s);
+    }
+    for (;;) {
+        /* Pause only with nothing in flight. */
+        if (job->pause_count > 0) {
+            wait_workers(s, 0);
+        }
+        job_pause_point(job);
+        if (job_is_cancelled(job)) {
+            break;
+        }
+        if (s->err) {
+            wait_workers(s, 0);
+            int err = s->err;
+            bool is_read = s->err_is_read;
+            JobErrorAction a = job_error_action(job, is_read ?
+                                                s->on_source_error :
+                                                s->on_target_error,
+                                                is_read, err);
+            s->err = 0;
+            if (a == JOB_ERROR_ACTION_REPORT) {
+                ret = err;
+                break;
+            }
+            continue;        /* stop: paused at the next point; retry */
+        }
+        int64_t chunk = s->chunk;
+        if (job->speed) {
+            /* Throttled: one chunk at a time, slept for before it. */
+            wait_workers(s, 0);
+            chunk = (int64_t)job_chunk_size(job, (uint64_t)s->chunk,
+                                            (uint64_t)
+                                            block_copy_cluster_size(s->bcs));
+            job_ratelimit_sleep(job, (uint64_t)chunk);
+            if (job_is_cancelled(job) || job->pause_count > 0) {
+                continue;
+            }
+        } else if (s->workers >= s->max_workers) {
+            co_queue_wait(&s->worker_done, NULL);
+            continue;
+        }
+        BlockCopyTask *t = block_copy_claim(s->bcs, &cursor, chunk);
+        if (!t) {
+            if (s->workers > 0) {
+                co_queue_wait(&s->worker_done, NULL);
+                continue;
+            }
+            if (block_copy_remaining(s->bcs) == 0) {
+                break;       /* everything copied */
+            }
+            /* Clients' copies still in flight (one may fail). */
+            block_copy_wait_any(s->bcs);
+            continue;
+        }
+        BackupWorker *w = calloc(1, sizeof(*w));
+        if (!w) {
+            abort();
+        }
+        w->s = s;
+        w->task = t;
+        s->workers++;
+        /* Ownership of w moves to the worker. */
+        aio_co_enter(job->ctx, coroutine_create(backup_worker_co, w));
+    }
+    wait_workers(s, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    if (job_is_cancelled(job)) {
+        return -ECANCELED;
+    }
+    return 0;
+}
+
+/* ---- the end ---- */
+
+/* Takes the filter out (its parents go back to the source), drained. */
+static void backup_remove_filter(BackupJob *s)
+{
+    BlockNode *cbw = s->cbw;
+    Error *err = NULL;
+
+    if (s->removed) {
+        return;
+    }
+    s->removed = true;
+    block_job_remove_all_nodes(&s->job);
+    if (!cbw) {
+        return;
+    }
+    cbw_set_hook(cbw, NULL, NULL);
+    if (s->bcs) {
+        block_copy_set_disabled(s->bcs, true);
+    }
+    bdrv_drained_begin(s->source);
+    if (!bdrv_replace_node(cbw, s->source, &err)) {
+        log_error("backup: could not remove the filter: %s",
+                  error_get_pretty(err));
+        error_free(err);
+    }
+    bdrv_drained_end(s->source);
+    s->cbw = NULL;
+    bdrv_unref(cbw);
+    block_copy_state_free(s->bcs);
+    s->bcs = NULL;
+}
+
+static void backup_clean(Job *job)
+{
+    backup_remove_filter((BackupJob *)job);
+}
+
+static bool backup_drained_poll(Job *job)
+{
+    BackupJob *s = (BackupJob *)job;
+    /* Busy in the body: until it stops at a pause point. */
+    return s->workers > 0 || job->busy;
+}
+
+static void backup_free(Job *job)
+{
+    BackupJob *s = (BackupJob *)job;
+
+    backup_remove_filter(s);
+    if (s->source) {
+        bdrv_unref(s->source);
+    }
+    if (s->target) {
+        bdrv_unref(s->target);
+    }
+}
+
+static const JobDriver backup_driver = {
+    .type = "backup",
+    .instance_size = sizeof(BackupJob),
+    .block_job_events = true,
+    .run = backup_run,
+    .drained_poll = backup_drained_poll,
+    .clean = backup_clean,
+    .free = backup_free,
+};
+
+/* ---- creation ---- */
+
+int64_t backup_cluster_size(BlockNode *target)
+{
+    int64_t cs = 65536;
+    json_t *info = bdrv_query_node_info(target);
+    json_t *image = info ? json_object_get(info, "image") : NULL;
+    json_t *v = image ? json_object_get(image, "cluster-size") : NULL;
+
+    if (json_is_integer(v) && json_integer_value(v) > cs) {
+        cs = json_integer_value(v);
+    }
+    json_decref(info);
+    return cs;
+}
+
+static BlockNode *insert_filter(BlockNode *source, BlockNode *target,
+                                const char *name, Error **errp)
+{
+    json_t *opts = json_object();
+    BlockNode *cbw;
+    bool ok;
+
+    json_object_set_new(opts, "driver", json_string("copy-before-write"));
+    if (name) {
+        json_object_set_new(opts, "node-name", json_string(name));
+    }
+    json_object_set_new(opts, "file", json_string(source->node_name));
+    json_object_set_new(opts, "target", json_string(target->node_name));
+    if (source->discard_unmap) {
+        json_object_set_new(opts, "discard", json_string("unmap"));
+    }
+    cbw = bdrv_open_internal(&bdrv_copy_before_write, opts, errp);
+    json_decref(opts);
+    if (!cbw) {
+        return NULL;
+    }
+    bdrv_drained_begin(source);
+    ok = bdrv_replace_node(source, cbw, errp);
+    bdrv_drained_end(source);
+    if (!ok) {
+        bdrv_unref(cbw);
+        return NULL;
+    }
+    return cbw;
+}
+
+Job *backup_job_create(const BackupParams *p, BlockNode *source,
+                       BlockNode *target, JobTxn *txn, Error **errp)
+{
+    int64_t cs = backup_cluster_size(target);
+    BackupJob *s;
+    Job *job;
+
+    s = job_create(p->job.job_id, &backup_driver, txn, aio_main_context(),
+                   p->job.flags, errp);
+    if (!s) {
+        return NULL;
+    }
+    job = &s->job;
+    co_queue_init(&s->worker_done);
+    s->sync = p->sync;
+    s->on_source_error = p->on_source_error;
+    s->on_target_error = p->on_target_error;
+    s->max_workers = p->max_workers > 0 && p->max_workers < DEFAULT_WORKERS
+                     ? (int)p->max_workers : DEFAULT_WORKERS;
+    s->chunk = DEFAULT_CHUNK > cs ? DEFAULT_CHUNK : cs;
+    if (p->max_chunk > 0 && p->max_chunk < s->chunk) {
+        s->chunk = p->max_chunk / cs * cs;
+    }
+    bdrv_ref(source);
+    s->source = source;
+    bdrv_ref(target);
+    s->target = target;
+    s->len = bdrv_getlength(source);
+    if (s->len < 0) {
+        error_setg_errno(errp, (int)-s->len, "Could not get the length of "
+                         "'%s'", source->node_name);
+        goto fail;
+    }
+
+    s->cbw = insert_filter(source, target, p->filter_node_name, errp);
+    if (!s->cbw) {
+        goto fail;
+    }
+    s->bcs = block_copy_state_new(s->cbw->file, cbw_target_child(s->cbw),
+                                  s->len, cs, errp);
+    if (!s->bcs) {
+        goto fail;
+    }
+    block_copy_set_progress(s->bcs, backup_progress, s);
+    block_copy_set_buf_limit(s->bcs, JOB_BUF_LIMIT > s->chunk ?
+                             JOB_BUF_LIMIT : s->chunk);
+    if (s->sync == BACKUP_SYNC_TOP && block_chain_next(source)) {
+        block_copy_set_skip_unallocated(s->bcs, source,
+                                        block_chain_next(source));
+    }
+    cbw_set_hook(s->cbw, backup_cbw_hook, s);
+
+    /* The job's edges: drained sections of the source reach it through
+     * the filter; the op blockers keep other jobs off both. */
+    if (!block_job_add_node(job, "main node", s->cbw, 0, BLK_PERM_ALL,
+                            errp) ||
+        !block_job_add_node(job, "target", target, 0, BLK_PERM_ALL, errp)) {
+        goto fail;
+    }
+    if (p->job.speed && !job_set_speed(job, p->job.speed, errp)) {
+        goto fail;
+    }
+    return job;
+
+fail:
+    backup_remove_filter(s);
+    job_early_fail(job);
+    return NULL;
+}

@@ -1,0 +1,495 @@
+/*
+ * The copy engine (see block-copy.h for the picture and the invariant).
+ */
+#include "job/block-copy.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "job/blockjob.h"
+#include "util/iov.h"
+#include "util/list.h"
+
+/* A client write copies at most this much per read/write pair. */
+#define CLIENT_PIECE (4LL << 20)
+
+struct BlockCopyTask {
+    BlockCopyState *s;
+    int64_t offset, bytes;
+    int64_t mem;             /* budget held (background tasks) */
+    CoQueue waiters;         /* client writes waiting for this range */
+    ListHead link;
+};
+
+struct BlockCopyState {
+    BlockChild *source, *target;
+    int64_t len, cluster_size;
+    HBitmap *bitmap;         /* 1 = still needs a copy */
+    ListHead tasks;
+    int n_tasks;
+    int64_t in_flight_bytes;
+    CoQueue task_done;
+
+    BlockCopyProgressFn *progress;
+    void *progress_opaque;
+
+    int64_t buf_limit, mem_in_use;
+    CoQueue mem_waiters;
+
+    BlockNode *skip_top, *skip_base;
+    bool skip_unallocated;
+    bool disabled;
+};
+
+/* The daemon-wide budget (main loop only, see the header). */
+static struct {
+    int64_t limit, in_use;
+    CoQueue waiters;
+    bool init;
+} global_mem = { .limit = BLOCK_COPY_GLOBAL_MEM_DEFAULT };
+
+static void global_mem_init(void)
+{
+    if (!global_mem.init) {
+        co_queue_init(&global_mem.waiters);
+        global_mem.init = true;
+    }
+}
+
+void block_copy_set_global_mem_limit(int64_t bytes)
+{
+    global_mem_init();
+    global_mem.limit = bytes;
+    co_queue_restart_all(&global_mem.waiters);
+}
+
+int64_t block_copy_global_mem_in_use(void)
+{
+    return global_mem.in_use;
+}
+
+static int cluster_shift(int64_t cluster_size)
+{
+    int shift = 0;
+    while ((1LL << shift) < cluster_size) {
+        shift++;
+    }
+    return shift;
+}
+
+BlockCopyState *block_copy_state_new(BlockChild *source, BlockChild *target,
+                                     int64_t len, int64_t cluster_size,
+                                     Error **errp)
+{
+    BlockCopyState *s;
+
+    if (cluster_size <= 0 || (cluster_size & (cluster_size - 1))) {
+        error_setg(errp, "Invalid copy cluster size %lld",
+                   (long long)cluster_size);
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        error_setg(errp, "Out of memory");
+        return NULL;
+    }
+    global_mem_init();
+    s->source = source;
+    s->target = target;
+    s->len = len;
+    s->cluster_size = cluster_size;
+    s->bitmap = hbitmap_new((uint64_t)len, cluster_shift(cluster_size));
+    if (!s->bitmap) {
+        free(s);
+        error_setg(errp, "Out of memory");
+        return NULL;
+    }
+    if (len > 0) {
+        hbitmap_set(s->bitmap, 0, (uint64_t)len);
+    }
+    list_init(&s->tasks);
+    co_queue_init(&s->task_done);
+    co_queue_init(&s->mem_waiters);
+    s->buf_limit = 16LL << 20;
+    return s;
+}
+
+void block_copy_state_free(BlockCopyState *s)
+{
+    if (!s) {
+        return;
+    }
+    assert(s->n_tasks == 0);
+    hbitmap_free(s->bitmap);
+    free(s);
+}
+
+void block_copy_set_progress(BlockCopyState *s, BlockCopyProgressFn *fn,
+                             void *opaque)
+{
+    s->progress = fn;
+    s->progress_opaque = opaque;
+}
+
+void block_copy_set_buf_limit(BlockCopyState *s, int64_t bytes)
+{
+    s->buf_limit = bytes;
+    co_queue_restart_all(&s->mem_waiters);
+}
+
+void block_copy_set_skip_unallocated(BlockCopyState *s, BlockNode *source,
+                                     BlockNode *base)
+{
+    s->skip_unallocated = true;
+    s->skip_top = source;
+    s->skip_base = base;
+}
+
+void block_copy_set_disabled(BlockCopyState *s, bool disabled)
+{
+    s->disabled = disabled;
+}
+
+HBitmap *block_copy_bitmap(BlockCopyState *s)
+{
+    return s->bitmap;
+}
+
+int64_t block_copy_cluster_size(BlockCopyState *s)
+{
+    return s->cluster_size;
+}
+
+int64_t block_copy_len(BlockCopyState *s)
+{
+    return s->len;
+}
+
+int64_t block_copy_remaining(BlockCopyState *s)
+{
+    return (int64_t)hbitmap_count(s->bitmap) + s->in_flight_bytes;
+}
+
+int block_copy_tasks_in_flight(BlockCopyState *s)
+{
+    return s->n_tasks;
+}
+
+/* ---- tasks ---- */
+
+static bool ranges_overlap(int64_t a, int64_t an, int64_t b, int64_t bn)
+{
+    return a < b + bn && b < a + an;
+}
+
+/* Takes [offset, offset+bytes) out of the bitmap into a new task.  The
+ * caller found it dirty: with the invariant, no task overlaps it. */
+static BlockCopyTask *task_create(BlockCopyState *s, int64_t offset,
+                                  int64_t bytes, int64_t mem)
+{
+    BlockCopyTask *t = calloc(1, sizeof(*t));
+    if (!t) {
+        abort();
+    }
+    t->s = s;
+    t->offset = offset;
+    t->bytes = bytes;
+    t->mem = mem;
+    co_queue_init(&t->waiters);
+    hbitmap_reset(s->bitmap, (uint64_t)offset, (uint64_t)bytes);
+    list_add_tail(&s->tasks, &t->link);
+    s->n_tasks++;
+    s->in_flight_bytes += bytes;
+    return t;
+}
+
+static void mem_release(BlockCopyState *s, int64_t mem)
+{
+    if (mem) {
+        s->mem_in_use -= mem;
+        global_mem.in_use -= mem;
+        co_queue_restart_all(&s->mem_waiters);
+        co_queue_restart_all(&global_mem.waiters);
+    }
+}
+
+/* Ends t: failed clusters need a copy again, waiters look again.  No yield
+ * between leaving the list and setting the bits keeps the invariant. */
+static void task_end(BlockCopyTask *t, bool failed)
+{
+    BlockCopyState *s = t->s;
+
+    list_del(&t->link);
+    s->n_tasks--;
+    s->in_flight_bytes -= t->bytes;
+    if (failed) {
+        hbitmap_set(s->bitmap, (uint64_t)t->offset, (uint64_t)t->bytes);
+    }
+    mem_release(s, t->mem);
+    co_queue_restart_all(&t->waiters);
+    co_queue_restart_all(&s->task_done);
+    free(t);
+}
+
+static void progress(BlockCopyState *s, int64_t bytes)
+{
+    if (s->progress && bytes > 0) {
+        s->progress(s->progress_opaque, bytes);
+    }
+}
+
+/* ---- copying ---- */
+
+static void *buf_alloc(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void buf_free(void *p, size_t size)
+{
+    if (p && munmap(p, size) < 0) {
+        abort();             /* only an invalid mapping fails */
+    }
+}
+
+/* Whether the target already reads [offset, offset+*pnum) as zeroes. */
+static bool coroutine_fn target_reads_zero(BlockCopyState *s, int64_t offset,
+                                           int64_t bytes, int64_t *pnum)
+{
+    BlockNode *t = s->target->node;
+    int ret = bdrv_co_block_status(t, offset, bytes, pnum, NULL, NULL);
+    if (ret < 0) {
+        *pnum = bytes;
+        return false;
+    }
+    if (ret & BLK_STATUS_ZERO) {
+        return true;
+    }
+    return !(ret & BLK_STATUS_ALLOCATED) && !t->backing;
+}
+
+static int coroutine_fn copy_data(BlockCopyState *s, int64_t offset,
+                                  int64_t bytes, bool *error_is_read)
+{
+    void *buf = buf_alloc((size_t)bytes);
+    IOVector qiov;
+    int ret;
+
+    if (!buf) {
+        *error_is_read = true;
+        return -ENOMEM;
+    }
+    iov_vec_init_buf(&qiov, buf, (size_t)bytes);
+    *error_is_read = true;
+    ret = bdrv_co_preadv(s->source, offset, bytes, &qiov, 0);
+    if (ret >= 0) {
+        *error_is_read = false;
+        ret = bdrv_co_pwritev(s->target, offset, bytes, &qiov, 0);
+    }
+    iov_vec_destroy(&qiov);
+    buf_free(buf, (size_t)bytes);
+    return ret < 0 ? ret : 0;
+}
+
+/* Copies one piece at the start of [offset, offset+bytes) by block status;
+ * *pnum gets its length. */
+static int coroutine_fn copy_piece(BlockCopyState *s, int64_t offset,
+                                   int64_t bytes, int64_t *pnum,
+                                   bool *error_is_read)
+{
+    BlockNode *src = s->source->node;
+    bool zero = false;
+    int ret;
+
+    *error_is_read = true;
+    if (s->skip_unallocated) {
+        ret = block_co_is_allocated_above(s->skip_top, s->skip_base, offset,
+                                          bytes, pnum, &zero);
+        if (ret < 0) {
+            *pnum = bytes;
+            return ret;
+        }
+        if (ret == 0) {
+            return 0;        /* the target's backing supplies it */
+        }
+    } else {
+        ret = block_co_is_allocated_above(src, NULL, offset, bytes, pnum,
+                                          &zero);
+        if (ret < 0) {
+            /* No status: copy the bytes as they read. */
+            *pnum = bytes;
+            ret = 1;
+            zero = false;
+        } else if (ret == 0) {
+            zero = true;     /* a hole of the whole chain */
+        }
+    }
+    if (!zero) {
+        return copy_data(s, offset, *pnum, error_is_read);
+    }
+    *error_is_read = false;
+    int64_t done = 0;
+    while (done < *pnum) {
+        int64_t n = 0;
+        if (target_reads_zero(s, offset + done, *pnum - done, &n)) {
+            done += n;
+            continue;
+        }
+        ret = bdrv_co_pwrite_zeroes(s->target, offset + done, n,
+                                    BLK_REQ_MAY_UNMAP);
+        if (ret < 0) {
+            return ret;
+        }
+        done += n;
+    }
+    return 0;
+}
+
+/* Copies [offset, offset+bytes) (the caller's task) in pieces of at most
+ * max_piece bytes, reporting progress per piece. */
+static int coroutine_fn copy_range(BlockCopyState *s, int64_t offset,
+                                   int64_t bytes, int64_t max_piece,
+                                   bool *error_is_read)
+{
+    int64_t done = 0;
+
+    while (done < bytes) {
+        int64_t n = bytes - done, pnum = 0;
+        if (n > max_piece) {
+            n = max_piece;
+        }
+        int ret = copy_piece(s, offset + done, n, &pnum, error_is_read);
+        if (ret < 0) {
+            return ret;
+        }
+        done += pnum;
+    }
+    return 0;
+}
+
+int coroutine_fn block_copy_task_run(BlockCopyTask *t, bool *error_is_read)
+{
+    BlockCopyState *s = t->s;
+    int ret = copy_range(s, t->offset, t->bytes, t->bytes, error_is_read);
+    int64_t bytes = t->bytes;
+
+    task_end(t, ret < 0);
+    if (ret >= 0) {
+        progress(s, bytes);
+    }
+    return ret;
+}
+
+/* ---- the client path ---- */
+
+static BlockCopyTask *find_overlapping(BlockCopyState *s, int64_t offset,
+                                       int64_t bytes)
+{
+    BlockCopyTask *t;
+    list_for_each_entry(t, &s->tasks, link) {
+        if (ranges_overlap(t->offset, t->bytes, offset, bytes)) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+int coroutine_fn block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
+                            bool *error_is_read)
+{
+    int64_t cs = s->cluster_size;
+    int64_t start = offset / cs * cs;
+    int64_t end = offset + bytes;
+
+    *error_is_read = false;
+    end = (end + cs - 1) / cs * cs;
+    if (end > s->len) {
+        end = s->len;
+    }
+    while (!s->disabled && start < end) {
+        uint64_t at = (uint64_t)start, n = 0;
+
+        /* Claim and copy what nobody copies yet, one dirty run at a time
+         * (a run is claimed whole before the first yield). */
+        if (hbitmap_next_dirty_area(s->bitmap, &at, (uint64_t)end,
+                                    UINT64_MAX, &n)) {
+            uint64_t run_end = at + n;
+            run_end = (run_end + (uint64_t)cs - 1) / (uint64_t)cs *
+                      (uint64_t)cs;
+            if (run_end > (uint64_t)s->len) {
+                run_end = (uint64_t)s->len;
+            }
+            BlockCopyTask *t = task_create(s, (int64_t)at,
+                                           (int64_t)(run_end - at), 0);
+            int ret = copy_range(s, t->offset, t->bytes, CLIENT_PIECE,
+                                 error_is_read);
+            int64_t done = t->bytes;
+            task_end(t, ret < 0);
+            if (ret < 0) {
+                return ret;
+            }
+            progress(s, done);
+            continue;
+        }
+        /* Nothing dirty left: wait for tasks still copying our clusters
+         * (one that fails makes them dirty again: look again after). */
+        BlockCopyTask *t = find_overlapping(s, start, end - start);
+        if (!t) {
+            break;
+        }
+        co_queue_wait(&t->waiters, NULL);
+    }
+    return 0;
+}
+
+/* ---- the background path ---- */
+
+BlockCopyTask *coroutine_fn block_copy_claim(BlockCopyState *s,
+                                             int64_t *offset,
+                                             int64_t max_bytes)
+{
+    uint64_t at, n = 0;
+    int64_t cs = s->cluster_size;
+
+    max_bytes = max_bytes / cs * cs;
+    if (max_bytes < cs) {
+        max_bytes = cs;
+    }
+    /* Budget first: a job's own, then the daemon's.  The limits are at
+     * least one chunk, so a lone task always fits. */
+    while (s->mem_in_use > 0 && s->mem_in_use + max_bytes > s->buf_limit) {
+        co_queue_wait(&s->mem_waiters, NULL);
+    }
+    while (global_mem.in_use > 0 &&
+           global_mem.in_use + max_bytes > global_mem.limit) {
+        co_queue_wait(&global_mem.waiters, NULL);
+    }
+    at = (uint64_t)*offset;
+    if (!hbitmap_next_dirty_area(s->bitmap, &at, (uint64_t)s->len,
+                                 (uint64_t)max_bytes, &n)) {
+        at = 0;
+        if (!hbitmap_next_dirty_area(s->bitmap, &at, (uint64_t)s->len,
+                                     (uint64_t)max_bytes, &n)) {
+            return NULL;
+        }
+    }
+    /* Whole clusters: the bits stand for them. */
+    uint64_t end = (at + n + (uint64_t)cs - 1) / (uint64_t)cs * (uint64_t)cs;
+    if (end > (uint64_t)s->len) {
+        end = (uint64_t)s->len;
+    }
+    int64_t mem = (int64_t)(end - at);
+    s->mem_in_use += mem;
+    global_mem.in_use += mem;
+    *offset = (int64_t)end >= s->len ? 0 : (int64_t)end;
+    return task_create(s, (int64_t)at, mem, mem);
+}
+
+void coroutine_fn block_copy_wait_any(BlockCopyState *s)
+{
+    co_queue_wait(&s->task_done, NULL);
+}
