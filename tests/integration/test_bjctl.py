@@ -269,6 +269,36 @@ def test_list_info_control(env):
     assert env.jobs() == []
 
 
+def test_speed_units(env):
+    env.start_stream('u1', speed=64 * 1024)
+    env.run('pause', 'u1', expect=0)       # high speeds must not end it
+    for text, value in (('512K', 512 * 1024), ('50M', 50 * MiB),
+                        ('1G', 1024 * MiB), ('1.5M', 3 * MiB // 2),
+                        ('2MiB', 2 * MiB), ('4kb', 4096), ('100', 100),
+                        ('0', 0)):
+        env.run('speed', 'u1', text, expect=0)
+        assert json.loads(env.run('--json', 'info', 'u1',
+                                  expect=0).stdout)['speed'] == value, text
+    for bad in ('5X', '-1', '', 'M', '1.5.5', '99999999T'):
+        p = env.run('speed', 'u1', bad, expect=2)
+        if not bad.startswith('-'):      # '-1' is an unknown option
+            assert 'usage: bjctl speed JOB SPEED' in p.stderr
+    env.run('abort', 'u1', expect=0)
+
+
+def test_man_page_matches_help():
+    man = os.path.join(bjtest.REPO, 'docs', 'bjctl.1')
+    with open(man) as f:
+        text = f.read()
+    help_text = subprocess.run([bjctl_path(), '--help'], capture_output=True,
+                               text=True, timeout=30).stdout
+    section = text.split('.SH EXIT STATUS')[1].split('.SH ')[0]
+    assert re.findall(r'^\.B (\d)$', section, re.M) == \
+        [str(i) for i in range(7)]
+    for opt in re.findall(r'--[a-z][a-z-]+', help_text):
+        assert opt.replace('-', '\\-') in text, opt
+
+
 def test_pull_wait_plain_progress(env):
     p = env.run('pull', 'top', '--job-id', 'p1', '--wait', '--verbose',
                 '--speed', '8M', expect=0)
