@@ -225,6 +225,22 @@ struct BlockDriver {
     void (*set_perm)(BlockNode *bs, uint64_t perm, uint64_t shared);
 
     void (*refresh_limits)(BlockNode *bs);
+
+    /*
+     * Reopen with another read-only state (block/reopen.h), node drained,
+     * bs->read_only still the old value.  prepare readies the change and
+     * may refuse (leaving nothing changed); then exactly one of commit or
+     * abort, which cannot fail.  After a reopen read-write took effect,
+     * co_reopen_activate does the first writes a writer owes the image
+     * (qcow2: bitmaps in use); its failure reverts the reopen.  Unset: the
+     * node has nothing of its own to change (filters, raw).
+     */
+    int coroutine_fn (*co_reopen_prepare)(BlockNode *bs, bool read_only,
+                                          Error **errp);
+    void (*reopen_commit)(BlockNode *bs);
+    void (*reopen_abort)(BlockNode *bs);
+    int coroutine_fn (*co_reopen_activate)(BlockNode *bs, Error **errp);
+
     /* Adds driver-specific members to the "image" object of
      * query-named-block-nodes. */
     void (*query_image)(BlockNode *bs, json_t *image);
@@ -302,6 +318,9 @@ bool bdrv_child_set_perm(BlockChild *c, uint64_t perm, uint64_t shared,
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, Error **errp);
 void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
                               uint64_t *shared);
+/* Re-derives and checks the permissions below bs after something they
+ * depend on changed (bs->read_only): all of it, or nothing on refusal. */
+bool bdrv_refresh_perms(BlockNode *bs, Error **errp);
 
 /* Moves bs and its subtree to ctx (drained).  Refused if a parent or child
  * outside the subtree lives elsewhere and cannot follow. */

@@ -590,3 +590,12 @@ bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp)
     free(set);
     return true;
 }
+
+bool bdrv_refresh_perms(BlockNode *bs, Error **errp)
+{
+    PermTx tx = { 0 };
+    bool ok = tx_run(&tx, bs, errp);
+
+    tx_free(&tx);
+    return ok;
+}

@@ -72,6 +72,8 @@ typedef struct FileState {
      * outlive the process and refuse a qemu-img run right after a crash.
      */
     int lock_fd;
+    /* A reopen's descriptor with the new access mode, until commit. */
+    int reopen_fd;
     bool use_lock;
     FileLockState lock;
     char *filename;
@@ -280,6 +282,7 @@ static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
 
     s->fd = -1;
     s->lock_fd = -1;
+    s->reopen_fd = -1;
     co_mutex_init(&s->rmw_lock);
 
     if (aio == AIO_NATIVE && !bs->cache_direct) {
@@ -847,6 +850,72 @@ static int64_t coroutine_fn file_co_getlength(BlockNode *bs)
     return file_length(s->fd);
 }
 
+/* ---- reopen: another access mode ---- */
+
+/*
+ * A new descriptor on the same open file, by /proc/self/fd so that a file
+ * renamed or replaced since the open is not the one we get (the name is
+ * the fallback without /proc, checked to be the same file).  The lock
+ * descriptor stays: the locks live there and follow the permissions.
+ */
+static int coroutine_fn file_co_reopen_prepare(BlockNode *bs, bool read_only,
+                                               Error **errp)
+{
+    FileState *s = bs->opaque;
+    char proc_path[64];
+    OpenJob oj = { .filename = proc_path };
+    struct stat st, nst;
+    int fd;
+
+    oj.flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+    if (bs->cache_direct) {
+        oj.flags |= O_DIRECT;
+    }
+    if (fstat(s->fd, &st) < 0) {
+        int err = errno;
+
+        error_setg_errno(errp, err, "Could not stat '%s'", s->filename);
+        return -err;
+    }
+    snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", s->fd);
+    fd = thread_pool_co_run(open_job, &oj);
+    if (fd == -ENOENT) {
+        oj.filename = s->filename;
+        fd = thread_pool_co_run(open_job, &oj);
+    }
+    if (fd < 0) {
+        error_setg_errno(errp, -fd, "Could not reopen file");
+        return fd;
+    }
+    if (fstat(fd, &nst) < 0 || nst.st_dev != st.st_dev ||
+        nst.st_ino != st.st_ino) {
+        close(fd);
+        error_setg(errp, "Could not reopen '%s': the file was replaced",
+                   s->filename);
+        return -ESTALE;
+    }
+    s->reopen_fd = fd;
+    return 0;
+}
+
+static void file_reopen_commit(BlockNode *bs)
+{
+    FileState *s = bs->opaque;
+
+    /* The node is drained: nothing is in flight on the old descriptor. */
+    close(s->fd);
+    s->fd = s->reopen_fd;
+    s->reopen_fd = -1;
+}
+
+static void file_reopen_abort(BlockNode *bs)
+{
+    FileState *s = bs->opaque;
+
+    close(s->reopen_fd);
+    s->reopen_fd = -1;
+}
+
 /* ---- permissions: the image locks ---- */
 
 /*
@@ -910,6 +979,10 @@ const BlockDriver bdrv_file = {
 
     .check_perm = file_check_perm,
     .set_perm = file_set_perm,
+
+    .co_reopen_prepare = file_co_reopen_prepare,
+    .reopen_commit = file_reopen_commit,
+    .reopen_abort = file_reopen_abort,
 
     .refresh_limits = file_refresh_limits,
     .query_image = file_query_image,

@@ -325,6 +325,8 @@ static void qcow2_close(BlockNode *bs)
     qcow2_header_free(&s->hdr);
 }
 
+static int coroutine_fn qcow2_co_activate(BlockNode *bs, Error **errp);
+
 static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
                                       Error **errp)
 {
@@ -366,16 +368,8 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
     if (!load_tables(bs, s, errp) || !setup_caches(bs, s, opts, errp)) {
         goto fail;
     }
-    if ((s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
-        !bs->read_only) {
-        /* Refcounts may be stale (lazy refcounts, not closed cleanly):
-         * recount before anything is allocated. */
-        co_mutex_lock(&s->lock);
-        int ret = qcow2_repair_refcounts(s, errp);
-        co_mutex_unlock(&s->lock);
-        if (ret < 0) {
-            goto fail;
-        }
+    if (!bs->read_only && qcow2_co_activate(bs, errp) < 0) {
+        goto fail;
     }
 
     snprintf(bs->filename, sizeof(bs->filename), "%s",
@@ -401,34 +395,83 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
         }
     }
 
-    if (!bs->read_only) {
-        /* Bitmaps: kept, but marked in use (we do not track writes into
-         * them).  Other autoclear features we do not maintain are cleared,
-         * as a writer must before it changes the image. */
-        co_mutex_lock(&s->lock);
-        int ret = qcow2_mark_bitmaps_in_use(s, errp);
-        co_mutex_unlock(&s->lock);
-        if (ret < 0) {
-            goto fail;
-        }
-        uint64_t keep = s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS;
-        if (s->hdr.autoclear_features != keep) {
-            s->hdr.autoclear_features = keep;
-            ret = qcow2_write_header(s);
-            if (ret >= 0) {
-                ret = qcow2_flush_file(s);
-            }
-            if (ret < 0) {
-                error_setg_errno(errp, -ret, "Could not update qcow2 header");
-                goto fail;
-            }
-        }
-    }
     return 0;
 
 fail:
     qcow2_close(bs);
     return -EINVAL;
+}
+
+/*
+ * What a writer owes the image before it changes anything, at a read-write
+ * open and after a reopen read-write.
+ */
+static int coroutine_fn qcow2_co_activate(BlockNode *bs, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret = 0;
+
+    co_mutex_lock(&s->lock);
+    if (s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+        /* Refcounts may be stale (lazy refcounts, not closed cleanly):
+         * recount before anything is allocated. */
+        ret = qcow2_repair_refcounts(s, errp);
+        if (ret < 0) {
+            goto out;
+        }
+    }
+    /* Bitmaps: marked in use while we may write (stored and cleared at
+     * close).  Other autoclear features we do not maintain are cleared,
+     * as a writer must before it changes the image. */
+    ret = qcow2_mark_bitmaps_in_use(s, errp);
+    if (ret < 0) {
+        goto out;
+    }
+    uint64_t keep = s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS;
+    if (s->hdr.autoclear_features != keep) {
+        s->hdr.autoclear_features = keep;
+        ret = qcow2_write_header(s);
+        if (ret >= 0) {
+            ret = qcow2_flush_file(s);
+        }
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Could not update qcow2 header");
+        }
+    }
+out:
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * Going read-only: the cached tables must reach the file now, while the
+ * node may still write (the layer flushes too, but cache.no-flush skips
+ * that).  Going read-write: a corrupt image stays read-only, as at open.
+ */
+static int coroutine_fn qcow2_co_reopen_prepare(BlockNode *bs, bool read_only,
+                                                Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (!read_only) {
+        if (s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+            error_setg(errp, "qcow2: Image is corrupt; cannot be opened "
+                       "read/write");
+            return -EACCES;
+        }
+        return 0;
+    }
+    if (s->broken) {
+        return 0;
+    }
+    co_mutex_lock(&s->lock);
+    ret = qcow2_flush_metadata(s);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not write qcow2 metadata");
+    }
+    return ret;
 }
 
 static int coroutine_fn qcow2_co_flush(BlockNode *bs)
@@ -706,5 +749,7 @@ const BlockDriver bdrv_qcow2 = {
     .co_truncate = qcow2_co_truncate,
     .co_getlength = qcow2_co_getlength,
     .refresh_limits = qcow2_refresh_limits,
+    .co_reopen_prepare = qcow2_co_reopen_prepare,
+    .co_reopen_activate = qcow2_co_activate,
     .query_image = qcow2_query_image,
 };
