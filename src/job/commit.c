@@ -25,9 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/reopen.h"
 #include "job/blockjob.h"
 #include "job/jobs.h"
 #include "util/iov.h"
+#include "util/log.h"
 
 #define COMMIT_CHUNK (4 * 1024 * 1024)
 #define COMMIT_ALIGN 65536
@@ -47,6 +49,7 @@ typedef struct CommitJob {
     BlockChild *top_child;    /* reads (through top) */
     BlockNode *base;
     BlockChild *base_child;   /* writes */
+    bool base_read_only;      /* reopened read-write for the job */
     BlockNode *active;
     char *backing_file;
     JobOnError on_error;
@@ -288,6 +291,31 @@ static bool commit_cancel(Job *job, bool force)
     return true;
 }
 
+/*
+ * A base opened read-only (as backing images are) goes back to read-only
+ * once the job no longer writes it, whatever the outcome: the job's edges
+ * go first, since a read-only node cannot keep a writer.
+ */
+static void commit_restore_base(CommitJob *s)
+{
+    Error *err = NULL;
+
+    if (!s->base_read_only) {
+        return;
+    }
+    s->base_read_only = false;
+    block_job_remove_all_nodes(&s->job);
+    s->base_child = s->top_child = NULL;
+    if (!bdrv_reopen_set_read_only(s->base, true, &err)) {
+        error_report_err(err, "block-commit: reopening base read-only");
+    }
+}
+
+static void commit_clean(Job *job)
+{
+    commit_restore_base((CommitJob *)job);
+}
+
 static void commit_free(Job *job)
 {
     free(((CommitJob *)job)->backing_file);
@@ -300,6 +328,7 @@ static const JobDriver commit_driver = {
     .run = commit_run,
     .cancel = commit_cancel,
     .prepare = commit_prepare,
+    .clean = commit_clean,
     .free = commit_free,
 };
 
@@ -322,12 +351,6 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
         !block_job_check_node_free(overlay, errp)) {
         return NULL;
     }
-    if (base->read_only) {
-        error_setg(errp, "Node '%s' is read-only: block-commit needs to "
-                   "write into it (open it with read-only=false)",
-                   base->node_name);
-        return NULL;
-    }
     CommitJob *s = job_create(o->job_id, &commit_driver, NULL,
                               aio_main_context(), o->flags, errp);
     if (!s) {
@@ -336,6 +359,14 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
     Job *job = &s->job;
     s->top = top;
     s->base = base;
+    /* After the job exists, as the reference does: a refused reopen shows
+     * as the job's created/null events and the command's error. */
+    if (base->read_only) {
+        if (!bdrv_reopen_set_read_only(base, false, errp)) {
+            goto fail;
+        }
+        s->base_read_only = true;
+    }
     s->active = active;
     s->on_error = o->on_error;
     if (backing_file && !(s->backing_file = strdup(backing_file))) {
@@ -383,6 +414,7 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
     return job;
 
 fail:
+    commit_restore_base(s);
     job_early_fail(job);
     return NULL;
 }

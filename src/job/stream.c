@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/reopen.h"
 #include "job/blockjob.h"
 #include "job/jobs.h"
 #include "util/iov.h"
@@ -33,6 +34,7 @@ typedef struct StreamJob {
     Job job;
     BlockNode *top;
     BlockChild *target;       /* the job's edge on top: reads and writes */
+    bool top_read_only;       /* reopened read-write for the job */
     BlockNode *base;          /* NULL: stream the whole chain */
     char *backing_file;
     JobOnError on_error;
@@ -190,6 +192,28 @@ static bool stream_cancel(Job *job, bool force)
     return true;   /* stream has no soft cancel */
 }
 
+/* A read-only top goes back to read-only once the job's edges (a writer)
+ * are gone, whatever the outcome. */
+static void stream_restore_top(StreamJob *s)
+{
+    Error *err = NULL;
+
+    if (!s->top_read_only) {
+        return;
+    }
+    s->top_read_only = false;
+    block_job_remove_all_nodes(&s->job);
+    s->target = NULL;
+    if (!bdrv_reopen_set_read_only(s->top, true, &err)) {
+        error_report_err(err, "block-stream: reopening top read-only");
+    }
+}
+
+static void stream_clean(Job *job)
+{
+    stream_restore_top((StreamJob *)job);
+}
+
 static void stream_free(Job *job)
 {
     StreamJob *s = (StreamJob *)job;
@@ -203,6 +227,7 @@ static const JobDriver stream_driver = {
     .run = stream_run,
     .cancel = stream_cancel,
     .prepare = stream_prepare,
+    .clean = stream_clean,
     .free = stream_free,
 };
 
@@ -215,18 +240,27 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
             return NULL;
         }
     }
-    if (top->read_only) {
-        error_setg(errp, "Node '%s' is read-only: block-stream needs to "
-                   "write into it", top->node_name);
+    /* Before the job exists, as the reference does: a refused reopen is
+     * the command's error and no job events. */
+    bool top_read_only = top->read_only;
+    if (top_read_only && !bdrv_reopen_set_read_only(top, false, errp)) {
         return NULL;
     }
     StreamJob *s = job_create(o->job_id, &stream_driver, NULL,
                               aio_main_context(), o->flags, errp);
     if (!s) {
+        if (top_read_only) {
+            Error *err = NULL;
+            if (!bdrv_reopen_set_read_only(top, true, &err)) {
+                error_report_err(err, "block-stream: reopening top "
+                                 "read-only");
+            }
+        }
         return NULL;
     }
     Job *job = &s->job;
     s->top = top;
+    s->top_read_only = top_read_only;
     s->base = base;
     s->on_error = o->on_error;
     if (backing_file && !(s->backing_file = strdup(backing_file))) {
@@ -256,6 +290,7 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
     return job;
 
 fail:
+    stream_restore_top(s);
     job_early_fail(job);
     return NULL;
 }

@@ -1,0 +1,256 @@
+"""Jobs on read-only nodes: block-commit into a base opened read-only (as
+backing images opened from a header are) and block-stream into a read-only
+top.  The node is reopened read-write for the job and read-only again after
+it, whatever the outcome; a refused reopen (another process holds the image
+in a way that forbids writing) fails the command and changes nothing.
+Verified against qemu-storage-daemon 7.2.
+
+Chain (64 MiB), opened from the headers below top:
+    base:  1 @ 0-4M
+    mid:   2 @ 2-40M, zeroes @ 44-45M     (more than the reference copies
+                                          before its first rate-limit sleep)
+    top:   3 @ 6-7M
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import golden
+from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+
+MiB = 1 << 20
+SIZE = 64 * MiB
+
+
+class Chain:
+    def __init__(self, d):
+        self.dir = str(d)
+        self.base = os.path.join(self.dir, 'base.qcow2')
+        self.mid = os.path.join(self.dir, 'mid.qcow2')
+        self.top = os.path.join(self.dir, 'top.qcow2')
+        self.ref = os.path.join(self.dir, 'ref.raw')
+        qemu_img('create', '-q', '-f', 'qcow2', self.base, SIZE)
+        qemu_io('-c', 'write -P 1 0 4M', self.base)
+        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+                 'qcow2', self.mid)
+        qemu_io('-c', 'write -P 2 2M 38M', '-c', 'write -z 44M 1M', self.mid)
+        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
+                 'qcow2', self.top)
+        qemu_io('-c', 'write -P 3 6M 1M', self.top)
+        qemu_img('convert', '-O', 'raw', self.top, self.ref)
+
+    def blockdev(self, top_opts=''):
+        return ['--blockdev', 'driver=qcow2,node-name=top,%sfile.driver=file,'
+                'file.filename=%s' % (top_opts, self.top)]
+
+    def chain(self):
+        out = qemu_img('info', '-U', '--backing-chain', '--output=json',
+                       self.top).stdout
+        return [os.path.basename(i['filename']) for i in json.loads(out)]
+
+    def check(self):
+        for img in (self.top, self.mid, self.base):
+            qemu_img('check', '-q', img)
+        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref,
+                 self.top)
+
+
+@pytest.fixture
+def chain(workdir):
+    return Chain(workdir)
+
+
+def nodes_of(qmp, path):
+    """{driver: (node-name, ro)} of the nodes showing file `path`."""
+    return {n['drv']: (n['node-name'], n['ro'])
+            for n in qmp.execute('query-named-block-nodes')
+            if n['file'] == path}
+
+
+def node_name(qmp, path):
+    return nodes_of(qmp, path)['qcow2'][0]
+
+
+def assert_read_only(qmp, path):
+    found = nodes_of(qmp, path)
+    assert found['qcow2'][1] is True and found['file'][1] is True, found
+
+
+def assert_fds_read_only(daemon, path):
+    """Every descriptor the daemon has on path was opened read-only."""
+    fd_dir = '/proc/%d/fd' % daemon.pid
+    seen = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            if os.readlink(os.path.join(fd_dir, fd)) != path:
+                continue
+            with open('/proc/%d/fdinfo/%s' % (daemon.pid, fd)) as f:
+                flags = int(f.read().split('flags:')[1].split()[0], 8)
+        except (FileNotFoundError, IndexError):
+            continue
+        seen += 1
+        assert flags & os.O_ACCMODE == os.O_RDONLY, (fd, oct(flags))
+    assert seen
+
+
+class Holder:
+    """qemu-io holding an image read-only: it forbids writers (image
+    locks), so a reopen read-write of the image must be refused."""
+
+    def __init__(self, path):
+        self.path = path
+        self.proc = subprocess.Popen(
+            ['qemu-io', '-r', '-f', 'qcow2', '-c', 'sleep 60000', path],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+
+        def locked():
+            r = subprocess.run(['qemu-io', '-f', 'raw', '-c', 'read 0 512',
+                                path], capture_output=True, text=True)
+            return r.returncode != 0 and 'Failed to get' in r.stdout + r.stderr
+        wait_until(locked, timeout=30, what='qemu-io holding %s' % path)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run_job(qmp, rec, cmd, args, mode):
+    if mode == 'manual':
+        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    qmp.execute(cmd, args)
+    if mode == 'manual':
+        rec.wait('BLOCK_JOB_PENDING')
+        qmp.execute('job-finalize', id=args['job-id'])
+        rec.wait_status('concluded')
+        qmp.execute('job-dismiss', id=args['job-id'])
+    rec.wait_status('null')
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_commit_into_read_only_base(daemon_factory, chain, mode):
+    d = daemon_factory(*chain.blockdev())
+    qmp = d.qmp
+    assert_read_only(qmp, chain.base)
+    rec = golden.Recorder(qmp, 'commit0')
+    run_job(qmp, rec, 'block-commit',
+            {'job-id': 'commit0', 'device': 'top',
+             'top-node': node_name(qmp, chain.mid),
+             'base-node': node_name(qmp, chain.base)}, mode)
+    golden.assert_matches('commit-intermediate.%s' % mode, rec.events,
+                          raw=True)
+    assert_read_only(qmp, chain.base)
+    assert_fds_read_only(d, chain.base)
+    assert nodes_of(qmp, chain.mid) == {}
+    d.stop()
+    assert chain.chain() == ['top.qcow2', 'base.qcow2']
+    chain.check()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_stream_into_read_only_top(daemon_factory, chain, mode):
+    d = daemon_factory(*chain.blockdev('read-only=on,'))
+    qmp = d.qmp
+    assert_read_only(qmp, chain.top)
+    rec = golden.Recorder(qmp, 'stream0')
+    run_job(qmp, rec, 'block-stream', {'job-id': 'stream0', 'device': 'top'},
+            mode)
+    golden.assert_matches('stream.%s' % mode, rec.events, raw=True)
+    assert_read_only(qmp, chain.top)
+    assert_fds_read_only(d, chain.top)
+    # the top's lock is a reader's again: qemu-io may read it alongside
+    qemu_io('-r', '-c', 'read -P 1 0 1M', chain.top)
+    d.stop()
+    assert chain.chain() == ['top.qcow2']
+    chain.check()
+
+
+@pytest.mark.timeout(120)
+def test_commit_cancelled_base_read_only_again(daemon_factory, chain):
+    d = daemon_factory(*chain.blockdev())
+    qmp = d.qmp
+    qmp.execute('block-commit', job_id='commit0', device='top',
+                top_node=node_name(qmp, chain.mid),
+                base_node=node_name(qmp, chain.base), speed=64 * 1024)
+    base = nodes_of(qmp, chain.base)
+    assert base['qcow2'][1] is False and base['file'][1] is False
+    qmp.execute('block-job-cancel', device='commit0')
+    qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+    assert_read_only(qmp, chain.base)
+    assert_fds_read_only(d, chain.base)
+    d.stop()
+    assert chain.chain() == ['top.qcow2', 'mid.qcow2', 'base.qcow2']
+    chain.check()
+
+
+@pytest.mark.timeout(120)
+def test_commit_reopen_refused(daemon_factory, chain):
+    holder = Holder(chain.base)
+    try:
+        d = daemon_factory(*chain.blockdev())
+        qmp = d.qmp
+        rec = golden.Recorder(qmp, 'commit0')
+        with pytest.raises(QMPError) as e:
+            qmp.execute('block-commit', job_id='commit0', device='top',
+                        top_node=node_name(qmp, chain.mid),
+                        base_node=node_name(qmp, chain.base))
+        assert e.value.desc == 'Failed to get "write" lock'
+        # the job existed briefly, as in the reference
+        rec.wait_status('null')
+        assert rec.statuses() == ['created', 'null']
+        assert qmp.execute('query-block-jobs') == []
+        assert_read_only(qmp, chain.base)
+        assert_read_only(qmp, chain.mid)
+    finally:
+        holder.stop()
+    # nothing was left behind: the same commit now works
+    rec = golden.Recorder(qmp, 'commit0')
+    run_job(qmp, rec, 'block-commit',
+            {'job-id': 'commit0', 'device': 'top',
+             'top-node': node_name(qmp, chain.mid),
+             'base-node': node_name(qmp, chain.base)}, 'auto')
+    assert_read_only(qmp, chain.base)
+    d.stop()
+    chain.check()
+
+
+@pytest.mark.timeout(120)
+def test_stream_reopen_refused(daemon_factory, chain):
+    holder = Holder(chain.top)
+    try:
+        d = daemon_factory(*chain.blockdev('read-only=on,'))
+        qmp = d.qmp
+        with pytest.raises(QMPError) as e:
+            qmp.execute('block-stream', job_id='stream0', device='top')
+        assert e.value.desc == 'Failed to get "write" lock'
+        assert qmp.get_events() == []
+        assert qmp.execute('query-block-jobs') == []
+        assert_read_only(qmp, chain.top)
+    finally:
+        holder.stop()
+    d.stop()
+    assert chain.chain() == ['top.qcow2', 'mid.qcow2', 'base.qcow2']
+    chain.check()
+
+
+@pytest.mark.timeout(60)
+def test_stream_read_only_named_file_refused(daemon_factory, chain):
+    """A file node the user named keeps its state: the format node above
+    cannot write it, so the reopen is refused."""
+    d = daemon_factory('--blockdev', 'driver=file,node-name=f,read-only=on,'
+                       'filename=%s' % chain.top,
+                       '--blockdev', 'driver=qcow2,node-name=top,'
+                       'read-only=on,file=f')
+    qmp = d.qmp
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-stream', job_id='stream0', device='top')
+    assert e.value.desc == 'Block node is read-only'
+    assert qmp.execute('query-block-jobs') == []
+    assert_read_only(qmp, chain.top)
+    d.stop()
+    assert chain.chain() == ['top.qcow2', 'mid.qcow2', 'base.qcow2']
