@@ -609,13 +609,44 @@ def test_commit_intermediate_wait(env, tmp_path):
                    b2)
 
 
-def test_commit_active_pivot(env):
-    p = env.run('commit', 'top', '--pivot', '--job-id', 'ac1')
-    if p.returncode == 1 and not env.qsd:
-        pytest.skip('this daemon refuses active commit: %s' % p.stderr)
-    assert p.returncode == 0, p.stderr
+def active_chain(env, tmp_path, name):
+    """b <- t as explicit nodes (base writable), t with data of its own."""
+    b, t = (str(tmp_path / ('%s-%s.qcow2' % (name, n))) for n in 'bt')
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', b, str(8 * MiB))
+    bjtest.qemu_io('-c', 'write -P 0x11 0 4M', b)
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', '-b', b, '-F', 'qcow2', t)
+    bjtest.qemu_io('-c', 'write -P 0x44 2M 4M', t)
+    q = env.d.qmp
+    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': name + 'b',
+                               'file': {'driver': 'file', 'filename': b}})
+    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': name + 't',
+                               'backing': name + 'b',
+                               'file': {'driver': 'file', 'filename': t}})
+    return b, t
+
+
+def test_commit_active_wait_then_abort_pivot(env, tmp_path):
+    b, t = active_chain(env, tmp_path, 'ac')
+    p = env.run('commit', 'act', '--job-id', 'ac1', '--wait', expect=0)
+    assert "job 'ac1' is ready" in p.stdout
+    p = env.run('list', expect=0)
+    assert re.search(r'^ac1\s+commit\s+ready\s.*\syes\s', p.stdout,
+                     re.M), p.stdout
+    p = env.run('abort', 'ac1', '--pivot', expect=0)
     assert "job 'ac1' completed: pivoted to the target" in p.stdout
     assert env.jobs() == []
+    env.d.stop()
+    bjtest.qemu_io('-c', 'read -P 0x11 0 2M', '-c', 'read -P 0x44 2M 4M', b)
+
+
+def test_commit_active_pivot(env, tmp_path):
+    b, t = active_chain(env, tmp_path, 'ad')
+    p = env.run('commit', 'adt', '--pivot', '--job-id', 'ad1', '--verbose',
+                expect=0)
+    assert "job 'ad1' completed: pivoted to the target" in p.stdout
+    assert env.jobs() == []
+    env.d.stop()
+    bjtest.qemu_io('-c', 'read -P 0x44 2M 4M', b)
 
 
 # -- the progress bar on a terminal ------------------------------------------
