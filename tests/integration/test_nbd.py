@@ -312,6 +312,8 @@ def test_qmp_export_lifecycle(daemon, tmp_path):
     q.execute('blockdev-del', node_name='disk')
 
 
+@pytest.mark.blockjobd_only('clients over max-connections: qemu-storage-daemon '
+                            'leaves them in the listen backlog, we close them')
 def test_inet_server_and_max_connections(daemon, tmp_path):
     add_disk(daemon, tmp_path / 'd.raw')
     s = socket.socket()
@@ -526,6 +528,8 @@ def test_hostile_clients(served):
     assert served.qmp.execute('query-block-exports')[0]['id'] == 'e0'
 
 
+@pytest.mark.blockjobd_only('clients over max-connections: qemu-storage-daemon '
+                            'leaves them in the listen backlog, we close them')
 def test_hundreds_of_connections(served):
     socks = []
     for _ in range(300):
