@@ -5,7 +5,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -76,7 +75,7 @@ void units_format_duration(char *buf, size_t size, double seconds)
         snprintf(buf, size, "?");
         return;
     }
-    s = lround(seconds);
+    s = (long)(seconds + 0.5);
     if (s < 60) {
         snprintf(buf, size, "%lds", s);
     } else if (s < 3600) {
