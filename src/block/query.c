@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/dirty-bitmap-named.h"
 
 static bool has_strong_options(BlockNode *bs)
 {
@@ -272,6 +273,10 @@ static json_t *node_info(BlockNode *bs, bool flat)
                                   "direct", bs->cache_direct,
                                   "no-flush", bs->cache_no_flush));
     json_object_set_new(info, "image", image_info(bs, flat));
+    json_t *bitmaps = bdrv_query_dirty_bitmaps(bs);
+    if (bitmaps) {
+        json_object_set_new(info, "dirty-bitmaps", bitmaps);
+    }
     free(name);
     return info;
 }

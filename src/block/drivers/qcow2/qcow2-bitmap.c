@@ -1,24 +1,64 @@
 /*
- * Persistent dirty bitmaps, as far as we handle them today: we do not
- * track writes into them, so opening an image read-write marks every
- * bitmap `in_use` — exactly what qemu finds after a writer crashed: the
- * bitmaps are kept, reported as inconsistent, and the image stays clean
- * for qemu-img check.  Trusting a bitmap that missed our writes would make
- * an incremental backup silently incomplete.
+ * Persistent dirty bitmaps in the qcow2 bitmaps extension
+ * (docs/interop/qcow2.txt, "Bitmaps extension").
+ *
+ * Life of a bitmap here, as qemu does it:
+ *   open      every directory entry becomes a named in-memory bitmap; one
+ *             found `in_use` was left by a writer that did not close the
+ *             image: it is loaded empty and marked inconsistent (refused
+ *             for use until removed).  Read-write: every entry is then
+ *             marked in_use on disk (and flushed) before any guest write.
+ *   close     the consistent persistent bitmaps are written to new
+ *             clusters with a new directory; the header is switched to it
+ *             (in_use clear); only then are the old clusters freed, so a
+ *             crash at any point leaves a valid image (at worst leaks).
+ *
+ * A crash while open leaves every entry in_use: the bitmap is reported
+ * inconsistent at the next open, never trusted silently.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/dirty-bitmap-named.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "util/log.h"
 
 #define BME_FLAG_IN_USE     (1u << 0)
+#define BME_FLAG_AUTO       (1u << 1)
+#define BME_FLAG_EXTRA_COMPAT (1u << 2)
+#define BME_TYPE_DIRTY      1
 #define BME_HEADER_SIZE     24
 #define BM_MAX_DIR_SIZE     (64u << 20)
+#define BM_MAX_NB           65535
+#define BM_MAX_TABLE_SIZE   (1u << 24)   /* entries; qemu's 64 MiB limit */
+#define BME_TABLE_OFFSET_MASK 0x00fffffffffffe00ull
 
-static const Qcow2RawExt *find_ext(const Qcow2Header *h)
+typedef struct Qcow2BitmapEntry {
+    char *name;
+    uint64_t table_offset;
+    uint32_t table_size;
+    uint32_t flags;
+    uint8_t granularity_bits;
+    uint8_t *extra;            /* kept for entries we carry unchanged */
+    uint32_t extra_size;
+} Qcow2BitmapEntry;
+
+struct Qcow2Bitmaps {
+    Qcow2BitmapEntry *e;       /* the directory as found at open */
+    uint32_t nb;
+    uint64_t dir_offset, dir_size;
+    /* The extension is there but the autoclear bit is not: a writer that
+     * does not know bitmaps changed the image.  We leave it alone and
+     * store nothing. */
+    bool foreign;
+    /* Set once the open succeeded read-write: a failed open stores
+     * nothing. */
+    bool store_on_close;
+};
+
+static Qcow2RawExt *find_ext(Qcow2Header *h)
 {
     for (unsigned i = 0; i < h->nb_raw_exts; i++) {
         if (h->raw_exts[i].type == QCOW2_EXT_BITMAPS) {
@@ -28,30 +68,163 @@ static const Qcow2RawExt *find_ext(const Qcow2Header *h)
     return NULL;
 }
 
-int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp)
+void qcow2_free_bitmaps(BDRVQcow2State *s)
 {
-    const Qcow2RawExt *ext = find_ext(&s->hdr);
-    uint8_t *dir;
+    Qcow2Bitmaps *b = s->bitmaps;
+
+    if (!b) {
+        return;
+    }
+    for (uint32_t i = 0; i < b->nb; i++) {
+        free(b->e[i].name);
+        free(b->e[i].extra);
+    }
+    free(b->e);
+    free(b);
+    s->bitmaps = NULL;
+}
+
+/* Table entries needed for a bitmap of gran_bits over the image. */
+static uint64_t table_entries(BDRVQcow2State *s, unsigned gran_bits)
+{
+    uint64_t bits = (s->hdr.size + (1ull << gran_bits) - 1) >> gran_bits;
+    uint64_t per_cluster = (uint64_t)s->g.cluster_size * 8;
+    return (bits + per_cluster - 1) / per_cluster;
+}
+
+static bool parse_directory(BDRVQcow2State *s, const uint8_t *dir,
+                            uint64_t size, uint32_t nb, Error **errp)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    uint64_t pos = 0;
+
+    b->e = calloc(nb, sizeof(*b->e));
+    if (!b->e) {
+        abort();
+    }
+    for (uint32_t i = 0; i < nb; i++) {
+        Qcow2BitmapEntry *e = &b->e[b->nb];
+        if (pos + BME_HEADER_SIZE > size) {
+            goto bad;
+        }
+        const uint8_t *p = dir + pos;
+        uint8_t type = p[16];
+        uint16_t name_size = be16_get(p + 18);
+        e->table_offset = be64_get(p);
+        e->table_size = be32_get(p + 8);
+        e->flags = be32_get(p + 12);
+        e->granularity_bits = p[17];
+        e->extra_size = be32_get(p + 20);
+        uint64_t len = BME_HEADER_SIZE + (uint64_t)e->extra_size + name_size;
+        if (pos + len > size || name_size == 0 ||
+            name_size > BDRV_BITMAP_MAX_NAME_SIZE || type != BME_TYPE_DIRTY ||
+            e->granularity_bits < 9 || e->granularity_bits > 31 ||
+            (e->table_offset & ~BME_TABLE_OFFSET_MASK) ||
+            e->table_offset < s->g.cluster_size ||
+            e->table_size != table_entries(s, e->granularity_bits) ||
+            e->table_size > BM_MAX_TABLE_SIZE ||
+            (e->extra_size && !(e->flags & BME_FLAG_EXTRA_COMPAT))) {
+            goto bad;
+        }
+        e->name = strndup((const char *)p + BME_HEADER_SIZE + e->extra_size,
+                          name_size);
+        if (!e->name) {
+            abort();
+        }
+        b->nb++;
+        if (e->extra_size) {
+            e->extra = malloc(e->extra_size);
+            if (!e->extra) {
+                abort();
+            }
+            memcpy(e->extra, p + BME_HEADER_SIZE, e->extra_size);
+        }
+        pos += (len + 7) & ~7ull;
+    }
+    return true;
+
+bad:
+    error_setg(errp, "qcow2: invalid bitmap directory entry %u", b->nb);
+    return false;
+}
+
+/* Fills bm from its bitmap table. */
+static int coroutine_fn load_data(BDRVQcow2State *s,
+                                  const Qcow2BitmapEntry *e,
+                                  BdrvDirtyBitmap *bm)
+{
+    const uint64_t cs = s->g.cluster_size;
+    const uint64_t gran = 1ull << e->granularity_bits;
+    const uint64_t span = cs * 8 * gran;     /* guest bytes per cluster */
+    uint64_t tbytes = (uint64_t)e->table_size * 8;
+    uint8_t *table = malloc(tbytes ? tbytes : 1);
+    uint8_t *data = malloc(cs);
+    int ret = 0;
+
+    if (!table || !data) {
+        abort();
+    }
+    ret = qcow2_read_meta(s, e->table_offset, table, tbytes);
+    for (uint32_t i = 0; ret >= 0 && i < e->table_size; i++) {
+        uint64_t ent = be64_get(table + 8 * i);
+        uint64_t off = ent & BME_TABLE_OFFSET_MASK;
+        uint64_t base = i * span;
+        if (!off) {
+            if (ent & 1) {
+                bdrv_set_dirty_bitmap(bm, (int64_t)base, (int64_t)span);
+            }
+            continue;
+        }
+        ret = qcow2_read_meta(s, off, data, cs);
+        if (ret < 0) {
+            break;
+        }
+        for (uint64_t bit = 0; bit < cs * 8; bit++) {
+            if (data[bit / 8] & (1u << (bit % 8))) {
+                uint64_t start = base + bit * gran;
+                if (start >= s->hdr.size) {
+                    break;
+                }
+                bdrv_set_dirty_bitmap(bm, (int64_t)start, (int64_t)gran);
+            }
+        }
+    }
+    free(table);
+    free(data);
+    return ret < 0 ? ret : 0;
+}
+
+int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
+{
+    Qcow2RawExt *ext = find_ext(&s->hdr);
+    BlockNode *bs = s->bs;
+    uint8_t *dir = NULL;
     int ret;
 
-    if (!ext || !(s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
-        return 0;   /* none, or already inconsistent: nothing to protect */
+    s->bitmaps = calloc(1, sizeof(*s->bitmaps));
+    if (!s->bitmaps) {
+        abort();
+    }
+    if (!ext) {
+        return 0;
+    }
+    if (!(s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)) {
+        s->bitmaps->foreign = true;
+        return 0;
     }
     uint32_t nb = be32_get(ext->data);
     uint64_t size = be64_get(ext->data + 8);
     uint64_t off = be64_get(ext->data + 16);
-    if (nb == 0 || nb > 65535 || size > BM_MAX_DIR_SIZE ||
+    if (nb == 0 || nb > BM_MAX_NB || size > BM_MAX_DIR_SIZE ||
         size < (uint64_t)nb * BME_HEADER_SIZE ||
         (off & (s->g.cluster_size - 1)) || off < s->g.cluster_size ||
-        off > s->file_size ||
-        size > s->file_size - off) {
+        off > s->file_size || size > s->file_size - off) {
         error_setg(errp, "qcow2: invalid bitmaps extension");
         return -EINVAL;
     }
     dir = malloc(size);
     if (!dir) {
-        error_setg(errp, "qcow2: bitmap directory too large");
-        return -ENOMEM;
+        abort();
     }
     ret = qcow2_read_meta(s, off, dir, size);
     if (ret < 0) {
@@ -59,38 +232,421 @@ int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp)
                          "directory");
         goto out;
     }
-    bool changed = false;
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < nb; i++) {
-        if (pos + BME_HEADER_SIZE > size) {
-            break;
-        }
-        uint8_t *e = dir + pos;
-        uint32_t flags = be32_get(e + 12);
-        uint16_t name_size = be16_get(e + 18);
-        uint32_t extra = be32_get(e + 20);
-        if (!(flags & BME_FLAG_IN_USE)) {
-            be32_put(e + 12, flags | BME_FLAG_IN_USE);
-            changed = true;
-        }
-        uint64_t len = BME_HEADER_SIZE + (uint64_t)extra + name_size;
-        pos += (len + 7) & ~7ull;
+    s->bitmaps->dir_offset = off;
+    s->bitmaps->dir_size = size;
+    if (!parse_directory(s, dir, size, nb, errp)) {
+        ret = -EINVAL;
+        goto out;
     }
-    if (changed) {
-        ret = qcow2_write_meta(s, off, dir, size);
-        if (ret >= 0) {
-            ret = qcow2_flush_file(s);
-        }
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "qcow2: could not update the "
-                             "bitmap directory");
+
+    /* The layer sets the node's length after open; bitmaps need it now. */
+    bs->total_bytes = (int64_t)s->hdr.size;
+    for (uint32_t i = 0; i < s->bitmaps->nb; i++) {
+        Qcow2BitmapEntry *e = &s->bitmaps->e[i];
+        BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(
+            bs, 1u << e->granularity_bits, e->name, errp);
+        if (!bm) {
+            ret = -EINVAL;
             goto out;
         }
-        log_info("qcow2: node '%s': persistent bitmaps marked in use "
-                 "(not maintained by this daemon)", s->bs->node_name);
+        bdrv_dirty_bitmap_set_persistent(bm, true);
+        if (e->flags & BME_FLAG_IN_USE) {
+            bdrv_dirty_bitmap_set_inconsistent(bm);
+            continue;
+        }
+        ret = load_data(s, e, bm);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "qcow2: could not read bitmap '%s'",
+                             e->name);
+            goto out;
+        }
+        if (!(e->flags & BME_FLAG_AUTO) || bs->read_only) {
+            bdrv_disable_dirty_bitmap(bm);
+        }
     }
     ret = 0;
 out:
     free(dir);
+    return ret;
+}
+
+int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    uint8_t *dir;
+    int ret;
+
+    if (!b || b->foreign) {
+        return 0;
+    }
+    if (!b->nb) {
+        b->store_on_close = true;
+        return 0;
+    }
+    dir = malloc(b->dir_size);
+    if (!dir) {
+        abort();
+    }
+    ret = qcow2_read_meta(s, b->dir_offset, dir, b->dir_size);
+    bool changed = false;
+    uint64_t pos = 0;
+    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
+        uint8_t *e = dir + pos;
+        uint32_t flags = be32_get(e + 12);
+        if (!(flags & BME_FLAG_IN_USE)) {
+            be32_put(e + 12, flags | BME_FLAG_IN_USE);
+            changed = true;
+        }
+        uint64_t len = BME_HEADER_SIZE + (uint64_t)be32_get(e + 20) +
+                       be16_get(e + 18);
+        pos += (len + 7) & ~7ull;
+    }
+    if (ret >= 0 && changed) {
+        /* Durable before the first guest write can reach the image. */
+        ret = qcow2_write_meta(s, b->dir_offset, dir, b->dir_size);
+        if (ret >= 0) {
+            ret = qcow2_flush_file(s);
+        }
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not update the bitmap "
+                         "directory");
+    } else {
+        b->store_on_close = true;
+        /* A node reopened read-write records into its auto bitmaps from
+         * now on (a read-only open loaded them disabled). */
+        for (uint32_t i = 0; i < b->nb; i++) {
+            BdrvDirtyBitmap *bm = bdrv_find_dirty_bitmap(s->bs, b->e[i].name);
+            if (bm && (b->e[i].flags & BME_FLAG_AUTO) &&
+                !bdrv_dirty_bitmap_inconsistent(bm)) {
+                bdrv_enable_dirty_bitmap(bm);
+            }
+        }
+    }
+    free(dir);
+    return ret < 0 ? ret : 0;
+}
+
+bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
+                                     uint32_t granularity, Error **errp)
+{
+    if (bs->drv != &bdrv_qcow2) {
+        error_setg(errp, "Can't store persistent bitmaps to %s: Operation "
+                   "not supported", bs->node_name);
+        return false;
+    }
+    BDRVQcow2State *s = bs->opaque;
+    if (bs->read_only) {
+        error_setg(errp, "Can't store persistent bitmaps to %s: Read-only "
+                   "file system", bs->node_name);
+        return false;
+    }
+    if (s->hdr.version < 3 || !s->bitmaps || s->bitmaps->foreign) {
+        error_setg(errp, "Can't store persistent bitmaps to %s: Operation "
+                   "not supported", bs->node_name);
+        return false;
+    }
+    unsigned n = 0;
+    for (BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_next(bs, NULL); bm;
+         bm = bdrv_dirty_bitmap_next(bs, bm)) {
+        n += bdrv_dirty_bitmap_persistent(bm);
+    }
+    if (n >= BM_MAX_NB) {
+        error_setg(errp, "Can't make bitmap '%s' persistent in '%s': Maximum "
+                   "number of persistent bitmaps is already reached", name,
+                   bs->node_name);
+        return false;
+    }
+    (void)granularity;
+    return true;
+}
+
+/* ---- store at close ---- */
+
+static const Qcow2BitmapEntry *old_entry(const Qcow2Bitmaps *b,
+                                         const char *name)
+{
+    for (uint32_t i = 0; i < b->nb; i++) {
+        if (!strcmp(b->e[i].name, name)) {
+            return &b->e[i];
+        }
+    }
+    return NULL;
+}
+
+/* Writes bm's data clusters and table; fills e (owned strings borrowed). */
+static int coroutine_fn write_bitmap(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
+                                     Qcow2BitmapEntry *e)
+{
+    const uint64_t cs = s->g.cluster_size;
+    const uint64_t gran = bdrv_dirty_bitmap_granularity(bm);
+    const uint64_t span = cs * 8 * gran;
+    uint8_t *table, *data;
+    uint64_t tbytes;
+    int ret = 0;
+
+    e->granularity_bits = (uint8_t)__builtin_ctzll(gran);
+    e->table_size = (uint32_t)table_entries(s, e->granularity_bits);
+    e->flags = bdrv_dirty_bitmap_enabled(bm) ? BME_FLAG_AUTO : 0;
+    tbytes = (uint64_t)e->table_size * 8;
+    table = calloc(1, tbytes ? tbytes : 1);
+    data = blk_aligned_alloc(4096, cs);
+    if (!table) {
+        abort();
+    }
+    for (uint32_t i = 0; i < e->table_size; i++) {
+        int64_t off = (int64_t)(i * span), bytes = 0;
+        int64_t end = (int64_t)((i + 1) * span);
+        bool any = false;
+        if (end > (int64_t)s->hdr.size) {
+            end = (int64_t)s->hdr.size;
+        }
+        memset(data, 0, cs);
+        while (bdrv_dirty_bitmap_next_dirty_area(bm, &off, end, INT64_MAX,
+                                                 &bytes)) {
+            uint64_t first = ((uint64_t)off - i * span) / gran;
+            uint64_t last = ((uint64_t)(off + bytes) - 1 - i * span) / gran;
+            for (uint64_t bit = first; bit <= last; bit++) {
+                data[bit / 8] |= (uint8_t)(1u << (bit % 8));
+            }
+            any = true;
+            off += bytes;
+        }
+        if (!any) {
+            continue;           /* entry 0: all zeros */
+        }
+        int64_t host = qcow2_alloc_clusters(s, 1);
+        if (host < 0) {
+            ret = (int)host;
+            goto out;
+        }
+        ret = qcow2_write_meta(s, (uint64_t)host, data, cs);
+        if (ret < 0) {
+            goto out;
+        }
+        be64_put(table + 8 * i, (uint64_t)host);
+    }
+    uint64_t tclusters = (tbytes + cs - 1) / cs;
+    int64_t toff = qcow2_alloc_clusters(s, tclusters ? tclusters : 1);
+    if (toff < 0) {
+        ret = (int)toff;
+        goto out;
+    }
+    e->table_offset = (uint64_t)toff;
+    ret = qcow2_write_meta(s, e->table_offset, table, tbytes);
+out:
+    free(table);
+    free(data);
+    return ret;
+}
+
+/* Drops the references of a stored bitmap's table and data clusters. */
+static int coroutine_fn free_bitmap_clusters(BDRVQcow2State *s,
+                                             const Qcow2BitmapEntry *e)
+{
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t tbytes = (uint64_t)e->table_size * 8;
+    uint8_t *table = malloc(tbytes ? tbytes : 1);
+    int ret;
+
+    if (!table) {
+        abort();
+    }
+    ret = qcow2_read_meta(s, e->table_offset, table, tbytes);
+    for (uint32_t i = 0; ret >= 0 && i < e->table_size; i++) {
+        uint64_t off = be64_get(table + 8 * i) & BME_TABLE_OFFSET_MASK;
+        if (off) {
+            ret = qcow2_update_refcount(s, off, cs, -1);
+        }
+    }
+    if (ret >= 0) {
+        ret = qcow2_update_refcount(s, e->table_offset,
+                                    tbytes ? tbytes : 1, -1);
+    }
+    free(table);
+    return ret;
+}
+
+static uint64_t entry_len(const Qcow2BitmapEntry *e)
+{
+    uint64_t len = BME_HEADER_SIZE + (uint64_t)e->extra_size +
+                   strlen(e->name);
+    return (len + 7) & ~7ull;
+}
+
+static void serialize_entry(uint8_t *p, const Qcow2BitmapEntry *e)
+{
+    size_t name_size = strlen(e->name);
+
+    be64_put(p, e->table_offset);
+    be32_put(p + 8, e->table_size);
+    be32_put(p + 12, e->flags);
+    p[16] = BME_TYPE_DIRTY;
+    p[17] = e->granularity_bits;
+    p[18] = (uint8_t)(name_size >> 8);
+    p[19] = (uint8_t)name_size;
+    be32_put(p + 20, e->extra_size);
+    if (e->extra_size) {
+        memcpy(p + BME_HEADER_SIZE, e->extra, e->extra_size);
+    }
+    memcpy(p + BME_HEADER_SIZE + e->extra_size, e->name, name_size);
+}
+
+/* Points the header at the new directory (or drops the extension). */
+static void set_extension(BDRVQcow2State *s, uint32_t nb, uint64_t dir_size,
+                          uint64_t dir_off)
+{
+    Qcow2Header *h = &s->hdr;
+    Qcow2RawExt *ext = find_ext(h);
+
+    if (!nb) {
+        if (ext) {
+            unsigned i = (unsigned)(ext - h->raw_exts);
+            free(ext->data);
+            memmove(ext, ext + 1, (h->nb_raw_exts - i - 1) * sizeof(*ext));
+            h->nb_raw_exts--;
+        }
+        h->autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
+        return;
+    }
+    if (!ext) {
+        Qcow2RawExt *r = realloc(h->raw_exts,
+                                 (h->nb_raw_exts + 1) * sizeof(*r));
+        if (!r) {
+            abort();
+        }
+        h->raw_exts = r;
+        ext = &r[h->nb_raw_exts++];
+        ext->type = QCOW2_EXT_BITMAPS;
+        ext->len = 24;
+        ext->data = calloc(1, 24);
+        if (!ext->data) {
+            abort();
+        }
+    }
+    be32_put(ext->data, nb);
+    be32_put(ext->data + 4, 0);
+    be64_put(ext->data + 8, dir_size);
+    be64_put(ext->data + 16, dir_off);
+    h->autoclear_features |= QCOW2_AUTOCLEAR_BITMAPS;
+}
+
+int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    BlockNode *bs = s->bs;
+    Qcow2BitmapEntry *ne = NULL;
+    bool *rewritten = NULL;
+    uint32_t nn = 0, cap = 0;
+    uint8_t *dir = NULL;
+    uint64_t dir_size = 0;
+    int64_t dir_off = 0;
+    int ret = 0;
+
+    if (!b || b->foreign || !b->store_on_close || bs->read_only ||
+        s->broken) {
+        return 0;
+    }
+    for (BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_next(bs, NULL); bm;
+         bm = bdrv_dirty_bitmap_next(bs, bm)) {
+        cap += bdrv_dirty_bitmap_persistent(bm);
+    }
+    if (!cap && !b->nb) {
+        return 0;
+    }
+    ne = calloc(cap ? cap : 1, sizeof(*ne));
+    rewritten = calloc(b->nb ? b->nb : 1, sizeof(*rewritten));
+    if (!ne || !rewritten) {
+        abort();
+    }
+    /* 1. New clusters for every consistent bitmap; an inconsistent one
+     * keeps its entry (in_use) and clusters until it is removed. */
+    for (BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_next(bs, NULL); bm;
+         bm = bdrv_dirty_bitmap_next(bs, bm)) {
+        if (!bdrv_dirty_bitmap_persistent(bm)) {
+            continue;
+        }
+        const Qcow2BitmapEntry *old = old_entry(b, bdrv_dirty_bitmap_name(bm));
+        Qcow2BitmapEntry *e = &ne[nn++];
+        e->name = (char *)bdrv_dirty_bitmap_name(bm);
+        if (old) {
+            rewritten[old - b->e] = !bdrv_dirty_bitmap_inconsistent(bm);
+        }
+        if (old && bdrv_dirty_bitmap_inconsistent(bm)) {
+            *e = *old;
+            e->flags |= BME_FLAG_IN_USE;
+            continue;
+        }
+        ret = write_bitmap(s, bm, e);
+        if (ret < 0) {
+            goto out;
+        }
+    }
+    /* 2. The directory, newest bitmap first as qemu lists them. */
+    for (uint32_t i = 0; i < nn; i++) {
+        dir_size += entry_len(&ne[i]);
+    }
+    if (nn) {
+        uint64_t cs = s->g.cluster_size;
+        dir = calloc(1, dir_size);
+        if (!dir) {
+            abort();
+        }
+        uint64_t pos = 0;
+        for (uint32_t i = nn; i-- > 0;) {
+            serialize_entry(dir + pos, &ne[i]);
+            pos += entry_len(&ne[i]);
+        }
+        dir_off = qcow2_alloc_clusters(s, (dir_size + cs - 1) / cs);
+        if (dir_off < 0) {
+            ret = (int)dir_off;
+            goto out;
+        }
+        ret = qcow2_write_meta(s, (uint64_t)dir_off, dir, dir_size);
+        if (ret < 0) {
+            goto out;
+        }
+    }
+    /* 3. New clusters and their refcounts durable, then the header. */
+    ret = qcow2_flush_metadata(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    if (ret < 0) {
+        goto out;
+    }
+    set_extension(s, nn, dir_size, (uint64_t)dir_off);
+    ret = qcow2_write_header(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    if (ret < 0) {
+        goto out;
+    }
+    /* 4. Nothing points at the old directory or at the old clusters of
+     * rewritten and removed bitmaps any more: free them. */
+    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
+        bool kept = false;
+        for (uint32_t j = 0; j < nn; j++) {
+            kept |= !strcmp(ne[j].name, b->e[i].name) && !rewritten[i];
+        }
+        if (!kept) {
+            ret = free_bitmap_clusters(s, &b->e[i]);
+        }
+    }
+    if (ret >= 0 && b->nb) {
+        ret = qcow2_update_refcount(s, b->dir_offset, b->dir_size, -1);
+    }
+    if (ret >= 0) {
+        ret = qcow2_flush_metadata(s);
+    }
+out:
+    if (ret < 0) {
+        log_error("qcow2: node '%s': could not store persistent bitmaps: %s",
+                  bs->node_name, strerror(-ret));
+    }
+    free(dir);
+    free(ne);
+    free(rewritten);
     return ret;
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "aio/io.h"
+#include "block/dirty-bitmap-named.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "util/cleanup.h"
@@ -305,13 +306,33 @@ static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
     }
 }
 
+static void coroutine_fn store_bitmaps_entry(void *opaque)
+{
+    CloseFlush *cf = opaque;
+
+    co_mutex_lock(&cf->s->lock);
+    cf->ret = qcow2_store_bitmaps(cf->s);
+    co_mutex_unlock(&cf->s->lock);
+    cf->done = true;
+    aio_wait_kick();
+}
+
 static void qcow2_close(BlockNode *bs)
 {
     BDRVQcow2State *s = bs->opaque;
 
     if (!coroutine_in_coroutine()) {
+        if (!bs->read_only && s->l2_cache && !s->broken) {
+            /* Persistent bitmaps first: storing them allocates. */
+            CloseFlush cf = { .s = s };
+            aio_co_enter(bs->ctx, coroutine_create(store_bitmaps_entry, &cf));
+            AIO_WAIT_WHILE(bs->ctx, !cf.done);
+        }
         write_back_on_close(bs, s);
     }
+    /* The layer frees the node's bitmaps next: drop their marks first. */
+    bdrv_dirty_bitmap_forget_node(bs);
+    qcow2_free_bitmaps(s);
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->rb_cache);
     s->l2_cache = s->rb_cache = NULL;
@@ -366,6 +387,14 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
         goto fail;
     }
     if (!load_tables(bs, s, errp) || !setup_caches(bs, s, opts, errp)) {
+        goto fail;
+    }
+    /* Persistent bitmaps become the node's named bitmaps (before a
+     * read-write open marks them in use). */
+    co_mutex_lock(&s->lock);
+    int bret = qcow2_load_bitmaps(s, errp);
+    co_mutex_unlock(&s->lock);
+    if (bret < 0) {
         goto fail;
     }
     if (!bs->read_only && qcow2_co_activate(bs, errp) < 0) {

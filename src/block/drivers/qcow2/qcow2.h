@@ -26,6 +26,7 @@
 #include "util/list.h"
 
 typedef struct BDRVQcow2State BDRVQcow2State;
+typedef struct Qcow2Bitmaps Qcow2Bitmaps;   /* qcow2-bitmap.c */
 
 /* ---- table cache (qcow2-cache.c) ---- */
 
@@ -104,6 +105,8 @@ struct BDRVQcow2State {
      * structures allocated meanwhile add to. */
     uint32_t *repair_counts;
     uint64_t repair_n;
+    /* Persistent bitmaps: the directory found at open (qcow2-bitmap.c). */
+    Qcow2Bitmaps *bitmaps;
 };
 
 /* ---- refcounts and allocation (qcow2-refcount.c) ---- */
@@ -120,8 +123,18 @@ int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
 /* Recounts every reference and fixes the refcounts, then clears the dirty
  * bit (for images left dirty by lazy refcounts). */
 int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp);
-/* Read-write open: marks persistent bitmaps in use (qcow2-bitmap.c). */
+/* ---- persistent bitmaps (qcow2-bitmap.c) ---- */
+
+/* Open: turns the bitmaps extension into the node's named bitmaps
+ * (in_use ones inconsistent).  Caller holds s->lock. */
+int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp);
+/* Read-write open, after loading: marks every stored bitmap in use,
+ * durably, and arms the store at close. */
 int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp);
+/* Close of a read-write node: writes the persistent bitmaps, clears
+ * in_use, frees the old clusters.  Caller holds s->lock. */
+int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s);
+void qcow2_free_bitmaps(BDRVQcow2State *s);
 /* Allocates n contiguous clusters (refcount 1); returns host offset or
  * -errno.  Grows the file as needed. */
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n);
