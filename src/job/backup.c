@@ -33,10 +33,14 @@
 #include "job/blockjob.h"
 #include "util/log.h"
 
-#define DEFAULT_CHUNK      (1LL << 20)
-#define JOB_BUF_LIMIT      (8LL << 20)
+#define DEFAULT_CHUNK      (4LL << 20)
+#define JOB_BUF_LIMIT      (16LL << 20)
 #define DEFAULT_WORKERS    64
 #define NONE_SLEEP_NS      1000000000LL
+/* While clients copy old data (or did within this window), the background
+ * keeps one worker: a client's write waits for its own copy, and fewer
+ * background requests on the disks make that copy quicker. */
+#define CLIENT_WINDOW_NS   20000000LL
 
 typedef struct BackupJob {
     Job job;
@@ -153,7 +157,9 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
             if (job_is_cancelled(job) || job->pause_count > 0) {
                 continue;
             }
-        } else if (s->workers >= s->max_workers) {
+        } else if (s->workers >= s->max_workers ||
+                   (s->workers >= 1 &&
+                    block_copy_clients_active(s->bcs, CLIENT_WINDOW_NS))) {
             co_queue_wait(&s->worker_done, NULL);
             continue;
         }

@@ -38,6 +38,9 @@ struct BlockCopyState {
     int64_t buf_limit, mem_in_use;
     CoQueue mem_waiters;
 
+    int clients_in_flight;
+    int64_t client_end_ns;   /* clock_ns() when the last one ended */
+
     BlockNode *skip_top, *skip_base;
     bool skip_unallocated;
     bool disabled;
@@ -175,6 +178,12 @@ int64_t block_copy_remaining(BlockCopyState *s)
 int block_copy_tasks_in_flight(BlockCopyState *s)
 {
     return s->n_tasks;
+}
+
+bool block_copy_clients_active(BlockCopyState *s, int64_t window_ns)
+{
+    return s->clients_in_flight > 0 ||
+           (s->client_end_ns && clock_ns() - s->client_end_ns < window_ns);
 }
 
 /* ---- tasks ---- */
@@ -425,9 +434,12 @@ int coroutine_fn block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
             }
             BlockCopyTask *t = task_create(s, (int64_t)at,
                                            (int64_t)(run_end - at), 0);
+            s->clients_in_flight++;
             int ret = copy_range(s, t->offset, t->bytes, CLIENT_PIECE,
                                  error_is_read);
             int64_t done = t->bytes;
+            s->clients_in_flight--;
+            s->client_end_ns = clock_ns();
             task_end(t, ret < 0);
             if (ret < 0) {
                 return ret;

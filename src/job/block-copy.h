@@ -78,6 +78,9 @@ int64_t block_copy_len(BlockCopyState *s);
 /* Dirty bytes plus bytes in flight: what is left. */
 int64_t block_copy_remaining(BlockCopyState *s);
 int block_copy_tasks_in_flight(BlockCopyState *s);
+/* Whether a client's copy is in flight or ended less than window_ns ago:
+ * the background then yields the disk to clients. */
+bool block_copy_clients_active(BlockCopyState *s, int64_t window_ns);
 
 /*
  * Before a client write to [offset, offset+bytes): copies every cluster it
