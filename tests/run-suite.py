@@ -172,6 +172,7 @@ def run_integration(tally, label, builddir, pytest_args):
     env['BLOCKJOBD_BUILD_DIR'] = os.path.join(REPO, builddir)
     env['PYTHONDONTWRITEBYTECODE'] = '1'
     cmd = [PYTHON, '-m', 'pytest', '-q', '-rfEs', '-p', 'no:cacheprovider',
+           '--rootdir', REPO,
            '--junitxml', xml, os.path.join(REPO, 'tests', 'integration')]
     cmd += pytest_args
     print('==> integration tests (%s): BLOCKJOBD_BIN=%s' % (label, binary),
