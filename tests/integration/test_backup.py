@@ -383,3 +383,25 @@ def test_backup_filter_node_and_busy(daemon, imgs):
                    match=lambda ev: ev['data']['status'] == 'null')
     assert 'fl' not in node_names(qmp)
     release(qmp)
+
+
+@pytest.mark.timeout(60)
+def test_quit_with_running_backups(daemon, imgs):
+    """quit while a throttled backup and a sync=none one run: both are
+    cancelled, the filters go, the daemon exits cleanly (sanitizers
+    quiet) and the images check clean."""
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    t2 = os.path.join(imgs.dir, 't2.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', t2, SIZE)
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 't2',
+                                 'file': {'driver': 'file',
+                                          'filename': t2}})
+    start_backup(qmp, jid='b0', speed=1 * MiB)
+    start_backup(qmp, jid='b1', target='t2', sync='none')
+    assert len(qmp.execute('query-block-jobs')) == 2
+    qmp.execute('quit')
+    daemon.wait(timeout=30)
+    daemon.check()
+    imgs.check()
+    qemu_img('check', '-q', t2)
