@@ -69,6 +69,9 @@ enum {
                                          metadata, not guest data (blkdebug
                                          fires no read_aio/write_aio for it,
                                          as qemu's formats fire none) */
+    BLK_REQ_WRITE_COMPRESSED = 1 << 5, /* write: store compressed where the
+                                          format can (qcow2; backup's
+                                          compress); cluster aligned */
 };
 
 /* ---- block status ---- */

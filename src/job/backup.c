@@ -355,6 +355,7 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
         goto fail;
     }
     block_copy_set_progress(s->bcs, backup_progress, s);
+    block_copy_set_compress(s->bcs, p->compress);
     block_copy_set_buf_limit(s->bcs, JOB_BUF_LIMIT > s->chunk ?
                              JOB_BUF_LIMIT : s->chunk);
     if (s->sync == BACKUP_SYNC_TOP && block_chain_next(source)) {

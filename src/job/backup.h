@@ -24,6 +24,7 @@ typedef struct BackupParams {
     const char *filter_node_name; /* NULL: an implicit name */
     int64_t max_workers;          /* x-perf; 0: 64 */
     int64_t max_chunk;            /* x-perf; 0: no limit */
+    bool compress;                /* qcow2 target: compressed clusters */
 } BackupParams;
 
 /*

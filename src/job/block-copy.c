@@ -43,6 +43,7 @@ struct BlockCopyState {
 
     BlockNode *skip_top, *skip_base;
     bool skip_unallocated;
+    bool compress;
     bool disabled;
 };
 
@@ -148,6 +149,11 @@ void block_copy_set_skip_unallocated(BlockCopyState *s, BlockNode *source,
     s->skip_unallocated = true;
     s->skip_top = source;
     s->skip_base = base;
+}
+
+void block_copy_set_compress(BlockCopyState *s, bool compress)
+{
+    s->compress = compress;
 }
 
 void block_copy_set_disabled(BlockCopyState *s, bool disabled)
@@ -297,7 +303,8 @@ static int coroutine_fn copy_data(BlockCopyState *s, int64_t offset,
     ret = bdrv_co_preadv(s->source, offset, bytes, &qiov, 0);
     if (ret >= 0) {
         *error_is_read = false;
-        ret = bdrv_co_pwritev(s->target, offset, bytes, &qiov, 0);
+        ret = bdrv_co_pwritev(s->target, offset, bytes, &qiov,
+                              s->compress ? BLK_REQ_WRITE_COMPRESSED : 0);
     }
     iov_vec_destroy(&qiov);
     buf_free(buf, (size_t)bytes);

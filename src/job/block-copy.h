@@ -69,6 +69,8 @@ void block_copy_set_buf_limit(BlockCopyState *s, int64_t bytes);
 /* sync=top: skip what is not allocated in source above base. */
 void block_copy_set_skip_unallocated(BlockCopyState *s, BlockNode *source,
                                      BlockNode *base);
+/* Writes data with BLK_REQ_WRITE_COMPRESSED (qcow2 targets). */
+void block_copy_set_compress(BlockCopyState *s, bool compress);
 /* Stops copying (the job ended): block_copy returns 0 at once. */
 void block_copy_set_disabled(BlockCopyState *s, bool disabled);
 

@@ -237,15 +237,10 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
         error_setg(errp, "Source and target cannot be the same");
         return false;
     }
-    if (arg_bool(d, "compress", false)) {
-        if (strcmp(target->drv->name, "qcow2")) {
-            /* qemu names the drive here; nodes have no drive name. */
-            error_setg(errp, "Compression is not supported for this drive ");
-        } else {
-            error_setg(errp, "Compression is not supported for this drive "
-                       "%s: compressed qcow2 writes are not implemented yet",
-                       target->node_name);
-        }
+    p.compress = arg_bool(d, "compress", false);
+    if (p.compress && strcmp(target->drv->name, "qcow2")) {
+        /* qemu names the drive here; nodes have no drive name. */
+        error_setg(errp, "Compression is not supported for this drive ");
         return false;
     }
     if (!block_job_check_node_free(bs, errp) ||

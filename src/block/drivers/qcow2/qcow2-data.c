@@ -398,6 +398,10 @@ static bool overlaps_metadata(BDRVQcow2State *s, uint64_t off, uint64_t len)
            (off < rt + rt_len && rt < off + len);
 }
 
+static int coroutine_fn write_compressed(BlockNode *bs, int64_t offset,
+                                         int64_t bytes, IOVector *qiov,
+                                         unsigned flags);
+
 int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                                   int64_t bytes, IOVector *qiov,
                                   unsigned flags)
@@ -408,6 +412,9 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
 
     if (s->broken) {
         return -EIO;
+    }
+    if (flags & BLK_REQ_WRITE_COMPRESSED) {
+        return write_compressed(bs, offset, bytes, qiov, flags);
     }
     while (bytes > 0) {
         Qcow2Mapping m;
@@ -492,6 +499,148 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
         return bs->drv->co_flush(bs);
     }
     return 0;
+}
+
+/* ---- compressed writes (backup with compress=true) ---- */
+
+/*
+ * Deflates one cluster (raw deflate, 4 KiB window, as qemu writes them)
+ * into a host cluster of its own, mapped by a compressed L2 entry.
+ * Returns 1 without writing when the data does not shrink.  A whole host
+ * cluster per compressed cluster wastes the rest of it but keeps every
+ * refcount at 1; qemu packs them tighter.
+ */
+static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
+                                                 uint64_t offset,
+                                                 const uint8_t *data)
+{
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t first = offset >> s->g.cluster_bits;
+    uint8_t *out = blk_aligned_alloc(4096, cs);
+    uint64_t clen, wlen, ents[2];
+    Qcow2InflightAlloc *a;
+    z_stream z;
+    int64_t host;
+    int ret, zr;
+
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+                     Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(out);
+        return -ENOMEM;
+    }
+    z.next_in = (Bytef *)data;
+    z.avail_in = (uInt)cs;
+    z.next_out = out;
+    z.avail_out = (uInt)cs;
+    zr = deflate(&z, Z_FINISH);
+    clen = cs - z.avail_out;
+    deflateEnd(&z);
+    if (zr != Z_STREAM_END || clen >= cs) {
+        free(out);
+        return 1;
+    }
+    wlen = (clen + 511) & ~511ull;
+    memset(out + clen, 0, wlen - clen);
+
+    co_mutex_lock(&s->lock);
+    while ((a = find_inflight(s, first, 1))) {
+        co_queue_wait(&a->waiters, &s->lock);
+    }
+    a = calloc(1, sizeof(*a));
+    if (!a) {
+        abort();
+    }
+    a->first_cluster = first;
+    a->nb_clusters = 1;
+    co_queue_init(&a->waiters);
+    list_add_tail(&s->inflight, &a->link);
+    host = qcow2_alloc_clusters(s, 1);
+    co_mutex_unlock(&s->lock);
+    if (host < 0) {
+        ret = (int)host;
+        co_mutex_lock(&s->lock);
+        goto out;
+    }
+    IOVector v;
+    iov_vec_init_buf(&v, out, wlen);
+    ret = bdrv_co_pwritev(s->bs->file, host, (int64_t)wlen, &v, 0);
+    co_mutex_lock(&s->lock);
+    if (ret < 0) {
+        qcow2_update_refcount(s, (uint64_t)host, cs, -1);
+        goto out;
+    }
+    s->data_unflushed = true;
+    ents[0] = qcow2_l2_make_compressed(&s->g, (uint64_t)host, clen);
+    ents[1] = 0;
+    ret = qcow2_set_l2_entries(s, first, 1, ents, ents + 1);
+    if (ret >= 0) {
+        uint64_t off, bytes;
+        old_ref(s, ents[1], &off, &bytes);
+        if (bytes) {
+            qcow2_defer_free(s, off, bytes);
+        }
+        ret = 0;
+    } else {
+        qcow2_update_refcount(s, (uint64_t)host, cs, -1);
+    }
+out:
+    list_del(&a->link);
+    co_queue_restart_all(&a->waiters);
+    free(a);
+    co_mutex_unlock(&s->lock);
+    free(out);
+    return ret;
+}
+
+/* [offset, offset+bytes) cluster by cluster: compressed where it shrinks,
+ * an ordinary write otherwise (and for images whose entries cannot say
+ * "compressed": extended L2, external data file).  The last cluster of
+ * an image whose size is not a multiple of it is padded with zeroes. */
+static int coroutine_fn write_compressed(BlockNode *bs, int64_t offset,
+                                         int64_t bytes, IOVector *qiov,
+                                         unsigned flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const uint64_t cs = s->g.cluster_size;
+    uint8_t *buf;
+    size_t qoff = 0;
+    int ret = 0;
+
+    flags &= ~(unsigned)BLK_REQ_WRITE_COMPRESSED;
+    if (s->g.extended || s->hdr.data_file ||
+        qcow2_offset_in_cluster(&s->g, (uint64_t)offset)) {
+        return qcow2_co_pwritev(bs, offset, bytes, qiov, flags);
+    }
+    buf = blk_aligned_alloc(4096, cs);
+    while (bytes > 0 && ret >= 0) {
+        uint64_t n = (uint64_t)bytes < cs ? (uint64_t)bytes : cs;
+        if (n < cs && (uint64_t)offset + n < s->hdr.size) {
+            /* Not a whole cluster and not the image's last one. */
+            IOVector sub;
+            slice(&sub, qiov, qoff, n);
+            ret = qcow2_co_pwritev(bs, offset, (int64_t)n, &sub, flags);
+            iov_vec_destroy(&sub);
+        } else {
+            memset(buf, 0, cs);
+            iov_vec_to_buf(qiov, qoff, buf, n);
+            ret = write_compressed_cluster(s, (uint64_t)offset, buf);
+            if (ret == 1) {
+                IOVector sub;
+                slice(&sub, qiov, qoff, n);
+                ret = qcow2_co_pwritev(bs, offset, (int64_t)n, &sub, flags);
+                iov_vec_destroy(&sub);
+            }
+        }
+        offset += (int64_t)n;
+        bytes -= (int64_t)n;
+        qoff += n;
+    }
+    free(buf);
+    if (ret >= 0 && (flags & BLK_REQ_FUA)) {
+        return bs->drv->co_flush(bs);
+    }
+    return ret < 0 ? ret : 0;
 }
 
 /* ---- zeroes and discard: L2 entries only, whole clusters ---- */
