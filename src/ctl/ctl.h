@@ -64,13 +64,14 @@ typedef struct JobWait {
     bool dismiss;             /* dismiss the job once it concluded */
     bool verbose;             /* progress bar or lines on stderr */
     bool poll_only;           /* ignore events, poll query-jobs */
+    bool finalize;            /* finalize it if it waits in pending */
     int64_t deadline_ms;      /* qmpc_now_ms() based, -1: none */
     /* results */
     JobOutcome outcome;
     char *error;              /* the job's error, for OUTCOME_FAILED */
     char *last_status;
     /* bookkeeping */
-    bool saw_aborting, concluded, gone, ready, pivot_sent;
+    bool saw_aborting, concluded, gone, ready, pivot_sent, finalize_sent;
     int64_t cur, total;
 } JobWait;
 

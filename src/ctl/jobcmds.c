@@ -337,6 +337,7 @@ int cmd_abort(const Ctl *ctl)
     }
     const char *status = json_string_value(json_object_get(j, "status"));
     const char *type = json_string_value(json_object_get(j, "type"));
+    bool manual_finalize = json_is_false(json_object_get(j, "auto-finalize"));
     bool ready = status && (strcmp(status, "ready") == 0 ||
                             strcmp(status, "standby") == 0);
     if (ctl->pivot) {
@@ -361,6 +362,8 @@ int cmd_abort(const Ctl *ctl)
 
     w.id = id;
     w.dismiss = true;          /* abort returns when the job is gone */
+    /* the pivot happens at finalize: do it when nobody else will */
+    w.finalize = ctl->pivot && manual_finalize;
     w.verbose = ctl->verbose;
     w.poll_only = ctl->poll;
 

@@ -200,13 +200,12 @@ static int poll_job(Qmpc *q, JobWait *w, Progress *p, char **err)
     j = jobs_find(jobs, w->id);
     if (!j) {
         w->gone = true;
-        w->concluded = true;
         if (w->outcome == OUTCOME_NONE || w->outcome == OUTCOME_READY) {
             /* Nobody told us how it ended (no events, or a create job). */
-            w->outcome = (w->last_status &&
-                          strcmp(w->last_status, "aborting") == 0) ?
-                         OUTCOME_CANCELLED : OUTCOME_UNKNOWN;
+            w->outcome = w->saw_aborting ? OUTCOME_CANCELLED :
+                         w->concluded ? OUTCOME_COMPLETED : OUTCOME_UNKNOWN;
         }
+        w->concluded = true;
         json_decref(jobs);
         return QMPC_OK;
     }
@@ -290,6 +289,21 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
                 w->outcome = OUTCOME_READY;
                 break;
             }
+        }
+        if (w->finalize && !w->finalize_sent && w->last_status &&
+            strcmp(w->last_status, "pending") == 0) {
+            /* A job with auto-finalize off waits here for us. */
+            json_t *args = json_pack("{s:s}", "id", w->id);
+
+            w->finalize_sent = true;
+            r = qmpc_exec(*qp, "job-finalize", args, NULL, &err);
+            /* Refused: it moved on by itself meanwhile; watch on. */
+            free(err);
+            err = NULL;
+            if (r == QMPC_CONN_ERROR && (rc = reconnect(ctl, qp, w))) {
+                break;
+            }
+            continue;
         }
         if (w->concluded && !w->gone && w->outcome == OUTCOME_NONE) {
             /* concluded without a BLOCK_JOB_* event: ask for its error */

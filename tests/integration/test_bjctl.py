@@ -514,6 +514,33 @@ def test_daemon_dies_during_wait(env):
     assert "connection to the daemon lost while waiting for job 'x1'" in err
 
 
+def test_events_daemon_dies(env):
+    ev = env.popen('events', n=2)
+    time.sleep(0.5)
+    env.d.proc.kill()
+    env.d.wait()
+    env.d.check(expect_rc=-signal.SIGKILL)
+    out, err = ev.communicate(timeout=30)
+    assert ev.returncode == 3
+    assert err.strip() == 'bjctl: the daemon closed the connection'
+
+
+def test_daemon_dies_during_abort(slow_backing):
+    e = slow_backing
+    e.d.qmp.execute('block-stream', {'job-id': 'y1', 'device': 'stop'})
+    time.sleep(0.3)            # a 2 s read is in flight: the cancel waits
+    w = e.popen('abort', 'y1', n=1)
+    time.sleep(0.5)
+    e.d.proc.kill()
+    e.d.wait()
+    e.d.check(expect_rc=-signal.SIGKILL)
+    out, err = w.communicate(timeout=60)
+    if w.returncode == 0:
+        pytest.skip('the cancel took effect before the daemon died')
+    assert w.returncode == 3, (out, err)
+    assert "connection to the daemon lost while waiting for job 'y1'" in err
+
+
 # -- pivot -------------------------------------------------------------------
 
 def test_pivot_refused_when_not_ready(env):
@@ -561,6 +588,46 @@ def test_mirror_pivot_in_one_go(env, tmp_path):
                 expect=0)
     assert "job 'mirror-top' completed: pivoted to the target" in p.stdout
     assert env.jobs() == []
+
+
+def test_mirror_manual_finalize_abort_pivot(env, tmp_path):
+    """auto-finalize off: abort --pivot completes and finalizes it."""
+    skip_unless_command(env, 'blockdev-mirror')
+    tgt = str(tmp_path / 'mf.qcow2')
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
+    env.d.qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'mf',
+        'file': {'driver': 'file', 'filename': tgt}})
+    env.d.qmp.execute('blockdev-mirror', {
+        'job-id': 'mf1', 'device': 'top', 'target': 'mf', 'sync': 'full',
+        'auto-finalize': False})
+    env.wait_status('mf1', 'ready', timeout=60)
+    p = env.run('abort', 'mf1', '--pivot', expect=0)
+    assert "job 'mf1' completed: pivoted to the target" in p.stdout
+    assert env.job('mf1') is None
+    assert any(e['event'] == 'BLOCK_JOB_PENDING'
+               for e in env.d.qmp.all_events)
+
+
+def test_backup_bitmap(env, tmp_path):
+    skip_unless_command(env, 'blockdev-backup')
+    skip_unless_command(env, 'block-dirty-bitmap-add')
+    tgt = str(tmp_path / 'inc.qcow2')
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
+    env.d.qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'it',
+        'file': {'driver': 'file', 'filename': tgt}})
+    env.d.qmp.execute('block-dirty-bitmap-add', node='top', name='bm0')
+    # nothing written since the bitmap was made: an empty incremental
+    p = env.run('--json', 'backup', 'top', '--to', 'it', '--bitmap', 'bm0',
+                '--wait')
+    if p.returncode == 1 and 'not supported yet' in p.stderr:
+        pytest.skip(p.stderr.strip())
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {'id': 'backup-top', 'result': 'completed'}
+    p = env.run('backup', 'top', '--to', 'it', '--sync', 'bitmap',
+                expect=1)
+    assert p.stderr.startswith('bjctl: ') and 'bitmap' in p.stderr
 
 
 def test_backup_wait(env, tmp_path):
