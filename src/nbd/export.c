@@ -272,8 +272,12 @@ bool nbd_export_add(json_t *args, Error **errp)
     }
     uint64_t perm = BLK_PERM_CONSISTENT_READ |
                     (writable ? BLK_PERM_WRITE : 0);
+    /* Clients see a fixed size for the life of the connection, so nobody
+     * may resize the node under an export (qemu-storage-daemon's exports
+     * refuse to share resize too, which their image locks show). */
+    uint64_t shared = BLK_PERM_ALL & ~BLK_PERM_RESIZE;
     exp->child = bdrv_root_attach_child(bs, "root", &export_child_class, exp,
-                                        perm, BLK_PERM_ALL, errp);
+                                        perm, shared, errp);
     if (!exp->child) {
         free(exp);
         return false;
