@@ -272,9 +272,24 @@ static int commit_prepare(Job *job, Error **errp)
         return -ENOENT;
     }
     const char *file = s->backing_file ? s->backing_file : s->base->filename;
+    /* An overlay opened read-only (a backing image itself) is writable
+     * just for its header, as the reference does: it stays read-only
+     * while the job copies. */
+    bool overlay_read_only = overlay->read_only;
+    if (overlay_read_only &&
+        !bdrv_reopen_set_read_only(overlay, false, errp)) {
+        return -EPERM;
+    }
     /* The header first: if it cannot be written, the chain is unchanged
      * and the overlay still reads correctly through top. */
     int ret = block_change_backing_file(overlay, file, s->base->drv->name);
+    if (overlay_read_only) {
+        Error *err = NULL;
+        if (!bdrv_reopen_set_read_only(overlay, true, &err)) {
+            error_report_err(err, "block-commit: reopening the overlay "
+                             "read-only");
+        }
+    }
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Could not update backing file name "
                          "of '%s'", overlay->node_name);

@@ -254,3 +254,39 @@ def test_stream_read_only_named_file_refused(daemon_factory, chain):
     assert_read_only(qmp, chain.top)
     d.stop()
     assert chain.chain() == ['top.qcow2', 'mid.qcow2', 'base.qcow2']
+
+
+@pytest.mark.timeout(120)
+def test_commit_below_read_only_overlay(daemon_factory, chain):
+    """top -> a -> mid -> base, commit mid into base: the overlay a is a
+    read-only backing image too; it is made writable only for its header
+    (read-only while the job copies) and read-only again after."""
+    a = os.path.join(chain.dir, 'a.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2',
+             a)
+    qemu_io('-c', 'write -P 5 12M 1M', a)
+    qemu_img('rebase', '-u', '-b', 'a.qcow2', '-F', 'qcow2', chain.top)
+    qemu_img('convert', '-O', 'raw', chain.top, chain.ref)
+    d = daemon_factory(*chain.blockdev())
+    qmp = d.qmp
+    rec = golden.Recorder(qmp, 'commit0')
+    qmp.execute('block-commit', job_id='commit0', device='top',
+                top_node=node_name(qmp, chain.mid),
+                base_node=node_name(qmp, chain.base), speed=MiB)
+    assert_read_only(qmp, a)
+    qmp.execute('block-job-set-speed', device='commit0', speed=0)
+    rec.wait_status('null')
+    done = [e for e in rec.events if e['event'] == 'BLOCK_JOB_COMPLETED']
+    assert len(done) == 1 and 'error' not in done[0]['data'], done
+    assert_read_only(qmp, a)
+    assert_read_only(qmp, chain.base)
+    assert_fds_read_only(d, a)
+    info = [n for n in qmp.execute('query-named-block-nodes')
+            if n['file'] == a and n['drv'] == 'qcow2'][0]
+    assert info['image']['backing-filename'] == chain.base
+    d.stop()
+    assert chain.chain() == ['top.qcow2', 'a.qcow2', 'base.qcow2']
+    for img in (chain.top, a, chain.base):
+        qemu_img('check', '-q', img)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
+             chain.top)
