@@ -54,12 +54,17 @@ start_server() {   # server fmt
                >"$dir/$1.log" 2>&1 &
         ;;
     qemu-nbd)
-        "$qnbd" -f "$2" -x disk -k "$sock" --cache=writeback \
+        "$qnbd" -f "$2" -x disk -k "$sock" --cache=writeback --persistent \
                 --aio=threads -e 16 "$dir/img.$2" >"$dir/$1.log" 2>&1 &
         ;;
     esac
     pid=$!
-    for _ in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.05; done
+    # The socket file appears at bind(), before the server listens: wait
+    # until it answers an NBD handshake.
+    for _ in $(seq 200); do
+        nbdinfo --size "nbd+unix:///disk?socket=$sock" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
     echo "bench-nbd.sh: $1 did not start:" >&2
     cat "$dir/$1.log" >&2
     exit 1
