@@ -89,6 +89,8 @@ struct MirrorJob {
     bool should_complete;
     bool in_drain;           /* the body exited holding mirror_top drained */
     bool exited;             /* graph restored */
+    bool late_copy;          /* body done: writes go to both sides */
+    int late_error;          /* such a write failed on the target */
 };
 
 static bool ranges_overlap(int64_t a, int64_t an, int64_t b, int64_t bn)
@@ -320,7 +322,12 @@ static void coroutine_fn mirror_active_write(void *opaque, MirrorTopWrite kind,
         ret = bdrv_co_pdiscard(s->tgt_c, offset, bytes);
         break;
     }
-    if (ret < 0) {
+    if (ret < 0 && s->late_copy) {
+        /* The body is gone: nothing retries, the job fails at prepare. */
+        if (!s->late_error) {
+            s->late_error = ret;
+        }
+    } else if (ret < 0) {
         mirror_error(s, false, ret, offset, bytes);
     } else if (!op->conflict && kind != MIRROR_TOP_DISCARD) {
         /* The target has these bytes: clear the granules wholly covered
@@ -534,6 +541,15 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
         if (ret < 0) {
             return ret;
         }
+        /*
+         * Until prepare (which may wait for job-finalize), clients' writes
+         * go to both sides before they are acknowledged, instead of
+         * waiting in the drained section all that time as qemu's do.
+         */
+        s->late_copy = true;
+        mirror_top_set_hook(s->mirror_top, mirror_active_write, s);
+        s->in_drain = false;
+        block_job_co_drained_end(job, s->mirror_top);
     }
     return 0;
 }
@@ -550,7 +566,11 @@ static void mirror_complete(Job *job, Error **errp)
         return;
     }
     s->should_complete = true;
-    job_enter(job);
+    /* A paused job (standby) completes once resumed: entering it now
+     * would cut its pause short. */
+    if (!job->paused) {
+        job_enter(job);
+    }
 }
 
 static bool mirror_cancel(Job *job, bool force)
@@ -610,6 +630,18 @@ static int mirror_prepare(Job *job, Error **errp)
 {
     MirrorJob *s = (MirrorJob *)job;
     bool pivot = s->should_complete && !job->cancelled;
+    int ret;
+
+    /* The writes copied since the body's last flush. */
+    /* Clients wait from here to the pivot (exit_common ends it). */
+    bdrv_drained_begin(s->mirror_top);
+    s->in_drain = true;
+    ret = s->late_error ? s->late_error : bdrv_flush(s->target);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not copy a write to the target");
+        mirror_exit_common(s, false, NULL);
+        return ret;
+    }
     return mirror_exit_common(s, pivot, errp) ? 0 : -EPERM;
 }
 

@@ -1,0 +1,180 @@
+"""blockdev-mirror with I/O errors injected by blkdebug: on the source
+(read) with on-source-error report/stop/ignore against the golden
+recordings in auto and manual modes, and on the target (write) with
+on-target-error report/stop/enospc.  After stop+resume and ignore the
+target is identical to the source.
+"""
+
+import os
+
+import pytest
+
+import golden
+from bjtest import QMPError, qemu_img, qemu_io, wait_until
+
+MiB = 1 << 20
+SIZE = 64 * MiB
+
+
+def make_images(qmp, d, src_rule=None, tgt_rule=None):
+    src = os.path.join(str(d), 'src.raw')
+    tgt = os.path.join(str(d), 'tgt.qcow2')
+    qemu_img('create', '-q', '-f', 'raw', src, SIZE)
+    qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c', 'write -P 2 32M 4M',
+            src)
+    qemu_img('create', '-q', '-f', 'qcow2', tgt, SIZE)
+    sfile = {'driver': 'file', 'filename': src}
+    if src_rule:
+        sfile = {'driver': 'blkdebug', 'inject-error': [src_rule],
+                 'image': sfile}
+    tfile = {'driver': 'file', 'filename': tgt}
+    if tgt_rule:
+        tfile = {'driver': 'blkdebug', 'inject-error': [tgt_rule],
+                 'image': tfile}
+    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
+                                 'file': sfile})
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                                 'file': tfile})
+    return src, tgt
+
+
+def cleanup_compare(qmp, src, tgt, same=True):
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    qemu_img('check', '-q', tgt)
+    r = qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', src, tgt,
+                 check=False)
+    assert (r.returncode == 0) == same
+
+
+def mirror_args(jid, mode, **extra):
+    args = {'job-id': jid, 'device': 'src', 'target': 'tgt', 'sync': 'full'}
+    if mode == 'manual':
+        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    args.update(extra)
+    return args
+
+
+def complete(qmp, rec, mode):
+    rec.wait('BLOCK_JOB_READY')
+    qmp.execute('block-job-complete', device=rec.job_id)
+    if mode == 'manual':
+        rec.wait('BLOCK_JOB_PENDING')
+        qmp.execute('job-finalize', id=rec.job_id)
+        rec.wait_status('concluded')
+        qmp.execute('job-dismiss', id=rec.job_id)
+    rec.wait_status('null')
+
+
+READ_ERR = {'event': 'read_aio', 'errno': 5, 'sector': 2 * MiB // 512}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_source_error_report(daemon, workdir, mode):
+    qmp = daemon.qmp
+    src, tgt = make_images(qmp, workdir, src_rule=dict(READ_ERR, once=False))
+    rec = golden.Recorder(qmp, 'mirror-report')
+    qmp.execute('blockdev-mirror', mirror_args('mirror-report', mode))
+    ev = rec.wait('BLOCK_JOB_COMPLETED')
+    assert ev['data']['error'] == 'Input/output error'
+    if mode == 'manual':
+        rec.wait_status('concluded')
+        j = qmp.execute('query-jobs')[0]
+        assert j['error'] == 'Input/output error'
+        qmp.execute('job-dismiss', id='mirror-report')
+    rec.wait_status('null')
+    golden.assert_matches('error-mirror-report.%s' % mode, rec.events)
+    cleanup_compare(qmp, src, tgt, same=False)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_source_error_stop(daemon, workdir, mode):
+    qmp = daemon.qmp
+    src, tgt = make_images(qmp, workdir, src_rule=dict(READ_ERR, once=True))
+    rec = golden.Recorder(qmp, 'mirror-stop')
+    qmp.execute('blockdev-mirror', mirror_args(
+        'mirror-stop', mode, **{'on-source-error': 'stop'}))
+    rec.wait_status('paused')
+    j = qmp.execute('query-block-jobs')[0]
+    assert (j['status'], j['paused'], j['io-status']) == ('paused', True,
+                                                          'failed')
+    qmp.execute('block-job-resume', device='mirror-stop')
+    complete(qmp, rec, mode)
+    golden.assert_matches('error-mirror-stop.%s' % mode, rec.events)
+    cleanup_compare(qmp, src, tgt)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('mode', ['auto', 'manual'])
+def test_source_error_ignore(daemon, workdir, mode):
+    qmp = daemon.qmp
+    src, tgt = make_images(qmp, workdir, src_rule=dict(READ_ERR, once=True))
+    rec = golden.Recorder(qmp, 'mirror-ignore')
+    qmp.execute('blockdev-mirror', mirror_args(
+        'mirror-ignore', mode, **{'on-source-error': 'ignore'}))
+    complete(qmp, rec, mode)
+    golden.assert_matches('error-mirror-ignore.%s' % mode, rec.events)
+    cleanup_compare(qmp, src, tgt)
+
+
+WRITE_ERR = {'event': 'write_aio', 'errno': 28}
+
+
+@pytest.mark.timeout(120)
+def test_target_error_report(daemon, workdir):
+    qmp = daemon.qmp
+    src, tgt = make_images(qmp, workdir, tgt_rule=dict(WRITE_ERR, once=False))
+    rec = golden.Recorder(qmp, 'mt')
+    qmp.execute('blockdev-mirror', mirror_args('mt', 'auto'))
+    ev = rec.wait('BLOCK_JOB_COMPLETED')
+    assert ev['data']['error'] == 'No space left on device'
+    rec.wait_status('null')
+    seq = golden.sequence(rec.events)
+    assert seq[2] == 'BLOCK_JOB_ERROR:write:report'
+    assert seq[-4:] == ['JOB_STATUS_CHANGE:aborting',
+                        'BLOCK_JOB_COMPLETED:error',
+                        'JOB_STATUS_CHANGE:concluded',
+                        'JOB_STATUS_CHANGE:null']
+    assert not any(n['drv'] == 'mirror_top' for n in
+                   qmp.execute('query-named-block-nodes', flat=True))
+    cleanup_compare(qmp, src, tgt, same=False)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('policy', ['stop', 'enospc'])
+def test_target_error_stop(daemon, workdir, policy):
+    qmp = daemon.qmp
+    src, tgt = make_images(qmp, workdir, tgt_rule=dict(WRITE_ERR, once=True))
+    rec = golden.Recorder(qmp, 'mt')
+    qmp.execute('blockdev-mirror', mirror_args(
+        'mt', 'auto', **{'on-target-error': policy}))
+    rec.wait_status('paused')
+    j = qmp.execute('query-block-jobs')[0]
+    assert j['io-status'] == 'nospace'
+    qmp.execute('block-job-resume', device='mt')
+    complete(qmp, rec, 'auto')
+    seq = golden.sequence(rec.events)
+    assert 'BLOCK_JOB_ERROR:write:stop' in seq
+    assert seq[-5:] == ['JOB_STATUS_CHANGE:waiting',
+                        'JOB_STATUS_CHANGE:pending', 'BLOCK_JOB_COMPLETED',
+                        'JOB_STATUS_CHANGE:concluded',
+                        'JOB_STATUS_CHANGE:null']
+    cleanup_compare(qmp, src, tgt)
+
+
+@pytest.mark.timeout(120)
+def test_target_error_enospc_reports_eio(daemon, workdir):
+    """enospc stops only on ENOSPC; another errno is reported."""
+    qmp = daemon.qmp
+    src, tgt = make_images(qmp, workdir,
+                     tgt_rule={'event': 'write_aio', 'errno': 5,
+                               'once': True})
+    rec = golden.Recorder(qmp, 'mt')
+    qmp.execute('blockdev-mirror', mirror_args(
+        'mt', 'auto', **{'on-target-error': 'enospc'}))
+    ev = rec.wait('BLOCK_JOB_COMPLETED')
+    assert ev['data']['error'] == 'Input/output error'
+    assert 'BLOCK_JOB_ERROR:write:report' in golden.sequence(rec.events)
+    rec.wait_status('null')
