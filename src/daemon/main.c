@@ -48,6 +48,8 @@ static void daemon_shutdown(Daemon *d)
     /* Jobs first, while the monitors can still carry BLOCK_JOB_CANCELLED;
      * each cancelled job leaves its images consistent. */
     job_cancel_sync_all();
+    /* Requests held back by a debug drain must run before exports close. */
+    qmp_debug_drains_end_all();
     /* Exports go while the monitors can still carry BLOCK_EXPORT_DELETED. */
     nbd_shutdown();
     monitor_cleanup_all();

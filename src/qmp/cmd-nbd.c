@@ -118,6 +118,20 @@ static bool qmp_x_debug_drain_end(json_t *args, json_t **ret, Error **errp)
     return false;
 }
 
+void qmp_debug_drains_end_all(void)
+{
+    DebugDrain *d, *tmp;
+
+    list_for_each_entry_safe(d, tmp, &debug_drains, link) {
+        BlockNode *bs = d->bs;
+
+        list_del(&d->link);
+        free(d);
+        bdrv_drained_end(bs);
+        bdrv_unref(bs);
+    }
+}
+
 static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_nbd_commands[] = {

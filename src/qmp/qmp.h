@@ -52,6 +52,10 @@ void monitor_cleanup_all(void);
 /* Called when the `quit` command runs; set by the daemon. */
 void qmp_set_quit_handler(void (*fn)(void *opaque), void *opaque);
 
+/* Ends the drained sections x-debug-drain-begin left open (shutdown: the
+ * requests they hold back must run before exports can close). */
+void qmp_debug_drains_end_all(void);
+
 /* Registers every command table of the daemon (control, block, ...). */
 void qmp_register_all_commands(void);
 
