@@ -83,6 +83,7 @@ struct AioContext {
 
     ListHead handlers;
     unsigned dispatching;       /* depth of nested fd dispatch passes */
+    unsigned poll_depth;        /* aio_poll calls on this thread's stack */
     bool have_deleted;          /* some handler is marked deleted */
 
     pthread_mutex_t bh_lock;    /* protects bh_pending, bh_gen, BH links */
@@ -821,6 +822,12 @@ static bool dispatch_handlers(AioContext *ctx, struct epoll_event *events,
     return progress;
 }
 
+unsigned aio_poll_depth(AioContext *ctx)
+{
+    assert_home(ctx, "aio_poll_depth");
+    return ctx->poll_depth;
+}
+
 bool aio_poll(AioContext *ctx, bool blocking)
 {
     assert_home(ctx, "aio_poll");
@@ -832,6 +839,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     struct epoll_event events[AIO_MAX_EVENTS];
     bool progress = false;
 
+    ctx->poll_depth++;
     int n = wait_events(ctx, events, poll_timeout(ctx, blocking));
     if (n < 0) {
         if (errno != EINTR) {
@@ -851,5 +859,6 @@ bool aio_poll(AioContext *ctx, bool blocking)
 
     progress |= run_timers(ctx);
     progress |= run_bhs(ctx);
+    ctx->poll_depth--;
     return progress;
 }

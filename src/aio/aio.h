@@ -76,6 +76,14 @@ void aio_notify(AioContext *ctx);
 bool aio_poll(AioContext *ctx, bool blocking);
 
 /*
+ * How many aio_poll calls of ctx are on the calling (home) thread's stack:
+ * 0 outside the loop, 1 in a callback of the top-level loop, more inside a
+ * nested wait (AIO_WAIT_WHILE in a callback).  The monitor starts commands
+ * only at depth <= 1, so no command runs in the middle of another operation.
+ */
+unsigned aio_poll_depth(AioContext *ctx);
+
+/*
  * Runs the calling thread's context until cond is false.  Code in another
  * thread that changes what cond reads must then call aio_wait_kick() (or
  * aio_notify on the waiter's context) so the waiter re-evaluates it.

@@ -45,6 +45,9 @@ static void report(const char *prefix, Error *err)
  */
 static void daemon_shutdown(Daemon *d)
 {
+    /* No new command starts while we wind down (the waits below run the
+     * loop); replies and events still go out. */
+    monitor_hold_commands(true);
     /* Jobs first, while the monitors can still carry BLOCK_JOB_CANCELLED;
      * each cancelled job leaves its images consistent. */
     job_cancel_sync_all();
@@ -92,6 +95,9 @@ int main(int argc, char **argv)
     qmp_register_all_commands();
     qmp_set_quit_handler(quit_cb, &d);
 
+    /* Clients may connect as soon as a --monitor is applied, but as in
+     * qemu-storage-daemon their commands wait until start-up is done. */
+    monitor_hold_commands(true);
     if (!options_apply(&d, argc, argv)) {
         goto out;
     }
@@ -107,6 +113,7 @@ int main(int argc, char **argv)
         d.daemon_status_fd = -1;
     }
 
+    monitor_hold_commands(false);
     while (!d.quit_requested) {
         aio_poll(aio_main_context(), true);
     }

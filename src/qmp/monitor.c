@@ -75,6 +75,11 @@ struct Monitor {
 static Monitor *monitors;
 /* > 0 while some client's input is being handled (main thread only). */
 static int handling_input;
+/* Set by the daemon while it starts up or shuts down: no command starts. */
+static bool commands_held;
+/* Re-checks parked clients while a nested wait keeps commands from starting. */
+static AioTimer *resume_timer;
+#define RESUME_RECHECK_NS (2 * 1000 * 1000)
 
 static void client_read(void *opaque);
 static void client_write(void *opaque);
@@ -412,6 +417,52 @@ static void client_value(void *opaque, json_t *value, Error *err)
     json_decref(value);
 }
 
+/*
+ * Whether a command may start now.  Not while another command is being
+ * handled, not while the daemon holds commands (start-up, shutdown), and not
+ * from inside a nested wait of something else — a job's prepare draining a
+ * node, say: a command run there (job-finalize on that very job) would
+ * re-enter code in the middle of its work.
+ */
+static bool may_start_commands(void)
+{
+    return !handling_input && !commands_held &&
+           aio_poll_depth(aio_main_context()) <= 1;
+}
+
+static void resume_deferred(void);
+
+static void resume_timer_cb(void *opaque)
+{
+    if (commands_held) {
+        return;                   /* monitor_hold_commands(false) resumes */
+    }
+    if (aio_poll_depth(aio_main_context()) > 1) {
+        aio_timer_mod(resume_timer, clock_ns() + RESUME_RECHECK_NS);
+        return;
+    }
+    resume_deferred();
+}
+
+static void arm_resume_timer(void)
+{
+    if (!resume_timer) {
+        resume_timer = aio_timer_new(aio_main_context(), resume_timer_cb,
+                                     NULL);
+    }
+    if (!aio_timer_pending(resume_timer)) {
+        aio_timer_mod(resume_timer, clock_ns() + RESUME_RECHECK_NS);
+    }
+}
+
+void monitor_hold_commands(bool hold)
+{
+    commands_held = hold;
+    if (!hold) {
+        resume_deferred();
+    }
+}
+
 /* The input of clients parked during another client's commands. */
 static void resume_deferred(void)
 {
@@ -431,11 +482,14 @@ static void client_read(void *opaque)
     if (c->dead || c->busy) {
         return;
     }
-    if (handling_input) {
-        /* Reached from a nested loop inside another client's command:
-         * park until that one is done. */
+    if (!may_start_commands()) {
+        /* Reached from a nested loop inside another command or operation,
+         * or while the daemon holds commands: park until that is over. */
         c->deferred = true;
         client_update_handlers(c);
+        if (!handling_input) {
+            arm_resume_timer();   /* nobody else will resume us */
+        }
         return;
     }
     handling_input++;
@@ -639,6 +693,10 @@ static void flush_before_close(MonClient *c)
 void monitor_cleanup_all(void)
 {
     event_set_sink(NULL, NULL);
+    if (resume_timer) {
+        aio_timer_free(resume_timer);
+        resume_timer = NULL;
+    }
     while (monitors) {
         Monitor *m = monitors;
         monitors = m->next;

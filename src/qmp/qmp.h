@@ -46,6 +46,12 @@ json_t *qmp_dispatch(const char *name, json_t *args, Error **errp);
 bool chardev_add(json_t *opts, Error **errp);
 /* --monitor [chardev=]ID[,mode=control][,pretty=on|off] */
 bool monitor_add(json_t *opts, Error **errp);
+/*
+ * While held, clients are greeted and their input waits, but no command
+ * starts (the daemon holds commands during start-up, until every option is
+ * applied, and during shutdown).  Releasing resumes parked clients.
+ */
+void monitor_hold_commands(bool hold);
 /* Closes every client and listening socket, unlinks the socket paths. */
 void monitor_cleanup_all(void);
 

@@ -152,6 +152,72 @@ static void test_slow_reader_dropped(void **state)
     free(buf);
 }
 
+/* True if a reply is waiting on fd (without consuming it). */
+static bool reply_waiting(int fd)
+{
+    char c;
+    return recv(fd, &c, 1, MSG_PEEK) == 1;
+}
+
+typedef struct NestedWait {
+    int fd;
+    bool replied_inside;
+    bool done;
+} NestedWait;
+
+/* Something other than a command (a job's prepare, say) runs the loop while
+ * it waits: a command that arrives meanwhile must not start in there. */
+static void nested_wait_bh(void *opaque)
+{
+    NestedWait *w = opaque;
+    assert_int_equal(aio_poll_depth(aio_main_context()), 1);
+    send_str(w->fd, "{\"execute\":\"query-version\",\"id\":7}\n");
+    int64_t until = clock_ns() + 200000000LL;
+    while (clock_ns() < until) {
+        aio_poll(aio_main_context(), false);      /* depth 2 */
+        usleep(1000);
+    }
+    w->replied_inside = reply_waiting(w->fd);
+    w->done = true;
+}
+
+static void test_no_command_in_nested_wait(void **state)
+{
+    start_monitor();
+    char buf[4096];
+    bool eof;
+    int fd = client_connect();
+    assert_int_equal(read_lines(fd, 1, buf, sizeof(buf), &eof), 1);
+    send_str(fd, "{\"execute\":\"qmp_capabilities\"}\n");
+    assert_int_equal(read_lines(fd, 1, buf, sizeof(buf), &eof), 1);
+
+    NestedWait w = { .fd = fd };
+    aio_bh_schedule_oneshot(aio_main_context(), nested_wait_bh, &w);
+    while (!w.done) {
+        aio_poll(aio_main_context(), true);
+    }
+    assert_false(w.replied_inside);
+    /* Once the nested wait is over, the parked command runs. */
+    assert_int_equal(read_lines(fd, 1, buf, sizeof(buf), &eof), 1);
+    assert_non_null(strstr(buf, "\"id\": 7"));
+
+    /* Held commands (start-up, shutdown) wait for the release too. */
+    monitor_hold_commands(true);
+    send_str(fd, "{\"execute\":\"query-version\",\"id\":8}\n");
+    int64_t until = clock_ns() + 100000000LL;
+    while (clock_ns() < until) {
+        aio_poll(aio_main_context(), false);
+        usleep(1000);
+    }
+    assert_false(reply_waiting(fd));
+    monitor_hold_commands(false);
+    assert_int_equal(read_lines(fd, 1, buf, sizeof(buf), &eof), 1);
+    assert_non_null(strstr(buf, "\"id\": 8"));
+
+    close(fd);
+    monitor_cleanup_all();
+}
+
 int main(void)
 {
     Error *err = NULL;
@@ -162,6 +228,7 @@ int main(void)
     qmp_register_commands(qmp_control_commands);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slow_reader_dropped),
+        cmocka_unit_test(test_no_command_in_nested_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
