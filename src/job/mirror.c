@@ -35,6 +35,7 @@
 #include "block/dirty-bitmap.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/mirror-top.h"
+#include "block/reopen.h"
 #include "job/blockjob.h"
 #include "util/iov.h"
 #include "util/list.h"
@@ -60,6 +61,8 @@ typedef struct MirrorOp {
 
 struct MirrorJob {
     Job job;
+    /* Active commit reopened a read-only base read-write for the job. */
+    bool base_read_only;
     BlockNode *source;       /* referenced */
     BlockNode *target;       /* referenced */
     BlockNode *mirror_top;   /* the filter; our reference */
@@ -623,6 +626,15 @@ static bool mirror_exit_common(MirrorJob *s, bool pivot, Error **errp)
     bdrv_drained_end(s->source);
     s->mirror_top = NULL;
     bdrv_unref(mt);
+    /* A base reopened for an active commit stays writable only if it
+     * became the active layer; otherwise it is a backing image again. */
+    if (s->base_read_only && !(pivot && ok)) {
+        if (!bdrv_reopen_set_read_only(s->target, true, &err)) {
+            error_report_err(err, "block-commit: reopening base read-only");
+            err = NULL;
+        }
+    }
+    s->base_read_only = false;
     return ok;
 }
 
@@ -884,12 +896,25 @@ Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
             break;
         }
     }
-    if (base->read_only) {
-        error_setg(errp, "Node '%s' is read-only: block-commit needs to "
-                   "write into it (open it with read-only=false)",
-                   base->node_name);
+    /* Backing images are opened read-only: like qemu-storage-daemon, reopen
+     * the base read-write before the job exists (a refusal is the command's
+     * error), and read-only again if the job ends without pivoting. */
+    bool base_read_only = base->read_only;
+    if (base_read_only && !bdrv_reopen_set_read_only(base, false, errp)) {
         return NULL;
     }
-    return start_common(&commit_active_driver, o, top, base, base, &p, true,
-                        errp);
+    Job *job = start_common(&commit_active_driver, o, top, base, base, &p,
+                            true, errp);
+    if (!job) {
+        if (base_read_only) {
+            Error *err = NULL;
+            if (!bdrv_reopen_set_read_only(base, true, &err)) {
+                error_report_err(err, "block-commit: reopening base "
+                                 "read-only");
+            }
+        }
+        return NULL;
+    }
+    ((MirrorJob *)job)->base_read_only = base_read_only;
+    return job;
 }

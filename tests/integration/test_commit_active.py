@@ -15,7 +15,7 @@ import random
 import pytest
 
 import golden
-from bjtest import QMPError, qemu_img, qemu_io
+from bjtest import QMPError, is_qsd, qemu_img, qemu_io
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -183,3 +183,50 @@ def test_commit_active_under_nbd_writes(daemon, chain):
     qemu_img('check', '-q', chain.base)
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
              chain.base)
+
+
+def node_by_file(qmp, filename):
+    for n in qmp.execute('query-named-block-nodes'):
+        if n['drv'] == 'qcow2' and n['file'] == filename:
+            return n
+    raise AssertionError('no qcow2 node for %s' % filename)
+
+
+@pytest.mark.parametrize('how', ['complete', 'cancel'])
+def test_commit_active_into_header_opened_base(daemon, chain, how):
+    """The common case: only the top is added, its chain opened from the
+    headers, so base is read-only.  The commit reopens it read-write; after
+    the pivot base is the active layer and stays writable, after a cancel
+    it is a backing image again and read-only."""
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'top',
+        'file': {'driver': 'file', 'filename': chain.top}})
+    assert node_by_file(qmp, chain.base)['ro'] is True
+    h = export(daemon, 'top')
+    qmp.execute('block-commit', {'job-id': 'c0', 'device': 'top'})
+    qmp.wait_event('BLOCK_JOB_READY', timeout=60)
+    assert node_by_file(qmp, chain.base)['ro'] is False
+    if how == 'complete':
+        qmp.execute('block-job-complete', device='c0')
+        qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        # The export now writes into base, which stays writable.
+        h.pwrite(b'\x09' * 4096, 60 * MiB)
+        assert node_by_file(qmp, chain.base)['ro'] is False
+    else:
+        qmp.execute('job-cancel', id='c0')
+        qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+        # qemu-storage-daemon 7.2 leaves the base read-write here (its
+        # restore runs while the job still writes it); we don't.
+        if not is_qsd(daemon.binary):
+            assert node_by_file(qmp, chain.base)['ro'] is True
+    unexport(daemon, h)
+    qmp.execute('blockdev-del', node_name='top')
+    daemon.stop()
+    qemu_img('check', chain.base)
+    if how == 'complete':
+        qemu_io('-c', 'read -P 9 60M 4k', chain.base)
+        qemu_io('-c', 'write -z 60M 4k', chain.base)   # back to the reference
+        qemu_img('compare', '-f', 'qcow2', '-F', 'raw', chain.base, chain.ref)
+    else:
+        qemu_img('compare', '-f', 'qcow2', '-F', 'raw', chain.top, chain.ref)
