@@ -152,13 +152,29 @@ static const BlockDriver *check_driver(json_t *opts, const char *path,
     return drv;
 }
 
-/* Checks opts against the common members plus the driver's own. */
+bool bdrv_check_options(const BlockDriver *drv, json_t *opts,
+                        const char *prefix, bool coerce, Error **errp)
+{
+    size_t n = 0;
+
+    for (const ArgSpec *a = drv->options; a && a->name; a++) {
+        n++;
+    }
+    CLEANUP_FREE ArgSpec *spec = calloc(N_COMMON + n + 1, sizeof(*spec));
+    if (!spec) {
+        abort();
+    }
+    memcpy(spec, common_options, sizeof(common_options));
+    if (n) {
+        memcpy(spec + N_COMMON, drv->options, n * sizeof(*spec));
+    }
+    return argspec_check(opts, spec, prefix, coerce, errp);
+}
+
+/* As bdrv_check_options, for a child path given as "file." (or ""). */
 static bool check_options(const BlockDriver *drv, json_t *opts,
                           const char *path, bool coerce, Error **errp)
 {
-    size_t n = 0;
-    ArgSpec *spec;
-    bool ok;
     /* argspec wants "file" (no trailing dot) as the prefix. */
     CLEANUP_FREE char *prefix = strdup(path);
 
@@ -168,20 +184,7 @@ static bool check_options(const BlockDriver *drv, json_t *opts,
     if (prefix[0]) {
         prefix[strlen(prefix) - 1] = '\0';
     }
-    for (const ArgSpec *a = drv->options; a && a->name; a++) {
-        n++;
-    }
-    spec = calloc(N_COMMON + n + 1, sizeof(*spec));
-    if (!spec) {
-        abort();
-    }
-    memcpy(spec, common_options, sizeof(common_options));
-    if (n) {
-        memcpy(spec + N_COMMON, drv->options, n * sizeof(*spec));
-    }
-    ok = argspec_check(opts, spec, prefix, coerce, errp);
-    free(spec);
-    return ok;
+    return bdrv_check_options(drv, opts, prefix, coerce, errp);
 }
 
 static bool check_node_name(const char *name, Error **errp)

@@ -271,6 +271,13 @@ BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
  */
 BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp);
+/*
+ * Checks opts (one node's options) against the common blockdev members plus
+ * drv's own, with `prefix` naming where they sit ("file", or "" at the top)
+ * in messages.  Inline children are not descended into.
+ */
+bool bdrv_check_options(const BlockDriver *drv, json_t *opts,
+                        const char *prefix, bool coerce, Error **errp);
 /* blockdev-del: refused while the node has parents or a job uses it. */
 bool bdrv_del_blockdev(const char *node_name, Error **errp);
 

@@ -123,39 +123,14 @@ static bool check_ref(json_t *o, const char *name, Error **errp)
 
 /*
  * An inline BlockdevOptions (qcow2's `file`), checked against the schema
- * at the boundary as qemu does; opening it is the job's part.  The base
- * members mirror blockdev-add's (block.c), the driver's come from its
- * table, and inline children are checked the same way, recursively.
+ * at the boundary as qemu does; opening it is the job's part.  The members
+ * are checked as blockdev-add checks them (bdrv_check_options), and inline
+ * children the same way, recursively.
  */
-static const char *const discard_values[] = { "ignore", "unmap", NULL };
-static const char *const detect_zeroes_values[] = { "off", "on", "unmap",
-                                                    NULL };
-static const ArgSpec cache_members[] = {
-    { .name = "direct", .type = ARG_BOOL, .optional = true },
-    { .name = "no-flush", .type = ARG_BOOL, .optional = true },
-    { NULL },
-};
-static const ArgSpec base_members[] = {
-    { .name = "driver", .type = ARG_STR },
-    { .name = "node-name", .type = ARG_STR, .optional = true },
-    { .name = "discard", .type = ARG_ENUM, .optional = true,
-      .enum_values = discard_values },
-    { .name = "cache", .type = ARG_OBJECT, .optional = true,
-      .members = cache_members },
-    { .name = "read-only", .type = ARG_BOOL, .optional = true },
-    { .name = "auto-read-only", .type = ARG_BOOL, .optional = true },
-    { .name = "force-share", .type = ARG_BOOL, .optional = true },
-    { .name = "detect-zeroes", .type = ARG_ENUM, .optional = true,
-      .enum_values = detect_zeroes_values },
-};
-#define N_BASE (sizeof(base_members) / sizeof(base_members[0]))
-
 static bool check_inline_node(json_t *opts, const char *path, Error **errp)
 {
     json_t *drv = json_object_get(opts, "driver");
     const BlockDriver *d;
-    size_t n = 0;
-    ArgSpec *spec;
     bool ok;
 
     if (!drv) {
@@ -176,19 +151,7 @@ static bool check_inline_node(json_t *opts, const char *path, Error **errp)
         }
         return true;     /* a driver we lack: opening it will say so */
     }
-    for (const ArgSpec *a = d->options; a && a->name; a++) {
-        n++;
-    }
-    spec = calloc(N_BASE + n + 1, sizeof(*spec));
-    if (!spec) {
-        abort();
-    }
-    memcpy(spec, base_members, sizeof(base_members));
-    if (n) {
-        memcpy(spec + N_BASE, d->options, n * sizeof(*spec));
-    }
-    ok = argspec_check(opts, spec, path, false, errp);
-    free(spec);
+    ok = bdrv_check_options(d, opts, path, false, errp);
     for (const ArgSpec *a = d->options; ok && a && a->name; a++) {
         json_t *child = json_object_get(opts, a->name);
         if ((a->type == ARG_REF || a->type == ARG_REF_OR_NULL) &&
