@@ -17,6 +17,8 @@ struct BdrvDirtyBitmap {
     char *name;              /* NULL: anonymous */
     bool disabled;
     bool busy;
+    bool was_enabled;                  /* before a successor froze it */
+    struct BdrvDirtyBitmap *successor; /* anonymous, on the same node */
     struct BdrvDirtyBitmap *next;
 };
 
@@ -57,6 +59,10 @@ void bdrv_release_dirty_bitmap(BdrvDirtyBitmap *bm)
 {
     if (!bm) {
         return;
+    }
+    if (bm->successor) {
+        bdrv_release_dirty_bitmap(bm->successor);
+        bm->successor = NULL;
     }
     for (BdrvDirtyBitmap **pp = &bm->bs->dirty_bitmaps; *pp;
          pp = &(*pp)->next) {
@@ -206,4 +212,72 @@ void bdrv_dirty_bitmaps_mark(BlockNode *bs, int64_t offset, int64_t bytes)
             bdrv_set_dirty_bitmap(bm, offset, bytes);
         }
     }
+}
+
+/* ---- successors ---- */
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_create_successor(BdrvDirtyBitmap *bm,
+                                                    Error **errp)
+{
+    if (bm->successor) {
+        error_setg(errp, "Cannot create a successor for a bitmap that "
+                   "already has one");
+        return NULL;
+    }
+    BdrvDirtyBitmap *s = bdrv_create_dirty_bitmap(bm->bs, bm->granularity,
+                                                  NULL, errp);
+    if (!s) {
+        return NULL;
+    }
+    s->disabled = bm->disabled;
+    bm->was_enabled = !bm->disabled;
+    bm->disabled = true;
+    bm->busy = true;
+    bm->successor = s;
+    return s;
+}
+
+BdrvDirtyBitmap *bdrv_dirty_bitmap_successor(const BdrvDirtyBitmap *bm)
+{
+    return bm->successor;
+}
+
+/* Ends the frozen state: the successor is gone, bm records as before. */
+static void successor_release(BdrvDirtyBitmap *bm)
+{
+    bdrv_release_dirty_bitmap(bm->successor);
+    bm->successor = NULL;
+    bm->disabled = !bm->was_enabled;
+    bm->busy = false;
+}
+
+void bdrv_dirty_bitmap_abdicate(BdrvDirtyBitmap *bm)
+{
+    if (!bm->successor) {
+        return;
+    }
+    HBitmap *tmp = bm->hb;
+    bm->hb = bm->successor->hb;
+    bm->successor->hb = tmp;
+    successor_release(bm);
+}
+
+void bdrv_dirty_bitmap_reclaim(BdrvDirtyBitmap *bm)
+{
+    if (!bm->successor) {
+        return;
+    }
+    /* Same node, same granularity: cannot fail. */
+    hbitmap_merge(bm->hb, bm->successor->hb);
+    successor_release(bm);
+}
+
+bool bdrv_dirty_bitmap_recording(const BdrvDirtyBitmap *bm)
+{
+    return !bm->disabled || (bm->successor && !bm->successor->disabled);
+}
+
+HBitmap *bdrv_dirty_bitmap_hbitmap(BdrvDirtyBitmap *bm)
+{
+    return bm->hb;
 }

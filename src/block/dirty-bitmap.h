@@ -65,6 +65,28 @@ bool bdrv_dirty_bitmap_next_dirty_area(const BdrvDirtyBitmap *bm,
 bool bdrv_merge_dirty_bitmap(BdrvDirtyBitmap *dst, const BdrvDirtyBitmap *src,
                              Error **errp);
 
+/*
+ * Successors (a backup's sync bitmap, as in qemu): while bm is frozen, an
+ * anonymous successor on the same node records the writes bm would have
+ * recorded; bm itself is disabled and busy, its bits stay as they were.
+ * create_successor: "already has one" if frozen.  abdicate: bm takes the
+ * successor's bits (bm's own are dropped: the job copied them).  reclaim:
+ * bm |= successor (nothing lost, the job failed or mode never).  Both end
+ * the frozen state: the successor is freed, bm records again if it did
+ * before, and is no longer busy.
+ */
+BdrvDirtyBitmap *bdrv_dirty_bitmap_create_successor(BdrvDirtyBitmap *bm,
+                                                    Error **errp);
+BdrvDirtyBitmap *bdrv_dirty_bitmap_successor(const BdrvDirtyBitmap *bm);
+void bdrv_dirty_bitmap_abdicate(BdrvDirtyBitmap *bm);
+void bdrv_dirty_bitmap_reclaim(BdrvDirtyBitmap *bm);
+/* Whether writes to the node reach bm's bits, now or through a successor
+ * (qemu's "recording"). */
+bool bdrv_dirty_bitmap_recording(const BdrvDirtyBitmap *bm);
+/* The underlying HBitmap (serialisation, block-copy seeding). */
+typedef struct HBitmap HBitmap;
+HBitmap *bdrv_dirty_bitmap_hbitmap(BdrvDirtyBitmap *bm);
+
 /* The request path's hook: marks [offset, offset+bytes) in every enabled
  * bitmap of bs. */
 void bdrv_dirty_bitmaps_mark(BlockNode *bs, int64_t offset, int64_t bytes);
