@@ -1,34 +1,494 @@
-/* Placeholder until the transaction bitmap actions land (issue 7). */
+/*
+ * Bitmap actions in prepare / commit / abort / clean steps (see
+ * bitmap-actions.h).  One table row per action type; the plain
+ * block-dirty-bitmap-* commands run the same rows back to back.
+ */
 #include "qmp/bitmap-actions.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "block/block.h"
+#include "block/dirty-bitmap-named.h"
+#include "util/cleanup.h"
+#include "util/hbitmap.h"
+
+/* ---- argument tables ---- */
+
+const ArgSpec bitmap_add_args[] = {
+    { .name = "node", .type = ARG_STR },
+    { .name = "name", .type = ARG_STR },
+    /* A uint32 with qemu's two messages: check_extra() below. */
+    { .name = "granularity", .type = ARG_ANY, .optional = true },
+    { .name = "persistent", .type = ARG_BOOL, .optional = true },
+    { .name = "disabled", .type = ARG_BOOL, .optional = true },
+    { NULL },
+};
+
+const ArgSpec bitmap_node_name_args[] = {
+    { .name = "node", .type = ARG_STR },
+    { .name = "name", .type = ARG_STR },
+    { NULL },
+};
+
+const ArgSpec bitmap_merge_args[] = {
+    { .name = "node", .type = ARG_STR },
+    { .name = "target", .type = ARG_STR },
+    /* Each element a name or {node, name}: check_extra() below. */
+    { .name = "bitmaps", .type = ARG_ARRAY,
+      .members = (const ArgSpec[]) { { .name = "bitmaps", .type = ARG_ANY },
+                                     { NULL } } },
+    { NULL },
+};
+
+/* ---- the state of one action ---- */
+
+struct BitmapAction {
+    const struct ActionType *type;
+    json_t *data;
+    /* The bitmap prepare changed; NULL when it failed before changing
+     * anything (abort has nothing to undo then). */
+    BdrvDirtyBitmap *bm;
+    HBitmap *backup;         /* clear, merge: the bits before */
+    bool was_enabled;        /* enable, disable */
+};
+
+typedef struct ActionType {
+    const char *name;
+    const ArgSpec *args;
+    bool (*prepare)(BitmapAction *a, Error **errp);
+    void (*commit)(BitmapAction *a);
+    void (*abort)(BitmapAction *a);
+} ActionType;
+
+static BdrvDirtyBitmap *lookup(json_t *data, Error **errp)
+{
+    return bdrv_dirty_bitmap_lookup(arg_str(data, "node", NULL),
+                                    arg_str(data, "name", NULL), NULL, errp);
+}
+
+/* A copy of bm's bits, for abort. */
+static HBitmap *bits_copy(BdrvDirtyBitmap *bm)
+{
+    HBitmap *hb = bdrv_dirty_bitmap_hbitmap(bm);
+    HBitmap *copy = hbitmap_new(hbitmap_size(hb),
+                                hbitmap_granularity_shift(hb));
+
+    hbitmap_merge(copy, hb);
+    return copy;
+}
+
+/* Puts back the bits bits_copy() took (same size and granularity: the
+ * bitmap has not been resized in between). */
+static void bits_restore(BdrvDirtyBitmap *bm, const HBitmap *copy)
+{
+    HBitmap *hb = bdrv_dirty_bitmap_hbitmap(bm);
+
+    hbitmap_reset_all(hb);
+    hbitmap_merge(hb, copy);
+}
+
+/* ---- add ---- */
+
+/* granularity: "expects uint64" for anything but an integer, then
+ * "expects uint32_t" (without the path: qemu's visitor names the bare
+ * member there) when out of range. */
+static bool check_granularity(json_t *data, const char *path, Error **errp)
+{
+    json_t *g = json_object_get(data, "granularity");
+
+    if (!g) {
+        return true;
+    }
+    if (!json_is_integer(g)) {
+        error_setg(errp, "Parameter '%s%sgranularity' expects uint64",
+                   path ? path : "", path && *path ? "." : "");
+        return false;
+    }
+    if (json_integer_value(g) < 0 || json_integer_value(g) > UINT32_MAX) {
+        error_setg(errp, "Parameter 'granularity' expects uint32_t");
+        return false;
+    }
+    return true;
+}
+
+static bool add_prepare(BitmapAction *a, Error **errp)
+{
+    json_t *d = a->data;
+    const char *node = arg_str(d, "node", NULL);
+    const char *name = arg_str(d, "name", NULL);
+    bool persistent = arg_bool(d, "persistent", false);
+    BlockNode *bs = bdrv_find_node(node);
+    uint32_t gran;
+
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", node,
+                   node);
+        return false;
+    }
+    if (!name[0]) {
+        error_setg(errp, "Bitmap name cannot be empty");
+        return false;
+    }
+    if (strlen(name) > BDRV_BITMAP_MAX_NAME_SIZE) {
+        error_setg(errp, "Bitmap name too long: %s", name);
+        return false;
+    }
+    if (json_object_get(d, "granularity")) {
+        gran = (uint32_t)arg_int(d, "granularity", 0);
+        if (gran < 512 || (gran & (gran - 1))) {
+            error_setg(errp, "Granularity must be power of 2 and at least "
+                       "512");
+            return false;
+        }
+    } else {
+        gran = bdrv_dirty_bitmap_default_granularity(bs);
+    }
+    if (bdrv_find_dirty_bitmap(bs, name)) {
+        error_setg(errp, "Bitmap already exists: %s", name);
+        return false;
+    }
+    if (persistent && !bdrv_can_store_new_dirty_bitmap(bs, name, gran, errp)) {
+        return false;
+    }
+    a->bm = bdrv_create_dirty_bitmap(bs, gran, name, errp);
+    if (!a->bm) {
+        return false;
+    }
+    if (arg_bool(d, "disabled", false)) {
+        bdrv_disable_dirty_bitmap(a->bm);
+    }
+    if (persistent) {
+        bdrv_dirty_bitmap_set_persistent(a->bm, true);
+    }
+    return true;
+}
+
+static void add_abort(BitmapAction *a)
+{
+    /* Never stored: a persistent one leaves no trace in the image. */
+    bdrv_dirty_bitmap_release_named(a->bm);
+}
+
+/* ---- remove ---- */
+
+static bool remove_prepare(BitmapAction *a, Error **errp)
+{
+    BdrvDirtyBitmap *bm = lookup(a->data, errp);
+
+    if (!bm) {
+        return false;
+    }
+    /* An inconsistent bitmap may be removed: that is how users drop it. */
+    if (bdrv_dirty_bitmap_busy(bm)) {
+        error_setg(errp, "Bitmap '%s' is currently in use by another "
+                   "operation and cannot be used",
+                   bdrv_dirty_bitmap_name(bm));
+        return false;
+    }
+    /* Busy until commit or abort: later actions of the transaction must
+     * not use (or hand a job) what commit will free. */
+    bdrv_dirty_bitmap_set_busy(bm, true);
+    a->bm = bm;
+    return true;
+}
+
+static void remove_commit(BitmapAction *a)
+{
+    bdrv_dirty_bitmap_set_busy(a->bm, false);
+    /* A persistent one leaves the image through the named layer. */
+    bdrv_dirty_bitmap_release_named(a->bm);
+    a->bm = NULL;
+}
+
+static void remove_abort(BitmapAction *a)
+{
+    bdrv_dirty_bitmap_set_busy(a->bm, false);
+}
+
+/* ---- clear ---- */
+
+static bool clear_prepare(BitmapAction *a, Error **errp)
+{
+    BdrvDirtyBitmap *bm = lookup(a->data, errp);
+
+    if (!bm || !bdrv_dirty_bitmap_check_usable(bm, errp)) {
+        return false;
+    }
+    a->backup = bits_copy(bm);
+    bdrv_clear_dirty_bitmap(bm);
+    a->bm = bm;
+    return true;
+}
+
+/* clear and merge: the bits as they were before prepare. */
+static void bits_abort(BitmapAction *a)
+{
+    bits_restore(a->bm, a->backup);
+}
+
+/* ---- enable, disable ---- */
+
+static bool enable_disable_prepare(BitmapAction *a, bool enable,
+                                   Error **errp)
+{
+    BdrvDirtyBitmap *bm = lookup(a->data, errp);
+
+    if (!bm || !bdrv_dirty_bitmap_check_usable(bm, errp)) {
+        return false;
+    }
+    a->was_enabled = bdrv_dirty_bitmap_enabled(bm);
+    if (enable) {
+        bdrv_enable_dirty_bitmap(bm);
+    } else {
+        bdrv_disable_dirty_bitmap(bm);
+    }
+    a->bm = bm;
+    return true;
+}
+
+static bool enable_prepare(BitmapAction *a, Error **errp)
+{
+    return enable_disable_prepare(a, true, errp);
+}
+
+static bool disable_prepare(BitmapAction *a, Error **errp)
+{
+    return enable_disable_prepare(a, false, errp);
+}
+
+static void enable_disable_abort(BitmapAction *a)
+{
+    if (a->was_enabled) {
+        bdrv_enable_dirty_bitmap(a->bm);
+    } else {
+        bdrv_disable_dirty_bitmap(a->bm);
+    }
+}
+
+/* ---- merge ---- */
+
+/* The shape of one element of "bitmaps": a name on the target's node, or
+ * {node, name} anywhere; messages as qemu's visitor for the alternate. */
+static bool check_merge_source(json_t *el, size_t i, const char *path,
+                               Error **errp)
+{
+    static const char *const members[] = { "node", "name" };
+    const char *sep = path && *path ? "." : "";
+    const char *key;
+    json_t *v;
+
+    if (json_is_string(el)) {
+        return true;
+    }
+    if (!json_is_object(el)) {
+        error_setg(errp, "Invalid parameter type for 'null', expected: "
+                   "BlockDirtyBitmapOrStr");
+        return false;
+    }
+    path = path ? path : "";
+    for (int k = 0; k < 2; k++) {
+        v = json_object_get(el, members[k]);
+        if (!v) {
+            error_setg(errp, "Parameter '%s%sbitmaps[%zu].%s' is missing",
+                       path, sep, i, members[k]);
+            return false;
+        }
+        if (!json_is_string(v)) {
+            error_setg(errp, "Invalid parameter type for "
+                       "'%s%sbitmaps[%zu].%s', expected: string",
+                       path, sep, i, members[k]);
+            return false;
+        }
+    }
+    json_object_foreach(el, key, v) {
+        if (strcmp(key, "node") && strcmp(key, "name")) {
+            error_setg(errp, "Parameter '%s%sbitmaps[%zu].%s' is unexpected",
+                       path, sep, i, key);
+            return false;
+        }
+    }
+    return true;
+}
+
+static BdrvDirtyBitmap *merge_source(json_t *el, const char *node,
+                                     Error **errp)
+{
+    if (json_is_string(el)) {
+        return bdrv_dirty_bitmap_lookup(node, json_string_value(el), NULL,
+                                        errp);
+    }
+    return bdrv_dirty_bitmap_lookup(arg_str(el, "node", NULL),
+                                    arg_str(el, "name", NULL), NULL, errp);
+}
+
+static bool merge_prepare(BitmapAction *a, Error **errp)
+{
+    const char *node = arg_str(a->data, "node", NULL);
+    json_t *list = json_object_get(a->data, "bitmaps");
+    size_t n = json_array_size(list);
+    CLEANUP_FREE BdrvDirtyBitmap **src = NULL;
+    BdrvDirtyBitmap *dst;
+
+    dst = bdrv_dirty_bitmap_lookup(node, arg_str(a->data, "target", NULL),
+                                   NULL, errp);
+    if (!dst || !bdrv_dirty_bitmap_check_usable(dst, errp)) {
+        return false;
+    }
+    src = calloc(n ? n : 1, sizeof(*src));
+    if (!src) {
+        abort();
+    }
+    /* Check every source first: a refused merge changes nothing.  A busy
+     * source is fine (only its bits are read), as in qemu. */
+    for (size_t i = 0; i < n; i++) {
+        src[i] = merge_source(json_array_get(list, i), node, errp);
+        if (!src[i]) {
+            return false;
+        }
+        if (bdrv_dirty_bitmap_inconsistent(src[i])) {
+            error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used",
+                       bdrv_dirty_bitmap_name(src[i]));
+            return false;
+        }
+        if (bdrv_dirty_bitmap_size(src[i]) != bdrv_dirty_bitmap_size(dst)) {
+            error_setg(errp, "Bitmaps are of different sizes (destination "
+                       "size is %" PRIu64 ", source size is %" PRIu64 ") "
+                       "and can't be merged", bdrv_dirty_bitmap_size(dst),
+                       bdrv_dirty_bitmap_size(src[i]));
+            return false;
+        }
+    }
+    a->backup = bits_copy(dst);
+    a->bm = dst;
+    /* Granularities may differ: every dirty run of a source dirties the
+     * target's granules it touches. */
+    for (size_t i = 0; i < n; i++) {
+        int64_t end = (int64_t)bdrv_dirty_bitmap_size(src[i]);
+        int64_t off = 0, bytes = 0;
+        while (bdrv_dirty_bitmap_next_dirty_area(src[i], &off, end,
+                                                 INT64_MAX, &bytes)) {
+            bdrv_set_dirty_bitmap(dst, off, bytes);
+            off += bytes;
+        }
+    }
+    return true;
+}
+
+/* ---- the table ---- */
+
+static const ActionType action_types[] = {
+    { "block-dirty-bitmap-add", bitmap_add_args, add_prepare, NULL,
+      add_abort },
+    { "block-dirty-bitmap-remove", bitmap_node_name_args, remove_prepare,
+      remove_commit, remove_abort },
+    { "block-dirty-bitmap-clear", bitmap_node_name_args, clear_prepare, NULL,
+      bits_abort },
+    { "block-dirty-bitmap-enable", bitmap_node_name_args, enable_prepare,
+      NULL, enable_disable_abort },
+    { "block-dirty-bitmap-disable", bitmap_node_name_args, disable_prepare,
+      NULL, enable_disable_abort },
+    { "block-dirty-bitmap-merge", bitmap_merge_args, merge_prepare, NULL,
+      bits_abort },
+};
+
+static const ActionType *find_type(const char *name)
+{
+    for (size_t i = 0; i < sizeof(action_types) / sizeof(action_types[0]);
+         i++) {
+        if (!strcmp(action_types[i].name, name)) {
+            return &action_types[i];
+        }
+    }
+    return NULL;
+}
 
 const ArgSpec *bitmap_action_args(const char *type)
 {
-    (void)type;
-    return NULL;
+    const ActionType *t = find_type(type);
+    return t ? t->args : NULL;
+}
+
+/* What the tables cannot say; data passed the type's table. */
+static bool check_extra(const ActionType *t, json_t *data, const char *path,
+                        Error **errp)
+{
+    if (t->args == bitmap_add_args) {
+        return check_granularity(data, path, errp);
+    }
+    if (t->args == bitmap_merge_args) {
+        json_t *list = json_object_get(data, "bitmaps");
+        for (size_t i = 0; i < json_array_size(list); i++) {
+            if (!check_merge_source(json_array_get(list, i), i, path, errp)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+bool bitmap_action_check(const char *type, json_t *data, const char *path,
+                         Error **errp)
+{
+    const ActionType *t = find_type(type);
+
+    if (!t) {
+        error_setg(errp, "Transaction action '%s' is not supported", type);
+        return false;
+    }
+    return argspec_check(data, t->args, path, false, errp) &&
+           check_extra(t, data, path, errp);
 }
 
 BitmapAction *bitmap_action_prepare(const char *type, json_t *data,
                                     bool *ok, Error **errp)
 {
-    (void)data;
-    error_setg(errp, "Transaction action '%s' is not supported", type);
-    *ok = false;
-    return NULL;
+    BitmapAction *a = calloc(1, sizeof(*a));
+
+    if (!a) {
+        abort();
+    }
+    a->type = find_type(type);
+    a->data = data;
+    if (!a->type) {
+        error_setg(errp, "Transaction action '%s' is not supported", type);
+        *ok = false;
+        return a;
+    }
+    /* Again, in case the caller checked with the bare table: a no-op when
+     * bitmap_action_check() passed. */
+    *ok = check_extra(a->type, data, "", errp) && a->type->prepare(a, errp);
+    if (!*ok) {
+        /* A failed prepare changed nothing: nothing to abort. */
+        a->bm = NULL;
+    }
+    return a;
 }
 
 void bitmap_action_commit(BitmapAction *a)
 {
-    (void)a;
+    if (a->bm && a->type->commit) {
+        a->type->commit(a);
+    }
 }
 
 void bitmap_action_abort(BitmapAction *a)
 {
-    (void)a;
+    if (a->bm && a->type->abort) {
+        a->type->abort(a);
+    }
+    a->bm = NULL;
 }
 
 void bitmap_action_clean(BitmapAction *a)
 {
-    (void)a;
+    if (!a) {
+        return;
+    }
+    if (a->backup) {
+        hbitmap_free(a->backup);
+    }
+    free(a);
 }
