@@ -1,0 +1,382 @@
+"""blockdev-backup with a bitmap: the iotest 257-style matrix of sync mode
+(bitmap, full, top) x bitmap-mode (on-success, never, always) x outcome
+(success, a read error on the source, a write error on the target, cancel
+in PENDING), checking the bitmap's count and sha256 afterwards against the
+rule, and on success the backup's bytes.  The invalid combinations are
+refused with qemu-storage-daemon 7.2's words.  Every expectation was
+checked against qemu-storage-daemon 7.2.
+
+Scenario (16 MiB qcow2 source, 64 KiB clusters and granules): data at
+0-4M and 8-10M; bm0 added; writes W1; the backup starts throttled to a
+standstill (speed 1, one worker, 64 KiB chunks: it copies in order, one
+cluster at a time); writes W2 land during the job (overlapping W1 and
+new); the speed is lifted; the outcome.
+
+The rule (qemu's, for a job that ends with ret):
+    bitmap := W2                          ret == 0 and mode != never
+    bitmap := W1 | W2                     mode == never, or ret < 0 and
+                                          mode == on-success
+    bitmap := W2 | (C not yet copied)     ret < 0 and mode == always
+where C is what the job had to copy (bitmap: W1; full: every cluster;
+top: the clusters allocated in the source).  The copy stops at cluster X
+(the failing one), so "not yet copied" is C from X on; a cancel in
+PENDING comes after everything was copied.
+"""
+
+import os
+
+import pytest
+
+from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
+                        bitmap_info, node_bitmaps, data_granules, granules, host_offset,
+                        pattern, read_image, start_export)
+from bjtest import QMPError, qemu_img, qemu_io
+
+pytest.importorskip('nbd')
+
+SIZE = 16 * MiB
+NBITS = SIZE // GRAN
+X = 140                      # the cluster whose copy fails
+
+# Initial data: granules 0-63 and 128-159 allocated in the source.
+INITIAL = [(0x11, 0, 4 * MiB), (0x22, 8 * MiB, 2 * MiB)]
+ALLOCATED = set(range(0, 64)) | set(range(128, 160))
+
+# (seed, offset, length): aligned, unaligned, straddling, in holes.
+W1 = [(1, 2 * GRAN, GRAN), (2, 3 * GRAN + 1000, 4096),
+      (3, 41 * GRAN - 512, 1024), (4, 100 * GRAN, 8192),
+      (5, X * GRAN + 4096, 4096), (6, 141 * GRAN, GRAN),
+      (7, 200 * GRAN + 60000, 10000)]
+# During the job: over W1 (2, 40, 201) and new (5, 150, 220), never X.
+W2 = [(11, 2 * GRAN + 512, 512), (12, 40 * GRAN, GRAN),
+      (13, 5 * GRAN, 4096), (14, 150 * GRAN, 4096),
+      (15, 220 * GRAN, 4096), (16, 201 * GRAN + 100, 200)]
+# After the job: the bitmap records again.
+W3 = [(21, 250 * GRAN + 7, 9)]
+
+
+def bits_of(writes):
+    s = set()
+    for _, off, length in writes:
+        s |= granules(off, length)
+    return s
+
+
+B1, B2, B3 = bits_of(W1), bits_of(W2), bits_of(W3)
+assert X in B1 and X not in B2
+
+VALID = [('bitmap', 'on-success'), ('bitmap', 'never'), ('bitmap', 'always'),
+         ('full', 'on-success'), ('full', 'always'),
+         ('top', 'on-success'), ('top', 'always')]
+
+
+def copy_set(sync):
+    return {'bitmap': B1, 'full': set(range(NBITS)),
+            'top': ALLOCATED | B1}[sync]
+
+
+def expected_bits(sync, mode, outcome):
+    ok = outcome == 'success'
+    if mode == 'never' or (not ok and mode == 'on-success'):
+        return B1 | B2
+    if ok:
+        return set(B2)
+    if outcome == 'cancel':           # in PENDING: everything was copied
+        return set(B2)
+    return B2 | {c for c in copy_set(sync) if c >= X}
+
+
+class Setup:
+    def __init__(self, daemon, outcome):
+        self.qmp = daemon.qmp
+        self.dir = daemon.workdir
+        self.src = os.path.join(self.dir, 'src.qcow2')
+        self.model = Model(SIZE)
+        qemu_img('create', '-q', '-f', 'qcow2', self.src, SIZE)
+        for seed, off, length in INITIAL:
+            qemu_io('-f', 'qcow2', '-c',
+                    'write -P %d %d %d' % (seed, off, length), self.src)
+            self.model.write(off, bytes([seed]) * length)
+        srcfile = {'driver': 'file', 'filename': self.src}
+        if outcome == 'src-error':
+            # X is allocated and W1 overwrites it in place: its host
+            # offset is known now.
+            sector = host_offset(self.src, X * GRAN) // 512
+            srcfile = {'driver': 'blkdebug', 'image': srcfile,
+                       'inject-error': [{'event': 'read_aio', 'errno': 5,
+                                         'once': True, 'sector': sector}]}
+        self.qmp.execute('blockdev-add', {'driver': 'qcow2',
+                                          'node-name': 'src',
+                                          'file': srcfile})
+        if outcome == 'tgt-error':
+            self.tgt, self.tgt_fmt = os.path.join(self.dir, 'tgt.raw'), 'raw'
+            qemu_img('create', '-q', '-f', 'raw', self.tgt, SIZE)
+            tgtfile = {'driver': 'blkdebug',
+                       'image': {'driver': 'file', 'filename': self.tgt},
+                       'inject-error': [{'event': 'write_aio', 'errno': 5,
+                                         'once': True,
+                                         'sector': X * GRAN // 512}]}
+        else:
+            self.tgt, self.tgt_fmt = os.path.join(self.dir,
+                                                  'tgt.qcow2'), 'qcow2'
+            qemu_img('create', '-q', '-f', 'qcow2', self.tgt, SIZE)
+            tgtfile = {'driver': 'file', 'filename': self.tgt}
+        self.qmp.execute('blockdev-add', {'driver': self.tgt_fmt,
+                                          'node-name': 'tgt',
+                                          'file': tgtfile})
+        self.sock = daemon.socket_path('nbd.sock')
+        start_export(self.qmp, self.sock, 'src')
+        self.nbd = NbdWriter(self.sock, 'x', self.model)
+
+    def write(self, writes):
+        for seed, off, length in writes:
+            self.nbd.write(off, pattern(seed, length))
+
+    def release(self):
+        self.nbd.close()
+        self.qmp.execute('block-export-del', id='e0')
+        self.qmp.wait_event('BLOCK_EXPORT_DELETED')
+        self.qmp.execute('blockdev-del', node_name='tgt')
+        self.qmp.execute('blockdev-del', node_name='src')
+
+
+def wait_status(qmp, status, timeout=60):
+    qmp.wait_event('JOB_STATUS_CHANGE', timeout=timeout,
+                   match={'data': {'id': 'j', 'status': status}})
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize('outcome', ['success', 'src-error', 'tgt-error',
+                                     'cancel'])
+@pytest.mark.parametrize('sync,mode', VALID,
+                         ids=['%s-%s' % v for v in VALID])
+def test_matrix(daemon, sync, mode, outcome):
+    s = Setup(daemon, outcome)
+    qmp = s.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
+                granularity=GRAN)
+    s.write(W1)
+    assert_bitmap(qmp, 'src', 'bm0', B1, SIZE, what='after W1')
+    at_start = s.model.snapshot()
+    qmp.execute('blockdev-backup', {
+        'job-id': 'j', 'device': 'src', 'target': 'tgt', 'sync': sync,
+        'bitmap': 'bm0', 'bitmap-mode': mode, 'speed': 1,
+        'auto-finalize': False, 'auto-dismiss': False,
+        'x-perf': {'max-workers': 1, 'max-chunk': GRAN}})
+    # The bitmap is frozen for the job: busy, still "recording" (its
+    # successor records), its bits unchanged by the writes during the job.
+    # (qemu also lists two anonymous bitmaps meanwhile, the successor and
+    # the copy bitmap: not checked.)
+    info = assert_bitmap(qmp, 'src', 'bm0', B1, SIZE, what='job started')
+    assert info['busy'] is True and info['recording'] is True, info
+    s.write(W2)
+    info = assert_bitmap(qmp, 'src', 'bm0', B1, SIZE, what='during job')
+    assert [b['name'] for b in node_bitmaps(qmp, 'src') if 'name' in b] == \
+        ['bm0']
+    qmp.execute('block-job-set-speed', device='j', speed=0)
+
+    if outcome in ('success', 'cancel'):
+        qmp.wait_event('BLOCK_JOB_PENDING', timeout=60,
+                       match={'data': {'id': 'j'}})
+        if outcome == 'success':
+            qmp.execute('job-finalize', id='j')
+            ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+            assert 'error' not in ev['data'], ev
+            assert ev['data']['offset'] == ev['data']['len']
+        else:
+            qmp.execute('job-cancel', id='j')
+            qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+    else:
+        ev = qmp.wait_event('BLOCK_JOB_ERROR', timeout=60)
+        assert ev['data'] == {'device': 'j', 'action': 'report',
+                              'operation': 'read' if outcome == 'src-error'
+                              else 'write'}
+        ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        assert ev['data']['error'] == 'Input/output error', ev
+    wait_status(qmp, 'concluded')
+    qmp.execute('job-dismiss', id='j')
+    wait_status(qmp, 'null')
+
+    want = expected_bits(sync, mode, outcome)
+    info = assert_bitmap(qmp, 'src', 'bm0', want, SIZE,
+                         what='%s %s %s' % (sync, mode, outcome))
+    assert info['busy'] is False and info['recording'] is True, info
+    s.write(W3)
+    assert_bitmap(qmp, 'src', 'bm0', want | B3, SIZE, what='after W3')
+    s.release()
+
+    # The source holds every write.
+    assert read_image(s.src, 'qcow2', s.dir, 'src.dump') == s.model.snapshot()
+    if outcome != 'success':
+        return
+    # The target: the source as it was when the job started ...
+    got = read_image(s.tgt, 'qcow2', s.dir, 'tgt.dump')
+    data = data_granules(s.tgt)
+    if sync == 'bitmap':
+        # ... in exactly the clusters of the bitmap; nothing elsewhere.
+        assert data == B1
+        for g in range(NBITS):
+            want_bytes = (at_start[g * GRAN:(g + 1) * GRAN] if g in B1
+                          else bytes(GRAN))
+            assert got[g * GRAN:(g + 1) * GRAN] == want_bytes, g
+    else:
+        assert got == at_start
+        if sync == 'top':
+            # only what the source had allocated
+            assert data == ALLOCATED | B1
+    qemu_img('check', '-q', s.tgt)
+
+
+def backup_err(qmp, **args):
+    a = {'job-id': 'j', 'device': 'src', 'target': 'tgt'}
+    a.update({k.replace('_', '-'): v for k, v in args.items()})
+    with pytest.raises(QMPError) as e:
+        qmp.execute('blockdev-backup', a)
+    assert e.value.cls == 'GenericError'
+    return e.value.desc
+
+
+@pytest.mark.timeout(60)
+def test_invalid_combinations(daemon):
+    s = Setup(daemon, 'success')
+    qmp = s.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
+                granularity=GRAN)
+    s.write(W1)
+    for sync in ('full', 'top', 'none', 'bitmap', 'incremental'):
+        if sync in ('bitmap', 'incremental'):
+            msg = "must provide a valid bitmap name for '%s' sync mode" % sync
+        else:
+            msg = 'Cannot specify bitmap sync mode without a bitmap'
+        for mode in ('on-success', 'never', 'always'):
+            assert backup_err(qmp, sync=sync, bitmap_mode=mode) == msg
+        if sync != 'incremental':
+            assert backup_err(qmp, sync=sync, bitmap='bm0') == \
+                'Bitmap sync mode must be given when providing a bitmap'
+    for sync in ('full', 'top'):
+        assert backup_err(qmp, sync=sync, bitmap='bm0',
+                          bitmap_mode='never') == \
+            ("Bitmap sync mode 'never' has no meaningful effect when "
+             "combined with sync mode '%s'" % sync)
+    for mode in ('on-success', 'never', 'always'):
+        assert backup_err(qmp, sync='none', bitmap='bm0',
+                          bitmap_mode=mode) == \
+            "sync mode 'none' does not produce meaningful bitmap outputs"
+    for mode in ('never', 'always'):
+        assert backup_err(qmp, sync='incremental', bitmap='bm0',
+                          bitmap_mode=mode) == \
+            ("Bitmap sync mode must be 'on-success' when using sync mode "
+             "'incremental'")
+    for sync in ('bitmap', 'incremental', 'full'):
+        assert backup_err(qmp, sync=sync, bitmap='nope',
+                          bitmap_mode='on-success') == \
+            "Bitmap 'nope' could not be found"
+    # Nothing was started and the bitmap is untouched.
+    assert qmp.execute('query-block-jobs') == []
+    info = assert_bitmap(qmp, 'src', 'bm0', B1, SIZE)
+    assert info['busy'] is False
+
+
+def check_target(s, at_start, copied, gran=GRAN):
+    """The target holds at_start in the 64 KiB clusters copied (data
+    where the source had data), zeroes everywhere else."""
+    got = read_image(s.tgt, 'qcow2', s.dir, 'tgt.dump')
+    nonzero = {g for g in copied
+               if at_start[g * GRAN:(g + 1) * GRAN] != bytes(GRAN)}
+    assert data_granules(s.tgt) - copied == set()
+    assert data_granules(s.tgt) >= nonzero
+    for g in range(NBITS):
+        want_bytes = (at_start[g * GRAN:(g + 1) * GRAN] if g in copied
+                      else bytes(GRAN))
+        assert got[g * GRAN:(g + 1) * GRAN] == want_bytes, g
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('gran', [4096, 256 * 1024])
+def test_bitmap_granularity(daemon, gran):
+    """A bitmap finer or coarser than the 64 KiB backup cluster: the job
+    copies every cluster a dirty granule touches, and on success the
+    bitmap holds the writes during the job at its own granularity."""
+    s = Setup(daemon, 'success')
+    qmp = s.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
+                granularity=gran)
+    s.write(W1)
+
+    def bits(writes):
+        out = set()
+        for _, off, length in writes:
+            out |= granules(off, length, gran)
+        return out
+
+    assert_bitmap(qmp, 'src', 'bm0', bits(W1), SIZE, gran)
+    at_start = s.model.snapshot()
+    qmp.execute('blockdev-backup', {
+        'job-id': 'j', 'device': 'src', 'target': 'tgt', 'sync': 'bitmap',
+        'bitmap': 'bm0', 'bitmap-mode': 'on-success', 'speed': 1,
+        'x-perf': {'max-workers': 1, 'max-chunk': GRAN}})
+    s.write(W2)
+    qmp.execute('block-job-set-speed', device='j', speed=0)
+    ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    assert 'error' not in ev['data'], ev
+    wait_status(qmp, 'null')
+    assert_bitmap(qmp, 'src', 'bm0', bits(W2), SIZE, gran)
+    s.release()
+    copied = set()
+    for b in bits(W1):
+        copied |= granules(b * gran, gran)
+    check_target(s, at_start, copied)
+
+
+BUSY = "Bitmap 'bm0' is currently in use by another operation and cannot " \
+    "be used"
+
+
+@pytest.mark.timeout(60)
+def test_busy_during_backup(daemon):
+    """While a backup uses bm0, everything that would change it or use it
+    for another job is refused; reading its hash is allowed."""
+    s = Setup(daemon, 'success')
+    qmp = s.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
+                granularity=GRAN)
+    qmp.execute('block-dirty-bitmap-add', node='src', name='other',
+                granularity=GRAN)
+    s.write(W1)
+    t2 = os.path.join(s.dir, 't2.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', t2, SIZE)
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 't2',
+                                 'file': {'driver': 'file', 'filename': t2}})
+    qmp.execute('blockdev-backup', {'job-id': 'j', 'device': 'src',
+                                    'target': 'tgt', 'sync': 'incremental',
+                                    'bitmap': 'bm0', 'speed': 1})
+
+    def refused(cmd, args):
+        with pytest.raises(QMPError) as e:
+            qmp.execute(cmd, args)
+        assert e.value.desc == BUSY, (cmd, args)
+
+    for cmd in ('clear', 'remove', 'disable', 'enable'):
+        refused('block-dirty-bitmap-' + cmd, {'node': 'src', 'name': 'bm0'})
+    refused('block-dirty-bitmap-merge', {'node': 'src', 'target': 'bm0',
+                                         'bitmaps': ['other']})
+    refused('block-dirty-bitmap-merge', {'node': 'src', 'target': 'other',
+                                         'bitmaps': ['bm0']})
+    refused('blockdev-backup', {'job-id': 'k', 'device': 'src',
+                                'target': 't2', 'sync': 'incremental',
+                                'bitmap': 'bm0'})
+    refused('blockdev-backup', {'job-id': 'k', 'device': 'src',
+                                'target': 't2', 'sync': 'full',
+                                'bitmap': 'bm0', 'bitmap-mode': 'always'})
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
+    assert e.value.desc == 'Bitmap already exists: bm0'
+    assert_bitmap(qmp, 'src', 'bm0', B1, SIZE)
+    qmp.execute('job-cancel', id='j')
+    wait_status(qmp, 'null')
+    # Cancelled: on-success keeps every bit.
+    info = assert_bitmap(qmp, 'src', 'bm0', B1, SIZE)
+    assert info['busy'] is False
+    qmp.execute('block-dirty-bitmap-clear', node='src', name='bm0')
+    assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
+    qmp.execute('blockdev-del', node_name='t2')
