@@ -195,8 +195,9 @@ static json_t *bitmap_info(const BdrvDirtyBitmap *bm)
     json_t *o = json_object();
 
     json_object_set_new(o, "name", json_string(bdrv_dirty_bitmap_name(bm)));
+    /* A backup's frozen sync bitmap records through its successor. */
     json_object_set_new(o, "recording",
-                        json_boolean(bdrv_dirty_bitmap_enabled(bm)));
+                        json_boolean(bdrv_dirty_bitmap_recording(bm)));
     json_object_set_new(o, "persistent",
                         json_boolean(bdrv_dirty_bitmap_persistent(bm)));
     json_object_set_new(o, "busy", json_boolean(bdrv_dirty_bitmap_busy(bm)));
