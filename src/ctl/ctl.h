@@ -34,6 +34,8 @@ typedef struct Ctl {
     bool has_timeout;
     double timeout;
     long count;               /* events: stop after this many (0: never) */
+    bool persistent, disabled, has_granularity; /* bitmap add */
+    int64_t granularity;
     char **args;              /* positional arguments after the command */
     int nargs;
 } Ctl;
@@ -94,5 +96,8 @@ int cmd_events(const Ctl *ctl);
 int cmd_start(const Ctl *ctl, const char *what);
 int cmd_control(const Ctl *ctl, const char *verb);
 int cmd_abort(const Ctl *ctl);
+
+/* bitmapcmds.c: bitmap list|add|remove|clear|enable|disable|merge|sha256 */
+int cmd_bitmap(const Ctl *ctl);
 
 #endif

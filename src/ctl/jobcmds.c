@@ -138,6 +138,10 @@ int cmd_start(const Ctl *ctl, const char *what)
         ctl_error("%s needs --to TARGET (a node name)", what);
         return EXIT_USAGE;
     }
+    if ((ctl->bitmap || ctl->mode) && strcmp(type, "backup") != 0) {
+        ctl_error("--bitmap and --bitmap-mode apply to backup only");
+        return EXIT_USAGE;
+    }
     converges = strcmp(type, "mirror") == 0 ||
                 (strcmp(type, "commit") == 0 &&
                  (!ctl->top || strcmp(ctl->top, node) == 0));

@@ -28,6 +28,7 @@ static const char usage_text[] =
 "Starting jobs:\n"
 "  backup NODE --to TARGET [--sync full|top|none|incremental|bitmap]\n"
 "         [--bitmap NAME] [--bitmap-mode on-success|always|never]\n"
+"         (sync defaults to incremental when --bitmap is given)\n"
 "  mirror NODE --to TARGET [--sync full|top|none] [--pivot]\n"
 "  pull NODE [--base NODE]            (block-stream)\n"
 "  commit NODE [--top NODE] [--base NODE] [--pivot]\n"
@@ -44,6 +45,14 @@ static const char usage_text[] =
 "    waits until the job is gone and says how it ended; --async returns once\n"
 "    the daemon accepted the cancel; --pivot completes a READY mirror or\n"
 "    active commit instead (refused, changing nothing, when not READY)\n"
+"Dirty bitmaps:\n"
+"  bitmap list [NODE] [--all]  table of bitmaps: node, name, granularity,\n"
+"                            dirty bytes, status\n"
+"  bitmap add NODE NAME [--granularity SIZE] [--persistent] [--disabled]\n"
+"  bitmap remove|clear|enable|disable NODE NAME\n"
+"  bitmap merge NODE NAME SOURCE...   SOURCE: a bitmap NAME on NODE, or\n"
+"                            SRCNODE:NAME on another node\n"
+"  bitmap sha256 NODE NAME   the bitmap's checksum (x-debug command)\n"
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
@@ -64,7 +73,8 @@ static const char usage_text[] =
 enum {
     OPT_TO = 256, OPT_SYNC, OPT_BITMAP, OPT_BITMAP_MODE, OPT_BASE, OPT_TOP,
     OPT_SPEED, OPT_WAIT, OPT_ASYNC, OPT_PIVOT, OPT_TIMEOUT, OPT_JOB_ID,
-    OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT,
+    OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
+    OPT_PERSISTENT, OPT_DISABLED,
 };
 
 static const struct option long_opts[] = {
@@ -88,6 +98,9 @@ static const struct option long_opts[] = {
     { "all", no_argument, NULL, OPT_ALL },
     { "count", required_argument, NULL, OPT_COUNT },
     { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+    { "granularity", required_argument, NULL, OPT_GRANULARITY },
+    { "persistent", no_argument, NULL, OPT_PERSISTENT },
+    { "disabled", no_argument, NULL, OPT_DISABLED },
     { NULL, 0, NULL, 0 },
 };
 
@@ -125,6 +138,16 @@ int main(int argc, char **argv)
         case OPT_JOB_ID: ctl.job_id = optarg; break;
         case OPT_POLL: ctl.poll = true; break;
         case OPT_ALL: ctl.all = true; break;
+        case OPT_PERSISTENT: ctl.persistent = true; break;
+        case OPT_DISABLED: ctl.disabled = true; break;
+        case OPT_GRANULARITY:
+            if (!units_parse_size(optarg, &ctl.granularity) ||
+                ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
+                return usage_error("invalid granularity '%s' (bytes, e.g. "
+                                   "64K)", optarg);
+            }
+            ctl.has_granularity = true;
+            break;
         case OPT_SPEED:
             if (!units_parse_size(optarg, &ctl.speed)) {
                 return usage_error("invalid speed '%s' (bytes/s, e.g. 512K, "
@@ -184,6 +207,8 @@ int main(int argc, char **argv)
         return cmd_control(&ctl, cmd);
     } else if (strcmp(cmd, "abort") == 0) {
         return cmd_abort(&ctl);
+    } else if (strcmp(cmd, "bitmap") == 0) {
+        return cmd_bitmap(&ctl);
     }
     return usage_error("unknown command '%s'", cmd);
 }
