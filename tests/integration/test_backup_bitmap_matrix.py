@@ -28,7 +28,7 @@ import os
 import pytest
 
 from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
-                        bitmap_info, node_bitmaps, data_granules, granules, host_offset,
+                        node_bitmaps, data_granules, granules, host_offset,
                         pattern, read_image, start_export)
 from bjtest import QMPError, qemu_img, qemu_io
 

@@ -1,0 +1,293 @@
+"""Incremental backup chains, iotest 124 style: a full backup and three
+incrementals (sync=incremental, bm0), with writes from an NBD client to the
+source between the backups (and during one), restored by chaining the
+images with qemu-img: the chain up to backup i equals the source as it was
+when backup i started (qemu-img compare against a reference kept in
+Python).  An incremental that fails leaves the bitmap whole and the next
+one captures everything; a transaction [block-dirty-bitmap-add,
+blockdev-backup full] starts the chain atomically.  Every expectation was
+checked against qemu-storage-daemon 7.2.
+"""
+
+import os
+
+import pytest
+
+from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
+                        data_granules, granules, pattern, start_export)
+from bjtest import QMPError, qemu_img, qemu_io
+
+pytest.importorskip('nbd')
+
+SIZE = 32 * MiB
+
+# Writes between the backups: (seed, offset, length); some rewrite what
+# an earlier round wrote, some are unaligned or straddle two granules.
+ROUNDS = [
+    [(1, 0, GRAN), (2, 5 * GRAN + 100, 3000), (3, 64 * GRAN - 512, 1024),
+     (4, 300 * GRAN, 3 * GRAN)],
+    [(5, 5 * GRAN, GRAN), (6, 128 * GRAN + 4096, 4096),
+     (7, 301 * GRAN + 10, 10), (8, 511 * GRAN, GRAN)],
+    [(9, 0, 512), (10, 64 * GRAN, 2 * GRAN), (11, 400 * GRAN + 65000, 1000),
+     (12, 200 * GRAN, 4096)],
+]
+# Written while the second incremental runs (not in it, in the third).
+DURING = [(13, 128 * GRAN, 8192), (14, 450 * GRAN, 4096), (15, 0, 4096)]
+AFTER = [(16, 77 * GRAN, 1)]
+
+
+def bits_of(writes):
+    s = set()
+    for _, off, length in writes:
+        s |= granules(off, length)
+    return s
+
+
+class Chain:
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.qmp = daemon.qmp
+        self.dir = daemon.workdir
+        self.src = os.path.join(self.dir, 'src.raw')
+        qemu_img('create', '-q', '-f', 'raw', self.src, SIZE)
+        qemu_io('-f', 'raw', '-c', 'write -P 0x41 0 4M', '-c',
+                'write -P 0x42 16M 2M', self.src)
+        self.model = Model(SIZE)
+        self.model.write(0, b'\x41' * (4 * MiB))
+        self.model.write(16 * MiB, b'\x42' * (2 * MiB))
+        self.qmp.execute('blockdev-add', {
+            'driver': 'raw', 'node-name': 'src',
+            'file': {'driver': 'file', 'filename': self.src}})
+        sock = daemon.socket_path('nbd.sock')
+        start_export(self.qmp, sock, 'src')
+        self.nbd = NbdWriter(sock, 'x', self.model)
+        self.images = []          # (qcow2 path, reference raw path)
+        self.n = 0
+
+    def write(self, writes):
+        for seed, off, length in writes:
+            self.nbd.write(off, pattern(seed, length))
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def add_target(self, name, backing=None, fmt='qcow2', blkdebug=None):
+        """A new target node tgtN on a fresh image (backing: the image it
+        will sit on, written in the header but not opened)."""
+        p = self.path(name)
+        if fmt == 'raw':
+            qemu_img('create', '-q', '-f', 'raw', p, SIZE)
+        elif backing is None:
+            qemu_img('create', '-q', '-f', 'qcow2', p, SIZE)
+        else:
+            qemu_img('create', '-q', '-f', 'qcow2', '-b', backing, '-F',
+                     'qcow2', p)
+        f = {'driver': 'file', 'filename': p}
+        if blkdebug is not None:
+            f = {'driver': 'blkdebug', 'image': f,
+                 'inject-error': [blkdebug]}
+        node = 'tgt%d' % self.n
+        self.n += 1
+        opts = {'driver': fmt, 'node-name': node, 'file': f}
+        if backing is not None:
+            opts['backing'] = None
+        self.qmp.execute('blockdev-add', opts)
+        return p, node
+
+    def backup(self, node, sync, jid, speed=None, during=None, **extra):
+        """Runs a backup to node; returns the reference (the source at
+        the start) and the BLOCK_JOB_COMPLETED data."""
+        ref = self.model.snapshot()
+        args = {'job-id': jid, 'device': 'src', 'target': node,
+                'sync': sync}
+        if speed is not None:
+            args['speed'] = speed
+        args.update(extra)
+        self.qmp.execute('blockdev-backup', args)
+        if during:
+            self.write(during)
+            self.qmp.execute('block-job-set-speed', device=jid, speed=0)
+        ev = self.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60,
+                                 match={'data': {'device': jid}})
+        self.qmp.wait_event('JOB_STATUS_CHANGE', timeout=60,
+                            match={'data': {'id': jid, 'status': 'null'}})
+        self.qmp.execute('blockdev-del', node_name=node)
+        return ref, ev['data']
+
+    def keep(self, path, ref):
+        refpath = path + '.ref'
+        self.model.save(refpath, ref)
+        self.images.append((path, refpath))
+
+    def verify(self):
+        """Each image, with the ones before it as backing, equals the
+        source at its instant; each incremental holds only its own
+        clusters (checked by the caller)."""
+        for path, refpath in self.images:
+            qemu_img('check', '-q', path)
+            qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', refpath,
+                     path)
+
+    def close(self):
+        self.nbd.close()
+        self.qmp.execute('block-export-del', id='e0')
+        self.qmp.wait_event('BLOCK_EXPORT_DELETED')
+
+
+def rebase(path, backing):
+    qemu_img('rebase', '-u', '-f', 'qcow2', '-b', backing, '-F', 'qcow2',
+             path)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize('layout', ['backing', 'rebase'])
+def test_full_and_three_incrementals(daemon, layout):
+    """layout backing: each incremental is created on the previous image
+    (qemu-img create -b) and opened without its backing; rebase: created
+    standalone, chained afterwards with qemu-img rebase -u."""
+    c = Chain(daemon)
+    qmp = c.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
+    full, node = c.add_target('full.qcow2')
+    ref, done = c.backup(node, 'full', 'full')
+    assert 'error' not in done and done['offset'] == done['len'] == SIZE
+    c.keep(full, ref)
+    assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
+
+    prev = full
+    expect = []
+    pending = set()
+    for i, writes in enumerate(ROUNDS):
+        c.write(writes)
+        pending |= bits_of(writes)
+        assert_bitmap(qmp, 'src', 'bm0', pending, SIZE, what='round %d' % i)
+        name = 'inc%d.qcow2' % i
+        path, node = c.add_target(name, prev if layout == 'backing'
+                                  else None)
+        during = DURING if i == 1 else None
+        ref, done = c.backup(node, 'incremental', 'inc%d' % i,
+                             bitmap='bm0', speed=1 if during else None,
+                             during=during)
+        assert 'error' not in done, done
+        # What the job copied: the dirty clusters.
+        assert done['offset'] == done['len'] == len(pending) * GRAN
+        expect.append((path, pending))
+        pending = bits_of(during) if during else set()
+        assert_bitmap(qmp, 'src', 'bm0', pending, SIZE,
+                      what='after inc%d' % i)
+        if layout == 'rebase':
+            rebase(path, prev)
+        c.keep(path, ref)
+        prev = path
+
+    c.write(AFTER)
+    assert_bitmap(qmp, 'src', 'bm0', bits_of(AFTER), SIZE)
+    c.close()
+    for path, bits in expect:
+        assert data_granules(path, depth=0) == bits, path
+    c.verify()
+    qmp.execute('blockdev-del', node_name='src')
+    with open(c.src, 'rb') as f:
+        assert f.read() == c.model.snapshot()
+
+
+@pytest.mark.timeout(90)
+def test_failed_incremental_keeps_bitmap(daemon):
+    """An incremental whose target fails partway (blkdebug: the write of
+    the last dirty cluster) reports the error and leaves bm0 whole, with
+    the writes made meanwhile; the next incremental, on a new image,
+    captures everything since the full backup."""
+    c = Chain(daemon)
+    qmp = c.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
+    full, node = c.add_target('full.qcow2')
+    ref, done = c.backup(node, 'full', 'full')
+    assert 'error' not in done
+    c.keep(full, ref)
+
+    c.write(ROUNDS[0])
+    first = bits_of(ROUNDS[0])
+    last = max(first)
+    # A raw target: its file offsets are the guest's.
+    bad, node = c.add_target('bad.raw', fmt='raw', blkdebug={
+        'event': 'write_aio', 'errno': 5, 'once': True,
+        'sector': last * GRAN // 512})
+    ref_bad, done = c.backup(node, 'incremental', 'inc-bad', bitmap='bm0',
+                             speed=1, during=ROUNDS[1])
+    assert done['error'] == 'Input/output error', done
+    assert done['offset'] < done['len'] == len(first) * GRAN
+    everything = first | bits_of(ROUNDS[1])
+    info = assert_bitmap(qmp, 'src', 'bm0', everything, SIZE,
+                         what='after the failure')
+    assert info['busy'] is False and info['recording'] is True
+    os.unlink(bad)
+
+    c.write(ROUNDS[2])
+    everything |= bits_of(ROUNDS[2])
+    inc, node = c.add_target('inc.qcow2', full)
+    ref, done = c.backup(node, 'incremental', 'inc', bitmap='bm0')
+    assert 'error' not in done
+    assert done['offset'] == done['len'] == len(everything) * GRAN
+    assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
+    c.keep(inc, ref)
+    c.close()
+    assert data_granules(inc, depth=0) == everything
+    c.verify()
+
+
+@pytest.mark.timeout(90)
+def test_transaction_starts_chain(daemon):
+    """transaction [block-dirty-bitmap-add, blockdev-backup full] creates
+    the bitmap at the instant the full backup starts: writes during the
+    full backup are in the bitmap (and not in the full backup), and the
+    chain full + incremental equals the source at each instant.  A
+    transaction whose backup is refused adds no bitmap."""
+    c = Chain(daemon)
+    qmp = c.qmp
+    c.write(ROUNDS[0])                  # before: in the full backup only
+    full, node = c.add_target('full.qcow2')
+    p2, node2 = c.add_target('spare.qcow2')
+
+    with pytest.raises(QMPError) as e:
+        qmp.execute('transaction', actions=[
+            {'type': 'block-dirty-bitmap-add',
+             'data': {'node': 'src', 'name': 'bm0'}},
+            {'type': 'blockdev-backup',
+             'data': {'job-id': 'full', 'device': 'src', 'target': 'nope',
+                      'sync': 'full'}}])
+    assert e.value.desc == "Cannot find device='nope' nor node-name='nope'"
+    assert [n.get('dirty-bitmaps') for n in
+            qmp.execute('query-named-block-nodes')
+            if n['node-name'] == 'src'] == [None]
+    assert qmp.execute('query-block-jobs') == []
+
+    ref = c.model.snapshot()
+    qmp.execute('transaction', actions=[
+        {'type': 'block-dirty-bitmap-add',
+         'data': {'node': 'src', 'name': 'bm0', 'granularity': GRAN}},
+        {'type': 'blockdev-backup',
+         'data': {'job-id': 'full', 'device': 'src', 'target': node,
+                  'sync': 'full', 'speed': 1}}])
+    c.write(ROUNDS[1])                  # during the full backup
+    assert_bitmap(qmp, 'src', 'bm0', bits_of(ROUNDS[1]), SIZE)
+    qmp.execute('block-job-set-speed', device='full', speed=0)
+    ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60,
+                        match={'data': {'device': 'full'}})
+    assert 'error' not in ev['data'], ev
+    qmp.wait_event('JOB_STATUS_CHANGE', timeout=60,
+                   match={'data': {'id': 'full', 'status': 'null'}})
+    qmp.execute('blockdev-del', node_name=node)
+    c.keep(full, ref)
+
+    c.write(ROUNDS[2])
+    pending = bits_of(ROUNDS[1]) | bits_of(ROUNDS[2])
+    assert_bitmap(qmp, 'src', 'bm0', pending, SIZE)
+    ref, done = c.backup(node2, 'incremental', 'inc', bitmap='bm0')
+    assert 'error' not in done
+    assert done['offset'] == done['len'] == len(pending) * GRAN
+    assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
+    rebase(p2, full)
+    c.keep(p2, ref)
+    c.close()
+    assert data_granules(p2, depth=0) == pending
+    c.verify()
