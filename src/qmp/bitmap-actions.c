@@ -342,15 +342,11 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
         abort();
     }
     /* Check every source first: a refused merge changes nothing.  A busy
-     * source is fine (only its bits are read), as in qemu. */
+     * source is refused too, as qemu does (in a transaction, one that an
+     * earlier action removes). */
     for (size_t i = 0; i < n; i++) {
         src[i] = merge_source(json_array_get(list, i), node, errp);
-        if (!src[i]) {
-            return false;
-        }
-        if (bdrv_dirty_bitmap_inconsistent(src[i])) {
-            error_setg(errp, "Bitmap '%s' is inconsistent and cannot be used",
-                       bdrv_dirty_bitmap_name(src[i]));
+        if (!src[i] || !bdrv_dirty_bitmap_check_usable(src[i], errp)) {
             return false;
         }
         if (bdrv_dirty_bitmap_size(src[i]) != bdrv_dirty_bitmap_size(dst)) {
