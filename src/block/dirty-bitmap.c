@@ -251,14 +251,41 @@ static void successor_release(BdrvDirtyBitmap *bm)
     bm->busy = false;
 }
 
+/* Takes bm out of its node's list. */
+static void list_unlink(BdrvDirtyBitmap *bm)
+{
+    for (BdrvDirtyBitmap **pp = &bm->bs->dirty_bitmaps; *pp;
+         pp = &(*pp)->next) {
+        if (*pp == bm) {
+            *pp = bm->next;
+            bm->next = NULL;
+            return;
+        }
+    }
+}
+
 void bdrv_dirty_bitmap_abdicate(BdrvDirtyBitmap *bm)
 {
-    if (!bm->successor) {
+    BdrvDirtyBitmap *s = bm->successor;
+
+    if (!s) {
         return;
     }
     HBitmap *tmp = bm->hb;
-    bm->hb = bm->successor->hb;
-    bm->successor->hb = tmp;
+    bm->hb = s->hb;
+    s->hb = tmp;
+    /* In qemu the successor takes the name and the parent goes, so the
+     * named bitmap now sits where the successor was created (queries list
+     * bitmaps by age): bm moves to the successor's place. */
+    list_unlink(bm);
+    for (BdrvDirtyBitmap **pp = &bm->bs->dirty_bitmaps; *pp;
+         pp = &(*pp)->next) {
+        if (*pp == s) {
+            bm->next = s;
+            *pp = bm;
+            break;
+        }
+    }
     successor_release(bm);
 }
 
@@ -270,6 +297,17 @@ void bdrv_dirty_bitmap_reclaim(BdrvDirtyBitmap *bm)
     /* Same node, same granularity: cannot fail. */
     hbitmap_merge(bm->hb, bm->successor->hb);
     successor_release(bm);
+}
+
+void bdrv_dirty_bitmap_merge_hbitmap(BdrvDirtyBitmap *dst, const HBitmap *src)
+{
+    uint64_t at = 0, n = 0, size = hbitmap_size(src);
+
+    while (at < size && hbitmap_next_dirty_area(src, &at, size, UINT64_MAX,
+                                                &n)) {
+        hbitmap_set(dst->hb, at, n);
+        at += n;
+    }
 }
 
 bool bdrv_dirty_bitmap_recording(const BdrvDirtyBitmap *bm)

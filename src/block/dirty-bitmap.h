@@ -70,8 +70,10 @@ bool bdrv_merge_dirty_bitmap(BdrvDirtyBitmap *dst, const BdrvDirtyBitmap *src,
  * anonymous successor on the same node records the writes bm would have
  * recorded; bm itself is disabled and busy, its bits stay as they were.
  * create_successor: "already has one" if frozen.  abdicate: bm takes the
- * successor's bits (bm's own are dropped: the job copied them).  reclaim:
- * bm |= successor (nothing lost, the job failed or mode never).  Both end
+ * successor's bits (bm's own are dropped: the job copied them) and its
+ * place among the node's bitmaps, as qemu's successor takes the name.
+ * reclaim: bm |= successor (nothing lost, the job failed or mode never).
+ * Both end
  * the frozen state: the successor is freed, bm records again if it did
  * before, and is no longer busy.
  */
@@ -86,6 +88,11 @@ bool bdrv_dirty_bitmap_recording(const BdrvDirtyBitmap *bm);
 /* The underlying HBitmap (serialisation, block-copy seeding). */
 typedef struct HBitmap HBitmap;
 HBitmap *bdrv_dirty_bitmap_hbitmap(BdrvDirtyBitmap *bm);
+/* dst |= src where src is any HBitmap over the same bytes, whatever its
+ * granularity: every granule of dst that a dirty run of src touches is set
+ * (coarser or finer, never less). */
+void bdrv_dirty_bitmap_merge_hbitmap(BdrvDirtyBitmap *dst,
+                                     const HBitmap *src);
 
 /* The request path's hook: marks [offset, offset+bytes) in every enabled
  * bitmap of bs. */

@@ -20,6 +20,13 @@
  * report ends the job, ignore and stop retry (the failed clusters are dirty
  * again).  sync=none copies nothing in the background: the filter keeps the
  * old data of what clients change until the job is cancelled.
+ *
+ * A sync bitmap is frozen at creation, in the same drained section: its
+ * bits are the instant's "changed since" set (sync=bitmap seeds the copy
+ * state from them, at the copy's cluster size), and a successor records
+ * the writes from then on.  commit/abort decide per bitmap-mode whether
+ * the bitmap becomes the successor or gets it merged back
+ * (backup_end_sync_bitmap).
  */
 #include "job/backup.h"
 
@@ -58,6 +65,9 @@ typedef struct BackupJob {
     int err;                 /* first failure of a worker, not yet handled */
     bool err_is_read;
     bool removed;            /* filter gone, graph restored */
+    BdrvDirtyBitmap *sync_bitmap;  /* frozen until the end; NULL after */
+    BackupBitmapMode bitmap_mode;
+    bool skip_unallocated;   /* sync=top over a backing chain */
 } BackupJob;
 
 typedef struct BackupWorker {
@@ -118,10 +128,32 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
     int ret = 0;
 
     (void)errp;
-    job_progress_set_remaining(job, (uint64_t)s->len);
     if (s->sync == BACKUP_SYNC_NONE) {
+        job_progress_set_remaining(job, (uint64_t)s->len);
         return backup_run_none(s);
     }
+    if (s->sync == BACKUP_SYNC_TOP && s->skip_unallocated) {
+        /* What the target's backing supplies needs no copy: taken out of
+         * the copy state first, as qemu does, so that progress counts
+         * only what is copied and bitmap-mode=always keeps only what
+         * was not copied. */
+        for (int64_t off = 0; off < s->len;) {
+            int64_t n = 0;
+            if (job_is_cancelled(job)) {
+                return -ECANCELED;
+            }
+            ret = block_copy_reset_unallocated(s->bcs, off, &n);
+            if (ret < 0) {
+                return ret;
+            }
+            off += n;
+        }
+        block_copy_set_skip_unallocated(s->bcs, NULL, NULL);
+        ret = 0;
+    }
+    /* What needs a copy: the bitmap's clusters for sync=bitmap, the
+     * allocated ones for top, else the whole disk. */
+    job_progress_set_remaining(job, (uint64_t)block_copy_remaining(s->bcs));
     for (;;) {
         /* Pause only with nothing in flight. */
         if (job->pause_count > 0) {
@@ -198,6 +230,49 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
 
 /* ---- the end ---- */
 
+/*
+ * The sync bitmap's fate (ret: 0 the job succeeded, < 0 it failed or was
+ * cancelled).  Synced (on-success after success, always): the bitmap holds
+ * the writes made during the job; after a failure, always adds what was
+ * not copied.  Otherwise the writes made meanwhile are merged back into the
+ * bits the job started from, so nothing is ever lost.
+ */
+static void backup_end_sync_bitmap(BackupJob *s, int ret)
+{
+    BdrvDirtyBitmap *bm = s->sync_bitmap;
+    bool sync;
+
+    if (!bm) {
+        return;
+    }
+    s->sync_bitmap = NULL;
+    sync = (ret == 0 || s->bitmap_mode == BACKUP_BITMAP_ALWAYS) &&
+           s->bitmap_mode != BACKUP_BITMAP_NEVER;
+    if (!sync) {
+        bdrv_dirty_bitmap_reclaim(bm);
+        return;
+    }
+    bdrv_dirty_bitmap_abdicate(bm);
+    if (ret < 0) {
+        if (s->bcs) {
+            block_copy_merge_uncopied(s->bcs, bm);
+        } else {
+            /* No copy state (never the case after creation): keep all. */
+            bdrv_set_dirty_bitmap(bm, 0, s->len);
+        }
+    }
+}
+
+static void backup_commit(Job *job)
+{
+    backup_end_sync_bitmap((BackupJob *)job, 0);
+}
+
+static void backup_abort(Job *job)
+{
+    backup_end_sync_bitmap((BackupJob *)job, -1);
+}
+
 /* Takes the filter out (its parents go back to the source), drained. */
 static void backup_remove_filter(BackupJob *s)
 {
@@ -245,6 +320,12 @@ static void backup_free(Job *job)
 {
     BackupJob *s = (BackupJob *)job;
 
+    /* Set up but never run (a failed creation, an aborted transaction):
+     * the bitmap is as it was, plus any write made meanwhile. */
+    if (s->sync_bitmap) {
+        bdrv_dirty_bitmap_reclaim(s->sync_bitmap);
+        s->sync_bitmap = NULL;
+    }
     backup_remove_filter(s);
     if (s->source) {
         bdrv_unref(s->source);
@@ -260,6 +341,8 @@ static const JobDriver backup_driver = {
     .block_job_events = true,
     .run = backup_run,
     .drained_poll = backup_drained_poll,
+    .commit = backup_commit,
+    .abort = backup_abort,
     .clean = backup_clean,
     .free = backup_free,
 };
@@ -354,13 +437,29 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
     if (!s->bcs) {
         goto fail;
     }
+    if (p->sync_bitmap) {
+        /* The instant of the copy (source drained): the bitmap's bits are
+         * what to copy, the writes from now on go to its successor. */
+        if (!bdrv_dirty_bitmap_create_successor(p->sync_bitmap, errp)) {
+            goto fail;
+        }
+        s->sync_bitmap = p->sync_bitmap;
+        s->bitmap_mode = p->bitmap_mode;
+        if (s->sync == BACKUP_SYNC_BITMAP) {
+            block_copy_set_needs_copy(s->bcs, bdrv_dirty_bitmap_hbitmap(
+                                                  p->sync_bitmap));
+        }
+    }
     block_copy_set_progress(s->bcs, backup_progress, s);
     block_copy_set_compress(s->bcs, p->compress);
     block_copy_set_buf_limit(s->bcs, JOB_BUF_LIMIT > s->chunk ?
                              JOB_BUF_LIMIT : s->chunk);
-    if (s->sync == BACKUP_SYNC_TOP && block_chain_next(source)) {
+    if (s->sync == BACKUP_SYNC_TOP) {
+        /* Without a backing file too: what the source does not allocate
+         * is left to the target (qemu skips it as well). */
         block_copy_set_skip_unallocated(s->bcs, source,
                                         block_chain_next(source));
+        s->skip_unallocated = true;
     }
     cbw_set_hook(s->cbw, backup_cbw_hook, s);
 
@@ -377,6 +476,10 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
     return job;
 
 fail:
+    if (s->sync_bitmap) {
+        bdrv_dirty_bitmap_reclaim(s->sync_bitmap);
+        s->sync_bitmap = NULL;
+    }
     backup_remove_filter(s);
     job_early_fail(job);
     return NULL;

@@ -8,13 +8,25 @@
 #define BJ_JOB_BACKUP_H
 
 #include "block/block.h"
+#include "block/dirty-bitmap.h"
 #include "job/jobs.h"
 
 typedef enum BackupSyncMode {
     BACKUP_SYNC_FULL = 0,
     BACKUP_SYNC_TOP,
     BACKUP_SYNC_NONE,
+    BACKUP_SYNC_BITMAP,      /* only what the sync bitmap has dirty */
 } BackupSyncMode;
+
+/* What becomes of the sync bitmap at the end (qemu's bitmap-mode). */
+typedef enum BackupBitmapMode {
+    BACKUP_BITMAP_ON_SUCCESS = 0, /* success: cleared but for the writes
+                                   * made during the job; else as before
+                                   * plus those writes */
+    BACKUP_BITMAP_NEVER,          /* always as before plus those writes */
+    BACKUP_BITMAP_ALWAYS,         /* the writes during the job, plus on
+                                   * failure what was not copied */
+} BackupBitmapMode;
 
 typedef struct BackupParams {
     BlockJobOptions job;          /* on_error is unused */
@@ -25,6 +37,11 @@ typedef struct BackupParams {
     int64_t max_workers;          /* x-perf; 0: 64 */
     int64_t max_chunk;            /* x-perf; 0: no limit */
     bool compress;                /* qcow2 target: compressed clusters */
+    /* A bitmap of the source (checked usable), or NULL.  Frozen with a
+     * successor for the job's life: busy, and the writes made meanwhile go
+     * to the successor; sync=bitmap needs one. */
+    BdrvDirtyBitmap *sync_bitmap;
+    BackupBitmapMode bitmap_mode;
 } BackupParams;
 
 /*

@@ -146,7 +146,7 @@ void block_copy_set_buf_limit(BlockCopyState *s, int64_t bytes)
 void block_copy_set_skip_unallocated(BlockCopyState *s, BlockNode *source,
                                      BlockNode *base)
 {
-    s->skip_unallocated = true;
+    s->skip_unallocated = source != NULL;
     s->skip_top = source;
     s->skip_base = base;
 }
@@ -159,6 +159,74 @@ void block_copy_set_compress(BlockCopyState *s, bool compress)
 void block_copy_set_disabled(BlockCopyState *s, bool disabled)
 {
     s->disabled = disabled;
+}
+
+void block_copy_set_needs_copy(BlockCopyState *s, const HBitmap *src)
+{
+    uint64_t at = 0, n = 0, size = hbitmap_size(src);
+
+    assert(s->n_tasks == 0);
+    hbitmap_reset_all(s->bitmap);
+    if (size > (uint64_t)s->len) {
+        size = (uint64_t)s->len;
+    }
+    /* hbitmap_set marks every cluster the run touches. */
+    while (at < size && hbitmap_next_dirty_area(src, &at, size, UINT64_MAX,
+                                                &n)) {
+        hbitmap_set(s->bitmap, at, n);
+        at += n;
+    }
+}
+
+int coroutine_fn block_copy_reset_unallocated(BlockCopyState *s,
+                                              int64_t offset,
+                                              int64_t *count)
+{
+    int64_t cs = s->cluster_size, total = 0;
+
+    assert(offset % cs == 0 && offset < s->len && s->skip_unallocated);
+    for (;;) {
+        int64_t at = offset + total, pnum = 0;
+        bool zero = false;
+        int ret = block_co_is_allocated_above(s->skip_top, s->skip_base, at,
+                                              s->len - at, &pnum, &zero);
+        if (ret < 0) {
+            return ret;
+        }
+        if (pnum <= 0) {
+            pnum = s->len - at;    /* no answer: treat the rest as one */
+        }
+        total += pnum;
+        if (ret || offset + total >= s->len) {
+            /* Allocated: keep every cluster the run touches.  Or the
+             * disk ends unallocated: drop the rest. */
+            int64_t end = offset + (total + cs - 1) / cs * cs;
+            *count = (end > s->len ? s->len : end) - offset;
+            if (!ret) {
+                hbitmap_reset(s->bitmap, (uint64_t)offset,
+                              (uint64_t)*count);
+            }
+            return ret;
+        }
+        if (total >= cs) {
+            /* Whole unallocated clusters, the rest looked at again. */
+            *count = total / cs * cs;
+            hbitmap_reset(s->bitmap, (uint64_t)offset, (uint64_t)*count);
+            return 0;
+        }
+        /* Less than a cluster unallocated: its tail decides. */
+    }
+}
+
+void block_copy_merge_uncopied(BlockCopyState *s, BdrvDirtyBitmap *bm)
+{
+    BlockCopyTask *t;
+
+    bdrv_dirty_bitmap_merge_hbitmap(bm, s->bitmap);
+    /* A task still in flight may yet fail: count it as not copied. */
+    list_for_each_entry(t, &s->tasks, link) {
+        bdrv_set_dirty_bitmap(bm, t->offset, t->bytes);
+    }
 }
 
 HBitmap *block_copy_bitmap(BlockCopyState *s)

@@ -34,6 +34,7 @@
 
 #include "aio/coroutine.h"
 #include "block/block.h"
+#include "block/dirty-bitmap.h"
 #include "util/error.h"
 #include "util/hbitmap.h"
 
@@ -66,13 +67,36 @@ void block_copy_set_progress(BlockCopyState *s, BlockCopyProgressFn *fn,
                              void *opaque);
 /* Per-state budget for background tasks (bytes, >= one chunk). */
 void block_copy_set_buf_limit(BlockCopyState *s, int64_t bytes);
-/* sync=top: skip what is not allocated in source above base. */
+/* sync=top: skip what is not allocated in source above base (source
+ * NULL: stop skipping). */
 void block_copy_set_skip_unallocated(BlockCopyState *s, BlockNode *source,
                                      BlockNode *base);
 /* Writes data with BLK_REQ_WRITE_COMPRESSED (qcow2 targets). */
 void block_copy_set_compress(BlockCopyState *s, bool compress);
 /* Stops copying (the job ended): block_copy returns 0 at once. */
 void block_copy_set_disabled(BlockCopyState *s, bool disabled);
+
+/*
+ * sync=bitmap: only what src (any granularity, over the same bytes) has
+ * dirty needs a copy; a dirty run makes every cluster it touches dirty.
+ * Before any task exists.
+ */
+void block_copy_set_needs_copy(BlockCopyState *s, const HBitmap *src);
+/*
+ * sync=top, before the copy starts: looks at the clusters from offset
+ * (cluster aligned) on; a run not allocated above the skip base (a
+ * cluster counts as allocated when any byte of it is) no longer needs a
+ * copy.  *count gets the bytes looked at.  1 allocated, 0 not, -errno.
+ * Once the whole disk was looked at, the copy needs no more checks
+ * (block_copy_set_skip_unallocated(s, NULL, NULL) turns them off).
+ */
+int coroutine_fn block_copy_reset_unallocated(BlockCopyState *s,
+                                              int64_t offset,
+                                              int64_t *count);
+/* bm |= what was not copied yet: the dirty clusters and those in flight
+ * (bitmap-mode always after a failure: nothing the job did not copy may be
+ * lost). */
+void block_copy_merge_uncopied(BlockCopyState *s, BdrvDirtyBitmap *bm);
 
 HBitmap *block_copy_bitmap(BlockCopyState *s);
 int64_t block_copy_cluster_size(BlockCopyState *s);

@@ -16,9 +16,11 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
 #include "job/backup.h"
 #include "job/blockjob.h"
+#include "qmp/bitmap-actions.h"
 #include "qmp/commands.h"
 #include "qmp/snapshot.h"
 
@@ -77,6 +79,7 @@ typedef enum ActionType {
     ACTION_ABORT,
     ACTION_BLOCKDEV_BACKUP,
     ACTION_BLOCKDEV_SNAPSHOT,
+    ACTION_BITMAP,           /* block-dirty-bitmap-*: bitmap-actions.h */
 } ActionType;
 
 /* What qemu 7.2 lists (the others are refused as not supported here). */
@@ -120,6 +123,7 @@ static const ArgSpec transaction_args[] = {
 
 typedef struct Action {
     ActionType type;
+    const char *type_name;
     json_t *data;
     bool prepared;
     /* blockdev-backup */
@@ -127,6 +131,8 @@ typedef struct Action {
     Job *job;
     /* blockdev-snapshot */
     BlockdevSnapshot snap;
+    /* block-dirty-bitmap-* (cleaned whether prepare succeeded or not) */
+    BitmapAction *bitmap;
 } Action;
 
 static BlockNode *lookup(const char *name, Error **errp)
@@ -139,10 +145,14 @@ static BlockNode *lookup(const char *name, Error **errp)
     return bs;
 }
 
-/* The checks of qemu's do_backup_common, in its order. */
-static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int sync,
+/* The checks of qemu's do_backup_common, in its order.  On success *pbm
+ * is the sync bitmap (or NULL) and *pmode its mode; *psync becomes
+ * SYNC_BITMAP for incremental. */
+static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int *psync,
+                                     BdrvDirtyBitmap **pbm, int *pmode,
                                      Error **errp)
 {
+    int sync = *psync;
     const char *bitmap = arg_str(d, "bitmap", NULL);
     bool has_mode = json_object_get(d, "bitmap-mode") != NULL;
     int mode = arg_enum(d, "bitmap-mode", bitmap_mode_names,
@@ -180,9 +190,7 @@ static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int sync,
                        "a bitmap");
             return false;
         }
-        if (bdrv_dirty_bitmap_busy(bm)) {
-            error_setg(errp, "Bitmap '%s' is currently in use by another "
-                       "operation and cannot be used", bitmap);
+        if (!bdrv_dirty_bitmap_check_usable(bm, errp)) {
             return false;
         }
         if (sync == SYNC_NONE) {
@@ -196,14 +204,18 @@ static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int sync,
                        sync_names[sync]);
             return false;
         }
-        /* Sync bitmaps (issue 7) are not there yet: say so plainly. */
-        error_setg(errp, "Backup with a sync bitmap is not supported yet");
-        return false;
+        /* Any granularity will do: the copy marks every cluster a dirty
+         * granule touches (qemu accepts 512 B to 2 GiB here too). */
+        *pbm = bm;
+        *pmode = mode;
+        *psync = sync;
+        return true;
     }
     if (has_mode) {
         error_setg(errp, "Cannot specify bitmap sync mode without a bitmap");
         return false;
     }
+    *pbm = NULL;
     return true;
 }
 
@@ -212,6 +224,7 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
     json_t *d = a->data;
     json_t *perf = json_object_get(d, "x-perf");
     int sync = arg_enum(d, "sync", sync_names, SYNC_FULL);
+    int mode = BITMAP_ON_SUCCESS;
     BackupParams p = { 0 };
     BlockNode *bs, *target;
     int64_t len, tlen;
@@ -230,7 +243,8 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
     a->bs = bs;
     bdrv_drained_begin(bs);
 
-    if (!backup_check_bitmap_args(d, bs, sync, errp)) {
+    if (!backup_check_bitmap_args(d, bs, &sync, &p.sync_bitmap, &mode,
+                                  errp)) {
         return false;
     }
     if (bs == target) {
@@ -276,9 +290,6 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
                    (long long)cs);
         return false;
     }
-    if (sync == SYNC_TOP && !block_chain_next(bs)) {
-        sync = SYNC_FULL;
-    }
     p.job.job_id = arg_str(d, "job-id", NULL);
     p.job.speed = arg_int(d, "speed", 0);
     p.job.flags = (arg_bool(d, "auto-finalize", true) ? 0
@@ -286,7 +297,11 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
                   (arg_bool(d, "auto-dismiss", true) ? 0
                    : JOB_MANUAL_DISMISS);
     p.sync = sync == SYNC_TOP ? BACKUP_SYNC_TOP
-             : sync == SYNC_NONE ? BACKUP_SYNC_NONE : BACKUP_SYNC_FULL;
+             : sync == SYNC_NONE ? BACKUP_SYNC_NONE
+             : sync == SYNC_BITMAP ? BACKUP_SYNC_BITMAP : BACKUP_SYNC_FULL;
+    p.bitmap_mode = mode == BITMAP_NEVER ? BACKUP_BITMAP_NEVER
+                    : mode == BITMAP_ALWAYS ? BACKUP_BITMAP_ALWAYS
+                    : BACKUP_BITMAP_ON_SUCCESS;
     p.on_source_error = arg_enum(d, "on-source-error", job_on_error_names,
                                  JOB_ON_ERROR_REPORT);
     p.on_target_error = arg_enum(d, "on-target-error", job_on_error_names,
@@ -351,6 +366,16 @@ static bool action_prepare(Action *a, bool grouped, JobTxn *txn,
                                          errp);
     case ACTION_BLOCKDEV_BACKUP:
         return backup_prepare(a, txn, errp);
+    case ACTION_BITMAP: {
+        bool ok = false;
+        if (grouped) {
+            error_setg(errp, "Action '%s' does not support Transaction "
+                       "property completion-mode = grouped", a->type_name);
+            return false;
+        }
+        a->bitmap = bitmap_action_prepare(a->type_name, a->data, &ok, errp);
+        return ok;
+    }
     }
     return false;
 }
@@ -359,6 +384,8 @@ static void action_commit(Action *a)
 {
     if (a->type == ACTION_BLOCKDEV_BACKUP) {
         backup_commit(a);
+    } else if (a->type == ACTION_BITMAP && a->bitmap) {
+        bitmap_action_commit(a->bitmap);
     }
 }
 
@@ -368,6 +395,8 @@ static void action_abort(Action *a)
         backup_abort(a);
     } else if (a->type == ACTION_BLOCKDEV_SNAPSHOT) {
         blockdev_snapshot_abort(&a->snap);
+    } else if (a->type == ACTION_BITMAP && a->bitmap) {
+        bitmap_action_abort(a->bitmap);
     }
 }
 
@@ -377,7 +406,61 @@ static void action_clean(Action *a)
         backup_clean(a);
     } else if (a->type == ACTION_BLOCKDEV_SNAPSHOT) {
         blockdev_snapshot_clean(&a->snap);
+    } else if (a->type == ACTION_BITMAP && a->bitmap) {
+        bitmap_action_clean(a->bitmap);
+        a->bitmap = NULL;
     }
+}
+
+/*
+ * Every node drained for the whole transaction, as qemu's
+ * bdrv_drain_all_begin/end around it: no client write lands between two
+ * actions (a bitmap added and a full backup started see the same instant),
+ * and running jobs pause meanwhile (qemu-storage-daemon 7.2 shows them
+ * paused and running again).  The nodes are taken as a list with
+ * references so that the ends match the begins even when an action adds
+ * a node (a backup's filter) or takes one away.
+ */
+typedef struct DrainedNodes {
+    BlockNode **nodes;
+    size_t n;
+} DrainedNodes;
+
+static void drain_nodes_begin(DrainedNodes *dn)
+{
+    size_t cap = 0;
+
+    dn->nodes = NULL;
+    dn->n = 0;
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        cap++;
+    }
+    dn->nodes = calloc(cap ? cap : 1, sizeof(*dn->nodes));
+    if (!dn->nodes) {
+        abort();
+    }
+    for (BlockNode *bs = bdrv_next_node(NULL); bs && dn->n < cap;
+         bs = bdrv_next_node(bs)) {
+        bdrv_ref(bs);
+        dn->nodes[dn->n++] = bs;
+    }
+    /* References first: a drain may run callbacks that drop nodes. */
+    for (size_t i = 0; i < dn->n; i++) {
+        bdrv_drained_begin(dn->nodes[i]);
+    }
+}
+
+static void drain_nodes_end(DrainedNodes *dn)
+{
+    for (size_t i = 0; i < dn->n; i++) {
+        bdrv_drained_end(dn->nodes[i]);
+    }
+    for (size_t i = 0; i < dn->n; i++) {
+        bdrv_unref(dn->nodes[i]);
+    }
+    free(dn->nodes);
+    dn->nodes = NULL;
+    dn->n = 0;
 }
 
 /* Runs n checked actions: all prepare, then all commit or abort, then all
@@ -388,6 +471,9 @@ static bool run_actions(Action *acts, size_t n, bool grouped, Error **errp)
     JobTxn *txn = grouped ? job_txn_new() : NULL;
     size_t i, started = 0;
     bool ok = true;
+    DrainedNodes dn;
+
+    drain_nodes_begin(&dn);
 
     for (i = 0; i < n; i++) {
         started = i + 1;
@@ -411,6 +497,7 @@ static bool run_actions(Action *acts, size_t n, bool grouped, Error **errp)
     for (i = 0; i < started; i++) {
         action_clean(&acts[i]);
     }
+    drain_nodes_end(&dn);
     job_txn_unref(txn);
     return ok;
 }
@@ -418,6 +505,9 @@ static bool run_actions(Action *acts, size_t n, bool grouped, Error **errp)
 static ActionType action_type(const char *name, bool *supported)
 {
     *supported = true;
+    if (bitmap_action_args(name)) {
+        return ACTION_BITMAP;
+    }
     if (!strcmp(name, "abort")) {
         return ACTION_ABORT;
     }
@@ -454,6 +544,7 @@ static bool qmp_transaction(json_t *args, json_t **ret, Error **errp)
         char path[64];
 
         acts[i].type = action_type(type, &supported);
+        acts[i].type_name = type;
         acts[i].data = json_object_get(act, "data");
         snprintf(path, sizeof(path), "actions[%zu].data", i);
         if (!supported) {
@@ -466,7 +557,9 @@ static bool qmp_transaction(json_t *args, json_t **ret, Error **errp)
                            acts[i].type == ACTION_BLOCKDEV_BACKUP ?
                            blockdev_backup_args :
                            acts[i].type == ACTION_BLOCKDEV_SNAPSHOT ?
-                           blockdev_snapshot_args : abort_args,
+                           blockdev_snapshot_args :
+                           acts[i].type == ACTION_BITMAP ?
+                           bitmap_action_args(type) : abort_args,
                            path, false, errp);
     }
     if (ok) {
