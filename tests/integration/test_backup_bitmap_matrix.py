@@ -28,8 +28,9 @@ import os
 import pytest
 
 from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
+                        bitmap_info, bitmap_sha256,
                         node_bitmaps, data_granules, granules, host_offset,
-                        pattern, read_image, start_export)
+                        pattern, qemu_sha256, read_image, start_export)
 from bjtest import QMPError, qemu_img, qemu_io
 
 pytest.importorskip('nbd')
@@ -145,12 +146,55 @@ def wait_status(qmp, status, timeout=60):
                    match={'data': {'id': 'j', 'status': status}})
 
 
+def copied_set(sync, outcome):
+    """The clusters the target holds at the end: all of C, or (failure at
+    X, copying in order) C before X and what W2 made the filter copy."""
+    c = copy_set(sync)
+    if outcome in ('success', 'cancel'):
+        return c
+    return {g for g in c if g < X} | (c & B2)
+
+
+def check_target(s, at_start, copied, exact_data=None, partial=False):
+    """The target holds at_start in the copied clusters, zeroes
+    elsewhere; a qcow2 target has data only in copied clusters (and
+    exactly in exact_data when given).  partial: any cluster may also
+    have been left unwritten (zeroes)."""
+    got = read_image(s.tgt, s.tgt_fmt, s.dir, 'tgt.dump')
+    for g in range(NBITS):
+        chunk = got[g * GRAN:(g + 1) * GRAN]
+        if partial and chunk == bytes(GRAN):
+            continue
+        want_bytes = (at_start[g * GRAN:(g + 1) * GRAN]
+                      if partial or g in copied else bytes(GRAN))
+        assert chunk == want_bytes, 'target cluster %d' % g
+    if partial:
+        return
+    if s.tgt_fmt == 'qcow2':
+        data = data_granules(s.tgt)
+        if exact_data is not None:
+            assert data == exact_data
+        assert data <= copied, sorted(data - copied)
+        nonzero = {g for g in copied
+                   if at_start[g * GRAN:(g + 1) * GRAN] != bytes(GRAN)}
+        assert data >= nonzero, sorted(nonzero - data)
+        qemu_img('check', '-q', s.tgt)
+
+
+OUTCOMES = ['success', 'src-error', 'tgt-error', 'cancel', 'cancel-running']
+
+
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize('outcome', ['success', 'src-error', 'tgt-error',
-                                     'cancel'])
+@pytest.mark.parametrize('outcome', OUTCOMES)
 @pytest.mark.parametrize('sync,mode', VALID,
                          ids=['%s-%s' % v for v in VALID])
 def test_matrix(daemon, sync, mode, outcome):
+    """outcome: success; src-error / tgt-error: the read of X from the
+    source, or its write to the (raw) target, fails once (policy report);
+    cancel: job-cancel in PENDING, after everything was copied;
+    cancel-running: job-cancel while the job is throttled to a standstill
+    (how much it copied by then is the daemon's business: for mode always
+    only "every cluster of C is in the target or still in the bitmap")."""
     s = Setup(daemon, outcome)
     qmp = s.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
@@ -173,9 +217,12 @@ def test_matrix(daemon, sync, mode, outcome):
     info = assert_bitmap(qmp, 'src', 'bm0', B1, SIZE, what='during job')
     assert [b['name'] for b in node_bitmaps(qmp, 'src') if 'name' in b] == \
         ['bm0']
-    qmp.execute('block-job-set-speed', device='j', speed=0)
 
-    if outcome in ('success', 'cancel'):
+    if outcome == 'cancel-running':
+        qmp.execute('job-cancel', id='j')
+        qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+    elif outcome in ('success', 'cancel'):
+        qmp.execute('block-job-set-speed', device='j', speed=0)
         qmp.wait_event('BLOCK_JOB_PENDING', timeout=60,
                        match={'data': {'id': 'j'}})
         if outcome == 'success':
@@ -187,6 +234,7 @@ def test_matrix(daemon, sync, mode, outcome):
             qmp.execute('job-cancel', id='j')
             qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
     else:
+        qmp.execute('block-job-set-speed', device='j', speed=0)
         ev = qmp.wait_event('BLOCK_JOB_ERROR', timeout=60)
         assert ev['data'] == {'device': 'j', 'action': 'report',
                               'operation': 'read' if outcome == 'src-error'
@@ -197,9 +245,12 @@ def test_matrix(daemon, sync, mode, outcome):
     qmp.execute('job-dismiss', id='j')
     wait_status(qmp, 'null')
 
-    want = expected_bits(sync, mode, outcome)
-    info = assert_bitmap(qmp, 'src', 'bm0', want, SIZE,
-                         what='%s %s %s' % (sync, mode, outcome))
+    what = '%s %s %s' % (sync, mode, outcome)
+    if outcome == 'cancel-running' and mode == 'always':
+        want = cancelled_bits(qmp, sync)
+    else:
+        want = expected_bits(sync, mode, outcome)
+    info = assert_bitmap(qmp, 'src', 'bm0', want, SIZE, what=what)
     assert info['busy'] is False and info['recording'] is True, info
     s.write(W3)
     assert_bitmap(qmp, 'src', 'bm0', want | B3, SIZE, what='after W3')
@@ -207,24 +258,35 @@ def test_matrix(daemon, sync, mode, outcome):
 
     # The source holds every write.
     assert read_image(s.src, 'qcow2', s.dir, 'src.dump') == s.model.snapshot()
-    if outcome != 'success':
+    # The target: the source as it was when the job started, in the
+    # clusters copied; on success exactly the bitmap's (sync=bitmap) or
+    # the allocated ones (sync=top).
+    if outcome == 'cancel-running':
+        # How far the job got is the daemon's business; what it copied
+        # is right, and with mode always what it did not is still dirty.
+        c = copy_set(sync)
+        copied = (c - want) | (c & B2) if mode == 'always' else None
+        check_target(s, at_start, copied, partial=mode != 'always')
         return
-    # The target: the source as it was when the job started ...
-    got = read_image(s.tgt, 'qcow2', s.dir, 'tgt.dump')
-    data = data_granules(s.tgt)
-    if sync == 'bitmap':
-        # ... in exactly the clusters of the bitmap; nothing elsewhere.
-        assert data == B1
-        for g in range(NBITS):
-            want_bytes = (at_start[g * GRAN:(g + 1) * GRAN] if g in B1
-                          else bytes(GRAN))
-            assert got[g * GRAN:(g + 1) * GRAN] == want_bytes, g
-    else:
-        assert got == at_start
-        if sync == 'top':
-            # only what the source had allocated
-            assert data == ALLOCATED | B1
-    qemu_img('check', '-q', s.tgt)
+    exact = None
+    if outcome == 'success':
+        exact = {'bitmap': B1, 'top': ALLOCATED | B1}.get(sync)
+    check_target(s, at_start, copied_set(sync, outcome), exact)
+
+
+def cancelled_bits(qmp, sync):
+    """The bits of bm0 after a cancel while running in mode always: W2
+    and C from the point P the in-order copy had reached (P unknown:
+    the one whose hash matches)."""
+    sha = bitmap_sha256(qmp, 'src', 'bm0')
+    c = copy_set(sync)
+    for p in range(NBITS + 1):
+        bits = B2 | {g for g in c if g >= p}
+        if qemu_sha256(bits, NBITS) == sha:
+            return bits
+    raise AssertionError('bitmap after cancel is not W2 | C from some '
+                         'point on (count %d)'
+                         % bitmap_info(qmp, 'src', 'bm0')['count'])
 
 
 def backup_err(qmp, **args):
@@ -275,20 +337,6 @@ def test_invalid_combinations(daemon):
     assert qmp.execute('query-block-jobs') == []
     info = assert_bitmap(qmp, 'src', 'bm0', B1, SIZE)
     assert info['busy'] is False
-
-
-def check_target(s, at_start, copied, gran=GRAN):
-    """The target holds at_start in the 64 KiB clusters copied (data
-    where the source had data), zeroes everywhere else."""
-    got = read_image(s.tgt, 'qcow2', s.dir, 'tgt.dump')
-    nonzero = {g for g in copied
-               if at_start[g * GRAN:(g + 1) * GRAN] != bytes(GRAN)}
-    assert data_granules(s.tgt) - copied == set()
-    assert data_granules(s.tgt) >= nonzero
-    for g in range(NBITS):
-        want_bytes = (at_start[g * GRAN:(g + 1) * GRAN] if g in copied
-                      else bytes(GRAN))
-        assert got[g * GRAN:(g + 1) * GRAN] == want_bytes, g
 
 
 @pytest.mark.timeout(60)
