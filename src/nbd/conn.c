@@ -18,6 +18,7 @@
  * closed only there so that nbd_conn_close (shutdown(2) from the main loop)
  * never hits a reused descriptor.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "nbd/nbd-int.h"
+#include "nbd/nbd-meta.h"
 #include "nbd/nbd-wire.h"
 #include "util/log.h"
 
@@ -101,26 +103,29 @@ static void coroutine_fn reply_status(NbdReq *q, uint32_t err,
 
 /* ---- requests ---- */
 
-/* bdrv_co_block_status through our edge: waits out drained sections like
- * the other request functions do. */
+/* The status of what a read returns (the backing chain included) through
+ * our edge: waits out drained sections like the other request functions
+ * do. */
 static int coroutine_fn export_block_status(NbdExport *exp, int64_t offset,
                                             int64_t bytes, int64_t *pnum)
 {
-    BlockNode *bs = exp->child->node;
-    int ret;
+    BlockNode *bs;
+    int depth, ret;
 
     bdrv_co_wait_unquiesced(exp->child);
-    ret = bdrv_co_block_status(bs, offset, bytes, pnum, NULL, NULL);
+    bs = exp->child->node;
+    ret = nbd_meta_status_above(bs, offset, bytes, pnum, &depth);
     bdrv_dec_in_flight(bs);
     return ret;
 }
 
 static int coroutine_fn export_flush(NbdExport *exp)
 {
-    BlockNode *bs = exp->child->node;
+    BlockNode *bs;
     int ret;
 
     bdrv_co_wait_unquiesced(exp->child);
+    bs = exp->child->node;  /* a graph change may have moved our edge */
     ret = bdrv_co_flush(bs);
     bdrv_dec_in_flight(bs);
     return ret;
@@ -219,87 +224,116 @@ static void coroutine_fn do_read_structured(NbdReq *q)
     }
 }
 
-static uint32_t status_to_nbd(int ret)
+/* The extents of one context, computed through our edge: waits out
+ * drained sections like the other request functions do. */
+static int coroutine_fn context_extents(NbdExport *exp, uint32_t id,
+                                        uint64_t off, uint64_t len,
+                                        NbdExtents *x)
 {
-    uint32_t f = 0;
+    BlockNode *bs;
+    int ret = 0;
 
-    if (!(ret & BLK_STATUS_DATA)) {
-        f |= NBD_STATE_HOLE;
+    bdrv_co_wait_unquiesced(exp->child);
+    bs = exp->child->node;
+    if (id == NBD_META_ID_BASE_ALLOCATION) {
+        ret = nbd_meta_base_allocation(bs, off, len, x);
+    } else if (id == NBD_META_ID_ALLOCATION_DEPTH) {
+        ret = nbd_meta_allocation_depth(bs, off, len, x);
+    } else {
+        nbd_meta_dirty_bitmap(exp->bitmaps[id - NBD_META_ID_DIRTY_BITMAP],
+                              off, len, x);
     }
-    if (ret & BLK_STATUS_ZERO) {
-        f |= NBD_STATE_ZERO;
-    }
-    return f;
+    bdrv_dec_in_flight(bs);
+    return ret;
 }
 
+/*
+ * One BLOCK_STATUS chunk per selected context, in the order they were
+ * listed at negotiation, the last one carrying DONE.  All are computed
+ * before anything is sent, so a failure is answered with an error alone.
+ */
 static void coroutine_fn do_block_status(NbdReq *q)
 {
     NbdConn *c = q->conn;
-    uint64_t off = q->r.offset, end = q->r.offset + q->r.length;
+    NbdExport *exp = c->exp;
+    uint64_t off = q->r.offset, len = q->r.length;
     unsigned max = q->r.flags & NBD_CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS;
-    uint8_t *ext = malloc(max * NBD_EXTENT_SIZE);
-    uint32_t n = 0, cur_len = 0, cur_flags = 0;
-    uint8_t hdr[NBD_BLOCK_STATUS_HEADER_SIZE];
+    unsigned nctx = 0, cap = 2 + exp->n_bitmaps;
+    struct BsCtx {
+        uint32_t id;
+        NbdExtents x;
+        uint8_t hdr[NBD_BLOCK_STATUS_HEADER_SIZE];
+        uint8_t *wire;
+    } *ctx = calloc(cap, sizeof(*ctx));
+    struct iovec *iov = calloc(2 * cap, sizeof(*iov));
+    int ret = 0;
 
-    if (!ext) {
+    if (!ctx || !iov) {
+        free(ctx);
+        free(iov);
         reply_status(q, NBD_ENOMEM, "out of memory");
         return;
     }
-    if (q->r.length == 0) {
-        end = off + 1 <= c->params.size ? off + 1 : off;
+    if (len == 0) {
+        /* Nothing to describe; answer for the byte at offset, if any. */
+        len = off < c->params.size ? 1 : 0;
     }
-    while (off < end) {
-        int64_t pnum;
-        int64_t want = end - off;
-        if (want > INT32_MAX) {
-            want = INT32_MAX;   /* extents carry 32-bit lengths */
-        }
-        int ret = export_block_status(c->exp, off, want, &pnum);
-        if (ret < 0) {
-            free(ext);
-            reply_status(q, nbd_errno_to_wire(ret), "block status failed");
-            return;
-        }
-        if (pnum <= 0) {
-            break;
-        }
-        uint32_t f = status_to_nbd(ret);
-        if (cur_len && f == cur_flags &&
-            (uint64_t)cur_len + pnum <= UINT32_MAX - 511) {
-            cur_len += pnum;
-        } else {
-            if (cur_len) {
-                nbd_encode_extent(ext + n * NBD_EXTENT_SIZE, cur_len,
-                                  cur_flags);
-                n++;
-                if (n == max) {
-                    cur_len = 0;
-                    break;
-                }
-            }
-            cur_len = pnum;
-            cur_flags = f;
-        }
-        off += pnum;
+    if (c->params.meta_base_allocation) {
+        ctx[nctx++].id = NBD_META_ID_BASE_ALLOCATION;
     }
-    if (cur_len && n < max) {
-        nbd_encode_extent(ext + n * NBD_EXTENT_SIZE, cur_len, cur_flags);
-        n++;
+    if (c->meta_allocation_depth) {
+        ctx[nctx++].id = NBD_META_ID_ALLOCATION_DEPTH;
     }
-    if (n == 0) {
-        free(ext);
-        reply_status(q, NBD_EINVAL, "no extent at this offset");
-        return;
+    for (unsigned i = 0; c->meta_bitmaps && i < exp->n_bitmaps; i++) {
+        if (c->meta_bitmaps[i]) {
+            ctx[nctx++].id = NBD_META_ID_DIRTY_BITMAP + i;
+        }
     }
-    struct iovec iov[2] = {
-        { hdr, nbd_encode_block_status(hdr, NBD_REPLY_FLAG_DONE, q->r.handle,
-                                       NBD_META_ID_BASE_ALLOCATION, n) },
-        { ext, n * NBD_EXTENT_SIZE },
-    };
+    assert(nctx > 0);   /* nbd_request_check refuses a connection without */
+
+    for (unsigned k = 0; k < nctx; k++) {
+        nbd_extents_init(&ctx[k].x, max);
+    }
+    for (unsigned k = 0; k < nctx && ret >= 0; k++) {
+        if (len) {
+            ret = context_extents(exp, ctx[k].id, off, len, &ctx[k].x);
+        }
+        if (ret >= 0 && ctx[k].x.count == 0) {
+            ret = -EINVAL;  /* past the end: no extent at this offset */
+        }
+    }
+    if (ret < 0) {
+        reply_status(q, nbd_errno_to_wire(ret), "block status failed");
+        goto out;
+    }
+    for (unsigned k = 0; k < nctx; k++) {
+        NbdExtents *x = &ctx[k].x;
+        ctx[k].wire = malloc((size_t)x->count * NBD_EXTENT_SIZE);
+        if (!ctx[k].wire) {
+            reply_status(q, NBD_ENOMEM, "out of memory");
+            goto out;
+        }
+        for (unsigned i = 0; i < x->count; i++) {
+            nbd_encode_extent(ctx[k].wire + (size_t)i * NBD_EXTENT_SIZE,
+                              x->e[i].length, x->e[i].flags);
+        }
+        iov[2 * k].iov_base = ctx[k].hdr;
+        iov[2 * k].iov_len = nbd_encode_block_status(
+            ctx[k].hdr, k + 1 == nctx ? NBD_REPLY_FLAG_DONE : 0, q->r.handle,
+            ctx[k].id, x->count);
+        iov[2 * k + 1].iov_base = ctx[k].wire;
+        iov[2 * k + 1].iov_len = (size_t)x->count * NBD_EXTENT_SIZE;
+    }
     co_mutex_lock(&c->send_lock);
-    send_iov(c, iov, 2);
+    send_iov(c, iov, (int)(2 * nctx));
     co_mutex_unlock(&c->send_lock);
-    free(ext);
+out:
+    for (unsigned k = 0; k < nctx; k++) {
+        free(ctx[k].wire);
+        nbd_extents_destroy(&ctx[k].x);
+    }
+    free(ctx);
+    free(iov);
 }
 
 static void coroutine_fn do_request(NbdReq *q)
@@ -472,6 +506,7 @@ static void conn_finish_bh(void *opaque)
     }
     list_del(&c->server_link);
     close(c->fd);
+    free(c->meta_bitmaps);
     free(c);
 }
 
@@ -498,6 +533,14 @@ static void start_transmission(NbdConn *c, NbdHandshake *hs)
     c->params.tflags = nbd_handshake_tflags(hs);
     c->params.structured = hs->structured;
     c->params.meta_base_allocation = hs->meta_base_allocation;
+    c->meta_allocation_depth = hs->meta_allocation_depth;
+    /* Ownership of the selection moves to the connection. */
+    c->meta_bitmaps = hs->meta_bitmaps;
+    hs->meta_bitmaps = NULL;
+    c->params.meta_other = c->meta_allocation_depth ? 1 : 0;
+    for (unsigned i = 0; c->meta_bitmaps && i < exp->n_bitmaps; i++) {
+        c->params.meta_other += c->meta_bitmaps[i];
+    }
     c->params.min_block = hs->block_size_agreed ? hs->export.min_block : 1;
     c->params.max_block = hs->export.max_block;
 }

@@ -7,12 +7,15 @@
  * read (and write when writable) and sharing everything, as
  * qemu-storage-daemon's exports do.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "aio/iothread.h"
+#include "block/dirty-bitmap-named.h"
 #include "nbd/nbd-int.h"
+#include "nbd/nbd-meta.h"
 #include "nbd/nbd.h"
 #include "util/event.h"
 #include "util/log.h"
@@ -90,6 +93,9 @@ static void fill_info(NbdExport *exp, NbdExportInfo *info)
     info->min_block = align;
     info->pref_block = align > 4096 ? align : 4096;
     info->max_block = NBD_MAX_PAYLOAD - NBD_MAX_PAYLOAD % align;
+    info->allocation_depth = exp->allocation_depth;
+    info->bitmaps = (const char *const *)exp->bitmap_names;
+    info->n_bitmaps = exp->n_bitmaps;
     info->handle = exp;
 }
 
@@ -123,6 +129,116 @@ const NbdExportLookup nbd_export_lookup = {
 
 /* ---- lifetime ---- */
 
+/* ---- exported bitmaps ---- */
+
+/* taken: export_take_bitmaps ran (else only export_find_bitmaps did). */
+static void export_release_bitmaps(NbdExport *exp, bool taken)
+{
+    for (unsigned i = 0; i < exp->n_bitmaps; i++) {
+        if (taken) {
+            /* Before the node goes: its last reference frees the bitmap. */
+            bdrv_dirty_bitmap_set_busy(exp->bitmaps[i], false);
+            bdrv_unref(exp->bitmap_nodes[i]);
+        }
+        free(exp->bitmap_names[i]);
+    }
+    free(exp->bitmaps);
+    free(exp->bitmap_nodes);
+    free(exp->bitmap_names);
+    exp->bitmaps = NULL;
+    exp->bitmap_nodes = NULL;
+    exp->bitmap_names = NULL;
+    exp->n_bitmaps = 0;
+}
+
+/*
+ * Finds the bitmaps of block-export-add's "bitmaps" (shape already
+ * checked), as qemu-storage-daemon 7.2 does: a name is looked up on the
+ * exported node, then down its backing chain (so a fleecing overlay finds
+ * the bitmap of the node it reads through); {node, name} anywhere.  Only
+ * a name found that way must not be a recording bitmap on a writable node
+ * behind a read-only export (the client would see it change).  Nothing is
+ * marked busy or referenced yet: export_take_bitmaps does that once the
+ * export cannot fail any more.
+ */
+static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
+                                json_t *bitmaps, bool writable, Error **errp)
+{
+    size_t n = json_array_size(bitmaps);
+
+    if (n == 0) {
+        return true;
+    }
+    exp->bitmaps = calloc(n, sizeof(*exp->bitmaps));
+    exp->bitmap_nodes = calloc(n, sizeof(*exp->bitmap_nodes));
+    exp->bitmap_names = calloc(n, sizeof(*exp->bitmap_names));
+    if (!exp->bitmaps || !exp->bitmap_nodes || !exp->bitmap_names) {
+        error_setg(errp, "Out of memory");
+        return false;
+    }
+    exp->n_bitmaps = (unsigned)n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *el = json_array_get(bitmaps, i);
+        BdrvDirtyBitmap *bm = NULL;
+        BlockNode *where = NULL;
+        const char *name;
+
+        if (json_is_string(el)) {
+            name = json_string_value(el);
+            for (where = bs; where && !bm; ) {
+                bm = bdrv_find_dirty_bitmap(where, name);
+                if (!bm) {
+                    where = nbd_chain_next(where);
+                }
+            }
+            if (!bm) {
+                error_setg(errp, "Bitmap '%s' is not found", name);
+                return false;
+            }
+        } else {
+            name = arg_str(el, "name", "");
+            bm = bdrv_dirty_bitmap_lookup(arg_str(el, "node", ""), name,
+                                          &where, errp);
+            if (!bm) {
+                return false;
+            }
+        }
+        if (!bdrv_dirty_bitmap_check_usable(bm, errp)) {
+            return false;
+        }
+        if (json_is_string(el) && !writable && !where->read_only &&
+            bdrv_dirty_bitmap_enabled(bm)) {
+            error_setg(errp, "Enabled bitmap '%s' incompatible with readonly "
+                       "export", name);
+            return false;
+        }
+        /* Our connections read the bitmap in the export's thread; writes
+         * mark it in its node's. */
+        if (where->ctx != bs->ctx) {
+            error_setg(errp, "Bitmap '%s' is not in the iothread of node "
+                       "'%s'", name, bs->node_name);
+            return false;
+        }
+        exp->bitmaps[i] = bm;
+        exp->bitmap_nodes[i] = where;
+        exp->bitmap_names[i] = strdup(bdrv_dirty_bitmap_name(bm));
+        if (!exp->bitmap_names[i]) {
+            error_setg(errp, "Out of memory");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The export exists: its bitmaps become busy, their nodes referenced. */
+static void export_take_bitmaps(NbdExport *exp)
+{
+    for (unsigned i = 0; i < exp->n_bitmaps; i++) {
+        bdrv_ref(exp->bitmap_nodes[i]);
+        bdrv_dirty_bitmap_set_busy(exp->bitmaps[i], true);
+    }
+}
+
 void nbd_export_ref(NbdExport *exp)
 {
     exp->refcnt++;
@@ -134,6 +250,7 @@ void nbd_export_unref(NbdExport *exp)
         return;
     }
     /* Only connections keep a deleted export: none is left. */
+    export_release_bitmaps(exp, true);
     bdrv_detach_child(exp->child);
     event_emit("BLOCK_EXPORT_DELETED", json_pack("{s:s}", "id", exp->id));
     free(exp->id);
@@ -174,6 +291,54 @@ void nbd_export_delete_all(void)
 
 /* ---- QMP ---- */
 
+/*
+ * The elements of "bitmaps" (BlockDirtyBitmapOrStr): a name, or {node,
+ * name}; messages as qemu's visitor gives them (an element of the wrong
+ * kind is named 'null' there).
+ */
+static bool check_bitmaps_shape(json_t *bitmaps, Error **errp)
+{
+    static const char *const members[] = { "node", "name" };
+    size_t i;
+    json_t *el;
+
+    json_array_foreach(bitmaps, i, el) {
+        const char *key;
+        json_t *v;
+
+        if (json_is_string(el)) {
+            continue;
+        }
+        if (!json_is_object(el)) {
+            error_setg(errp, "Invalid parameter type for 'null', expected: "
+                       "BlockDirtyBitmapOrStr");
+            return false;
+        }
+        for (int k = 0; k < 2; k++) {
+            v = json_object_get(el, members[k]);
+            if (!v) {
+                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is missing", i,
+                           members[k]);
+                return false;
+            }
+            if (!json_is_string(v)) {
+                error_setg(errp, "Invalid parameter type for "
+                           "'bitmaps[%zu].%s', expected: string", i,
+                           members[k]);
+                return false;
+            }
+        }
+        json_object_foreach(el, key, v) {
+            if (strcmp(key, "node") != 0 && strcmp(key, "name") != 0) {
+                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is unexpected",
+                           i, key);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 bool nbd_export_add(json_t *args, Error **errp)
 {
     const char *type = arg_str(args, "type", "nbd");
@@ -188,6 +353,9 @@ bool nbd_export_add(json_t *args, Error **errp)
     BlockNode *bs;
     NbdExport *exp;
 
+    if (bitmaps && !check_bitmaps_shape(bitmaps, errp)) {
+        return false;
+    }
     if (strcmp(type, "nbd") != 0) {
         error_setg(errp, "Export type '%s' is not supported", type);
         return false;
@@ -256,18 +424,14 @@ bool nbd_export_add(json_t *args, Error **errp)
         error_setg(errp, "NBD server already has export named '%s'", name);
         return false;
     }
-    if (bitmaps && json_array_size(bitmaps) > 0) {
-        error_setg(errp, "Bitmap '%s' is not found",
-                   json_string_value(json_array_get(bitmaps, 0)));
-        return false;
-    }
-    if (arg_bool(args, "allocation-depth", false)) {
-        error_setg(errp, "allocation-depth is not supported");
-        return false;
-    }
     exp = calloc(1, sizeof(*exp));
     if (!exp) {
         error_setg(errp, "Out of memory");
+        return false;
+    }
+    if (!export_find_bitmaps(exp, bs, bitmaps, writable, errp)) {
+        export_release_bitmaps(exp, false);
+        free(exp);
         return false;
     }
     uint64_t perm = BLK_PERM_CONSISTENT_READ |
@@ -279,9 +443,12 @@ bool nbd_export_add(json_t *args, Error **errp)
     exp->child = bdrv_root_attach_child(bs, "root", &export_child_class, exp,
                                         perm, shared, errp);
     if (!exp->child) {
+        export_release_bitmaps(exp, false);
         free(exp);
         return false;
     }
+    export_take_bitmaps(exp);
+    exp->allocation_depth = arg_bool(args, "allocation-depth", false);
     exp->id = strdup(id);
     exp->name = strdup(name);
     exp->description = desc ? strdup(desc) : NULL;

@@ -123,13 +123,29 @@ void nbd_handshake_init(NbdHandshake *hs, const NbdExportLookup *lookup)
     want_bytes(hs, NBD_HS_CLIENT_FLAGS, 4);
 }
 
+/* Forgets the metadata contexts selected with NBD_OPT_SET_META_CONTEXT. */
+static void meta_clear(NbdHandshake *hs)
+{
+    hs->meta_base_allocation = false;
+    hs->meta_allocation_depth = false;
+    for (unsigned i = 0; i < hs->n_meta_bitmap_names; i++) {
+        free(hs->meta_bitmap_names[i]);
+    }
+    free(hs->meta_bitmap_names);
+    hs->meta_bitmap_names = NULL;
+    hs->n_meta_bitmap_names = 0;
+    free(hs->meta_export);
+    hs->meta_export = NULL;
+}
+
 void nbd_handshake_cleanup(NbdHandshake *hs)
 {
     free(hs->in);
     free(hs->out);
-    free(hs->meta_export);
+    meta_clear(hs);
+    free(hs->meta_bitmaps);
     hs->in = hs->out = NULL;
-    hs->meta_export = NULL;
+    hs->meta_bitmaps = NULL;
 }
 
 size_t nbd_handshake_want(const NbdHandshake *hs)
@@ -259,6 +275,41 @@ static void send_export_info(NbdHandshake *hs, const NbdExportInfo *info,
     out_u32(hs, info->max_block);
 }
 
+/*
+ * The export is chosen: the selection made for it becomes the result
+ * (hs->meta_bitmaps over info's bitmaps); a selection made for another
+ * export does not carry over.
+ */
+static void meta_bind(NbdHandshake *hs, const char *name,
+                      const NbdExportInfo *info)
+{
+    free(hs->meta_bitmaps);
+    hs->meta_bitmaps = NULL;
+    if (!hs->meta_export || strcmp(hs->meta_export, name) != 0) {
+        meta_clear(hs);
+        return;
+    }
+    if (!info->allocation_depth) {
+        hs->meta_allocation_depth = false;
+    }
+    if (hs->n_meta_bitmap_names == 0 || info->n_bitmaps == 0) {
+        return;
+    }
+    hs->meta_bitmaps = calloc(info->n_bitmaps, sizeof(bool));
+    if (!hs->meta_bitmaps) {
+        abort();
+    }
+    for (unsigned k = 0; k < hs->n_meta_bitmap_names; k++) {
+        /* A name that repeats means its first bitmap, as at SET time. */
+        for (unsigned i = 0; i < info->n_bitmaps; i++) {
+            if (strcmp(info->bitmaps[i], hs->meta_bitmap_names[k]) == 0) {
+                hs->meta_bitmaps[i] = true;
+                break;
+            }
+        }
+    }
+}
+
 static void opt_info_go(NbdHandshake *hs, Cursor *c)
 {
     uint32_t namelen = cur_u32(c);
@@ -294,10 +345,7 @@ static void opt_info_go(NbdHandshake *hs, Cursor *c)
     send_export_info(hs, &info, want_name, want_bs);
     rep_ack(hs);
     if (hs->opt == NBD_OPT_GO) {
-        /* Contexts chosen for another export do not carry over. */
-        if (hs->meta_export && strcmp(hs->meta_export, name) != 0) {
-            hs->meta_base_allocation = false;
-        }
+        meta_bind(hs, name, &info);
         hs->export = info;
         hs->block_size_agreed = want_bs;
         want_bytes(hs, NBD_HS_DONE, 0);
@@ -321,9 +369,7 @@ static void opt_export_name(NbdHandshake *hs, Cursor *c)
         close_with(hs, "export not found");
         return;
     }
-    if (hs->meta_export && strcmp(hs->meta_export, name) != 0) {
-        hs->meta_base_allocation = false;
-    }
+    meta_bind(hs, name, &info);
     free(name);
     hs->export = info;
     hs->block_size_agreed = false;
@@ -356,18 +402,74 @@ static void rep_meta_context(NbdHandshake *hs, uint32_t id, const char *name)
     out_bytes(hs, name, len);
 }
 
+/* What a list of queries selects on one export. */
+typedef struct MetaSel {
+    bool base_allocation;
+    bool allocation_depth;
+    bool *bitmaps;             /* info->n_bitmaps entries */
+} MetaSel;
+
+static bool str_shift(const char **s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    if (strncmp(*s, prefix, n) != 0) {
+        return false;
+    }
+    *s += n;
+    return true;
+}
+
+/*
+ * One query, as qemu's server reads it: "base:allocation",
+ * "qemu:allocation-depth" and "qemu:dirty-bitmap:NAME" select; the bare
+ * namespaces "base:", "qemu:" and "qemu:dirty-bitmap:" list everything
+ * under them but select nothing; anything else matches nothing.
+ */
+static void meta_query(const char *q, bool list, const NbdExportInfo *info,
+                       MetaSel *sel)
+{
+    if (str_shift(&q, "base:")) {
+        if (strcmp(q, "allocation") == 0 || (list && !*q)) {
+            sel->base_allocation = true;
+        }
+        return;
+    }
+    if (!str_shift(&q, "qemu:")) {
+        return;
+    }
+    if (!*q) {
+        if (list) {
+            sel->allocation_depth = info->allocation_depth;
+            for (unsigned i = 0; i < info->n_bitmaps; i++) {
+                sel->bitmaps[i] = true;
+            }
+        }
+    } else if (strcmp(q, "allocation-depth") == 0) {
+        sel->allocation_depth = info->allocation_depth;
+    } else if (str_shift(&q, "dirty-bitmap:")) {
+        for (unsigned i = 0; i < info->n_bitmaps; i++) {
+            if (!*q ? list : strcmp(q, info->bitmaps[i]) == 0) {
+                sel->bitmaps[i] = true;
+                if (*q) {
+                    break;      /* the first of a repeated name */
+                }
+            }
+        }
+    }
+}
+
 static void opt_meta_context(NbdHandshake *hs, Cursor *c)
 {
     bool set = hs->opt == NBD_OPT_SET_META_CONTEXT;
-    bool base_allocation = false;
     char *name = NULL;
+    char **queries = NULL;
+    uint32_t nqueries = 0, nread = 0;
+    MetaSel sel = { 0 };
     NbdExportInfo info;
 
     if (set) {
         /* The old selection goes whatever happens to the new one. */
-        hs->meta_base_allocation = false;
-        free(hs->meta_export);
-        hs->meta_export = NULL;
+        meta_clear(hs);
     }
     if (!hs->structured) {
         rep_error(hs, NBD_REP_ERR_INVALID,
@@ -375,25 +477,22 @@ static void opt_meta_context(NbdHandshake *hs, Cursor *c)
         return;
     }
     name = cur_string(c, cur_u32(c));
-    uint32_t nqueries = cur_u32(c);
-    if (c->bad) {
+    nqueries = cur_u32(c);
+    /* Each query takes at least its 4-byte length: a count larger than
+     * the data can hold is malformed, and bounds the allocation. */
+    if (c->bad || nqueries > c->left / 4) {
         rep_error(hs, NBD_REP_ERR_INVALID, "malformed metadata context request");
         goto out;
     }
-    if (nqueries == 0 && !set) {
-        base_allocation = true;     /* list everything */
+    queries = calloc(nqueries ? nqueries : 1, sizeof(*queries));
+    if (!queries) {
+        abort();
     }
-    for (uint32_t i = 0; i < nqueries; i++) {
-        char *q = cur_string(c, cur_u32(c));
+    for (; nread < nqueries; nread++) {
+        queries[nread] = cur_string(c, cur_u32(c));
         if (c->bad) {
-            free(q);
             break;
         }
-        if (strcmp(q, NBD_META_BASE_ALLOCATION) == 0 ||
-            (!set && strcmp(q, "base:") == 0)) {
-            base_allocation = true;
-        }
-        free(q);
     }
     if (c->bad || c->left) {
         rep_error(hs, NBD_REP_ERR_INVALID, "malformed metadata context request");
@@ -405,17 +504,72 @@ static void opt_meta_context(NbdHandshake *hs, Cursor *c)
         rep_error(hs, NBD_REP_ERR_UNKNOWN, msg);
         goto out;
     }
-    if (base_allocation) {
+    sel.bitmaps = calloc(info.n_bitmaps ? info.n_bitmaps : 1, sizeof(bool));
+    if (!sel.bitmaps) {
+        abort();
+    }
+    if (nqueries == 0 && !set) {
+        /* list everything */
+        meta_query("base:", true, &info, &sel);
+        meta_query("qemu:", true, &info, &sel);
+    }
+    for (uint32_t i = 0; i < nqueries; i++) {
+        meta_query(queries[i], !set, &info, &sel);
+    }
+
+    /* Replies in a fixed order: base, depth, then the bitmaps. */
+    if (sel.base_allocation) {
         rep_meta_context(hs, set ? NBD_META_ID_BASE_ALLOCATION : 0,
                          NBD_META_BASE_ALLOCATION);
     }
+    if (sel.allocation_depth) {
+        rep_meta_context(hs, set ? NBD_META_ID_ALLOCATION_DEPTH : 0,
+                         NBD_META_ALLOCATION_DEPTH);
+    }
+    for (unsigned i = 0; i < info.n_bitmaps; i++) {
+        if (!sel.bitmaps[i]) {
+            continue;
+        }
+        char ctx[sizeof(NBD_META_DIRTY_BITMAP_PREFIX) + NBD_MAX_STRING_SIZE];
+        snprintf(ctx, sizeof(ctx), "%s%s", NBD_META_DIRTY_BITMAP_PREFIX,
+                 info.bitmaps[i]);
+        rep_meta_context(hs, set ? NBD_META_ID_DIRTY_BITMAP + i : 0, ctx);
+    }
     rep_ack(hs);
     if (set) {
-        hs->meta_base_allocation = base_allocation;
+        hs->meta_base_allocation = sel.base_allocation;
+        hs->meta_allocation_depth = sel.allocation_depth;
+        for (unsigned i = 0; i < info.n_bitmaps; i++) {
+            if (sel.bitmaps[i]) {
+                hs->n_meta_bitmap_names++;
+            }
+        }
+        if (hs->n_meta_bitmap_names) {
+            hs->meta_bitmap_names = calloc(hs->n_meta_bitmap_names,
+                                           sizeof(char *));
+            if (!hs->meta_bitmap_names) {
+                abort();
+            }
+            unsigned k = 0;
+            for (unsigned i = 0; i < info.n_bitmaps; i++) {
+                if (sel.bitmaps[i]) {
+                    hs->meta_bitmap_names[k] = strdup(info.bitmaps[i]);
+                    if (!hs->meta_bitmap_names[k]) {
+                        abort();
+                    }
+                    k++;
+                }
+            }
+        }
         hs->meta_export = name;
         name = NULL;
     }
 out:
+    for (uint32_t i = 0; queries && i < nqueries; i++) {
+        free(queries[i]);
+    }
+    free(queries);
+    free(sel.bitmaps);
     free(name);
 }
 

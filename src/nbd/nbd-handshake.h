@@ -28,6 +28,12 @@ typedef struct NbdExportInfo {
     uint32_t min_block;        /* request alignment, power of two */
     uint32_t pref_block;
     uint32_t max_block;
+    /* Metadata contexts beyond base:allocation: qemu:allocation-depth, and
+     * qemu:dirty-bitmap:NAME for each of the n_bitmaps names, in order
+     * (a name may repeat, as qemu allows). */
+    bool allocation_depth;
+    const char *const *bitmaps;
+    unsigned n_bitmaps;
     void *handle;              /* the export, opaque here */
 } NbdExportInfo;
 
@@ -64,6 +70,12 @@ typedef struct NbdHandshake {
     bool no_zeroes;
     bool structured;
     bool meta_base_allocation;
+    bool meta_allocation_depth;
+    /* Bitmap names selected (the part after "qemu:dirty-bitmap:"), mapped
+     * onto the chosen export's bitmaps by name at NBD_OPT_GO, so that an
+     * export re-created between SET and GO cannot be misread. */
+    char **meta_bitmap_names;
+    unsigned n_meta_bitmap_names;
     char *meta_export;         /* export the contexts were selected for */
 
     /* the option being read */
@@ -83,6 +95,9 @@ typedef struct NbdHandshake {
     /* result, valid in DONE */
     NbdExportInfo export;
     bool block_size_agreed;    /* client asked for NBD_INFO_BLOCK_SIZE in GO */
+    /* Which of export.bitmaps were selected (export.n_bitmaps entries, NULL
+     * when none is); the caller may take it (and then sets it NULL). */
+    bool *meta_bitmaps;
     /* why the machine reached CLOSE (static string) */
     const char *close_reason;
 } NbdHandshake;

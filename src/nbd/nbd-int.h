@@ -22,6 +22,7 @@
 #include "aio/aio.h"
 #include "aio/coroutine.h"
 #include "block/block.h"
+#include "block/dirty-bitmap.h"
 #include "nbd/nbd-handshake.h"
 #include "nbd/nbd-request.h"
 #include "util/list.h"
@@ -34,6 +35,14 @@ typedef struct NbdExport {
     AioContext *ctx;           /* where the node and our connections run */
     bool writable;
     bool writethrough;
+    bool allocation_depth;     /* qemu:allocation-depth offered */
+    /* Bitmaps offered as qemu:dirty-bitmap:NAME, marked busy for the life
+     * of the export; each node is referenced so a bitmap cannot vanish
+     * with a node taken out of the graph under us. */
+    unsigned n_bitmaps;
+    BdrvDirtyBitmap **bitmaps;
+    BlockNode **bitmap_nodes;
+    char **bitmap_names;
     int refcnt;                /* main loop */
     bool shutting_down;        /* deleted, waiting for its connections */
     ListHead link;             /* in the export list */
@@ -55,6 +64,8 @@ typedef struct NbdConn {
 
     /* transmission (conn->ctx thread) */
     NbdTransmitParams params;
+    bool meta_allocation_depth;
+    bool *meta_bitmaps;        /* exp->n_bitmaps entries, or NULL */
     CoMutex send_lock;
     unsigned in_flight;        /* request coroutines alive */
     size_t in_flight_bytes;    /* buffers they hold */

@@ -136,8 +136,16 @@
  */
 #define NBD_MAX_PAYLOAD            (32u * 1024 * 1024)
 
-/* The name of the one metadata context we serve and the id we give it. */
+/* Metadata contexts we serve and the ids we give them at
+ * NBD_OPT_SET_META_CONTEXT (NBD_OPT_LIST_META_CONTEXT answers id 0). */
 #define NBD_META_BASE_ALLOCATION   "base:allocation"
 #define NBD_META_ID_BASE_ALLOCATION 1
+#define NBD_META_ALLOCATION_DEPTH  "qemu:allocation-depth"
+#define NBD_META_ID_ALLOCATION_DEPTH 2
+#define NBD_META_DIRTY_BITMAP_PREFIX "qemu:dirty-bitmap:"
+#define NBD_META_ID_DIRTY_BITMAP   3   /* + index of the export's bitmap */
+
+/* ---- qemu:dirty-bitmap flags ---- */
+#define NBD_STATE_DIRTY            (1u << 0)
 
 #endif

@@ -67,7 +67,8 @@ NbdRequestCheck nbd_request_check(const NbdTransmitParams *p,
         break;
     case NBD_CMD_BLOCK_STATUS:
         allowed |= NBD_CMD_FLAG_REQ_ONE;
-        if (!p->structured || !p->meta_base_allocation) {
+        if (!p->structured ||
+            (!p->meta_base_allocation && !p->meta_other)) {
             return check_error(c, NBD_EINVAL,
                                "no metadata context was selected");
         }

@@ -17,6 +17,7 @@ typedef struct NbdTransmitParams {
     uint16_t tflags;          /* transmission flags sent to the client */
     bool structured;          /* NBD_OPT_STRUCTURED_REPLY acknowledged */
     bool meta_base_allocation;/* base:allocation selected for this export */
+    unsigned meta_other;      /* other contexts selected (qemu:...) */
     uint32_t min_block;       /* alignment enforced (1: none) */
     uint32_t max_block;       /* largest READ/WRITE/CACHE length */
 } NbdTransmitParams;

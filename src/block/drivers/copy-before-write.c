@@ -60,7 +60,11 @@ static int coroutine_fn cbw_co_open(BlockNode *bs, json_t *opts,
  * data).  We share everything there: the filter is opened beside the
  * source's writers before it takes their place (bdrv_replace_node), so
  * unsharing write would refuse the very parents it is about to take over.
- * On the target: only we write it; others may read.
+ * On the target we write, and share everything but resize (its size was
+ * checked once, at the start): the fleecing pattern exports a target whose
+ * backing node is the source, and that backing edge only lets the guest
+ * keep writing the source if the target's parents share write, as
+ * qemu-storage-daemon's filter does.
  */
 static void cbw_child_perm(BlockNode *bs, BlockChild *c, unsigned role,
                            uint64_t parent_perm, uint64_t parent_shared,
@@ -74,7 +78,7 @@ static void cbw_child_perm(BlockNode *bs, BlockChild *c, unsigned role,
         *shared = BLK_PERM_ALL;
     } else {
         *perm = BLK_PERM_WRITE;
-        *shared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED;
+        *shared = BLK_PERM_ALL & ~BLK_PERM_RESIZE;
     }
 }
 
