@@ -14,7 +14,7 @@ import os
 import pytest
 
 from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
-                        data_granules, granules, pattern, start_export)
+                        data_granules, granules, pattern)
 from bjtest import QMPError, qemu_img, qemu_io
 
 pytest.importorskip('nbd')
@@ -44,23 +44,34 @@ def bits_of(writes):
 
 
 class Chain:
-    def __init__(self, daemon):
+    """A raw source node with its NBD export, a Model of its bytes and
+    the images backed up from it (several per daemon: name them)."""
+
+    def __init__(self, daemon, node='src', size=SIZE, server=True):
         self.daemon = daemon
         self.qmp = daemon.qmp
         self.dir = daemon.workdir
-        self.src = os.path.join(self.dir, 'src.raw')
-        qemu_img('create', '-q', '-f', 'raw', self.src, SIZE)
+        self.node = node
+        self.size = size
+        self.src = os.path.join(self.dir, node + '.raw')
+        qemu_img('create', '-q', '-f', 'raw', self.src, size)
         qemu_io('-f', 'raw', '-c', 'write -P 0x41 0 4M', '-c',
-                'write -P 0x42 16M 2M', self.src)
-        self.model = Model(SIZE)
+                'write -P 0x42 %d 2M' % (size // 2), self.src)
+        self.model = Model(size)
         self.model.write(0, b'\x41' * (4 * MiB))
-        self.model.write(16 * MiB, b'\x42' * (2 * MiB))
+        self.model.write(size // 2, b'\x42' * (2 * MiB))
         self.qmp.execute('blockdev-add', {
-            'driver': 'raw', 'node-name': 'src',
+            'driver': 'raw', 'node-name': node,
             'file': {'driver': 'file', 'filename': self.src}})
         sock = daemon.socket_path('nbd.sock')
-        start_export(self.qmp, sock, 'src')
-        self.nbd = NbdWriter(sock, 'x', self.model)
+        if server:
+            self.qmp.execute('nbd-server-start',
+                             addr={'type': 'unix',
+                                   'data': {'path': sock}})
+        self.qmp.execute('block-export-add', {
+            'type': 'nbd', 'id': 'e-' + node, 'node-name': node,
+            'name': node, 'writable': True})
+        self.nbd = NbdWriter(sock, node, self.model)
         self.images = []          # (qcow2 path, reference raw path)
         self.n = 0
 
@@ -76,9 +87,9 @@ class Chain:
         will sit on, written in the header but not opened)."""
         p = self.path(name)
         if fmt == 'raw':
-            qemu_img('create', '-q', '-f', 'raw', p, SIZE)
+            qemu_img('create', '-q', '-f', 'raw', p, self.size)
         elif backing is None:
-            qemu_img('create', '-q', '-f', 'qcow2', p, SIZE)
+            qemu_img('create', '-q', '-f', 'qcow2', p, self.size)
         else:
             qemu_img('create', '-q', '-f', 'qcow2', '-b', backing, '-F',
                      'qcow2', p)
@@ -86,7 +97,7 @@ class Chain:
         if blkdebug is not None:
             f = {'driver': 'blkdebug', 'image': f,
                  'inject-error': [blkdebug]}
-        node = 'tgt%d' % self.n
+        node = '%s-tgt%d' % (self.node, self.n)
         self.n += 1
         opts = {'driver': fmt, 'node-name': node, 'file': f}
         if backing is not None:
@@ -98,7 +109,7 @@ class Chain:
         """Runs a backup to node; returns the reference (the source at
         the start) and the BLOCK_JOB_COMPLETED data."""
         ref = self.model.snapshot()
-        args = {'job-id': jid, 'device': 'src', 'target': node,
+        args = {'job-id': jid, 'device': self.node, 'target': node,
                 'sync': sync}
         if speed is not None:
             args['speed'] = speed
@@ -130,8 +141,9 @@ class Chain:
 
     def close(self):
         self.nbd.close()
-        self.qmp.execute('block-export-del', id='e0')
-        self.qmp.wait_event('BLOCK_EXPORT_DELETED')
+        self.qmp.execute('block-export-del', id='e-' + self.node)
+        self.qmp.wait_event('BLOCK_EXPORT_DELETED',
+                            match={'data': {'id': 'e-' + self.node}})
 
 
 def rebase(path, backing):
@@ -290,4 +302,131 @@ def test_transaction_starts_chain(daemon):
     c.keep(p2, ref)
     c.close()
     assert data_granules(p2, depth=0) == pending
+    c.verify()
+
+
+def wait_null(qmp, jid):
+    qmp.wait_event('JOB_STATUS_CHANGE', timeout=60,
+                   match={'data': {'id': jid, 'status': 'null'}})
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize('grouped', [False, True],
+                         ids=['individual', 'grouped'])
+def test_transaction_two_disks(daemon, grouped):
+    """iotest 124's transactions on two disks: one transaction adds both
+    bitmaps and starts both full backups; then one transaction starts an
+    incremental of each, and b's target fails.  Individual completion: a's
+    bitmap is consumed, b's kept; grouped: a's job is cancelled too and
+    both bitmaps are kept.  The retried incrementals capture everything
+    and each chain equals its disk at each instant."""
+    size = 8 * MiB
+    disks = {n: Chain(daemon, n, size, server=(n == 'a')) for n in 'ab'}
+    qmp = daemon.qmp
+    actions, fulls = [], {}
+    for n, c in disks.items():
+        fulls[n] = c.add_target('%s-full.qcow2' % n)
+        actions.append({'type': 'block-dirty-bitmap-add',
+                        'data': {'node': n, 'name': 'bm'}})
+    for n, c in disks.items():
+        actions.append({'type': 'blockdev-backup',
+                        'data': {'job-id': 'full-' + n, 'device': n,
+                                 'target': fulls[n][1], 'sync': 'full'}})
+    refs = {n: c.model.snapshot() for n, c in disks.items()}
+    qmp.execute('transaction', actions=actions)
+    for n, c in disks.items():
+        wait_null(qmp, 'full-' + n)
+        qmp.execute('blockdev-del', node_name=fulls[n][1])
+        c.keep(fulls[n][0], refs[n])
+        assert_bitmap(qmp, n, 'bm', set(), size)
+
+    w = {'a': [(31, 0, GRAN), (32, 20 * GRAN + 5, 5)],
+         'b': [(33, GRAN, GRAN), (34, 40 * GRAN, 2 * GRAN)]}
+    for n, c in disks.items():
+        c.write(w[n])
+    bad_sector = 41 * GRAN // 512            # b's second dirty cluster
+    ta, na = disks['a'].add_target('a-inc.qcow2')
+    tb, nb = disks['b'].add_target('b-bad.raw', fmt='raw', blkdebug={
+        'event': 'write_aio', 'errno': 5, 'once': True,
+        'sector': bad_sector})
+    kw = {'properties': {'completion-mode': 'grouped'}} if grouped else {}
+    refa = disks['a'].model.snapshot()
+    qmp.execute('transaction', actions=[
+        {'type': 'blockdev-backup',
+         'data': {'job-id': 'inc-a', 'device': 'a', 'target': na,
+                  'sync': 'incremental', 'bitmap': 'bm'}},
+        {'type': 'blockdev-backup',
+         'data': {'job-id': 'inc-b', 'device': 'b', 'target': nb,
+                  'sync': 'incremental', 'bitmap': 'bm'}}], **kw)
+    wait_null(qmp, 'inc-a')
+    wait_null(qmp, 'inc-b')
+    evs = {e['data']['device']: e for e in qmp.get_events()
+           if e['event'] in ('BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED')}
+    assert evs['inc-b']['event'] == 'BLOCK_JOB_COMPLETED'
+    assert evs['inc-b']['data']['error'] == 'Input/output error'
+    if grouped:
+        assert evs['inc-a']['event'] == 'BLOCK_JOB_CANCELLED', evs['inc-a']
+        assert_bitmap(qmp, 'a', 'bm', bits_of(w['a']), size)
+    else:
+        assert evs['inc-a']['event'] == 'BLOCK_JOB_COMPLETED'
+        assert 'error' not in evs['inc-a']['data']
+        assert_bitmap(qmp, 'a', 'bm', set(), size)
+    assert_bitmap(qmp, 'b', 'bm', bits_of(w['b']), size)
+    for node in (na, nb):
+        qmp.execute('blockdev-del', node_name=node)
+    os.unlink(tb)
+    if grouped:
+        os.unlink(ta)
+    else:
+        disks['a'].keep(ta, refa)
+        rebase(ta, fulls['a'][0])
+
+    more = {'a': [(35, 20 * GRAN, GRAN)], 'b': [(36, 100 * GRAN, 1)]}
+    for n, c in disks.items():
+        c.write(more[n])
+        pending = bits_of(more[n]) | bits_of(w[n])
+        if n == 'a' and not grouped:
+            pending = bits_of(more[n])
+        prev = c.images[-1][0]
+        path, node = c.add_target('%s-retry.qcow2' % n, prev)
+        ref, done = c.backup(node, 'incremental', 'retry-' + n,
+                             bitmap='bm')
+        assert 'error' not in done
+        assert done['len'] == len(pending) * GRAN
+        assert_bitmap(qmp, n, 'bm', set(), size)
+        c.keep(path, ref)
+        c.close()
+        assert data_granules(path, depth=0) == pending
+        c.verify()
+
+
+@pytest.mark.timeout(60)
+def test_transaction_clear_and_full(daemon):
+    """transaction [block-dirty-bitmap-clear, blockdev-backup full]
+    restarts a chain: the bitmap keeps only the writes after it."""
+    c = Chain(daemon)
+    qmp = c.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
+    c.write(ROUNDS[0])
+    assert_bitmap(qmp, 'src', 'bm0', bits_of(ROUNDS[0]), SIZE)
+    full, node = c.add_target('full.qcow2')
+    ref = c.model.snapshot()
+    qmp.execute('transaction', actions=[
+        {'type': 'block-dirty-bitmap-clear',
+         'data': {'node': 'src', 'name': 'bm0'}},
+        {'type': 'blockdev-backup',
+         'data': {'job-id': 'full', 'device': 'src', 'target': node,
+                  'sync': 'full', 'speed': 1}}])
+    c.write(ROUNDS[1])
+    qmp.execute('block-job-set-speed', device='full', speed=0)
+    wait_null(qmp, 'full')
+    qmp.execute('blockdev-del', node_name=node)
+    c.keep(full, ref)
+    assert_bitmap(qmp, 'src', 'bm0', bits_of(ROUNDS[1]), SIZE)
+    inc, node = c.add_target('inc.qcow2', full)
+    ref, done = c.backup(node, 'incremental', 'inc', bitmap='bm0')
+    assert 'error' not in done
+    c.keep(inc, ref)
+    c.close()
+    assert data_granules(inc, depth=0) == bits_of(ROUNDS[1])
     c.verify()
