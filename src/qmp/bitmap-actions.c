@@ -63,10 +63,30 @@ typedef struct ActionType {
     void (*abort)(BitmapAction *a);
 } ActionType;
 
-static BdrvDirtyBitmap *lookup(json_t *data, Error **errp)
+static BdrvDirtyBitmap *lookup(json_t *data, BlockNode **pbs, Error **errp)
 {
     return bdrv_dirty_bitmap_lookup(arg_str(data, "node", NULL),
-                                    arg_str(data, "name", NULL), NULL, errp);
+                                    arg_str(data, "name", NULL), pbs, errp);
+}
+
+/*
+ * Whether bm's bits may change (clear, remove, merge target), in qemu's
+ * order: busy, then read-only, then inconsistent.  A persistent bitmap of
+ * a read-only node is qemu's "readonly" one: loaded from an image opened
+ * read-only (a new persistent bitmap cannot be added there).
+ */
+static bool check_modifiable(BlockNode *bs, BdrvDirtyBitmap *bm,
+                             bool inconsistent_ok, Error **errp)
+{
+    if (bdrv_dirty_bitmap_busy(bm)) {
+        return bdrv_dirty_bitmap_check_usable(bm, errp);
+    }
+    if (bs->read_only && bdrv_dirty_bitmap_persistent(bm)) {
+        error_setg(errp, "Bitmap '%s' is readonly and cannot be modified",
+                   bdrv_dirty_bitmap_name(bm));
+        return false;
+    }
+    return inconsistent_ok || bdrv_dirty_bitmap_check_usable(bm, errp);
 }
 
 /* A copy of bm's bits, for abort. */
@@ -176,16 +196,11 @@ static void add_abort(BitmapAction *a)
 
 static bool remove_prepare(BitmapAction *a, Error **errp)
 {
-    BdrvDirtyBitmap *bm = lookup(a->data, errp);
+    BlockNode *bs = NULL;
+    BdrvDirtyBitmap *bm = lookup(a->data, &bs, errp);
 
-    if (!bm) {
-        return false;
-    }
     /* An inconsistent bitmap may be removed: that is how users drop it. */
-    if (bdrv_dirty_bitmap_busy(bm)) {
-        error_setg(errp, "Bitmap '%s' is currently in use by another "
-                   "operation and cannot be used",
-                   bdrv_dirty_bitmap_name(bm));
+    if (!bm || !check_modifiable(bs, bm, true, errp)) {
         return false;
     }
     /* Busy until commit or abort: later actions of the transaction must
@@ -212,9 +227,10 @@ static void remove_abort(BitmapAction *a)
 
 static bool clear_prepare(BitmapAction *a, Error **errp)
 {
-    BdrvDirtyBitmap *bm = lookup(a->data, errp);
+    BlockNode *bs = NULL;
+    BdrvDirtyBitmap *bm = lookup(a->data, &bs, errp);
 
-    if (!bm || !bdrv_dirty_bitmap_check_usable(bm, errp)) {
+    if (!bm || !check_modifiable(bs, bm, false, errp)) {
         return false;
     }
     a->backup = bits_copy(bm);
@@ -234,8 +250,9 @@ static void bits_abort(BitmapAction *a)
 static bool enable_disable_prepare(BitmapAction *a, bool enable,
                                    Error **errp)
 {
-    BdrvDirtyBitmap *bm = lookup(a->data, errp);
+    BdrvDirtyBitmap *bm = lookup(a->data, NULL, errp);
 
+    /* Allowed on a read-only bitmap, as in qemu: no bit changes. */
     if (!bm || !bdrv_dirty_bitmap_check_usable(bm, errp)) {
         return false;
     }
@@ -330,11 +347,12 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
     json_t *list = json_object_get(a->data, "bitmaps");
     size_t n = json_array_size(list);
     CLEANUP_FREE BdrvDirtyBitmap **src = NULL;
+    BlockNode *bs = NULL;
     BdrvDirtyBitmap *dst;
 
     dst = bdrv_dirty_bitmap_lookup(node, arg_str(a->data, "target", NULL),
-                                   NULL, errp);
-    if (!dst || !bdrv_dirty_bitmap_check_usable(dst, errp)) {
+                                   &bs, errp);
+    if (!dst || !check_modifiable(bs, dst, false, errp)) {
         return false;
     }
     src = calloc(n ? n : 1, sizeof(*src));
