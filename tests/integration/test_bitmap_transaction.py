@@ -112,19 +112,8 @@ def env(daemon, workdir):
         h.shutdown()
 
 
-def skip_without_bitmap_actions(q, node):
-    """Skips while blockjobd's transaction command does not take bitmap
-    actions yet (the wiring in cmd-backup.c); qsd always does."""
-    r = q.cmd('transaction', actions=[act('clear', node=node, name='nope')])
-    desc = r.get('error', {}).get('desc', '')
-    if 'is not supported' in desc:
-        pytest.skip('transaction does not take bitmap actions yet: ' + desc)
-    assert desc == "Dirty bitmap 'nope' not found"
-
-
 @pytest.fixture
 def transaction_bitmaps(env):
-    skip_without_bitmap_actions(env['q'], 'd')
     return env
 
 
@@ -240,21 +229,32 @@ def test_each_action_rolled_back(transaction_bitmaps, actions):
             b['count'] + (65536 if b['recording'] else 0)
 
 
-def test_rolled_back_persistent_add_leaves_image_clean(transaction_bitmaps):
+def test_persistent_add_and_remove(transaction_bitmaps):
+    """What a clean quit stores: a persistent bitmap added and kept, not
+    one whose add was rolled back, nor one removed, but one whose remove
+    was rolled back."""
     env = transaction_bitmaps
     q = env['q']
     assert transaction_error(q, [act('add', node='d', name='p',
                                      persistent=True), ABORT]) == ABORTED
-    q.execute('transaction', actions=[act('add', node='d', name='kept',
-                                          persistent=True)])
+    q.execute('transaction', actions=[
+        act('add', node='d', name='kept', persistent=True),
+        act('add', node='d', name='gone', persistent=True)])
+    env['write'](0)
+    q.execute('transaction', actions=[act('remove', node='d', name='gone')])
+    assert transaction_error(q, [act('remove', node='d', name='kept'),
+                                 ABORT]) == ABORTED
+    assert [(b['name'], b['persistent'], b['count'])
+            for b in bitmaps(q, 'd')][:1] == [('kept', True, 65536)]
     env['nbd'].shutdown()
     q.execute('block-export-del', id='e0')
     q.wait_event('BLOCK_EXPORT_DELETED')
     env['daemon'].stop()
     info = json.loads(qemu_img('info', '--output=json',
                                env['path']).stdout)
-    assert [b['name'] for b in
-            info['format-specific']['data']['bitmaps']] == ['kept']
+    assert [(b['name'], b['flags']) for b in
+            info['format-specific']['data']['bitmaps']] == \
+        [('kept', ['auto'])]
     r = qemu_img('check', env['path'], check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -456,7 +456,6 @@ def test_read_only_bitmaps(daemon_factory, workdir):
     assert [(b['name'], b['count'], b['recording'])
             for b in bitmaps(q, 'r')] == [('x', 65536, True),
                                           ('bm', 65536, True)]
-    skip_without_bitmap_actions(q, 'r')
     before = bitmaps(q, 'r')
     for a in refused:
         assert transaction_error(q, [act('clear', node='r', name='x'),
@@ -533,6 +532,32 @@ def test_clear_with_full_backup(with_target):
     finish(env)
     qemu_img('compare', '-f', 'qcow2', '-F', 'qcow2', env['path'],
              env['target'])
+
+
+def test_sync_bitmap_backup_with_actions(with_target):
+    """A backup whose sync bitmap earlier actions changed: rolled back,
+    every bitmap is as before (the backup gives its bitmap back first);
+    committed, the job copies what the actions left in the bitmap."""
+    env = with_target
+    q = env['q']
+    before = state(q)
+    assert transaction_error(q, [
+        act('merge', node='d', target='bm0', bitmaps=['bm1']),
+        backup('t', sync='incremental', bitmap='bm0', speed=1),
+        act('disable', node='d', name='bm1'),
+        ABORT]) == ABORTED
+    assert state(q) == before
+    assert q.execute('query-block-jobs') == []
+    # Only granule 9 (bm1's) is copied: bm0 was cleared and given bm1's.
+    env['write'](0, 65536, pattern=1)
+    env['write'](9 * 65536, 65536, pattern=9)
+    q.execute('transaction', actions=[
+        act('clear', node='d', name='bm0'),
+        act('merge', node='d', target='bm0', bitmaps=['bm1']),
+        backup('t', sync='incremental', bitmap='bm0')])
+    finish(env)
+    qemu_io('-f', 'qcow2', '-c', 'read -P 9 576k 64k', '-c',
+            'read -P 0 0 64k', env['target'])
 
 
 def test_backup_refused_leaves_bitmaps(with_target):
