@@ -2,7 +2,8 @@
  * Dirty bitmaps on nodes: every write, write-zeroes and (passed-down)
  * discard marks the enabled bitmaps of each node it passes, at their own
  * granularity; disabled ones stay; creation errors; named lookup; a node
- * that closes releases its bitmaps (ASan checks the leak).
+ * that closes releases its bitmaps (ASan checks the leak); successors (a
+ * backup's frozen sync bitmap) and merges across granularities.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -185,6 +186,136 @@ static void test_create_errors(void **state)
     node_close(&n);
 }
 
+/* ---- successors (a backup's sync bitmap) ---- */
+
+static void write_zeroes(Node *n, int64_t off, int64_t len)
+{
+    assert_int_equal(run_req(n->user, 0, off, len), 0);
+}
+
+/* Frozen: busy, disabled, bits unchanged, still "recording" through the
+ * successor, which gets the writes; a second successor is refused. */
+static void test_successor_frozen(void **state)
+{
+    Node n = node_open();
+    Error *err = NULL;
+    BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(n.top, 65536, "b", &err);
+
+    write_zeroes(&n, 0, 4096);
+    BdrvDirtyBitmap *s = bdrv_dirty_bitmap_create_successor(bm, &err);
+    assert_non_null(s);
+    assert_ptr_equal(bdrv_dirty_bitmap_successor(bm), s);
+    assert_null(bdrv_dirty_bitmap_name(s));
+    assert_int_equal(bdrv_dirty_bitmap_granularity(s), 65536);
+    assert_true(bdrv_dirty_bitmap_busy(bm));
+    assert_false(bdrv_dirty_bitmap_enabled(bm));
+    assert_true(bdrv_dirty_bitmap_recording(bm));
+    assert_null(bdrv_dirty_bitmap_create_successor(bm, &err));
+    assert_string_equal(error_get_pretty(err), "Cannot create a successor "
+                        "for a bitmap that already has one");
+    error_free(err);
+
+    write_zeroes(&n, 65536 * 3, 100);
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536);
+    assert_true(bdrv_dirty_bitmap_get(bm, 0));
+    assert_int_equal(bdrv_get_dirty_count(s), 65536);
+    assert_true(bdrv_dirty_bitmap_get(s, 65536 * 3));
+    /* released with the node, successor included (ASan checks) */
+    node_close(&n);
+}
+
+/* abdicate: the successor's bits, and the successor's place in the list
+ * (a bitmap added during the job stays newer); recording as before. */
+static void test_successor_abdicate(void **state)
+{
+    Node n = node_open();
+    Error *err = NULL;
+    BdrvDirtyBitmap *old = bdrv_create_dirty_bitmap(n.top, 4096, "old",
+                                                    &err);
+    BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(n.top, 65536, "b", &err);
+
+    write_zeroes(&n, 0, 65536);
+    assert_non_null(bdrv_dirty_bitmap_create_successor(bm, &err));
+    BdrvDirtyBitmap *late = bdrv_create_dirty_bitmap(n.top, 65536, "late",
+                                                     &err);
+    write_zeroes(&n, 65536 * 5, 65536 * 2);
+    bdrv_dirty_bitmap_abdicate(bm);
+    assert_null(bdrv_dirty_bitmap_successor(bm));
+    assert_false(bdrv_dirty_bitmap_busy(bm));
+    assert_true(bdrv_dirty_bitmap_enabled(bm));
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536 * 2);
+    assert_false(bdrv_dirty_bitmap_get(bm, 0));
+    assert_true(bdrv_dirty_bitmap_get(bm, 65536 * 6));
+    /* creation order: old, b (where its successor was), late */
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.top, NULL), old);
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.top, old), bm);
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.top, bm), late);
+    assert_null(bdrv_dirty_bitmap_next(n.top, late));
+    /* records again */
+    write_zeroes(&n, 65536 * 10, 1);
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536 * 3);
+    /* abdicate/reclaim without a successor: nothing */
+    bdrv_dirty_bitmap_abdicate(bm);
+    bdrv_dirty_bitmap_reclaim(bm);
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536 * 3);
+    node_close(&n);
+}
+
+/* reclaim: the bits from before plus the writes during; position kept; a
+ * disabled bitmap stays disabled and its successor recorded nothing. */
+static void test_successor_reclaim(void **state)
+{
+    Node n = node_open();
+    Error *err = NULL;
+    BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(n.top, 65536, "b", &err);
+    BdrvDirtyBitmap *off = bdrv_create_dirty_bitmap(n.top, 65536, "off",
+                                                    &err);
+
+    write_zeroes(&n, 0, 65536);
+    bdrv_disable_dirty_bitmap(off);
+    assert_non_null(bdrv_dirty_bitmap_create_successor(bm, &err));
+    assert_non_null(bdrv_dirty_bitmap_create_successor(off, &err));
+    assert_false(bdrv_dirty_bitmap_recording(off));
+    write_zeroes(&n, 65536 * 2, 65536);
+    bdrv_dirty_bitmap_reclaim(bm);
+    bdrv_dirty_bitmap_reclaim(off);
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536 * 2);
+    assert_true(bdrv_dirty_bitmap_get(bm, 0));
+    assert_true(bdrv_dirty_bitmap_get(bm, 65536 * 2));
+    assert_true(bdrv_dirty_bitmap_enabled(bm));
+    assert_int_equal(bdrv_get_dirty_count(off), 65536);
+    assert_false(bdrv_dirty_bitmap_enabled(off));
+    assert_false(bdrv_dirty_bitmap_busy(off));
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.top, NULL), bm);
+    assert_ptr_equal(bdrv_dirty_bitmap_next(n.top, bm), off);
+    assert_null(bdrv_dirty_bitmap_next(n.top, off));
+    node_close(&n);
+}
+
+/* merge_hbitmap across granularities: every granule a run touches. */
+static void test_merge_other_granularity(void **state)
+{
+    Node n = node_open();
+    Error *err = NULL;
+    BdrvDirtyBitmap *coarse = bdrv_create_dirty_bitmap(n.top, 65536, "c",
+                                                       &err);
+    BdrvDirtyBitmap *fine = bdrv_create_dirty_bitmap(n.top, 512, "f", &err);
+
+    bdrv_disable_dirty_bitmap(coarse);
+    bdrv_disable_dirty_bitmap(fine);
+    bdrv_set_dirty_bitmap(fine, 65536 - 512, 1024);   /* granules 0, 1 */
+    bdrv_set_dirty_bitmap(fine, 65536 * 9 + 4096, 512);
+    bdrv_dirty_bitmap_merge_hbitmap(coarse, bdrv_dirty_bitmap_hbitmap(fine));
+    assert_int_equal(bdrv_get_dirty_count(coarse), 65536 * 3);
+    assert_true(bdrv_dirty_bitmap_get(coarse, 0));
+    assert_true(bdrv_dirty_bitmap_get(coarse, 65536));
+    assert_true(bdrv_dirty_bitmap_get(coarse, 65536 * 9));
+    bdrv_clear_dirty_bitmap(fine);
+    bdrv_dirty_bitmap_merge_hbitmap(fine, bdrv_dirty_bitmap_hbitmap(coarse));
+    assert_int_equal(bdrv_get_dirty_count(fine), 65536 * 3);
+    node_close(&n);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -199,6 +330,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writes_mark),
         cmocka_unit_test(test_create_errors),
+        cmocka_unit_test(test_successor_frozen),
+        cmocka_unit_test(test_successor_abdicate),
+        cmocka_unit_test(test_successor_reclaim),
+        cmocka_unit_test(test_merge_other_granularity),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
