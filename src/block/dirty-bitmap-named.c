@@ -66,13 +66,44 @@ bool bdrv_dirty_bitmap_persistent(const BdrvDirtyBitmap *bm)
     return m && m->persistent;
 }
 
+/* The node bm belongs to (a short walk: only for persistent changes). */
+static BlockNode *bitmap_node(const BdrvDirtyBitmap *bm)
+{
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        for (BdrvDirtyBitmap *b = bdrv_dirty_bitmap_next(bs, NULL); b;
+             b = bdrv_dirty_bitmap_next(bs, b)) {
+            if (b == bm) {
+                return bs;
+            }
+        }
+    }
+    return NULL;
+}
+
 void bdrv_dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent)
 {
     NamedMark *m = get_mark(bm);
+    bool was = m->persistent;
 
     m->persistent = persistent;
     if (!m->persistent && !m->inconsistent) {
         drop_mark(bm);
+    }
+    if (persistent && !was) {
+        /* In the image (in use) before it records its first write. */
+        BlockNode *bs = bitmap_node(bm);
+        if (bs) {
+            bdrv_dirty_bitmap_store_sync(bs);
+        }
+    }
+}
+
+void bdrv_dirty_bitmap_persist_bits(BdrvDirtyBitmap *bm)
+{
+    BlockNode *bs;
+
+    if (bdrv_dirty_bitmap_persistent(bm) && (bs = bitmap_node(bm))) {
+        bdrv_dirty_bitmap_store_sync(bs);
     }
 }
 
@@ -98,8 +129,15 @@ void bdrv_dirty_bitmap_forget_node(BlockNode *bs)
 
 void bdrv_dirty_bitmap_release_named(BdrvDirtyBitmap *bm)
 {
+    BlockNode *bs = bdrv_dirty_bitmap_persistent(bm) ? bitmap_node(bm)
+                                                     : NULL;
+
     drop_mark(bm);
     bdrv_release_dirty_bitmap(bm);
+    if (bs) {
+        /* Removed from the image at once, as qemu does. */
+        bdrv_dirty_bitmap_store_sync(bs);
+    }
 }
 
 uint32_t bdrv_dirty_bitmap_default_granularity(BlockNode *bs)

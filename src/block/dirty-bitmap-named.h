@@ -42,6 +42,21 @@ void bdrv_dirty_bitmap_release_named(BdrvDirtyBitmap *bm);
 bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
                                      uint32_t granularity, Error **errp);
 
+/*
+ * The image of a writable qcow2 node follows a change of its persistent
+ * bitmaps at once (qcow2-bitmap-cc.c; 0 for other nodes): the directory
+ * is rewritten from the bitmaps in memory, in use and crash-consistent,
+ * and flushed.  Used when a bitmap becomes persistent (stored before any
+ * write is recorded), when one is released (gone from the image, as qemu
+ * does) and by bdrv_dirty_bitmap_persist_bits.  Main loop (waits) or a
+ * coroutine not holding the node's locks.  Returns 0 or -errno (logged).
+ */
+int bdrv_dirty_bitmap_store_sync(BlockNode *bs);
+/* A command added bits to bm (merge into it): makes them durable in the
+ * image before the command returns, so that a crash never leaves the
+ * stored copy of a persistent bitmap without bits it had in memory. */
+void bdrv_dirty_bitmap_persist_bits(BdrvDirtyBitmap *bm);
+
 /* The default for block-dirty-bitmap-add: the node's cluster size
  * clamped to 4 KiB..64 KiB, 64 KiB when the node has none. */
 uint32_t bdrv_dirty_bitmap_default_granularity(BlockNode *bs);

@@ -2,19 +2,20 @@
  * Persistent dirty bitmaps in the qcow2 bitmaps extension
  * (docs/interop/qcow2.txt, "Bitmaps extension").
  *
- * Life of a bitmap here, as qemu does it:
+ * Life of a bitmap here:
  *   open      every directory entry becomes a named in-memory bitmap; one
  *             found `in_use` was left by a writer that did not close the
  *             image: it is loaded empty and marked inconsistent (refused
- *             for use until removed).  Read-write: every entry is then
- *             marked in_use on disk (and flushed) before any guest write.
+ *             for use until removed) -- unless our crash-consistent mode
+ *             vouches for it (qcow2-bitmap-cc.c), then it is loaded.
+ *             Read-write: qcow2-bitmap-cc.c arms the bitmaps before any
+ *             guest write.
  *   close     the consistent persistent bitmaps are written to new
- *             clusters with a new directory; the header is switched to it
- *             (in_use clear); only then are the old clusters freed, so a
- *             crash at any point leaves a valid image (at worst leaks).
- *
- * A crash while open leaves every entry in_use: the bitmap is reported
- * inconsistent at the next open, never trusted silently.
+ *             clusters with a new directory, exactly as qemu writes them;
+ *             the header is switched to it (in_use clear, our extension
+ *             and autoclear bit gone); only then are the old clusters
+ *             freed, so a crash at any point leaves a valid image (at
+ *             worst leaks).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -22,50 +23,95 @@
 #include <string.h>
 
 #include "block/dirty-bitmap-named.h"
-#include "block/drivers/qcow2/qcow2.h"
+#include "block/drivers/qcow2/qcow2-bitmap-int.h"
 #include "util/log.h"
 
-#define BME_FLAG_IN_USE     (1u << 0)
-#define BME_FLAG_AUTO       (1u << 1)
-#define BME_FLAG_EXTRA_COMPAT (1u << 2)
-#define BME_TYPE_DIRTY      1
-#define BME_HEADER_SIZE     24
-#define BM_MAX_DIR_SIZE     (64u << 20)
-#define BM_MAX_NB           65535
-#define BM_MAX_TABLE_SIZE   (1u << 24)   /* entries; qemu's 64 MiB limit */
-#define BME_TABLE_OFFSET_MASK 0x00fffffffffffe00ull
-
-typedef struct Qcow2BitmapEntry {
-    char *name;
-    uint64_t table_offset;
-    uint32_t table_size;
-    uint32_t flags;
-    uint8_t granularity_bits;
-    uint8_t *extra;            /* kept for entries we carry unchanged */
-    uint32_t extra_size;
-} Qcow2BitmapEntry;
-
-struct Qcow2Bitmaps {
-    Qcow2BitmapEntry *e;       /* the directory as found at open */
-    uint32_t nb;
-    uint64_t dir_offset, dir_size;
-    /* The extension is there but the autoclear bit is not: a writer that
-     * does not know bitmaps changed the image.  We leave it alone and
-     * store nothing. */
-    bool foreign;
-    /* Set once the open succeeded read-write: a failed open stores
-     * nothing. */
-    bool store_on_close;
-};
-
-static Qcow2RawExt *find_ext(Qcow2Header *h)
+Qcow2RawExt *qcow2_bm_find_ext(Qcow2Header *h, uint32_t type)
 {
     for (unsigned i = 0; i < h->nb_raw_exts; i++) {
-        if (h->raw_exts[i].type == QCOW2_EXT_BITMAPS) {
+        if (h->raw_exts[i].type == type) {
             return &h->raw_exts[i];
         }
     }
     return NULL;
+}
+
+static Qcow2RawExt *find_ext(Qcow2Header *h)
+{
+    return qcow2_bm_find_ext(h, QCOW2_EXT_BITMAPS);
+}
+
+void qcow2_bm_set_raw_ext(Qcow2Header *h, uint32_t type, const uint8_t *data,
+                          uint32_t len)
+{
+    Qcow2RawExt *ext = qcow2_bm_find_ext(h, type);
+
+    if (!data) {
+        if (ext) {
+            unsigned i = (unsigned)(ext - h->raw_exts);
+            free(ext->data);
+            memmove(ext, ext + 1, (h->nb_raw_exts - i - 1) * sizeof(*ext));
+            h->nb_raw_exts--;
+        }
+        return;
+    }
+    if (!ext) {
+        Qcow2RawExt *r = realloc(h->raw_exts,
+                                 (h->nb_raw_exts + 1) * sizeof(*r));
+        if (!r) {
+            abort();
+        }
+        h->raw_exts = r;
+        ext = &r[h->nb_raw_exts++];
+        ext->type = type;
+        ext->data = NULL;
+    }
+    free(ext->data);
+    ext->data = malloc(len ? len : 1);
+    if (!ext->data) {
+        abort();
+    }
+    memcpy(ext->data, data, len);
+    ext->len = len;
+}
+
+static void free_entries(Qcow2BitmapEntry *e, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free(e[i].name);
+        free(e[i].extra);
+    }
+    free(e);
+}
+
+void qcow2_bm_set_directory(Qcow2Bitmaps *b, const Qcow2BitmapEntry *ne,
+                            uint32_t n, uint64_t dir_off, uint64_t dir_size)
+{
+    Qcow2BitmapEntry *e = calloc(n ? n : 1, sizeof(*e));
+
+    if (!e) {
+        abort();
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        e[i] = ne[i];
+        e[i].name = strdup(ne[i].name);
+        e[i].extra = NULL;
+        if (!e[i].name) {
+            abort();
+        }
+        if (ne[i].extra_size) {
+            e[i].extra = malloc(ne[i].extra_size);
+            if (!e[i].extra) {
+                abort();
+            }
+            memcpy(e[i].extra, ne[i].extra, ne[i].extra_size);
+        }
+    }
+    free_entries(b->e, b->nb);
+    b->e = e;
+    b->nb = n;
+    b->dir_offset = n ? dir_off : 0;
+    b->dir_size = n ? dir_size : 0;
 }
 
 void qcow2_free_bitmaps(BDRVQcow2State *s)
@@ -75,17 +121,14 @@ void qcow2_free_bitmaps(BDRVQcow2State *s)
     if (!b) {
         return;
     }
-    for (uint32_t i = 0; i < b->nb; i++) {
-        free(b->e[i].name);
-        free(b->e[i].extra);
-    }
-    free(b->e);
+    free_entries(b->e, b->nb);
+    qcow2_bm_free_shadows(b);
     free(b);
     s->bitmaps = NULL;
 }
 
 /* Table entries needed for a bitmap of gran_bits over the image. */
-static uint64_t table_entries(BDRVQcow2State *s, unsigned gran_bits)
+uint64_t qcow2_bm_table_entries(BDRVQcow2State *s, unsigned gran_bits)
 {
     uint64_t bits = (s->hdr.size + (1ull << gran_bits) - 1) >> gran_bits;
     uint64_t per_cluster = (uint64_t)s->g.cluster_size * 8;
@@ -121,7 +164,7 @@ static bool parse_directory(BDRVQcow2State *s, const uint8_t *dir,
             e->granularity_bits < 9 || e->granularity_bits > 31 ||
             (e->table_offset & ~BME_TABLE_OFFSET_MASK) ||
             e->table_offset < s->g.cluster_size ||
-            e->table_size != table_entries(s, e->granularity_bits) ||
+            e->table_size != qcow2_bm_table_entries(s, e->granularity_bits) ||
             e->table_size > BM_MAX_TABLE_SIZE ||
             (e->extra_size && !(e->flags & BME_FLAG_EXTRA_COMPAT))) {
             goto bad;
@@ -212,6 +255,10 @@ int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
         s->bitmaps->foreign = true;
         return 0;
     }
+    if (ext->len < 24) {
+        error_setg(errp, "qcow2: invalid bitmaps extension");
+        return -EINVAL;
+    }
     uint32_t nb = be32_get(ext->data);
     uint64_t size = be64_get(ext->data + 8);
     uint64_t off = be64_get(ext->data + 16);
@@ -239,6 +286,10 @@ int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
         goto out;
     }
 
+    /* Entries left in_use by our crash-consistent mode are trusted
+     * (docs/bitmaps.md, "After a crash"). */
+    uint32_t trusted = qcow2_bm_cc_trusted(s);
+
     /* The layer sets the node's length after open; bitmaps need it now. */
     bs->total_bytes = (int64_t)s->hdr.size;
     for (uint32_t i = 0; i < s->bitmaps->nb; i++) {
@@ -250,7 +301,7 @@ int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
             goto out;
         }
         bdrv_dirty_bitmap_set_persistent(bm, true);
-        if (e->flags & BME_FLAG_IN_USE) {
+        if ((e->flags & BME_FLAG_IN_USE) && i >= trusted) {
             bdrv_dirty_bitmap_set_inconsistent(bm);
             continue;
         }
@@ -268,63 +319,6 @@ int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
 out:
     free(dir);
     return ret;
-}
-
-int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp)
-{
-    Qcow2Bitmaps *b = s->bitmaps;
-    uint8_t *dir;
-    int ret;
-
-    if (!b || b->foreign) {
-        return 0;
-    }
-    if (!b->nb) {
-        b->store_on_close = true;
-        return 0;
-    }
-    dir = malloc(b->dir_size);
-    if (!dir) {
-        abort();
-    }
-    ret = qcow2_read_meta(s, b->dir_offset, dir, b->dir_size);
-    bool changed = false;
-    uint64_t pos = 0;
-    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
-        uint8_t *e = dir + pos;
-        uint32_t flags = be32_get(e + 12);
-        if (!(flags & BME_FLAG_IN_USE)) {
-            be32_put(e + 12, flags | BME_FLAG_IN_USE);
-            changed = true;
-        }
-        uint64_t len = BME_HEADER_SIZE + (uint64_t)be32_get(e + 20) +
-                       be16_get(e + 18);
-        pos += (len + 7) & ~7ull;
-    }
-    if (ret >= 0 && changed) {
-        /* Durable before the first guest write can reach the image. */
-        ret = qcow2_write_meta(s, b->dir_offset, dir, b->dir_size);
-        if (ret >= 0) {
-            ret = qcow2_flush_file(s);
-        }
-    }
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "qcow2: could not update the bitmap "
-                         "directory");
-    } else {
-        b->store_on_close = true;
-        /* A node reopened read-write records into its auto bitmaps from
-         * now on (a read-only open loaded them disabled). */
-        for (uint32_t i = 0; i < b->nb; i++) {
-            BdrvDirtyBitmap *bm = bdrv_find_dirty_bitmap(s->bs, b->e[i].name);
-            if (bm && (b->e[i].flags & BME_FLAG_AUTO) &&
-                !bdrv_dirty_bitmap_inconsistent(bm)) {
-                bdrv_enable_dirty_bitmap(bm);
-            }
-        }
-    }
-    free(dir);
-    return ret < 0 ? ret : 0;
 }
 
 bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
@@ -386,7 +380,7 @@ static int coroutine_fn write_bitmap(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
     int ret = 0;
 
     e->granularity_bits = (uint8_t)__builtin_ctzll(gran);
-    e->table_size = (uint32_t)table_entries(s, e->granularity_bits);
+    e->table_size = (uint32_t)qcow2_bm_table_entries(s, e->granularity_bits);
     e->flags = bdrv_dirty_bitmap_enabled(bm) ? BME_FLAG_AUTO : 0;
     tbytes = (uint64_t)e->table_size * 8;
     table = calloc(1, tbytes ? tbytes : 1);
@@ -441,8 +435,8 @@ out:
 }
 
 /* Drops the references of a stored bitmap's table and data clusters. */
-static int coroutine_fn free_bitmap_clusters(BDRVQcow2State *s,
-                                             const Qcow2BitmapEntry *e)
+int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
+                                        const Qcow2BitmapEntry *e)
 {
     const uint64_t cs = s->g.cluster_size;
     uint64_t tbytes = (uint64_t)e->table_size * 8;
@@ -467,14 +461,14 @@ static int coroutine_fn free_bitmap_clusters(BDRVQcow2State *s,
     return ret;
 }
 
-static uint64_t entry_len(const Qcow2BitmapEntry *e)
+uint64_t qcow2_bm_entry_len(const Qcow2BitmapEntry *e)
 {
     uint64_t len = BME_HEADER_SIZE + (uint64_t)e->extra_size +
                    strlen(e->name);
     return (len + 7) & ~7ull;
 }
 
-static void serialize_entry(uint8_t *p, const Qcow2BitmapEntry *e)
+void qcow2_bm_serialize_entry(uint8_t *p, const Qcow2BitmapEntry *e)
 {
     size_t name_size = strlen(e->name);
 
@@ -492,42 +486,22 @@ static void serialize_entry(uint8_t *p, const Qcow2BitmapEntry *e)
     memcpy(p + BME_HEADER_SIZE + e->extra_size, e->name, name_size);
 }
 
-/* Points the header at the new directory (or drops the extension). */
-static void set_extension(BDRVQcow2State *s, uint32_t nb, uint64_t dir_size,
-                          uint64_t dir_off)
+void qcow2_bm_set_extension(BDRVQcow2State *s, uint32_t nb, uint64_t dir_size,
+                            uint64_t dir_off)
 {
     Qcow2Header *h = &s->hdr;
-    Qcow2RawExt *ext = find_ext(h);
+    uint8_t d[24];
 
     if (!nb) {
-        if (ext) {
-            unsigned i = (unsigned)(ext - h->raw_exts);
-            free(ext->data);
-            memmove(ext, ext + 1, (h->nb_raw_exts - i - 1) * sizeof(*ext));
-            h->nb_raw_exts--;
-        }
+        qcow2_bm_set_raw_ext(h, QCOW2_EXT_BITMAPS, NULL, 0);
         h->autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
         return;
     }
-    if (!ext) {
-        Qcow2RawExt *r = realloc(h->raw_exts,
-                                 (h->nb_raw_exts + 1) * sizeof(*r));
-        if (!r) {
-            abort();
-        }
-        h->raw_exts = r;
-        ext = &r[h->nb_raw_exts++];
-        ext->type = QCOW2_EXT_BITMAPS;
-        ext->len = 24;
-        ext->data = calloc(1, 24);
-        if (!ext->data) {
-            abort();
-        }
-    }
-    be32_put(ext->data, nb);
-    be32_put(ext->data + 4, 0);
-    be64_put(ext->data + 8, dir_size);
-    be64_put(ext->data + 16, dir_off);
+    be32_put(d, nb);
+    be32_put(d + 4, 0);
+    be64_put(d + 8, dir_size);
+    be64_put(d + 16, dir_off);
+    qcow2_bm_set_raw_ext(h, QCOW2_EXT_BITMAPS, d, sizeof(d));
     h->autoclear_features |= QCOW2_AUTOCLEAR_BITMAPS;
 }
 
@@ -541,6 +515,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     uint8_t *dir = NULL;
     uint64_t dir_size = 0;
     int64_t dir_off = 0;
+    bool switched = false;
     int ret = 0;
 
     if (!b || b->foreign || !b->store_on_close || bs->read_only ||
@@ -554,6 +529,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     if (!cap && !b->nb) {
         return 0;
     }
+    qcow2_bm_cc_acquire(b);
     ne = calloc(cap ? cap : 1, sizeof(*ne));
     rewritten = calloc(b->nb ? b->nb : 1, sizeof(*rewritten));
     if (!ne || !rewritten) {
@@ -584,7 +560,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     }
     /* 2. The directory, newest bitmap first as qemu lists them. */
     for (uint32_t i = 0; i < nn; i++) {
-        dir_size += entry_len(&ne[i]);
+        dir_size += qcow2_bm_entry_len(&ne[i]);
     }
     if (nn) {
         uint64_t cs = s->g.cluster_size;
@@ -594,8 +570,8 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
         }
         uint64_t pos = 0;
         for (uint32_t i = nn; i-- > 0;) {
-            serialize_entry(dir + pos, &ne[i]);
-            pos += entry_len(&ne[i]);
+            qcow2_bm_serialize_entry(dir + pos, &ne[i]);
+            pos += qcow2_bm_entry_len(&ne[i]);
         }
         dir_off = qcow2_alloc_clusters(s, (dir_size + cs - 1) / cs);
         if (dir_off < 0) {
@@ -615,7 +591,10 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     if (ret < 0) {
         goto out;
     }
-    set_extension(s, nn, dir_size, (uint64_t)dir_off);
+    qcow2_bm_set_extension(s, nn, dir_size, (uint64_t)dir_off);
+    /* A clean image: nothing left for the crash-consistent mode. */
+    qcow2_bm_set_raw_ext(&s->hdr, QCOW2_EXT_BJ_CC, NULL, 0);
+    s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BJ_CC;
     ret = qcow2_write_header(s);
     if (ret >= 0) {
         ret = qcow2_flush_file(s);
@@ -623,6 +602,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     if (ret < 0) {
         goto out;
     }
+    switched = true;
     /* 4. Nothing points at the old directory or at the old clusters of
      * rewritten and removed bitmaps any more: free them. */
     for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
@@ -631,7 +611,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
             kept |= !strcmp(ne[j].name, b->e[i].name) && !rewritten[i];
         }
         if (!kept) {
-            ret = free_bitmap_clusters(s, &b->e[i]);
+            ret = qcow2_bm_free_clusters(s, &b->e[i]);
         }
     }
     if (ret >= 0 && b->nb) {
@@ -641,6 +621,15 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
         ret = qcow2_flush_metadata(s);
     }
 out:
+    if (switched) {
+        /* The image is clean now (at worst with leaks): a node that stays
+         * writable (an aborted reopen read-only) arms again before its
+         * next write. */
+        qcow2_bm_set_directory(b, ne, nn, (uint64_t)dir_off, dir_size);
+        qcow2_bm_free_shadows(b);
+        b->armed = false;
+    }
+    qcow2_bm_cc_release(b);
     if (ret < 0) {
         log_error("qcow2: node '%s': could not store persistent bitmaps: %s",
                   bs->node_name, strerror(-ret));

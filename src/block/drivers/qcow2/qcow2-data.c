@@ -413,6 +413,9 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
     if (s->broken) {
         return -EIO;
     }
+    if ((ret = qcow2_bitmaps_before_write(s, offset, bytes)) < 0) {
+        return ret;
+    }
     if (flags & BLK_REQ_WRITE_COMPRESSED) {
         return write_compressed(bs, offset, bytes, qiov, flags);
     }
@@ -791,6 +794,9 @@ int coroutine_fn qcow2_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
     if (s->hdr.version < 3) {
         return -ENOTSUP;   /* no zero flag: the layer writes zero buffers */
     }
+    if ((ret = qcow2_bitmaps_before_write(s, offset, bytes)) < 0) {
+        return ret;
+    }
     /* A partial last cluster at the end of the image counts as whole. */
     if (end == s->hdr.size && end % cs) {
         b = (end + cs - 1) / cs * cs;
@@ -840,6 +846,9 @@ int coroutine_fn qcow2_co_pdiscard(BlockNode *bs, int64_t offset,
     /* The last cluster may be partial at the end of the image. */
     if (end == s->hdr.size && end % cs) {
         b++;
+    }
+    if ((ret = qcow2_bitmaps_before_write(s, offset, bytes)) < 0) {
+        return ret;
     }
     if (a >= b) {
         return 0;   /* discard is a hint: partial clusters stay */

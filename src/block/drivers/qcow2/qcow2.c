@@ -456,7 +456,8 @@ static int coroutine_fn qcow2_co_activate(BlockNode *bs, Error **errp)
     if (ret < 0) {
         goto out;
     }
-    uint64_t keep = s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS;
+    uint64_t keep = s->hdr.autoclear_features &
+                    (QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_BJ_CC);
     if (s->hdr.autoclear_features != keep) {
         s->hdr.autoclear_features = keep;
         ret = qcow2_write_header(s);
@@ -473,9 +474,9 @@ out:
 }
 
 /*
- * Going read-only: the cached tables must reach the file now, while the
- * node may still write (the layer flushes too, but cache.no-flush skips
- * that).  Going read-write: a corrupt image stays read-only, as at open.
+ * Going read-only: the persistent bitmaps are stored and the cached
+ * tables must reach the file now, while the node may still write (the
+ * layer flushes too, but cache.no-flush skips that).  Going read-write: a corrupt image stays read-only, as at open.
  */
 static int coroutine_fn qcow2_co_reopen_prepare(BlockNode *bs, bool read_only,
                                                 Error **errp)
@@ -495,7 +496,12 @@ static int coroutine_fn qcow2_co_reopen_prepare(BlockNode *bs, bool read_only,
         return 0;
     }
     co_mutex_lock(&s->lock);
-    ret = qcow2_flush_metadata(s);
+    /* Bitmaps stored and in_use cleared, as at close (an aborted reopen
+     * arms them again before the next write). */
+    ret = qcow2_store_bitmaps(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_metadata(s);
+    }
     co_mutex_unlock(&s->lock);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "Could not write qcow2 metadata");

@@ -128,13 +128,35 @@ int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp);
 /* Open: turns the bitmaps extension into the node's named bitmaps
  * (in_use ones inconsistent).  Caller holds s->lock. */
 int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp);
-/* Read-write open, after loading: marks every stored bitmap in use,
- * durably, and arms the store at close. */
+/* Read-write open (or reopen), after loading: arms the crash-consistent
+ * mode (qcow2-bitmap-cc.c): every persistent bitmap rewritten in_use and
+ * fully allocated, our autoclear bit and extension set, all durable; and
+ * arms the store at close.  Caller holds s->lock. */
 int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp);
-/* Close of a read-write node: writes the persistent bitmaps, clears
- * in_use, frees the old clusters.  Caller holds s->lock. */
+/* Mark-before-write: called by the write, write-zeroes and discard entry
+ * points before they change anything.  Returns once every granule of
+ * [offset, offset+bytes) of every recording persistent bitmap is set in
+ * the stored copy (at once when it already is), or -errno.  Caller does
+ * not hold s->lock. */
+int coroutine_fn qcow2_bitmaps_before_write(BDRVQcow2State *s, int64_t offset,
+                                            int64_t bytes);
+
+/* blockjobd's autoclear bit: the bitmaps left in_use by our
+ * crash-consistent mode may be trusted (any other writer clears it). */
+#define QCOW2_AUTOCLEAR_BJ_CC       (1ull << 63)
+/* Its header extension ("BJCC"): generation and armed directory. */
+#define QCOW2_EXT_BJ_CC             0x424a4343u
+/* Close of a read-write node (and reopen read-only): writes the
+ * persistent bitmaps as qemu does, clears in_use and our mode, frees the
+ * old clusters.  Caller holds s->lock. */
 int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s);
 void qcow2_free_bitmaps(BDRVQcow2State *s);
+/* Open: how many leading directory entries our mode vouches for (0 when
+ * the autoclear bit or a matching extension is missing). */
+uint32_t qcow2_bm_cc_trusted(BDRVQcow2State *s);
+/* One batch or directory rewrite at a time (see Qcow2Bitmaps). */
+void coroutine_fn qcow2_bm_cc_acquire(Qcow2Bitmaps *b);
+void qcow2_bm_cc_release(Qcow2Bitmaps *b);
 /* Allocates n contiguous clusters (refcount 1); returns host offset or
  * -errno.  Grows the file as needed. */
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n);

@@ -1,0 +1,339 @@
+"""Persistent qcow2 bitmaps after a crash (docs/bitmaps.md, "After a
+crash").
+
+blockjobd keeps the stored copy of every persistent bitmap a superset of
+what it recorded (mark-before-write) and vouches for it with an autoclear
+bit of its own: after SIGKILL the bitmap is loaded, consistent, with at
+least every granule a writer got an answer for.  Any other program opening
+the image read-write clears that bit, and the bitmap is inconsistent, as
+qemu would report it.  qemu-storage-daemon 7.2 never trusts an in_use
+bitmap: those expectations are blockjobd-only (skipped against qsd).
+"""
+import json
+import os
+import random
+import signal
+import struct
+import threading
+import time
+
+import pytest
+
+from bjtest import is_qsd, qemu_img, qemu_io
+
+MiB = 1024 * 1024
+GRAN = 65536
+BJ_AUTOCLEAR = 1 << 63
+BJ_EXT = 0x424a4343
+BITMAPS_EXT = 0x23852875
+
+pytestmark = pytest.mark.skipif(is_qsd(), reason='blockjobd extension: '
+                                'qemu reports every in_use bitmap '
+                                'inconsistent')
+
+
+def qcow2_args(path, node='d', opts=''):
+    return ('--blockdev', 'driver=file,node-name=%s-file,filename=%s'
+            % (node, path),
+            '--blockdev', 'driver=qcow2,node-name=%s,file=%s-file%s'
+            % (node, node, opts))
+
+
+def header(path):
+    """(autoclear bits, {extension type: data}) of a v3 image."""
+    with open(path, 'rb') as f:
+        h = f.read(65536)
+    autoclear = struct.unpack('>Q', h[88:96])[0]
+    pos = struct.unpack('>I', h[100:104])[0]
+    exts = {}
+    while True:
+        t, n = struct.unpack('>II', h[pos:pos + 8])
+        if t == 0:
+            break
+        exts[t] = h[pos + 8:pos + 8 + n]
+        pos += 8 + ((n + 7) & ~7)
+    return autoclear, exts
+
+
+def stored_bitmap(path, name):
+    """(flags, set of granule indices) of bitmap `name` as stored."""
+    autoclear, exts = header(path)
+    with open(path, 'rb') as f:
+        h = f.read(104)
+        cs = 1 << struct.unpack('>I', h[20:24])[0]
+        size = struct.unpack('>Q', h[24:32])[0]
+        nb, _, dsize, doff = struct.unpack('>IIQQ', exts[BITMAPS_EXT][:24])
+        f.seek(doff)
+        d = f.read(dsize)
+        pos = 0
+        for _ in range(nb):
+            toff, tsz, flags, _, gb, nsz, esz = struct.unpack(
+                '>QIIBBHI', d[pos:pos + 24])
+            n = d[pos + 24 + esz:pos + 24 + esz + nsz].decode()
+            pos += (24 + esz + nsz + 7) & ~7
+            if n != name:
+                continue
+            nbits = (size + (1 << gb) - 1) >> gb
+            f.seek(toff)
+            table = struct.unpack('>%dQ' % tsz, f.read(8 * tsz))
+            bits = set()
+            for i, ent in enumerate(table):
+                base = i * cs * 8
+                off = ent & 0x00fffffffffffe00
+                if not off:
+                    if ent & 1:
+                        bits.update(range(base, min(base + cs * 8, nbits)))
+                    continue
+                f.seek(off)
+                data = f.read(cs)
+                for j, byte in enumerate(data):
+                    if byte:
+                        for k in range(8):
+                            if byte >> k & 1 and base + j * 8 + k < nbits:
+                                bits.add(base + j * 8 + k)
+            return flags, bits
+    raise AssertionError('no bitmap %s in %s' % (name, path))
+
+
+def info_bitmaps(path):
+    out = qemu_img('info', '--output=json', '-U', path).stdout
+    data = json.loads(out)['format-specific']['data']
+    return {b['name']: b['flags'] for b in data.get('bitmaps', [])}
+
+
+def check_ok(path, leaks_ok=False):
+    r = qemu_img('check', path, check=False)
+    assert r.returncode in ((0, 3) if leaks_ok else (0,)), \
+        r.stdout + r.stderr
+
+
+def granules(off, length):
+    return set(range(off // GRAN, (off + length - 1) // GRAN + 1))
+
+
+def bitmap_info(qmp, node, name):
+    for n in qmp.execute('query-named-block-nodes'):
+        if n['node-name'] == node:
+            for b in n.get('dirty-bitmaps', []):
+                if b['name'] == name:
+                    return b
+    raise AssertionError('no bitmap %s on %s' % (name, node))
+
+
+def start_export(d, node='d'):
+    sock = d.socket_path('nbd.sock')
+    d.qmp.execute('nbd-server-start',
+                  addr={'type': 'unix', 'data': {'path': sock}})
+    d.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                       'node-name': node, 'name': 'x',
+                                       'writable': True})
+    return sock
+
+
+def kill(d):
+    d.send_signal(signal.SIGKILL)
+    d.wait()
+    d.check(expect_rc=None)
+
+
+def test_sigkill_after_nbd_writes_keeps_bitmap(daemon_factory, workdir):
+    """Writes acknowledged over NBD before SIGKILL are all in the bitmap
+    the next open loads, consistent; the quit after it stores qemu's
+    format exactly."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'a.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '64M')
+    qemu_img('bitmap', '--add', p, 'old')     # made by qemu-img
+    d = daemon_factory(*qcow2_args(p, opts=',discard=unmap'))
+    q = d.qmp
+    q.execute('block-dirty-bitmap-add', node='d', name='new',
+              persistent=True)
+    # Armed while open: in use, our bit and extension.
+    autoclear, exts = header(p)
+    assert autoclear & BJ_AUTOCLEAR and BJ_EXT in exts
+    assert info_bitmaps(p) == {'old': ['in-use', 'auto'],
+                               'new': ['in-use', 'auto']}
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    want = set()
+    writes = [(0, 512), (3 * MiB + 100, 70000), (64 * MiB - 512, 512),
+              (20 * MiB, 1 * MiB)]
+    for off, n in writes:
+        h.pwrite(b'\5' * n, off)
+        want |= granules(off, n)
+    h.zero(128 * 1024, 40 * MiB)
+    want |= granules(40 * MiB, 128 * 1024)
+    h.trim(65536 * 3, 50 * MiB)
+    want |= granules(50 * MiB, 65536 * 3)
+    kill(d)
+    # qemu-img reads the image as one a writer left open...
+    assert info_bitmaps(p) == {'old': ['in-use', 'auto'],
+                               'new': ['in-use', 'auto']}
+    check_ok(p, leaks_ok=True)
+    for name in ('old', 'new'):
+        assert stored_bitmap(p, name)[1] == want
+    # ...and we load both, consistent, with exactly those granules.
+    d = daemon_factory(*qcow2_args(p))
+    for name in ('old', 'new'):
+        b = bitmap_info(d.qmp, 'd', name)
+        assert 'inconsistent' not in b and b['recording'] is True
+        assert b['count'] == len(want) * GRAN
+    d.stop()
+    autoclear, exts = header(p)
+    assert autoclear == 1 and BJ_EXT not in exts
+    assert info_bitmaps(p) == {'old': ['auto'], 'new': ['auto']}
+    check_ok(p, leaks_ok=True)
+    r = qemu_img('check', '-r', 'leaks', p, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    check_ok(p)
+    for name in ('old', 'new'):
+        assert stored_bitmap(p, name) == (2, want)
+    # qemu-img edits it as any other image.
+    qemu_img('bitmap', '--add', p, 'copy')
+    qemu_img('bitmap', '--merge', 'new', p, 'copy')
+    assert stored_bitmap(p, 'copy')[1] == want
+
+
+def writer(sock, seed, acked, stop, lock):
+    import nbd
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(sock)
+    rnd = random.Random(seed)
+    buf = bytes([seed]) * 4096
+    try:
+        while not stop.is_set():
+            off = rnd.randrange(0, 256 * MiB // 4096) * 4096
+            kind = rnd.randrange(10)
+            if kind == 0:
+                h.zero(8192, off)
+                n = 8192
+            else:
+                h.pwrite(buf, off)
+                n = 4096
+            with lock:
+                acked.append((off, n))
+    except Exception:
+        pass          # the daemon died under us
+
+
+@pytest.mark.parametrize('after', [50, 400])
+def test_sigkill_during_concurrent_writes(daemon_factory, workdir, after):
+    """SIGKILL while four NBD clients write at random: every range a
+    client got an answer for is dirty in the bitmap loaded afterwards."""
+    pytest.importorskip('nbd')
+    p = str(workdir / 'c.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '256M')
+    d = daemon_factory(*qcow2_args(p))
+    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
+                  persistent=True, granularity=GRAN)
+    sock = start_export(d)
+    acked, stop, lock = [], threading.Event(), threading.Lock()
+    threads = [threading.Thread(target=writer,
+                                args=(sock, i + 1, acked, stop, lock))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acked) < after and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with lock:
+        done = list(acked)
+    kill(d)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert len(done) >= after
+    want = set()
+    for off, n in done:
+        want |= granules(off, n)
+    check_ok(p, leaks_ok=True)
+    flags, bits = stored_bitmap(p, 'b')
+    assert flags & 1 and want <= bits
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'b')
+    assert 'inconsistent' not in b
+    assert b['count'] >= len(want) * GRAN
+    d.stop()
+    flags, bits = stored_bitmap(p, 'b')
+    assert flags == 2 and want <= bits
+    qemu_img('check', '-r', 'leaks', p, check=False)
+    check_ok(p)
+
+
+@pytest.mark.parametrize('how', ['qemu-io', 'qemu-img-bitmap'])
+def test_foreign_writer_untrusts(daemon_factory, workdir, how):
+    """Another program opening our crashed image read-write clears our
+    autoclear bit: the bitmap is then inconsistent, never trusted."""
+    p = str(workdir / 'f.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '8M')
+    d = daemon_factory(*qcow2_args(p))
+    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
+                  persistent=True)
+    kill(d)
+    # A read-only look changes nothing.
+    qemu_io('-r', '-c', 'read 0 512', p)
+    assert header(p)[0] & BJ_AUTOCLEAR
+    if how == 'qemu-io':
+        qemu_io('-c', 'write 0 512', p)
+    else:
+        qemu_img('bitmap', '--add', p, 'other')
+    assert not header(p)[0] & BJ_AUTOCLEAR
+    d = daemon_factory(*qcow2_args(p))
+    assert bitmap_info(d.qmp, 'd', 'b')['inconsistent'] is True
+    d.qmp.execute('block-dirty-bitmap-remove', node='d', name='b')
+    assert 'b' not in info_bitmaps(p)        # removed at once
+    d.stop()
+    check_ok(p)
+
+
+def test_add_and_remove_reach_the_image_at_once(daemon_factory, workdir):
+    p = str(workdir / 'r.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '8M')
+    d = daemon_factory(*qcow2_args(p))
+    q = d.qmp
+    q.execute('block-dirty-bitmap-add', node='d', name='a', persistent=True)
+    q.execute('block-dirty-bitmap-add', node='d', name='t')  # not stored
+    q.execute('block-dirty-bitmap-add', node='d', name='off',
+              persistent=True, disabled=True)
+    assert info_bitmaps(p) == {'a': ['in-use', 'auto'], 'off': ['in-use']}
+    q.execute('block-dirty-bitmap-remove', node='d', name='a')
+    assert info_bitmaps(p) == {'off': ['in-use']}
+    kill(d)
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'off')
+    assert 'inconsistent' not in b and b['recording'] is False
+    d.qmp.execute('block-dirty-bitmap-remove', node='d', name='off')
+    autoclear, exts = header(p)
+    assert info_bitmaps(p) == {} and not autoclear & BJ_AUTOCLEAR
+    assert BJ_EXT not in exts
+    kill(d)
+    check_ok(p)
+
+
+def test_reopen_read_only_stores_bitmaps(daemon_factory, workdir):
+    """A commit reopens its base read-write and read-only again: the base's
+    bitmap records the commit's writes and is stored clean at the second
+    reopen, so even a SIGKILL later leaves it consistent for qemu too."""
+    base = str(workdir / 'base.qcow2')
+    mid = str(workdir / 'mid.qcow2')
+    top = str(workdir / 'top.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, '8M')
+    qemu_img('bitmap', '--add', base, 'bb')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+             'qcow2', mid)
+    qemu_io('-c', 'write -P 2 1M 128k', mid)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
+             'qcow2', top)
+    d = daemon_factory('--blockdev', 'driver=qcow2,node-name=top,'
+                       'file.driver=file,file.filename=%s' % top)
+    q = d.qmp
+    q.execute('block-commit', device='top', job_id='j', top=mid, base=base)
+    q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    assert info_bitmaps(base) == {'bb': ['auto']}
+    autoclear, exts = header(base)
+    assert autoclear == 1 and BJ_EXT not in exts
+    kill(d)
+    check_ok(base)
+    assert stored_bitmap(base, 'bb')[1] == granules(1 * MiB, 128 * 1024)
