@@ -623,3 +623,63 @@ def test_command_line_export_with_bitmaps(daemon_factory, workdir, sockdir):
         r = run_blockjobd(*blk, '--export', exp)
         assert r.returncode == 1
         assert r.stderr.strip().endswith(exp + ': ' + msg), r.stderr
+
+
+# ---- where blockjobd deliberately differs ----
+
+@pytest.mark.blockjobd_only(
+    'qemu-storage-daemon 7.2 aborts on blockdev-del of a node whose bitmap '
+    'another node\'s export serves (bdrv_release_dirty_bitmap_locked: '
+    'Assertion !bdrv_dirty_bitmap_busy)')
+def test_exported_bitmap_keeps_its_node(daemon):
+    """A {node, name} bitmap may live on a node outside the export's
+    chain: the export keeps that node, so it cannot be deleted under the
+    bitmap's readers."""
+    d = daemon
+    q = d.qmp
+    for n in ('a', 'other'):
+        q.execute('blockdev-add', driver='null-co', node_name=n,
+                  size=4 * MiB)
+    q.execute('block-dirty-bitmap-add', node='other', name='ob',
+              disabled=True)
+    start_server(d)
+    export(d, id='e', node_name='a',
+           bitmaps=[{'node': 'other', 'name': 'ob'}])
+    with pytest.raises(QMPError) as e:
+        q.execute('blockdev-del', node_name='other')
+    assert e.value.desc == 'Block device other is in use'
+    assert nbdinfo_map(uri(d, 'a'), 'qemu:dirty-bitmap:ob') == \
+        [(0, 4 * MiB, 0)]
+    q.execute('block-export-del', id='e')
+    q.wait_event('BLOCK_EXPORT_DELETED')
+    q.execute('blockdev-del', node_name='other')
+
+
+@pytest.mark.blockjobd_only(
+    'qemu-storage-daemon 7.2 aborts when a client of an iothread export '
+    'disconnects (nbd_blockdev_client_closed: Assertion '
+    'qemu_in_main_thread()), bitmaps or not')
+def test_iothread_export_with_bitmap(daemon_factory):
+    """Connections of an iothread export read its bitmaps in that thread,
+    where the node's writes mark them; a bitmap of a node in another
+    thread is refused."""
+    d = daemon_factory('--object', 'iothread,id=io0')
+    q = d.qmp
+    for n in ('a', 'b'):
+        q.execute('blockdev-add', driver='null-co', node_name=n,
+                  size=4 * MiB)
+    q.execute('block-dirty-bitmap-add', node='a', name='bm')
+    q.execute('block-dirty-bitmap-add', node='b', name='bb', disabled=True)
+    start_server(d)
+    export(d, id='e', node_name='a', writable=True, iothread='io0',
+           bitmaps=['bm'], allocation_depth=True)
+    h = nbd.NBD()
+    h.connect_uri(uri(d, 'a'))
+    h.pwrite(b'1' * 512, MiB)
+    h.shutdown()
+    assert dirty_ranges(uri(d, 'a'), 'bm') == [(MiB, GRAN)]
+    assert nbdinfo_map(uri(d, 'a'), 'qemu:allocation-depth') == \
+        [(0, 4 * MiB, 1)]
+    assert export_err(d, id='e2', node_name='a', name='a2',
+                      bitmaps=[{'node': 'b', 'name': 'bb'}]) == \
+        "Bitmap 'bb' is not in the iothread of node 'a'"
