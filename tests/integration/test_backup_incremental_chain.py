@@ -9,12 +9,13 @@ blockdev-backup full] starts the chain atomically.  Every expectation was
 checked against qemu-storage-daemon 7.2.
 """
 
+import json
 import os
 
 import pytest
 
 from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
-                        data_granules, granules, pattern)
+                        data_granules, granules, pattern, read_image)
 from bjtest import QMPError, qemu_img, qemu_io
 
 pytest.importorskip('nbd')
@@ -44,24 +45,33 @@ def bits_of(writes):
 
 
 class Chain:
-    """A raw source node with its NBD export, a Model of its bytes and
-    the images backed up from it (several per daemon: name them)."""
+    """A source node (raw, or qcow2) with its NBD export, a Model of its
+    bytes and the images backed up from it (several per daemon: name
+    them)."""
 
-    def __init__(self, daemon, node='src', size=SIZE, server=True):
-        self.daemon = daemon
-        self.qmp = daemon.qmp
+    def __init__(self, daemon, node='src', size=SIZE, server=True,
+                 fmt='raw'):
         self.dir = daemon.workdir
         self.node = node
         self.size = size
-        self.src = os.path.join(self.dir, node + '.raw')
-        qemu_img('create', '-q', '-f', 'raw', self.src, size)
-        qemu_io('-f', 'raw', '-c', 'write -P 0x41 0 4M', '-c',
+        self.fmt = fmt
+        self.src = os.path.join(self.dir, '%s.%s' % (node, fmt))
+        qemu_img('create', '-q', '-f', fmt, self.src, size)
+        qemu_io('-f', fmt, '-c', 'write -P 0x41 0 4M', '-c',
                 'write -P 0x42 %d 2M' % (size // 2), self.src)
         self.model = Model(size)
         self.model.write(0, b'\x41' * (4 * MiB))
         self.model.write(size // 2, b'\x42' * (2 * MiB))
+        self.images = []          # (qcow2 path, reference raw path)
+        self.n = 0
+        self.attach(daemon, server)
+
+    def attach(self, daemon, server=True):
+        """Opens the source in daemon and exports it."""
+        self.daemon = daemon
+        self.qmp = daemon.qmp
         self.qmp.execute('blockdev-add', {
-            'driver': 'raw', 'node-name': node,
+            'driver': self.fmt, 'node-name': self.node,
             'file': {'driver': 'file', 'filename': self.src}})
         sock = daemon.socket_path('nbd.sock')
         if server:
@@ -69,11 +79,9 @@ class Chain:
                              addr={'type': 'unix',
                                    'data': {'path': sock}})
         self.qmp.execute('block-export-add', {
-            'type': 'nbd', 'id': 'e-' + node, 'node-name': node,
-            'name': node, 'writable': True})
-        self.nbd = NbdWriter(sock, node, self.model)
-        self.images = []          # (qcow2 path, reference raw path)
-        self.n = 0
+            'type': 'nbd', 'id': 'e-' + self.node, 'node-name': self.node,
+            'name': self.node, 'writable': True})
+        self.nbd = NbdWriter(sock, self.node, self.model)
 
     def write(self, writes):
         for seed, off, length in writes:
@@ -430,3 +438,93 @@ def test_transaction_clear_and_full(daemon):
     c.close()
     assert data_granules(inc, depth=0) == bits_of(ROUNDS[1])
     c.verify()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('fail', [False, True], ids=['success', 'failure'])
+def test_disabled_bitmap(daemon, fail):
+    """A disabled bitmap can drive an incremental: it copies the bits,
+    writes during the job are not recorded (the successor is disabled
+    too), on success the bitmap ends empty, on failure as it was; it
+    stays disabled."""
+    c = Chain(daemon)
+    qmp = c.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
+    c.write(ROUNDS[0])
+    qmp.execute('block-dirty-bitmap-disable', node='src', name='bm0')
+    c.write(ROUNDS[1])                        # not recorded
+    first = bits_of(ROUNDS[0])
+    assert_bitmap(qmp, 'src', 'bm0', first, SIZE)
+    if fail:
+        path, node = c.add_target('bad.raw', fmt='raw', blkdebug={
+            'event': 'write_aio', 'errno': 5, 'once': True,
+            'sector': max(first) * GRAN // 512})
+    else:
+        path, node = c.add_target('inc.qcow2')
+    ref, done = c.backup(node, 'incremental', 'inc', bitmap='bm0',
+                         speed=1, during=ROUNDS[2])
+    assert ('error' in done) == fail, done
+    info = assert_bitmap(qmp, 'src', 'bm0', first if fail else set(), SIZE)
+    assert info['recording'] is False and info['busy'] is False
+    c.close()
+    if not fail:
+        got = read_image(path, 'qcow2', c.dir)
+        assert data_granules(path) == first
+        for g in range(SIZE // GRAN):
+            want = ref[g * GRAN:(g + 1) * GRAN] if g in first \
+                else bytes(GRAN)
+            assert got[g * GRAN:(g + 1) * GRAN] == want, g
+
+
+@pytest.mark.timeout(90)
+def test_persistent_bitmap_across_restart(daemon_factory):
+    """A persistent bitmap on a qcow2 source drives an incremental, stays
+    persistent through it (its successor's bits: the writes during the
+    job), is stored at quit (qemu-img info lists it) and loaded by the
+    next daemon, whose incremental captures what the first one missed
+    plus what came after."""
+    d1 = daemon_factory()
+    c = Chain(d1, fmt='qcow2')
+    qmp = c.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
+                persistent=True)
+    full, node = c.add_target('full.qcow2')
+    ref, done = c.backup(node, 'full', 'full')
+    assert 'error' not in done
+    c.keep(full, ref)
+    c.write(ROUNDS[0])
+    inc0, node = c.add_target('inc0.qcow2', full)
+    ref, done = c.backup(node, 'incremental', 'inc0', bitmap='bm0',
+                         speed=1, during=ROUNDS[1])
+    assert 'error' not in done
+    c.keep(inc0, ref)
+    info = assert_bitmap(qmp, 'src', 'bm0', bits_of(ROUNDS[1]), SIZE)
+    assert info['persistent'] is True and info['recording'] is True
+    c.close()
+    d1.stop()
+    out = qemu_img('info', '--output=json', c.src).stdout
+    bms = json.loads(out)['format-specific']['data']['bitmaps']
+    assert [(b['name'], b['granularity'], b['flags']) for b in bms] == \
+        [('bm0', GRAN, ['auto'])]
+
+    d2 = daemon_factory()
+    c.attach(d2)
+    qmp = c.qmp
+    info = assert_bitmap(qmp, 'src', 'bm0', bits_of(ROUNDS[1]), SIZE,
+                         what='after restart')
+    assert info['persistent'] is True and info['recording'] is True
+    c.write(ROUNDS[2])
+    pending = bits_of(ROUNDS[1]) | bits_of(ROUNDS[2])
+    assert_bitmap(qmp, 'src', 'bm0', pending, SIZE)
+    inc1, node = c.add_target('inc1.qcow2', inc0)
+    ref, done = c.backup(node, 'incremental', 'inc1', bitmap='bm0')
+    assert 'error' not in done
+    assert done['len'] == len(pending) * GRAN
+    c.keep(inc1, ref)
+    assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
+    c.close()
+    assert data_granules(inc0, depth=0) == bits_of(ROUNDS[0])
+    assert data_granules(inc1, depth=0) == pending
+    c.verify()
+    qmp.execute('blockdev-del', node_name='src')
+    assert read_image(c.src, 'qcow2', c.dir) == c.model.snapshot()
