@@ -11,11 +11,13 @@ checked against qemu-storage-daemon 7.2.
 
 import json
 import os
+import signal
 
 import pytest
 
 from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
-                        data_granules, granules, pattern, read_image)
+                        data_granules, granules, node_bitmaps, pattern,
+                        read_image)
 from bjtest import QMPError, qemu_img, qemu_io
 
 pytest.importorskip('nbd')
@@ -528,3 +530,76 @@ def test_persistent_bitmap_across_restart(daemon_factory):
     c.verify()
     qmp.execute('blockdev-del', node_name='src')
     assert read_image(c.src, 'qcow2', c.dir) == c.model.snapshot()
+
+
+@pytest.mark.timeout(60)
+def test_bitmap_after_kill(daemon_factory):
+    """A persistent bitmap of an image the daemon held read-write when it
+    was killed (SIGKILL, after writes that reached the disk: flushed) is
+    either inconsistent -- every backup refuses it, nothing starts, and a
+    new chain can be started after removing it (qemu's rule) -- or, by a
+    rule that keeps it crash-consistent, still usable: then it holds at
+    least every write since it was stored, and the incremental it drives
+    restores the disk exactly."""
+    d1 = daemon_factory()
+    c = Chain(d1, fmt='qcow2')
+    full, node = c.add_target('full.qcow2')
+    ref = c.model.snapshot()
+    c.qmp.execute('transaction', actions=[
+        {'type': 'block-dirty-bitmap-add',
+         'data': {'node': 'src', 'name': 'bm0', 'persistent': True}},
+        {'type': 'blockdev-backup',
+         'data': {'job-id': 'full', 'device': 'src', 'target': node,
+                  'sync': 'full'}}])
+    wait_null(c.qmp, 'full')
+    c.qmp.execute('blockdev-del', node_name=node)
+    c.keep(full, ref)
+    c.close()
+    d1.stop()                       # bm0 stored, clean
+    d2 = daemon_factory()
+    c.attach(d2)
+    c.write(ROUNDS[0])
+    c.nbd.h.flush()
+    d2.send_signal(signal.SIGKILL)
+    d2.wait()
+    d2.check(expect_rc=-signal.SIGKILL)
+
+    d3 = daemon_factory()
+    c.attach(d3)
+    qmp = c.qmp
+    info = [b for b in node_bitmaps(qmp, 'src') if b.get('name') == 'bm0']
+    assert len(info) == 1, info
+    path, node = c.add_target('inc.qcow2', full)
+    if info[0].get('inconsistent'):
+        for sync, mode in (('incremental', None), ('bitmap', 'never'),
+                           ('bitmap', 'always'), ('full', 'on-success'),
+                           ('top', 'always')):
+            args = {'job-id': 'j', 'device': 'src', 'target': node,
+                    'sync': sync, 'bitmap': 'bm0'}
+            if mode:
+                args['bitmap-mode'] = mode
+            with pytest.raises(QMPError) as e:
+                qmp.execute('blockdev-backup', args)
+            assert e.value.desc == \
+                "Bitmap 'bm0' is inconsistent and cannot be used", args
+        assert qmp.execute('query-block-jobs') == []
+        qmp.execute('block-dirty-bitmap-remove', node='src', name='bm0')
+        ref = c.model.snapshot()
+        qmp.execute('transaction', actions=[
+            {'type': 'block-dirty-bitmap-add',
+             'data': {'node': 'src', 'name': 'bm0', 'persistent': True}},
+            {'type': 'blockdev-backup',
+             'data': {'job-id': 'full2', 'device': 'src', 'target': node,
+                      'sync': 'full'}}])
+        wait_null(qmp, 'full2')
+        qmp.execute('blockdev-del', node_name=node)
+        rebase(path, full)
+    else:
+        assert info[0]['count'] >= len(bits_of(ROUNDS[0])) * GRAN, info
+        ref, done = c.backup(node, 'incremental', 'inc', bitmap='bm0')
+        assert 'error' not in done
+        assert data_granules(path, depth=0) >= bits_of(ROUNDS[0])
+    c.keep(path, ref)
+    assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
+    c.close()
+    c.verify()
