@@ -78,7 +78,14 @@ static int bitmap_list(const Ctl *ctl, const char *only)
         }
         found = true;
         json_array_foreach(json_object_get(n, "dirty-bitmaps"), k, b) {
-            json_t *row = json_deep_copy(b);
+            json_t *row;
+
+            /* qemu also lists a job's internal bitmaps, without a name:
+             * no command can address them, so they are left out. */
+            if (!json_is_string(json_object_get(b, "name"))) {
+                continue;
+            }
+            row = json_deep_copy(b);
 
             json_object_set_new(row, "node", json_string(name));
             json_array_append_new(rows, row);

@@ -296,3 +296,66 @@ def test_incremental_backup_chain(env):
     bjtest.qemu_img('rebase', '-q', '-u', '-f', 'qcow2', '-F', 'qcow2',
                     '-b', inc1, inc2)
     bjtest.qemu_img('compare', '-f', 'qcow2', '-F', 'qcow2', env.top, inc2)
+
+
+def test_list_shows_busy_during_backup(env):
+    """A throttled incremental holds its bitmap: list says busy, and the
+    bitmap cannot be removed until the job is gone."""
+    env.run('bitmap', 'add', 'top', 'bm0', expect=0)
+    env.write('write -P 0x31 0 8M')
+    env.add_target('slow')
+    p = env.run('backup', 'top', '--to', 'slow', '--bitmap', 'bm0',
+                '--speed', '64K', '--job-id', 'js', expect=None)
+    if p.returncode == 1 and 'not supported yet' in p.stderr:
+        pytest.skip(p.stderr.strip())
+    assert p.returncode == 0, p.stderr
+    row = json.loads(env.run('--json', 'bitmap', 'list', 'top',
+                             expect=0).stdout)[0]
+    assert row['busy'] is True and row['recording'] is True
+    line = env.run('bitmap', 'list', 'top', expect=0).stdout.splitlines()[1]
+    assert line.split()[-1] == 'recording,busy'
+    p = env.run('bitmap', 'remove', 'top', 'bm0', expect=1)
+    assert p.stderr == ("bjctl: Bitmap 'bm0' is currently in use by another "
+                        "operation and cannot be used\n")
+    env.run('abort', 'js', expect=0)
+    # cancelled: nothing lost from the bitmap, and it is free again
+    assert env.bitmap('bm0')['count'] == 8 * MiB
+    assert env.bitmap('bm0')['busy'] is False
+
+
+def test_list_shows_inconsistent_after_kill(env, tmp_path):
+    """A persistent bitmap of an image left open by a killed daemon reads
+    inconsistent after a restart, and only remove is accepted."""
+    env.run('bitmap', 'add', 'top', 'p0', '--persistent', expect=0)
+    env.write('write -P 0x41 0 64K')
+    # the image is marked in use once the bitmap is stored on a clean
+    # close or (qemu) on open; a clean stop then a kill of a reopened one
+    env.d.stop()
+    d = bjtest.Daemon(tmp_path, [
+        '--blockdev', 'driver=qcow2,node-name=top,file.driver=file,'
+        'file.filename=%s' % env.top], binary=env.d.binary)
+    d.start()
+    try:
+        env.d = d
+        assert env.bitmap('p0')['count'] == 64 * KiB
+        d.proc.kill()
+        d.proc.wait(30)
+        d._checked = True
+    finally:
+        d.cleanup()
+    d = bjtest.Daemon(tmp_path, [
+        '--blockdev', 'driver=qcow2,node-name=top,file.driver=file,'
+        'file.filename=%s' % env.top], binary=env.d.binary)
+    d.start()
+    try:
+        env.d = d
+        line = env.run('bitmap', 'list', expect=0).stdout.splitlines()[1]
+        assert line.split()[0:2] == ['top', 'p0']
+        assert line.split()[-1] == 'disabled,persistent,inconsistent'
+        p = env.run('bitmap', 'clear', 'top', 'p0', expect=1)
+        assert p.stderr == ("bjctl: Bitmap 'p0' is inconsistent and cannot "
+                            "be used\n")
+        env.run('bitmap', 'remove', 'top', 'p0', expect=0)
+        assert env.run('bitmap', 'list', expect=0).stdout == 'no bitmaps\n'
+    finally:
+        d.cleanup()
