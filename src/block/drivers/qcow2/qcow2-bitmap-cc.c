@@ -151,6 +151,7 @@ static int coroutine_fn write_armed(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
     sh->name = strdup(bdrv_dirty_bitmap_name(bm));
     sh->gran_bits = (uint8_t)gb;
     sh->table_size = (uint32_t)ts;
+    sh->nbits = nb_granules(s, gb);
     sh->bits = blk_aligned_alloc(4096, ts * cs);
     sh->data_off = calloc(ts, sizeof(*sh->data_off));
     sh->dirty = calloc(ts, sizeof(*sh->dirty));
@@ -419,7 +420,7 @@ static bool set_granules(BDRVQcow2State *s, uint64_t offset, uint64_t bytes)
             !bdrv_dirty_bitmap_recording(bm)) {
             continue;
         }
-        uint64_t n = nb_granules(s, sh->gran_bits);
+        uint64_t n = sh->nbits;
         uint64_t first = offset >> sh->gran_bits;
         uint64_t last = (offset + bytes - 1) >> sh->gran_bits;
         if (last >= n) {
@@ -437,7 +438,7 @@ static bool set_granules(BDRVQcow2State *s, uint64_t offset, uint64_t bytes)
     return need;
 }
 
-/* Writes the changed data clusters in place, then flushes the file. */
+/* Writes the changed data clusters in place, durably. */
 static int coroutine_fn run_batch(BDRVQcow2State *s)
 {
     Qcow2Bitmaps *b = s->bitmaps;
@@ -456,11 +457,14 @@ static int coroutine_fn run_batch(BDRVQcow2State *s)
             /* A copy: writers may set more bits while this one is out;
              * they wait for the next batch. */
             memcpy(buf, sh->bits + (uint64_t)c * cs, cs);
-            ret = qcow2_write_meta(s, sh->data_off[c], buf, cs);
+            /* FUA (RWF_DSYNC for a file): durable on completion without
+             * a flush of the whole file, whose dirty guest data may be
+             * large (cache=writeback). */
+            IOVector v;
+            iov_vec_init_buf(&v, buf, cs);
+            ret = bdrv_co_pwritev(s->bs->file, (int64_t)sh->data_off[c],
+                                  (int64_t)cs, &v, BLK_REQ_FUA);
         }
-    }
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
     }
     if (ret < 0) {
         /* The stored copy may now lag: refuse writes from here on (the
@@ -513,6 +517,16 @@ int coroutine_fn qcow2_bitmaps_before_write(BDRVQcow2State *s, int64_t offset,
         /* A rewrite meanwhile may have replaced the shadows: check the
          * bits again (set ones cost nothing). */
     }
+}
+
+int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+
+    if (!b || b->foreign || !b->store_on_close || !b->armed) {
+        return 0;
+    }
+    return cc_rewrite(s);
 }
 
 /* ---- changes made by commands (main loop) ---- */

@@ -41,6 +41,7 @@ typedef struct Qcow2BitmapShadow {
     char *name;
     uint8_t gran_bits;
     uint32_t table_size;
+    uint64_t nbits;            /* granules of the image when armed */
     uint8_t *bits;             /* table_size clusters: the data clusters */
     uint64_t *data_off;        /* host offset of each data cluster */
     bool *dirty;               /* cluster set in memory, not yet written */

@@ -612,6 +612,9 @@ static int coroutine_fn qcow2_co_truncate(BlockNode *bs, int64_t size,
             ret = qcow2_update_refcount(s, old_off, old_clusters * cs, -1);
         }
     }
+    if (ret >= 0) {
+        ret = qcow2_bitmaps_resized(s);
+    }
 out:
     co_mutex_unlock(&s->lock);
     if (ret < 0 && errp && !*errp) {

@@ -141,6 +141,10 @@ int coroutine_fn qcow2_mark_bitmaps_in_use(BDRVQcow2State *s, Error **errp);
 int coroutine_fn qcow2_bitmaps_before_write(BDRVQcow2State *s, int64_t offset,
                                             int64_t bytes);
 
+/* After a resize: the armed bitmaps get tables for the new size.  Caller
+ * holds s->lock. */
+int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s);
+
 /* blockjobd's autoclear bit: the bitmaps left in_use by our
  * crash-consistent mode may be trusted (any other writer clears it). */
 #define QCOW2_AUTOCLEAR_BJ_CC       (1ull << 63)
