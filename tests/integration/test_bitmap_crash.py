@@ -158,7 +158,7 @@ def test_sigkill_after_nbd_writes_keeps_bitmap(daemon_factory, workdir):
     h.connect_unix(start_export(d))
     want = set()
     writes = [(0, 512), (3 * MiB + 100, 70000), (64 * MiB - 512, 512),
-              (20 * MiB, 1 * MiB)]
+              (20 * MiB, 1 * MiB), (3 * GRAN + 5, 18 * GRAN)]
     for off, n in writes:
         h.pwrite(b'\5' * n, off)
         want |= granules(off, n)
@@ -337,3 +337,69 @@ def test_reopen_read_only_stores_bitmaps(daemon_factory, workdir):
     kill(d)
     check_ok(base)
     assert stored_bitmap(base, 'bb')[1] == granules(1 * MiB, 128 * 1024)
+
+
+def test_sigkill_during_incremental_backup(daemon_factory, workdir):
+    """While a backup holds the bitmap frozen (its successor records), the
+    stored copy still gains every new write: after SIGKILL mid-job the
+    bitmap holds its bits from before the job plus the writes during it."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 's.qcow2')
+    t = str(workdir / 't.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '16M')
+    qemu_img('create', '-f', 'qcow2', t, '16M')
+    d = daemon_factory(*qcow2_args(p))
+    q = d.qmp
+    q.execute('block-dirty-bitmap-add', node='d', name='b', persistent=True)
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    before = [(0, 4096), (5 * MiB, 200000)]
+    during = [(1 * MiB, 4096), (15 * MiB, 70000), (5 * MiB, 512)]
+    want = set()
+    for off, n in before:
+        h.pwrite(b'\1' * n, off)
+        want |= granules(off, n)
+    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                               'file': {'driver': 'file', 'filename': t}})
+    q.execute('blockdev-backup', {'job-id': 'j', 'device': 'd',
+                                  'target': 'tgt', 'sync': 'incremental',
+                                  'bitmap': 'b', 'speed': 1})
+    for off, n in during:
+        h.pwrite(b'\2' * n, off)
+        want |= granules(off, n)
+    assert [j['device'] for j in q.execute('query-block-jobs')] == ['j']
+    kill(d)
+    assert stored_bitmap(p, 'b')[1] >= want
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'b')
+    assert 'inconsistent' not in b and b['count'] >= len(want) * GRAN
+    d.stop()
+    assert stored_bitmap(p, 'b') == (2, stored_bitmap(p, 'b')[1])
+    assert stored_bitmap(p, 'b')[1] >= want
+    check_ok(p, leaks_ok=True)
+
+
+def test_resize_rearms(daemon_factory, workdir):
+    """A commit that grows its base re-arms the base's bitmap for the new
+    size: the image stays valid for qemu and for us."""
+    base = str(workdir / 'base.qcow2')
+    mid = str(workdir / 'mid.qcow2')
+    top = str(workdir / 'top.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, '4M')
+    qemu_img('bitmap', '--add', base, 'bb')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+             'qcow2', mid, '64M')
+    qemu_io('-c', 'write -P 2 40M 64k', mid)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
+             'qcow2', top)
+    d = daemon_factory('--blockdev', 'driver=qcow2,node-name=top,'
+                       'file.driver=file,file.filename=%s' % top)
+    d.qmp.execute('block-commit', device='top', job_id='j', top=mid,
+                  base=base)
+    d.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    kill(d)
+    check_ok(base)
+    assert info_bitmaps(base) == {'bb': ['auto']}
+    assert json.loads(qemu_img('info', '--output=json', base).stdout)[
+        'virtual-size'] == 64 * MiB

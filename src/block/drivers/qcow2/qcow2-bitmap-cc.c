@@ -58,6 +58,53 @@ static uint64_t nb_granules(BDRVQcow2State *s, unsigned gb)
     return (s->hdr.size + (1ull << gb) - 1) >> gb;
 }
 
+/*
+ * Sets bits [first, last] (LSB first in each byte, as on disk); marks the
+ * clusters (per_cluster bits each) whose bytes changed in dirty, if given.
+ * Whole bytes at a time: a large write-zeroes may span millions of
+ * granules.  Returns whether any bit was clear.
+ */
+static bool set_bit_range(uint8_t *bits, uint64_t first, uint64_t last,
+                          bool *dirty, uint64_t per_cluster)
+{
+    bool changed = false;
+
+    while (first <= last) {
+        uint64_t byte = first / 8;
+        uint8_t m;
+        uint64_t next;
+        if (first % 8 == 0 && last - first >= 7) {
+            uint64_t nbytes = (last - first + 1) / 8;
+            for (uint64_t i = 0; i < nbytes; i++) {
+                if (bits[byte + i] != 0xff) {
+                    bits[byte + i] = 0xff;
+                    changed = true;
+                    if (dirty) {
+                        dirty[(byte + i) * 8 / per_cluster] = true;
+                    }
+                }
+            }
+            next = first + nbytes * 8;
+        } else {
+            uint64_t hi = first | 7;
+            if (hi > last) {
+                hi = last;
+            }
+            m = (uint8_t)(((2u << (hi % 8)) - 1) & ~((1u << (first % 8)) - 1));
+            if ((bits[byte] & m) != m) {
+                bits[byte] |= m;
+                changed = true;
+                if (dirty) {
+                    dirty[byte * 8 / per_cluster] = true;
+                }
+            }
+            next = hi + 1;
+        }
+        first = next;
+    }
+    return changed;
+}
+
 void qcow2_bm_or_bits(BDRVQcow2State *s, uint8_t *bits, unsigned gb,
                       const BdrvDirtyBitmap *bm)
 {
@@ -68,11 +115,8 @@ void qcow2_bm_or_bits(BDRVQcow2State *s, uint8_t *bits, unsigned gb,
     }
     while (bdrv_dirty_bitmap_next_dirty_area(bm, &off, end, INT64_MAX,
                                              &bytes)) {
-        uint64_t first = (uint64_t)off >> gb;
-        uint64_t last = (uint64_t)(off + bytes - 1) >> gb;
-        for (uint64_t g = first; g <= last; g++) {
-            bits[g / 8] |= (uint8_t)(1u << (g % 8));
-        }
+        set_bit_range(bits, (uint64_t)off >> gb,
+                      (uint64_t)(off + bytes - 1) >> gb, NULL, 1);
         off += bytes;
     }
 }
@@ -426,13 +470,9 @@ static bool set_granules(BDRVQcow2State *s, uint64_t offset, uint64_t bytes)
         if (last >= n) {
             last = n - 1;
         }
-        for (uint64_t g = first; g <= last && first < n; g++) {
-            uint8_t m = (uint8_t)(1u << (g % 8));
-            if (!(sh->bits[g / 8] & m)) {
-                sh->bits[g / 8] |= m;
-                sh->dirty[g / per_cluster] = true;
-                need = true;
-            }
+        if (first < n &&
+            set_bit_range(sh->bits, first, last, sh->dirty, per_cluster)) {
+            need = true;
         }
     }
     return need;
