@@ -274,13 +274,13 @@ def test_matrix(daemon, sync, mode, outcome):
     check_target(s, at_start, copied_set(sync, outcome), exact)
 
 
-def cancelled_bits(qmp, sync):
+def cancelled_bits(qmp, sync, first=0):
     """The bits of bm0 after a cancel while running in mode always: W2
-    and C from the point P the in-order copy had reached (P unknown:
-    the one whose hash matches)."""
+    and C from the point P >= first the in-order copy had reached (P
+    unknown: the one whose hash matches)."""
     sha = bitmap_sha256(qmp, 'src', 'bm0')
     c = copy_set(sync)
-    for p in range(NBITS + 1):
+    for p in range(first, NBITS + 1):
         bits = B2 | {g for g in c if g >= p}
         if qemu_sha256(bits, NBITS) == sha:
             return bits
@@ -428,3 +428,55 @@ def test_busy_during_backup(daemon):
     qmp.execute('block-dirty-bitmap-clear', node='src', name='bm0')
     assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
     qmp.execute('blockdev-del', node_name='t2')
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('then', ['resume', 'cancel'])
+@pytest.mark.parametrize('mode', ['on-success', 'always'])
+def test_paused_on_error(daemon, mode, then):
+    """on-source-error=stop: the job pauses at X with bm0 still busy;
+    resumed, it retries X and succeeds (bitmap: W2); cancelled there, it
+    ends as a failure (on-success: W1 and W2; always: W2 and C from
+    where the copy stopped -- X, or a little further: qemu-storage-daemon
+    restarts the copy when the cancel wakes the paused job, and a chunk or
+    two may be copied before the cancel is seen -- and no cluster of C
+    neither in the target nor in the bitmap)."""
+    s = Setup(daemon, 'src-error')
+    qmp = s.qmp
+    qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
+                granularity=GRAN)
+    s.write(W1)
+    at_start = s.model.snapshot()
+    qmp.execute('blockdev-backup', {
+        'job-id': 'j', 'device': 'src', 'target': 'tgt', 'sync': 'bitmap',
+        'bitmap': 'bm0', 'bitmap-mode': mode, 'speed': 1,
+        'on-source-error': 'stop',
+        'x-perf': {'max-workers': 1, 'max-chunk': GRAN}})
+    s.write(W2)
+    qmp.execute('block-job-set-speed', device='j', speed=0)
+    ev = qmp.wait_event('BLOCK_JOB_ERROR', timeout=60)
+    assert ev['data'] == {'device': 'j', 'action': 'stop',
+                          'operation': 'read'}
+    wait_status(qmp, 'paused')
+    info = assert_bitmap(qmp, 'src', 'bm0', B1, SIZE, what='paused')
+    assert info['busy'] is True
+    if then == 'resume':
+        qmp.execute('block-job-resume', device='j')
+        ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+        assert 'error' not in ev['data'], ev
+        want, copied = set(B2), B1
+    else:
+        qmp.execute('block-job-cancel', device='j', force=True)
+        qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
+    wait_status(qmp, 'null')
+    partial = False
+    if then == 'cancel' and mode == 'always':
+        want = cancelled_bits(qmp, 'bitmap', X)
+        copied = (B1 - want) | (B1 & B2)
+    elif then == 'cancel':
+        want, copied, partial = B1 | B2, None, True
+    info = assert_bitmap(qmp, 'src', 'bm0', want, SIZE, what=then)
+    assert info['busy'] is False
+    s.release()
+    check_target(s, at_start, copied, partial=partial,
+                 exact_data=copied if then == 'resume' else None)
