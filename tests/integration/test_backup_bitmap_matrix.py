@@ -1,8 +1,11 @@
 """blockdev-backup with a bitmap: the iotest 257-style matrix of sync mode
 (bitmap, full, top) x bitmap-mode (on-success, never, always) x outcome
 (success, a read error on the source, a write error on the target, cancel
-in PENDING), checking the bitmap's count and sha256 afterwards against the
-rule, and on success the backup's bytes.  The invalid combinations are
+in PENDING, cancel while running), checking the bitmap's count and sha256
+afterwards against the rule, and the backup's bytes (complete on success,
+the clusters copied before the failure otherwise).  Also: bitmaps finer
+and coarser than the backup cluster, a job paused on an error then resumed
+or cancelled, everything refused while the bitmap is busy.  The invalid combinations are
 refused with qemu-storage-daemon 7.2's words.  Every expectation was
 checked against qemu-storage-daemon 7.2.
 

@@ -5,7 +5,10 @@ images with qemu-img: the chain up to backup i equals the source as it was
 when backup i started (qemu-img compare against a reference kept in
 Python).  An incremental that fails leaves the bitmap whole and the next
 one captures everything; a transaction [block-dirty-bitmap-add,
-blockdev-backup full] starts the chain atomically.  Every expectation was
+blockdev-backup full] starts the chain atomically (on two disks, with
+grouped and individual completion); [clear, full] restarts it; disabled and
+persistent bitmaps (across a restart, and after SIGKILL); concurrent
+writers during an incremental.  Every expectation was
 checked against qemu-storage-daemon 7.2.
 """
 
