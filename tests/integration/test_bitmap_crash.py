@@ -403,3 +403,22 @@ def test_resize_rearms(daemon_factory, workdir):
     assert info_bitmaps(base) == {'bb': ['auto']}
     assert json.loads(qemu_img('info', '--output=json', base).stdout)[
         'virtual-size'] == 64 * MiB
+
+
+def test_no_room_in_header_falls_back_to_qemu_rule(daemon_factory, workdir):
+    """512-byte clusters: cluster 0 has no room for our extension; the
+    image still opens, its bitmaps are marked in_use in place, and after a
+    crash they are inconsistent, as in qemu."""
+    p = str(workdir / 'small.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', p,
+             '8M')
+    qemu_img('bitmap', '--add', p, 'b')
+    d = daemon_factory(*qcow2_args(p))
+    assert info_bitmaps(p) == {'b': ['in-use', 'auto']}
+    kill(d)
+    check_ok(p)
+    assert not header(p)[0] & BJ_AUTOCLEAR
+    d = daemon_factory(*qcow2_args(p))
+    assert bitmap_info(d.qmp, 'd', 'b')['inconsistent'] is True
+    kill(d)
+    check_ok(p)

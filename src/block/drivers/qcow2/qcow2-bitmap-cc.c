@@ -251,6 +251,90 @@ static void drop_shadows(Qcow2BitmapShadow *sh, uint32_t n)
     qcow2_bm_free_shadows(&tmp);
 }
 
+/* A header extension as it was, to put back. */
+typedef struct SavedExt {
+    uint8_t *data;             /* NULL: absent */
+    uint32_t len;
+} SavedExt;
+
+static void save_ext(Qcow2Header *h, uint32_t type, SavedExt *x)
+{
+    Qcow2RawExt *e = qcow2_bm_find_ext(h, type);
+
+    x->data = NULL;
+    x->len = 0;
+    if (e) {
+        x->data = malloc(e->len ? e->len : 1);
+        if (!x->data) {
+            abort();
+        }
+        memcpy(x->data, e->data, e->len);
+        x->len = e->len;
+    }
+}
+
+static void restore_ext(Qcow2Header *h, uint32_t type, SavedExt *x)
+{
+    qcow2_bm_set_raw_ext(h, type, x->data, x->len);
+    free(x->data);
+    x->data = NULL;
+}
+
+/*
+ * The header cannot take the new directory (cluster 0 is full: 512-byte
+ * clusters, a long backing file name): qemu's protocol instead, the
+ * entries of the directory we have marked in_use in place, no shadow (a
+ * crash leaves them inconsistent).  Drops what the rewrite allocated.
+ */
+static int coroutine_fn fallback_in_place(BDRVQcow2State *s,
+                                          const Qcow2BitmapEntry *ne,
+                                          uint32_t nn, uint32_t ntot,
+                                          uint64_t dir_off, uint64_t dir_size)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    int ret = 0;
+
+    log_warn("qcow2: node '%s': no room in the header cluster for "
+             "crash-consistent bitmaps; they will read as inconsistent "
+             "after a crash", s->bs->node_name);
+    for (uint32_t i = 0; ret >= 0 && i < nn; i++) {
+        ret = qcow2_bm_free_clusters(s, &ne[i]);    /* the armed copies */
+    }
+    if (ret >= 0 && ntot) {
+        ret = qcow2_update_refcount(s, dir_off, dir_size, -1);
+    }
+    if (ret >= 0 && (s->hdr.autoclear_features & QCOW2_AUTOCLEAR_BJ_CC)) {
+        /* Never vouch for what we write without a shadow. */
+        qcow2_bm_set_raw_ext(&s->hdr, QCOW2_EXT_BJ_CC, NULL, 0);
+        s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BJ_CC;
+        ret = qcow2_write_header(s);
+        if (ret >= 0) {
+            ret = qcow2_flush_file(s);
+        }
+    }
+    if (ret >= 0 && b->nb) {
+        uint8_t *dir = calloc(1, b->dir_size);
+        uint64_t pos = 0;
+        if (!dir) {
+            abort();
+        }
+        for (uint32_t i = 0; i < b->nb; i++) {
+            b->e[i].flags |= BME_FLAG_IN_USE;
+            qcow2_bm_serialize_entry(dir + pos, &b->e[i]);
+            pos += qcow2_bm_entry_len(&b->e[i]);
+        }
+        ret = qcow2_write_meta(s, b->dir_offset, dir, b->dir_size);
+        if (ret >= 0) {
+            ret = qcow2_flush_file(s);
+        }
+        free(dir);
+    }
+    if (ret >= 0) {
+        ret = qcow2_flush_metadata(s);
+    }
+    return ret;
+}
+
 /*
  * Rewrites the directory armed (see the top of the file).  Caller holds
  * s->lock.  Entries of inconsistent bitmaps are carried unchanged after
@@ -349,6 +433,10 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
         goto out;
     }
     /* 3. The header switch: from here on the new directory is the one. */
+    uint64_t old_autoclear = s->hdr.autoclear_features;
+    SavedExt sv_bm, sv_cc;
+    save_ext(&s->hdr, QCOW2_EXT_BITMAPS, &sv_bm);
+    save_ext(&s->hdr, QCOW2_EXT_BJ_CC, &sv_cc);
     qcow2_bm_set_extension(s, ntot, dir_size, (uint64_t)dir_off);
     if (nn) {
         uint8_t x[BJCC_EXT_LEN] = { 0 };
@@ -365,6 +453,27 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
         s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BJ_CC;
     }
     ret = qcow2_write_header(s);
+    if (ret == -ENOSPC && nn) {
+        /* No room for our extension in cluster 0 (small clusters, a long
+         * backing file name): in_use only, qemu's rule after a crash. */
+        qcow2_bm_set_raw_ext(&s->hdr, QCOW2_EXT_BJ_CC, NULL, 0);
+        s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BJ_CC;
+        ret = qcow2_write_header(s);
+    }
+    if (ret == -ENOSPC) {
+        restore_ext(&s->hdr, QCOW2_EXT_BITMAPS, &sv_bm);
+        restore_ext(&s->hdr, QCOW2_EXT_BJ_CC, &sv_cc);
+        s->hdr.autoclear_features = old_autoclear;
+        ret = fallback_in_place(s, ne, nn, ntot, (uint64_t)dir_off,
+                                dir_size);
+        if (ret >= 0) {
+            qcow2_bm_free_shadows(b);
+            b->armed = true;
+        }
+        goto out;
+    }
+    free(sv_bm.data);
+    free(sv_cc.data);
     if (ret >= 0) {
         ret = qcow2_flush_file(s);
     }
