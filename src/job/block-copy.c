@@ -244,9 +244,25 @@ int64_t block_copy_len(BlockCopyState *s)
     return s->len;
 }
 
+/* Bytes of [offset, offset+bytes) counted in whole clusters: a disk whose
+ * size is not a multiple of the cluster size still counts its last cluster
+ * whole in progress, as qemu does. */
+static int64_t cluster_bytes(BlockCopyState *s, int64_t offset, int64_t bytes)
+{
+    int64_t cs = s->cluster_size;
+    return (offset + bytes + cs - 1) / cs * cs - offset;
+}
+
 int64_t block_copy_remaining(BlockCopyState *s)
 {
-    return (int64_t)hbitmap_count(s->bitmap) + s->in_flight_bytes;
+    int64_t n = (int64_t)hbitmap_count(s->bitmap) + s->in_flight_bytes;
+    int64_t tail = cluster_bytes(s, 0, s->len) - s->len;
+
+    /* hbitmap_count clips the last cluster to the disk's end. */
+    if (tail && hbitmap_get(s->bitmap, (uint64_t)(s->len - 1))) {
+        n += tail;
+    }
+    return n;
 }
 
 int block_copy_tasks_in_flight(BlockCopyState *s)
@@ -284,7 +300,7 @@ static BlockCopyTask *task_create(BlockCopyState *s, int64_t offset,
     hbitmap_reset(s->bitmap, (uint64_t)offset, (uint64_t)bytes);
     list_add_tail(&s->tasks, &t->link);
     s->n_tasks++;
-    s->in_flight_bytes += bytes;
+    s->in_flight_bytes += cluster_bytes(s, offset, bytes);
     return t;
 }
 
@@ -306,7 +322,7 @@ static void task_end(BlockCopyTask *t, bool failed)
 
     list_del(&t->link);
     s->n_tasks--;
-    s->in_flight_bytes -= t->bytes;
+    s->in_flight_bytes -= cluster_bytes(s, t->offset, t->bytes);
     if (failed) {
         hbitmap_set(s->bitmap, (uint64_t)t->offset, (uint64_t)t->bytes);
     }
@@ -459,7 +475,7 @@ int coroutine_fn block_copy_task_run(BlockCopyTask *t, bool *error_is_read)
 {
     BlockCopyState *s = t->s;
     int ret = copy_range(s, t->offset, t->bytes, t->bytes, error_is_read);
-    int64_t bytes = t->bytes;
+    int64_t bytes = cluster_bytes(s, t->offset, t->bytes);
 
     task_end(t, ret < 0);
     if (ret >= 0) {
@@ -512,7 +528,7 @@ int coroutine_fn block_copy(BlockCopyState *s, int64_t offset, int64_t bytes,
             s->clients_in_flight++;
             int ret = copy_range(s, t->offset, t->bytes, CLIENT_PIECE,
                                  error_is_read);
-            int64_t done = t->bytes;
+            int64_t done = cluster_bytes(s, t->offset, t->bytes);
             s->clients_in_flight--;
             s->client_end_ns = clock_ns();
             task_end(t, ret < 0);

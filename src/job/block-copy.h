@@ -41,7 +41,8 @@
 typedef struct BlockCopyState BlockCopyState;
 typedef struct BlockCopyTask BlockCopyTask;
 
-/* Told of every successfully copied (or skipped) range: job progress. */
+/* Told of every successfully copied (or skipped) range, in whole clusters
+ * (a last, partial cluster counts whole, as in qemu): job progress. */
 typedef void BlockCopyProgressFn(void *opaque, int64_t bytes);
 
 /* The daemon-wide budget for background copy buffers, shared by every
@@ -101,7 +102,7 @@ void block_copy_merge_uncopied(BlockCopyState *s, BdrvDirtyBitmap *bm);
 HBitmap *block_copy_bitmap(BlockCopyState *s);
 int64_t block_copy_cluster_size(BlockCopyState *s);
 int64_t block_copy_len(BlockCopyState *s);
-/* Dirty bytes plus bytes in flight: what is left. */
+/* Dirty plus in-flight clusters, in bytes: what is left (progress). */
 int64_t block_copy_remaining(BlockCopyState *s);
 int block_copy_tasks_in_flight(BlockCopyState *s);
 /* Whether a client's copy is in flight or ended less than window_ns ago:
