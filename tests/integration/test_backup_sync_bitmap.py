@@ -456,3 +456,46 @@ def test_len_counts_a_partial_last_cluster_whole(daemon):
         wait_null(q, jid)
     q.execute('block-export-del', id='e0')
     q.wait_event('BLOCK_EXPORT_DELETED')
+
+
+@pytest.mark.timeout(60)
+def test_transaction_bitmap_actions_around_a_backup(daemon):
+    """A bitmap added earlier in the transaction can drive its backup;
+    an abort after them undoes both (the job gives the bitmap back before
+    the add is undone); a remove after the backup finds it busy."""
+    env = Env(daemon)
+    q = env.qmp
+
+    def add(name):
+        return {'type': 'block-dirty-bitmap-add',
+                'data': {'node': 'src', 'name': name}}
+
+    def remove(name):
+        return {'type': 'block-dirty-bitmap-remove',
+                'data': {'node': 'src', 'name': name}}
+
+    def backup(name, jid='j'):
+        return {'type': 'blockdev-backup',
+                'data': {'job-id': jid, 'device': 'src', 'target': 'tgt',
+                         'sync': 'incremental', 'bitmap': name}}
+
+    def refused(actions):
+        with pytest.raises(QMPError) as e:
+            q.execute('transaction', actions=actions)
+        assert q.execute('query-block-jobs') == []
+        return e.value.desc
+
+    assert refused([add('x'), backup('x'), {'type': 'abort', 'data': {}}]) \
+        == 'Transaction aborted using Abort action'
+    assert names(q, 'src') == []
+    q.execute('transaction', actions=[add('x'), backup('x')])
+    ev = q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)['data']
+    assert (ev['len'], ev['offset']) == (0, 0)
+    wait_null(q, 'j')
+    env.write(W1)
+    assert refused([backup('x', 'k'), remove('x')]) == \
+        "Bitmap 'x' is currently in use by another operation and cannot " \
+        "be used"
+    info = assert_bitmap(q, 'src', 'x', bits_of(W1), SIZE)
+    assert info['busy'] is False
+    env.release()
