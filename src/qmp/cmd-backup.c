@@ -149,7 +149,8 @@ static BlockNode *lookup(const char *name, Error **errp)
  * is the sync bitmap (or NULL) and *pmode its mode; *psync becomes
  * SYNC_BITMAP for incremental. */
 static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int *psync,
-                                     BdrvDirtyBitmap **pbm, int *pmode,
+                                     BdrvDirtyBitmap **pbm,
+                                     BlockNode **pbm_node, int *pmode,
                                      Error **errp)
 {
     int sync = *psync;
@@ -177,6 +178,7 @@ static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int *psync,
         BdrvDirtyBitmap *bm = NULL;
         for (BlockNode *it = bs; it && !bm; it = block_chain_next(it)) {
             bm = bdrv_find_dirty_bitmap(it, bitmap);
+            *pbm_node = it;
             if (!it->drv->is_filter) {
                 break;
             }
@@ -226,7 +228,7 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
     int sync = arg_enum(d, "sync", sync_names, SYNC_FULL);
     int mode = BITMAP_ON_SUCCESS;
     BackupParams p = { 0 };
-    BlockNode *bs, *target;
+    BlockNode *bs, *target, *bm_node = NULL;
     int64_t len, tlen;
 
     bs = lookup(arg_str(d, "device", NULL), errp);
@@ -243,8 +245,8 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
     a->bs = bs;
     bdrv_drained_begin(bs);
 
-    if (!backup_check_bitmap_args(d, bs, &sync, &p.sync_bitmap, &mode,
-                                  errp)) {
+    if (!backup_check_bitmap_args(d, bs, &sync, &p.sync_bitmap, &bm_node,
+                                  &mode, errp)) {
         return false;
     }
     if (bs == target) {
@@ -270,6 +272,15 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
     if (p.max_chunk < 0) {
         error_setg(errp, "max-chunk must be zero (which means no limit) or "
                    "positive");
+        return false;
+    }
+    /* A bitmap the job will change (every mode but never) must be
+     * writable: a persistent bitmap of a read-only image is not (qemu's
+     * backup_job_create checks it here, before the sizes). */
+    if (p.sync_bitmap && mode != BITMAP_NEVER && bm_node->read_only &&
+        bdrv_dirty_bitmap_persistent(p.sync_bitmap)) {
+        error_setg(errp, "Bitmap '%s' is readonly and cannot be modified",
+                   bdrv_dirty_bitmap_name(p.sync_bitmap));
         return false;
     }
     len = bdrv_getlength(bs);

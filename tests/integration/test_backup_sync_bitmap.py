@@ -499,3 +499,53 @@ def test_transaction_bitmap_actions_around_a_backup(daemon):
     info = assert_bitmap(q, 'src', 'x', bits_of(W1), SIZE)
     assert info['busy'] is False
     env.release()
+
+
+@pytest.mark.timeout(60)
+def test_readonly_bitmap(daemon_factory, workdir):
+    """A persistent bitmap of an image opened read-only can drive a backup
+    only with bitmap-mode never (the others would change it): refused
+    after the x-perf checks and before the size check, as qemu does."""
+    src = str(workdir / 'ro.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', src, SIZE)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 5 0 1M', src)
+    qemu_img('bitmap', '--add', src, 'bm')
+    # qemu-io loads the bitmap, marks it and stores it at close
+    qemu_io('-f', 'qcow2', '-c', 'write -P 6 %d %d' % (GRAN + 512, GRAN),
+            src)
+    tgts = []
+    for name, size in (('t', SIZE), ('small', SIZE // 2)):
+        tgts += ['--blockdev', 'driver=qcow2,node-name=%s,file.driver=file,'
+                 'file.filename=%s' % (name, workdir / (name + '.qcow2'))]
+        qemu_img('create', '-q', '-f', 'qcow2', str(workdir /
+                                                    (name + '.qcow2')), size)
+    d = daemon_factory('--blockdev', 'driver=qcow2,node-name=ro,'
+                       'read-only=on,file.driver=file,file.filename=%s' % src,
+                       *tgts)
+    q = d.qmp
+    base = {'job-id': 'j', 'device': 'ro', 'target': 't', 'bitmap': 'bm'}
+
+    def err(**args):
+        with pytest.raises(QMPError) as e:
+            q.execute('blockdev-backup', dict(base, **args))
+        return e.value.desc
+
+    msg = "Bitmap 'bm' is readonly and cannot be modified"
+    assert err(sync='incremental') == msg
+    assert err(sync='bitmap', **{'bitmap-mode': 'always'}) == msg
+    assert err(sync='full', **{'bitmap-mode': 'on-success'}) == msg
+    assert err(sync='incremental', **{'x-perf': {'max-chunk': -1}}) == \
+        'max-chunk must be zero (which means no limit) or positive'
+    assert err(sync='incremental', target='small') == msg
+    assert err(sync='bitmap', target='small',
+               **{'bitmap-mode': 'never'}) == \
+        'Source and target image have different sizes'
+    q.execute('blockdev-backup', dict(base, sync='bitmap',
+                                      **{'bitmap-mode': 'never'}))
+    ev = q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)['data']
+    assert (ev['len'], ev['offset']) == (2 * GRAN, 2 * GRAN)
+    wait_null(q, 'j')
+    info = assert_bitmap(q, 'ro', 'bm', {1, 2}, SIZE)
+    assert (info['busy'], info['persistent']) == (False, True)
+    d.stop()
+    assert data_granules(str(workdir / 't.qcow2')) == {1, 2}
