@@ -564,13 +564,17 @@ static bool qmp_transaction(json_t *args, json_t **ret, Error **errp)
             ok = false;
             break;
         }
+        if (acts[i].type == ACTION_BITMAP) {
+            /* The table and what it cannot say (granularity, merge
+             * sources), with the path. */
+            ok = bitmap_action_check(type, acts[i].data, path, errp);
+            continue;
+        }
         ok = argspec_check(acts[i].data,
                            acts[i].type == ACTION_BLOCKDEV_BACKUP ?
                            blockdev_backup_args :
                            acts[i].type == ACTION_BLOCKDEV_SNAPSHOT ?
-                           blockdev_snapshot_args :
-                           acts[i].type == ACTION_BITMAP ?
-                           bitmap_action_args(type) : abort_args,
+                           blockdev_snapshot_args : abort_args,
                            path, false, errp);
     }
     if (ok) {
