@@ -55,8 +55,9 @@ def header(path):
     return autoclear, exts
 
 
-def stored_bitmap(path, name):
-    """(flags, set of granule indices) of bitmap `name` as stored."""
+def stored_bitmap(path, name, with_table=False):
+    """(flags, set of granule indices) of bitmap `name` as stored (and its
+    table offset, with with_table)."""
     autoclear, exts = header(path)
     with open(path, 'rb') as f:
         h = f.read(104)
@@ -91,7 +92,7 @@ def stored_bitmap(path, name):
                         for k in range(8):
                             if byte >> k & 1 and base + j * 8 + k < nbits:
                                 bits.add(base + j * 8 + k)
-            return flags, bits
+            return (flags, bits, toff) if with_table else (flags, bits)
     raise AssertionError('no bitmap %s in %s' % (name, path))
 
 
@@ -421,4 +422,43 @@ def test_no_room_in_header_falls_back_to_qemu_rule(daemon_factory, workdir):
     d = daemon_factory(*qcow2_args(p))
     assert bitmap_info(d.qmp, 'd', 'b')['inconsistent'] is True
     kill(d)
+    check_ok(p)
+
+
+def test_add_remove_keep_armed_bitmaps_in_place(daemon_factory, workdir):
+    """Adding or removing a persistent bitmap rewrites the directory but
+    leaves the clusters of the others where they are (in place, armed),
+    and loses none of their bits across a SIGKILL."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'k.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '32M')
+    d = daemon_factory(*qcow2_args(p))
+    q = d.qmp
+    q.execute('block-dirty-bitmap-add', node='d', name='a', persistent=True)
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    want = set()
+
+    def write(off, n):
+        h.pwrite(b'\7' * n, off)
+        want.update(granules(off, n))
+
+    write(0, 4096)
+    t0 = stored_bitmap(p, 'a', with_table=True)[2]
+    q.execute('block-dirty-bitmap-add', node='d', name='b', persistent=True)
+    write(7 * MiB, 300000)
+    assert stored_bitmap(p, 'a', with_table=True)[2] == t0
+    q.execute('block-dirty-bitmap-remove', node='d', name='b')
+    write(31 * MiB, 4096)
+    assert stored_bitmap(p, 'a', with_table=True)[2] == t0
+    assert info_bitmaps(p) == {'a': ['in-use', 'auto']}
+    kill(d)
+    assert stored_bitmap(p, 'a')[1] == want
+    check_ok(p, leaks_ok=True)
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'a')
+    assert 'inconsistent' not in b and b['count'] == len(want) * GRAN
+    d.stop()
+    qemu_img('check', '-r', 'leaks', p, check=False)
     check_ok(p)

@@ -105,8 +105,9 @@ static bool set_bit_range(uint8_t *bits, uint64_t first, uint64_t last,
     return changed;
 }
 
-void qcow2_bm_or_bits(BDRVQcow2State *s, uint8_t *bits, unsigned gb,
-                      const BdrvDirtyBitmap *bm)
+/* ORs bm's granules into bits; marks the changed clusters in dirty. */
+static void or_into(BDRVQcow2State *s, uint8_t *bits, unsigned gb,
+                    const BdrvDirtyBitmap *bm, bool *dirty)
 {
     int64_t end = (int64_t)s->hdr.size, off = 0, bytes = 0;
 
@@ -116,9 +117,16 @@ void qcow2_bm_or_bits(BDRVQcow2State *s, uint8_t *bits, unsigned gb,
     while (bdrv_dirty_bitmap_next_dirty_area(bm, &off, end, INT64_MAX,
                                              &bytes)) {
         set_bit_range(bits, (uint64_t)off >> gb,
-                      (uint64_t)(off + bytes - 1) >> gb, NULL, 1);
+                      (uint64_t)(off + bytes - 1) >> gb, dirty,
+                      (uint64_t)s->g.cluster_size * 8);
         off += bytes;
     }
+}
+
+void qcow2_bm_or_bits(BDRVQcow2State *s, uint8_t *bits, unsigned gb,
+                      const BdrvDirtyBitmap *bm)
+{
+    or_into(s, bits, gb, bm, NULL);
 }
 
 static void cc_init(Qcow2Bitmaps *b)
@@ -179,6 +187,73 @@ static const Qcow2BitmapShadow *find_shadow(const Qcow2Bitmaps *b,
 
 /* Writes one armed bitmap: its shadow (old shadow | in-memory bits, and
  * the successor's while frozen) to fully allocated new clusters. */
+/* The entry of the directory on disk named name, or -1. */
+static int old_index(const Qcow2Bitmaps *b, const char *name)
+{
+    for (uint32_t i = 0; i < b->nb; i++) {
+        if (!strcmp(b->e[i].name, name)) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/*
+ * A bitmap armed already keeps its clusters (an add or remove of another
+ * bitmap costs nothing for it): its shadow is copied, the in-memory bits
+ * are ORed in and the clusters that changed written in place -- growing
+ * the stored copy is safe at any time.  Returns the old entry's index.
+ */
+static int coroutine_fn reuse_armed(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
+                                    Qcow2BitmapShadow *sh,
+                                    Qcow2BitmapEntry *e, int *ret)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+    const uint64_t cs = s->g.cluster_size;
+    unsigned gb = (unsigned)__builtin_ctzll(bdrv_dirty_bitmap_granularity(bm));
+    uint64_t ts = qcow2_bm_table_entries(s, gb);
+    const Qcow2BitmapShadow *old = find_shadow(b, bdrv_dirty_bitmap_name(bm));
+    int i = old_index(b, bdrv_dirty_bitmap_name(bm));
+
+    *ret = 0;
+    if (!b->armed || !old || i < 0 || old->gran_bits != gb ||
+        old->table_size != ts || old->nbits != nb_granules(s, gb) ||
+        b->e[i].table_size != ts || (b->e[i].flags & BME_FLAG_EXTRA_COMPAT)) {
+        return -1;
+    }
+    sh->name = strdup(old->name);
+    sh->gran_bits = old->gran_bits;
+    sh->table_size = old->table_size;
+    sh->nbits = old->nbits;
+    sh->bits = blk_aligned_alloc(4096, ts * cs);
+    sh->data_off = calloc(ts, sizeof(*sh->data_off));
+    sh->dirty = calloc(ts, sizeof(*sh->dirty));
+    if (!sh->name || !sh->data_off || !sh->dirty) {
+        abort();
+    }
+    memcpy(sh->bits, old->bits, ts * cs);
+    memcpy(sh->data_off, old->data_off, ts * sizeof(*sh->data_off));
+    memcpy(sh->dirty, old->dirty, ts * sizeof(*sh->dirty));
+    or_into(s, sh->bits, gb, bm, sh->dirty);
+    if (bdrv_dirty_bitmap_successor(bm)) {
+        or_into(s, sh->bits, gb, bdrv_dirty_bitmap_successor(bm), sh->dirty);
+    }
+    uint8_t *buf = blk_aligned_alloc(4096, cs);
+    for (uint64_t c = 0; *ret >= 0 && c < ts; c++) {
+        if (sh->dirty[c]) {
+            sh->dirty[c] = false;
+            memcpy(buf, sh->bits + c * cs, cs);
+            *ret = qcow2_write_meta(s, sh->data_off[c], buf, cs);
+        }
+    }
+    free(buf);
+    *e = b->e[i];
+    e->name = sh->name;
+    e->flags = BME_FLAG_IN_USE |
+               (bdrv_dirty_bitmap_recording(bm) ? BME_FLAG_AUTO : 0);
+    return i;
+}
+
 static int coroutine_fn write_armed(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
                                     Qcow2BitmapShadow *sh,
                                     Qcow2BitmapEntry *e)
@@ -298,7 +373,13 @@ static int coroutine_fn fallback_in_place(BDRVQcow2State *s,
              "crash-consistent bitmaps; they will read as inconsistent "
              "after a crash", s->bs->node_name);
     for (uint32_t i = 0; ret >= 0 && i < nn; i++) {
-        ret = qcow2_bm_free_clusters(s, &ne[i]);    /* the armed copies */
+        bool live = false;     /* reused: still the old entry's clusters */
+        for (uint32_t j = 0; j < b->nb; j++) {
+            live |= b->e[j].table_offset == ne[i].table_offset;
+        }
+        if (!live) {
+            ret = qcow2_bm_free_clusters(s, &ne[i]);
+        }
     }
     if (ret >= 0 && ntot) {
         ret = qcow2_update_refcount(s, dir_off, dir_size, -1);
@@ -380,7 +461,12 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
             bdrv_dirty_bitmap_inconsistent(bm)) {
             continue;
         }
-        ret = write_armed(s, bm, &nsh[nn], &ne[nn]);
+        int r = reuse_armed(s, bm, &nsh[nn], &ne[nn], &ret);
+        if (r >= 0) {
+            carried[r] = true;      /* its clusters stay */
+        } else {
+            ret = write_armed(s, bm, &nsh[nn], &ne[nn]);
+        }
         nn++;
         if (ret < 0) {
             goto out;
