@@ -36,6 +36,8 @@
 #   peak RSS up to the full backup: 75.7/19.7 MiB (every run)
 #   full backup 4 GiB (too noisy under that load to rank):
 #                                  20.3/15.5  9.8/21.1  13.3/16.8 s
+# A 4th run at load 5-9 (7f0fcdb): incremental median 0.288/0.088 s
+# (0.30), best 0.209/0.051 s, peak RSS 19.9/14.0 MiB, full 11.4/7.8 s.
 # Every run: each target held exactly the 655 changed clusters, the
 # bitmap was empty after each job, the rebased chain equalled the source.
 set -euo pipefail
