@@ -263,7 +263,8 @@ def test_sigkill_during_concurrent_writes(daemon_factory, workdir, after):
     check_ok(p)
 
 
-@pytest.mark.parametrize('how', ['qemu-io', 'qemu-img-bitmap'])
+@pytest.mark.parametrize('how', ['qemu-io', 'qemu-img-bitmap',
+                                 'qemu-img-check-r'])
 def test_foreign_writer_untrusts(daemon_factory, workdir, how):
     """Another program opening our crashed image read-write clears our
     autoclear bit: the bitmap is then inconsistent, never trusted."""
@@ -278,6 +279,8 @@ def test_foreign_writer_untrusts(daemon_factory, workdir, how):
     assert header(p)[0] & BJ_AUTOCLEAR
     if how == 'qemu-io':
         qemu_io('-c', 'write 0 512', p)
+    elif how == 'qemu-img-check-r':
+        qemu_img('check', '-r', 'all', p, check=False)
     else:
         qemu_img('bitmap', '--add', p, 'other')
     assert not header(p)[0] & BJ_AUTOCLEAR
