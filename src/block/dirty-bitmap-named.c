@@ -66,18 +66,10 @@ bool bdrv_dirty_bitmap_persistent(const BdrvDirtyBitmap *bm)
     return m && m->persistent;
 }
 
-/* The node bm belongs to (a short walk: only for persistent changes). */
+/* The node bm belongs to. */
 static BlockNode *bitmap_node(const BdrvDirtyBitmap *bm)
 {
-    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
-        for (BdrvDirtyBitmap *b = bdrv_dirty_bitmap_next(bs, NULL); b;
-             b = bdrv_dirty_bitmap_next(bs, b)) {
-            if (b == bm) {
-                return bs;
-            }
-        }
-    }
-    return NULL;
+    return bdrv_dirty_bitmap_node(bm);
 }
 
 void bdrv_dirty_bitmap_set_persistent(BdrvDirtyBitmap *bm, bool persistent)

@@ -98,6 +98,11 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_next(BlockNode *bs, BdrvDirtyBitmap *prev)
     return prev ? prev->next : bs->dirty_bitmaps;
 }
 
+BlockNode *bdrv_dirty_bitmap_node(const BdrvDirtyBitmap *bm)
+{
+    return bm->bs;
+}
+
 const char *bdrv_dirty_bitmap_name(const BdrvDirtyBitmap *bm)
 {
     return bm->name;

@@ -35,6 +35,7 @@ BdrvDirtyBitmap *bdrv_find_dirty_bitmap(BlockNode *bs, const char *name);
 /* The node's bitmaps in creation order; NULL starts and ends. */
 BdrvDirtyBitmap *bdrv_dirty_bitmap_next(BlockNode *bs, BdrvDirtyBitmap *prev);
 
+BlockNode *bdrv_dirty_bitmap_node(const BdrvDirtyBitmap *bm);
 const char *bdrv_dirty_bitmap_name(const BdrvDirtyBitmap *bm);
 uint32_t bdrv_dirty_bitmap_granularity(const BdrvDirtyBitmap *bm);
 uint64_t bdrv_dirty_bitmap_size(const BdrvDirtyBitmap *bm);

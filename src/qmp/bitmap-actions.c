@@ -257,7 +257,15 @@ static bool enable_disable_prepare(BitmapAction *a, bool enable,
         return false;
     }
     a->was_enabled = bdrv_dirty_bitmap_enabled(bm);
-    if (enable) {
+    if (enable && bdrv_dirty_bitmap_persistent(bm)) {
+        /* No write may be in flight across the switch: one that started
+         * before it passed qcow2's mark-before-write while the bitmap did
+         * not record, and would set an in-memory bit the image lacks. */
+        BlockNode *bs = bdrv_dirty_bitmap_node(bm);
+        bdrv_drained_begin(bs);
+        bdrv_enable_dirty_bitmap(bm);
+        bdrv_drained_end(bs);
+    } else if (enable) {
         bdrv_enable_dirty_bitmap(bm);
     } else {
         bdrv_disable_dirty_bitmap(bm);
@@ -388,6 +396,9 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
             off += bytes;
         }
     }
+    /* In the image before the command returns: a crash must never leave
+     * the stored copy without bits the bitmap had in memory. */
+    bdrv_dirty_bitmap_persist_bits(dst);
     return true;
 }
 
