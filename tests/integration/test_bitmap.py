@@ -329,6 +329,8 @@ def test_read_only_node_loads_bitmaps(daemon_factory, workdir):
         '--blockdev', 'driver=qcow2,node-name=d,file=f,read-only=on')
     bms = bitmaps_of(d.qmp, 'd')
     assert [(b['name'], b['count']) for b in bms] == [('bm', 65536)]
+    # An auto bitmap records on a read-only node too, as qsd 7.2 says.
+    assert bms[0]['recording'] is True and bms[0]['persistent'] is True
     d.stop()
     assert {b['name']: b['flags'] for b in info_bitmaps(p)} == \
         {'bm': ['auto']}

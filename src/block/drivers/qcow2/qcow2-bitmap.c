@@ -311,7 +311,9 @@ int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
                              e->name);
             goto out;
         }
-        if (!(e->flags & BME_FLAG_AUTO) || bs->read_only) {
+        /* An auto bitmap records on a read-only node too (qsd 7.2 says
+         * recording: true): nothing writes there until a reopen. */
+        if (!(e->flags & BME_FLAG_AUTO)) {
             bdrv_disable_dirty_bitmap(bm);
         }
     }
