@@ -72,6 +72,10 @@ NbdRequestCheck nbd_request_check(const NbdTransmitParams *p,
             return check_error(c, NBD_EINVAL,
                                "no metadata context was selected");
         }
+        if (req->length == 0) {
+            /* Nothing to describe; qemu-storage-daemon answers EINVAL. */
+            return check_error(c, NBD_EINVAL, "block status of no bytes");
+        }
         break;
     default:
         return check_error(c, NBD_EINVAL, "unknown command");

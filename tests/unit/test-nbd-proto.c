@@ -575,6 +575,8 @@ static void test_request_check(void **state)
            NBD_EINVAL);
     EXPECT(chk(&rw_params, NBD_CMD_BLOCK_STATUS, 0, 0, sz + 1),
            NBD_REQ_ERROR, NBD_EINVAL);
+    EXPECT(chk(&rw_params, NBD_CMD_BLOCK_STATUS, 0, 0, 0), NBD_REQ_ERROR,
+           NBD_EINVAL);
     EXPECT(chk(&rw_params, NBD_CMD_DISC, 0, 0, 0), NBD_REQ_DISC, 0);
     EXPECT(chk(&rw_params, 99, 0, 0, 0), NBD_REQ_ERROR, NBD_EINVAL);
     EXPECT(chk(&rw_params, NBD_CMD_READ, 0x8000, 0, 1), NBD_REQ_ERROR,
