@@ -410,19 +410,26 @@ def test_resize_rearms(daemon_factory, workdir):
 
 
 def test_no_room_in_header_falls_back_to_qemu_rule(daemon_factory, workdir):
-    """512-byte clusters: cluster 0 has no room for our extension; the
-    image still opens, its bitmaps are marked in_use in place, and after a
-    crash they are inconsistent, as in qemu."""
+    """512-byte clusters and a long backing file name: cluster 0 has no
+    room for our extension; the image still opens, its bitmaps are marked
+    in_use in place, and after a crash they are inconsistent, as in
+    qemu."""
     p = str(workdir / 'small.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', p,
-             '8M')
+    back = 'd' * 200 + '/' + 'x' * 120      # relative to the image
+    os.mkdir(str(workdir / back.split('/')[0]))
+    qemu_img('create', '-q', '-f', 'raw', str(workdir / back), '8M')
+    qemu_img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512',
+             '-b', back, '-F', 'raw', p, '8M')
     qemu_img('bitmap', '--add', p, 'b')
-    d = daemon_factory(*qcow2_args(p))
+    args = ('--blockdev', 'driver=file,node-name=d-file,filename=%s' % p,
+            '--blockdev', json.dumps({'driver': 'qcow2', 'node-name': 'd',
+                                      'file': 'd-file', 'backing': None}))
+    d = daemon_factory(*args)
     assert info_bitmaps(p) == {'b': ['in-use', 'auto']}
     kill(d)
     check_ok(p)
     assert not header(p)[0] & BJ_AUTOCLEAR
-    d = daemon_factory(*qcow2_args(p))
+    d = daemon_factory(*args)
     assert bitmap_info(d.qmp, 'd', 'b')['inconsistent'] is True
     kill(d)
     check_ok(p)
@@ -540,3 +547,25 @@ def test_enable_persistent_bitmap_under_writes(daemon_factory, workdir):
     stored = stored_bitmap(p, 'bm')[1]
     for off, n in after:
         assert granules(off, n) <= stored, (off, n)
+
+
+def test_small_clusters_store_bitmaps_at_clean_quit(daemon_factory,
+                                                    workdir):
+    """512-byte clusters: with a bitmaps extension the header leaves no
+    room for the feature name table, which is then left out (as qemu
+    does) instead of failing the store: a clean quit keeps the bits."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'small.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', p,
+             '8M')
+    qemu_img('bitmap', '--add', '-g', '64k', p, 'b')
+    d = daemon_factory(*qcow2_args(p))
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    h.pwrite(b'\1' * 4096, 3 * MiB)
+    h.shutdown()
+    d.stop()
+    assert info_bitmaps(p) == {'b': ['auto']}
+    check_ok(p, leaks_ok=True)
+    assert stored_bitmap(p, 'b')[1] == granules(3 * MiB, 4096)

@@ -545,8 +545,8 @@ static bool put_feature_table(const Qcow2Header *h, uint8_t *buf, size_t len,
     return ok;
 }
 
-bool qcow2_header_serialize(Qcow2Header *h, uint8_t *buf, size_t len,
-                            Error **errp)
+static bool serialize(Qcow2Header *h, uint8_t *buf, size_t len,
+                      bool feature_table, Error **errp)
 {
     size_t pos;
 
@@ -596,7 +596,7 @@ bool qcow2_header_serialize(Qcow2Header *h, uint8_t *buf, size_t len,
         ok = put_ext(buf, len, &pos, QCOW2_EXT_DATA_FILE, h->data_file,
                      (uint32_t)strlen(h->data_file));
     }
-    if (ok && h->version >= 3) {
+    if (ok && h->version >= 3 && feature_table) {
         ok = put_feature_table(h, buf, len, &pos);
     }
     for (unsigned i = 0; ok && i < h->nb_raw_exts; i++) {
@@ -627,4 +627,16 @@ bool qcow2_header_serialize(Qcow2Header *h, uint8_t *buf, size_t len,
     be64_put(buf + 8, h->backing_file_offset);
     be32_put(buf + 16, h->backing_file_size);
     return true;
+}
+
+bool qcow2_header_serialize(Qcow2Header *h, uint8_t *buf, size_t len,
+                            Error **errp)
+{
+    /* The feature name table only helps error messages: when it leaves no
+     * room (512-byte clusters with a bitmaps extension), leave it out, as
+     * qemu does, rather than fail to write the header. */
+    if (h->version >= 3 && serialize(h, buf, len, true, NULL)) {
+        return true;
+    }
+    return serialize(h, buf, len, false, errp);
 }
