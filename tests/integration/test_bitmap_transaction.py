@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from bjtest import QMPError, is_qsd, qemu_img, qemu_io
+from bjtest import QMPError, qemu_img, qemu_io
 
 MiB = 1024 * 1024
 SIZE = 4 * MiB
@@ -393,11 +393,6 @@ def test_argument_errors(transaction_bitmaps):
         assert state(q) == before
 
 
-@pytest.mark.xfail(not is_qsd(), strict=False,
-                   reason='transaction checks the bitmap actions with the '
-                   'bare bitmap_action_args() table, not bitmap_action_check() '
-                   '(cmd-backup.c): these are then found by prepare, after '
-                   'the actions before, without the actions[i].data path')
 def test_argument_errors_beyond_the_table(transaction_bitmaps):
     """What an ArgSpec table cannot say, still checked before any action
     runs and with the path."""
