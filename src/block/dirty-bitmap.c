@@ -324,3 +324,38 @@ HBitmap *bdrv_dirty_bitmap_hbitmap(BdrvDirtyBitmap *bm)
 {
     return bm->hb;
 }
+
+/* ---- size changes ---- */
+
+/* bm covers len bytes from now on: bits inside both sizes stay, a grown
+ * tail is clean (nothing was written there yet), a cut tail is gone. */
+static void bitmap_truncate(BdrvDirtyBitmap *bm, int64_t len)
+{
+    HBitmap *old = bm->hb;
+    uint64_t end = hbitmap_size(old), start = 0, count = 0;
+
+    if (end == (uint64_t)len) {
+        return;
+    }
+    bm->hb = hbitmap_new((uint64_t)len, __builtin_ctz(bm->granularity));
+    if (end > (uint64_t)len) {
+        end = (uint64_t)len;
+    }
+    while (start < end &&
+           hbitmap_next_dirty_area(old, &start, end, UINT64_MAX, &count)) {
+        hbitmap_set(bm->hb, start, count);
+        start += count;
+    }
+    hbitmap_free(old);
+}
+
+void bdrv_dirty_bitmaps_truncate(BlockNode *bs, int64_t len)
+{
+    if (len < 0) {
+        return;
+    }
+    /* Successors are on the node's list too. */
+    for (BdrvDirtyBitmap *bm = bs->dirty_bitmaps; bm; bm = bm->next) {
+        bitmap_truncate(bm, len);
+    }
+}

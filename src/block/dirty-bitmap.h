@@ -95,6 +95,10 @@ HBitmap *bdrv_dirty_bitmap_hbitmap(BdrvDirtyBitmap *bm);
 void bdrv_dirty_bitmap_merge_hbitmap(BdrvDirtyBitmap *dst,
                                      const HBitmap *src);
 
+/* The node's length changed (bdrv_co_truncate): every bitmap of bs now
+ * covers len bytes; a grown tail starts clean, as in qemu. */
+void bdrv_dirty_bitmaps_truncate(BlockNode *bs, int64_t len);
+
 /* The request path's hook: marks [offset, offset+bytes) in every enabled
  * bitmap of bs. */
 void bdrv_dirty_bitmaps_mark(BlockNode *bs, int64_t offset, int64_t bytes);

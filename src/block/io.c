@@ -534,6 +534,8 @@ int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp)
         int64_t len = bs->drv->co_getlength ? bs->drv->co_getlength(bs)
                                             : size;
         bs->total_bytes = len >= 0 ? len : size;
+        /* Writes to a grown tail must reach the bitmaps. */
+        bdrv_dirty_bitmaps_truncate(bs, bs->total_bytes);
     }
     bdrv_dec_in_flight(bs);
     return ret;

@@ -407,6 +407,8 @@ def test_resize_rearms(daemon_factory, workdir):
     assert info_bitmaps(base) == {'bb': ['auto']}
     assert json.loads(qemu_img('info', '--output=json', base).stdout)[
         'virtual-size'] == 64 * MiB
+    # The commit's writes past the old end are in the grown bitmap.
+    assert granules(40 * MiB, 65536) <= stored_bitmap(base, 'bb')[1]
 
 
 def test_no_room_in_header_falls_back_to_qemu_rule(daemon_factory, workdir):

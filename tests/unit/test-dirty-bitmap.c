@@ -316,6 +316,36 @@ static void test_merge_other_granularity(void **state)
     node_close(&n);
 }
 
+/* A resize keeps the bits both sizes cover; a grown tail is clean and
+ * can be marked, a cut tail is gone; successors follow too. */
+static void test_truncate(void **state)
+{
+    Node n = node_open();
+    Error *err = NULL;
+    BdrvDirtyBitmap *bm = bdrv_create_dirty_bitmap(n.top, 65536, "b", &err);
+    BdrvDirtyBitmap *succ;
+
+    bdrv_disable_dirty_bitmap(bm);
+    bdrv_set_dirty_bitmap(bm, 0, 65536);
+    bdrv_set_dirty_bitmap(bm, (1 << 20) - 65536, 65536);
+    succ = bdrv_dirty_bitmap_create_successor(bm, &err);
+    assert_non_null(succ);
+    bdrv_dirty_bitmaps_truncate(n.top, 4 << 20);
+    assert_int_equal(bdrv_dirty_bitmap_size(bm), 4 << 20);
+    assert_int_equal(bdrv_dirty_bitmap_size(succ), 4 << 20);
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536 * 2);
+    assert_true(bdrv_dirty_bitmap_get(bm, (1 << 20) - 1));
+    assert_false(bdrv_dirty_bitmap_get(bm, 1 << 20));
+    bdrv_set_dirty_bitmap(succ, 3 << 20, 512);
+    assert_true(bdrv_dirty_bitmap_get(succ, 3 << 20));
+    bdrv_dirty_bitmap_reclaim(bm);
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536 * 3);
+    bdrv_dirty_bitmaps_truncate(n.top, 65536 * 2);
+    assert_int_equal(bdrv_get_dirty_count(bm), 65536);
+    assert_int_equal(bdrv_dirty_bitmap_next_dirty(bm, 65536, 65536), -1);
+    node_close(&n);
+}
+
 static int setup(void **state)
 {
     Error *err = NULL;
@@ -334,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_successor_abdicate),
         cmocka_unit_test(test_successor_reclaim),
         cmocka_unit_test(test_merge_other_granularity),
+        cmocka_unit_test(test_truncate),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
