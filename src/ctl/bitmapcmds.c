@@ -26,13 +26,6 @@ static int bitmap_usage_error(const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
-static const char *str_or(json_t *obj, const char *key, const char *dflt)
-{
-    const char *s = json_string_value(json_object_get(obj, key));
-
-    return s ? s : dflt;
-}
-
 /* "recording,persistent,busy..." for the table. */
 static void fmt_flags(char *buf, size_t size, json_t *b)
 {
@@ -71,7 +64,7 @@ static int bitmap_list(const Ctl *ctl, const char *only)
     /* One flat row per bitmap: the node's name added to qemu's fields. */
     rows = json_array();
     json_array_foreach(nodes, i, n) {
-        const char *name = str_or(n, "node-name", "");
+        const char *name = ctl_str_or(n, "node-name", "");
 
         if (only ? strcmp(name, only) != 0 : name[0] == '#' && !ctl->all) {
             continue;
@@ -98,12 +91,7 @@ static int bitmap_list(const Ctl *ctl, const char *only)
         return EXIT_ERROR;
     }
     if (ctl->json) {
-        char *s = json_dumps(rows, JSON_INDENT(2));
-
-        if (s) {
-            puts(s);
-            free(s);
-        }
+        ctl_print_json(rows, false);
         json_decref(rows);
         return EXIT_OK;
     }
@@ -113,9 +101,9 @@ static int bitmap_list(const Ctl *ctl, const char *only)
         return EXIT_OK;
     }
     json_array_foreach(rows, i, b) {
-        int l = strlen(str_or(b, "node", ""));
+        int l = strlen(ctl_str_or(b, "node", ""));
         w_node = l > w_node ? l : w_node;
-        l = strlen(str_or(b, "name", ""));
+        l = strlen(ctl_str_or(b, "name", ""));
         w_name = l > w_name ? l : w_name;
     }
     printf("%-*s  %-*s  %11s  %10s  %s\n", w_node, "NODE", w_name, "NAME",
@@ -129,8 +117,8 @@ static int bitmap_list(const Ctl *ctl, const char *only)
         units_format_size(count, sizeof(count),
                           json_integer_value(json_object_get(b, "count")));
         fmt_flags(flags, sizeof(flags), b);
-        printf("%-*s  %-*s  %11s  %10s  %s\n", w_node, str_or(b, "node", "?"),
-               w_name, str_or(b, "name", "?"), gran, count, flags);
+        printf("%-*s  %-*s  %11s  %10s  %s\n", w_node, ctl_str_or(b, "node", "?"),
+               w_name, ctl_str_or(b, "name", "?"), gran, count, flags);
     }
     json_decref(rows);
     return EXIT_OK;
@@ -148,6 +136,20 @@ static json_t *merge_source(const char *s)
     return json_pack("{s:s%, s:s}", "node", s, (size_t)(colon - s),
                      "name", colon + 1);
 }
+
+/* bjctl bitmap VERB -> the QMP command, and the word --json reports
+ * (NULL: the command's answer is printed instead). */
+static const struct {
+    const char *verb, *cmd, *done;
+} verbs[] = {
+    { "add", "block-dirty-bitmap-add", "added" },
+    { "remove", "block-dirty-bitmap-remove", "removed" },
+    { "clear", "block-dirty-bitmap-clear", "cleared" },
+    { "enable", "block-dirty-bitmap-enable", "enabled" },
+    { "disable", "block-dirty-bitmap-disable", "disabled" },
+    { "merge", "block-dirty-bitmap-merge", "merged" },
+    { "sha256", "x-debug-block-dirty-bitmap-sha256", NULL },
+};
 
 int cmd_bitmap(const Ctl *ctl)
 {
@@ -173,28 +175,15 @@ int cmd_bitmap(const Ctl *ctl)
         }
         return bitmap_list(ctl, ctl->nargs == 2 ? ctl->args[1] : NULL);
     }
-    if (strcmp(verb, "add") == 0) {
-        cmd = "block-dirty-bitmap-add";
-        done = "added";
-    } else if (strcmp(verb, "remove") == 0) {
-        cmd = "block-dirty-bitmap-remove";
-        done = "removed";
-    } else if (strcmp(verb, "clear") == 0) {
-        cmd = "block-dirty-bitmap-clear";
-        done = "cleared";
-    } else if (strcmp(verb, "enable") == 0) {
-        cmd = "block-dirty-bitmap-enable";
-        done = "enabled";
-    } else if (strcmp(verb, "disable") == 0) {
-        cmd = "block-dirty-bitmap-disable";
-        done = "disabled";
-    } else if (strcmp(verb, "merge") == 0) {
-        cmd = "block-dirty-bitmap-merge";
-        done = "merged";
-    } else if (strcmp(verb, "sha256") == 0) {
-        cmd = "x-debug-block-dirty-bitmap-sha256";
-        done = NULL;
-    } else {
+    cmd = NULL;
+    done = NULL;
+    for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+        if (strcmp(verb, verbs[i].verb) == 0) {
+            cmd = verbs[i].cmd;
+            done = verbs[i].done;
+        }
+    }
+    if (!cmd) {
         return bitmap_usage_error("unknown bitmap subcommand '%s'", verb);
     }
     if (strcmp(verb, "merge") == 0 ? ctl->nargs < 4 : ctl->nargs != 3) {
@@ -238,17 +227,13 @@ int cmd_bitmap(const Ctl *ctl)
         return r;
     }
     if (!done) {
-        const char *sum = str_or(ret, "sha256", "?");
+        const char *sum = ctl_str_or(ret, "sha256", "?");
 
         if (ctl->json) {
             json_t *o = json_pack("{s:s, s:s, s:s}", "node", node, "name",
                                   name, "sha256", sum);
-            char *s = json_dumps(o, JSON_COMPACT);
 
-            if (s) {
-                puts(s);
-                free(s);
-            }
+            ctl_print_json(o, true);
             json_decref(o);
         } else {
             puts(sum);
@@ -256,12 +241,8 @@ int cmd_bitmap(const Ctl *ctl)
     } else if (ctl->json) {
         json_t *o = json_pack("{s:s, s:s, s:s}", "node", node, "name", name,
                               "result", done);
-        char *s = json_dumps(o, JSON_COMPACT);
 
-        if (s) {
-            puts(s);
-            free(s);
-        }
+        ctl_print_json(o, true);
         json_decref(o);
     } else {
         printf("bitmap '%s' on node '%s': %s\n", name, node, done);

@@ -34,9 +34,10 @@ Qmpc *ctl_connect(const Ctl *ctl)
     return q;
 }
 
-static void print_json(json_t *v)
+void ctl_print_json(json_t *v, bool compact)
 {
-    char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY);
+    char *s = json_dumps(v, (compact ? JSON_COMPACT : JSON_INDENT(2)) |
+                            JSON_ENCODE_ANY);
 
     if (s) {
         puts(s);
@@ -44,7 +45,7 @@ static void print_json(json_t *v)
     }
 }
 
-static const char *str_or(json_t *obj, const char *key, const char *dflt)
+const char *ctl_str_or(json_t *obj, const char *key, const char *dflt)
 {
     const char *s = json_string_value(json_object_get(obj, key));
 
@@ -104,7 +105,7 @@ int cmd_list(const Ctl *ctl)
         return EXIT_CONN;
     }
     if (ctl->json) {
-        print_json(jobs);
+        ctl_print_json(jobs, false);
         json_decref(jobs);
         return EXIT_OK;
     }
@@ -116,11 +117,11 @@ int cmd_list(const Ctl *ctl)
     json_array_foreach(jobs, i, j) {
         int l;
 
-        l = strlen(str_or(j, "id", ""));
+        l = strlen(ctl_str_or(j, "id", ""));
         w_id = l > w_id ? l : w_id;
-        l = strlen(str_or(j, "type", ""));
+        l = strlen(ctl_str_or(j, "type", ""));
         w_type = l > w_type ? l : w_type;
-        l = strlen(str_or(j, "status", ""));
+        l = strlen(ctl_str_or(j, "status", ""));
         w_status = l > w_status ? l : w_status;
     }
     printf("%-*s  %-*s  %-*s  %8s  %-12s  %-5s  %s\n", w_id, "ID", w_type,
@@ -131,9 +132,9 @@ int cmd_list(const Ctl *ctl)
         fmt_progress(prog, sizeof(prog), j);
         fmt_speed(speed, sizeof(speed), j);
         printf("%-*s  %-*s  %-*s  %8s  %-12s  %-5s  %s\n", w_id,
-               str_or(j, "id", "?"), w_type, str_or(j, "type", "?"),
-               w_status, str_or(j, "status", "?"), prog, speed,
-               fmt_bool(j, "ready"), str_or(j, "error", "-"));
+               ctl_str_or(j, "id", "?"), w_type, ctl_str_or(j, "type", "?"),
+               w_status, ctl_str_or(j, "status", "?"), prog, speed,
+               fmt_bool(j, "ready"), ctl_str_or(j, "error", "-"));
     }
     json_decref(jobs);
     return EXIT_OK;
@@ -167,7 +168,7 @@ int cmd_info(const Ctl *ctl)
         ctl_error("no job '%s'", ctl->args[0]);
         rc = EXIT_ERROR;
     } else if (ctl->json) {
-        print_json(j);
+        ctl_print_json(j, false);
     } else {
         fmt_progress(prog, sizeof(prog), j);
         fmt_speed(speed, sizeof(speed), j);
@@ -177,14 +178,14 @@ int cmd_info(const Ctl *ctl)
         units_format_size(total, sizeof(total),
                           json_integer_value(json_object_get(j,
                                              "total-progress")));
-        printf("id:        %s\n", str_or(j, "id", "?"));
-        printf("type:      %s\n", str_or(j, "type", "?"));
-        printf("status:    %s\n", str_or(j, "status", "?"));
+        printf("id:        %s\n", ctl_str_or(j, "id", "?"));
+        printf("type:      %s\n", ctl_str_or(j, "type", "?"));
+        printf("status:    %s\n", ctl_str_or(j, "status", "?"));
         printf("progress:  %s (%s of %s)\n", prog, cur, total);
         printf("speed:     %s\n", speed);
         printf("ready:     %s\n", fmt_bool(j, "ready"));
         printf("paused:    %s\n", fmt_bool(j, "paused"));
-        printf("error:     %s\n", str_or(j, "error", "-"));
+        printf("error:     %s\n", ctl_str_or(j, "error", "-"));
     }
     json_decref(jobs);
     return rc;
@@ -198,9 +199,9 @@ static const char *node_for_file(json_t *nodes, const char *filename,
     json_t *n;
 
     json_array_foreach(nodes, i, n) {
-        const char *f = str_or(n, "file", NULL);
-        const char *d = str_or(n, "drv", NULL);
-        const char *name = str_or(n, "node-name", "#");
+        const char *f = ctl_str_or(n, "file", NULL);
+        const char *d = ctl_str_or(n, "drv", NULL);
+        const char *name = ctl_str_or(n, "node-name", "#");
 
         if (f && d && fmt && name[0] != '#' && strcmp(f, filename) == 0 &&
             strcmp(d, fmt) == 0) {
@@ -229,18 +230,18 @@ int cmd_nodes(const Ctl *ctl)
         return r;
     }
     if (ctl->json) {
-        print_json(nodes);
+        ctl_print_json(nodes, false);
         json_decref(nodes);
         return EXIT_OK;
     }
     json_array_foreach(nodes, i, n) {
-        int l = strlen(str_or(n, "node-name", ""));
+        int l = strlen(ctl_str_or(n, "node-name", ""));
         w = l > w ? l : w;
     }
     printf("%-*s  %-14s  %10s  %-3s  %s\n", w, "NODE", "DRIVER", "SIZE", "RO",
            "FILE");
     json_array_foreach(nodes, i, n) {
-        const char *name = str_or(n, "node-name", "?");
+        const char *name = ctl_str_or(n, "node-name", "?");
         json_t *img = json_object_get(n, "image");
         char size[32];
 
@@ -250,15 +251,15 @@ int cmd_nodes(const Ctl *ctl)
         units_format_size(size, sizeof(size),
                           json_integer_value(json_object_get(img,
                                                              "virtual-size")));
-        printf("%-*s  %-14s  %10s  %-3s  %s\n", w, name, str_or(n, "drv", "?"),
+        printf("%-*s  %-14s  %10s  %-3s  %s\n", w, name, ctl_str_or(n, "drv", "?"),
                size, json_is_true(json_object_get(n, "ro")) ? "yes" : "no",
-               str_or(n, "file", "-"));
+               ctl_str_or(n, "file", "-"));
         /* The backing chain, one line per layer, top to bottom. */
         int depth = 1;
         for (json_t *b = json_object_get(img, "backing-image"); b;
              b = json_object_get(b, "backing-image"), depth++) {
-            const char *f = str_or(b, "filename", "?");
-            const char *fmt = str_or(b, "format", NULL);
+            const char *f = ctl_str_or(b, "filename", "?");
+            const char *fmt = ctl_str_or(b, "format", NULL);
             const char *bn = node_for_file(nodes, f, fmt);
 
             printf("%*s`- backing: %s (%s%s%s)\n", 2 * depth, "", f,
@@ -284,7 +285,7 @@ static void print_event_line(json_t *ev)
         strftime(when, sizeof(when), "%H:%M:%S", &tm);
     }
     printf("%s.%06ld %s", when, usecs > 0 ? usecs : 0,
-           str_or(ev, "event", "?"));
+           ctl_str_or(ev, "event", "?"));
     json_object_foreach(data, key, v) {
         if (json_is_string(v)) {
             printf(" %s=%s", key, json_string_value(v));

@@ -44,6 +44,10 @@ typedef struct Ctl {
 void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Connects and negotiates or prints the reason and returns NULL. */
 Qmpc *ctl_connect(const Ctl *ctl);
+/* Prints v as JSON on stdout, indented or on one line (cmds.c). */
+void ctl_print_json(json_t *v, bool compact);
+/* obj[key] as a string, or dflt when absent or not a string. */
+const char *ctl_str_or(json_t *obj, const char *key, const char *dflt);
 
 /* jobs.c: query-jobs merged with query-block-jobs, one object per job. */
 json_t *jobs_query(Qmpc *q, char **err);

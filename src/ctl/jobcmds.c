@@ -22,16 +22,11 @@ static void print_result(const Ctl *ctl, const char *id, const char *result,
 
     if (ctl->json) {
         json_t *o = json_pack("{s:s, s:s}", "id", id, "result", result);
-        char *s;
 
         if (error) {
             json_object_set_new(o, "error", json_string(error));
         }
-        s = json_dumps(o, JSON_COMPACT);
-        if (s) {
-            puts(s);
-            free(s);
-        }
+        ctl_print_json(o, true);
         json_decref(o);
         return;
     }
