@@ -35,6 +35,20 @@ def granules(off, length, gran=GRAN):
     return set(range(off // gran, (off + length + gran - 1) // gran))
 
 
+def marked_ranges(ranges, gran=GRAN):
+    """The byte ranges a bitmap of granularity gran marks for writes at
+    [(offset, length)], adjacent granules joined."""
+    marks = sorted({g for o, n in ranges
+                    for g in range(o // gran, (o + n - 1) // gran + 1)})
+    out = []
+    for g in marks:
+        if out and out[-1][0] + out[-1][1] == g * gran:
+            out[-1] = (out[-1][0], out[-1][1] + gran)
+        else:
+            out.append((g * gran, gran))
+    return out
+
+
 def pattern(seed, length):
     """Non-zero, position-dependent bytes (a misplaced cluster shows)."""
     block = bytes(((seed * 31 + i * 7) % 251) + 1 for i in range(4096))

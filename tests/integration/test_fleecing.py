@@ -27,6 +27,7 @@ import time
 
 import pytest
 
+from bitmaptest import marked_ranges
 from bjtest import QMPError, qemu_img, qemu_io, run
 
 nbd = pytest.importorskip('nbd')
@@ -127,18 +128,6 @@ class Guest:
         self.h.shutdown()
 
 
-def granules(ranges):
-    marks = sorted({g for o, n in ranges
-                    for g in range(o // GRAN, (o + n - 1) // GRAN + 1)})
-    out = []
-    for g in marks:
-        if out and out[-1][0] + out[-1][1] == g * GRAN:
-            out[-1] = (out[-1][0], out[-1][1] + GRAN)
-        else:
-            out.append((g * GRAN, GRAN))
-    return out
-
-
 @pytest.fixture
 def fleece_setup(daemon, workdir):
     """The daemon with src (32 MiB of pattern, bitmap bm0), its writable
@@ -205,7 +194,7 @@ def test_pull_backup_reads_point_in_time_while_guest_writes(fleece_setup,
             o = rng.randrange(0, SIZE - n, 512)
             first.append((o, n))
             guest.write(o, n)
-        want = granules(first)
+        want = marked_ranges(first)
 
         # The instant: the guest is quiet; its view is the reference.
         guest.pause()

@@ -14,6 +14,7 @@ import struct
 
 import pytest
 
+from bitmaptest import marked_ranges
 from bjtest import QMPError, qemu_img, qemu_io, run, run_blockjobd
 
 nbd = pytest.importorskip('nbd')
@@ -115,20 +116,6 @@ def list_contexts(u, *queries):
         h.opt_abort()
 
 
-def granules(ranges, gran=GRAN):
-    """The byte ranges a bitmap of granularity gran marks for writes at
-    [(offset, length)], joined."""
-    marks = sorted({g for o, n in ranges
-                    for g in range(o // gran, (o + n - 1) // gran + 1)})
-    out = []
-    for g in marks:
-        if out and out[-1][0] + out[-1][1] == g * gran:
-            out[-1] = (out[-1][0], out[-1][1] + gran)
-        else:
-            out.append((g * gran, gran))
-    return out
-
-
 def set_bitmap_in_use(path, name):
     """Sets the in_use flag of bitmap `name` in a qcow2 image, as a writer
     that died with the image open leaves it (qcow2 spec: bitmaps
@@ -208,7 +195,7 @@ def test_map_reports_exactly_the_written_ranges(daemon, workdir, gran):
         h.pwrite(b'\xa5' * n, o)
     h.flush()
     h.shutdown()
-    want = granules(writes, gran)
+    want = marked_ranges(writes, gran)
     assert dirty_ranges(uri(d, 'a'), 'bm') == want
     assert bitmap_info(d, 'a', 'bm')['count'] == sum(n for _, n in want)
     # the whole disk is described, dirty or clean
@@ -319,7 +306,7 @@ def test_huge_disk_small_queries(daemon):
     writes = [(0, 512), (300 << 30, GRAN), (size - GRAN - 1, 2)]
     for o, n in writes:
         h.pwrite(b'z' * n, o)
-    dirty = granules(writes)
+    dirty = marked_ranges(writes)
     for i in range(200):
         at = (i * 5 << 30) + 12345
         flag = int(any(o <= at < o + n for o, n in dirty))
@@ -328,7 +315,7 @@ def test_huge_disk_small_queries(daemon):
     assert block_status(h, size - 4096, 4096)['qemu:dirty-bitmap:bm'] == [
         (4096, 1)]
     h.shutdown()
-    assert dirty_ranges(uri(d, 'n'), 'bm') == granules(writes)
+    assert dirty_ranges(uri(d, 'n'), 'bm') == marked_ranges(writes)
 
 
 # ---- allocation depth ----
