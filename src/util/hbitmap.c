@@ -150,9 +150,12 @@ uint64_t hbitmap_count(const HBitmap *hb)
 }
 
 /* First set granule >= bit, or nbits. */
-static uint64_t find_set(const HBitmap *hb, uint64_t bit)
+/* First set granule >= bit, or nbits; the search may stop (nbits) once
+ * it is past limit (a granule index), so a small range of a huge bitmap
+ * costs a few words. */
+static uint64_t find_set(const HBitmap *hb, uint64_t bit, uint64_t limit)
 {
-    if (bit >= hb->nbits) {
+    if (bit >= hb->nbits || bit >= limit) {
         return hb->nbits;
     }
     uint64_t w = bit / BITS;
@@ -162,7 +165,11 @@ static uint64_t find_set(const HBitmap *hb, uint64_t bit)
     }
     /* Skip empty words through the summary. */
     uint64_t sw = (w + 1) / BITS, nsw = (hb->nwords + BITS - 1) / BITS;
+    uint64_t last_sw = limit / BITS / BITS + 1;
     unsigned sb = (w + 1) % BITS;
+    if (nsw > last_sw) {
+        nsw = last_sw;
+    }
     for (; sw < nsw; sw++, sb = 0) {
         uint64_t s = hb->l1[sw] & ~((1ULL << sb) - 1);
         if (sb == 0) {
@@ -176,10 +183,15 @@ static uint64_t find_set(const HBitmap *hb, uint64_t bit)
     return hb->nbits;
 }
 
-/* First clear granule >= bit, or nbits. */
-static uint64_t find_clear(const HBitmap *hb, uint64_t bit)
+/* First clear granule >= bit, or nbits; may stop (nbits) past limit. */
+static uint64_t find_clear(const HBitmap *hb, uint64_t bit, uint64_t limit)
 {
-    for (uint64_t w = bit / BITS; w < hb->nwords; w++) {
+    uint64_t nw = hb->nwords;
+
+    if (limit / BITS + 1 < nw) {
+        nw = limit / BITS + 1;
+    }
+    for (uint64_t w = bit / BITS; w < nw; w++) {
         uint64_t v = ~hb->l0[w];
         if (w == bit / BITS) {
             v &= ~((1ULL << (bit % BITS)) - 1);
@@ -203,7 +215,8 @@ int64_t hbitmap_next_dirty(const HBitmap *hb, uint64_t start, uint64_t count)
         return -1;
     }
     uint64_t end = range_end(hb, start, count);
-    uint64_t bit = find_set(hb, start >> hb->shift);
+    uint64_t bit = find_set(hb, start >> hb->shift,
+                            ((end - 1) >> hb->shift) + 1);
     if (bit >= hb->nbits) {
         return -1;
     }
@@ -220,7 +233,8 @@ int64_t hbitmap_next_clean(const HBitmap *hb, uint64_t start, uint64_t count)
         return -1;
     }
     uint64_t end = range_end(hb, start, count);
-    uint64_t bit = find_clear(hb, start >> hb->shift);
+    uint64_t bit = find_clear(hb, start >> hb->shift,
+                              ((end - 1) >> hb->shift) + 1);
     if (bit >= hb->nbits) {
         return -1;
     }

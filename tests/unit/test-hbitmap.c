@@ -212,6 +212,41 @@ static void test_serialize(void **state)
     hbitmap_free(b);
 }
 
+/* Searches stay inside their range: on a full (or empty) 1 TiB bitmap
+ * a small query must neither report an item past its end nor walk the
+ * whole bitmap (20,000 queries would take seconds if it did). */
+static void test_bounded_search(void **state)
+{
+    const uint64_t tib = 1ULL << 40, g = 65536;
+    HBitmap *hb = hbitmap_new(tib, 16);
+    uint64_t start, count;
+
+    hbitmap_set(hb, 0, tib);
+    for (int i = 0; i < 20000; i++) {
+        uint64_t off = (uint64_t)i * 7919 * g % (tib - 4 * g);
+        assert_int_equal(hbitmap_next_clean(hb, off, 4 * g), -1);
+        start = off;
+        assert_true(hbitmap_next_dirty_area(hb, &start, off + 4 * g,
+                                            UINT64_MAX, &count));
+        assert_int_equal(start, off);
+        assert_int_equal(count, 4 * g);
+    }
+    /* A clean granule just past the range is not reported; one inside
+     * is. */
+    hbitmap_reset(hb, 10 * g, g);
+    assert_int_equal(hbitmap_next_clean(hb, 6 * g, 4 * g), -1);
+    assert_int_equal(hbitmap_next_clean(hb, 6 * g, 4 * g + 1), 10 * g);
+    hbitmap_reset_all(hb);
+    for (int i = 0; i < 20000; i++) {
+        uint64_t off = (uint64_t)i * 7919 * g % (tib - 4 * g);
+        assert_int_equal(hbitmap_next_dirty(hb, off, 4 * g), -1);
+    }
+    hbitmap_set(hb, 10 * g, g);
+    assert_int_equal(hbitmap_next_dirty(hb, 6 * g, 4 * g), -1);
+    assert_int_equal(hbitmap_next_dirty(hb, 6 * g, 4 * g + 1), 10 * g);
+    hbitmap_free(hb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -221,6 +256,7 @@ int main(void)
         cmocka_unit_test(test_count_edges),
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_serialize),
+        cmocka_unit_test(test_bounded_search),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
