@@ -99,6 +99,15 @@ void bdrv_dirty_bitmap_persist_bits(BdrvDirtyBitmap *bm)
     }
 }
 
+void bdrv_dirty_bitmap_bits_removed(BdrvDirtyBitmap *bm)
+{
+    BlockNode *bs;
+
+    if (bdrv_dirty_bitmap_persistent(bm) && (bs = bitmap_node(bm))) {
+        bdrv_dirty_bitmap_resync_later(bs);
+    }
+}
+
 bool bdrv_dirty_bitmap_inconsistent(const BdrvDirtyBitmap *bm)
 {
     NamedMark *m = find_mark(bm);

@@ -57,6 +57,19 @@ int bdrv_dirty_bitmap_store_sync(BlockNode *bs);
  * stored copy of a persistent bitmap without bits it had in memory. */
 void bdrv_dirty_bitmap_persist_bits(BdrvDirtyBitmap *bm);
 
+/*
+ * Bits left bm other than through a write: block-dirty-bitmap-clear, the
+ * end of a backup with a sync bitmap, a transaction abort putting older
+ * bits back.  For a persistent bitmap of a writable qcow2 node the stored
+ * copy (a superset of the bits) is made exact again about a second later
+ * (bdrv_dirty_bitmap_resync_later).  Main loop.
+ */
+void bdrv_dirty_bitmap_bits_removed(BdrvDirtyBitmap *bm);
+/* qcow2-bitmap-cc.c (nothing for other nodes): arms a coalesced timer
+ * that drains bs and rewrites the changed clusters of its stored bitmaps
+ * with the exact bits; see docs/bitmaps.md, "After a crash". */
+void bdrv_dirty_bitmap_resync_later(BlockNode *bs);
+
 /* The default for block-dirty-bitmap-add: the node's cluster size
  * clamped to 4 KiB..64 KiB, 64 KiB when the node has none. */
 uint32_t bdrv_dirty_bitmap_default_granularity(BlockNode *bs);

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/dirty-bitmap-named.h"
 #include "block/drivers/copy-before-write.h"
 #include "block/drivers/drivers.h"
 #include "job/block-copy.h"
@@ -261,6 +262,8 @@ static void backup_end_sync_bitmap(BackupJob *s, int ret)
             bdrv_set_dirty_bitmap(bm, 0, s->len);
         }
     }
+    /* The copied granules left the bitmap: its stored copy shrinks. */
+    bdrv_dirty_bitmap_bits_removed(bm);
 }
 
 static void backup_commit(Job *job)

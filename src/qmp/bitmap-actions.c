@@ -108,6 +108,11 @@ static void bits_restore(BdrvDirtyBitmap *bm, const HBitmap *copy)
 
     hbitmap_reset_all(hb);
     hbitmap_merge(hb, copy);
+    /* Abort of a merge removes bits; abort of a clear adds back bits a
+     * resync since the prepare may have dropped from the image: store
+     * them before returning, as merge does. */
+    bdrv_dirty_bitmap_bits_removed(bm);
+    bdrv_dirty_bitmap_persist_bits(bm);
 }
 
 /* ---- add ---- */
@@ -235,6 +240,7 @@ static bool clear_prepare(BitmapAction *a, Error **errp)
     }
     a->backup = bits_copy(bm);
     bdrv_clear_dirty_bitmap(bm);
+    bdrv_dirty_bitmap_bits_removed(bm);
     a->bm = bm;
     return true;
 }

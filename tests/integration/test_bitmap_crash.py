@@ -196,7 +196,10 @@ def test_sigkill_after_nbd_writes_keeps_bitmap(daemon_factory, workdir):
     assert stored_bitmap(p, 'copy')[1] == want
 
 
-def writer(sock, seed, acked, stop, lock):
+def writer(sock, seed, acked, stop, lock, phase=None, span=256 * MiB):
+    """Random 4 KiB writes and 8 KiB write-zeroes in [0, span) until stop;
+    appends (off, n) to acked once answered, or with phase (a one-element
+    list the test moves on), (off, n, phase at submit, phase at answer)."""
     import nbd
     h = nbd.NBD()
     h.set_export_name('x')
@@ -205,16 +208,23 @@ def writer(sock, seed, acked, stop, lock):
     buf = bytes([seed]) * 4096
     try:
         while not stop.is_set():
-            off = rnd.randrange(0, 256 * MiB // 4096) * 4096
+            off = rnd.randrange(0, span // 4096 - 1) * 4096
             kind = rnd.randrange(10)
+            n = 8192 if kind == 0 else 4096
+            p0 = phase[0] if phase else None
+            if phase:
+                with lock:
+                    acked.append((off, n, p0, None))   # in flight
+                    i = len(acked) - 1
             if kind == 0:
                 h.zero(8192, off)
-                n = 8192
             else:
                 h.pwrite(buf, off)
-                n = 4096
             with lock:
-                acked.append((off, n))
+                if phase:
+                    acked[i] = (off, n, p0, phase[0])
+                else:
+                    acked.append((off, n))
     except Exception:
         pass          # the daemon died under us
 
@@ -571,3 +581,216 @@ def test_small_clusters_store_bitmaps_at_clean_quit(daemon_factory,
     assert info_bitmaps(p) == {'b': ['auto']}
     check_ok(p, leaks_ok=True)
     assert stored_bitmap(p, 'b')[1] == granules(3 * MiB, 4096)
+
+
+def wait_stored(p, name, pred, timeout=30):
+    """Polls the stored copy of `name` until pred(bits) holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        bits = stored_bitmap(p, name)[1]
+        if pred(bits) or time.monotonic() > deadline:
+            return bits
+        time.sleep(0.1)
+
+
+def test_clear_shrinks_stored_copy(daemon_factory, workdir):
+    """After block-dirty-bitmap-clear the stored copy becomes exact again
+    within seconds: SIGKILL then reloads the bitmap consistent and empty
+    (it used to keep every granule written since the open); writes after
+    that are recorded and survive the next SIGKILL exactly."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'clr.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '64M')
+    d = daemon_factory(*qcow2_args(p))
+    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
+                  persistent=True, granularity=GRAN)
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    w1 = set()
+    for off, n in [(0, 4096), (7 * MiB, 3 * MiB), (63 * MiB, 512)]:
+        h.pwrite(b'\1' * n, off)
+        w1 |= granules(off, n)
+    assert stored_bitmap(p, 'b')[1] == w1
+    d.qmp.execute('block-dirty-bitmap-clear', node='d', name='b')
+    assert wait_stored(p, 'b', lambda b: not b) == set()
+    kill(d)
+    check_ok(p, leaks_ok=True)
+    assert stored_bitmap(p, 'b') == (3, set())
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'b')
+    assert 'inconsistent' not in b and b['count'] == 0
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    w2 = set()
+    for off, n in [(5 * MiB, 70000), (40 * MiB, 4096)]:
+        h.pwrite(b'\2' * n, off)
+        w2 |= granules(off, n)
+    kill(d)
+    assert stored_bitmap(p, 'b')[1] == w2
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'b')
+    assert 'inconsistent' not in b and b['count'] == len(w2) * GRAN
+    d.stop()
+    assert stored_bitmap(p, 'b') == (2, w2)
+    qemu_img('check', '-r', 'leaks', p, check=False)
+    check_ok(p)
+
+
+def test_incremental_backup_shrinks_stored_copy(daemon_factory, workdir):
+    """After an incremental backup succeeds the stored copy drops what it
+    copied: SIGKILL after more writes W2 reloads exactly W2's granules."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'inc.qcow2')
+    t = str(workdir / 'inc-t.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '32M')
+    qemu_img('create', '-f', 'qcow2', t, '32M')
+    d = daemon_factory(*qcow2_args(p))
+    q = d.qmp
+    q.execute('block-dirty-bitmap-add', node='d', name='bm0',
+              persistent=True, granularity=GRAN)
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    w1 = set()
+    for off, n in [(0, 4096), (9 * MiB, 2 * MiB), (31 * MiB, 4096)]:
+        h.pwrite(b'\1' * n, off)
+        w1 |= granules(off, n)
+    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
+                               'file': {'driver': 'file', 'filename': t}})
+    q.execute('blockdev-backup', {'job-id': 'j', 'device': 'd',
+                                  'target': 'tgt', 'sync': 'incremental',
+                                  'bitmap': 'bm0'})
+    ev = q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    assert 'error' not in ev['data']
+    assert bitmap_info(q, 'd', 'bm0')['count'] == 0
+    w2 = set()
+    for off, n in [(9 * MiB, 4096), (20 * MiB, 100000)]:
+        h.pwrite(b'\2' * n, off)
+        w2 |= granules(off, n)
+    assert w1 - w2
+    assert wait_stored(p, 'bm0', lambda b: b == w2) == w2
+    kill(d)
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'bm0')
+    assert 'inconsistent' not in b and b['count'] == len(w2) * GRAN
+    d.stop()
+    assert stored_bitmap(p, 'bm0') == (2, w2)
+    check_ok(p, leaks_ok=True)
+
+
+def test_resync_under_concurrent_writes(daemon_factory, workdir):
+    """A resync racing four NBD writers never loses a write: every range
+    submitted after the clear returned and answered before SIGKILL is in
+    the reloaded bitmap, and the stored copy did shrink (a region written
+    only before the clear is gone from it)."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'race.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '256M')
+    d = daemon_factory(*qcow2_args(p))
+    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
+                  persistent=True, granularity=GRAN)
+    sock = start_export(d)
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(sock)
+    old = granules(200 * MiB, 8 * MiB)     # the writers stay below 192M
+    h.pwrite(b'\7' * (8 * MiB), 200 * MiB)
+    h.shutdown()
+    assert stored_bitmap(p, 'b')[1] == old
+    acked, stop, lock, phase = [], threading.Event(), threading.Lock(), [0]
+    threads = [threading.Thread(target=writer,
+                                args=(sock, i + 1, acked, stop, lock, phase,
+                                      192 * MiB))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(acked) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        phase[0] = 1
+        d.qmp.execute('block-dirty-bitmap-clear', node='d', name='b')
+        phase[0] = 2
+        bits = wait_stored(p, 'b', lambda b: not (b & old))
+        assert not (bits & old)
+        time.sleep(0.5)
+        with lock:
+            done = list(acked)
+        kill(d)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    want = set()
+    for off, n, p0, p1 in done:
+        if p0 == 2 and p1 is not None:
+            want |= granules(off, n)
+    assert len(want) > 10
+    flags, bits = stored_bitmap(p, 'b')
+    assert flags & 1 and want <= bits and not (bits & old)
+    check_ok(p, leaks_ok=True)
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'b')
+    assert 'inconsistent' not in b
+    assert b['count'] >= len(want) * GRAN
+    d.stop()
+    flags, bits = stored_bitmap(p, 'b')
+    assert flags == 2 and want <= bits
+
+
+def test_close_with_resync_pending(daemon_factory, workdir):
+    """A node closed right after a clear (the resync still waiting for its
+    timer) stores its exact bits at the clean close and nothing is left
+    behind; a reopen read-write then arms it again."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'pend.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '16M')
+    d = daemon_factory(*qcow2_args(p))
+    q = d.qmp
+    q.execute('block-dirty-bitmap-add', node='d', name='b', persistent=True)
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(start_export(d))
+    h.pwrite(b'\1' * 4096, 1 * MiB)
+    h.shutdown()
+    q.execute('block-export-del', id='e0')
+    q.execute('block-dirty-bitmap-clear', node='d', name='b')
+    q.execute('blockdev-del', node_name='d')
+    assert stored_bitmap(p, 'b') == (2, set())
+    d.stop()
+    check_ok(p)
+
+
+def test_clear_shrinks_stored_copy_on_iothread_node(daemon_factory,
+                                                    workdir):
+    """The resync of a node an export moved into an iothread: the timer
+    and the drain are the main loop's, the rewrite runs in the node's
+    thread; writes go on afterwards and survive SIGKILL."""
+    nbd = pytest.importorskip('nbd')
+    p = str(workdir / 'io.qcow2')
+    qemu_img('create', '-f', 'qcow2', p, '64M')
+    sock = str(workdir / 'io-nbd.sock')
+    d = daemon_factory(
+        '--object', 'iothread,id=io0', *qcow2_args(p),
+        '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
+        '--export', 'type=nbd,id=e0,node-name=d,name=x,writable=on,'
+        'iothread=io0')
+    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
+                  persistent=True, granularity=GRAN)
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(sock)
+    h.pwrite(b'\1' * (2 * MiB), 10 * MiB)
+    assert stored_bitmap(p, 'b')[1] == granules(10 * MiB, 2 * MiB)
+    d.qmp.execute('block-dirty-bitmap-clear', node='d', name='b')
+    assert wait_stored(p, 'b', lambda b: not b) == set()
+    h.pwrite(b'\2' * 4096, 30 * MiB)
+    kill(d)
+    assert stored_bitmap(p, 'b')[1] == granules(30 * MiB, 4096)
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'b')
+    assert 'inconsistent' not in b and b['count'] == GRAN
+    d.stop()
+    check_ok(p, leaks_ok=True)

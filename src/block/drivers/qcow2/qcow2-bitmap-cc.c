@@ -19,8 +19,13 @@
  *   write     before a request changes anything, the granules it touches
  *             are set in each recording bitmap's shadow (the stored
  *             copy); the data clusters that changed are written in place
- *             and the file flushed, once for every writer waiting then.
- *             Granules already set cost nothing.
+ *             with FUA, once for every writer waiting then.  Granules
+ *             already set cost nothing.
+ *   resync    about a second after bits left a bitmap in memory (clear,
+ *             the end of a backup), the node is drained and the clusters
+ *             whose stored bits differ from the exact ones are rewritten
+ *             in place: the stored copy shrinks back
+ *             (qcow2-bitmap-resync.c).
  *   close     qcow2-bitmap.c stores the exact bits as qemu does and drops
  *             our extension and bit.
  *
@@ -758,10 +763,18 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s)
 {
     Qcow2Bitmaps *b = s->bitmaps;
 
+    int ret;
+
     if (!b || b->foreign || !b->store_on_close || !b->armed) {
         return 0;
     }
-    return cc_rewrite(s);
+    ret = cc_rewrite(s);
+    if (ret >= 0) {
+        /* A shrink drops bits from the in-memory bitmaps after this (the
+         * layer truncates them next): exact again a little later. */
+        bdrv_dirty_bitmap_resync_later(s->bs);
+    }
+    return ret;
 }
 
 /* ---- changes made by commands (main loop) ---- */
@@ -801,7 +814,8 @@ int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
         sync_entry(&c);
     } else {
         aio_co_enter(bs->ctx, coroutine_create(sync_entry, &c));
-        AIO_WAIT_WHILE(bs->ctx, !c.done);
+        /* The caller's loop (the main one), also for an iothread node. */
+        AIO_WAIT_WHILE(aio_main_context(), !c.done);
     }
     return c.ret;
 }

@@ -73,6 +73,13 @@ struct Qcow2Bitmaps {
     CoQueue waiters;
     bool waiters_init;
     int cc_err;                /* sticky: a batch failed, writes refused */
+
+    /* ---- resync: the stored copies made exact again after bits left
+     * the in-memory bitmaps (qcow2-bitmap-cc.c, main loop only) ---- */
+    AioTimer *resync_timer;    /* created at the first request */
+    int64_t resync_first_ns;   /* oldest request not served yet (0: none) */
+    int64_t resync_last_ns;    /* when the last resync ended */
+    bool resync_running;       /* inside the drained section */
 };
 
 Qcow2RawExt *qcow2_bm_find_ext(Qcow2Header *h, uint32_t type);
@@ -91,6 +98,8 @@ int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
 void qcow2_bm_set_directory(Qcow2Bitmaps *b, const Qcow2BitmapEntry *ne,
                             uint32_t n, uint64_t dir_off, uint64_t dir_size);
 void qcow2_bm_free_shadows(Qcow2Bitmaps *b);
+/* Frees the resync timer (close; main loop). */
+void qcow2_bm_cc_free_resync(Qcow2Bitmaps *b);
 /* ORs bm's granules into bits (on-disk layout, granularity 1 << gb). */
 void qcow2_bm_or_bits(BDRVQcow2State *s, uint8_t *bits, unsigned gb,
                       const BdrvDirtyBitmap *bm);

@@ -121,6 +121,7 @@ void qcow2_free_bitmaps(BDRVQcow2State *s)
     if (!b) {
         return;
     }
+    qcow2_bm_cc_free_resync(b);
     free_entries(b->e, b->nb);
     qcow2_bm_free_shadows(b);
     free(b);
