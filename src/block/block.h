@@ -376,6 +376,20 @@ void bdrv_drain_all_begin(void);
 void bdrv_drain_all_end(void);
 
 /*
+ * A drained section over a set of nodes taken at its begin, with a
+ * reference each, so that the end matches the begin even when the graph
+ * changes meanwhile (a backup inserting its filter).  iothread_only: only
+ * the nodes that live in an iothread (what a main-loop command must stop
+ * before it touches state their thread changes).  Main loop only.
+ */
+typedef struct BdrvDrainedSet {
+    BlockNode **nodes;
+    size_t n;
+} BdrvDrainedSet;
+void bdrv_drained_set_begin(BdrvDrainedSet *set, bool iothread_only);
+void bdrv_drained_set_end(BdrvDrainedSet *set);
+
+/*
  * In-flight accounting for users that run work on a node outside the request
  * functions (jobs, exports).  dec kicks a drain waiting in the main loop.
  */

@@ -335,3 +335,42 @@ void bdrv_drain_child_detaching(BlockChild *c)
         }
     }
 }
+
+void bdrv_drained_set_begin(BdrvDrainedSet *set, bool iothread_only)
+{
+    size_t cap = 0;
+
+    set->n = 0;
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        cap++;
+    }
+    set->nodes = calloc(cap ? cap : 1, sizeof(*set->nodes));
+    if (!set->nodes) {
+        abort();
+    }
+    for (BlockNode *bs = bdrv_next_node(NULL); bs && set->n < cap;
+         bs = bdrv_next_node(bs)) {
+        if (iothread_only && bs->ctx == aio_main_context()) {
+            continue;
+        }
+        bdrv_ref(bs);
+        set->nodes[set->n++] = bs;
+    }
+    /* References first: a drain may run callbacks that drop nodes. */
+    for (size_t i = 0; i < set->n; i++) {
+        bdrv_drained_begin(set->nodes[i]);
+    }
+}
+
+void bdrv_drained_set_end(BdrvDrainedSet *set)
+{
+    for (size_t i = 0; i < set->n; i++) {
+        bdrv_drained_end(set->nodes[i]);
+    }
+    for (size_t i = 0; i < set->n; i++) {
+        bdrv_unref(set->nodes[i]);
+    }
+    free(set->nodes);
+    set->nodes = NULL;
+    set->n = 0;
+}

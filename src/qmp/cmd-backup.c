@@ -428,63 +428,16 @@ static void action_clean(Action *a)
  * bdrv_drain_all_begin/end around it: no client write lands between two
  * actions (a bitmap added and a full backup started see the same instant),
  * and running jobs pause meanwhile (qemu-storage-daemon 7.2 shows them
- * paused and running again).  The nodes are taken as a list with
- * references so that the ends match the begins even when an action adds
- * a node (a backup's filter) or takes one away.
+ * paused and running again).
  */
-typedef struct DrainedNodes {
-    BlockNode **nodes;
-    size_t n;
-} DrainedNodes;
-
-static void drain_nodes_begin(DrainedNodes *dn)
-{
-    size_t cap = 0;
-
-    dn->nodes = NULL;
-    dn->n = 0;
-    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
-        cap++;
-    }
-    dn->nodes = calloc(cap ? cap : 1, sizeof(*dn->nodes));
-    if (!dn->nodes) {
-        abort();
-    }
-    for (BlockNode *bs = bdrv_next_node(NULL); bs && dn->n < cap;
-         bs = bdrv_next_node(bs)) {
-        bdrv_ref(bs);
-        dn->nodes[dn->n++] = bs;
-    }
-    /* References first: a drain may run callbacks that drop nodes. */
-    for (size_t i = 0; i < dn->n; i++) {
-        bdrv_drained_begin(dn->nodes[i]);
-    }
-}
-
-static void drain_nodes_end(DrainedNodes *dn)
-{
-    for (size_t i = 0; i < dn->n; i++) {
-        bdrv_drained_end(dn->nodes[i]);
-    }
-    for (size_t i = 0; i < dn->n; i++) {
-        bdrv_unref(dn->nodes[i]);
-    }
-    free(dn->nodes);
-    dn->nodes = NULL;
-    dn->n = 0;
-}
-
-/* Runs n checked actions: all prepare, then all commit or abort, then all
- * clean.  clean follows prepare even when prepare failed (it undoes what
- * the failed prepare already did). */
 static bool run_actions(Action *acts, size_t n, bool grouped, Error **errp)
 {
     JobTxn *txn = grouped ? job_txn_new() : NULL;
     size_t i, started = 0;
     bool ok = true;
-    DrainedNodes dn;
+    BdrvDrainedSet dn;
 
-    drain_nodes_begin(&dn);
+    bdrv_drained_set_begin(&dn, false);
 
     for (i = 0; i < n; i++) {
         started = i + 1;
@@ -508,7 +461,7 @@ static bool run_actions(Action *acts, size_t n, bool grouped, Error **errp)
     for (i = 0; i < started; i++) {
         action_clean(&acts[i]);
     }
-    drain_nodes_end(&dn);
+    bdrv_drained_set_end(&dn);
     job_txn_unref(txn);
     return ok;
 }

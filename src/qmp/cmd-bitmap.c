@@ -9,19 +9,29 @@
  */
 #include <stdlib.h>
 
+#include "block/block.h"
 #include "block/dirty-bitmap-named.h"
 #include "qmp/bitmap-actions.h"
 #include "qmp/commands.h"
 
+/*
+ * The bitmaps of a node in an iothread are marked there, by every write;
+ * a command changes (or reads) them from the main thread only while such
+ * nodes are drained: no request in flight, none starting.
+ */
 static bool run_action(const char *type, json_t *args, Error **errp)
 {
+    BdrvDrainedSet iothread_nodes;
+    BitmapAction *a;
     bool ok;
-    BitmapAction *a = bitmap_action_prepare(type, args, &ok, errp);
 
+    bdrv_drained_set_begin(&iothread_nodes, true);
+    a = bitmap_action_prepare(type, args, &ok, errp);
     if (ok) {
         bitmap_action_commit(a);
     }
     bitmap_action_clean(a);
+    bdrv_drained_set_end(&iothread_nodes);
     return ok;
 }
 
@@ -41,19 +51,19 @@ BITMAP_COMMAND(qmp_bitmap_merge, "block-dirty-bitmap-merge")
 
 static bool qmp_bitmap_sha256(json_t *args, json_t **ret, Error **errp)
 {
-    BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_lookup(arg_str(args, "node",
-                                                           NULL),
-                                                   arg_str(args, "name",
-                                                           NULL),
-                                                   NULL, errp);
+    BdrvDrainedSet iothread_nodes;
+    BdrvDirtyBitmap *bm;
 
-    if (!bm) {
-        return false;
+    bdrv_drained_set_begin(&iothread_nodes, true);
+    bm = bdrv_dirty_bitmap_lookup(arg_str(args, "node", NULL),
+                                  arg_str(args, "name", NULL), NULL, errp);
+    if (bm) {
+        char *hex = bdrv_dirty_bitmap_sha256(bm);
+        *ret = json_pack("{s:s}", "sha256", hex);
+        free(hex);
     }
-    char *hex = bdrv_dirty_bitmap_sha256(bm);
-    *ret = json_pack("{s:s}", "sha256", hex);
-    free(hex);
-    return true;
+    bdrv_drained_set_end(&iothread_nodes);
+    return bm != NULL;
 }
 
 const QmpCommand qmp_bitmap_commands[] = {

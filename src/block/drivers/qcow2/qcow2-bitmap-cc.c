@@ -35,6 +35,7 @@
  * this very directory, the entry being among the armed ones.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -782,7 +783,7 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s)
 typedef struct SyncCo {
     BDRVQcow2State *s;
     int ret;
-    bool done;
+    atomic_bool done;     /* set in the node's thread, read in main */
 } SyncCo;
 
 static void coroutine_fn sync_entry(void *opaque)
@@ -792,7 +793,7 @@ static void coroutine_fn sync_entry(void *opaque)
     co_mutex_lock(&c->s->lock);
     c->ret = cc_rewrite(c->s);
     co_mutex_unlock(&c->s->lock);
-    c->done = true;
+    atomic_store(&c->done, true);
     aio_wait_kick();
 }
 
@@ -815,7 +816,7 @@ int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
     } else {
         aio_co_enter(bs->ctx, coroutine_create(sync_entry, &c));
         /* The caller's loop (the main one), also for an iothread node. */
-        AIO_WAIT_WHILE(aio_main_context(), !c.done);
+        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
     }
     return c.ret;
 }

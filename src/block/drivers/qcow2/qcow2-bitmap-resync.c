@@ -19,6 +19,7 @@
  * new one can start until the stored copies are written.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "aio/aio.h"
@@ -35,7 +36,7 @@
 typedef struct ResyncCo {
     BDRVQcow2State *s;
     int ret;
-    bool done;
+    atomic_bool done;     /* set in the node's thread, read in main */
 } ResyncCo;
 
 static uint64_t nb_granules(BDRVQcow2State *s, unsigned gb)
@@ -153,7 +154,7 @@ static void coroutine_fn resync_entry(void *opaque)
         c->ret = cc_resync(c->s);
     }
     co_mutex_unlock(&c->s->lock);
-    c->done = true;
+    atomic_store(&c->done, true);
     aio_wait_kick();
 }
 
@@ -185,7 +186,7 @@ static void resync_timer_cb(void *opaque)
     bdrv_ref(bs);
     bdrv_drained_begin(bs);
     aio_co_enter(bs->ctx, coroutine_create(resync_entry, &c));
-    AIO_WAIT_WHILE(aio_main_context(), !c.done);
+    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
     bdrv_drained_end(bs);
     /* Still ours: the reference kept the node open. */
     b = s->bitmaps;

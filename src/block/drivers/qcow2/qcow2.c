@@ -9,6 +9,7 @@
  * tuning options are accepted and ignored.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -267,7 +268,7 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
 typedef struct CloseFlush {
     BDRVQcow2State *s;
     int ret;
-    bool done;
+    atomic_bool done;     /* set in the node's thread, read in main */
 } CloseFlush;
 
 static void coroutine_fn close_flush_entry(void *opaque)
@@ -277,7 +278,7 @@ static void coroutine_fn close_flush_entry(void *opaque)
     co_mutex_lock(&cf->s->lock);
     cf->ret = qcow2_flush_metadata(cf->s);
     co_mutex_unlock(&cf->s->lock);
-    cf->done = true;
+    atomic_store(&cf->done, true);
     aio_wait_kick();
 }
 
@@ -298,8 +299,10 @@ static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
         !s->nb_pending) {
         return;
     }
+    /* The node may live in an iothread: it runs the flush there and we
+     * wait in the main loop (closing is a main-loop affair). */
     aio_co_enter(bs->ctx, coroutine_create(close_flush_entry, &cf));
-    AIO_WAIT_WHILE(bs->ctx, !cf.done);
+    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
     if (cf.ret < 0) {
         log_error("qcow2: node '%s': could not write metadata on close: %s",
                   bs->node_name, strerror(-cf.ret));
@@ -313,7 +316,7 @@ static void coroutine_fn store_bitmaps_entry(void *opaque)
     co_mutex_lock(&cf->s->lock);
     cf->ret = qcow2_store_bitmaps(cf->s);
     co_mutex_unlock(&cf->s->lock);
-    cf->done = true;
+    atomic_store(&cf->done, true);
     aio_wait_kick();
 }
 
@@ -326,7 +329,7 @@ static void qcow2_close(BlockNode *bs)
             /* Persistent bitmaps first: storing them allocates. */
             CloseFlush cf = { .s = s };
             aio_co_enter(bs->ctx, coroutine_create(store_bitmaps_entry, &cf));
-            AIO_WAIT_WHILE(bs->ctx, !cf.done);
+            AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
         }
         write_back_on_close(bs, s);
     }
