@@ -38,6 +38,9 @@
 #                                  20.3/15.5  9.8/21.1  13.3/16.8 s
 # A 4th run at load 5-9 (7f0fcdb): incremental median 0.288/0.088 s
 # (0.30), best 0.209/0.051 s, peak RSS 19.9/14.0 MiB, full 11.4/7.8 s.
+# Quiet machine (load ~1, 7af34e8): incremental median 0.055/0.045 s
+# (0.83), best 0.051/0.045 s, peak RSS incrementals 18.9/14.6 MiB, up to
+# the full backup 75.5/19.7 MiB, full backup 5.24/5.72 s (1.09).
 # Every run: each target held exactly the 655 changed clusters, the
 # bitmap was empty after each job, the rebased chain equalled the source.
 set -euo pipefail
