@@ -431,12 +431,10 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
 {
     Qcow2Bitmaps *b = s->bitmaps;
     BlockNode *bs = s->bs;
-    const uint64_t cs = s->g.cluster_size;
     Qcow2BitmapEntry *ne;
     Qcow2BitmapShadow *nsh;
     bool *carried;
     uint32_t cap = 0, nn = 0, ntot;
-    uint8_t *dir = NULL;
     uint64_t dir_size = 0;
     int64_t dir_off = 0;
     bool switched = false;
@@ -494,33 +492,7 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
         }
     }
     /* 2. The directory, then everything durable before the header. */
-    for (uint32_t i = 0; i < ntot; i++) {
-        dir_size += qcow2_bm_entry_len(&ne[i]);
-    }
-    if (ntot) {
-        uint64_t pos = 0;
-        dir = calloc(1, dir_size);
-        if (!dir) {
-            abort();
-        }
-        for (uint32_t i = 0; i < ntot; i++) {
-            qcow2_bm_serialize_entry(dir + pos, &ne[i]);
-            pos += qcow2_bm_entry_len(&ne[i]);
-        }
-        dir_off = qcow2_alloc_clusters(s, (dir_size + cs - 1) / cs);
-        if (dir_off < 0) {
-            ret = (int)dir_off;
-            goto out;
-        }
-        ret = qcow2_write_meta(s, (uint64_t)dir_off, dir, dir_size);
-        if (ret < 0) {
-            goto out;
-        }
-    }
-    ret = qcow2_flush_metadata(s);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
+    ret = qcow2_bm_write_directory(s, ne, ntot, false, &dir_off, &dir_size);
     if (ret < 0) {
         goto out;
     }
@@ -600,7 +572,6 @@ out:
         log_error("qcow2: node '%s': could not store persistent bitmaps "
                   "in use: %s", bs->node_name, strerror(-ret));
     }
-    free(dir);
     free(ne);
     free(carried);
     qcow2_bm_cc_release(b);

@@ -89,6 +89,16 @@ void qcow2_bm_set_raw_ext(Qcow2Header *h, uint32_t type, const uint8_t *data,
 uint64_t qcow2_bm_table_entries(BDRVQcow2State *s, unsigned gran_bits);
 uint64_t qcow2_bm_entry_len(const Qcow2BitmapEntry *e);
 void qcow2_bm_serialize_entry(uint8_t *p, const Qcow2BitmapEntry *e);
+/*
+ * Writes n entries as a new directory in fresh clusters (newest_first: in
+ * reverse, as qemu lists them) and makes it, with everything allocated
+ * before, durable (metadata, then the file), ready for a header switch.
+ * *off and *size are 0 when n is 0.  s->lock held.  0 or -errno.
+ */
+int coroutine_fn qcow2_bm_write_directory(BDRVQcow2State *s,
+                                          const Qcow2BitmapEntry *e,
+                                          uint32_t n, bool newest_first,
+                                          int64_t *off, uint64_t *size);
 /* Points the header at the new directory (nb 0: drops the extension). */
 void qcow2_bm_set_extension(BDRVQcow2State *s, uint32_t nb, uint64_t dir_size,
                             uint64_t dir_off);

@@ -489,6 +489,45 @@ void qcow2_bm_serialize_entry(uint8_t *p, const Qcow2BitmapEntry *e)
     memcpy(p + BME_HEADER_SIZE + e->extra_size, e->name, name_size);
 }
 
+int coroutine_fn qcow2_bm_write_directory(BDRVQcow2State *s,
+                                          const Qcow2BitmapEntry *e,
+                                          uint32_t n, bool newest_first,
+                                          int64_t *off, uint64_t *size)
+{
+    uint64_t cs = s->g.cluster_size, len = 0, pos = 0;
+    int ret;
+
+    *off = 0;
+    *size = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        len += qcow2_bm_entry_len(&e[i]);
+    }
+    if (n) {
+        uint8_t *dir = calloc(1, len);
+        if (!dir) {
+            abort();
+        }
+        for (uint32_t k = 0; k < n; k++) {
+            const Qcow2BitmapEntry *x = &e[newest_first ? n - 1 - k : k];
+            qcow2_bm_serialize_entry(dir + pos, x);
+            pos += qcow2_bm_entry_len(x);
+        }
+        int64_t o = qcow2_alloc_clusters(s, (len + cs - 1) / cs);
+        ret = o < 0 ? (int)o : qcow2_write_meta(s, (uint64_t)o, dir, len);
+        free(dir);
+        if (ret < 0) {
+            return ret;
+        }
+        *off = o;
+        *size = len;
+    }
+    ret = qcow2_flush_metadata(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    return ret;
+}
+
 void qcow2_bm_set_extension(BDRVQcow2State *s, uint32_t nb, uint64_t dir_size,
                             uint64_t dir_off)
 {
@@ -515,7 +554,6 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     Qcow2BitmapEntry *ne = NULL;
     bool *rewritten = NULL;
     uint32_t nn = 0, cap = 0;
-    uint8_t *dir = NULL;
     uint64_t dir_size = 0;
     int64_t dir_off = 0;
     bool switched = false;
@@ -561,36 +599,9 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
             goto out;
         }
     }
-    /* 2. The directory, newest bitmap first as qemu lists them. */
-    for (uint32_t i = 0; i < nn; i++) {
-        dir_size += qcow2_bm_entry_len(&ne[i]);
-    }
-    if (nn) {
-        uint64_t cs = s->g.cluster_size;
-        dir = calloc(1, dir_size);
-        if (!dir) {
-            abort();
-        }
-        uint64_t pos = 0;
-        for (uint32_t i = nn; i-- > 0;) {
-            qcow2_bm_serialize_entry(dir + pos, &ne[i]);
-            pos += qcow2_bm_entry_len(&ne[i]);
-        }
-        dir_off = qcow2_alloc_clusters(s, (dir_size + cs - 1) / cs);
-        if (dir_off < 0) {
-            ret = (int)dir_off;
-            goto out;
-        }
-        ret = qcow2_write_meta(s, (uint64_t)dir_off, dir, dir_size);
-        if (ret < 0) {
-            goto out;
-        }
-    }
-    /* 3. New clusters and their refcounts durable, then the header. */
-    ret = qcow2_flush_metadata(s);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
+    /* 2. The directory, newest bitmap first as qemu lists them; 3. new
+     * clusters and their refcounts durable, then the header. */
+    ret = qcow2_bm_write_directory(s, ne, nn, true, &dir_off, &dir_size);
     if (ret < 0) {
         goto out;
     }
@@ -637,7 +648,6 @@ out:
         log_error("qcow2: node '%s': could not store persistent bitmaps: %s",
                   bs->node_name, strerror(-ret));
     }
-    free(dir);
     free(ne);
     free(rewritten);
     return ret;
