@@ -131,6 +131,15 @@ def start_export(d, node='d'):
     return sock
 
 
+def nbd_client(sock):
+    """A libnbd handle on export 'x' at sock."""
+    import nbd
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(sock)
+    return h
+
+
 def kill(d):
     d.send_signal(signal.SIGKILL)
     d.wait()
@@ -141,7 +150,7 @@ def test_sigkill_after_nbd_writes_keeps_bitmap(daemon_factory, workdir):
     """Writes acknowledged over NBD before SIGKILL are all in the bitmap
     the next open loads, consistent; the quit after it stores qemu's
     format exactly."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'a.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '64M')
     qemu_img('bitmap', '--add', p, 'old')     # made by qemu-img
@@ -154,9 +163,7 @@ def test_sigkill_after_nbd_writes_keeps_bitmap(daemon_factory, workdir):
     assert autoclear & BJ_AUTOCLEAR and BJ_EXT in exts
     assert info_bitmaps(p) == {'old': ['in-use', 'auto'],
                                'new': ['in-use', 'auto']}
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     want = set()
     writes = [(0, 512), (3 * MiB + 100, 70000), (64 * MiB - 512, 512),
               (20 * MiB, 1 * MiB), (3 * GRAN + 5, 18 * GRAN)]
@@ -200,10 +207,7 @@ def writer(sock, seed, acked, stop, lock, phase=None, span=256 * MiB):
     """Random 4 KiB writes and 8 KiB write-zeroes in [0, span) until stop;
     appends (off, n) to acked once answered, or with phase (a one-element
     list the test moves on), (off, n, phase at submit, phase at answer)."""
-    import nbd
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    h = nbd_client(sock)
     rnd = random.Random(seed)
     buf = bytes([seed]) * 4096
     try:
@@ -357,7 +361,7 @@ def test_sigkill_during_incremental_backup(daemon_factory, workdir):
     """While a backup holds the bitmap frozen (its successor records), the
     stored copy still gains every new write: after SIGKILL mid-job the
     bitmap holds its bits from before the job plus the writes during it."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 's.qcow2')
     t = str(workdir / 't.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '16M')
@@ -365,9 +369,7 @@ def test_sigkill_during_incremental_backup(daemon_factory, workdir):
     d = daemon_factory(*qcow2_args(p))
     q = d.qmp
     q.execute('block-dirty-bitmap-add', node='d', name='b', persistent=True)
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     before = [(0, 4096), (5 * MiB, 200000)]
     during = [(1 * MiB, 4096), (15 * MiB, 70000), (5 * MiB, 512)]
     want = set()
@@ -451,15 +453,13 @@ def test_add_remove_keep_armed_bitmaps_in_place(daemon_factory, workdir):
     """Adding or removing a persistent bitmap rewrites the directory but
     leaves the clusters of the others where they are (in place, armed),
     and loses none of their bits across a SIGKILL."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'k.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '32M')
     d = daemon_factory(*qcow2_args(p))
     q = d.qmp
     q.execute('block-dirty-bitmap-add', node='d', name='a', persistent=True)
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     want = set()
 
     def write(off, n):
@@ -499,10 +499,8 @@ def test_merge_into_persistent_bitmap_survives_sigkill(daemon_factory,
               persistent=True, disabled=True)
     q.execute('block-dirty-bitmap-add', node='d', name='src')
     sock = start_export(d)
-    nbd = pytest.importorskip('nbd')
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    pytest.importorskip('nbd')
+    h = nbd_client(sock)
     want = set()
     for off, n in [(0, 4096), (5 * MiB + 7, 3 * GRAN), (16 * MiB - 512, 512)]:
         h.pwrite(b'\7' * n, off)
@@ -529,7 +527,7 @@ def test_enable_persistent_bitmap_under_writes(daemon_factory, workdir):
     """Enabling a persistent bitmap while a client writes: after SIGKILL
     the stored bitmap holds every granule written after the enable
     returned (the enable waits for writes in flight)."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'e.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '256M')   # writer()'s range
     d = daemon_factory(*qcow2_args(p))
@@ -566,15 +564,13 @@ def test_small_clusters_store_bitmaps_at_clean_quit(daemon_factory,
     """512-byte clusters: with a bitmaps extension the header leaves no
     room for the feature name table, which is then left out (as qemu
     does) instead of failing the store: a clean quit keeps the bits."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'small.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', p,
              '8M')
     qemu_img('bitmap', '--add', '-g', '64k', p, 'b')
     d = daemon_factory(*qcow2_args(p))
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     h.pwrite(b'\1' * 4096, 3 * MiB)
     h.shutdown()
     d.stop()
@@ -598,15 +594,13 @@ def test_clear_shrinks_stored_copy(daemon_factory, workdir):
     within seconds: SIGKILL then reloads the bitmap consistent and empty
     (it used to keep every granule written since the open); writes after
     that are recorded and survive the next SIGKILL exactly."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'clr.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '64M')
     d = daemon_factory(*qcow2_args(p))
     d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
                   persistent=True, granularity=GRAN)
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     w1 = set()
     for off, n in [(0, 4096), (7 * MiB, 3 * MiB), (63 * MiB, 512)]:
         h.pwrite(b'\1' * n, off)
@@ -620,9 +614,7 @@ def test_clear_shrinks_stored_copy(daemon_factory, workdir):
     d = daemon_factory(*qcow2_args(p))
     b = bitmap_info(d.qmp, 'd', 'b')
     assert 'inconsistent' not in b and b['count'] == 0
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     w2 = set()
     for off, n in [(5 * MiB, 70000), (40 * MiB, 4096)]:
         h.pwrite(b'\2' * n, off)
@@ -641,7 +633,7 @@ def test_clear_shrinks_stored_copy(daemon_factory, workdir):
 def test_incremental_backup_shrinks_stored_copy(daemon_factory, workdir):
     """After an incremental backup succeeds the stored copy drops what it
     copied: SIGKILL after more writes W2 reloads exactly W2's granules."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'inc.qcow2')
     t = str(workdir / 'inc-t.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '32M')
@@ -650,9 +642,7 @@ def test_incremental_backup_shrinks_stored_copy(daemon_factory, workdir):
     q = d.qmp
     q.execute('block-dirty-bitmap-add', node='d', name='bm0',
               persistent=True, granularity=GRAN)
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     w1 = set()
     for off, n in [(0, 4096), (9 * MiB, 2 * MiB), (31 * MiB, 4096)]:
         h.pwrite(b'\1' * n, off)
@@ -685,16 +675,14 @@ def test_resync_under_concurrent_writes(daemon_factory, workdir):
     submitted after the clear returned and answered before SIGKILL is in
     the reloaded bitmap, and the stored copy did shrink (a region written
     only before the clear is gone from it)."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'race.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '256M')
     d = daemon_factory(*qcow2_args(p))
     d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
                   persistent=True, granularity=GRAN)
     sock = start_export(d)
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    h = nbd_client(sock)
     old = granules(200 * MiB, 8 * MiB)     # the writers stay below 192M
     h.pwrite(b'\7' * (8 * MiB), 200 * MiB)
     h.shutdown()
@@ -744,15 +732,13 @@ def test_close_with_resync_pending(daemon_factory, workdir):
     """A node closed right after a clear (the resync still waiting for its
     timer) stores its exact bits at the clean close and nothing is left
     behind; a reopen read-write then arms it again."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'pend.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '16M')
     d = daemon_factory(*qcow2_args(p))
     q = d.qmp
     q.execute('block-dirty-bitmap-add', node='d', name='b', persistent=True)
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(start_export(d))
+    h = nbd_client(start_export(d))
     h.pwrite(b'\1' * 4096, 1 * MiB)
     h.shutdown()
     q.execute('block-export-del', id='e0')
@@ -768,7 +754,7 @@ def test_clear_shrinks_stored_copy_on_iothread_node(daemon_factory,
     """The resync of a node an export moved into an iothread: the timer
     and the drain are the main loop's, the rewrite runs in the node's
     thread; writes go on afterwards and survive SIGKILL."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'io.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '64M')
     sock = str(workdir / 'io-nbd.sock')
@@ -779,9 +765,7 @@ def test_clear_shrinks_stored_copy_on_iothread_node(daemon_factory,
         'iothread=io0')
     d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
                   persistent=True, granularity=GRAN)
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    h = nbd_client(sock)
     h.pwrite(b'\1' * (2 * MiB), 10 * MiB)
     assert stored_bitmap(p, 'b')[1] == granules(10 * MiB, 2 * MiB)
     d.qmp.execute('block-dirty-bitmap-clear', node='d', name='b')
