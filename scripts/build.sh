@@ -1,14 +1,19 @@
 #!/bin/bash
-# Builds blockjobd twice: build/ (normal) and build-asan/ (AddressSanitizer
-# + UndefinedBehaviorSanitizer).  Configures a directory only when it is not
-# configured yet; ninja re-runs meson by itself when a meson.build changed.
-#   scripts/build.sh            both
-#   scripts/build.sh normal     build/ only
-#   scripts/build.sh asan       build-asan/ only
+# Builds blockjobd.  Configures a directory only when it is not configured
+# yet; ninja re-runs meson by itself when a meson.build changed.  Every build
+# here turns warnings into errors (-Dwerror=true): the developer's and CI's
+# promise of zero warnings.  A user's plain `meson setup` does not.
+#   scripts/build.sh                  normal and asan (what the suite runs)
+#   scripts/build.sh normal           build/: debugoptimized, gcc
+#   scripts/build.sh asan             build-asan/: AddressSanitizer + UBSan
+#   scripts/build.sh release          build-release/: --buildtype=release, gcc
+#   scripts/build.sh release-clang    build-release-clang/: the same with clang
+# Several names may be given: scripts/build.sh normal asan release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-which=${1:-all}
+which=("$@")
+[ ${#which[@]} -gt 0 ] || which=(normal asan)
 
 # Prints the options among "-Dname=value ..." that dir has set differently.
 changed_options() {
@@ -37,9 +42,16 @@ setup() {
     ninja -C "$dir"
 }
 
-if [ "$which" = all ] || [ "$which" = normal ]; then
-    setup build
-fi
-if [ "$which" = all ] || [ "$which" = asan ]; then
-    setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
-fi
+for w in "${which[@]}"; do
+    case "$w" in
+    all|normal) setup build -Dwerror=true ;;&
+    all|asan)   setup build-asan -Dwerror=true -Db_sanitize=address,undefined \
+                    -Db_lundef=false ;;&
+    release)    setup build-release -Dwerror=true -Dbuildtype=release ;;
+    release-clang)
+                CC=clang setup build-release-clang -Dwerror=true \
+                    -Dbuildtype=release ;;
+    all|normal|asan) ;;
+    *) echo "build.sh: unknown build '$w'" >&2; exit 2 ;;
+    esac
+done

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    meson ninja-build pkg-config gcc
+    meson ninja-build pkg-config gcc clang
     liburing-dev libjansson-dev zlib1g-dev libcmocka-dev libnbd-dev
     python3 python3-pytest python3-pytest-timeout python3-libnbd
     libnbd-bin nbdkit fio qemu-utils qemu-system-common valgrind

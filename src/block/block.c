@@ -98,7 +98,7 @@ static const char *const detect_zeroes_values[] = { "off", "on", "unmap",
 static const ArgSpec cache_members[] = {
     { .name = "direct", .type = ARG_BOOL, .optional = true },
     { .name = "no-flush", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec common_options[] = {

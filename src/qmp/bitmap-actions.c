@@ -24,13 +24,13 @@ const ArgSpec bitmap_add_args[] = {
     { .name = "granularity", .type = ARG_ANY, .optional = true },
     { .name = "persistent", .type = ARG_BOOL, .optional = true },
     { .name = "disabled", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 const ArgSpec bitmap_node_name_args[] = {
     { .name = "node", .type = ARG_STR },
     { .name = "name", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 const ArgSpec bitmap_merge_args[] = {
@@ -39,8 +39,8 @@ const ArgSpec bitmap_merge_args[] = {
     /* Each element a name or {node, name}: check_extra() below. */
     { .name = "bitmaps", .type = ARG_ARRAY,
       .members = (const ArgSpec[]) { { .name = "bitmaps", .type = ARG_ANY },
-                                     { NULL } } },
-    { NULL },
+                                     { .name = NULL } } },
+    { .name = NULL },
 };
 
 /* ---- the state of one action ---- */

@@ -38,7 +38,7 @@ static const ArgSpec x_perf_args[] = {
     { .name = "use-copy-range", .type = ARG_BOOL, .optional = true },
     { .name = "max-workers", .type = ARG_INT, .optional = true },
     { .name = "max-chunk", .type = ARG_INT, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec blockdev_backup_args[] = {
@@ -60,17 +60,17 @@ static const ArgSpec blockdev_backup_args[] = {
     { .name = "x-perf", .type = ARG_OBJECT, .optional = true,
       .members = x_perf_args },
     { .name = "target", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec blockdev_snapshot_args[] = {
     { .name = "node", .type = ARG_STR },
     { .name = "overlay", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec abort_args[] = {
-    { NULL },
+    { .name = NULL },
 };
 
 /* ---- actions ---- */
@@ -99,26 +99,26 @@ static const char *const completion_mode_names[] = {
 static const ArgSpec action_args[] = {
     { .name = "type", .type = ARG_ENUM, .enum_values = action_names },
     { .name = "data", .type = ARG_OBJECT, .open = true },
-    { NULL },
+    { .name = NULL },
 };
 
 /* ARG_ARRAY: members[0] describes each element. */
 static const ArgSpec action_elem[] = {
     { .name = "action", .type = ARG_OBJECT, .members = action_args },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec properties_args[] = {
     { .name = "completion-mode", .type = ARG_ENUM, .optional = true,
       .enum_values = completion_mode_names },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec transaction_args[] = {
     { .name = "actions", .type = ARG_ARRAY, .members = action_elem },
     { .name = "properties", .type = ARG_OBJECT, .optional = true,
       .members = properties_args },
-    { NULL },
+    { .name = NULL },
 };
 
 typedef struct Action {
@@ -549,5 +549,5 @@ const QmpCommand qmp_backup_commands[] = {
       .args = blockdev_backup_args },
     { .name = "transaction", .fn = qmp_transaction,
       .args = transaction_args },
-    { NULL },
+    { .name = NULL },
 };

@@ -81,5 +81,5 @@ const QmpCommand qmp_bitmap_commands[] = {
       .args = bitmap_merge_args },
     { .name = "x-debug-block-dirty-bitmap-sha256", .fn = qmp_bitmap_sha256,
       .args = bitmap_node_name_args },
-    { NULL },
+    { .name = NULL },
 };

@@ -14,7 +14,7 @@ static bool qmp_blockdev_add(json_t *args, json_t **ret, Error **errp)
 
 static const ArgSpec blockdev_del_args[] = {
     { .name = "node-name", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_blockdev_del(json_t *args, json_t **ret, Error **errp)
@@ -24,7 +24,7 @@ static bool qmp_blockdev_del(json_t *args, json_t **ret, Error **errp)
 
 static const ArgSpec query_named_block_nodes_args[] = {
     { .name = "flat", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_query_named_block_nodes(json_t *args, json_t **ret,
@@ -34,7 +34,7 @@ static bool qmp_query_named_block_nodes(json_t *args, json_t **ret,
     return true;
 }
 
-static const ArgSpec no_args[] = { { NULL } };
+static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_block_commands[] = {
     { .name = "blockdev-add", .fn = qmp_blockdev_add, .args = no_args,
@@ -43,5 +43,5 @@ const QmpCommand qmp_block_commands[] = {
       .args = blockdev_del_args },
     { .name = "query-named-block-nodes", .fn = qmp_query_named_block_nodes,
       .args = query_named_block_nodes_args },
-    { NULL },
+    { .name = NULL },
 };

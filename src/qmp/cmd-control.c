@@ -24,13 +24,13 @@ static const char *const qmp_capability_values[] = { "oob", NULL };
 static const ArgSpec capability_elem[] = {
     { .name = "enable", .type = ARG_ENUM,
       .enum_values = qmp_capability_values },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec qmp_capabilities_args[] = {
     { .name = "enable", .type = ARG_ARRAY, .optional = true,
       .members = capability_elem },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_qmp_capabilities(json_t *args, json_t **ret, Error **errp)
@@ -78,7 +78,7 @@ static bool qmp_quit(json_t *args, json_t **ret, Error **errp)
     return true;
 }
 
-static const ArgSpec no_args[] = { { NULL } };
+static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_control_commands[] = {
     { .name = "qmp_capabilities", .fn = qmp_qmp_capabilities,
@@ -86,5 +86,5 @@ const QmpCommand qmp_control_commands[] = {
     { .name = "query-version", .fn = qmp_query_version, .args = no_args },
     { .name = "query-commands", .fn = qmp_query_commands, .args = no_args },
     { .name = "quit", .fn = qmp_quit, .args = no_args },
-    { NULL },
+    { .name = NULL },
 };

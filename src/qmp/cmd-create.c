@@ -62,7 +62,7 @@ static const ArgSpec create_file_members[] = {
       .enum_values = prealloc_values },
     { .name = "nocow", .type = ARG_BOOL, .optional = true },
     { .name = "extent-size-hint", .type = ARG_ANY, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec create_qcow2_members[] = {
@@ -85,7 +85,7 @@ static const ArgSpec create_qcow2_members[] = {
     { .name = "refcount-bits", .type = ARG_INT, .optional = true },
     { .name = "compression-type", .type = ARG_ENUM, .optional = true,
       .enum_values = compression_values },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool in_list(const char *const *list, const char *s)
@@ -232,7 +232,7 @@ static bool check_create_options(json_t *o, Error **errp)
 static const ArgSpec blockdev_create_args[] = {
     { .name = "job-id", .type = ARG_STR },
     { .name = "options", .type = ARG_OBJECT, .open = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_blockdev_create(json_t *args, json_t **ret, Error **errp)
@@ -397,7 +397,7 @@ void blockdev_snapshot_clean(BlockdevSnapshot *st)
 static const ArgSpec blockdev_snapshot_args[] = {
     { .name = "node", .type = ARG_STR },
     { .name = "overlay", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_blockdev_snapshot(json_t *args, json_t **ret, Error **errp)
@@ -416,5 +416,5 @@ const QmpCommand qmp_create_commands[] = {
       .args = blockdev_create_args },
     { .name = "blockdev-snapshot", .fn = qmp_blockdev_snapshot,
       .args = blockdev_snapshot_args },
-    { NULL },
+    { .name = NULL },
 };

@@ -40,18 +40,18 @@ static Job *find_job(const char *id, Error **errp)
 
 static const ArgSpec device_args[] = {
     { .name = "device", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec id_args[] = {
     { .name = "id", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec set_speed_args[] = {
     { .name = "device", .type = ARG_STR },
     { .name = "speed", .type = ARG_INT },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_block_job_set_speed(json_t *args, json_t **ret, Error **errp)
@@ -63,7 +63,7 @@ static bool qmp_block_job_set_speed(json_t *args, json_t **ret, Error **errp)
 static const ArgSpec cancel_args[] = {
     { .name = "device", .type = ARG_STR },
     { .name = "force", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_block_job_cancel(json_t *args, json_t **ret, Error **errp)
@@ -226,7 +226,7 @@ static const ArgSpec stream_args[] = {
     { .name = "filter-node-name", .type = ARG_STR, .optional = true },
     { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
     { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
@@ -314,7 +314,7 @@ static const ArgSpec commit_args[] = {
     { .name = "filter-node-name", .type = ARG_STR, .optional = true },
     { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
     { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static bool is_root_node(BlockNode *bs)
@@ -420,7 +420,7 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
     return commit_start(&o, bs, top_bs, base_bs, backing_file, errp) != NULL;
 }
 
-static const ArgSpec no_args[] = { { NULL } };
+static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_job_commands[] = {
     { .name = "block-job-set-speed", .fn = qmp_block_job_set_speed,
@@ -448,5 +448,5 @@ const QmpCommand qmp_job_commands[] = {
     { .name = "query-jobs", .fn = qmp_query_jobs, .args = no_args },
     { .name = "block-stream", .fn = qmp_block_stream, .args = stream_args },
     { .name = "block-commit", .fn = qmp_block_commit, .args = commit_args },
-    { NULL },
+    { .name = NULL },
 };

@@ -46,7 +46,7 @@ static const char *const drive_mode_names[] = {
 static const ArgSpec blockdev_mirror_args[] = {
     COMMON_ARGS,
     { .name = "target", .type = ARG_STR },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec drive_mirror_args[] = {
@@ -57,7 +57,7 @@ static const ArgSpec drive_mirror_args[] = {
     { .name = "mode", .type = ARG_ENUM, .optional = true,
       .enum_values = drive_mode_names },
     { .name = "unmap", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static BlockNode *lookup(const char *name, Error **errp)
@@ -219,5 +219,5 @@ const QmpCommand qmp_mirror_commands[] = {
       .args = blockdev_mirror_args },
     { .name = "drive-mirror", .fn = qmp_drive_mirror,
       .args = drive_mirror_args },
-    { NULL },
+    { .name = NULL },
 };

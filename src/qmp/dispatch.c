@@ -8,7 +8,7 @@
 
 #include "qmp/qmp.h"
 
-static const ArgSpec no_args[] = { { NULL } };
+static const ArgSpec no_args[] = { { .name = NULL } };
 
 /*
  * A handler that checks its own union members (args_open) still has its

@@ -634,7 +634,7 @@ static const ArgSpec monitor_args[] = {
       .enum_values = monitor_modes },
     { .name = "pretty", .type = ARG_BOOL, .optional = true },
     { .name = "id", .type = ARG_STR, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 bool monitor_add(json_t *opts, Error **errp)

@@ -12,6 +12,7 @@
  */
 #include "util/argspec.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,7 +134,7 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
     size_t nidx = 0, n = json_object_size(obj);
     const char *key;
     json_t *val;
-    unsigned long idx;
+    unsigned long idx = 0;
     json_object_foreach(obj, key, val) {
         /* The top level is always an object: its "0" is just a name. */
         if (path && is_index(key, &idx)) {
@@ -168,7 +169,10 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
             return NULL;
         }
         if (nidx) {
-            is_index(key, &idx);
+            /* nidx == n: every key was checked to be an index above. */
+            bool index_key = is_index(key, &idx);
+            assert(index_key);
+            (void)index_key;
             /* Grow to idx, filling with nulls replaced below. */
             while (json_array_size(out) <= idx) {
                 json_array_append_new(out, json_null());

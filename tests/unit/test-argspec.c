@@ -19,31 +19,31 @@ static const char *const sync_modes[] = { "top", "full", "none", NULL };
 static const ArgSpec cache_spec[] = {
     { .name = "direct", .type = ARG_BOOL, .optional = true },
     { .name = "no-flush", .type = ARG_BOOL, .optional = true },
-    { NULL }
+    { .name = NULL }
 };
 
-static const ArgSpec elem_str[] = { { .name = "e", .type = ARG_STR }, { NULL } };
+static const ArgSpec elem_str[] = { { .name = "e", .type = ARG_STR }, { .name = NULL } };
 static const ArgSpec elem_enum[] = {
-    { .name = "e", .type = ARG_ENUM, .enum_values = sync_modes }, { NULL }
+    { .name = "e", .type = ARG_ENUM, .enum_values = sync_modes }, { .name = NULL }
 };
 static const ArgSpec data_spec[] = {
     { .name = "node", .type = ARG_STR },
     { .name = "name", .type = ARG_STR },
     { .name = "granularity", .type = ARG_UINT, .optional = true },
-    { NULL }
+    { .name = NULL }
 };
 static const ArgSpec action_spec[] = {
     { .name = "type", .type = ARG_ENUM, .enum_values = sync_modes },
     { .name = "data", .type = ARG_OBJECT, .members = data_spec },
-    { NULL }
+    { .name = NULL }
 };
 static const ArgSpec elem_action[] = {
-    { .name = "a", .type = ARG_OBJECT, .members = action_spec }, { NULL }
+    { .name = "a", .type = ARG_OBJECT, .members = action_spec }, { .name = NULL }
 };
 static const ArgSpec file_spec[] = {
     { .name = "driver", .type = ARG_STR },
     { .name = "size", .type = ARG_SIZE, .optional = true },
-    { NULL }
+    { .name = NULL }
 };
 
 static const ArgSpec spec[] = {
@@ -67,7 +67,7 @@ static const ArgSpec spec[] = {
     { .name = "file", .type = ARG_REF, .optional = true,
       .members = file_spec, .open = true },
     { .name = "backing", .type = ARG_REF_OR_NULL, .optional = true },
-    { NULL }
+    { .name = NULL }
 };
 
 /* Checks the JSON text against spec and returns the error text or NULL. */

@@ -139,14 +139,14 @@ static const ArgSpec inject_error_members[] = {
     { .name = "sector", .type = ARG_INT, .optional = true },
     { .name = "once", .type = ARG_BOOL, .optional = true },
     { .name = "immediately", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec set_state_members[] = {
     { .name = "event", .type = ARG_ENUM, .enum_values = event_names },
     { .name = "state", .type = ARG_INT, .optional = true },
     { .name = "new_state", .type = ARG_INT },
-    { NULL },
+    { .name = NULL },
 };
 
 static const ArgSpec inject_error_elem[] = {
@@ -179,7 +179,7 @@ static const ArgSpec blkdebug_options[] = {
       .members = perm_elem },
     { .name = "unshare-child-perms", .type = ARG_ARRAY, .optional = true,
       .members = perm_elem },
-    { NULL },
+    { .name = NULL },
 };
 
 /* What makes the node something other than "blkdebug::<file>". */

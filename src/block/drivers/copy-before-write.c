@@ -19,7 +19,7 @@ typedef struct CbwState {
 static const ArgSpec cbw_options[] = {
     { .name = "file", .type = ARG_REF },
     { .name = "target", .type = ARG_REF },
-    { NULL },
+    { .name = NULL },
 };
 
 void cbw_set_hook(BlockNode *bs, CbwHook *hook, void *opaque)

@@ -18,7 +18,7 @@ typedef struct MirrorTopState {
 
 static const ArgSpec mirror_top_options[] = {
     { .name = "file", .type = ARG_REF },
-    { NULL },
+    { .name = NULL },
 };
 
 void mirror_top_set_hook(BlockNode *bs, MirrorTopHook *hook, void *opaque)

@@ -21,7 +21,7 @@ static const ArgSpec null_options[] = {
     { .name = "size", .type = ARG_INT, .optional = true },
     { .name = "latency-ns", .type = ARG_INT, .optional = true },
     { .name = "read-zeroes", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 /* Options that make the node other than plain "null-co://". */

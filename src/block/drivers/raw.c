@@ -20,7 +20,7 @@ static const ArgSpec raw_options[] = {
      * driver reads them, with its own words (see raw_co_open). */
     { .name = "offset", .type = ARG_INT, .optional = true },
     { .name = "size", .type = ARG_INT, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static const char *const raw_strong[] = { "offset", "size", NULL };

@@ -45,7 +45,7 @@ static const ArgSpec qcow2_options[] = {
     { .name = "pass-discard-snapshot", .type = ARG_BOOL, .optional = true },
     { .name = "pass-discard-other", .type = ARG_BOOL, .optional = true },
     { .name = "overlap-check", .type = ARG_ANY, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 /* Opens nested inside one another (backing from header names) count here;
