@@ -6,15 +6,12 @@
  *
  * Timing: jobs sleep 1 ms between steps; nothing asserts durations.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "job/job-internal.h"
 #include "util/event.h"
