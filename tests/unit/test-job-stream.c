@@ -30,14 +30,11 @@ static void sink(const char *name, json_t *data, void *opaque)
     json_array_append_new(events, json_string(buf));
 }
 
+/* The events recorded since the last call, as one string. */
 static char *events_str(void)
 {
-    size_t n = 0;
-    char *s = calloc(1, 4096);
-    for (size_t i = 0; i < json_array_size(events); i++) {
-        n += snprintf(s + n, 4096 - n, "%s%s", i ? " " : "",
-                      json_string_value(json_array_get(events, i)));
-    }
+    char *s = json_strings_join(events);
+
     json_array_clear(events);
     return s;
 }

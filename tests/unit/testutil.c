@@ -97,6 +97,20 @@ json_t *json_parse_ok(const char *text)
     return v;
 }
 
+char *json_strings_join(json_t *array)
+{
+    char *s = strdup("");
+
+    for (size_t i = 0; i < json_array_size(array); i++) {
+        char *longer = strdup_printf("%s%s%s", s, i ? " " : "",
+                                     json_string_value(json_array_get(array,
+                                                                      i)));
+        free(s);
+        s = longer;
+    }
+    return s;
+}
+
 /* ---- block nodes ---- */
 
 BlockNode *open_json(const char *text, Error **errp)

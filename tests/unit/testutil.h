@@ -59,6 +59,10 @@ char *strdup_printf(const char *fmt, ...)
  * jansson's message. */
 json_t *json_parse_ok(const char *text);
 
+/* The strings of a JSON array joined with single spaces (caller frees):
+ * how the tests compare a list of recorded events with one string. */
+char *json_strings_join(json_t *array);
+
 /* ---- block nodes ---- */
 
 /* bdrv_open_blockdev() of JSON text. */
