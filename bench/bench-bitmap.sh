@@ -23,7 +23,7 @@ set -euo pipefail
 build=${1:-build}
 bj=$build/src/daemon/blockjobd
 # The QMP client and daemon launcher of the integration tests.
-tests=$(dirname "$0")/../tests/integration
+tests=$(cd "$(dirname "$0")/../tests/integration" && pwd)
 qsd=$(command -v qemu-storage-daemon || true)
 [ -x "$bj" ] || { echo "bench-bitmap.sh: $bj not built" >&2; exit 1; }
 [ -n "$qsd" ] || { echo "bench-bitmap.sh: qemu-storage-daemon not installed" >&2; exit 1; }
