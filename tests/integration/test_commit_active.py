@@ -14,7 +14,8 @@ import random
 import pytest
 
 import golden
-from bjtest import QMPError, is_qsd, qemu_img, qemu_io
+from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export, qemu_img,
+                    qemu_io)
 from chain import Chain
 
 MiB = 1 << 20
@@ -27,17 +28,8 @@ def chain(workdir):
 
 
 def export(daemon, node):
-    nbd = pytest.importorskip('nbd')
-    sock = daemon.socket_path('nbd.sock')
-    daemon.qmp.execute('nbd-server-start',
-                       addr={'type': 'unix', 'data': {'path': sock}})
-    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                            'node-name': node, 'name': 'x',
-                                            'writable': True})
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
-    return h
+    pytest.importorskip('nbd')
+    return nbd_connect(nbd_export(daemon, node, name='x'), 'x')
 
 
 def unexport(daemon, h):
