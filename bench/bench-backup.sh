@@ -25,6 +25,8 @@ build=${1:-build}
 bj=$build/src/daemon/blockjobd
 qsd=$(command -v qemu-storage-daemon || true)
 py=/usr/bin/python3
+# The QMP client and daemon launcher of the integration tests.
+tests=$(cd "$(dirname "$0")/../tests/integration" && pwd)
 
 [ -x "$bj" ] || { echo "bench-backup.sh: $bj not built" >&2; exit 1; }
 [ -n "$qsd" ] || { echo "bench-backup.sh: qemu-storage-daemon not installed" >&2; exit 1; }
@@ -39,68 +41,45 @@ truncate -s 64M "$dir/small.raw"
 for i in $(seq -w 0 49); do ln "$dir/small.raw" "$dir/s$i.raw"; done
 sync
 
-"$py" - "$bj" "$qsd" "$dir" "${BENCH_WRITE_SECS:-5}" <<'PY'
-import json, os, random, socket, subprocess, sys, threading, time
+PYTHONPATH=$tests "$py" - "$bj" "$qsd" "$dir" "${BENCH_WRITE_SECS:-5}" <<'PY'
+import os, random, subprocess, sys, threading, time
 bj, qsd, d, write_secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+# Absolute: the daemons run in the bench directory.
+bj = os.path.abspath(bj)
 import nbd
+
+import bjtest
 
 MiB = 1 << 20
 
 
-class Daemon:
+class Daemon(bjtest.Daemon):
     def __init__(self, binary):
-        self.sock = os.path.join(d, 'qmp.sock')
-        if os.path.exists(self.sock):
-            os.unlink(self.sock)
-        self.p = subprocess.Popen([binary, '--chardev',
-                                   'socket,id=c,path=%s,server=on,wait=off'
-                                   % self.sock, '--monitor', 'chardev=c'],
-                                  stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        for _ in range(500):
-            if os.path.exists(self.sock):
-                break
-            time.sleep(0.01)
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(self.sock)
-        self.f = s.makefile('rw')
-        self.f.readline()
-        self.events = []
-        self.cmd('qmp_capabilities')
+        # One monitor for either daemon, as before the harness was shared.
+        super().__init__(d, binary=binary, monitors=1, timeout=60)
+        self.start()
 
     def cmd(self, name, args=None):
-        self.f.write(json.dumps({'execute': name,
-                                 'arguments': args or {}}) + '\n')
-        self.f.flush()
-        while True:
-            r = json.loads(self.f.readline())
-            if 'event' in r:
-                self.events.append(r)
-                continue
-            if 'error' in r:
-                sys.exit('%s: %s' % (name, r['error']['desc']))
-            return r['return']
+        return self.qmp.execute(name, args or {})
 
     def wait_completed(self, n=1):
-        def done():
-            return sum(e['event'] == 'BLOCK_JOB_COMPLETED'
-                       for e in self.events)
-        while done() < n:
-            self.events.append(json.loads(self.f.readline()))
-        for e in self.events:
-            if e['event'] == 'BLOCK_JOB_COMPLETED' and e['data'].get('error'):
+        for _ in range(n):
+            e = self.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=3600)
+            if e['data'].get('error'):
                 sys.exit('job failed: %s' % e['data']['error'])
 
     def rss_mib(self):
-        with open('/proc/%d/status' % self.p.pid) as st:
+        with open('/proc/%d/status' % self.pid) as st:
             for line in st:
                 if line.startswith('VmHWM:'):
                     return int(line.split()[1]) / 1024.0
         return 0.0
 
     def quit(self):
-        self.cmd('quit')
-        self.p.wait(60)
+        try:
+            self.stop()
+        finally:
+            self.cleanup()
 
     def add_raw(self, name, path):
         self.cmd('blockdev-add', {'driver': 'raw', 'node-name': name,

@@ -22,6 +22,8 @@ set -euo pipefail
 
 build=${1:-build}
 bj=$build/src/daemon/blockjobd
+# The QMP client and daemon launcher of the integration tests.
+tests=$(cd "$(dirname "$0")/../tests/integration" && pwd)
 qsd=$(command -v qemu-storage-daemon || true)
 [ -x "$bj" ] || { echo "bench-bitmap.sh: $bj not built" >&2; exit 1; }
 [ -n "$qsd" ] || { echo "bench-bitmap.sh: qemu-storage-daemon not installed" >&2; exit 1; }
@@ -29,8 +31,10 @@ qsd=$(command -v qemu-storage-daemon || true)
 dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bj-bench-bitmap.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 
-/usr/bin/python3 - "$bj" "$qsd" "$dir" <<'PY'
-import json, os, socket, subprocess, sys, time
+PYTHONPATH=$tests /usr/bin/python3 - "$bj" "$qsd" "$dir" <<'PY'
+import os, sys, time
+
+from bjtest import Daemon
 
 def rss(pid, field='VmRSS:'):
     for line in open('/proc/%d/status' % pid):
@@ -40,55 +44,35 @@ def rss(pid, field='VmRSS:'):
 def anon(pid):
     return rss(pid, 'RssAnon:')
 
-def qmp(sock, cmd, **args):
-    f = sock.makefile('rw')
-    f.write(json.dumps({'execute': cmd, 'arguments': args}) + '\n')
-    f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if 'return' in r or 'error' in r:
-            return r
-
 def measure(binary, d, tag):
-    path = os.path.join(d, tag + '.sock')
-    p = subprocess.Popen([binary, '--blockdev',
-                          'driver=null-co,node-name=n,size=1099511627776',
-                          '--chardev', 'socket,id=m,path=%s,server=on,wait=off'
-                          % path, '--monitor', 'chardev=m'],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # One monitor for either daemon: the same footprint as the recorded
+    # figures (the tests give qemu-storage-daemon spare ones).
+    dm = Daemon(d, ['--blockdev',
+                    'driver=null-co,node-name=n,size=1099511627776'],
+                binary=binary, monitors=1)
     try:
-        for _ in range(500):
-            if os.path.exists(path):
-                break
-            time.sleep(0.01)
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(path)
-        f = s.makefile('r')
-        f.readline()
-        qmp(s, 'qmp_capabilities')
+        dm.start()
+        pid = dm.pid
         time.sleep(0.2)
-        before, before_anon = rss(p.pid), anon(p.pid)
-        r = qmp(s, 'block-dirty-bitmap-add', node='n', name='b',
-                granularity=65536)
-        assert 'return' in r, r
+        before, before_anon = rss(pid), anon(pid)
+        dm.qmp.execute('block-dirty-bitmap-add', node='n', name='b',
+                       granularity=65536)
         time.sleep(0.2)
-        after, after_anon = rss(p.pid), anon(p.pid)
+        after, after_anon = rss(pid), anon(pid)
         # The marginal cost: a second bitmap (code pages already in).
-        r = qmp(s, 'block-dirty-bitmap-add', node='n', name='b2',
-                granularity=65536)
-        assert 'return' in r, r
+        dm.qmp.execute('block-dirty-bitmap-add', node='n', name='b2',
+                       granularity=65536)
         time.sleep(0.2)
-        second = rss(p.pid) - after
-        qmp(s, 'quit')
-        p.wait(10)
+        second = rss(pid) - after
+        dm.stop()
         return before, after, after_anon - before_anon, second
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        dm.cleanup()
 
 res = {}
-for tag, b in (('blockjobd', sys.argv[1]), ('qsd', sys.argv[2])):
+# Absolute: the daemons run in the bench directory.
+for tag, b in (('blockjobd', os.path.abspath(sys.argv[1])),
+               ('qsd', sys.argv[2])):
     before, after, danon, second = measure(b, sys.argv[3], tag)
     res[tag] = after - before
     print('%-10s RSS before %7d KiB  after add %7d KiB  delta %6d KiB '

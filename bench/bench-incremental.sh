@@ -49,6 +49,8 @@ build=${1:-build}
 bj=$build/src/daemon/blockjobd
 qsd=$(command -v qemu-storage-daemon || true)
 py=/usr/bin/python3
+# The QMP client and daemon launcher of the integration tests.
+tests=$(cd "$(dirname "$0")/../tests/integration" && pwd)
 
 [ -x "$bj" ] || { echo "bench-incremental.sh: $bj not built" >&2; exit 1; }
 [ -n "$qsd" ] || { echo "bench-incremental.sh: qemu-storage-daemon not installed" >&2; exit 1; }
@@ -66,11 +68,15 @@ done
 qemu-io -f qcow2 "${cmds[@]}" "$dir/src.qcow2" >/dev/null
 sync
 
-"$py" - "$bj" "$qsd" "$dir" "${BENCH_ROUNDS:-5}" "${BENCH_ONLY:-}" <<'PY'
-import json, os, random, socket, statistics, subprocess, sys, time
+PYTHONPATH=$tests "$py" - "$bj" "$qsd" "$dir" "${BENCH_ROUNDS:-5}" "${BENCH_ONLY:-}" <<'PY'
+import json, os, random, statistics, subprocess, sys, time
 import nbd
 
+import bjtest
+
 bj, qsd, d, rounds, only = sys.argv[1:6]
+# Absolute: the daemons run in the bench directory.
+bj = os.path.abspath(bj)
 rounds = int(rounds)
 SIZE = 4 << 30
 CLUSTER = 64 << 10
@@ -83,73 +89,40 @@ class Failed(Exception):
     pass
 
 
-class Daemon:
+class Daemon(bjtest.Daemon):
     def __init__(self, binary):
-        self.sock = os.path.join(d, 'qmp.sock')
-        if os.path.exists(self.sock):
-            os.unlink(self.sock)
-        self.p = subprocess.Popen([binary, '--chardev',
-                                   'socket,id=c,path=%s,server=on,wait=off'
-                                   % self.sock, '--monitor', 'chardev=c'],
-                                  stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        for _ in range(500):
-            if os.path.exists(self.sock):
-                break
-            time.sleep(0.01)
-        s = socket.socket(socket.AF_UNIX)
-        s.connect(self.sock)
-        self.f = s.makefile('rw')
-        self.f.readline()
-        self.events = []
-        self.cmd('qmp_capabilities')
+        # One monitor for either daemon, as before the harness was shared.
+        super().__init__(d, binary=binary, monitors=1, timeout=60)
+        self.start()
 
     def cmd(self, name, args=None):
-        self.f.write(json.dumps({'execute': name,
-                                 'arguments': args or {}}) + '\n')
-        self.f.flush()
-        while True:
-            r = json.loads(self.f.readline())
-            if 'event' in r:
-                self.events.append(r)
-                continue
-            if 'error' in r:
-                raise Failed('%s: %s' % (name, r['error']['desc']))
-            return r['return']
+        try:
+            return self.qmp.execute(name, args or {})
+        except bjtest.QMPError as e:
+            raise Failed('%s: %s' % (name, e.desc))
 
     def wait_completed(self, job):
-        def find():
-            for e in self.events:
-                if (e['event'] == 'BLOCK_JOB_COMPLETED' and
-                        e['data']['device'] == job):
-                    return e
-            return None
-        while not find():
-            self.events.append(json.loads(self.f.readline()))
-        e = find()
-        self.events.remove(e)
+        e = self.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=3600,
+                                match={'data': {'device': job}})
         if e['data'].get('error'):
             raise Failed('job %s failed: %s' % (job, e['data']['error']))
 
     def hwm_mib(self):
-        with open('/proc/%d/status' % self.p.pid) as st:
+        with open('/proc/%d/status' % self.pid) as st:
             for line in st:
                 if line.startswith('VmHWM:'):
                     return int(line.split()[1]) / 1024.0
         return 0.0
 
     def reset_hwm(self):
-        with open('/proc/%d/clear_refs' % self.p.pid, 'w') as f:
+        with open('/proc/%d/clear_refs' % self.pid, 'w') as f:
             f.write('5')
 
-    def stop(self):
+    def quit(self):
         try:
-            self.cmd('quit')
-            self.p.wait(60)
+            self.stop()
         finally:
-            if self.p.poll() is None:
-                self.p.kill()
-                self.p.wait()
+            self.cleanup()
 
     def add_target(self, name):
         path = os.path.join(d, name + '.qcow2')
@@ -254,7 +227,7 @@ def run(name, binary):
         res['hwm_inc'] = dm.hwm_mib()
         dm.cmd('block-export-del', {'id': 'e'})
     finally:
-        dm.stop()
+        dm.quit()
     for below, above in zip(chain, chain[1:]):
         subprocess.run(['qemu-img', 'rebase', '-q', '-u', '-f', 'qcow2',
                         '-F', 'qcow2', '-b', below, above], check=True)

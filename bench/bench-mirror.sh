@@ -14,10 +14,14 @@ BJ=${1:-build/src/daemon/blockjobd}
 BJ=$(readlink -f "$BJ")
 DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/bench-mirror.XXXXXX)}
 export BJ DIR REPEATS=${REPEATS:-2} WRITE_SECS=${WRITE_SECS:-3}
+# The QMP client and daemon launcher of the integration tests.
+export PYTHONPATH="$(cd "$(dirname "$0")/../tests/integration" && pwd)"
 trap 'rm -rf "$DIR"' EXIT
 exec /usr/bin/python3 - <<'PY'
-import json, os, random, socket, subprocess, sys, time
+import os, random, subprocess, sys, time
 import nbd
+
+import bjtest
 
 BJ, DIR = os.environ['BJ'], os.environ['DIR']
 REPEATS, WRITE_SECS = int(os.environ['REPEATS']), float(os.environ['WRITE_SECS'])
@@ -33,66 +37,37 @@ with open(SRC, 'wb') as f:
     for i in range(128):                    # 512 MiB of random data
         f.write(chunk[i % 7:] + chunk[:i % 7])
 
-class Daemon:
+class Daemon(bjtest.Daemon):
     def __init__(self, binary, tgt):
-        self.sock = os.path.join(DIR, 'qmp.sock')
-        for p in (self.sock,):
-            if os.path.exists(p):
-                os.unlink(p)
-        self.p = subprocess.Popen([
-            binary, '--blockdev',
+        # One monitor for either daemon, as before the harness was shared.
+        super().__init__(DIR, [
+            '--blockdev',
             'driver=file,node-name=srcf,filename=%s,cache.direct=on' % SRC,
             '--blockdev', 'driver=raw,node-name=src,file=srcf',
             '--blockdev', 'driver=file,node-name=tgtf,filename=%s,'
             'cache.direct=on' % tgt,
-            '--blockdev', 'driver=qcow2,node-name=tgt,file=tgtf',
-            '--chardev', 'socket,id=m,path=%s,server=on,wait=off' % self.sock,
-            '--monitor', 'chardev=m'], stdout=subprocess.DEVNULL)
-        for _ in range(500):
-            if os.path.exists(self.sock):
-                break
-            time.sleep(0.01)
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.connect(self.sock)
-        self.f = self.s.makefile('rw')
-        self.f.readline()
-        self.events = []
-        self.cmd('qmp_capabilities')
+            '--blockdev', 'driver=qcow2,node-name=tgt,file=tgtf'],
+            binary=binary, monitors=1, timeout=60)
+        self.start()
 
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({'execute': name, 'arguments': args}) + '\n')
-        self.f.flush()
-        while True:
-            m = json.loads(self.f.readline())
-            if 'event' in m:
-                self.events.append(m)
-                continue
-            if 'error' in m:
-                raise RuntimeError('%s: %s' % (name, m['error']['desc']))
-            return m['return']
+    def cmd(self, command, /, **args):
+        # Positional-only: block-export-add takes an argument "name".
+        return self.qmp.execute(command, **args)
 
     def wait_event(self, name):
-        while True:
-            for i, e in enumerate(self.events):
-                if e['event'] == name:
-                    del self.events[:i + 1]
-                    return e
-            m = json.loads(self.f.readline())
-            if 'event' in m:
-                self.events.append(m)
+        return self.qmp.wait_event(name, timeout=3600)
 
     def peak_rss_kib(self):
-        with open('/proc/%d/status' % self.p.pid) as f:
+        with open('/proc/%d/status' % self.pid) as f:
             for l in f:
                 if l.startswith('VmHWM:'):
                     return int(l.split()[1])
 
-    def stop(self):
+    def quit(self):
         try:
-            self.cmd('quit')
-        except Exception:
-            pass
-        self.p.wait(timeout=30)
+            self.stop()
+        finally:
+            self.cleanup()
 
 def new_target(tag):
     tgt = os.path.join(DIR, 'tgt-%s.qcow2' % tag)
@@ -111,7 +86,7 @@ def mirror_once(binary, tag):
     d.wait_event('BLOCK_JOB_COMPLETED')
     t_done = time.monotonic() - t0
     rss = d.peak_rss_kib()
-    d.stop()
+    d.quit()
     r = subprocess.run(['qemu-img', 'compare', '-q', '-f', 'raw', '-F',
                         'qcow2', SRC, tgt])
     os.unlink(tgt)
@@ -155,7 +130,7 @@ def writer_runs(binary, tag):
     during = writer(d, WRITE_SECS)
     d.cmd('block-job-cancel', device='m', force=True)
     d.wait_event('BLOCK_JOB_CANCELLED')
-    d.stop()
+    d.quit()
     os.unlink(tgt)
     return solo, during
 

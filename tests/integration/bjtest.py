@@ -7,6 +7,7 @@ either binary), so the same test can be checked against the reference.
     Daemon      a running daemon with one negotiated client (daemon.qmp)
     run_blockjobd(*args)   run the binary to completion (options errors, -h)
     qemu_img / qemu_io / run   run a peer tool, raising on failure
+    nbd_export / nbd_connect   export a node over NBD, open a libnbd client
 
 Argument names: keyword arguments of cmd()/execute() have '_' turned into '-'
 (node_name= becomes "node-name"); pass a dict as the second positional
@@ -568,3 +569,29 @@ def wait_until(cond, timeout=30.0, interval=0.02, what='condition'):
         if time.monotonic() > deadline:
             raise TimeoutError('%s not met within %ss' % (what, timeout))
         time.sleep(interval)
+
+
+def nbd_export(daemon, node, name=None):
+    """Starts daemon's NBD server on nbd.sock in its socket directory and
+    exports node, writable, as export e0 (name: its NBD name, by default
+    the node's); returns the socket path."""
+    sock = daemon.socket_path('nbd.sock')
+    daemon.qmp.execute('nbd-server-start',
+                       addr={'type': 'unix', 'data': {'path': sock}})
+    args = {'type': 'nbd', 'id': 'e0', 'node-name': node, 'writable': True}
+    if name is not None:
+        args['name'] = name
+    daemon.qmp.execute('block-export-add', args)
+    return sock
+
+
+def nbd_connect(sock, name, structured_replies=True):
+    """A libnbd handle on export name at sock.  The caller has checked
+    that libnbd's Python module is installed (pytest.importorskip)."""
+    import nbd
+    h = nbd.NBD()
+    if not structured_replies:
+        h.set_request_structured_replies(False)
+    h.set_export_name(name)
+    h.connect_unix(sock)
+    return h

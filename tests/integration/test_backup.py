@@ -10,75 +10,26 @@ the rest a hole.  Targets are qcow2 made with qemu-img create.
 
 import json
 import os
-import shutil
 import threading
 
 import pytest
 
+import copyjob
 import golden
 from bjtest import QMPError, qemu_img, qemu_io, wait_until
+from copyjob import Images, finish, node_names
 
 MiB = 1 << 20
 SIZE = 64 * MiB
 
 
-class Images:
-    def __init__(self, d, size=SIZE):
-        self.dir = str(d)
-        self.size = size
-        self.src = os.path.join(self.dir, 'src.raw')
-        self.tgt = os.path.join(self.dir, 'tgt.qcow2')
-        self.ref = os.path.join(self.dir, 'ref.raw')
-        qemu_img('create', '-q', '-f', 'raw', self.src, size)
-        qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c',
-                'write -P 2 16M 4M', '-c', 'write -z 24M 1M', self.src)
-        qemu_img('create', '-q', '-f', 'qcow2', self.tgt, size)
-        shutil.copyfile(self.src, self.ref)
-
-    def add(self, qmp, src_file=None, tgt_file=None):
-        qmp.execute('blockdev-add', {
-            'driver': 'raw', 'node-name': 'src',
-            'file': src_file or {'driver': 'file', 'filename': self.src}})
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'tgt',
-            'file': tgt_file or {'driver': 'file', 'filename': self.tgt}})
-
-    def compare_ref(self):
-        """The target holds the source as it was before the job."""
-        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref,
-                 self.tgt)
-
-    def check(self):
-        qemu_img('check', '-q', self.tgt)
-
-
 @pytest.fixture
 def imgs(workdir):
-    return Images(workdir)
+    return Images(workdir, keep_ref=True)
 
 
 def start_backup(qmp, mode='auto', jid='backup0', **extra):
-    args = {'job-id': jid, 'device': 'src', 'target': 'tgt',
-            'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    args.update(extra)
-    qmp.execute('blockdev-backup', args)
-
-
-def finish(qmp, rec, mode, cancelled=False):
-    if mode == 'manual':
-        if not cancelled:
-            rec.wait('BLOCK_JOB_PENDING')
-            qmp.execute('job-finalize', id=rec.job_id)
-        rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id=rec.job_id)
-    rec.wait_status('null')
-
-
-def node_names(qmp):
-    return sorted(n['node-name'] for n in
-                  qmp.execute('query-named-block-nodes', flat=True))
+    copyjob.start(qmp, 'blockdev-backup', mode, jid, **extra)
 
 
 def release(qmp):

@@ -49,7 +49,7 @@ def bits_of(writes):
     return s
 
 
-class Chain:
+class BackupChain:
     """A source node (raw, or qcow2) with its NBD export, a Model of its
     bytes and the images backed up from it (several per daemon: name
     them)."""
@@ -170,7 +170,7 @@ def test_full_and_three_incrementals(daemon, layout):
     """layout backing: each incremental is created on the previous image
     (qemu-img create -b) and opened without its backing; rebase: created
     standalone, chained afterwards with qemu-img rebase -u."""
-    c = Chain(daemon)
+    c = BackupChain(daemon)
     qmp = c.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
     full, node = c.add_target('full.qcow2')
@@ -222,7 +222,7 @@ def test_failed_incremental_keeps_bitmap(daemon):
     the last dirty cluster) reports the error and leaves bm0 whole, with
     the writes made meanwhile; the next incremental, on a new image,
     captures everything since the full backup."""
-    c = Chain(daemon)
+    c = BackupChain(daemon)
     qmp = c.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
     full, node = c.add_target('full.qcow2')
@@ -267,7 +267,7 @@ def test_transaction_starts_chain(daemon):
     full backup are in the bitmap (and not in the full backup), and the
     chain full + incremental equals the source at each instant.  A
     transaction whose backup is refused adds no bitmap."""
-    c = Chain(daemon)
+    c = BackupChain(daemon)
     qmp = c.qmp
     c.write(ROUNDS[0])                  # before: in the full backup only
     full, node = c.add_target('full.qcow2')
@@ -334,7 +334,7 @@ def test_transaction_two_disks(daemon, grouped):
     both bitmaps are kept.  The retried incrementals capture everything
     and each chain equals its disk at each instant."""
     size = 8 * MiB
-    disks = {n: Chain(daemon, n, size, server=(n == 'a')) for n in 'ab'}
+    disks = {n: BackupChain(daemon, n, size, server=(n == 'a')) for n in 'ab'}
     qmp = daemon.qmp
     actions, fulls = [], {}
     for n, c in disks.items():
@@ -417,7 +417,7 @@ def test_transaction_two_disks(daemon, grouped):
 def test_transaction_clear_and_full(daemon):
     """transaction [block-dirty-bitmap-clear, blockdev-backup full]
     restarts a chain: the bitmap keeps only the writes after it."""
-    c = Chain(daemon)
+    c = BackupChain(daemon)
     qmp = c.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
     c.write(ROUNDS[0])
@@ -452,7 +452,7 @@ def test_disabled_bitmap(daemon, fail):
     writes during the job are not recorded (the successor is disabled
     too), on success the bitmap ends empty, on failure as it was; it
     stays disabled."""
-    c = Chain(daemon)
+    c = BackupChain(daemon)
     qmp = c.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
     c.write(ROUNDS[0])
@@ -489,7 +489,7 @@ def test_persistent_bitmap_across_restart(daemon_factory):
     next daemon, whose incremental captures what the first one missed
     plus what came after."""
     d1 = daemon_factory()
-    c = Chain(d1, fmt='qcow2')
+    c = BackupChain(d1, fmt='qcow2')
     qmp = c.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
                 persistent=True)
@@ -545,7 +545,7 @@ def test_bitmap_after_kill(daemon_factory):
     least every write since it was stored, and the incremental it drives
     restores the disk exactly."""
     d1 = daemon_factory()
-    c = Chain(d1, fmt='qcow2')
+    c = BackupChain(d1, fmt='qcow2')
     full, node = c.add_target('full.qcow2')
     ref = c.model.snapshot()
     c.qmp.execute('transaction', actions=[
@@ -617,7 +617,7 @@ def test_incremental_under_concurrent_writes(daemon):
     import random
     import threading
     size = 64 * MiB
-    c = Chain(daemon, size=size)
+    c = BackupChain(daemon, size=size)
     qmp = c.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0')
     rnd = random.Random(7)

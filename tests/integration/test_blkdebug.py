@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from bjtest import QMPError, qemu_img, qemu_io
+from bjtest import QMPError, nbd_connect, nbd_export, qemu_img, qemu_io
 
 nbd = pytest.importorskip('nbd')
 
@@ -33,19 +33,10 @@ def add_debug(daemon, path, **rules):
 
 
 def export(daemon, node='r0'):
-    sock = daemon.socket_path('nbd.sock')
-    daemon.qmp.execute('nbd-server-start',
-                       addr={'type': 'unix', 'data': {'path': sock}})
-    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                            'node-name': node,
-                                            'writable': True})
-    h = nbd.NBD()
     # qemu-storage-daemon 7.2 drops the connection when a structured read
     # fails; with simple replies it answers the error and carries on.
-    h.set_request_structured_replies(False)
-    h.set_export_name(node)
-    h.connect_unix(sock)
-    return h
+    return nbd_connect(nbd_export(daemon, node), node,
+                       structured_replies=False)
 
 
 def fails_with(fn, err):

@@ -8,61 +8,13 @@ Chain (64 MiB), every node added by blockdev-add so that base is writable:
     top:   3 @ 20-28M                       (the active layer)
 """
 
-import json
-import os
-
 import pytest
 
 import golden
-from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+from bjtest import QMPError, is_qsd, wait_until
+from chain import Chain
 
 MiB = 1 << 20
-SIZE = 64 * MiB
-
-
-class Chain:
-    def __init__(self, d):
-        self.dir = str(d)
-        self.base = os.path.join(self.dir, 'base.qcow2')
-        self.mid = os.path.join(self.dir, 'mid.qcow2')
-        self.top = os.path.join(self.dir, 'top.qcow2')
-        self.ref = os.path.join(self.dir, 'ref.raw')
-        qemu_img('create', '-q', '-f', 'qcow2', self.base, SIZE)
-        qemu_io('-c', 'write -P 1 0 24M', '-c', 'write -P 4 40M 8M',
-                self.base)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
-                 'qcow2', self.mid)
-        qemu_io('-c', 'write -P 2 8M 24M', '-c', 'write -z 44M 2M', self.mid)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
-                 'qcow2', self.top)
-        qemu_io('-c', 'write -P 3 20M 8M', self.top)
-        qemu_img('convert', '-O', 'raw', self.top, self.ref)
-
-    def add_all(self, qmp):
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'base',
-            'file': {'driver': 'file', 'filename': self.base}})
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'mid', 'backing': 'base',
-            'file': {'driver': 'file', 'filename': self.mid}})
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
-            'file': {'driver': 'file', 'filename': self.top}})
-
-    def del_all(self, qmp):
-        for n in ('top', 'mid', 'base'):
-            qmp.execute('blockdev-del', node_name=n)
-
-    def chain(self):
-        out = qemu_img('info', '-U', '--backing-chain', '--output=json',
-                       self.top).stdout
-        return [os.path.basename(i['filename']) for i in json.loads(out)]
-
-    def check(self):
-        for img in (self.top, self.mid, self.base):
-            qemu_img('check', '-q', img)
-        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref,
-                 self.top)
 
 
 def query_job(qmp, job_id='commit0'):

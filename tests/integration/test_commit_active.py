@@ -9,63 +9,27 @@ Chain (64 MiB qcow2, every node added by blockdev-add, base writable):
     top:   3 @ 20-28M
 """
 
-import os
 import random
 
 import pytest
 
 import golden
-from bjtest import QMPError, is_qsd, qemu_img, qemu_io
+from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export, qemu_img,
+                    qemu_io)
+from chain import Chain
 
 MiB = 1 << 20
 SIZE = 64 * MiB
 
 
-class Chain:
-    def __init__(self, d):
-        self.dir = str(d)
-        self.base, self.mid, self.top, self.ref = (
-            os.path.join(self.dir, n) for n in
-            ('base.qcow2', 'mid.qcow2', 'top.qcow2', 'ref.raw'))
-        qemu_img('create', '-q', '-f', 'qcow2', self.base, SIZE)
-        qemu_io('-c', 'write -P 1 0 24M', self.base)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
-                 'qcow2', self.mid)
-        qemu_io('-c', 'write -P 2 8M 24M', '-c', 'write -z 44M 2M', self.mid)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
-                 'qcow2', self.top)
-        qemu_io('-c', 'write -P 3 20M 8M', self.top)
-        qemu_img('convert', '-O', 'raw', self.top, self.ref)
-
-    def add_all(self, qmp):
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'base',
-            'file': {'driver': 'file', 'filename': self.base}})
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'mid', 'backing': 'base',
-            'file': {'driver': 'file', 'filename': self.mid}})
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
-            'file': {'driver': 'file', 'filename': self.top}})
-
-
 @pytest.fixture
 def chain(workdir):
-    return Chain(workdir)
+    return Chain(workdir, size=SIZE, base=['write -P 1 0 24M'])
 
 
 def export(daemon, node):
-    nbd = pytest.importorskip('nbd')
-    sock = daemon.socket_path('nbd.sock')
-    daemon.qmp.execute('nbd-server-start',
-                       addr={'type': 'unix', 'data': {'path': sock}})
-    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                            'node-name': node, 'name': 'x',
-                                            'writable': True})
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
-    return h
+    pytest.importorskip('nbd')
+    return nbd_connect(nbd_export(daemon, node, name='x'), 'x')
 
 
 def unexport(daemon, h):

@@ -8,54 +8,24 @@ blockdev-add; the injected error hits reads at one host offset inside mid's
 data clusters.
 """
 
-import os
-
 import pytest
 
 import golden
-from bjtest import QMPError, qemu_img, qemu_io
+from bjtest import qemu_img
+from chain import Chain
 
 MiB = 1 << 20
 
 
 def make(workdir, qmp, once):
-    d = str(workdir)
-    base, mid, top = (os.path.join(d, n) for n in
-                      ('base.qcow2', 'mid.qcow2', 'top.qcow2'))
-    ref = os.path.join(d, 'ref.raw')
-    qemu_img('create', '-q', '-f', 'qcow2', base, 16 * MiB)
-    qemu_io('-c', 'write -P 1 0 8M', base)
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
-             mid)
-    qemu_io('-c', 'write -P 2 4M 8M', mid)
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2',
-             top)
-    qemu_io('-c', 'write -P 3 0 1M', top)
-    qemu_img('convert', '-O', 'raw', top, ref)
-    qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'base',
-        'file': {'driver': 'file', 'filename': base}})
-    try:
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'mid', 'backing': 'base',
-            'file': {'driver': 'blkdebug',
-                     'inject-error': [{'event': 'read_aio', 'errno': 5,
-                                       'sector': 4 * MiB // 512,
-                                       'once': once}],
-                     'image': {'driver': 'file', 'filename': mid}}})
-    except QMPError as e:
-        if 'blkdebug' in e.desc:
-            pytest.skip('blkdebug driver not available: %s' % e.desc)
-        raise
-    qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
-        'file': {'driver': 'file', 'filename': top}})
-    return top, ref
+    chain = Chain(workdir, size=16 * MiB, base=['write -P 1 0 8M'],
+                  mid=['write -P 2 4M 8M'], top=['write -P 3 0 1M'])
+    chain.add_all_failing_mid_reads(qmp, 4 * MiB, once)
+    return chain.top, chain.ref
 
 
 def finish(qmp, top, ref, committed):
-    for n in ('top', 'mid', 'base'):
-        qmp.execute('blockdev-del', node_name=n)
+    Chain.del_all(qmp)
     qemu_img('check', '-q', top)
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, top)
     info = qemu_img('info', '-U', top).stdout

@@ -11,36 +11,13 @@ import os
 
 import pytest
 
+import copyjob
 import golden
 from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+from copyjob import Images, finish, node_names
 
 MiB = 1 << 20
 SIZE = 64 * MiB
-
-
-class Images:
-    def __init__(self, d, fmt='qcow2'):
-        self.dir = str(d)
-        self.src = os.path.join(self.dir, 'src.raw')
-        self.tgt = os.path.join(self.dir, 'tgt.' + fmt)
-        self.fmt = fmt
-        qemu_img('create', '-q', '-f', 'raw', self.src, SIZE)
-        qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c',
-                'write -P 2 16M 4M', '-c', 'write -z 24M 1M', self.src)
-        qemu_img('create', '-q', '-f', fmt, self.tgt, SIZE)
-
-    def add(self, qmp, src_opts=None):
-        qmp.execute('blockdev-add', {
-            'driver': 'raw', 'node-name': 'src',
-            'file': dict({'driver': 'file', 'filename': self.src},
-                         **(src_opts or {}))})
-        qmp.execute('blockdev-add', {
-            'driver': self.fmt, 'node-name': 'tgt',
-            'file': {'driver': 'file', 'filename': self.tgt}})
-
-    def compare(self):
-        qemu_img('compare', '-q', '-f', 'raw', '-F', self.fmt, self.src,
-                 self.tgt)
 
 
 @pytest.fixture
@@ -48,28 +25,8 @@ def imgs(workdir):
     return Images(workdir)
 
 
-def node_names(qmp):
-    return sorted(n['node-name'] for n in
-                  qmp.execute('query-named-block-nodes', flat=True))
-
-
 def start_mirror(qmp, mode='auto', jid='mirror0', **extra):
-    args = {'job-id': jid, 'device': 'src', 'target': 'tgt',
-            'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    args.update(extra)
-    qmp.execute('blockdev-mirror', args)
-
-
-def finish_manual(qmp, rec, mode, cancelled=False):
-    if mode == 'manual':
-        if not cancelled:
-            rec.wait('BLOCK_JOB_PENDING')
-            qmp.execute('job-finalize', id=rec.job_id)
-        rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id=rec.job_id)
-    rec.wait_status('null')
+    copyjob.start(qmp, 'blockdev-mirror', mode, jid, **extra)
 
 
 @pytest.mark.timeout(120)
@@ -84,7 +41,7 @@ def test_mirror_ready_complete(daemon, imgs, mode):
     assert (j['type'], j['ready'], j['status']) == ('mirror', True, 'ready')
     assert j['offset'] == j['len']
     qmp.execute('block-job-complete', device='mirror0')
-    finish_manual(qmp, rec, mode)
+    finish(qmp, rec, mode)
     golden.assert_matches('mirror-ready-complete.%s' % mode, rec.events)
     # the filter is gone; both nodes remain
     assert not any(n['drv'] == 'mirror_top' for n in
@@ -162,7 +119,7 @@ def test_mirror_cancel_ready(daemon, imgs, how, mode):
     else:
         qmp.execute('block-job-cancel', device='mirror-r',
                     force=(how == 'force'))
-    finish_manual(qmp, rec, mode, cancelled=(how != 'soft'))
+    finish(qmp, rec, mode, cancelled=(how != 'soft'))
     golden.assert_matches('cancel-mirror-ready-%s.%s' % (how, mode),
                           rec.events)
     # no pivot: the source keeps its parents-free state, target is a copy
@@ -183,7 +140,7 @@ def test_mirror_cancel_running(daemon, imgs, mode):
     wait_until(lambda: qmp.execute('query-block-jobs')[0]['offset'] > 0,
                what='progress')
     qmp.execute('block-job-cancel', device='mirror0')
-    finish_manual(qmp, rec, mode, cancelled=True)
+    finish(qmp, rec, mode, cancelled=True)
     golden.assert_matches('cancel-mirror-running.%s' % mode, rec.events)
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import golden
-from bjtest import qemu_img, qemu_io, wait_until
+from bjtest import nbd_connect, nbd_export, qemu_img, qemu_io, wait_until
 
 nbd = pytest.importorskip('nbd')
 
@@ -38,20 +38,11 @@ def make_images(qmp, d):
 
 
 def export(daemon, node='src'):
-    sock = daemon.socket_path('nbd.sock')
-    daemon.qmp.execute('nbd-server-start',
-                       addr={'type': 'unix', 'data': {'path': sock}})
-    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                            'node-name': node, 'name': 'x',
-                                            'writable': True})
-    return sock
+    return nbd_export(daemon, node, name='x')
 
 
 def connect(sock):
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
-    return h
+    return nbd_connect(sock, 'x')
 
 
 def finish(daemon, h, tgt, expect):

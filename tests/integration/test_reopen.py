@@ -12,7 +12,6 @@ Chain (64 MiB), opened from the headers below top:
     top:   3 @ 6-7M
 """
 
-import json
 import os
 import subprocess
 
@@ -20,47 +19,16 @@ import pytest
 
 import golden
 from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+from chain import Chain
 
 MiB = 1 << 20
-SIZE = 64 * MiB
-
-
-class Chain:
-    def __init__(self, d):
-        self.dir = str(d)
-        self.base = os.path.join(self.dir, 'base.qcow2')
-        self.mid = os.path.join(self.dir, 'mid.qcow2')
-        self.top = os.path.join(self.dir, 'top.qcow2')
-        self.ref = os.path.join(self.dir, 'ref.raw')
-        qemu_img('create', '-q', '-f', 'qcow2', self.base, SIZE)
-        qemu_io('-c', 'write -P 1 0 4M', self.base)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
-                 'qcow2', self.mid)
-        qemu_io('-c', 'write -P 2 2M 38M', '-c', 'write -z 44M 1M', self.mid)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
-                 'qcow2', self.top)
-        qemu_io('-c', 'write -P 3 6M 1M', self.top)
-        qemu_img('convert', '-O', 'raw', self.top, self.ref)
-
-    def blockdev(self, top_opts=''):
-        return ['--blockdev', 'driver=qcow2,node-name=top,%sfile.driver=file,'
-                'file.filename=%s' % (top_opts, self.top)]
-
-    def chain(self):
-        out = qemu_img('info', '-U', '--backing-chain', '--output=json',
-                       self.top).stdout
-        return [os.path.basename(i['filename']) for i in json.loads(out)]
-
-    def check(self):
-        for img in (self.top, self.mid, self.base):
-            qemu_img('check', '-q', img)
-        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref,
-                 self.top)
 
 
 @pytest.fixture
 def chain(workdir):
-    return Chain(workdir)
+    return Chain(workdir, base=['write -P 1 0 4M'],
+                 mid=['write -P 2 2M 38M', 'write -z 44M 1M'],
+                 top=['write -P 3 6M 1M'])
 
 
 def nodes_of(qmp, path):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from bjtest import QMPError, qemu_img, qemu_io, run
+from bjtest import QMPError, nbd_connect, nbd_export, qemu_img, qemu_io, run
 
 nbd = pytest.importorskip('nbd')
 
@@ -39,16 +39,7 @@ def chain(daemon):
 
 
 def export(daemon, node):
-    sock = daemon.socket_path('nbd.sock')
-    daemon.qmp.execute('nbd-server-start',
-                       addr={'type': 'unix', 'data': {'path': sock}})
-    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                            'node-name': node,
-                                            'writable': True})
-    h = nbd.NBD()
-    h.set_export_name(node)
-    h.connect_unix(sock)
-    return h
+    return nbd_connect(nbd_export(daemon, node), node)
 
 
 def nodes(qmp):

@@ -10,7 +10,6 @@ A raw reference of top's view is taken before the job; the job must not
 change what top reads.
 """
 
-import json
 import os
 import time
 
@@ -18,50 +17,9 @@ import pytest
 
 import golden
 from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+from chain import Chain
 
 MiB = 1 << 20
-SIZE = 64 * MiB
-
-
-class Chain:
-    def __init__(self, d):
-        self.dir = str(d)
-        self.base = os.path.join(self.dir, 'base.qcow2')
-        self.mid = os.path.join(self.dir, 'mid.qcow2')
-        self.top = os.path.join(self.dir, 'top.qcow2')
-        self.ref = os.path.join(self.dir, 'ref.raw')
-        qemu_img('create', '-q', '-f', 'qcow2', self.base, SIZE)
-        qemu_io('-c', 'write -P 1 0 24M', '-c', 'write -P 4 40M 8M',
-                self.base)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
-                 'qcow2', self.mid)
-        qemu_io('-c', 'write -P 2 8M 24M', '-c', 'write -z 44M 2M', self.mid)
-        qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
-                 'qcow2', self.top)
-        qemu_io('-c', 'write -P 3 20M 8M', self.top)
-        qemu_img('convert', '-O', 'raw', self.top, self.ref)
-
-    def add_top(self, qmp):
-        qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': 'top',
-            'file': {'driver': 'file', 'filename': self.top}})
-
-    def chain(self):
-        """Filenames of top's chain, top first (qemu-img's view)."""
-        out = qemu_img('info', '-U', '--backing-chain', '--output=json',
-                       self.top).stdout
-        return [os.path.basename(i['filename']) for i in json.loads(out)]
-
-    def backing_string(self):
-        out = qemu_img('info', '-U', '--output=json', self.top).stdout
-        return json.loads(out).get('backing-filename', '')
-
-    def check(self):
-        """Consistent images, and top reads what it read before."""
-        for img in (self.top, self.mid, self.base):
-            qemu_img('check', '-q', img)
-        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref,
-                 self.top)
 
 
 def node_names(qmp):

@@ -3,13 +3,13 @@ the active layer throughout: every write survives, the chain ends as
 expected and top reads the reference with the client's writes applied.
 """
 
-import os
 import random
 
 import pytest
 
 import golden
-from bjtest import qemu_img, qemu_io
+from bjtest import nbd_connect, nbd_export, qemu_img
+from chain import Chain
 
 nbd = pytest.importorskip('nbd')
 
@@ -18,32 +18,13 @@ SIZE = 32 * MiB
 
 
 def make_chain(d):
-    base, mid, top = (os.path.join(d, n) for n in
-                      ('base.qcow2', 'mid.qcow2', 'top.qcow2'))
-    qemu_img('create', '-q', '-f', 'qcow2', base, SIZE)
-    qemu_io('-c', 'write -P 1 0 12M', base)
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
-             mid)
-    qemu_io('-c', 'write -P 2 8M 16M', mid)
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F', 'qcow2',
-             top)
-    qemu_io('-c', 'write -P 3 2M 2M', top)
-    ref = os.path.join(d, 'ref.raw')
-    qemu_img('convert', '-O', 'raw', top, ref)
-    return base, mid, top, ref
+    c = Chain(d, size=SIZE, base=['write -P 1 0 12M'],
+              mid=['write -P 2 8M 16M'], top=['write -P 3 2M 2M'])
+    return c.base, c.mid, c.top, c.ref
 
 
 def export(daemon, node):
-    sock = daemon.socket_path('nbd.sock')
-    daemon.qmp.execute('nbd-server-start',
-                       addr={'type': 'unix', 'data': {'path': sock}})
-    daemon.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                            'node-name': node,
-                                            'writable': True})
-    h = nbd.NBD()
-    h.set_export_name(node)
-    h.connect_unix(sock)
-    return h
+    return nbd_connect(nbd_export(daemon, node), node)
 
 
 def write_until_gone(qmp, h, expect, job_id, seed):

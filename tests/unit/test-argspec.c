@@ -4,13 +4,10 @@
  * which problems are found, coercion of command-line strings, getters and
  * id_wellformed.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <string.h>
+
+#include "testutil.h"
 
 #include "util/argspec.h"
 

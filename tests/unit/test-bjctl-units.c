@@ -3,20 +3,16 @@
  * client against a scripted fake server (split greeting, events before a
  * reply, pretty multi-line CRLF messages, errors, a silent server, EOF).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "testutil.h"
 
 #include "ctl/qmpc.h"
 #include "ctl/units.h"

@@ -6,54 +6,14 @@
  * "none" at open, errno values, limits; data passes through untouched.
  */
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "block/block.h"
-
-static char *user_desc(BlockChild *c)
-{
-    char *s = NULL;
-
-    assert_true(asprintf(&s, "export '%s'", (const char *)c->opaque) > 0);
-    return s;
-}
-
-static const BlockChildClass user_class = {
-    .get_parent_desc = user_desc,
-};
-
-static BlockNode *open_json(const char *text, Error **errp)
-{
-    json_error_t jerr;
-    json_t *opts = json_loads(text, 0, &jerr);
-    BlockNode *bs;
-
-    if (!opts) {
-        fail_msg("bad JSON in test: %s: %s", text, jerr.text);
-    }
-    bs = bdrv_open_blockdev(opts, false, errp);
-    json_decref(opts);
-    return bs;
-}
-
-static void open_fails(const char *text, const char *msg)
-{
-    Error *err = NULL;
-    BlockNode *bs = open_json(text, &err);
-
-    assert_null(bs);
-    assert_non_null(err);
-    assert_string_equal(error_get_pretty(err), msg);
-    error_free(err);
-}
 
 /* A blkdebug node "dbg" over a 1 MiB null-co with the given extra members,
  * and a user edge on it for requests.  discard=unmap, or the layer would
@@ -79,7 +39,7 @@ static Dbg dbg_open(const char *extra)
         fail_msg("open %s: %s", text, error_get_pretty(err));
     }
     free(text);
-    d.user = bdrv_root_attach_child(d.bs, "root", &user_class, "t",
+    d.user = bdrv_root_attach_child(d.bs, "root", &test_export_class, "t",
                                     BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                     BLK_PERM_ALL, &err);
     assert_non_null(d.user);
@@ -115,7 +75,6 @@ typedef struct CoReq {
     BlockChild *c;
     int64_t off, len;
     int ret;
-    bool done;
 } CoReq;
 
 static void coroutine_fn co_req_entry(void *opaque)
@@ -135,16 +94,13 @@ static void coroutine_fn co_req_entry(void *opaque)
                                       NULL, NULL);
         break;
     }
-    r->done = true;
-    aio_wait_kick();
 }
 
 static int co_req(Dbg *d, int kind, int64_t off, int64_t len)
 {
     CoReq r = { .kind = kind, .c = d->user, .off = off, .len = len };
 
-    aio_co_enter(aio_main_context(), coroutine_create(co_req_entry, &r));
-    AIO_WAIT_WHILE(aio_main_context(), !r.done);
+    co_run(co_req_entry, &r);
     return r.ret;
 }
 
@@ -491,7 +447,7 @@ static void test_data_passthrough(void **state)
     if (!d.bs) {
         fail_msg("open: %s", error_get_pretty(err));
     }
-    d.user = bdrv_root_attach_child(d.bs, "root", &user_class, "t",
+    d.user = bdrv_root_attach_child(d.bs, "root", &test_export_class, "t",
                                     BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                     BLK_PERM_ALL, &err);
     assert_non_null(d.user);
@@ -508,16 +464,6 @@ static void test_data_passthrough(void **state)
     dbg_close(&d);
     assert_int_equal(unlink(path), 0);
     assert_int_equal(rmdir(dir), 0);
-}
-
-static int setup(void **state)
-{
-    Error *err = NULL;
-
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    return 0;
 }
 
 int main(void)
@@ -538,5 +484,5 @@ int main(void)
         cmocka_unit_test(test_data_passthrough),
     };
 
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, main_loop_setup, NULL);
 }

@@ -6,16 +6,14 @@
  * failed task makes its clusters dirty again; the daemon-wide buffer
  * budget makes a second claim wait for the first task.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "job/block-copy.h"
 
@@ -24,52 +22,6 @@
 #define CS  65536
 
 static char dir[] = "/var/tmp/test-block-copy-XXXXXX";
-
-static int sh(const char *fmt, ...)
-{
-    char *cmd;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&cmd, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    int r = system(cmd);
-    free(cmd);
-    return r;
-}
-
-static char *user_desc(BlockChild *c)
-{
-    (void)c;
-    return strdup("test user");
-}
-
-static const BlockChildClass user_class = {
-    .get_parent_desc = user_desc,
-};
-
-static BlockNode *open_json(const char *fmt, ...)
-{
-    char *text;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&text, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    json_error_t jerr;
-    json_t *opts = json_loads(text, 0, &jerr);
-    Error *err = NULL;
-    assert_non_null(opts);
-    BlockNode *bs = bdrv_open_blockdev(opts, false, &err);
-    json_decref(opts);
-    if (!bs) {
-        fail_msg("open %s: %s", text, error_get_pretty(err));
-    }
-    free(text);
-    return bs;
-}
 
 typedef struct Fixture {
     BlockNode *src, *tgt;
@@ -98,25 +50,25 @@ static void fixture_open(Fixture *f, bool blkdebug)
                         "-c 'write -P 0x22 2M 2M' %s/src.raw >/dev/null",
                         dir, dir, dir, LEN, dir, LEN, dir), 0);
     if (blkdebug) {
-        f->src = open_json("{\"driver\":\"raw\",\"node-name\":\"src\","
-                           "\"file\":{\"driver\":\"blkdebug\","
-                           "\"inject-error\":[{\"event\":\"read_aio\","
-                           "\"once\":true,\"sector\":%lld}],"
-                           "\"image\":{\"driver\":\"file\","
-                           "\"filename\":\"%s/src.raw\"}}}",
-                           3 * MiB / 512, dir);
+        f->src = open_ok("{\"driver\":\"raw\",\"node-name\":\"src\","
+                         "\"file\":{\"driver\":\"blkdebug\","
+                         "\"inject-error\":[{\"event\":\"read_aio\","
+                         "\"once\":true,\"sector\":%lld}],"
+                         "\"image\":{\"driver\":\"file\","
+                         "\"filename\":\"%s/src.raw\"}}}",
+                         3 * MiB / 512, dir);
     } else {
-        f->src = open_json("{\"driver\":\"raw\",\"node-name\":\"src\","
-                           "\"file\":{\"driver\":\"file\","
-                           "\"filename\":\"%s/src.raw\"}}", dir);
+        f->src = open_ok("{\"driver\":\"raw\",\"node-name\":\"src\","
+                         "\"file\":{\"driver\":\"file\","
+                         "\"filename\":\"%s/src.raw\"}}", dir);
     }
-    f->tgt = open_json("{\"driver\":\"raw\",\"node-name\":\"tgt\","
-                       "\"file\":{\"driver\":\"file\","
-                       "\"filename\":\"%s/tgt.raw\"}}", dir);
-    f->sc = bdrv_root_attach_child(f->src, "source", &user_class, NULL,
+    f->tgt = open_ok("{\"driver\":\"raw\",\"node-name\":\"tgt\","
+                     "\"file\":{\"driver\":\"file\","
+                     "\"filename\":\"%s/tgt.raw\"}}", dir);
+    f->sc = bdrv_root_attach_child(f->src, "source", &test_user_class, NULL,
                                    BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL,
                                    &err);
-    f->tc = bdrv_root_attach_child(f->tgt, "target", &user_class, NULL,
+    f->tc = bdrv_root_attach_child(f->tgt, "target", &test_user_class, NULL,
                                    BLK_PERM_WRITE, BLK_PERM_ALL, &err);
     assert_non_null(f->sc);
     assert_non_null(f->tc);
@@ -138,14 +90,15 @@ static void fixture_close(Fixture *f)
 /* Whether the files agree over [off, off+len). */
 static bool same(int64_t off, int64_t len)
 {
-    return sh("cmp -s -i %lld:%lld -n %lld %s/src.raw %s/tgt.raw", off, off,
-              len, dir, dir) == 0;
+    return sh("cmp -s -i %" PRId64 ":%" PRId64 " -n %" PRId64
+              " %s/src.raw %s/tgt.raw", off, off, len, dir, dir) == 0;
 }
 
 static bool tgt_zero(int64_t off, int64_t len)
 {
-    return sh("qemu-io -f raw -c 'read -P 0 %lld %lld' %s/tgt.raw "
-              "| grep -q 'Pattern verification failed'", off, len, dir) != 0;
+    return sh("qemu-io -f raw -c 'read -P 0 %" PRId64 " %" PRId64
+              "' %s/tgt.raw | grep -q 'Pattern verification failed'", off,
+              len, dir) != 0;
 }
 
 /* ---- running coroutines ---- */
@@ -345,7 +298,7 @@ int main(void)
         printf("SKIP: qemu-img not installed\n");
         return 77;
     }
-    if (!mkdtemp(dir) || !aio_main_init(NULL)) {
+    if (!tmpdir_make(dir) || !aio_main_init(NULL)) {
         return 1;
     }
     const struct CMUnitTest tests[] = {
@@ -355,8 +308,6 @@ int main(void)
         cmocka_unit_test(test_global_budget),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
-    if (!getenv("KEEP")) {
-        sh("rm -rf %s", dir);
-    }
+    tmpdir_remove(dir);
     return r;
 }

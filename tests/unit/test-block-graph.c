@@ -4,64 +4,14 @@
  * rules and query output.
  */
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "block/block.h"
-
-static char *user_desc(BlockChild *c)
-{
-    char *s = NULL;
-
-    assert_true(asprintf(&s, "export '%s'", (const char *)c->opaque) > 0);
-    return s;
-}
-
-static const BlockChildClass user_class = {
-    .get_parent_desc = user_desc,
-};
-
-static BlockNode *open_json(const char *text, Error **errp)
-{
-    json_error_t jerr;
-    json_t *opts = json_loads(text, 0, &jerr);
-    BlockNode *bs;
-
-    assert_non_null(opts);
-    bs = bdrv_open_blockdev(opts, false, errp);
-    json_decref(opts);
-    return bs;
-}
-
-static BlockNode *open_ok(const char *text)
-{
-    Error *err = NULL;
-    BlockNode *bs = open_json(text, &err);
-
-    if (!bs) {
-        fail_msg("open %s: %s", text, error_get_pretty(err));
-    }
-    return bs;
-}
-
-/* Opens text expecting failure with exactly msg. */
-static void open_fails(const char *text, const char *msg)
-{
-    Error *err = NULL;
-    BlockNode *bs = open_json(text, &err);
-
-    assert_null(bs);
-    assert_non_null(err);
-    assert_string_equal(error_get_pretty(err), msg);
-    error_free(err);
-}
 
 static int count_nodes(void)
 {
@@ -71,15 +21,6 @@ static int count_nodes(void)
         n++;
     }
     return n;
-}
-
-static void del_ok(const char *name)
-{
-    Error *err = NULL;
-
-    if (!bdrv_del_blockdev(name, &err)) {
-        fail_msg("del %s: %s", name, error_get_pretty(err));
-    }
 }
 
 static void test_open_and_names(void **state)
@@ -177,7 +118,7 @@ static void test_raw_children_and_unwind(void **state)
                            "monitor"));
     error_free_or_abort_clear(&err);
 
-    BlockChild *u = bdrv_root_attach_child(r, "root", &user_class, "e",
+    BlockChild *u = bdrv_root_attach_child(r, "root", &test_export_class, "e",
                                            0, BLK_PERM_ALL, &err);
     assert_non_null(u);
     assert_false(bdrv_del_blockdev("r", &err));
@@ -198,11 +139,11 @@ static void test_perm_conflict_direct(void **state)
     Error *err = NULL;
     BlockChild *a, *b;
 
-    a = bdrv_root_attach_child(n, "root", &user_class, "exp0",
+    a = bdrv_root_attach_child(n, "root", &test_export_class, "exp0",
                                BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                BLK_PERM_CONSISTENT_READ, &err);
     assert_non_null(a);
-    b = bdrv_root_attach_child(n, "root", &user_class, "exp1",
+    b = bdrv_root_attach_child(n, "root", &test_export_class, "exp1",
                                BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                BLK_PERM_ALL, &err);
     assert_null(b);
@@ -213,7 +154,7 @@ static void test_perm_conflict_direct(void **state)
     error_free_or_abort_clear(&err);
 
     /* A reader that shares nothing conflicts the other way round. */
-    b = bdrv_root_attach_child(n, "root", &user_class, "exp2",
+    b = bdrv_root_attach_child(n, "root", &test_export_class, "exp2",
                                BLK_PERM_CONSISTENT_READ, 0, &err);
     assert_null(b);
     assert_string_equal(error_get_pretty(err),
@@ -230,7 +171,7 @@ static void test_perm_conflict_direct(void **state)
     assert_ptr_equal(a->parent_link.next, &n->parents);
 
     /* A compatible reader is fine; then tightening a is refused. */
-    b = bdrv_root_attach_child(n, "root", &user_class, "exp3",
+    b = bdrv_root_attach_child(n, "root", &test_export_class, "exp3",
                                BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL, &err);
     assert_non_null(b);
     assert_false(bdrv_child_set_perm(a, a->perm, 0, &err));
@@ -253,7 +194,7 @@ static void test_perm_through_raw(void **state)
 
     /* raw passes its users' needs down: nothing yet. */
     assert_int_equal(r->file->perm, 0);
-    w = bdrv_root_attach_child(r, "root", &user_class, "w",
+    w = bdrv_root_attach_child(r, "root", &test_export_class, "w",
                                BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                BLK_PERM_ALL, &err);
     assert_non_null(w);
@@ -261,7 +202,7 @@ static void test_perm_through_raw(void **state)
                      BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE);
 
     /* A user of n that does not share write collides with node 'r'. */
-    x = bdrv_root_attach_child(n, "root", &user_class, "x",
+    x = bdrv_root_attach_child(n, "root", &test_export_class, "x",
                                BLK_PERM_CONSISTENT_READ,
                                BLK_PERM_CONSISTENT_READ, &err);
     assert_null(x);
@@ -275,11 +216,11 @@ static void test_perm_through_raw(void **state)
 
     /* The other order: x first, then a writer on r is refused, and the
      * edge r -> n keeps its old permissions. */
-    x = bdrv_root_attach_child(n, "root", &user_class, "x",
+    x = bdrv_root_attach_child(n, "root", &test_export_class, "x",
                                BLK_PERM_CONSISTENT_READ,
                                BLK_PERM_CONSISTENT_READ, &err);
     assert_non_null(x);
-    w = bdrv_root_attach_child(r, "root", &user_class, "w",
+    w = bdrv_root_attach_child(r, "root", &test_export_class, "w",
                                BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                BLK_PERM_ALL, &err);
     assert_null(w);
@@ -305,19 +246,19 @@ static void test_read_only(void **state)
     Error *err = NULL;
     BlockChild *c;
 
-    c = bdrv_root_attach_child(n, "root", &user_class, "e",
+    c = bdrv_root_attach_child(n, "root", &test_export_class, "e",
                                BLK_PERM_WRITE, BLK_PERM_ALL, &err);
     assert_null(c);
     assert_string_equal(error_get_pretty(err), "Block node is read-only");
     error_free_or_abort_clear(&err);
     /* Through a writable raw node, the refusal comes from below. */
-    c = bdrv_root_attach_child(r, "root", &user_class, "e",
+    c = bdrv_root_attach_child(r, "root", &test_export_class, "e",
                                BLK_PERM_WRITE, BLK_PERM_ALL, &err);
     assert_null(c);
     assert_string_equal(error_get_pretty(err), "Block node is read-only");
     error_free_or_abort_clear(&err);
     assert_int_equal(r->file->perm, 0);
-    c = bdrv_root_attach_child(r, "root", &user_class, "e",
+    c = bdrv_root_attach_child(r, "root", &test_export_class, "e",
                                BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL, &err);
     assert_non_null(c);
     bdrv_detach_child(c);
@@ -333,7 +274,7 @@ static void test_io_and_ranges(void **state)
                            "\"file\": \"n\", \"offset\": 4096, "
                            "\"size\": 8192}");
     Error *err = NULL;
-    BlockChild *c = bdrv_root_attach_child(r, "root", &user_class, "e",
+    BlockChild *c = bdrv_root_attach_child(r, "root", &test_export_class, "e",
                                            BLK_PERM_CONSISTENT_READ |
                                            BLK_PERM_WRITE, BLK_PERM_ALL,
                                            &err);
@@ -375,8 +316,8 @@ static void test_unaligned_through_file(void **state)
     snprintf(js, sizeof(js), "{\"driver\": \"raw\", \"node-name\": \"r\", "
              "\"offset\": 1000, \"file\": {\"driver\": \"file\", "
              "\"filename\": \"%s\", \"cache\": {\"direct\": true}}}", path);
-    r = open_ok(js);
-    c = bdrv_root_attach_child(r, "root", &user_class, "e",
+    r = open_ok("%s", js);
+    c = bdrv_root_attach_child(r, "root", &test_export_class, "e",
                                BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                BLK_PERM_CONSISTENT_READ, &err);
     assert_non_null(c);
@@ -440,16 +381,6 @@ static void test_query(void **state)
     del_ok("n");
 }
 
-static int setup(void **state)
-{
-    Error *err = NULL;
-
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,5 +394,5 @@ int main(void)
         cmocka_unit_test(test_query),
     };
 
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, main_loop_setup, NULL);
 }

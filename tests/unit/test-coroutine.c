@@ -3,11 +3,7 @@
  * thousands alive at once, the stack pool, the guard page, misuse that must
  * abort, CoQueue/CoMutex/co_sleep, and waking across threads (iothreads).
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include "config.h"
 
@@ -25,6 +21,8 @@
 #ifdef HAVE_VALGRIND_H
 #include <valgrind/valgrind.h>
 #endif
+
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"

@@ -6,16 +6,13 @@
  * and qemu-io.
  */
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "block/block.h"
 #include "job/job.h"
@@ -52,16 +49,12 @@ static void sink(const char *name, json_t *data, void *opaque)
 static const char *cmd(const char *name, const char *args_json)
 {
     static char msg[1024];
-    json_error_t jerr;
-    json_t *args = json_loads(args_json, 0, &jerr);
+    json_t *args = json_parse_ok(args_json);
     const QmpCommand *c = NULL;
     json_t *ret = NULL;
     Error *err = NULL;
     bool ok;
 
-    if (!args) {
-        fail_msg("bad JSON in test: %s: %s", args_json, jerr.text);
-    }
     for (const QmpCommand *t = qmp_create_commands; t->name; t++) {
         if (!strcmp(t->name, name)) {
             c = t;
@@ -185,52 +178,6 @@ static void create_ok(const char *options_json)
     assert_events("created running waiting pending concluded null");
 }
 
-static int shell(const char *fmt, ...)
-{
-    va_list ap;
-    char *c = NULL;
-    int r;
-
-    va_start(ap, fmt);
-    assert_true(vasprintf(&c, fmt, ap) > 0);
-    va_end(ap);
-    r = system(c);
-    free(c);
-    return r;
-}
-
-static BlockNode *open_ok(const char *fmt, ...)
-{
-    va_list ap;
-    char *text = NULL;
-    Error *err = NULL;
-    json_error_t jerr;
-    json_t *opts;
-    BlockNode *bs;
-
-    va_start(ap, fmt);
-    assert_true(vasprintf(&text, fmt, ap) > 0);
-    va_end(ap);
-    opts = json_loads(text, 0, &jerr);
-    assert_non_null(opts);
-    bs = bdrv_open_blockdev(opts, false, &err);
-    if (!bs) {
-        fail_msg("open %s: %s", text, error_get_pretty(err));
-    }
-    json_decref(opts);
-    free(text);
-    return bs;
-}
-
-static void del_ok(const char *name)
-{
-    Error *err = NULL;
-
-    if (!bdrv_del_blockdev(name, &err)) {
-        fail_msg("del %s: %s", name, error_get_pretty(err));
-    }
-}
-
 /* ---- blockdev-create: arguments ---- */
 
 static void test_create_args(void **state)
@@ -302,16 +249,16 @@ static void test_create_file(void **state)
     free(opts);
 
     /* An existing file is emptied and resized. */
-    assert_int_equal(shell("qemu-io -f raw -c 'write -P 0x55 0 64k' %s "
-                           ">/dev/null", path), 0);
+    assert_int_equal(sh("qemu-io -f raw -c 'write -P 0x55 0 64k' %s "
+                        ">/dev/null", path), 0);
     assert_true(asprintf(&opts, "{\"driver\": \"file\", \"filename\": "
                          "\"%s\", \"size\": 131072, \"preallocation\": "
                          "\"full\"}", path) > 0);
     create_ok(opts);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, 131072);
-    assert_int_equal(shell("qemu-io -f raw -c 'read -P 0 0 128k' %s "
-                           ">/dev/null", path), 0);
+    assert_int_equal(sh("qemu-io -f raw -c 'read -P 0 0 128k' %s "
+                        ">/dev/null", path), 0);
     free(opts);
 
     assert_true(asprintf(&opts, "{\"driver\": \"file\", \"filename\": "
@@ -378,33 +325,33 @@ static void test_create_qcow2(void **state)
 {
     BlockNode *f;
 
-    assert_int_equal(shell("qemu-img create -q -f raw %s/q.qcow2 0 && "
-                           "qemu-img create -q -f raw %s/base.img 1M",
-                           dir, dir), 0);
+    assert_int_equal(sh("qemu-img create -q -f raw %s/q.qcow2 0 && "
+                        "qemu-img create -q -f raw %s/base.img 1M",
+                        dir, dir), 0);
     f = open_ok("{\"driver\": \"file\", \"node-name\": \"f1\", "
                 "\"filename\": \"%s/q.qcow2\"}", dir);
     create_ok("{\"driver\": \"qcow2\", \"file\": \"f1\", \"size\": 67108864}");
-    assert_int_equal(shell("qemu-img check -q %s/q.qcow2", dir), 0);
-    assert_int_equal(shell("qemu-img info %s/q.qcow2 | grep -q "
-                           "'virtual size: 64 MiB'", dir), 0);
-    assert_int_equal(shell("qemu-img info %s/q.qcow2 | grep -q "
-                           "'cluster_size: 65536'", dir), 0);
+    assert_int_equal(sh("qemu-img check -q %s/q.qcow2", dir), 0);
+    assert_int_equal(sh("qemu-img info %s/q.qcow2 | grep -q "
+                        "'virtual size: 64 MiB'", dir), 0);
+    assert_int_equal(sh("qemu-img info %s/q.qcow2 | grep -q "
+                        "'cluster_size: 65536'", dir), 0);
 
     /* Over an image already there: a new one replaces it. */
     create_ok("{\"driver\": \"qcow2\", \"file\": \"f1\", \"size\": 1048576, "
               "\"version\": \"v2\", \"cluster-size\": 4096, "
               "\"backing-file\": \"base.img\", \"backing-fmt\": \"raw\"}");
-    assert_int_equal(shell("qemu-img check -q %s/q.qcow2", dir), 0);
-    assert_int_equal(shell("qemu-img info %s/q.qcow2 | grep -q "
-                           "'compat: 0.10'", dir), 0);
-    assert_int_equal(shell("qemu-img info %s/q.qcow2 | grep -q "
-                           "'backing file: base.img'", dir), 0);
+    assert_int_equal(sh("qemu-img check -q %s/q.qcow2", dir), 0);
+    assert_int_equal(sh("qemu-img info %s/q.qcow2 | grep -q "
+                        "'compat: 0.10'", dir), 0);
+    assert_int_equal(sh("qemu-img info %s/q.qcow2 | grep -q "
+                        "'backing file: base.img'", dir), 0);
     create_ok("{\"driver\": \"qcow2\", \"file\": \"f1\", \"size\": 1048576, "
               "\"lazy-refcounts\": true, \"refcount-bits\": 64, "
               "\"cluster-size\": 512}");
-    assert_int_equal(shell("qemu-img check -q %s/q.qcow2", dir), 0);
-    assert_int_equal(shell("qemu-img info %s/q.qcow2 | grep -q "
-                           "'refcount bits: 64'", dir), 0);
+    assert_int_equal(sh("qemu-img check -q %s/q.qcow2", dir), 0);
+    assert_int_equal(sh("qemu-img info %s/q.qcow2 | grep -q "
+                        "'refcount bits: 64'", dir), 0);
 
     /* The new image opens and takes data. */
     open_ok("{\"driver\": \"qcow2\", \"node-name\": \"q1\", \"file\": "
@@ -412,14 +359,14 @@ static void test_create_qcow2(void **state)
     del_ok("q1");
     (void)f;
     del_ok("f1");
-    assert_int_equal(shell("qemu-io -f qcow2 -c 'write -P 7 0 64k' "
-                           "%s/q.qcow2 >/dev/null && qemu-img check -q "
-                           "%s/q.qcow2", dir, dir), 0);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'write -P 7 0 64k' "
+                        "%s/q.qcow2 >/dev/null && qemu-img check -q "
+                        "%s/q.qcow2", dir, dir), 0);
 }
 
 static void test_create_qcow2_errors(void **state)
 {
-    assert_int_equal(shell("qemu-img create -q -f raw %s/e.img 0", dir), 0);
+    assert_int_equal(sh("qemu-img create -q -f raw %s/e.img 0", dir), 0);
     open_ok("{\"driver\": \"file\", \"node-name\": \"f1\", "
             "\"filename\": \"%s/e.img\"}", dir);
     create_fails("Cannot find device='nonode' nor node-name='nonode'",
@@ -492,15 +439,6 @@ static void test_create_qcow2_errors(void **state)
 
 /* ---- blockdev-snapshot ---- */
 
-static char *user_desc(BlockChild *c)
-{
-    return strdup("export 'e'");
-}
-
-static const BlockChildClass user_class = {
-    .get_parent_desc = user_desc,
-};
-
 static void test_snapshot(void **state)
 {
     BlockNode *base, *ov;
@@ -508,14 +446,14 @@ static void test_snapshot(void **state)
     Error *err = NULL;
     uint8_t buf[4096];
 
-    assert_int_equal(shell("qemu-img create -q -f qcow2 %s/base.qcow2 1M && "
-                           "qemu-io -f qcow2 -c 'write -P 0x11 0 1M' "
-                           "%s/base.qcow2 >/dev/null && "
-                           "qemu-img create -q -f qcow2 -b base.qcow2 "
-                           "-F qcow2 %s/ov.qcow2 && "
-                           "qemu-img create -q -f qcow2 %s/ov2.qcow2 1M && "
-                           "qemu-img create -q -f raw %s/raw.img 1M",
-                           dir, dir, dir, dir, dir), 0);
+    assert_int_equal(sh("qemu-img create -q -f qcow2 %s/base.qcow2 1M && "
+                        "qemu-io -f qcow2 -c 'write -P 0x11 0 1M' "
+                        "%s/base.qcow2 >/dev/null && "
+                        "qemu-img create -q -f qcow2 -b base.qcow2 "
+                        "-F qcow2 %s/ov.qcow2 && "
+                        "qemu-img create -q -f qcow2 %s/ov2.qcow2 1M && "
+                        "qemu-img create -q -f raw %s/raw.img 1M",
+                        dir, dir, dir, dir, dir), 0);
     base = open_ok("{\"driver\": \"qcow2\", \"node-name\": \"base\", "
                    "\"file\": {\"driver\": \"file\", \"filename\": "
                    "\"%s/base.qcow2\"}}", dir);
@@ -529,7 +467,7 @@ static void test_snapshot(void **state)
     BlockNode *top = open_ok("{\"driver\": \"raw\", \"node-name\": "
                              "\"top\", \"file\": \"base\"}");
     /* ...and a writer on base, as an NBD export would be. */
-    user = bdrv_root_attach_child(base, "root", &user_class, NULL,
+    user = bdrv_root_attach_child(base, "root", &test_export_class, "e",
                                   BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                   BLK_PERM_ALL, &err);
     assert_non_null(user);
@@ -615,31 +553,27 @@ static void test_snapshot(void **state)
 
     /* On disk: base untouched, the overlay holds the new cluster and names
      * base as its backing file. */
-    assert_int_equal(shell("qemu-io -f qcow2 -c 'read -P 0x11 0 1M' "
-                           "%s/base.qcow2 >/dev/null", dir), 0);
-    assert_int_equal(shell("qemu-io -f qcow2 -c 'read -P 0x22 0 4k' "
-                           "-c 'read -P 0x11 64k 960k' %s/ov.qcow2 "
-                           ">/dev/null", dir), 0);
-    assert_int_equal(shell("qemu-img check -q %s/ov.qcow2", dir), 0);
-    assert_int_equal(shell("qemu-img info --backing-chain %s/ov.qcow2 | "
-                           "grep -c '^image:' | grep -qx 2", dir), 0);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'read -P 0x11 0 1M' "
+                        "%s/base.qcow2 >/dev/null", dir), 0);
+    assert_int_equal(sh("qemu-io -f qcow2 -c 'read -P 0x22 0 4k' "
+                        "-c 'read -P 0x11 64k 960k' %s/ov.qcow2 "
+                        ">/dev/null", dir), 0);
+    assert_int_equal(sh("qemu-img check -q %s/ov.qcow2", dir), 0);
+    assert_int_equal(sh("qemu-img info --backing-chain %s/ov.qcow2 | "
+                        "grep -c '^image:' | grep -qx 2", dir), 0);
 }
 
 static int setup(void **state)
 {
-    Error *err = NULL;
-
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    assert_non_null(mkdtemp(dir));
+    main_loop_setup(state);
+    assert_non_null(tmpdir_make(dir));
     event_set_sink(sink, NULL);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    return shell("rm -rf %s", dir) == 0 ? 0 : -1;
+    return tmpdir_remove(dir) == 0 ? 0 : -1;
 }
 
 int main(void)

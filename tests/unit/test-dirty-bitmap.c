@@ -5,31 +5,17 @@
  * that closes releases its bitmaps (ASan checks the leak); successors (a
  * backup's frozen sync bitmap) and merges across granularities.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
-
-static char *user_desc(BlockChild *c)
-{
-    char *s = NULL;
-    assert_true(asprintf(&s, "export 't'") > 0);
-    return s;
-}
-
-static const BlockChildClass user_class = {
-    .get_parent_desc = user_desc,
-};
 
 typedef struct Node {
     BlockNode *top, *bottom;
@@ -53,7 +39,7 @@ static Node node_open(void)
     }
     n.bottom = bdrv_find_node("bottom");
     assert_non_null(n.bottom);
-    n.user = bdrv_root_attach_child(n.top, "root", &user_class, NULL,
+    n.user = bdrv_root_attach_child(n.top, "root", &test_export_class, "t",
                                     BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
                                     BLK_PERM_ALL, &err);
     assert_non_null(n.user);
@@ -75,7 +61,6 @@ typedef struct Req {
     int kind;            /* 0 zeroes, 1 discard */
     int64_t off, len;
     int ret;
-    bool done;
 } Req;
 
 static void coroutine_fn req_entry(void *opaque)
@@ -83,15 +68,12 @@ static void coroutine_fn req_entry(void *opaque)
     Req *r = opaque;
     r->ret = r->kind == 0 ? bdrv_co_pwrite_zeroes(r->c, r->off, r->len, 0)
                           : bdrv_co_pdiscard(r->c, r->off, r->len);
-    r->done = true;
-    aio_wait_kick();
 }
 
 static int run_req(BlockChild *c, int kind, int64_t off, int64_t len)
 {
     Req r = { .c = c, .kind = kind, .off = off, .len = len };
-    aio_co_enter(aio_main_context(), coroutine_create(req_entry, &r));
-    AIO_WAIT_WHILE(aio_main_context(), !r.done);
+    co_run(req_entry, &r);
     return r.ret;
 }
 
@@ -346,15 +328,6 @@ static void test_truncate(void **state)
     node_close(&n);
 }
 
-static int setup(void **state)
-{
-    Error *err = NULL;
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -366,5 +339,5 @@ int main(void)
         cmocka_unit_test(test_merge_other_granularity),
         cmocka_unit_test(test_truncate),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, main_loop_setup, NULL);
 }

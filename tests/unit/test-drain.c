@@ -7,15 +7,12 @@
  * Timing: null-co's latency-ns keeps requests in flight long enough to be
  * seen; no assertion depends on how long anything takes.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "aio/iothread.h"
 #include "block/block.h"
@@ -35,50 +32,20 @@ static void user_drained_end(BlockChild *c)
     ((User *)c->opaque)->drained_end_calls++;
 }
 
-static char *user_desc(BlockChild *c)
-{
-    return strdup("test user");
-}
-
 /* A user that counts drain callbacks; requests are not postponed. */
 static const BlockChildClass plain_class = {
-    .get_parent_desc = user_desc,
+    .get_parent_desc = test_user_desc,
     .drained_begin = user_drained_begin,
     .drained_end = user_drained_end,
 };
 
 /* An NBD-export-like user: requests wait while the node is drained. */
 static const BlockChildClass postpone_class = {
-    .get_parent_desc = user_desc,
+    .get_parent_desc = test_user_desc,
     .drained_begin = user_drained_begin,
     .drained_end = user_drained_end,
     .postpone_requests_when_drained = true,
 };
-
-static BlockNode *open_ok(const char *text)
-{
-    json_error_t jerr;
-    json_t *opts = json_loads(text, 0, &jerr);
-    Error *err = NULL;
-    BlockNode *bs;
-
-    assert_non_null(opts);
-    bs = bdrv_open_blockdev(opts, false, &err);
-    json_decref(opts);
-    if (!bs) {
-        fail_msg("open %s: %s", text, error_get_pretty(err));
-    }
-    return bs;
-}
-
-static void del_ok(const char *name)
-{
-    Error *err = NULL;
-
-    if (!bdrv_del_blockdev(name, &err)) {
-        fail_msg("del %s: %s", name, error_get_pretty(err));
-    }
-}
 
 static BlockChild *attach(BlockNode *bs, const BlockChildClass *klass,
                           User *u)
@@ -443,16 +410,6 @@ static void test_iothread_requests(void **state)
     iothread_destroy(t);
 }
 
-static int setup(void **state)
-{
-    Error *err = NULL;
-
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,5 +421,5 @@ int main(void)
         cmocka_unit_test(test_iothread_requests),
     };
 
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, main_loop_setup, NULL);
 }

@@ -14,9 +14,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
@@ -719,23 +716,16 @@ static void test_iothread(void **state)
 
 static int group_setup(void **state)
 {
-    if (!mkdtemp(test_dir)) {
+    if (!tmpdir_make(test_dir)) {
         return -1;
     }
-    return aio_main_init(NULL) ? 0 : -1;
+    return main_loop_setup(state);
 }
 
 static int group_teardown(void **state)
 {
-    char *cmd;
-    int ret;
+    int ret = tmpdir_remove(test_dir);
 
-    /* Only our own mkdtemp directory. */
-    if (asprintf(&cmd, "rm -rf '%s'", test_dir) < 0) {
-        return -1;
-    }
-    ret = system(cmd);
-    free(cmd);
     thread_pool_shutdown();
     return ret == 0 ? 0 : -1;
 }

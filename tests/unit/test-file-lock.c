@@ -10,10 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
@@ -262,11 +259,6 @@ static void test_locking_off(void **state)
 
 /* ---- through the graph ---- */
 
-static char *user_desc(BlockChild *c)
-{
-    return strdup("test user");
-}
-
 static void user_drain(BlockChild *c)
 {
 }
@@ -277,7 +269,7 @@ static bool user_drained_poll(BlockChild *c)
 }
 
 static const BlockChildClass user_class = {
-    .get_parent_desc = user_desc,
+    .get_parent_desc = test_user_desc,
     .drained_begin = user_drain,
     .drained_poll = user_drained_poll,
     .drained_end = user_drain,
@@ -344,13 +336,7 @@ static void test_through_graph(void **state)
 
 static bool have_tool(const char *tool)
 {
-    char *cmd;
-    int ret;
-
-    assert_true(asprintf(&cmd, "command -v %s >/dev/null 2>&1", tool) > 0);
-    ret = system(cmd);
-    free(cmd);
-    return ret == 0;
+    return sh("command -v %s >/dev/null 2>&1", tool) == 0;
 }
 
 /* Runs a shell command, returns its exit status and (caller frees) its
@@ -590,22 +576,16 @@ static void test_killed_holder_releases(void **state)
 
 static int group_setup(void **state)
 {
-    if (!mkdtemp(test_dir)) {
+    if (!tmpdir_make(test_dir)) {
         return -1;
     }
-    return aio_main_init(NULL) ? 0 : -1;
+    return main_loop_setup(state);
 }
 
 static int group_teardown(void **state)
 {
-    char *cmd;
-    int ret;
+    int ret = tmpdir_remove(test_dir);
 
-    if (asprintf(&cmd, "rm -rf '%s'", test_dir) < 0) {
-        return -1;
-    }
-    ret = system(cmd);
-    free(cmd);
     thread_pool_shutdown();
     return ret == 0 ? 0 : -1;
 }

@@ -4,15 +4,12 @@
  * serialisation round trips and its qcow2 bit order, all checked against
  * a naive model with random operations.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "testutil.h"
 
 #include "util/hbitmap.h"
 

@@ -16,10 +16,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +25,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
@@ -776,7 +773,7 @@ static int group_setup(void **state)
         error_free(err);
         return -1;
     }
-    if (!mkdtemp(test_dir)) {
+    if (!tmpdir_make(test_dir)) {
         perror("mkdtemp");
         return -1;
     }

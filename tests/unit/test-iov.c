@@ -2,14 +2,11 @@
  * IOVector: growth and merging, slicing with concat, copies in and out at
  * offsets that straddle elements, memset, zero detection, aligned alloc.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <stdlib.h>
 #include <string.h>
+
+#include "testutil.h"
 
 #include "util/iov.h"
 

@@ -6,16 +6,13 @@
  * order, cancel (chain unchanged), speed throttling the first chunk, and
  * op blockers refusing blockdev-del and a second job.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "job/blockjob.h"
 #include "job/jobs.h"
@@ -33,82 +30,13 @@ static void sink(const char *name, json_t *data, void *opaque)
     json_array_append_new(events, json_string(buf));
 }
 
+/* The events recorded since the last call, as one string. */
 static char *events_str(void)
 {
-    size_t n = 0;
-    char *s = calloc(1, 4096);
-    for (size_t i = 0; i < json_array_size(events); i++) {
-        n += snprintf(s + n, 4096 - n, "%s%s", i ? " " : "",
-                      json_string_value(json_array_get(events, i)));
-    }
+    char *s = json_strings_join(events);
+
     json_array_clear(events);
     return s;
-}
-
-static int sh(const char *fmt, ...)
-{
-    char *cmd;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&cmd, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    int r = system(cmd);
-    free(cmd);
-    return r;
-}
-
-static char *sh_out(const char *fmt, ...)
-{
-    char *cmd, *out = NULL;
-    size_t cap = 0;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&cmd, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    FILE *f = popen(cmd, "r");
-    free(cmd);
-    assert_non_null(f);
-    ssize_t n = getdelim(&out, &cap, '\0', f);
-    pclose(f);
-    if (n < 0) {
-        free(out);
-        return strdup("");
-    }
-    return out;
-}
-
-static BlockNode *open_json(const char *fmt, ...)
-{
-    char *text;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&text, fmt, ap) < 0) {
-        abort();
-    }
-    va_end(ap);
-    json_error_t jerr;
-    json_t *opts = json_loads(text, 0, &jerr);
-    Error *err = NULL;
-    assert_non_null(opts);
-    BlockNode *bs = bdrv_open_blockdev(opts, false, &err);
-    json_decref(opts);
-    if (!bs) {
-        fail_msg("open %s: %s", text, error_get_pretty(err));
-    }
-    free(text);
-    return bs;
-}
-
-static void del_ok(const char *name)
-{
-    Error *err = NULL;
-    if (!bdrv_del_blockdev(name, &err)) {
-        fail_msg("del %s: %s", name, error_get_pretty(err));
-    }
 }
 
 /*
@@ -168,7 +96,7 @@ static void test_stream_whole_chain(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
     BlockJobOptions o = opts("stream0");
     Job *job = stream_start(&o, top, NULL, NULL, &err);
@@ -202,10 +130,10 @@ static void test_stream_to_base(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *base = open_json("{\"driver\":\"qcow2\",\"node-name\":\"base\","
+    BlockNode *base = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"base\","
         "\"read-only\":true,"
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/base.qcow2\"}}", dir);
-    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
     (void)base;
     /* top's header chain opened mid and base again by file name; stream
@@ -240,7 +168,7 @@ static void test_stream_cancel_and_speed(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
     BlockJobOptions o = opts("s3");
     o.speed = 64 * 1024;    /* a 64 KiB chunk a second */
@@ -271,12 +199,12 @@ static void test_commit_intermediate(void **state)
     Error *err = NULL;
     make_chain();
     /* Base writable: commit writes into it. */
-    open_json("{\"driver\":\"qcow2\",\"node-name\":\"base\","
+    open_ok("{\"driver\":\"qcow2\",\"node-name\":\"base\","
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/base.qcow2\"}}", dir);
-    open_json("{\"driver\":\"qcow2\",\"node-name\":\"mid\",\"backing\":"
+    open_ok("{\"driver\":\"qcow2\",\"node-name\":\"mid\",\"backing\":"
         "\"base\",\"read-only\":true,"
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/mid.qcow2\"}}", dir);
-    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
         "\"backing\":\"mid\","
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
     BlockNode *mid = bdrv_find_node("mid"), *base = bdrv_find_node("base");
@@ -315,7 +243,7 @@ static void test_drain_pauses_job(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
     BlockJobOptions o = opts("dr");
     o.speed = 1024 * 1024;
@@ -400,7 +328,7 @@ static void test_stream_with_concurrent_writer(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_json("{\"driver\":\"qcow2\",\"node-name\":\"top\","
+    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
         "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
     Client cl = { 0 };
     cl.c = bdrv_root_attach_child(top, "root", &client_class, &cl,
@@ -443,7 +371,7 @@ int main(void)
         printf("SKIP: qemu-img not installed\n");
         return 77;
     }
-    if (!mkdtemp(dir) || !aio_main_init(NULL)) {
+    if (!tmpdir_make(dir) || !aio_main_init(NULL)) {
         return 1;
     }
     events = json_array();
@@ -457,9 +385,7 @@ int main(void)
         cmocka_unit_test(test_drain_pauses_job),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
-    if (!getenv("KEEP")) {
-        sh("rm -rf %s", dir);
-    }
+    tmpdir_remove(dir);
     json_decref(events);
     return r;
 }

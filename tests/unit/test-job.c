@@ -6,15 +6,12 @@
  *
  * Timing: jobs sleep 1 ms between steps; nothing asserts durations.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "job/job-internal.h"
 #include "util/event.h"
@@ -43,20 +40,9 @@ static void sink(const char *name, json_t *data, void *opaque)
     json_array_append(event_data, data);   /* event_emit keeps its ref */
 }
 
-static char *events_str(void)
-{
-    size_t n = 0;
-    char *s = calloc(1, 4096);
-    for (size_t i = 0; i < json_array_size(events); i++) {
-        n += snprintf(s + n, 4096 - n, "%s%s", i ? " " : "",
-                      json_string_value(json_array_get(events, i)));
-    }
-    return s;
-}
-
 #define assert_events(expected)                                     \
     do {                                                            \
-        char *got_ = events_str();                                  \
+        char *got_ = json_strings_join(events);                     \
         assert_string_equal(got_, expected);                        \
         free(got_);                                                 \
         json_array_clear(events);                                   \

@@ -4,15 +4,12 @@
  * character recovery, the size and depth limits (and that the rest of an
  * oversized value is skipped, not buffered), and QEMU's error wording.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "testutil.h"
 
 #include "qmp/json-stream.h"
 

@@ -3,14 +3,11 @@
  * key, lists from numeric keys, JSON form, and the messages
  * qemu-storage-daemon 7.2 prints for the same mistakes.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <stdlib.h>
 #include <string.h>
+
+#include "testutil.h"
 
 #include "util/argspec.h"
 

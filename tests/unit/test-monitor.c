@@ -5,20 +5,17 @@
  * stops reading while events pile up past the 64 MiB bound is dropped (and
  * only it), and cleanup closes everything and unlinks the socket.
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "qmp/commands.h"

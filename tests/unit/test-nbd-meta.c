@@ -5,16 +5,13 @@
  * the handshake's context negotiation (qemu's query rules, ids, the
  * selection bound to the export by bitmap name at NBD_OPT_GO).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "block/block.h"
@@ -476,15 +473,6 @@ static void test_request_check_other_contexts(void **state)
     assert_int_equal(nbd_request_check(&p, &r).verdict, NBD_REQ_OK);
 }
 
-static int setup(void **state)
-{
-    Error *err = NULL;
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -498,5 +486,5 @@ int main(void)
         cmocka_unit_test(test_malformed_query_counts),
         cmocka_unit_test(test_request_check_other_contexts),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, main_loop_setup, NULL);
 }

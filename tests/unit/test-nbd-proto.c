@@ -3,13 +3,11 @@
  * the bytes a client would send, request validation, reply encoders.
  */
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+
+#include "testutil.h"
 
 #include "nbd/nbd-handshake.h"
 #include "nbd/nbd-proto.h"

@@ -8,10 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <stdarg.h>
 #include <stdatomic.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +16,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-#include <cmocka.h>
+
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "block/block.h"
@@ -539,14 +537,11 @@ static void test_qmp_errors(void **state)
 static int setup(void **state)
 {
     Error *err = NULL;
-    char path[128], opts[512];
-    json_error_t jerr;
+    char path[128];
 
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
+    main_loop_setup(state);
     strcpy(dir, "/tmp/test-nbd-server.XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    assert_non_null(tmpdir_make(dir));
     snprintf(path, sizeof(path), "%s/disk.raw", dir);
     snprintf(sock_path, sizeof(sock_path), "%s/nbd.sock", dir);
     FILE *f = fopen(path, "w");
@@ -554,15 +549,9 @@ static int setup(void **state)
     assert_int_equal(ftruncate(fileno(f), SIZE), 0);
     fclose(f);
 
-    snprintf(opts, sizeof(opts), "{\"driver\": \"raw\", \"node-name\": "
-             "\"disk\", \"file\": {\"driver\": \"file\", \"filename\": "
-             "\"%s\"}}", path);
-    json_t *o = json_loads(opts, 0, &jerr);
-    node = bdrv_open_blockdev(o, false, &err);
-    json_decref(o);
-    if (!node) {
-        fail_msg("open: %s", error_get_pretty(err));
-    }
+    node = open_ok("{\"driver\": \"raw\", \"node-name\": \"disk\", "
+                   "\"file\": {\"driver\": \"file\", \"filename\": "
+                   "\"%s\"}}", path);
     json_t *addr = json_pack("{s:s, s:s}", "type", "unix", "path", sock_path);
     if (!nbd_server_start(addr, 100, &err)) {
         fail_msg("server: %s", error_get_pretty(err));

@@ -5,15 +5,12 @@
  * the same bits, and qemu-img bitmap --merge reads it.  Plus the SHA-256
  * used by x-debug-block-dirty-bitmap-sha256, on the FIPS vectors.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "block/block.h"
@@ -22,41 +19,11 @@
 static char test_dir[] = "/var/tmp/bj-test-qcow2-bitmap.XXXXXX";
 static bool have_qemu;
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 static BlockNode *open_img(const char *path)
 {
-    Error *err = NULL;
-    char *js = NULL;
-    assert_true(asprintf(&js, "{\"driver\": \"qcow2\", \"node-name\": \"q\", "
-                         "\"file\": {\"driver\": \"file\", \"filename\": "
-                         "\"%s\"}}", path) > 0);
-    json_t *opts = json_loads(js, 0, NULL);
-    assert_non_null(opts);
-    free(js);
-    BlockNode *bs = bdrv_open_blockdev(opts, false, &err);
-    json_decref(opts);
-    if (!bs) {
-        fail_msg("open %s: %s", path, error_get_pretty(err));
-    }
-    return bs;
-}
-
-static void close_img(void)
-{
-    Error *err = NULL;
-    if (!bdrv_del_blockdev("q", &err)) {
-        fail_msg("blockdev-del: %s", error_get_pretty(err));
-    }
+    return open_ok("{\"driver\": \"qcow2\", \"node-name\": \"q\", "
+                   "\"file\": {\"driver\": \"file\", \"filename\": "
+                   "\"%s\"}}", path);
 }
 
 static void hex(const uint8_t d[32], char out[65])
@@ -114,7 +81,7 @@ static void test_round_trip(void **state)
         assert_false(bdrv_dirty_bitmap_get(fine, 512));
         assert_int_equal(bdrv_get_dirty_count(coarse),
                          4096 + 4096 + (1 << 20));   /* 4 KiB default */
-        close_img();
+        del_ok("q");
         /* Stored clean: in_use cleared, no leaks. */
         assert_int_equal(sh("qemu-img check '%s' >/dev/null && ! qemu-img info '%s' "
                             "| grep -q in-use", p, p), 0);
@@ -127,17 +94,14 @@ static void test_round_trip(void **state)
     BdrvDirtyBitmap *copy = bdrv_find_dirty_bitmap(bs, "copy");
     assert_non_null(copy);
     assert_int_equal(bdrv_get_dirty_count(copy), 512 + 4096 + (1 << 20));
-    close_img();
+    del_ok("q");
     free(p);
 }
 
 static int setup(void **state)
 {
-    Error *err = NULL;
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    assert_non_null(mkdtemp(test_dir));
+    main_loop_setup(state);
+    assert_non_null(tmpdir_make(test_dir));
     have_qemu = system("qemu-img --version >/dev/null 2>&1 && "
                        "qemu-io --version >/dev/null 2>&1") == 0;
     return 0;
@@ -145,7 +109,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    sh("rm -rf '%s'", test_dir);
+    tmpdir_remove(test_dir);
     return 0;
 }
 

@@ -17,9 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
@@ -39,59 +36,12 @@ static bool have_qemu;
 
 /* ---- helpers ---- */
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
-/* Runs a command and returns its output (caller frees). */
-static char *sh_out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *sh_out(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 65536, n = 0;
-    char *out = malloc(cap);
-    size_t r;
-    while ((r = fread(out + n, 1, cap - n - 1, p)) > 0) {
-        n += r;
-        if (n + 1 == cap) {
-            cap *= 2;
-            out = realloc(out, cap);
-        }
-    }
-    out[n] = '\0';
-    pclose(p);
-    return out;
-}
-
 static char *path_of(const char *name)
 {
     char *p = NULL;
     assert_true(asprintf(&p, "%s/%s", test_dir, name) > 0);
     return p;
 }
-
-static char *get_parent_desc(BlockChild *c)
-{
-    return strdup("test");
-}
-
-static const BlockChildClass test_class = {
-    .parent_is_node = false,
-    .get_parent_desc = get_parent_desc,
-};
 
 typedef struct Img {
     BlockNode *bs;
@@ -121,7 +71,7 @@ static bool img_open(Img *img, const char *name, const char *extra_json,
     }
     uint64_t perm = BLK_PERM_CONSISTENT_READ |
                     (read_only ? 0 : BLK_PERM_WRITE);
-    img->root = bdrv_root_attach_child(img->bs, "root", &test_class, NULL,
+    img->root = bdrv_root_attach_child(img->bs, "root", &test_user_class, NULL,
                                        perm, BLK_PERM_ALL, errp);
     assert_non_null(img->root);
     return true;
@@ -145,14 +95,13 @@ static void img_close(Img *img)
     }
 }
 
-/* Request in a coroutine, main loop spins until done. */
+/* Request in a coroutine (co_run). */
 typedef struct Req {
     BlockChild *c;
     int op;        /* 0 zeroes, 1 discard, 2 status */
     int64_t off, bytes, pnum, map;
     unsigned flags;
     int ret;
-    bool done;
 } Req;
 
 static void coroutine_fn req_entry(void *opaque)
@@ -171,16 +120,11 @@ static void coroutine_fn req_entry(void *opaque)
                                       &r->map, &file);
         break;
     }
-    r->done = true;
-    aio_wait_kick();
 }
 
 static int run_req(Req *r)
 {
-    AioContext *ctx = aio_main_context();
-    r->done = false;
-    aio_co_enter(ctx, coroutine_create(req_entry, r));
-    AIO_WAIT_WHILE(ctx, !r->done);
+    co_run(req_entry, r);
     return r->ret;
 }
 
@@ -559,15 +503,12 @@ typedef struct ChangeBacking {
     BlockNode *bs;
     const char *file, *fmt;
     int ret;
-    bool done;
 } ChangeBacking;
 
 static void coroutine_fn change_backing_entry(void *opaque)
 {
     ChangeBacking *cb = opaque;
     cb->ret = qcow2_co_change_backing_file(cb->bs, cb->file, cb->fmt);
-    cb->done = true;
-    aio_wait_kick();
 }
 
 static void test_change_backing(void **state)
@@ -583,9 +524,7 @@ static void test_change_backing(void **state)
     img_open_ok(&img, "cb.qcow2", "\"backing\": null");
     ChangeBacking cb = { .bs = img.bs, .file = "other/name with space.raw",
                          .fmt = "raw" };
-    aio_co_enter(aio_main_context(), coroutine_create(change_backing_entry,
-                                                      &cb));
-    AIO_WAIT_WHILE(aio_main_context(), !cb.done);
+    co_run(change_backing_entry, &cb);
     assert_int_equal(cb.ret, 0);
     assert_string_equal(img.bs->backing_file, "other/name with space.raw");
     img_close(&img);
@@ -601,9 +540,7 @@ static void test_change_backing(void **state)
     /* and removing it */
     img_open_ok(&img, "cb.qcow2", "\"backing\": null");
     cb = (ChangeBacking){ .bs = img.bs };
-    aio_co_enter(aio_main_context(), coroutine_create(change_backing_entry,
-                                                      &cb));
-    AIO_WAIT_WHILE(aio_main_context(), !cb.done);
+    co_run(change_backing_entry, &cb);
     assert_int_equal(cb.ret, 0);
     img_close(&img);
     info = sh_out("qemu-img info -U --output=json '%s'", p);
@@ -755,7 +692,6 @@ typedef struct CoCall {
     const Qcow2CreateOpts *create;
     Error *err;
     int ret;
-    bool done;
 } CoCall;
 
 static void coroutine_fn truncate_entry(void *opaque)
@@ -766,14 +702,11 @@ static void coroutine_fn truncate_entry(void *opaque)
     } else {
         cc->ret = bdrv_co_truncate(cc->c, cc->size, &cc->err);
     }
-    cc->done = true;
-    aio_wait_kick();
 }
 
 static int co_call(CoCall *cc)
 {
-    aio_co_enter(aio_main_context(), coroutine_create(truncate_entry, cc));
-    AIO_WAIT_WHILE(aio_main_context(), !cc->done);
+    co_run(truncate_entry, cc);
     return cc->ret;
 }
 
@@ -790,7 +723,7 @@ static void test_truncate_grow(void **state)
     Img img;
     img_open_ok(&img, "tr.qcow2", NULL);
     bdrv_detach_child(img.root);
-    img.root = bdrv_root_attach_child(img.bs, "root", &test_class, NULL,
+    img.root = bdrv_root_attach_child(img.bs, "root", &test_user_class, NULL,
                                       BLK_PERM_CONSISTENT_READ |
                                       BLK_PERM_WRITE | BLK_PERM_RESIZE,
                                       BLK_PERM_ALL, NULL);
@@ -835,7 +768,7 @@ static void test_create_on_child(void **state)
     BlockNode *f = bdrv_open_blockdev(opts, false, NULL);
     json_decref(opts);
     assert_non_null(f);
-    BlockChild *c = bdrv_root_attach_child(f, "root", &test_class, NULL,
+    BlockChild *c = bdrv_root_attach_child(f, "root", &test_user_class, NULL,
                                            BLK_PERM_CONSISTENT_READ |
                                            BLK_PERM_WRITE | BLK_PERM_RESIZE,
                                            BLK_PERM_ALL, NULL);
@@ -1070,11 +1003,8 @@ static void test_extended_l2_read(void **state)
 
 static int setup(void **state)
 {
-    Error *err = NULL;
-    if (!aio_main_init(&err)) {
-        fail_msg("aio_main_init: %s", error_get_pretty(err));
-    }
-    assert_non_null(mkdtemp(test_dir));
+    main_loop_setup(state);
+    assert_non_null(tmpdir_make(test_dir));
     have_qemu = system("qemu-img --version >/dev/null 2>&1 && "
                        "qemu-io --version >/dev/null 2>&1") == 0;
     return 0;
@@ -1082,7 +1012,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    sh("rm -rf '%s'", test_dir);
+    tmpdir_remove(test_dir);
     return 0;
 }
 

@@ -3,12 +3,9 @@
  * from the first chunk on, no credit saved while idle, speed changes take
  * effect at once.  Pure arithmetic on a simulated clock.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <stdint.h>
 
-#include <cmocka.h>
+#include "testutil.h"
 
 #include "util/ratelimit.h"
 

@@ -1,0 +1,218 @@
+/*
+ * The unit tests' shared helpers (see testutil.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+/* ---- scratch directory ---- */
+
+char *tmpdir_make(char *tmpl)
+{
+    return mkdtemp(tmpl);
+}
+
+int tmpdir_remove(const char *dir)
+{
+    if (getenv("KEEP")) {
+        return 0;
+    }
+    /* Quoted: the directory is only ever one that mkdtemp made. */
+    return sh("rm -rf '%s'", dir);
+}
+
+/* ---- shell ---- */
+
+static char *vstrdup_printf(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+
+    if (vasprintf(&s, fmt, ap) < 0) {
+        fail_msg("out of memory formatting '%s'", fmt);
+    }
+    return s;
+}
+
+int sh(const char *fmt, ...)
+{
+    va_list ap;
+    char *cmd;
+    int r;
+
+    va_start(ap, fmt);
+    cmd = vstrdup_printf(fmt, ap);
+    va_end(ap);
+    r = system(cmd);
+    free(cmd);
+    return r;
+}
+
+char *sh_out(const char *fmt, ...)
+{
+    va_list ap;
+    char *cmd, *out = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    FILE *p;
+
+    va_start(ap, fmt);
+    cmd = vstrdup_printf(fmt, ap);
+    va_end(ap);
+    p = popen(cmd, "r");
+    free(cmd);
+    assert_non_null(p);
+    /* The output holds no NUL: getdelim reads it to the end. */
+    n = getdelim(&out, &cap, '\0', p);
+    pclose(p);
+    if (n < 0) {
+        free(out);
+        return strdup("");
+    }
+    return out;
+}
+
+/* ---- strings and JSON ---- */
+
+char *strdup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+
+    va_start(ap, fmt);
+    s = vstrdup_printf(fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+json_t *json_parse_ok(const char *text)
+{
+    json_error_t jerr;
+    json_t *v = json_loads(text, 0, &jerr);
+
+    if (!v) {
+        fail_msg("bad JSON in test: %s: %s", text, jerr.text);
+    }
+    return v;
+}
+
+char *json_strings_join(json_t *array)
+{
+    char *s = strdup("");
+
+    for (size_t i = 0; i < json_array_size(array); i++) {
+        char *longer = strdup_printf("%s%s%s", s, i ? " " : "",
+                                     json_string_value(json_array_get(array,
+                                                                      i)));
+        free(s);
+        s = longer;
+    }
+    return s;
+}
+
+/* ---- block nodes ---- */
+
+BlockNode *open_json(const char *text, Error **errp)
+{
+    json_t *opts = json_parse_ok(text);
+    BlockNode *bs = bdrv_open_blockdev(opts, false, errp);
+
+    json_decref(opts);
+    return bs;
+}
+
+BlockNode *open_ok(const char *fmt, ...)
+{
+    va_list ap;
+    Error *err = NULL;
+    BlockNode *bs;
+    char *text;
+
+    va_start(ap, fmt);
+    text = vstrdup_printf(fmt, ap);
+    va_end(ap);
+    bs = open_json(text, &err);
+    if (!bs) {
+        fail_msg("open %s: %s", text, error_get_pretty(err));
+    }
+    free(text);
+    return bs;
+}
+
+void open_fails(const char *text, const char *msg)
+{
+    Error *err = NULL;
+    BlockNode *bs = open_json(text, &err);
+
+    assert_null(bs);
+    assert_non_null(err);
+    assert_string_equal(error_get_pretty(err), msg);
+    error_free(err);
+}
+
+void del_ok(const char *name)
+{
+    Error *err = NULL;
+
+    if (!bdrv_del_blockdev(name, &err)) {
+        fail_msg("del %s: %s", name, error_get_pretty(err));
+    }
+}
+
+char *test_user_desc(BlockChild *c)
+{
+    (void)c;
+    return strdup("test user");
+}
+
+const BlockChildClass test_user_class = {
+    .get_parent_desc = test_user_desc,
+};
+
+static char *test_export_desc(BlockChild *c)
+{
+    return strdup_printf("export '%s'", (const char *)c->opaque);
+}
+
+const BlockChildClass test_export_class = {
+    .get_parent_desc = test_export_desc,
+};
+
+/* ---- main loop and coroutines ---- */
+
+int main_loop_setup(void **state)
+{
+    Error *err = NULL;
+
+    (void)state;
+    if (!aio_main_init(&err)) {
+        fail_msg("aio_main_init: %s", error_get_pretty(err));
+    }
+    return 0;
+}
+
+typedef struct CoRun {
+    CoroutineEntry *fn;
+    void *opaque;
+    bool done;
+} CoRun;
+
+static void coroutine_fn co_run_entry(void *opaque)
+{
+    CoRun *r = opaque;
+
+    r->fn(r->opaque);
+    r->done = true;
+    /* fn may have moved to another context (an iothread node's): wake
+     * the main loop so that co_run's wait sees done. */
+    aio_wait_kick();
+}
+
+void co_run(CoroutineEntry *fn, void *opaque)
+{
+    CoRun r = { .fn = fn, .opaque = opaque };
+
+    aio_co_enter(aio_main_context(), coroutine_create(co_run_entry, &r));
+    AIO_WAIT_WHILE(aio_main_context(), !r.done);
+}
