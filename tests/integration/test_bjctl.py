@@ -380,8 +380,11 @@ def test_events_count(env):
 
 def test_abort_fast_job(env):
     """Unthrottled: the cancel may win or the job may complete first; the
-    exit status and the message must agree, and the job must be gone."""
-    env.start_stream('f1')
+    exit status and the message must agree, and the job must be gone.
+    auto-dismiss is off so that the job still exists when bjctl looks for
+    it: with it on, a job that finishes first may be dismissed before bjctl
+    starts, and "no job" would be a third, timing-made outcome."""
+    env.start_stream('f1', auto_dismiss=False)
     p = env.run('abort', 'f1')
     if p.returncode == 0:
         assert "job 'f1' cancelled" in p.stdout
