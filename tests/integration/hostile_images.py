@@ -17,7 +17,8 @@ Kinds (KINDS): an L2 entry pointing at the L2 table itself, the active L1
 table, the header cluster, the refcount table, a refcount block, the
 snapshot table, a snapshot's (inactive) L1 table, an inactive L2 table, the
 bitmap directory; a bitmap-table entry pointing at the L1 table; an L1
-entry pointing into the header cluster.
+entry pointing into the header cluster; a refcount of 0 on the L1 table's
+cluster (so that the allocator hands it out for new data).
 """
 
 import os
@@ -34,7 +35,7 @@ BITMAPS_EXT = 0x23852875
 KINDS = ['l2-self', 'l2-active-l1', 'l2-header', 'l2-refcount-table',
          'l2-refcount-block', 'l2-snapshot-table', 'l2-inactive-l1',
          'l2-inactive-l2', 'l2-bitmap-directory', 'bitmap-table-l1',
-         'l1-header']
+         'l1-header', 'refcount-l1-free']
 
 
 @dataclass
@@ -215,6 +216,15 @@ def make(kind, path):
         assert lay.l1_size >= 2
         _put64(path, lay.l1_offset + 8, 0x200 | COPIED)
         return Case(kind, path, 512 << 20, 0, lay.cluster, None)
+    elif kind == 'refcount-l1-free':
+        # 16-bit refcounts: the L1 table's cluster now counts as free, and
+        # the guest cluster, unallocated, takes the first free one.
+        assert lay.l1_offset < lay.cluster * (lay.cluster // 2)
+        with open(path, 'r+b') as f:
+            f.seek(lay.refblock0 + 2 * (lay.l1_offset // lay.cluster))
+            f.write(struct.pack('>H', 0))
+        return Case(kind, path, guest, lay.l1_offset, lay.l1_size * 8,
+                    'active L1 table')
     else:
         raise ValueError(kind)
     _point_l2(path, guest, target)

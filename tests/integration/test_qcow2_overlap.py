@@ -123,6 +123,31 @@ def test_write_onto_metadata(daemon, workdir, sockdir, kind, opts):
     expect_corrupt_reopen(daemon, case.path)
 
 
+def test_allocation_onto_metadata(daemon, workdir, sockdir, qsd):
+    """Damaged refcounts call the L1 table's cluster free: the write that
+    would allocate it is refused."""
+    case = hi.make('refcount-l1-free', str(workdir / 'x.qcow2'))
+    daemon.qmp.execute('blockdev-add', qcow2_opts(case.path))
+    before = hi.read_meta(case)
+    h = export(daemon, sockdir)
+    with pytest.raises(nbd.Error) as e:
+        h.pwrite(b'\x5a' * 4096, case.guest_offset)
+    assert is_eio(e.value), e.value
+    ev = daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    msg = overlap_msg('active L1 table')
+    # qsd checks the guest data's part of the new cluster as it writes it;
+    # blockjobd checks the whole cluster as it allocates it, before the
+    # refcount changes.
+    size = 4096 if qsd else hi.CLUSTER
+    assert ev['data'] == {'device': '', 'node-name': 'q', 'msg': msg,
+                          'offset': case.meta_offset, 'size': size,
+                          'fatal': True}
+    unexport(daemon, h)
+    assert hi.read_meta(case) == before
+    assert stderr_line(msg) in daemon.stderr()
+    expect_corrupt_reopen(daemon, case.path)
+
+
 # Tables pointing into the header cluster: the offsets are unaligned (an
 # aligned one would be 0, "unallocated"), which qemu reports as such.
 UNALIGNED = [

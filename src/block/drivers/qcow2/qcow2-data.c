@@ -295,14 +295,8 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     a->nb_clusters = n;
     co_queue_init(&a->waiters);
     list_add_tail(&s->inflight, &a->link);
+    /* (The allocator refuses clusters that overlap metadata.) */
     host = qcow2_alloc_clusters(s, n);
-    if (host >= 0) {
-        /* Free clusters can lie on metadata when refcounts are damaged. */
-        ret = qcow2_ol_pre_write(s, 0, (uint64_t)host, n * cs);
-        if (ret < 0) {
-            goto out_locked;
-        }
-    }
     co_mutex_unlock(&s->lock);
     if (host < 0) {
         ret = (int)host;
@@ -549,12 +543,6 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     co_queue_init(&a->waiters);
     list_add_tail(&s->inflight, &a->link);
     host = qcow2_alloc_clusters(s, 1);
-    if (host >= 0) {
-        ret = qcow2_ol_pre_write(s, 0, (uint64_t)host, wlen);
-        if (ret < 0) {
-            goto out;
-        }
-    }
     co_mutex_unlock(&s->lock);
     if (host < 0) {
         ret = (int)host;

@@ -413,6 +413,12 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
             return -EFBIG;
         }
     }
+    /* Free by the refcounts yet holding metadata: the refcounts are
+     * damaged, and whatever asked for the clusters would write over it. */
+    ret = qcow2_ol_pre_write(s, 0, cand * cs, n * cs);
+    if (ret < 0) {
+        return ret;
+    }
     ret = qcow2_update_refcount(s, cand * cs, n * cs, 1);
     if (ret < 0) {
         return ret;
