@@ -91,13 +91,14 @@ static int64_t coroutine_fn l2_offset(BDRVQcow2State *s, uint64_t l1i)
     off = e & QCOW2_L1E_OFFSET_MASK;
     if (off & (s->g.cluster_size - 1)) {
         /* A table in the middle of a cluster can only be damage (and
-         * one inside the header cluster would be written over it). */
+         * one inside the header cluster would be written over it; an
+         * aligned one there has offset 0, "no table"). */
         qcow2_signal_corruption(s, true, -1, -1, "L2 table offset %#" PRIx64
                                 " unaligned (L1 index: %#" PRIx64 ")", off,
                                 l1i);
         return -EIO;
     }
-    if ((e & QCOW2_L1E_RESERVED) || (off && off < s->g.cluster_size)) {
+    if (e & QCOW2_L1E_RESERVED) {
         log_error("qcow2: node '%s': L1 entry %" PRIu64 " is invalid "
                   "(0x%016" PRIx64 ")", s->bs->node_name, l1i, e);
         return -EIO;
