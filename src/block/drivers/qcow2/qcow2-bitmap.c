@@ -437,7 +437,6 @@ out:
     return ret;
 }
 
-/* Drops the references of a stored bitmap's table and data clusters. */
 /*
  * A bitmap table or data cluster that lies on other metadata (a damaged
  * table): freeing it would hand that metadata to the next allocation,
@@ -457,6 +456,7 @@ static int coroutine_fn refuse_metadata(BDRVQcow2State *s, uint64_t off,
     return -EIO;
 }
 
+/* Drops the references of a stored bitmap's table and data clusters. */
 int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
                                         const Qcow2BitmapEntry *e)
 {
