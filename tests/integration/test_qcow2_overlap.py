@@ -148,6 +148,30 @@ def test_allocation_onto_metadata(daemon, workdir, sockdir, qsd):
     expect_corrupt_reopen(daemon, case.path)
 
 
+def test_discard_then_allocate(daemon, workdir, sockdir, qsd):
+    """A trim of the guest cluster that claims the L1 table drops the L1
+    table's refcount to 0; the next allocation must not take it."""
+    case = hi.make('l2-active-l1', str(workdir / 'x.qcow2'))
+    daemon.qmp.execute('blockdev-add', qcow2_opts(
+        case.path, discard='unmap',
+        file={'driver': 'file', 'filename': case.path, 'discard': 'unmap'}))
+    before = hi.read_meta(case)
+    h = export(daemon, sockdir)
+    h.trim(hi.CLUSTER, case.guest_offset)
+    h.flush()
+    with pytest.raises(nbd.Error) as e:
+        h.pwrite(b'\x5a' * 4096, 16 << 20)
+    assert is_eio(e.value), e.value
+    ev = daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    assert ev['data']['msg'] == overlap_msg('active L1 table')
+    assert ev['data']['offset'] == case.meta_offset
+    unexport(daemon, h)
+    # qsd 7.2 also passes the discard of the freed cluster down to the
+    # file, punching a hole in the L1 table; blockjobd keeps it.
+    assert (hi.read_meta(case) == before) != qsd
+    expect_corrupt_reopen(daemon, case.path)
+
+
 # Tables pointing into the header cluster: the offsets are unaligned (an
 # aligned one would be 0, "unallocated"), which qemu reports as such.
 UNALIGNED = [
