@@ -252,7 +252,7 @@ def corrupt_bit(path):
 
 
 if __name__ == '__main__':
-    import sys
+    # Builds every case in a temporary directory and prints it.
     import tempfile
     d = tempfile.mkdtemp()
     for k in KINDS:

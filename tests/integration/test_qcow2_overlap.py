@@ -13,7 +13,6 @@ unchanged against it (BLOCKJOBD_BIN=$(command -v qemu-storage-daemon)).
 """
 
 import os
-import struct
 
 import pytest
 
