@@ -437,6 +437,25 @@ out:
     return ret;
 }
 
+/*
+ * A bitmap table or data cluster that lies on other metadata (a damaged
+ * table): freeing it would hand that metadata to the next allocation,
+ * which writes over it.  The image is marked corrupt instead.
+ */
+static int coroutine_fn refuse_metadata(BDRVQcow2State *s, uint64_t off,
+                                        uint64_t len)
+{
+    unsigned kind = qcow2_ol_find(s, 0, off, len);
+
+    if (!kind) {
+        return 0;
+    }
+    qcow2_signal_corruption(s, true, (int64_t)off, (int64_t)len,
+                            "Bitmap cluster to be freed overlaps with %s",
+                            qcow2_ol_name(kind));
+    return -EIO;
+}
+
 /* Drops the references of a stored bitmap's table and data clusters. */
 int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
                                         const Qcow2BitmapEntry *e)
@@ -450,9 +469,15 @@ int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
         abort();
     }
     ret = qcow2_read_meta(s, e->table_offset, table, tbytes);
+    if (ret >= 0) {
+        ret = refuse_metadata(s, e->table_offset, tbytes ? tbytes : 1);
+    }
     for (uint32_t i = 0; ret >= 0 && i < e->table_size; i++) {
         uint64_t off = be64_get(table + 8 * i) & BME_TABLE_OFFSET_MASK;
         if (off) {
+            ret = refuse_metadata(s, off, cs);
+        }
+        if (off && ret >= 0) {
             ret = qcow2_update_refcount(s, off, cs, -1);
         }
     }

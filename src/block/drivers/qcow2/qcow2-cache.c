@@ -97,6 +97,14 @@ int coroutine_fn qcow2_cache_write_entry(BDRVQcow2State *s, Qcow2Cache *c,
     if (!e->dirty) {
         return 0;
     }
+    /* A table placed over other metadata (a damaged L1 or refcount
+     * table) must not be written there. */
+    ret = qcow2_ol_pre_write(s, c->is_l2 ? QCOW2_OL_ACTIVE_L2
+                                         : QCOW2_OL_REFCOUNT_BLOCK,
+                             e->offset, s->g.cluster_size);
+    if (ret < 0) {
+        return ret;
+    }
     ret = qcow2_write_meta(s, e->offset, e->table, s->g.cluster_size);
     if (ret < 0) {
         return ret;

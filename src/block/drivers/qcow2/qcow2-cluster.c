@@ -80,7 +80,7 @@ int coroutine_fn qcow2_write_header(BDRVQcow2State *s)
 }
 
 /* The L2 table offset for l1 index i, 0 if none, or -errno. */
-static int64_t l2_offset(BDRVQcow2State *s, uint64_t l1i)
+static int64_t coroutine_fn l2_offset(BDRVQcow2State *s, uint64_t l1i)
 {
     uint64_t e, off;
 
@@ -89,8 +89,16 @@ static int64_t l2_offset(BDRVQcow2State *s, uint64_t l1i)
     }
     e = s->l1[l1i];
     off = e & QCOW2_L1E_OFFSET_MASK;
-    if ((e & QCOW2_L1E_RESERVED) || (off & (s->g.cluster_size - 1)) ||
-        (off && off < s->g.cluster_size)) {
+    if (off & (s->g.cluster_size - 1)) {
+        /* A table in the middle of a cluster can only be damage (and
+         * one inside the header cluster would be written over it; an
+         * aligned one there has offset 0, "no table"). */
+        qcow2_signal_corruption(s, true, -1, -1, "L2 table offset %#" PRIx64
+                                " unaligned (L1 index: %#" PRIx64 ")", off,
+                                l1i);
+        return -EIO;
+    }
+    if (e & QCOW2_L1E_RESERVED) {
         log_error("qcow2: node '%s': L1 entry %" PRIu64 " is invalid "
                   "(0x%016" PRIx64 ")", s->bs->node_name, l1i, e);
         return -EIO;
@@ -178,8 +186,36 @@ done:
     return 0;
 }
 
+/*
+ * A standard L2 entry whose cluster offset is not cluster-aligned: the
+ * table is damaged.  Reported as qemu reports it, differently for a write
+ * (which would put data there) and a read.
+ */
+static bool coroutine_fn unaligned_entry(BDRVQcow2State *s, uint64_t ent,
+                                         uint64_t offset, uint64_t l2off,
+                                         uint32_t l2i, bool write)
+{
+    uint64_t host = ent & QCOW2_L2E_OFFSET_MASK;
+
+    if ((ent & QCOW2_OFLAG_COMPRESSED) || (ent & QCOW2_L2E_STD_RESERVED) ||
+        !(host & (s->g.cluster_size - 1))) {
+        return false;
+    }
+    if (write) {
+        qcow2_signal_corruption(s, true, -1, -1, "Data cluster offset %#"
+                                PRIx64 " unaligned (guest offset: %#" PRIx64
+                                ")", host, offset);
+    } else {
+        qcow2_signal_corruption(s, true, -1, -1, "Cluster allocation offset "
+                                "%#" PRIx64 " unaligned (L2 offset: %#" PRIx64
+                                ", L2 index: %#" PRIx32 ")", host, l2off, l2i);
+    }
+    return true;
+}
+
 int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
-                                   uint64_t bytes, Qcow2Mapping *m)
+                                   uint64_t bytes, bool write,
+                                   Qcow2Mapping *m)
 {
     const Qcow2Geom *g = &s->g;
     uint64_t l1i = qcow2_l1_index(g, offset);
@@ -214,6 +250,11 @@ int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
     }
     Error *err = NULL;
     uint64_t ent = be64_get(e->table + (size_t)l2i * 8);
+    if (!g->extended &&
+        unaligned_entry(s, ent, offset, (uint64_t)l2off, l2i, write)) {
+        qcow2_cache_put(e);
+        return -EIO;
+    }
     if (!qcow2_l2_decode(g, (int)s->hdr.version, ent, &m->info, &err)) {
         goto bad;
     }
@@ -223,8 +264,10 @@ int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
         for (; n < clusters; n++) {
             Qcow2L2Info next;
             ent = be64_get(e->table + (size_t)(l2i + n) * 8);
-            if (!qcow2_l2_decode(g, (int)s->hdr.version, ent, &next, &err)) {
-                goto bad;
+            if (!qcow2_l2_decode(g, (int)s->hdr.version, ent, &next, NULL)) {
+                /* The run ends here; the entry is judged (and reported)
+                 * when a request starts at it. */
+                break;
             }
             if (next.type != m->info.type || next.copied != m->info.copied) {
                 break;
@@ -288,6 +331,7 @@ static int coroutine_fn cow_l2_table(BDRVQcow2State *s, uint64_t l1i,
     memcpy(ne->table, oe->table, s->g.cluster_size);
     qcow2_cache_put(oe);
     qcow2_cache_mark_dirty(s->l2_cache, ne);
+    qcow2_ol_note_l2(s, old, (uint64_t)off);
     s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
     s->l1_dirty = true;
     qcow2_defer_free(s, old, s->g.cluster_size);
@@ -322,6 +366,7 @@ int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
         if (ret < 0) {
             return ret;
         }
+        qcow2_ol_note_l2(s, 0, (uint64_t)off);
         s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
         s->l1_dirty = true;
     } else {
@@ -389,7 +434,11 @@ static int coroutine_fn write_l1(BDRVQcow2State *s)
     for (uint32_t i = 0; i < s->l1_size; i++) {
         be64_put(buf + (size_t)i * 8, s->l1[i]);
     }
-    ret = bytes ? qcow2_write_meta(s, s->hdr.l1_table_offset, buf, bytes) : 0;
+    ret = qcow2_ol_pre_write(s, QCOW2_OL_ACTIVE_L1, s->hdr.l1_table_offset,
+                             bytes);
+    if (ret >= 0 && bytes) {
+        ret = qcow2_write_meta(s, s->hdr.l1_table_offset, buf, bytes);
+    }
     free(buf);
     if (ret >= 0) {
         s->l1_dirty = false;

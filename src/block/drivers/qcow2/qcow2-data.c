@@ -118,7 +118,8 @@ int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
     while (bytes > 0) {
         Qcow2Mapping m;
         co_mutex_lock(&s->lock);
-        ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, &m);
+        ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false,
+                                &m);
         co_mutex_unlock(&s->lock);
         if (ret < 0) {
             return ret;
@@ -294,6 +295,7 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     a->nb_clusters = n;
     co_queue_init(&a->waiters);
     list_add_tail(&s->inflight, &a->link);
+    /* (The allocator refuses clusters that overlap metadata.) */
     host = qcow2_alloc_clusters(s, n);
     co_mutex_unlock(&s->lock);
     if (host < 0) {
@@ -380,24 +382,6 @@ out_locked:
     return ret;   /* with s->lock held */
 }
 
-/*
- * A data cluster that a hostile or damaged L2 table places over the
- * header, the L1 table or the refcount table must not be written in
- * place: that would turn a bad pointer into destroyed metadata.
- */
-static bool overlaps_metadata(BDRVQcow2State *s, uint64_t off, uint64_t len)
-{
-    uint64_t cs = s->g.cluster_size;
-    uint64_t l1 = s->hdr.l1_table_offset;
-    uint64_t l1_len = (uint64_t)s->l1_size * 8;
-    uint64_t rt = s->hdr.refcount_table_offset;
-    uint64_t rt_len = (uint64_t)s->hdr.refcount_table_clusters * cs;
-
-    return off < cs ||
-           (l1_len && off < l1 + l1_len && l1 < off + len) ||
-           (off < rt + rt_len && rt < off + len);
-}
-
 static int coroutine_fn write_compressed(BlockNode *bs, int64_t offset,
                                          int64_t bytes, IOVector *qiov,
                                          unsigned flags);
@@ -423,7 +407,8 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
         Qcow2Mapping m;
         co_mutex_lock(&s->lock);
         for (;;) {
-            ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, &m);
+            ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes,
+                                    true, &m);
             if (ret < 0) {
                 break;
             }
@@ -464,14 +449,13 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                 co_queue_init(&a->waiters);
                 list_add_tail(&s->inflight, &a->link);
             }
+            /* A table may point this cluster at metadata: checked (and
+             * the image marked corrupt) before the write, under the lock
+             * that keeps the metadata map still. */
+            ret = qcow2_ol_pre_write(s, 0, m.info.host_offset + in_cl,
+                                     m.bytes);
             co_mutex_unlock(&s->lock);
-            if (overlaps_metadata(s, m.info.host_offset + in_cl, m.bytes)) {
-                log_error("qcow2: node '%s': data cluster at 0x%" PRIx64
-                          " overlaps image metadata; refusing to write",
-                          bs->node_name, m.info.host_offset);
-                s->broken = true;
-                ret = -EIO;
-            } else {
+            if (ret >= 0) {
                 IOVector sub;
                 slice(&sub, qiov, qoff, m.bytes);
                 ret = bdrv_co_pwritev(bs->file,
@@ -744,7 +728,7 @@ static int coroutine_fn reads_as_zero(BDRVQcow2State *s, uint64_t offset,
     int ret;
 
     co_mutex_lock(&s->lock);
-    ret = qcow2_get_mapping(s, offset, bytes, &m);
+    ret = qcow2_get_mapping(s, offset, bytes, true, &m);
     co_mutex_unlock(&s->lock);
     if (ret < 0) {
         return ret;
@@ -868,7 +852,8 @@ int coroutine_fn qcow2_co_block_status(BlockNode *bs, int64_t offset,
     int ret;
 
     co_mutex_lock(&s->lock);
-    ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, &m);
+    ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false,
+                            &m);
     co_mutex_unlock(&s->lock);
     if (ret < 0) {
         return ret;

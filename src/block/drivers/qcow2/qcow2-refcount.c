@@ -181,6 +181,7 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
     memcpy(table, s->reftable, old_n * sizeof(*table));
     for (uint64_t j = 0; j < k; j++) {
         table[base + j] = (S + j) * cs;
+        qcow2_ol_note_refblock(s, (S + j) * cs);
     }
     memset(buf, 0, new_clusters * cs);
     for (uint64_t i = 0; i < new_n; i++) {
@@ -269,6 +270,7 @@ static int coroutine_fn ensure_refblock(BDRVQcow2State *s, uint64_t rti)
         return ret;
     }
     repair_count(s, off / cs, 1);
+    qcow2_ol_note_refblock(s, off);
     s->reftable[rti] = off;
     ret = write_reftable_entry(s, rti);
     if (ret < 0) {
@@ -410,6 +412,12 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
         if (idx > (1ull << (56 - s->g.cluster_bits))) {
             return -EFBIG;
         }
+    }
+    /* Free by the refcounts yet holding metadata: the refcounts are
+     * damaged, and whatever asked for the clusters would write over it. */
+    ret = qcow2_ol_pre_write(s, 0, cand * cs, n * cs);
+    if (ret < 0) {
+        return ret;
     }
     ret = qcow2_update_refcount(s, cand * cs, n * cs, 1);
     if (ret < 0) {

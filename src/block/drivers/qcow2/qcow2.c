@@ -5,8 +5,9 @@
  *
  * Options (blockdev-add): file, backing (node, inline, or null; absent:
  * the header's backing file, relative to the image's directory),
- * l2-cache-size, refcount-cache-size, cache-size; qemu's other qcow2
- * tuning options are accepted and ignored.
+ * l2-cache-size, refcount-cache-size, cache-size, overlap-check
+ * (qcow2-overlap.c); qemu's other qcow2 tuning options are accepted and
+ * ignored.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -336,6 +337,7 @@ static void qcow2_close(BlockNode *bs)
     /* The layer frees the node's bitmaps next: drop their marks first. */
     bdrv_dirty_bitmap_forget_node(bs);
     qcow2_free_bitmaps(s);
+    qcow2_ol_free(s);
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->rb_cache);
     s->l2_cache = s->rb_cache = NULL;
@@ -361,6 +363,12 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
     s->bs = bs;
     co_mutex_init(&s->lock);
     list_init(&s->inflight);
+
+    /* Checked before anything is opened, as qemu checks its options. */
+    if (!qcow2_ol_parse_option(opts, bs->open_path, bs->open_coerce,
+                               &s->ol.checks, errp)) {
+        return -EINVAL;
+    }
 
     if (!bdrv_open_child(bs, opts, "file",
                          BLK_ROLE_DATA | BLK_ROLE_METADATA | BLK_ROLE_PRIMARY,
@@ -392,6 +400,7 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
     if (!load_tables(bs, s, errp) || !setup_caches(bs, s, opts, errp)) {
         goto fail;
     }
+    qcow2_ol_load(s);
     /* Persistent bitmaps become the node's named bitmaps (before a
      * read-write open marks them in use). */
     co_mutex_lock(&s->lock);
@@ -519,6 +528,11 @@ static int coroutine_fn qcow2_co_flush(BlockNode *bs)
 
     if (bs->read_only) {
         return 0;
+    }
+    if (s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+        /* Marked corrupt in this session: the cached tables may hold
+         * what led there, and stay out of the file. */
+        return -EIO;
     }
     co_mutex_lock(&s->lock);
     ret = qcow2_flush_metadata(s);

@@ -23,6 +23,7 @@
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/drivers/qcow2/qcow2-format.h"
+#include "block/drivers/qcow2/qcow2-overlap.h"
 #include "util/list.h"
 
 typedef struct BDRVQcow2State BDRVQcow2State;
@@ -107,6 +108,11 @@ struct BDRVQcow2State {
     uint64_t repair_n;
     /* Persistent bitmaps: the directory found at open (qcow2-bitmap.c). */
     Qcow2Bitmaps *bitmaps;
+    /* Metadata-overlap protection (qcow2-overlap-check.c). */
+    Qcow2Overlap ol;
+    /* A corruption was reported (qcow2-corrupt.c): later ones are not,
+     * unless a non-fatal report is followed by a fatal one. */
+    bool corruption_signaled;
 };
 
 /* ---- refcounts and allocation (qcow2-refcount.c) ---- */
@@ -180,9 +186,11 @@ typedef struct Qcow2Mapping {
 
 /* Describes guest [offset, offset+bytes): the first cluster's type and
  * how many bytes from offset share it (contiguous on the host for normal
- * clusters; within one L2 table).  Caller holds s->lock. */
+ * clusters; within one L2 table).  `write`: the caller means to write
+ * there (it words a corruption report).  Caller holds s->lock. */
 int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
-                                   uint64_t bytes, Qcow2Mapping *m);
+                                   uint64_t bytes, bool write,
+                                   Qcow2Mapping *m);
 /* Sets the L2 entries of guest clusters [first, first+n) to entries[i];
  * allocates the L2 table if needed.  Caller holds s->lock.  With extended
  * L2 entries each entry is two words (descriptor, subcluster bitmap). */
@@ -203,6 +211,37 @@ int coroutine_fn qcow2_write_meta(BDRVQcow2State *s, uint64_t offset,
 int coroutine_fn qcow2_flush_file(BDRVQcow2State *s);
 /* Rewrites cluster 0 from s->hdr. */
 int coroutine_fn qcow2_write_header(BDRVQcow2State *s);
+
+/* ---- metadata-overlap protection (qcow2-overlap-check.c) ---- */
+
+/* Open, after the L1 and refcount tables are loaded: the L2 tables,
+ * refcount blocks and snapshot tables the checks look at. */
+void coroutine_fn qcow2_ol_load(BDRVQcow2State *s);
+void qcow2_ol_free(BDRVQcow2State *s);
+/* An L1 entry now points at new_off instead of old_off (0: none). */
+void qcow2_ol_note_l2(BDRVQcow2State *s, uint64_t old_off, uint64_t new_off);
+void qcow2_ol_note_refblock(BDRVQcow2State *s, uint64_t off);
+/* The first checked metadata kind (except those in ign) that host bytes
+ * [off, off+len) overlap, or 0. */
+unsigned qcow2_ol_find(BDRVQcow2State *s, unsigned ign, uint64_t off,
+                       uint64_t len);
+/* Before a write into the image file: 0, or -EIO after marking the image
+ * corrupt because the range overlaps metadata.  Caller holds s->lock. */
+int coroutine_fn qcow2_ol_pre_write(BDRVQcow2State *s, unsigned ign,
+                                    uint64_t off, uint64_t len);
+
+/* ---- corruption (qcow2-corrupt.c) ---- */
+
+/*
+ * Reports inconsistent metadata: stderr and BLOCK_IMAGE_CORRUPTED (offset
+ * and size omitted when negative).  fatal (downgraded on a read-only
+ * node): the image is marked corrupt and writes are refused from now on.
+ * Caller holds s->lock.
+ */
+void coroutine_fn qcow2_signal_corruption(BDRVQcow2State *s, bool fatal,
+                                          int64_t offset, int64_t size,
+                                          const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* ---- data (qcow2-data.c) ---- */
 
