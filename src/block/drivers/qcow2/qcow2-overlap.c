@@ -57,7 +57,7 @@ static const ArgSpec ol_object_spec[] = {
     { .name = "inactive-l1", .type = ARG_BOOL, .optional = true },
     { .name = "inactive-l2", .type = ARG_BOOL, .optional = true },
     { .name = "bitmap-directory", .type = ARG_BOOL, .optional = true },
-    { NULL },
+    { .name = NULL },
 };
 
 static int template_index(const char *s)
