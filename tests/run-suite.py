@@ -178,8 +178,13 @@ def run_integration(tally, label, builddir, pytest_args):
     print('==> integration tests (%s): BLOCKJOBD_BIN=%s' % (label, binary),
           flush=True)
     # A scratch working directory: tools that drop files in the current
-    # directory (fio's verify state) must not litter the repository.
+    # directory (fio's verify state) must not litter the repository.  The
+    # tests' own temporary directories go there too (--basetemp), removed
+    # at the end, instead of pytest's shared /tmp/pytest-of-USER, which
+    # keeps gigabytes of old runs and which another pytest session started
+    # meanwhile prunes under a running one.
     scratch = tempfile.mkdtemp(prefix='bj-suite-')
+    cmd += ['--basetemp', os.path.join(scratch, 'tmp')]
     try:
         rc = subprocess.call(cmd, env=env, cwd=scratch)
     finally:
