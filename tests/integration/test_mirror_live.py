@@ -7,6 +7,7 @@ they all land, in order, on the new active node.
 
 import os
 import random
+import threading
 import time
 
 import pytest
@@ -60,12 +61,47 @@ def finish(daemon, h, tgt, expect):
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, tgt)
 
 
-def write_through_job(qmp, h, expect, jid, mode, seed):
+class Finalizer:
+    """Manual mode: finalizes and dismisses the job from a QMP client of its
+    own, as soon as the events say so.  The writer cannot do it between
+    writes: qemu-storage-daemon 7.2 keeps the source drained from the end of
+    a completed mirror until job-finalize, so a write sent then only returns
+    after the finalize."""
+
+    def __init__(self, daemon, jid):
+        self.qmp = daemon.new_client()
+        self.jid = jid
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _wait(self, status):
+        self.qmp.wait_event('JOB_STATUS_CHANGE', timeout=120, match={
+            'data': {'id': self.jid, 'status': status}})
+
+    def _run(self):
+        try:
+            self._wait('pending')
+            self.qmp.execute('job-finalize', id=self.jid)
+            self._wait('concluded')
+            self.qmp.execute('job-dismiss', id=self.jid)
+        except Exception as e:       # reported by join()
+            self.error = e
+
+    def join(self):
+        self.thread.join(timeout=120)
+        assert not self.thread.is_alive(), 'finalizer still waiting'
+        assert self.error is None, self.error
+
+
+def write_through_job(daemon, h, expect, jid, mode, seed):
     """Random writes (and some zeroes) until the job is gone; completes it
-    once READY (and finalizes/dismisses in manual mode)."""
+    once READY (and finalizes/dismisses in manual mode, from a Finalizer)."""
+    qmp = daemon.qmp
     rnd = random.Random(seed)
+    finalizer = Finalizer(daemon, jid) if mode == 'manual' else None
     n = 0
-    completed = finalized = False
+    completed = False
     while True:
         length = 4096 * rnd.randint(1, 32)
         off = 4096 * rnd.randrange((SIZE - length) // 4096)
@@ -85,13 +121,9 @@ def write_through_job(qmp, h, expect, jid, mode, seed):
             if j['status'] == 'ready' and not completed:
                 qmp.execute('job-complete', id=jid)
                 completed = True
-            if (mode == 'manual' and j['status'] == 'pending'
-                    and not finalized):
-                qmp.execute('job-finalize', id=jid)
-                finalized = True
-            if mode == 'manual' and j['status'] == 'concluded':
-                qmp.execute('job-dismiss', id=jid)
         assert n < 50000, qmp.execute('query-jobs')
+    if finalizer:
+        finalizer.join()
     return n
 
 
@@ -107,7 +139,7 @@ def test_mirror_live(daemon, workdir, mode):
     if mode == 'manual':
         args.update({'auto-finalize': False, 'auto-dismiss': False})
     qmp.execute('blockdev-mirror', args)
-    n = write_through_job(qmp, h, expect, 'mirror1', mode, 11)
+    n = write_through_job(daemon, h, expect, 'mirror1', mode, 11)
     assert n >= 16
     rec.poll()
     golden.assert_matches('mirror-ready-complete-live.%s' % mode,
@@ -131,7 +163,7 @@ def test_mirror_write_blocking(daemon, workdir):
     qmp.execute('blockdev-mirror', {'job-id': 'wb', 'device': 'src',
                                     'target': 'tgt', 'sync': 'full',
                                     'copy-mode': 'write-blocking'})
-    write_through_job(qmp, h, expect, 'wb', 'auto', 12)
+    write_through_job(daemon, h, expect, 'wb', 'auto', 12)
     finish(daemon, h, tgt, expect)
 
 
