@@ -314,6 +314,12 @@ static const char *check_request(MonClient *c, json_t *req, bool *is_oob,
                            key);
                 return NULL;
             }
+            /* "quit\u0000x" must not run quit (see find_nul). */
+            if (strlen(json_string_value(v)) != json_string_length(v)) {
+                error_setg(errp, "QMP input member '%s' must not contain a "
+                           "NUL character", key);
+                return NULL;
+            }
         } else if (!strcmp(key, "arguments")) {
             if (!json_is_object(v)) {
                 error_setg(errp,
