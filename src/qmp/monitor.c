@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "aio/aio.h"
+#include "aio/listener.h"
 #include "config.h"
 #include "qmp/chardev.h"
 #include "qmp/json-stream.h"
@@ -65,7 +66,7 @@ typedef struct MonClient {
 struct Monitor {
     Chardev *chr;
     int listen_fd;
-    AioTimer *accept_retry;   /* re-arms accepting after EMFILE */
+    AioListener *listener;    /* backs off on EMFILE/ENFILE */
     bool pretty;
     MonClient *clients;
     Monitor *next;
@@ -551,33 +552,19 @@ static void send_greeting(MonClient *c)
     json_decref(msg);
 }
 
-static void monitor_accept(void *opaque)
+static void monitor_accept(AioListener *l, void *opaque)
 {
     Monitor *mon = opaque;
     for (;;) {
         int fd = accept4(mon->listen_fd, NULL, NULL,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) {
-                continue;
+            if (aio_listener_accept_failed(l, errno)) {
+                return;
             }
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-                errno == ENOMEM) {
-                /* The listening socket stays readable: pause accepting
-                 * for a while instead of spinning on it. */
-                log_warn("monitor: accept failed: %s; retrying in 100 ms",
-                         strerror(errno));
-                Error *err = NULL;
-                if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
-                                        NULL, NULL, NULL, &err)) {
-                    error_report_err(err, "monitor");
-                }
-                aio_timer_mod(mon->accept_retry, clock_ns() + 100000000);
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                log_warn("monitor: accept failed: %s", strerror(errno));
-            }
-            return;
+            continue;
         }
+        aio_listener_accepted(l);
         MonClient *c = calloc(1, sizeof(*c));
         if (!c) {
             abort();
@@ -589,16 +576,6 @@ static void monitor_accept(void *opaque)
         mon->clients = c;
         client_update_handlers(c);
         send_greeting(c);
-    }
-}
-
-static void accept_retry_cb(void *opaque)
-{
-    Monitor *mon = opaque;
-    Error *err = NULL;
-    if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
-                            monitor_accept, NULL, mon, &err)) {
-        error_report_err(err, "monitor");
     }
 }
 
@@ -669,13 +646,12 @@ bool monitor_add(json_t *opts, Error **errp)
     mon->chr = chr;
     mon->listen_fd = chardev_listen_fd(chr);
     mon->pretty = arg_bool(opts, "pretty", false);
-    if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
-                            monitor_accept, NULL, mon, errp)) {
+    mon->listener = aio_listener_new(aio_main_context(), mon->listen_fd,
+                                     "monitor", monitor_accept, mon, errp);
+    if (!mon->listener) {
         free(mon);
         return false;
     }
-    mon->accept_retry = aio_timer_new(aio_main_context(), accept_retry_cb,
-                                      mon);
     mon->next = monitors;
     monitors = mon;
     event_set_sink(monitor_event, NULL);
@@ -713,12 +689,7 @@ void monitor_cleanup_all(void)
             flush_before_close(c);
             client_kill(c);  /* a busy client is freed when it unwinds */
         }
-        Error *err = NULL;
-        if (!aio_set_fd_handler(aio_main_context(), m->listen_fd, NULL, NULL,
-                                NULL, &err)) {
-            error_report_err(err, "monitor");
-        }
-        aio_timer_free(m->accept_retry);
+        aio_listener_free(m->listener);
         free(m);
     }
     chardev_cleanup_all();

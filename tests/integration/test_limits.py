@@ -1,0 +1,145 @@
+"""The limits of docs/limits.md, one test each: what a local user can do to
+the daemon by opening connections and not talking, or not reading, or by
+using up its descriptors, is bounded.
+
+These are blockjobd rules (qemu-storage-daemon 7.2 serves one QMP client
+per socket), so they run against
+blockjobd only.
+"""
+
+import os
+import resource
+import socket
+import time
+
+import pytest
+
+import bjtest
+
+nbd = pytest.importorskip('nbd')
+
+pytestmark = pytest.mark.blockjobd_only('limits of blockjobd')
+
+
+def nbd_uri(sock, name='disk'):
+    return 'nbd+unix:///%s?socket=%s' % (name, sock)
+
+
+def try_nbd(uri):
+    h = nbd.NBD()
+    try:
+        h.connect_uri(uri)
+    except nbd.Error:
+        return False
+    h.shutdown()
+    return True
+
+
+def raw_nbd(sock):
+    """A client that connects and never says a word."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sock)
+    return s
+
+
+def recv_exactly(s, n, deadline):
+    data = b''
+    while len(data) < n:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def closed_by_peer(s, deadline):
+    """Reads (and drops) until EOF; False if the deadline passes first."""
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not s.recv(4096):
+                return True
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def nbd_daemon(daemon_factory, tmp_path, server_opts):
+    d = daemon_factory(start=False)
+    sock = d.socket_path('nbd.sock')
+    d.extra_args += ['--blockdev', 'driver=null-co,node-name=disk,size=1048576',
+                     '--nbd-server', 'addr.type=unix,addr.path=%s,%s'
+                     % (sock, server_opts),
+                     '--export', 'type=nbd,id=e0,node-name=disk,name=disk']
+    d.start()
+    return d, sock
+
+
+def cpu_seconds(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def nfds(pid):
+    return len(os.listdir('/proc/%d/fd' % pid))
+
+
+# ---- descriptor exhaustion ------------------------------------------------
+
+FD_LIMIT = 64
+
+
+def test_emfile_backs_off_and_recovers(daemon_factory, tmp_path):
+    """With every descriptor in use, a waiting QMP and NBD client cost
+    neither CPU nor log, and get in once descriptors are free again."""
+    d, sock = nbd_daemon(daemon_factory, tmp_path, 'max-connections=0')
+    resource.prlimit(d.pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+    # Fill the table with idle QMP clients: each one accepted raises the
+    # daemon's descriptor count, until one stays in the backlog.
+    idle = []
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(d.sock_path)
+        idle.append(s)
+        deadline = time.monotonic() + 10
+        s.settimeout(0.05)
+        got = b''
+        while time.monotonic() < deadline and nfds(d.pid) < FD_LIMIT:
+            try:
+                got = s.recv(1)
+            except socket.timeout:
+                continue
+            break
+        if not got:
+            break        # at the limit: this client waits in the backlog
+        assert len(idle) < FD_LIMIT, 'descriptor limit not reached'
+    assert nfds(d.pid) == FD_LIMIT
+    waiting_qmp = idle.pop()
+    waiting_nbd = raw_nbd(sock)
+    err_before = os.path.getsize(d.stderr_path)
+    cpu_before = cpu_seconds(d.pid)
+    window = 2.0
+    time.sleep(window)   # a measuring window, not a wait for an event
+    cpu = cpu_seconds(d.pid) - cpu_before
+    log = os.path.getsize(d.stderr_path) - err_before
+    text = d.stderr()
+    print('EMFILE window %.1f s: cpu %.2f s, stderr %d bytes'
+          % (window, cpu, log))
+    assert cpu < 0.25 * window
+    assert log < 1024
+    assert text.count('monitor: accept failed: Too many open files') == 1
+    assert text.count('nbd: accept failed: Too many open files') == 1
+    # Free some descriptors: both waiting clients get in within the longest
+    # back-off (1 s) plus slack.
+    for s in idle[:4]:
+        s.close()
+    deadline = time.monotonic() + 10
+    assert recv_exactly(waiting_nbd, 8, deadline) == b'NBDMAGIC'
+    assert b'"QMP"' in recv_exactly(waiting_qmp, 5, deadline) + \
+        waiting_qmp.recv(4096)
+    for s in idle[4:] + [waiting_qmp, waiting_nbd]:
+        s.close()
