@@ -575,6 +575,9 @@ static void coroutine_fn handshake_co(void *opaque)
     }
     nbd_handshake_cleanup(&hs);
     nbd_conn_unwatch(c);
+    /* Done negotiating, one way or the other: the deadline is over. */
+    aio_timer_free(c->hs_timer);
+    c->hs_timer = NULL;
 
     if (ok && c->exp && !atomic_load(&c->closing) &&
         !c->exp->shutting_down) {
@@ -586,7 +589,19 @@ static void coroutine_fn handshake_co(void *opaque)
     aio_bh_schedule_oneshot(aio_main_context(), conn_finish_bh, c);
 }
 
-NbdConn *nbd_conn_start(int fd, ListHead *server_list)
+/* A client still negotiating at its deadline is cut off: the handshake
+ * coroutine's read or write fails and it ends the connection. */
+static void handshake_timeout_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    log_info("nbd: a client did not finish the handshake in time, "
+             "disconnecting it");
+    nbd_conn_close(c);
+}
+
+NbdConn *nbd_conn_start(int fd, ListHead *server_list,
+                        int64_t handshake_max_ns)
 {
     NbdConn *c = calloc(1, sizeof(*c));
 
@@ -598,6 +613,10 @@ NbdConn *nbd_conn_start(int fd, ListHead *server_list)
     c->ctx = aio_main_context();
     list_init(&c->export_link);
     list_add_tail(server_list, &c->server_link);
+    if (handshake_max_ns > 0) {
+        c->hs_timer = aio_timer_new(c->ctx, handshake_timeout_cb, c);
+        aio_timer_mod(c->hs_timer, clock_ns() + handshake_max_ns);
+    }
     aio_co_enter(c->ctx, coroutine_create(handshake_co, c));
     return c;
 }

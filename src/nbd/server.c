@@ -30,6 +30,7 @@ typedef struct NbdServer {
     int nfds;
     char *unix_path;           /* unlinked at stop */
     int64_t max_connections;   /* 0: unlimited */
+    int64_t handshake_max_ns;  /* 0: no handshake timeout */
 } NbdServer;
 
 /* One server per process (see nbd.h); connections outlive a stop. */
@@ -74,7 +75,7 @@ static void on_accept(AioListener *l, void *opaque)
         int one = 1;
         /* Fails harmlessly on UNIX sockets. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        nbd_conn_start(fd, &conn_list);
+        nbd_conn_start(fd, &conn_list, server.handshake_max_ns);
     }
 }
 
@@ -192,7 +193,8 @@ static void close_listeners(void)
     }
 }
 
-bool nbd_server_start(json_t *addr, int64_t max_connections, Error **errp)
+bool nbd_server_start(json_t *addr, int64_t max_connections,
+                      int64_t handshake_max_seconds, Error **errp)
 {
     const char *type = arg_str(addr, "type", "");
     bool ok;
@@ -216,6 +218,7 @@ bool nbd_server_start(json_t *addr, int64_t max_connections, Error **errp)
     }
     server.running = true;
     server.max_connections = max_connections;
+    server.handshake_max_ns = handshake_max_seconds * 1000000000LL;
     return true;
 }
 

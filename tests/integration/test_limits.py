@@ -3,7 +3,7 @@ the daemon by opening connections and not talking, or not reading, or by
 using up its descriptors, is bounded.
 
 These are blockjobd rules (qemu-storage-daemon 7.2 serves one QMP client
-per socket), so they run against
+per socket and has no handshake-max-seconds), so they run against
 blockjobd only.
 """
 
@@ -86,6 +86,55 @@ def cpu_seconds(pid):
 
 def nfds(pid):
     return len(os.listdir('/proc/%d/fd' % pid))
+
+
+# ---- NBD handshake timeout ------------------------------------------------
+
+def test_idle_handshakes_time_out(daemon_factory, tmp_path):
+    """Clients that never negotiate hold max-connections slots only until
+    handshake-max-seconds: then a real client gets in."""
+    d, sock = nbd_daemon(daemon_factory, tmp_path,
+                         'max-connections=2,handshake-max-seconds=1')
+    start = time.monotonic()
+    idle = [raw_nbd(sock) for _ in range(2)]
+    # Both were accepted (they got the greeting); every slot is taken.
+    for s in idle:
+        assert recv_exactly(s, 18, start + 10)[:8] == b'NBDMAGIC'
+    assert not try_nbd(nbd_uri(sock))
+    # The server, not the client, ends the idle ones, within the bound.
+    for s in idle:
+        assert closed_by_peer(s, start + 10)
+    bjtest.wait_until(lambda: try_nbd(nbd_uri(sock)), timeout=10,
+                      what='a client getting in after the idle ones')
+    took = time.monotonic() - start
+    assert 1.0 <= took < 10, took
+    for s in idle:
+        s.close()
+
+
+def test_handshake_timeout_does_not_cut_negotiated_clients(daemon_factory,
+                                                            tmp_path):
+    d, sock = nbd_daemon(daemon_factory, tmp_path,
+                         'handshake-max-seconds=1')
+    h = nbd.NBD()
+    h.connect_uri(nbd_uri(sock))
+    idle = raw_nbd(sock)
+    assert closed_by_peer(idle, time.monotonic() + 10)
+    # The idle one is gone, so the deadline has passed: h still works.
+    assert len(h.pread(512, 0)) == 512
+    h.shutdown()
+    idle.close()
+
+
+def test_handshake_max_seconds_argument(daemon):
+    q = daemon.qmp
+    addr = {'type': 'unix', 'data': {'path': daemon.socket_path('n.sock')}}
+    with pytest.raises(bjtest.QMPError) as e:
+        q.execute('nbd-server-start', addr=addr,
+                  handshake_max_seconds=1 << 32)
+    assert e.value.desc == ("Parameter 'handshake-max-seconds' expects "
+                            "uint32_t")
+    q.execute('nbd-server-start', addr=addr, handshake_max_seconds=0)
 
 
 # ---- descriptor exhaustion ------------------------------------------------

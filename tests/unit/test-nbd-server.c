@@ -564,7 +564,7 @@ static int setup(void **state)
         fail_msg("open: %s", error_get_pretty(err));
     }
     json_t *addr = json_pack("{s:s, s:s}", "type", "unix", "path", sock_path);
-    if (!nbd_server_start(addr, 100, &err)) {
+    if (!nbd_server_start(addr, 100, 0, &err)) {
         fail_msg("server: %s", error_get_pretty(err));
     }
     json_decref(addr);
