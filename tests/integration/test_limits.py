@@ -192,3 +192,101 @@ def test_emfile_backs_off_and_recovers(daemon_factory, tmp_path):
         waiting_qmp.recv(4096)
     for s in idle[4:] + [waiting_qmp, waiting_nbd]:
         s.close()
+
+
+# ---- QMP clients and their memory ----------------------------------------
+
+def test_max_clients(daemon_factory):
+    d = daemon_factory(start=False)
+    path = d.socket_path('m1.sock')
+    d.extra_args += ['--chardev', 'socket,id=m1,path=%s,server=on,wait=off'
+                     % path, '--monitor', 'chardev=m1,max-clients=2']
+    d.start()
+    a = bjtest.QMPClient(path, negotiate=True)
+    b = bjtest.QMPClient(path, negotiate=True)
+    # The third is closed at once, without a greeting; again for a fourth.
+    for _ in range(2):
+        with pytest.raises(bjtest.QMPClosed):
+            bjtest.QMPClient(path)
+    assert d.stderr().count('max-clients') == 1
+    # The other monitor has its own count.
+    d.new_client().execute('query-version')
+    a.close()
+    bjtest.wait_until(lambda: try_qmp(path), what='a free client slot')
+    b.execute('query-version')
+    b.close()
+    with pytest.raises(bjtest.QMPError) as e:
+        d.qmp.execute('query-version', foo=1)   # still serving
+    assert 'unexpected' in e.value.desc
+
+
+def try_qmp(path):
+    try:
+        bjtest.QMPClient(path, negotiate=True).close()
+    except bjtest.QMPClosed:
+        return False
+    return True
+
+
+def test_max_clients_argument(binary, sockdir):
+    p = bjtest.run_blockjobd('--chardev', 'socket,id=m,path=%s/m.sock,'
+                             'server=on,wait=off' % sockdir,
+                             '--monitor', 'chardev=m,max-clients=0',
+                             binary=binary)
+    assert p.returncode == 1
+    assert p.stderr == ("blockjobd: --monitor chardev=m,max-clients=0: "
+                        "Parameter 'max-clients' expects a value of at "
+                        "least 1\n")
+
+
+def rss_kib(pid, field='VmRSS'):
+    with open('/proc/%d/status' % pid) as f:
+        return int([l for l in f if l.startswith(field + ':')][0].split()[1])
+
+
+OUT_TOTAL_MAX_MIB = 128     # docs/limits.md: pending output, all clients
+EVENT_MIB = 1
+
+
+@pytest.mark.timeout(300)
+def test_pending_output_bound_across_clients(daemon_factory):
+    """Clients that never read cannot make the daemon hold more than the
+    daemon-wide budget of queued output, however many there are (each is
+    also bounded at 64 MiB).  Events of 1 MiB (a block export whose id is
+    1 MiB long) go to every client; 4 non-readers x 60 events would be
+    240 MiB without the daemon-wide bound."""
+    env = bjtest.sanitizer_env()
+    # Freed buffers must leave the RSS at once, or ASan's quarantine (up
+    # to 256 MiB) would be counted as held output.
+    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
+    d = daemon_factory('--blockdev', 'driver=null-co,node-name=disk', env=env)
+    q = d.qmp
+    q.execute('nbd-server-start', addr={
+        'type': 'unix', 'data': {'path': d.socket_path('nbd.sock')}})
+    sleepers = []
+    for _ in range(4):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(d.sock_path)
+        s.sendall(b'{"execute":"qmp_capabilities"}\n')
+        sleepers.append(s)
+    # Every sleeper is negotiated once a reading client sees an event that
+    # follows their qmp_capabilities: commands run one at a time, in turn.
+    q.execute('query-version')
+    base = rss_kib(d.pid)
+    long_id = 'e' + 'x' * (EVENT_MIB << 20)
+    for i in range(60):
+        q.execute('block-export-add', type='nbd', id=long_id,
+                  node_name='disk')
+        q.execute('block-export-del', id=long_id)
+        q.wait_event('BLOCK_EXPORT_DELETED')
+    grown = (rss_kib(d.pid) - base) // 1024
+    peak = (rss_kib(d.pid, 'VmHWM') - base) // 1024
+    print('RSS grew by %d MiB (peak %d MiB) for %d MiB of budget'
+          % (grown, peak, OUT_TOTAL_MAX_MIB))
+    # The budget, plus per client at most 1 MiB of backlog and one message
+    # over it, plus the reading client's buffers.
+    assert grown < OUT_TOTAL_MAX_MIB + 5 * 2 * EVENT_MIB + 16
+    assert 'for all clients' in d.stderr()
+    for s in sleepers:
+        s.close()
+    q.execute('query-version')
