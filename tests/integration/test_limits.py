@@ -290,3 +290,52 @@ def test_pending_output_bound_across_clients(daemon_factory):
     for s in sleepers:
         s.close()
     q.execute('query-version')
+
+
+# ---- the bound on shutdown ------------------------------------------------
+
+def stuck_daemon(daemon_factory):
+    """A daemon with an NBD write stuck in its driver for an hour."""
+    d = daemon_factory(start=False)
+    sock = d.socket_path('nbd.sock')
+    d.extra_args += ['--shutdown-max-seconds', '1',
+                     '--blockdev', 'driver=null-co,node-name=disk,'
+                     'latency-ns=3600000000000',
+                     '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
+                     '--export', 'type=nbd,id=e0,node-name=disk,name=disk,'
+                     'writable=on']
+    d.start()
+    h = nbd.NBD()
+    h.add_meta_context('base:allocation')
+    h.connect_uri(nbd_uri(sock))
+    h.aio_pwrite(b'x' * 512, 0)
+    # Requests start in arrival order and block status does not sleep: once
+    # it is answered, the write is inside the driver.
+    h.block_status(512, 0, lambda *a: 0)
+    assert h.aio_in_flight() == 1
+    return d, h
+
+
+@pytest.mark.parametrize('how', ['sigterm', 'quit'])
+def test_shutdown_is_bounded(daemon_factory, how):
+    d, h = stuck_daemon(daemon_factory)
+    t0 = time.monotonic()
+    if how == 'sigterm':
+        d.send_signal()
+    else:
+        assert d.qmp.execute('quit') == {}
+    rc = d.wait(timeout=15)
+    took = time.monotonic() - t0
+    print('%s with a stuck request: exit %d after %.2f s' % (how, rc, took))
+    assert rc == 1
+    assert 1.0 <= took < 15
+    assert 'shutdown did not finish within 1 s' in d.stderr()
+    d.check(expect_rc=1)
+    del h
+
+
+def test_shutdown_max_seconds_argument(binary):
+    p = bjtest.run_blockjobd('--shutdown-max-seconds', '-1', binary=binary)
+    assert p.returncode == 1
+    assert p.stderr == ('blockjobd: --shutdown-max-seconds -1: expects a '
+                        'number of seconds\n')
