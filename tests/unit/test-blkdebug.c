@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "block/block.h"
+#include "test-wait.h"
 
 static char *user_desc(BlockChild *c)
 {
@@ -144,7 +145,7 @@ static int co_req(Dbg *d, int kind, int64_t off, int64_t len)
     CoReq r = { .kind = kind, .c = d->user, .off = off, .len = len };
 
     aio_co_enter(aio_main_context(), coroutine_create(co_req_entry, &r));
-    AIO_WAIT_WHILE(aio_main_context(), !r.done);
+    TEST_WAIT_WHILE(aio_main_context(), !r.done);
     return r.ret;
 }
 

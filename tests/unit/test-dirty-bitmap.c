@@ -19,6 +19,7 @@
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
+#include "test-wait.h"
 
 static char *user_desc(BlockChild *c)
 {
@@ -91,7 +92,7 @@ static int run_req(BlockChild *c, int kind, int64_t off, int64_t len)
 {
     Req r = { .c = c, .kind = kind, .off = off, .len = len };
     aio_co_enter(aio_main_context(), coroutine_create(req_entry, &r));
-    AIO_WAIT_WHILE(aio_main_context(), !r.done);
+    TEST_WAIT_WHILE(aio_main_context(), !r.done);
     return r.ret;
 }
 

@@ -33,6 +33,7 @@
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "test-wait.h"
 
 static char test_dir[] = "/var/tmp/bj-test-qcow2.XXXXXX";
 static bool have_qemu;
@@ -180,7 +181,7 @@ static int run_req(Req *r)
     AioContext *ctx = aio_main_context();
     r->done = false;
     aio_co_enter(ctx, coroutine_create(req_entry, r));
-    AIO_WAIT_WHILE(ctx, !r->done);
+    TEST_WAIT_WHILE(ctx, !r->done);
     return r->ret;
 }
 
@@ -585,7 +586,7 @@ static void test_change_backing(void **state)
                          .fmt = "raw" };
     aio_co_enter(aio_main_context(), coroutine_create(change_backing_entry,
                                                       &cb));
-    AIO_WAIT_WHILE(aio_main_context(), !cb.done);
+    TEST_WAIT_WHILE(aio_main_context(), !cb.done);
     assert_int_equal(cb.ret, 0);
     assert_string_equal(img.bs->backing_file, "other/name with space.raw");
     img_close(&img);
@@ -603,7 +604,7 @@ static void test_change_backing(void **state)
     cb = (ChangeBacking){ .bs = img.bs };
     aio_co_enter(aio_main_context(), coroutine_create(change_backing_entry,
                                                       &cb));
-    AIO_WAIT_WHILE(aio_main_context(), !cb.done);
+    TEST_WAIT_WHILE(aio_main_context(), !cb.done);
     assert_int_equal(cb.ret, 0);
     img_close(&img);
     info = sh_out("qemu-img info -U --output=json '%s'", p);
@@ -709,7 +710,7 @@ static void test_concurrent_writes(void **state)
     for (int i = 0; i < N; i++) {
         aio_co_enter(aio_main_context(), coroutine_create(conc_entry, &w[i]));
     }
-    AIO_WAIT_WHILE(aio_main_context(), pending > 0);
+    TEST_WAIT_WHILE(aio_main_context(), pending > 0);
     for (int i = 0; i < N; i++) {
         assert_int_equal(w[i].ret, 0);
     }
@@ -773,7 +774,7 @@ static void coroutine_fn truncate_entry(void *opaque)
 static int co_call(CoCall *cc)
 {
     aio_co_enter(aio_main_context(), coroutine_create(truncate_entry, cc));
-    AIO_WAIT_WHILE(aio_main_context(), !cc->done);
+    TEST_WAIT_WHILE(aio_main_context(), !cc->done);
     return cc->ret;
 }
 
