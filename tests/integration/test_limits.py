@@ -10,6 +10,7 @@ blockjobd only.
 import os
 import resource
 import socket
+import struct
 import time
 
 import pytest
@@ -339,3 +340,57 @@ def test_shutdown_max_seconds_argument(binary):
     assert p.returncode == 1
     assert p.stderr == ('blockjobd: --shutdown-max-seconds -1: expects a '
                         'number of seconds\n')
+
+
+# ---- an NBD client that does not read its replies -------------------------
+
+NBD_INFLIGHT_MAX_MIB = 256   # MAX_REQUEST_BYTES in src/nbd/conn.c
+NBD_READ_MIB = 32            # the largest READ the server accepts
+
+
+def raw_nbd_transmission(sock, name=b'disk'):
+    """A newstyle-fixed handshake by hand (NBD_OPT_EXPORT_NAME), leaving a
+    socket in the transmission phase that nobody reads from."""
+    s = raw_nbd(sock)
+    deadline = time.monotonic() + 10
+    hello = recv_exactly(s, 18, deadline)
+    assert hello[:16] == b'NBDMAGICIHAVEOPT', hello
+    s.sendall(struct.pack('>I', 3))          # FIXED_NEWSTYLE | NO_ZEROES
+    s.sendall(b'IHAVEOPT' + struct.pack('>II', 1, len(name)) + name)
+    size, _flags = struct.unpack('>QH', recv_exactly(s, 10, deadline))
+    return s, size
+
+
+def test_slow_nbd_reader_is_bounded(daemon_factory):
+    """A client that sends READs and never reads the replies makes the
+    server hold at most 256 MiB of buffers for it (plus one request)."""
+    env = bjtest.sanitizer_env()
+    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
+    d = daemon_factory(start=False, env=env)
+    sock = d.socket_path('nbd.sock')
+    d.extra_args += ['--blockdev', 'driver=null-co,node-name=disk,'
+                     'size=1073741824,read-zeroes=on',
+                     '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
+                     '--export', 'type=nbd,id=e0,node-name=disk,name=disk']
+    d.start()
+    s, size = raw_nbd_transmission(sock)
+    assert size == 1 << 30
+    base = rss_kib(d.pid)
+    length = NBD_READ_MIB << 20
+    # 64 READs of 32 MiB: 2 GiB asked for, at 28 bytes each.
+    for i in range(64):
+        s.sendall(struct.pack('>IHHQQI', 0x25609513, 0, 0, i,
+                              (i * length) % size, length))
+    # The receive loop stops once 256 MiB are in flight: from then on the
+    # daemon's memory stays put.  Wait for it to get there.
+    bjtest.wait_until(lambda: rss_kib(d.pid) - base >
+                      (NBD_INFLIGHT_MAX_MIB - NBD_READ_MIB) << 10,
+                      timeout=60, what='the in-flight bound being reached')
+    # Other clients are still served; meanwhile the main loop has run many
+    # times, so the slow client took whatever more it could.
+    assert try_nbd(nbd_uri(sock))
+    d.qmp.execute('query-version')
+    grown = (rss_kib(d.pid, 'VmHWM') - base) >> 10
+    print('slow NBD reader: RSS grew by %d MiB' % grown)
+    assert grown < NBD_INFLIGHT_MAX_MIB + NBD_READ_MIB + 16, grown
+    s.close()
