@@ -394,3 +394,41 @@ def test_slow_nbd_reader_is_bounded(daemon_factory):
     print('slow NBD reader: RSS grew by %d MiB' % grown)
     assert grown < NBD_INFLIGHT_MAX_MIB + NBD_READ_MIB + 16, grown
     s.close()
+
+
+IN_TOTAL_MAX_MIB = 128      # docs/limits.md: unfinished input, all clients
+
+
+@pytest.mark.timeout(300)
+def test_unfinished_input_bound_across_clients(daemon_factory):
+    """Each client may have a value of up to 64 MiB in progress, but not
+    all of them at once: three clients 60 MiB into a string would hold
+    180 MiB; past the daemon-wide 128 MiB the one sending is dropped."""
+    env = bjtest.sanitizer_env()
+    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
+    d = daemon_factory(env=env)
+    base = rss_kib(d.pid)
+    chunk = b'a' * (1 << 20)
+    clients = []
+    dropped = []
+    for k in range(3):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(d.sock_path)
+        clients.append(s)
+        try:
+            s.sendall(b'{"execute":"query-version","id":"')
+            for _ in range(60):
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            dropped.append(k)
+    # A reading client is served, after the daemon read all it could.
+    d.qmp.execute('query-version')
+    peak = (rss_kib(d.pid, 'VmHWM') - base) >> 10
+    print('unfinished input: peak +%d MiB, dropped %s' % (peak, dropped))
+    assert 'unfinished input' in d.stderr()
+    assert dropped == [2]
+    # The budget, plus the half-size buffer a realloc copies from while a
+    # value grows, plus slack.
+    assert peak < IN_TOTAL_MAX_MIB + 32 + 16, peak
+    for s in clients:
+        s.close()
