@@ -400,6 +400,38 @@ IN_TOTAL_MAX_MIB = 128      # docs/limits.md: unfinished input, all clients
 
 
 @pytest.mark.timeout(300)
+def test_pending_output_bound_per_client(daemon_factory):
+    """One client that never reads is dropped once 64 MiB of events wait
+    for it (the daemon-wide budget is not reached with one client)."""
+    env = bjtest.sanitizer_env()
+    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
+    d = daemon_factory('--blockdev', 'driver=null-co,node-name=disk', env=env)
+    q = d.qmp
+    q.execute('nbd-server-start', addr={
+        'type': 'unix', 'data': {'path': d.socket_path('nbd.sock')}})
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(d.sock_path)
+    s.sendall(b'{"execute":"qmp_capabilities"}\n')
+    q.execute('query-version')
+    base = rss_kib(d.pid)
+    long_id = 'e' + 'x' * (EVENT_MIB << 20)
+    for i in range(70):
+        q.execute('block-export-add', type='nbd', id=long_id,
+                  node_name='disk')
+        q.execute('block-export-del', id=long_id)
+        q.wait_event('BLOCK_EXPORT_DELETED')
+    peak = (rss_kib(d.pid, 'VmHWM') - base) >> 10
+    held = (rss_kib(d.pid) - base) >> 10
+    print('one sleeper: peak +%d MiB, after +%d MiB' % (peak, held))
+    err = d.stderr()
+    assert 'dropping a client that does not read its replies' in err
+    assert 'for all clients' not in err
+    assert peak < 64 + 32 + 16, peak    # bound, realloc source, slack
+    assert held < 16, held              # its buffer went with it
+    s.close()
+
+
+@pytest.mark.timeout(300)
 def test_unfinished_input_bound_across_clients(daemon_factory):
     """Each client may have a value of up to 64 MiB in progress, but not
     all of them at once: three clients 60 MiB into a string would hold
