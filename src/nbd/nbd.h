@@ -26,7 +26,8 @@ extern const ArgSpec nbd_export_add_args[];
 /* nbd-server-start with arguments checked against nbd_server_start_args. */
 bool nbd_server_start_legacy(json_t *args, Error **errp);
 /* --nbd-server addr.type=unix,addr.path=P[,max-connections=N]
- * [,handshake-max-seconds=S]: checks and starts.  coerce: values are strings (dotted keys). */
+ * [,handshake-max-seconds=S]: checks and starts.  coerce: values are
+ * strings (dotted keys). */
 bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp);
 /* --export type=nbd,id=..,node-name=..: checks and adds. */
 bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp);

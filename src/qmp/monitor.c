@@ -25,7 +25,7 @@
  * And across clients (docs/limits.md): at most max-clients clients per
  * monitor (64 by default; more are accepted and closed at once), and when
  * all clients' queued output together would pass OUT_TOTAL_MAX, or their
- * unfinished input OUT_TOTAL_MAX too, the client that does not read (or
+ * unfinished input IN_TOTAL_MAX, the client that does not read (or
  * the one sending) is dropped, so N clients cannot cost N times 64 MiB.
  */
 #include <errno.h>

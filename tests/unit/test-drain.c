@@ -277,7 +277,7 @@ static void test_postponed_in_order(void **state)
      * it must still go after everything that waited. */
     start_req(&r[N_POSTPONED], c, N_POSTPONED, log, &n_log);
     TEST_WAIT_WHILE(aio_main_context(),
-                   atomic_load(&n_log) < N_POSTPONED + 1);
+                    atomic_load(&n_log) < N_POSTPONED + 1);
     for (int i = 0; i <= N_POSTPONED; i++) {
         assert_int_equal(log[i], i);
         assert_int_equal(r[i].ret, 0);
