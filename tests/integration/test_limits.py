@@ -345,6 +345,7 @@ def test_shutdown_max_seconds_argument(binary):
 # ---- an NBD client that does not read its replies -------------------------
 
 NBD_INFLIGHT_MAX_MIB = 256   # MAX_REQUEST_BYTES in src/nbd/conn.c
+NBD_TOTAL_MAX_MIB = 512      # MAX_TOTAL_BYTES in src/nbd/conn.c
 NBD_READ_MIB = 32            # the largest READ the server accepts
 
 
@@ -361,9 +362,7 @@ def raw_nbd_transmission(sock, name=b'disk'):
     return s, size
 
 
-def test_slow_nbd_reader_is_bounded(daemon_factory):
-    """A client that sends READs and never reads the replies makes the
-    server hold at most 256 MiB of buffers for it (plus one request)."""
+def slow_reader_daemon(daemon_factory):
     env = bjtest.sanitizer_env()
     env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
     d = daemon_factory(start=False, env=env)
@@ -373,14 +372,27 @@ def test_slow_nbd_reader_is_bounded(daemon_factory):
                      '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
                      '--export', 'type=nbd,id=e0,node-name=disk,name=disk']
     d.start()
+    return d, sock
+
+
+def send_big_reads(sock):
+    """A client that sends 64 READs of 32 MiB (2 GiB asked for, at 28 bytes
+    each) and never reads a reply."""
     s, size = raw_nbd_transmission(sock)
     assert size == 1 << 30
-    base = rss_kib(d.pid)
     length = NBD_READ_MIB << 20
-    # 64 READs of 32 MiB: 2 GiB asked for, at 28 bytes each.
     for i in range(64):
         s.sendall(struct.pack('>IHHQQI', 0x25609513, 0, 0, i,
                               (i * length) % size, length))
+    return s
+
+
+def test_slow_nbd_reader_is_bounded(daemon_factory):
+    """A client that sends READs and never reads the replies makes the
+    server hold at most 256 MiB of buffers for it (plus one request)."""
+    d, sock = slow_reader_daemon(daemon_factory)
+    base = rss_kib(d.pid)
+    s = send_big_reads(sock)
     # The receive loop stops once 256 MiB are in flight: from then on the
     # daemon's memory stays put.  Wait for it to get there.
     bjtest.wait_until(lambda: rss_kib(d.pid) - base >
@@ -463,4 +475,23 @@ def test_unfinished_input_bound_across_clients(daemon_factory):
     # value grows, plus slack.
     assert peak < IN_TOTAL_MAX_MIB + 32 + 16, peak
     for s in clients:
+        s.close()
+
+
+def test_slow_nbd_readers_are_bounded_together(daemon_factory):
+    """Three such clients would hold 768 MiB; all connections together hold
+    at most 512 MiB plus one request each, and a fourth, well-behaved
+    client is still served (one request at a time while over budget)."""
+    d, sock = slow_reader_daemon(daemon_factory)
+    base = rss_kib(d.pid)
+    slow = [send_big_reads(sock) for _ in range(3)]
+    bjtest.wait_until(lambda: rss_kib(d.pid) - base >
+                      (NBD_TOTAL_MAX_MIB - NBD_READ_MIB) << 10,
+                      timeout=60, what='the daemon-wide bound being reached')
+    assert try_nbd(nbd_uri(sock))
+    d.qmp.execute('query-version')
+    grown = (rss_kib(d.pid, 'VmHWM') - base) >> 10
+    print('three slow NBD readers: RSS grew by %d MiB' % grown)
+    assert grown < NBD_TOTAL_MAX_MIB + 3 * NBD_READ_MIB + 16, grown
+    for s in slow:
         s.close()
