@@ -105,3 +105,12 @@ def test_nul_in_command_name_runs_nothing(daemon):
                 "character"}}
     assert daemon.running()
     c.execute('query-version')
+
+
+@pytest.mark.blockjobd_only('qsd reads the NUL as an encoded character')
+def test_nul_on_the_command_line(binary):
+    arg = '{"driver":"null-co","node-name":"a\\u0000b"}'
+    p = bjtest.run_blockjobd('--blockdev', arg, binary=binary)
+    assert p.returncode == 1
+    assert p.stderr == ('blockjobd: --blockdev %s: JSON parse error, string '
+                        'contains a NUL character\n' % arg)
