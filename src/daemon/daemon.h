@@ -17,6 +17,7 @@ typedef struct Daemon {
     /* From the pre-pass over argv. */
     bool daemonize;
     const char *pidfile_path;      /* last --pidfile wins, as in qsd */
+    unsigned shutdown_max_seconds; /* 0: shutdown is not bounded */
 
     /* Run state. */
     bool quit_requested;           /* set by `quit` and by signals */
@@ -24,7 +25,11 @@ typedef struct Daemon {
     int signal_fd;                 /* -1 when not set up */
     struct Pidfile *pidfile;       /* NULL until written */
     int daemon_status_fd;          /* --daemonize: pipe to the parent, or -1 */
+    bool watchdog_armed;
 } Daemon;
+
+/* How long a shutdown may take unless --shutdown-max-seconds says. */
+#define SHUTDOWN_MAX_SECONDS_DEFAULT 30
 
 /* ---- options.c ---- */
 
@@ -85,5 +90,11 @@ bool signals_block(Error **errp);
  * asks for a clean shutdown (d->quit_requested). */
 bool signals_watch(Daemon *d, Error **errp);
 void signals_unwatch(Daemon *d);
+
+/* ---- watchdog.c ---- */
+
+/* Called when a shutdown is asked for (idempotent): unless it is over in
+ * d->shutdown_max_seconds, the process exits with status 1. */
+void shutdown_watchdog_arm(Daemon *d);
 
 #endif

@@ -27,6 +27,7 @@ static void quit_cb(void *opaque)
     Daemon *d = opaque;
 
     d->quit_requested = true;
+    shutdown_watchdog_arm(d);
 }
 
 static void report(const char *prefix, Error *err)
@@ -45,6 +46,7 @@ static void report(const char *prefix, Error *err)
  */
 static void daemon_shutdown(Daemon *d)
 {
+    shutdown_watchdog_arm(d);
     /* No new command starts while we wind down (the waits below run the
      * loop); replies and events still go out. */
     monitor_hold_commands(true);
@@ -67,7 +69,8 @@ static void daemon_shutdown(Daemon *d)
 
 int main(int argc, char **argv)
 {
-    Daemon d = { .signal_fd = -1, .daemon_status_fd = -1 };
+    Daemon d = { .signal_fd = -1, .daemon_status_fd = -1,
+                 .shutdown_max_seconds = SHUTDOWN_MAX_SECONDS_DEFAULT };
     Error *err = NULL;
     int ret = 1;
 

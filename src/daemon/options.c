@@ -10,6 +10,8 @@
  * To add an option: one row in option_table and, if it creates something,
  * one apply function.  Messages follow qsd: "blockjobd: --opt ARG: message".
  */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,7 @@ static const DaemonOption option_table[] = {
     { "nbd-server", 0,   true,  apply_nbd_server },
     { "export",     0,   true,  apply_export },
     { "pidfile",    0,   true,  NULL },
+    { "shutdown-max-seconds", 0, true, NULL },
     { "daemonize",  0,   false, NULL },
     { .name = NULL },
 };
@@ -81,18 +84,25 @@ static void print_help(void)
 "                         (requires --nbd-server)\n"
 "\n"
 "  --monitor [chardev=]name[,mode=control][,pretty[=on|off]]\n"
+"            [,max-clients=<n>]\n"
 "                         configure a QMP monitor\n"
 "\n"
 "  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>\n"
-"               [,max-connections=<n>]\n"
+"               [,max-connections=<n>][,handshake-max-seconds=<s>]\n"
 "  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
+"               [,handshake-max-seconds=<s>]\n"
 "                         start an NBD server for exporting block nodes\n"
 "\n"
 "  --object help          list object types that can be added\n"
 "  --object iothread,id=<id>\n"
 "                         create an I/O thread with its own event loop\n"
 "\n"
-"  --pidfile <path>       write process ID to a file after startup\n");
+"  --pidfile <path>       write process ID to a file after startup\n"
+"\n"
+"  --shutdown-max-seconds <s>\n"
+"                         after quit or a stop signal, exit with status 1\n"
+"                         if the clean shutdown takes longer than this\n"
+"                         (default 30; 0: wait as long as it takes)\n");
 }
 
 static void print_version(void)
@@ -215,6 +225,16 @@ OptionsResult options_prepass(Daemon *d, int argc, char **argv)
             d->daemonize = true;
         } else if (!strcmp(o->name, "pidfile")) {
             d->pidfile_path = arg;
+        } else if (!strcmp(o->name, "shutdown-max-seconds")) {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(arg, &end, 10);
+            if (!*arg || *end || errno || arg[0] == '-' || v > UINT32_MAX) {
+                fprintf(stderr, DAEMON_NAME ": --shutdown-max-seconds %s: "
+                        "expects a number of seconds\n", arg);
+                return OPTIONS_EXIT_FAIL;
+            }
+            d->shutdown_max_seconds = (unsigned)v;
         }
     }
     return OPTIONS_CONTINUE;

@@ -78,6 +78,9 @@ static void signal_read(void *opaque)
             d->exit_signal = si.ssi_signo;
         }
         d->quit_requested = true;
+        /* Armed here, not only when the top-level loop sees the flag: the
+         * main thread may be inside a command that never returns. */
+        shutdown_watchdog_arm(d);
     }
 }
 

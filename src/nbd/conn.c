@@ -9,7 +9,9 @@
  * as they complete, out of order; send_lock keeps each reply whole on the
  * socket.  The receive loop stops reading while too many requests or too
  * many buffered bytes are in flight, so a client cannot make us allocate
- * without bound.
+ * without bound; and while all connections together hold more than
+ * MAX_TOTAL_BYTES, a connection reads a new request only once its own are
+ * done, so many clients cannot multiply the per-client bound either.
  *
  * End of a connection (client hangs up, NBD_CMD_DISC, protocol violation,
  * block-export-del hard, server stop): the receive loop stops, waits for
@@ -32,6 +34,17 @@
 
 #define MAX_REQUESTS      128
 #define MAX_REQUEST_BYTES (256u * 1024 * 1024)
+/* Daemon-wide, all connections and threads (docs/limits.md). */
+#define MAX_TOTAL_BYTES   (512u * 1024 * 1024)
+
+/*
+ * Request buffers held by every connection.  A connection with nothing in
+ * flight may always read one more request, so a well-behaved client makes
+ * progress however much the others hold; one waiting for the budget has a
+ * request of its own whose end wakes it.  Hence the bound: MAX_TOTAL_BYTES
+ * plus one request (32 MiB at most) per connection.
+ */
+static atomic_size_t total_bytes;
 /* Extents per BLOCK_STATUS reply: a bound on work per request. */
 #define MAX_EXTENTS       1024
 /* Buffer alignment good for O_DIRECT nodes. */
@@ -403,6 +416,7 @@ static void coroutine_fn request_co(void *opaque)
     }
     c->in_flight--;
     c->in_flight_bytes -= q->buf_bytes;
+    atomic_fetch_sub(&total_bytes, q->buf_bytes);
     free(q->buf);
     free(q);
     if (c->recv_waiting) {
@@ -421,7 +435,9 @@ static bool coroutine_fn recv_one(NbdConn *c)
     int ret;
 
     while (c->in_flight >= MAX_REQUESTS ||
-           c->in_flight_bytes >= MAX_REQUEST_BYTES) {
+           c->in_flight_bytes >= MAX_REQUEST_BYTES ||
+           (c->in_flight > 0 &&
+            atomic_load(&total_bytes) >= MAX_TOTAL_BYTES)) {
         c->recv_waiting = coroutine_self();
         coroutine_yield();
     }
@@ -472,6 +488,7 @@ static bool coroutine_fn recv_one(NbdConn *c)
     }
     c->in_flight++;
     c->in_flight_bytes += q->buf_bytes;
+    atomic_fetch_add(&total_bytes, q->buf_bytes);
     /* Entered now, so it reaches the block layer before any later request
      * (ownership of q moves to the coroutine). */
     coroutine_enter(coroutine_create(request_co, q));
@@ -575,6 +592,9 @@ static void coroutine_fn handshake_co(void *opaque)
     }
     nbd_handshake_cleanup(&hs);
     nbd_conn_unwatch(c);
+    /* Done negotiating, one way or the other: the deadline is over. */
+    aio_timer_free(c->hs_timer);
+    c->hs_timer = NULL;
 
     if (ok && c->exp && !atomic_load(&c->closing) &&
         !c->exp->shutting_down) {
@@ -586,7 +606,19 @@ static void coroutine_fn handshake_co(void *opaque)
     aio_bh_schedule_oneshot(aio_main_context(), conn_finish_bh, c);
 }
 
-NbdConn *nbd_conn_start(int fd, ListHead *server_list)
+/* A client still negotiating at its deadline is cut off: the handshake
+ * coroutine's read or write fails and it ends the connection. */
+static void handshake_timeout_cb(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    log_info("nbd: a client did not finish the handshake in time, "
+             "disconnecting it");
+    nbd_conn_close(c);
+}
+
+NbdConn *nbd_conn_start(int fd, ListHead *server_list,
+                        int64_t handshake_max_ns)
 {
     NbdConn *c = calloc(1, sizeof(*c));
 
@@ -598,6 +630,10 @@ NbdConn *nbd_conn_start(int fd, ListHead *server_list)
     c->ctx = aio_main_context();
     list_init(&c->export_link);
     list_add_tail(server_list, &c->server_link);
+    if (handshake_max_ns > 0) {
+        c->hs_timer = aio_timer_new(c->ctx, handshake_timeout_cb, c);
+        aio_timer_mod(c->hs_timer, clock_ns() + handshake_max_ns);
+    }
     aio_co_enter(c->ctx, coroutine_create(handshake_co, c));
     return c;
 }

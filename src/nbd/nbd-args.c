@@ -4,6 +4,7 @@
  * --export), and the conversion of QMP's legacy socket address
  * ({"type": T, "data": {...}}) to the flat one the server takes.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "nbd/nbd.h"
@@ -71,6 +72,7 @@ const ArgSpec nbd_server_start_args[] = {
     { .name = "tls-creds", .type = ARG_STR, .optional = true },
     { .name = "tls-authz", .type = ARG_STR, .optional = true },
     { .name = "max-connections", .type = ARG_UINT, .optional = true },
+    { .name = "handshake-max-seconds", .type = ARG_UINT, .optional = true },
     { .name = NULL },
 };
 
@@ -79,6 +81,7 @@ static const ArgSpec cmdline_server[] = {
     { .name = "tls-creds", .type = ARG_STR, .optional = true },
     { .name = "tls-authz", .type = ARG_STR, .optional = true },
     { .name = "max-connections", .type = ARG_UINT, .optional = true },
+    { .name = "handshake-max-seconds", .type = ARG_UINT, .optional = true },
     { .name = NULL },
 };
 
@@ -124,8 +127,16 @@ static bool start_checked(json_t *opts, json_t *flat, Error **errp)
         error_setg(errp, "TLS is not supported");
         return false;
     }
+    int64_t hs = arg_int(opts, "handshake-max-seconds",
+                         NBD_DEFAULT_HANDSHAKE_MAX_SECONDS);
+
+    /* qemu takes a uint32; so do we, with its words for a bigger one. */
+    if (hs > UINT32_MAX) {
+        error_setg(errp, "Parameter 'handshake-max-seconds' expects uint32_t");
+        return false;
+    }
     /* Debian's qemu 7.2 defaults to 100 connections. */
-    return nbd_server_start(flat, arg_int(opts, "max-connections", 100),
+    return nbd_server_start(flat, arg_int(opts, "max-connections", 100), hs,
                             errp);
 }
 

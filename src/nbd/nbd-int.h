@@ -56,6 +56,7 @@ typedef struct NbdConn {
     ListHead server_link;      /* all connections, main loop */
     ListHead export_link;      /* exp->conns, main loop */
     atomic_bool closing;       /* asked to go away (any thread) */
+    AioTimer *hs_timer;        /* handshake deadline (main loop), or NULL */
 
     /* socket waiters (conn->ctx thread) */
     Coroutine *rd_co;
@@ -84,8 +85,10 @@ unsigned nbd_export_alive(void);
 
 /* ---- conn.c ---- */
 /* Takes ownership of fd (non-blocking, accepted) and starts the handshake
- * in the main loop. */
-NbdConn *nbd_conn_start(int fd, ListHead *server_list);
+ * in the main loop; a handshake not done within handshake_max_ns (0: no
+ * limit) is cut off. */
+NbdConn *nbd_conn_start(int fd, ListHead *server_list,
+                        int64_t handshake_max_ns);
 /* Asks a connection to stop (thread-safe): in-flight requests finish, then
  * it ends. */
 void nbd_conn_close(NbdConn *c);

@@ -19,24 +19,32 @@
 /* ---- argument shapes and entry points (nbd-args.c) ---- */
 
 /* QMP nbd-server-start {addr: SocketAddressLegacy, *tls-creds, *tls-authz,
- * *max-connections} */
+ * *max-connections, *handshake-max-seconds (qemu 9.1)} */
 extern const ArgSpec nbd_server_start_args[];
 /* QMP block-export-add / --export */
 extern const ArgSpec nbd_export_add_args[];
 /* nbd-server-start with arguments checked against nbd_server_start_args. */
 bool nbd_server_start_legacy(json_t *args, Error **errp);
-/* --nbd-server addr.type=unix,addr.path=P[,max-connections=N]: checks and
- * starts.  coerce: values are strings (dotted keys). */
+/* --nbd-server addr.type=unix,addr.path=P[,max-connections=N]
+ * [,handshake-max-seconds=S]: checks and starts.  coerce: values are
+ * strings (dotted keys). */
 bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp);
 /* --export type=nbd,id=..,node-name=..: checks and adds. */
 bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp);
 
+/* A client must finish the handshake (NBD_OPT_GO) this soon after it is
+ * accepted or be disconnected, so idle connections cannot hold every
+ * max-connections slot (qemu's default since CVE-2024-7409). */
+#define NBD_DEFAULT_HANDSHAKE_MAX_SECONDS 10
+
 /*
  * Starts listening.  addr is a flat SocketAddress:
  * {"type": "unix", "path": P} or {"type": "inet", "host": H, "port": "N"}.
- * max_connections 0 means unlimited.
+ * max_connections 0 means unlimited; handshake_max_seconds 0 means no
+ * handshake timeout.
  */
-bool nbd_server_start(json_t *addr, int64_t max_connections, Error **errp);
+bool nbd_server_start(json_t *addr, int64_t max_connections,
+                      int64_t handshake_max_seconds, Error **errp);
 /* Stops listening and deletes every NBD export (as hard block-export-del). */
 bool nbd_server_stop(Error **errp);
 bool nbd_server_running(void);

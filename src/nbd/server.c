@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "aio/listener.h"
 #include "nbd/nbd-int.h"
 #include "nbd/nbd.h"
 #include "util/log.h"
@@ -25,9 +26,11 @@
 typedef struct NbdServer {
     bool running;
     int fds[MAX_LISTENERS];
+    AioListener *listeners[MAX_LISTENERS];
     int nfds;
     char *unix_path;           /* unlinked at stop */
     int64_t max_connections;   /* 0: unlimited */
+    int64_t handshake_max_ns;  /* 0: no handshake timeout */
 } NbdServer;
 
 /* One server per process (see nbd.h); connections outlive a stop. */
@@ -50,21 +53,18 @@ static unsigned conn_count(void)
     return n;
 }
 
-static void on_accept(void *opaque)
+static void on_accept(AioListener *l, void *opaque)
 {
-    int lfd = (int)(intptr_t)opaque;
-
     for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(aio_listener_fd(l), NULL, NULL,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR) {
-                continue;
+            if (aio_listener_accept_failed(l, errno)) {
+                return;
             }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                log_warn("nbd: accept failed: %s", strerror(errno));
-            }
-            return;
+            continue;
         }
+        aio_listener_accepted(l);
         if (server.max_connections > 0 &&
             conn_count() >= (uint64_t)server.max_connections) {
             log_info("nbd: connection limit (%lld) reached, refusing a "
@@ -75,7 +75,7 @@ static void on_accept(void *opaque)
         int one = 1;
         /* Fails harmlessly on UNIX sockets. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        nbd_conn_start(fd, &conn_list);
+        nbd_conn_start(fd, &conn_list, server.handshake_max_ns);
     }
 }
 
@@ -86,12 +86,14 @@ static bool add_listener(int fd, Error **errp)
         close(fd);
         return false;
     }
-    if (!aio_set_fd_handler(aio_main_context(), fd, on_accept, NULL,
-                            (void *)(intptr_t)fd, errp)) {
+    AioListener *l = aio_listener_new(aio_main_context(), fd, "nbd",
+                                      on_accept, NULL, errp);
+    if (!l) {
         close(fd);
         return false;
     }
-    server.fds[server.nfds++] = fd;
+    server.fds[server.nfds] = fd;
+    server.listeners[server.nfds++] = l;
     return true;
 }
 
@@ -179,8 +181,8 @@ static bool listen_inet(const char *host, const char *port, Error **errp)
 static void close_listeners(void)
 {
     for (int i = 0; i < server.nfds; i++) {
-        aio_set_fd_handler(aio_main_context(), server.fds[i], NULL, NULL,
-                           NULL, NULL);
+        aio_listener_free(server.listeners[i]);
+        server.listeners[i] = NULL;
         close(server.fds[i]);
     }
     server.nfds = 0;
@@ -191,7 +193,8 @@ static void close_listeners(void)
     }
 }
 
-bool nbd_server_start(json_t *addr, int64_t max_connections, Error **errp)
+bool nbd_server_start(json_t *addr, int64_t max_connections,
+                      int64_t handshake_max_seconds, Error **errp)
 {
     const char *type = arg_str(addr, "type", "");
     bool ok;
@@ -215,6 +218,7 @@ bool nbd_server_start(json_t *addr, int64_t max_connections, Error **errp)
     }
     server.running = true;
     server.max_connections = max_connections;
+    server.handshake_max_ns = handshake_max_seconds * 1000000000LL;
     return true;
 }
 

@@ -133,7 +133,9 @@ static int listen_unix(const char *path, Error **errp)
         close(fd);
         return -1;
     }
-    if (listen(fd, 16) < 0) {
+    /* Room for a burst of clients connecting at once; the monitor closes
+     * those over its max-clients itself. */
+    if (listen(fd, 128) < 0) {
         error_setg_errno(errp, errno, "Failed to listen on socket");
         close(fd);
         unlink(path);

@@ -4,6 +4,7 @@
  * here, so a command behaves the same from either.
  */
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "qmp/qmp.h"
@@ -29,6 +30,48 @@ static bool check_open(json_t *args, const ArgSpec *spec, Error **errp)
     return ok;
 }
 
+/*
+ * The JSON parser keeps U+0000 inside strings, but every consumer below
+ * reads strings as C strings and would see "n1\u0000x" as "n1": the wrong
+ * node deleted, the wrong export named.  So a string holding a NUL is
+ * refused here, once, for every argument at any depth.  (qemu 7.2 keeps
+ * the NUL as an encoded character instead; its lookups then fail with their
+ * own "not found" errors, and free-form strings are accepted.)  Object keys
+ * never hold a NUL: the parser refuses them.
+ */
+static bool find_nul(json_t *v, const char *path, Error **errp)
+{
+    char sub[512];
+
+    if (json_is_string(v)) {
+        if (memchr(json_string_value(v), '\0', json_string_length(v))) {
+            error_setg(errp, "Parameter '%s' must not contain a NUL "
+                       "character", path);
+            return false;
+        }
+    } else if (json_is_object(v)) {
+        const char *key;
+        json_t *m;
+        json_object_foreach(v, key, m) {
+            snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "",
+                     key);
+            if (!find_nul(m, sub, errp)) {
+                return false;
+            }
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m) {
+            snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+            if (!find_nul(m, sub, errp)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 json_t *qmp_dispatch(const char *name, json_t *args, Error **errp)
 {
     const QmpCommand *cmd = qmp_find_command(name);
@@ -44,8 +87,9 @@ json_t *qmp_dispatch(const char *name, json_t *args, Error **errp)
         return NULL;
     }
     const ArgSpec *spec = cmd->args ? cmd->args : no_args;
-    bool ok = cmd->args_open ? check_open(a, spec, errp)
-                             : argspec_check(a, spec, NULL, false, errp);
+    bool ok = find_nul(a, "", errp) &&
+              (cmd->args_open ? check_open(a, spec, errp)
+                              : argspec_check(a, spec, NULL, false, errp));
     json_t *ret = NULL;
     if (ok) {
         Error *err = NULL;

@@ -295,6 +295,7 @@ static char *qemu_wording(const char *text)
         { "invalid escape", "invalid escape sequence in string" },
         { "unable to decode byte", "invalid UTF-8 sequence in string" },
         { "premature end of input", "premature EOI" },
+        { "duplicate object key", "duplicate key" },
     };
     char *out = NULL;
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
@@ -393,11 +394,17 @@ static char *widen_big_integers(const char *buf, size_t len, size_t *out_len)
 json_t *json_parse_qmp(const char *buf, size_t len, Error **errp)
 {
     json_error_t jerr;
-    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    /* NUL inside strings is let through so that the monitor can refuse it
+     * with the member's name (qmp_check_no_nul); a repeated key is refused
+     * here, as QEMU's parser does ("last one wins" would let a request say
+     * two things at once). */
+    const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL |
+                         JSON_REJECT_DUPLICATES;
+    json_t *v = json_loadb(buf, len, flags, &jerr);
     if (!v && !strncmp(jerr.text, "too big ", 8)) {
         size_t wlen;
         char *wide = widen_big_integers(buf, len, &wlen);
-        v = json_loadb(wide, wlen, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        v = json_loadb(wide, wlen, flags, &jerr);
         free(wide);
     }
     if (!v) {

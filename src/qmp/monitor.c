@@ -22,6 +22,11 @@
  * Memory is bounded per client: the parser bounds one message (64 MiB), we
  * stop reading a client whose replies pile up (it then blocks on send), and
  * a client that lets more than 64 MiB of output (events) pile up is dropped.
+ * And across clients (docs/limits.md): at most max-clients clients per
+ * monitor (64 by default; more are accepted and closed at once), and when
+ * all clients' queued output together would pass OUT_TOTAL_MAX, or their
+ * unfinished input IN_TOTAL_MAX, the client that does not read (or
+ * the one sending) is dropped, so N clients cannot cost N times 64 MiB.
  */
 #include <errno.h>
 #include <poll.h>
@@ -33,6 +38,7 @@
 #include <unistd.h>
 
 #include "aio/aio.h"
+#include "aio/listener.h"
 #include "config.h"
 #include "qmp/chardev.h"
 #include "qmp/json-stream.h"
@@ -44,6 +50,10 @@
 #define READ_BUDGET       (1u << 20)  /* per callback, for fairness */
 #define OUT_PAUSE_INPUT   (1u << 20)  /* stop reading above this backlog */
 #define OUT_DROP_CLIENT   (64u << 20) /* drop a client above this backlog */
+/* Daemon-wide: queued output of all clients, and unfinished input. */
+#define OUT_TOTAL_MAX     (128u << 20)
+#define IN_TOTAL_MAX      (128u << 20)
+#define MAX_CLIENTS_DEFAULT 64
 
 typedef struct Monitor Monitor;
 
@@ -65,8 +75,11 @@ typedef struct MonClient {
 struct Monitor {
     Chardev *chr;
     int listen_fd;
-    AioTimer *accept_retry;   /* re-arms accepting after EMFILE */
+    AioListener *listener;    /* backs off on EMFILE/ENFILE */
     bool pretty;
+    int64_t max_clients;
+    unsigned nclients;
+    bool refusing;            /* at max_clients: logged once per episode */
     MonClient *clients;
     Monitor *next;
 };
@@ -75,6 +88,9 @@ struct Monitor {
 static Monitor *monitors;
 /* > 0 while some client's input is being handled (main thread only). */
 static int handling_input;
+/* Queued output and unfinished input of every client, in bytes (main
+ * thread only). */
+static size_t out_total, in_total;
 /* Set by the daemon while it starts up or shuts down: no command starts. */
 static bool commands_held;
 /* Re-checks parked clients while a nested wait keeps commands from starting. */
@@ -120,7 +136,12 @@ static void client_destroy(MonClient *c)
                 break;
             }
         }
+        if (--c->mon->nclients < c->mon->max_clients) {
+            c->mon->refusing = false;
+        }
     }
+    out_total -= out_pending(c);
+    in_total -= json_stream_pending(c->js);
     if (close(c->fd) < 0) {
         log_debug("monitor client close: %s", strerror(errno));
     }
@@ -162,6 +183,7 @@ static bool client_flush(MonClient *c)
             return false;
         }
         c->out_off += n;
+        out_total -= n;
     }
     if (c->out_off == c->out_len) {
         c->out_off = c->out_len = 0;
@@ -232,6 +254,19 @@ static void client_send(MonClient *c, json_t *msg)
         client_kill(c);
         return;
     }
+    /* Over the daemon-wide budget, a client that is behind by more than
+     * OUT_PAUSE_INPUT is dropped rather than queued for; one that keeps up
+     * still gets its message, so the total may pass the budget by at most
+     * OUT_PAUSE_INPUT plus one message per client. */
+    if (out_total + len + 2 > OUT_TOTAL_MAX &&
+        out_pending(c) > OUT_PAUSE_INPUT) {
+        log_warn("monitor: dropping a client that does not read its "
+                 "replies (%zu bytes pending, %zu for all clients)",
+                 out_pending(c), out_total);
+        free(text);
+        client_kill(c);
+        return;
+    }
     if (c->out_off && c->out_len + len + 2 > c->out_cap) {
         memmove(c->out, c->out + c->out_off, out_pending(c));
         c->out_len -= c->out_off;
@@ -253,6 +288,7 @@ static void client_send(MonClient *c, json_t *msg)
     c->out_len += len;
     c->out[c->out_len++] = '\r';
     c->out[c->out_len++] = '\n';
+    out_total += len + 2;
     free(text);
     if (!client_flush(c)) {
         client_kill(c);
@@ -312,6 +348,12 @@ static const char *check_request(MonClient *c, json_t *req, bool *is_oob,
             if (!json_is_string(v)) {
                 error_setg(errp, "QMP input member '%s' must be a string",
                            key);
+                return NULL;
+            }
+            /* "quit\u0000x" must not run quit (see find_nul). */
+            if (strlen(json_string_value(v)) != json_string_length(v)) {
+                error_setg(errp, "QMP input member '%s' must not contain a "
+                           "NUL character", key);
                 return NULL;
             }
         } else if (!strcmp(key, "arguments")) {
@@ -516,7 +558,19 @@ static void client_read(void *opaque)
             break;
         }
         total += n;
+        size_t before = json_stream_pending(c->js);
         json_stream_feed(c->js, buf, n);
+        in_total += json_stream_pending(c->js);
+        in_total -= before;
+        /* Many clients each half-way through a 64 MiB value would add
+         * up: past the daemon-wide budget, the one sending is dropped. */
+        if (in_total > IN_TOTAL_MAX && json_stream_pending(c->js) > 0) {
+            log_warn("monitor: dropping a client with %zu bytes of "
+                     "unfinished input (%zu for all clients)",
+                     json_stream_pending(c->js), in_total);
+            client_kill(c);     /* freed below, once no longer busy */
+            break;
+        }
     }
 
     c->busy--;
@@ -545,32 +599,29 @@ static void send_greeting(MonClient *c)
     json_decref(msg);
 }
 
-static void monitor_accept(void *opaque)
+static void monitor_accept(AioListener *l, void *opaque)
 {
     Monitor *mon = opaque;
     for (;;) {
         int fd = accept4(mon->listen_fd, NULL, NULL,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) {
-                continue;
+            if (aio_listener_accept_failed(l, errno)) {
+                return;
             }
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-                errno == ENOMEM) {
-                /* The listening socket stays readable: pause accepting
-                 * for a while instead of spinning on it. */
-                log_warn("monitor: accept failed: %s; retrying in 100 ms",
-                         strerror(errno));
-                Error *err = NULL;
-                if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
-                                        NULL, NULL, NULL, &err)) {
-                    error_report_err(err, "monitor");
-                }
-                aio_timer_mod(mon->accept_retry, clock_ns() + 100000000);
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                log_warn("monitor: accept failed: %s", strerror(errno));
+            continue;
+        }
+        aio_listener_accepted(l);
+        if (mon->nclients >= mon->max_clients) {
+            /* Closed at once, so the client sees it rather than hanging in
+             * the backlog; logged once until a slot frees up. */
+            if (!mon->refusing) {
+                log_warn("monitor: %lld clients connected (max-clients), "
+                         "refusing new ones", (long long)mon->max_clients);
+                mon->refusing = true;
             }
-            return;
+            close(fd);
+            continue;
         }
         MonClient *c = calloc(1, sizeof(*c));
         if (!c) {
@@ -581,18 +632,9 @@ static void monitor_accept(void *opaque)
         c->js = json_stream_new(client_value, c);
         c->next = mon->clients;
         mon->clients = c;
+        mon->nclients++;
         client_update_handlers(c);
         send_greeting(c);
-    }
-}
-
-static void accept_retry_cb(void *opaque)
-{
-    Monitor *mon = opaque;
-    Error *err = NULL;
-    if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
-                            monitor_accept, NULL, mon, &err)) {
-        error_report_err(err, "monitor");
     }
 }
 
@@ -634,6 +676,8 @@ static const ArgSpec monitor_args[] = {
       .enum_values = monitor_modes },
     { .name = "pretty", .type = ARG_BOOL, .optional = true },
     { .name = "id", .type = ARG_STR, .optional = true },
+    /* blockjobd's own: qemu has no bound on QMP clients */
+    { .name = "max-clients", .type = ARG_UINT, .optional = true },
     { .name = NULL },
 };
 
@@ -646,6 +690,12 @@ bool monitor_add(json_t *opts, Error **errp)
     Chardev *chr = chardev_find(id);
     if (!chr) {
         error_setg(errp, "chardev \"%s\" not found", id);
+        return false;
+    }
+    int64_t max_clients = arg_int(opts, "max-clients", MAX_CLIENTS_DEFAULT);
+    if (max_clients < 1) {
+        error_setg(errp, "Parameter 'max-clients' expects a value of at "
+                   "least 1");
         return false;
     }
     if (arg_enum(opts, "mode", monitor_modes, 0) != 0) {
@@ -663,13 +713,13 @@ bool monitor_add(json_t *opts, Error **errp)
     mon->chr = chr;
     mon->listen_fd = chardev_listen_fd(chr);
     mon->pretty = arg_bool(opts, "pretty", false);
-    if (!aio_set_fd_handler(aio_main_context(), mon->listen_fd,
-                            monitor_accept, NULL, mon, errp)) {
+    mon->max_clients = max_clients;
+    mon->listener = aio_listener_new(aio_main_context(), mon->listen_fd,
+                                     "monitor", monitor_accept, mon, errp);
+    if (!mon->listener) {
         free(mon);
         return false;
     }
-    mon->accept_retry = aio_timer_new(aio_main_context(), accept_retry_cb,
-                                      mon);
     mon->next = monitors;
     monitors = mon;
     event_set_sink(monitor_event, NULL);
@@ -707,12 +757,7 @@ void monitor_cleanup_all(void)
             flush_before_close(c);
             client_kill(c);  /* a busy client is freed when it unwinds */
         }
-        Error *err = NULL;
-        if (!aio_set_fd_handler(aio_main_context(), m->listen_fd, NULL, NULL,
-                                NULL, &err)) {
-            error_report_err(err, "monitor");
-        }
-        aio_timer_free(m->accept_retry);
+        aio_listener_free(m->listener);
         free(m);
     }
     chardev_cleanup_all();

@@ -188,15 +188,21 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
 static json_t *parse_json(const char *str, Error **errp)
 {
     json_error_t jerr;
-    json_t *v = json_loads(str, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY,
-                           &jerr);
+    /* No JSON_ALLOW_NUL: a string with U+0000 would be cut short at the
+     * NUL by every C consumer, so it is refused here. */
+    json_t *v = json_loads(str, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY |
+                           JSON_REJECT_DUPLICATES, &jerr);
     if (!v) {
         /* An option cut short is the common mistake; say it in QEMU's
-         * words.  Other faults keep jansson's description. */
+         * words, and a repeated key too.  Other faults keep jansson's
+         * description. */
         bool eoi = strstr(jerr.text, "end of file") ||
                    strstr(jerr.text, "premature end of input");
+        bool dup = strstr(jerr.text, "duplicate object key");
+        bool nul = strstr(jerr.text, "\\u0000 is not allowed");
         error_setg(errp, "JSON parse error, %s",
-                   eoi ? "premature EOI" : jerr.text);
+                   eoi ? "premature EOI" : dup ? "duplicate key" :
+                   nul ? "string contains a NUL character" : jerr.text);
         return NULL;
     }
     for (const char *p = str + jerr.position; *p; p++) {

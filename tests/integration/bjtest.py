@@ -16,6 +16,7 @@ argument to send names verbatim:  qmp.execute("blockdev-add", {"node-name": ..})
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -118,6 +119,10 @@ def _matches(obj, pattern):
     return obj == pattern
 
 
+_IN_STR = re.compile(rb'["\\]')       # what ends or escapes in a string
+_OUT_STR = re.compile(rb'["{}\[\]]')   # what a scan outside strings needs
+
+
 class QMPClient:
     def __init__(self, path, timeout=30.0, negotiate=False):
         self.path = path
@@ -208,6 +213,15 @@ class QMPClient:
         pos, depth, in_str, esc = st
         n = len(buf)
         while pos < n:
+            if not esc:
+                # Jump to the next byte that matters: a big string (a
+                # 1 MiB event) costs one regex search, not a Python loop
+                # iteration per byte.
+                m = (_IN_STR if in_str else _OUT_STR).search(buf, pos)
+                if m is None:
+                    pos = n
+                    break
+                pos = m.start()
             c = buf[pos]
             pos += 1
             if in_str:

@@ -7,6 +7,7 @@ unchanged against it (BLOCKJOBD_BIN=$(command -v qemu-storage-daemon)).
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -177,6 +178,19 @@ def test_null_co(daemon):
         'driver': 'raw', 'file': {'driver': 'null-co', 'size': 1000}}
     assert r['image'] == {'filename': r['file'], 'format': 'raw',
                           'virtual-size': 1024, 'actual-size': 0}
+
+
+def test_del_null_co_with_latency_does_not_wait(daemon):
+    """Deleting a null-co node nobody wrote to returns at once, whatever its
+    latency-ns (it used to flush on close and sleep the latency: an hour
+    here, with QMP stalled and SIGTERM unheard meanwhile)."""
+    q = daemon.qmp
+    add(q, driver='null-co', **{'node-name': 'slow',
+                               'latency-ns': 3600 * 10 ** 9})
+    t0 = time.monotonic()
+    q.execute('blockdev-del', **{'node-name': 'slow'})
+    assert time.monotonic() - t0 < 10
+    assert q.execute('query-named-block-nodes') == []
 
 
 def test_flat_argument(daemon, workdir):

@@ -287,3 +287,25 @@ def test_drive_mirror(daemon, imgs, workdir):
     qmp.execute('block-job-complete', device='d0')
     rec.wait_status('null')
     qemu_img('compare', '-q', '-U', '-f', 'raw', '-F', 'raw', imgs.src, dst)
+
+
+def test_complete_before_ready(daemon, imgs):
+    """block-job-complete on a mirror still copying is refused by the verb
+    table, in qemu's words, and the mirror goes on to READY."""
+    qmp = daemon.qmp
+    imgs.add(qmp)
+    start_mirror(qmp, speed=1)      # one byte a second: never READY here
+    qmp.wait_event('JOB_STATUS_CHANGE',
+                   match={'data': {'status': 'running'}})
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-job-complete', device='mirror0')
+    assert e.value.cls == 'GenericError'
+    assert e.value.desc == ("Job 'mirror0' in state 'running' cannot accept "
+                            "command verb 'complete'")
+    qmp.execute('block-job-set-speed', device='mirror0', speed=0)
+    qmp.wait_event('BLOCK_JOB_READY', timeout=60)
+    qmp.execute('block-job-complete', device='mirror0')
+    qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    imgs.compare()

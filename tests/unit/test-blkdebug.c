@@ -14,6 +14,7 @@
 #include "testutil.h"
 
 #include "block/block.h"
+#include "test-wait.h"
 
 /* A blkdebug node "dbg" over a 1 MiB null-co with the given extra members,
  * and a user edge on it for requests.  discard=unmap, or the layer would

@@ -16,6 +16,7 @@
 #include "testutil.h"
 
 #include "job/block-copy.h"
+#include "test-wait.h"
 
 #define MiB (1LL << 20)
 #define LEN (4 * MiB)
@@ -127,7 +128,7 @@ static void start(Co *c)
 static void wait_all(Co *cs, int n)
 {
     for (int i = 0; i < n; i++) {
-        AIO_WAIT_WHILE(aio_main_context(), !cs[i].done);
+        TEST_WAIT_WHILE(aio_main_context(), !cs[i].done);
     }
 }
 

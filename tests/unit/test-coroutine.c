@@ -27,6 +27,7 @@
 #include "aio/aio.h"
 #include "aio/coroutine.h"
 #include "aio/iothread.h"
+#include "test-wait.h"
 
 #define MS 1000000LL
 #define DEADLINE_NS (30 * 1000 * MS)
@@ -750,7 +751,7 @@ static void test_co_enter_in_iothread(void **state)
         /* Not our context: scheduled there, never entered here. */
         aio_co_enter(iothread_get_context(t.io),
                      coroutine_create(co_in_iothread, &t));
-        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&t.done));
+        TEST_WAIT_WHILE(aio_main_context(), !atomic_load(&t.done));
         assert_true(t.ran_elsewhere);
         assert_true(t.ctx_ok);
     }

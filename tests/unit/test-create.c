@@ -19,6 +19,7 @@
 #include "qmp/commands.h"
 #include "qmp/snapshot.h"
 #include "util/event.h"
+#include "test-wait.h"
 
 static char dir[] = "/tmp/test-create-XXXXXX";
 
@@ -104,7 +105,7 @@ static json_t *wait_concluded(const char *id)
     size_t i;
 
     assert_non_null(job);
-    AIO_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_CONCLUDED);
+    TEST_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_CONCLUDED);
     list = job_query_jobs();
     json_array_foreach(list, i, e) {
         if (!strcmp(json_string_value(json_object_get(e, "id")), id)) {

@@ -16,6 +16,7 @@
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
+#include "test-wait.h"
 
 typedef struct Node {
     BlockNode *top, *bottom;

@@ -16,6 +16,7 @@
 
 #include "aio/iothread.h"
 #include "block/block.h"
+#include "test-wait.h"
 
 typedef struct User {
     int drained_begin_calls;
@@ -207,7 +208,7 @@ static void test_drain_from_coroutine(void **state)
 
     start_req(&r, c, 1, NULL, NULL);
     aio_co_enter(aio_main_context(), coroutine_create(drainer_entry, &d));
-    AIO_WAIT_WHILE(aio_main_context(), !d.finished);
+    TEST_WAIT_WHILE(aio_main_context(), !d.finished);
     assert_true(d.req_done_at_begin);
     assert_int_equal(u.drained_begin_calls, 1);
     assert_int_equal(u.drained_end_calls, 1);
@@ -242,8 +243,8 @@ static void test_postponed_in_order(void **state)
     /* Arrives after the section ended but before the queue was restarted:
      * it must still go after everything that waited. */
     start_req(&r[N_POSTPONED], c, N_POSTPONED, log, &n_log);
-    AIO_WAIT_WHILE(aio_main_context(),
-                   atomic_load(&n_log) < N_POSTPONED + 1);
+    TEST_WAIT_WHILE(aio_main_context(),
+                    atomic_load(&n_log) < N_POSTPONED + 1);
     for (int i = 0; i <= N_POSTPONED; i++) {
         assert_int_equal(log[i], i);
         assert_int_equal(r[i].ret, 0);
@@ -296,7 +297,7 @@ static void test_replace_node_while_drained(void **state)
     assert_ptr_equal(r->file->node, b);
     assert_false(bdrv_is_quiesced(r));   /* b is not drained */
     assert_int_equal(u.drained_end_calls, 1);
-    AIO_WAIT_WHILE(aio_main_context(), atomic_load(&n_log) < 5);
+    TEST_WAIT_WHILE(aio_main_context(), atomic_load(&n_log) < 5);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(log[i], i);
         assert_int_equal(req[i].ret, 0);
@@ -306,7 +307,7 @@ static void test_replace_node_while_drained(void **state)
     assert_false(bdrv_is_quiesced(r));
     assert_int_equal(u.drained_end_calls, 1);
     assert_true(list_empty(&a->parents));
-    AIO_WAIT_WHILE(aio_main_context(), a->refcnt > 1);
+    TEST_WAIT_WHILE(aio_main_context(), a->refcnt > 1);
 
     bdrv_detach_child(c);
     del_ok("r");
@@ -396,7 +397,7 @@ static void test_iothread_requests(void **state)
         bdrv_drained_end(n);
     }
     for (int i = 0; i < 4; i++) {
-        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&p[i].finished));
+        TEST_WAIT_WHILE(aio_main_context(), !atomic_load(&p[i].finished));
         assert_int_equal(atomic_load(&p[i].completed), 300);
         assert_int_equal(atomic_load(&p[i].failed), 0);
     }
@@ -405,7 +406,7 @@ static void test_iothread_requests(void **state)
         fail_msg("set context: %s", error_get_pretty(err));
     }
     /* The iothread hands back the reference its restart held. */
-    AIO_WAIT_WHILE(aio_main_context(), n->refcnt > 1);
+    TEST_WAIT_WHILE(aio_main_context(), n->refcnt > 1);
     del_ok("n");
     iothread_destroy(t);
 }

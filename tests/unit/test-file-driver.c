@@ -29,6 +29,7 @@
 #include "aio/iothread.h"
 #include "block/block.h"
 #include "block/drivers/drivers.h"
+#include "test-wait.h"
 
 static char test_dir[] = "/var/tmp/bj-test-file.XXXXXX";
 static unsigned file_counter;
@@ -111,7 +112,7 @@ static int64_t run_call(DrvCall *c)
     Coroutine *co = coroutine_create(drv_call_entry, c);
 
     coroutine_enter(co);
-    AIO_WAIT_WHILE(aio_main_context(), !call_done(c));
+    TEST_WAIT_WHILE(aio_main_context(), !call_done(c));
     return c->ret;
 }
 
@@ -694,7 +695,7 @@ static void test_iothread(void **state)
             aio_co_enter(ctx, coroutine_create(drv_call_entry, &calls[i]));
         }
         for (int i = 0; i < N; i++) {
-            AIO_WAIT_WHILE(aio_main_context(), !call_done(&calls[i]));
+            TEST_WAIT_WHILE(aio_main_context(), !call_done(&calls[i]));
             assert_int_equal(calls[i].ret, 0);
         }
     }

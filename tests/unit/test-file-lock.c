@@ -27,6 +27,7 @@
 #include "block/block.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/file-lock.h"
+#include "test-wait.h"
 
 static char test_dir[] = "/var/tmp/bj-test-lock.XXXXXX";
 static unsigned file_counter;
@@ -72,7 +73,7 @@ static BlockNode *node_open_aio(const char *path, const char *locking,
                        "locking", locking, "aio", aio);
     assert_true(argspec_check(c.opts, bdrv_file.options, "", false, NULL));
     coroutine_enter(coroutine_create(open_entry, &c));
-    AIO_WAIT_WHILE(aio_main_context(), !c.done);
+    TEST_WAIT_WHILE(aio_main_context(), !c.done);
     json_decref(c.opts);
     assert_null(c.err);
     assert_int_equal(c.ret, 0);

@@ -31,6 +31,7 @@
 #include "aio/coroutine.h"
 #include "aio/io.h"
 #include "aio/iothread.h"
+#include "test-wait.h"
 
 static char test_dir[] = "/var/tmp/bj-test-io.XXXXXX";
 static unsigned file_counter;
@@ -78,7 +79,7 @@ static ssize_t run_op(OpCall *c)
 {
     c->done = false;
     coroutine_enter(coroutine_create(op_call_entry, c));
-    AIO_WAIT_WHILE(aio_main_context(), !c->done);
+    TEST_WAIT_WHILE(aio_main_context(), !c->done);
     return c->ret;
 }
 
@@ -493,7 +494,7 @@ static void check_concurrent(IoBackend be)
         coroutine_enter(coroutine_create(conc_entry, &args[i]));
     }
     assert_int_equal(st->started, CONC_N);
-    AIO_WAIT_WHILE(aio_main_context(), st->finished < CONC_N);
+    TEST_WAIT_WHILE(aio_main_context(), st->finished < CONC_N);
 
     assert_int_equal(st->started_at_first_resume, CONC_N);
     for (unsigned i = 0; i < CONC_N; i++) {
@@ -652,7 +653,7 @@ static void test_pool_many(void **state)
     memset(&args[0], 0, sizeof(args[0]));
     args[0].in = 3;
     coroutine_enter(coroutine_create(pool_entry, &args[0]));
-    AIO_WAIT_WHILE(aio_main_context(), !args[0].done);
+    TEST_WAIT_WHILE(aio_main_context(), !args[0].done);
     assert_int_equal(args[0].ret, 22);
 }
 
@@ -736,7 +737,7 @@ static void test_pool_iothread(void **state)
     s->uring = io_uring_available();
 
     aio_bh_schedule_oneshot(s->ctx, iot_start, s);
-    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&s->done));
+    TEST_WAIT_WHILE(aio_main_context(), !atomic_load(&s->done));
 
     assert_false(pthread_equal(s->home, pthread_self()));
     assert_int_equal(s->pool.ret, 6 * 7 + 1);
@@ -755,7 +756,7 @@ static void test_pool_iothread(void **state)
     }
 
     aio_bh_schedule_oneshot(s->ctx, iot_cleanup, s);
-    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&s->cleaned));
+    TEST_WAIT_WHILE(aio_main_context(), !atomic_load(&s->cleaned));
     iothread_destroy(t);
     close(s->fd);
     free(s);

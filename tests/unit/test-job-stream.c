@@ -17,6 +17,7 @@
 #include "job/blockjob.h"
 #include "job/jobs.h"
 #include "util/event.h"
+#include "test-wait.h"
 
 static char dir[] = "/var/tmp/test-job-stream-XXXXXX";
 static json_t *events;
@@ -83,7 +84,7 @@ static char *backing_of(const char *image)
 
 static void run_until_gone(const char *id)
 {
-    AIO_WAIT_WHILE(aio_main_context(), job_get(id) != NULL);
+    TEST_WAIT_WHILE(aio_main_context(), job_get(id) != NULL);
 }
 
 static BlockJobOptions opts(const char *id)
@@ -143,7 +144,7 @@ static void test_stream_to_base(void **state)
     o.flags = JOB_MANUAL_FINALIZE | JOB_MANUAL_DISMISS;
     Job *job = stream_start(&o, top, chain_base, NULL, &err);
     assert_non_null(job);
-    AIO_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_PENDING);
+    TEST_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_PENDING);
     assert_true(job_finalize(job, &err));
     assert_int_equal(job->status, JOB_STATUS_CONCLUDED);
     assert_true(job_dismiss(&job, &err));
@@ -263,7 +264,7 @@ static void test_drain_pauses_job(void **state)
     assert_int_equal(job->progress_current, done);
     assert_int_equal(job->status, JOB_STATUS_PAUSED);
     bdrv_drained_end(top);
-    AIO_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_RUNNING);
+    TEST_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_RUNNING);
     assert_true(job_set_speed(job, 0, &err));
     run_until_gone("dr");
     char *ev = events_str();
@@ -347,7 +348,7 @@ static void test_stream_with_concurrent_writer(void **state)
     Job *job = stream_start(&o, top, NULL, NULL, &err);
     assert_non_null(job);
     aio_co_enter(aio_main_context(), coroutine_create(client_co, &cl));
-    AIO_WAIT_WHILE(aio_main_context(), !cl.done);
+    TEST_WAIT_WHILE(aio_main_context(), !cl.done);
     run_until_gone("race");
     json_array_clear(events);
     assert_true(cl.writes >= 64);

@@ -15,6 +15,7 @@
 
 #include "job/job-internal.h"
 #include "util/event.h"
+#include "test-wait.h"
 
 /* ---- recording events ---- */
 
@@ -154,12 +155,12 @@ static TestJob *new_job(const char *id, JobTxn *txn, int flags, int steps)
 
 static void run_until_status(Job *job, JobStatus s)
 {
-    AIO_WAIT_WHILE(aio_main_context(), job->status != s);
+    TEST_WAIT_WHILE(aio_main_context(), job->status != s);
 }
 
 static void run_until_gone(const char *id)
 {
-    AIO_WAIT_WHILE(aio_main_context(), job_get(id) != NULL);
+    TEST_WAIT_WHILE(aio_main_context(), job_get(id) != NULL);
 }
 
 static int setup(void **state)

@@ -224,6 +224,12 @@ static void test_parse_qmp(void **state)
                         "99999999999999999999");
     assert_true(json_is_integer(json_object_get(v, "e")));
     json_decref(v);
+    /* A repeated key is refused in QEMU's words, at any depth. */
+    assert_null(json_parse_qmp("{\"a\":{\"b\":1,\"b\":2}}", 21, &err));
+    assert_string_equal(error_get_pretty(err),
+                        "JSON parse error, duplicate key");
+    error_free(err);
+    err = NULL;
     assert_null(json_parse_qmp("tru", 3, &err));
     assert_string_equal(error_get_pretty(err),
                         "JSON parse error, invalid keyword 'tru'");

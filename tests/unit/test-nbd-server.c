@@ -24,6 +24,7 @@
 #include "nbd/nbd-proto.h"
 #include "nbd/nbd-wire.h"
 #include "nbd/nbd.h"
+#include "test-wait.h"
 
 #define SIZE (4 << 20)
 
@@ -456,7 +457,21 @@ static void run_client(ClientFn *fn)
     atomic_store(&phase, 0);
     atomic_store(&client_done, false);
     assert_int_equal(pthread_create(&t, NULL, client_thread, (void *)fn), 0);
+    /* Bounded (test-wait.h): a drain that never ends fails the test here
+     * instead of hanging the binary. */
+    int64_t deadline = clock_ns() + TEST_WAIT_SECONDS * 1000000000LL;
+    AioTimer *tick = aio_timer_new(aio_main_context(), test_wait_tick, NULL);
     while (!atomic_load(&client_done)) {
+        if (clock_ns() > deadline) {
+            /* The client thread is still blocked on its socket and the
+             * node may stay drained: every later test would wait out its
+             * own deadline too, so the whole binary stops here. */
+            print_error("client still running after %d s, in phase %d "
+                        "(%s)\n", TEST_WAIT_SECONDS, atomic_load(&phase),
+                        client_error);
+            exit(1);
+        }
+        aio_timer_mod(tick, clock_ns() + TEST_WAIT_TICK_NS);
         aio_poll(aio_main_context(), true);
         int p = atomic_load(&phase);
         if (p == handled) {
@@ -480,6 +495,7 @@ static void run_client(ClientFn *fn)
             handled = 7;
         }
     }
+    aio_timer_free(tick);
     pthread_join(t, NULL);
     if (client_error[0]) {
         fail_msg("%s", client_error);
@@ -553,7 +569,7 @@ static int setup(void **state)
                    "\"file\": {\"driver\": \"file\", \"filename\": "
                    "\"%s\"}}", path);
     json_t *addr = json_pack("{s:s, s:s}", "type", "unix", "path", sock_path);
-    if (!nbd_server_start(addr, 100, &err)) {
+    if (!nbd_server_start(addr, 100, 0, &err)) {
         fail_msg("server: %s", error_get_pretty(err));
     }
     json_decref(addr);

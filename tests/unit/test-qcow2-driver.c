@@ -30,6 +30,7 @@
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "test-wait.h"
 
 static char test_dir[] = "/var/tmp/bj-test-qcow2.XXXXXX";
 static bool have_qemu;
@@ -646,7 +647,7 @@ static void test_concurrent_writes(void **state)
     for (int i = 0; i < N; i++) {
         aio_co_enter(aio_main_context(), coroutine_create(conc_entry, &w[i]));
     }
-    AIO_WAIT_WHILE(aio_main_context(), pending > 0);
+    TEST_WAIT_WHILE(aio_main_context(), pending > 0);
     for (int i = 0; i < N; i++) {
         assert_int_equal(w[i].ret, 0);
     }

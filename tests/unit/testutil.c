@@ -214,5 +214,5 @@ void co_run(CoroutineEntry *fn, void *opaque)
     CoRun r = { .fn = fn, .opaque = opaque };
 
     aio_co_enter(aio_main_context(), coroutine_create(co_run_entry, &r));
-    AIO_WAIT_WHILE(aio_main_context(), !r.done);
+    TEST_WAIT_WHILE(aio_main_context(), !r.done);
 }

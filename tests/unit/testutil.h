@@ -24,6 +24,7 @@
 #include "aio/aio.h"
 #include "aio/coroutine.h"
 #include "block/block.h"
+#include "test-wait.h"
 
 /* ---- scratch directory ---- */
 

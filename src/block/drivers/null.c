@@ -15,6 +15,11 @@ typedef struct NullState {
     int64_t length;
     int64_t latency_ns;
     bool read_zeroes;
+    /* A write, write-zeroes or discard came since the last flush.  A flush
+     * with nothing to flush returns at once, as in qemu (whose block layer
+     * skips such flushes): closing a node nobody wrote to must not wait
+     * out a latency it never used. */
+    bool unflushed;
 } NullState;
 
 static const ArgSpec null_options[] = {
@@ -67,30 +72,45 @@ static int coroutine_fn null_co_preadv(BlockNode *bs, int64_t offset,
     return 0;
 }
 
+/* Marked before the delay: a flush that starts meanwhile must wait too. */
+static void coroutine_fn null_write_delay(BlockNode *bs)
+{
+    NullState *s = bs->opaque;
+
+    s->unflushed = true;
+    null_delay(bs);
+}
+
 static int coroutine_fn null_co_pwritev(BlockNode *bs, int64_t offset,
                                         int64_t bytes, IOVector *qiov,
                                         unsigned flags)
 {
-    null_delay(bs);
+    null_write_delay(bs);
     return 0;
 }
 
 static int coroutine_fn null_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
                                               int64_t bytes, unsigned flags)
 {
-    null_delay(bs);
+    null_write_delay(bs);
     return 0;
 }
 
 static int coroutine_fn null_co_pdiscard(BlockNode *bs, int64_t offset,
                                          int64_t bytes)
 {
-    null_delay(bs);
+    null_write_delay(bs);
     return 0;
 }
 
 static int coroutine_fn null_co_flush(BlockNode *bs)
 {
+    NullState *s = bs->opaque;
+
+    if (!s->unflushed) {
+        return 0;
+    }
+    s->unflushed = false;
     null_delay(bs);
     return 0;
 }
