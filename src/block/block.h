@@ -291,6 +291,8 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
                                          bool allow_none, Error **errp);
 
 BlockNode *bdrv_find_node(const char *node_name);
+/* True when no node has bs as a child (exports and jobs may still use it). */
+bool bdrv_is_root_node(BlockNode *bs);
 /* Iterates all nodes (named and implicit) in creation order. */
 BlockNode *bdrv_next_node(BlockNode *prev);
 /* Only the nodes the monitor owns (added by blockdev-add, not inline). */

@@ -482,6 +482,17 @@ static void move_edge(BlockChild *c, BlockNode *to)
     list_add_tail(&to->parents, &c->parent_link);
 }
 
+bool bdrv_is_root_node(BlockNode *bs)
+{
+    BlockChild *c;
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (c->klass->parent_is_node) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, Error **errp)
 {
     BlockChild *c, *tmp;

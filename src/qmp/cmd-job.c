@@ -317,17 +317,6 @@ static const ArgSpec commit_args[] = {
     { .name = NULL },
 };
 
-static bool is_root_node(BlockNode *bs)
-{
-    BlockChild *c;
-    list_for_each_entry(c, &bs->parents, parent_link) {
-        if (c->klass->parent_is_node) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
 {
     const char *device = arg_str(args, "device", NULL);
@@ -346,7 +335,7 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
     }
     /* A job's filter would sit above a node in use by a job in the
      * reference, so such a node is not a root there either. */
-    if (!is_root_node(bs) || block_job_user_of(bs)) {
+    if (!bdrv_is_root_node(bs) || block_job_user_of(bs)) {
         error_setg(errp, "Need a root block node");
         return false;
     }

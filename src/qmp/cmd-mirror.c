@@ -70,6 +70,19 @@ static BlockNode *lookup(const char *name, Error **errp)
     return bs;
 }
 
+/* The source of a mirror is looked up as in qemu-storage-daemon 7.2: it
+ * must be a root node, and a node in use by a job counts as having that
+ * job's filter above it. */
+static BlockNode *lookup_root(const char *name, Error **errp)
+{
+    BlockNode *bs = lookup(name, errp);
+    if (bs && (!bdrv_is_root_node(bs) || block_job_user_of(bs))) {
+        error_setg(errp, "Need a root block node");
+        return NULL;
+    }
+    return bs;
+}
+
 /* The checks after the target is known, then the start. */
 static bool mirror_common(json_t *args, BlockNode *bs, BlockNode *target,
                           Error **errp)
@@ -136,7 +149,7 @@ static bool mirror_common(json_t *args, BlockNode *bs, BlockNode *target,
 
 static bool qmp_blockdev_mirror(json_t *args, json_t **ret, Error **errp)
 {
-    BlockNode *bs = lookup(arg_str(args, "device", NULL), errp);
+    BlockNode *bs = lookup_root(arg_str(args, "device", NULL), errp);
     if (!bs) {
         return false;
     }
@@ -155,7 +168,7 @@ static bool qmp_blockdev_mirror(json_t *args, json_t **ret, Error **errp)
  */
 static bool qmp_drive_mirror(json_t *args, json_t **ret, Error **errp)
 {
-    BlockNode *bs = lookup(arg_str(args, "device", NULL), errp);
+    BlockNode *bs = lookup_root(arg_str(args, "device", NULL), errp);
     const char *file = arg_str(args, "target", NULL);
     const char *fmt = arg_str(args, "format", NULL);
     const char *node_name = arg_str(args, "node-name", NULL);
