@@ -1,17 +1,20 @@
 """Diffing our job events against qemu-storage-daemon 7.2's recordings.
 
-The recordings live in shared/golden/qsd-7.2/<label>.<auto|manual>.json
-beside the repository (../shared relative to the repo root, or
-$BLOCKJOBD_GOLDEN_DIR).  Each holds the raw event sequence, the canonical
-one (drain-induced pause/resume pairs removed) and the reduced event data
-(offset/len as "offset==len"/"offset<len", a non-zero speed as "set").
+The recordings live in the repository, tests/golden/qsd-7.2/<label>.json
+(or $BLOCKJOBD_GOLDEN_DIR), and are made by scripts/record-golden.py, which
+runs the tests that call assert_matches() against qemu-storage-daemon with
+$BLOCKJOBD_GOLDEN_RECORD set: in that mode assert_matches() saves the run
+instead of comparing it.  Each recording holds the raw event sequence, the
+canonical one (drain-induced pause/resume pairs removed) and the reduced
+event data (offset/len as "offset==len"/"offset<len", a non-zero speed as
+"set").
 
     rec = golden.Recorder(daemon.qmp, 'stream0')   # collects that job's events
     ... run the scenario ...
     golden.assert_matches('stream.auto', rec.events)
 
-A test that needs the recordings calls golden.load() (or assert_matches),
-which skips the test with a reason when shared/ is absent.
+A recording that is missing is a failure, never a skip: the recordings are
+part of the tree.
 """
 
 import json
@@ -21,25 +24,37 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+RECORD_ENV = 'BLOCKJOBD_GOLDEN_RECORD'
 
 
 def golden_dir():
     d = os.environ.get('BLOCKJOBD_GOLDEN_DIR')
     if d:
         return d
-    return os.path.join(os.path.dirname(REPO), 'shared', 'golden', 'qsd-7.2')
+    return os.path.join(REPO, 'tests', 'golden', 'qsd-7.2')
 
 
 def load(label):
-    """The recording for label ('stream.auto'); skips if unavailable."""
+    """The recording for label ('stream.auto')."""
     path = os.path.join(golden_dir(), label + '.json')
-    if not os.path.isdir(golden_dir()):
-        pytest.skip('golden recordings not found at %s (set '
-                    'BLOCKJOBD_GOLDEN_DIR)' % golden_dir())
     if not os.path.exists(path):
-        pytest.skip('no golden recording %s' % path)
+        pytest.fail('no golden recording %s (scripts/record-golden.py makes '
+                    'them)' % path)
     with open(path) as f:
         return json.load(f)
+
+
+def save_run(label, events):
+    """Record mode: one run of label, as scripts/record-golden.py merges
+    them (one file per run, named for the test that made it)."""
+    out = os.path.join(os.environ[RECORD_ENV], label)
+    os.makedirs(out, exist_ok=True)
+    test = os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]
+    n = len(os.listdir(out))
+    with open(os.path.join(out, '%04d.json' % n), 'w') as f:
+        json.dump({'label': label, 'test': test,
+                   'sequence': sequence(events),
+                   'events': [reduce(e) for e in events]}, f, indent=1)
 
 
 def entry(ev):
@@ -114,7 +129,11 @@ def compare(label, events):
 
 def assert_matches(label, events, raw=False):
     """Canonical sequence and BLOCK_JOB_* data must equal the recording
-    (and the raw sequence too with raw=True)."""
+    (and the raw sequence too with raw=True).  In record mode the run is
+    saved instead."""
+    if os.environ.get(RECORD_ENV):
+        save_run(label, events)
+        return
     r = compare(label, events)
     assert r['canonical'], ('%s: canonical sequence differs\n ours:   %s\n '
                             'golden: %s' % (label, r['our_canonical'],
