@@ -100,12 +100,16 @@ def nbd_request():
 # ---- QMP ----
 def qmp_json_stream():
     t = 'qmp-json-stream'
+
+    def write(t, name, data, chunk=7, limits=0):
+        # two control bytes: chunk size, limits (see the harness)
+        globals()['write'](t, name, bytes([chunk, limits]) + data)
     write(t, 'greeting', b'{"execute": "qmp_capabilities"}\r\n'
           b'{"execute":"query-version","id":1}')
     write(t, 'single-quotes', b"{'execute': 'query-block-jobs', "
           b"'arguments': {}, 'id': 'a\\'b'}")
     write(t, 'reset', b'{"a": [1, 2, \xff{"b": "\\u00e9\\n"} [] 3 "x" ')
-    write(t, 'nested', b'[' * 40 + b'{"k": -1.5e10}' + b']' * 40)
+    write(t, 'nested', b'[' * 40 + b'{"k": -1.5e10}' + b']' * 40, 1, 3)
     write(t, 'bad', b'}{"x": tru} {"y": "\\ud800"} nul')
 
 
