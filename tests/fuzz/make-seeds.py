@@ -158,12 +158,18 @@ def qmp_command():
 
 def keyval():
     t = 'keyval'
+
+    def write(t, name, data, implied=1):
+        # byte 0: the implied key (see the harness; 1 is --blockdev's)
+        globals()['write'](t, name, bytes([implied]) + data)
+
     write(t, 'dotted', b'driver=qcow2,node-name=q,file.driver=file,'
           b'file.filename=/tmp/a,,b.img,read-only=on,cache.direct=off')
-    write(t, 'implied', b'nbd,id=e,node-name=n,bitmaps.0=a,bitmaps.1=b')
+    write(t, 'implied', b'nbd,id=e,node-name=n,bitmaps.0=a,bitmaps.1=b', 2)
     write(t, 'json', b'{"driver": "raw", "file": {"driver": "null-co", '
           b'"size": 1048576}}')
-    write(t, 'addr', b'addr.type=unix,addr.path=/tmp/nbd.sock,max-connections=4')
+    write(t, 'addr', b'addr.type=unix,addr.path=/tmp/nbd.sock,'
+          b'max-connections=4', 0)
     write(t, 'bad', b'a.b=1,a=2,,=,.x=,')
 
 
