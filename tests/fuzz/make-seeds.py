@@ -8,6 +8,7 @@ qemu-io with 512-byte clusters so each image stays a few KiB.
 """
 import json
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -174,8 +175,15 @@ def keyval():
 
 
 # ---- qcow2 ----
-def run(*cmd_):
-    subprocess.run(cmd_, check=True, stdout=subprocess.DEVNULL)
+def no_core():
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def run(*cmd_, crashes=False):
+    # crashes: the command ends in qemu-io's abort (a simulated crash)
+    subprocess.run(cmd_, check=not crashes, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL if crashes else None,
+                   preexec_fn=no_core)
 
 
 def qcow2_image(tmp, name, size, opts, io=(), bitmaps=()):
@@ -188,7 +196,7 @@ def qcow2_image(tmp, name, size, opts, io=(), bitmaps=()):
         args = []
         for c in io:
             args += ['-c', c]
-        run('qemu-io', '-f', 'qcow2', *args, p)
+        run('qemu-io', '-f', 'qcow2', *args, p, crashes='abort' in io)
     with open(p, 'rb') as f:
         return f.read()
 
@@ -211,6 +219,10 @@ def qcow2(targets):
             'refcount64-lazy': qcow2_image(
                 tmp, 'e', '32K', c512 + ',refcount_bits=64,'
                 'lazy_refcounts=on', io=('write -P 4 1024 1024',)),
+            # qemu-io's abort leaves the dirty bit: refcounts are repaired
+            'dirty-lazy': qcow2_image(
+                tmp, 'i', '32K', c512 + ',lazy_refcounts=on',
+                io=('write -P 7 0 4K', 'write -P 8 20K 1K', 'abort')),
             'compressed': qcow2_image(
                 tmp, 'f', '16K', c512, io=('write -c -P 5 0 512',)),
         }
