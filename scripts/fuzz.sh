@@ -74,8 +74,11 @@ run_one() {
     touch "$dir/started"    # findings of this run are the newer files
     start=$(date +%s)
     while [ "$left" -gt 0 ] && [ "$n" -lt $MAX_FINDINGS ]; do
+        # -close_fd_mask=2: the targets' own stderr (the driver logs every
+        # hostile image it refuses) would fill the log; libFuzzer and the
+        # sanitizers report on a copy of it.
         nice -n 10 "$exe" -max_total_time="$left" -timeout=10 \
-            -rss_limit_mb=2048 -print_final_stats=1 \
+            -rss_limit_mb=2048 -print_final_stats=1 -close_fd_mask=2 \
             -artifact_prefix="$dir/crashes/" \
             "$dir/corpus" "$CORPUS/$t" >>"$dir/log" 2>&1 || true
         prev=$n
