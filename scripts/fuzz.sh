@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]     default: 60 s, every target
 #   FUZZ_JOBS=2 scripts/fuzz.sh 600           two targets at a time
 #   scripts/fuzz.sh --merge [TARGET...]       fold what the runs found into
-#                                             tests/fuzz/corpus/ (minimised)
+#                                             tests/fuzz/corpus/ (minimised,
+#                                             FUZZ_CORPUS_KB per target)
 # Configures and builds build-fuzz/ (clang, -Dfuzzing=true) when needed.
 # Each target starts from tests/fuzz/corpus/TARGET/ (read only) and keeps
 # what it finds in build-fuzz/fuzz-out/TARGET/corpus/; crashes, leaks,
@@ -50,19 +51,38 @@ for t in "${targets[@]}"; do
     fi
 done
 
-# Replaces the seed corpus by a minimal one covering the same as the seeds,
-# the runs' finds and the crash regressions; crash-* files are kept as they
-# are (a regression input stays even when it adds no coverage).
+# Folds the runs' finds into the committed corpus: seed-* and crash-*
+# files stay as they are (a regression input stays even when it adds no
+# coverage); libFuzzer's -merge=1 picks, among the other committed files
+# and the work corpus, those that add features to them; the smallest of
+# those are kept up to FUZZ_CORPUS_KB KiB per target (default 160), so the
+# repository stays small.
 merge_one() {
-    local t=$1 exe=$BUILD/tests/fuzz/fuzz-$1 new
+    local t=$1 exe=$BUILD/tests/fuzz/fuzz-$1 new pool
+    local budget=$(( ${FUZZ_CORPUS_KB:-160} * 1024 )) used f size
     new=$(mktemp -d)
-    nice -n 10 "$exe" -merge=1 "$new" "$CORPUS/$t" "$OUT/$t/corpus" \
-        >"$OUT/$t/merge.log" 2>&1
-    find "$CORPUS/$t" -maxdepth 1 -type f ! -name 'crash-*' -delete
-    cp "$new"/* "$CORPUS/$t/"
-    rm -rf "$new"
-    echo "$t: corpus $(ls "$CORPUS/$t" | wc -l) files," \
-         "$(du -sk "$CORPUS/$t" | cut -f1) KiB"
+    pool=$(mktemp -d)
+    find "$CORPUS/$t" -maxdepth 1 -type f \( -name 'seed-*' -o -name 'crash-*' \) \
+        -exec cp {} "$new/" \;
+    find "$CORPUS/$t" -maxdepth 1 -type f ! -name 'seed-*' ! -name 'crash-*' \
+        -exec cp {} "$pool/" \;
+    mkdir -p "$OUT/$t/corpus"
+    nice -n 10 "$exe" -merge=1 -close_fd_mask=2 "$new" "$pool" \
+        "$OUT/$t/corpus" >"$OUT/$t/merge.log" 2>&1
+    find "$CORPUS/$t" -maxdepth 1 -type f ! -name 'seed-*' ! -name 'crash-*' \
+        -delete
+    used=$(find "$CORPUS/$t" -maxdepth 1 -type f -printf '%s\n' |
+           awk '{s += $1} END {print s + 0}')
+    while read -r size f; do
+        if [ $((used + size)) -gt "$budget" ]; then
+            break
+        fi
+        cp "$new/$f" "$CORPUS/$t/"
+        used=$((used + size))
+    done < <(find "$new" -maxdepth 1 -type f ! -name 'seed-*' \
+             ! -name 'crash-*' -printf '%s %f\n' | sort -n)
+    rm -rf "$new" "$pool"
+    echo "$t: corpus $(ls "$CORPUS/$t" | wc -l) files, $used bytes"
 }
 
 # One target for secs seconds; writes its summary line to $OUT/t/summary.
