@@ -4,18 +4,21 @@
  * the argument check of the command's ArgSpec (qmp_check_args), and, for
  * blockdev-add, the driver's option check (bdrv_check_options).
  *
- * Handlers run too, on an empty daemon (no node, job, export or server),
- * except those that would reach outside the process: blockdev-add and
- * blockdev-create open and create files, drive-mirror may create its
- * target, nbd-server-start listens on a socket, quit ends the daemon.
- * Every other command must fail for want of what it names, or only report.
+ * Handlers run too, on a daemon holding one in-memory node, "n0" (null-co,
+ * 1 MiB): no job, export or server.  Not those that would reach outside
+ * the process (blockdev-add and blockdev-create open and create files,
+ * drive-mirror may create its target, nbd-server-start listens on a
+ * socket, quit ends the daemon), nor the job starters when they name n0
+ * (a job would outlive the input).  What a command leaves on n0 (bitmaps,
+ * drained sections, n0 deleted) is undone after each input, so every
+ * input starts from the same daemon.
  *
  * Input: one request as the monitor receives it, e.g.
  *   {"execute": "block-job-pause", "arguments": {"device": "j"}}
  *
  * Properties checked: no crash, leak or over-read; every refusal carries a
  * message; the arguments checked are what dispatch checks (same verdict);
- * a handler that runs leaves the daemon empty.
+ * a handler that runs adds no node.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -25,6 +28,7 @@
 
 #include "aio/aio.h"
 #include "block/block.h"
+#include "block/dirty-bitmap.h"
 #include "fuzz.h"
 #include "qmp/commands.h"
 #include "qmp/json-stream.h"
@@ -34,6 +38,54 @@ static const char *const not_run[] = {
     "blockdev-add", "blockdev-create", "drive-mirror", "nbd-server-start",
     "quit", NULL,
 };
+/* Commands that start a job or change the graph once their nodes exist. */
+static const char *const not_on_n0[] = {
+    "blockdev-backup", "blockdev-mirror", "block-stream", "block-commit",
+    "transaction", "blockdev-snapshot", NULL,
+};
+
+static bool listed(const char *const *list, const char *name)
+{
+    for (size_t i = 0; list[i]; i++) {
+        if (!strcmp(name, list[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The one node every input starts with (again, if a command deleted it). */
+static void ensure_n0(void)
+{
+    Error *err = NULL;
+
+    if (bdrv_find_node("n0")) {
+        return;
+    }
+    json_t *opts = json_pack("{s:s, s:s, s:i}", "driver", "null-co",
+                             "node-name", "n0", "size", 1 << 20);
+    if (!opts || !bdrv_open_blockdev(opts, false, &err)) {
+        fprintf(stderr, "n0: %s\n", err ? error_get_pretty(err) : "?");
+        abort();
+    }
+    json_decref(opts);
+}
+
+/* Undoes what a command may leave on n0; then n0 must be the only node. */
+static void reset_daemon(const char *name)
+{
+    qmp_debug_drains_end_all();
+    BlockNode *n0 = bdrv_find_node("n0");
+    if (n0) {
+        bdrv_release_all_dirty_bitmaps(n0);
+    }
+    ensure_n0();
+    BlockNode *first = bdrv_next_node(NULL);
+    if (first != bdrv_find_node("n0") || bdrv_next_node(first)) {
+        fprintf(stderr, "%s left a node behind\n", name);
+        abort();
+    }
+}
 
 static void init_once(void)
 {
@@ -49,6 +101,7 @@ static void init_once(void)
         abort();
     }
     qmp_register_all_commands();
+    ensure_n0();
 }
 
 static void expect_error(bool ok, Error *err)
@@ -92,12 +145,16 @@ static void check_blockdev(json_t *args)
     }
 }
 
-static bool may_run(const char *name)
+static bool may_run(const char *name, json_t *args)
 {
-    for (size_t i = 0; not_run[i]; i++) {
-        if (!strcmp(name, not_run[i])) {
-            return false;
-        }
+    if (listed(not_run, name)) {
+        return false;
+    }
+    if (listed(not_on_n0, name)) {
+        char *text = json_dumps(args, JSON_COMPACT);
+        bool names_n0 = !text || strstr(text, "n0");
+        free(text);
+        return !names_n0;
     }
     return true;
 }
@@ -116,11 +173,7 @@ static void run_command(const QmpCommand *cmd, json_t *args, bool args_ok)
     }
     expect_error(ret != NULL, err);
     json_decref(ret);
-    /* on an empty daemon nothing may have appeared */
-    if (bdrv_next_node(NULL)) {
-        fprintf(stderr, "%s left a node behind\n", cmd->name);
-        abort();
-    }
+    reset_daemon(cmd->name);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -164,7 +217,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ok && !strcmp(cmd->name, "blockdev-add")) {
         check_blockdev(a);
     }
-    if (may_run(cmd->name)) {
+    if (may_run(cmd->name, a)) {
         run_command(cmd, a, ok);
     }
     json_decref(a);

@@ -155,6 +155,18 @@ def qmp_command():
             'cluster-size': 512, 'backing-file': 'b'}}))
     write(t, 'query', cmd('query-named-block-nodes', flat=True))
     write(t, 'job', cmd('job-dismiss', id='j'))
+    # n0: the node the harness keeps (null-co, 1 MiB)
+    write(t, 'bitmap-add-n0', cmd(
+        'block-dirty-bitmap-add', node='n0', name='b', granularity=65536,
+        persistent=False, disabled=True))
+    write(t, 'bitmap-merge-n0', cmd(
+        'block-dirty-bitmap-merge', node='n0', target='n0',
+        bitmaps=['b']))
+    write(t, 'drain-n0', cmd('x-debug-drain-begin', **{'node-name': 'n0'}))
+    write(t, 'del-n0', cmd('blockdev-del', **{'node-name': 'n0'}))
+    write(t, 'export-n0', cmd(
+        'block-export-add', **{'type': 'nbd', 'id': 'e', 'node-name': 'n0',
+                               'bitmaps': ['b'], 'allocation-depth': True}))
 
 
 def keyval():
