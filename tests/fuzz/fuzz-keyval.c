@@ -135,14 +135,17 @@ static void check_blockdev(json_t *opts)
     if (!drv) {
         return;
     }
-    check_error(bdrv_check_options(drv, opts, "", true, &err), err);
+    /* ok first: argument evaluation order is unspecified */
+    bool ok = bdrv_check_options(drv, opts, "", true, &err);
+    check_error(ok, err);
     const char *key;
     json_t *child;
     json_object_foreach(opts, key, child) {
         const BlockDriver *cd = driver_of(child);
         if (cd) {
             err = NULL;
-            check_error(bdrv_check_options(cd, child, key, true, &err), err);
+            ok = bdrv_check_options(cd, child, key, true, &err);
+            check_error(ok, err);
         }
     }
 }

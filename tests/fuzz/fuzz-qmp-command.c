@@ -132,15 +132,18 @@ static void check_blockdev(json_t *args)
     if (!drv) {
         return;
     }
-    expect_error(bdrv_check_options(drv, args, "", false, &err), err);
+    /* ok first: argument evaluation order is unspecified, and gcc read
+     * err before the call set it */
+    bool ok = bdrv_check_options(drv, args, "", false, &err);
+    expect_error(ok, err);
     const char *key;
     json_t *child;
     json_object_foreach(args, key, child) {
         const BlockDriver *cd = driver_of(child);
         if (cd) {
             err = NULL;
-            expect_error(bdrv_check_options(cd, child, key, false, &err),
-                         err);
+            ok = bdrv_check_options(cd, child, key, false, &err);
+            expect_error(ok, err);
         }
     }
 }
