@@ -585,7 +585,11 @@ static void handle_option(NbdHandshake *hs)
 
 static void dispatch_option(NbdHandshake *hs, const uint8_t *data, size_t len)
 {
-    Cursor c = { .p = data, .left = len };
+    /* An option without data has no buffer (data is NULL): the cursor
+     * points at an empty one instead, as even adding 0 to NULL is
+     * undefined behaviour (an empty NBD_OPT_EXPORT_NAME did that). */
+    static const uint8_t no_data[1];
+    Cursor c = { .p = data ? data : no_data, .left = len };
 
     if (!hs->fixed && hs->opt != NBD_OPT_EXPORT_NAME) {
         close_with(hs, "option from a client without fixed newstyle");

@@ -72,6 +72,65 @@ static bool find_nul(json_t *v, const char *path, Error **errp)
     return true;
 }
 
+/*
+ * The request object's shape (wording of QEMU 7.2); exec-oob is a member
+ * only with the 'oob' capability (oob_enabled).  Returns the command name
+ * and whether it came as exec-oob, or NULL with errp set.
+ */
+const char *qmp_check_request(json_t *req, bool oob_enabled, bool *is_oob,
+                              Error **errp)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(req, key, v) {
+        if (!strcmp(key, "execute") ||
+            (oob_enabled && !strcmp(key, "exec-oob"))) {
+            if (!json_is_string(v)) {
+                error_setg(errp, "QMP input member '%s' must be a string",
+                           key);
+                return NULL;
+            }
+            /* "quit\u0000x" must not run quit (see find_nul). */
+            if (strlen(json_string_value(v)) != json_string_length(v)) {
+                error_setg(errp, "QMP input member '%s' must not contain a "
+                           "NUL character", key);
+                return NULL;
+            }
+        } else if (!strcmp(key, "arguments")) {
+            if (!json_is_object(v)) {
+                error_setg(errp,
+                           "QMP input member 'arguments' must be an object");
+                return NULL;
+            }
+        } else if (strcmp(key, "id") != 0) {
+            error_setg(errp, "QMP input member '%s' is unexpected", key);
+            return NULL;
+        }
+    }
+    const char *exec = json_string_value(json_object_get(req, "execute"));
+    const char *oob = oob_enabled ?
+        json_string_value(json_object_get(req, "exec-oob")) : NULL;
+    if (!exec && !oob) {
+        error_setg(errp, "QMP input lacks member 'execute'");
+        return NULL;
+    }
+    if (exec && oob) {
+        error_setg(errp, "QMP input member 'execute' clashes with "
+                   "'exec-oob'");
+        return NULL;
+    }
+    *is_oob = oob != NULL;
+    return exec ? exec : oob;
+}
+
+bool qmp_check_args(const QmpCommand *cmd, json_t *args, Error **errp)
+{
+    const ArgSpec *spec = cmd->args ? cmd->args : no_args;
+    return find_nul(args, "", errp) &&
+           (cmd->args_open ? check_open(args, spec, errp)
+                           : argspec_check(args, spec, NULL, false, errp));
+}
+
 json_t *qmp_dispatch(const char *name, json_t *args, Error **errp)
 {
     const QmpCommand *cmd = qmp_find_command(name);
@@ -86,10 +145,7 @@ json_t *qmp_dispatch(const char *name, json_t *args, Error **errp)
         error_setg(errp, "QMP input member 'arguments' must be an object");
         return NULL;
     }
-    const ArgSpec *spec = cmd->args ? cmd->args : no_args;
-    bool ok = find_nul(a, "", errp) &&
-              (cmd->args_open ? check_open(a, spec, errp)
-                              : argspec_check(a, spec, NULL, false, errp));
+    bool ok = qmp_check_args(cmd, a, errp);
     json_t *ret = NULL;
     if (ok) {
         Error *err = NULL;

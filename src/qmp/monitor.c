@@ -333,62 +333,12 @@ static void get_version(int *major, int *minor, int *micro)
     }
 }
 
-/*
- * Checks the request object's shape; returns the command name and whether
- * it came as exec-oob, or NULL with errp set (wording of QEMU 7.2).
- */
-static const char *check_request(MonClient *c, json_t *req, bool *is_oob,
-                                 Error **errp)
-{
-    const char *key;
-    json_t *v;
-    json_object_foreach(req, key, v) {
-        if (!strcmp(key, "execute") ||
-            (c->oob && !strcmp(key, "exec-oob"))) {
-            if (!json_is_string(v)) {
-                error_setg(errp, "QMP input member '%s' must be a string",
-                           key);
-                return NULL;
-            }
-            /* "quit\u0000x" must not run quit (see find_nul). */
-            if (strlen(json_string_value(v)) != json_string_length(v)) {
-                error_setg(errp, "QMP input member '%s' must not contain a "
-                           "NUL character", key);
-                return NULL;
-            }
-        } else if (!strcmp(key, "arguments")) {
-            if (!json_is_object(v)) {
-                error_setg(errp,
-                           "QMP input member 'arguments' must be an object");
-                return NULL;
-            }
-        } else if (strcmp(key, "id") != 0) {
-            error_setg(errp, "QMP input member '%s' is unexpected", key);
-            return NULL;
-        }
-    }
-    const char *exec = json_string_value(json_object_get(req, "execute"));
-    const char *oob = c->oob ?
-        json_string_value(json_object_get(req, "exec-oob")) : NULL;
-    if (!exec && !oob) {
-        error_setg(errp, "QMP input lacks member 'execute'");
-        return NULL;
-    }
-    if (exec && oob) {
-        error_setg(errp, "QMP input member 'execute' clashes with "
-                   "'exec-oob'");
-        return NULL;
-    }
-    *is_oob = oob != NULL;
-    return exec ? exec : oob;
-}
-
 static void handle_request(MonClient *c, json_t *req)
 {
     Error *err = NULL;
     json_t *id = json_object_get(req, "id");
     bool is_oob = false;
-    const char *name = check_request(c, req, &is_oob, &err);
+    const char *name = qmp_check_request(req, c->oob, &is_oob, &err);
     if (!name) {
         send_error(c, id, err);
         error_free(err);

@@ -40,6 +40,16 @@ void qmp_for_each_command(void (*fn)(const QmpCommand *cmd, void *opaque),
  */
 json_t *qmp_dispatch(const char *name, json_t *args, Error **errp);
 
+/*
+ * The two checks at the boundary, apart (the monitor and the fuzz target
+ * tests/fuzz/fuzz-qmp-command.c use them): a request object's shape,
+ * returning the command name (and whether it came as exec-oob), and a
+ * command's arguments (an object) against its ArgSpec.
+ */
+const char *qmp_check_request(json_t *req, bool oob_enabled, bool *is_oob,
+                              Error **errp);
+bool qmp_check_args(const QmpCommand *cmd, json_t *args, Error **errp);
+
 /* ---- character devices (only UNIX socket servers) and monitors ---- */
 
 /* --chardev socket,id=ID,path=P,server=on,wait=off (options as parsed). */

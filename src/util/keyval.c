@@ -68,6 +68,23 @@ static char *read_value(const char **p)
     return out;
 }
 
+/*
+ * The JSON string for the value of key, or NULL with errp set.  JSON
+ * strings are UTF-8: jansson refuses anything else, and its refusal must
+ * not go unnoticed (a value that was not UTF-8 used to vanish with its key,
+ * "file.driver=fi\xa8e" giving "file": {}).
+ */
+static json_t *value_string(const char *key, size_t len, const char *value,
+                            Error **errp)
+{
+    json_t *v = json_string(value);
+    if (!v) {
+        error_setg(errp, "Parameter '%.*s' is not valid UTF-8", (int)len,
+                   key);
+    }
+    return v;
+}
+
 /* Stores value at the dotted key inside root. */
 static bool put_key(json_t *root, const char *key, size_t len,
                     const char *value, Error **errp)
@@ -90,8 +107,12 @@ static bool put_key(json_t *root, const char *key, size_t len,
                            (int)len, key);
                 return false;
             }
+            json_t *v = value_string(key, len, value, errp);
+            if (!v) {
+                return false;
+            }
             /* Same key again: the last value wins, as in QEMU. */
-            json_object_set_new(cur, frag, json_string(value));
+            json_object_set_new(cur, frag, v);
             return true;
         }
         if (!existing) {
@@ -233,7 +254,12 @@ json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
         size_t len = strcspn(p, "=,");
         if (first && implied_key && len > 0 && p[len] != '=') {
             CLEANUP_FREE char *value = read_value(&p);
-            json_object_set_new(root, implied_key, json_string(value));
+            json_t *v = value_string(implied_key, strlen(implied_key), value,
+                                     errp);
+            if (!v) {
+                goto fail;
+            }
+            json_object_set_new(root, implied_key, v);
         } else {
             if (!key_valid(p, len)) {
                 error_setg(errp, "Invalid parameter '%.*s'", (int)len, p);

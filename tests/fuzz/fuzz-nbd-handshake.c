@@ -4,9 +4,10 @@
  * The input is what a client sends after the greeting (client flags, then
  * options); the first byte picks the chunk size the bytes are fed in, so the
  * machine is also exercised on arbitrary fragmentation.  With libFuzzer
- * (clang -fsanitize=fuzzer -DBJ_LIBFUZZER) that is all; without it, main()
- * replays a deterministic corpus: well-formed conversations (GO, INFO, LIST,
- * meta contexts, EXPORT_NAME, ABORT) mutated with a fixed seed.
+ * (clang -fsanitize=fuzzer -DBJ_LIBFUZZER) that is all; without it, the
+ * replay also runs a deterministic corpus: well-formed conversations
+ * (GO, INFO, LIST, meta contexts, EXPORT_NAME, ABORT) mutated with a
+ * fixed seed.
  *
  * Properties checked: no crash or over-read; the machine never consumes
  * more than it asked for; every output after the greeting is a sequence of
@@ -20,11 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "nbd/nbd-handshake.h"
 #include "nbd/nbd-proto.h"
 #include "nbd/nbd-wire.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static const NbdExportInfo exports[] = {
     { .name = "disk", .description = "d", .size = 1 << 20,
@@ -261,10 +262,10 @@ static void mutate(uint8_t *d, size_t *len, size_t cap)
     }
 }
 
-int main(int argc, char **argv)
+int fuzz_generated_replay(void)
 {
     Seed seeds[8];
-    unsigned iters = argc > 1 ? (unsigned)atoi(argv[1]) : 20000;
+    unsigned iters = 20000;
     unsigned runs = 0;
     size_t nseeds;
 

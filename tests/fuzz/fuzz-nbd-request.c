@@ -5,7 +5,7 @@
  * Input: 16 bytes of negotiated parameters (export size, transmission
  * flags, structured/meta, minimum block size), then a stream of requests as
  * a client would send them; write payloads are skipped as the server would.
- * With libFuzzer (-DBJ_LIBFUZZER) that is all; without it, main() replays a
+ * With libFuzzer (-DBJ_LIBFUZZER) that is all; without it, the replay runs a
  * deterministic corpus of valid and edge-case requests, mutated with a
  * fixed seed.
  *
@@ -21,11 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "nbd/nbd-proto.h"
 #include "nbd/nbd-request.h"
 #include "nbd/nbd-wire.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_accepted(const NbdTransmitParams *p, const NbdRequest *r)
 {
@@ -197,9 +197,9 @@ static size_t make_input(uint8_t *b, size_t cap)
     return n;
 }
 
-int main(int argc, char **argv)
+int fuzz_generated_replay(void)
 {
-    unsigned iters = argc > 1 ? (unsigned)atoi(argv[1]) : 20000;
+    unsigned iters = 20000;
     uint8_t work[1024];
 
     for (unsigned i = 0; i < iters; i++) {

@@ -2,7 +2,7 @@
  * Fuzz target for the qcow2 header and metadata parser.
  *
  * With libFuzzer (clang -fsanitize=fuzzer -DBJ_LIBFUZZER) the input is the
- * start of an image.  Without it, main() runs the same target as a plain
+ * start of an image.  Without it, the replay runs the same target as a plain
  * test over a deterministic corpus: images of several shapes made by
  * qcow2_create_image, mutated (bit flips, interesting values at header
  * fields, truncation) with a fixed seed, so every run covers the same cases
@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "block/drivers/qcow2/qcow2-format.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_roundtrip(const Qcow2Header *h, uint64_t file_size)
 {
@@ -158,7 +158,7 @@ static void mutate(uint8_t *d, size_t len)
     }
 }
 
-int main(int argc, char **argv)
+int fuzz_generated_replay(void)
 {
     static const Qcow2CreateOpts shapes[] = {
         { .size = 64 << 20 },
@@ -169,7 +169,7 @@ int main(int argc, char **argv)
         { .size = 8 << 20, .cluster_size = 2048, .refcount_bits = 64,
           .lazy_refcounts = true },
     };
-    unsigned iters = argc > 1 ? (unsigned)atoi(argv[1]) : 5000;
+    unsigned iters = 5000;
     unsigned ok = 0;
 
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {

@@ -101,6 +101,13 @@ static void test_errors(void **state)
     expect_err("a.1=x", NULL, "Parameter 'a.0' missing");
     expect_err("a.0=x,a.2=y", NULL, "Parameter 'a.1' missing");
     expect_err("a.0=x,a.b=y", NULL, "Parameters 'a.*' used inconsistently");
+    /* A value that is not UTF-8 cannot be a JSON string: refused, not
+     * dropped (found by fuzz-keyval). */
+    expect_err("driver=raw,file.driver=fi\xa8" "e", NULL,
+               "Parameter 'file.driver' is not valid UTF-8");
+    expect_err("a=1,a=\xff", NULL, "Parameter 'a' is not valid UTF-8");
+    expect_err("r\xe9,a=1", "driver", "Parameter 'driver' is not valid UTF-8");
+    expect_json("a=caf\xc3\xa9", NULL, "{\"a\": \"caf\xc3\xa9\"}");
 }
 
 static void test_json(void **state)

@@ -340,6 +340,39 @@ static void test_write_shapes(void **state)
     }
 }
 
+/* 512-byte clusters and 64-bit refcounts: a refcount block covers only 64
+ * clusters and takes the first for itself, so a 256 KiB write needs its
+ * clusters in several allocations (one used to scan forever; found by
+ * fuzz-qcow2-l1l2). */
+static void test_large_write_small_refblocks(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("rb64.qcow2"), *rp = path_of("rb64.raw");
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=512,"
+                        "refcount_bits=64 '%s' 1M && truncate -s 1M '%s'",
+                        p, rp), 0);
+    const int64_t off = 1000, len = 256 * 1024;
+    uint8_t *buf = malloc(len);
+    for (int64_t k = 0; k < len; k++) {
+        buf[k] = (uint8_t)(k * 7 + 1);
+    }
+    Img img;
+    img_open_ok(&img, "rb64.qcow2", NULL);
+    assert_int_equal(bdrv_pwrite(img.root, off, len, buf, 0), 0);
+    img_close(&img);
+    int rfd = open(rp, O_RDWR);
+    assert_true(rfd >= 0);
+    assert_int_equal(pwrite(rfd, buf, len, off), len);
+    close(rfd);
+    check_clean("rb64.qcow2");
+    check_same("rb64.raw", "rb64.qcow2");
+    free(buf);
+    free(p);
+    free(rp);
+}
+
 /* 512-byte clusters: a refcount block covers 128 KiB and the first
  * reftable cluster 8 MiB, so 16 MiB of data needs new blocks and a bigger
  * reftable. */
@@ -1023,6 +1056,7 @@ int main(void)
         cmocka_unit_test(test_read_qemu_written),
         cmocka_unit_test(test_write_shapes),
         cmocka_unit_test(test_refcount_growth),
+        cmocka_unit_test(test_large_write_small_refblocks),
         cmocka_unit_test(test_backing_chain),
         cmocka_unit_test(test_block_status_and_zero),
         cmocka_unit_test(test_hostile_open),

@@ -472,6 +472,13 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                 co_mutex_unlock(&s->lock);
             }
         } else {
+            /* A run longer than one allocation may take is written in
+             * parts (the loop goes on with the rest). */
+            uint64_t in_cl = qcow2_offset_in_cluster(&s->g, (uint64_t)offset);
+            uint64_t max = qcow2_max_alloc_clusters(&s->g) * s->g.cluster_size;
+            if (in_cl + m.bytes > max) {
+                m.bytes = max - in_cl;
+            }
             ret = write_allocating(s, (uint64_t)offset, &m, qiov, qoff);
             co_mutex_unlock(&s->lock);
         }

@@ -389,6 +389,20 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
     uint64_t cand = start, idx = start, count = 0;
     int ret;
 
+    /* A new refcount block takes the first cluster of the range it covers
+     * (ensure_refblock), so past the used part of the file no free run is
+     * longer than a block's range less one cluster.  Asking for more used
+     * to scan forever, adding a refcount block per range it crossed (a
+     * 32 KiB write to an image with 512-byte clusters and 64-bit
+     * refcounts, whose blocks cover 64 clusters).  The data path splits
+     * its allocations to fit. */
+    if (n > qcow2_max_alloc_clusters(&s->g)) {
+        log_error("qcow2: node '%s': cannot allocate %" PRIu64 " contiguous "
+                  "clusters (at most %" PRIu64 " with %u-bit refcounts and "
+                  "%" PRIu64 "-byte clusters)", s->bs->node_name, n,
+                  qcow2_max_alloc_clusters(&s->g), s->g.refcount_bits, cs);
+        return -EFBIG;
+    }
     while (count < n) {
         uint64_t rti = idx >> s->g.rb_bits;
         uint64_t rc;
