@@ -187,7 +187,7 @@ static bool check_options(const BlockDriver *drv, json_t *opts,
     return bdrv_check_options(drv, opts, prefix, coerce, errp);
 }
 
-static bool check_node_name(const char *name, Error **errp)
+bool bdrv_check_new_node_name(const char *name, Error **errp)
 {
     if (!id_wellformed(name)) {
         error_setg(errp, "Invalid node-name: '%s'", name);
@@ -259,7 +259,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         error_setg(errp, "'node-name' must be specified for the root node");
         return NULL;
     }
-    if (name && !check_node_name(name, errp)) {
+    if (name && !bdrv_check_new_node_name(name, errp)) {
         return NULL;
     }
 

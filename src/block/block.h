@@ -291,6 +291,12 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
                                          bool allow_none, Error **errp);
 
 BlockNode *bdrv_find_node(const char *node_name);
+/*
+ * Whether a node could be created under `name` now: well formed, short
+ * enough, not taken.  Jobs check a filter-node-name they do not (yet) turn
+ * into a node with it, so that they refuse what a node would refuse.
+ */
+bool bdrv_check_new_node_name(const char *name, Error **errp);
 /* Iterates all nodes (named and implicit) in creation order. */
 BlockNode *bdrv_next_node(BlockNode *prev);
 /* Only the nodes the monitor owns (added by blockdev-add, not inline). */

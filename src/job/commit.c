@@ -382,6 +382,12 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
         }
         s->base_read_only = true;
     }
+    /* Where the reference opens its commit_top filter: after the job and
+     * the reopen of base, so a refused name also shows created/null. */
+    if (o->filter_node_name &&
+        !bdrv_check_new_node_name(o->filter_node_name, errp)) {
+        goto fail;
+    }
     s->active = active;
     s->on_error = o->on_error;
     if (backing_file && !(s->backing_file = strdup(backing_file))) {
