@@ -340,6 +340,12 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         /* A filter that does not say its length has its child's. */
         bs->total_bytes = bs->file->node->total_bytes;
     }
+    /* Lengths beyond this overflow offset + bytes (and 512-byte rounding
+     * in queries): refused with the reference's words. */
+    if (bs->total_bytes > BDRV_MAX_LENGTH) {
+        error_setg_errno(errp, EFBIG, "Could not refresh total sector count");
+        goto fail_opened;
+    }
     if (list_unlinked(&bs->link) && !bdrv_node_list_insert(bs, errp)) {
         goto fail_opened;
     }

@@ -33,6 +33,14 @@
 #include "util/iov.h"
 #include "util/list.h"
 
+/*
+ * The largest length a node may have: INT64_MAX rounded down to 1 GiB, as
+ * in qemu (BDRV_MAX_LENGTH), so that offset + length of any request fits an
+ * int64_t.  A node opened larger is refused ("Could not refresh total
+ * sector count: File too large").
+ */
+#define BDRV_MAX_LENGTH (INT64_MAX - ((INT64_C(1) << 30) - 1))
+
 typedef struct BlockDriver BlockDriver;
 typedef struct BlockNode BlockNode;
 typedef struct BlockChild BlockChild;
