@@ -239,4 +239,13 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
 int coroutine_fn qcow2_co_create(BlockChild *c, const Qcow2CreateOpts *opts,
                                  Error **errp);
 
+/*
+ * qcow2-backing.c: whether the file at path, which the header of image
+ * names as its backing file, may be opened, and with which format (*fmt:
+ * the header's, or NULL to probe; set on success).  Coroutine, main loop.
+ */
+bool coroutine_fn qcow2_check_header_backing(const char *image,
+                                             const char *path,
+                                             const char **fmt, Error **errp);
+
 #endif
