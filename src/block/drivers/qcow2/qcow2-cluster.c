@@ -258,6 +258,29 @@ bad:
 }
 
 /*
+ * A new L2 table (e, pinned, dirty) is written at once, as qemu does,
+ * before the L1 points at it: the write takes its space in the image
+ * file.  Left to a later write-back, on a full filesystem it fails only
+ * then, when the data clusters allocated meanwhile are already counted
+ * and can no longer be referenced: leaked (a backup that failed on ENOSPC
+ * left hundreds).  Failing here, the table is given back and the caller's
+ * data clusters are freed by its error path.  On failure e is released.
+ */
+static int coroutine_fn reserve_l2_table(BDRVQcow2State *s,
+                                         Qcow2CacheEntry *e)
+{
+    uint64_t off = e->offset;
+    int ret = qcow2_cache_write_entry(s, s->l2_cache, e);
+
+    if (ret < 0) {
+        qcow2_cache_put(e);
+        qcow2_cache_discard(s->l2_cache, off);
+        qcow2_update_refcount(s, off, s->g.cluster_size, -1);
+    }
+    return ret;
+}
+
+/*
  * The L2 table at old is shared with an internal snapshot (its L1 entry
  * lacks COPIED): give the active L1 its own copy.  Data clusters already
  * count one reference per L1 tree (snapshot creation added it), so only the
@@ -288,10 +311,66 @@ static int coroutine_fn cow_l2_table(BDRVQcow2State *s, uint64_t l1i,
     memcpy(ne->table, oe->table, s->g.cluster_size);
     qcow2_cache_put(oe);
     qcow2_cache_mark_dirty(s->l2_cache, ne);
+    ret = reserve_l2_table(s, ne);
+    if (ret < 0) {
+        return ret;
+    }
     s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
     s->l1_dirty = true;
     qcow2_defer_free(s, old, s->g.cluster_size);
     *out = ne;
+    return 0;
+}
+
+/* The writable L2 table of l1i, allocated (and reserved) or unshared
+ * first if need be; returned pinned. */
+static int coroutine_fn get_l2_for_write(BDRVQcow2State *s, uint64_t l1i,
+                                         Qcow2CacheEntry **out)
+{
+    int64_t l2off = l2_offset(s, l1i);
+    int ret;
+
+    if (l2off < 0) {
+        return (int)l2off;
+    }
+    if (l2off == 0) {
+        int64_t off = qcow2_alloc_clusters(s, 1);
+        if (off < 0) {
+            return (int)off;
+        }
+        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, out);
+        if (ret < 0) {
+            qcow2_update_refcount(s, (uint64_t)off, s->g.cluster_size, -1);
+            return ret;
+        }
+        ret = reserve_l2_table(s, *out);
+        if (ret < 0) {
+            return ret;
+        }
+        s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
+        s->l1_dirty = true;
+        return 0;
+    }
+    if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
+        return cow_l2_table(s, l1i, (uint64_t)l2off, out);
+    }
+    return qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, out);
+}
+
+int coroutine_fn qcow2_prepare_l2_table(BDRVQcow2State *s, uint64_t first)
+{
+    uint64_t l1i = first >> s->g.l2_bits;
+    Qcow2CacheEntry *e;
+    int ret;
+
+    if (l1i >= s->l1_size) {
+        return -EINVAL;
+    }
+    ret = get_l2_for_write(s, l1i, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_cache_put(e);
     return 0;
 }
 
@@ -303,37 +382,14 @@ int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
     uint64_t l1i = first >> g->l2_bits;
     uint64_t l2i = first & (g->l2_size - 1);
     Qcow2CacheEntry *e;
-    int64_t l2off;
     int ret;
 
     if (l1i >= s->l1_size || l2i + n > g->l2_size) {
         return -EINVAL;
     }
-    l2off = l2_offset(s, l1i);
-    if (l2off < 0) {
-        return (int)l2off;
-    }
-    if (l2off == 0) {
-        int64_t off = qcow2_alloc_clusters(s, 1);
-        if (off < 0) {
-            return (int)off;
-        }
-        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, &e);
-        if (ret < 0) {
-            return ret;
-        }
-        s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
-        s->l1_dirty = true;
-    } else {
-        if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
-            ret = cow_l2_table(s, l1i, (uint64_t)l2off, &e);
-        } else {
-            ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false,
-                                  &e);
-        }
-        if (ret < 0) {
-            return ret;
-        }
+    ret = get_l2_for_write(s, l1i, &e);
+    if (ret < 0) {
+        return ret;
     }
     unsigned es = g->extended ? 2 : 1;
     for (uint64_t i = 0; i < n; i++) {

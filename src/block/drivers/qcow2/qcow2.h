@@ -183,6 +183,11 @@ typedef struct Qcow2Mapping {
  * clusters; within one L2 table).  Caller holds s->lock. */
 int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
                                    uint64_t bytes, Qcow2Mapping *m);
+/* Makes sure guest cluster first has a writable L2 table on disk (new
+ * ones are written at once), before an allocating write puts data in
+ * clusters it will reference: as qemu, the table takes its space in the
+ * image file first.  Caller holds s->lock. */
+int coroutine_fn qcow2_prepare_l2_table(BDRVQcow2State *s, uint64_t first);
 /* Sets the L2 entries of guest clusters [first, first+n) to entries[i];
  * allocates the L2 table if needed.  Caller holds s->lock.  With extended
  * L2 entries each entry is two words (descriptor, subcluster bitmap). */
