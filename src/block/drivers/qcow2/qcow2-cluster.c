@@ -349,6 +349,16 @@ static int coroutine_fn get_l2_for_write(BDRVQcow2State *s, uint64_t l1i,
         }
         s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
         s->l1_dirty = true;
+        /* Writing the table wrote the refcount cache before it (the
+         * table's own count): the counts of data clusters allocated since
+         * the last flush are on disk, their L2 entries are not, and a kill
+         * now would leak them all (and the table: no L1 entry yet).  So
+         * this is a checkpoint: all metadata, L1 last, in the crash-safe
+         * order.  Once per new L2 table (512 MiB of guest space at 64 KiB
+         * clusters).  If it fails, what is dirty stays dirty and the next
+         * flush retries it; undoing is not safe, the L1 entry may be on
+         * disk already. */
+        qcow2_flush_metadata(s);
         return 0;
     }
     if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
