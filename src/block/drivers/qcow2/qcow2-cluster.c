@@ -258,24 +258,34 @@ bad:
 }
 
 /*
- * A new L2 table (e, pinned, dirty) is written at once, as qemu does,
- * before the L1 points at it: the write takes its space in the image
- * file.  Left to a later write-back, on a full filesystem it fails only
- * then, when the data clusters allocated meanwhile are already counted
- * and can no longer be referenced: leaked (a backup that failed on ENOSPC
- * left hundreds).  Failing here, the table is given back and the caller's
- * data clusters are freed by its error path.  On failure e is released.
+ * A new L2 table (e, pinned, dirty) gets its space in the image file at
+ * once, before the data it will reference, as qemu's allocation does: a
+ * cluster of zeroes is written where it will live.  Left to the cache's
+ * write-back, on a full filesystem the table could not be written at
+ * close, after the data clusters it was to reference had been counted:
+ * leaked (a backup that failed on ENOSPC left hundreds).  The table itself
+ * stays in the cache and is written back in the usual crash-safe order;
+ * this write only reserves space, so it goes around qcow2_write_meta (a
+ * failure here is undone, not a reason to stop trusting the image, and no
+ * refcount block has to be written before it).  On failure e is released.
  */
 static int coroutine_fn reserve_l2_table(BDRVQcow2State *s,
                                          Qcow2CacheEntry *e)
 {
-    uint64_t off = e->offset;
-    int ret = qcow2_cache_write_entry(s, s->l2_cache, e);
+    uint64_t off = e->offset, cs = s->g.cluster_size;
+    void *zero = blk_aligned_alloc(4096, cs);
+    IOVector v;
+    int ret;
 
+    memset(zero, 0, cs);
+    iov_vec_init_buf(&v, zero, cs);
+    ret = bdrv_co_pwritev(s->bs->file, (int64_t)off, (int64_t)cs, &v,
+                          BLK_REQ_METADATA);
+    free(zero);
     if (ret < 0) {
         qcow2_cache_put(e);
         qcow2_cache_discard(s->l2_cache, off);
-        qcow2_update_refcount(s, off, s->g.cluster_size, -1);
+        qcow2_update_refcount(s, off, cs, -1);
     }
     return ret;
 }
@@ -349,16 +359,6 @@ static int coroutine_fn get_l2_for_write(BDRVQcow2State *s, uint64_t l1i,
         }
         s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
         s->l1_dirty = true;
-        /* Writing the table wrote the refcount cache before it (the
-         * table's own count): the counts of data clusters allocated since
-         * the last flush are on disk, their L2 entries are not, and a kill
-         * now would leak them all (and the table: no L1 entry yet).  So
-         * this is a checkpoint: all metadata, L1 last, in the crash-safe
-         * order.  Once per new L2 table (512 MiB of guest space at 64 KiB
-         * clusters).  If it fails, what is dirty stays dirty and the next
-         * flush retries it; undoing is not safe, the L1 entry may be on
-         * disk already. */
-        qcow2_flush_metadata(s);
         return 0;
     }
     if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
