@@ -194,6 +194,7 @@ static int coroutine_fn commit_run(Job *job, Error **errp)
             if ((ret = commit_handle_failures(s)) < 0) {
                 break;
             }
+            job_error_backoff(job);
         }
         /* Pauses and cancels wait for the copies in flight, so a paused
          * or drained job has no request on its nodes. */
@@ -227,6 +228,7 @@ static int coroutine_fn commit_run(Job *job, Error **errp)
                     break;
                 }
                 s->n_retry--;    /* re-checked from the cursor instead */
+                job_error_backoff(job);
                 continue;
             }
             ret = 0;

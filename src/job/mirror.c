@@ -472,6 +472,7 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
     for (;;) {
         uint64_t cnt;
 
+        job_error_backoff(job);
         job_pause_point(job);
         if (s->ret || job_is_cancelled(job)) {
             break;
