@@ -187,7 +187,7 @@ static bool check_options(const BlockDriver *drv, json_t *opts,
     return bdrv_check_options(drv, opts, prefix, coerce, errp);
 }
 
-static bool check_node_name(const char *name, Error **errp)
+bool bdrv_check_new_node_name(const char *name, Error **errp)
 {
     if (!id_wellformed(name)) {
         error_setg(errp, "Invalid node-name: '%s'", name);
@@ -259,7 +259,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         error_setg(errp, "'node-name' must be specified for the root node");
         return NULL;
     }
-    if (name && !check_node_name(name, errp)) {
+    if (name && !bdrv_check_new_node_name(name, errp)) {
         return NULL;
     }
 
@@ -339,6 +339,12 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
     } else if (bs->total_bytes == 0 && bs->file) {
         /* A filter that does not say its length has its child's. */
         bs->total_bytes = bs->file->node->total_bytes;
+    }
+    /* Lengths beyond this overflow offset + bytes (and 512-byte rounding
+     * in queries): refused with the reference's words. */
+    if (bs->total_bytes > BDRV_MAX_LENGTH) {
+        error_setg_errno(errp, EFBIG, "Could not refresh total sector count");
+        goto fail_opened;
     }
     if (list_unlinked(&bs->link) && !bdrv_node_list_insert(bs, errp)) {
         goto fail_opened;

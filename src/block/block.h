@@ -33,6 +33,14 @@
 #include "util/iov.h"
 #include "util/list.h"
 
+/*
+ * The largest length a node may have: INT64_MAX rounded down to 1 GiB, as
+ * in qemu (BDRV_MAX_LENGTH), so that offset + length of any request fits an
+ * int64_t.  A node opened larger is refused ("Could not refresh total
+ * sector count: File too large").
+ */
+#define BDRV_MAX_LENGTH (INT64_MAX - ((INT64_C(1) << 30) - 1))
+
 typedef struct BlockDriver BlockDriver;
 typedef struct BlockNode BlockNode;
 typedef struct BlockChild BlockChild;
@@ -293,6 +301,12 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
 BlockNode *bdrv_find_node(const char *node_name);
 /* True when no node has bs as a child (exports and jobs may still use it). */
 bool bdrv_is_root_node(BlockNode *bs);
+/*
+ * Whether a node could be created under `name` now: well formed, short
+ * enough, not taken.  Jobs check a filter-node-name they do not (yet) turn
+ * into a node with it, so that they refuse what a node would refuse.
+ */
+bool bdrv_check_new_node_name(const char *name, Error **errp);
 /* Iterates all nodes (named and implicit) in creation order. */
 BlockNode *bdrv_next_node(BlockNode *prev);
 /* Only the nodes the monitor owns (added by blockdev-add, not inline). */

@@ -5,6 +5,7 @@
  */
 #include "block/dirty-bitmap.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,13 +40,22 @@ BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, uint32_t granularity,
                          "'%s'", bs->node_name);
         return NULL;
     }
+    /* Sized by the disk, which may be far larger than memory: refused
+     * above a bound (hbitmap.h) instead of aborting the daemon. */
+    HBitmap *hb = hbitmap_new_checked((uint64_t)len,
+                                      __builtin_ctz(granularity), errp);
+    if (!hb) {
+        error_prepend(errp, "Cannot create a dirty bitmap on node '%s'",
+                      bs->node_name);
+        return NULL;
+    }
     BdrvDirtyBitmap *bm = calloc(1, sizeof(*bm));
     if (!bm || (name && !(bm->name = strdup(name)))) {
         abort();
     }
     bm->bs = bs;
     bm->granularity = granularity;
-    bm->hb = hbitmap_new((uint64_t)len, __builtin_ctz(granularity));
+    bm->hb = hb;
     /* Append: creation order for queries. */
     BdrvDirtyBitmap **pp = &bs->dirty_bitmaps;
     while (*pp) {
@@ -338,6 +348,11 @@ static void bitmap_truncate(BdrvDirtyBitmap *bm, int64_t len)
         return;
     }
     bm->hb = hbitmap_new((uint64_t)len, __builtin_ctz(bm->granularity));
+    /* bdrv_dirty_bitmaps_check_resize let the size in: only memory can
+     * be missing here, after the disk has changed size. */
+    if (!bm->hb) {
+        abort();
+    }
     if (end > (uint64_t)len) {
         end = (uint64_t)len;
     }
@@ -347,6 +362,22 @@ static void bitmap_truncate(BdrvDirtyBitmap *bm, int64_t len)
         start += count;
     }
     hbitmap_free(old);
+}
+
+bool bdrv_dirty_bitmaps_check_resize(BlockNode *bs, int64_t len,
+                                     Error **errp)
+{
+    for (BdrvDirtyBitmap *bm = bs->dirty_bitmaps; bm; bm = bm->next) {
+        int shift = __builtin_ctz(bm->granularity);
+        if (hbitmap_granules((uint64_t)len, shift) > HBITMAP_MAX_GRANULES) {
+            error_setg(errp, "Cannot resize node '%s' to %" PRId64 " bytes: "
+                       "its dirty bitmap at granularity %" PRIu32 " would "
+                       "need more than %" PRIu64 " bits", bs->node_name, len,
+                       bm->granularity, HBITMAP_MAX_GRANULES);
+            return false;
+        }
+    }
+    return true;
 }
 
 void bdrv_dirty_bitmaps_truncate(BlockNode *bs, int64_t len)

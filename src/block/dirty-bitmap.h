@@ -95,6 +95,10 @@ HBitmap *bdrv_dirty_bitmap_hbitmap(BdrvDirtyBitmap *bm);
 void bdrv_dirty_bitmap_merge_hbitmap(BdrvDirtyBitmap *dst,
                                      const HBitmap *src);
 
+/* Before a resize of bs to len bytes: whether each of its bitmaps can
+ * cover len (hbitmap.h's bound); an error names the node and the bound. */
+bool bdrv_dirty_bitmaps_check_resize(BlockNode *bs, int64_t len,
+                                     Error **errp);
 /* The node's length changed (bdrv_co_truncate): every bitmap of bs now
  * covers len bytes; a grown tail starts clean, as in qemu. */
 void bdrv_dirty_bitmaps_truncate(BlockNode *bs, int64_t len);

@@ -15,6 +15,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -516,11 +517,19 @@ int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp)
         error_setg(errp, "Image size cannot be negative");
         return -EINVAL;
     }
+    if (size > BDRV_MAX_LENGTH) {
+        error_setg(errp, "offset(%" PRId64 ") exceeding maximum(%" PRId64
+                   ")", size, (int64_t)BDRV_MAX_LENGTH);
+        return -EINVAL;
+    }
     if (bs->read_only) {
         error_setg(errp, "Image is read-only");
         return -EACCES;
     }
     assert(c->perm & BLK_PERM_RESIZE);
+    if (!bdrv_dirty_bitmaps_check_resize(bs, size, errp)) {
+        return -EFBIG;
+    }
     bdrv_inc_in_flight(bs);
     if (bs->drv->co_truncate) {
         ret = bs->drv->co_truncate(bs, size, errp);

@@ -39,6 +39,27 @@ static char *absolute_path(const char *path)
     return abs;
 }
 
+/* open() failed with err: say so, naming a symlink or special file as
+ * the reason rather than ELOOP's or ENXIO's words. */
+static void refuse_open(const char *path, int err, Error **errp)
+{
+    struct stat st;
+
+    if ((err == ELOOP || err == ENXIO) && lstat(path, &st) == 0) {
+        if (S_ISLNK(st.st_mode)) {
+            error_setg(errp, "Could not create '%s': it is a symbolic link "
+                       "(a pid file is not written through one)", path);
+            return;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            error_setg(errp, "Could not create '%s': not a regular file",
+                       path);
+            return;
+        }
+    }
+    error_setg_errno(errp, err, "Could not create '%s'", path);
+}
+
 Pidfile *pidfile_write(const char *path, Error **errp)
 {
     struct flock lk = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
@@ -53,9 +74,24 @@ Pidfile *pidfile_write(const char *path, Error **errp)
      * the new file.
      */
     for (;;) {
-        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        /* Not through a symlink (its target would be truncated, or a
+         * dangling one's created), not into a FIFO (O_NONBLOCK: no hang)
+         * or a device: docs/hardening.md, "The pid file". */
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+                  O_NONBLOCK | O_NOCTTY, 0600);
         if (fd < 0) {
-            error_setg_errno(errp, errno, "Could not create '%s'", path);
+            refuse_open(path, errno, errp);
+            return NULL;
+        }
+        if (fstat(fd, &st_fd) < 0) {
+            error_setg_errno(errp, errno, "Cannot stat pid file");
+            close(fd);
+            return NULL;
+        }
+        if (!S_ISREG(st_fd.st_mode)) {
+            error_setg(errp, "Could not create '%s': not a regular file",
+                       path);
+            close(fd);
             return NULL;
         }
         if (fcntl(fd, F_SETLK, &lk) < 0) {

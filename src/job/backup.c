@@ -177,6 +177,7 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
                 ret = err;
                 break;
             }
+            job_error_backoff(job);
             continue;        /* stop: paused at the next point; retry */
         }
         int64_t chunk = s->chunk;

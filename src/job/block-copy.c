@@ -104,10 +104,14 @@ BlockCopyState *block_copy_state_new(BlockChild *source, BlockChild *target,
     s->target = target;
     s->len = len;
     s->cluster_size = cluster_size;
-    s->bitmap = hbitmap_new((uint64_t)len, cluster_shift(cluster_size));
+    /* One bit per cluster of the disk: refused, not aborted on, when the
+     * disk is too large for it (hbitmap.h). */
+    s->bitmap = hbitmap_new_checked((uint64_t)len,
+                                    cluster_shift(cluster_size), errp);
     if (!s->bitmap) {
         free(s);
-        error_setg(errp, "Out of memory");
+        error_prepend(errp, "Cannot create the copy bitmap of node '%s'",
+                      source->node->node_name);
         return NULL;
     }
     if (len > 0) {

@@ -194,6 +194,7 @@ static int coroutine_fn commit_run(Job *job, Error **errp)
             if ((ret = commit_handle_failures(s)) < 0) {
                 break;
             }
+            job_error_backoff(job);
         }
         /* Pauses and cancels wait for the copies in flight, so a paused
          * or drained job has no request on its nodes. */
@@ -227,6 +228,7 @@ static int coroutine_fn commit_run(Job *job, Error **errp)
                     break;
                 }
                 s->n_retry--;    /* re-checked from the cursor instead */
+                job_error_backoff(job);
                 continue;
             }
             ret = 0;
@@ -381,6 +383,12 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
             goto fail;
         }
         s->base_read_only = true;
+    }
+    /* Where the reference opens its commit_top filter: after the job and
+     * the reopen of base, so a refused name also shows created/null. */
+    if (o->filter_node_name &&
+        !bdrv_check_new_node_name(o->filter_node_name, errp)) {
+        goto fail;
     }
     s->active = active;
     s->on_error = o->on_error;

@@ -28,5 +28,14 @@ void job_event_cancelled(Job *job);
 void job_event_ready(Job *job);
 void job_event_pending(Job *job);
 void job_event_error(Job *job, bool is_read, JobErrorAction action);
+const char *job_error_action_name(JobErrorAction action);
+
+/* job-error-events.c: BLOCK_JOB_ERROR at most once a second per job,
+ * operation and action; flush sends what is held and stops the timers
+ * (the job ends). */
+void job_error_event(Job *job, bool is_read, JobErrorAction action);
+void job_error_events_flush(Job *job);
+/* An ignored error happened now: grows or resets the retry backoff. */
+void job_error_backoff_update(Job *job);
 
 #endif

@@ -37,6 +37,7 @@ void job_event_completed(Job *job)
     if (!job->driver->block_job_events) {
         return;
     }
+    job_error_events_flush(job);
     json_t *data = job_event_info(job);
     if (job->ret) {
         json_object_set_new(data, "error",
@@ -48,6 +49,7 @@ void job_event_completed(Job *job)
 void job_event_cancelled(Job *job)
 {
     if (job->driver->block_job_events) {
+        job_error_events_flush(job);
         event_emit("BLOCK_JOB_CANCELLED", job_event_info(job));
     }
 }
@@ -68,13 +70,15 @@ void job_event_pending(Job *job)
     }
 }
 
+const char *job_error_action_name(JobErrorAction action)
+{
+    return action_names[action];
+}
+
 void job_event_error(Job *job, bool is_read, JobErrorAction action)
 {
     if (job->driver->block_job_events) {
-        event_emit("BLOCK_JOB_ERROR",
-                   json_pack("{s:s, s:s, s:s}", "device", job->id,
-                             "operation", is_read ? "read" : "write",
-                             "action", action_names[action]));
+        job_error_event(job, is_read, action);
     }
 }
 

@@ -216,6 +216,7 @@ void job_unref(Job *job)
     if (job->exit_bh) {
         aio_bh_delete(job->exit_bh);
     }
+    job_error_events_flush(job);
     error_free(job->err);
     free(job->id);
     free(job);
@@ -577,6 +578,9 @@ JobErrorAction job_error_action(Job *job, JobOnError policy, bool is_read,
         break;
     }
     job_event_error(job, is_read, action);
+    if (action == JOB_ERROR_ACTION_IGNORE) {
+        job_error_backoff_update(job);
+    }
     if (action == JOB_ERROR_ACTION_STOP) {
         /* A user-visible pause: block-job-resume continues the job. */
         if (!job->user_paused) {

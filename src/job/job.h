@@ -82,7 +82,10 @@ typedef enum JobErrorAction {
     JOB_ERROR_ACTION_REPORT = 0,   /* fail the job */
     JOB_ERROR_ACTION_IGNORE,       /* retry the operation */
     JOB_ERROR_ACTION_STOP,         /* the job paused itself; retry after */
+    JOB_ERROR_ACTION__MAX,
 } JobErrorAction;
+
+typedef struct JobErrorEvents JobErrorEvents;   /* job-error-events.c */
 
 typedef enum JobIoStatus {
     JOB_IO_STATUS_OK = 0,
@@ -165,6 +168,9 @@ struct Job {
     int64_t speed;           /* bytes/s, 0 = unlimited */
     RateLimit limit;
     JobIoStatus iostatus;
+    JobErrorEvents *error_events;  /* throttled BLOCK_JOB_ERROR, or NULL */
+    int64_t error_last_ns;         /* the last ignored error */
+    int64_t error_backoff_ns;      /* job_error_backoff's sleep, 0: none */
 
     JobTxn *txn;
     ListHead txn_link;       /* in txn->jobs */
@@ -249,6 +255,10 @@ void job_progress_increase_remaining(Job *job, uint64_t delta);
  */
 JobErrorAction job_error_action(Job *job, JobOnError policy, bool is_read,
                                 int error);
+/* Before retrying after an ignored error: sleeps (as job_sleep_ns) 1 ms
+ * doubling to 1 s while ignored errors come less than a second apart, so
+ * that a persistent error does not spin a core (job-error-events.c). */
+void coroutine_fn job_error_backoff(Job *job);
 
 /* ---- synchronous helpers (main loop, not in a coroutine) ---- */
 /* Cancels and runs the loop until the job is gone (or concluded, for a

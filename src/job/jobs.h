@@ -14,6 +14,9 @@ typedef struct BlockJobOptions {
     int64_t speed;
     JobOnError on_error;
     int flags;                /* JOB_MANUAL_FINALIZE / JOB_MANUAL_DISMISS */
+    /* Stream and intermediate commit insert no filter node yet, but the
+     * name must still be one a node could take (NULL: none given). */
+    const char *filter_node_name;
 } BlockJobOptions;
 
 /* block-stream: copies what is allocated between top (exclusive) and base

@@ -472,6 +472,7 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
     for (;;) {
         uint64_t cnt;
 
+        job_error_backoff(job);
         job_pause_point(job);
         if (s->ret || job_is_cancelled(job)) {
             break;
@@ -763,6 +764,12 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
 {
     MirrorJob *s;
     Job *job;
+    /* The reference opens its filter before the job exists: a name no
+     * node could take is the command's error, with no job events. */
+    if (p->filter_node_name &&
+        !bdrv_check_new_node_name(p->filter_node_name, errp)) {
+        return NULL;
+    }
     s = job_create(o->job_id, drv, NULL, aio_main_context(), o->flags,
                    errp);
     if (!s) {

@@ -246,8 +246,16 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
     if (top_read_only && !bdrv_reopen_set_read_only(top, false, errp)) {
         return NULL;
     }
-    StreamJob *s = job_create(o->job_id, &stream_driver, NULL,
-                              aio_main_context(), o->flags, errp);
+    /* Where the reference inserts its copy-on-read filter: before the job
+     * exists, and its error carries the insertion's prefix. */
+    StreamJob *s = NULL;
+    if (o->filter_node_name &&
+        !bdrv_check_new_node_name(o->filter_node_name, errp)) {
+        error_prepend(errp, "Could not create node");
+    } else {
+        s = job_create(o->job_id, &stream_driver, NULL, aio_main_context(),
+                       o->flags, errp);
+    }
     if (!s) {
         if (top_read_only) {
             Error *err = NULL;

@@ -89,13 +89,19 @@ static bool check_modifiable(BlockNode *bs, BdrvDirtyBitmap *bm,
     return inconsistent_ok || bdrv_dirty_bitmap_check_usable(bm, errp);
 }
 
-/* A copy of bm's bits, for abort. */
-static HBitmap *bits_copy(BdrvDirtyBitmap *bm)
+/* A copy of bm's bits, for abort; NULL with an error when memory for a
+ * bitmap the size of bm's (up to 512 MiB) is missing. */
+static HBitmap *bits_copy(BdrvDirtyBitmap *bm, Error **errp)
 {
     HBitmap *hb = bdrv_dirty_bitmap_hbitmap(bm);
-    HBitmap *copy = hbitmap_new(hbitmap_size(hb),
-                                hbitmap_granularity_shift(hb));
+    HBitmap *copy = hbitmap_new_checked(hbitmap_size(hb),
+                                        hbitmap_granularity_shift(hb), errp);
 
+    if (!copy) {
+        error_prepend(errp, "Cannot save the bits of bitmap '%s'",
+                      bdrv_dirty_bitmap_name(bm));
+        return NULL;
+    }
     hbitmap_merge(copy, hb);
     return copy;
 }
@@ -238,7 +244,9 @@ static bool clear_prepare(BitmapAction *a, Error **errp)
     if (!bm || !check_modifiable(bs, bm, false, errp)) {
         return false;
     }
-    a->backup = bits_copy(bm);
+    if (!(a->backup = bits_copy(bm, errp))) {
+        return false;
+    }
     bdrv_clear_dirty_bitmap(bm);
     bdrv_dirty_bitmap_bits_removed(bm);
     a->bm = bm;
@@ -389,7 +397,9 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
             return false;
         }
     }
-    a->backup = bits_copy(dst);
+    if (!(a->backup = bits_copy(dst, errp))) {
+        return false;
+    }
     a->bm = dst;
     /* Granularities may differ: every dirty run of a source dirties the
      * target's granules it touches. */

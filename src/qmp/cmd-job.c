@@ -211,6 +211,7 @@ static void job_options(json_t *args, BlockJobOptions *o)
                 : JOB_MANUAL_FINALIZE) |
                (arg_bool(args, "auto-dismiss", true) ? 0
                 : JOB_MANUAL_DISMISS);
+    o->filter_node_name = arg_str(args, "filter-node-name", NULL);
 }
 
 static const ArgSpec stream_args[] = {

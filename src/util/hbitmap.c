@@ -5,6 +5,8 @@
 #include "util/hbitmap.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,25 +22,52 @@ struct HBitmap {
     uint64_t set_bits;
 };
 
-static void *xcalloc(size_t n, size_t sz)
+uint64_t hbitmap_granules(uint64_t size, int gran_shift)
 {
-    void *p = calloc(n ? n : 1, sz);
-    if (!p) {
-        abort();
-    }
-    return p;
+    return size ? ((size - 1) >> gran_shift) + 1 : 0;
 }
 
 HBitmap *hbitmap_new(uint64_t size, int gran_shift)
 {
     assert(gran_shift >= 0 && gran_shift < 64);
-    HBitmap *hb = xcalloc(1, sizeof(*hb));
+    uint64_t nbits = hbitmap_granules(size, gran_shift);
+    if (nbits > HBITMAP_MAX_GRANULES) {
+        return NULL;
+    }
+    HBitmap *hb = calloc(1, sizeof(*hb));
+    if (!hb) {
+        return NULL;
+    }
     hb->size = size;
     hb->shift = gran_shift;
-    hb->nbits = size ? ((size - 1) >> gran_shift) + 1 : 0;
+    hb->nbits = nbits;
     hb->nwords = (hb->nbits + BITS - 1) / BITS;
-    hb->l0 = xcalloc(hb->nwords, sizeof(uint64_t));
-    hb->l1 = xcalloc((hb->nwords + BITS - 1) / BITS, sizeof(uint64_t));
+    /* Sized by the disk: up to 512 MiB, so a failure is an error to
+     * report, not a reason to abort. */
+    hb->l0 = calloc(hb->nwords ? hb->nwords : 1, sizeof(uint64_t));
+    hb->l1 = calloc((hb->nwords + BITS - 1) / BITS + 1, sizeof(uint64_t));
+    if (!hb->l0 || !hb->l1) {
+        hbitmap_free(hb);
+        return NULL;
+    }
+    return hb;
+}
+
+HBitmap *hbitmap_new_checked(uint64_t size, int gran_shift, Error **errp)
+{
+    uint64_t n = hbitmap_granules(size, gran_shift);
+
+    if (n > HBITMAP_MAX_GRANULES) {
+        error_setg(errp, "a bitmap of %" PRIu64 " bytes at granularity %"
+                   PRIu64 " would need %" PRIu64 " bits (at most %" PRIu64
+                   "): use a larger granularity", size,
+                   UINT64_C(1) << gran_shift, n, HBITMAP_MAX_GRANULES);
+        return NULL;
+    }
+    HBitmap *hb = hbitmap_new(size, gran_shift);
+    if (!hb) {
+        error_setg_errno(errp, ENOMEM, "a bitmap of %" PRIu64 " bits", n);
+    }
     return hb;
 }
 

@@ -21,10 +21,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/error.h"
+
 typedef struct HBitmap HBitmap;
 
-/* size in items (> 0 or 0), gran_shift 0..63. */
+/*
+ * The most granules one bitmap may have: its bottom level is then 512 MiB,
+ * the bound qcow2 puts on a persistent bitmap in memory.  A disk can be
+ * far larger (a legal qcow2 holds 2 EiB), so a bitmap sized by a disk is
+ * refused with an error above this rather than allocated (or aborted on):
+ * docs/hardening.md, "Bitmaps sized by the disk".
+ */
+#define HBITMAP_MAX_GRANULES (UINT64_C(1) << 32)
+
+/* Granules of a bitmap over size items at 2^gran_shift items each. */
+uint64_t hbitmap_granules(uint64_t size, int gran_shift);
+
+/* size in items (> 0 or 0), gran_shift 0..63.  NULL when the bitmap would
+ * have more than HBITMAP_MAX_GRANULES granules or memory runs out. */
 HBitmap *hbitmap_new(uint64_t size, int gran_shift);
+/* hbitmap_new with the reason for a NULL in *errp: "a bitmap of N bytes at
+ * granularity G would need B bits (at most M): use a larger granularity"
+ * or "Cannot allocate memory".  Callers prefix what the bitmap is for. */
+HBitmap *hbitmap_new_checked(uint64_t size, int gran_shift, Error **errp);
 void hbitmap_free(HBitmap *hb);
 
 uint64_t hbitmap_size(const HBitmap *hb);

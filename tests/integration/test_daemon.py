@@ -284,6 +284,42 @@ def test_pidfile_lock(daemon_factory, workdir):
     assert not pidfile.exists()
 
 
+@pytest.mark.blockjobd_only('qsd writes through the link')
+@pytest.mark.parametrize('dangling', [False, True])
+def test_pidfile_symlink_refused(workdir, dangling):
+    """A pid file path that is a symlink is not followed: its target is
+    neither truncated nor (dangling) created (docs/hardening.md)."""
+    target = workdir / 'precious'
+    if not dangling:
+        target.write_text('keep me\n')
+    link = workdir / 'd.pid'
+    os.symlink(str(target), str(link))
+    p = run_blockjobd('--pidfile', str(link))
+    assert p.returncode == 1
+    assert p.stderr == ("%s: cannot create PID file: Could not create '%s': "
+                        "it is a symbolic link (a pid file is not written "
+                        "through one)\n" % (PROG, link))
+    if dangling:
+        assert not target.exists()
+    else:
+        assert target.read_text() == 'keep me\n'
+    assert os.path.islink(str(link))
+
+
+@pytest.mark.blockjobd_only('qsd blocks opening a FIFO, and writes devices')
+@pytest.mark.parametrize('kind', ['fifo', 'device'])
+def test_pidfile_special_file_refused(workdir, kind):
+    if kind == 'fifo':
+        path = str(workdir / 'd.pid')
+        os.mkfifo(path)
+    else:
+        path = '/dev/null'
+    p = run_blockjobd('--pidfile', path)
+    assert p.returncode == 1
+    assert p.stderr == ("%s: cannot create PID file: Could not create '%s': "
+                        "not a regular file\n" % (PROG, path))
+
+
 def test_pidfile_stale_is_reused(daemon_factory, workdir):
     pidfile = workdir / 'd.pid'
     pidfile.write_text('999999999\nold junk\n')

@@ -244,6 +244,40 @@ static void test_bounded_search(void **state)
     hbitmap_free(hb);
 }
 
+/* A bitmap sized by a disk larger than HBITMAP_MAX_GRANULES granules is
+ * refused with a reason, never allocated (a 1 EiB disk at 64 KiB would
+ * need 2 TiB of bits) nor aborted on. */
+static void test_size_bound(void **state)
+{
+    const uint64_t eib = 1ULL << 60;
+    Error *err = NULL;
+
+    assert_int_equal(hbitmap_granules(0, 16), 0);
+    assert_int_equal(hbitmap_granules(1, 16), 1);
+    assert_int_equal(hbitmap_granules(HBITMAP_MAX_GRANULES << 16, 16),
+                     HBITMAP_MAX_GRANULES);
+    assert_int_equal(hbitmap_granules((HBITMAP_MAX_GRANULES << 16) + 1, 16),
+                     HBITMAP_MAX_GRANULES + 1);
+    assert_null(hbitmap_new((HBITMAP_MAX_GRANULES << 16) + 1, 16));
+    assert_null(hbitmap_new(eib, 16));
+    assert_null(hbitmap_new(UINT64_MAX, 9));
+    assert_null(hbitmap_new_checked(eib, 16, &err));
+    assert_string_equal(error_get_pretty(err),
+                        "a bitmap of 1152921504606846976 bytes at granularity "
+                        "65536 would need 17592186044416 bits (at most "
+                        "4294967296): use a larger granularity");
+    error_free(err);
+    err = NULL;
+    /* The same disk at a coarse enough granularity is fine. */
+    HBitmap *hb = hbitmap_new_checked(eib, 31, &err);
+    assert_non_null(hb);
+    assert_null(err);
+    hbitmap_set(hb, eib - 1, 1);
+    assert_int_equal(hbitmap_next_dirty(hb, 0, UINT64_MAX),
+                     (int64_t)(eib - (1ULL << 31)));
+    hbitmap_free(hb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_merge),
         cmocka_unit_test(test_serialize),
         cmocka_unit_test(test_bounded_search),
+        cmocka_unit_test(test_size_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -301,6 +301,39 @@ bad:
 }
 
 /*
+ * A new L2 table (e, pinned, dirty) gets its space in the image file at
+ * once, before the data it will reference, as qemu's allocation does: a
+ * cluster of zeroes is written where it will live.  Left to the cache's
+ * write-back, on a full filesystem the table could not be written at
+ * close, after the data clusters it was to reference had been counted:
+ * leaked (a backup that failed on ENOSPC left hundreds).  The table itself
+ * stays in the cache and is written back in the usual crash-safe order;
+ * this write only reserves space, so it goes around qcow2_write_meta (a
+ * failure here is undone, not a reason to stop trusting the image, and no
+ * refcount block has to be written before it).  On failure e is released.
+ */
+static int coroutine_fn reserve_l2_table(BDRVQcow2State *s,
+                                         Qcow2CacheEntry *e)
+{
+    uint64_t off = e->offset, cs = s->g.cluster_size;
+    void *zero = blk_aligned_alloc(4096, cs);
+    IOVector v;
+    int ret;
+
+    memset(zero, 0, cs);
+    iov_vec_init_buf(&v, zero, cs);
+    ret = bdrv_co_pwritev(s->bs->file, (int64_t)off, (int64_t)cs, &v,
+                          BLK_REQ_METADATA);
+    free(zero);
+    if (ret < 0) {
+        qcow2_cache_put(e);
+        qcow2_cache_discard(s->l2_cache, off);
+        qcow2_update_refcount(s, off, cs, -1);
+    }
+    return ret;
+}
+
+/*
  * The L2 table at old is shared with an internal snapshot (its L1 entry
  * lacks COPIED): give the active L1 its own copy.  Data clusters already
  * count one reference per L1 tree (snapshot creation added it), so only the
@@ -331,11 +364,68 @@ static int coroutine_fn cow_l2_table(BDRVQcow2State *s, uint64_t l1i,
     memcpy(ne->table, oe->table, s->g.cluster_size);
     qcow2_cache_put(oe);
     qcow2_cache_mark_dirty(s->l2_cache, ne);
+    ret = reserve_l2_table(s, ne);
+    if (ret < 0) {
+        return ret;
+    }
     qcow2_ol_note_l2(s, old, (uint64_t)off);
     s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
     s->l1_dirty = true;
     qcow2_defer_free(s, old, s->g.cluster_size);
     *out = ne;
+    return 0;
+}
+
+/* The writable L2 table of l1i, allocated (and reserved) or unshared
+ * first if need be; returned pinned. */
+static int coroutine_fn get_l2_for_write(BDRVQcow2State *s, uint64_t l1i,
+                                         Qcow2CacheEntry **out)
+{
+    int64_t l2off = l2_offset(s, l1i);
+    int ret;
+
+    if (l2off < 0) {
+        return (int)l2off;
+    }
+    if (l2off == 0) {
+        int64_t off = qcow2_alloc_clusters(s, 1);
+        if (off < 0) {
+            return (int)off;
+        }
+        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, out);
+        if (ret < 0) {
+            qcow2_update_refcount(s, (uint64_t)off, s->g.cluster_size, -1);
+            return ret;
+        }
+        ret = reserve_l2_table(s, *out);
+        if (ret < 0) {
+            return ret;
+        }
+        qcow2_ol_note_l2(s, 0, (uint64_t)off);
+        s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
+        s->l1_dirty = true;
+        return 0;
+    }
+    if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
+        return cow_l2_table(s, l1i, (uint64_t)l2off, out);
+    }
+    return qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false, out);
+}
+
+int coroutine_fn qcow2_prepare_l2_table(BDRVQcow2State *s, uint64_t first)
+{
+    uint64_t l1i = first >> s->g.l2_bits;
+    Qcow2CacheEntry *e;
+    int ret;
+
+    if (l1i >= s->l1_size) {
+        return -EINVAL;
+    }
+    ret = get_l2_for_write(s, l1i, &e);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_cache_put(e);
     return 0;
 }
 
@@ -347,38 +437,14 @@ int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
     uint64_t l1i = first >> g->l2_bits;
     uint64_t l2i = first & (g->l2_size - 1);
     Qcow2CacheEntry *e;
-    int64_t l2off;
     int ret;
 
     if (l1i >= s->l1_size || l2i + n > g->l2_size) {
         return -EINVAL;
     }
-    l2off = l2_offset(s, l1i);
-    if (l2off < 0) {
-        return (int)l2off;
-    }
-    if (l2off == 0) {
-        int64_t off = qcow2_alloc_clusters(s, 1);
-        if (off < 0) {
-            return (int)off;
-        }
-        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, &e);
-        if (ret < 0) {
-            return ret;
-        }
-        qcow2_ol_note_l2(s, 0, (uint64_t)off);
-        s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
-        s->l1_dirty = true;
-    } else {
-        if (!(s->l1[l1i] & QCOW2_OFLAG_COPIED)) {
-            ret = cow_l2_table(s, l1i, (uint64_t)l2off, &e);
-        } else {
-            ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)l2off, false,
-                                  &e);
-        }
-        if (ret < 0) {
-            return ret;
-        }
+    ret = get_l2_for_write(s, l1i, &e);
+    if (ret < 0) {
+        return ret;
     }
     unsigned es = g->extended ? 2 : 1;
     for (uint64_t i = 0; i < n; i++) {

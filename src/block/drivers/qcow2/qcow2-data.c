@@ -286,7 +286,12 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     int64_t host;
     int ret;
 
-    /* under s->lock */
+    /* under s->lock; the L2 table first, so that a full filesystem
+     * fails the write before any data cluster is spent on it */
+    ret = qcow2_prepare_l2_table(s, first);
+    if (ret < 0) {
+        return ret;
+    }
     a = calloc(1, sizeof(*a));
     if (!a) {
         abort();

@@ -7,7 +7,9 @@
  * the header without re-checking.  Messages follow qemu's where qemu has
  * one, so blockdev-add failures read the same.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,14 +335,21 @@ static bool check_tables(Qcow2Header *h, uint64_t file_size, Error **errp)
         return false;
     }
 
-    /* L1: bounded size, big enough for the virtual size, inside the file */
-    uint64_t need = qcow2_l1_entries_for(&g, h->size);
-    if (h->size > INT64_MAX || need > QCOW2_MAX_L1_BYTES / 8) {
-        error_setg(errp, "Image is too big");
-        return false;
-    }
+    /* L1: bounded size, big enough for the virtual size, inside the file.
+     * The checks and words come in the reference's order; a size past
+     * INT64_MAX is what its generic length check then refuses (the node
+     * layer refuses a size past BDRV_MAX_LENGTH the same way). */
     if ((uint64_t)h->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
         error_setg(errp, "Active L1 table too large");
+        return false;
+    }
+    if (h->size > INT64_MAX) {
+        error_setg_errno(errp, EFBIG, "Could not refresh total sector count");
+        return false;
+    }
+    uint64_t need = qcow2_l1_entries_for(&g, h->size);
+    if (need > INT_MAX) {
+        error_setg(errp, "Image is too big");
         return false;
     }
     if (h->l1_size < need) {

@@ -444,6 +444,8 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
     }
     ret = qcow2_grow_file(s, (cand + n) * cs);
     if (ret < 0) {
+        /* Counted but never handed out: give them back, or they leak. */
+        qcow2_update_refcount(s, cand * cs, n * cs, -1);
         return ret;
     }
     return (int64_t)(cand * cs);

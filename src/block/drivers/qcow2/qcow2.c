@@ -190,25 +190,6 @@ static bool setup_caches(BlockNode *bs, BDRVQcow2State *s, json_t *opts,
     return true;
 }
 
-typedef struct ProbeJob {
-    const char *path;
-    uint8_t magic[4];
-} ProbeJob;
-
-static int probe_fn(void *opaque)
-{
-    ProbeJob *j = opaque;
-    int fd = open(j->path, O_RDONLY | O_CLOEXEC);
-    ssize_t n;
-
-    if (fd < 0) {
-        return -errno;
-    }
-    n = pread(fd, j->magic, sizeof(j->magic), 0);
-    close(fd);
-    return n < 0 ? -errno : (int)n;
-}
-
 /* Opens the backing file named in the header, as qemu does: relative
  * names are relative to the directory of this image. */
 static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
@@ -236,12 +217,11 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
                    QCOW2_MAX_CHAIN_DEPTH);
         return false;
     }
-    if (!fmt) {
-        /* No format in the image: look at the file, qcow2 or raw. */
-        ProbeJob pj = { .path = path };
-        int n = thread_pool_co_run(probe_fn, &pj);
-        fmt = (n == 4 && be32_get(pj.magic) == QCOW2_MAGIC) ? "qcow2"
-                                                             : "raw";
+    /* The header is not the user: what it may name is restricted
+     * (qcow2-backing.c). */
+    if (!qcow2_check_header_backing(bs->file->node->filename, path, &fmt,
+                                    errp)) {
+        return false;
     }
     if (!bdrv_find_driver(fmt)) {
         error_setg(errp, "Could not open backing file: Unknown driver '%s'",

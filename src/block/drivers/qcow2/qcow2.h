@@ -198,6 +198,11 @@ typedef struct Qcow2Mapping {
 int coroutine_fn qcow2_get_mapping(BDRVQcow2State *s, uint64_t offset,
                                    uint64_t bytes, bool write,
                                    Qcow2Mapping *m);
+/* Makes sure guest cluster first has a writable L2 table on disk (new
+ * ones are written at once), before an allocating write puts data in
+ * clusters it will reference: as qemu, the table takes its space in the
+ * image file first.  Caller holds s->lock. */
+int coroutine_fn qcow2_prepare_l2_table(BDRVQcow2State *s, uint64_t first);
 /* Sets the L2 entries of guest clusters [first, first+n) to entries[i];
  * allocates the L2 table if needed.  Caller holds s->lock.  With extended
  * L2 entries each entry is two words (descriptor, subcluster bitmap). */
@@ -284,5 +289,14 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
  */
 int coroutine_fn qcow2_co_create(BlockChild *c, const Qcow2CreateOpts *opts,
                                  Error **errp);
+
+/*
+ * qcow2-backing.c: whether the file at path, which the header of image
+ * names as its backing file, may be opened, and with which format (*fmt:
+ * the header's, or NULL to probe; set on success).  Coroutine, main loop.
+ */
+bool coroutine_fn qcow2_check_header_backing(const char *image,
+                                             const char *path,
+                                             const char **fmt, Error **errp);
 
 #endif
