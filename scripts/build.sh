@@ -5,6 +5,8 @@
 #   scripts/build.sh            both
 #   scripts/build.sh normal     build/ only
 #   scripts/build.sh asan       build-asan/ only
+#   scripts/build.sh tsan       build-tsan/ only (ThreadSanitizer; never
+#                               part of "both": only test.sh --tsan wants it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,4 +44,9 @@ if [ "$which" = all ] || [ "$which" = normal ]; then
 fi
 if [ "$which" = all ] || [ "$which" = asan ]; then
     setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
+fi
+# Not in "all": a third full build would slow every plain build.sh for a
+# mode only scripts/test.sh --tsan uses.
+if [ "$which" = tsan ]; then
+    setup build-tsan -Db_sanitize=thread -Db_lundef=false
 fi

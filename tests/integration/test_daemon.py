@@ -14,7 +14,7 @@ import pytest
 
 from bjtest import (QMPClient, QMPError, daemon_bin, is_qsd, qemu_img,
                     run_blockjobd, sanitizer_env, check_sanitizer_text,
-                    wait_until)
+                    check_valgrind_logs, wait_until, wrap_command)
 
 PROG = 'qemu-storage-daemon' if is_qsd() else 'blockjobd'
 
@@ -317,10 +317,14 @@ def test_daemonize(workdir, sockdir):
     sock = os.path.join(sockdir, 'qmp.sock')
     img = make_image(workdir / 'a.img')
     errlog = workdir / 'parent.err'
+    valgrind_base = str(workdir / 'daemonize.valgrind')
     with open(errlog, 'w') as err:
-        p = subprocess.run([daemon_bin(), '--daemonize', '--pidfile', pidfile,
-                            '--blockdev', 'driver=file,node-name=f,filename='
-                            + img] + monitor_args(sock),
+        # Under valgrind the forked daemon stays under it: its own log.
+        p = subprocess.run(wrap_command(
+                               [daemon_bin(), '--daemonize', '--pidfile',
+                                pidfile, '--blockdev',
+                                'driver=file,node-name=f,filename=' + img]
+                               + monitor_args(sock), valgrind_base),
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=err, timeout=60, env=sanitizer_env())
     assert p.returncode == 0, errlog.read_text()
@@ -346,6 +350,7 @@ def test_daemonize(workdir, sockdir):
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
     check_sanitizer_text(errlog.read_text())
+    check_valgrind_logs(valgrind_base)
 
 
 def test_daemonize_startup_failure(workdir, sockdir):
