@@ -58,7 +58,6 @@ CHECK_BUILDS = [
 VALGRIND_UNIT = ('valgrind --tool=memcheck --leak-check=full '
                  '--show-leak-kinds=definite --errors-for-leak-kinds=definite '
                  '--error-exitcode=97 --num-callers=30 --quiet')
-VALGRIND_SUPP = os.path.join(REPO, 'tests', 'valgrind.supp')
 
 SAN_ENV = {
     'ASAN_OPTIONS': 'halt_on_error=1:abort_on_error=0:print_stacktrace=1:'
@@ -143,10 +142,7 @@ def run_unit(tally, label, builddir):
     elif label == 'tsan':
         cmd += ['--timeout-multiplier', '4']
     elif label == 'valgrind':
-        wrapper = VALGRIND_UNIT
-        if os.path.exists(VALGRIND_SUPP):
-            wrapper += ' --suppressions=' + VALGRIND_SUPP
-        cmd += ['--wrapper', wrapper, '--timeout-multiplier', '10']
+        cmd += ['--wrapper', VALGRIND_UNIT, '--timeout-multiplier', '10']
     print('==> unit tests (%s): %s' % (label, ' '.join(cmd)), flush=True)
     rc = subprocess.call(cmd, env=env)
     if not os.path.exists(log):

@@ -74,7 +74,6 @@ def bjctl_bin():
 # are slower than the daemon the tests were tuned on, so timeouts stretch.
 
 VALGRIND_ERROR_EXIT = 97      # the daemon never exits with it by itself
-VALGRIND_SUPPRESSIONS = os.path.join(REPO, 'tests', 'valgrind.supp')
 TIMEOUT_FACTORS = {'valgrind': 4, 'tsan': 3}
 
 # Error kinds memcheck reports one by one (what a killed process leaves
@@ -108,16 +107,13 @@ def valgrind_prefix(log_base):
     """The command prefix running a daemon under memcheck.
 
     %p in the log name: a --daemonize parent and its child each get their
-    own log.  Only definite leaks count as errors (what the daemon still
-    points to at exit is not a leak it can fix by itself at a SIGKILL).
+    own log.  Only definite leaks are errors: blocks still pointed to at
+    exit, or only from their inside ("possibly lost"), are not lost memory.
     """
-    cmd = ['valgrind', '--tool=memcheck', '--leak-check=full',
-           '--show-leak-kinds=definite', '--errors-for-leak-kinds=definite',
-           '--error-exitcode=%d' % VALGRIND_ERROR_EXIT,
-           '--num-callers=30', '--log-file=%s.%%p' % log_base]
-    if os.path.exists(VALGRIND_SUPPRESSIONS):
-        cmd.append('--suppressions=' + VALGRIND_SUPPRESSIONS)
-    return cmd
+    return ['valgrind', '--tool=memcheck', '--leak-check=full',
+            '--show-leak-kinds=definite', '--errors-for-leak-kinds=definite',
+            '--error-exitcode=%d' % VALGRIND_ERROR_EXIT,
+            '--num-callers=30', '--log-file=%s.%%p' % log_base]
 
 
 def wrap_command(cmd, log_base):
@@ -158,7 +154,7 @@ def check_valgrind_logs(log_base, what='daemon'):
 
 
 def _valgrind_body(text):
-    """The log without its banner (whose first line names Memcheck)."""
+    """The log after its banner, which ends with the Command: line."""
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if 'Command:' in line:
