@@ -135,7 +135,9 @@ def cmocka_cases(output):
 
 def run_unit(tally, label, builddir):
     bdir = os.path.join(REPO, builddir)
-    log = os.path.join(bdir, 'meson-logs', 'testlog.json')
+    # With a wrapper meson names its log after it (even with --logbase).
+    log = os.path.join(bdir, 'meson-logs', 'testlog-valgrind.json'
+                       if label == 'valgrind' else 'testlog.json')
     if os.path.exists(log):
         os.unlink(log)
     env = dict(os.environ)
@@ -146,9 +148,7 @@ def run_unit(tally, label, builddir):
     elif label == 'tsan':
         cmd += ['--timeout-multiplier', '4']
     elif label == 'valgrind':
-        # --logbase: with a wrapper, meson would name its log after it.
-        cmd += ['--wrapper', VALGRIND_UNIT, '--timeout-multiplier', '10',
-                '--logbase', 'testlog']
+        cmd += ['--wrapper', VALGRIND_UNIT, '--timeout-multiplier', '10']
     print('==> unit tests (%s): %s' % (label, ' '.join(cmd)), flush=True)
     rc = subprocess.call(cmd, env=env)
     if not os.path.exists(log):
