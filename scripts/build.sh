@@ -8,6 +8,8 @@
 #   scripts/build.sh asan             build-asan/: AddressSanitizer + UBSan
 #   scripts/build.sh release          build-release/: --buildtype=release, gcc
 #   scripts/build.sh release-clang    build-release-clang/: the same with clang
+#   scripts/build.sh tsan             build-tsan/: ThreadSanitizer (never part of
+#                                     the default: only test.sh --tsan wants it)
 # Several names may be given: scripts/build.sh normal asan release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,8 @@ for w in "${which[@]}"; do
     all|normal) setup build -Dwerror=true ;;&
     all|asan)   setup build-asan -Dwerror=true -Db_sanitize=address,undefined \
                     -Db_lundef=false ;;&
+    tsan)       setup build-tsan -Dwerror=true -Db_sanitize=thread \
+                    -Db_lundef=false ;;
     release)    setup build-release -Dwerror=true -Dbuildtype=release ;;
     release-clang)
                 CC=clang setup build-release-clang -Dwerror=true \

@@ -15,6 +15,12 @@ Exit status: 0 only if nothing failed and something passed.
 Build directories: build/ and build-asan/, or BLOCKJOBD_BUILDS.
 Options: --only normal|asan, --no-unit, --no-integration, and anything after
 '--' goes to pytest (e.g. -- -k daemon).
+
+Two checking modes run only when asked for (scripts/test.sh --valgrind,
+--tsan), never in the default run:
+    --only valgrind   build/ with every daemon (and unit test) under
+                      valgrind's memcheck (BLOCKJOBD_CHECK=valgrind)
+    --only tsan       build-tsan/, the ThreadSanitizer build
 """
 
 import argparse
@@ -41,12 +47,32 @@ if os.environ.get('BLOCKJOBD_BUILDS'):
     BUILDS = [tuple(b.split(':', 1))
               for b in os.environ['BLOCKJOBD_BUILDS'].split()]
 
+# Checking modes: (label, build directory); see the docstring.
+CHECK_BUILDS = [
+    ('valgrind', os.environ.get('BLOCKJOBD_VALGRIND_BUILD', 'build')),
+    ('tsan', os.environ.get('BLOCKJOBD_TSAN_BUILD', 'build-tsan')),
+]
+
+# Unit tests under valgrind: the same memcheck settings as the harness uses
+# for the daemon (tests/integration/bjtest.py valgrind_prefix()).  Forked
+# children are silent: in the unit tests they are the cases that leak and
+# abort on purpose (test-aio's leak checks); their parent checks how they
+# died.
+VALGRIND_UNIT = ('valgrind --tool=memcheck --leak-check=full '
+                 '--show-leak-kinds=definite --errors-for-leak-kinds=definite '
+                 '--error-exitcode=97 --num-callers=30 --quiet '
+                 '--child-silent-after-fork=yes')
+
 SAN_ENV = {
     'ASAN_OPTIONS': 'halt_on_error=1:abort_on_error=0:print_stacktrace=1:'
                     'detect_leaks=1:print_summary=1',
     'UBSAN_OPTIONS': 'halt_on_error=1:abort_on_error=1:print_stacktrace=1:'
                      'print_summary=1',
     'LSAN_OPTIONS': 'print_suppressions=0',
+    # Keep going after a report so a run shows every race; exit status 66
+    # and the harness's scan of stderr still fail the test.
+    'TSAN_OPTIONS': 'halt_on_error=0:exitcode=66:second_deadlock_stack=1:'
+                    'history_size=4',
 }
 
 
@@ -109,7 +135,9 @@ def cmocka_cases(output):
 
 def run_unit(tally, label, builddir):
     bdir = os.path.join(REPO, builddir)
-    log = os.path.join(bdir, 'meson-logs', 'testlog.json')
+    # With a wrapper meson names its log after it (even with --logbase).
+    log = os.path.join(bdir, 'meson-logs', 'testlog-valgrind.json'
+                       if label == 'valgrind' else 'testlog.json')
     if os.path.exists(log):
         os.unlink(log)
     env = dict(os.environ)
@@ -117,6 +145,10 @@ def run_unit(tally, label, builddir):
     cmd = ['meson', 'test', '-C', bdir, '--no-rebuild', '--print-errorlogs']
     if label == 'asan':
         cmd += ['--timeout-multiplier', '3']
+    elif label == 'tsan':
+        cmd += ['--timeout-multiplier', '4']
+    elif label == 'valgrind':
+        cmd += ['--wrapper', VALGRIND_UNIT, '--timeout-multiplier', '10']
     print('==> unit tests (%s): %s' % (label, ' '.join(cmd)), flush=True)
     rc = subprocess.call(cmd, env=env)
     if not os.path.exists(log):
@@ -171,6 +203,8 @@ def run_integration(tally, label, builddir, pytest_args):
     env['BLOCKJOBD_BIN'] = binary
     env['BLOCKJOBD_BUILD_DIR'] = os.path.join(REPO, builddir)
     env['PYTHONDONTWRITEBYTECODE'] = '1'
+    if label in dict(CHECK_BUILDS):
+        env['BLOCKJOBD_CHECK'] = label
     cmd = [PYTHON, '-m', 'pytest', '-q', '-rfEs', '-p', 'no:cacheprovider',
            '--rootdir', REPO,
            '--junitxml', xml, os.path.join(REPO, 'tests', 'integration')]
@@ -216,7 +250,7 @@ def run_integration(tally, label, builddir, pytest_args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--only', choices=[b[0] for b in BUILDS])
+    ap.add_argument('--only', choices=[b[0] for b in BUILDS + CHECK_BUILDS])
     ap.add_argument('--no-unit', action='store_true')
     ap.add_argument('--no-integration', action='store_true')
     ap.add_argument('pytest_args', nargs='*')
@@ -225,6 +259,7 @@ def main():
     tally = Tally()
     start = time.monotonic()
     builds = [b for b in BUILDS if args.only in (None, b[0])]
+    builds += [b for b in CHECK_BUILDS if args.only == b[0]]
     if not args.no_unit:
         for label, builddir in builds:
             run_unit(tally, label, builddir)

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "aio/aio.h"
+#include "aio/io.h"
 #include "aio/iothread.h"
 #include "block/block.h"
 #include "daemon/daemon.h"
@@ -40,9 +41,10 @@ static void report(const char *prefix, Error *err)
  * Order matters: jobs and exports go while the monitors can still report
  * their events; then the monitors close, so that no command can add work
  * while we wind down; in-flight I/O completes (drain) before nodes are
- * flushed and closed; iothreads stop last because closing a node bound to
- * one runs requests there.  The same path runs after a failed start-up, so
- * a half-started daemon removes its sockets too.
+ * flushed and closed; iothreads stop after that because closing a node
+ * bound to one runs requests there; the thread pool goes last.  The same
+ * path runs after a failed start-up, so a half-started daemon removes its
+ * sockets too.
  */
 static void daemon_shutdown(Daemon *d)
 {
@@ -63,6 +65,10 @@ static void daemon_shutdown(Daemon *d)
     bdrv_close_all();
     signals_unwatch(d);
     iothread_destroy_all();
+    /* Last user of the pool gone: join every worker, including those that
+     * already exited idle and wait on the dead list for a join that only
+     * a later spawn would have done (ThreadSanitizer: "thread leak"). */
+    thread_pool_shutdown();
     pidfile_remove(d->pidfile);
     d->pidfile = NULL;
 }

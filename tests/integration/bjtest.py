@@ -67,6 +67,102 @@ def bjctl_bin():
                                                         'ctl', 'bjctl')
 
 
+# ---- checking modes: scripts/test.sh --valgrind / --tsan ----------------
+#
+# BLOCKJOBD_CHECK=valgrind runs every daemon the harness starts under
+# valgrind's memcheck, one log per process next to the daemon's stderr;
+# BLOCKJOBD_CHECK=tsan means BLOCKJOBD_BIN is a ThreadSanitizer build.  Both
+# are slower than the daemon the tests were tuned on, so timeouts stretch.
+
+VALGRIND_ERROR_EXIT = 97      # the daemon never exits with it by itself
+TIMEOUT_FACTORS = {'valgrind': 4, 'tsan': 3}
+
+# Error kinds memcheck reports one by one (what a killed process leaves
+# behind without its closing "ERROR SUMMARY").
+VALGRIND_ERROR_RE = re.compile(
+    r'^==\d+== (Invalid (read|write|free)|Mismatched free|'
+    r'Conditional jump|Use of uninitialised|Syscall param|'
+    r'Source and destination overlap|Argument .* of function|'
+    r'Invalid alignment|Illegal memory pool|'
+    r'.*definitely lost in loss record)', re.M)
+VALGRIND_SUMMARY_RE = re.compile(r'ERROR SUMMARY: (\d+) errors')
+
+
+def check_mode():
+    """'valgrind', 'tsan' or '' (BLOCKJOBD_CHECK)."""
+    mode = os.environ.get('BLOCKJOBD_CHECK', '')
+    if mode not in ('', 'valgrind', 'tsan'):
+        raise ValueError('BLOCKJOBD_CHECK=%s: want valgrind or tsan' % mode)
+    return mode
+
+
+def under_valgrind():
+    return check_mode() == 'valgrind'
+
+
+def timeout_factor():
+    return TIMEOUT_FACTORS.get(check_mode(), 1)
+
+
+def valgrind_prefix(log_base):
+    """The command prefix running a daemon under memcheck.
+
+    %p in the log name: a --daemonize parent and its child each get their
+    own log.  Only definite leaks are errors: blocks still pointed to at
+    exit, or only from their inside ("possibly lost"), are not lost memory.
+    """
+    return ['valgrind', '--tool=memcheck', '--leak-check=full',
+            '--show-leak-kinds=definite', '--errors-for-leak-kinds=definite',
+            '--error-exitcode=%d' % VALGRIND_ERROR_EXIT,
+            '--num-callers=30', '--log-file=%s.%%p' % log_base]
+
+
+def wrap_command(cmd, log_base):
+    """cmd (the daemon binary first) as the checking mode runs it: under
+    valgrind with logs log_base.PID, else unchanged."""
+    if under_valgrind() and not is_qsd(cmd[0]):
+        return valgrind_prefix(log_base) + list(cmd)
+    return list(cmd)
+
+
+def valgrind_logs(log_base):
+    d, name = os.path.split(log_base)
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(d, n) for n in names
+                  if n.startswith(name + '.') and n[len(name) + 1:].isdigit())
+
+
+def check_valgrind_logs(log_base, what='daemon'):
+    """Fails if a valgrind log of log_base reports an error.
+
+    A complete log ends with "ERROR SUMMARY: N errors"; a process killed
+    with SIGKILL leaves none, so its errors are found one by one.
+    """
+    for path in valgrind_logs(log_base):
+        with open(path, 'rb') as f:
+            text = f.read().decode('utf-8', 'replace')
+        m = VALGRIND_SUMMARY_RE.search(text)
+        if m:
+            bad = int(m.group(1)) > 0
+        else:
+            bad = VALGRIND_ERROR_RE.search(_valgrind_body(text)) is not None
+        if bad:
+            raise AssertionError('%s: valgrind reported errors (%s):\n%s'
+                                 % (what, path, text[-20000:]))
+
+
+def _valgrind_body(text):
+    """The log after its banner, which ends with the Command: line."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if 'Command:' in line:
+            return '\n'.join(lines[i + 1:])
+    return text
+
+
 def is_qsd(binary=None):
     """True when the binary under test is qemu-storage-daemon."""
     return 'qemu-storage-daemon' in os.path.basename(binary or daemon_bin())
@@ -81,6 +177,11 @@ def sanitizer_env(env=None):
     env.setdefault('UBSAN_OPTIONS',
                    'halt_on_error=1:abort_on_error=1:print_stacktrace=1')
     env.setdefault('LSAN_OPTIONS', 'print_suppressions=0')
+    # Every report, not just the first; the harness fails the test on the
+    # first 'WARNING: ThreadSanitizer' in the daemon's stderr either way.
+    env.setdefault('TSAN_OPTIONS',
+                   'halt_on_error=0:exitcode=66:second_deadlock_stack=1:'
+                   'history_size=4')
     return env
 
 
@@ -364,7 +465,7 @@ class Daemon:
     """
 
     def __init__(self, workdir, extra_args=(), binary=None, env=None,
-                 monitor=True, timeout=30.0, monitors=None):
+                 monitor=True, timeout=None, monitors=None):
         self.workdir = str(workdir)
         self.binary = binary or daemon_bin()
         self.extra_args = [str(a) for a in extra_args]
@@ -376,7 +477,7 @@ class Daemon:
             monitors = 4 if is_qsd(self.binary) else 1
         self.monitors = monitors if monitor else 0
         self._next_monitor = 1
-        self.timeout = timeout
+        self.timeout = timeout or 30.0 * timeout_factor()
         self.sockdir = tempfile.mkdtemp(prefix='bj')
         self.sock_path = os.path.join(self.sockdir, 'qmp.sock')
         n = 0
@@ -384,6 +485,8 @@ class Daemon:
             n += 1
         self.stderr_path = os.path.join(self.workdir, 'daemon%d.err' % n)
         self.stdout_path = os.path.join(self.workdir, 'daemon%d.out' % n)
+        # Under valgrind: daemonN.valgrind.PID, one per process.
+        self.valgrind_base = os.path.join(self.workdir, 'daemon%d.valgrind' % n)
         self.proc = None
         self.qmp = None
         self.clients = []
@@ -395,6 +498,8 @@ class Daemon:
         # The monitor comes last: options apply in order, so once its socket
         # accepts, every --blockdev/--object before it has been applied.
         a = [self.binary] + self.extra_args
+        if under_valgrind() and not is_qsd(self.binary):
+            a = valgrind_prefix(self.valgrind_base) + a
         if self.monitor:
             a += ['--chardev',
                   'socket,id=qmp0,path=%s,server=on,wait=off' % self.sock_path,
@@ -490,8 +595,9 @@ class Daemon:
     def check(self, expect_rc=0):
         """Fails if the daemon printed a sanitizer report or exited badly."""
         self._checked = True
-        check_sanitizer_text(self.stderr(), '%s (pid %d)'
-                             % (os.path.basename(self.binary), self.proc.pid))
+        what = '%s (pid %d)' % (os.path.basename(self.binary), self.proc.pid)
+        check_sanitizer_text(self.stderr(), what)
+        check_valgrind_logs(self.valgrind_base, what)
         if expect_rc is not None and self.returncode != expect_rc:
             raise AssertionError('daemon exited with status %s (expected %s):\n%s'
                                  % (self.returncode, expect_rc, self.stderr()))
@@ -536,6 +642,7 @@ class Daemon:
             elif self.proc is not None:
                 # Checked by the test; still never let a report slip by.
                 check_sanitizer_text(self.stderr())
+                check_valgrind_logs(self.valgrind_base)
         finally:
             self._close_clients()
             shutil.rmtree(self.sockdir, ignore_errors=True)
@@ -570,10 +677,23 @@ def qemu_io(*args, check=True, timeout=120):
 def run_blockjobd(*args, timeout=60, binary=None, env=None):
     """Runs the daemon binary to completion (for -h, -V, bad options)."""
     binary = binary or daemon_bin()
-    p = subprocess.run([binary] + [str(a) for a in args], capture_output=True,
-                       text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                       env=sanitizer_env(env))
-    check_sanitizer_text(p.stderr, os.path.basename(binary))
+    cmd = [binary] + [str(a) for a in args]
+    logdir = None
+    if under_valgrind() and not is_qsd(binary):
+        logdir = tempfile.mkdtemp(prefix='bjvg')
+        log_base = os.path.join(logdir, 'run.valgrind')
+        cmd = valgrind_prefix(log_base) + cmd
+        timeout *= timeout_factor()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL,
+                           env=sanitizer_env(env))
+        check_sanitizer_text(p.stderr, os.path.basename(binary))
+        if logdir:
+            check_valgrind_logs(log_base, os.path.basename(binary))
+    finally:
+        if logdir:
+            shutil.rmtree(logdir, ignore_errors=True)
     return p
 
 

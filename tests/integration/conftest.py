@@ -12,8 +12,11 @@ Fixtures:
 Markers:
     blockjobd_only(reason)  skip when running against qemu-storage-daemon
     qsd_only(reason)        skip when running against blockjobd
+    no_valgrind(reason)     skip under scripts/test.sh --valgrind
+    no_tsan(reason)         skip under scripts/test.sh --tsan
 
-Each test gets a 120 s timeout unless it sets its own timeout marker.
+Each test gets a 120 s timeout unless it sets its own timeout marker; under
+valgrind and ThreadSanitizer (BLOCKJOBD_CHECK) every timeout is stretched.
 """
 
 import os
@@ -36,13 +39,29 @@ def pytest_configure(config):
                             'qemu-storage-daemon')
     config.addinivalue_line('markers', 'qsd_only(reason): skip against '
                             'blockjobd')
+    config.addinivalue_line('markers', 'no_valgrind(reason): skip with the '
+                            'daemon under valgrind')
+    config.addinivalue_line('markers', 'no_tsan(reason): skip with a '
+                            'ThreadSanitizer daemon')
 
 
 def pytest_collection_modifyitems(config, items):
     qsd = bjtest.is_qsd()
+    mode = bjtest.check_mode()
+    factor = bjtest.timeout_factor()
     for item in items:
-        if item.get_closest_marker('timeout') is None:
-            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+        m = item.get_closest_marker('timeout')
+        seconds = m.args[0] if m is not None and m.args else DEFAULT_TIMEOUT
+        if m is None or factor != 1:
+            # In front: the closest marker is the one pytest-timeout uses.
+            item.add_marker(pytest.mark.timeout(seconds * factor),
+                            append=False)
+        for name in ('no_valgrind', 'no_tsan'):
+            m = item.get_closest_marker(name)
+            if m is not None and mode == name[3:]:
+                reason = m.args[0] if m.args else 'does not work there'
+                item.add_marker(pytest.mark.skip(
+                    reason='not run under %s: %s' % (mode, reason)))
         m = item.get_closest_marker('blockjobd_only')
         if m is not None and qsd:
             reason = m.args[0] if m.args else 'blockjobd-specific behaviour'

@@ -12,6 +12,8 @@ from bjtest import REPO, bjctl_bin, check_sanitizer_text, daemon_bin, \
     sanitizer_env
 
 
+@pytest.mark.no_valgrind('the demo script starts the daemon itself, '
+                        'outside the harness that runs it under valgrind')
 @pytest.mark.timeout(180)
 def test_demo_jobs_runs():
     p = subprocess.run(['/usr/bin/python3',

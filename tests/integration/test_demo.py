@@ -4,9 +4,13 @@ under test; scripts/demo.sh adds only installing and building."""
 import os
 import subprocess
 
+import pytest
+
 from bjtest import REPO, check_sanitizer_text, daemon_bin, sanitizer_env
 
 
+@pytest.mark.no_valgrind('the demo script starts the daemon itself, '
+                        'outside the harness that runs it under valgrind')
 def test_demo_runs():
     p = subprocess.run(['/usr/bin/python3',
                         os.path.join(REPO, 'scripts', 'demo.py'),

@@ -52,6 +52,25 @@ def served(daemon, tmp_path):
     return daemon
 
 
+def del_export_when_free(d, export_id):
+    """block-export-del once the server has seen its clients hang up.
+
+    A client that has exited has closed its socket, but the server tears
+    the connection down in its own time; a slow daemon (under valgrind, or
+    a loaded machine) may still count it when the command arrives.
+    """
+    def deleted():
+        try:
+            d.qmp.execute('block-export-del', id=export_id)
+            return True
+        except QMPError as e:
+            if e.desc != "export '%s' still in use" % export_id:
+                raise
+            return False
+    bjtest.wait_until(deleted, timeout=30 * bjtest.timeout_factor(),
+                      interval=0.1, what='export %s free' % export_id)
+
+
 def connect(d, name='disk', meta=True):
     h = nbd.NBD()
     if meta:
@@ -74,7 +93,7 @@ def test_qemu_img_info_and_io(served):
             '-c', 'read -P 0xcd 5M 64k', '-c', 'read -P 0x11 10M 4k',
             '-c', 'read -P 0 20M 1M', u)
     # the bytes are in the image file itself
-    served.qmp.execute('block-export-del', id='e0')
+    del_export_when_free(served, 'e0')
     qemu_io('-f', 'raw', '-r', '-U', '-c', 'read -P 0xab 0 1M',
             '-c', 'read -P 0xcd 5M 64k', str(served.img))
 

@@ -395,6 +395,7 @@ static bool client_hostile(void)
     nbd_put64(buf, NBD_IHAVEOPT);
     nbd_put32(buf + 8, NBD_OPT_GO);
     nbd_put32(buf + 12, 1000);
+    memset(buf + 16, 0, 4);     /* 4 bytes of the 1000 announced */
     wr(fd, buf, 20);
     close(fd);
 
