@@ -14,6 +14,9 @@ Markers:
     qsd_only(reason)        skip when running against blockjobd
     no_valgrind(reason)     skip under scripts/test.sh --valgrind
     no_tsan(reason)         skip under scripts/test.sh --tsan
+    tsan_only(reason)       part of scripts/test.sh --tsan's suite only: not
+                            collected in other runs (what it checks, no
+                            other build can see), so it is not a skip there
 
 Each test gets a 120 s timeout unless it sets its own timeout marker; under
 valgrind and ThreadSanitizer (BLOCKJOBD_CHECK) every timeout is stretched.
@@ -43,11 +46,18 @@ def pytest_configure(config):
                             'daemon under valgrind')
     config.addinivalue_line('markers', 'no_tsan(reason): skip with a '
                             'ThreadSanitizer daemon')
+    config.addinivalue_line('markers', 'tsan_only(reason): collected only '
+                            'under scripts/test.sh --tsan')
 
 
 def pytest_collection_modifyitems(config, items):
     qsd = bjtest.is_qsd()
     mode = bjtest.check_mode()
+    if mode != 'tsan':
+        other = [i for i in items if i.get_closest_marker('tsan_only')]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = [i for i in items if i not in other]
     factor = bjtest.timeout_factor()
     for item in items:
         m = item.get_closest_marker('timeout')

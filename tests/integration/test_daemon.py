@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-import bjtest
 
 from bjtest import (QMPClient, QMPError, daemon_bin, is_qsd, qemu_img,
                     run_blockjobd, sanitizer_env, check_sanitizer_text,
@@ -452,12 +451,11 @@ POOL_IDLE_S = 10
 
 
 @pytest.mark.blockjobd_only('the thread pool of blockjobd')
+@pytest.mark.tsan_only('only ThreadSanitizer sees an unjoined thread')
 def test_quit_joins_idle_pool_workers(daemon_factory, workdir):
     """Opening the file node starts a pool worker; it exits idle before
     quit.  The shutdown joins it: ThreadSanitizer reports an exited thread
     nobody joined ("thread leak"), so only the TSan build can tell."""
-    if bjtest.check_mode() != 'tsan':
-        pytest.skip('only ThreadSanitizer sees an unjoined thread')
     img = make_image(workdir / 'a.img')
     d = daemon_factory('--blockdev', 'driver=file,node-name=f,filename=' + img)
     time.sleep(POOL_IDLE_S + 2)
