@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-
 from bjtest import (QMPClient, QMPError, daemon_bin, is_qsd, qemu_img,
                     run_blockjobd, sanitizer_env, check_sanitizer_text,
                     check_valgrind_logs, wait_until, wrap_command)
