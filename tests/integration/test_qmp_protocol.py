@@ -390,6 +390,8 @@ TOKEN_MAX_MIB = 64    # JSON_STREAM_MAX_SIZE, docs/limits.md
 
 
 @pytest.mark.blockjobd_only('qemu-storage-daemon parses ~13 s per MiB')
+@pytest.mark.no_valgrind('its RSS bound is measured with the native allocator')
+@pytest.mark.no_tsan('its RSS bound is measured with the native allocator')
 @pytest.mark.timeout(300)
 def test_huge_line(daemon_factory):
     """A 100 MiB line is refused once it passes the 64 MiB token bound, and
