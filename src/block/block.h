@@ -255,6 +255,12 @@ struct BlockDriver {
     /* Adds driver-specific members to the "image" object of
      * query-named-block-nodes. */
     void (*query_image)(BlockNode *bs, json_t *image);
+
+    /* Rewrites the backing file name and format stored in the image (NULL
+     * file: none); block/backing.h.  Unset: nothing is stored (no-op). */
+    int coroutine_fn (*co_change_backing_file)(BlockNode *bs,
+                                               const char *file,
+                                               const char *fmt);
 };
 
 /* ---- drivers ---- */

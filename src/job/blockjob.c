@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/drivers/qcow2/qcow2.h"
-
 typedef struct BlockJobNode {
     ListHead link;           /* in job->block_users */
     Job *job;
@@ -282,57 +280,4 @@ int coroutine_fn block_co_is_allocated_above(BlockNode *top, BlockNode *base,
     }
     *pnum = bytes;
     return 0;
-}
-
-typedef struct ChangeBackingCo {
-    BlockNode *bs;
-    const char *file, *fmt;
-    int ret;
-    bool done;
-} ChangeBackingCo;
-
-static void coroutine_fn change_backing_co(void *opaque)
-{
-    ChangeBackingCo *c = opaque;
-    c->ret = qcow2_co_change_backing_file(c->bs, c->file, c->fmt);
-    c->done = true;
-    aio_wait_kick();
-}
-
-int block_change_backing_file(BlockNode *bs, const char *file,
-                              const char *fmt)
-{
-    if (bs->drv != &bdrv_qcow2) {
-        return 0;
-    }
-    ChangeBackingCo c = { .bs = bs, .file = file, .fmt = fmt };
-    aio_co_enter(bs->ctx, coroutine_create(change_backing_co, &c));
-    AIO_WAIT_WHILE(aio_main_context(), !c.done);
-    return c.ret;
-}
-
-bool block_set_backing(BlockNode *bs, BlockNode *base, Error **errp)
-{
-    BlockNode *old = bs->backing ? bs->backing->node : NULL;
-    bool ok = true;
-
-    if (old == base) {
-        return true;
-    }
-    bdrv_drained_begin(bs);
-    if (bs->backing) {
-        bdrv_detach_child(bs->backing);
-    }
-    if (base && !bdrv_attach_child(bs, base, "backing", BLK_ROLE_COW, errp)) {
-        ok = false;
-        /* Put the old chain back: the job still references it. */
-        if (old) {
-            Error *err2 = NULL;
-            if (!bdrv_attach_child(bs, old, "backing", BLK_ROLE_COW, &err2)) {
-                error_report_err(err2, "restoring the backing chain");
-            }
-        }
-    }
-    bdrv_drained_end(bs);
-    return ok;
 }

@@ -66,13 +66,4 @@ int coroutine_fn block_co_is_allocated_above(BlockNode *top, BlockNode *base,
                                              int64_t offset, int64_t bytes,
                                              int64_t *pnum, bool *zero);
 
-/* Rewrites the backing file name in bs's header (qcow2; no-op for other
- * formats).  Main loop, outside coroutines; -errno on failure. */
-int block_change_backing_file(BlockNode *bs, const char *file,
-                              const char *fmt);
-
-/* Makes `base` (or nothing) the backing node of bs, drained.  The old
- * backing node must be referenced by the caller (the job). */
-bool block_set_backing(BlockNode *bs, BlockNode *base, Error **errp);
-
 #endif

@@ -697,7 +697,7 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
     char *old_file = NULL, *old_fmt = NULL;
     int ret;
 
-    if (bs->drv != &bdrv_qcow2 || bs->read_only) {
+    if (bs->read_only) {
         return -EINVAL;
     }
     co_mutex_lock(&s->lock);
@@ -787,4 +787,5 @@ const BlockDriver bdrv_qcow2 = {
     .co_reopen_prepare = qcow2_co_reopen_prepare,
     .co_reopen_activate = qcow2_co_activate,
     .query_image = qcow2_query_image,
+    .co_change_backing_file = qcow2_co_change_backing_file,
 };
