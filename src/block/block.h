@@ -180,6 +180,11 @@ struct BlockNode {
     bool open_coerce;
 };
 
+/* What bdrv_get_info reports of a node's format. */
+typedef struct BlockDriverInfo {
+    int64_t cluster_size;          /* 0: the format has no clusters */
+} BlockDriverInfo;
+
 /*
  * The driver table.  Every coroutine_fn runs in bs->ctx.  Unset entries fall
  * back as the request path documents (a filter passes through to its file
@@ -255,6 +260,9 @@ struct BlockDriver {
     /* Adds driver-specific members to the "image" object of
      * query-named-block-nodes. */
     void (*query_image)(BlockNode *bs, json_t *image);
+    /* Fills what the format knows of its layout (bdrv_get_info); bdi
+     * comes zeroed.  Unset: the node has nothing to say (-ENOTSUP). */
+    int (*get_info)(BlockNode *bs, BlockDriverInfo *bdi);
 
     /* Rewrites the backing file name and format stored in the image (NULL
      * file: none); block/backing.h.  Unset: nothing is stored (no-op). */
@@ -324,6 +332,10 @@ void bdrv_unref(BlockNode *bs);
 
 /* Closes every monitor-owned node (shutdown): flushes, then closes. */
 void bdrv_close_all(void);
+
+/* The format's layout as its driver reports it (zeroed first); -ENOTSUP
+ * when the driver has no get_info. */
+int bdrv_get_info(BlockNode *bs, BlockDriverInfo *bdi);
 
 /* query-named-block-nodes entry (BlockDeviceInfo). */
 json_t *bdrv_query_node_info(BlockNode *bs);

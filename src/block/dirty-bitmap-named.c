@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/drivers/drivers.h"
-
 /*
  * The side table.  A short list: only bitmaps of qcow2 nodes that are
  * persistent or inconsistent have an entry.
@@ -144,11 +142,11 @@ void bdrv_dirty_bitmap_release_named(BdrvDirtyBitmap *bm)
 uint32_t bdrv_dirty_bitmap_default_granularity(BlockNode *bs)
 {
     uint32_t g = 65536;
+    BlockDriverInfo bdi;
 
-    /* qemu asks the driver for its cluster size: only qcow2 has one
-     * among ours (opt_transfer is set to it). */
-    if (bs->drv == &bdrv_qcow2 && bs->bl.opt_transfer) {
-        g = bs->bl.opt_transfer;
+    /* As qemu: the format's cluster size, when it has one. */
+    if (bdrv_get_info(bs, &bdi) == 0 && bdi.cluster_size > 0) {
+        g = bdi.cluster_size;
         if (g < 4096) {
             g = 4096;
         } else if (g > 65536) {

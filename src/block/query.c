@@ -10,6 +10,7 @@
  * "json:{...}" holding its driver, its strong options and its children's
  * options, recursively.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,4 +296,13 @@ json_t *bdrv_query_named_block_nodes(bool flat)
         json_array_insert_new(list, 0, node_info(bs, flat));
     }
     return list;
+}
+
+int bdrv_get_info(BlockNode *bs, BlockDriverInfo *bdi)
+{
+    *bdi = (BlockDriverInfo){ 0 };
+    if (!bs->drv->get_info) {
+        return -ENOTSUP;
+    }
+    return bs->drv->get_info(bs, bdi);
 }

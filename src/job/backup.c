@@ -356,14 +356,11 @@ static const JobDriver backup_driver = {
 int64_t backup_cluster_size(BlockNode *target)
 {
     int64_t cs = 65536;
-    json_t *info = bdrv_query_node_info(target);
-    json_t *image = info ? json_object_get(info, "image") : NULL;
-    json_t *v = image ? json_object_get(image, "cluster-size") : NULL;
+    BlockDriverInfo bdi;
 
-    if (json_is_integer(v) && json_integer_value(v) > cs) {
-        cs = json_integer_value(v);
+    if (bdrv_get_info(target, &bdi) == 0 && bdi.cluster_size > cs) {
+        cs = bdi.cluster_size;
     }
-    json_decref(info);
     return cs;
 }
 

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/mirror-top.h"
@@ -710,22 +711,6 @@ static const JobDriver commit_active_driver = {
 
 /* ---- start ---- */
 
-/* The target's cluster size clamped to 4-64 KiB, else 64 KiB. */
-static int64_t default_granularity(BlockNode *target)
-{
-    int64_t g = 65536;
-    json_t *info = bdrv_query_node_info(target);
-    json_t *image = info ? json_object_get(info, "image") : NULL;
-    json_t *cs = image ? json_object_get(image, "cluster-size") : NULL;
-
-    if (json_is_integer(cs)) {
-        g = json_integer_value(cs);
-        g = g < 4096 ? 4096 : g > 65536 ? 65536 : g;
-    }
-    json_decref(info);
-    return g;
-}
-
 /* Puts mirror_top above source: its parents move onto the filter. */
 static BlockNode *insert_filter(BlockNode *source, const char *name,
                                 Error **errp)
@@ -784,8 +769,11 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->write_blocking = p->write_blocking;
     s->on_source_error = p->on_source_error;
     s->on_target_error = p->on_target_error;
-    s->granularity = p->granularity ? p->granularity
-                                    : default_granularity(target);
+    /* Unset: the target's cluster size clamped to 4-64 KiB, as a new
+     * bitmap's default. */
+    s->granularity = p->granularity
+                         ? p->granularity
+                         : bdrv_dirty_bitmap_default_granularity(target);
     s->buf_size = p->buf_size ? p->buf_size : DEFAULT_BUF_SIZE;
     if (s->buf_size < s->granularity) {
         s->buf_size = s->granularity;

@@ -689,6 +689,14 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
                                   data));
 }
 
+static int qcow2_get_info(BlockNode *bs, BlockDriverInfo *bdi)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    bdi->cluster_size = s->g.cluster_size;
+    return 0;
+}
+
 int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
                                               const char *file,
                                               const char *fmt)
@@ -787,5 +795,6 @@ const BlockDriver bdrv_qcow2 = {
     .co_reopen_prepare = qcow2_co_reopen_prepare,
     .co_reopen_activate = qcow2_co_activate,
     .query_image = qcow2_query_image,
+    .get_info = qcow2_get_info,
     .co_change_backing_file = qcow2_co_change_backing_file,
 };
