@@ -269,6 +269,20 @@ struct BlockDriver {
     int coroutine_fn (*co_change_backing_file)(BlockNode *bs,
                                                const char *file,
                                                const char *fmt);
+
+    /*
+     * Persistent dirty bitmaps (block/dirty-bitmap-named.h).  Unset: the
+     * format stores none (a new one is refused, the rest are no-ops).
+     * can_store_new_dirty_bitmap refuses with qsd's message; store_sync
+     * makes the image follow the persistent bitmaps in memory now (main
+     * loop, waits; or a coroutine not holding the node's locks), 0 or
+     * -errno; resync_later asks for bits that left a bitmap to leave its
+     * stored copy too, soon (main loop).
+     */
+    bool (*can_store_new_dirty_bitmap)(BlockNode *bs, const char *name,
+                                       uint32_t granularity, Error **errp);
+    int (*dirty_bitmaps_store_sync)(BlockNode *bs);
+    void (*dirty_bitmaps_resync_later)(BlockNode *bs);
 };
 
 /* ---- drivers ---- */

@@ -139,6 +139,32 @@ void bdrv_dirty_bitmap_release_named(BdrvDirtyBitmap *bm)
     }
 }
 
+bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
+                                     uint32_t granularity, Error **errp)
+{
+    if (!bs->drv->can_store_new_dirty_bitmap) {
+        error_setg(errp, "Can't store persistent bitmaps to %s: Operation "
+                   "not supported", bs->node_name);
+        return false;
+    }
+    return bs->drv->can_store_new_dirty_bitmap(bs, name, granularity, errp);
+}
+
+int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
+{
+    if (!bs->drv->dirty_bitmaps_store_sync) {
+        return 0;
+    }
+    return bs->drv->dirty_bitmaps_store_sync(bs);
+}
+
+void bdrv_dirty_bitmap_resync_later(BlockNode *bs)
+{
+    if (bs->drv->dirty_bitmaps_resync_later) {
+        bs->drv->dirty_bitmaps_resync_later(bs);
+    }
+}
+
 uint32_t bdrv_dirty_bitmap_default_granularity(BlockNode *bs)
 {
     uint32_t g = 65536;

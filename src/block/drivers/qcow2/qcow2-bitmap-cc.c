@@ -744,7 +744,7 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s)
     if (ret >= 0) {
         /* A shrink drops bits from the in-memory bitmaps after this (the
          * layer truncates them next): exact again a little later. */
-        bdrv_dirty_bitmap_resync_later(s->bs);
+        qcow2_dirty_bitmaps_resync_later(s->bs);
     }
     return ret;
 }
@@ -768,12 +768,12 @@ static void coroutine_fn sync_entry(void *opaque)
     aio_wait_kick();
 }
 
-int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
+int qcow2_dirty_bitmaps_store_sync(BlockNode *bs)
 {
     BDRVQcow2State *s;
     SyncCo c = { 0 };
 
-    if (bs->drv != &bdrv_qcow2 || bs->read_only) {
+    if (bs->read_only) {
         return 0;
     }
     s = bs->opaque;

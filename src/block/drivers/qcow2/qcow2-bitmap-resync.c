@@ -197,7 +197,7 @@ static void resync_timer_cb(void *opaque)
     bdrv_unref(bs);      /* may close the node, and free this timer */
 }
 
-void bdrv_dirty_bitmap_resync_later(BlockNode *bs)
+void qcow2_dirty_bitmaps_resync_later(BlockNode *bs)
 {
     BDRVQcow2State *s;
     Qcow2Bitmaps *b;
@@ -205,8 +205,7 @@ void bdrv_dirty_bitmap_resync_later(BlockNode *bs)
 
     /* The timer belongs to the main loop; a shrink of an iothread node
      * (qcow2's resize, in its thread) leaves the bits to the close. */
-    if (bs->drv != &bdrv_qcow2 ||
-        !aio_context_in_home_thread(aio_main_context())) {
+    if (!aio_context_in_home_thread(aio_main_context())) {
         return;
     }
     s = bs->opaque;

@@ -324,14 +324,9 @@ out:
     return ret;
 }
 
-bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
-                                     uint32_t granularity, Error **errp)
+bool qcow2_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
+                                      uint32_t granularity, Error **errp)
 {
-    if (bs->drv != &bdrv_qcow2) {
-        error_setg(errp, "Can't store persistent bitmaps to %s: Operation "
-                   "not supported", bs->node_name);
-        return false;
-    }
     BDRVQcow2State *s = bs->opaque;
     if (bs->read_only) {
         error_setg(errp, "Can't store persistent bitmaps to %s: Read-only "

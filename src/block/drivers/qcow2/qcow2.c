@@ -797,4 +797,7 @@ const BlockDriver bdrv_qcow2 = {
     .query_image = qcow2_query_image,
     .get_info = qcow2_get_info,
     .co_change_backing_file = qcow2_co_change_backing_file,
+    .can_store_new_dirty_bitmap = qcow2_can_store_new_dirty_bitmap,
+    .dirty_bitmaps_store_sync = qcow2_dirty_bitmaps_store_sync,
+    .dirty_bitmaps_resync_later = qcow2_dirty_bitmaps_resync_later,
 };

@@ -161,6 +161,12 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s);
  * old clusters.  Caller holds s->lock. */
 int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s);
 void qcow2_free_bitmaps(BDRVQcow2State *s);
+/* The driver's persistent-bitmap entries (BlockDriver; qcow2-bitmap.c,
+ * qcow2-bitmap-cc.c, qcow2-bitmap-resync.c). */
+bool qcow2_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
+                                      uint32_t granularity, Error **errp);
+int qcow2_dirty_bitmaps_store_sync(BlockNode *bs);
+void qcow2_dirty_bitmaps_resync_later(BlockNode *bs);
 /* Open: how many leading directory entries our mode vouches for (0 when
  * the autoclear bit or a matching extension is missing). */
 uint32_t qcow2_bm_cc_trusted(BDRVQcow2State *s);
