@@ -283,6 +283,17 @@ struct BlockDriver {
                                        uint32_t granularity, Error **errp);
     int (*dirty_bitmaps_store_sync)(BlockNode *bs);
     void (*dirty_bitmaps_resync_later)(BlockNode *bs);
+
+    /*
+     * blockdev-create (block/create.h).  create_check checks the member
+     * types of BlockdevCreateOptions at the monitor, with qsd's messages;
+     * co_create is the create job's one step (main loop): it checks the
+     * values, as qemu does in its job, and makes the image.  Unset: "Driver
+     * does not support blockdev-create".
+     */
+    bool (*create_check)(json_t *opts, Error **errp);
+    int coroutine_fn (*co_create)(json_t *opts, const char *job_id,
+                                  Error **errp);
 };
 
 /* ---- drivers ---- */

@@ -32,6 +32,7 @@
 #include "aio/io.h"
 #include "block/block.h"
 #include "block/drivers/drivers.h"
+#include "block/drivers/file-create.h"
 #include "block/drivers/file-lock.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -986,4 +987,6 @@ const BlockDriver bdrv_file = {
 
     .refresh_limits = file_refresh_limits,
     .query_image = file_query_image,
+    .create_check = file_create_check,
+    .co_create = file_co_create,
 };

@@ -800,4 +800,6 @@ const BlockDriver bdrv_qcow2 = {
     .can_store_new_dirty_bitmap = qcow2_can_store_new_dirty_bitmap,
     .dirty_bitmaps_store_sync = qcow2_dirty_bitmaps_store_sync,
     .dirty_bitmaps_resync_later = qcow2_dirty_bitmaps_resync_later,
+    .create_check = qcow2_create_check,
+    .co_create = qcow2_co_blockdev_create,
 };

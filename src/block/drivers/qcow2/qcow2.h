@@ -295,6 +295,10 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
  */
 int coroutine_fn qcow2_co_create(BlockChild *c, const Qcow2CreateOpts *opts,
                                  Error **errp);
+/* The driver's blockdev-create entries (qcow2-blockdev-create.c). */
+bool qcow2_create_check(json_t *opts, Error **errp);
+int coroutine_fn qcow2_co_blockdev_create(json_t *opts, const char *job_id,
+                                          Error **errp);
 
 /*
  * qcow2-backing.c: whether the file at path, which the header of image
