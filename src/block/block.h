@@ -200,6 +200,8 @@ struct BlockDriver {
      * is set, query output names the node by a "json:{...}" filename. */
     const char *const *strong_options;
     bool is_filter;
+    /* The format can have a backing image (blockdev-snapshot's overlay). */
+    bool supports_backing;
 
     /* Opens bs from already-checked options; children via bdrv_open_child. */
     int coroutine_fn (*co_open)(BlockNode *bs, json_t *opts, Error **errp);

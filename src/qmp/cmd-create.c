@@ -161,7 +161,7 @@ static bool check_overlay(BlockNode *bs, BlockNode *overlay, Error **errp)
         error_setg(errp, "The overlay already has a backing image");
         return false;
     }
-    if (strcmp(overlay->drv->name, "qcow2") != 0) {
+    if (!overlay->drv->supports_backing) {
         error_setg(errp, "The overlay does not support backing images");
         return false;
     }

@@ -781,6 +781,7 @@ const BlockDriver bdrv_qcow2 = {
     .name = "qcow2",
     .state_size = sizeof(BDRVQcow2State),
     .options = qcow2_options,
+    .supports_backing = true,
     .co_open = qcow2_co_open,
     .close = qcow2_close,
     .co_preadv = qcow2_co_preadv,
