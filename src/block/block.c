@@ -1,6 +1,6 @@
 /*
- * Nodes: the driver list, opening (blockdev-add and inline children),
- * naming, reference counts and closing.
+ * Nodes: opening (blockdev-add and inline children), naming, reference
+ * counts and closing.
  *
  * Opening is all-or-nothing: a node only enters the global list once its
  * driver opened it; on failure its children are detached (dropping the
@@ -16,33 +16,13 @@
 
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
-#include "block/drivers/drivers.h"
 #include "util/cleanup.h"
 #include "util/log.h"
-
-static const BlockDriver *const block_drivers[] = {
-    &bdrv_file,
-    &bdrv_raw,
-    &bdrv_null_co,
-    &bdrv_qcow2,
-    &bdrv_blkdebug,
-};
-#define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 
 /* Every node, in the order it finished opening. */
 static ListHead all_nodes = LIST_HEAD_INIT(all_nodes);
 /* Implicit node names: "#block" + counter + two digits. */
 static unsigned implicit_counter;
-
-const BlockDriver *bdrv_find_driver(const char *name)
-{
-    for (size_t i = 0; i < N_DRIVERS; i++) {
-        if (block_drivers[i]->name && strcmp(block_drivers[i]->name, name) == 0) {
-            return block_drivers[i];
-        }
-    }
-    return NULL;
-}
 
 BlockNode *bdrv_find_node(const char *node_name)
 {
