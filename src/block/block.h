@@ -299,8 +299,8 @@ struct BlockDriver {
 };
 
 /* ---- drivers ---- */
-/* A driver users may name (blockdev-add, blockdev-create), or NULL;
- * drivers/registry.c holds the list. */
+/* A driver users may name (blockdev-add, blockdev-create), or NULL; the
+ * list lives with the drivers (registry.c). */
 const BlockDriver *bdrv_find_driver(const char *name);
 
 /* ---- nodes ---- */
