@@ -751,43 +751,13 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s)
 
 /* ---- changes made by commands (main loop) ---- */
 
-typedef struct SyncCo {
-    BDRVQcow2State *s;
-    int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
-} SyncCo;
-
-static void coroutine_fn sync_entry(void *opaque)
-{
-    SyncCo *c = opaque;
-
-    co_mutex_lock(&c->s->lock);
-    c->ret = cc_rewrite(c->s);
-    co_mutex_unlock(&c->s->lock);
-    atomic_store(&c->done, true);
-    aio_wait_kick();
-}
-
 int qcow2_dirty_bitmaps_store_sync(BlockNode *bs)
 {
-    BDRVQcow2State *s;
-    SyncCo c = { 0 };
+    BDRVQcow2State *s = bs->opaque;
 
-    if (bs->read_only) {
+    if (bs->read_only || !s->bitmaps || s->bitmaps->foreign ||
+        !s->bitmaps->store_on_close || s->broken) {
         return 0;
     }
-    s = bs->opaque;
-    if (!s->bitmaps || s->bitmaps->foreign || !s->bitmaps->store_on_close ||
-        s->broken) {
-        return 0;
-    }
-    c.s = s;
-    if (coroutine_in_coroutine()) {
-        sync_entry(&c);
-    } else {
-        aio_co_enter(bs->ctx, coroutine_create(sync_entry, &c));
-        /* The caller's loop (the main one), also for an iothread node. */
-        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
-    }
-    return c.ret;
+    return qcow2_run_locked(s, cc_rewrite);
 }

@@ -246,21 +246,37 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
     return true;
 }
 
-typedef struct CloseFlush {
+typedef struct LockedCall {
     BDRVQcow2State *s;
+    int coroutine_fn (*fn)(BDRVQcow2State *s);
     int ret;
     atomic_bool done;     /* set in the node's thread, read in main */
-} CloseFlush;
+} LockedCall;
 
-static void coroutine_fn close_flush_entry(void *opaque)
+static void coroutine_fn locked_call_entry(void *opaque)
 {
-    CloseFlush *cf = opaque;
+    LockedCall *c = opaque;
 
-    co_mutex_lock(&cf->s->lock);
-    cf->ret = qcow2_flush_metadata(cf->s);
-    co_mutex_unlock(&cf->s->lock);
-    atomic_store(&cf->done, true);
+    co_mutex_lock(&c->s->lock);
+    c->ret = c->fn(c->s);
+    co_mutex_unlock(&c->s->lock);
+    atomic_store(&c->done, true);
     aio_wait_kick();
+}
+
+int qcow2_run_locked(BDRVQcow2State *s,
+                     int coroutine_fn (*fn)(BDRVQcow2State *s))
+{
+    LockedCall c = { .s = s, .fn = fn };
+
+    if (coroutine_in_coroutine()) {
+        locked_call_entry(&c);
+    } else {
+        aio_co_enter(s->bs->ctx, coroutine_create(locked_call_entry, &c));
+        /* The caller's loop (the main one), also for an iothread node. */
+        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
+    }
+    return c.ret;
 }
 
 /*
@@ -270,7 +286,7 @@ static void coroutine_fn close_flush_entry(void *opaque)
  */
 static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
 {
-    CloseFlush cf = { .s = s };
+    int ret;
 
     if (bs->read_only || !s->l2_cache || s->broken) {
         return;
@@ -282,23 +298,11 @@ static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
     }
     /* The node may live in an iothread: it runs the flush there and we
      * wait in the main loop (closing is a main-loop affair). */
-    aio_co_enter(bs->ctx, coroutine_create(close_flush_entry, &cf));
-    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
-    if (cf.ret < 0) {
+    ret = qcow2_run_locked(s, qcow2_flush_metadata);
+    if (ret < 0) {
         log_error("qcow2: node '%s': could not write metadata on close: %s",
-                  bs->node_name, strerror(-cf.ret));
+                  bs->node_name, strerror(-ret));
     }
-}
-
-static void coroutine_fn store_bitmaps_entry(void *opaque)
-{
-    CloseFlush *cf = opaque;
-
-    co_mutex_lock(&cf->s->lock);
-    cf->ret = qcow2_store_bitmaps(cf->s);
-    co_mutex_unlock(&cf->s->lock);
-    atomic_store(&cf->done, true);
-    aio_wait_kick();
 }
 
 static void qcow2_close(BlockNode *bs)
@@ -308,9 +312,7 @@ static void qcow2_close(BlockNode *bs)
     if (!coroutine_in_coroutine()) {
         if (!bs->read_only && s->l2_cache && !s->broken) {
             /* Persistent bitmaps first: storing them allocates. */
-            CloseFlush cf = { .s = s };
-            aio_co_enter(bs->ctx, coroutine_create(store_bitmaps_entry, &cf));
-            AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
+            qcow2_run_locked(s, qcow2_store_bitmaps);
         }
         write_back_on_close(bs, s);
     }

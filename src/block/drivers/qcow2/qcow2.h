@@ -129,6 +129,12 @@ int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
 /* Recounts every reference and fixes the refcounts, then clears the dirty
  * bit (for images left dirty by lazy refcounts). */
 int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp);
+/* Runs fn(s) holding s->lock in a coroutine in the node's context and
+ * returns its result: from the main loop (waiting there), or directly from
+ * a coroutine that does not hold the lock. */
+int qcow2_run_locked(BDRVQcow2State *s,
+                     int coroutine_fn (*fn)(BDRVQcow2State *s));
+
 /* ---- persistent bitmaps (qcow2-bitmap.c) ---- */
 
 /* Open: turns the bitmaps extension into the node's named bitmaps
