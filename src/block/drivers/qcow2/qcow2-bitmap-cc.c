@@ -434,7 +434,7 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
     Qcow2BitmapEntry *ne;
     Qcow2BitmapShadow *nsh;
     bool *carried;
-    uint32_t cap = 0, nn = 0, ntot;
+    uint32_t cap = 0, nn = 0, ntot = 0;
     uint64_t dir_size = 0;
     int64_t dir_off = 0;
     bool switched = false;
@@ -538,24 +538,9 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
     }
     free(sv_bm.data);
     free(sv_cc.data);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
-    if (ret < 0) {
-        goto out;
-    }
-    switched = true;
     /* 4. The old directory and the clusters of bitmaps not carried. */
-    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
-        if (!carried[i]) {
-            ret = qcow2_bm_free_clusters(s, &b->e[i]);
-        }
-    }
-    if (ret >= 0 && b->nb) {
-        ret = qcow2_update_refcount(s, b->dir_offset, b->dir_size, -1);
-    }
     if (ret >= 0) {
-        ret = qcow2_flush_metadata(s);
+        ret = qcow2_bm_switch(s, b, carried, &switched);
     }
 out:
     if (switched) {

@@ -451,6 +451,29 @@ static int coroutine_fn refuse_metadata(BDRVQcow2State *s, uint64_t off,
     return -EIO;
 }
 
+int coroutine_fn qcow2_bm_switch(BDRVQcow2State *s, const Qcow2Bitmaps *b,
+                                 const bool *carried, bool *switched)
+{
+    int ret = qcow2_flush_file(s);
+
+    if (ret < 0) {
+        return ret;
+    }
+    *switched = true;
+    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
+        if (!carried[i]) {
+            ret = qcow2_bm_free_clusters(s, &b->e[i]);
+        }
+    }
+    if (ret >= 0 && b->nb) {
+        ret = qcow2_update_refcount(s, b->dir_offset, b->dir_size, -1);
+    }
+    if (ret >= 0) {
+        ret = qcow2_flush_metadata(s);
+    }
+    return ret;
+}
+
 /* Drops the references of a stored bitmap's table and data clusters. */
 int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
                                         const Qcow2BitmapEntry *e)
@@ -572,7 +595,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     Qcow2Bitmaps *b = s->bitmaps;
     BlockNode *bs = s->bs;
     Qcow2BitmapEntry *ne = NULL;
-    bool *rewritten = NULL;
+    bool *carried = NULL;   /* old entry i kept as it is */
     uint32_t nn = 0, cap = 0;
     uint64_t dir_size = 0;
     int64_t dir_off = 0;
@@ -592,8 +615,8 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     }
     qcow2_bm_cc_acquire(b);
     ne = calloc(cap ? cap : 1, sizeof(*ne));
-    rewritten = calloc(b->nb ? b->nb : 1, sizeof(*rewritten));
-    if (!ne || !rewritten) {
+    carried = calloc(b->nb ? b->nb : 1, sizeof(*carried));
+    if (!ne || !carried) {
         abort();
     }
     /* 1. New clusters for every consistent bitmap; an inconsistent one
@@ -607,7 +630,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
         Qcow2BitmapEntry *e = &ne[nn++];
         e->name = (char *)bdrv_dirty_bitmap_name(bm);
         if (old) {
-            rewritten[old - b->e] = !bdrv_dirty_bitmap_inconsistent(bm);
+            carried[old - b->e] = bdrv_dirty_bitmap_inconsistent(bm);
         }
         if (old && bdrv_dirty_bitmap_inconsistent(bm)) {
             *e = *old;
@@ -630,29 +653,10 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     qcow2_bm_set_raw_ext(&s->hdr, QCOW2_EXT_BJ_CC, NULL, 0);
     s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BJ_CC;
     ret = qcow2_write_header(s);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
-    if (ret < 0) {
-        goto out;
-    }
-    switched = true;
     /* 4. Nothing points at the old directory or at the old clusters of
      * rewritten and removed bitmaps any more: free them. */
-    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
-        bool kept = false;
-        for (uint32_t j = 0; j < nn; j++) {
-            kept |= !strcmp(ne[j].name, b->e[i].name) && !rewritten[i];
-        }
-        if (!kept) {
-            ret = qcow2_bm_free_clusters(s, &b->e[i]);
-        }
-    }
-    if (ret >= 0 && b->nb) {
-        ret = qcow2_update_refcount(s, b->dir_offset, b->dir_size, -1);
-    }
     if (ret >= 0) {
-        ret = qcow2_flush_metadata(s);
+        ret = qcow2_bm_switch(s, b, carried, &switched);
     }
 out:
     if (switched) {
@@ -669,6 +673,6 @@ out:
                   bs->node_name, strerror(-ret));
     }
     free(ne);
-    free(rewritten);
+    free(carried);
     return ret;
 }
