@@ -25,6 +25,32 @@ static void slice(IOVector *dst, IOVector *src, size_t off, size_t len)
     iov_vec_concat(dst, src, off, len);
 }
 
+/* qcow2_get_mapping for a reader, under s->lock. */
+static int coroutine_fn read_mapping(BDRVQcow2State *s, int64_t offset,
+                                     int64_t bytes, Qcow2Mapping *m)
+{
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false, m);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* Reads (or writes) len bytes of qiov from qoff at offset of child c. */
+static int coroutine_fn child_rw(BlockChild *c, bool write, int64_t offset,
+                                 uint64_t len, IOVector *qiov, size_t qoff)
+{
+    IOVector sub;
+    int ret;
+
+    slice(&sub, qiov, qoff, len);
+    ret = write ? bdrv_co_pwritev(c, offset, (int64_t)len, &sub, 0)
+                : bdrv_co_preadv(c, offset, (int64_t)len, &sub, 0);
+    iov_vec_destroy(&sub);
+    return ret;
+}
+
 /* Inflates one compressed cluster into out (cluster_size bytes). */
 static int coroutine_fn read_compressed(BDRVQcow2State *s,
                                         const Qcow2L2Info *info,
@@ -92,10 +118,7 @@ static int coroutine_fn read_backing(BDRVQcow2State *s, uint64_t offset,
         if (blen > 0 && offset < (uint64_t)blen) {
             n = (uint64_t)blen - offset;
             n = n < bytes ? n : bytes;
-            IOVector sub;
-            slice(&sub, qiov, qoff, n);
-            int ret = bdrv_co_preadv(b, (int64_t)offset, (int64_t)n, &sub, 0);
-            iov_vec_destroy(&sub);
+            int ret = child_rw(b, false, (int64_t)offset, n, qiov, qoff);
             if (ret < 0) {
                 return ret;
             }
@@ -117,10 +140,7 @@ int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
 
     while (bytes > 0) {
         Qcow2Mapping m;
-        co_mutex_lock(&s->lock);
-        ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false,
-                                &m);
-        co_mutex_unlock(&s->lock);
+        ret = read_mapping(s, offset, bytes, &m);
         if (ret < 0) {
             return ret;
         }
@@ -134,15 +154,11 @@ int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
         case QCOW2_CLUSTER_ZERO_ALLOC:
             iov_vec_memset(qiov, qoff, 0, n);
             break;
-        case QCOW2_CLUSTER_NORMAL: {
-            IOVector sub;
-            slice(&sub, qiov, qoff, n);
-            ret = bdrv_co_preadv(bs->file,
-                                 (int64_t)(m.info.host_offset + in_cl),
-                                 (int64_t)n, &sub, 0);
-            iov_vec_destroy(&sub);
+        case QCOW2_CLUSTER_NORMAL:
+            ret = child_rw(bs->file, false,
+                           (int64_t)(m.info.host_offset + in_cl), n, qiov,
+                           qoff);
             break;
-        }
         case QCOW2_CLUSTER_COMPRESSED: {
             uint8_t *buf = malloc(s->g.cluster_size);
             if (!buf) {
@@ -397,7 +413,7 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
 {
     BDRVQcow2State *s = bs->opaque;
     size_t qoff = 0;
-    int ret = 0;
+    int ret;
 
     if (s->broken) {
         return -EIO;
@@ -461,12 +477,9 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                                      m.bytes);
             co_mutex_unlock(&s->lock);
             if (ret >= 0) {
-                IOVector sub;
-                slice(&sub, qiov, qoff, m.bytes);
-                ret = bdrv_co_pwritev(bs->file,
-                                      (int64_t)(m.info.host_offset + in_cl),
-                                      (int64_t)m.bytes, &sub, 0);
-                iov_vec_destroy(&sub);
+                ret = child_rw(bs->file, true,
+                               (int64_t)(m.info.host_offset + in_cl),
+                               m.bytes, qiov, qoff);
                 s->data_unflushed = true;
             }
             if (a) {
@@ -863,10 +876,7 @@ int coroutine_fn qcow2_co_block_status(BlockNode *bs, int64_t offset,
     Qcow2Mapping m;
     int ret;
 
-    co_mutex_lock(&s->lock);
-    ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false,
-                            &m);
-    co_mutex_unlock(&s->lock);
+    ret = read_mapping(s, offset, bytes, &m);
     if (ret < 0) {
         return ret;
     }
