@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,6 +397,55 @@ static bool check_tables(Qcow2Header *h, uint64_t file_size, Error **errp)
     return true;
 }
 
+/* The fixed header fields: byte offset, width (the member's: 4 or 8) and
+ * member; one table for parsing and writing them. */
+typedef struct HeaderField {
+    uint8_t off, width;
+    size_t member;
+} HeaderField;
+#define HF(off, m) { (off), sizeof(((Qcow2Header *)0)->m), \
+                     offsetof(Qcow2Header, m) }
+static const HeaderField v2_fields[] = {
+    HF(4, version), HF(8, backing_file_offset), HF(16, backing_file_size),
+    HF(20, cluster_bits), HF(24, size), HF(32, crypt_method),
+    HF(36, l1_size), HF(40, l1_table_offset), HF(48, refcount_table_offset),
+    HF(56, refcount_table_clusters), HF(60, nb_snapshots),
+    HF(64, snapshots_offset),
+};
+static const HeaderField v3_fields[] = {
+    HF(72, incompatible_features), HF(80, compatible_features),
+    HF(88, autoclear_features), HF(96, refcount_order),
+    HF(100, header_length),
+};
+#undef HF
+#define N_FIELDS(t) (sizeof(t) / sizeof((t)[0]))
+
+static void get_fields(Qcow2Header *h, const uint8_t *hdr,
+                       const HeaderField *f, size_t n)
+{
+    for (; n--; f++) {
+        void *m = (char *)h + f->member;
+        if (f->width == 4) {
+            *(uint32_t *)m = be32_get(hdr + f->off);
+        } else {
+            *(uint64_t *)m = be64_get(hdr + f->off);
+        }
+    }
+}
+
+static void put_fields(const Qcow2Header *h, uint8_t *buf,
+                       const HeaderField *f, size_t n)
+{
+    for (; n--; f++) {
+        const void *m = (const char *)h + f->member;
+        if (f->width == 4) {
+            be32_put(buf + f->off, *(const uint32_t *)m);
+        } else {
+            be64_put(buf + f->off, *(const uint64_t *)m);
+        }
+    }
+}
+
 bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
                         Qcow2Header *h, Error **errp)
 {
@@ -407,28 +457,13 @@ bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         return false;
     }
     copy_out(buf, len, 0, hdr, sizeof(hdr));
-    h->version = be32_get(hdr + 4);
-    h->backing_file_offset = be64_get(hdr + 8);
-    h->backing_file_size = be32_get(hdr + 16);
-    h->cluster_bits = be32_get(hdr + 20);
-    h->size = be64_get(hdr + 24);
-    h->crypt_method = be32_get(hdr + 32);
-    h->l1_size = be32_get(hdr + 36);
-    h->l1_table_offset = be64_get(hdr + 40);
-    h->refcount_table_offset = be64_get(hdr + 48);
-    h->refcount_table_clusters = be32_get(hdr + 56);
-    h->nb_snapshots = be32_get(hdr + 60);
-    h->snapshots_offset = be64_get(hdr + 64);
+    get_fields(h, hdr, v2_fields, N_FIELDS(v2_fields));
 
     if (h->version == 2) {
         h->refcount_order = 4;
         h->header_length = QCOW2_V2_HEADER_LEN;
     } else {
-        h->incompatible_features = be64_get(hdr + 72);
-        h->compatible_features = be64_get(hdr + 80);
-        h->autoclear_features = be64_get(hdr + 88);
-        h->refcount_order = be32_get(hdr + 96);
-        h->header_length = be32_get(hdr + 100);
+        get_fields(h, hdr, v3_fields, N_FIELDS(v3_fields));
         if (h->header_length < QCOW2_V3_HEADER_LEN) {
             error_setg(errp, "qcow2 header too short");
             goto fail;
@@ -565,16 +600,6 @@ static bool serialize(Qcow2Header *h, uint8_t *buf, size_t len,
         return false;
     }
     be32_put(buf, QCOW2_MAGIC);
-    be32_put(buf + 4, h->version);
-    be32_put(buf + 20, h->cluster_bits);
-    be64_put(buf + 24, h->size);
-    be32_put(buf + 32, h->crypt_method);
-    be32_put(buf + 36, h->l1_size);
-    be64_put(buf + 40, h->l1_table_offset);
-    be64_put(buf + 48, h->refcount_table_offset);
-    be32_put(buf + 56, h->refcount_table_clusters);
-    be32_put(buf + 60, h->nb_snapshots);
-    be64_put(buf + 64, h->snapshots_offset);
     if (h->version >= 3) {
         size_t hl = (QCOW2_V3_HEADER_LEN + 1 + h->tail_len + 7u) & ~7u;
         if (hl > len) {
@@ -582,11 +607,7 @@ static bool serialize(Qcow2Header *h, uint8_t *buf, size_t len,
             return false;
         }
         h->header_length = (uint32_t)hl;
-        be64_put(buf + 72, h->incompatible_features);
-        be64_put(buf + 80, h->compatible_features);
-        be64_put(buf + 88, h->autoclear_features);
-        be32_put(buf + 96, h->refcount_order);
-        be32_put(buf + 100, h->header_length);
+        put_fields(h, buf, v3_fields, N_FIELDS(v3_fields));
         buf[QCOW2_V3_HEADER_LEN] = h->compression_type;
         if (h->tail_len) {
             memcpy(buf + QCOW2_V3_HEADER_LEN + 1, h->tail, h->tail_len);
@@ -633,8 +654,8 @@ static bool serialize(Qcow2Header *h, uint8_t *buf, size_t len,
                    "fit in the first cluster");
         return false;
     }
-    be64_put(buf + 8, h->backing_file_offset);
-    be32_put(buf + 16, h->backing_file_size);
+    /* Last: the backing name's place is known only now. */
+    put_fields(h, buf, v2_fields, N_FIELDS(v2_fields));
     return true;
 }
 
