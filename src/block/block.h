@@ -185,6 +185,12 @@ typedef struct BlockDriverInfo {
     int64_t cluster_size;          /* 0: the format has no clusters */
 } BlockDriverInfo;
 
+/* The type of the read and write entries, so that a driver whose entries
+ * live apart from its table declares them by it. */
+typedef int coroutine_fn BlockDriverRwFn(BlockNode *bs, int64_t offset,
+                                         int64_t bytes, IOVector *qiov,
+                                         unsigned flags);
+
 /*
  * The driver table.  Every coroutine_fn runs in bs->ctx.  Unset entries fall
  * back as the request path documents (a filter passes through to its file
@@ -208,12 +214,8 @@ struct BlockDriver {
     /* Main loop, node drained; children are detached by the layer after. */
     void (*close)(BlockNode *bs);
 
-    int coroutine_fn (*co_preadv)(BlockNode *bs, int64_t offset,
-                                  int64_t bytes, IOVector *qiov,
-                                  unsigned flags);
-    int coroutine_fn (*co_pwritev)(BlockNode *bs, int64_t offset,
-                                   int64_t bytes, IOVector *qiov,
-                                   unsigned flags);
+    BlockDriverRwFn *co_preadv;
+    BlockDriverRwFn *co_pwritev;
     int coroutine_fn (*co_pwrite_zeroes)(BlockNode *bs, int64_t offset,
                                          int64_t bytes, unsigned flags);
     int coroutine_fn (*co_pdiscard)(BlockNode *bs, int64_t offset,

@@ -269,12 +269,7 @@ void coroutine_fn qcow2_signal_corruption(BDRVQcow2State *s, bool fatal,
 
 /* ---- data (qcow2-data.c) ---- */
 
-int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
-                                 int64_t bytes, IOVector *qiov,
-                                 unsigned flags);
-int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
-                                  int64_t bytes, IOVector *qiov,
-                                  unsigned flags);
+BlockDriverRwFn qcow2_co_preadv, qcow2_co_pwritev;
 int coroutine_fn qcow2_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
                                         int64_t bytes, unsigned flags);
 int coroutine_fn qcow2_co_pdiscard(BlockNode *bs, int64_t offset,
