@@ -366,36 +366,38 @@ static void coroutine_fn open_co_entry(void *opaque)
     aio_wait_kick();
 }
 
+/* Runs the open o describes in a coroutine in the main loop and waits. */
+static BlockNode *open_and_wait(OpenCo *o, Error **errp)
+{
+    AioContext *main_ctx = aio_main_context();
+
+    assert(!coroutine_in_coroutine());
+    aio_co_enter(main_ctx, coroutine_create(open_co_entry, o));
+    AIO_WAIT_WHILE(main_ctx, !o->done);
+    if (!o->bs) {
+        error_propagate(errp, o->err);
+    }
+    return o->bs;
+}
+
 BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
                               Error **errp)
 {
     OpenCo o = { .opts = options, .coerce = coerce_strings };
-    AioContext *main_ctx = aio_main_context();
+    BlockNode *bs = open_and_wait(&o, errp);
 
-    assert(!coroutine_in_coroutine());
-    aio_co_enter(main_ctx, coroutine_create(open_co_entry, &o));
-    AIO_WAIT_WHILE(main_ctx, !o.done);
-    if (!o.bs) {
-        error_propagate(errp, o.err);
-        return NULL;
+    if (bs) {
+        bs->monitor_owned = true;
     }
-    o.bs->monitor_owned = true;
-    return o.bs;
+    return bs;
 }
 
 BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp)
 {
     OpenCo o = { .opts = options, .internal = drv, .is_internal = true };
-    AioContext *main_ctx = aio_main_context();
 
-    assert(!coroutine_in_coroutine());
-    aio_co_enter(main_ctx, coroutine_create(open_co_entry, &o));
-    AIO_WAIT_WHILE(main_ctx, !o.done);
-    if (!o.bs) {
-        error_propagate(errp, o.err);
-    }
-    return o.bs;
+    return open_and_wait(&o, errp);
 }
 
 /* Values an inline child takes from its parent unless it sets them. */
