@@ -46,11 +46,12 @@ bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
 /*
  * The image of a writable node follows a change of its persistent bitmaps
  * at once (its driver's dirty_bitmaps_store_sync; 0 for a driver without
- * one; qcow2: the directory is rewritten from the bitmaps in memory, in use and crash-consistent,
- * and flushed).  Used when a bitmap becomes persistent (stored before any
- * write is recorded), when one is released (gone from the image, as qemu
- * does) and by bdrv_dirty_bitmap_persist_bits.  Main loop (waits) or a
- * coroutine not holding the node's locks.  Returns 0 or -errno (logged).
+ * one; qcow2 rewrites the directory from the bitmaps in memory, in use and
+ * crash-consistent, and flushes).  Used when a bitmap becomes persistent
+ * (stored before any write is recorded), when one is released (gone from
+ * the image, as qemu does) and by bdrv_dirty_bitmap_persist_bits.  Main
+ * loop (waits) or a coroutine not holding the node's locks.  Returns 0 or
+ * -errno (logged).
  */
 int bdrv_dirty_bitmap_store_sync(BlockNode *bs);
 /* A command added bits to bm (merge into it): makes them durable in the
