@@ -185,11 +185,13 @@ typedef struct BlockDriverInfo {
     int64_t cluster_size;          /* 0: the format has no clusters */
 } BlockDriverInfo;
 
-/* The type of the read and write entries, so that a driver whose entries
- * live apart from its table declares them by it. */
+/* The types of entries a driver may define apart from its table (so it
+ * declares them by type, not by repeating the signature). */
 typedef int coroutine_fn BlockDriverRwFn(BlockNode *bs, int64_t offset,
                                          int64_t bytes, IOVector *qiov,
                                          unsigned flags);
+typedef bool BlockDriverCanStoreBitmapFn(BlockNode *bs, const char *name,
+                                         uint32_t granularity, Error **errp);
 
 /*
  * The driver table.  Every coroutine_fn runs in bs->ctx.  Unset entries fall
@@ -283,8 +285,7 @@ struct BlockDriver {
      * -errno; resync_later asks for bits that left a bitmap to leave its
      * stored copy too, soon (main loop).
      */
-    bool (*can_store_new_dirty_bitmap)(BlockNode *bs, const char *name,
-                                       uint32_t granularity, Error **errp);
+    BlockDriverCanStoreBitmapFn *can_store_new_dirty_bitmap;
     int (*dirty_bitmaps_store_sync)(BlockNode *bs);
     void (*dirty_bitmaps_resync_later)(BlockNode *bs);
 

@@ -169,8 +169,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s);
 void qcow2_free_bitmaps(BDRVQcow2State *s);
 /* The driver's persistent-bitmap entries (BlockDriver; qcow2-bitmap.c,
  * qcow2-bitmap-cc.c, qcow2-bitmap-resync.c). */
-bool qcow2_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
-                                      uint32_t granularity, Error **errp);
+BlockDriverCanStoreBitmapFn qcow2_can_store_new_dirty_bitmap;
 int qcow2_dirty_bitmaps_store_sync(BlockNode *bs);
 void qcow2_dirty_bitmaps_resync_later(BlockNode *bs);
 /* Open: how many leading directory entries our mode vouches for (0 when
