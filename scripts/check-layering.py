@@ -43,15 +43,7 @@ MAY_USE = {
 
 # Known exceptions, each with its reason: (file under src/, what it names:
 # a header path or a symbol).  Keep this short; an entry is a debt.
-ALLOWED = {
-    # The job filters (copy-before-write, mirror_top) are drivers the jobs
-    # insert themselves, with hooks only they call; giving those a
-    # table-driven interface is its own change (issue 13, not done yet).
-    ('job/backup.c', 'block/drivers/drivers.h'),
-    ('job/backup.c', 'block/drivers/copy-before-write.h'),
-    ('job/mirror.c', 'block/drivers/drivers.h'),
-    ('job/mirror.c', 'block/drivers/mirror-top.h'),
-}
+ALLOWED = set()
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 # Names a driver header declares: prototypes and extern objects (the word

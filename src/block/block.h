@@ -198,6 +198,23 @@ typedef bool BlockDriverCanStoreBitmapFn(BlockNode *bs, const char *name,
  * back as the request path documents (a filter passes through to its file
  * child; no co_block_status = everything DATA|ALLOCATED).
  */
+/*
+ * Job filters (block/job-filter.h) call these around clients' write-like
+ * requests.  Before: in the client's request coroutine, before the request
+ * goes down; a negative errno fails the request.  After: once the request
+ * succeeded below, before the client hears back.
+ */
+typedef int coroutine_fn BdrvBeforeWriteHook(void *opaque, int64_t offset,
+                                             int64_t bytes);
+typedef enum BdrvWriteKind {
+    BDRV_WRITE,             /* qiov holds the data */
+    BDRV_WRITE_ZEROES,      /* flags: BLK_REQ_MAY_UNMAP may be set */
+    BDRV_DISCARD,
+} BdrvWriteKind;
+typedef void coroutine_fn BdrvAfterWriteHook(void *opaque, BdrvWriteKind kind,
+                                             int64_t offset, int64_t bytes,
+                                             IOVector *qiov, unsigned flags);
+
 struct BlockDriver {
     const char *name;
     size_t state_size;
@@ -299,6 +316,17 @@ struct BlockDriver {
     bool (*create_check)(json_t *opts, Error **errp);
     int coroutine_fn (*co_create)(json_t *opts, const char *job_id,
                                   Error **errp);
+
+    /*
+     * Job filters only (block/job-filter.h): set the hook the filter calls
+     * around clients' writes (NULL: writes pass through), main loop; and
+     * the child a job's own copies go to, if the filter has one.
+     */
+    void (*set_before_write_hook)(BlockNode *bs, BdrvBeforeWriteHook *hook,
+                                  void *opaque);
+    void (*set_after_write_hook)(BlockNode *bs, BdrvAfterWriteHook *hook,
+                                 void *opaque);
+    BlockChild *(*filter_target)(BlockNode *bs);
 };
 
 /* ---- drivers ---- */

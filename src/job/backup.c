@@ -35,8 +35,7 @@
 #include <string.h>
 
 #include "block/dirty-bitmap-named.h"
-#include "block/drivers/copy-before-write.h"
-#include "block/drivers/drivers.h"
+#include "block/job-filter.h"
 #include "job/block-copy.h"
 #include "job/blockjob.h"
 #include "util/log.h"
@@ -291,7 +290,7 @@ static void backup_remove_filter(BackupJob *s)
     if (!cbw) {
         return;
     }
-    cbw_set_hook(cbw, NULL, NULL);
+    bdrv_filter_set_before_write_hook(cbw, NULL, NULL);
     if (s->bcs) {
         block_copy_set_disabled(s->bcs, true);
     }
@@ -380,7 +379,8 @@ static BlockNode *insert_filter(BlockNode *source, BlockNode *target,
     if (source->discard_unmap) {
         json_object_set_new(opts, "discard", json_string("unmap"));
     }
-    cbw = bdrv_open_internal(&bdrv_copy_before_write, opts, errp);
+    cbw = bdrv_open_internal(bdrv_find_job_filter("copy-before-write"), opts,
+                             errp);
     json_decref(opts);
     if (!cbw) {
         return NULL;
@@ -433,7 +433,7 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
     if (!s->cbw) {
         goto fail;
     }
-    s->bcs = block_copy_state_new(s->cbw->file, cbw_target_child(s->cbw),
+    s->bcs = block_copy_state_new(s->cbw->file, bdrv_filter_target(s->cbw),
                                   s->len, cs, errp);
     if (!s->bcs) {
         goto fail;
@@ -462,7 +462,7 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
                                         block_chain_next(source));
         s->skip_unallocated = true;
     }
-    cbw_set_hook(s->cbw, backup_cbw_hook, s);
+    bdrv_filter_set_before_write_hook(s->cbw, backup_cbw_hook, s);
 
     /* The job's edges: drained sections of the source reach it through
      * the filter; the op blockers keep other jobs off both. */

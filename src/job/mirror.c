@@ -34,8 +34,7 @@
 
 #include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
-#include "block/drivers/drivers.h"
-#include "block/drivers/mirror-top.h"
+#include "block/job-filter.h"
 #include "block/reopen.h"
 #include "job/blockjob.h"
 #include "util/iov.h"
@@ -302,7 +301,7 @@ static int64_t issue_op(MirrorJob *s)
 /* ---- write-blocking: clients' writes reach the target before they are
  * acknowledged ---- */
 
-static void coroutine_fn mirror_active_write(void *opaque, MirrorTopWrite kind,
+static void coroutine_fn mirror_active_write(void *opaque, BdrvWriteKind kind,
                                              int64_t offset, int64_t bytes,
                                              IOVector *qiov, unsigned flags)
 {
@@ -315,10 +314,10 @@ static void coroutine_fn mirror_active_write(void *opaque, MirrorTopWrite kind,
     }
     op = op_begin(s, offset, bytes, true);
     switch (kind) {
-    case MIRROR_TOP_WRITE:
+    case BDRV_WRITE:
         ret = bdrv_co_pwritev(s->tgt_c, offset, bytes, qiov, 0);
         break;
-    case MIRROR_TOP_WRITE_ZEROES:
+    case BDRV_WRITE_ZEROES:
         ret = bdrv_co_pwrite_zeroes(s->tgt_c, offset, bytes,
                                     flags & BLK_REQ_MAY_UNMAP);
         break;
@@ -333,7 +332,7 @@ static void coroutine_fn mirror_active_write(void *opaque, MirrorTopWrite kind,
         }
     } else if (ret < 0) {
         mirror_error(s, false, ret, offset, bytes);
-    } else if (!op->conflict && kind != MIRROR_TOP_DISCARD) {
+    } else if (!op->conflict && kind != BDRV_DISCARD) {
         /* The target has these bytes: clear the granules wholly covered
          * (the request path marked them when the source write ended). */
         int64_t g = s->granularity;
@@ -552,7 +551,8 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
          * waiting in the drained section all that time as qemu's do.
          */
         s->late_copy = true;
-        mirror_top_set_hook(s->mirror_top, mirror_active_write, s);
+        bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write,
+                                         s);
         s->in_drain = false;
         block_job_co_drained_end(job, s->mirror_top);
     }
@@ -603,7 +603,7 @@ static bool mirror_exit_common(MirrorJob *s, bool pivot, Error **errp)
         return true;
     }
     s->exited = true;
-    mirror_top_set_hook(mt, NULL, NULL);
+    bdrv_filter_set_after_write_hook(mt, NULL, NULL);
     bdrv_release_dirty_bitmap(s->dbm);
     s->dbm = NULL;
     s->src_c = s->tgt_c = NULL;
@@ -727,7 +727,7 @@ static BlockNode *insert_filter(BlockNode *source, const char *name,
     if (source->discard_unmap) {
         json_object_set_new(opts, "discard", json_string("unmap"));
     }
-    mt = bdrv_open_internal(&bdrv_mirror_top, opts, errp);
+    mt = bdrv_open_internal(bdrv_find_job_filter("mirror_top"), opts, errp);
     json_decref(opts);
     if (!mt) {
         return NULL;
@@ -802,7 +802,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
         goto fail;
     }
     if (s->write_blocking) {
-        mirror_top_set_hook(s->mirror_top, mirror_active_write, s);
+        bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write,
+                                         s);
     }
     s->dbm = bdrv_create_dirty_bitmap(source, (uint32_t)s->granularity,
                                       NULL, errp);
