@@ -373,7 +373,6 @@ typedef struct OpenCo {
     bool coerce;
     BlockNode *bs;
     Error *err;
-    bool done;
 } OpenCo;
 
 static void coroutine_fn open_co_entry(void *opaque)
@@ -382,19 +381,15 @@ static void coroutine_fn open_co_entry(void *opaque)
 
     o->bs = co_open_node(o->opts, "", o->coerce, !o->is_internal,
                          o->internal, &o->err);
-    o->done = true;
-    aio_wait_kick();
 }
 
 BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
                               Error **errp)
 {
     OpenCo o = { .opts = options, .coerce = coerce_strings };
-    AioContext *main_ctx = aio_main_context();
 
     assert(!coroutine_in_coroutine());
-    aio_co_enter(main_ctx, coroutine_create(open_co_entry, &o));
-    AIO_WAIT_WHILE(main_ctx, !o.done);
+    aio_co_run_wait(aio_main_context(), open_co_entry, &o);
     if (!o.bs) {
         error_propagate(errp, o.err);
         return NULL;
@@ -407,11 +402,9 @@ BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp)
 {
     OpenCo o = { .opts = options, .internal = drv, .is_internal = true };
-    AioContext *main_ctx = aio_main_context();
 
     assert(!coroutine_in_coroutine());
-    aio_co_enter(main_ctx, coroutine_create(open_co_entry, &o));
-    AIO_WAIT_WHILE(main_ctx, !o.done);
+    aio_co_run_wait(aio_main_context(), open_co_entry, &o);
     if (!o.bs) {
         error_propagate(errp, o.err);
     }

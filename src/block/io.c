@@ -567,14 +567,11 @@ typedef struct SyncReq {
     void *buf;
     unsigned flags;
     int ret;
-    AioContext *waiter;
-    atomic_bool done;
 } SyncReq;
 
 static void coroutine_fn sync_entry(void *opaque)
 {
     SyncReq *r = opaque;
-    AioContext *waiter = r->waiter;
     IOVector v;
 
     switch (r->kind) {
@@ -590,27 +587,11 @@ static void coroutine_fn sync_entry(void *opaque)
         r->ret = bdrv_co_flush(r->bs);
         break;
     }
-    /* r lives on the waiter's stack: nothing touches it after this. */
-    atomic_store(&r->done, true);
-    if (waiter) {
-        aio_notify(waiter);
-    }
 }
 
 static int run_sync(SyncReq *r, AioContext *ctx)
 {
-    if (coroutine_in_coroutine()) {
-        /* Already in a coroutine (closing a node from an open that
-         * failed): the request may simply run here. */
-        assert(coroutine_context(coroutine_self()) == ctx);
-        r->waiter = NULL;
-        sync_entry(r);
-        return r->ret;
-    }
-    r->waiter = aio_current_context();
-    atomic_init(&r->done, false);
-    aio_co_enter(ctx, coroutine_create(sync_entry, r));
-    AIO_WAIT_WHILE(r->waiter, !atomic_load(&r->done));
+    aio_co_run_wait(ctx, sync_entry, r);
     return r->ret;
 }
 

@@ -14,7 +14,6 @@
  * All of it inside a drained section on bs, so no request sees a node
  * half-changed.
  */
-#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "aio/aio.h"
@@ -39,8 +38,6 @@ typedef struct Reopen {
     size_t n_prepared;          /* nodes[n - n_prepared ..] are prepared */
     int ret;
     Error *err;
-    AioContext *waiter;
-    atomic_bool done;
 } Reopen;
 
 static void add_node(Reopen *r, BlockNode *bs)
@@ -136,8 +133,6 @@ static void coroutine_fn step_entry(void *opaque)
         r->ret = step_activate(r);
         break;
     }
-    atomic_store(&r->done, true);
-    aio_notify(r->waiter);
 }
 
 /* Runs one step in a coroutine in the nodes' context and waits for it. */
@@ -145,10 +140,7 @@ static int run_step(Reopen *r, ReopenStep step)
 {
     r->step = step;
     r->ret = 0;
-    r->waiter = aio_current_context();
-    atomic_store(&r->done, false);
-    aio_co_enter(r->nodes[0]->ctx, coroutine_create(step_entry, r));
-    AIO_WAIT_WHILE(r->waiter, !atomic_load(&r->done));
+    aio_co_run_wait(r->nodes[0]->ctx, step_entry, r);
     return r->ret;
 }
 

@@ -35,7 +35,6 @@
  * this very directory, the entry being among the armed ones.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -754,7 +753,6 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s)
 typedef struct SyncCo {
     BDRVQcow2State *s;
     int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
 } SyncCo;
 
 static void coroutine_fn sync_entry(void *opaque)
@@ -764,8 +762,6 @@ static void coroutine_fn sync_entry(void *opaque)
     co_mutex_lock(&c->s->lock);
     c->ret = cc_rewrite(c->s);
     co_mutex_unlock(&c->s->lock);
-    atomic_store(&c->done, true);
-    aio_wait_kick();
 }
 
 int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
@@ -782,12 +778,6 @@ int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
         return 0;
     }
     c.s = s;
-    if (coroutine_in_coroutine()) {
-        sync_entry(&c);
-    } else {
-        aio_co_enter(bs->ctx, coroutine_create(sync_entry, &c));
-        /* The caller's loop (the main one), also for an iothread node. */
-        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
-    }
+    aio_co_run_wait(bs->ctx, sync_entry, &c);
     return c.ret;
 }

@@ -19,7 +19,6 @@
  * new one can start until the stored copies are written.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "aio/aio.h"
@@ -36,7 +35,6 @@
 typedef struct ResyncCo {
     BDRVQcow2State *s;
     int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
 } ResyncCo;
 
 static uint64_t nb_granules(BDRVQcow2State *s, unsigned gb)
@@ -154,8 +152,6 @@ static void coroutine_fn resync_entry(void *opaque)
         c->ret = cc_resync(c->s);
     }
     co_mutex_unlock(&c->s->lock);
-    atomic_store(&c->done, true);
-    aio_wait_kick();
 }
 
 /* Main loop.  The node may live in an iothread: its state is read
@@ -185,8 +181,7 @@ static void resync_timer_cb(void *opaque)
     b->resync_running = true;
     bdrv_ref(bs);
     bdrv_drained_begin(bs);
-    aio_co_enter(bs->ctx, coroutine_create(resync_entry, &c));
-    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
+    aio_co_run_wait(bs->ctx, resync_entry, &c);
     bdrv_drained_end(bs);
     /* Still ours: the reference kept the node open. */
     b = s->bitmaps;

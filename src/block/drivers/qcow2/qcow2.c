@@ -10,7 +10,6 @@
  * ignored.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -249,7 +248,6 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
 typedef struct CloseFlush {
     BDRVQcow2State *s;
     int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
 } CloseFlush;
 
 static void coroutine_fn close_flush_entry(void *opaque)
@@ -259,8 +257,6 @@ static void coroutine_fn close_flush_entry(void *opaque)
     co_mutex_lock(&cf->s->lock);
     cf->ret = qcow2_flush_metadata(cf->s);
     co_mutex_unlock(&cf->s->lock);
-    atomic_store(&cf->done, true);
-    aio_wait_kick();
 }
 
 /*
@@ -282,8 +278,7 @@ static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
     }
     /* The node may live in an iothread: it runs the flush there and we
      * wait in the main loop (closing is a main-loop affair). */
-    aio_co_enter(bs->ctx, coroutine_create(close_flush_entry, &cf));
-    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
+    aio_co_run_wait(bs->ctx, close_flush_entry, &cf);
     if (cf.ret < 0) {
         log_error("qcow2: node '%s': could not write metadata on close: %s",
                   bs->node_name, strerror(-cf.ret));
@@ -297,8 +292,6 @@ static void coroutine_fn store_bitmaps_entry(void *opaque)
     co_mutex_lock(&cf->s->lock);
     cf->ret = qcow2_store_bitmaps(cf->s);
     co_mutex_unlock(&cf->s->lock);
-    atomic_store(&cf->done, true);
-    aio_wait_kick();
 }
 
 static void qcow2_close(BlockNode *bs)
@@ -309,8 +302,7 @@ static void qcow2_close(BlockNode *bs)
         if (!bs->read_only && s->l2_cache && !s->broken) {
             /* Persistent bitmaps first: storing them allocates. */
             CloseFlush cf = { .s = s };
-            aio_co_enter(bs->ctx, coroutine_create(store_bitmaps_entry, &cf));
-            AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
+            aio_co_run_wait(bs->ctx, store_bitmaps_entry, &cf);
         }
         write_back_on_close(bs, s);
     }
