@@ -3,6 +3,7 @@
  * bit per non-zero granule word, kept in step on every set and reset.
  */
 #include "util/hbitmap.h"
+#include "util/alloc.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -34,18 +35,16 @@ HBitmap *hbitmap_new(uint64_t size, int gran_shift)
     if (nbits > HBITMAP_MAX_GRANULES) {
         return NULL;
     }
-    HBitmap *hb = calloc(1, sizeof(*hb));
-    if (!hb) {
-        return NULL;
-    }
+    HBitmap *hb = bj_calloc(1, sizeof(*hb));
     hb->size = size;
     hb->shift = gran_shift;
     hb->nbits = nbits;
     hb->nwords = (hb->nbits + BITS - 1) / BITS;
     /* Sized by the disk: up to 512 MiB, so a failure is an error to
      * report, not a reason to abort. */
-    hb->l0 = calloc(hb->nwords ? hb->nwords : 1, sizeof(uint64_t));
-    hb->l1 = calloc((hb->nwords + BITS - 1) / BITS + 1, sizeof(uint64_t));
+    hb->l0 = bj_try_calloc(hb->nwords, sizeof(uint64_t));
+    hb->l1 = bj_try_calloc((hb->nwords + BITS - 1) / BITS + 1,
+                           sizeof(uint64_t));
     if (!hb->l0 || !hb->l1) {
         hbitmap_free(hb);
         return NULL;

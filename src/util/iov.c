@@ -3,25 +3,17 @@
  * buffers belong to whoever added them.
  */
 #include "util/iov.h"
+#include "util/alloc.h"
 
 #include <assert.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void *xrealloc_array(void *p, size_t n, size_t size)
-{
-    void *q = reallocarray(p, n, size);
-    if (!q) {
-        abort();
-    }
-    return q;
-}
-
 void iov_vec_init(IOVector *v, int alloc_hint)
 {
     assert(alloc_hint >= 0);
-    v->iov = alloc_hint ? xrealloc_array(NULL, alloc_hint, sizeof(*v->iov))
+    v->iov = alloc_hint ? bj_reallocarray(NULL, alloc_hint, sizeof(*v->iov))
                         : NULL;
     v->niov = 0;
     v->nalloc = alloc_hint;
@@ -56,7 +48,7 @@ void iov_vec_add(IOVector *v, void *base, size_t len)
     }
     if (v->niov == v->nalloc) {
         int n = v->nalloc ? v->nalloc * 2 : 4;
-        v->iov = xrealloc_array(v->iov, n, sizeof(*v->iov));
+        v->iov = bj_reallocarray(v->iov, n, sizeof(*v->iov));
         v->nalloc = n;
     }
     v->iov[v->niov].iov_base = base;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
 #include "util/cleanup.h"
 
 static bool key_char(char c)
@@ -50,10 +51,7 @@ static char *read_value(const char **p)
 {
     const char *s = *p;
     size_t n = 0;
-    char *out = malloc(strlen(s) + 1);
-    if (!out) {
-        abort();
-    }
+    char *out = bj_malloc(strlen(s) + 1);
     while (*s) {
         if (*s == ',') {
             if (s[1] != ',') {
@@ -96,10 +94,7 @@ static bool put_key(json_t *root, const char *key, size_t len,
         while (end < len && key[end] != '.') {
             end++;
         }
-        CLEANUP_FREE char *frag = strndup(key + start, end - start);
-        if (!frag) {
-            abort();
-        }
+        CLEANUP_FREE char *frag = bj_strndup(key + start, end - start);
         json_t *existing = json_object_get(cur, frag);
         if (end == len) {
             if (json_is_object(existing)) {
@@ -179,11 +174,8 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
         }
     }
     json_object_foreach(obj, key, val) {
-        CLEANUP_FREE char *sub = NULL;
-        if (asprintf(&sub, "%s%s%s", path ? path : "", path ? "." : "",
-                     key) < 0) {
-            abort();
-        }
+        CLEANUP_FREE char *sub = bj_asprintf("%s%s%s", path ? path : "",
+                                             path ? "." : "", key);
         json_t *nv = listify(val, sub, errp);
         if (!nv) {
             json_decref(out);
