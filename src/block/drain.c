@@ -24,6 +24,7 @@
 #include <stdlib.h>
 
 #include "block/block.h"
+#include "util/alloc.h"
 
 /* ---- in-flight accounting ---- */
 
@@ -344,10 +345,7 @@ void bdrv_drained_set_begin(BdrvDrainedSet *set, bool iothread_only)
     for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
         cap++;
     }
-    set->nodes = calloc(cap ? cap : 1, sizeof(*set->nodes));
-    if (!set->nodes) {
-        abort();
-    }
+    set->nodes = bj_calloc(cap ? cap : 1, sizeof(*set->nodes));
     for (BlockNode *bs = bdrv_next_node(NULL); bs && set->n < cap;
          bs = bdrv_next_node(bs)) {
         if (iothread_only && bs->ctx == aio_main_context()) {

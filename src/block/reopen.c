@@ -20,6 +20,7 @@
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/reopen.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 typedef enum ReopenStep {
@@ -49,10 +50,7 @@ static void add_node(Reopen *r, BlockNode *bs)
     }
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 4;
-        r->nodes = realloc(r->nodes, r->cap * sizeof(*r->nodes));
-        if (!r->nodes) {
-            abort();
-        }
+        r->nodes = bj_realloc(r->nodes, r->cap * sizeof(*r->nodes));
     }
     r->nodes[r->n++] = bs;
 }
