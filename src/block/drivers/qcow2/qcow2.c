@@ -22,6 +22,7 @@
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -97,11 +98,13 @@ static bool load_tables(BlockNode *bs, BDRVQcow2State *s, Error **errp)
 
     /* Sizes are bounded by qcow2_header_parse (32 MiB / 8 MiB). */
     s->l1_size = s->hdr.l1_size;
-    s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
+    s->l1 = bj_try_calloc(s->l1_size, sizeof(uint64_t));
     s->reftable_entries = rt_bytes / 8;
-    s->reftable = calloc(s->reftable_entries, sizeof(uint64_t));
+    s->reftable = bj_try_calloc(s->reftable_entries, sizeof(uint64_t));
     if (!s->l1 || !s->reftable) {
-        abort();
+        error_setg(errp, "Could not allocate memory for the L1 and refcount "
+                   "tables");
+        return false;
     }
     buf = blk_aligned_alloc(4096, l1_bytes > rt_bytes ? l1_bytes : rt_bytes);
     if (l1_bytes) {
@@ -197,18 +200,12 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
     const char *name = s->hdr.backing_file;
     const char *fmt = s->hdr.backing_format;
     CLEANUP_FREE char *path = NULL;
-    CLEANUP_FREE char *dir = strdup(bs->file->node->filename);
+    CLEANUP_FREE char *dir = bj_strdup(bs->file->node->filename);
 
-    if (!dir) {
-        abort();
-    }
     if (name[0] == '/' || strstr(name, "://")) {
-        path = strdup(name);
-    } else if (asprintf(&path, "%s/%s", dirname(dir), name) < 0) {
-        path = NULL;
-    }
-    if (!path) {
-        abort();
+        path = bj_strdup(name);
+    } else {
+        path = bj_asprintf("%s/%s", dirname(dir), name);
     }
     if (chain_depth >= QCOW2_MAX_CHAIN_DEPTH) {
         error_setg(errp, "Backing chain of '%s' is too deep or has a loop "
@@ -572,10 +569,7 @@ static int coroutine_fn qcow2_co_truncate(BlockNode *bs, int64_t size,
         if (ret < 0) {
             goto out;
         }
-        new_l1 = calloc(need, sizeof(*new_l1));
-        if (!new_l1) {
-            abort();
-        }
+        new_l1 = bj_calloc(need, sizeof(*new_l1));
         memcpy(new_l1, s->l1, (size_t)s->l1_size * sizeof(*new_l1));
         s->hdr.l1_table_offset = (uint64_t)off;
         s->hdr.l1_size = (uint32_t)need;
@@ -655,21 +649,14 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
     }
     if (s->hdr.backing_file) {
         /* As qemu: relative names resolved against the image's directory */
-        char *dir = strdup(bs->filename), *full = NULL;
-        if (!dir) {
-            abort();
-        }
+        char *dir = bj_strdup(bs->filename), *full;
         if (s->hdr.backing_file[0] == '/' ||
             strstr(s->hdr.backing_file, "://")) {
-            full = strdup(s->hdr.backing_file);
-        } else if (asprintf(&full, "%s/%s", dirname(dir),
-                            s->hdr.backing_file) < 0) {
-            full = NULL;
+            full = bj_strdup(s->hdr.backing_file);
+        } else {
+            full = bj_asprintf("%s/%s", dirname(dir), s->hdr.backing_file);
         }
-        if (full) {
-            json_object_set_new(image, "full-backing-filename",
-                                json_string(full));
-        }
+        json_object_set_new(image, "full-backing-filename", json_string(full));
         free(full);
         free(dir);
     }
@@ -693,8 +680,8 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
         return -EINVAL;
     }
     co_mutex_lock(&s->lock);
-    old_file = s->hdr.backing_file ? strdup(s->hdr.backing_file) : NULL;
-    old_fmt = s->hdr.backing_format ? strdup(s->hdr.backing_format) : NULL;
+    old_file = s->hdr.backing_file ? bj_strdup(s->hdr.backing_file) : NULL;
+    old_fmt = s->hdr.backing_format ? bj_strdup(s->hdr.backing_format) : NULL;
     qcow2_header_set_backing(&s->hdr, file, fmt);
     ret = qcow2_write_header(s);
     if (ret >= 0) {
