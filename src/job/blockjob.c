@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 
 typedef struct BlockJobNode {
     ListHead link;           /* in job->block_users */
@@ -23,11 +24,8 @@ typedef struct BlockJobNode {
 static char *child_job_get_parent_desc(BlockChild *c)
 {
     BlockJobNode *u = c->opaque;
-    char *s = NULL;
-    if (asprintf(&s, "%s job '%s'", u->job->driver->type, u->job->id) < 0) {
-        return NULL;
-    }
-    return s;
+
+    return bj_asprintf("%s job '%s'", u->job->driver->type, u->job->id);
 }
 
 static void child_job_drained_begin(BlockChild *c)
@@ -100,11 +98,7 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
                    "not supported", bs->node_name);
         return NULL;
     }
-    BlockJobNode *u = calloc(1, sizeof(*u));
-    if (!u) {
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
+    BlockJobNode *u = bj_calloc(1, sizeof(*u));
     u->job = job;
     u->child = bdrv_root_attach_child(bs, name, &child_job_class, u, perm,
                                       shared, errp);
@@ -115,12 +109,9 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
     u->node = bs;
     bdrv_ref(bs);
     if (blocker && !bs->op_blocker) {
-        if (asprintf(&bs->op_blocker, "block device is in use by block job: "
-                     "%s", job->driver->type) < 0) {
-            bs->op_blocker = NULL;
-        } else {
-            u->owns_blocker = true;
-        }
+        bs->op_blocker = bj_asprintf("block device is in use by block job: "
+                                     "%s", job->driver->type);
+        u->owns_blocker = true;
     }
     /* An edge attached inside a drained section is quiesced already: the
      * layer then called drained_begin, which paused the job. */

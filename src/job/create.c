@@ -39,6 +39,7 @@
 #include "block/drivers/file-lock.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "job/create.h"
+#include "util/alloc.h"
 #include "util/argspec.h"
 #include "util/cleanup.h"
 
@@ -337,7 +338,7 @@ static bool qcow2_check_opts(json_t *o, Qcow2CreateOpts *c, Error **errp)
 
 static char *create_child_desc(BlockChild *c)
 {
-    return strdup("an unnamed block device");
+    return bj_strdup("an unnamed block device");
 }
 
 /* The creating job's edge on the file node: like qemu's anonymous

@@ -13,6 +13,7 @@
  * first): abort, clean, COMPLETED{error} or CANCELLED, concluded, null.
  */
 #include "job/job-internal.h"
+#include "util/alloc.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -26,10 +27,7 @@ struct JobTxn {
 
 JobTxn *job_txn_new(void)
 {
-    JobTxn *txn = calloc(1, sizeof(*txn));
-    if (!txn) {
-        abort();
-    }
+    JobTxn *txn = bj_calloc(1, sizeof(*txn));
     list_init(&txn->jobs);
     txn->refcnt = 1;
     return txn;

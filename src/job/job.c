@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "job/blockjob.h"
+#include "util/alloc.h"
 #include "util/argspec.h"
 #include "util/event.h"
 #include "util/log.h"
@@ -170,12 +171,8 @@ void *job_create(const char *id, const JobDriver *drv, JobTxn *txn,
         return NULL;
     }
 
-    Job *job = calloc(1, drv->instance_size);
-    if (!job || !(job->id = strdup(id))) {
-        free(job);
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
+    Job *job = bj_calloc(1, drv->instance_size);
+    job->id = bj_strdup(id);
     job->driver = drv;
     job->ctx = ctx ? ctx : aio_main_context();
     job->refcnt = 1;                 /* the job list's */
