@@ -23,6 +23,7 @@
 #include "job/create.h"
 #include "qmp/commands.h"
 #include "qmp/snapshot.h"
+#include "util/alloc.h"
 
 /* ---- blockdev-create ---- */
 
@@ -156,10 +157,7 @@ static bool check_inline_node(json_t *opts, const char *path, Error **errp)
         json_t *child = json_object_get(opts, a->name);
         if ((a->type == ARG_REF || a->type == ARG_REF_OR_NULL) &&
             json_is_object(child)) {
-            char *cpath = NULL;
-            if (asprintf(&cpath, "%s.%s", path, a->name) < 0) {
-                abort();
-            }
+            char *cpath = bj_asprintf("%s.%s", path, a->name);
             ok = check_inline_node(child, cpath, errp);
             free(cpath);
         }
@@ -176,9 +174,7 @@ static bool check_inline_ref(json_t *o, const char *name, Error **errp)
     if (!json_is_object(v)) {
         return true;
     }
-    if (asprintf(&path, "options.%s", name) < 0) {
-        abort();
-    }
+    path = bj_asprintf("options.%s", name);
     ok = check_inline_node(v, path, errp);
     free(path);
     return ok;
