@@ -16,6 +16,7 @@
 
 #include "ctl/ctl.h"
 #include "ctl/progress.h"
+#include "util/alloc.h"
 
 json_t *jobs_find(json_t *jobs, const char *id)
 {
@@ -103,7 +104,7 @@ void job_wait_cleanup(JobWait *w)
 static void set_status(JobWait *w, const char *status)
 {
     free(w->last_status);
-    w->last_status = strdup(status);
+    w->last_status = bj_strdup(status);
     if (strcmp(status, "aborting") == 0) {
         w->saw_aborting = true;
     } else if (strcmp(status, "ready") == 0 || strcmp(status, "standby") == 0) {
@@ -129,7 +130,7 @@ static void set_end_from_error(JobWait *w, const char *error)
     } else {
         w->outcome = OUTCOME_FAILED;
         free(w->error);
-        w->error = strdup(error);
+        w->error = bj_strdup(error);
     }
 }
 
