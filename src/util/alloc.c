@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((noreturn)) static void out_of_memory(size_t bytes)
+void bj_out_of_memory(size_t bytes)
 {
     fprintf(stderr, "%s: out of memory allocating %zu bytes\n",
             program_invocation_short_name, bytes);
@@ -22,7 +22,7 @@ __attribute__((noreturn)) static void out_of_memory(size_t bytes)
 static void *check(void *p, size_t bytes)
 {
     if (!p) {
-        out_of_memory(bytes);
+        bj_out_of_memory(bytes);
     }
     return p;
 }
@@ -45,7 +45,7 @@ void *bj_realloc(void *p, size_t size)
 void *bj_reallocarray(void *p, size_t n, size_t size)
 {
     if (size && n > SIZE_MAX / size) {
-        out_of_memory(SIZE_MAX);
+        bj_out_of_memory(SIZE_MAX);
     }
     return bj_realloc(p, n * size);
 }
@@ -68,7 +68,7 @@ char *bj_vasprintf(const char *fmt, va_list ap)
     va_copy(ap2, ap);
     if (vasprintf(&s, fmt, ap) < 0) {
         int len = vsnprintf(NULL, 0, fmt, ap2);
-        out_of_memory(len < 0 ? 0 : (size_t)len + 1);
+        bj_out_of_memory(len < 0 ? 0 : (size_t)len + 1);
     }
     va_end(ap2);
     return s;

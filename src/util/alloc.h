@@ -29,6 +29,9 @@ void *bj_try_malloc(size_t size);
 void *bj_try_calloc(size_t n, size_t size);
 void *bj_try_reallocarray(void *p, size_t n, size_t size);
 
+/* The failure path, for other allocators (aligned I/O buffers). */
+__attribute__((noreturn)) void bj_out_of_memory(size_t bytes);
+
 /* Makes jansson allocate with bj_malloc (call once, first thing in main). */
 void bj_alloc_init_jansson(void);
 

@@ -193,7 +193,7 @@ void *blk_aligned_alloc(size_t align, size_t size)
      * block so callers always get a freeable, aligned pointer. */
     int ret = posix_memalign(&p, align, size ? size : align);
     if (ret != 0) {
-        abort();
+        bj_out_of_memory(size);
     }
     return p;
 }
