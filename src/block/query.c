@@ -145,18 +145,12 @@ static char *display_filename(BlockNode *bs)
 /* The allocated size on disk, from the driver or the primary child. */
 static json_int_t actual_size(BlockNode *bs)
 {
-    json_t *tmp;
-    json_int_t n = 0;
-
     if (bs->drv->query_image) {
-        tmp = json_object();
+        json_auto_t *tmp = json_object();
         bs->drv->query_image(bs, tmp);
         if (json_is_integer(json_object_get(tmp, "actual-size"))) {
-            n = json_integer_value(json_object_get(tmp, "actual-size"));
-            json_decref(tmp);
-            return n;
+            return json_integer_value(json_object_get(tmp, "actual-size"));
         }
-        json_decref(tmp);
     }
     if (bs->file) {
         return actual_size(bs->file->node);

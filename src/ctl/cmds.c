@@ -214,7 +214,8 @@ static const char *node_for_file(json_t *nodes, const char *filename,
 int cmd_nodes(const Ctl *ctl)
 {
     Qmpc *q = ctl_connect(ctl);
-    json_t *nodes = NULL, *n;
+    json_auto_t *nodes = NULL;
+    json_t *n;
     char *err = NULL;
     size_t i;
     int r, w = 4;
@@ -231,7 +232,6 @@ int cmd_nodes(const Ctl *ctl)
     }
     if (ctl->json) {
         ctl_print_json(nodes, false);
-        json_decref(nodes);
         return EXIT_OK;
     }
     json_array_foreach(nodes, i, n) {
@@ -266,7 +266,6 @@ int cmd_nodes(const Ctl *ctl)
                    fmt ? fmt : "?", bn ? ", node " : "", bn ? bn : "");
         }
     }
-    json_decref(nodes);
     return EXIT_OK;
 }
 

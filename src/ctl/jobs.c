@@ -39,14 +39,15 @@ json_t *jobs_find(json_t *jobs, const char *id)
  */
 json_t *jobs_query(Qmpc *q, char **err)
 {
-    json_t *jobs = NULL, *bjobs = NULL, *out, *j;
+    json_auto_t *jobs = NULL;
+    json_auto_t *bjobs = NULL;
+    json_t *out, *j;
     size_t i;
 
     if (qmpc_exec(q, "query-jobs", NULL, &jobs, err) != QMPC_OK) {
         return NULL;
     }
     if (qmpc_exec(q, "query-block-jobs", NULL, &bjobs, err) != QMPC_OK) {
-        json_decref(jobs);
         return NULL;
     }
     out = json_array();
@@ -75,8 +76,6 @@ json_t *jobs_query(Qmpc *q, char **err)
         }
         json_array_append_new(out, m);
     }
-    json_decref(jobs);
-    json_decref(bjobs);
     return out;
 }
 
@@ -191,7 +190,8 @@ static void drain_queued(Qmpc *q, JobWait *w)
 /* One look at query-jobs.  Returns QMPC_* */
 static int poll_job(Qmpc *q, JobWait *w, Progress *p, char **err)
 {
-    json_t *jobs = NULL, *j;
+    json_auto_t *jobs = NULL;
+    json_t *j;
     int r = qmpc_exec(q, "query-jobs", NULL, &jobs, err);
 
     if (r != QMPC_OK) {
@@ -207,7 +207,6 @@ static int poll_job(Qmpc *q, JobWait *w, Progress *p, char **err)
                          w->concluded ? OUTCOME_COMPLETED : OUTCOME_UNKNOWN;
         }
         w->concluded = true;
-        json_decref(jobs);
         return QMPC_OK;
     }
     const char *st = json_string_value(json_object_get(j, "status"));
@@ -222,7 +221,6 @@ static int poll_job(Qmpc *q, JobWait *w, Progress *p, char **err)
     if (w->verbose && p && !w->concluded) {
         progress_update(p, st ? st : "?", w->cur, w->total);
     }
-    json_decref(jobs);
     return QMPC_OK;
 }
 

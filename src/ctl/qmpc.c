@@ -8,6 +8,7 @@
  */
 #include "ctl/qmpc.h"
 #include "util/alloc.h"
+#include "util/cleanup.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -208,7 +209,7 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
 
     int64_t deadline = qmpc_now_ms() + q->reply_timeout_ms;
     for (;;) {
-        json_t *msg = NULL;
+        json_auto_t *msg = NULL;
 
         r = read_msg(q, deadline, &msg, err);
         if (r == 0) {
@@ -220,17 +221,15 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
             return QMPC_CONN_ERROR;
         }
         if (json_object_get(msg, "event")) {
-            queue_event(q, msg);
+            queue_event(q, steal_pointer(&msg));
             continue;
         }
         json_t *jid = json_object_get(msg, "id");
         if (!json_is_integer(jid) || json_integer_value(jid) != id) {
-            json_decref(msg);        /* not ours: a stray reply */
-            continue;
+            continue;                /* not ours: a stray reply */
         }
         if (json_object_get(msg, "error")) {
             *err = bj_asprintf("%s", error_desc(msg));
-            json_decref(msg);
             return QMPC_DAEMON_ERROR;
         }
         if (ret) {
@@ -239,7 +238,6 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
                 *ret = json_object();
             }
         }
-        json_decref(msg);
         return QMPC_OK;
     }
 }

@@ -162,14 +162,13 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
                    path ? path : "", path ? "." : "");
         return NULL;
     }
-    json_t *out = nidx ? json_array() : json_object();
+    json_auto_t *out = nidx ? json_array() : json_object();
     for (size_t i = 0; nidx && i < n; i++) {
         char buf[32];
         snprintf(buf, sizeof(buf), "%zu", i);
         if (!json_object_get(obj, buf)) {
             error_setg(errp, "Parameter '%s%s%s' missing", path ? path : "",
                        path ? "." : "", buf);
-            json_decref(out);
             return NULL;
         }
     }
@@ -178,7 +177,6 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
                                              path ? "." : "", key);
         json_t *nv = listify(val, sub, errp);
         if (!nv) {
-            json_decref(out);
             return NULL;
         }
         if (nidx) {
@@ -195,7 +193,7 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
             json_object_set_new(out, key, nv);
         }
     }
-    return out;
+    return steal_pointer(&out);
 }
 
 static json_t *parse_json(const char *str, Error **errp)
@@ -203,8 +201,9 @@ static json_t *parse_json(const char *str, Error **errp)
     json_error_t jerr;
     /* No JSON_ALLOW_NUL: a string with U+0000 would be cut short at the
      * NUL by every C consumer, so it is refused here. */
-    json_t *v = json_loads(str, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY |
-                           JSON_REJECT_DUPLICATES, &jerr);
+    json_auto_t *v = json_loads(str, JSON_DISABLE_EOF_CHECK |
+                                JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+                                &jerr);
     if (!v) {
         /* An option cut short is the common mistake; say it in QEMU's
          * words, and a repeated key too.  Other faults keep jansson's
@@ -220,17 +219,15 @@ static json_t *parse_json(const char *str, Error **errp)
     }
     for (const char *p = str + jerr.position; *p; p++) {
         if (!isspace((unsigned char)*p)) {
-            json_decref(v);
             error_setg(errp, "Expecting at most one JSON value");
             return NULL;
         }
     }
     if (!json_is_object(v)) {
-        json_decref(v);
         error_setg(errp, "JSON value must be an object");
         return NULL;
     }
-    return v;
+    return steal_pointer(&v);
 }
 
 json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
@@ -239,7 +236,7 @@ json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
         return parse_json(str, errp);
     }
 
-    json_t *root = json_object();
+    json_auto_t *root = json_object();
     const char *p = str;
     bool first = true;
     while (*p) {
@@ -249,24 +246,24 @@ json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
             json_t *v = value_string(implied_key, strlen(implied_key), value,
                                      errp);
             if (!v) {
-                goto fail;
+                return NULL;
             }
             json_object_set_new(root, implied_key, v);
         } else {
             if (!key_valid(p, len)) {
                 error_setg(errp, "Invalid parameter '%.*s'", (int)len, p);
-                goto fail;
+                return NULL;
             }
             if (p[len] != '=') {
                 error_setg(errp, "Expected '=' after parameter '%.*s'",
                            (int)len, p);
-                goto fail;
+                return NULL;
             }
             const char *key = p;
             p += len + 1;
             CLEANUP_FREE char *value = read_value(&p);
             if (!put_key(root, key, len, value, errp)) {
-                goto fail;
+                return NULL;
             }
         }
         first = false;
@@ -275,11 +272,5 @@ json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
         }
     }
 
-    json_t *out = listify(root, NULL, errp);
-    json_decref(root);
-    return out;
-
-fail:
-    json_decref(root);
-    return NULL;
+    return listify(root, NULL, errp);
 }
