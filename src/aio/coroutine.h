@@ -19,8 +19,17 @@
 #include "aio/aio.h"
 #include "util/list.h"
 
-/* Marker only: documents that a function may yield. */
+/*
+ * Markers, checked by scripts/check-coroutine-fn.py (meson test
+ * 'coroutine-fn'): a coroutine_fn may yield and is called only from
+ * coroutine_fn code or through an entry bridge (a CoroutineEntry
+ * parameter: coroutine_create, aio_co_run_wait).  A coroutine_mixed_fn
+ * runs in its caller's context and yields only when that is a coroutine
+ * (it tests coroutine_self(), or a callback it was given yields): anyone
+ * may call it.
+ */
 #define coroutine_fn
+#define coroutine_mixed_fn
 
 typedef struct Coroutine Coroutine;
 typedef void coroutine_fn CoroutineEntry(void *opaque);

@@ -226,7 +226,7 @@ static void co_drain_bh(void *opaque)
 
 /* A coroutine in the main loop (a job) must not poll inside itself: the
  * section is entered from a bottom half while it waits. */
-static bool co_drain(BlockNode *bs, bool begin)
+static bool coroutine_mixed_fn co_drain(BlockNode *bs, bool begin)
 {
     CoDrain d = { .bs = bs, .begin = begin, .co = coroutine_self() };
 

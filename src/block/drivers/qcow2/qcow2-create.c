@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aio/coroutine.h"
 #include "block/drivers/qcow2/qcow2-format.h"
 #include "util/alloc.h"
 
@@ -81,8 +82,11 @@ static int write_zeros(Qcow2WriteFn *write, void *opaque, uint64_t off,
     return 0;
 }
 
-bool qcow2_create_image(const Qcow2CreateOpts *o, Qcow2WriteFn *write,
-                        void *opaque, Error **errp)
+/* Mixed: write may yield (a block child from blockdev-create's
+ * coroutine) or not (a plain fd). */
+bool coroutine_mixed_fn qcow2_create_image(const Qcow2CreateOpts *o,
+                                           Qcow2WriteFn *write, void *opaque,
+                                           Error **errp)
 {
     int version = o->version ? o->version : 3;
     uint32_t cs = o->cluster_size ? o->cluster_size : 65536;

@@ -61,7 +61,8 @@ static int coroutine_fn read_file(BlockNode *bs, uint64_t off, void *buf,
     return bdrv_co_preadv(bs->file, (int64_t)off, (int64_t)len, &v, 0);
 }
 
-static bool load_header(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+static bool coroutine_fn load_header(BlockNode *bs, BDRVQcow2State *s,
+                                     Error **errp)
 {
     uint8_t probe[512];
     uint64_t n = s->file_size < sizeof(probe) ? s->file_size : sizeof(probe);
@@ -88,7 +89,8 @@ static bool load_header(BlockNode *bs, BDRVQcow2State *s, Error **errp)
     return qcow2_header_parse(s->cluster0, cs, s->file_size, &s->hdr, errp);
 }
 
-static bool load_tables(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+static bool coroutine_fn load_tables(BlockNode *bs, BDRVQcow2State *s,
+                                     Error **errp)
 {
     uint64_t l1_bytes = (uint64_t)s->hdr.l1_size * 8;
     uint64_t rt_bytes = (uint64_t)s->hdr.refcount_table_clusters *
@@ -194,8 +196,9 @@ static bool setup_caches(BlockNode *bs, BDRVQcow2State *s, json_t *opts,
 
 /* Opens the backing file named in the header, as qemu does: relative
  * names are relative to the directory of this image. */
-static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
-                                     Error **errp)
+static bool coroutine_fn open_backing_from_header(BlockNode *bs,
+                                                  BDRVQcow2State *s,
+                                                  Error **errp)
 {
     const char *name = s->hdr.backing_file;
     const char *fmt = s->hdr.backing_format;
@@ -708,8 +711,8 @@ typedef struct ChildWriter {
 
 /* Runs in the creating coroutine: grows the file as creation writes past
  * its end (the request path refuses writes past the end of a node). */
-static int child_write(void *opaque, uint64_t offset, const void *buf,
-                       size_t len)
+static int coroutine_fn child_write(void *opaque, uint64_t offset,
+                                    const void *buf, size_t len)
 {
     ChildWriter *w = opaque;
     IOVector v;
