@@ -72,7 +72,8 @@ bool bdrv_is_monitor_owned(BlockNode *bs)
     return bs->monitor_owned;
 }
 
-bool bdrv_node_list_insert(BlockNode *bs, Error **errp)
+/* Links a fully opened node into the global list (refuses duplicates). */
+static bool bdrv_node_list_insert(BlockNode *bs, Error **errp)
 {
     if (!bs->node_name[0]) {
         do {

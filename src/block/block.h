@@ -54,8 +54,6 @@ enum {
     BLK_PERM_RESIZE          = 1 << 3,
     BLK_PERM_ALL             = (1 << 4) - 1,
 };
-/* "consistent read, write" — for messages. Caller frees. */
-char *bdrv_perm_names(uint64_t perm);
 
 /* ---- child roles (what the child is to its parent) ---- */
 enum {
@@ -342,8 +340,6 @@ bool bdrv_child_set_perm(BlockChild *c, uint64_t perm, uint64_t shared,
 /* Moves every parent edge of from (except those held by `except`'s node)
  * onto to, as one permission-checked step.  Main loop, inside a drain. */
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, Error **errp);
-void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
-                              uint64_t *shared);
 /* Re-derives and checks the permissions below bs after something they
  * depend on changed (bs->read_only): all of it, or nothing on refusal. */
 bool bdrv_refresh_perms(BlockNode *bs, Error **errp);
@@ -422,8 +418,6 @@ void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c);
 
 /* ---- layer-internal (src/block sources only) ---- */
 extern const BlockChildClass bdrv_child_class_node;
-/* Links a fully opened node into the global list (refuses duplicates). */
-bool bdrv_node_list_insert(BlockNode *bs, Error **errp);
 /* A new edge under a quiesced node quiesces its parent as often as the node
  * is; a detaching edge gives that back. */
 void bdrv_drain_child_attached(BlockChild *c);

@@ -26,7 +26,8 @@ static const char *const perm_names[] = {
     "consistent read", "write", "write unchanged", "resize",
 };
 
-char *bdrv_perm_names(uint64_t perm)
+/* "consistent read, write" — for messages. Caller frees. */
+static char *bdrv_perm_names(uint64_t perm)
 {
     size_t len = 1;
     char *s;
@@ -65,8 +66,8 @@ static char *parent_desc(BlockChild *c)
     return bj_strdup("an unnamed block device");
 }
 
-void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
-                              uint64_t *shared)
+static void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
+                                     uint64_t *shared)
 {
     uint64_t p = 0, s = BLK_PERM_ALL;
     BlockChild *c;

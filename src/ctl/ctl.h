@@ -90,7 +90,6 @@ typedef struct JobWait {
  */
 int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w);
 void job_wait_cleanup(JobWait *w);
-const char *job_outcome_name(JobOutcome o);
 
 /* cmds.c */
 int cmd_list(const Ctl *ctl);

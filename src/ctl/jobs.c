@@ -79,7 +79,7 @@ json_t *jobs_query(Qmpc *q, char **err)
     return out;
 }
 
-const char *job_outcome_name(JobOutcome o)
+static const char *job_outcome_name(JobOutcome o)
 {
     switch (o) {
     case OUTCOME_COMPLETED: return "completed";

@@ -240,11 +240,6 @@ int64_t block_copy_cluster_size(BlockCopyState *s)
     return s->cluster_size;
 }
 
-int64_t block_copy_len(BlockCopyState *s)
-{
-    return s->len;
-}
-
 /* Bytes of [offset, offset+bytes) counted in whole clusters: a disk whose
  * size is not a multiple of the cluster size still counts its last cluster
  * whole in progress, as qemu does. */

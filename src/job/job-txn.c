@@ -85,7 +85,8 @@ static int job_txn_apply(Job *job, int (*fn)(Job *))
     return rc;
 }
 
-void job_list_remove(Job *job)
+/* Unlinks job from the global list (dismiss). */
+static void job_list_remove(Job *job)
 {
     if (!list_unlinked(&job->link)) {
         list_del(&job->link);

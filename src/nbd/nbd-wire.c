@@ -38,9 +38,9 @@ size_t nbd_encode_simple_reply(uint8_t buf[NBD_SIMPLE_REPLY_SIZE],
     return NBD_SIMPLE_REPLY_SIZE;
 }
 
-size_t nbd_encode_chunk_header(uint8_t buf[NBD_CHUNK_HEADER_SIZE],
-                               uint16_t flags, uint16_t type, uint64_t handle,
-                               uint32_t payload_len)
+static size_t nbd_encode_chunk_header(uint8_t buf[NBD_CHUNK_HEADER_SIZE],
+                                      uint16_t flags, uint16_t type,
+                                      uint64_t handle, uint32_t payload_len)
 {
     nbd_put32(buf, NBD_STRUCTURED_REPLY_MAGIC);
     nbd_put16(buf + 4, flags);
