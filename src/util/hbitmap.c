@@ -237,14 +237,17 @@ static uint64_t range_end(const HBitmap *hb, uint64_t start, uint64_t count)
     return hb->size - start < count ? hb->size : start + count;
 }
 
-int64_t hbitmap_next_dirty(const HBitmap *hb, uint64_t start, uint64_t count)
+/* The first item in [start, start + count) whose granule find() returns
+ * (find_set or find_clear), or -1. */
+static int64_t next_item(const HBitmap *hb, uint64_t start, uint64_t count,
+                         uint64_t (*find)(const HBitmap *, uint64_t,
+                                          uint64_t))
 {
     if (start >= hb->size || count == 0) {
         return -1;
     }
     uint64_t end = range_end(hb, start, count);
-    uint64_t bit = find_set(hb, start >> hb->shift,
-                            ((end - 1) >> hb->shift) + 1);
+    uint64_t bit = find(hb, start >> hb->shift, ((end - 1) >> hb->shift) + 1);
     if (bit >= hb->nbits) {
         return -1;
     }
@@ -255,22 +258,14 @@ int64_t hbitmap_next_dirty(const HBitmap *hb, uint64_t start, uint64_t count)
     return item < end ? (int64_t)item : -1;
 }
 
+int64_t hbitmap_next_dirty(const HBitmap *hb, uint64_t start, uint64_t count)
+{
+    return next_item(hb, start, count, find_set);
+}
+
 int64_t hbitmap_next_clean(const HBitmap *hb, uint64_t start, uint64_t count)
 {
-    if (start >= hb->size || count == 0) {
-        return -1;
-    }
-    uint64_t end = range_end(hb, start, count);
-    uint64_t bit = find_clear(hb, start >> hb->shift,
-                              ((end - 1) >> hb->shift) + 1);
-    if (bit >= hb->nbits) {
-        return -1;
-    }
-    uint64_t item = bit << hb->shift;
-    if (item < start) {
-        item = start;
-    }
-    return item < end ? (int64_t)item : -1;
+    return next_item(hb, start, count, find_clear);
 }
 
 bool hbitmap_next_dirty_area(const HBitmap *hb, uint64_t *start,
