@@ -471,12 +471,11 @@ void aio_wait_kick(void)
 static AioBH *bh_alloc(AioContext *ctx, AioHandler *cb, void *opaque,
                        bool oneshot)
 {
-    AioBH *bh = bj_calloc(1, sizeof(*bh));
+    AioBH *bh = bj_malloc(sizeof(*bh));
+
+    *bh = (AioBH) { .ctx = ctx, .cb = cb, .opaque = opaque,
+                    .oneshot = oneshot };
     list_init(&bh->link);
-    bh->ctx = ctx;
-    bh->cb = cb;
-    bh->opaque = opaque;
-    bh->oneshot = oneshot;
     atomic_fetch_add(&ctx->nbh, 1);
     return bh;
 }
@@ -658,11 +657,10 @@ static void heap_remove(AioContext *ctx, AioTimer *t)
 
 AioTimer *aio_timer_new(AioContext *ctx, AioHandler *cb, void *opaque)
 {
-    AioTimer *t = bj_calloc(1, sizeof(*t));
-    t->ctx = ctx;
-    t->cb = cb;
-    t->opaque = opaque;
-    t->index = TIMER_IDLE;
+    AioTimer *t = bj_malloc(sizeof(*t));
+
+    *t = (AioTimer) { .ctx = ctx, .cb = cb, .opaque = opaque,
+                      .index = TIMER_IDLE };
     atomic_fetch_add(&ctx->ntimers, 1);
     return t;
 }
