@@ -384,6 +384,20 @@ int bdrv_flush(BlockNode *bs);
 void bdrv_drained_begin(BlockNode *bs);
 void bdrv_drained_end(BlockNode *bs);
 bool bdrv_is_quiesced(BlockNode *bs);
+/*
+ * For a coroutine, which must not poll inside itself: starts
+ * bdrv_drained_begin (begin) or bdrv_drained_end of bs from a bottom half
+ * of the main loop, which then sets d->done and wakes the coroutine.  The
+ * caller yields until d->done (others may enter it earlier).
+ */
+typedef struct BdrvCoDrain {
+    BlockNode *bs;
+    Coroutine *co;
+    bool begin;
+    bool done;
+} BdrvCoDrain;
+void coroutine_fn bdrv_co_drain_start(BdrvCoDrain *d, BlockNode *bs,
+                                      bool begin);
 void bdrv_drain_all_begin(void);
 void bdrv_drain_all_end(void);
 

@@ -206,35 +206,40 @@ static bool drain_busy(BlockNode *bs)
     return false;
 }
 
-typedef struct CoDrain {
-    BlockNode *bs;
-    bool begin;
-    Coroutine *co;
-} CoDrain;
-
 static void co_drain_bh(void *opaque)
 {
-    CoDrain *d = opaque;
+    BdrvCoDrain *d = opaque;
 
     if (d->begin) {
         bdrv_drained_begin(d->bs);
     } else {
         bdrv_drained_end(d->bs);
     }
+    d->done = true;
     aio_co_wake(d->co);
+}
+
+void coroutine_fn bdrv_co_drain_start(BdrvCoDrain *d, BlockNode *bs,
+                                      bool begin)
+{
+    *d = (BdrvCoDrain) { .bs = bs, .co = coroutine_self(), .begin = begin };
+    assert(d->co);
+    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, d);
 }
 
 /* A coroutine in the main loop (a job) must not poll inside itself: the
  * section is entered from a bottom half while it waits. */
 static bool coroutine_mixed_fn co_drain(BlockNode *bs, bool begin)
 {
-    CoDrain d = { .bs = bs, .begin = begin, .co = coroutine_self() };
+    BdrvCoDrain d;
 
-    if (!d.co) {
+    if (!coroutine_in_coroutine()) {
         return false;
     }
-    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, &d);
-    coroutine_yield();
+    bdrv_co_drain_start(&d, bs, begin);
+    while (!d.done) {
+        coroutine_yield();
+    }
     return true;
 }
 

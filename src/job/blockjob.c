@@ -152,31 +152,12 @@ void block_job_remove_all_nodes(Job *job)
 
 /* ---- drained sections from the body ---- */
 
-typedef struct CoDrain {
-    BlockNode *bs;
-    Coroutine *co;
-    bool begin;
-    bool done;
-} CoDrain;
-
-static void co_drain_bh(void *opaque)
-{
-    CoDrain *d = opaque;
-    if (d->begin) {
-        bdrv_drained_begin(d->bs);
-    } else {
-        bdrv_drained_end(d->bs);
-    }
-    d->done = true;
-    aio_co_wake(d->co);
-}
-
 static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
 {
-    CoDrain d = { .bs = bs, .co = coroutine_self(), .begin = begin };
+    BdrvCoDrain d;
 
-    assert(d.co == job->co);
-    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, &d);
+    assert(coroutine_self() == job->co);
+    bdrv_co_drain_start(&d, bs, begin);
     /* The drain pauses and resumes the job through its edge, which enters
      * the body early (job_enter): keep waiting, and stay "not busy" so the
      * drain's poll sees the job stopped. */
