@@ -242,6 +242,19 @@ static int reconnect(const Ctl *ctl, Qmpc **qp, JobWait *w)
     return EXIT_OK;
 }
 
+/*
+ * After a call on the daemon whose refusal changes nothing (the job's own
+ * status says what happened): drops the message, and reconnects when the
+ * connection was lost.  Returns 0 to go on, else the exit code to stop with.
+ */
+static int after_call(const Ctl *ctl, Qmpc **qp, JobWait *w, int r,
+                      char **err)
+{
+    free(*err);
+    *err = NULL;
+    return r == QMPC_CONN_ERROR ? reconnect(ctl, qp, w) : 0;
+}
+
 static int send_pivot(Qmpc *q, JobWait *w)
 {
     json_t *args = json_pack("{s:s}", "id", w->id);
@@ -297,9 +310,7 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
             w->finalize_sent = true;
             r = qmpc_exec(*qp, "job-finalize", args, NULL, &err);
             /* Refused: it moved on by itself meanwhile; watch on. */
-            free(err);
-            err = NULL;
-            if (r == QMPC_CONN_ERROR && (rc = reconnect(ctl, qp, w))) {
+            if ((rc = after_call(ctl, qp, w, r, &err))) {
                 break;
             }
             continue;
@@ -307,9 +318,7 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
         if (w->concluded && !w->gone && w->outcome == OUTCOME_NONE) {
             /* concluded without a BLOCK_JOB_* event: ask for its error */
             r = poll_job(*qp, w, NULL, &err);
-            free(err);
-            err = NULL;
-            if (r == QMPC_CONN_ERROR && (rc = reconnect(ctl, qp, w))) {
+            if ((rc = after_call(ctl, qp, w, r, &err))) {
                 break;
             }
             continue;
@@ -320,12 +329,10 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
 
                 /* Someone else may have dismissed it first: fine. */
                 r = qmpc_exec(*qp, "job-dismiss", args, NULL, &err);
-                free(err);
-                err = NULL;
+                if ((rc = after_call(ctl, qp, w, r, &err))) {
+                    break;
+                }
                 if (r == QMPC_CONN_ERROR) {
-                    if ((rc = reconnect(ctl, qp, w))) {
-                        break;
-                    }
                     continue;
                 }
             }
@@ -342,15 +349,12 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
         }
         if (now >= next_poll) {
             r = poll_job(*qp, w, &prog, &err);
-            free(err);
-            err = NULL;
-            if (r == QMPC_CONN_ERROR) {
-                if ((rc = reconnect(ctl, qp, w))) {
-                    break;
-                }
-                continue;
+            if ((rc = after_call(ctl, qp, w, r, &err))) {
+                break;
             }
-            next_poll = qmpc_now_ms() + interval;
+            if (r != QMPC_CONN_ERROR) {
+                next_poll = qmpc_now_ms() + interval;
+            }
             continue;
         }
         wait_ms = next_poll - now;
