@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
 #include "util/log.h"
 
 struct AioListener {
@@ -55,12 +56,8 @@ AioListener *aio_listener_new(AioContext *ctx, int fd, const char *what,
                               AioListenerFn *on_ready, void *opaque,
                               Error **errp)
 {
-    AioListener *l = calloc(1, sizeof(*l));
+    AioListener *l = bj_calloc(1, sizeof(*l));
 
-    if (!l) {
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
     l->ctx = ctx;
     l->fd = fd;
     l->what = what;

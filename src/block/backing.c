@@ -10,15 +10,12 @@ typedef struct ChangeBackingCo {
     BlockNode *bs;
     const char *file, *fmt;
     int ret;
-    bool done;
 } ChangeBackingCo;
 
 static void coroutine_fn change_backing_co(void *opaque)
 {
     ChangeBackingCo *c = opaque;
     c->ret = c->bs->drv->co_change_backing_file(c->bs, c->file, c->fmt);
-    c->done = true;
-    aio_wait_kick();
 }
 
 int block_change_backing_file(BlockNode *bs, const char *file,
@@ -28,8 +25,7 @@ int block_change_backing_file(BlockNode *bs, const char *file,
         return 0;
     }
     ChangeBackingCo c = { .bs = bs, .file = file, .fmt = fmt };
-    aio_co_enter(bs->ctx, coroutine_create(change_backing_co, &c));
-    AIO_WAIT_WHILE(aio_main_context(), !c.done);
+    aio_co_run_wait(bs->ctx, change_backing_co, &c);
     return c.ret;
 }
 

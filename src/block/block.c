@@ -16,6 +16,7 @@
 
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -51,7 +52,8 @@ bool bdrv_is_monitor_owned(BlockNode *bs)
     return bs->monitor_owned;
 }
 
-bool bdrv_node_list_insert(BlockNode *bs, Error **errp)
+/* Links a fully opened node into the global list (refuses duplicates). */
+static bool bdrv_node_list_insert(BlockNode *bs, Error **errp)
 {
     if (!bs->node_name[0]) {
         do {
@@ -99,12 +101,7 @@ static const ArgSpec common_options[] = {
 /* "file." + "driver" for messages; path is "" at the top. */
 static char *member_path(const char *path, const char *member)
 {
-    char *s = NULL;
-
-    if (asprintf(&s, "%s%s", path, member) < 0) {
-        abort();
-    }
-    return s;
+    return bj_asprintf("%s%s", path, member);
 }
 
 static const BlockDriver *check_driver(json_t *opts, const char *path,
@@ -140,10 +137,7 @@ bool bdrv_check_options(const BlockDriver *drv, json_t *opts,
     for (const ArgSpec *a = drv->options; a && a->name; a++) {
         n++;
     }
-    CLEANUP_FREE ArgSpec *spec = calloc(N_COMMON + n + 1, sizeof(*spec));
-    if (!spec) {
-        abort();
-    }
+    CLEANUP_FREE ArgSpec *spec = bj_calloc(N_COMMON + n + 1, sizeof(*spec));
     memcpy(spec, common_options, sizeof(common_options));
     if (n) {
         memcpy(spec + N_COMMON, drv->options, n * sizeof(*spec));
@@ -156,11 +150,7 @@ static bool check_options(const BlockDriver *drv, json_t *opts,
                           const char *path, bool coerce, Error **errp)
 {
     /* argspec wants "file" (no trailing dot) as the prefix. */
-    CLEANUP_FREE char *prefix = strdup(path);
-
-    if (!prefix) {
-        abort();
-    }
+    CLEANUP_FREE char *prefix = bj_strdup(path);
     if (prefix[0]) {
         prefix[strlen(prefix) - 1] = '\0';
     }
@@ -243,10 +233,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         return NULL;
     }
 
-    bs = calloc(1, sizeof(*bs));
-    if (!bs) {
-        abort();
-    }
+    bs = bj_calloc(1, sizeof(*bs));
     if (name) {
         snprintf(bs->node_name, sizeof(bs->node_name), "%s", name);
     }
@@ -270,11 +257,8 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         bs->cache_direct = arg_bool(cache, "direct", false);
         bs->cache_no_flush = arg_bool(cache, "no-flush", false);
     }
-    bs->open_path = strdup(path);
+    bs->open_path = bj_strdup(path);
     bs->open_coerce = coerce;
-    if (!bs->open_path) {
-        abort();
-    }
 
     if (bs->force_share && !bs->read_only) {
         error_setg(errp, "force-share=on can only be used with read-only "
@@ -287,10 +271,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         goto fail;
     }
     if (drv->state_size) {
-        bs->opaque = calloc(1, drv->state_size);
-        if (!bs->opaque) {
-            abort();
-        }
+        bs->opaque = bj_calloc(1, drv->state_size);
     }
     if (!drv->co_open) {
         error_setg(errp, "Driver '%s' is not available", drv->name);
@@ -353,7 +334,6 @@ typedef struct OpenCo {
     bool coerce;
     BlockNode *bs;
     Error *err;
-    bool done;
 } OpenCo;
 
 static void coroutine_fn open_co_entry(void *opaque)
@@ -362,18 +342,13 @@ static void coroutine_fn open_co_entry(void *opaque)
 
     o->bs = co_open_node(o->opts, "", o->coerce, !o->is_internal,
                          o->internal, &o->err);
-    o->done = true;
-    aio_wait_kick();
 }
 
 /* Runs the open o describes in a coroutine in the main loop and waits. */
 static BlockNode *open_and_wait(OpenCo *o, Error **errp)
 {
-    AioContext *main_ctx = aio_main_context();
-
     assert(!coroutine_in_coroutine());
-    aio_co_enter(main_ctx, coroutine_create(open_co_entry, o));
-    AIO_WAIT_WHILE(main_ctx, !o->done);
+    aio_co_run_wait(aio_main_context(), open_co_entry, o);
     if (!o->bs) {
         error_propagate(errp, o->err);
     }
@@ -476,10 +451,8 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
     }
 
     json_t *copy = json_deep_copy(v);
-    CLEANUP_FREE char *path = NULL;
-    if (asprintf(&path, "%s%s.", bs->open_path ?: "", member) < 0) {
-        abort();
-    }
+    CLEANUP_FREE char *path = bj_asprintf("%s%s.", bs->open_path ?: "",
+                                          member);
     inherit_options(bs, copy, role);
     child = co_open_node(copy, path, bs->open_coerce, false, NULL, errp);
     json_decref(copy);

@@ -54,8 +54,6 @@ enum {
     BLK_PERM_RESIZE          = 1 << 3,
     BLK_PERM_ALL             = (1 << 4) - 1,
 };
-/* "consistent read, write" — for messages. Caller frees. */
-char *bdrv_perm_names(uint64_t perm);
 
 /* ---- child roles (what the child is to its parent) ---- */
 enum {
@@ -420,8 +418,6 @@ bool bdrv_child_set_perm(BlockChild *c, uint64_t perm, uint64_t shared,
 /* Moves every parent edge of from (except those held by `except`'s node)
  * onto to, as one permission-checked step.  Main loop, inside a drain. */
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, Error **errp);
-void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
-                              uint64_t *shared);
 /* Re-derives and checks the permissions below bs after something they
  * depend on changed (bs->read_only): all of it, or nothing on refusal. */
 bool bdrv_refresh_perms(BlockNode *bs, Error **errp);
@@ -466,6 +462,20 @@ int bdrv_flush(BlockNode *bs);
 void bdrv_drained_begin(BlockNode *bs);
 void bdrv_drained_end(BlockNode *bs);
 bool bdrv_is_quiesced(BlockNode *bs);
+/*
+ * For a coroutine, which must not poll inside itself: starts
+ * bdrv_drained_begin (begin) or bdrv_drained_end of bs from a bottom half
+ * of the main loop, which then sets d->done and wakes the coroutine.  The
+ * caller yields until d->done (others may enter it earlier).
+ */
+typedef struct BdrvCoDrain {
+    BlockNode *bs;
+    Coroutine *co;
+    bool begin;
+    bool done;
+} BdrvCoDrain;
+void coroutine_fn bdrv_co_drain_start(BdrvCoDrain *d, BlockNode *bs,
+                                      bool begin);
 void bdrv_drain_all_begin(void);
 void bdrv_drain_all_end(void);
 
@@ -500,8 +510,6 @@ void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c);
 
 /* ---- layer-internal (src/block sources only) ---- */
 extern const BlockChildClass bdrv_child_class_node;
-/* Links a fully opened node into the global list (refuses duplicates). */
-bool bdrv_node_list_insert(BlockNode *bs, Error **errp);
 /* A new edge under a quiesced node quiesces its parent as often as the node
  * is; a detaching edge gives that back. */
 void bdrv_drain_child_attached(BlockChild *c);

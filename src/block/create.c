@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "aio/aio.h"
+#include "util/alloc.h"
 #include "util/argspec.h"
 
 const char *const bdrv_blockdev_driver_names[] = {
@@ -95,10 +96,7 @@ static bool check_inline_node(json_t *opts, const char *path, Error **errp)
         json_t *child = json_object_get(opts, a->name);
         if ((a->type == ARG_REF || a->type == ARG_REF_OR_NULL) &&
             json_is_object(child)) {
-            char *cpath = NULL;
-            if (asprintf(&cpath, "%s.%s", path, a->name) < 0) {
-                abort();
-            }
+            char *cpath = bj_asprintf("%s.%s", path, a->name);
             ok = check_inline_node(child, cpath, errp);
             free(cpath);
         }
@@ -110,15 +108,13 @@ bool bdrv_create_check_inline_ref(json_t *opts, const char *name,
                                   Error **errp)
 {
     json_t *v = json_object_get(opts, name);
-    char *path = NULL;
+    char *path;
     bool ok;
 
     if (!json_is_object(v)) {
         return true;
     }
-    if (asprintf(&path, "options.%s", name) < 0) {
-        abort();
-    }
+    path = bj_asprintf("options.%s", name);
     ok = check_inline_node(v, path, errp);
     free(path);
     return ok;
@@ -128,7 +124,7 @@ bool bdrv_create_check_inline_ref(json_t *opts, const char *name,
 
 static char *create_child_desc(BlockChild *c)
 {
-    return strdup("an unnamed block device");
+    return bj_strdup("an unnamed block device");
 }
 
 /* The creating job's edge on the file node: like qemu's anonymous

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
+
 /*
  * The side table.  A short list: only bitmaps of qcow2 nodes that are
  * persistent or inconsistent have an entry.
@@ -35,10 +37,7 @@ static NamedMark *get_mark(BdrvDirtyBitmap *bm)
     NamedMark *m = find_mark(bm);
 
     if (!m) {
-        m = calloc(1, sizeof(*m));
-        if (!m) {
-            abort();
-        }
+        m = bj_calloc(1, sizeof(*m));
         m->bm = bm;
         m->next = marks;
         marks = m;
@@ -226,14 +225,11 @@ char *bdrv_dirty_bitmap_sha256(const BdrvDirtyBitmap *bm)
     uint64_t size = bdrv_dirty_bitmap_size(bm);
     uint64_t nbits = (size + gran - 1) / gran;
     size_t len = (size_t)((nbits + 63) / 64) * 8;
-    uint8_t *buf = calloc(1, len ? len : 1);
+    uint8_t *buf = bj_calloc(1, len ? len : 1);
     uint8_t digest[32];
-    char *hex = malloc(65);
+    char *hex = bj_malloc(65);
     int64_t off = 0, bytes = 0;
 
-    if (!buf || !hex) {
-        abort();
-    }
     /* Rebuild the level-0 words from the dirty runs: little-endian
      * 64-bit words are the byte stream with bit i at byte i/8, bit i%8. */
     while (bdrv_dirty_bitmap_next_dirty_area(bm, &off, (int64_t)size,

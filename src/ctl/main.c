@@ -11,6 +11,7 @@
 
 #include "ctl/ctl.h"
 #include "ctl/units.h"
+#include "util/alloc.h"
 
 static const char usage_text[] =
 "Usage: bjctl [--socket PATH] [--json] COMMAND [ARGS] [OPTIONS]\n"
@@ -119,6 +120,7 @@ int main(int argc, char **argv)
     double secs;
     int c;
 
+    bj_alloc_init_jansson();
     ctl.socket = getenv("BJCTL_SOCKET");
     while ((c = getopt_long(argc, argv, "s:jhv", long_opts, NULL)) != -1) {
         switch (c) {

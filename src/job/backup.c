@@ -38,6 +38,7 @@
 #include "block/job-filter.h"
 #include "job/block-copy.h"
 #include "job/blockjob.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 #define DEFAULT_CHUNK      (4LL << 20)
@@ -209,10 +210,7 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
             block_copy_wait_any(s->bcs);
             continue;
         }
-        BackupWorker *w = calloc(1, sizeof(*w));
-        if (!w) {
-            abort();
-        }
+        BackupWorker *w = bj_calloc(1, sizeof(*w));
         w->s = s;
         w->task = t;
         s->workers++;

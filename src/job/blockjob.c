@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
+
 typedef struct BlockJobNode {
     ListHead link;           /* in job->block_users */
     Job *job;
@@ -21,11 +23,8 @@ typedef struct BlockJobNode {
 static char *child_job_get_parent_desc(BlockChild *c)
 {
     BlockJobNode *u = c->opaque;
-    char *s = NULL;
-    if (asprintf(&s, "%s job '%s'", u->job->driver->type, u->job->id) < 0) {
-        return NULL;
-    }
-    return s;
+
+    return bj_asprintf("%s job '%s'", u->job->driver->type, u->job->id);
 }
 
 static void child_job_drained_begin(BlockChild *c)
@@ -98,11 +97,7 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
                    "not supported", bs->node_name);
         return NULL;
     }
-    BlockJobNode *u = calloc(1, sizeof(*u));
-    if (!u) {
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
+    BlockJobNode *u = bj_calloc(1, sizeof(*u));
     u->job = job;
     u->child = bdrv_root_attach_child(bs, name, &child_job_class, u, perm,
                                       shared, errp);
@@ -113,12 +108,9 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
     u->node = bs;
     bdrv_ref(bs);
     if (blocker && !bs->op_blocker) {
-        if (asprintf(&bs->op_blocker, "block device is in use by block job: "
-                     "%s", job->driver->type) < 0) {
-            bs->op_blocker = NULL;
-        } else {
-            u->owns_blocker = true;
-        }
+        bs->op_blocker = bj_asprintf("block device is in use by block job: "
+                                     "%s", job->driver->type);
+        u->owns_blocker = true;
     }
     /* An edge attached inside a drained section is quiesced already: the
      * layer then called drained_begin, which paused the job. */
@@ -159,31 +151,12 @@ void block_job_remove_all_nodes(Job *job)
 
 /* ---- drained sections from the body ---- */
 
-typedef struct CoDrain {
-    BlockNode *bs;
-    Coroutine *co;
-    bool begin;
-    bool done;
-} CoDrain;
-
-static void co_drain_bh(void *opaque)
-{
-    CoDrain *d = opaque;
-    if (d->begin) {
-        bdrv_drained_begin(d->bs);
-    } else {
-        bdrv_drained_end(d->bs);
-    }
-    d->done = true;
-    aio_co_wake(d->co);
-}
-
 static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
 {
-    CoDrain d = { .bs = bs, .co = coroutine_self(), .begin = begin };
+    BdrvCoDrain d;
 
-    assert(d.co == job->co);
-    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, &d);
+    assert(coroutine_self() == job->co);
+    bdrv_co_drain_start(&d, bs, begin);
     /* The drain pauses and resumes the job through its edge, which enters
      * the body early (job_enter): keep waiting, and stay "not busy" so the
      * drain's poll sees the job stopped. */

@@ -29,6 +29,7 @@
 #include "block/reopen.h"
 #include "job/blockjob.h"
 #include "job/jobs.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/log.h"
 
@@ -123,10 +124,7 @@ static void coroutine_fn commit_wait(CommitJob *s, int max)
 
 static void coroutine_fn commit_spawn(CommitJob *s, CommitChunk c)
 {
-    CommitWorker *w = calloc(1, sizeof(*w));
-    if (!w) {
-        abort();
-    }
+    CommitWorker *w = bj_calloc(1, sizeof(*w));
     commit_wait(s, COMMIT_WORKERS - 1);
     w->s = s;
     w->c = c;
@@ -393,9 +391,7 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
     }
     s->active = active;
     s->on_error = o->on_error;
-    if (backing_file && !(s->backing_file = strdup(backing_file))) {
-        abort();
-    }
+    s->backing_file = backing_file ? bj_strdup(backing_file) : NULL;
     /* Base takes the data; others may still read it (and it may grow). */
     s->base_child = block_job_add_io_node(job, "base", base,
                                           BLK_PERM_CONSISTENT_READ |

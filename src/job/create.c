@@ -13,6 +13,7 @@
 
 #include "block/block.h"
 #include "job/create.h"
+#include "util/alloc.h"
 #include "util/argspec.h"
 
 typedef struct CreateJob {

@@ -37,6 +37,7 @@
 #include "block/job-filter.h"
 #include "block/reopen.h"
 #include "job/blockjob.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/list.h"
 #include "util/log.h"
@@ -104,12 +105,9 @@ static bool ranges_overlap(int64_t a, int64_t an, int64_t b, int64_t bn)
 static MirrorOp *op_begin(MirrorJob *s, int64_t offset, int64_t bytes,
                           bool active)
 {
-    MirrorOp *op = calloc(1, sizeof(*op));
+    MirrorOp *op = bj_calloc(1, sizeof(*op));
     MirrorOp *o;
 
-    if (!op) {
-        abort();
-    }
     op->s = s;
     op->offset = offset;
     op->bytes = bytes;

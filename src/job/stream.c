@@ -25,6 +25,7 @@
 #include "block/reopen.h"
 #include "job/blockjob.h"
 #include "job/jobs.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/log.h"
 
@@ -272,9 +273,7 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
     s->top_read_only = top_read_only;
     s->base = base;
     s->on_error = o->on_error;
-    if (backing_file && !(s->backing_file = strdup(backing_file))) {
-        abort();
-    }
+    s->backing_file = backing_file ? bj_strdup(backing_file) : NULL;
     /* Top: read it and write it "unchanged"; others may do anything. */
     s->target = block_job_add_node(job, "main node", top,
                                    BLK_PERM_CONSISTENT_READ |

@@ -17,6 +17,7 @@
 #include "nbd/nbd-int.h"
 #include "nbd/nbd-meta.h"
 #include "nbd/nbd.h"
+#include "util/alloc.h"
 #include "util/event.h"
 #include "util/log.h"
 
@@ -28,7 +29,7 @@ static unsigned exports_alive;
 static char *export_parent_desc(BlockChild *c)
 {
     /* What qemu says of the anonymous block backend behind an export. */
-    return strdup("a block device");
+    return bj_strdup("a block device");
 }
 
 static bool export_drained_poll(BlockChild *c)
@@ -169,13 +170,9 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
     if (n == 0) {
         return true;
     }
-    exp->bitmaps = calloc(n, sizeof(*exp->bitmaps));
-    exp->bitmap_nodes = calloc(n, sizeof(*exp->bitmap_nodes));
-    exp->bitmap_names = calloc(n, sizeof(*exp->bitmap_names));
-    if (!exp->bitmaps || !exp->bitmap_nodes || !exp->bitmap_names) {
-        error_setg(errp, "Out of memory");
-        return false;
-    }
+    exp->bitmaps = bj_calloc(n, sizeof(*exp->bitmaps));
+    exp->bitmap_nodes = bj_calloc(n, sizeof(*exp->bitmap_nodes));
+    exp->bitmap_names = bj_calloc(n, sizeof(*exp->bitmap_names));
     exp->n_bitmaps = (unsigned)n;
     for (size_t i = 0; i < n; i++) {
         json_t *el = json_array_get(bitmaps, i);
@@ -221,11 +218,7 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
         }
         exp->bitmaps[i] = bm;
         exp->bitmap_nodes[i] = where;
-        exp->bitmap_names[i] = strdup(bdrv_dirty_bitmap_name(bm));
-        if (!exp->bitmap_names[i]) {
-            error_setg(errp, "Out of memory");
-            return false;
-        }
+        exp->bitmap_names[i] = bj_strdup(bdrv_dirty_bitmap_name(bm));
     }
     return true;
 }
@@ -424,11 +417,7 @@ bool nbd_export_add(json_t *args, Error **errp)
         error_setg(errp, "NBD server already has export named '%s'", name);
         return false;
     }
-    exp = calloc(1, sizeof(*exp));
-    if (!exp) {
-        error_setg(errp, "Out of memory");
-        return false;
-    }
+    exp = bj_calloc(1, sizeof(*exp));
     if (!export_find_bitmaps(exp, bs, bitmaps, writable, errp)) {
         export_release_bitmaps(exp, false);
         free(exp);
@@ -449,9 +438,9 @@ bool nbd_export_add(json_t *args, Error **errp)
     }
     export_take_bitmaps(exp);
     exp->allocation_depth = arg_bool(args, "allocation-depth", false);
-    exp->id = strdup(id);
-    exp->name = strdup(name);
-    exp->description = desc ? strdup(desc) : NULL;
+    exp->id = bj_strdup(id);
+    exp->name = bj_strdup(name);
+    exp->description = desc ? bj_strdup(desc) : NULL;
     exp->ctx = bs->ctx;
     exp->writable = writable;
     exp->writethrough = arg_bool(args, "writethrough", false);

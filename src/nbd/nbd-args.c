@@ -173,11 +173,3 @@ bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp)
     }
     return start_checked(opts, addr, errp);
 }
-
-bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp)
-{
-    if (!argspec_check(opts, nbd_export_add_args, NULL, coerce, errp)) {
-        return false;
-    }
-    return nbd_export_add(opts, errp);
-}

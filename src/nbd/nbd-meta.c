@@ -6,14 +6,12 @@
 
 #include "nbd/nbd-meta.h"
 #include "nbd/nbd-proto.h"
+#include "util/alloc.h"
 
 void nbd_extents_init(NbdExtents *x, unsigned max)
 {
     assert(max >= 1);
-    x->e = calloc(max, sizeof(*x->e));
-    if (!x->e) {
-        abort();
-    }
+    x->e = bj_calloc(max, sizeof(*x->e));
     x->count = 0;
     x->max = max;
     x->total = 0;

@@ -29,8 +29,6 @@ bool nbd_server_start_legacy(json_t *args, Error **errp);
  * [,handshake-max-seconds=S]: checks and starts.  coerce: values are
  * strings (dotted keys). */
 bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp);
-/* --export type=nbd,id=..,node-name=..: checks and adds. */
-bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp);
 
 /* A client must finish the handshake (NBD_OPT_GO) this soon after it is
  * accepted or be disconnected, so idle connections cannot hold every

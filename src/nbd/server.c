@@ -19,6 +19,7 @@
 #include "aio/listener.h"
 #include "nbd/nbd-int.h"
 #include "nbd/nbd.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 #define MAX_LISTENERS 8
@@ -126,7 +127,7 @@ static bool listen_unix(const char *path, Error **errp)
         unlink(path);
         return false;
     }
-    server.unix_path = strdup(path);
+    server.unix_path = bj_strdup(path);
     return true;
 }
 

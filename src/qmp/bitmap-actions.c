@@ -12,6 +12,7 @@
 
 #include "block/block.h"
 #include "block/dirty-bitmap-named.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/hbitmap.h"
 
@@ -377,10 +378,7 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
     if (!dst || !check_modifiable(bs, dst, false, errp)) {
         return false;
     }
-    src = calloc(n ? n : 1, sizeof(*src));
-    if (!src) {
-        abort();
-    }
+    src = bj_calloc(n ? n : 1, sizeof(*src));
     /* Check every source first: a refused merge changes nothing.  A busy
      * source is refused too, as qemu does (in a transaction, one that an
      * earlier action removes). */
@@ -486,11 +484,7 @@ bool bitmap_action_check(const char *type, json_t *data, const char *path,
 BitmapAction *bitmap_action_prepare(const char *type, json_t *data,
                                     bool *ok, Error **errp)
 {
-    BitmapAction *a = calloc(1, sizeof(*a));
-
-    if (!a) {
-        abort();
-    }
+    BitmapAction *a = bj_calloc(1, sizeof(*a));
     a->type = find_type(type);
     a->data = data;
     if (!a->type) {

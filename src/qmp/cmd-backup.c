@@ -23,6 +23,7 @@
 #include "qmp/bitmap-actions.h"
 #include "qmp/commands.h"
 #include "qmp/snapshot.h"
+#include "util/alloc.h"
 
 static const char *const sync_names[] = {
     "top", "full", "none", "incremental", "bitmap", NULL,
@@ -492,7 +493,7 @@ static bool qmp_transaction(json_t *args, json_t **ret, Error **errp)
     bool grouped = props && arg_enum(props, "completion-mode",
                                      completion_mode_names, 0) == 1;
     size_t n = json_array_size(actions);
-    Action *acts = calloc(n ? n : 1, sizeof(*acts));
+    Action *acts = bj_try_calloc(n, sizeof(*acts));
     bool ok = true;
 
     (void)ret;

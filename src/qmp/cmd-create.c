@@ -25,6 +25,7 @@
 #include "job/create.h"
 #include "qmp/commands.h"
 #include "qmp/snapshot.h"
+#include "util/alloc.h"
 
 /* ---- blockdev-create ---- */
 

@@ -11,6 +11,7 @@
 #include "block/block.h"
 #include "nbd/nbd.h"
 #include "qmp/commands.h"
+#include "util/alloc.h"
 #include "util/list.h"
 
 static bool qmp_nbd_server_start(json_t *args, json_t **ret, Error **errp)
@@ -84,11 +85,7 @@ static bool qmp_x_debug_drain_begin(json_t *args, json_t **ret, Error **errp)
     if (!bs) {
         return false;
     }
-    d = calloc(1, sizeof(*d));
-    if (!d) {
-        error_setg(errp, "Out of memory");
-        return false;
-    }
+    d = bj_calloc(1, sizeof(*d));
     bdrv_ref(bs);
     d->bs = bs;
     list_add_tail(&debug_drains, &d->link);

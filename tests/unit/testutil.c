@@ -192,27 +192,11 @@ int main_loop_setup(void **state)
     return 0;
 }
 
-typedef struct CoRun {
-    CoroutineEntry *fn;
-    void *opaque;
-    bool done;
-} CoRun;
-
-static void coroutine_fn co_run_entry(void *opaque)
-{
-    CoRun *r = opaque;
-
-    r->fn(r->opaque);
-    r->done = true;
-    /* fn may have moved to another context (an iothread node's): wake
-     * the main loop so that co_run's wait sees done. */
-    aio_wait_kick();
-}
-
+/* aio_co_run_wait with the tests' deadline on the wait. */
 void co_run(CoroutineEntry *fn, void *opaque)
 {
-    CoRun r = { .fn = fn, .opaque = opaque };
+    CoRunWait w;
 
-    aio_co_enter(aio_main_context(), coroutine_create(co_run_entry, &r));
-    TEST_WAIT_WHILE(aio_main_context(), !r.done);
+    aio_co_run_start(&w, aio_main_context(), fn, opaque);
+    TEST_WAIT_WHILE(aio_main_context(), !aio_co_run_done(&w));
 }

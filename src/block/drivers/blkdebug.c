@@ -48,6 +48,7 @@
 
 #include "aio/io.h"
 #include "block/drivers/drivers.h"
+#include "util/alloc.h"
 #include "util/list.h"
 
 /* BlkdebugEvent, in the QAPI order (names as clients spell them). */
@@ -217,11 +218,7 @@ static void remove_rule(BlkdebugRule *r)
 
 static BlkdebugRule *new_rule(void)
 {
-    BlkdebugRule *r = calloc(1, sizeof(*r));
-
-    if (!r) {
-        abort();
-    }
+    BlkdebugRule *r = bj_calloc(1, sizeof(*r));
     return r;
 }
 
@@ -367,18 +364,12 @@ static int config_read_worker(void *opaque)
         c->err = errno;
         return -c->err;
     }
-    c->text = malloc(cap + 1);
-    if (!c->text) {
-        abort();
-    }
+    c->text = bj_malloc(cap + 1);
     while ((n = fread(c->text + len, 1, cap - len, f)) > 0) {
         len += n;
         if (len == cap) {
             cap *= 2;
-            c->text = realloc(c->text, cap + 1);
-            if (!c->text) {
-                abort();
-            }
+            c->text = bj_realloc(c->text, cap + 1);
         }
     }
     c->err = ferror(f) ? EIO : 0;

@@ -34,6 +34,7 @@
 #include "block/drivers/drivers.h"
 #include "block/drivers/file-create.h"
 #include "block/drivers/file-lock.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -366,10 +367,7 @@ static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
         goto fail;
     }
     bs->total_bytes = len;
-    s->filename = strdup(filename);
-    if (!s->filename) {
-        abort();
-    }
+    s->filename = bj_strdup(filename);
     snprintf(bs->filename, sizeof(bs->filename), "%s", filename);
     s->opened = true;
     return 0;

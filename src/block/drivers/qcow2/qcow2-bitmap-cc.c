@@ -35,7 +35,6 @@
  * this very directory, the entry being among the armed ones.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +42,7 @@
 #include "aio/aio.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/qcow2/qcow2-bitmap-int.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/log.h"
 
@@ -227,16 +227,13 @@ static int coroutine_fn reuse_armed(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
         b->e[i].table_size != ts || (b->e[i].flags & BME_FLAG_EXTRA_COMPAT)) {
         return -1;
     }
-    sh->name = strdup(old->name);
+    sh->name = bj_strdup(old->name);
     sh->gran_bits = old->gran_bits;
     sh->table_size = old->table_size;
     sh->nbits = old->nbits;
     sh->bits = blk_aligned_alloc(4096, ts * cs);
-    sh->data_off = calloc(ts, sizeof(*sh->data_off));
-    sh->dirty = calloc(ts, sizeof(*sh->dirty));
-    if (!sh->name || !sh->data_off || !sh->dirty) {
-        abort();
-    }
+    sh->data_off = bj_calloc(ts, sizeof(*sh->data_off));
+    sh->dirty = bj_calloc(ts, sizeof(*sh->dirty));
     memcpy(sh->bits, old->bits, ts * cs);
     memcpy(sh->data_off, old->data_off, ts * sizeof(*sh->data_off));
     memcpy(sh->dirty, old->dirty, ts * sizeof(*sh->dirty));
@@ -273,17 +270,14 @@ static int coroutine_fn write_armed(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
     int64_t data, toff;
     int ret;
 
-    sh->name = strdup(bdrv_dirty_bitmap_name(bm));
+    sh->name = bj_strdup(bdrv_dirty_bitmap_name(bm));
     sh->gran_bits = (uint8_t)gb;
     sh->table_size = (uint32_t)ts;
     sh->nbits = nb_granules(s, gb);
     sh->bits = blk_aligned_alloc(4096, ts * cs);
-    sh->data_off = calloc(ts, sizeof(*sh->data_off));
-    sh->dirty = calloc(ts, sizeof(*sh->dirty));
+    sh->data_off = bj_calloc(ts, sizeof(*sh->data_off));
+    sh->dirty = bj_calloc(ts, sizeof(*sh->dirty));
     table = blk_aligned_alloc(4096, tclusters * cs);
-    if (!sh->name || !sh->data_off || !sh->dirty) {
-        abort();
-    }
     memset(sh->bits, 0, ts * cs);
     memset(table, 0, tclusters * cs);
     old = find_shadow(s->bitmaps, sh->name);
@@ -345,10 +339,7 @@ static void save_ext(Qcow2Header *h, uint32_t type, SavedExt *x)
     x->data = NULL;
     x->len = 0;
     if (e) {
-        x->data = malloc(e->len ? e->len : 1);
-        if (!x->data) {
-            abort();
-        }
+        x->data = bj_malloc(e->len ? e->len : 1);
         memcpy(x->data, e->data, e->len);
         x->len = e->len;
     }
@@ -400,11 +391,8 @@ static int coroutine_fn fallback_in_place(BDRVQcow2State *s,
         }
     }
     if (ret >= 0 && b->nb) {
-        uint8_t *dir = calloc(1, b->dir_size);
+        uint8_t *dir = bj_calloc(1, b->dir_size);
         uint64_t pos = 0;
-        if (!dir) {
-            abort();
-        }
         for (uint32_t i = 0; i < b->nb; i++) {
             b->e[i].flags |= BME_FLAG_IN_USE;
             qcow2_bm_serialize_entry(dir + pos, &b->e[i]);
@@ -452,12 +440,9 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
         qcow2_bm_cc_release(b);
         return 0;
     }
-    ne = calloc(cap + b->nb + 1, sizeof(*ne));
-    nsh = calloc(cap + 1, sizeof(*nsh));
-    carried = calloc(b->nb + 1, sizeof(*carried));
-    if (!ne || !nsh || !carried) {
-        abort();
-    }
+    ne = bj_calloc(cap + b->nb + 1, sizeof(*ne));
+    nsh = bj_calloc(cap + 1, sizeof(*nsh));
+    carried = bj_calloc(b->nb + 1, sizeof(*carried));
     /* 1. Armed bitmaps, newest first in the directory (as at close). */
     for (BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_next(bs, NULL); bm;
          bm = bdrv_dirty_bitmap_next(bs, bm)) {

@@ -19,7 +19,6 @@
  * new one can start until the stored copies are written.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "aio/aio.h"

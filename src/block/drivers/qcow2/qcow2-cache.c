@@ -11,19 +11,14 @@
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 Qcow2Cache *qcow2_cache_new(unsigned entries, uint32_t cluster_size,
                             bool is_l2, size_t align)
 {
-    Qcow2Cache *c = calloc(1, sizeof(*c));
-    if (!c) {
-        abort();
-    }
-    c->entries = calloc(entries, sizeof(*c->entries));
-    if (!c->entries) {
-        abort();
-    }
+    Qcow2Cache *c = bj_calloc(1, sizeof(*c));
+    c->entries = bj_calloc(entries, sizeof(*c->entries));
     c->size = entries;
     c->is_l2 = is_l2;
     for (unsigned i = 0; i < entries; i++) {

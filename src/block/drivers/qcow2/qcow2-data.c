@@ -17,6 +17,7 @@
 #include <zlib.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 static void slice(IOVector *dst, IOVector *src, size_t off, size_t len)
@@ -70,7 +71,7 @@ static int coroutine_fn read_compressed(BDRVQcow2State *s,
     if (len > s->file_size - info->host_offset) {
         len = s->file_size - info->host_offset;
     }
-    in = malloc(len);
+    in = bj_try_malloc(len);
     if (!in) {
         return -ENOMEM;
     }
@@ -160,7 +161,7 @@ int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
                            qoff);
             break;
         case QCOW2_CLUSTER_COMPRESSED: {
-            uint8_t *buf = malloc(s->g.cluster_size);
+            uint8_t *buf = bj_try_malloc(s->g.cluster_size);
             if (!buf) {
                 return -ENOMEM;
             }
@@ -226,7 +227,7 @@ static int coroutine_fn cow_read(BDRVQcow2State *s, const Qcow2L2Info *info,
                                         in_cl),
                               (int64_t)len, &v, 0);
     case QCOW2_CLUSTER_COMPRESSED: {
-        uint8_t *cl = malloc(s->g.cluster_size);
+        uint8_t *cl = bj_try_malloc(s->g.cluster_size);
         if (!cl) {
             return -ENOMEM;
         }
@@ -308,10 +309,7 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     if (ret < 0) {
         return ret;
     }
-    a = calloc(1, sizeof(*a));
-    if (!a) {
-        abort();
-    }
+    a = bj_calloc(1, sizeof(*a));
     a->first_cluster = first;
     a->nb_clusters = n;
     co_queue_init(&a->waiters);
@@ -361,10 +359,7 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     co_mutex_lock(&s->lock);
     s->data_unflushed = true;
     unsigned es = s->g.extended ? 2 : 1;
-    entries = calloc(n * es, 2 * sizeof(*entries));
-    if (!entries) {
-        abort();
-    }
+    entries = bj_calloc(n * es, 2 * sizeof(*entries));
     for (uint64_t i = 0; i < n; i++) {
         entries[i * es] = ((uint64_t)host + i * cs) | QCOW2_OFLAG_COPIED;
         if (es == 2) {
@@ -460,10 +455,7 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                 /* A cluster mixes subcluster kinds: an allocating writer
                  * of another subcluster copies this one, so we hold the
                  * cluster while writing (and waited for others above). */
-                a = calloc(1, sizeof(*a));
-                if (!a) {
-                    abort();
-                }
+                a = bj_calloc(1, sizeof(*a));
                 a->first_cluster = (uint64_t)offset >> s->g.cluster_bits;
                 a->nb_clusters = (in_cl + m.bytes + s->g.cluster_size - 1) >>
                                  s->g.cluster_bits;
@@ -559,10 +551,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     while ((a = find_inflight(s, first, 1))) {
         co_queue_wait(&a->waiters, &s->lock);
     }
-    a = calloc(1, sizeof(*a));
-    if (!a) {
-        abort();
-    }
+    a = bj_calloc(1, sizeof(*a));
     a->first_cluster = first;
     a->nb_clusters = 1;
     co_queue_init(&a->waiters);
@@ -693,7 +682,7 @@ static int coroutine_fn change_clusters(BDRVQcow2State *s, uint64_t first,
                                         uint64_t n, ClusterOp op)
 {
     unsigned es = s->g.extended ? 2 : 1;
-    uint64_t *e = calloc(2 * s->g.l2_size * es, sizeof(*e));
+    uint64_t *e = bj_try_calloc(2 * s->g.l2_size * es, sizeof(*e));
     int ret = 0;
 
     if (!e) {
@@ -776,7 +765,7 @@ static int coroutine_fn write_zero_bytes(BlockNode *bs, uint64_t offset,
     if (ret != 0) {
         return ret < 0 ? ret : 0;
     }
-    void *buf = calloc(1, bytes);
+    void *buf = bj_try_calloc(1, bytes);
     IOVector v;
     if (!buf) {
         return -ENOMEM;

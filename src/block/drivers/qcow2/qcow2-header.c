@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2-format.h"
+#include "util/alloc.h"
 
 /* The table qemu-img writes into v3 images; also our fallback names. */
 static const struct {
@@ -73,10 +74,7 @@ const char *qcow2_feature_name(const Qcow2Header *h, unsigned type,
 
 static char *strndup_checked(const uint8_t *p, size_t n)
 {
-    char *s = malloc(n + 1);
-    if (!s) {
-        abort();
-    }
+    char *s = bj_malloc(n + 1);
     memcpy(s, p, n);
     s[n] = '\0';
     return s;
@@ -156,11 +154,8 @@ static bool parse_feature_table(Qcow2Header *h, const uint8_t *d,
         return false;
     }
     h->nb_features = n / 48;
-    h->features = calloc(h->nb_features ? h->nb_features : 1,
-                         sizeof(*h->features));
-    if (!h->features) {
-        abort();
-    }
+    h->features = bj_calloc(h->nb_features ? h->nb_features : 1,
+                            sizeof(*h->features));
     for (unsigned i = 0; i < h->nb_features; i++) {
         const uint8_t *e = d + i * 48;
         h->features[i].type = e[0];
@@ -174,18 +169,12 @@ static bool parse_feature_table(Qcow2Header *h, const uint8_t *d,
 static void add_raw_ext(Qcow2Header *h, uint32_t type, const uint8_t *d,
                         uint32_t n)
 {
-    Qcow2RawExt *r = realloc(h->raw_exts,
-                             (h->nb_raw_exts + 1) * sizeof(*r));
-    if (!r) {
-        abort();
-    }
+    Qcow2RawExt *r = bj_realloc(h->raw_exts,
+                                (h->nb_raw_exts + 1) * sizeof(*r));
     h->raw_exts = r;
     r[h->nb_raw_exts].type = type;
     r[h->nb_raw_exts].len = n;
-    r[h->nb_raw_exts].data = malloc(n ? n : 1);
-    if (!r[h->nb_raw_exts].data) {
-        abort();
-    }
+    r[h->nb_raw_exts].data = bj_malloc(n ? n : 1);
     memcpy(r[h->nb_raw_exts].data, d, n);
     h->nb_raw_exts++;
 }
@@ -209,10 +198,7 @@ static bool parse_extensions(Qcow2Header *h, const uint8_t *buf, size_t len,
                        " is too large", type);
             return false;
         }
-        uint8_t *d = malloc(n ? n : 1);
-        if (!d) {
-            abort();
-        }
+        uint8_t *d = bj_malloc(n ? n : 1);
         copy_out(buf, len, off, d, n);
         bool ok = true;
         switch (type) {
@@ -476,10 +462,7 @@ bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
             h->compression_type = hdr[QCOW2_V3_HEADER_LEN];
             h->tail_len = h->header_length - QCOW2_V3_HEADER_LEN - 1;
             if (h->tail_len) {
-                h->tail = malloc(h->tail_len);
-                if (!h->tail) {
-                    abort();
-                }
+                h->tail = bj_malloc(h->tail_len);
                 copy_out(buf, len, QCOW2_V3_HEADER_LEN + 1, h->tail,
                          h->tail_len);
             }
@@ -507,10 +490,7 @@ bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         goto fail;
     }
     if (h->backing_file_offset && h->backing_file_size) {
-        h->backing_file = malloc(h->backing_file_size + 1);
-        if (!h->backing_file) {
-            abort();
-        }
+        h->backing_file = bj_malloc(h->backing_file_size + 1);
         copy_out(buf, len, h->backing_file_offset,
                  (uint8_t *)h->backing_file, h->backing_file_size);
         h->backing_file[h->backing_file_size] = '\0';
@@ -535,12 +515,8 @@ void qcow2_header_set_backing(Qcow2Header *h, const char *file,
 {
     free(h->backing_file);
     free(h->backing_format);
-    h->backing_file = file && *file ? strdup(file) : NULL;
-    h->backing_format = fmt && *fmt ? strdup(fmt) : NULL;
-    if ((file && *file && !h->backing_file) ||
-        (fmt && *fmt && !h->backing_format)) {
-        abort();
-    }
+    h->backing_file = file && *file ? bj_strdup(file) : NULL;
+    h->backing_format = fmt && *fmt ? bj_strdup(fmt) : NULL;
 }
 
 /* Appends one extension at *pos; false if it does not fit. */
@@ -565,10 +541,7 @@ static bool put_feature_table(const Qcow2Header *h, uint8_t *buf, size_t len,
 {
     size_t n = h->nb_features ? h->nb_features
                : sizeof(std_features) / sizeof(std_features[0]);
-    uint8_t *t = calloc(n, 48);
-    if (!t) {
-        abort();
-    }
+    uint8_t *t = bj_calloc(n, 48);
     for (size_t i = 0; i < n; i++) {
         uint8_t *e = t + i * 48;
         const char *name;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 int coroutine_fn qcow2_grow_file(BDRVQcow2State *s, uint64_t end)
@@ -173,11 +174,8 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
         repair_count(s, x, 1);
     }
 
-    table = calloc(new_n, sizeof(*table));
+    table = bj_calloc(new_n, sizeof(*table));
     buf = blk_aligned_alloc(4096, new_clusters * cs);
-    if (!table) {
-        abort();
-    }
     memcpy(table, s->reftable, old_n * sizeof(*table));
     for (uint64_t j = 0; j < k; j++) {
         table[base + j] = (S + j) * cs;
@@ -455,11 +453,8 @@ void qcow2_defer_free(BDRVQcow2State *s, uint64_t offset, uint64_t bytes)
 {
     if (s->nb_pending == s->pending_alloc) {
         s->pending_alloc = s->pending_alloc ? s->pending_alloc * 2 : 16;
-        s->pending = realloc(s->pending,
-                             s->pending_alloc * sizeof(*s->pending));
-        if (!s->pending) {
-            abort();
-        }
+        s->pending = bj_realloc(s->pending,
+                                s->pending_alloc * sizeof(*s->pending));
     }
     s->pending[s->nb_pending].offset = offset;
     s->pending[s->nb_pending].bytes = bytes;

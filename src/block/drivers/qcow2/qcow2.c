@@ -10,7 +10,6 @@
  * ignored.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -23,6 +22,7 @@
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -61,7 +61,8 @@ static int coroutine_fn read_file(BlockNode *bs, uint64_t off, void *buf,
     return bdrv_co_preadv(bs->file, (int64_t)off, (int64_t)len, &v, 0);
 }
 
-static bool load_header(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+static bool coroutine_fn load_header(BlockNode *bs, BDRVQcow2State *s,
+                                     Error **errp)
 {
     uint8_t probe[512];
     uint64_t n = s->file_size < sizeof(probe) ? s->file_size : sizeof(probe);
@@ -88,7 +89,8 @@ static bool load_header(BlockNode *bs, BDRVQcow2State *s, Error **errp)
     return qcow2_header_parse(s->cluster0, cs, s->file_size, &s->hdr, errp);
 }
 
-static bool load_tables(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+static bool coroutine_fn load_tables(BlockNode *bs, BDRVQcow2State *s,
+                                     Error **errp)
 {
     uint64_t l1_bytes = (uint64_t)s->hdr.l1_size * 8;
     uint64_t rt_bytes = (uint64_t)s->hdr.refcount_table_clusters *
@@ -98,11 +100,13 @@ static bool load_tables(BlockNode *bs, BDRVQcow2State *s, Error **errp)
 
     /* Sizes are bounded by qcow2_header_parse (32 MiB / 8 MiB). */
     s->l1_size = s->hdr.l1_size;
-    s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
+    s->l1 = bj_try_calloc(s->l1_size, sizeof(uint64_t));
     s->reftable_entries = rt_bytes / 8;
-    s->reftable = calloc(s->reftable_entries, sizeof(uint64_t));
+    s->reftable = bj_try_calloc(s->reftable_entries, sizeof(uint64_t));
     if (!s->l1 || !s->reftable) {
-        abort();
+        error_setg(errp, "Could not allocate memory for the L1 and refcount "
+                   "tables");
+        return false;
     }
     buf = blk_aligned_alloc(4096, l1_bytes > rt_bytes ? l1_bytes : rt_bytes);
     if (l1_bytes) {
@@ -192,24 +196,19 @@ static bool setup_caches(BlockNode *bs, BDRVQcow2State *s, json_t *opts,
 
 /* Opens the backing file named in the header, as qemu does: relative
  * names are relative to the directory of this image. */
-static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
-                                     Error **errp)
+static bool coroutine_fn open_backing_from_header(BlockNode *bs,
+                                                  BDRVQcow2State *s,
+                                                  Error **errp)
 {
     const char *name = s->hdr.backing_file;
     const char *fmt = s->hdr.backing_format;
     CLEANUP_FREE char *path = NULL;
-    CLEANUP_FREE char *dir = strdup(bs->file->node->filename);
+    CLEANUP_FREE char *dir = bj_strdup(bs->file->node->filename);
 
-    if (!dir) {
-        abort();
-    }
     if (name[0] == '/' || strstr(name, "://")) {
-        path = strdup(name);
-    } else if (asprintf(&path, "%s/%s", dirname(dir), name) < 0) {
-        path = NULL;
-    }
-    if (!path) {
-        abort();
+        path = bj_strdup(name);
+    } else {
+        path = bj_asprintf("%s/%s", dirname(dir), name);
     }
     if (chain_depth >= QCOW2_MAX_CHAIN_DEPTH) {
         error_setg(errp, "Backing chain of '%s' is too deep or has a loop "
@@ -248,9 +247,8 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
 
 typedef struct LockedCall {
     BDRVQcow2State *s;
-    int coroutine_fn (*fn)(BDRVQcow2State *s);
+    int coroutine_fn (*locked_fn)(BDRVQcow2State *s);
     int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
 } LockedCall;
 
 static void coroutine_fn locked_call_entry(void *opaque)
@@ -258,24 +256,18 @@ static void coroutine_fn locked_call_entry(void *opaque)
     LockedCall *c = opaque;
 
     co_mutex_lock(&c->s->lock);
-    c->ret = c->fn(c->s);
+    c->ret = c->locked_fn(c->s);
     co_mutex_unlock(&c->s->lock);
-    atomic_store(&c->done, true);
-    aio_wait_kick();
 }
 
 int qcow2_run_locked(BDRVQcow2State *s,
-                     int coroutine_fn (*fn)(BDRVQcow2State *s))
+                     int coroutine_fn (*locked_fn)(BDRVQcow2State *s))
 {
-    LockedCall c = { .s = s, .fn = fn };
+    LockedCall c = { .s = s, .locked_fn = locked_fn };
 
-    if (coroutine_in_coroutine()) {
-        locked_call_entry(&c);
-    } else {
-        aio_co_enter(s->bs->ctx, coroutine_create(locked_call_entry, &c));
-        /* The caller's loop (the main one), also for an iothread node. */
-        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
-    }
+    /* In the node's context; the caller's loop (the main one, also for an
+     * iothread node) runs until it is done. */
+    aio_co_run_wait(s->bs->ctx, locked_call_entry, &c);
     return c.ret;
 }
 
@@ -582,10 +574,7 @@ static int coroutine_fn qcow2_co_truncate(BlockNode *bs, int64_t size,
         if (ret < 0) {
             goto out;
         }
-        new_l1 = calloc(need, sizeof(*new_l1));
-        if (!new_l1) {
-            abort();
-        }
+        new_l1 = bj_calloc(need, sizeof(*new_l1));
         memcpy(new_l1, s->l1, (size_t)s->l1_size * sizeof(*new_l1));
         s->hdr.l1_table_offset = (uint64_t)off;
         s->hdr.l1_size = (uint32_t)need;
@@ -665,21 +654,14 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
     }
     if (s->hdr.backing_file) {
         /* As qemu: relative names resolved against the image's directory */
-        char *dir = strdup(bs->filename), *full = NULL;
-        if (!dir) {
-            abort();
-        }
+        char *dir = bj_strdup(bs->filename), *full;
         if (s->hdr.backing_file[0] == '/' ||
             strstr(s->hdr.backing_file, "://")) {
-            full = strdup(s->hdr.backing_file);
-        } else if (asprintf(&full, "%s/%s", dirname(dir),
-                            s->hdr.backing_file) < 0) {
-            full = NULL;
+            full = bj_strdup(s->hdr.backing_file);
+        } else {
+            full = bj_asprintf("%s/%s", dirname(dir), s->hdr.backing_file);
         }
-        if (full) {
-            json_object_set_new(image, "full-backing-filename",
-                                json_string(full));
-        }
+        json_object_set_new(image, "full-backing-filename", json_string(full));
         free(full);
         free(dir);
     }
@@ -711,8 +693,8 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
         return -EINVAL;
     }
     co_mutex_lock(&s->lock);
-    old_file = s->hdr.backing_file ? strdup(s->hdr.backing_file) : NULL;
-    old_fmt = s->hdr.backing_format ? strdup(s->hdr.backing_format) : NULL;
+    old_file = s->hdr.backing_file ? bj_strdup(s->hdr.backing_file) : NULL;
+    old_fmt = s->hdr.backing_format ? bj_strdup(s->hdr.backing_format) : NULL;
     qcow2_header_set_backing(&s->hdr, file, fmt);
     ret = qcow2_write_header(s);
     if (ret >= 0) {
@@ -739,8 +721,8 @@ typedef struct ChildWriter {
 
 /* Runs in the creating coroutine: grows the file as creation writes past
  * its end (the request path refuses writes past the end of a node). */
-static int child_write(void *opaque, uint64_t offset, const void *buf,
-                       size_t len)
+static int coroutine_fn child_write(void *opaque, uint64_t offset,
+                                    const void *buf, size_t len)
 {
     ChildWriter *w = opaque;
     IOVector v;

@@ -133,7 +133,7 @@ int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp);
  * returns its result: from the main loop (waiting there), or directly from
  * a coroutine that does not hold the lock. */
 int qcow2_run_locked(BDRVQcow2State *s,
-                     int coroutine_fn (*fn)(BDRVQcow2State *s));
+                     int coroutine_fn (*locked_fn)(BDRVQcow2State *s));
 
 /* ---- persistent bitmaps (qcow2-bitmap.c) ---- */
 
