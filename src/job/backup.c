@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/copy-before-write.h"
 #include "block/drivers/drivers.h"

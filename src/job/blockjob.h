@@ -10,6 +10,8 @@
 #define BJ_JOB_BLOCKJOB_H
 
 #include "block/block.h"
+/* Every block job walks chains: its users get the walk from here too. */
+#include "block/chain.h"
 #include "job/job.h"
 
 /*
@@ -43,28 +45,6 @@ Job *block_job_user_of(BlockNode *bs);
  */
 void coroutine_fn block_job_co_drained_begin(Job *job, BlockNode *bs);
 void coroutine_fn block_job_co_drained_end(Job *job, BlockNode *bs);
-
-/* ---- backing chains (main loop) ---- */
-
-/* The node below bs in its chain (backing, or file of a filter); NULL at
- * the bottom. */
-BlockNode *block_chain_next(BlockNode *bs);
-/* Whether `bs` is `top` or below it. */
-bool block_chain_contains(BlockNode *top, BlockNode *bs);
-/* The node whose backing is bs, searching from top; NULL if none. */
-BlockNode *block_chain_overlay(BlockNode *top, BlockNode *bs);
-/* The bottom of the chain. */
-BlockNode *block_chain_base(BlockNode *top);
-
-/*
- * Whether [offset, offset+bytes) is allocated in some node from `top` down
- * to, not including, `base` (NULL: the whole chain).  *pnum gets how many
- * bytes from offset share the answer; *zero whether the first allocated
- * layer reads them as zeroes.  Returns 1, 0 or -errno.  coroutine_fn.
- */
-int coroutine_fn block_co_is_allocated_above(BlockNode *top, BlockNode *base,
-                                             int64_t offset, int64_t bytes,
-                                             int64_t *pnum, bool *zero);
 
 /* Rewrites the backing file name in bs's header (qcow2; no-op for other
  * formats).  Main loop, outside coroutines; -errno on failure. */

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/chain.h"
 #include "block/reopen.h"
 #include "job/blockjob.h"
 #include "job/jobs.h"

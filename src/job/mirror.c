@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/chain.h"
 #include "block/dirty-bitmap.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/mirror-top.h"

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "aio/iothread.h"
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "nbd/nbd-int.h"
 #include "nbd/nbd-meta.h"
@@ -188,7 +189,7 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
             for (where = bs; where && !bm; ) {
                 bm = bdrv_find_dirty_bitmap(where, name);
                 if (!bm) {
-                    where = nbd_chain_next(where);
+                    where = block_chain_next(where);
                 }
             }
             if (!bm) {

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
 #include "job/backup.h"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/chain.h"
 #include "job/blockjob.h"
 #include "job/job.h"
 #include "job/jobs.h"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "block/block.h"
+#include "block/chain.h"
 #include "job/blockjob.h"
 #include "job/mirror.h"
 #include "qmp/commands.h"
