@@ -46,6 +46,23 @@ Job *block_job_user_of(BlockNode *bs);
 void coroutine_fn block_job_co_drained_begin(Job *job, BlockNode *bs);
 void coroutine_fn block_job_co_drained_end(Job *job, BlockNode *bs);
 
+/* ---- the layers of a chain (main loop) ---- */
+
+/* Refuses, as block_job_check_node_free, the first node from top down to,
+ * not including, base (NULL: the bottom) that some job uses. */
+bool block_job_check_chain_free(BlockNode *top, BlockNode *base,
+                                Error **errp);
+/* Attaches job, with no permission of its own and `shared`, to each node
+ * strictly between top and base ("intermediate node"). */
+bool block_job_add_intermediate_nodes(Job *job, BlockNode *top,
+                                      BlockNode *base, uint64_t shared,
+                                      Error **errp);
+/* What a commit (intermediate or active) shares on the layers it copies:
+ * write too, because the block layer lets a backing edge share write on
+ * base only when everything above it does (and the job writes base). */
+#define BLOCK_JOB_COMMIT_CHAIN_SHARED                                       \
+    (BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED | BLK_PERM_WRITE)
+
 /* Rewrites the backing file name in bs's header (qcow2; no-op for other
  * formats).  Main loop, outside coroutines; -errno on failure. */
 int block_change_backing_file(BlockNode *bs, const char *file,

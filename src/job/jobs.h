@@ -19,6 +19,10 @@ typedef struct BlockJobOptions {
     const char *filter_node_name;
 } BlockJobOptions;
 
+/* Sets o's speed (if any), then starts job; false, not started, when the
+ * speed is refused. */
+bool block_job_start(Job *job, const BlockJobOptions *o, Error **errp);
+
 /* block-stream: copies what is allocated between top (exclusive) and base
  * (exclusive; NULL = the whole chain) into top, then makes base top's
  * backing and writes backing_file (default: base's filename) into top's

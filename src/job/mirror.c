@@ -683,31 +683,23 @@ static void mirror_free(Job *job)
     }
 }
 
-static const JobDriver mirror_driver = {
-    .type = "mirror",
-    .instance_size = sizeof(MirrorJob),
-    .block_job_events = true,
-    .run = mirror_run,
-    .complete = mirror_complete,
-    .cancel = mirror_cancel,
-    .drained_poll = mirror_drained_poll,
-    .prepare = mirror_prepare,
-    .abort = mirror_abort,
-    .free = mirror_free,
-};
+/* Mirror and active commit are one job under two type names. */
+#define MIRROR_JOB_DRIVER(type_name)                                        \
+    {                                                                       \
+        .type = type_name,                                                  \
+        .instance_size = sizeof(MirrorJob),                                 \
+        .block_job_events = true,                                           \
+        .run = mirror_run,                                                  \
+        .complete = mirror_complete,                                        \
+        .cancel = mirror_cancel,                                            \
+        .drained_poll = mirror_drained_poll,                                \
+        .prepare = mirror_prepare,                                          \
+        .abort = mirror_abort,                                              \
+        .free = mirror_free,                                                \
+    }
 
-static const JobDriver commit_active_driver = {
-    .type = "commit",
-    .instance_size = sizeof(MirrorJob),
-    .block_job_events = true,
-    .run = mirror_run,
-    .complete = mirror_complete,
-    .cancel = mirror_cancel,
-    .drained_poll = mirror_drained_poll,
-    .prepare = mirror_prepare,
-    .abort = mirror_abort,
-    .free = mirror_free,
-};
+static const JobDriver mirror_driver = MIRROR_JOB_DRIVER("mirror");
+static const JobDriver commit_active_driver = MIRROR_JOB_DRIVER("commit");
 
 /* ---- start ---- */
 
@@ -835,17 +827,11 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
                                          BLK_PERM_WRITE,
                                          BLK_PERM_CONSISTENT_READ |
                                          BLK_PERM_WRITE_UNCHANGED, errp);
-        if (!s->tgt_c) {
+        if (!s->tgt_c ||
+            !block_job_add_intermediate_nodes(job, source, target,
+                                              BLOCK_JOB_COMMIT_CHAIN_SHARED,
+                                              errp)) {
             goto fail;
-        }
-        for (BlockNode *it = block_chain_next(source); it && it != target;
-             it = block_chain_next(it)) {
-            if (!block_job_add_node(job, "intermediate node", it, 0,
-                                    BLK_PERM_CONSISTENT_READ |
-                                    BLK_PERM_WRITE_UNCHANGED |
-                                    BLK_PERM_WRITE, errp)) {
-                goto fail;
-            }
         }
     } else {
         /* Nobody else may write the target or resize it meanwhile. */
@@ -857,10 +843,9 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
             goto fail;
         }
     }
-    if (o->speed && !job_set_speed(job, o->speed, errp)) {
+    if (!block_job_start(job, o, errp)) {
         goto fail;
     }
-    job_start(job);
     return job;
 
 fail:
@@ -896,13 +881,11 @@ Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
         .filter_node_name = filter_node_name,
     };
 
-    for (BlockNode *it = top; it; it = block_chain_next(it)) {
-        if (!block_job_check_node_free(it, errp)) {
-            return NULL;
-        }
-        if (it == base) {
-            break;
-        }
+    /* base is in top's chain (the caller checked): it and every node
+     * above it. */
+    if (!block_job_check_chain_free(top, base, errp) ||
+        !block_job_check_node_free(base, errp)) {
+        return NULL;
     }
     /* Backing images are opened read-only: like qemu-storage-daemon, reopen
      * the base read-write before the job exists (a refusal is the command's

@@ -385,11 +385,8 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
     } else {
         base_bs = block_chain_base(top_bs);
     }
-    for (BlockNode *it = top_bs; it && it != base_bs;
-         it = block_chain_next(it)) {
-        if (!block_job_check_node_free(it, errp)) {
-            return false;
-        }
+    if (!block_job_check_chain_free(top_bs, base_bs, errp)) {
+        return false;
     }
     if (top_bs == base_bs) {
         error_setg(errp, "cannot commit an image into itself");
