@@ -759,8 +759,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     Job *job;
     /* The reference opens its filter before the job exists: a name no
      * node could take is the command's error, with no job events. */
-    if (p->filter_node_name &&
-        !bdrv_check_new_node_name(p->filter_node_name, errp)) {
+    if (p->job.filter_node_name &&
+        !bdrv_check_new_node_name(p->job.filter_node_name, errp)) {
         return NULL;
     }
     s = job_create(o->job_id, drv, NULL, aio_main_context(), o->flags,
@@ -775,8 +775,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->sync = p->sync;
     s->base = base;
     s->write_blocking = p->write_blocking;
-    s->on_source_error = p->on_source_error;
-    s->on_target_error = p->on_target_error;
+    s->on_source_error = p->job.on_source_error;
+    s->on_target_error = p->job.on_target_error;
     s->granularity = p->granularity ? p->granularity
                                     : default_granularity(target);
     s->buf_size = p->buf_size ? p->buf_size : DEFAULT_BUF_SIZE;
@@ -802,7 +802,7 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->replaces = p->replaces ? p->replaces : source;
     bdrv_ref(s->replaces);
 
-    s->mirror_top = insert_filter(source, p->filter_node_name, errp);
+    s->mirror_top = insert_filter(source, p->job.filter_node_name, errp);
     if (!s->mirror_top) {
         goto fail;
     }
@@ -870,16 +870,12 @@ Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
 }
 
 Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
-                         BlockNode *base, const char *filter_node_name,
-                         Error **errp)
+                         BlockNode *base, Error **errp)
 {
-    MirrorParams p = {
-        .job = *o,
-        .sync = MIRROR_SYNC_TOP,
-        .on_source_error = o->on_error,
-        .on_target_error = o->on_error,
-        .filter_node_name = filter_node_name,
-    };
+    MirrorParams p = { .job = *o, .sync = MIRROR_SYNC_TOP };
+
+    /* Commit has one policy; the mirror under it reads two. */
+    p.job.on_source_error = p.job.on_target_error = o->on_error;
 
     /* base is in top's chain (the caller checked): it and every node
      * above it. */

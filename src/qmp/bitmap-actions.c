@@ -12,6 +12,7 @@
 
 #include "block/block.h"
 #include "block/dirty-bitmap-named.h"
+#include "qmp/common-args.h"
 #include "util/cleanup.h"
 #include "util/hbitmap.h"
 
@@ -151,12 +152,10 @@ static bool add_prepare(BitmapAction *a, Error **errp)
     const char *node = arg_str(d, "node", NULL);
     const char *name = arg_str(d, "name", NULL);
     bool persistent = arg_bool(d, "persistent", false);
-    BlockNode *bs = bdrv_find_node(node);
+    BlockNode *bs = qmp_find_node(node, node, errp);
     uint32_t gran;
 
     if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", node,
-                   node);
         return false;
     }
     if (!name[0]) {

@@ -23,6 +23,7 @@
 #include "job/blockjob.h"
 #include "qmp/bitmap-actions.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
 #include "qmp/snapshot.h"
 
 static const char *const sync_names[] = {
@@ -43,21 +44,17 @@ static const ArgSpec x_perf_args[] = {
 };
 
 static const ArgSpec blockdev_backup_args[] = {
-    { .name = "job-id", .type = ARG_STR, .optional = true },
+    QMP_JOB_ARG_ID,
     { .name = "device", .type = ARG_STR },
     { .name = "sync", .type = ARG_ENUM, .enum_values = sync_names },
-    { .name = "speed", .type = ARG_INT, .optional = true },
+    QMP_JOB_ARG_SPEED,
     { .name = "bitmap", .type = ARG_STR, .optional = true },
     { .name = "bitmap-mode", .type = ARG_ENUM, .optional = true,
       .enum_values = bitmap_mode_names },
     { .name = "compress", .type = ARG_BOOL, .optional = true },
-    { .name = "on-source-error", .type = ARG_ENUM, .optional = true,
-      .enum_values = job_on_error_names },
-    { .name = "on-target-error", .type = ARG_ENUM, .optional = true,
-      .enum_values = job_on_error_names },
-    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
-    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
-    { .name = "filter-node-name", .type = ARG_STR, .optional = true },
+    QMP_JOB_ARGS_SOURCE_TARGET_ERROR,
+    QMP_JOB_ARGS_AUTO,
+    QMP_JOB_ARG_FILTER_NODE_NAME,
     { .name = "x-perf", .type = ARG_OBJECT, .optional = true,
       .members = x_perf_args },
     { .name = "target", .type = ARG_STR },
@@ -135,16 +132,6 @@ typedef struct Action {
     /* block-dirty-bitmap-* (cleaned whether prepare succeeded or not) */
     BitmapAction *bitmap;
 } Action;
-
-static BlockNode *lookup(const char *name, Error **errp)
-{
-    BlockNode *bs = bdrv_find_node(name);
-    if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name,
-                   name);
-    }
-    return bs;
-}
 
 /* The checks of qemu's do_backup_common, in its order.  On success *pbm
  * is the sync bitmap (or NULL) and *pmode its mode; *psync becomes
@@ -230,13 +217,16 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
     int mode = BITMAP_ON_SUCCESS;
     BackupParams p = { 0 };
     BlockNode *bs, *target, *bm_node = NULL;
+    const char *device, *target_name;
     int64_t len, tlen;
 
-    bs = lookup(arg_str(d, "device", NULL), errp);
+    device = arg_str(d, "device", NULL);
+    bs = qmp_find_node(device, device, errp);
     if (!bs) {
         return false;
     }
-    target = lookup(arg_str(d, "target", NULL), errp);
+    target_name = arg_str(d, "target", NULL);
+    target = qmp_find_node(target_name, target_name, errp);
     if (!target) {
         return false;
     }
@@ -302,23 +292,13 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
                    (long long)cs);
         return false;
     }
-    p.job.job_id = arg_str(d, "job-id", NULL);
-    p.job.speed = arg_int(d, "speed", 0);
-    p.job.flags = (arg_bool(d, "auto-finalize", true) ? 0
-                   : JOB_MANUAL_FINALIZE) |
-                  (arg_bool(d, "auto-dismiss", true) ? 0
-                   : JOB_MANUAL_DISMISS);
+    qmp_job_options(d, &p.job);
     p.sync = sync == SYNC_TOP ? BACKUP_SYNC_TOP
              : sync == SYNC_NONE ? BACKUP_SYNC_NONE
              : sync == SYNC_BITMAP ? BACKUP_SYNC_BITMAP : BACKUP_SYNC_FULL;
     p.bitmap_mode = mode == BITMAP_NEVER ? BACKUP_BITMAP_NEVER
                     : mode == BITMAP_ALWAYS ? BACKUP_BITMAP_ALWAYS
                     : BACKUP_BITMAP_ON_SUCCESS;
-    p.on_source_error = arg_enum(d, "on-source-error", job_on_error_names,
-                                 JOB_ON_ERROR_REPORT);
-    p.on_target_error = arg_enum(d, "on-target-error", job_on_error_names,
-                                 JOB_ON_ERROR_REPORT);
-    p.filter_node_name = arg_str(d, "filter-node-name", NULL);
     a->job = backup_job_create(&p, bs, target, txn, errp);
     if (!a->job) {
         return false;

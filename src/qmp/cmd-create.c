@@ -22,6 +22,7 @@
 #include "job/blockjob.h"
 #include "job/create.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
 #include "qmp/snapshot.h"
 
 /* ---- blockdev-create ---- */
@@ -229,6 +230,8 @@ static bool check_create_options(json_t *o, Error **errp)
     return false;
 }
 
+/* job-id is all of the common job options blockdev-create takes, and it
+ * is required here. */
 static const ArgSpec blockdev_create_args[] = {
     { .name = "job-id", .type = ARG_STR },
     { .name = "options", .type = ARG_OBJECT, .open = true },
@@ -238,26 +241,16 @@ static const ArgSpec blockdev_create_args[] = {
 static bool qmp_blockdev_create(json_t *args, json_t **ret, Error **errp)
 {
     json_t *opts = json_object_get(args, "options");
+    BlockJobOptions o;
 
     if (!check_create_options(opts, errp)) {
         return false;
     }
-    return create_job_start(arg_str(args, "job-id", NULL), opts,
-                            errp) != NULL;
+    qmp_job_options(args, &o);
+    return create_job_start(o.job_id, opts, errp) != NULL;
 }
 
 /* ---- blockdev-snapshot ---- */
-
-static BlockNode *lookup_node(const char *name, Error **errp)
-{
-    BlockNode *bs = bdrv_find_node(name);
-
-    if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name,
-                   name);
-    }
-    return bs;
-}
 
 /* Is `node` reachable from `top` going down the graph (or top itself)? */
 static bool reaches(BlockNode *top, BlockNode *node)
@@ -334,7 +327,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
     BlockChild *backing;
 
     memset(st, 0, sizeof(*st));
-    bs = lookup_node(node, errp);
+    bs = qmp_find_node(node, node, errp);
     if (!bs) {
         return false;
     }
@@ -351,7 +344,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
         error_setg(errp, "An IO error has occurred");
         return false;
     }
-    overlay = lookup_node(overlay_name, errp);
+    overlay = qmp_find_node(overlay_name, overlay_name, errp);
     if (!overlay || !check_overlay(bs, overlay, errp)) {
         return false;
     }

@@ -11,6 +11,7 @@
 #include "block/block.h"
 #include "nbd/nbd.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
 #include "util/list.h"
 
 static bool qmp_nbd_server_start(json_t *args, json_t **ret, Error **errp)
@@ -67,13 +68,7 @@ static const ArgSpec drain_args[] = {
 
 static BlockNode *drain_node(json_t *args, Error **errp)
 {
-    const char *name = arg_str(args, "node-name", NULL);
-    BlockNode *bs = bdrv_find_node(name);
-
-    if (!bs) {
-        error_setg(errp, "Cannot find device='' nor node-name='%s'", name);
-    }
-    return bs;
+    return qmp_find_node(NULL, arg_str(args, "node-name", NULL), errp);
 }
 
 static bool qmp_x_debug_drain_begin(json_t *args, json_t **ret, Error **errp)
