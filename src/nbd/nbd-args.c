@@ -1,8 +1,8 @@
 /*
- * Argument shapes of the NBD commands and options, shared by QMP
- * (nbd-server-start, block-export-add) and the command line (--nbd-server,
- * --export), and the conversion of QMP's legacy socket address
- * ({"type": T, "data": {...}}) to the flat one the server takes.
+ * Argument shapes of the NBD server, shared by QMP (nbd-server-start) and
+ * the command line (--nbd-server), and the conversion of QMP's legacy
+ * socket address ({"type": T, "data": {...}}) to the flat one the server
+ * takes.
  */
 #include <stdint.h>
 #include <string.h>
@@ -12,8 +12,6 @@
 
 static const char *const addr_types[] = { "inet", "unix", "vsock", "fd",
                                           NULL };
-static const char *const export_types[] = { "nbd", "vhost-user-blk", "fuse",
-                                            "vduse-blk", NULL };
 
 /* The members of each branch, written once: the legacy form nests them
  * under "data", the flat form puts them next to "type". */
@@ -65,26 +63,6 @@ const ArgSpec nbd_server_start_args[] = {
 static const ArgSpec cmdline_server[] = {
     { .name = "addr", .type = ARG_OBJECT, .members = addr_head, .open = true },
     SERVER_OPTIONS,
-    { .name = NULL },
-};
-
-static const ArgSpec bitmap_elem[] = {
-    { .name = "", .type = ARG_ANY },
-    { .name = NULL },
-};
-
-const ArgSpec nbd_export_add_args[] = {
-    { .name = "type", .type = ARG_ENUM, .enum_values = export_types },
-    { .name = "id", .type = ARG_STR },
-    { .name = "node-name", .type = ARG_STR },
-    { .name = "writable", .type = ARG_BOOL, .optional = true },
-    { .name = "writethrough", .type = ARG_BOOL, .optional = true },
-    { .name = "iothread", .type = ARG_STR, .optional = true },
-    { .name = "fixed-iothread", .type = ARG_BOOL, .optional = true },
-    { .name = "name", .type = ARG_STR, .optional = true },
-    { .name = "description", .type = ARG_STR, .optional = true },
-    { .name = "bitmaps", .type = ARG_ARRAY, .optional = true, .members = bitmap_elem },
-    { .name = "allocation-depth", .type = ARG_BOOL, .optional = true },
     { .name = NULL },
 };
 
@@ -155,12 +133,4 @@ bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp)
         return false;
     }
     return start_checked(opts, addr, errp);
-}
-
-bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp)
-{
-    if (!argspec_check(opts, nbd_export_add_args, NULL, coerce, errp)) {
-        return false;
-    }
-    return nbd_export_add(opts, errp);
 }
