@@ -11,8 +11,9 @@
  * of a node, live: inside a drained section of the node the overlay gets
  * the node as its backing and takes over every parent of the node (exports
  * and format nodes above it), so new writes land in the overlay.  The image
- * headers are not touched, as in qemu.  It is split in prepare / abort /
- * clean (qmp/snapshot.h) for the transaction command.
+ * headers are not touched, as in qemu.  Its steps (qmp/snapshot.h) make
+ * a transaction action (qmp/transaction.h); the command is that action run
+ * alone.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@
 #include "qmp/commands.h"
 #include "qmp/common-args.h"
 #include "qmp/snapshot.h"
+#include "qmp/transaction.h"
+#include "util/log.h"
 
 /* ---- blockdev-create ---- */
 
@@ -363,7 +366,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
 
 void blockdev_snapshot_abort(BlockdevSnapshot *st)
 {
-    Error *err = NULL;
+    CLEANUP_ERROR Error *err = NULL;
 
     if (!st->backing) {
         return;
@@ -371,7 +374,7 @@ void blockdev_snapshot_abort(BlockdevSnapshot *st)
     /* Every parent the overlay took goes back; it had none of its own
      * that could object (it was not in use). */
     if (!bdrv_replace_node(st->overlay, st->bs, &err)) {
-        error_report_err(err, "blockdev-snapshot: undoing");
+        log_error("blockdev-snapshot: undoing: %s", error_get_pretty(err));
     }
     bdrv_detach_child(st->backing);
     st->backing = NULL;
@@ -393,15 +396,47 @@ static const ArgSpec blockdev_snapshot_args[] = {
     { .name = NULL },
 };
 
+static bool snapshot_prepare(TransactionAction *ta, JobTxn *txn,
+                             Error **errp)
+{
+    BlockdevSnapshot *st = malloc(sizeof(*st));
+
+    if (!st) {
+        abort();
+    }
+    ta->state = st;
+    return blockdev_snapshot_prepare(st, arg_str(ta->data, "node", ""),
+                                     arg_str(ta->data, "overlay", ""), errp);
+}
+
+static void snapshot_abort(TransactionAction *ta)
+{
+    blockdev_snapshot_abort(ta->state);
+}
+
+static void snapshot_clean(TransactionAction *ta)
+{
+    blockdev_snapshot_clean(ta->state);
+    free(ta->state);
+    ta->state = NULL;
+}
+
+const TransactionActionType transaction_snapshot_action = {
+    .name = "blockdev-snapshot",
+    .args = blockdev_snapshot_args,
+    .prepare = snapshot_prepare,
+    .abort = snapshot_abort,
+    .clean = snapshot_clean,
+};
+
+/* The action alone: prepare, then clean (only the node is drained). */
 static bool qmp_blockdev_snapshot(json_t *args, json_t **ret, Error **errp)
 {
-    BlockdevSnapshot st;
-    bool ok;
+    TransactionAction a = {
+        .type = &transaction_snapshot_action, .data = args,
+    };
 
-    ok = blockdev_snapshot_prepare(&st, arg_str(args, "node", ""),
-                                   arg_str(args, "overlay", ""), errp);
-    blockdev_snapshot_clean(&st);
-    return ok;
+    return transaction_run_steps(&a, 1, false, errp);
 }
 
 const QmpCommand qmp_create_commands[] = {
