@@ -487,6 +487,9 @@ static void bitmap_clean(TransactionAction *ta)
     ta->state = NULL;
 }
 
+/* The bitmaps of a node in an iothread are marked there, by every write:
+ * a plain command changes them from the main thread only while such nodes
+ * are drained (a transaction drains every node anyway). */
 #define BITMAP_ACTION(var, type_name, spec, extra_check, prep, comm, abrt) \
     const TransactionActionType var = {                                   \
         .name = type_name,                                                \
@@ -497,6 +500,7 @@ static void bitmap_clean(TransactionAction *ta)
         .abort = bitmap_abort,                                            \
         .clean = bitmap_clean,                                            \
         .opaque = &(const BitmapOps) { prep, comm, abrt },                \
+        .alone_drain = TRANSACTION_DRAIN_IOTHREADS,                       \
     }
 
 BITMAP_ACTION(transaction_bitmap_add_action, "block-dirty-bitmap-add",

@@ -286,16 +286,12 @@ const TransactionActionType transaction_backup_action = {
     .commit = backup_commit,
     .abort = backup_abort,
     .clean = backup_clean,
+    .alone_drain = TRANSACTION_DRAIN_ALL,
 };
 
 static bool qmp_blockdev_backup(json_t *args, json_t **ret, Error **errp)
 {
-    TransactionAction a = {
-        .type = &transaction_backup_action, .data = args,
-    };
-
-    (void)ret;
-    return transaction_run(&a, 1, false, errp);
+    return transaction_run_alone(&transaction_backup_action, args, errp);
 }
 
 const QmpCommand qmp_backup_commands[] = {

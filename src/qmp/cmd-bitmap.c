@@ -15,29 +15,13 @@
 #include "qmp/commands.h"
 #include "qmp/transaction.h"
 
-/*
- * The bitmaps of a node in an iothread are marked there, by every write;
- * a command changes (or reads) them from the main thread only while such
- * nodes are drained: no request in flight, none starting.
- */
-static bool run_action(const TransactionActionType *type, json_t *args,
-                       Error **errp)
-{
-    TransactionAction a = { .type = type, .data = args };
-    BdrvDrainedSet iothread_nodes;
-    bool ok;
-
-    bdrv_drained_set_begin(&iothread_nodes, true);
-    ok = transaction_run_steps(&a, 1, false, errp);
-    bdrv_drained_set_end(&iothread_nodes);
-    return ok;
-}
-
+/* Each command is its action alone (the iothread nodes drained: see
+ * bitmap-actions.c). */
 #define BITMAP_COMMAND(fn, type)                                        \
     static bool fn(json_t *args, json_t **ret, Error **errp)            \
     {                                                                   \
         (void)ret;                                                      \
-        return run_action(&type, args, errp);                           \
+        return transaction_run_alone(&type, args, errp);                \
     }
 
 BITMAP_COMMAND(qmp_bitmap_add, transaction_bitmap_add_action)
@@ -47,6 +31,11 @@ BITMAP_COMMAND(qmp_bitmap_enable, transaction_bitmap_enable_action)
 BITMAP_COMMAND(qmp_bitmap_disable, transaction_bitmap_disable_action)
 BITMAP_COMMAND(qmp_bitmap_merge, transaction_bitmap_merge_action)
 
+/*
+ * The bitmaps of a node in an iothread are marked there, by every write;
+ * a command changes (or reads) them from the main thread only while such
+ * nodes are drained: no request in flight, none starting.
+ */
 static bool qmp_bitmap_sha256(json_t *args, json_t **ret, Error **errp)
 {
     BdrvDrainedSet iothread_nodes;

@@ -427,16 +427,13 @@ const TransactionActionType transaction_snapshot_action = {
     .prepare = snapshot_prepare,
     .abort = snapshot_abort,
     .clean = snapshot_clean,
+    /* Prepare to clean drains the node itself. */
+    .alone_drain = TRANSACTION_DRAIN_NONE,
 };
 
-/* The action alone: prepare, then clean (only the node is drained). */
 static bool qmp_blockdev_snapshot(json_t *args, json_t **ret, Error **errp)
 {
-    TransactionAction a = {
-        .type = &transaction_snapshot_action, .data = args,
-    };
-
-    return transaction_run_steps(&a, 1, false, errp);
+    return transaction_run_alone(&transaction_snapshot_action, args, errp);
 }
 
 const QmpCommand qmp_create_commands[] = {

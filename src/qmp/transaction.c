@@ -67,8 +67,8 @@ static bool action_prepare(TransactionAction *a, bool grouped, JobTxn *txn,
     return a->type->prepare(a, txn, errp);
 }
 
-bool transaction_run_steps(TransactionAction *acts, size_t n, bool grouped,
-                           Error **errp)
+static bool run_steps(TransactionAction *acts, size_t n, bool grouped,
+                      Error **errp)
 {
     JobTxn *txn = grouped ? job_txn_new() : NULL;
     size_t i, started = 0;
@@ -108,8 +108,25 @@ bool transaction_run(TransactionAction *acts, size_t n, bool grouped,
     bool ok;
 
     bdrv_drained_set_begin(&all_nodes, false);
-    ok = transaction_run_steps(acts, n, grouped, errp);
+    ok = run_steps(acts, n, grouped, errp);
     bdrv_drained_set_end(&all_nodes);
+    return ok;
+}
+
+bool transaction_run_alone(const TransactionActionType *type, json_t *args,
+                           Error **errp)
+{
+    TransactionAction a = { .type = type, .data = args };
+    BdrvDrainedSet nodes;
+    bool ok;
+
+    if (type->alone_drain == TRANSACTION_DRAIN_NONE) {
+        return run_steps(&a, 1, false, errp);
+    }
+    bdrv_drained_set_begin(&nodes,
+                           type->alone_drain == TRANSACTION_DRAIN_IOTHREADS);
+    ok = run_steps(&a, 1, false, errp);
+    bdrv_drained_set_end(&nodes);
     return ok;
 }
 

@@ -26,6 +26,13 @@
 
 typedef struct TransactionActionType TransactionActionType;
 
+/* What the plain command of an action type keeps drained around it. */
+typedef enum TransactionDrain {
+    TRANSACTION_DRAIN_NONE,       /* the action drains what it needs */
+    TRANSACTION_DRAIN_IOTHREADS,  /* the nodes in iothreads */
+    TRANSACTION_DRAIN_ALL,        /* every node, as a transaction does */
+} TransactionDrain;
+
 /* One action of a running transaction. */
 typedef struct TransactionAction {
     const TransactionActionType *type;
@@ -54,6 +61,7 @@ struct TransactionActionType {
     void (*clean)(TransactionAction *a);    /* NULL: no state */
     /* The type's own data (the bitmap actions: which change). */
     const void *opaque;
+    TransactionDrain alone_drain;   /* see transaction_run_alone */
 };
 
 /* The action types a transaction can run, each defined beside its
@@ -76,9 +84,9 @@ extern const TransactionActionType transaction_bitmap_merge_action;
  */
 bool transaction_run(TransactionAction *acts, size_t n, bool grouped,
                      Error **errp);
-/* The same steps without the drained section, for a caller that drains
- * what it needs itself. */
-bool transaction_run_steps(TransactionAction *acts, size_t n, bool grouped,
+/* The plain command of an action type (blockdev-backup ...): the action
+ * alone, with what type->alone_drain says drained around it. */
+bool transaction_run_alone(const TransactionActionType *type, json_t *args,
                            Error **errp);
 
 #endif
