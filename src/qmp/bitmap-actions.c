@@ -310,49 +310,6 @@ static void enable_disable_abort(BitmapAction *a)
 
 /* ---- merge ---- */
 
-/* The shape of one element of "bitmaps": a name on the target's node, or
- * {node, name} anywhere; messages as qemu's visitor for the alternate. */
-static bool check_merge_source(json_t *el, size_t i, const char *path,
-                               Error **errp)
-{
-    static const char *const members[] = { "node", "name" };
-    const char *sep = path && *path ? "." : "";
-    const char *key;
-    json_t *v;
-
-    if (json_is_string(el)) {
-        return true;
-    }
-    if (!json_is_object(el)) {
-        error_setg(errp, "Invalid parameter type for 'null', expected: "
-                   "BlockDirtyBitmapOrStr");
-        return false;
-    }
-    path = path ? path : "";
-    for (int k = 0; k < 2; k++) {
-        v = json_object_get(el, members[k]);
-        if (!v) {
-            error_setg(errp, "Parameter '%s%sbitmaps[%zu].%s' is missing",
-                       path, sep, i, members[k]);
-            return false;
-        }
-        if (!json_is_string(v)) {
-            error_setg(errp, "Invalid parameter type for "
-                       "'%s%sbitmaps[%zu].%s', expected: string",
-                       path, sep, i, members[k]);
-            return false;
-        }
-    }
-    json_object_foreach(el, key, v) {
-        if (strcmp(key, "node") && strcmp(key, "name")) {
-            error_setg(errp, "Parameter '%s%sbitmaps[%zu].%s' is unexpected",
-                       path, sep, i, key);
-            return false;
-        }
-    }
-    return true;
-}
-
 static BdrvDirtyBitmap *merge_source(json_t *el, const char *node,
                                      Error **errp)
 {
@@ -423,14 +380,8 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
 static bool check_merge_sources(json_t *data, const char *path,
                                 Error **errp)
 {
-    json_t *list = json_object_get(data, "bitmaps");
-
-    for (size_t i = 0; i < json_array_size(list); i++) {
-        if (!check_merge_source(json_array_get(list, i), i, path, errp)) {
-            return false;
-        }
-    }
-    return true;
+    return qmp_check_bitmap_list(json_object_get(data, "bitmaps"), path,
+                                 errp);
 }
 
 /* ---- the steps, as transaction action types ---- */

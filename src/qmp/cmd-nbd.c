@@ -29,7 +29,7 @@ static bool qmp_nbd_server_stop(json_t *args, json_t **ret, Error **errp)
 static const char *const export_types[] = { "nbd", "vhost-user-blk", "fuse",
                                             "vduse-blk", NULL };
 
-/* Each element is checked by check_bitmaps_shape, with qemu's words. */
+/* Each element is checked by qmp_check_bitmap_list, with qemu's words. */
 static const ArgSpec bitmap_elem[] = {
     { .name = "", .type = ARG_ANY },
     { .name = NULL },
@@ -51,54 +51,6 @@ static const ArgSpec block_export_add_args[] = {
     { .name = NULL },
 };
 
-/*
- * The elements of "bitmaps" (BlockDirtyBitmapOrStr): a name, or {node,
- * name}; messages as qemu's visitor gives them (an element of the wrong
- * kind is named 'null' there).
- */
-static bool check_bitmaps_shape(json_t *bitmaps, Error **errp)
-{
-    static const char *const members[] = { "node", "name" };
-    size_t i;
-    json_t *el;
-
-    json_array_foreach(bitmaps, i, el) {
-        const char *key;
-        json_t *v;
-
-        if (json_is_string(el)) {
-            continue;
-        }
-        if (!json_is_object(el)) {
-            error_setg(errp, "Invalid parameter type for 'null', expected: "
-                       "BlockDirtyBitmapOrStr");
-            return false;
-        }
-        for (int k = 0; k < 2; k++) {
-            v = json_object_get(el, members[k]);
-            if (!v) {
-                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is missing", i,
-                           members[k]);
-                return false;
-            }
-            if (!json_is_string(v)) {
-                error_setg(errp, "Invalid parameter type for "
-                           "'bitmaps[%zu].%s', expected: string", i,
-                           members[k]);
-                return false;
-            }
-        }
-        json_object_foreach(el, key, v) {
-            if (strcmp(key, "node") != 0 && strcmp(key, "name") != 0) {
-                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is unexpected",
-                           i, key);
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
 /* Checked arguments into o; o->bitmaps is allocated (the caller frees
  * it), the strings stay args'. */
 static bool export_options(json_t *args, NbdExportOptions *o, Error **errp)
@@ -110,7 +62,7 @@ static bool export_options(json_t *args, NbdExportOptions *o, Error **errp)
     size_t i;
     json_t *el;
 
-    if (bitmaps && !check_bitmaps_shape(bitmaps, errp)) {
+    if (bitmaps && !qmp_check_bitmap_list(bitmaps, "", errp)) {
         return false;
     }
     if (strcmp(type, "nbd") != 0) {

@@ -21,6 +21,13 @@
 BlockNode *qmp_find_node(const char *device, const char *node_name,
                          Error **errp);
 
+/*
+ * Each element of a "bitmaps" list (BlockDirtyBitmapOrStr: a name, or
+ * {node, name}), with the messages of qemu's visitor for the alternate;
+ * path ("" or "actions[0].data") prefixes the member in them.
+ */
+bool qmp_check_bitmap_list(json_t *list, const char *path, Error **errp);
+
 /* Fills o from a job-starting command's checked arguments: job-id, speed,
  * auto-finalize, auto-dismiss, on-error, on-source-error,
  * on-target-error, filter-node-name (defaults for those it lacks). */
