@@ -84,23 +84,7 @@ static bool qmp_block_job_cancel(json_t *args, json_t **ret, Error **errp)
     return job_user_cancel(job, force, errp);
 }
 
-static bool qmp_block_job_pause(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
-    return job && job_user_pause(job, errp);
-}
-
-static bool qmp_block_job_resume(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
-    return job && job_user_resume(job, errp);
-}
-
-static bool qmp_block_job_complete(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
-    return job && job_complete(job, errp);
-}
+/* ---- the verbs that take nothing but the job ---- */
 
 static bool do_finalize(Job *job, Error **errp)
 {
@@ -111,56 +95,40 @@ static bool do_finalize(Job *job, Error **errp)
     return ok;
 }
 
-static bool qmp_block_job_finalize(json_t *args, json_t **ret, Error **errp)
+static bool do_dismiss(Job *job, Error **errp)
 {
-    Job *job = find_block_job(arg_str(args, "id", NULL), errp);
-    return job && do_finalize(job, errp);
+    return job_dismiss(&job, errp);
 }
 
-static bool qmp_block_job_dismiss(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "id", NULL), errp);
-    return job && job_dismiss(&job, errp);
-}
-
-/* ---- job-* ---- */
-
-static bool qmp_job_pause(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_user_pause(job, errp);
-}
-
-static bool qmp_job_resume(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_user_resume(job, errp);
-}
-
-static bool qmp_job_cancel(json_t *args, json_t **ret, Error **errp)
+static bool do_force_cancel(Job *job, Error **errp)
 {
     /* job-cancel always forces (a READY mirror does not pivot either). */
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_user_cancel(job, true, errp);
+    return job_user_cancel(job, true, errp);
 }
 
-static bool qmp_job_complete(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_complete(job, errp);
-}
+/* A command that finds the job named by member `key` with `find`
+ * (block-job-*: find_block_job; job-*: find_job) and applies `verb`. */
+#define JOB_VERB_COMMAND(fn, find, key, verb)                               \
+    static bool fn(json_t *args, json_t **ret, Error **errp)                \
+    {                                                                       \
+        Job *job = find(arg_str(args, key, NULL), errp);                    \
+        return job && verb(job, errp);                                      \
+    }
 
-static bool qmp_job_finalize(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && do_finalize(job, errp);
-}
-
-static bool qmp_job_dismiss(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_dismiss(&job, errp);
-}
+JOB_VERB_COMMAND(qmp_block_job_pause, find_block_job, "device",
+                 job_user_pause)
+JOB_VERB_COMMAND(qmp_block_job_resume, find_block_job, "device",
+                 job_user_resume)
+JOB_VERB_COMMAND(qmp_block_job_complete, find_block_job, "device",
+                 job_complete)
+JOB_VERB_COMMAND(qmp_block_job_finalize, find_block_job, "id", do_finalize)
+JOB_VERB_COMMAND(qmp_block_job_dismiss, find_block_job, "id", do_dismiss)
+JOB_VERB_COMMAND(qmp_job_pause, find_job, "id", job_user_pause)
+JOB_VERB_COMMAND(qmp_job_resume, find_job, "id", job_user_resume)
+JOB_VERB_COMMAND(qmp_job_cancel, find_job, "id", do_force_cancel)
+JOB_VERB_COMMAND(qmp_job_complete, find_job, "id", job_complete)
+JOB_VERB_COMMAND(qmp_job_finalize, find_job, "id", do_finalize)
+JOB_VERB_COMMAND(qmp_job_dismiss, find_job, "id", do_dismiss)
 
 /* ---- queries ---- */
 
