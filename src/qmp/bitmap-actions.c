@@ -434,8 +434,6 @@ static void bitmap_clean(TransactionAction *ta)
     if (a->backup) {
         hbitmap_free(a->backup);
     }
-    free(a);
-    ta->state = NULL;
 }
 
 /* The bitmaps of a node in an iothread are marked there, by every write:

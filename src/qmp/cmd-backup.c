@@ -274,8 +274,6 @@ static void backup_clean(TransactionAction *ta)
         bdrv_drained_end(a->bs);
         bdrv_unref(a->bs);
     }
-    free(a);
-    ta->state = NULL;
 }
 
 const TransactionActionType transaction_backup_action = {

@@ -417,8 +417,6 @@ static void snapshot_abort(TransactionAction *ta)
 static void snapshot_clean(TransactionAction *ta)
 {
     blockdev_snapshot_clean(ta->state);
-    free(ta->state);
-    ta->state = NULL;
 }
 
 const TransactionActionType transaction_snapshot_action = {

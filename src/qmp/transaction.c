@@ -96,6 +96,8 @@ static bool run_steps(TransactionAction *acts, size_t n, bool grouped,
         if (acts[i].state && acts[i].type->clean) {
             acts[i].type->clean(&acts[i]);
         }
+        free(acts[i].state);
+        acts[i].state = NULL;
     }
     job_txn_unref(txn);
     return ok;

@@ -37,9 +37,9 @@ typedef enum TransactionDrain {
 typedef struct TransactionAction {
     const TransactionActionType *type;
     json_t *data;            /* its arguments, checked */
-    /* The type's state: set by prepare (even a failing one, when there is
-     * something to undo or free), read by commit and abort, freed by
-     * clean. */
+    /* The type's state (malloc'd): set by prepare (even a failing one,
+     * when there is something to undo or release), read by commit, abort
+     * and clean; the engine frees it after clean. */
     void *state;
     bool prepared;           /* prepare succeeded */
 } TransactionAction;
@@ -58,7 +58,8 @@ struct TransactionActionType {
     bool (*prepare)(TransactionAction *a, JobTxn *txn, Error **errp);
     void (*commit)(TransactionAction *a);   /* NULL: nothing to do */
     void (*abort)(TransactionAction *a);    /* NULL: nothing to undo */
-    void (*clean)(TransactionAction *a);    /* NULL: no state */
+    /* Releases what state holds (not state itself); NULL: nothing. */
+    void (*clean)(TransactionAction *a);
     /* The type's own data (the bitmap actions: which change). */
     const void *opaque;
     TransactionDrain alone_drain;   /* see transaction_run_alone */
