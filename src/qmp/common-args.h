@@ -1,8 +1,8 @@
 /*
  * What QMP command handlers share: looking a node up by the name a command
- * was given, and the options every job-starting command takes (their
- * argument specs, in the order qemu's schema lists them, and one parser
- * into BlockJobOptions).  Main loop.
+ * was given, the check of a list of bitmaps, and the options every
+ * job-starting command takes (their argument specs, in the order qemu's
+ * schema lists them, and one parser into BlockJobOptions).  Main loop.
  */
 #ifndef BJ_QMP_COMMON_ARGS_H
 #define BJ_QMP_COMMON_ARGS_H
