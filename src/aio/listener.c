@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "util/alloc.h"
 #include "util/log.h"
@@ -122,6 +123,20 @@ bool aio_listener_accept_failed(AioListener *l, int err)
 void aio_listener_accepted(AioListener *l)
 {
     end_episode(l);
+}
+
+int aio_listener_accept(AioListener *l)
+{
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            aio_listener_accepted(l);
+            return fd;
+        }
+        if (aio_listener_accept_failed(l, errno)) {
+            return -1;
+        }
+    }
 }
 
 void aio_listener_free(AioListener *l)

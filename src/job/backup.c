@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/job-filter.h"
 #include "job/block-copy.h"
@@ -408,8 +409,8 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
     job = &s->job;
     co_queue_init(&s->worker_done);
     s->sync = p->sync;
-    s->on_source_error = p->on_source_error;
-    s->on_target_error = p->on_target_error;
+    s->on_source_error = p->job.on_source_error;
+    s->on_target_error = p->job.on_target_error;
     s->max_workers = p->max_workers > 0 && p->max_workers < DEFAULT_WORKERS
                      ? (int)p->max_workers : DEFAULT_WORKERS;
     s->chunk = DEFAULT_CHUNK > cs ? DEFAULT_CHUNK : cs;
@@ -427,7 +428,7 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
         goto fail;
     }
 
-    s->cbw = insert_filter(source, target, p->filter_node_name, errp);
+    s->cbw = insert_filter(source, target, p->job.filter_node_name, errp);
     if (!s->cbw) {
         goto fail;
     }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "block/chain.h"
 #include "job/blockjob.h"
 #include "util/alloc.h"
 #include "util/iov.h"

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
 #include "block/job-filter.h"
@@ -681,31 +682,23 @@ static void mirror_free(Job *job)
     }
 }
 
-static const JobDriver mirror_driver = {
-    .type = "mirror",
-    .instance_size = sizeof(MirrorJob),
-    .block_job_events = true,
-    .run = mirror_run,
-    .complete = mirror_complete,
-    .cancel = mirror_cancel,
-    .drained_poll = mirror_drained_poll,
-    .prepare = mirror_prepare,
-    .abort = mirror_abort,
-    .free = mirror_free,
-};
+/* Mirror and active commit are one job under two type names. */
+#define MIRROR_JOB_DRIVER(type_name)                                        \
+    {                                                                       \
+        .type = type_name,                                                  \
+        .instance_size = sizeof(MirrorJob),                                 \
+        .block_job_events = true,                                           \
+        .run = mirror_run,                                                  \
+        .complete = mirror_complete,                                        \
+        .cancel = mirror_cancel,                                            \
+        .drained_poll = mirror_drained_poll,                                \
+        .prepare = mirror_prepare,                                          \
+        .abort = mirror_abort,                                              \
+        .free = mirror_free,                                                \
+    }
 
-static const JobDriver commit_active_driver = {
-    .type = "commit",
-    .instance_size = sizeof(MirrorJob),
-    .block_job_events = true,
-    .run = mirror_run,
-    .complete = mirror_complete,
-    .cancel = mirror_cancel,
-    .drained_poll = mirror_drained_poll,
-    .prepare = mirror_prepare,
-    .abort = mirror_abort,
-    .free = mirror_free,
-};
+static const JobDriver mirror_driver = MIRROR_JOB_DRIVER("mirror");
+static const JobDriver commit_active_driver = MIRROR_JOB_DRIVER("commit");
 
 /* ---- start ---- */
 
@@ -749,8 +742,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     Job *job;
     /* The reference opens its filter before the job exists: a name no
      * node could take is the command's error, with no job events. */
-    if (p->filter_node_name &&
-        !bdrv_check_new_node_name(p->filter_node_name, errp)) {
+    if (p->job.filter_node_name &&
+        !bdrv_check_new_node_name(p->job.filter_node_name, errp)) {
         return NULL;
     }
     s = job_create(o->job_id, drv, NULL, aio_main_context(), o->flags,
@@ -765,8 +758,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->sync = p->sync;
     s->base = base;
     s->write_blocking = p->write_blocking;
-    s->on_source_error = p->on_source_error;
-    s->on_target_error = p->on_target_error;
+    s->on_source_error = p->job.on_source_error;
+    s->on_target_error = p->job.on_target_error;
     /* Unset: the target's cluster size clamped to 4-64 KiB, as a new
      * bitmap's default. */
     s->granularity = p->granularity
@@ -795,7 +788,7 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->replaces = p->replaces ? p->replaces : source;
     bdrv_ref(s->replaces);
 
-    s->mirror_top = insert_filter(source, p->filter_node_name, errp);
+    s->mirror_top = insert_filter(source, p->job.filter_node_name, errp);
     if (!s->mirror_top) {
         goto fail;
     }
@@ -821,17 +814,11 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
                                          BLK_PERM_WRITE,
                                          BLK_PERM_CONSISTENT_READ |
                                          BLK_PERM_WRITE_UNCHANGED, errp);
-        if (!s->tgt_c) {
+        if (!s->tgt_c ||
+            !block_job_add_intermediate_nodes(job, source, target,
+                                              BLOCK_JOB_COMMIT_CHAIN_SHARED,
+                                              errp)) {
             goto fail;
-        }
-        for (BlockNode *it = block_chain_next(source); it && it != target;
-             it = block_chain_next(it)) {
-            if (!block_job_add_node(job, "intermediate node", it, 0,
-                                    BLK_PERM_CONSISTENT_READ |
-                                    BLK_PERM_WRITE_UNCHANGED |
-                                    BLK_PERM_WRITE, errp)) {
-                goto fail;
-            }
         }
     } else {
         /* Nobody else may write the target or resize it meanwhile. */
@@ -843,10 +830,9 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
             goto fail;
         }
     }
-    if (o->speed && !job_set_speed(job, o->speed, errp)) {
+    if (!block_job_start(job, o, errp)) {
         goto fail;
     }
-    job_start(job);
     return job;
 
 fail:
@@ -871,24 +857,18 @@ Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
 }
 
 Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
-                         BlockNode *base, const char *filter_node_name,
-                         Error **errp)
+                         BlockNode *base, Error **errp)
 {
-    MirrorParams p = {
-        .job = *o,
-        .sync = MIRROR_SYNC_TOP,
-        .on_source_error = o->on_error,
-        .on_target_error = o->on_error,
-        .filter_node_name = filter_node_name,
-    };
+    MirrorParams p = { .job = *o, .sync = MIRROR_SYNC_TOP };
 
-    for (BlockNode *it = top; it; it = block_chain_next(it)) {
-        if (!block_job_check_node_free(it, errp)) {
-            return NULL;
-        }
-        if (it == base) {
-            break;
-        }
+    /* Commit has one policy; the mirror under it reads two. */
+    p.job.on_source_error = p.job.on_target_error = o->on_error;
+
+    /* base is in top's chain (the caller checked): it and every node
+     * above it. */
+    if (!block_job_check_chain_free(top, base, errp) ||
+        !block_job_check_node_free(base, errp)) {
+        return NULL;
     }
     /* Backing images are opened read-only: like qemu-storage-daemon, reopen
      * the base read-write before the job exists (a refusal is the command's

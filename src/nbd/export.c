@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "aio/iothread.h"
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "nbd/nbd-int.h"
 #include "nbd/nbd-meta.h"
@@ -153,8 +154,8 @@ static void export_release_bitmaps(NbdExport *exp, bool taken)
 }
 
 /*
- * Finds the bitmaps of block-export-add's "bitmaps" (shape already
- * checked), as qemu-storage-daemon 7.2 does: a name is looked up on the
+ * Finds the bitmaps of block-export-add's "bitmaps", as
+ * qemu-storage-daemon 7.2 does: a name is looked up on the
  * exported node, then down its backing chain (so a fleecing overlay finds
  * the bitmap of the node it reads through); {node, name} anywhere.  Only
  * a name found that way must not be a recording bitmap on a writable node
@@ -163,10 +164,9 @@ static void export_release_bitmaps(NbdExport *exp, bool taken)
  * export cannot fail any more.
  */
 static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
-                                json_t *bitmaps, bool writable, Error **errp)
+                                const NbdExportBitmap *bitmaps, size_t n,
+                                bool writable, Error **errp)
 {
-    size_t n = json_array_size(bitmaps);
-
     if (n == 0) {
         return true;
     }
@@ -175,17 +175,16 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
     exp->bitmap_names = bj_calloc(n, sizeof(*exp->bitmap_names));
     exp->n_bitmaps = (unsigned)n;
     for (size_t i = 0; i < n; i++) {
-        json_t *el = json_array_get(bitmaps, i);
+        const NbdExportBitmap *el = &bitmaps[i];
+        const char *name = el->name;
         BdrvDirtyBitmap *bm = NULL;
         BlockNode *where = NULL;
-        const char *name;
 
-        if (json_is_string(el)) {
-            name = json_string_value(el);
+        if (!el->node) {
             for (where = bs; where && !bm; ) {
                 bm = bdrv_find_dirty_bitmap(where, name);
                 if (!bm) {
-                    where = nbd_chain_next(where);
+                    where = block_chain_next(where);
                 }
             }
             if (!bm) {
@@ -193,9 +192,7 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
                 return false;
             }
         } else {
-            name = arg_str(el, "name", "");
-            bm = bdrv_dirty_bitmap_lookup(arg_str(el, "node", ""), name,
-                                          &where, errp);
+            bm = bdrv_dirty_bitmap_lookup(el->node, name, &where, errp);
             if (!bm) {
                 return false;
             }
@@ -203,7 +200,7 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
         if (!bdrv_dirty_bitmap_check_usable(bm, errp)) {
             return false;
         }
-        if (json_is_string(el) && !writable && !where->read_only &&
+        if (!el->node && !writable && !where->read_only &&
             bdrv_dirty_bitmap_enabled(bm)) {
             error_setg(errp, "Enabled bitmap '%s' incompatible with readonly "
                        "export", name);
@@ -282,77 +279,18 @@ void nbd_export_delete_all(void)
     }
 }
 
-/* ---- QMP ---- */
-
-/*
- * The elements of "bitmaps" (BlockDirtyBitmapOrStr): a name, or {node,
- * name}; messages as qemu's visitor gives them (an element of the wrong
- * kind is named 'null' there).
- */
-static bool check_bitmaps_shape(json_t *bitmaps, Error **errp)
+bool nbd_export_add(const NbdExportOptions *o, Error **errp)
 {
-    static const char *const members[] = { "node", "name" };
-    size_t i;
-    json_t *el;
-
-    json_array_foreach(bitmaps, i, el) {
-        const char *key;
-        json_t *v;
-
-        if (json_is_string(el)) {
-            continue;
-        }
-        if (!json_is_object(el)) {
-            error_setg(errp, "Invalid parameter type for 'null', expected: "
-                       "BlockDirtyBitmapOrStr");
-            return false;
-        }
-        for (int k = 0; k < 2; k++) {
-            v = json_object_get(el, members[k]);
-            if (!v) {
-                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is missing", i,
-                           members[k]);
-                return false;
-            }
-            if (!json_is_string(v)) {
-                error_setg(errp, "Invalid parameter type for "
-                           "'bitmaps[%zu].%s', expected: string", i,
-                           members[k]);
-                return false;
-            }
-        }
-        json_object_foreach(el, key, v) {
-            if (strcmp(key, "node") != 0 && strcmp(key, "name") != 0) {
-                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is unexpected",
-                           i, key);
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
-bool nbd_export_add(json_t *args, Error **errp)
-{
-    const char *type = arg_str(args, "type", "nbd");
-    const char *id = arg_str(args, "id", NULL);
-    const char *node_name = arg_str(args, "node-name", NULL);
-    const char *name = arg_str(args, "name", node_name);
-    const char *desc = arg_str(args, "description", NULL);
-    const char *iothread = arg_str(args, "iothread", NULL);
-    bool writable = arg_bool(args, "writable", false);
-    bool fixed = arg_bool(args, "fixed-iothread", false);
-    json_t *bitmaps = json_object_get(args, "bitmaps");
+    const char *id = o->id;
+    const char *node_name = o->node_name;
+    const char *name = o->name ? o->name : node_name;
+    const char *desc = o->description;
+    const char *iothread = o->iothread;
+    bool writable = o->writable;
+    bool fixed = o->fixed_iothread;
     BlockNode *bs;
     NbdExport *exp;
 
-    if (bitmaps && !check_bitmaps_shape(bitmaps, errp)) {
-        return false;
-    }
-    if (strcmp(type, "nbd") != 0) {
-        error_setg(errp, "Export type '%s' is not supported", type);
-        return false;
-    }
     if (!id_wellformed(id)) {
         error_setg(errp, "Invalid block export id");
         return false;
@@ -418,7 +356,8 @@ bool nbd_export_add(json_t *args, Error **errp)
         return false;
     }
     exp = bj_calloc(1, sizeof(*exp));
-    if (!export_find_bitmaps(exp, bs, bitmaps, writable, errp)) {
+    if (!export_find_bitmaps(exp, bs, o->bitmaps, o->n_bitmaps, writable,
+                             errp)) {
         export_release_bitmaps(exp, false);
         free(exp);
         return false;
@@ -437,13 +376,13 @@ bool nbd_export_add(json_t *args, Error **errp)
         return false;
     }
     export_take_bitmaps(exp);
-    exp->allocation_depth = arg_bool(args, "allocation-depth", false);
+    exp->allocation_depth = o->allocation_depth;
     exp->id = bj_strdup(id);
     exp->name = bj_strdup(name);
     exp->description = desc ? bj_strdup(desc) : NULL;
     exp->ctx = bs->ctx;
     exp->writable = writable;
-    exp->writethrough = arg_bool(args, "writethrough", false);
+    exp->writethrough = o->writethrough;
     exp->refcnt = 1;
     list_init(&exp->conns);
     list_add_head(&export_list, &exp->link);

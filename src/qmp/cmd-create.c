@@ -12,8 +12,9 @@
  * of a node, live: inside a drained section of the node the overlay gets
  * the node as its backing and takes over every parent of the node (exports
  * and format nodes above it), so new writes land in the overlay.  The image
- * headers are not touched, as in qemu.  It is split in prepare / abort /
- * clean (qmp/snapshot.h) for the transaction command.
+ * headers are not touched, as in qemu.  Its steps (qmp/snapshot.h) make
+ * a transaction action (qmp/transaction.h); the command is that action run
+ * alone.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +25,11 @@
 #include "job/blockjob.h"
 #include "job/create.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
 #include "qmp/snapshot.h"
+#include "qmp/transaction.h"
 #include "util/alloc.h"
+#include "util/log.h"
 
 /* ---- blockdev-create ---- */
 
@@ -82,6 +86,8 @@ static bool check_create_options(json_t *o, Error **errp)
     return false;
 }
 
+/* job-id is all of the common job options blockdev-create takes, and it
+ * is required here. */
 static const ArgSpec blockdev_create_args[] = {
     { .name = "job-id", .type = ARG_STR },
     { .name = "options", .type = ARG_OBJECT, .open = true },
@@ -91,26 +97,16 @@ static const ArgSpec blockdev_create_args[] = {
 static bool qmp_blockdev_create(json_t *args, json_t **ret, Error **errp)
 {
     json_t *opts = json_object_get(args, "options");
+    BlockJobOptions o;
 
     if (!check_create_options(opts, errp)) {
         return false;
     }
-    return create_job_start(arg_str(args, "job-id", NULL), opts,
-                            errp) != NULL;
+    qmp_job_options(args, &o);
+    return create_job_start(o.job_id, opts, errp) != NULL;
 }
 
 /* ---- blockdev-snapshot ---- */
-
-static BlockNode *lookup_node(const char *name, Error **errp)
-{
-    BlockNode *bs = bdrv_find_node(name);
-
-    if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name,
-                   name);
-    }
-    return bs;
-}
 
 /* Is `node` reachable from `top` going down the graph (or top itself)? */
 static bool reaches(BlockNode *top, BlockNode *node)
@@ -187,7 +183,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
     BlockChild *backing;
 
     memset(st, 0, sizeof(*st));
-    bs = lookup_node(node, errp);
+    bs = qmp_find_node(node, node, errp);
     if (!bs) {
         return false;
     }
@@ -204,7 +200,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
         error_setg(errp, "An IO error has occurred");
         return false;
     }
-    overlay = lookup_node(overlay_name, errp);
+    overlay = qmp_find_node(overlay_name, overlay_name, errp);
     if (!overlay || !check_overlay(bs, overlay, errp)) {
         return false;
     }
@@ -223,7 +219,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
 
 void blockdev_snapshot_abort(BlockdevSnapshot *st)
 {
-    Error *err = NULL;
+    CLEANUP_ERROR Error *err = NULL;
 
     if (!st->backing) {
         return;
@@ -231,7 +227,7 @@ void blockdev_snapshot_abort(BlockdevSnapshot *st)
     /* Every parent the overlay took goes back; it had none of its own
      * that could object (it was not in use). */
     if (!bdrv_replace_node(st->overlay, st->bs, &err)) {
-        error_report_err(err, "blockdev-snapshot: undoing");
+        log_error("blockdev-snapshot: undoing: %s", error_get_pretty(err));
     }
     bdrv_detach_child(st->backing);
     st->backing = NULL;
@@ -253,15 +249,39 @@ static const ArgSpec blockdev_snapshot_args[] = {
     { .name = NULL },
 };
 
+static bool snapshot_prepare(TransactionAction *ta, JobTxn *txn,
+                             Error **errp)
+{
+    BlockdevSnapshot *st = bj_malloc(sizeof(*st));
+
+    ta->state = st;
+    return blockdev_snapshot_prepare(st, arg_str(ta->data, "node", ""),
+                                     arg_str(ta->data, "overlay", ""), errp);
+}
+
+static void snapshot_abort(TransactionAction *ta)
+{
+    blockdev_snapshot_abort(ta->state);
+}
+
+static void snapshot_clean(TransactionAction *ta)
+{
+    blockdev_snapshot_clean(ta->state);
+}
+
+const TransactionActionType transaction_snapshot_action = {
+    .name = "blockdev-snapshot",
+    .args = blockdev_snapshot_args,
+    .prepare = snapshot_prepare,
+    .abort = snapshot_abort,
+    .clean = snapshot_clean,
+    /* Prepare to clean drains the node itself. */
+    .alone_drain = TRANSACTION_DRAIN_NONE,
+};
+
 static bool qmp_blockdev_snapshot(json_t *args, json_t **ret, Error **errp)
 {
-    BlockdevSnapshot st;
-    bool ok;
-
-    ok = blockdev_snapshot_prepare(&st, arg_str(args, "node", ""),
-                                   arg_str(args, "overlay", ""), errp);
-    blockdev_snapshot_clean(&st);
-    return ok;
+    return transaction_run_alone(&transaction_snapshot_action, args, errp);
 }
 
 const QmpCommand qmp_create_commands[] = {

@@ -547,16 +547,9 @@ static void send_greeting(MonClient *c)
 static void monitor_accept(AioListener *l, void *opaque)
 {
     Monitor *mon = opaque;
-    for (;;) {
-        int fd = accept4(mon->listen_fd, NULL, NULL,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (aio_listener_accept_failed(l, errno)) {
-                return;
-            }
-            continue;
-        }
-        aio_listener_accepted(l);
+    int fd;
+
+    while ((fd = aio_listener_accept(l)) >= 0) {
         if (mon->nclients >= mon->max_clients) {
             /* Closed at once, so the client sees it rather than hanging in
              * the backlog; logged once until a slot frees up. */
