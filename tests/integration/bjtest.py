@@ -8,6 +8,7 @@ either binary), so the same test can be checked against the reference.
     run_blockjobd(*args)   run the binary to completion (options errors, -h)
     qemu_img / qemu_io / run   run a peer tool, raising on failure
     nbd_export / nbd_connect   export a node over NBD, open a libnbd client
+    nbd_accepts(uri)           whether an NBD client gets through the handshake
 
 Argument names: keyword arguments of cmd()/execute() have '_' turned into '-'
 (node_name= becomes "node-name"); pass a dict as the second positional
@@ -705,6 +706,17 @@ def wait_until(cond, timeout=30.0, interval=0.02, what='condition'):
         time.sleep(interval)
 
 
+def blockdev_add_error(qmp, opts):
+    """blockdev-add opts, which must fail with a GenericError; returns the
+    error's description."""
+    try:
+        qmp.execute('blockdev-add', opts)
+    except QMPError as e:
+        assert e.cls == 'GenericError', (e.cls, e.desc)
+        return e.desc
+    raise AssertionError('blockdev-add %r succeeded' % (opts,))
+
+
 def nbd_export(daemon, node, name=None):
     """Starts daemon's NBD server on nbd.sock in its socket directory and
     exports node, writable, as export e0 (name: its NBD name, by default
@@ -729,3 +741,44 @@ def nbd_connect(sock, name, structured_replies=True):
     h.set_export_name(name)
     h.connect_unix(sock)
     return h
+
+
+def nbd_accepts(uri):
+    """Whether a libnbd client gets through the handshake at uri; it hangs
+    up at once when it does."""
+    import nbd
+    h = nbd.NBD()
+    try:
+        h.connect_uri(uri)
+    except nbd.Error:
+        return False
+    h.shutdown()
+    return True
+
+
+def nbd_export_open(daemon, sockdir, node='q', name='e', writable=True):
+    """Exports node as name (also the export's id) on nbd.sock in sockdir,
+    starting the NBD server there unless it runs already; returns a libnbd
+    handle connected to it."""
+    import nbd
+    sock = os.path.join(str(sockdir), 'nbd.sock')
+    if not os.path.exists(sock):
+        daemon.qmp.execute('nbd-server-start',
+                           {'addr': {'type': 'unix', 'data': {'path': sock}}})
+    daemon.qmp.execute('block-export-add',
+                       {'type': 'nbd', 'id': name, 'node-name': node,
+                        'name': name, 'writable': writable})
+    h = nbd.NBD()
+    h.connect_uri('nbd+unix:///%s?socket=%s' % (name, sock))
+    return h
+
+
+def nbd_export_close(daemon, h, node='q', name='e'):
+    """Undoes nbd_export_open: hangs up h, deletes the export, waits until
+    it is gone and deletes node."""
+    h.shutdown()
+    daemon.qmp.execute('block-export-del', id=name)
+    wait_until(lambda: not any(
+        x['id'] == name for x in daemon.qmp.execute('query-block-exports')),
+        what='export gone')
+    daemon.qmp.execute('blockdev-del', node_name=node)
