@@ -31,6 +31,7 @@
 #include "block/block.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "test-wait.h"
+#include "tests/common/xorshift.h"
 
 static char test_dir[] = "/var/tmp/bj-test-qcow2.XXXXXX";
 static bool have_qemu;
@@ -156,10 +157,7 @@ static void check_same(const char *raw, const char *qcow2)
 static uint64_t rng = 88172645463325252ull;
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return xorshift64(&rng);
 }
 
 /*
