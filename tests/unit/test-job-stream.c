@@ -368,12 +368,10 @@ static void test_stream_with_concurrent_writer(void **state)
 
 int main(void)
 {
-    if (sh("qemu-img --version >/dev/null 2>&1") != 0) {
-        printf("SKIP: qemu-img not installed\n");
-        return 77;
-    }
-    if (!tmpdir_make(dir) || !aio_main_init(NULL)) {
-        return 1;
+    int setup = qemu_img_main_setup(dir);
+
+    if (setup != 0) {
+        return setup;
     }
     events = json_array();
     event_set_sink(sink, NULL);
