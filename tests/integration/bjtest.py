@@ -8,6 +8,7 @@ either binary), so the same test can be checked against the reference.
     run_blockjobd(*args)   run the binary to completion (options errors, -h)
     qemu_img / qemu_io / run   run a peer tool, raising on failure
     nbd_export / nbd_connect   export a node over NBD, open a libnbd client
+    nbd_export_teardown        hang up, delete the export and the nodes
     nbd_accepts(uri)           whether an NBD client gets through the handshake
 
 Argument names: keyword arguments of cmd()/execute() have '_' turned into '-'
@@ -729,6 +730,18 @@ def nbd_export(daemon, node, name=None):
         args['name'] = name
     daemon.qmp.execute('block-export-add', args)
     return sock
+
+
+def nbd_export_teardown(qmp, h, *nodes):
+    """Undoes nbd_export: flushes and hangs up the client h, deletes
+    export e0 (until BLOCK_EXPORT_DELETED), then blockdev-dels nodes in
+    that order."""
+    h.flush()
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    for node in nodes:
+        qmp.execute('blockdev-del', node_name=node)
 
 
 def nbd_connect(sock, name, structured_replies=True):

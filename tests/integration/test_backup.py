@@ -16,7 +16,8 @@ import pytest
 
 import copyjob
 import golden
-from bjtest import QMPError, qemu_img, qemu_io, wait_until
+from bjtest import (QMPError, nbd_connect, nbd_export, qemu_img, qemu_io,
+                   wait_until)
 from copyjob import Images, finish, node_names
 
 MiB = 1 << 20
@@ -80,12 +81,7 @@ def test_backup_live(daemon, imgs, mode):
     pytest.importorskip('nbd')
     qmp = daemon.qmp
     imgs.add(qmp)
-    sock = daemon.socket_path('nbd.sock')
-    qmp.execute('nbd-server-start',
-                addr={'type': 'unix', 'data': {'path': sock}})
-    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                     'node-name': 'src', 'name': 'x',
-                                     'writable': True})
+    sock = nbd_export(daemon, 'src', 'x')
     rec = golden.Recorder(qmp, 'backup0')
     stop, errors, count = threading.Event(), [], [0]
     # Throttled so that the writer surely overtakes the copy; the writer
@@ -195,20 +191,13 @@ def test_backup_target_error(daemon, imgs, policy):
 @pytest.mark.timeout(120)
 def test_backup_sync_none_keeps_old_data(daemon, imgs):
     """sync=none copies only what clients overwrite (fleecing)."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     qmp = daemon.qmp
     imgs.add(qmp)
-    sock = daemon.socket_path('nbd.sock')
-    qmp.execute('nbd-server-start',
-                addr={'type': 'unix', 'data': {'path': sock}})
-    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                     'node-name': 'src', 'name': 'x',
-                                     'writable': True})
+    sock = nbd_export(daemon, 'src', 'x')
     rec = golden.Recorder(qmp, 'b0')
     start_backup(qmp, jid='b0', sync='none')
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    h = nbd_connect(sock, 'x')
     h.pwrite(b'\x09' * 4096, 1 * MiB + 512)     # inside pattern 1
     h.pwrite(b'\x09' * 4096, 40 * MiB)           # in the hole
     h.shutdown()

@@ -13,7 +13,8 @@ import time
 import pytest
 
 import golden
-from bjtest import nbd_connect, nbd_export, qemu_img, qemu_io, wait_until
+from bjtest import (nbd_connect, nbd_export, nbd_export_teardown, qemu_img,
+                   qemu_io, wait_until)
 
 nbd = pytest.importorskip('nbd')
 
@@ -48,12 +49,7 @@ def connect(sock):
 
 def finish(daemon, h, tgt, expect):
     qmp = daemon.qmp
-    h.flush()
-    h.shutdown()
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
-    qmp.execute('blockdev-del', node_name='tgt')
-    qmp.execute('blockdev-del', node_name='src')
+    nbd_export_teardown(qmp, h, 'tgt', 'src')
     ref = tgt + '.expect'
     with open(ref, 'wb') as f:
         f.write(expect)

@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from bjtest import QMPError, nbd_connect, nbd_export, qemu_img, qemu_io, run
+from bjtest import (QMPError, nbd_connect, nbd_export, nbd_export_teardown,
+                   qemu_img, qemu_io, run)
 
 nbd = pytest.importorskip('nbd')
 
@@ -265,12 +266,7 @@ def test_snapshot_while_client_writes(daemon, chain):
         t.join(60)
     assert not failures
     assert h.pread(size, 0) == bytes(expect)
-    h.flush()
-    h.shutdown()
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
-    qmp.execute('blockdev-del', node_name='ov')
-    qmp.execute('blockdev-del', node_name='base')
+    nbd_export_teardown(qmp, h, 'ov', 'base')
     qemu_img('check', '-q', ov)
     out = os.path.join(daemon.workdir, 'out.raw')
     qemu_img('convert', '-O', 'raw', ov, out)
