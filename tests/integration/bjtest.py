@@ -699,6 +699,14 @@ def run_blockjobd(*args, timeout=60, binary=None, env=None):
     return p
 
 
+def query_block_job(qmp, device):
+    """The query-block-jobs entry of device's job, or None."""
+    for j in qmp.execute('query-block-jobs'):
+        if j['device'] == device:
+            return j
+    return None
+
+
 def wait_until(cond, timeout=30.0, interval=0.02, what='condition'):
     deadline = time.monotonic() + timeout
     while not cond():
