@@ -752,6 +752,18 @@ def nbd_export_teardown(qmp, h, *nodes):
         qmp.execute('blockdev-del', node_name=node)
 
 
+def nbd_random_write(h, rnd, n, expect, size):
+    """Guest write number n through the libnbd handle h: 4 KiB to 64 KiB of
+    byte 0x40 + n % 64 at a 4 KiB-aligned offset below size, both drawn
+    from the random.Random rnd; the same bytes go into expect (the image
+    as the guest sees it)."""
+    length = 4096 * rnd.randint(1, 16)
+    off = 4096 * rnd.randrange((size - length) // 4096)
+    data = bytes([0x40 + n % 64]) * length
+    h.pwrite(data, off)
+    expect[off:off + length] = data
+
+
 def nbd_connect(sock, name, structured_replies=True):
     """A libnbd handle on export name at sock.  The caller has checked
     that libnbd's Python module is installed (pytest.importorskip)."""

@@ -14,8 +14,8 @@ import random
 import pytest
 
 import golden
-from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export, qemu_img,
-                    qemu_io)
+from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export,
+                    nbd_export_teardown, nbd_random_write, qemu_img, qemu_io)
 from chain import Chain
 
 MiB = 1 << 20
@@ -30,13 +30,6 @@ def chain(workdir):
 def export(daemon, node):
     pytest.importorskip('nbd')
     return nbd_connect(nbd_export(daemon, node, name='x'), 'x')
-
-
-def unexport(daemon, h):
-    h.flush()
-    h.shutdown()
-    daemon.qmp.execute('block-export-del', id='e0')
-    daemon.qmp.wait_event('BLOCK_EXPORT_DELETED')
 
 
 def export_node(qmp):
@@ -74,7 +67,7 @@ def test_commit_active(daemon, chain, mode):
     # the export now writes to base: the chain is just base
     assert export_node(qmp) == 'base'
     h.pwrite(b'\x09' * 65536, 60 * MiB)
-    unexport(daemon, h)
+    nbd_export_teardown(daemon.qmp, h)
     for n in ('top', 'mid', 'base'):
         qmp.execute('blockdev-del', node_name=n)
     qemu_img('check', '-q', chain.base)
@@ -117,11 +110,7 @@ def test_commit_active_under_nbd_writes(daemon, chain):
     n = 0
     completed = False
     while True:
-        length = 4096 * rnd.randint(1, 16)
-        off = 4096 * rnd.randrange((SIZE - length) // 4096)
-        data = bytes([0x40 + n % 64]) * length
-        h.pwrite(data, off)
-        expect[off:off + length] = data
+        nbd_random_write(h, rnd, n, expect, SIZE)
         n += 1
         if n % 16 == 0:
             jobs = qmp.execute('query-block-jobs')
@@ -139,7 +128,7 @@ def test_commit_active_under_nbd_writes(daemon, chain):
     rec.wait_status('null')
     golden.assert_matches('commit-active.auto', rec.events)
     assert export_node(qmp) == 'base'
-    unexport(daemon, h)
+    nbd_export_teardown(daemon.qmp, h)
     for nn in ('top', 'mid', 'base'):
         qmp.execute('blockdev-del', node_name=nn)
     with open(chain.ref, 'wb') as f:
@@ -184,7 +173,7 @@ def test_commit_active_into_header_opened_base(daemon, chain, how):
         # restore runs while the job still writes it); we don't.
         if not is_qsd(daemon.binary):
             assert node_by_file(qmp, chain.base)['ro'] is True
-    unexport(daemon, h)
+    nbd_export_teardown(daemon.qmp, h)
     qmp.execute('blockdev-del', node_name='top')
     daemon.stop()
     qemu_img('check', chain.base)

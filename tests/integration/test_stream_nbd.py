@@ -8,7 +8,8 @@ import random
 import pytest
 
 import golden
-from bjtest import nbd_connect, nbd_export, qemu_img
+from bjtest import (nbd_connect, nbd_export, nbd_export_teardown,
+                    nbd_random_write, qemu_img)
 from chain import Chain
 
 nbd = pytest.importorskip('nbd')
@@ -35,22 +36,13 @@ def write_until_gone(qmp, h, expect, job_id, seed):
         if n >= 32 and n % 8 == 0:
             if not any(j['id'] == job_id for j in qmp.execute('query-jobs')):
                 break
-        length = 4096 * rnd.randint(1, 16)
-        off = 4096 * rnd.randrange((SIZE - length) // 4096)
-        data = bytes([0x40 + n % 64]) * length
-        h.pwrite(data, off)
-        expect[off:off + length] = data
+        nbd_random_write(h, rnd, n, expect, SIZE)
         n += 1
     return n
 
 
 def finish(daemon, h, expect, ref, top, nodes):
-    h.flush()
-    h.shutdown()
-    daemon.qmp.execute('block-export-del', id='e0')
-    daemon.qmp.wait_event('BLOCK_EXPORT_DELETED')
-    for n in nodes:
-        daemon.qmp.execute('blockdev-del', node_name=n)
+    nbd_export_teardown(daemon.qmp, h, *nodes)
     with open(ref, 'wb') as f:
         f.write(expect)
     qemu_img('check', '-q', top)
