@@ -257,6 +257,24 @@ def raw_qmp_socket(d):
     return s
 
 
+def sleeping_client(d):
+    """A monitor client that sends qmp_capabilities and never reads."""
+    s = raw_qmp_socket(d)
+    s.sendall(b'{"execute":"qmp_capabilities"}\n')
+    return s
+
+
+def flood_export_events(q, count):
+    """count block exports of node 'disk' with an EVENT_MIB long id, each
+    added and deleted: events that size go to every client."""
+    long_id = 'e' + 'x' * (EVENT_MIB << 20)
+    for _ in range(count):
+        q.execute('block-export-add', type='nbd', id=long_id,
+                  node_name='disk')
+        q.execute('block-export-del', id=long_id)
+        q.wait_event('BLOCK_EXPORT_DELETED')
+
+
 def event_flood_daemon(daemon_factory):
     """A daemon (rss_env) with a null-co node 'disk' and an NBD server, for
     block exports whose long ids make 1 MiB events."""
@@ -284,19 +302,12 @@ def test_pending_output_bound_across_clients(daemon_factory):
     q = d.qmp
     sleepers = []
     for _ in range(4):
-        s = raw_qmp_socket(d)
-        s.sendall(b'{"execute":"qmp_capabilities"}\n')
-        sleepers.append(s)
+        sleepers.append(sleeping_client(d))
     # Every sleeper is negotiated once a reading client sees an event that
     # follows their qmp_capabilities: commands run one at a time, in turn.
     q.execute('query-version')
     base = rss_kib(d.pid)
-    long_id = 'e' + 'x' * (EVENT_MIB << 20)
-    for i in range(60):
-        q.execute('block-export-add', type='nbd', id=long_id,
-                  node_name='disk')
-        q.execute('block-export-del', id=long_id)
-        q.wait_event('BLOCK_EXPORT_DELETED')
+    flood_export_events(q, 60)
     grown = (rss_kib(d.pid) - base) // 1024
     peak = (rss_kib(d.pid, 'VmHWM') - base) // 1024
     print('RSS grew by %d MiB (peak %d MiB) for %d MiB of budget'
@@ -443,16 +454,10 @@ def test_pending_output_bound_per_client(daemon_factory):
     for it (the daemon-wide budget is not reached with one client)."""
     d = event_flood_daemon(daemon_factory)
     q = d.qmp
-    s = raw_qmp_socket(d)
-    s.sendall(b'{"execute":"qmp_capabilities"}\n')
+    s = sleeping_client(d)
     q.execute('query-version')
     base = rss_kib(d.pid)
-    long_id = 'e' + 'x' * (EVENT_MIB << 20)
-    for i in range(70):
-        q.execute('block-export-add', type='nbd', id=long_id,
-                  node_name='disk')
-        q.execute('block-export-del', id=long_id)
-        q.wait_event('BLOCK_EXPORT_DELETED')
+    flood_export_events(q, 70)
     peak = (rss_kib(d.pid, 'VmHWM') - base) >> 10
     held = (rss_kib(d.pid) - base) >> 10
     print('one sleeper: peak +%d MiB, after +%d MiB' % (peak, held))
