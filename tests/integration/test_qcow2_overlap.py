@@ -241,9 +241,7 @@ def test_after_corruption(daemon, workdir, sockdir):
     case = hi.make('l2-active-l1', str(workdir / 'x.qcow2'))
     daemon.qmp.execute('blockdev-add', qcow2_opts(case.path))
     h = bjtest.nbd_export_open(daemon, sockdir)
-    with pytest.raises(nbd.Error):
-        h.pwrite(b'\x5a' * 4096, case.guest_offset)
-    daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    write_refused_as_corrupt(daemon, h, case.guest_offset)
     assert h.pread(4096, 0) == b'\x11' * 4096
     with pytest.raises(nbd.Error) as e:
         h.flush()
@@ -258,9 +256,7 @@ def test_repair_clears_corrupt(daemon, workdir, sockdir):
     case = hi.make('l2-refcount-table', str(workdir / 'x.qcow2'))
     daemon.qmp.execute('blockdev-add', qcow2_opts(case.path))
     h = bjtest.nbd_export_open(daemon, sockdir)
-    with pytest.raises(nbd.Error):
-        h.pwrite(b'\x5a' * 4096, case.guest_offset)
-    daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    write_refused_as_corrupt(daemon, h, case.guest_offset)
     bjtest.nbd_export_close(daemon, h)
     # The repair does not know the entry is hostile: drop it first.
     hi.clear_l2_entry(case.path, case.guest_offset)
