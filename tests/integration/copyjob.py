@@ -1,4 +1,5 @@
-"""The images and steps that the backup and mirror tests share.
+"""The images and steps that the backup and mirror tests share, and the
+auto/manual modes of any job (in_mode, finish).
 
 Source (64 MiB raw): pattern 1 @ 0-8M, 2 @ 16-20M, zeroes written @
 24-25M, the rest a hole.  Target: an empty qcow2 of the same size made
@@ -53,25 +54,33 @@ class Images:
         qemu_img('check', '-q', self.tgt)
 
 
+def in_mode(mode, args):
+    """args for a job's command in mode: 'auto', as they are; 'manual',
+    with auto-finalize and auto-dismiss off, so that the job waits for
+    job-finalize and job-dismiss (see finish)."""
+    if mode == 'manual':
+        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    return args
+
+
 def start(qmp, command, mode, jid, **extra):
     """blockdev-backup or blockdev-mirror of src to tgt, sync=full; mode
     'manual': the job waits for job-finalize and job-dismiss."""
-    args = {'job-id': jid, 'device': 'src', 'target': 'tgt',
-            'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    args = in_mode(mode, {'job-id': jid, 'device': 'src', 'target': 'tgt',
+                          'sync': 'full'})
     args.update(extra)
     qmp.execute(command, args)
 
 
-def finish(qmp, rec, mode, cancelled=False):
-    """Takes a job that start() began in mode to its end (null)."""
+def finish(qmp, rec, mode, cancelled=False, verbs='job'):
+    """Takes a job begun in mode (in_mode) to its end (null); verbs: the
+    commands' prefix, 'job' (job-finalize, job-dismiss) or 'block-job'."""
     if mode == 'manual':
         if not cancelled:
             rec.wait('BLOCK_JOB_PENDING')
-            qmp.execute('job-finalize', id=rec.job_id)
+            qmp.execute(verbs + '-finalize', id=rec.job_id)
         rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id=rec.job_id)
+        qmp.execute(verbs + '-dismiss', id=rec.job_id)
     rec.wait_status('null')
 
 

@@ -11,6 +11,7 @@ Chain (64 MiB), every node added by blockdev-add so that base is writable:
 import pytest
 
 import golden
+from copyjob import finish, in_mode
 from bjtest import QMPError, is_qsd, query_block_job, wait_until
 
 MiB = 1 << 20
@@ -22,17 +23,10 @@ def test_commit_intermediate(daemon, chain, mode):
     qmp = daemon.qmp
     chain.add_all(qmp)
     rec = golden.Recorder(qmp, 'commit0')
-    args = {'job-id': 'commit0', 'device': 'top', 'top-node': 'mid',
-            'base-node': 'base'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    qmp.execute('block-commit', args)
-    if mode == 'manual':
-        rec.wait('BLOCK_JOB_PENDING')
-        qmp.execute('block-job-finalize', id='commit0')
-        rec.wait_status('concluded')
-        qmp.execute('block-job-dismiss', id='commit0')
-    rec.wait_status('null')
+    qmp.execute('block-commit', in_mode(mode, {
+        'job-id': 'commit0', 'device': 'top', 'top-node': 'mid',
+        'base-node': 'base'}))
+    finish(qmp, rec, mode, verbs='block-job')
     golden.assert_matches('commit-intermediate.%s' % mode, rec.events,
                           raw=True)
     # top now backs onto base; mid survives, detached

@@ -17,6 +17,7 @@ import golden
 from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export,
                     nbd_export_teardown, nbd_random_write, qemu_img, qemu_io)
 from chain import Chain
+from copyjob import finish, in_mode
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -46,10 +47,8 @@ def test_commit_active(daemon, chain, mode):
     chain.add_all(qmp)
     h = export(daemon, 'top')
     rec = golden.Recorder(qmp, 'commit1')
-    args = {'job-id': 'commit1', 'device': 'top'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    qmp.execute('block-commit', args)
+    qmp.execute('block-commit', in_mode(mode, {'job-id': 'commit1',
+                                               'device': 'top'}))
     rec.wait('BLOCK_JOB_READY')
     j = qmp.execute('query-block-jobs')[0]
     assert (j['type'], j['status']) == ('commit', 'ready')
@@ -57,12 +56,7 @@ def test_commit_active(daemon, chain, mode):
         qmp.execute('blockdev-del', node_name='top')
     assert 'busy' in e.value.desc or 'in use' in e.value.desc
     qmp.execute('block-job-complete', device='commit1')
-    if mode == 'manual':
-        rec.wait('BLOCK_JOB_PENDING')
-        qmp.execute('job-finalize', id='commit1')
-        rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id='commit1')
-    rec.wait_status('null')
+    finish(qmp, rec, mode)
     golden.assert_matches('commit-active.%s' % mode, rec.events)
     # the export now writes to base: the chain is just base
     assert export_node(qmp) == 'base'

@@ -10,6 +10,7 @@ import os
 import pytest
 
 import golden
+from copyjob import finish, in_mode
 from bjtest import QMPError, qemu_img, qemu_io, wait_until
 
 MiB = 1 << 20
@@ -48,9 +49,8 @@ def cleanup_compare(qmp, src, tgt, same=True):
 
 
 def mirror_args(jid, mode, **extra):
-    args = {'job-id': jid, 'device': 'src', 'target': 'tgt', 'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    args = in_mode(mode, {'job-id': jid, 'device': 'src', 'target': 'tgt',
+                          'sync': 'full'})
     args.update(extra)
     return args
 
@@ -58,12 +58,7 @@ def mirror_args(jid, mode, **extra):
 def complete(qmp, rec, mode):
     rec.wait('BLOCK_JOB_READY')
     qmp.execute('block-job-complete', device=rec.job_id)
-    if mode == 'manual':
-        rec.wait('BLOCK_JOB_PENDING')
-        qmp.execute('job-finalize', id=rec.job_id)
-        rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id=rec.job_id)
-    rec.wait_status('null')
+    finish(qmp, rec, mode)
 
 
 READ_ERR = {'event': 'read_aio', 'errno': 5, 'sector': 2 * MiB // 512}

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import copyjob
 import golden
 from bjtest import (nbd_connect, nbd_export, nbd_export_teardown, qemu_img,
                    qemu_io, wait_until)
@@ -130,11 +131,7 @@ def test_mirror_live(daemon, workdir, mode):
     src, tgt, expect = make_images(qmp, workdir)
     h = connect(export(daemon))
     rec = golden.Recorder(qmp, 'mirror1')
-    args = {'job-id': 'mirror1', 'device': 'src', 'target': 'tgt',
-            'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    qmp.execute('blockdev-mirror', args)
+    copyjob.start(qmp, 'blockdev-mirror', mode, 'mirror1')
     n = write_through_job(daemon, h, expect, 'mirror1', mode, 11)
     assert n >= 16
     rec.poll()
