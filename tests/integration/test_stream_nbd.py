@@ -19,9 +19,8 @@ SIZE = 32 * MiB
 
 
 def make_chain(d):
-    c = Chain(d, size=SIZE, base=['write -P 1 0 12M'],
-              mid=['write -P 2 8M 16M'], top=['write -P 3 2M 2M'])
-    return c.base, c.mid, c.top, c.ref
+    return Chain(d, size=SIZE, base=['write -P 1 0 12M'],
+                 mid=['write -P 2 8M 16M'], top=['write -P 3 2M 2M'])
 
 
 def export(daemon, node):
@@ -51,11 +50,10 @@ def finish(daemon, h, expect, ref, top, nodes):
 
 @pytest.mark.timeout(180)
 def test_stream_under_nbd_writes(daemon, workdir):
-    base, mid, top, ref = make_chain(str(workdir))
+    chain = make_chain(str(workdir))
+    top, ref = chain.top, chain.ref
     qmp = daemon.qmp
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
-                                 'file': {'driver': 'file',
-                                          'filename': top}})
+    chain.add_top(qmp)
     h = export(daemon, 'top')
     with open(ref, 'rb') as f:
         expect = bytearray(f.read())
@@ -74,17 +72,10 @@ def test_stream_under_nbd_writes(daemon, workdir):
 
 @pytest.mark.timeout(180)
 def test_commit_under_nbd_writes(daemon, workdir):
-    base, mid, top, ref = make_chain(str(workdir))
+    chain = make_chain(str(workdir))
+    top, ref = chain.top, chain.ref
     qmp = daemon.qmp
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
-                                 'file': {'driver': 'file',
-                                          'filename': base}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'mid',
-                                 'backing': 'base',
-                                 'file': {'driver': 'file', 'filename': mid}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
-                                 'backing': 'mid',
-                                 'file': {'driver': 'file', 'filename': top}})
+    chain.add_all(qmp)
     h = export(daemon, 'top')
     with open(ref, 'rb') as f:
         expect = bytearray(f.read())
