@@ -715,6 +715,15 @@ def wait_until(cond, timeout=30.0, interval=0.02, what='condition'):
         time.sleep(interval)
 
 
+def blockdev_add_image(qmp, driver, node, filename, **opts):
+    """blockdev-add of node, a driver ('raw', 'qcow2') node over a file
+    node of filename; opts: more of its options, by their QMP names."""
+    args = {'driver': driver, 'node-name': node}
+    args.update(opts)
+    args['file'] = {'driver': 'file', 'filename': filename}
+    return qmp.execute('blockdev-add', args)
+
+
 def blockdev_add_error(qmp, opts):
     """blockdev-add opts, which must fail with a GenericError; returns the
     error's description."""

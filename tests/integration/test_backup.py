@@ -16,8 +16,8 @@ import pytest
 
 import copyjob
 import golden
-from bjtest import (QMPError, nbd_connect, nbd_export, qemu_img, qemu_io,
-                   wait_until)
+from bjtest import (QMPError, blockdev_add_image, nbd_connect, nbd_export,
+                   qemu_img, qemu_io, wait_until)
 from copyjob import Images, finish, node_names
 
 MiB = 1 << 20
@@ -231,12 +231,8 @@ def test_backup_sync_top(daemon, workdir):
     qemu_io('-f', 'qcow2', '-c', 'write -P 4 8M 1M', top)
     qemu_img('create', '-q', '-f', 'qcow2', tgt, SIZE)
     qmp = daemon.qmp
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'src',
-                                 'file': {'driver': 'file',
-                                          'filename': top}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': {'driver': 'file',
-                                          'filename': tgt}})
+    blockdev_add_image(qmp, 'qcow2', 'src', top)
+    blockdev_add_image(qmp, 'qcow2', 'tgt', tgt)
     rec = golden.Recorder(qmp, 'b0')
     start_backup(qmp, jid='b0', sync='top')
     rec.wait_status('null')
@@ -252,9 +248,7 @@ def test_backup_argument_errors(daemon, imgs, workdir):
     imgs.add(qmp)
     small = os.path.join(str(workdir), 'small.raw')
     qemu_img('create', '-q', '-f', 'raw', small, 32 * MiB)
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'small',
-                                 'file': {'driver': 'file',
-                                          'filename': small}})
+    blockdev_add_image(qmp, 'raw', 'small', small)
     base = {'device': 'src', 'target': 'tgt', 'job-id': 'j'}
     cases = [
         ({'device': 'src', 'target': 'tgt', 'sync': 'full'},
@@ -335,9 +329,7 @@ def test_quit_with_running_backups(daemon, imgs):
     imgs.add(qmp)
     t2 = os.path.join(imgs.dir, 't2.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', t2, SIZE)
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 't2',
-                                 'file': {'driver': 'file',
-                                          'filename': t2}})
+    blockdev_add_image(qmp, 'qcow2', 't2', t2)
     start_backup(qmp, jid='b0', speed=1 * MiB)
     start_backup(qmp, jid='b1', target='t2', sync='none')
     assert len(qmp.execute('query-block-jobs')) == 2
@@ -367,12 +359,8 @@ def test_backup_compress(daemon, workdir, cluster):
         f.write(os.urandom(2 * MiB))
     qemu_img('create', '-q', '-f', 'qcow2', '-o',
              'cluster_size=' + cluster, tgt, SIZE)
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
-                                 'file': {'driver': 'file',
-                                          'filename': src}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': {'driver': 'file',
-                                          'filename': tgt}})
+    blockdev_add_image(qmp, 'raw', 'src', src)
+    blockdev_add_image(qmp, 'qcow2', 'tgt', tgt)
     rec = golden.Recorder(qmp, 'b0')
     start_backup(qmp, jid='b0', compress=True)
     rec.wait_status('null')

@@ -601,14 +601,9 @@ def test_commit_intermediate_wait(env, tmp_path):
     bjtest.qemu_io('-c', 'write -P 0x22 1M 2M', m2)
     bjtest.qemu_img('create', '-q', '-f', 'qcow2', '-b', m2, '-F', 'qcow2', o2)
     q = env.d.qmp
-    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'b2',
-                               'file': {'driver': 'file', 'filename': b2}})
-    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'm2',
-                               'backing': 'b2',
-                               'file': {'driver': 'file', 'filename': m2}})
-    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'o2',
-                               'backing': 'm2',
-                               'file': {'driver': 'file', 'filename': o2}})
+    bjtest.blockdev_add_image(q, 'qcow2', 'b2', b2)
+    bjtest.blockdev_add_image(q, 'qcow2', 'm2', m2, backing='b2')
+    bjtest.blockdev_add_image(q, 'qcow2', 'o2', o2, backing='m2')
     p = env.run('commit', 'o2', '--top', 'm2', '--base', 'b2', '--wait',
                 expect=0)
     assert "job 'commit-o2' completed" in p.stdout
