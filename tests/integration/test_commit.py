@@ -11,8 +11,8 @@ Chain (64 MiB), every node added by blockdev-add so that base is writable:
 import pytest
 
 import golden
-from copyjob import finish, in_mode
 from bjtest import QMPError, is_qsd, query_block_job, wait_until
+from copyjob import finish, in_mode
 
 MiB = 1 << 20
 
