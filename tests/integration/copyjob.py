@@ -15,17 +15,21 @@ MiB = 1 << 20
 SIZE = 64 * MiB
 
 
+SRC_WRITES = ('write -P 1 0 8M', 'write -P 2 16M 4M', 'write -z 24M 1M')
+
+
 class Images:
-    def __init__(self, d, keep_ref=False):
+    def __init__(self, d, keep_ref=False, src_writes=SRC_WRITES):
         """keep_ref: also copy the source to ref.raw before any job, for a
-        job whose source changes while it copies (backup)."""
+        job whose source changes while it copies (backup); src_writes: the
+        qemu-io commands that fill the source."""
         self.dir = str(d)
         self.src = os.path.join(self.dir, 'src.raw')
         self.tgt = os.path.join(self.dir, 'tgt.qcow2')
         self.ref = os.path.join(self.dir, 'ref.raw')
         qemu_img('create', '-q', '-f', 'raw', self.src, SIZE)
-        qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c',
-                'write -P 2 16M 4M', '-c', 'write -z 24M 1M', self.src)
+        qemu_io('-f', 'raw', *[a for c in src_writes for a in ('-c', c)],
+                self.src)
         qemu_img('create', '-q', '-f', 'qcow2', self.tgt, SIZE)
         if keep_ref:
             shutil.copyfile(self.src, self.ref)

@@ -5,38 +5,29 @@ on-target-error report/stop/enospc.  After stop+resume and ignore the
 target is identical to the source.
 """
 
-import os
-
 import pytest
 
 import golden
-from copyjob import finish, in_mode
-from bjtest import QMPError, qemu_img, qemu_io, wait_until
+from bjtest import QMPError, qemu_img, wait_until
+from copyjob import Images, finish, in_mode
 
 MiB = 1 << 20
-SIZE = 64 * MiB
+
+
+def file_failing(path, rule):
+    """The options of path's file node, under a blkdebug injecting rule
+    when there is one."""
+    opts = {'driver': 'file', 'filename': path}
+    if rule:
+        opts = {'driver': 'blkdebug', 'inject-error': [rule], 'image': opts}
+    return opts
 
 
 def make_images(qmp, d, src_rule=None, tgt_rule=None):
-    src = os.path.join(str(d), 'src.raw')
-    tgt = os.path.join(str(d), 'tgt.qcow2')
-    qemu_img('create', '-q', '-f', 'raw', src, SIZE)
-    qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c', 'write -P 2 32M 4M',
-            src)
-    qemu_img('create', '-q', '-f', 'qcow2', tgt, SIZE)
-    sfile = {'driver': 'file', 'filename': src}
-    if src_rule:
-        sfile = {'driver': 'blkdebug', 'inject-error': [src_rule],
-                 'image': sfile}
-    tfile = {'driver': 'file', 'filename': tgt}
-    if tgt_rule:
-        tfile = {'driver': 'blkdebug', 'inject-error': [tgt_rule],
-                 'image': tfile}
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
-                                 'file': sfile})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': tfile})
-    return src, tgt
+    imgs = Images(d, src_writes=('write -P 1 0 8M', 'write -P 2 32M 4M'))
+    imgs.add(qmp, src_file=file_failing(imgs.src, src_rule),
+             tgt_file=file_failing(imgs.tgt, tgt_rule))
+    return imgs.src, imgs.tgt
 
 
 def cleanup_compare(qmp, src, tgt, same=True):

@@ -15,7 +15,7 @@ import pytest
 import copyjob
 import golden
 from bjtest import (nbd_connect, nbd_export, nbd_export_teardown, qemu_img,
-                   qemu_io, wait_until)
+                   wait_until)
 
 nbd = pytest.importorskip('nbd')
 
@@ -25,19 +25,12 @@ SIZE = 64 * MiB
 
 
 def make_images(qmp, d):
-    src = os.path.join(str(d), 'src.raw')
-    tgt = os.path.join(str(d), 'tgt.qcow2')
-    qemu_img('create', '-q', '-f', 'raw', src, SIZE)
-    qemu_io('-f', 'raw', '-c', 'write -P 1 0 16M', '-c', 'write -P 2 40M 8M',
-            src)
-    qemu_img('create', '-q', '-f', 'qcow2', tgt, SIZE)
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
-                                 'file': {'driver': 'file', 'filename': src}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': {'driver': 'file', 'filename': tgt}})
-    with open(src, 'rb') as f:
+    imgs = copyjob.Images(d, src_writes=('write -P 1 0 16M',
+                                         'write -P 2 40M 8M'))
+    imgs.add(qmp)
+    with open(imgs.src, 'rb') as f:
         expect = bytearray(f.read())
-    return src, tgt, expect
+    return imgs.src, imgs.tgt, expect
 
 
 def export(daemon, node='src'):
