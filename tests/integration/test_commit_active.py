@@ -62,13 +62,11 @@ def test_commit_active(daemon, chain, mode):
     assert export_node(qmp) == 'base'
     h.pwrite(b'\x09' * 65536, 60 * MiB)
     nbd_export_teardown(daemon.qmp, h)
-    for n in ('top', 'mid', 'base'):
-        qmp.execute('blockdev-del', node_name=n)
+    chain.del_all(qmp)
     qemu_img('check', '-q', chain.base)
     qemu_io('-c', 'read -P 9 60M 64k', chain.base)
     qemu_io('-c', 'write -z 60M 64k', chain.base)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.base)
+    chain.compare_ref(chain.base)
 
 
 @pytest.mark.timeout(120)
@@ -82,13 +80,10 @@ def test_commit_active_soft_cancel_keeps_chain(daemon, chain):
     ev = rec.wait('BLOCK_JOB_COMPLETED')
     assert 'error' not in ev['data']
     rec.wait_status('null')
-    for n in ('top', 'mid', 'base'):
-        qmp.execute('blockdev-del', node_name=n)
+    chain.del_all(qmp)
     # top still reads the same; base now holds the whole image too
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.top)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.base)
+    chain.compare_ref(chain.top)
+    chain.compare_ref(chain.base)
 
 
 @pytest.mark.timeout(180)
@@ -123,13 +118,11 @@ def test_commit_active_under_nbd_writes(daemon, chain):
     golden.assert_matches('commit-active.auto', rec.events)
     assert export_node(qmp) == 'base'
     nbd_export_teardown(daemon.qmp, h)
-    for nn in ('top', 'mid', 'base'):
-        qmp.execute('blockdev-del', node_name=nn)
+    chain.del_all(qmp)
     with open(chain.ref, 'wb') as f:
         f.write(expect)
     qemu_img('check', '-q', chain.base)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.base)
+    chain.compare_ref(chain.base)
 
 
 def node_by_file(qmp, filename):
