@@ -30,6 +30,15 @@ def start_mirror(qmp, mode='auto', jid='mirror0', **extra):
     copyjob.start(qmp, 'blockdev-mirror', mode, jid, **extra)
 
 
+def start_ready_mirror(qmp):
+    """Starts mirror0 (auto) and waits until it is READY; returns its
+    Recorder."""
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp)
+    rec.wait('BLOCK_JOB_READY')
+    return rec
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize('mode', ['auto', 'manual'])
 def test_mirror_ready_complete(daemon, imgs, mode):
@@ -57,9 +66,7 @@ def test_mirror_ready_complete(daemon, imgs, mode):
 def test_mirror_target_stays_sparse(daemon, imgs):
     qmp = daemon.qmp
     imgs.add(qmp)
-    rec = golden.Recorder(qmp, 'mirror0')
-    start_mirror(qmp)
-    rec.wait('BLOCK_JOB_READY')
+    rec = start_ready_mirror(qmp)
     qmp.execute('block-job-complete', device='mirror0')
     rec.wait_status('null')
     qmp.execute('blockdev-del', node_name='tgt')
@@ -79,9 +86,7 @@ def test_mirror_pivot_moves_export(daemon, imgs):
     qmp = daemon.qmp
     imgs.add(qmp)
     sock = nbd_export(daemon, 'src', 'x')
-    rec = golden.Recorder(qmp, 'mirror0')
-    start_mirror(qmp)
-    rec.wait('BLOCK_JOB_READY')
+    rec = start_ready_mirror(qmp)
     h = nbd_connect(sock, 'x')
     h.pwrite(b'\x07' * 65536, 40 * MiB)
     qmp.execute('block-job-complete', device='mirror0')
@@ -233,9 +238,7 @@ def test_mirror_different_sizes_fails(daemon, imgs, workdir):
 def test_mirror_busy_nodes(daemon, imgs):
     qmp = daemon.qmp
     imgs.add(qmp)
-    rec = golden.Recorder(qmp, 'mirror0')
-    start_mirror(qmp)
-    rec.wait('BLOCK_JOB_READY')
+    rec = start_ready_mirror(qmp)
     with pytest.raises(QMPError) as e:
         qmp.execute('blockdev-del', node_name='src')
     assert 'is busy' in e.value.desc or 'in use' in e.value.desc
