@@ -23,8 +23,12 @@ def make_chain(d):
                  mid=['write -P 2 8M 16M'], top=['write -P 3 2M 2M'])
 
 
-def export(daemon, node):
-    return nbd_connect(nbd_export(daemon, node), node)
+def export_top(daemon, ref):
+    """Exports node top; returns a client of it and what top reads now
+    (the bytes of ref), for the writes to update."""
+    h = nbd_connect(nbd_export(daemon, 'top'), 'top')
+    with open(ref, 'rb') as f:
+        return h, bytearray(f.read())
 
 
 def write_until_gone(qmp, h, expect, job_id, seed):
@@ -54,9 +58,7 @@ def test_stream_under_nbd_writes(daemon, workdir):
     top, ref = chain.top, chain.ref
     qmp = daemon.qmp
     chain.add_top(qmp)
-    h = export(daemon, 'top')
-    with open(ref, 'rb') as f:
-        expect = bytearray(f.read())
+    h, expect = export_top(daemon, ref)
     rec = golden.Recorder(qmp, 'stream0')
     qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
                                  'speed': 8 * MiB})
@@ -76,9 +78,7 @@ def test_commit_under_nbd_writes(daemon, workdir):
     top, ref = chain.top, chain.ref
     qmp = daemon.qmp
     chain.add_all(qmp)
-    h = export(daemon, 'top')
-    with open(ref, 'rb') as f:
-        expect = bytearray(f.read())
+    h, expect = export_top(daemon, ref)
     rec = golden.Recorder(qmp, 'commit0')
     qmp.execute('block-commit', {'job-id': 'commit0', 'device': 'top',
                                  'top-node': 'mid', 'base-node': 'base',
