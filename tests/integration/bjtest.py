@@ -9,7 +9,14 @@ either binary), so the same test can be checked against the reference.
     qemu_img / qemu_io / run   run a peer tool, raising on failure
     nbd_export / nbd_connect   export a node over NBD, open a libnbd client
     nbd_export_teardown        hang up, delete the export and the nodes
+    nbd_export_open / _close   export and connect, and undo it, for an
+                               export whose NBD name is its id, on nbd.sock
+                               in a given directory
     nbd_accepts(uri)           whether an NBD client gets through the handshake
+    nbd_random_write           one random guest write, mirrored into a buffer
+    blockdev_add_image         a raw or qcow2 node over a file
+    blockdev_add_error         a blockdev-add that must fail: its message
+    query_block_job            one job's query-block-jobs entry
 
 Argument names: keyword arguments of cmd()/execute() have '_' turned into '-'
 (node_name= becomes "node-name"); pass a dict as the second positional
