@@ -46,35 +46,6 @@ def poke(path, offset, data):
         f.write(data)
 
 
-def export(daemon, sockdir, node, writable=True, name='e'):
-    """Exports node over NBD; returns a connected libnbd handle."""
-    sock = os.path.join(str(sockdir), 'nbd.sock')
-    try:
-        if not os.path.exists(sock):
-            daemon.qmp.execute('nbd-server-start',
-                               {'addr': {'type': 'unix',
-                                         'data': {'path': sock}}})
-        daemon.qmp.execute('block-export-add',
-                           {'type': 'nbd', 'id': name, 'node-name': node,
-                            'name': name, 'writable': writable})
-    except QMPError as e:
-        if e.cls == 'CommandNotFound':
-            pytest.skip('no NBD exports in this daemon yet')
-        raise
-    h = nbd.NBD()
-    h.connect_uri('nbd+unix:///%s?socket=%s' % (name, sock))
-    return h
-
-
-def unexport(daemon, h, node='q', name='e'):
-    h.shutdown()
-    daemon.qmp.execute('block-export-del', id=name)
-    bjtest.wait_until(lambda: not any(
-        x['id'] == name for x in daemon.qmp.execute('query-block-exports')),
-        what='export gone')
-    daemon.qmp.execute('blockdev-del', node_name=node)
-
-
 def check_clean(path):
     r = qemu_img('check', '-f', 'qcow2', path, check=False)
     assert r.returncode == 0 and 'No errors were found' in r.stdout, \
@@ -264,11 +235,11 @@ def test_nbd_writes_interop(daemon, workdir, sockdir, opts, size, cs, chain):
         with open(ref, 'wb') as f:
             f.truncate(size)
     add_qcow2(daemon.qmp, img, discard='unmap')
-    h = export(daemon, sockdir, 'q')
+    h = bjtest.nbd_export_open(daemon, sockdir, 'q')
     # v2 cannot mark discarded clusters zero over a backing file
     random_ops(h, ref, size, cs, 250, seed=size + cs,
                trims=not (chain and 'compat=0.10' in opts))
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     check_clean(img)
     check_same(ref, img)
 
@@ -291,14 +262,14 @@ def test_nbd_reads_qemu_images(daemon, workdir, sockdir):
     want = p(workdir, 'want.raw')
     qemu_img('convert', '-O', 'raw', img, want)
     add_qcow2(daemon.qmp, img, **{'read-only': True})
-    h = export(daemon, sockdir, 'q', writable=False)
+    h = bjtest.nbd_export_open(daemon, sockdir, 'q', writable=False)
     with open(want, 'rb') as f:
         data = f.read()
     step = (1 << 20) - 333
     for off in range(0, len(data), step):
         n = min(step, len(data) - off)
         assert h.pread(n, off) == data[off:off + n], off
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
 
 
 @pytest.mark.parametrize('opts', ['cluster_size=65536',
@@ -319,7 +290,7 @@ def test_crash_keeps_flushed_writes(daemon_factory, workdir, sockdir, opts):
         qemu_img('create', '-f', 'qcow2', '-o', opts, img, str(size))
     d = daemon_factory()
     add_qcow2(d.qmp, img)
-    h = export(d, sockdir, 'q')
+    h = bjtest.nbd_export_open(d, sockdir, 'q')
     rng = random.Random(3)
     slots = list(range(size // 65536))
     rng.shuffle(slots)
@@ -375,13 +346,13 @@ def test_backing_node_reference(daemon, workdir, sockdir):
     top = [n for n in daemon.qmp.execute('query-named-block-nodes')
            if n['node-name'] == 'q'][0]
     assert top['backing_file_depth'] == 1
-    h = export(daemon, sockdir, 'q')
+    h = bjtest.nbd_export_open(daemon, sockdir, 'q')
     assert h.pread(4096, 100000) == b'\x5b' * 4096
     h.pwrite(b'\x01' * 1000, 70000)
     h.flush()
     assert h.pread(3000, 69000) == b'\x5b' * 1000 + b'\x01' * 1000 + \
         b'\x5b' * 1000
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     daemon.qmp.execute('blockdev-del', node_name='base')
     r = qemu_img('check', '-f', 'qcow2', img, check=False)
     # the header still names elsewhere.raw, which does not exist

@@ -7,6 +7,9 @@
 
 #include "testutil.h"
 
+#include "aio/io.h"
+#include "block/drivers/drivers.h"
+
 /* ---- scratch directory ---- */
 
 char *tmpdir_make(char *tmpl)
@@ -47,6 +50,17 @@ int sh(const char *fmt, ...)
     r = system(cmd);
     free(cmd);
     return r;
+}
+
+bool qemu_img_installed(void)
+{
+    return sh("qemu-img --version >/dev/null 2>&1") == 0;
+}
+
+bool qemu_tools_installed(void)
+{
+    return qemu_img_installed() &&
+           sh("qemu-io --version >/dev/null 2>&1") == 0;
 }
 
 char *sh_out(const char *fmt, ...)
@@ -160,6 +174,20 @@ void del_ok(const char *name)
     }
 }
 
+BlockNode *file_node_new(bool read_only)
+{
+    BlockNode *bs = calloc(1, sizeof(*bs));
+
+    assert_non_null(bs);
+    bs->drv = &bdrv_file;
+    bs->opaque = calloc(1, bdrv_file.state_size);
+    assert_non_null(bs->opaque);
+    bs->ctx = aio_main_context();
+    bs->refcnt = 1;
+    bs->read_only = read_only;
+    return bs;
+}
+
 char *test_user_desc(BlockChild *c)
 {
     (void)c;
@@ -188,6 +216,34 @@ int main_loop_setup(void **state)
     (void)state;
     if (!aio_main_init(&err)) {
         fail_msg("aio_main_init: %s", error_get_pretty(err));
+    }
+    return 0;
+}
+
+int scratch_group_setup(char *tmpl, void **state)
+{
+    if (!tmpdir_make(tmpl)) {
+        return -1;
+    }
+    return main_loop_setup(state);
+}
+
+int scratch_group_teardown(const char *dir)
+{
+    int ret = tmpdir_remove(dir);
+
+    thread_pool_shutdown();
+    return ret == 0 ? 0 : -1;
+}
+
+int qemu_img_main_setup(char *tmpl)
+{
+    if (!qemu_img_installed()) {
+        printf("SKIP: qemu-img not installed\n");
+        return 77;
+    }
+    if (!tmpdir_make(tmpl) || !aio_main_init(NULL)) {
+        return 1;
     }
     return 0;
 }
