@@ -37,6 +37,18 @@ BlockNode *bdrv_find_node(const char *node_name)
     return NULL;
 }
 
+BlockNode *bdrv_lookup_node(const char *device, const char *node_name,
+                            Error **errp)
+{
+    BlockNode *bs = bdrv_find_node(node_name);
+
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
+                   device ? device : "", node_name);
+    }
+    return bs;
+}
+
 BlockNode *bdrv_next_node(BlockNode *prev)
 {
     ListHead *next = prev ? prev->link.next : all_nodes.next;
@@ -435,10 +447,8 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
     }
     if (json_is_string(v)) {
         const char *ref = json_string_value(v);
-        child = bdrv_find_node(ref);
+        child = bdrv_lookup_node(ref, ref, errp);
         if (!child) {
-            error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
-                       ref, ref);
             return NULL;
         }
         return bdrv_attach_child(bs, child, member, role, errp);

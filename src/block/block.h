@@ -371,6 +371,13 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
                                          bool allow_none, Error **errp);
 
 BlockNode *bdrv_find_node(const char *node_name);
+/*
+ * The node named node_name, or NULL with qemu's "Cannot find device='D'
+ * nor node-name='N'" (D is device; NULL: empty, for a command or a
+ * reference that takes only a node name).
+ */
+BlockNode *bdrv_lookup_node(const char *device, const char *node_name,
+                            Error **errp);
 /* True when no node has bs as a child (exports and jobs may still use it). */
 bool bdrv_is_root_node(BlockNode *bs);
 /*

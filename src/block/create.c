@@ -194,11 +194,8 @@ BlockNode *coroutine_fn bdrv_co_create_target_open(BlockCreateTarget *t,
 
     *t = (BlockCreateTarget){ 0 };
     if (json_is_string(ref)) {
-        t->bs = bdrv_find_node(json_string_value(ref));
-        if (!t->bs) {
-            error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
-                       json_string_value(ref), json_string_value(ref));
-        }
+        t->bs = bdrv_lookup_node(json_string_value(ref),
+                                 json_string_value(ref), errp);
         return t->bs;
     }
     /* The layer opens only named nodes at the top. */

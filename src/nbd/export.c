@@ -299,10 +299,8 @@ bool nbd_export_add(const NbdExportOptions *o, Error **errp)
         error_setg(errp, "Block export id '%s' is already in use", id);
         return false;
     }
-    bs = bdrv_find_node(node_name);
+    bs = bdrv_lookup_node(NULL, node_name, errp);
     if (!bs) {
-        error_setg(errp, "Cannot find device='' nor node-name='%s'",
-                   node_name);
         return false;
     }
     if (writable && bs->read_only) {

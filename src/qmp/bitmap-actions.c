@@ -155,7 +155,7 @@ static bool add_prepare(BitmapAction *a, Error **errp)
     const char *node = arg_str(d, "node", NULL);
     const char *name = arg_str(d, "name", NULL);
     bool persistent = arg_bool(d, "persistent", false);
-    BlockNode *bs = qmp_find_node(node, node, errp);
+    BlockNode *bs = bdrv_lookup_node(node, node, errp);
     uint32_t gran;
 
     if (!bs) {

@@ -154,12 +154,12 @@ static bool backup_prepare(TransactionAction *ta, JobTxn *txn, Error **errp)
 
     ta->state = a;
     device = arg_str(d, "device", NULL);
-    bs = qmp_find_node(device, device, errp);
+    bs = bdrv_lookup_node(device, device, errp);
     if (!bs) {
         return false;
     }
     target_name = arg_str(d, "target", NULL);
-    target = qmp_find_node(target_name, target_name, errp);
+    target = bdrv_lookup_node(target_name, target_name, errp);
     if (!target) {
         return false;
     }

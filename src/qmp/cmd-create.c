@@ -183,7 +183,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
     BlockChild *backing;
 
     memset(st, 0, sizeof(*st));
-    bs = qmp_find_node(node, node, errp);
+    bs = bdrv_lookup_node(node, node, errp);
     if (!bs) {
         return false;
     }
@@ -200,7 +200,7 @@ bool blockdev_snapshot_prepare(BlockdevSnapshot *st, const char *node,
         error_setg(errp, "An IO error has occurred");
         return false;
     }
-    overlay = qmp_find_node(overlay_name, overlay_name, errp);
+    overlay = bdrv_lookup_node(overlay_name, overlay_name, errp);
     if (!overlay || !check_overlay(bs, overlay, errp)) {
         return false;
     }

@@ -197,7 +197,7 @@ static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
                    "the same time");
         return false;
     }
-    if (!(bs = qmp_find_node(device, device, errp))) {
+    if (!(bs = bdrv_lookup_node(device, device, errp))) {
         return false;
     }
     if (base) {
@@ -208,7 +208,7 @@ static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
         }
     }
     if (base_node) {
-        if (!(base_bs = qmp_find_node(NULL, base_node, errp))) {
+        if (!(base_bs = bdrv_lookup_node(NULL, base_node, errp))) {
             return false;
         }
         if (bs == base_bs || !block_chain_contains(bs, base_bs)) {
@@ -218,7 +218,7 @@ static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
         }
     }
     if (bottom) {
-        BlockNode *bottom_bs = qmp_find_node(NULL, bottom, errp);
+        BlockNode *bottom_bs = bdrv_lookup_node(NULL, bottom, errp);
         if (!bottom_bs) {
             return false;
         }
@@ -282,7 +282,7 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
         error_setg(errp, "'top-node' and 'top' are mutually exclusive");
         return false;
     } else if (top_node) {
-        if (!(top_bs = qmp_find_node(NULL, top_node, errp))) {
+        if (!(top_bs = bdrv_lookup_node(NULL, top_node, errp))) {
             return false;
         }
         if (!block_chain_contains(bs, top_bs)) {
@@ -301,7 +301,7 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
         error_setg(errp, "'base-node' and 'base' are mutually exclusive");
         return false;
     } else if (base_node) {
-        if (!(base_bs = qmp_find_node(NULL, base_node, errp))) {
+        if (!(base_bs = bdrv_lookup_node(NULL, base_node, errp))) {
             return false;
         }
         if (!block_chain_contains(top_bs, base_bs)) {

@@ -63,7 +63,7 @@ static const ArgSpec drive_mirror_args[] = {
  * job's filter above it. */
 static BlockNode *lookup_root(const char *name, Error **errp)
 {
-    BlockNode *bs = qmp_find_node(name, name, errp);
+    BlockNode *bs = bdrv_lookup_node(name, name, errp);
     if (bs && (!bdrv_is_root_node(bs) || block_job_user_of(bs))) {
         error_setg(errp, "Need a root block node");
         return NULL;
@@ -132,7 +132,7 @@ static bool qmp_blockdev_mirror(json_t *args, json_t **ret, Error **errp)
         return false;
     }
     const char *target_name = arg_str(args, "target", NULL);
-    BlockNode *target = qmp_find_node(target_name, target_name, errp);
+    BlockNode *target = bdrv_lookup_node(target_name, target_name, errp);
     if (!target) {
         return false;
     }

@@ -153,7 +153,7 @@ static const ArgSpec drain_args[] = {
 
 static BlockNode *drain_node(json_t *args, Error **errp)
 {
-    return qmp_find_node(NULL, arg_str(args, "node-name", NULL), errp);
+    return bdrv_lookup_node(NULL, arg_str(args, "node-name", NULL), errp);
 }
 
 static bool qmp_x_debug_drain_begin(json_t *args, json_t **ret, Error **errp)

@@ -1,21 +1,9 @@
 /*
- * Node lookup and job options for QMP handlers (see common-args.h).
+ * Job options and bitmap lists for QMP handlers (see common-args.h).
  */
 #include "qmp/common-args.h"
 
 #include <string.h>
-
-BlockNode *qmp_find_node(const char *device, const char *node_name,
-                         Error **errp)
-{
-    BlockNode *bs = bdrv_find_node(node_name);
-
-    if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
-                   device ? device : "", node_name);
-    }
-    return bs;
-}
 
 void qmp_job_options(json_t *args, BlockJobOptions *o)
 {

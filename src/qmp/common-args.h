@@ -14,14 +14,6 @@
 #include "util/argspec.h"
 
 /*
- * The node named node_name, or NULL with qemu's "Cannot find device='D'
- * nor node-name='N'" (D is device, or empty for a command that takes only
- * a node name).
- */
-BlockNode *qmp_find_node(const char *device, const char *node_name,
-                         Error **errp);
-
-/*
  * Each element of a "bitmaps" list (BlockDirtyBitmapOrStr: a name, or
  * {node, name}), with the messages of qemu's visitor for the alternate;
  * path ("" or "actions[0].data") prefixes the member in them.
