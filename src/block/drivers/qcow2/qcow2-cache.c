@@ -184,8 +184,17 @@ int coroutine_fn qcow2_cache_get(BDRVQcow2State *s, Qcow2Cache *c,
             return -ENOMEM;
         }
         if (victim->offset && victim->dirty) {
+            /* A dirty table must go to make room.  Not alone: a refcount
+             * block on disk counts clusters whose L2 entries may still be
+             * only in the cache, and a new L2 table on disk is reachable
+             * only once the L1 table naming it is written.  A kill would
+             * leave all those clusters counted but unreferenced (leaked:
+             * thousands with 4 KiB clusters).  So everything dirty is
+             * written, in the crash-safe order, refcounts to L1: what a
+             * kill can leak is what is in flight during this write-back,
+             * and the caches are clean afterwards. */
             victim->ref++;
-            ret = qcow2_cache_write_entry(s, c, victim);
+            ret = qcow2_write_back(s);
             victim->ref--;
             if (ret < 0) {
                 return ret;

@@ -512,7 +512,7 @@ static int coroutine_fn write_l1(BDRVQcow2State *s)
     return ret;
 }
 
-int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s)
+int coroutine_fn qcow2_write_back(BDRVQcow2State *s)
 {
     bool l2_dirty = qcow2_cache_has_dirty(s->l2_cache);
     int ret;
@@ -544,6 +544,16 @@ int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s)
         if (ret < 0) {
             return ret;
         }
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s)
+{
+    int ret = qcow2_write_back(s);
+
+    if (ret < 0) {
+        return ret;
     }
     /* 3. only once no table references them may clusters lose a ref */
     if (s->nb_pending) {

@@ -213,7 +213,14 @@ int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
  * words each with extended L2 entries. */
 int coroutine_fn qcow2_read_l2_entries(BDRVQcow2State *s, uint64_t first,
                                        uint64_t n, uint64_t *out);
-/* Writes every dirty table in crash-safe order and the L1 table. */
+/*
+ * Writes every dirty refcount block and L2 table and the L1 table, in the
+ * crash-safe order, with the flushes that order needs (no final one).
+ * Run whenever a cache must write back a dirty table: see
+ * qcow2-cache.c.
+ */
+int coroutine_fn qcow2_write_back(BDRVQcow2State *s);
+/* qcow2_write_back, then the queued reference drops. */
 int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s);
 /* Reads bytes of metadata from the file child (checked against its end). */
 int coroutine_fn qcow2_read_meta(BDRVQcow2State *s, uint64_t offset,
