@@ -433,8 +433,14 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
     if (ret < 0) {
         return ret;
     }
+    /* Counting them may write refcount blocks back (evictions), and so
+     * may growing the file: until the caller has them, they are in
+     * flight, left out of what reaches the disk (qcow2-cache.c). */
+    s->alloc_cluster = cand;
+    s->alloc_clusters = n;
     ret = qcow2_update_refcount(s, cand * cs, n * cs, 1);
     if (ret < 0) {
+        s->alloc_clusters = 0;
         return ret;
     }
     /* Everything scanned before cand is in use unless a shorter free run
@@ -443,6 +449,8 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
         s->free_hint = cand + n;
     }
     ret = qcow2_grow_file(s, (cand + n) * cs);
+    s->alloc_clusters = 0;
+    qcow2_cache_inflight_done(s->rb_cache);
     if (ret < 0) {
         /* Counted but never handed out: give them back, or they leak. */
         qcow2_update_refcount(s, cand * cs, n * cs, -1);

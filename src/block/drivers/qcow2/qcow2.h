@@ -35,13 +35,23 @@ typedef struct Qcow2CacheEntry {
     uint64_t offset;         /* host offset of the table; 0 = empty slot */
     uint8_t *table;          /* cluster_size bytes, on-disk byte order */
     bool dirty;
+    /* Refcount block only: the copy on disk is this table less the counts
+     * of allocations then in flight, and neither has changed since; it
+     * stays dirty, and only a forced write (eviction) writes it whole. */
+    bool partial;
     int ref;                 /* pinned while > 0 */
     uint64_t lru;
 } Qcow2CacheEntry;
 
+/* Slots a refcount cache may add while its blocks hold counts of
+ * allocations in flight (qcow2-cache.c). */
+#define QCOW2_RB_CACHE_SPARE 16
+
 typedef struct Qcow2Cache {
     Qcow2CacheEntry *entries;
-    unsigned size;
+    unsigned size;           /* slots in use */
+    unsigned capacity;       /* slots allocated: size plus spares */
+    size_t align;
     uint64_t lru_clock;
     bool is_l2;              /* writing back an L2 table has dependencies */
 } Qcow2Cache;
@@ -60,6 +70,10 @@ void qcow2_cache_mark_dirty(Qcow2Cache *c, Qcow2CacheEntry *e);
 int coroutine_fn qcow2_cache_flush(BDRVQcow2State *s, Qcow2Cache *c);
 int coroutine_fn qcow2_cache_write_entry(BDRVQcow2State *s, Qcow2Cache *c,
                                          Qcow2CacheEntry *e);
+/* An allocation in flight got its references (or gave its clusters
+ * back): refcount blocks written without its counts must be written
+ * again before the L2 tables. */
+void qcow2_cache_inflight_done(Qcow2Cache *c);
 /* Forgets a table (its cluster is being freed). */
 void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
 bool qcow2_cache_has_dirty(const Qcow2Cache *c);
@@ -69,6 +83,12 @@ bool qcow2_cache_has_dirty(const Qcow2Cache *c);
 typedef struct Qcow2InflightAlloc {
     uint64_t first_cluster;  /* guest cluster index */
     uint64_t nb_clusters;
+    /* The host clusters allocated for it, counted in the refcount cache
+     * but not referenced yet (0 clusters: none, or referenced now).
+     * Refcount blocks reach the disk without their counts: a kill while
+     * the data is copied must not leave them counted and unreferenced. */
+    uint64_t host_cluster;
+    uint64_t host_clusters;
     CoQueue waiters;
     ListHead link;
 } Qcow2InflightAlloc;
@@ -106,6 +126,9 @@ struct BDRVQcow2State {
      * structures allocated meanwhile add to. */
     uint32_t *repair_counts;
     uint64_t repair_n;
+    /* Only inside qcow2_alloc_clusters: the clusters it is counting, in
+     * flight as an Qcow2InflightAlloc's until the caller takes them. */
+    uint64_t alloc_cluster, alloc_clusters;
     /* Persistent bitmaps: the directory found at open (qcow2-bitmap.c). */
     Qcow2Bitmaps *bitmaps;
     /* Metadata-overlap protection (qcow2-overlap-check.c). */
