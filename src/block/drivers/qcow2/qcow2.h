@@ -43,14 +43,11 @@ typedef struct Qcow2CacheEntry {
     uint64_t lru;
 } Qcow2CacheEntry;
 
-/* Slots a refcount cache may add while its blocks hold counts of
- * allocations in flight (qcow2-cache.c). */
-#define QCOW2_RB_CACHE_SPARE 16
-
 typedef struct Qcow2Cache {
     Qcow2CacheEntry *entries;
     unsigned size;           /* slots in use */
     unsigned capacity;       /* slots allocated: size plus spares */
+    unsigned last;           /* the slot found last */
     size_t align;
     uint64_t lru_clock;
     bool is_l2;              /* writing back an L2 table has dependencies */
