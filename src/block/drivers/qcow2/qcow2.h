@@ -12,7 +12,10 @@
  *   data + refcount increases  -> flush -> L2 tables -> flush -> L1
  *   reference removals (L2)    -> flush -> refcount decreases
  * The caches are write-back; qcow2_flush_metadata applies that order, and
- * evicting a dirty L2 table applies the first half of it.
+ * a cache that must evict a dirty table applies the first half of it to
+ * everything (qcow2_write_back), so that a kill leaves no cluster counted
+ * and unreferenced outside a write-back.  Refcount blocks reach the disk
+ * without the counts of allocations in flight (Qcow2InflightAlloc).
  */
 #ifndef BJ_BLOCK_QCOW2_H
 #define BJ_BLOCK_QCOW2_H
