@@ -140,7 +140,13 @@ static int coroutine_fn write_entry(BDRVQcow2State *s, Qcow2Cache *c,
     uint8_t *partial = NULL;
     int ret;
 
-    if (!e->dirty || (e->partial && !whole)) {
+    if (!e->dirty) {
+        return 0;
+    }
+    /* Its copy on disk is up to date (and with nothing in flight, the
+     * flag cannot be right: written rather than trusted). */
+    if (e->partial && !whole &&
+        (!list_empty(&s->inflight) || s->alloc_clusters)) {
         return 0;
     }
     ret = write_deps(s, c);
