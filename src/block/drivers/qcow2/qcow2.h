@@ -190,15 +190,15 @@ uint32_t qcow2_bm_cc_trusted(BDRVQcow2State *s);
 /* One batch or directory rewrite at a time (see Qcow2Bitmaps). */
 void coroutine_fn qcow2_bm_cc_acquire(Qcow2Bitmaps *b);
 void qcow2_bm_cc_release(Qcow2Bitmaps *b);
-/* The most clusters one allocation may ask for: a refcount block's range
- * less the cluster a new block takes for itself (see the allocator). */
+/* The most clusters one allocation may ask for: what 56-bit host
+ * offsets can address. */
 static inline uint64_t qcow2_max_alloc_clusters(const Qcow2Geom *g)
 {
-    return (1ull << g->rb_bits) - 1;
+    return 1ull << (56 - g->cluster_bits);
 }
 /* Allocates n contiguous clusters (refcount 1), n at most
- * qcow2_max_alloc_clusters; returns host offset or -errno (-EFBIG for a
- * larger n).  Grows the file as needed. */
+ * qcow2_max_alloc_clusters; returns host offset or -errno (-EFBIG when
+ * no such run fits).  Grows the file as needed. */
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n);
 /* Queues a reference drop to apply once the references are durable. */
 void qcow2_defer_free(BDRVQcow2State *s, uint64_t offset, uint64_t bytes);
