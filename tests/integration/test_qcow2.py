@@ -7,6 +7,7 @@ qemu-img check and compare judge what the daemon wrote; images qemu-img and
 qemu-io wrote must read back byte-identical.
 """
 
+import json
 import os
 import random
 import signal
@@ -205,6 +206,7 @@ SHAPES = [
     ('compat=0.10', 32 << 20, 65536, None),
     ('cluster_size=4096,refcount_bits=1', 16 << 20, 4096, None),
     ('cluster_size=512', 8 << 20, 512, None),
+    ('cluster_size=512,refcount_bits=64', 8 << 20, 512, None),
     ('cluster_size=2M,refcount_bits=64', 64 << 20, 2 << 20, None),
     ('cluster_size=65536', 32 << 20, 65536, 'chain'),
     ('cluster_size=65536,extended_l2=on', 32 << 20, 65536, 'chain'),
@@ -379,3 +381,26 @@ def test_cache_size_options(daemon, workdir):
     assert e.value.desc == ("Invalid parameter type for 'l2-cache-size', "
                             "expected: integer")
     add_qcow2(daemon.qmp, path, **{'cache-size': 1 << 20})
+
+
+def test_long_allocation_with_small_refcount_blocks(daemon, workdir):
+    """512-byte clusters and 64-bit refcounts: a refcount block covers 64
+    clusters.  A persistent bitmap of an 8 GiB image at 512-byte
+    granularity has a table of 64 clusters, one contiguous run, which
+    crosses ranges that have no refcount block yet: their blocks go after
+    it (this used to fail with EFBIG and lose the bitmap)."""
+    img = p(workdir, 'small.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-o',
+             'cluster_size=512,refcount_bits=64', img, '8G')
+    qemu_io('-c', 'write -P 5 0 1M', img)
+    daemon.qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'n',
+        'file': {'driver': 'file', 'filename': img}})
+    daemon.qmp.execute('block-dirty-bitmap-add', node='n', name='b',
+                       persistent=True, granularity=512)
+    daemon.qmp.execute('blockdev-del', node_name='n')
+    qemu_img('check', img)
+    info = json.loads(qemu_img('info', '--output=json', img).stdout)
+    bitmaps = info['format-specific']['data'].get('bitmaps', [])
+    assert [b['name'] for b in bitmaps] == ['b']
+    qemu_io('-c', 'read -P 5 0 1M', img)

@@ -286,6 +286,26 @@ static void old_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
     }
 }
 
+/* The host clusters of a (allocated for it, counted, not referenced)
+ * are in flight: refcount blocks are written without their counts. */
+static void inflight_host(BDRVQcow2State *s, Qcow2InflightAlloc *a,
+                          int64_t host, uint64_t n)
+{
+    a->host_cluster = (uint64_t)host >> s->g.cluster_bits;
+    a->host_clusters = n;
+}
+
+/* a's clusters are referenced now, or about to be given back: their
+ * counts must reach the disk with the next refcount write.  Before any
+ * change to their counts and before the lock is next dropped. */
+static void inflight_host_done(BDRVQcow2State *s, Qcow2InflightAlloc *a)
+{
+    if (a->host_clusters) {
+        a->host_clusters = 0;
+        qcow2_cache_inflight_done(s->rb_cache);
+    }
+}
+
 /* Writes [offset, offset+m->bytes) into newly allocated clusters. */
 static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
                                          const Qcow2Mapping *m,
@@ -316,6 +336,9 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     list_add_tail(&s->inflight, &a->link);
     /* (The allocator refuses clusters that overlap metadata.) */
     host = qcow2_alloc_clusters(s, n);
+    if (host >= 0) {
+        inflight_host(s, a, host, n);
+    }
     co_mutex_unlock(&s->lock);
     if (host < 0) {
         ret = (int)host;
@@ -367,6 +390,7 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
         }
     }
     ret = qcow2_set_l2_entries(s, first, n, entries, entries + n * es);
+    inflight_host_done(s, a);
     if (ret >= 0) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t off, bytes;
@@ -385,11 +409,13 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
 
 out_free_clusters:
     co_mutex_lock(&s->lock);
+    inflight_host_done(s, a);
     qcow2_update_refcount(s, (uint64_t)host, n * cs, -1);
     goto out_locked;
 out_locked_relock:
     co_mutex_lock(&s->lock);
 out_locked:
+    inflight_host_done(s, a);
     list_del(&a->link);
     co_queue_restart_all(&a->waiters);
     free(a);
@@ -557,6 +583,9 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     co_queue_init(&a->waiters);
     list_add_tail(&s->inflight, &a->link);
     host = qcow2_alloc_clusters(s, 1);
+    if (host >= 0) {
+        inflight_host(s, a, host, 1);
+    }
     co_mutex_unlock(&s->lock);
     if (host < 0) {
         ret = (int)host;
@@ -568,6 +597,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     ret = bdrv_co_pwritev(s->bs->file, host, (int64_t)wlen, &v, 0);
     co_mutex_lock(&s->lock);
     if (ret < 0) {
+        inflight_host_done(s, a);
         qcow2_update_refcount(s, (uint64_t)host, cs, -1);
         goto out;
     }
@@ -575,6 +605,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     ents[0] = qcow2_l2_make_compressed(&s->g, (uint64_t)host, clen);
     ents[1] = 0;
     ret = qcow2_set_l2_entries(s, first, 1, ents, ents + 1);
+    inflight_host_done(s, a);
     if (ret >= 0) {
         uint64_t off, bytes;
         old_ref(s, ents[1], &off, &bytes);
@@ -586,6 +617,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
         qcow2_update_refcount(s, (uint64_t)host, cs, -1);
     }
 out:
+    inflight_host_done(s, a);
     list_del(&a->link);
     co_queue_restart_all(&a->waiters);
     free(a);
