@@ -97,6 +97,30 @@ void error_prepend(Error **errp, const char *fmt, ...)
     (*errp)->msg = full;
 }
 
+void error_append_hint(Error **errp, const char *fmt, ...)
+{
+    if (!errp || !*errp) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *more = vformat(fmt, ap);
+    va_end(ap);
+    char *full = NULL;
+    if (asprintf(&full, "%s%s", (*errp)->hint ? (*errp)->hint : "",
+                 more) < 0) {
+        abort();
+    }
+    free(more);
+    free((*errp)->hint);
+    (*errp)->hint = full;
+}
+
+const char *error_get_hint(const Error *err)
+{
+    return err->hint;
+}
+
 void error_propagate(Error **dst, Error *src)
 {
     if (!src) {
@@ -118,6 +142,7 @@ void error_free(Error *err)
 {
     if (err) {
         free(err->msg);
+        free(err->hint);
         free(err);
     }
 }
