@@ -29,6 +29,18 @@ static char *vformat(const char *fmt, va_list ap)
     return s;
 }
 
+/* *dst = a sep b; a or b may be *dst, which is freed after. */
+static void set_joined(char **dst, const char *a, const char *sep,
+                       const char *b)
+{
+    char *full = NULL;
+    if (asprintf(&full, "%s%s%s", a, sep, b) < 0) {
+        abort();
+    }
+    free(*dst);
+    *dst = full;
+}
+
 static void error_setv(Error **errp, ErrorClass cls, const char *fmt,
                        va_list ap, const char *suffix)
 {
@@ -44,12 +56,7 @@ static void error_setv(Error **errp, ErrorClass cls, const char *fmt,
     err->cls = cls;
     char *msg = vformat(fmt, ap);
     if (suffix) {
-        char *full = NULL;
-        if (asprintf(&full, "%s: %s", msg, suffix) < 0) {
-            abort();
-        }
-        free(msg);
-        msg = full;
+        set_joined(&msg, msg, ": ", suffix);
     }
     err->msg = msg;
     *errp = err;
@@ -88,13 +95,8 @@ void error_prepend(Error **errp, const char *fmt, ...)
     va_start(ap, fmt);
     char *prefix = vformat(fmt, ap);
     va_end(ap);
-    char *full = NULL;
-    if (asprintf(&full, "%s: %s", prefix, (*errp)->msg) < 0) {
-        abort();
-    }
+    set_joined(&(*errp)->msg, prefix, ": ", (*errp)->msg);
     free(prefix);
-    free((*errp)->msg);
-    (*errp)->msg = full;
 }
 
 void error_append_hint(Error **errp, const char *fmt, ...)
@@ -106,14 +108,8 @@ void error_append_hint(Error **errp, const char *fmt, ...)
     va_start(ap, fmt);
     char *more = vformat(fmt, ap);
     va_end(ap);
-    char *full = NULL;
-    if (asprintf(&full, "%s%s", (*errp)->hint ? (*errp)->hint : "",
-                 more) < 0) {
-        abort();
-    }
+    set_joined(&(*errp)->hint, (*errp)->hint ? (*errp)->hint : "", "", more);
     free(more);
-    free((*errp)->hint);
-    (*errp)->hint = full;
 }
 
 const char *error_get_hint(const Error *err)
