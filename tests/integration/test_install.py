@@ -108,3 +108,22 @@ def test_systemd_unit(installed):
 def test_bash_completion(installed):
     f = path(installed, 'datadir', 'bash-completion/completions', 'bjctl')
     run('bash', '-n', f)
+    # What it offers, with bash-completion's two helpers stubbed (the
+    # package need not be installed here).
+    script = r'''
+_init_completion() { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD
+                     cur=${words[cword]}; prev=${words[cword-1]}; }
+_filedir() { COMPREPLY=(FILES); }
+source "$1"
+t() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+      COMPREPLY=(); _bjctl; echo "${COMPREPLY[*]}"; }
+t bjctl ba
+t bjctl backup disk --sync ''
+t bjctl -s /tmp/x bitmap ''
+t bjctl bitmap add --p
+t bjctl --socket ''
+'''
+    out = run('bash', '-c', script, 'bash', f).stdout.split('\n')
+    assert out[:5] == ['backup', 'full top none incremental bitmap',
+                       'list add remove clear enable disable merge sha256',
+                       '--poll --persistent', 'FILES']
