@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "util/alloc.h"
 #include "util/log.h"
@@ -147,4 +150,68 @@ void aio_listener_free(AioListener *l)
     aio_timer_free(l->timer);
     watch(l, false);
     free(l);
+}
+
+/*
+ * Whether a process accepts connections on the socket file at sa.  The
+ * probe is non-blocking: a listener whose backlog is full answers EAGAIN,
+ * which still means somebody is there.  Anything but ECONNREFUSED (nobody
+ * bound: the file is stale) counts as alive, so we never remove a socket we
+ * could not prove dead (EACCES, for one).
+ */
+static bool socket_file_alive(const struct sockaddr_un *sa, int *err)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        *err = errno;
+        return true;
+    }
+    int ret = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+    *err = ret < 0 ? errno : 0;
+    close(fd);
+    return ret == 0 || *err != ECONNREFUSED;
+}
+
+int unix_socket_bind(const char *path, Error **errp)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct stat st;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        error_setg(errp, "UNIX socket path '%s' is too long", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    /* lstat: a symlink to a socket is someone else's, never removed. */
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        int err;
+
+        if (socket_file_alive(&sa, &err)) {
+            if (err == 0 || err == EAGAIN) {
+                error_setg(errp, "UNIX socket %s is in use: another process "
+                           "accepts connections on it", path);
+            } else {
+                error_setg_errno(errp, err, "UNIX socket %s exists and "
+                                 "cannot be checked for a live listener",
+                                 path);
+            }
+            return -1;
+        }
+        if (unlink(path) < 0 && errno != ENOENT) {
+            log_warn("cannot remove stale socket %s: %s", path,
+                     strerror(errno));
+        }
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Failed to create socket");
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        error_setg_errno(errp, errno, "Failed to bind socket to %s", path);
+        close(fd);
+        return -1;
+    }
+    return fd;
 }

@@ -50,4 +50,15 @@ int aio_listener_accept(AioListener *l);
 /* Stops watching (the fd stays open); NULL is ignored. */
 void aio_listener_free(AioListener *l);
 
+/*
+ * A non-blocking, close-on-exec UNIX stream socket bound to path (not
+ * listening yet), or -1 with errp set.  A socket file already at path is
+ * probed with connect(2) first: one left by a process that died (the
+ * connect is refused) is removed and replaced; one where a process still
+ * accepts connections is left alone and the bind is refused with an error
+ * naming the path, so a second daemon cannot orphan the first one's
+ * clients.  A path that is not a socket is never removed (bind fails).
+ */
+int unix_socket_bind(const char *path, Error **errp);
+
 #endif

@@ -261,6 +261,9 @@ bool options_apply(Daemon *d, int argc, char **argv)
             size_t len = strlen(msg), hlen = strlen(hint);
 
             fprintf(stderr, DAEMON_NAME ": --%s %s: %s\n", o->name, arg, msg);
+            if (error_get_hint(err)) {
+                fputs(error_get_hint(err), stderr);
+            }
             if (len >= hlen && !strcmp(msg + len - hlen, hint)) {
                 fprintf(stderr, "Identifiers consist of letters, digits, "
                         "'-', '.', '_', starting with a letter.\n");

@@ -13,10 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include "aio/listener.h"
 #include "qmp/qmp.h"
 #include "util/alloc.h"
 #include "util/cleanup.h"
@@ -111,27 +110,8 @@ static bool get_bool(json_t *opts, const char *key, bool def, bool *out,
 
 static int listen_unix(const char *path, Error **errp)
 {
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        error_setg(errp, "UNIX socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sun.sun_path, path);
-
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = unix_socket_bind(path, errp);
     if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
-        return -1;
-    }
-    /* A socket file left by a daemon that died would make bind fail; a
-     * path that is not a socket is someone's file: leave it alone. */
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(path) < 0) {
-        log_warn("cannot remove stale socket %s: %s", path, strerror(errno));
-    }
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        error_setg_errno(errp, errno, "Failed to bind socket to %s", path);
-        close(fd);
         return -1;
     }
     /* Room for a burst of clients connecting at once; the monitor closes

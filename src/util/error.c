@@ -21,6 +21,16 @@ const char *error_class_name(ErrorClass cls)
     return class_names[cls];
 }
 
+/* *dst = a sep b; a or b may be *dst, which is freed after. */
+static void set_joined(char **dst, const char *a, const char *sep,
+                       const char *b)
+{
+    char *full = bj_asprintf("%s%s%s", a, sep, b);
+
+    free(*dst);
+    *dst = full;
+}
+
 static void error_setv(Error **errp, ErrorClass cls, const char *fmt,
                        va_list ap, const char *suffix)
 {
@@ -33,9 +43,7 @@ static void error_setv(Error **errp, ErrorClass cls, const char *fmt,
     err->cls = cls;
     char *msg = bj_vasprintf(fmt, ap);
     if (suffix) {
-        char *full = bj_asprintf("%s: %s", msg, suffix);
-        free(msg);
-        msg = full;
+        set_joined(&msg, msg, ": ", suffix);
     }
     err->msg = msg;
     *errp = err;
@@ -74,10 +82,26 @@ void error_prepend(Error **errp, const char *fmt, ...)
     va_start(ap, fmt);
     char *prefix = bj_vasprintf(fmt, ap);
     va_end(ap);
-    char *full = bj_asprintf("%s: %s", prefix, (*errp)->msg);
+    set_joined(&(*errp)->msg, prefix, ": ", (*errp)->msg);
     free(prefix);
-    free((*errp)->msg);
-    (*errp)->msg = full;
+}
+
+void error_append_hint(Error **errp, const char *fmt, ...)
+{
+    if (!errp || !*errp) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *more = bj_vasprintf(fmt, ap);
+    va_end(ap);
+    set_joined(&(*errp)->hint, (*errp)->hint ? (*errp)->hint : "", "", more);
+    free(more);
+}
+
+const char *error_get_hint(const Error *err)
+{
+    return err->hint;
 }
 
 void error_propagate(Error **dst, Error *src)
@@ -101,6 +125,7 @@ void error_free(Error *err)
 {
     if (err) {
         free(err->msg);
+        free(err->hint);
         free(err);
     }
 }

@@ -24,6 +24,7 @@ typedef enum ErrorClass {
 typedef struct Error {
     ErrorClass cls;
     char *msg;
+    char *hint;     /* NULL, or lines for a human reading stderr; never sent */
 } Error;
 
 /* "GenericError", "CommandNotFound", ... as QMP spells them. */
@@ -39,6 +40,16 @@ void error_setg_errno(Error **errp, int errnum, const char *fmt, ...)
 /* Prefixes the message of an already set error: "prefix: old". */
 void error_prepend(Error **errp, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/*
+ * Appends to the error's hint: text printed after the message, on lines of
+ * its own, when the error ends the program (QEMU's error_append_hint).  QMP
+ * replies carry the message only.  fmt ends with its own newline.
+ */
+void error_append_hint(Error **errp, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The hint, or NULL. */
+const char *error_get_hint(const Error *err);
 
 /* Moves src into *dst (or frees it when dst is NULL or already set). */
 void error_propagate(Error **dst, Error *src);

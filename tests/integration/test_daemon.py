@@ -7,6 +7,7 @@ BLOCKJOBD_BIN=/usr/bin/qemu-storage-daemon to check them against it.
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -529,3 +530,79 @@ def test_monitor_bad_options(sockdir, mon, message):
                       % s1, '--monitor', mon)
     assert p.returncode == 1
     assert p.stderr == '%s: --monitor %s: %s\n' % (PROG, mon, message)
+
+
+# ---- socket paths another daemon is serving ----------------------------
+
+IN_USE = ('UNIX socket %s is in use: another process accepts connections '
+          'on it')
+
+
+@pytest.mark.blockjobd_only('qsd unlinks a live socket and takes its path '
+                            'over, orphaning the first daemon\'s clients')
+def test_live_monitor_socket_refused(daemon):
+    chardev = 'socket,id=m,path=%s,server=on,wait=off' % daemon.sock_path
+    p = run_blockjobd('--chardev', chardev, '--monitor', 'chardev=m')
+    assert p.returncode == 1
+    assert p.stderr == '%s: --chardev %s: %s\n' % (
+        PROG, chardev, IN_USE % daemon.sock_path)
+    # The first daemon still owns its path: a new client reaches it.
+    with QMPClient(daemon.sock_path, negotiate=True) as c:
+        assert c.execute('query-version')
+
+
+@pytest.mark.blockjobd_only('qsd unlinks a live socket and takes its path '
+                            'over, orphaning the first daemon\'s clients')
+def test_live_nbd_socket_refused(daemon_factory, workdir):
+    img = make_image(workdir / 'a.img')
+    first = daemon_factory('--blockdev',
+                           'driver=file,node-name=f,filename=' + img)
+    nbd = first.socket_path('nbd.sock')
+    first.qmp.execute('nbd-server-start',
+                      addr={'type': 'unix', 'data': {'path': nbd}})
+    first.qmp.execute('block-export-add', type='nbd', id='e', node_name='f')
+    server = 'addr.type=unix,addr.path=' + nbd
+    p = run_blockjobd('--nbd-server', server)
+    assert p.returncode == 1
+    assert p.stderr == '%s: --nbd-server %s: %s\n' % (PROG, server,
+                                                        IN_USE % nbd)
+    # Over QMP the same refusal, and the first export still serves.
+    second = daemon_factory()
+    with pytest.raises(QMPError) as e:
+        second.qmp.execute('nbd-server-start',
+                           addr={'type': 'unix', 'data': {'path': nbd}})
+    assert e.value.desc == IN_USE % nbd
+    p = subprocess.run(['qemu-img', 'info', '--output=json',
+                        'nbd+unix:///f?socket=' + nbd],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)['virtual-size'] == 1024 * 1024
+
+
+def test_stale_socket_replaced(daemon_factory, sockdir):
+    """A socket file nobody listens on any more (its daemon was killed) is
+    replaced, as before."""
+    path = os.path.join(sockdir, 'm.sock')
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()       # the file stays; connect() now gets ECONNREFUSED
+    d = daemon_factory(*monitor_args(path, 'm'))
+    with QMPClient(path, negotiate=True) as c:
+        assert c.execute('query-version')
+    d.stop()
+
+
+def test_image_lock_hint(daemon_factory, workdir):
+    """A second daemon writing a qcow2 image the first one writes is refused
+    with qemu's message and its hint line, byte for byte."""
+    img = str(workdir / 'q.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', img, '1M')
+    nodes = ('--blockdev', 'driver=file,node-name=f,filename=' + img,
+             '--blockdev', 'driver=qcow2,node-name=q,file=f')
+    daemon_factory(*nodes)
+    p = run_blockjobd(*nodes)
+    assert p.returncode == 1
+    assert p.stderr == ('%s: --blockdev driver=qcow2,node-name=q,file=f: '
+                        'Failed to get "write" lock\n'
+                        'Is another process using the image [%s]?\n'
+                        % (PROG, img))

@@ -9,7 +9,6 @@
 
 #include "block/block.h"
 #include "block/drivers/file-lock.h"
-#include "util/log.h"
 
 /* Permission bits that have a lock byte: the four BLK_PERM_* bits. */
 #define FILE_LOCK_NBITS 4
@@ -137,8 +136,9 @@ bool file_lock_check(int fd, uint64_t perm, uint64_t shared,
     return true;
 
 in_use:
-    /* QEMU adds this as a hint for humans; QMP replies carry only the
-     * message, so it goes to the log. */
-    log_info("Is another process using the image [%s]?", filename);
+    /* QEMU's hint, word for word: printed under a command-line error,
+     * never part of a QMP reply. */
+    error_append_hint(errp, "Is another process using the image [%s]?\n",
+                      filename);
     return false;
 }
