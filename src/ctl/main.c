@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "ctl/ctl.h"
 #include "ctl/units.h"
 
@@ -59,7 +60,8 @@ static const char usage_text[] =
 "  -j, --json               machine-readable output\n"
 "      --connect-timeout S  connect/greeting/reply timeout (default 30)\n"
 "      --poll               watch jobs by polling query-jobs, not events\n"
-"  -h, --help               this text\n"
+"  -h, --help               this text; 'bjctl COMMAND --help': that command's\n"
+"      --version            print bjctl's version\n"
 "\n"
 "Exit status:\n"
 "  0  success (abort: the job was cancelled, or pivoted with --pivot)\n"
@@ -70,11 +72,111 @@ static const char usage_text[] =
 "  5  --timeout expired; the job was left to finish on its own\n"
 "  6  --wait: the job was cancelled (by someone else)\n";
 
+#define START_OPTS \
+"  --job-id ID     the job's id (default: TYPE-NODE, made unique)\n" \
+"  --speed RATE    bytes/s limit, with units: 512K, 50M, 1G (0: none)\n" \
+"  --wait          stay until the job ends (a mirror or active commit:\n" \
+"                  until READY, or with --pivot until it has pivoted)\n" \
+"  --verbose       with --wait: progress bar (percent, rate, time left) on\n" \
+"                  a terminal, a plain line a second otherwise\n" \
+"  --poll          watch the job by polling query-jobs, not events\n"
+
+/* Each command: its positional arguments (max -1: any) and its help. */
+typedef struct CmdSpec {
+    const char *name;
+    int min_args, max_args;
+    const char *help;
+} CmdSpec;
+
+static const CmdSpec cmd_specs[] = {
+    { "list", 0, 0,
+      "Usage: bjctl list\n"
+      "Table of jobs: id, type, status, progress, speed, ready, error.\n" },
+    { "info", 1, 1,
+      "Usage: bjctl info JOB\n"
+      "One job in detail.\n" },
+    { "nodes", 0, 0,
+      "Usage: bjctl nodes [--all]\n"
+      "Block nodes with their backing chains.\n"
+      "  --all           implicit '#' nodes too\n" },
+    { "events", 0, 0,
+      "Usage: bjctl events [--count N] [--timeout S]\n"
+      "Prints events as they arrive, one a line.\n"
+      "  --count N       stop after N events\n"
+      "  --timeout S     stop after S seconds\n" },
+    { "backup", 1, 1,
+      "Usage: bjctl backup NODE --to TARGET [OPTIONS]\n"
+      "Starts a blockdev-backup job from NODE to the node TARGET.\n"
+      "  --to TARGET     the target node (required)\n"
+      "  --sync MODE     full|top|none|incremental|bitmap (default: full,\n"
+      "                  incremental when --bitmap is given)\n"
+      "  --bitmap NAME   the dirty bitmap for incremental/bitmap sync\n"
+      "  --bitmap-mode M on-success|always|never\n"
+      START_OPTS },
+    { "mirror", 1, 1,
+      "Usage: bjctl mirror NODE --to TARGET [OPTIONS]\n"
+      "Starts a blockdev-mirror job from NODE to the node TARGET.\n"
+      "  --to TARGET     the target node (required)\n"
+      "  --sync MODE     full|top|none (default: full)\n"
+      "  --pivot         complete at READY (implies --wait)\n"
+      START_OPTS },
+    { "pull", 1, 1,
+      "Usage: bjctl pull NODE [--base NODE] [OPTIONS]\n"
+      "Starts a block-stream job into NODE.\n"
+      "  --base NODE     stop pulling at this backing node\n"
+      START_OPTS },
+    { "commit", 1, 1,
+      "Usage: bjctl commit NODE [--top NODE] [--base NODE] [OPTIONS]\n"
+      "Starts a block-commit job in NODE's chain.\n"
+      "  --top NODE      the top of the range (default: NODE: active commit)\n"
+      "  --base NODE     the node committed into\n"
+      "  --pivot         active commit: complete at READY (implies --wait)\n"
+      START_OPTS },
+    { "pause", 1, 1, "Usage: bjctl pause JOB\nPauses the job.\n" },
+    { "resume", 1, 1, "Usage: bjctl resume JOB\nResumes a paused job.\n" },
+    { "complete", 1, 1,
+      "Usage: bjctl complete JOB\n"
+      "Completes a READY mirror or active commit (pivots to the target).\n" },
+    { "speed", 2, 2,
+      "Usage: bjctl speed JOB RATE\n"
+      "Sets the job's speed limit: RATE in bytes/s with units: 512K, 50M, "
+      "1G\n(0: unlimited).\n" },
+    { "abort", 1, 1,
+      "Usage: bjctl abort JOB [--async] [--pivot] [--timeout SECONDS]\n"
+      "Cancels the job, waits until it is gone and says how it ended.\n"
+      "  --async         return once the daemon accepted the cancel\n"
+      "  --pivot         complete a READY mirror or active commit instead\n"
+      "                  (refused, changing nothing, when not READY)\n"
+      "  --timeout S     give up waiting after S seconds (exit 5)\n" },
+    { "bitmap", 1, -1,
+      "Usage: bjctl bitmap list [NODE] [--all]\n"
+      "       bjctl bitmap add NODE NAME [--granularity SIZE] [--persistent]"
+      " [--disabled]\n"
+      "       bjctl bitmap remove|clear|enable|disable NODE NAME\n"
+      "       bjctl bitmap merge NODE NAME SOURCE...\n"
+      "       bjctl bitmap sha256 NODE NAME\n"
+      "Dirty bitmaps.  SOURCE: a bitmap NAME on NODE, or SRCNODE:NAME.\n"
+      "  --all           list: implicit '#' nodes too\n"
+      "  --granularity SIZE  add: bytes per bit, e.g. 64K\n"
+      "  --persistent    add: stored in the qcow2 image\n"
+      "  --disabled      add: not recording\n" },
+};
+
+static const CmdSpec *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < sizeof(cmd_specs) / sizeof(cmd_specs[0]); i++) {
+        if (strcmp(cmd_specs[i].name, name) == 0) {
+            return &cmd_specs[i];
+        }
+    }
+    return NULL;
+}
+
 enum {
     OPT_TO = 256, OPT_SYNC, OPT_BITMAP, OPT_BITMAP_MODE, OPT_BASE, OPT_TOP,
     OPT_SPEED, OPT_WAIT, OPT_ASYNC, OPT_PIVOT, OPT_TIMEOUT, OPT_JOB_ID,
     OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
-    OPT_PERSISTENT, OPT_DISABLED,
+    OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION,
 };
 
 static const struct option long_opts[] = {
@@ -101,6 +203,7 @@ static const struct option long_opts[] = {
     { "granularity", required_argument, NULL, OPT_GRANULARITY },
     { "persistent", no_argument, NULL, OPT_PERSISTENT },
     { "disabled", no_argument, NULL, OPT_DISABLED },
+    { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
 };
 
@@ -116,6 +219,8 @@ int main(int argc, char **argv)
 {
     Ctl ctl = { .connect_timeout_ms = 30000 };
     const char *cmd;
+    const CmdSpec *spec;
+    bool help = false;
     double secs;
     int c;
 
@@ -124,7 +229,10 @@ int main(int argc, char **argv)
         switch (c) {
         case 's': ctl.socket = optarg; break;
         case 'j': ctl.json = true; break;
-        case 'h': fputs(usage_text, stdout); return EXIT_OK;
+        case 'h': help = true; break;
+        case OPT_VERSION:
+            printf("bjctl version " BLOCKJOBD_VERSION "\n");
+            return EXIT_OK;
         case 'v': ctl.verbose = true; break;
         case OPT_TO: ctl.to = optarg; break;
         case OPT_SYNC: ctl.sync = optarg; break;
@@ -181,11 +289,36 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc) {
+        if (help) {
+            fputs(usage_text, stdout);
+            return EXIT_OK;
+        }
         return usage_error("%s", "no command given");
     }
     cmd = argv[optind];
     ctl.args = argv + optind + 1;
     ctl.nargs = argc - optind - 1;
+    spec = find_cmd(cmd);
+    if (!spec) {
+        return usage_error("unknown command '%s'", cmd);
+    }
+    if (help) {
+        fputs(spec->help, stdout);
+        return EXIT_OK;
+    }
+    if (spec->max_args >= 0 && ctl.nargs > spec->max_args) {
+        fprintf(stderr, "bjctl: %s: unexpected argument '%s' (%s takes ",
+                cmd, ctl.args[spec->max_args], cmd);
+        if (spec->max_args == 0) {
+            fputs("no arguments", stderr);
+        } else {
+            fprintf(stderr, "%d argument%s", spec->max_args,
+                    spec->max_args == 1 ? "" : "s");
+        }
+        fprintf(stderr, ")\nTry 'bjctl %s --help' for more information.\n",
+                cmd);
+        return EXIT_USAGE;
+    }
     if (!ctl.socket || !*ctl.socket) {
         return usage_error("%s", "no socket: use --socket PATH or set "
                            "BJCTL_SOCKET");
@@ -210,5 +343,5 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "bitmap") == 0) {
         return cmd_bitmap(&ctl);
     }
-    return usage_error("unknown command '%s'", cmd);
+    return usage_error("unknown command '%s'", cmd); /* not reached */
 }
