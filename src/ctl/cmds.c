@@ -22,6 +22,24 @@ void ctl_error(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+bool ctl_parse_rate(const char *s, int64_t *out)
+{
+    switch (units_parse_rate(s, out)) {
+    case UNITS_RATE_OK:
+        return true;
+    case UNITS_RATE_NO_UNIT:
+        ctl_error("speed '%s' has no unit: give one, e.g. %sM for MiB/s or "
+                  "%sB for bytes/s (--bandwidth N is N MiB/s, as in virsh)",
+                  s, s, s);
+        return false;
+    case UNITS_RATE_INVALID:
+        break;
+    }
+    ctl_error("invalid speed '%s' (bytes/s with a unit: 512K, 50M, 1G; "
+              "0: unlimited)", s);
+    return false;
+}
+
 Qmpc *ctl_connect(const Ctl *ctl)
 {
     char *err = NULL;

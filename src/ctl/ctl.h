@@ -21,6 +21,7 @@ enum {
     EXIT_COMPLETED_FIRST = 4, /* abort: the job completed before the cancel */
     EXIT_TIMEOUT = 5,         /* abort --timeout: gave up, job left running */
     EXIT_CANCELLED = 6,       /* --wait: the job was cancelled by someone */
+    EXIT_INTERRUPTED = 7,     /* --wait: Ctrl-C, the job was aborted */
 };
 
 typedef struct Ctl {
@@ -29,8 +30,8 @@ typedef struct Ctl {
     bool json, wait, verbose, async, pivot, poll, all;
     const char *job_id, *to, *sync, *bitmap, *bitmap_mode, *base, *top;
     const char *mode;
-    bool has_speed;
-    int64_t speed;
+    bool has_speed, has_bandwidth;  /* --speed RATE, --bandwidth MiB/s */
+    int64_t speed, bw_speed;
     bool has_timeout;
     double timeout;
     long count;               /* events: stop after this many (0: never) */
@@ -42,6 +43,11 @@ typedef struct Ctl {
 
 /* Prints "bjctl: MSG" on stderr. */
 void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Parses a --speed/speed RATE (units.h: units_parse_rate) or prints why
+ * not ("bjctl: ..." on stderr) and returns false.
+ */
+bool ctl_parse_rate(const char *s, int64_t *out);
 /* Connects and negotiates or prints the reason and returns NULL. */
 Qmpc *ctl_connect(const Ctl *ctl);
 /* Prints v as JSON on stdout, indented or on one line (cmds.c). */
@@ -89,6 +95,13 @@ typedef struct JobWait {
  * is refused (message printed), EXIT_CONN when the daemon is unreachable.
  */
 int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w);
+/*
+ * From here on SIGINT (Ctrl-C) makes job_wait return EXIT_INTERRUPTED;
+ * a second one kills bjctl as usual.  ctl_interrupted() tells whether it
+ * came, and clears it.
+ */
+void ctl_catch_sigint(void);
+bool ctl_interrupted(void);
 void job_wait_cleanup(JobWait *w);
 const char *job_outcome_name(JobOutcome o);
 

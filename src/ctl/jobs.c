@@ -10,6 +10,7 @@
  * events share one ordered stream, so the events queued while a query ran
  * are applied before the query's answer is believed.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,32 @@ const char *job_outcome_name(JobOutcome o)
     case OUTCOME_NONE: break;
     }
     return "running";
+}
+
+static volatile sig_atomic_t sigint_seen;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    sigint_seen = 1;
+}
+
+void ctl_catch_sigint(void)
+{
+    struct sigaction sa = { .sa_handler = on_sigint };
+
+    sigemptyset(&sa.sa_mask);
+    /* once: a second Ctrl-C while the abort is under way kills bjctl */
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+bool ctl_interrupted(void)
+{
+    bool seen = sigint_seen;
+
+    sigint_seen = 0;
+    return seen;
 }
 
 void job_wait_cleanup(JobWait *w)
@@ -333,6 +360,11 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
             w->gone = true;
         }
         if (w->gone) {
+            break;
+        }
+        if (sigint_seen) {
+            /* poll() returns EINTR, so this is seen within one interval */
+            rc = EXIT_INTERRUPTED;
             break;
         }
 

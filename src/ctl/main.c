@@ -4,6 +4,7 @@
  * Options may come before or after the command; each command checks the
  * ones that apply to it.
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +35,13 @@ static const char usage_text[] =
 "  pull NODE [--base NODE]            (block-stream)\n"
 "  commit NODE [--top NODE] [--base NODE] [--pivot]\n"
 "    --job-id ID     the job's id (default: TYPE-NODE, made unique)\n"
-"    --speed RATE    bytes/s limit, with units: 512K, 50M, 1G (0: none)\n"
+"    --speed RATE    bytes/s limit with a unit: 512K, 50M, 1G, 100B (0: none;\n"
+"                    a bare number is refused)\n"
+"    --bandwidth N   the limit in N MiB/s (as virsh means it)\n"
 "    --wait          stay until the job ends (a mirror or active commit:\n"
-"                    until READY, or with --pivot until it has pivoted)\n"
+"                    until READY, or with --pivot until it has pivoted);\n"
+"                    Ctrl-C aborts the job\n"
+"    --timeout S     --wait at most S seconds, then abort the job\n"
 "    --verbose       with --wait: progress bar (percent, rate, time left) on\n"
 "                    a terminal, a plain line a second otherwise\n"
 "    --pivot         mirror/active commit: complete at READY (implies --wait)\n"
@@ -69,14 +74,20 @@ static const char usage_text[] =
 "  2  usage error\n"
 "  3  the daemon is not reachable, or the connection was lost\n"
 "  4  abort: the job completed before the cancel took effect\n"
-"  5  --timeout expired; the job was left to finish on its own\n"
-"  6  --wait: the job was cancelled (by someone else)\n";
+"  5  --timeout expired: abort left the job to finish on its own; a start\n"
+"     command aborted the job\n"
+"  6  --wait: the job was cancelled (by someone else)\n"
+"  7  --wait: interrupted (Ctrl-C); the job was aborted\n";
 
 #define START_OPTS \
 "  --job-id ID     the job's id (default: TYPE-NODE, made unique)\n" \
-"  --speed RATE    bytes/s limit, with units: 512K, 50M, 1G (0: none)\n" \
+"  --speed RATE    bytes/s limit with a unit: 512K, 50M, 1G, 100B (0: none;\n" \
+"                  a bare number is refused: bytes or MiB/s?)\n" \
+"  --bandwidth N   the limit in MiB/s, a whole number (virsh's meaning)\n" \
 "  --wait          stay until the job ends (a mirror or active commit:\n" \
-"                  until READY, or with --pivot until it has pivoted)\n" \
+"                  until READY, or with --pivot until it has pivoted);\n" \
+"                  Ctrl-C aborts the job (exit 7)\n" \
+"  --timeout S     implies --wait; aborts the job after S seconds (exit 5)\n" \
 "  --verbose       with --wait: progress bar (percent, rate, time left) on\n" \
 "                  a terminal, a plain line a second otherwise\n" \
 "  --poll          watch the job by polling query-jobs, not events\n"
@@ -137,10 +148,11 @@ static const CmdSpec cmd_specs[] = {
     { "complete", 1, 1,
       "Usage: bjctl complete JOB\n"
       "Completes a READY mirror or active commit (pivots to the target).\n" },
-    { "speed", 2, 2,
+    { "speed", 1, 2,
       "Usage: bjctl speed JOB RATE\n"
-      "Sets the job's speed limit: RATE in bytes/s with units: 512K, 50M, "
-      "1G\n(0: unlimited).\n" },
+      "       bjctl speed JOB --bandwidth N\n"
+      "Sets the job's speed limit: RATE in bytes/s with a unit: 512K, 50M, "
+      "1G,\n100B (0: unlimited; a bare number is refused), or N MiB/s.\n" },
     { "abort", 1, 1,
       "Usage: bjctl abort JOB [--async] [--pivot] [--timeout SECONDS]\n"
       "Cancels the job, waits until it is gone and says how it ended.\n"
@@ -176,7 +188,7 @@ enum {
     OPT_TO = 256, OPT_SYNC, OPT_BITMAP, OPT_BITMAP_MODE, OPT_BASE, OPT_TOP,
     OPT_SPEED, OPT_WAIT, OPT_ASYNC, OPT_PIVOT, OPT_TIMEOUT, OPT_JOB_ID,
     OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
-    OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION,
+    OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION, OPT_BANDWIDTH,
 };
 
 static const struct option long_opts[] = {
@@ -204,6 +216,7 @@ static const struct option long_opts[] = {
     { "persistent", no_argument, NULL, OPT_PERSISTENT },
     { "disabled", no_argument, NULL, OPT_DISABLED },
     { "version", no_argument, NULL, OPT_VERSION },
+    { "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
     { NULL, 0, NULL, 0 },
 };
 
@@ -257,12 +270,25 @@ int main(int argc, char **argv)
             ctl.has_granularity = true;
             break;
         case OPT_SPEED:
-            if (!units_parse_size(optarg, &ctl.speed)) {
-                return usage_error("invalid speed '%s' (bytes/s, e.g. 512K, "
-                                   "50M, 1G)", optarg);
+            if (!ctl_parse_rate(optarg, &ctl.speed)) {
+                fputs("Try 'bjctl --help' for more information.\n", stderr);
+                return EXIT_USAGE;
             }
             ctl.has_speed = true;
             break;
+        case OPT_BANDWIDTH: {
+            char *end;
+            long long mib = strtoll(optarg, &end, 10);
+
+            if (!isdigit((unsigned char)*optarg) || *end ||
+                mib > INT64_MAX / (1024 * 1024)) {
+                return usage_error("invalid bandwidth '%s' (MiB/s, a whole "
+                                   "number)", optarg);
+            }
+            ctl.bw_speed = mib * 1024 * 1024;
+            ctl.has_bandwidth = true;
+            break;
+        }
         case OPT_TIMEOUT:
             if (!units_parse_seconds(optarg, &ctl.timeout)) {
                 return usage_error("invalid timeout '%s' (seconds)", optarg);
@@ -287,6 +313,14 @@ int main(int argc, char **argv)
             fputs("Try 'bjctl --help' for more information.\n", stderr);
             return EXIT_USAGE;
         }
+    }
+    if (ctl.has_bandwidth) {
+        if (ctl.has_speed) {
+            return usage_error("%s", "--speed and --bandwidth both say the "
+                               "speed: give one");
+        }
+        ctl.speed = ctl.bw_speed;
+        ctl.has_speed = true;
     }
     if (optind >= argc) {
         if (help) {

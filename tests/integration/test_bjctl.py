@@ -154,7 +154,7 @@ def test_help_documents_exit_statuses():
     for word in ('Exit status', 'abort JOB', '--timeout', '--async',
                  '--pivot', 'BJCTL_SOCKET'):
         assert word in p.stdout
-    for code in range(7):
+    for code in range(8):
         assert re.search(r'^  %d  ' % code, p.stdout, re.M), code
 
 
@@ -274,12 +274,12 @@ def test_speed_units(env):
     env.run('pause', 'u1', expect=0)       # high speeds must not end it
     for text, value in (('512K', 512 * 1024), ('50M', 50 * MiB),
                         ('1G', 1024 * MiB), ('1.5M', 3 * MiB // 2),
-                        ('2MiB', 2 * MiB), ('4kb', 4096), ('100', 100),
+                        ('2MiB', 2 * MiB), ('4kb', 4096), ('100B', 100),
                         ('0', 0)):
         env.run('speed', 'u1', text, expect=0)
         assert json.loads(env.run('--json', 'info', 'u1',
                                   expect=0).stdout)['speed'] == value, text
-    for bad in ('5X', '-1', '', 'M', '1.5.5', '99999999T'):
+    for bad in ('5X', '-1', '', 'M', '1.5.5', '99999999T', '100'):
         p = env.run('speed', 'u1', bad, expect=2)
         if not bad.startswith('-'):      # '-1' is an unknown option
             assert 'usage: bjctl speed JOB SPEED' in p.stderr
@@ -294,7 +294,7 @@ def test_man_page_matches_help():
                                text=True, timeout=30).stdout
     section = text.split('.SH EXIT STATUS')[1].split('.SH ')[0]
     assert re.findall(r'^\.B (\d)$', section, re.M) == \
-        [str(i) for i in range(7)]
+        [str(i) for i in range(8)]
     for opt in re.findall(r'--[a-z][a-z-]+', help_text):
         assert opt.replace('-', '\\-') in text, opt
 

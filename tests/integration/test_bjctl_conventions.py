@@ -7,13 +7,19 @@ against blockjobd and qemu-storage-daemon alike (test_bjctl's fixtures).
 
 import json
 import os
+import pty
 import re
+import select
+import signal
 import subprocess
+import time
 
 import pytest
 
 import bjtest
 from test_bjctl import bjctl_path, env, kind, start_env  # noqa: F401 (fixtures)
+
+MiB = 1024 * 1024
 
 
 def bjctl(*args):
@@ -85,3 +91,130 @@ def test_extra_argument_against_daemon(env):
     p = env.run('nodes', 'extra', expect=2)
     assert 'unexpected argument' in p.stderr and p.stdout == ''
     env.run('nodes', expect=0)
+
+
+# -- virsh's conventions: Ctrl-C, --timeout, --bandwidth, units ---------------
+
+def add_mirror_target(env, name):
+    if 'blockdev-mirror' not in [c['name'] for c in
+                                 env.d.qmp.execute('query-commands')]:
+        pytest.skip('no blockdev-mirror in this daemon')
+    tgt = os.path.join(str(env.workdir), name + '.qcow2')
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
+    env.d.qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': name,
+        'file': {'driver': 'file', 'filename': tgt}})
+
+
+def block_events(env, jid):
+    return [x['event'] for x in env.d.qmp.all_events
+            if x['event'].startswith('BLOCK_JOB_')
+            and x['data'].get('device') == jid]
+
+
+def test_sigint_during_wait_aborts_the_job(env):
+    w = env.popen('pull', 'top', '--job-id', 'i1', '--wait', '--verbose',
+                  '--speed', '64K', n=1)
+    # not a terminal: a progress line says it is waiting
+    line = w.stderr.readline()
+    assert line.startswith('i1: '), line
+    w.send_signal(signal.SIGINT)
+    out, err = w.communicate(timeout=60)
+    bjtest.check_sanitizer_text(err, 'bjctl')
+    assert w.returncode == 7, (out, err)
+    assert "bjctl: interrupted: job 'i1' aborted" in err
+    assert out == ''
+    assert env.job('i1') is None                 # dismissed by bjctl
+    assert block_events(env, 'i1') == ['BLOCK_JOB_CANCELLED']
+
+
+def test_ctrl_c_in_terminal_aborts_mirror(env):
+    """A mirror --wait (until READY) cut short by ^C typed on a terminal."""
+    add_mirror_target(env, 'cm')
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execve(bjctl_path(), [bjctl_path(), '--socket', env.sock(),
+                                     'mirror', 'top', '--to', 'cm',
+                                     '--job-id', 'cm1', '--wait', '--verbose',
+                                     '--speed', '64K'],
+                      bjtest.sanitizer_env())
+        finally:
+            os._exit(127)
+    out, sent = b'', False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 1)
+        if not r:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:        # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not sent and b'cm1 [' in out:        # the bar: it is waiting
+            os.write(fd, b'\x03')
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = out.decode('utf-8', 'replace')
+    bjtest.check_sanitizer_text(text, 'bjctl')
+    assert sent, text
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7, text
+    assert "bjctl: interrupted: job 'cm1' aborted" in text
+    bjtest.wait_until(lambda: env.job('cm1') is None, what='cm1 gone')
+    assert block_events(env, 'cm1') == ['BLOCK_JOB_CANCELLED']
+
+
+def test_timeout_on_start_aborts_the_job(env):
+    # --timeout implies --wait, as in virsh
+    p = env.run('pull', 'top', '--job-id', 't1', '--speed', '64K',
+                '--timeout', '0.5', expect=5)
+    assert "bjctl: timed out after 0.5 s: job 't1' aborted" in p.stderr
+    assert p.stdout == ''
+    assert env.job('t1') is None
+    assert block_events(env, 't1') == ['BLOCK_JOB_CANCELLED']
+
+
+def test_timeout_aborts_ready_mirror_with_force(env):
+    """A mirror not READY within --timeout is cancelled (with force)."""
+    add_mirror_target(env, 'tm')
+    p = env.run('mirror', 'top', '--to', 'tm', '--job-id', 'tm1',
+                '--speed', '64K', '--timeout', '0.5', expect=5)
+    assert "timed out after 0.5 s: job 'tm1' aborted" in p.stderr
+    bjtest.wait_until(lambda: env.job('tm1') is None, what='tm1 gone')
+    assert block_events(env, 'tm1') == ['BLOCK_JOB_CANCELLED']
+
+
+def job_speed(env, jid):
+    return [j for j in env.d.qmp.execute('query-block-jobs')
+            if j['device'] == jid][0]['speed']
+
+
+def test_bandwidth_is_mib_per_second(env):
+    env.run('pull', 'top', '--job-id', 'b1', '--bandwidth', '3', expect=0)
+    env.run('pause', 'b1', expect=0)
+    assert job_speed(env, 'b1') == 3 * MiB
+    env.run('speed', 'b1', '--bandwidth', '5', expect=0)
+    assert job_speed(env, 'b1') == 5 * MiB
+    env.run('speed', 'b1', '100B', expect=0)
+    assert job_speed(env, 'b1') == 100
+    env.run('abort', 'b1', expect=0)
+
+
+@pytest.mark.parametrize('args,word', [
+    (['pull', 'top', '--speed', '100'], "speed '100' has no unit: give one, "
+                                        "e.g. 100M for MiB/s or 100B"),
+    (['speed', 'j', '7'], "speed '7' has no unit"),
+    (['pull', 'top', '--speed', '1M', '--bandwidth', '1'],
+     '--speed and --bandwidth'),
+    (['pull', 'top', '--bandwidth', '1.5'], "invalid bandwidth '1.5'"),
+    (['pull', 'top', '--bandwidth', '1M'], "invalid bandwidth '1M'"),
+    (['speed', 'j', '1M', '--bandwidth', '1'], 'usage: bjctl speed'),
+])
+def test_speed_without_unit_refused(tmp_path, args, word):
+    p = bjctl('--socket', str(tmp_path / 'none.sock'), *args)
+    assert p.returncode == 2, p.stderr
+    assert word in p.stderr, p.stderr
