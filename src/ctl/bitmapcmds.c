@@ -20,9 +20,8 @@ static const char bitmap_usage[] =
 
 static int bitmap_usage_error(const char *fmt, const char *arg)
 {
-    fputs("bjctl: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s\n", bitmap_usage);
+    ctl_error(fmt, arg);
+    fprintf(stderr, "%s\n", bitmap_usage);
     return EXIT_USAGE;
 }
 
@@ -91,7 +90,7 @@ static int bitmap_list(const Ctl *ctl, const char *only)
         return EXIT_ERROR;
     }
     if (ctl->json) {
-        ctl_print_json(rows, false);
+        ctl_print_json(rows);
         json_decref(rows);
         return EXIT_OK;
     }
@@ -233,7 +232,7 @@ int cmd_bitmap(const Ctl *ctl)
             json_t *o = json_pack("{s:s, s:s, s:s}", "node", node, "name",
                                   name, "sha256", sum);
 
-            ctl_print_json(o, true);
+            ctl_print_json(o);
             json_decref(o);
         } else {
             puts(sum);
@@ -242,7 +241,7 @@ int cmd_bitmap(const Ctl *ctl)
         json_t *o = json_pack("{s:s, s:s, s:s}", "node", node, "name", name,
                               "result", done);
 
-        ctl_print_json(o, true);
+        ctl_print_json(o);
         json_decref(o);
     } else {
         printf("bitmap '%s' on node '%s': %s\n", name, node, done);

@@ -5,6 +5,7 @@
 #ifndef BJ_CTL_CTL_H
 #define BJ_CTL_CTL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -41,8 +42,20 @@ typedef struct Ctl {
     int nargs;
 } Ctl;
 
-/* Prints "bjctl: MSG" on stderr. */
+/*
+ * Prints "bjctl: MSG" on stderr, and keeps MSG for the --json error
+ * object (ctl_print_error_json).
+ */
 void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Keeps MSG for the --json error object without printing it; returns it. */
+const char *ctl_vnote(const char *fmt, va_list ap)
+    __attribute__((format(printf, 1, 0)));
+/*
+ * --json, exit status rc != 0: prints {"error": {"class": C, "desc": D},
+ * "exit": rc} on stdout, D the last message kept, C the daemon's QMP error
+ * class when it refused, else one bjctl's exit status names.
+ */
+void ctl_print_error_json(int rc);
 /*
  * Parses a --speed/speed RATE (units.h: units_parse_rate) or prints why
  * not ("bjctl: ..." on stderr) and returns false.
@@ -50,8 +63,8 @@ void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool ctl_parse_rate(const char *s, int64_t *out);
 /* Connects and negotiates or prints the reason and returns NULL. */
 Qmpc *ctl_connect(const Ctl *ctl);
-/* Prints v as JSON on stdout, indented or on one line (cmds.c). */
-void ctl_print_json(json_t *v, bool compact);
+/* Prints v as JSON on stdout on one line; an array one element a line. */
+void ctl_print_json(json_t *v);
 /* obj[key] as a string, or dflt when absent or not a string. */
 const char *ctl_str_or(json_t *obj, const char *key, const char *dflt);
 
@@ -74,7 +87,8 @@ typedef struct JobWait {
     bool stop_at_ready;       /* return once the job is READY */
     bool pivot_at_ready;      /* send job-complete at READY, keep waiting */
     bool dismiss;             /* dismiss the job once it concluded */
-    bool verbose;             /* progress bar or lines on stderr */
+    bool verbose;             /* progress bar or lines on stderr; with
+                                 --json, progress objects on stdout */
     bool poll_only;           /* ignore events, poll query-jobs */
     bool finalize;            /* finalize it if it waits in pending */
     int64_t deadline_ms;      /* qmpc_now_ms() based, -1: none */
@@ -85,6 +99,8 @@ typedef struct JobWait {
     /* bookkeeping */
     bool saw_aborting, concluded, gone, ready, pivot_sent, finalize_sent;
     int64_t cur, total;
+    int64_t shown_cur, shown_total;  /* the last --json progress object */
+    char *shown_status;
 } JobWait;
 
 /*

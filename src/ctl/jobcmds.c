@@ -20,13 +20,16 @@ static void print_result(const Ctl *ctl, const char *id, const char *result,
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    ctl_vnote(fmt, ap);        /* the desc of a --json error object */
+    va_end(ap);
     if (ctl->json) {
         json_t *o = json_pack("{s:s, s:s}", "id", id, "result", result);
 
         if (error) {
             json_object_set_new(o, "error", json_string(error));
         }
-        ctl_print_json(o, true);
+        ctl_print_json(o);
         json_decref(o);
         return;
     }

@@ -123,8 +123,32 @@ void job_wait_cleanup(JobWait *w)
 {
     free(w->error);
     free(w->last_status);
+    free(w->shown_status);
     w->error = NULL;
     w->last_status = NULL;
+    w->shown_status = NULL;
+}
+
+/* --json --verbose: one object a line each time the job moved. */
+static void json_progress(JobWait *w)
+{
+    const char *st = w->last_status ? w->last_status : "?";
+    json_t *o;
+
+    if (w->concluded || (w->shown_status && strcmp(w->shown_status, st) == 0
+                         && w->shown_cur == w->cur &&
+                         w->shown_total == w->total)) {
+        return;
+    }
+    free(w->shown_status);
+    w->shown_status = strdup(st);
+    w->shown_cur = w->cur;
+    w->shown_total = w->total;
+    o = json_pack("{s:s, s:s, s:I, s:I}", "id", w->id, "status", st,
+                  "current-progress", (json_int_t)w->cur, "total-progress",
+                  (json_int_t)w->total);
+    ctl_print_json(o);
+    json_decref(o);
 }
 
 static void set_status(JobWait *w, const char *status)
@@ -293,6 +317,11 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
     int64_t next_poll = 0;
     int rc = EXIT_OK;
 
+    bool as_json = w->verbose && ctl->json;
+
+    if (as_json) {
+        w->verbose = false;    /* objects on stdout, not a bar on stderr */
+    }
     progress_init(&prog, w->id);
     interval = w->verbose ? progress_interval_ms(&prog) : 500;
     if (w->poll_only) {
@@ -382,6 +411,9 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
                     break;
                 }
                 continue;
+            }
+            if (as_json) {
+                json_progress(w);
             }
             next_poll = qmpc_now_ms() + interval;
             continue;

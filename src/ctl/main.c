@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,8 @@ static const char usage_text[] =
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
-"  -j, --json               machine-readable output\n"
+"  -j, --json               one JSON object a line on stdout, errors too\n"
+"                           ({\"error\": {\"class\", \"desc\"}, \"exit\": N})\n"
 "      --connect-timeout S  connect/greeting/reply timeout (default 30)\n"
 "      --poll               watch jobs by polling query-jobs, not events\n"
 "  -h, --help               this text; 'bjctl COMMAND --help': that command's\n"
@@ -220,17 +222,26 @@ static const struct option long_opts[] = {
     { NULL, 0, NULL, 0 },
 };
 
-static int usage_error(const char *fmt, const char *arg)
+/* "bjctl: MSG" and where to read more; cmd: that command's help. */
+static int usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *cmd, const char *fmt, ...)
 {
-    fputs("bjctl: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("\nTry 'bjctl --help' for more information.\n", stderr);
+    va_list ap;
+    const char *msg;
+
+    va_start(ap, fmt);
+    msg = ctl_vnote(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "bjctl: %s\nTry 'bjctl%s%s --help' for more "
+            "information.\n", msg, cmd ? " " : "", cmd ? cmd : "");
     return EXIT_USAGE;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv, Ctl *ctlp)
 {
-    Ctl ctl = { .connect_timeout_ms = 30000 };
+    Ctl ctl = *ctlp;
     const char *cmd;
     const CmdSpec *spec;
     bool help = false;
@@ -241,7 +252,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "s:jhv", long_opts, NULL)) != -1) {
         switch (c) {
         case 's': ctl.socket = optarg; break;
-        case 'j': ctl.json = true; break;
+        case 'j': ctl.json = ctlp->json = true; break;
         case 'h': help = true; break;
         case OPT_VERSION:
             printf("bjctl version " BLOCKJOBD_VERSION "\n");
@@ -264,7 +275,7 @@ int main(int argc, char **argv)
         case OPT_GRANULARITY:
             if (!units_parse_size(optarg, &ctl.granularity) ||
                 ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
-                return usage_error("invalid granularity '%s' (bytes, e.g. "
+                return usage_error(NULL, "invalid granularity '%s' (bytes, e.g. "
                                    "64K)", optarg);
             }
             ctl.has_granularity = true;
@@ -272,7 +283,7 @@ int main(int argc, char **argv)
         case OPT_SPEED:
             if (!ctl_parse_rate(optarg, &ctl.speed)) {
                 fputs("Try 'bjctl --help' for more information.\n", stderr);
-                return EXIT_USAGE;
+                return EXIT_USAGE;    /* the message is kept for --json */
             }
             ctl.has_speed = true;
             break;
@@ -282,7 +293,7 @@ int main(int argc, char **argv)
 
             if (!isdigit((unsigned char)*optarg) || *end ||
                 mib > INT64_MAX / (1024 * 1024)) {
-                return usage_error("invalid bandwidth '%s' (MiB/s, a whole "
+                return usage_error(NULL, "invalid bandwidth '%s' (MiB/s, a whole "
                                    "number)", optarg);
             }
             ctl.bw_speed = mib * 1024 * 1024;
@@ -291,13 +302,13 @@ int main(int argc, char **argv)
         }
         case OPT_TIMEOUT:
             if (!units_parse_seconds(optarg, &ctl.timeout)) {
-                return usage_error("invalid timeout '%s' (seconds)", optarg);
+                return usage_error(NULL, "invalid timeout '%s' (seconds)", optarg);
             }
             ctl.has_timeout = true;
             break;
         case OPT_CONNECT_TIMEOUT:
             if (!units_parse_seconds(optarg, &secs) || secs < 0.001) {
-                return usage_error("invalid timeout '%s' (seconds)", optarg);
+                return usage_error(NULL, "invalid timeout '%s' (seconds)", optarg);
             }
             ctl.connect_timeout_ms = (int)(secs * 1000);
             break;
@@ -305,18 +316,18 @@ int main(int argc, char **argv)
             char *end;
             ctl.count = strtol(optarg, &end, 10);
             if (*end || ctl.count < 0) {
-                return usage_error("invalid count '%s'", optarg);
+                return usage_error(NULL, "invalid count '%s'", optarg);
             }
             break;
         }
-        default:
-            fputs("Try 'bjctl --help' for more information.\n", stderr);
-            return EXIT_USAGE;
+        default:               /* getopt said what is wrong */
+            return usage_error(NULL, "invalid option '%s'",
+                               argv[optind - 1]);
         }
     }
     if (ctl.has_bandwidth) {
         if (ctl.has_speed) {
-            return usage_error("%s", "--speed and --bandwidth both say the "
+            return usage_error(NULL, "%s", "--speed and --bandwidth both say the "
                                "speed: give one");
         }
         ctl.speed = ctl.bw_speed;
@@ -327,34 +338,30 @@ int main(int argc, char **argv)
             fputs(usage_text, stdout);
             return EXIT_OK;
         }
-        return usage_error("%s", "no command given");
+        return usage_error(NULL, "%s", "no command given");
     }
     cmd = argv[optind];
     ctl.args = argv + optind + 1;
     ctl.nargs = argc - optind - 1;
     spec = find_cmd(cmd);
     if (!spec) {
-        return usage_error("unknown command '%s'", cmd);
+        return usage_error(NULL, "unknown command '%s'", cmd);
     }
     if (help) {
         fputs(spec->help, stdout);
         return EXIT_OK;
     }
-    if (spec->max_args >= 0 && ctl.nargs > spec->max_args) {
-        fprintf(stderr, "bjctl: %s: unexpected argument '%s' (%s takes ",
-                cmd, ctl.args[spec->max_args], cmd);
-        if (spec->max_args == 0) {
-            fputs("no arguments", stderr);
-        } else {
-            fprintf(stderr, "%d argument%s", spec->max_args,
-                    spec->max_args == 1 ? "" : "s");
-        }
-        fprintf(stderr, ")\nTry 'bjctl %s --help' for more information.\n",
-                cmd);
-        return EXIT_USAGE;
+    if (spec->max_args == 0 && ctl.nargs > 0) {
+        return usage_error(cmd, "%s: unexpected argument '%s' (%s takes no "
+                           "arguments)", cmd, ctl.args[0], cmd);
+    }
+    if (spec->max_args > 0 && ctl.nargs > spec->max_args) {
+        return usage_error(cmd, "%s: unexpected argument '%s' (%s takes %d "
+                           "argument%s)", cmd, ctl.args[spec->max_args], cmd,
+                           spec->max_args, spec->max_args == 1 ? "" : "s");
     }
     if (!ctl.socket || !*ctl.socket) {
-        return usage_error("%s", "no socket: use --socket PATH or set "
+        return usage_error(NULL, "%s", "no socket: use --socket PATH or set "
                            "BJCTL_SOCKET");
     }
 
@@ -377,5 +384,23 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "bitmap") == 0) {
         return cmd_bitmap(&ctl);
     }
-    return usage_error("unknown command '%s'", cmd); /* not reached */
+    return usage_error(NULL, "unknown command '%s'", cmd); /* not reached */
+}
+
+int main(int argc, char **argv)
+{
+    Ctl ctl = { .connect_timeout_ms = 30000 };
+    int rc;
+
+    /* known before any option is parsed: a usage error is JSON too */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
+            ctl.json = true;
+        }
+    }
+    rc = run(argc, argv, &ctl);
+    if (ctl.json && rc != EXIT_OK) {
+        ctl_print_error_json(rc);
+    }
+    return rc;
 }

@@ -218,3 +218,72 @@ def test_speed_without_unit_refused(tmp_path, args, word):
     p = bjctl('--socket', str(tmp_path / 'none.sock'), *args)
     assert p.returncode == 2, p.stderr
     assert word in p.stderr, p.stderr
+
+
+# -- --json: one object a line, errors and progress included -----------------
+
+def objects(p):
+    """Every stdout line of a --json run is exactly one JSON object."""
+    lines = p.stdout.splitlines()
+    assert p.stdout == ''.join(ln + '\n' for ln in lines)
+    out = [json.loads(ln) for ln in lines]
+    assert all(isinstance(o, dict) for o in out), p.stdout
+    return out
+
+
+def test_json_queries_one_object_a_line(env):
+    env.start_stream('q1', speed=64 * 1024)
+    jobs = objects(env.run('--json', 'list', expect=0))
+    assert [j['id'] for j in jobs] == ['q1'] and jobs[0]['speed'] == 65536
+    info = objects(env.run('--json', 'info', 'q1', expect=0))
+    assert len(info) == 1 and info[0]['id'] == 'q1'
+    nodes = objects(env.run('--json', 'nodes', expect=0))
+    assert 'top' in [n['node-name'] for n in nodes] and len(nodes) >= 2
+    env.run('abort', 'q1', expect=0)
+    assert objects(env.run('--json', 'list', expect=0)) == []
+
+
+def error_object(p, rc):
+    assert p.returncode == rc, (p.stdout, p.stderr)
+    last = objects(p)[-1]
+    assert set(last) == {'error', 'exit'} and last['exit'] == rc
+    assert set(last['error']) == {'class', 'desc'}
+    return last['error']
+
+
+def test_json_errors(env, tmp_path):
+    e = error_object(env.run('--json', 'info', 'nope'), 1)
+    assert e == {'class': 'Error', 'desc': "no job 'nope'"}
+    # the daemon's refusal: its QMP class and words
+    p = env.run('--json', 'pause', 'nope')
+    e = error_object(p, 1)
+    assert e['class'] and e['class'] != 'Error'
+    assert p.stderr == 'bjctl: %s\n' % e['desc']
+    e = error_object(env.run('--json', 'nodes', 'extra'), 2)
+    assert e['class'] == 'UsageError' and 'unexpected argument' in e['desc']
+    e = error_object(env.run('pull', 'top', '--speed', '5', '--json'), 2)
+    assert e['class'] == 'UsageError' and 'has no unit' in e['desc']
+    p = bjctl('--json', '--socket', str(tmp_path / 'none.sock'), 'list')
+    assert error_object(p, 3)['class'] == 'ConnectionError'
+    p = env.run('--json', 'pull', 'top', '--job-id', 'jt', '--speed', '64K',
+                '--timeout', '0.5')
+    e = error_object(p, 5)
+    assert e == {'class': 'Timeout',
+                 'desc': "timed out after 0.5 s: job 'jt' aborted"}
+    assert len(objects(p)) == 1
+
+
+def test_json_wait_progress_one_object_an_update(env):
+    p = env.run('--json', 'pull', 'top', '--job-id', 'jp', '--wait',
+                '--verbose', '--speed', '16M', expect=0)
+    out = objects(p)
+    assert out[-1] == {'id': 'jp', 'result': 'completed'}
+    progress = out[:-1]
+    assert progress, p.stdout
+    for o in progress:
+        assert set(o) == {'id', 'status', 'current-progress',
+                          'total-progress'} and o['id'] == 'jp'
+    cur = [o['current-progress'] for o in progress]
+    assert cur == sorted(cur)
+    # no bar or progress lines on stderr: stdout carries it all
+    assert 'jp: ' not in p.stderr and '\r' not in p.stderr
