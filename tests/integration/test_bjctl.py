@@ -724,14 +724,14 @@ def test_commit_active_pivot(env, tmp_path):
 
 # -- the progress bar on a terminal ------------------------------------------
 
-def test_progress_bar_in_pty(env):
+def run_in_pty(env, *args, on_output=None):
+    """bjctl on a terminal; on_output(all output so far, terminal fd) after
+    each read.  Returns (wait status, output)."""
     pid, fd = pty.fork()
     if pid == 0:
         try:
-            os.execve(bjctl_path(), [bjctl_path(), '--socket', env.sock(),
-                                     'pull', 'top', '--job-id', 'tty1',
-                                     '--wait', '--verbose', '--speed', '8M'],
-                      bjtest.sanitizer_env())
+            os.execve(bjctl_path(), [bjctl_path(), '--socket', env.sock()] +
+                      list(args), bjtest.sanitizer_env())
         finally:
             os._exit(127)
     out = b''
@@ -747,10 +747,18 @@ def test_progress_bar_in_pty(env):
         if not chunk:
             break
         out += chunk
+        if on_output:
+            on_output(out, fd)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     text = out.decode('utf-8', 'replace')
     bjtest.check_sanitizer_text(text, 'bjctl')
+    return status, text
+
+
+def test_progress_bar_in_pty(env):
+    status, text = run_in_pty(env, 'pull', 'top', '--job-id', 'tty1',
+                              '--wait', '--verbose', '--speed', '8M')
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, text
     assert "job 'tty1' completed" in text
     # redrawn in place: carriage returns, a bar, percent, rate, ETA

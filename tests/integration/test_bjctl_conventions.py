@@ -7,17 +7,15 @@ against blockjobd and qemu-storage-daemon alike (test_bjctl's fixtures).
 
 import json
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
-import time
 
 import pytest
 
 import bjtest
-from test_bjctl import bjctl_path, env, kind, start_env  # noqa: F401 (fixtures)
+from test_bjctl import (bjctl_path, env, kind, run_in_pty,  # noqa: F401
+                        start_env)
 
 MiB = 1024 * 1024
 
@@ -131,36 +129,16 @@ def test_sigint_during_wait_aborts_the_job(env):
 def test_ctrl_c_in_terminal_aborts_mirror(env):
     """A mirror --wait (until READY) cut short by ^C typed on a terminal."""
     add_mirror_target(env, 'cm')
-    pid, fd = pty.fork()
-    if pid == 0:
-        try:
-            os.execve(bjctl_path(), [bjctl_path(), '--socket', env.sock(),
-                                     'mirror', 'top', '--to', 'cm',
-                                     '--job-id', 'cm1', '--wait', '--verbose',
-                                     '--speed', '64K'],
-                      bjtest.sanitizer_env())
-        finally:
-            os._exit(127)
-    out, sent = b'', False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 1)
-        if not r:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:        # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
+    sent = []
+
+    def type_ctrl_c(out, fd):
         if not sent and b'cm1 [' in out:        # the bar: it is waiting
             os.write(fd, b'\x03')
-            sent = True
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    text = out.decode('utf-8', 'replace')
-    bjtest.check_sanitizer_text(text, 'bjctl')
+            sent.append(True)
+
+    status, text = run_in_pty(env, 'mirror', 'top', '--to', 'cm', '--job-id',
+                              'cm1', '--wait', '--verbose', '--speed', '64K',
+                              on_output=type_ctrl_c)
     assert sent, text
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7, text
     assert "bjctl: interrupted: job 'cm1' aborted" in text
