@@ -265,3 +265,19 @@ def test_json_wait_progress_one_object_an_update(env):
     assert cur == sorted(cur)
     # no bar or progress lines on stderr: stdout carries it all
     assert 'jp: ' not in p.stderr and '\r' not in p.stderr
+
+
+def test_json_sigint_ends_with_interrupted(env):
+    w = env.popen('--json', 'pull', 'top', '--job-id', 'ji', '--wait',
+                  '--verbose', '--speed', '64K', n=1)
+    first = json.loads(w.stdout.readline())     # waiting: it says so
+    assert first['id'] == 'ji' and 'current-progress' in first
+    w.send_signal(signal.SIGINT)
+    out, err = w.communicate(timeout=60)
+    bjtest.check_sanitizer_text(err, 'bjctl')
+    assert w.returncode == 7, (out, err)
+    last = [json.loads(ln) for ln in out.splitlines()][-1]
+    assert last == {'error': {'class': 'Interrupted',
+                              'desc': "interrupted: job 'ji' aborted"},
+                    'exit': 7}
+    assert env.job('ji') is None
