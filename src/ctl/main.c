@@ -239,6 +239,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+/* Parses and runs the command; main adds the --json error object. */
 static int run(int argc, char **argv, Ctl *ctlp)
 {
     Ctl ctl = *ctlp;
@@ -275,8 +276,8 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case OPT_GRANULARITY:
             if (!units_parse_size(optarg, &ctl.granularity) ||
                 ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
-                return usage_error(NULL, "invalid granularity '%s' (bytes, e.g. "
-                                   "64K)", optarg);
+                return usage_error(NULL, "invalid granularity '%s' (bytes, "
+                                   "e.g. 64K)", optarg);
             }
             ctl.has_granularity = true;
             break;
@@ -293,8 +294,8 @@ static int run(int argc, char **argv, Ctl *ctlp)
 
             if (!isdigit((unsigned char)*optarg) || *end ||
                 mib > INT64_MAX / (1024 * 1024)) {
-                return usage_error(NULL, "invalid bandwidth '%s' (MiB/s, a whole "
-                                   "number)", optarg);
+                return usage_error(NULL, "invalid bandwidth '%s' (MiB/s, a "
+                                   "whole number)", optarg);
             }
             ctl.bw_speed = mib * 1024 * 1024;
             ctl.has_bandwidth = true;
@@ -302,13 +303,15 @@ static int run(int argc, char **argv, Ctl *ctlp)
         }
         case OPT_TIMEOUT:
             if (!units_parse_seconds(optarg, &ctl.timeout)) {
-                return usage_error(NULL, "invalid timeout '%s' (seconds)", optarg);
+                return usage_error(NULL, "invalid timeout '%s' (seconds)",
+                                   optarg);
             }
             ctl.has_timeout = true;
             break;
         case OPT_CONNECT_TIMEOUT:
             if (!units_parse_seconds(optarg, &secs) || secs < 0.001) {
-                return usage_error(NULL, "invalid timeout '%s' (seconds)", optarg);
+                return usage_error(NULL, "invalid timeout '%s' (seconds)",
+                                   optarg);
             }
             ctl.connect_timeout_ms = (int)(secs * 1000);
             break;
@@ -327,8 +330,8 @@ static int run(int argc, char **argv, Ctl *ctlp)
     }
     if (ctl.has_bandwidth) {
         if (ctl.has_speed) {
-            return usage_error(NULL, "%s", "--speed and --bandwidth both say the "
-                               "speed: give one");
+            return usage_error(NULL, "%s", "--speed and --bandwidth both "
+                               "say the speed: give one");
         }
         ctl.speed = ctl.bw_speed;
         ctl.has_speed = true;

@@ -45,7 +45,8 @@ static void test_parse_rate(void **state)
 {
     static const struct { const char *s; UnitsRate r; int64_t v; } cases[] = {
         { "0", UNITS_RATE_OK, 0 }, { "100B", UNITS_RATE_OK, 100 },
-        { "50M", UNITS_RATE_OK, 50 * 1048576LL }, { "4kb", UNITS_RATE_OK, 4096 },
+        { "50M", UNITS_RATE_OK, 50 * 1048576LL },
+        { "4kb", UNITS_RATE_OK, 4096 },
         { "100", UNITS_RATE_NO_UNIT, 0 }, { "1.5", UNITS_RATE_NO_UNIT, 0 },
         { "5X", UNITS_RATE_INVALID, 0 }, { "", UNITS_RATE_INVALID, 0 },
     };
