@@ -21,6 +21,7 @@
 #include "aio/aio-internal.h"
 #include "aio/coroutine.h"
 #include "aio/io.h"
+#include "util/alloc.h"
 #include "util/list.h"
 #include "util/log.h"
 
@@ -104,16 +105,6 @@ struct AioContext {
 static __thread AioContext *current_ctx;
 static AioContext *main_ctx;
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-    if (!p) {
-        log_error("out of memory");
-        abort();
-    }
-    return p;
-}
-
 int64_t clock_ns(void)
 {
     struct timespec ts;
@@ -160,12 +151,8 @@ static void assert_home(AioContext *ctx, const char *what)
 
 AioContext *aio_context_new(const char *name, Error **errp)
 {
-    AioContext *ctx = xcalloc(1, sizeof(*ctx));
-    ctx->name = strdup(name ? name : "");
-    if (!ctx->name) {
-        log_error("out of memory");
-        abort();
-    }
+    AioContext *ctx = bj_calloc(1, sizeof(*ctx));
+    ctx->name = bj_strdup(name ? name : "");
     ctx->notify_fd = -1;
     list_init(&ctx->handlers);
     list_init(&ctx->bh_pending);
@@ -401,7 +388,7 @@ bool aio_set_fd_handler(AioContext *ctx, int fd, AioHandler *io_read,
 
     uint32_t events = (io_read ? EPOLLIN : 0) | (io_write ? EPOLLOUT : 0);
     if (!h) {
-        h = xcalloc(1, sizeof(*h));
+        h = bj_calloc(1, sizeof(*h));
         h->fd = fd;
         struct epoll_event ev = { .events = events, .data.ptr = h };
         if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -484,12 +471,11 @@ void aio_wait_kick(void)
 static AioBH *bh_alloc(AioContext *ctx, AioHandler *cb, void *opaque,
                        bool oneshot)
 {
-    AioBH *bh = xcalloc(1, sizeof(*bh));
+    AioBH *bh = bj_malloc(sizeof(*bh));
+
+    *bh = (AioBH) { .ctx = ctx, .cb = cb, .opaque = opaque,
+                    .oneshot = oneshot };
     list_init(&bh->link);
-    bh->ctx = ctx;
-    bh->cb = cb;
-    bh->opaque = opaque;
-    bh->oneshot = oneshot;
     atomic_fetch_add(&ctx->nbh, 1);
     return bh;
 }
@@ -671,11 +657,10 @@ static void heap_remove(AioContext *ctx, AioTimer *t)
 
 AioTimer *aio_timer_new(AioContext *ctx, AioHandler *cb, void *opaque)
 {
-    AioTimer *t = xcalloc(1, sizeof(*t));
-    t->ctx = ctx;
-    t->cb = cb;
-    t->opaque = opaque;
-    t->index = TIMER_IDLE;
+    AioTimer *t = bj_malloc(sizeof(*t));
+
+    *t = (AioTimer) { .ctx = ctx, .cb = cb, .opaque = opaque,
+                      .index = TIMER_IDLE };
     atomic_fetch_add(&ctx->ntimers, 1);
     return t;
 }
@@ -692,12 +677,7 @@ void aio_timer_mod(AioTimer *t, int64_t expire_ns)
     }
     if (ctx->heap_len == ctx->heap_cap) {
         size_t cap = ctx->heap_cap ? ctx->heap_cap * 2 : 16;
-        AioTimer **heap = realloc(ctx->heap, cap * sizeof(*heap));
-        if (!heap) {
-            log_error("out of memory");
-            abort();
-        }
-        ctx->heap = heap;
+        ctx->heap = bj_reallocarray(ctx->heap, cap, sizeof(*ctx->heap));
         ctx->heap_cap = cap;
     }
     heap_place(ctx, ctx->heap_len++, t);

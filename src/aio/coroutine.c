@@ -24,6 +24,7 @@
 
 #include "aio/coroutine.h"
 #include "aio/aio-internal.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 #include <assert.h>
@@ -260,11 +261,7 @@ static void co_trampoline(int lo, int hi)
 
 static Coroutine *coroutine_alloc(CoThread *t)
 {
-    Coroutine *co = calloc(1, sizeof(*co));
-    if (!co) {
-        log_error("out of memory");
-        abort();
-    }
+    Coroutine *co = bj_calloc(1, sizeof(*co));
     list_init(&co->link);
     long page = sysconf(_SC_PAGESIZE);
     size_t guard = page > 0 ? (size_t)page : 4096;
@@ -490,11 +487,7 @@ static void co_sched_bh(void *opaque)
 
 CoSchedState *coroutine_sched_state_new(AioContext *ctx)
 {
-    CoSchedState *s = calloc(1, sizeof(*s));
-    if (!s) {
-        log_error("out of memory");
-        abort();
-    }
+    CoSchedState *s = bj_calloc(1, sizeof(*s));
     s->ctx = ctx;
     int ret = pthread_mutex_init(&s->lock, NULL);
     if (ret) {

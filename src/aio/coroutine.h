@@ -12,14 +12,24 @@
 #ifndef BJ_AIO_COROUTINE_H
 #define BJ_AIO_COROUTINE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "aio/aio.h"
 #include "util/list.h"
 
-/* Marker only: documents that a function may yield. */
+/*
+ * Markers, checked by scripts/check-coroutine-fn.py (meson test
+ * 'coroutine-fn'): a coroutine_fn may yield and is called only from
+ * coroutine_fn code or through an entry bridge (a CoroutineEntry
+ * parameter: coroutine_create, aio_co_run_wait).  A coroutine_mixed_fn
+ * runs in its caller's context and yields only when that is a coroutine
+ * (it tests coroutine_self(), or a callback it was given yields): anyone
+ * may call it.
+ */
 #define coroutine_fn
+#define coroutine_mixed_fn
 
 typedef struct Coroutine Coroutine;
 typedef void coroutine_fn CoroutineEntry(void *opaque);
@@ -48,6 +58,26 @@ void aio_co_wake(Coroutine *co);
 void aio_co_enter(AioContext *ctx, Coroutine *co);
 /* Always schedules co to run from ctx's loop.  Thread-safe. */
 void aio_co_schedule(AioContext *ctx, Coroutine *co);
+
+/*
+ * Runs fn(opaque) in a new coroutine entered in ctx and runs the calling
+ * thread's loop until fn returned: the bridge from non-coroutine code (the
+ * monitor, close, timers) into coroutine_fn code.  Called from a coroutine
+ * that already runs in ctx, fn just runs there.
+ */
+void aio_co_run_wait(AioContext *ctx, CoroutineEntry *fn, void *opaque);
+
+/* The same in two halves, for a caller that waits its own way (a test with
+ * a deadline): start, then run the loop until aio_co_run_done. */
+typedef struct CoRunWait {
+    CoroutineEntry *entry;
+    void *opaque;
+    AioContext *waiter;
+    atomic_bool done;
+} CoRunWait;
+void aio_co_run_start(CoRunWait *w, AioContext *ctx, CoroutineEntry *fn,
+                      void *opaque);
+bool aio_co_run_done(CoRunWait *w);
 
 /* Statistics, for tests: stacks currently pooled in this thread. */
 unsigned coroutine_pool_size(void);

@@ -37,6 +37,7 @@
 #endif
 
 #include "aio/io-internal.h"
+#include "util/alloc.h"
 #include "util/list.h"
 #include "util/log.h"
 
@@ -260,11 +261,7 @@ static IoUringState *ioq_get(AioContext *ctx, int *err)
     if (s) {
         return s;
     }
-    s = calloc(1, sizeof(*s));
-    if (!s) {
-        *err = -ENOMEM;
-        return NULL;
-    }
+    s = bj_calloc(1, sizeof(*s));
     s->ctx = ctx;
     list_init(&s->slot_waiters);
 

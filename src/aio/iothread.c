@@ -6,6 +6,7 @@
  * flag by the iothread only (it is set by a BH running in that thread).
  */
 #include "aio/iothread.h"
+#include "util/alloc.h"
 #include "util/list.h"
 #include "util/log.h"
 
@@ -66,18 +67,9 @@ IOThread *iothread_create(const char *id, Error **errp)
                    "(type 'container')", id);
         return NULL;
     }
-    IOThread *t = calloc(1, sizeof(*t));
-    if (!t) {
-        error_setg(errp, "out of memory");
-        return NULL;
-    }
+    IOThread *t = bj_calloc(1, sizeof(*t));
     list_init(&t->link);
-    t->id = strdup(id);
-    if (!t->id) {
-        error_setg(errp, "out of memory");
-        free(t);
-        return NULL;
-    }
+    t->id = bj_strdup(id);
     char name[64];
     snprintf(name, sizeof(name), "iothread-%s", id);
     t->ctx = aio_context_new(name, errp);

@@ -11,7 +11,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
+#include "util/alloc.h"
 #include "util/log.h"
 
 struct AioListener {
@@ -55,12 +57,8 @@ AioListener *aio_listener_new(AioContext *ctx, int fd, const char *what,
                               AioListenerFn *on_ready, void *opaque,
                               Error **errp)
 {
-    AioListener *l = calloc(1, sizeof(*l));
+    AioListener *l = bj_calloc(1, sizeof(*l));
 
-    if (!l) {
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
     l->ctx = ctx;
     l->fd = fd;
     l->what = what;
@@ -125,6 +123,20 @@ bool aio_listener_accept_failed(AioListener *l, int err)
 void aio_listener_accepted(AioListener *l)
 {
     end_episode(l);
+}
+
+int aio_listener_accept(AioListener *l)
+{
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            aio_listener_accepted(l);
+            return fd;
+        }
+        if (aio_listener_accept_failed(l, errno)) {
+            return -1;
+        }
+    }
 }
 
 void aio_listener_free(AioListener *l)

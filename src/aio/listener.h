@@ -41,6 +41,12 @@ int aio_listener_fd(const AioListener *l);
 bool aio_listener_accept_failed(AioListener *l, int err);
 /* To be called by on_ready after a successful accept: ends a shortage. */
 void aio_listener_accepted(AioListener *l);
+/*
+ * The two above around accept4 (non-blocking, close-on-exec), for an
+ * on_ready that loops: the next client's fd, or -1 when on_ready should
+ * return (no client left, or a shortage paused the watch).
+ */
+int aio_listener_accept(AioListener *l);
 /* Stops watching (the fd stays open); NULL is ignored. */
 void aio_listener_free(AioListener *l);
 

@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "aio/io.h"
+#include "util/alloc.h"
 #include "util/list.h"
 #include "util/log.h"
 
@@ -206,13 +207,10 @@ static void *worker_main(void *arg)
 /* Called with the lock held.  Returns 0 or a positive errno. */
 static int spawn_worker(void)
 {
-    PoolWorker *w = calloc(1, sizeof(*w));
+    PoolWorker *w = bj_calloc(1, sizeof(*w));
     sigset_t all, old;
     int ret;
 
-    if (!w) {
-        return ENOMEM;
-    }
     /* Workers must never take the daemon's signals (SIGINT/SIGTERM are
      * handled by the main loop): they inherit a fully blocked mask. */
     sigfillset(&all);

@@ -1,6 +1,6 @@
 /*
- * Nodes: the driver list, opening (blockdev-add and inline children),
- * naming, reference counts and closing.
+ * Nodes: opening (blockdev-add and inline children), naming, reference
+ * counts and closing.
  *
  * Opening is all-or-nothing: a node only enters the global list once its
  * driver opened it; on failure its children are detached (dropping the
@@ -16,33 +16,14 @@
 
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
-#include "block/drivers/drivers.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
-
-static const BlockDriver *const block_drivers[] = {
-    &bdrv_file,
-    &bdrv_raw,
-    &bdrv_null_co,
-    &bdrv_qcow2,
-    &bdrv_blkdebug,
-};
-#define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 
 /* Every node, in the order it finished opening. */
 static ListHead all_nodes = LIST_HEAD_INIT(all_nodes);
 /* Implicit node names: "#block" + counter + two digits. */
 static unsigned implicit_counter;
-
-const BlockDriver *bdrv_find_driver(const char *name)
-{
-    for (size_t i = 0; i < N_DRIVERS; i++) {
-        if (block_drivers[i]->name && strcmp(block_drivers[i]->name, name) == 0) {
-            return block_drivers[i];
-        }
-    }
-    return NULL;
-}
 
 BlockNode *bdrv_find_node(const char *node_name)
 {
@@ -54,6 +35,18 @@ BlockNode *bdrv_find_node(const char *node_name)
         }
     }
     return NULL;
+}
+
+BlockNode *bdrv_lookup_node(const char *device, const char *node_name,
+                            Error **errp)
+{
+    BlockNode *bs = bdrv_find_node(node_name);
+
+    if (!bs) {
+        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
+                   device ? device : "", node_name);
+    }
+    return bs;
 }
 
 BlockNode *bdrv_next_node(BlockNode *prev)
@@ -71,7 +64,8 @@ bool bdrv_is_monitor_owned(BlockNode *bs)
     return bs->monitor_owned;
 }
 
-bool bdrv_node_list_insert(BlockNode *bs, Error **errp)
+/* Links a fully opened node into the global list (refuses duplicates). */
+static bool bdrv_node_list_insert(BlockNode *bs, Error **errp)
 {
     if (!bs->node_name[0]) {
         do {
@@ -119,12 +113,7 @@ static const ArgSpec common_options[] = {
 /* "file." + "driver" for messages; path is "" at the top. */
 static char *member_path(const char *path, const char *member)
 {
-    char *s = NULL;
-
-    if (asprintf(&s, "%s%s", path, member) < 0) {
-        abort();
-    }
-    return s;
+    return bj_asprintf("%s%s", path, member);
 }
 
 static const BlockDriver *check_driver(json_t *opts, const char *path,
@@ -160,10 +149,7 @@ bool bdrv_check_options(const BlockDriver *drv, json_t *opts,
     for (const ArgSpec *a = drv->options; a && a->name; a++) {
         n++;
     }
-    CLEANUP_FREE ArgSpec *spec = calloc(N_COMMON + n + 1, sizeof(*spec));
-    if (!spec) {
-        abort();
-    }
+    CLEANUP_FREE ArgSpec *spec = bj_calloc(N_COMMON + n + 1, sizeof(*spec));
     memcpy(spec, common_options, sizeof(common_options));
     if (n) {
         memcpy(spec + N_COMMON, drv->options, n * sizeof(*spec));
@@ -176,11 +162,7 @@ static bool check_options(const BlockDriver *drv, json_t *opts,
                           const char *path, bool coerce, Error **errp)
 {
     /* argspec wants "file" (no trailing dot) as the prefix. */
-    CLEANUP_FREE char *prefix = strdup(path);
-
-    if (!prefix) {
-        abort();
-    }
+    CLEANUP_FREE char *prefix = bj_strdup(path);
     if (prefix[0]) {
         prefix[strlen(prefix) - 1] = '\0';
     }
@@ -263,10 +245,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         return NULL;
     }
 
-    bs = calloc(1, sizeof(*bs));
-    if (!bs) {
-        abort();
-    }
+    bs = bj_calloc(1, sizeof(*bs));
     if (name) {
         snprintf(bs->node_name, sizeof(bs->node_name), "%s", name);
     }
@@ -290,11 +269,8 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         bs->cache_direct = arg_bool(cache, "direct", false);
         bs->cache_no_flush = arg_bool(cache, "no-flush", false);
     }
-    bs->open_path = strdup(path);
+    bs->open_path = bj_strdup(path);
     bs->open_coerce = coerce;
-    if (!bs->open_path) {
-        abort();
-    }
 
     if (bs->force_share && !bs->read_only) {
         error_setg(errp, "force-share=on can only be used with read-only "
@@ -307,10 +283,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         goto fail;
     }
     if (drv->state_size) {
-        bs->opaque = calloc(1, drv->state_size);
-        if (!bs->opaque) {
-            abort();
-        }
+        bs->opaque = bj_calloc(1, drv->state_size);
     }
     if (!drv->co_open) {
         error_setg(errp, "Driver '%s' is not available", drv->name);
@@ -373,7 +346,6 @@ typedef struct OpenCo {
     bool coerce;
     BlockNode *bs;
     Error *err;
-    bool done;
 } OpenCo;
 
 static void coroutine_fn open_co_entry(void *opaque)
@@ -382,40 +354,37 @@ static void coroutine_fn open_co_entry(void *opaque)
 
     o->bs = co_open_node(o->opts, "", o->coerce, !o->is_internal,
                          o->internal, &o->err);
-    o->done = true;
-    aio_wait_kick();
+}
+
+/* Runs the open o describes in a coroutine in the main loop and waits. */
+static BlockNode *open_and_wait(OpenCo *o, Error **errp)
+{
+    assert(!coroutine_in_coroutine());
+    aio_co_run_wait(aio_main_context(), open_co_entry, o);
+    if (!o->bs) {
+        error_propagate(errp, o->err);
+    }
+    return o->bs;
 }
 
 BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
                               Error **errp)
 {
     OpenCo o = { .opts = options, .coerce = coerce_strings };
-    AioContext *main_ctx = aio_main_context();
+    BlockNode *bs = open_and_wait(&o, errp);
 
-    assert(!coroutine_in_coroutine());
-    aio_co_enter(main_ctx, coroutine_create(open_co_entry, &o));
-    AIO_WAIT_WHILE(main_ctx, !o.done);
-    if (!o.bs) {
-        error_propagate(errp, o.err);
-        return NULL;
+    if (bs) {
+        bs->monitor_owned = true;
     }
-    o.bs->monitor_owned = true;
-    return o.bs;
+    return bs;
 }
 
 BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp)
 {
     OpenCo o = { .opts = options, .internal = drv, .is_internal = true };
-    AioContext *main_ctx = aio_main_context();
 
-    assert(!coroutine_in_coroutine());
-    aio_co_enter(main_ctx, coroutine_create(open_co_entry, &o));
-    AIO_WAIT_WHILE(main_ctx, !o.done);
-    if (!o.bs) {
-        error_propagate(errp, o.err);
-    }
-    return o.bs;
+    return open_and_wait(&o, errp);
 }
 
 /* Values an inline child takes from its parent unless it sets them. */
@@ -478,10 +447,8 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
     }
     if (json_is_string(v)) {
         const char *ref = json_string_value(v);
-        child = bdrv_find_node(ref);
+        child = bdrv_lookup_node(ref, ref, errp);
         if (!child) {
-            error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
-                       ref, ref);
             return NULL;
         }
         return bdrv_attach_child(bs, child, member, role, errp);
@@ -494,10 +461,8 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
     }
 
     json_t *copy = json_deep_copy(v);
-    CLEANUP_FREE char *path = NULL;
-    if (asprintf(&path, "%s%s.", bs->open_path ?: "", member) < 0) {
-        abort();
-    }
+    CLEANUP_FREE char *path = bj_asprintf("%s%s.", bs->open_path ?: "",
+                                          member);
     inherit_options(bs, copy, role);
     child = co_open_node(copy, path, bs->open_coerce, false, NULL, errp);
     json_decref(copy);

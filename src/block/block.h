@@ -54,8 +54,6 @@ enum {
     BLK_PERM_RESIZE          = 1 << 3,
     BLK_PERM_ALL             = (1 << 4) - 1,
 };
-/* "consistent read, write" — for messages. Caller frees. */
-char *bdrv_perm_names(uint64_t perm);
 
 /* ---- child roles (what the child is to its parent) ---- */
 enum {
@@ -180,11 +178,41 @@ struct BlockNode {
     bool open_coerce;
 };
 
+/* What bdrv_get_info reports of a node's format. */
+typedef struct BlockDriverInfo {
+    int64_t cluster_size;          /* 0: the format has no clusters */
+} BlockDriverInfo;
+
+/* The types of entries a driver may define apart from its table (so it
+ * declares them by type, not by repeating the signature). */
+typedef int coroutine_fn BlockDriverRwFn(BlockNode *bs, int64_t offset,
+                                         int64_t bytes, IOVector *qiov,
+                                         unsigned flags);
+typedef bool BlockDriverCanStoreBitmapFn(BlockNode *bs, const char *name,
+                                         uint32_t granularity, Error **errp);
+
 /*
  * The driver table.  Every coroutine_fn runs in bs->ctx.  Unset entries fall
  * back as the request path documents (a filter passes through to its file
  * child; no co_block_status = everything DATA|ALLOCATED).
  */
+/*
+ * Job filters (block/job-filter.h) call these around clients' write-like
+ * requests.  Before: in the client's request coroutine, before the request
+ * goes down; a negative errno fails the request.  After: once the request
+ * succeeded below, before the client hears back.
+ */
+typedef int coroutine_fn BdrvBeforeWriteHook(void *opaque, int64_t offset,
+                                             int64_t bytes);
+typedef enum BdrvWriteKind {
+    BDRV_WRITE,             /* qiov holds the data */
+    BDRV_WRITE_ZEROES,      /* flags: BLK_REQ_MAY_UNMAP may be set */
+    BDRV_DISCARD,
+} BdrvWriteKind;
+typedef void coroutine_fn BdrvAfterWriteHook(void *opaque, BdrvWriteKind kind,
+                                             int64_t offset, int64_t bytes,
+                                             IOVector *qiov, unsigned flags);
+
 struct BlockDriver {
     const char *name;
     size_t state_size;
@@ -195,18 +223,16 @@ struct BlockDriver {
      * is set, query output names the node by a "json:{...}" filename. */
     const char *const *strong_options;
     bool is_filter;
+    /* The format can have a backing image (blockdev-snapshot's overlay). */
+    bool supports_backing;
 
     /* Opens bs from already-checked options; children via bdrv_open_child. */
     int coroutine_fn (*co_open)(BlockNode *bs, json_t *opts, Error **errp);
     /* Main loop, node drained; children are detached by the layer after. */
     void (*close)(BlockNode *bs);
 
-    int coroutine_fn (*co_preadv)(BlockNode *bs, int64_t offset,
-                                  int64_t bytes, IOVector *qiov,
-                                  unsigned flags);
-    int coroutine_fn (*co_pwritev)(BlockNode *bs, int64_t offset,
-                                   int64_t bytes, IOVector *qiov,
-                                   unsigned flags);
+    BlockDriverRwFn *co_preadv;
+    BlockDriverRwFn *co_pwritev;
     int coroutine_fn (*co_pwrite_zeroes)(BlockNode *bs, int64_t offset,
                                          int64_t bytes, unsigned flags);
     int coroutine_fn (*co_pdiscard)(BlockNode *bs, int64_t offset,
@@ -255,9 +281,55 @@ struct BlockDriver {
     /* Adds driver-specific members to the "image" object of
      * query-named-block-nodes. */
     void (*query_image)(BlockNode *bs, json_t *image);
+    /* Fills what the format knows of its layout (bdrv_get_info); bdi
+     * comes zeroed.  Unset: the node has nothing to say (-ENOTSUP). */
+    int (*get_info)(BlockNode *bs, BlockDriverInfo *bdi);
+
+    /* Rewrites the backing file name and format stored in the image (NULL
+     * file: none); block/backing.h.  Unset: nothing is stored (no-op). */
+    int coroutine_fn (*co_change_backing_file)(BlockNode *bs,
+                                               const char *file,
+                                               const char *fmt);
+
+    /*
+     * Persistent dirty bitmaps (block/dirty-bitmap-named.h).  Unset: the
+     * format stores none (a new one is refused, the rest are no-ops).
+     * can_store_new_dirty_bitmap refuses with qsd's message; store_sync
+     * makes the image follow the persistent bitmaps in memory now (main
+     * loop, waits; or a coroutine not holding the node's locks), 0 or
+     * -errno; resync_later asks for bits that left a bitmap to leave its
+     * stored copy too, soon (main loop).
+     */
+    BlockDriverCanStoreBitmapFn *can_store_new_dirty_bitmap;
+    int (*dirty_bitmaps_store_sync)(BlockNode *bs);
+    void (*dirty_bitmaps_resync_later)(BlockNode *bs);
+
+    /*
+     * blockdev-create (block/create.h).  create_check checks the member
+     * types of BlockdevCreateOptions at the monitor, with qsd's messages;
+     * co_create is the create job's one step (main loop): it checks the
+     * values, as qemu does in its job, and makes the image.  Unset: "Driver
+     * does not support blockdev-create".
+     */
+    bool (*create_check)(json_t *opts, Error **errp);
+    int coroutine_fn (*co_create)(json_t *opts, const char *job_id,
+                                  Error **errp);
+
+    /*
+     * Job filters only (block/job-filter.h): set the hook the filter calls
+     * around clients' writes (NULL: writes pass through), main loop; and
+     * the child a job's own copies go to, if the filter has one.
+     */
+    void (*set_before_write_hook)(BlockNode *bs, BdrvBeforeWriteHook *hook,
+                                  void *opaque);
+    void (*set_after_write_hook)(BlockNode *bs, BdrvAfterWriteHook *hook,
+                                 void *opaque);
+    BlockChild *(*filter_target)(BlockNode *bs);
 };
 
 /* ---- drivers ---- */
+/* A driver users may name (blockdev-add, blockdev-create), or NULL; the
+ * list lives with the drivers (registry.c). */
 const BlockDriver *bdrv_find_driver(const char *name);
 
 /* ---- nodes ---- */
@@ -299,6 +371,13 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
                                          bool allow_none, Error **errp);
 
 BlockNode *bdrv_find_node(const char *node_name);
+/*
+ * The node named node_name, or NULL with qemu's "Cannot find device='D'
+ * nor node-name='N'" (D is device; NULL: empty, for a command or a
+ * reference that takes only a node name).
+ */
+BlockNode *bdrv_lookup_node(const char *device, const char *node_name,
+                            Error **errp);
 /* True when no node has bs as a child (exports and jobs may still use it). */
 bool bdrv_is_root_node(BlockNode *bs);
 /*
@@ -318,6 +397,10 @@ void bdrv_unref(BlockNode *bs);
 
 /* Closes every monitor-owned node (shutdown): flushes, then closes. */
 void bdrv_close_all(void);
+
+/* The format's layout as its driver reports it (zeroed first); -ENOTSUP
+ * when the driver has no get_info. */
+int bdrv_get_info(BlockNode *bs, BlockDriverInfo *bdi);
 
 /* query-named-block-nodes entry (BlockDeviceInfo). */
 json_t *bdrv_query_node_info(BlockNode *bs);
@@ -342,8 +425,6 @@ bool bdrv_child_set_perm(BlockChild *c, uint64_t perm, uint64_t shared,
 /* Moves every parent edge of from (except those held by `except`'s node)
  * onto to, as one permission-checked step.  Main loop, inside a drain. */
 bool bdrv_replace_node(BlockNode *from, BlockNode *to, Error **errp);
-void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
-                              uint64_t *shared);
 /* Re-derives and checks the permissions below bs after something they
  * depend on changed (bs->read_only): all of it, or nothing on refusal. */
 bool bdrv_refresh_perms(BlockNode *bs, Error **errp);
@@ -388,6 +469,20 @@ int bdrv_flush(BlockNode *bs);
 void bdrv_drained_begin(BlockNode *bs);
 void bdrv_drained_end(BlockNode *bs);
 bool bdrv_is_quiesced(BlockNode *bs);
+/*
+ * For a coroutine, which must not poll inside itself: starts
+ * bdrv_drained_begin (begin) or bdrv_drained_end of bs from a bottom half
+ * of the main loop, which then sets d->done and wakes the coroutine.  The
+ * caller yields until d->done (others may enter it earlier).
+ */
+typedef struct BdrvCoDrain {
+    BlockNode *bs;
+    Coroutine *co;
+    bool begin;
+    bool done;
+} BdrvCoDrain;
+void coroutine_fn bdrv_co_drain_start(BdrvCoDrain *d, BlockNode *bs,
+                                      bool begin);
 void bdrv_drain_all_begin(void);
 void bdrv_drain_all_end(void);
 
@@ -422,8 +517,6 @@ void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c);
 
 /* ---- layer-internal (src/block sources only) ---- */
 extern const BlockChildClass bdrv_child_class_node;
-/* Links a fully opened node into the global list (refuses duplicates). */
-bool bdrv_node_list_insert(BlockNode *bs, Error **errp);
 /* A new edge under a quiesced node quiesces its parent as often as the node
  * is; a detaching edge gives that back. */
 void bdrv_drain_child_attached(BlockChild *c);

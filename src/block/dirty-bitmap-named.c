@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/drivers/drivers.h"
+#include "util/alloc.h"
 
 /*
  * The side table.  A short list: only bitmaps of qcow2 nodes that are
@@ -37,10 +37,7 @@ static NamedMark *get_mark(BdrvDirtyBitmap *bm)
     NamedMark *m = find_mark(bm);
 
     if (!m) {
-        m = calloc(1, sizeof(*m));
-        if (!m) {
-            abort();
-        }
+        m = bj_calloc(1, sizeof(*m));
         m->bm = bm;
         m->next = marks;
         marks = m;
@@ -141,14 +138,40 @@ void bdrv_dirty_bitmap_release_named(BdrvDirtyBitmap *bm)
     }
 }
 
+bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
+                                     uint32_t granularity, Error **errp)
+{
+    if (!bs->drv->can_store_new_dirty_bitmap) {
+        error_setg(errp, "Can't store persistent bitmaps to %s: Operation "
+                   "not supported", bs->node_name);
+        return false;
+    }
+    return bs->drv->can_store_new_dirty_bitmap(bs, name, granularity, errp);
+}
+
+int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
+{
+    if (!bs->drv->dirty_bitmaps_store_sync) {
+        return 0;
+    }
+    return bs->drv->dirty_bitmaps_store_sync(bs);
+}
+
+void bdrv_dirty_bitmap_resync_later(BlockNode *bs)
+{
+    if (bs->drv->dirty_bitmaps_resync_later) {
+        bs->drv->dirty_bitmaps_resync_later(bs);
+    }
+}
+
 uint32_t bdrv_dirty_bitmap_default_granularity(BlockNode *bs)
 {
     uint32_t g = 65536;
+    BlockDriverInfo bdi;
 
-    /* qemu asks the driver for its cluster size: only qcow2 has one
-     * among ours (opt_transfer is set to it). */
-    if (bs->drv == &bdrv_qcow2 && bs->bl.opt_transfer) {
-        g = bs->bl.opt_transfer;
+    /* As qemu: the format's cluster size, when it has one. */
+    if (bdrv_get_info(bs, &bdi) == 0 && bdi.cluster_size > 0) {
+        g = bdi.cluster_size;
         if (g < 4096) {
             g = 4096;
         } else if (g > 65536) {
@@ -202,14 +225,11 @@ char *bdrv_dirty_bitmap_sha256(const BdrvDirtyBitmap *bm)
     uint64_t size = bdrv_dirty_bitmap_size(bm);
     uint64_t nbits = (size + gran - 1) / gran;
     size_t len = (size_t)((nbits + 63) / 64) * 8;
-    uint8_t *buf = calloc(1, len ? len : 1);
+    uint8_t *buf = bj_calloc(1, len ? len : 1);
     uint8_t digest[32];
-    char *hex = malloc(65);
+    char *hex = bj_malloc(65);
     int64_t off = 0, bytes = 0;
 
-    if (!buf || !hex) {
-        abort();
-    }
     /* Rebuild the level-0 words from the dirty runs: little-endian
      * 64-bit words are the byte stream with bit i at byte i/8, bit i%8. */
     while (bdrv_dirty_bitmap_next_dirty_area(bm, &off, (int64_t)size,

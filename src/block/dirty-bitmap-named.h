@@ -36,20 +36,22 @@ void bdrv_dirty_bitmap_release_named(BdrvDirtyBitmap *bm);
 
 /*
  * block-dirty-bitmap-add with persistent: whether the node's format can
- * store a new bitmap (qcow2-bitmap.c; "Can't store persistent bitmaps to
- * NODE: Operation not supported" for any other driver).
+ * store a new bitmap (its driver's can_store_new_dirty_bitmap; "Can't
+ * store persistent bitmaps to NODE: Operation not supported" for a driver
+ * without one).
  */
 bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
                                      uint32_t granularity, Error **errp);
 
 /*
- * The image of a writable qcow2 node follows a change of its persistent
- * bitmaps at once (qcow2-bitmap-cc.c; 0 for other nodes): the directory
- * is rewritten from the bitmaps in memory, in use and crash-consistent,
- * and flushed.  Used when a bitmap becomes persistent (stored before any
- * write is recorded), when one is released (gone from the image, as qemu
- * does) and by bdrv_dirty_bitmap_persist_bits.  Main loop (waits) or a
- * coroutine not holding the node's locks.  Returns 0 or -errno (logged).
+ * The image of a writable node follows a change of its persistent bitmaps
+ * at once (its driver's dirty_bitmaps_store_sync; 0 for a driver without
+ * one; qcow2 rewrites the directory from the bitmaps in memory, in use and
+ * crash-consistent, and flushes).  Used when a bitmap becomes persistent
+ * (stored before any write is recorded), when one is released (gone from
+ * the image, as qemu does) and by bdrv_dirty_bitmap_persist_bits.  Main
+ * loop (waits) or a coroutine not holding the node's locks.  Returns 0 or
+ * -errno (logged).
  */
 int bdrv_dirty_bitmap_store_sync(BlockNode *bs);
 /* A command added bits to bm (merge into it): makes them durable in the
@@ -65,9 +67,10 @@ void bdrv_dirty_bitmap_persist_bits(BdrvDirtyBitmap *bm);
  * (bdrv_dirty_bitmap_resync_later).  Main loop.
  */
 void bdrv_dirty_bitmap_bits_removed(BdrvDirtyBitmap *bm);
-/* qcow2-bitmap-cc.c (nothing for other nodes): arms a coalesced timer
- * that drains bs and rewrites the changed clusters of its stored bitmaps
- * with the exact bits; see docs/bitmaps.md, "After a crash". */
+/* The driver's dirty_bitmaps_resync_later (nothing without one); qcow2
+ * arms a coalesced timer that drains bs and rewrites the changed clusters
+ * of its stored bitmaps with the exact bits; see docs/bitmaps.md, "After a
+ * crash". */
 void bdrv_dirty_bitmap_resync_later(BlockNode *bs);
 
 /* The default for block-dirty-bitmap-add: the node's cluster size

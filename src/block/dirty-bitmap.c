@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
 #include "util/hbitmap.h"
 
 struct BdrvDirtyBitmap {
@@ -49,10 +50,8 @@ BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockNode *bs, uint32_t granularity,
                       bs->node_name);
         return NULL;
     }
-    BdrvDirtyBitmap *bm = calloc(1, sizeof(*bm));
-    if (!bm || (name && !(bm->name = strdup(name)))) {
-        abort();
-    }
+    BdrvDirtyBitmap *bm = bj_calloc(1, sizeof(*bm));
+    bm->name = name ? bj_strdup(name) : NULL;
     bm->bs = bs;
     bm->granularity = granularity;
     bm->hb = hb;

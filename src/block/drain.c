@@ -24,6 +24,7 @@
 #include <stdlib.h>
 
 #include "block/block.h"
+#include "util/alloc.h"
 
 /* ---- in-flight accounting ---- */
 
@@ -205,35 +206,40 @@ static bool drain_busy(BlockNode *bs)
     return false;
 }
 
-typedef struct CoDrain {
-    BlockNode *bs;
-    bool begin;
-    Coroutine *co;
-} CoDrain;
-
 static void co_drain_bh(void *opaque)
 {
-    CoDrain *d = opaque;
+    BdrvCoDrain *d = opaque;
 
     if (d->begin) {
         bdrv_drained_begin(d->bs);
     } else {
         bdrv_drained_end(d->bs);
     }
+    d->done = true;
     aio_co_wake(d->co);
+}
+
+void coroutine_fn bdrv_co_drain_start(BdrvCoDrain *d, BlockNode *bs,
+                                      bool begin)
+{
+    *d = (BdrvCoDrain) { .bs = bs, .co = coroutine_self(), .begin = begin };
+    assert(d->co);
+    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, d);
 }
 
 /* A coroutine in the main loop (a job) must not poll inside itself: the
  * section is entered from a bottom half while it waits. */
-static bool co_drain(BlockNode *bs, bool begin)
+static bool coroutine_mixed_fn co_drain(BlockNode *bs, bool begin)
 {
-    CoDrain d = { .bs = bs, .begin = begin, .co = coroutine_self() };
+    BdrvCoDrain d;
 
-    if (!d.co) {
+    if (!coroutine_in_coroutine()) {
         return false;
     }
-    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, &d);
-    coroutine_yield();
+    bdrv_co_drain_start(&d, bs, begin);
+    while (!d.done) {
+        coroutine_yield();
+    }
     return true;
 }
 
@@ -344,10 +350,7 @@ void bdrv_drained_set_begin(BdrvDrainedSet *set, bool iothread_only)
     for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
         cap++;
     }
-    set->nodes = calloc(cap ? cap : 1, sizeof(*set->nodes));
-    if (!set->nodes) {
-        abort();
-    }
+    set->nodes = bj_calloc(cap ? cap : 1, sizeof(*set->nodes));
     for (BlockNode *bs = bdrv_next_node(NULL); bs && set->n < cap;
          bs = bdrv_next_node(bs)) {
         if (iothread_only && bs->ctx == aio_main_context()) {

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -25,7 +26,8 @@ static const char *const perm_names[] = {
     "consistent read", "write", "write unchanged", "resize",
 };
 
-char *bdrv_perm_names(uint64_t perm)
+/* "consistent read, write" — for messages. Caller frees. */
+static char *bdrv_perm_names(uint64_t perm)
 {
     size_t len = 1;
     char *s;
@@ -33,10 +35,7 @@ char *bdrv_perm_names(uint64_t perm)
     for (size_t i = 0; i < 4; i++) {
         len += strlen(perm_names[i]) + 2;
     }
-    s = calloc(1, len);
-    if (!s) {
-        abort();
-    }
+    s = bj_calloc(1, len);
     for (size_t i = 0; i < 4; i++) {
         if (perm & (1u << i)) {
             if (s[0]) {
@@ -51,12 +50,7 @@ char *bdrv_perm_names(uint64_t perm)
 static char *node_parent_desc(BlockChild *c)
 {
     BlockNode *parent = c->opaque;
-    char *s = NULL;
-
-    if (asprintf(&s, "node '%s'", parent->node_name) < 0) {
-        abort();
-    }
-    return s;
+    return bj_asprintf("node '%s'", parent->node_name);
 }
 
 const BlockChildClass bdrv_child_class_node = {
@@ -69,11 +63,11 @@ static char *parent_desc(BlockChild *c)
     if (c->klass->get_parent_desc) {
         return c->klass->get_parent_desc(c);
     }
-    return strdup("an unnamed block device");
+    return bj_strdup("an unnamed block device");
 }
 
-void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
-                              uint64_t *shared)
+static void bdrv_get_cumulative_perm(BlockNode *bs, uint64_t *perm,
+                                     uint64_t *shared)
 {
     uint64_t p = 0, s = BLK_PERM_ALL;
     BlockChild *c;
@@ -150,10 +144,7 @@ typedef struct PermTx {
     do {                                                                \
         if ((n) == (cap)) {                                             \
             (cap) = (cap) ? (cap) * 2 : 8;                              \
-            (arr) = realloc((arr), (cap) * sizeof(*(arr)));             \
-            if (!(arr)) {                                               \
-                abort();                                                \
-            }                                                           \
+            (arr) = bj_reallocarray((arr), (cap), sizeof(*(arr)));      \
         }                                                               \
     } while (0)
 
@@ -330,11 +321,9 @@ static BlockChild *link_edge(BlockNode *node, const char *name,
                              unsigned role, const BlockChildClass *klass,
                              void *opaque, uint64_t perm, uint64_t shared)
 {
-    BlockChild *c = calloc(1, sizeof(*c));
+    BlockChild *c = bj_calloc(1, sizeof(*c));
 
-    if (!c || !(c->name = strdup(name))) {
-        abort();
-    }
+    c->name = bj_strdup(name);
     c->node = node;
     c->role = role;
     c->klass = klass;

@@ -118,30 +118,35 @@ static int coroutine_fn split_rw(BlockNode *bs, RwFn *fn, int64_t offset,
     return 0;
 }
 
+/* The driver's own read or write, else its file's (a driver without one
+ * passes the request down unchanged). */
+static int coroutine_fn drv_rw(BlockNode *bs, bool write, int64_t offset,
+                               int64_t bytes, IOVector *qiov, unsigned flags)
+{
+    RwFn *own = write ? bs->drv->co_pwritev : bs->drv->co_preadv;
+
+    if (own) {
+        return own(bs, offset, bytes, qiov, flags);
+    }
+    if (!bs->file) {
+        return -ENOTSUP;
+    }
+    return write ? bdrv_co_pwritev(bs->file, offset, bytes, qiov, flags)
+                 : bdrv_co_preadv(bs->file, offset, bytes, qiov, flags);
+}
+
 static int coroutine_fn drv_preadv(BlockNode *bs, int64_t offset,
                                    int64_t bytes, IOVector *qiov,
                                    unsigned flags)
 {
-    if (bs->drv->co_preadv) {
-        return bs->drv->co_preadv(bs, offset, bytes, qiov, flags);
-    }
-    if (bs->file) {
-        return bdrv_co_preadv(bs->file, offset, bytes, qiov, flags);
-    }
-    return -ENOTSUP;
+    return drv_rw(bs, false, offset, bytes, qiov, flags);
 }
 
 static int coroutine_fn drv_pwritev(BlockNode *bs, int64_t offset,
                                     int64_t bytes, IOVector *qiov,
                                     unsigned flags)
 {
-    if (bs->drv->co_pwritev) {
-        return bs->drv->co_pwritev(bs, offset, bytes, qiov, flags);
-    }
-    if (bs->file) {
-        return bdrv_co_pwritev(bs->file, offset, bytes, qiov, flags);
-    }
-    return -ENOTSUP;
+    return drv_rw(bs, true, offset, bytes, qiov, flags);
 }
 
 /* ---- reads ---- */
@@ -241,9 +246,9 @@ static bool write_allowed(BlockChild *c, unsigned flags)
            (c->perm & BLK_PERM_WRITE_UNCHANGED);
 }
 
-int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
-                                 int64_t bytes, IOVector *qiov,
-                                 unsigned flags)
+/* What every write-like request checks first: 0 or -errno. */
+static int check_write(BlockChild *c, int64_t offset, int64_t bytes,
+                       unsigned flags)
 {
     BlockNode *bs = c->node;
     int ret = check_range(bs, offset, bytes);
@@ -255,6 +260,19 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
         return -EPERM;
     }
     assert(write_allowed(c, flags));
+    return 0;
+}
+
+int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
+                                 unsigned flags)
+{
+    BlockNode *bs = c->node;
+    int ret = check_write(c, offset, bytes, flags);
+
+    if (ret < 0) {
+        return ret;
+    }
     assert(qiov->size >= (size_t)bytes);
     if (bytes == 0) {
         return 0;
@@ -364,15 +382,11 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
                                        int64_t bytes, unsigned flags)
 {
     BlockNode *bs = c->node;
-    int ret = check_range(bs, offset, bytes);
+    int ret = check_write(c, offset, bytes, flags);
 
     if (ret < 0) {
         return ret;
     }
-    if (bs->read_only) {
-        return -EPERM;
-    }
-    assert(write_allowed(c, flags));
     if (bytes == 0) {
         return 0;
     }
@@ -397,15 +411,12 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     BlockNode *bs = c->node;
     int64_t align = bs->bl.pdiscard_alignment;
     int64_t start, end;
-    int ret = check_range(bs, offset, bytes);
+    /* Flags 0: a discard needs the full write permission. */
+    int ret = check_write(c, offset, bytes, 0);
 
     if (ret < 0) {
         return ret;
     }
-    if (bs->read_only) {
-        return -EPERM;
-    }
-    assert(c->perm & BLK_PERM_WRITE);
     /* discard=ignore (the default) drops discards here, as qemu does. */
     if (bytes == 0 || !bs->discard_unmap) {
         return 0;
@@ -567,14 +578,11 @@ typedef struct SyncReq {
     void *buf;
     unsigned flags;
     int ret;
-    AioContext *waiter;
-    atomic_bool done;
 } SyncReq;
 
 static void coroutine_fn sync_entry(void *opaque)
 {
     SyncReq *r = opaque;
-    AioContext *waiter = r->waiter;
     IOVector v;
 
     switch (r->kind) {
@@ -590,27 +598,11 @@ static void coroutine_fn sync_entry(void *opaque)
         r->ret = bdrv_co_flush(r->bs);
         break;
     }
-    /* r lives on the waiter's stack: nothing touches it after this. */
-    atomic_store(&r->done, true);
-    if (waiter) {
-        aio_notify(waiter);
-    }
 }
 
 static int run_sync(SyncReq *r, AioContext *ctx)
 {
-    if (coroutine_in_coroutine()) {
-        /* Already in a coroutine (closing a node from an open that
-         * failed): the request may simply run here. */
-        assert(coroutine_context(coroutine_self()) == ctx);
-        r->waiter = NULL;
-        sync_entry(r);
-        return r->ret;
-    }
-    r->waiter = aio_current_context();
-    atomic_init(&r->done, false);
-    aio_co_enter(ctx, coroutine_create(sync_entry, r));
-    AIO_WAIT_WHILE(r->waiter, !atomic_load(&r->done));
+    aio_co_run_wait(ctx, sync_entry, r);
     return r->ret;
 }
 

@@ -10,12 +10,15 @@
  * "json:{...}" holding its driver, its strong options and its children's
  * options, recursively.
  */
+#include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block/block.h"
 #include "block/dirty-bitmap-named.h"
+#include "util/alloc.h"
 
 static bool has_strong_options(BlockNode *bs)
 {
@@ -36,17 +39,13 @@ static char *display_filename(BlockNode *bs);
 static char *full_backing_filename(BlockNode *bs)
 {
     const char *slash = strrchr(bs->filename, '/');
-    char *s = NULL;
 
     if (bs->backing_file[0] == '/' || !slash ||
         strstr(bs->backing_file, "://") || strstr(bs->filename, "://")) {
-        return strdup(bs->backing_file);
+        return bj_strdup(bs->backing_file);
     }
-    if (asprintf(&s, "%.*s/%s", (int)(slash - bs->filename), bs->filename,
-                 bs->backing_file) < 0) {
-        abort();
-    }
-    return s;
+    return bj_asprintf("%.*s/%s", (int)(slash - bs->filename), bs->filename,
+                       bs->backing_file);
 }
 
 /* A backing child the user chose differs from what the image names. */
@@ -73,19 +72,15 @@ static bool backing_overridden(BlockNode *bs)
 static char *exact_filename(BlockNode *bs)
 {
     BlockChild *c;
-    char *s = NULL;
 
     if (list_empty(&bs->children)) {
         if (has_strong_options(bs)) {
             return NULL;
         }
         if (bs->filename[0]) {
-            return strdup(bs->filename);
+            return bj_strdup(bs->filename);
         }
-        if (asprintf(&s, "%s://", bs->drv->name) < 0) {
-            abort();
-        }
-        return s;
+        return bj_asprintf("%s://", bs->drv->name);
     }
     if (!bs->file || bs->drv->is_filter || has_strong_options(bs) ||
         !list_empty(&bs->file->node->children) || backing_overridden(bs)) {
@@ -142,9 +137,8 @@ static char *display_filename(BlockNode *bs)
     /* ", " and ": " between members, as qemu prints it. */
     dump = json_dumps(o, JSON_PRESERVE_ORDER);
     json_decref(o);
-    if (!dump || asprintf(&s, "json:%s", dump) < 0) {
-        abort();
-    }
+    assert(dump);     /* jansson allocates with bj_malloc */
+    s = bj_asprintf("json:%s", dump);
     free(dump);
     return s;
 }
@@ -152,18 +146,12 @@ static char *display_filename(BlockNode *bs)
 /* The allocated size on disk, from the driver or the primary child. */
 static json_int_t actual_size(BlockNode *bs)
 {
-    json_t *tmp;
-    json_int_t n = 0;
-
     if (bs->drv->query_image) {
-        tmp = json_object();
+        json_auto_t *tmp = json_object();
         bs->drv->query_image(bs, tmp);
         if (json_is_integer(json_object_get(tmp, "actual-size"))) {
-            n = json_integer_value(json_object_get(tmp, "actual-size"));
-            json_decref(tmp);
-            return n;
+            return json_integer_value(json_object_get(tmp, "actual-size"));
         }
-        json_decref(tmp);
     }
     if (bs->file) {
         return actual_size(bs->file->node);
@@ -295,4 +283,13 @@ json_t *bdrv_query_named_block_nodes(bool flat)
         json_array_insert_new(list, 0, node_info(bs, flat));
     }
     return list;
+}
+
+int bdrv_get_info(BlockNode *bs, BlockDriverInfo *bdi)
+{
+    *bdi = (BlockDriverInfo){ 0 };
+    if (!bs->drv->get_info) {
+        return -ENOTSUP;
+    }
+    return bs->drv->get_info(bs, bdi);
 }

@@ -14,13 +14,13 @@
  * All of it inside a drained section on bs, so no request sees a node
  * half-changed.
  */
-#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/reopen.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 typedef enum ReopenStep {
@@ -39,8 +39,6 @@ typedef struct Reopen {
     size_t n_prepared;          /* nodes[n - n_prepared ..] are prepared */
     int ret;
     Error *err;
-    AioContext *waiter;
-    atomic_bool done;
 } Reopen;
 
 static void add_node(Reopen *r, BlockNode *bs)
@@ -52,10 +50,7 @@ static void add_node(Reopen *r, BlockNode *bs)
     }
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 4;
-        r->nodes = realloc(r->nodes, r->cap * sizeof(*r->nodes));
-        if (!r->nodes) {
-            abort();
-        }
+        r->nodes = bj_realloc(r->nodes, r->cap * sizeof(*r->nodes));
     }
     r->nodes[r->n++] = bs;
 }
@@ -136,8 +131,6 @@ static void coroutine_fn step_entry(void *opaque)
         r->ret = step_activate(r);
         break;
     }
-    atomic_store(&r->done, true);
-    aio_notify(r->waiter);
 }
 
 /* Runs one step in a coroutine in the nodes' context and waits for it. */
@@ -145,10 +138,7 @@ static int run_step(Reopen *r, ReopenStep step)
 {
     r->step = step;
     r->ret = 0;
-    r->waiter = aio_current_context();
-    atomic_store(&r->done, false);
-    aio_co_enter(r->nodes[0]->ctx, coroutine_create(step_entry, r));
-    AIO_WAIT_WHILE(r->waiter, !atomic_load(&r->done));
+    aio_co_run_wait(r->nodes[0]->ctx, step_entry, r);
     return r->ret;
 }
 

@@ -43,21 +43,15 @@ static void fmt_flags(char *buf, size_t size, json_t *b)
 
 static int bitmap_list(const Ctl *ctl, const char *only)
 {
-    Qmpc *q = ctl_connect(ctl);
-    json_t *nodes = NULL, *n, *b, *rows;
-    char *err = NULL;
+    int r;
+    json_auto_t *nodes = ctl_query(ctl, "query-named-block-nodes", &r);
+    json_auto_t *rows = NULL;
+    json_t *n, *b;
     size_t i, k;
     bool found = false;
-    int r, w_node = 4, w_name = 4;
+    int w_node = 4, w_name = 4;
 
-    if (!q) {
-        return EXIT_CONN;
-    }
-    r = qmpc_exec(q, "query-named-block-nodes", NULL, &nodes, &err);
-    qmpc_close(q);
-    if (r != QMPC_OK) {
-        ctl_error("%s", err);
-        free(err);
+    if (!nodes) {
         return r;
     }
     /* One flat row per bitmap: the node's name added to qemu's fields. */
@@ -83,20 +77,11 @@ static int bitmap_list(const Ctl *ctl, const char *only)
             json_array_append_new(rows, row);
         }
     }
-    json_decref(nodes);
     if (only && !found) {
         ctl_error("no node '%s'", only);
-        json_decref(rows);
         return EXIT_ERROR;
     }
-    if (ctl->json) {
-        ctl_print_json(rows);
-        json_decref(rows);
-        return EXIT_OK;
-    }
-    if (json_array_size(rows) == 0) {
-        puts("no bitmaps");
-        json_decref(rows);
+    if (ctl_print_rows_or_empty(ctl, rows, "no bitmaps")) {
         return EXIT_OK;
     }
     json_array_foreach(rows, i, b) {
@@ -119,7 +104,6 @@ static int bitmap_list(const Ctl *ctl, const char *only)
         printf("%-*s  %-*s  %11s  %10s  %s\n", w_node, ctl_str_or(b, "node", "?"),
                w_name, ctl_str_or(b, "name", "?"), gran, count, flags);
     }
-    json_decref(rows);
     return EXIT_OK;
 }
 

@@ -100,6 +100,49 @@ void ctl_print_json(json_t *v)
     fflush(stdout);
 }
 
+bool ctl_print_rows_or_empty(const Ctl *ctl, json_t *rows,
+                             const char *empty)
+{
+    if (ctl->json) {
+        ctl_print_json(rows);
+        return true;
+    }
+    if (json_array_size(rows) == 0) {
+        puts(empty);
+        return true;
+    }
+    return false;
+}
+
+json_t *ctl_query(const Ctl *ctl, const char *cmd, int *rc)
+{
+    Qmpc *q = ctl_connect(ctl);
+    char *err = NULL;
+    json_t *ret = NULL;
+
+    *rc = EXIT_CONN;
+    if (!q) {
+        return NULL;
+    }
+    if (cmd) {
+        *rc = qmpc_exec(q, cmd, NULL, &ret, &err);
+    } else if ((ret = jobs_query(q, &err))) {
+        *rc = EXIT_OK;
+    }
+    qmpc_close(q);
+    if (*rc != EXIT_OK) {
+        ctl_error("%s", err);
+        free(err);
+        return NULL;
+    }
+    return ret;
+}
+
+static json_t *query_jobs(const Ctl *ctl, int *rc)
+{
+    return ctl_query(ctl, NULL, rc);
+}
+
 const char *ctl_str_or(json_t *obj, const char *key, const char *dflt)
 {
     const char *s = json_string_value(json_object_get(obj, key));
@@ -143,30 +186,16 @@ static const char *fmt_bool(json_t *j, const char *key)
 
 int cmd_list(const Ctl *ctl)
 {
-    Qmpc *q = ctl_connect(ctl);
-    json_t *jobs, *j;
-    char *err = NULL;
+    int rc;
+    json_auto_t *jobs = query_jobs(ctl, &rc);
+    json_t *j;
     size_t i;
     int w_id = 2, w_type = 4, w_status = 6;
 
-    if (!q) {
-        return EXIT_CONN;
-    }
-    jobs = jobs_query(q, &err);
-    qmpc_close(q);
     if (!jobs) {
-        ctl_error("%s", err);
-        free(err);
-        return EXIT_CONN;
+        return rc;
     }
-    if (ctl->json) {
-        ctl_print_json(jobs);
-        json_decref(jobs);
-        return EXIT_OK;
-    }
-    if (json_array_size(jobs) == 0) {
-        puts("no jobs");
-        json_decref(jobs);
+    if (ctl_print_rows_or_empty(ctl, jobs, "no jobs")) {
         return EXIT_OK;
     }
     json_array_foreach(jobs, i, j) {
@@ -191,15 +220,13 @@ int cmd_list(const Ctl *ctl)
                w_status, ctl_str_or(j, "status", "?"), prog, speed,
                fmt_bool(j, "ready"), ctl_str_or(j, "error", "-"));
     }
-    json_decref(jobs);
     return EXIT_OK;
 }
 
 int cmd_info(const Ctl *ctl)
 {
-    Qmpc *q;
-    json_t *jobs, *j;
-    char *err = NULL;
+    json_auto_t *jobs = NULL;
+    json_t *j;
     char prog[32], speed[40], cur[32], total[32];
     int rc = EXIT_OK;
 
@@ -207,17 +234,11 @@ int cmd_info(const Ctl *ctl)
         ctl_error("info takes one argument: the job id");
         return EXIT_USAGE;
     }
-    q = ctl_connect(ctl);
-    if (!q) {
-        return EXIT_CONN;
-    }
-    jobs = jobs_query(q, &err);
-    qmpc_close(q);
+    jobs = query_jobs(ctl, &rc);
     if (!jobs) {
-        ctl_error("%s", err);
-        free(err);
-        return EXIT_CONN;
+        return rc;
     }
+    rc = EXIT_OK;
     j = jobs_find(jobs, ctl->args[0]);
     if (!j) {
         ctl_error("no job '%s'", ctl->args[0]);
@@ -242,7 +263,6 @@ int cmd_info(const Ctl *ctl)
         printf("paused:    %s\n", fmt_bool(j, "paused"));
         printf("error:     %s\n", ctl_str_or(j, "error", "-"));
     }
-    json_decref(jobs);
     return rc;
 }
 
@@ -268,25 +288,17 @@ static const char *node_for_file(json_t *nodes, const char *filename,
 
 int cmd_nodes(const Ctl *ctl)
 {
-    Qmpc *q = ctl_connect(ctl);
-    json_t *nodes = NULL, *n;
-    char *err = NULL;
+    int r;
+    json_auto_t *nodes = ctl_query(ctl, "query-named-block-nodes", &r);
+    json_t *n;
     size_t i;
-    int r, w = 4;
+    int w = 4;
 
-    if (!q) {
-        return EXIT_CONN;
-    }
-    r = qmpc_exec(q, "query-named-block-nodes", NULL, &nodes, &err);
-    qmpc_close(q);
-    if (r != QMPC_OK) {
-        ctl_error("%s", err);
-        free(err);
+    if (!nodes) {
         return r;
     }
     if (ctl->json) {
         ctl_print_json(nodes);
-        json_decref(nodes);
         return EXIT_OK;
     }
     json_array_foreach(nodes, i, n) {
@@ -321,7 +333,6 @@ int cmd_nodes(const Ctl *ctl)
                    fmt ? fmt : "?", bn ? ", node " : "", bn ? bn : "");
         }
     }
-    json_decref(nodes);
     return EXIT_OK;
 }
 

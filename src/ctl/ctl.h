@@ -65,6 +65,14 @@ bool ctl_parse_rate(const char *s, int64_t *out);
 Qmpc *ctl_connect(const Ctl *ctl);
 /* Prints v as JSON on stdout on one line; an array one element a line. */
 void ctl_print_json(json_t *v);
+/* Connects, runs cmd with no arguments (NULL: jobs_query's merged job
+ * list) and closes: its return value, or NULL with the reason printed and
+ * *rc the exit code. */
+json_t *ctl_query(const Ctl *ctl, const char *cmd, int *rc);
+/* What a listing prints before its table: with --json the rows, one a line,
+ * with no rows the line `empty`.  Returns true when that was all. */
+bool ctl_print_rows_or_empty(const Ctl *ctl, json_t *rows,
+                             const char *empty);
 /* obj[key] as a string, or dflt when absent or not a string. */
 const char *ctl_str_or(json_t *obj, const char *key, const char *dflt);
 
@@ -119,7 +127,6 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w);
 void ctl_catch_sigint(void);
 bool ctl_interrupted(void);
 void job_wait_cleanup(JobWait *w);
-const char *job_outcome_name(JobOutcome o);
 
 /* cmds.c */
 int cmd_list(const Ctl *ctl);

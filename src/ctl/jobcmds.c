@@ -9,6 +9,7 @@
 
 #include "ctl/ctl.h"
 #include "ctl/units.h"
+#include "util/alloc.h"
 
 static void print_result(const Ctl *ctl, const char *id, const char *result,
                          const char *error, const char *fmt, ...)
@@ -58,12 +59,8 @@ static char *generate_id(Qmpc *q, const char *type, const char *node)
         jobs = json_array();
     }
     for (int n = 1; n < 10000; n++) {
-        int r = n == 1 ? asprintf(&id, "%s-%s", type, node) :
-                         asprintf(&id, "%s-%s-%d", type, node, n);
-        if (r < 0) {
-            id = NULL;
-            break;
-        }
+        id = n == 1 ? bj_asprintf("%s-%s", type, node) :
+                      bj_asprintf("%s-%s-%d", type, node, n);
         if (!jobs_find(jobs, id)) {
             break;
         }
@@ -200,7 +197,7 @@ int cmd_start(const Ctl *ctl, const char *what)
     if (!q) {
         return EXIT_CONN;
     }
-    id = ctl->job_id ? strdup(ctl->job_id) : generate_id(q, type, node);
+    id = ctl->job_id ? bj_strdup(ctl->job_id) : generate_id(q, type, node);
     args = json_pack("{s:s, s:s}", "job-id", id ? id : "", "device", node);
     if (ctl->to) {
         json_object_set_new(args, "target", json_string(ctl->to));

@@ -17,6 +17,7 @@
 
 #include "ctl/ctl.h"
 #include "ctl/progress.h"
+#include "util/alloc.h"
 
 json_t *jobs_find(json_t *jobs, const char *id)
 {
@@ -39,14 +40,15 @@ json_t *jobs_find(json_t *jobs, const char *id)
  */
 json_t *jobs_query(Qmpc *q, char **err)
 {
-    json_t *jobs = NULL, *bjobs = NULL, *out, *j;
+    json_auto_t *jobs = NULL;
+    json_auto_t *bjobs = NULL;
+    json_t *out, *j;
     size_t i;
 
     if (qmpc_exec(q, "query-jobs", NULL, &jobs, err) != QMPC_OK) {
         return NULL;
     }
     if (qmpc_exec(q, "query-block-jobs", NULL, &bjobs, err) != QMPC_OK) {
-        json_decref(jobs);
         return NULL;
     }
     out = json_array();
@@ -75,12 +77,10 @@ json_t *jobs_query(Qmpc *q, char **err)
         }
         json_array_append_new(out, m);
     }
-    json_decref(jobs);
-    json_decref(bjobs);
     return out;
 }
 
-const char *job_outcome_name(JobOutcome o)
+static const char *job_outcome_name(JobOutcome o)
 {
     switch (o) {
     case OUTCOME_COMPLETED: return "completed";
@@ -154,7 +154,7 @@ static void json_progress(JobWait *w)
 static void set_status(JobWait *w, const char *status)
 {
     free(w->last_status);
-    w->last_status = strdup(status);
+    w->last_status = bj_strdup(status);
     if (strcmp(status, "aborting") == 0) {
         w->saw_aborting = true;
     } else if (strcmp(status, "ready") == 0 || strcmp(status, "standby") == 0) {
@@ -180,7 +180,7 @@ static void set_end_from_error(JobWait *w, const char *error)
     } else {
         w->outcome = OUTCOME_FAILED;
         free(w->error);
-        w->error = strdup(error);
+        w->error = bj_strdup(error);
     }
 }
 
@@ -241,7 +241,8 @@ static void drain_queued(Qmpc *q, JobWait *w)
 /* One look at query-jobs.  Returns QMPC_* */
 static int poll_job(Qmpc *q, JobWait *w, Progress *p, char **err)
 {
-    json_t *jobs = NULL, *j;
+    json_auto_t *jobs = NULL;
+    json_t *j;
     int r = qmpc_exec(q, "query-jobs", NULL, &jobs, err);
 
     if (r != QMPC_OK) {
@@ -257,7 +258,6 @@ static int poll_job(Qmpc *q, JobWait *w, Progress *p, char **err)
                          w->concluded ? OUTCOME_COMPLETED : OUTCOME_UNKNOWN;
         }
         w->concluded = true;
-        json_decref(jobs);
         return QMPC_OK;
     }
     const char *st = json_string_value(json_object_get(j, "status"));
@@ -272,7 +272,6 @@ static int poll_job(Qmpc *q, JobWait *w, Progress *p, char **err)
     if (w->verbose && p && !w->concluded) {
         progress_update(p, st ? st : "?", w->cur, w->total);
     }
-    json_decref(jobs);
     return QMPC_OK;
 }
 
@@ -292,6 +291,19 @@ static int reconnect(const Ctl *ctl, Qmpc **qp, JobWait *w)
     }
     *qp = nq;
     return EXIT_OK;
+}
+
+/*
+ * After a call on the daemon whose refusal changes nothing (the job's own
+ * status says what happened): drops the message, and reconnects when the
+ * connection was lost.  Returns 0 to go on, else the exit code to stop with.
+ */
+static int after_call(const Ctl *ctl, Qmpc **qp, JobWait *w, int r,
+                      char **err)
+{
+    free(*err);
+    *err = NULL;
+    return r == QMPC_CONN_ERROR ? reconnect(ctl, qp, w) : 0;
 }
 
 static int send_pivot(Qmpc *q, JobWait *w)
@@ -354,9 +366,7 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
             w->finalize_sent = true;
             r = qmpc_exec(*qp, "job-finalize", args, NULL, &err);
             /* Refused: it moved on by itself meanwhile; watch on. */
-            free(err);
-            err = NULL;
-            if (r == QMPC_CONN_ERROR && (rc = reconnect(ctl, qp, w))) {
+            if ((rc = after_call(ctl, qp, w, r, &err))) {
                 break;
             }
             continue;
@@ -364,9 +374,7 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
         if (w->concluded && !w->gone && w->outcome == OUTCOME_NONE) {
             /* concluded without a BLOCK_JOB_* event: ask for its error */
             r = poll_job(*qp, w, NULL, &err);
-            free(err);
-            err = NULL;
-            if (r == QMPC_CONN_ERROR && (rc = reconnect(ctl, qp, w))) {
+            if ((rc = after_call(ctl, qp, w, r, &err))) {
                 break;
             }
             continue;
@@ -377,12 +385,10 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
 
                 /* Someone else may have dismissed it first: fine. */
                 r = qmpc_exec(*qp, "job-dismiss", args, NULL, &err);
-                free(err);
-                err = NULL;
+                if ((rc = after_call(ctl, qp, w, r, &err))) {
+                    break;
+                }
                 if (r == QMPC_CONN_ERROR) {
-                    if ((rc = reconnect(ctl, qp, w))) {
-                        break;
-                    }
                     continue;
                 }
             }
@@ -404,18 +410,15 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
         }
         if (now >= next_poll) {
             r = poll_job(*qp, w, &prog, &err);
-            free(err);
-            err = NULL;
-            if (r == QMPC_CONN_ERROR) {
-                if ((rc = reconnect(ctl, qp, w))) {
-                    break;
+            if ((rc = after_call(ctl, qp, w, r, &err))) {
+                break;
+            }
+            if (r != QMPC_CONN_ERROR) {
+                next_poll = qmpc_now_ms() + interval;
+                if (as_json) {
+                    json_progress(w);
                 }
-                continue;
             }
-            if (as_json) {
-                json_progress(w);
-            }
-            next_poll = qmpc_now_ms() + interval;
             continue;
         }
         wait_ms = next_poll - now;

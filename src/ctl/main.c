@@ -14,6 +14,7 @@
 #include "config.h"
 #include "ctl/ctl.h"
 #include "ctl/units.h"
+#include "util/alloc.h"
 
 static const char usage_text[] =
 "Usage: bjctl [--socket PATH] [--json] COMMAND [ARGS] [OPTIONS]\n"
@@ -249,6 +250,7 @@ static int run(int argc, char **argv, Ctl *ctlp)
     double secs;
     int c;
 
+    bj_alloc_init_jansson();
     ctl.socket = getenv("BJCTL_SOCKET");
     while ((c = getopt_long(argc, argv, "s:jhv", long_opts, NULL)) != -1) {
         switch (c) {

@@ -7,6 +7,8 @@
  * greets), costs a bounded wait and a clear message, never a hang.
  */
 #include "ctl/qmpc.h"
+#include "util/alloc.h"
+#include "util/cleanup.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -18,25 +20,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0) {
-        s = NULL;
-    }
-    va_end(ap);
-    if (!s) {
-        fprintf(stderr, "bjctl: out of memory\n");
-        exit(QMPC_CONN_ERROR);
-    }
-    return s;
-}
 
 int64_t qmpc_now_ms(void)
 {
@@ -77,17 +60,17 @@ static int send_all(Qmpc *q, const char *data, size_t len, char **err)
             int r = poll(&pfd, 1, remaining_ms(deadline));
 
             if (r == 0) {
-                *err = xasprintf("timed out sending to the daemon");
+                *err = bj_asprintf("timed out sending to the daemon");
                 return -QMPC_CONN_ERROR;
             }
             if (r < 0 && errno != EINTR) {
-                *err = xasprintf("poll: %s", strerror(errno));
+                *err = bj_asprintf("poll: %s", strerror(errno));
                 return -QMPC_CONN_ERROR;
             }
             continue;
         }
-        *err = xasprintf("connection to the daemon lost: %s",
-                         strerror(errno));
+        *err = bj_asprintf("connection to the daemon lost: %s",
+                           strerror(errno));
         return -QMPC_CONN_ERROR;
     }
     return 0;
@@ -126,8 +109,8 @@ static int read_msg(Qmpc *q, int64_t deadline, json_t **msg, char **err)
                 q->len -= used;
                 if (!json_is_object(v)) {
                     json_decref(v);
-                    *err = xasprintf("the daemon sent something that is "
-                                     "not a QMP message");
+                    *err = bj_asprintf("the daemon sent something that is "
+                                       "not a QMP message");
                     return -QMPC_CONN_ERROR;
                 }
                 *msg = v;
@@ -136,17 +119,18 @@ static int read_msg(Qmpc *q, int64_t deadline, json_t **msg, char **err)
             /* An error before the end is garbage; at the end, a message
              * still on its way. */
             if ((size_t)jerr.position < q->len) {
-                *err = xasprintf("the daemon sent invalid JSON: %s",
-                                 jerr.text);
+                *err = bj_asprintf("the daemon sent invalid JSON: %s",
+                                   jerr.text);
                 return -QMPC_CONN_ERROR;
             }
         }
         if (q->cap - q->len < 4096) {
             size_t ncap = q->cap ? q->cap * 2 : 65536;
-            char *nb = realloc(q->buf, ncap);
+            /* Sized by what the daemon sends: an error, not an abort. */
+            char *nb = bj_try_reallocarray(q->buf, ncap, 1);
 
             if (!nb) {
-                *err = xasprintf("out of memory");
+                *err = bj_asprintf("no memory for a message of the daemon");
                 return -QMPC_CONN_ERROR;
             }
             q->buf = nb;
@@ -158,15 +142,15 @@ static int read_msg(Qmpc *q, int64_t deadline, json_t **msg, char **err)
             continue;
         }
         if (n == 0) {
-            *err = xasprintf("the daemon closed the connection");
+            *err = bj_asprintf("the daemon closed the connection");
             return -QMPC_CONN_ERROR;
         }
         if (errno == EINTR) {
             continue;
         }
         if (errno != EAGAIN) {
-            *err = xasprintf("connection to the daemon lost: %s",
-                             strerror(errno));
+            *err = bj_asprintf("connection to the daemon lost: %s",
+                               strerror(errno));
             return -QMPC_CONN_ERROR;
         }
         struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
@@ -175,7 +159,7 @@ static int read_msg(Qmpc *q, int64_t deadline, json_t **msg, char **err)
             return 0;
         }
         if (r < 0 && errno != EINTR) {
-            *err = xasprintf("poll: %s", strerror(errno));
+            *err = bj_asprintf("poll: %s", strerror(errno));
             return -QMPC_CONN_ERROR;
         }
     }
@@ -220,7 +204,7 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
     text = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     if (!text) {
-        *err = xasprintf("out of memory");
+        *err = bj_asprintf("out of memory");
         return QMPC_CONN_ERROR;
     }
     r = send_all(q, text, strlen(text), err);
@@ -234,25 +218,24 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
 
     int64_t deadline = qmpc_now_ms() + q->reply_timeout_ms;
     for (;;) {
-        json_t *msg = NULL;
+        json_auto_t *msg = NULL;
 
         r = read_msg(q, deadline, &msg, err);
         if (r == 0) {
-            *err = xasprintf("no reply from the daemon to %s within %d s",
-                             cmd, q->reply_timeout_ms / 1000);
+            *err = bj_asprintf("no reply from the daemon to %s within %d s",
+                               cmd, q->reply_timeout_ms / 1000);
             return QMPC_CONN_ERROR;
         }
         if (r < 0) {
             return QMPC_CONN_ERROR;
         }
         if (json_object_get(msg, "event")) {
-            queue_event(q, msg);
+            queue_event(q, steal_pointer(&msg));
             continue;
         }
         json_t *jid = json_object_get(msg, "id");
         if (!json_is_integer(jid) || json_integer_value(jid) != id) {
-            json_decref(msg);        /* not ours: a stray reply */
-            continue;
+            continue;                /* not ours: a stray reply */
         }
         if (json_object_get(msg, "error")) {
             const char *cls = json_string_value(json_object_get(
@@ -260,8 +243,7 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
 
             snprintf(last_class, sizeof(last_class), "%s",
                      cls ? cls : "GenericError");
-            *err = xasprintf("%s", error_desc(msg));
-            json_decref(msg);
+            *err = bj_asprintf("%s", error_desc(msg));
             return QMPC_DAEMON_ERROR;
         }
         if (ret) {
@@ -270,7 +252,6 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
                 *ret = json_object();
             }
         }
-        json_decref(msg);
         return QMPC_OK;
     }
 }
@@ -306,13 +287,13 @@ static int connect_unix(const char *path, int64_t deadline, char **err)
     int fd;
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
-        *err = xasprintf("socket path %s is too long", path);
+        *err = bj_asprintf("socket path %s is too long", path);
         return -1;
     }
     strcpy(sa.sun_path, path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        *err = xasprintf("socket: %s", strerror(errno));
+        *err = bj_asprintf("socket: %s", strerror(errno));
         return -1;
     }
     for (;;) {
@@ -328,9 +309,9 @@ static int connect_unix(const char *path, int64_t deadline, char **err)
             nanosleep(&ts, NULL);
             continue;
         }
-        *err = xasprintf("cannot connect to %s: %s%s", path, strerror(errno),
-                         (errno == ENOENT || errno == ECONNREFUSED) ?
-                         " (is the daemon running?)" : "");
+        *err = bj_asprintf("cannot connect to %s: %s%s", path, strerror(errno),
+                           (errno == ENOENT || errno == ECONNREFUSED) ?
+                           " (is the daemon running?)" : "");
         close(fd);
         return -1;
     }
@@ -347,22 +328,17 @@ Qmpc *qmpc_open(const char *path, int timeout_ms, char **err)
     if (fd < 0) {
         return NULL;
     }
-    q = calloc(1, sizeof(*q));
-    if (!q) {
-        close(fd);
-        *err = xasprintf("out of memory");
-        return NULL;
-    }
+    q = bj_calloc(1, sizeof(*q));
     q->fd = fd;
-    q->path = strdup(path);
+    q->path = bj_strdup(path);
     q->events = json_array();
     q->reply_timeout_ms = timeout_ms;
 
     r = read_msg(q, deadline, &msg, err);
     if (r == 0) {
-        *err = xasprintf("no QMP greeting on %s within %d s (is another "
-                         "client using this monitor?)", path,
-                         timeout_ms / 1000);
+        *err = bj_asprintf("no QMP greeting on %s within %d s (is another "
+                           "client using this monitor?)", path,
+                           timeout_ms / 1000);
         goto fail;
     }
     if (r < 0) {
@@ -370,7 +346,7 @@ Qmpc *qmpc_open(const char *path, int timeout_ms, char **err)
     }
     if (!json_object_get(msg, "QMP")) {
         json_decref(msg);
-        *err = xasprintf("%s does not speak QMP", path);
+        *err = bj_asprintf("%s does not speak QMP", path);
         goto fail;
     }
     json_decref(msg);
@@ -378,7 +354,7 @@ Qmpc *qmpc_open(const char *path, int timeout_ms, char **err)
     char *e = NULL;
     r = qmpc_exec(q, "qmp_capabilities", NULL, NULL, &e);
     if (r != QMPC_OK) {
-        *err = xasprintf("QMP negotiation failed on %s: %s", path, e);
+        *err = bj_asprintf("QMP negotiation failed on %s: %s", path, e);
         free(e);
         goto fail;
     }

@@ -21,6 +21,7 @@
 #include "job/job.h"
 #include "nbd/nbd.h"
 #include "qmp/qmp.h"
+#include "util/alloc.h"
 #include "util/error.h"
 
 static void quit_cb(void *opaque)
@@ -80,6 +81,7 @@ int main(int argc, char **argv)
     Error *err = NULL;
     int ret = 1;
 
+    bj_alloc_init_jansson();
     switch (options_prepass(&d, argc, argv)) {
     case OPTIONS_EXIT_OK:
         return 0;

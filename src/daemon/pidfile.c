@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "util/alloc.h"
 
 struct Pidfile {
     char *path;        /* absolute, so a later chdir("/") does not matter */
@@ -26,15 +27,13 @@ static char *absolute_path(const char *path)
     char *cwd, *abs;
 
     if (path[0] == '/') {
-        return strdup(path);
+        return bj_strdup(path);
     }
     cwd = getcwd(NULL, 0);
     if (!cwd) {
-        return strdup(path);
+        return bj_strdup(path);
     }
-    if (asprintf(&abs, "%s/%s", cwd, path) < 0) {
-        abs = NULL;
-    }
+    abs = bj_asprintf("%s/%s", cwd, path);
     free(cwd);
     return abs;
 }
@@ -122,12 +121,8 @@ Pidfile *pidfile_write(const char *path, Error **errp)
         goto fail;
     }
 
-    pf = calloc(1, sizeof(*pf));
-    if (!pf || !(pf->path = absolute_path(path))) {
-        free(pf);
-        error_setg(errp, "Out of memory");
-        goto fail;
-    }
+    pf = bj_calloc(1, sizeof(*pf));
+    pf->path = absolute_path(path);
     pf->fd = fd;
     pf->dev = st_fd.st_dev;
     pf->ino = st_fd.st_ino;

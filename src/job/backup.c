@@ -34,11 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
-#include "block/drivers/copy-before-write.h"
-#include "block/drivers/drivers.h"
+#include "block/job-filter.h"
 #include "job/block-copy.h"
 #include "job/blockjob.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 #define DEFAULT_CHUNK      (4LL << 20)
@@ -210,10 +211,7 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
             block_copy_wait_any(s->bcs);
             continue;
         }
-        BackupWorker *w = calloc(1, sizeof(*w));
-        if (!w) {
-            abort();
-        }
+        BackupWorker *w = bj_calloc(1, sizeof(*w));
         w->s = s;
         w->task = t;
         s->workers++;
@@ -291,7 +289,7 @@ static void backup_remove_filter(BackupJob *s)
     if (!cbw) {
         return;
     }
-    cbw_set_hook(cbw, NULL, NULL);
+    bdrv_filter_set_before_write_hook(cbw, NULL, NULL);
     if (s->bcs) {
         block_copy_set_disabled(s->bcs, true);
     }
@@ -356,14 +354,11 @@ static const JobDriver backup_driver = {
 int64_t backup_cluster_size(BlockNode *target)
 {
     int64_t cs = 65536;
-    json_t *info = bdrv_query_node_info(target);
-    json_t *image = info ? json_object_get(info, "image") : NULL;
-    json_t *v = image ? json_object_get(image, "cluster-size") : NULL;
+    BlockDriverInfo bdi;
 
-    if (json_is_integer(v) && json_integer_value(v) > cs) {
-        cs = json_integer_value(v);
+    if (bdrv_get_info(target, &bdi) == 0 && bdi.cluster_size > cs) {
+        cs = bdi.cluster_size;
     }
-    json_decref(info);
     return cs;
 }
 
@@ -383,7 +378,8 @@ static BlockNode *insert_filter(BlockNode *source, BlockNode *target,
     if (source->discard_unmap) {
         json_object_set_new(opts, "discard", json_string("unmap"));
     }
-    cbw = bdrv_open_internal(&bdrv_copy_before_write, opts, errp);
+    cbw = bdrv_open_internal(bdrv_find_job_filter("copy-before-write"), opts,
+                             errp);
     json_decref(opts);
     if (!cbw) {
         return NULL;
@@ -413,8 +409,8 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
     job = &s->job;
     co_queue_init(&s->worker_done);
     s->sync = p->sync;
-    s->on_source_error = p->on_source_error;
-    s->on_target_error = p->on_target_error;
+    s->on_source_error = p->job.on_source_error;
+    s->on_target_error = p->job.on_target_error;
     s->max_workers = p->max_workers > 0 && p->max_workers < DEFAULT_WORKERS
                      ? (int)p->max_workers : DEFAULT_WORKERS;
     s->chunk = DEFAULT_CHUNK > cs ? DEFAULT_CHUNK : cs;
@@ -432,11 +428,11 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
         goto fail;
     }
 
-    s->cbw = insert_filter(source, target, p->filter_node_name, errp);
+    s->cbw = insert_filter(source, target, p->job.filter_node_name, errp);
     if (!s->cbw) {
         goto fail;
     }
-    s->bcs = block_copy_state_new(s->cbw->file, cbw_target_child(s->cbw),
+    s->bcs = block_copy_state_new(s->cbw->file, bdrv_filter_target(s->cbw),
                                   s->len, cs, errp);
     if (!s->bcs) {
         goto fail;
@@ -465,7 +461,7 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
                                         block_chain_next(source));
         s->skip_unallocated = true;
     }
-    cbw_set_hook(s->cbw, backup_cbw_hook, s);
+    bdrv_filter_set_before_write_hook(s->cbw, backup_cbw_hook, s);
 
     /* The job's edges: drained sections of the source reach it through
      * the filter; the op blockers keep other jobs off both. */

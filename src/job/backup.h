@@ -31,9 +31,6 @@ typedef enum BackupBitmapMode {
 typedef struct BackupParams {
     BlockJobOptions job;          /* on_error is unused */
     BackupSyncMode sync;
-    JobOnError on_source_error;
-    JobOnError on_target_error;
-    const char *filter_node_name; /* NULL: an implicit name */
     int64_t max_workers;          /* x-perf; 0: 64 */
     int64_t max_chunk;            /* x-perf; 0: no limit */
     bool compress;                /* qcow2 target: compressed clusters */

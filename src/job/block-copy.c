@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "block/chain.h"
 #include "job/blockjob.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/list.h"
 
@@ -94,11 +96,7 @@ BlockCopyState *block_copy_state_new(BlockChild *source, BlockChild *target,
                    (long long)cluster_size);
         return NULL;
     }
-    s = calloc(1, sizeof(*s));
-    if (!s) {
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
+    s = bj_calloc(1, sizeof(*s));
     global_mem_init();
     s->source = source;
     s->target = target;
@@ -243,11 +241,6 @@ int64_t block_copy_cluster_size(BlockCopyState *s)
     return s->cluster_size;
 }
 
-int64_t block_copy_len(BlockCopyState *s)
-{
-    return s->len;
-}
-
 /* Bytes of [offset, offset+bytes) counted in whole clusters: a disk whose
  * size is not a multiple of the cluster size still counts its last cluster
  * whole in progress, as qemu does. */
@@ -292,10 +285,7 @@ static bool ranges_overlap(int64_t a, int64_t an, int64_t b, int64_t bn)
 static BlockCopyTask *task_create(BlockCopyState *s, int64_t offset,
                                   int64_t bytes, int64_t mem)
 {
-    BlockCopyTask *t = calloc(1, sizeof(*t));
-    if (!t) {
-        abort();
-    }
+    BlockCopyTask *t = bj_calloc(1, sizeof(*t));
     t->s = s;
     t->offset = offset;
     t->bytes = bytes;

@@ -101,7 +101,6 @@ void block_copy_merge_uncopied(BlockCopyState *s, BdrvDirtyBitmap *bm);
 
 HBitmap *block_copy_bitmap(BlockCopyState *s);
 int64_t block_copy_cluster_size(BlockCopyState *s);
-int64_t block_copy_len(BlockCopyState *s);
 /* Dirty plus in-flight clusters, in bytes: what is left (progress). */
 int64_t block_copy_remaining(BlockCopyState *s);
 int block_copy_tasks_in_flight(BlockCopyState *s);

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 
 typedef struct BlockJobNode {
     ListHead link;           /* in job->block_users */
@@ -23,11 +23,8 @@ typedef struct BlockJobNode {
 static char *child_job_get_parent_desc(BlockChild *c)
 {
     BlockJobNode *u = c->opaque;
-    char *s = NULL;
-    if (asprintf(&s, "%s job '%s'", u->job->driver->type, u->job->id) < 0) {
-        return NULL;
-    }
-    return s;
+
+    return bj_asprintf("%s job '%s'", u->job->driver->type, u->job->id);
 }
 
 static void child_job_drained_begin(BlockChild *c)
@@ -100,11 +97,7 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
                    "not supported", bs->node_name);
         return NULL;
     }
-    BlockJobNode *u = calloc(1, sizeof(*u));
-    if (!u) {
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
+    BlockJobNode *u = bj_calloc(1, sizeof(*u));
     u->job = job;
     u->child = bdrv_root_attach_child(bs, name, &child_job_class, u, perm,
                                       shared, errp);
@@ -115,12 +108,9 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
     u->node = bs;
     bdrv_ref(bs);
     if (blocker && !bs->op_blocker) {
-        if (asprintf(&bs->op_blocker, "block device is in use by block job: "
-                     "%s", job->driver->type) < 0) {
-            bs->op_blocker = NULL;
-        } else {
-            u->owns_blocker = true;
-        }
+        bs->op_blocker = bj_asprintf("block device is in use by block job: "
+                                     "%s", job->driver->type);
+        u->owns_blocker = true;
     }
     /* An edge attached inside a drained section is quiesced already: the
      * layer then called drained_begin, which paused the job. */
@@ -161,31 +151,12 @@ void block_job_remove_all_nodes(Job *job)
 
 /* ---- drained sections from the body ---- */
 
-typedef struct CoDrain {
-    BlockNode *bs;
-    Coroutine *co;
-    bool begin;
-    bool done;
-} CoDrain;
-
-static void co_drain_bh(void *opaque)
-{
-    CoDrain *d = opaque;
-    if (d->begin) {
-        bdrv_drained_begin(d->bs);
-    } else {
-        bdrv_drained_end(d->bs);
-    }
-    d->done = true;
-    aio_co_wake(d->co);
-}
-
 static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
 {
-    CoDrain d = { .bs = bs, .co = coroutine_self(), .begin = begin };
+    BdrvCoDrain d;
 
-    assert(d.co == job->co);
-    aio_bh_schedule_oneshot(aio_main_context(), co_drain_bh, &d);
+    assert(coroutine_self() == job->co);
+    bdrv_co_drain_start(&d, bs, begin);
     /* The drain pauses and resumes the job through its edge, which enters
      * the body early (job_enter): keep waiting, and stay "not busy" so the
      * drain's poll sees the job stopped. */
@@ -204,135 +175,4 @@ void coroutine_fn block_job_co_drained_begin(Job *job, BlockNode *bs)
 void coroutine_fn block_job_co_drained_end(Job *job, BlockNode *bs)
 {
     co_drain(job, bs, false);
-}
-
-/* ---- backing chains ---- */
-
-BlockNode *block_chain_next(BlockNode *bs)
-{
-    if (bs->backing) {
-        return bs->backing->node;
-    }
-    if (bs->drv->is_filter && bs->file) {
-        return bs->file->node;
-    }
-    return NULL;
-}
-
-bool block_chain_contains(BlockNode *top, BlockNode *bs)
-{
-    for (BlockNode *it = top; it; it = block_chain_next(it)) {
-        if (it == bs) {
-            return true;
-        }
-    }
-    return false;
-}
-
-BlockNode *block_chain_overlay(BlockNode *top, BlockNode *bs)
-{
-    for (BlockNode *it = top; it; it = block_chain_next(it)) {
-        if (block_chain_next(it) == bs) {
-            return it;
-        }
-    }
-    return NULL;
-}
-
-BlockNode *block_chain_base(BlockNode *top)
-{
-    BlockNode *it = top;
-    while (block_chain_next(it)) {
-        it = block_chain_next(it);
-    }
-    return it;
-}
-
-int coroutine_fn block_co_is_allocated_above(BlockNode *top, BlockNode *base,
-                                             int64_t offset, int64_t bytes,
-                                             int64_t *pnum, bool *zero)
-{
-    *zero = false;
-    for (BlockNode *it = top; it && it != base; it = block_chain_next(it)) {
-        int64_t len = bdrv_getlength(it);
-        int64_t n = 0;
-        if (len < 0) {
-            return (int)len;
-        }
-        if (offset >= len) {
-            /* Past the end of a shorter layer: it reads as zeroes and
-             * hides whatever lies below. */
-            *pnum = bytes;
-            *zero = true;
-            return 1;
-        }
-        int ret = bdrv_co_block_status(it, offset, bytes, &n, NULL, NULL);
-        if (ret < 0) {
-            return ret;
-        }
-        assert(n > 0 && n <= bytes);
-        if (ret & BLK_STATUS_ALLOCATED) {
-            *pnum = n;
-            *zero = (ret & BLK_STATUS_ZERO) != 0;
-            return 1;
-        }
-        /* Only the prefix that is unallocated here can be answered by
-         * the layers below as one piece. */
-        bytes = n;
-    }
-    *pnum = bytes;
-    return 0;
-}
-
-typedef struct ChangeBackingCo {
-    BlockNode *bs;
-    const char *file, *fmt;
-    int ret;
-    bool done;
-} ChangeBackingCo;
-
-static void coroutine_fn change_backing_co(void *opaque)
-{
-    ChangeBackingCo *c = opaque;
-    c->ret = qcow2_co_change_backing_file(c->bs, c->file, c->fmt);
-    c->done = true;
-    aio_wait_kick();
-}
-
-int block_change_backing_file(BlockNode *bs, const char *file,
-                              const char *fmt)
-{
-    if (bs->drv != &bdrv_qcow2) {
-        return 0;
-    }
-    ChangeBackingCo c = { .bs = bs, .file = file, .fmt = fmt };
-    aio_co_enter(bs->ctx, coroutine_create(change_backing_co, &c));
-    AIO_WAIT_WHILE(aio_main_context(), !c.done);
-    return c.ret;
-}
-
-bool block_set_backing(BlockNode *bs, BlockNode *base, Error **errp)
-{
-    BlockNode *old = bs->backing ? bs->backing->node : NULL;
-    bool ok = true;
-
-    if (old == base) {
-        return true;
-    }
-    bdrv_drained_begin(bs);
-    if (bs->backing) {
-        bdrv_detach_child(bs->backing);
-    }
-    if (base && !bdrv_attach_child(bs, base, "backing", BLK_ROLE_COW, errp)) {
-        ok = false;
-        /* Put the old chain back: the job still references it. */
-        if (old) {
-            Error *err2 = NULL;
-            if (!bdrv_attach_child(bs, old, "backing", BLK_ROLE_COW, &err2)) {
-                error_report_err(err2, "restoring the backing chain");
-            }
-        }
-    }
-    bdrv_drained_end(bs);
-    return ok;
 }

@@ -10,6 +10,8 @@
 #define BJ_JOB_BLOCKJOB_H
 
 #include "block/block.h"
+/* Every block job walks chains: its users get the walk from here too. */
+#include "block/chain.h"
 #include "job/job.h"
 
 /*
@@ -44,35 +46,21 @@ Job *block_job_user_of(BlockNode *bs);
 void coroutine_fn block_job_co_drained_begin(Job *job, BlockNode *bs);
 void coroutine_fn block_job_co_drained_end(Job *job, BlockNode *bs);
 
-/* ---- backing chains (main loop) ---- */
+/* ---- the layers of a chain (main loop) ---- */
 
-/* The node below bs in its chain (backing, or file of a filter); NULL at
- * the bottom. */
-BlockNode *block_chain_next(BlockNode *bs);
-/* Whether `bs` is `top` or below it. */
-bool block_chain_contains(BlockNode *top, BlockNode *bs);
-/* The node whose backing is bs, searching from top; NULL if none. */
-BlockNode *block_chain_overlay(BlockNode *top, BlockNode *bs);
-/* The bottom of the chain. */
-BlockNode *block_chain_base(BlockNode *top);
-
-/*
- * Whether [offset, offset+bytes) is allocated in some node from `top` down
- * to, not including, `base` (NULL: the whole chain).  *pnum gets how many
- * bytes from offset share the answer; *zero whether the first allocated
- * layer reads them as zeroes.  Returns 1, 0 or -errno.  coroutine_fn.
- */
-int coroutine_fn block_co_is_allocated_above(BlockNode *top, BlockNode *base,
-                                             int64_t offset, int64_t bytes,
-                                             int64_t *pnum, bool *zero);
-
-/* Rewrites the backing file name in bs's header (qcow2; no-op for other
- * formats).  Main loop, outside coroutines; -errno on failure. */
-int block_change_backing_file(BlockNode *bs, const char *file,
-                              const char *fmt);
-
-/* Makes `base` (or nothing) the backing node of bs, drained.  The old
- * backing node must be referenced by the caller (the job). */
-bool block_set_backing(BlockNode *bs, BlockNode *base, Error **errp);
+/* Refuses, as block_job_check_node_free, the first node from top down to,
+ * not including, base (NULL: the bottom) that some job uses. */
+bool block_job_check_chain_free(BlockNode *top, BlockNode *base,
+                                Error **errp);
+/* Attaches job, with no permission of its own and `shared`, to each node
+ * strictly between top and base ("intermediate node"). */
+bool block_job_add_intermediate_nodes(Job *job, BlockNode *top,
+                                      BlockNode *base, uint64_t shared,
+                                      Error **errp);
+/* What a commit (intermediate or active) shares on the layers it copies:
+ * write too, because the block layer lets a backing edge share write on
+ * base only when everything above it does (and the job writes base). */
+#define BLOCK_JOB_COMMIT_CHAIN_SHARED                                       \
+    (BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED | BLK_PERM_WRITE)
 
 #endif

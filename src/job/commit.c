@@ -25,9 +25,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/backing.h"
+#include "block/chain.h"
 #include "block/reopen.h"
 #include "job/blockjob.h"
 #include "job/jobs.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/log.h"
 
@@ -122,10 +125,7 @@ static void coroutine_fn commit_wait(CommitJob *s, int max)
 
 static void coroutine_fn commit_spawn(CommitJob *s, CommitChunk c)
 {
-    CommitWorker *w = calloc(1, sizeof(*w));
-    if (!w) {
-        abort();
-    }
+    CommitWorker *w = bj_calloc(1, sizeof(*w));
     commit_wait(s, COMMIT_WORKERS - 1);
     w->s = s;
     w->c = c;
@@ -359,12 +359,8 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
                    top->node_name, active->node_name);
         return NULL;
     }
-    for (BlockNode *it = top; it && it != base; it = block_chain_next(it)) {
-        if (!block_job_check_node_free(it, errp)) {
-            return NULL;
-        }
-    }
-    if (!block_job_check_node_free(base, errp) ||
+    if (!block_job_check_chain_free(top, base, errp) ||
+        !block_job_check_node_free(base, errp) ||
         !block_job_check_node_free(overlay, errp)) {
         return NULL;
     }
@@ -392,9 +388,7 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
     }
     s->active = active;
     s->on_error = o->on_error;
-    if (backing_file && !(s->backing_file = strdup(backing_file))) {
-        abort();
-    }
+    s->backing_file = backing_file ? bj_strdup(backing_file) : NULL;
     /* Base takes the data; others may still read it (and it may grow). */
     s->base_child = block_job_add_io_node(job, "base", base,
                                           BLK_PERM_CONSISTENT_READ |
@@ -404,36 +398,25 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
     if (!s->base_child) {
         goto fail;
     }
-    /* Top and the layers down to base: read.  They must share write,
-     * because the block layer lets a backing edge share write on base
-     * only when everything above it does (and the job writes base).
-     * They are read-only backing images in practice. */
+    /* Top and the layers down to base: read, sharing write (they are
+     * read-only backing images in practice). */
     s->top_child = block_job_add_io_node(job, "top", top,
                                          BLK_PERM_CONSISTENT_READ,
-                                         BLK_PERM_CONSISTENT_READ |
-                                         BLK_PERM_WRITE_UNCHANGED |
-                                         BLK_PERM_WRITE, errp);
-    if (!s->top_child) {
+                                         BLOCK_JOB_COMMIT_CHAIN_SHARED, errp);
+    if (!s->top_child ||
+        !block_job_add_intermediate_nodes(job, top, base,
+                                          BLOCK_JOB_COMMIT_CHAIN_SHARED,
+                                          errp)) {
         goto fail;
-    }
-    for (BlockNode *it = block_chain_next(top); it && it != base;
-         it = block_chain_next(it)) {
-        if (!block_job_add_node(job, "intermediate node", it, 0,
-                                BLK_PERM_CONSISTENT_READ |
-                                BLK_PERM_WRITE_UNCHANGED | BLK_PERM_WRITE,
-                                errp)) {
-            goto fail;
-        }
     }
     /* The overlay's backing link is what prepare changes. */
     if (!block_job_add_node(job, "overlay of top", overlay, 0, BLK_PERM_ALL,
                             errp)) {
         goto fail;
     }
-    if (o->speed && !job_set_speed(job, o->speed, errp)) {
+    if (!block_job_start(job, o, errp)) {
         goto fail;
     }
-    job_start(job);
     return job;
 
 fail:

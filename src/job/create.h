@@ -13,10 +13,10 @@
 #include "job/job.h"
 
 /*
- * Starts the job for BlockdevCreateOptions `options` (driver "file" or
- * "qcow2"; member types already checked at the QMP boundary, values are
- * checked by the job with qemu's messages).  Takes its own reference to
- * options.  Main loop.
+ * Starts the job for BlockdevCreateOptions `options` (a driver with a
+ * co_create entry; member types already checked at the QMP boundary by its
+ * create_check, values are checked by the job with qemu's messages).
+ * Takes its own reference to options.  Main loop.
  */
 Job *create_job_start(const char *job_id, json_t *options, Error **errp);
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "job/job-internal.h"
+#include "util/alloc.h"
 #include "util/event.h"
 
 #define PERIOD_NS     1000000000LL
@@ -68,10 +69,7 @@ void job_error_event(Job *job, bool is_read, JobErrorAction action)
         return;
     }
     if (!job->error_events) {
-        job->error_events = calloc(1, sizeof(*job->error_events));
-        if (!job->error_events) {
-            abort();
-        }
+        job->error_events = bj_calloc(1, sizeof(*job->error_events));
     }
     ErrorEventSlot *sl = &job->error_events->slot[is_read][action];
     if (sl->timer) {

@@ -19,8 +19,6 @@ void job_txn_add_job(JobTxn *txn, Job *job);
 void job_completed(Job *job);
 void job_completed_txn_abort(Job *job);
 void job_do_dismiss(Job *job);
-/* Unlinks job from the global list (dismiss). */
-void job_list_remove(Job *job);
 
 /* job-query.c: BLOCK_JOB_* events (only for driver->block_job_events) */
 void job_event_completed(Job *job);

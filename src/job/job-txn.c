@@ -13,6 +13,7 @@
  * first): abort, clean, COMPLETED{error} or CANCELLED, concluded, null.
  */
 #include "job/job-internal.h"
+#include "util/alloc.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -26,10 +27,7 @@ struct JobTxn {
 
 JobTxn *job_txn_new(void)
 {
-    JobTxn *txn = calloc(1, sizeof(*txn));
-    if (!txn) {
-        abort();
-    }
+    JobTxn *txn = bj_calloc(1, sizeof(*txn));
     list_init(&txn->jobs);
     txn->refcnt = 1;
     return txn;
@@ -87,7 +85,8 @@ static int job_txn_apply(Job *job, int (*fn)(Job *))
     return rc;
 }
 
-void job_list_remove(Job *job)
+/* Unlinks job from the global list (dismiss). */
+static void job_list_remove(Job *job)
 {
     if (!list_unlinked(&job->link)) {
         list_del(&job->link);

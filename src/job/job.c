@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "job/blockjob.h"
+#include "util/alloc.h"
 #include "util/argspec.h"
 #include "util/event.h"
 #include "util/log.h"
@@ -170,12 +171,8 @@ void *job_create(const char *id, const JobDriver *drv, JobTxn *txn,
         return NULL;
     }
 
-    Job *job = calloc(1, drv->instance_size);
-    if (!job || !(job->id = strdup(id))) {
-        free(job);
-        error_setg(errp, "Out of memory");
-        return NULL;
-    }
+    Job *job = bj_calloc(1, drv->instance_size);
+    job->id = bj_strdup(id);
     job->driver = drv;
     job->ctx = ctx ? ctx : aio_main_context();
     job->refcnt = 1;                 /* the job list's */
@@ -290,17 +287,6 @@ void coroutine_fn job_sleep_ns(Job *job, int64_t ns)
     job_pause_point(job);
 }
 
-void coroutine_fn job_yield(Job *job)
-{
-    if (job_is_cancelled(job)) {
-        return;
-    }
-    if (!job_should_pause(job)) {
-        job_do_yield(job, -1);
-    }
-    job_pause_point(job);
-}
-
 uint64_t job_chunk_size(Job *job, uint64_t max_chunk, uint64_t align)
 {
     return ratelimit_chunk(&job->limit, max_chunk, align);
@@ -336,11 +322,6 @@ void job_progress_update(Job *job, uint64_t done)
 void job_progress_set_remaining(Job *job, uint64_t remaining)
 {
     job->progress_total = job->progress_current + remaining;
-}
-
-void job_progress_increase_remaining(Job *job, uint64_t delta)
-{
-    job->progress_total += delta;
 }
 
 /* ---- the body ---- */

@@ -114,7 +114,7 @@ struct JobDriver {
 
     /* The body.  Returns 0 or -errno; may set errp for a precise message
      * (else the job's error is strerror(-ret)).  Must reach a pause point
-     * (job_pause_point, job_sleep_ns, job_yield) at least every 100 ms. */
+     * (job_pause_point, job_sleep_ns) at least every 100 ms. */
     int coroutine_fn (*run)(Job *job, Error **errp);
 
     /* block-job-complete / job-complete, accepted in ready/standby. */
@@ -228,8 +228,6 @@ void coroutine_fn job_pause_point(Job *job);
 /* Sleeps ns (or until woken by set-speed/cancel/resume), then pauses if
  * asked to.  Does not sleep when cancelled. */
 void coroutine_fn job_sleep_ns(Job *job, int64_t ns);
-/* Yields until job_enter (e.g. an I/O completion); not busy meanwhile. */
-void coroutine_fn job_yield(Job *job);
 void job_enter(Job *job);
 /* running -> ready (and BLOCK_JOB_READY). */
 void job_transition_to_ready(Job *job);
@@ -245,7 +243,6 @@ uint64_t job_chunk_size(Job *job, uint64_t max_chunk, uint64_t align);
 /* Progress ("offset"/"len" of events, current/total-progress). */
 void job_progress_update(Job *job, uint64_t done);
 void job_progress_set_remaining(Job *job, uint64_t remaining);
-void job_progress_increase_remaining(Job *job, uint64_t delta);
 
 /*
  * The error policy: decides what to do with -errno `error` of a read or a

@@ -9,15 +9,23 @@
 #include "block/block.h"
 #include "job/job.h"
 
+/* What every block job type takes; each reads the policies it has. */
 typedef struct BlockJobOptions {
     const char *job_id;
     int64_t speed;
-    JobOnError on_error;
+    JobOnError on_error;          /* stream, commit */
+    JobOnError on_source_error;   /* backup, mirror */
+    JobOnError on_target_error;   /* backup, mirror */
     int flags;                /* JOB_MANUAL_FINALIZE / JOB_MANUAL_DISMISS */
     /* Stream and intermediate commit insert no filter node yet, but the
-     * name must still be one a node could take (NULL: none given). */
+     * name must still be one a node could take (NULL: none given; backup
+     * and mirror then pick an implicit name). */
     const char *filter_node_name;
 } BlockJobOptions;
+
+/* Sets o's speed (if any), then starts job; false, not started, when the
+ * speed is refused. */
+bool block_job_start(Job *job, const BlockJobOptions *o, Error **errp);
 
 /* block-stream: copies what is allocated between top (exclusive) and base
  * (exclusive; NULL = the whole chain) into top, then makes base top's

@@ -32,11 +32,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/chain.h"
+#include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
-#include "block/drivers/drivers.h"
-#include "block/drivers/mirror-top.h"
+#include "block/job-filter.h"
 #include "block/reopen.h"
 #include "job/blockjob.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/list.h"
 #include "util/log.h"
@@ -104,12 +106,9 @@ static bool ranges_overlap(int64_t a, int64_t an, int64_t b, int64_t bn)
 static MirrorOp *op_begin(MirrorJob *s, int64_t offset, int64_t bytes,
                           bool active)
 {
-    MirrorOp *op = calloc(1, sizeof(*op));
+    MirrorOp *op = bj_calloc(1, sizeof(*op));
     MirrorOp *o;
 
-    if (!op) {
-        abort();
-    }
     op->s = s;
     op->offset = offset;
     op->bytes = bytes;
@@ -301,7 +300,7 @@ static int64_t issue_op(MirrorJob *s)
 /* ---- write-blocking: clients' writes reach the target before they are
  * acknowledged ---- */
 
-static void coroutine_fn mirror_active_write(void *opaque, MirrorTopWrite kind,
+static void coroutine_fn mirror_active_write(void *opaque, BdrvWriteKind kind,
                                              int64_t offset, int64_t bytes,
                                              IOVector *qiov, unsigned flags)
 {
@@ -314,10 +313,10 @@ static void coroutine_fn mirror_active_write(void *opaque, MirrorTopWrite kind,
     }
     op = op_begin(s, offset, bytes, true);
     switch (kind) {
-    case MIRROR_TOP_WRITE:
+    case BDRV_WRITE:
         ret = bdrv_co_pwritev(s->tgt_c, offset, bytes, qiov, 0);
         break;
-    case MIRROR_TOP_WRITE_ZEROES:
+    case BDRV_WRITE_ZEROES:
         ret = bdrv_co_pwrite_zeroes(s->tgt_c, offset, bytes,
                                     flags & BLK_REQ_MAY_UNMAP);
         break;
@@ -332,7 +331,7 @@ static void coroutine_fn mirror_active_write(void *opaque, MirrorTopWrite kind,
         }
     } else if (ret < 0) {
         mirror_error(s, false, ret, offset, bytes);
-    } else if (!op->conflict && kind != MIRROR_TOP_DISCARD) {
+    } else if (!op->conflict && kind != BDRV_DISCARD) {
         /* The target has these bytes: clear the granules wholly covered
          * (the request path marked them when the source write ended). */
         int64_t g = s->granularity;
@@ -551,7 +550,8 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
          * waiting in the drained section all that time as qemu's do.
          */
         s->late_copy = true;
-        mirror_top_set_hook(s->mirror_top, mirror_active_write, s);
+        bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write,
+                                         s);
         s->in_drain = false;
         block_job_co_drained_end(job, s->mirror_top);
     }
@@ -602,7 +602,7 @@ static bool mirror_exit_common(MirrorJob *s, bool pivot, Error **errp)
         return true;
     }
     s->exited = true;
-    mirror_top_set_hook(mt, NULL, NULL);
+    bdrv_filter_set_after_write_hook(mt, NULL, NULL);
     bdrv_release_dirty_bitmap(s->dbm);
     s->dbm = NULL;
     s->src_c = s->tgt_c = NULL;
@@ -682,49 +682,25 @@ static void mirror_free(Job *job)
     }
 }
 
-static const JobDriver mirror_driver = {
-    .type = "mirror",
-    .instance_size = sizeof(MirrorJob),
-    .block_job_events = true,
-    .run = mirror_run,
-    .complete = mirror_complete,
-    .cancel = mirror_cancel,
-    .drained_poll = mirror_drained_poll,
-    .prepare = mirror_prepare,
-    .abort = mirror_abort,
-    .free = mirror_free,
-};
+/* Mirror and active commit are one job under two type names. */
+#define MIRROR_JOB_DRIVER(type_name)                                        \
+    {                                                                       \
+        .type = type_name,                                                  \
+        .instance_size = sizeof(MirrorJob),                                 \
+        .block_job_events = true,                                           \
+        .run = mirror_run,                                                  \
+        .complete = mirror_complete,                                        \
+        .cancel = mirror_cancel,                                            \
+        .drained_poll = mirror_drained_poll,                                \
+        .prepare = mirror_prepare,                                          \
+        .abort = mirror_abort,                                              \
+        .free = mirror_free,                                                \
+    }
 
-static const JobDriver commit_active_driver = {
-    .type = "commit",
-    .instance_size = sizeof(MirrorJob),
-    .block_job_events = true,
-    .run = mirror_run,
-    .complete = mirror_complete,
-    .cancel = mirror_cancel,
-    .drained_poll = mirror_drained_poll,
-    .prepare = mirror_prepare,
-    .abort = mirror_abort,
-    .free = mirror_free,
-};
+static const JobDriver mirror_driver = MIRROR_JOB_DRIVER("mirror");
+static const JobDriver commit_active_driver = MIRROR_JOB_DRIVER("commit");
 
 /* ---- start ---- */
-
-/* The target's cluster size clamped to 4-64 KiB, else 64 KiB. */
-static int64_t default_granularity(BlockNode *target)
-{
-    int64_t g = 65536;
-    json_t *info = bdrv_query_node_info(target);
-    json_t *image = info ? json_object_get(info, "image") : NULL;
-    json_t *cs = image ? json_object_get(image, "cluster-size") : NULL;
-
-    if (json_is_integer(cs)) {
-        g = json_integer_value(cs);
-        g = g < 4096 ? 4096 : g > 65536 ? 65536 : g;
-    }
-    json_decref(info);
-    return g;
-}
 
 /* Puts mirror_top above source: its parents move onto the filter. */
 static BlockNode *insert_filter(BlockNode *source, const char *name,
@@ -742,7 +718,7 @@ static BlockNode *insert_filter(BlockNode *source, const char *name,
     if (source->discard_unmap) {
         json_object_set_new(opts, "discard", json_string("unmap"));
     }
-    mt = bdrv_open_internal(&bdrv_mirror_top, opts, errp);
+    mt = bdrv_open_internal(bdrv_find_job_filter("mirror_top"), opts, errp);
     json_decref(opts);
     if (!mt) {
         return NULL;
@@ -766,8 +742,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     Job *job;
     /* The reference opens its filter before the job exists: a name no
      * node could take is the command's error, with no job events. */
-    if (p->filter_node_name &&
-        !bdrv_check_new_node_name(p->filter_node_name, errp)) {
+    if (p->job.filter_node_name &&
+        !bdrv_check_new_node_name(p->job.filter_node_name, errp)) {
         return NULL;
     }
     s = job_create(o->job_id, drv, NULL, aio_main_context(), o->flags,
@@ -782,10 +758,13 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->sync = p->sync;
     s->base = base;
     s->write_blocking = p->write_blocking;
-    s->on_source_error = p->on_source_error;
-    s->on_target_error = p->on_target_error;
-    s->granularity = p->granularity ? p->granularity
-                                    : default_granularity(target);
+    s->on_source_error = p->job.on_source_error;
+    s->on_target_error = p->job.on_target_error;
+    /* Unset: the target's cluster size clamped to 4-64 KiB, as a new
+     * bitmap's default. */
+    s->granularity = p->granularity
+                         ? p->granularity
+                         : bdrv_dirty_bitmap_default_granularity(target);
     s->buf_size = p->buf_size ? p->buf_size : DEFAULT_BUF_SIZE;
     if (s->buf_size < s->granularity) {
         s->buf_size = s->granularity;
@@ -809,12 +788,13 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->replaces = p->replaces ? p->replaces : source;
     bdrv_ref(s->replaces);
 
-    s->mirror_top = insert_filter(source, p->filter_node_name, errp);
+    s->mirror_top = insert_filter(source, p->job.filter_node_name, errp);
     if (!s->mirror_top) {
         goto fail;
     }
     if (s->write_blocking) {
-        mirror_top_set_hook(s->mirror_top, mirror_active_write, s);
+        bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write,
+                                         s);
     }
     s->dbm = bdrv_create_dirty_bitmap(source, (uint32_t)s->granularity,
                                       NULL, errp);
@@ -834,17 +814,11 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
                                          BLK_PERM_WRITE,
                                          BLK_PERM_CONSISTENT_READ |
                                          BLK_PERM_WRITE_UNCHANGED, errp);
-        if (!s->tgt_c) {
+        if (!s->tgt_c ||
+            !block_job_add_intermediate_nodes(job, source, target,
+                                              BLOCK_JOB_COMMIT_CHAIN_SHARED,
+                                              errp)) {
             goto fail;
-        }
-        for (BlockNode *it = block_chain_next(source); it && it != target;
-             it = block_chain_next(it)) {
-            if (!block_job_add_node(job, "intermediate node", it, 0,
-                                    BLK_PERM_CONSISTENT_READ |
-                                    BLK_PERM_WRITE_UNCHANGED |
-                                    BLK_PERM_WRITE, errp)) {
-                goto fail;
-            }
         }
     } else {
         /* Nobody else may write the target or resize it meanwhile. */
@@ -856,10 +830,9 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
             goto fail;
         }
     }
-    if (o->speed && !job_set_speed(job, o->speed, errp)) {
+    if (!block_job_start(job, o, errp)) {
         goto fail;
     }
-    job_start(job);
     return job;
 
 fail:
@@ -884,24 +857,18 @@ Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
 }
 
 Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
-                         BlockNode *base, const char *filter_node_name,
-                         Error **errp)
+                         BlockNode *base, Error **errp)
 {
-    MirrorParams p = {
-        .job = *o,
-        .sync = MIRROR_SYNC_TOP,
-        .on_source_error = o->on_error,
-        .on_target_error = o->on_error,
-        .filter_node_name = filter_node_name,
-    };
+    MirrorParams p = { .job = *o, .sync = MIRROR_SYNC_TOP };
 
-    for (BlockNode *it = top; it; it = block_chain_next(it)) {
-        if (!block_job_check_node_free(it, errp)) {
-            return NULL;
-        }
-        if (it == base) {
-            break;
-        }
+    /* Commit has one policy; the mirror under it reads two. */
+    p.job.on_source_error = p.job.on_target_error = o->on_error;
+
+    /* base is in top's chain (the caller checked): it and every node
+     * above it. */
+    if (!block_job_check_chain_free(top, base, errp) ||
+        !block_job_check_node_free(base, errp)) {
+        return NULL;
     }
     /* Backing images are opened read-only: like qemu-storage-daemon, reopen
      * the base read-write before the job exists (a refusal is the command's

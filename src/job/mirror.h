@@ -22,10 +22,7 @@ typedef struct MirrorParams {
     bool write_blocking;          /* copy-mode write-blocking */
     int64_t granularity;          /* 0: the target's cluster size, 4-64 KiB */
     int64_t buf_size;             /* 0: 16 MiB */
-    JobOnError on_source_error;
-    JobOnError on_target_error;
     BlockNode *replaces;          /* NULL: the source */
-    const char *filter_node_name; /* NULL: an implicit name */
 } MirrorParams;
 
 Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
@@ -33,7 +30,6 @@ Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
 
 /* Active commit: top is the active layer, base below it (writable). */
 Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
-                         BlockNode *base, const char *filter_node_name,
-                         Error **errp);
+                         BlockNode *base, Error **errp);
 
 #endif

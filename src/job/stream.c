@@ -21,9 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/backing.h"
+#include "block/chain.h"
 #include "block/reopen.h"
 #include "job/blockjob.h"
 #include "job/jobs.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/log.h"
 
@@ -235,10 +238,8 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
                   const char *backing_file, Error **errp)
 {
     /* Every node from top down to base must be free of other jobs. */
-    for (BlockNode *it = top; it && it != base; it = block_chain_next(it)) {
-        if (!block_job_check_node_free(it, errp)) {
-            return NULL;
-        }
+    if (!block_job_check_chain_free(top, base, errp)) {
+        return NULL;
     }
     /* Before the job exists, as the reference does: a refused reopen is
      * the command's error and no job events. */
@@ -271,9 +272,7 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
     s->top_read_only = top_read_only;
     s->base = base;
     s->on_error = o->on_error;
-    if (backing_file && !(s->backing_file = strdup(backing_file))) {
-        abort();
-    }
+    s->backing_file = backing_file ? bj_strdup(backing_file) : NULL;
     /* Top: read it and write it "unchanged"; others may do anything. */
     s->target = block_job_add_node(job, "main node", top,
                                    BLK_PERM_CONSISTENT_READ |
@@ -283,18 +282,14 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
         goto fail;
     }
     /* The layers that go away: nobody may change them meanwhile. */
-    for (BlockNode *it = block_chain_next(top); it && it != base;
-         it = block_chain_next(it)) {
-        if (!block_job_add_node(job, "intermediate node", it, 0,
-                                BLK_PERM_CONSISTENT_READ |
-                                BLK_PERM_WRITE_UNCHANGED, errp)) {
-            goto fail;
-        }
-    }
-    if (o->speed && !job_set_speed(job, o->speed, errp)) {
+    if (!block_job_add_intermediate_nodes(job, top, base,
+                                          BLK_PERM_CONSISTENT_READ |
+                                          BLK_PERM_WRITE_UNCHANGED, errp)) {
         goto fail;
     }
-    job_start(job);
+    if (!block_job_start(job, o, errp)) {
+        goto fail;
+    }
     return job;
 
 fail:

@@ -30,6 +30,7 @@
 #include "nbd/nbd-int.h"
 #include "nbd/nbd-meta.h"
 #include "nbd/nbd-wire.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 #define MAX_REQUESTS      128
@@ -277,16 +278,10 @@ static void coroutine_fn do_block_status(NbdReq *q)
         NbdExtents x;
         uint8_t hdr[NBD_BLOCK_STATUS_HEADER_SIZE];
         uint8_t *wire;
-    } *ctx = calloc(cap, sizeof(*ctx));
-    struct iovec *iov = calloc(2 * cap, sizeof(*iov));
+    } *ctx = bj_calloc(cap, sizeof(*ctx));
+    struct iovec *iov = bj_calloc(2 * cap, sizeof(*iov));
     int ret = 0;
 
-    if (!ctx || !iov) {
-        free(ctx);
-        free(iov);
-        reply_status(q, NBD_ENOMEM, "out of memory");
-        return;
-    }
     if (len == 0) {
         /* Nothing to describe; answer for the byte at offset, if any. */
         len = off < c->params.size ? 1 : 0;
@@ -321,7 +316,7 @@ static void coroutine_fn do_block_status(NbdReq *q)
     }
     for (unsigned k = 0; k < nctx; k++) {
         NbdExtents *x = &ctx[k].x;
-        ctx[k].wire = malloc((size_t)x->count * NBD_EXTENT_SIZE);
+        ctx[k].wire = bj_try_malloc((size_t)x->count * NBD_EXTENT_SIZE);
         if (!ctx[k].wire) {
             reply_status(q, NBD_ENOMEM, "out of memory");
             goto out;
@@ -448,10 +443,7 @@ static bool coroutine_fn recv_one(NbdConn *c)
     if (ret < 0) {
         return false;
     }
-    q = calloc(1, sizeof(*q));
-    if (!q) {
-        return false;
-    }
+    q = bj_calloc(1, sizeof(*q));
     q->conn = c;
     if (!nbd_decode_request(hdr, &q->r)) {
         log_warn("nbd: export '%s': bad request magic, disconnecting",
@@ -620,12 +612,8 @@ static void handshake_timeout_cb(void *opaque)
 NbdConn *nbd_conn_start(int fd, ListHead *server_list,
                         int64_t handshake_max_ns)
 {
-    NbdConn *c = calloc(1, sizeof(*c));
+    NbdConn *c = bj_calloc(1, sizeof(*c));
 
-    if (!c) {
-        close(fd);
-        return NULL;
-    }
     c->fd = fd;
     c->ctx = aio_main_context();
     list_init(&c->export_link);

@@ -13,10 +13,12 @@
 #include <string.h>
 
 #include "aio/iothread.h"
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "nbd/nbd-int.h"
 #include "nbd/nbd-meta.h"
 #include "nbd/nbd.h"
+#include "util/alloc.h"
 #include "util/event.h"
 #include "util/log.h"
 
@@ -28,7 +30,7 @@ static unsigned exports_alive;
 static char *export_parent_desc(BlockChild *c)
 {
     /* What qemu says of the anonymous block backend behind an export. */
-    return strdup("a block device");
+    return bj_strdup("a block device");
 }
 
 static bool export_drained_poll(BlockChild *c)
@@ -152,8 +154,8 @@ static void export_release_bitmaps(NbdExport *exp, bool taken)
 }
 
 /*
- * Finds the bitmaps of block-export-add's "bitmaps" (shape already
- * checked), as qemu-storage-daemon 7.2 does: a name is looked up on the
+ * Finds the bitmaps of block-export-add's "bitmaps", as
+ * qemu-storage-daemon 7.2 does: a name is looked up on the
  * exported node, then down its backing chain (so a fleecing overlay finds
  * the bitmap of the node it reads through); {node, name} anywhere.  Only
  * a name found that way must not be a recording bitmap on a writable node
@@ -162,33 +164,27 @@ static void export_release_bitmaps(NbdExport *exp, bool taken)
  * export cannot fail any more.
  */
 static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
-                                json_t *bitmaps, bool writable, Error **errp)
+                                const NbdExportBitmap *bitmaps, size_t n,
+                                bool writable, Error **errp)
 {
-    size_t n = json_array_size(bitmaps);
-
     if (n == 0) {
         return true;
     }
-    exp->bitmaps = calloc(n, sizeof(*exp->bitmaps));
-    exp->bitmap_nodes = calloc(n, sizeof(*exp->bitmap_nodes));
-    exp->bitmap_names = calloc(n, sizeof(*exp->bitmap_names));
-    if (!exp->bitmaps || !exp->bitmap_nodes || !exp->bitmap_names) {
-        error_setg(errp, "Out of memory");
-        return false;
-    }
+    exp->bitmaps = bj_calloc(n, sizeof(*exp->bitmaps));
+    exp->bitmap_nodes = bj_calloc(n, sizeof(*exp->bitmap_nodes));
+    exp->bitmap_names = bj_calloc(n, sizeof(*exp->bitmap_names));
     exp->n_bitmaps = (unsigned)n;
     for (size_t i = 0; i < n; i++) {
-        json_t *el = json_array_get(bitmaps, i);
+        const NbdExportBitmap *el = &bitmaps[i];
+        const char *name = el->name;
         BdrvDirtyBitmap *bm = NULL;
         BlockNode *where = NULL;
-        const char *name;
 
-        if (json_is_string(el)) {
-            name = json_string_value(el);
+        if (!el->node) {
             for (where = bs; where && !bm; ) {
                 bm = bdrv_find_dirty_bitmap(where, name);
                 if (!bm) {
-                    where = nbd_chain_next(where);
+                    where = block_chain_next(where);
                 }
             }
             if (!bm) {
@@ -196,9 +192,7 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
                 return false;
             }
         } else {
-            name = arg_str(el, "name", "");
-            bm = bdrv_dirty_bitmap_lookup(arg_str(el, "node", ""), name,
-                                          &where, errp);
+            bm = bdrv_dirty_bitmap_lookup(el->node, name, &where, errp);
             if (!bm) {
                 return false;
             }
@@ -206,7 +200,7 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
         if (!bdrv_dirty_bitmap_check_usable(bm, errp)) {
             return false;
         }
-        if (json_is_string(el) && !writable && !where->read_only &&
+        if (!el->node && !writable && !where->read_only &&
             bdrv_dirty_bitmap_enabled(bm)) {
             error_setg(errp, "Enabled bitmap '%s' incompatible with readonly "
                        "export", name);
@@ -221,11 +215,7 @@ static bool export_find_bitmaps(NbdExport *exp, BlockNode *bs,
         }
         exp->bitmaps[i] = bm;
         exp->bitmap_nodes[i] = where;
-        exp->bitmap_names[i] = strdup(bdrv_dirty_bitmap_name(bm));
-        if (!exp->bitmap_names[i]) {
-            error_setg(errp, "Out of memory");
-            return false;
-        }
+        exp->bitmap_names[i] = bj_strdup(bdrv_dirty_bitmap_name(bm));
     }
     return true;
 }
@@ -289,77 +279,18 @@ void nbd_export_delete_all(void)
     }
 }
 
-/* ---- QMP ---- */
-
-/*
- * The elements of "bitmaps" (BlockDirtyBitmapOrStr): a name, or {node,
- * name}; messages as qemu's visitor gives them (an element of the wrong
- * kind is named 'null' there).
- */
-static bool check_bitmaps_shape(json_t *bitmaps, Error **errp)
+bool nbd_export_add(const NbdExportOptions *o, Error **errp)
 {
-    static const char *const members[] = { "node", "name" };
-    size_t i;
-    json_t *el;
-
-    json_array_foreach(bitmaps, i, el) {
-        const char *key;
-        json_t *v;
-
-        if (json_is_string(el)) {
-            continue;
-        }
-        if (!json_is_object(el)) {
-            error_setg(errp, "Invalid parameter type for 'null', expected: "
-                       "BlockDirtyBitmapOrStr");
-            return false;
-        }
-        for (int k = 0; k < 2; k++) {
-            v = json_object_get(el, members[k]);
-            if (!v) {
-                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is missing", i,
-                           members[k]);
-                return false;
-            }
-            if (!json_is_string(v)) {
-                error_setg(errp, "Invalid parameter type for "
-                           "'bitmaps[%zu].%s', expected: string", i,
-                           members[k]);
-                return false;
-            }
-        }
-        json_object_foreach(el, key, v) {
-            if (strcmp(key, "node") != 0 && strcmp(key, "name") != 0) {
-                error_setg(errp, "Parameter 'bitmaps[%zu].%s' is unexpected",
-                           i, key);
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
-bool nbd_export_add(json_t *args, Error **errp)
-{
-    const char *type = arg_str(args, "type", "nbd");
-    const char *id = arg_str(args, "id", NULL);
-    const char *node_name = arg_str(args, "node-name", NULL);
-    const char *name = arg_str(args, "name", node_name);
-    const char *desc = arg_str(args, "description", NULL);
-    const char *iothread = arg_str(args, "iothread", NULL);
-    bool writable = arg_bool(args, "writable", false);
-    bool fixed = arg_bool(args, "fixed-iothread", false);
-    json_t *bitmaps = json_object_get(args, "bitmaps");
+    const char *id = o->id;
+    const char *node_name = o->node_name;
+    const char *name = o->name ? o->name : node_name;
+    const char *desc = o->description;
+    const char *iothread = o->iothread;
+    bool writable = o->writable;
+    bool fixed = o->fixed_iothread;
     BlockNode *bs;
     NbdExport *exp;
 
-    if (bitmaps && !check_bitmaps_shape(bitmaps, errp)) {
-        return false;
-    }
-    if (strcmp(type, "nbd") != 0) {
-        error_setg(errp, "Export type '%s' is not supported", type);
-        return false;
-    }
     if (!id_wellformed(id)) {
         error_setg(errp, "Invalid block export id");
         return false;
@@ -368,10 +299,8 @@ bool nbd_export_add(json_t *args, Error **errp)
         error_setg(errp, "Block export id '%s' is already in use", id);
         return false;
     }
-    bs = bdrv_find_node(node_name);
+    bs = bdrv_lookup_node(NULL, node_name, errp);
     if (!bs) {
-        error_setg(errp, "Cannot find device='' nor node-name='%s'",
-                   node_name);
         return false;
     }
     if (writable && bs->read_only) {
@@ -424,12 +353,9 @@ bool nbd_export_add(json_t *args, Error **errp)
         error_setg(errp, "NBD server already has export named '%s'", name);
         return false;
     }
-    exp = calloc(1, sizeof(*exp));
-    if (!exp) {
-        error_setg(errp, "Out of memory");
-        return false;
-    }
-    if (!export_find_bitmaps(exp, bs, bitmaps, writable, errp)) {
+    exp = bj_calloc(1, sizeof(*exp));
+    if (!export_find_bitmaps(exp, bs, o->bitmaps, o->n_bitmaps, writable,
+                             errp)) {
         export_release_bitmaps(exp, false);
         free(exp);
         return false;
@@ -448,13 +374,13 @@ bool nbd_export_add(json_t *args, Error **errp)
         return false;
     }
     export_take_bitmaps(exp);
-    exp->allocation_depth = arg_bool(args, "allocation-depth", false);
-    exp->id = strdup(id);
-    exp->name = strdup(name);
-    exp->description = desc ? strdup(desc) : NULL;
+    exp->allocation_depth = o->allocation_depth;
+    exp->id = bj_strdup(id);
+    exp->name = bj_strdup(name);
+    exp->description = desc ? bj_strdup(desc) : NULL;
     exp->ctx = bs->ctx;
     exp->writable = writable;
-    exp->writethrough = arg_bool(args, "writethrough", false);
+    exp->writethrough = o->writethrough;
     exp->refcnt = 1;
     list_init(&exp->conns);
     list_add_head(&export_list, &exp->link);

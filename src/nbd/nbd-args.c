@@ -1,8 +1,8 @@
 /*
- * Argument shapes of the NBD commands and options, shared by QMP
- * (nbd-server-start, block-export-add) and the command line (--nbd-server,
- * --export), and the conversion of QMP's legacy socket address
- * ({"type": T, "data": {...}}) to the flat one the server takes.
+ * Argument shapes of the NBD server, shared by QMP (nbd-server-start) and
+ * the command line (--nbd-server), and the conversion of QMP's legacy
+ * socket address ({"type": T, "data": {...}}) to the flat one the server
+ * takes.
  */
 #include <stdint.h>
 #include <string.h>
@@ -12,96 +12,57 @@
 
 static const char *const addr_types[] = { "inet", "unix", "vsock", "fd",
                                           NULL };
-static const char *const export_types[] = { "nbd", "vhost-user-blk", "fuse",
-                                            "vduse-blk", NULL };
 
-static const ArgSpec inet_members[] = {
-    { .name = "host", .type = ARG_STR },
-    { .name = "port", .type = ARG_STR },
-    { .name = "numeric", .type = ARG_BOOL, .optional = true },
-    { .name = "to", .type = ARG_UINT, .optional = true },
-    { .name = "ipv4", .type = ARG_BOOL, .optional = true },
-    { .name = "ipv6", .type = ARG_BOOL, .optional = true },
-    { .name = "keep-alive", .type = ARG_BOOL, .optional = true },
-    { .name = "mptcp", .type = ARG_BOOL, .optional = true },
-    { .name = NULL },
-};
+/* The members of each branch, written once: the legacy form nests them
+ * under "data", the flat form puts them next to "type". */
+#define ADDR_TYPE                                                           \
+    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types }
+#define INET_MEMBERS                                                        \
+    { .name = "host", .type = ARG_STR },                                    \
+    { .name = "port", .type = ARG_STR },                                    \
+    { .name = "numeric", .type = ARG_BOOL, .optional = true },              \
+    { .name = "to", .type = ARG_UINT, .optional = true },                   \
+    { .name = "ipv4", .type = ARG_BOOL, .optional = true },                 \
+    { .name = "ipv6", .type = ARG_BOOL, .optional = true },                 \
+    { .name = "keep-alive", .type = ARG_BOOL, .optional = true },           \
+    { .name = "mptcp", .type = ARG_BOOL, .optional = true }
+#define UNIX_MEMBERS                                                        \
+    { .name = "path", .type = ARG_STR },                                    \
+    { .name = "abstract", .type = ARG_BOOL, .optional = true },             \
+    { .name = "tight", .type = ARG_BOOL, .optional = true }
 
-static const ArgSpec unix_members[] = {
-    { .name = "path", .type = ARG_STR },
-    { .name = "abstract", .type = ARG_BOOL, .optional = true },
-    { .name = "tight", .type = ARG_BOOL, .optional = true },
-    { .name = NULL },
-};
-
-/* The flat form: branch members next to "type". */
+static const ArgSpec inet_members[] = { INET_MEMBERS, { .name = NULL } };
+static const ArgSpec unix_members[] = { UNIX_MEMBERS, { .name = NULL } };
 static const ArgSpec flat_inet[] = {
-    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
-    { .name = "host", .type = ARG_STR },
-    { .name = "port", .type = ARG_STR },
-    { .name = "numeric", .type = ARG_BOOL, .optional = true },
-    { .name = "to", .type = ARG_UINT, .optional = true },
-    { .name = "ipv4", .type = ARG_BOOL, .optional = true },
-    { .name = "ipv6", .type = ARG_BOOL, .optional = true },
-    { .name = "keep-alive", .type = ARG_BOOL, .optional = true },
-    { .name = "mptcp", .type = ARG_BOOL, .optional = true },
-    { .name = NULL },
+    ADDR_TYPE, INET_MEMBERS, { .name = NULL }
 };
-
 static const ArgSpec flat_unix[] = {
-    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
-    { .name = "path", .type = ARG_STR },
-    { .name = "abstract", .type = ARG_BOOL, .optional = true },
-    { .name = "tight", .type = ARG_BOOL, .optional = true },
-    { .name = NULL },
+    ADDR_TYPE, UNIX_MEMBERS, { .name = NULL }
 };
-
-static const ArgSpec addr_head[] = {
-    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
-    { .name = NULL },
-};
+static const ArgSpec addr_head[] = { ADDR_TYPE, { .name = NULL } };
 
 static const ArgSpec legacy_addr[] = {
-    { .name = "type", .type = ARG_ENUM, .enum_values = addr_types },
+    ADDR_TYPE,
     { .name = "data", .type = ARG_OBJECT, .open = true },
     { .name = NULL },
 };
 
+/* What follows the address, in nbd-server-start and --nbd-server alike. */
+#define SERVER_OPTIONS                                                      \
+    { .name = "tls-creds", .type = ARG_STR, .optional = true },             \
+    { .name = "tls-authz", .type = ARG_STR, .optional = true },             \
+    { .name = "max-connections", .type = ARG_UINT, .optional = true },      \
+    { .name = "handshake-max-seconds", .type = ARG_UINT, .optional = true }
+
 const ArgSpec nbd_server_start_args[] = {
     { .name = "addr", .type = ARG_OBJECT, .members = legacy_addr },
-    { .name = "tls-creds", .type = ARG_STR, .optional = true },
-    { .name = "tls-authz", .type = ARG_STR, .optional = true },
-    { .name = "max-connections", .type = ARG_UINT, .optional = true },
-    { .name = "handshake-max-seconds", .type = ARG_UINT, .optional = true },
+    SERVER_OPTIONS,
     { .name = NULL },
 };
 
 static const ArgSpec cmdline_server[] = {
     { .name = "addr", .type = ARG_OBJECT, .members = addr_head, .open = true },
-    { .name = "tls-creds", .type = ARG_STR, .optional = true },
-    { .name = "tls-authz", .type = ARG_STR, .optional = true },
-    { .name = "max-connections", .type = ARG_UINT, .optional = true },
-    { .name = "handshake-max-seconds", .type = ARG_UINT, .optional = true },
-    { .name = NULL },
-};
-
-static const ArgSpec bitmap_elem[] = {
-    { .name = "", .type = ARG_ANY },
-    { .name = NULL },
-};
-
-const ArgSpec nbd_export_add_args[] = {
-    { .name = "type", .type = ARG_ENUM, .enum_values = export_types },
-    { .name = "id", .type = ARG_STR },
-    { .name = "node-name", .type = ARG_STR },
-    { .name = "writable", .type = ARG_BOOL, .optional = true },
-    { .name = "writethrough", .type = ARG_BOOL, .optional = true },
-    { .name = "iothread", .type = ARG_STR, .optional = true },
-    { .name = "fixed-iothread", .type = ARG_BOOL, .optional = true },
-    { .name = "name", .type = ARG_STR, .optional = true },
-    { .name = "description", .type = ARG_STR, .optional = true },
-    { .name = "bitmaps", .type = ARG_ARRAY, .optional = true, .members = bitmap_elem },
-    { .name = "allocation-depth", .type = ARG_BOOL, .optional = true },
+    SERVER_OPTIONS,
     { .name = NULL },
 };
 
@@ -172,12 +133,4 @@ bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp)
         return false;
     }
     return start_checked(opts, addr, errp);
-}
-
-bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp)
-{
-    if (!argspec_check(opts, nbd_export_add_args, NULL, coerce, errp)) {
-        return false;
-    }
-    return nbd_export_add(opts, errp);
 }

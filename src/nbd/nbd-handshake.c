@@ -15,6 +15,7 @@
 #include "nbd/nbd-handshake.h"
 #include "nbd/nbd-proto.h"
 #include "nbd/nbd-wire.h"
+#include "util/alloc.h"
 
 /* ---- output ---- */
 
@@ -27,10 +28,7 @@ static void out_reserve(NbdHandshake *hs, size_t n)
     while (cap < hs->out_len + n) {
         cap *= 2;
     }
-    uint8_t *p = realloc(hs->out, cap);
-    if (!p) {
-        abort();
-    }
+    uint8_t *p = bj_realloc(hs->out, cap);
     hs->out = p;
     hs->out_cap = cap;
 }
@@ -95,10 +93,7 @@ static void want_bytes(NbdHandshake *hs, NbdHandshakeState state, size_t n)
     free(hs->in);
     hs->in = NULL;
     if (state == NBD_HS_OPT_DATA && n) {
-        hs->in = malloc(n);
-        if (!hs->in) {
-            abort();
-        }
+        hs->in = bj_malloc(n);
     }
 }
 
@@ -218,10 +213,7 @@ static char *cur_string(Cursor *c, uint32_t len)
         c->bad = true;
         return NULL;
     }
-    char *s = len ? strndup((const char *)c->p, len) : strdup("");
-    if (!s) {
-        abort();
-    }
+    char *s = len ? bj_strndup((const char *)c->p, len) : bj_strdup("");
     c->p += len;
     c->left -= len;
     return s;
@@ -295,10 +287,7 @@ static void meta_bind(NbdHandshake *hs, const char *name,
     if (hs->n_meta_bitmap_names == 0 || info->n_bitmaps == 0) {
         return;
     }
-    hs->meta_bitmaps = calloc(info->n_bitmaps, sizeof(bool));
-    if (!hs->meta_bitmaps) {
-        abort();
-    }
+    hs->meta_bitmaps = bj_calloc(info->n_bitmaps, sizeof(bool));
     for (unsigned k = 0; k < hs->n_meta_bitmap_names; k++) {
         /* A name that repeats means its first bitmap, as at SET time. */
         for (unsigned i = 0; i < info->n_bitmaps; i++) {
@@ -484,10 +473,7 @@ static void opt_meta_context(NbdHandshake *hs, Cursor *c)
         rep_error(hs, NBD_REP_ERR_INVALID, "malformed metadata context request");
         goto out;
     }
-    queries = calloc(nqueries ? nqueries : 1, sizeof(*queries));
-    if (!queries) {
-        abort();
-    }
+    queries = bj_calloc(nqueries ? nqueries : 1, sizeof(*queries));
     for (; nread < nqueries; nread++) {
         queries[nread] = cur_string(c, cur_u32(c));
         if (c->bad) {
@@ -504,10 +490,7 @@ static void opt_meta_context(NbdHandshake *hs, Cursor *c)
         rep_error(hs, NBD_REP_ERR_UNKNOWN, msg);
         goto out;
     }
-    sel.bitmaps = calloc(info.n_bitmaps ? info.n_bitmaps : 1, sizeof(bool));
-    if (!sel.bitmaps) {
-        abort();
-    }
+    sel.bitmaps = bj_calloc(info.n_bitmaps ? info.n_bitmaps : 1, sizeof(bool));
     if (nqueries == 0 && !set) {
         /* list everything */
         meta_query("base:", true, &info, &sel);
@@ -545,18 +528,12 @@ static void opt_meta_context(NbdHandshake *hs, Cursor *c)
             }
         }
         if (hs->n_meta_bitmap_names) {
-            hs->meta_bitmap_names = calloc(hs->n_meta_bitmap_names,
-                                           sizeof(char *));
-            if (!hs->meta_bitmap_names) {
-                abort();
-            }
+            hs->meta_bitmap_names = bj_calloc(hs->n_meta_bitmap_names,
+                                              sizeof(char *));
             unsigned k = 0;
             for (unsigned i = 0; i < info.n_bitmaps; i++) {
                 if (sel.bitmaps[i]) {
-                    hs->meta_bitmap_names[k] = strdup(info.bitmaps[i]);
-                    if (!hs->meta_bitmap_names[k]) {
-                        abort();
-                    }
+                    hs->meta_bitmap_names[k] = bj_strdup(info.bitmaps[i]);
                     k++;
                 }
             }

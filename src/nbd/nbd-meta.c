@@ -4,16 +4,15 @@
 #include <assert.h>
 #include <stdlib.h>
 
+#include "block/chain.h"
 #include "nbd/nbd-meta.h"
 #include "nbd/nbd-proto.h"
+#include "util/alloc.h"
 
 void nbd_extents_init(NbdExtents *x, unsigned max)
 {
     assert(max >= 1);
-    x->e = calloc(max, sizeof(*x->e));
-    if (!x->e) {
-        abort();
-    }
+    x->e = bj_calloc(max, sizeof(*x->e));
     x->count = 0;
     x->max = max;
     x->total = 0;
@@ -74,48 +73,16 @@ void nbd_meta_dirty_bitmap(const BdrvDirtyBitmap *bm, uint64_t offset,
     nbd_extents_add(x, (uint64_t)(end - start), 0);
 }
 
-BlockNode *nbd_chain_next(BlockNode *bs)
-{
-    if (bs->backing) {
-        return bs->backing->node;
-    }
-    if (bs->drv->is_filter && bs->file) {
-        return bs->file->node;
-    }
-    return NULL;
-}
-
 int coroutine_fn nbd_meta_status_above(BlockNode *bs, int64_t offset,
                                        int64_t bytes, int64_t *pnum,
                                        int *depth)
 {
-    int d = 1;
+    int ret;
 
     assert(bytes > 0);
-    for (BlockNode *it = bs; it; it = nbd_chain_next(it), d++) {
-        int64_t n = 0;
-        int ret = bdrv_co_block_status(it, offset, bytes, &n, NULL, NULL);
-        if (ret < 0) {
-            return ret;
-        }
-        if (n == 0) {
-            /* A layer shorter than offset: it reads as zeroes there and
-             * hides whatever lies below, as if allocated here. */
-            *pnum = bytes;
-            *depth = d;
-            return BLK_STATUS_ZERO | BLK_STATUS_ALLOCATED;
-        }
-        if (ret & BLK_STATUS_ALLOCATED) {
-            *pnum = n;
-            *depth = d;
-            return ret & ~BLK_STATUS_EOF;
-        }
-        /* Only the part unallocated here can be answered below as one. */
-        bytes = n;
-    }
-    *pnum = bytes;
-    *depth = 0;
-    return BLK_STATUS_ZERO;
+    ret = block_co_status_above(bs, NULL, offset, bytes, pnum, depth);
+    /* Allocated nowhere in the whole chain: the bottom reads as zeroes. */
+    return ret == 0 && *depth == 0 ? BLK_STATUS_ZERO : ret;
 }
 
 typedef uint32_t StatusToFlags(int status, int depth);

@@ -55,10 +55,6 @@ bool nbd_extents_add(NbdExtents *x, uint64_t len, uint32_t flags);
 void nbd_meta_dirty_bitmap(const BdrvDirtyBitmap *bm, uint64_t offset,
                            uint64_t len, NbdExtents *x);
 
-/* The next layer whose content shows through bs where bs allocates
- * nothing: its backing node, or a filter's child; NULL at the bottom. */
-BlockNode *nbd_chain_next(BlockNode *bs);
-
 /*
  * The status of the content at offset as the chain from bs down shows it:
  * returns the BLK_STATUS_* of the first layer that allocates it (ZERO

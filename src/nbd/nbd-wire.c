@@ -1,6 +1,7 @@
 /*
  * NBD transmission-phase encoders and decoders (see nbd-wire.h).
  */
+#include <endian.h>
 #include <errno.h>
 #include <string.h>
 
@@ -21,12 +22,19 @@ bool nbd_decode_request(const uint8_t buf[NBD_REQUEST_SIZE], NbdRequest *req)
 
 void nbd_encode_request(uint8_t buf[NBD_REQUEST_SIZE], const NbdRequest *req)
 {
-    nbd_put32(buf, NBD_REQUEST_MAGIC);
-    nbd_put16(buf + 4, req->flags);
-    nbd_put16(buf + 6, req->type);
-    nbd_put64(buf + 8, req->handle);
-    nbd_put64(buf + 16, req->offset);
-    nbd_put32(buf + 24, req->length);
+    /* The request as it is on the wire: big-endian, no padding. */
+    struct __attribute__((packed)) {
+        uint32_t magic;
+        uint16_t flags, type;
+        uint64_t handle, offset;
+        uint32_t length;
+    } wire = {
+        htobe32(NBD_REQUEST_MAGIC), htobe16(req->flags), htobe16(req->type),
+        htobe64(req->handle), htobe64(req->offset), htobe32(req->length),
+    };
+
+    _Static_assert(sizeof(wire) == NBD_REQUEST_SIZE, "NBD request layout");
+    memcpy(buf, &wire, sizeof(wire));
 }
 
 size_t nbd_encode_simple_reply(uint8_t buf[NBD_SIMPLE_REPLY_SIZE],
@@ -38,9 +46,9 @@ size_t nbd_encode_simple_reply(uint8_t buf[NBD_SIMPLE_REPLY_SIZE],
     return NBD_SIMPLE_REPLY_SIZE;
 }
 
-size_t nbd_encode_chunk_header(uint8_t buf[NBD_CHUNK_HEADER_SIZE],
-                               uint16_t flags, uint16_t type, uint64_t handle,
-                               uint32_t payload_len)
+static size_t nbd_encode_chunk_header(uint8_t buf[NBD_CHUNK_HEADER_SIZE],
+                                      uint16_t flags, uint16_t type,
+                                      uint64_t handle, uint32_t payload_len)
 {
     nbd_put32(buf, NBD_STRUCTURED_REPLY_MAGIC);
     nbd_put16(buf + 4, flags);

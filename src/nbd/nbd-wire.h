@@ -64,9 +64,6 @@ void nbd_encode_request(uint8_t buf[NBD_REQUEST_SIZE], const NbdRequest *req);
 /* Each encoder writes exactly the bytes it returns. */
 size_t nbd_encode_simple_reply(uint8_t buf[NBD_SIMPLE_REPLY_SIZE],
                                uint32_t nbd_error, uint64_t handle);
-size_t nbd_encode_chunk_header(uint8_t buf[NBD_CHUNK_HEADER_SIZE],
-                               uint16_t flags, uint16_t type, uint64_t handle,
-                               uint32_t payload_len);
 /* NONE chunk (always DONE). */
 size_t nbd_encode_none_chunk(uint8_t buf[NBD_CHUNK_HEADER_SIZE],
                              uint64_t handle);

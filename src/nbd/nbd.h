@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "util/argspec.h"
 #include "util/error.h"
@@ -21,16 +22,12 @@
 /* QMP nbd-server-start {addr: SocketAddressLegacy, *tls-creds, *tls-authz,
  * *max-connections, *handshake-max-seconds (qemu 9.1)} */
 extern const ArgSpec nbd_server_start_args[];
-/* QMP block-export-add / --export */
-extern const ArgSpec nbd_export_add_args[];
 /* nbd-server-start with arguments checked against nbd_server_start_args. */
 bool nbd_server_start_legacy(json_t *args, Error **errp);
 /* --nbd-server addr.type=unix,addr.path=P[,max-connections=N]
  * [,handshake-max-seconds=S]: checks and starts.  coerce: values are
  * strings (dotted keys). */
 bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp);
-/* --export type=nbd,id=..,node-name=..: checks and adds. */
-bool nbd_export_add_cmdline(json_t *opts, bool coerce, Error **errp);
 
 /* A client must finish the handshake (NBD_OPT_GO) this soon after it is
  * accepted or be disconnected, so idle connections cannot hold every
@@ -49,12 +46,32 @@ bool nbd_server_start(json_t *addr, int64_t max_connections,
 bool nbd_server_stop(Error **errp);
 bool nbd_server_running(void);
 
-/*
- * block-export-add with already type-checked arguments:
- * type, id, node-name, *writable, *writethrough, *iothread, *fixed-iothread,
- * *name, *description, *bitmaps, *allocation-depth.
- */
-bool nbd_export_add(json_t *args, Error **errp);
+/* One of an export's bitmaps: a name found on the exported node or down
+ * its backing chain (node NULL), or the bitmap `name` of node `node`. */
+typedef struct NbdExportBitmap {
+    const char *node;
+    const char *name;
+} NbdExportBitmap;
+
+/* An NBD export's options (block-export-add and --export, parsed by
+ * qmp/cmd-nbd.c); the strings are the caller's, read during the call. */
+typedef struct NbdExportOptions {
+    const char *id;
+    const char *node_name;
+    const char *name;             /* NULL: node_name */
+    const char *description;      /* NULL: none */
+    const char *iothread;         /* NULL: where the node is */
+    bool writable;
+    bool writethrough;
+    bool fixed_iothread;
+    bool allocation_depth;        /* qemu:allocation-depth context */
+    const NbdExportBitmap *bitmaps;
+    size_t n_bitmaps;
+} NbdExportOptions;
+
+/* block-export-add of type nbd: checks what needs the server, the graph
+ * and the other exports, and adds the export. */
+bool nbd_export_add(const NbdExportOptions *o, Error **errp);
 /* block-export-del: safe refuses while clients are connected; hard
  * disconnects them.  BLOCK_EXPORT_DELETED is sent once the export is gone
  * (before this returns when no client was connected). */

@@ -19,6 +19,7 @@
 #include "aio/listener.h"
 #include "nbd/nbd-int.h"
 #include "nbd/nbd.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 #define MAX_LISTENERS 8
@@ -55,16 +56,9 @@ static unsigned conn_count(void)
 
 static void on_accept(AioListener *l, void *opaque)
 {
-    for (;;) {
-        int fd = accept4(aio_listener_fd(l), NULL, NULL,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (aio_listener_accept_failed(l, errno)) {
-                return;
-            }
-            continue;
-        }
-        aio_listener_accepted(l);
+    int fd;
+
+    while ((fd = aio_listener_accept(l)) >= 0) {
         if (server.max_connections > 0 &&
             conn_count() >= (uint64_t)server.max_connections) {
             log_info("nbd: connection limit (%lld) reached, refusing a "
@@ -126,7 +120,7 @@ static bool listen_unix(const char *path, Error **errp)
         unlink(path);
         return false;
     }
-    server.unix_path = strdup(path);
+    server.unix_path = bj_strdup(path);
     return true;
 }
 

@@ -1,7 +1,7 @@
 /*
  * Bitmap actions in prepare / commit / abort / clean steps (see
- * bitmap-actions.h).  One table row per action type; the plain
- * block-dirty-bitmap-* commands run the same rows back to back.
+ * bitmap-actions.h): the transaction_bitmap_*_action types of
+ * transaction.h, which the plain block-dirty-bitmap-* commands run alone.
  */
 #include "qmp/bitmap-actions.h"
 
@@ -12,6 +12,9 @@
 
 #include "block/block.h"
 #include "block/dirty-bitmap-named.h"
+#include "qmp/common-args.h"
+#include "qmp/transaction.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/hbitmap.h"
 
@@ -45,8 +48,17 @@ const ArgSpec bitmap_merge_args[] = {
 
 /* ---- the state of one action ---- */
 
+typedef struct BitmapAction BitmapAction;
+
+/* Which change an action makes: the opaque of its transaction type. */
+typedef struct BitmapOps {
+    bool (*prepare)(BitmapAction *a, Error **errp);
+    void (*commit)(BitmapAction *a);
+    void (*abort)(BitmapAction *a);
+} BitmapOps;
+
 struct BitmapAction {
-    const struct ActionType *type;
+    const BitmapOps *ops;
     json_t *data;
     /* The bitmap prepare changed; NULL when it failed before changing
      * anything (abort has nothing to undo then). */
@@ -54,14 +66,6 @@ struct BitmapAction {
     HBitmap *backup;         /* clear, merge: the bits before */
     bool was_enabled;        /* enable, disable */
 };
-
-typedef struct ActionType {
-    const char *name;
-    const ArgSpec *args;
-    bool (*prepare)(BitmapAction *a, Error **errp);
-    void (*commit)(BitmapAction *a);
-    void (*abort)(BitmapAction *a);
-} ActionType;
 
 static BdrvDirtyBitmap *lookup(json_t *data, BlockNode **pbs, Error **errp)
 {
@@ -151,12 +155,10 @@ static bool add_prepare(BitmapAction *a, Error **errp)
     const char *node = arg_str(d, "node", NULL);
     const char *name = arg_str(d, "name", NULL);
     bool persistent = arg_bool(d, "persistent", false);
-    BlockNode *bs = bdrv_find_node(node);
+    BlockNode *bs = bdrv_lookup_node(node, node, errp);
     uint32_t gran;
 
     if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", node,
-                   node);
         return false;
     }
     if (!name[0]) {
@@ -309,49 +311,6 @@ static void enable_disable_abort(BitmapAction *a)
 
 /* ---- merge ---- */
 
-/* The shape of one element of "bitmaps": a name on the target's node, or
- * {node, name} anywhere; messages as qemu's visitor for the alternate. */
-static bool check_merge_source(json_t *el, size_t i, const char *path,
-                               Error **errp)
-{
-    static const char *const members[] = { "node", "name" };
-    const char *sep = path && *path ? "." : "";
-    const char *key;
-    json_t *v;
-
-    if (json_is_string(el)) {
-        return true;
-    }
-    if (!json_is_object(el)) {
-        error_setg(errp, "Invalid parameter type for 'null', expected: "
-                   "BlockDirtyBitmapOrStr");
-        return false;
-    }
-    path = path ? path : "";
-    for (int k = 0; k < 2; k++) {
-        v = json_object_get(el, members[k]);
-        if (!v) {
-            error_setg(errp, "Parameter '%s%sbitmaps[%zu].%s' is missing",
-                       path, sep, i, members[k]);
-            return false;
-        }
-        if (!json_is_string(v)) {
-            error_setg(errp, "Invalid parameter type for "
-                       "'%s%sbitmaps[%zu].%s', expected: string",
-                       path, sep, i, members[k]);
-            return false;
-        }
-    }
-    json_object_foreach(el, key, v) {
-        if (strcmp(key, "node") && strcmp(key, "name")) {
-            error_setg(errp, "Parameter '%s%sbitmaps[%zu].%s' is unexpected",
-                       path, sep, i, key);
-            return false;
-        }
-    }
-    return true;
-}
-
 static BdrvDirtyBitmap *merge_source(json_t *el, const char *node,
                                      Error **errp)
 {
@@ -377,10 +336,7 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
     if (!dst || !check_modifiable(bs, dst, false, errp)) {
         return false;
     }
-    src = calloc(n ? n : 1, sizeof(*src));
-    if (!src) {
-        abort();
-    }
+    src = bj_calloc(n ? n : 1, sizeof(*src));
     /* Check every source first: a refused merge changes nothing.  A busy
      * source is refused too, as qemu does (in a transaction, one that an
      * earlier action removes). */
@@ -418,118 +374,93 @@ static bool merge_prepare(BitmapAction *a, Error **errp)
     return true;
 }
 
-/* ---- the table ---- */
-
-static const ActionType action_types[] = {
-    { "block-dirty-bitmap-add", bitmap_add_args, add_prepare, NULL,
-      add_abort },
-    { "block-dirty-bitmap-remove", bitmap_node_name_args, remove_prepare,
-      remove_commit, remove_abort },
-    { "block-dirty-bitmap-clear", bitmap_node_name_args, clear_prepare, NULL,
-      bits_abort },
-    { "block-dirty-bitmap-enable", bitmap_node_name_args, enable_prepare,
-      NULL, enable_disable_abort },
-    { "block-dirty-bitmap-disable", bitmap_node_name_args, disable_prepare,
-      NULL, enable_disable_abort },
-    { "block-dirty-bitmap-merge", bitmap_merge_args, merge_prepare, NULL,
-      bits_abort },
-};
-
-static const ActionType *find_type(const char *name)
+/* What the merge table cannot say: each element's shape. */
+static bool check_merge_sources(json_t *data, const char *path,
+                                Error **errp)
 {
-    for (size_t i = 0; i < sizeof(action_types) / sizeof(action_types[0]);
-         i++) {
-        if (!strcmp(action_types[i].name, name)) {
-            return &action_types[i];
-        }
-    }
-    return NULL;
+    return qmp_check_bitmap_list(json_object_get(data, "bitmaps"), path,
+                                 errp);
 }
 
-const ArgSpec *bitmap_action_args(const char *type)
+/* ---- the steps, as transaction action types ---- */
+
+static bool bitmap_prepare(TransactionAction *ta, JobTxn *txn, Error **errp)
 {
-    const ActionType *t = find_type(type);
-    return t ? t->args : NULL;
-}
+    BitmapAction *a = bj_calloc(1, sizeof(*a));
+    bool ok;
 
-/* What the tables cannot say; data passed the type's table. */
-static bool check_extra(const ActionType *t, json_t *data, const char *path,
-                        Error **errp)
-{
-    if (t->args == bitmap_add_args) {
-        return check_granularity(data, path, errp);
-    }
-    if (t->args == bitmap_merge_args) {
-        json_t *list = json_object_get(data, "bitmaps");
-        for (size_t i = 0; i < json_array_size(list); i++) {
-            if (!check_merge_source(json_array_get(list, i), i, path, errp)) {
-                return false;
-            }
-        }
-    }
-    return true;
-}
-
-bool bitmap_action_check(const char *type, json_t *data, const char *path,
-                         Error **errp)
-{
-    const ActionType *t = find_type(type);
-
-    if (!t) {
-        error_setg(errp, "Transaction action '%s' is not supported", type);
-        return false;
-    }
-    return argspec_check(data, t->args, path, false, errp) &&
-           check_extra(t, data, path, errp);
-}
-
-BitmapAction *bitmap_action_prepare(const char *type, json_t *data,
-                                    bool *ok, Error **errp)
-{
-    BitmapAction *a = calloc(1, sizeof(*a));
-
-    if (!a) {
-        abort();
-    }
-    a->type = find_type(type);
-    a->data = data;
-    if (!a->type) {
-        error_setg(errp, "Transaction action '%s' is not supported", type);
-        *ok = false;
-        return a;
-    }
-    /* Again, in case the caller checked with the bare table: a no-op when
-     * bitmap_action_check() passed. */
-    *ok = check_extra(a->type, data, "", errp) && a->type->prepare(a, errp);
-    if (!*ok) {
+    a->ops = ta->type->opaque;
+    a->data = ta->data;
+    ta->state = a;
+    /* The type's extra check again, for a plain command whose arguments
+     * only met the table: a no-op after the transaction's own check. */
+    ok = (!ta->type->check || ta->type->check(a->data, "", errp)) &&
+         a->ops->prepare(a, errp);
+    if (!ok) {
         /* A failed prepare changed nothing: nothing to abort. */
         a->bm = NULL;
     }
-    return a;
+    return ok;
 }
 
-void bitmap_action_commit(BitmapAction *a)
+static void bitmap_commit(TransactionAction *ta)
 {
-    if (a->bm && a->type->commit) {
-        a->type->commit(a);
+    BitmapAction *a = ta->state;
+
+    if (a->bm && a->ops->commit) {
+        a->ops->commit(a);
     }
 }
 
-void bitmap_action_abort(BitmapAction *a)
+static void bitmap_abort(TransactionAction *ta)
 {
-    if (a->bm && a->type->abort) {
-        a->type->abort(a);
+    BitmapAction *a = ta->state;
+
+    if (a->bm && a->ops->abort) {
+        a->ops->abort(a);
     }
     a->bm = NULL;
 }
 
-void bitmap_action_clean(BitmapAction *a)
+static void bitmap_clean(TransactionAction *ta)
 {
-    if (!a) {
-        return;
-    }
+    BitmapAction *a = ta->state;
+
     if (a->backup) {
         hbitmap_free(a->backup);
     }
-    free(a);
 }
+
+/* The bitmaps of a node in an iothread are marked there, by every write:
+ * a plain command changes them from the main thread only while such nodes
+ * are drained (a transaction drains every node anyway). */
+#define BITMAP_ACTION(var, type_name, spec, extra_check, prep, comm, abrt) \
+    const TransactionActionType var = {                                   \
+        .name = type_name,                                                \
+        .args = spec,                                                     \
+        .check = extra_check,                                             \
+        .prepare = bitmap_prepare,                                        \
+        .commit = bitmap_commit,                                          \
+        .abort = bitmap_abort,                                            \
+        .clean = bitmap_clean,                                            \
+        .opaque = &(const BitmapOps) { prep, comm, abrt },                \
+        .alone_drain = TRANSACTION_DRAIN_IOTHREADS,                       \
+    }
+
+BITMAP_ACTION(transaction_bitmap_add_action, "block-dirty-bitmap-add",
+              bitmap_add_args, check_granularity, add_prepare, NULL,
+              add_abort);
+BITMAP_ACTION(transaction_bitmap_remove_action, "block-dirty-bitmap-remove",
+              bitmap_node_name_args, NULL, remove_prepare, remove_commit,
+              remove_abort);
+BITMAP_ACTION(transaction_bitmap_clear_action, "block-dirty-bitmap-clear",
+              bitmap_node_name_args, NULL, clear_prepare, NULL, bits_abort);
+BITMAP_ACTION(transaction_bitmap_enable_action, "block-dirty-bitmap-enable",
+              bitmap_node_name_args, NULL, enable_prepare, NULL,
+              enable_disable_abort);
+BITMAP_ACTION(transaction_bitmap_disable_action,
+              "block-dirty-bitmap-disable", bitmap_node_name_args, NULL,
+              disable_prepare, NULL, enable_disable_abort);
+BITMAP_ACTION(transaction_bitmap_merge_action, "block-dirty-bitmap-merge",
+              bitmap_merge_args, check_merge_sources, merge_prepare, NULL,
+              bits_abort);

@@ -26,41 +26,16 @@
 #ifndef BJ_QMP_BITMAP_ACTIONS_H
 #define BJ_QMP_BITMAP_ACTIONS_H
 
-#include <jansson.h>
-#include <stdbool.h>
-
 #include "util/argspec.h"
-#include "util/error.h"
 
-typedef struct BitmapAction BitmapAction;
+/* The action types themselves (transaction_bitmap_*_action) are declared
+ * in qmp/transaction.h, beside the others. */
 
-/* The argument table of a bitmap action type ("block-dirty-bitmap-add"
- * ...), NULL when type is not one. */
-const ArgSpec *bitmap_action_args(const char *type);
-
-/*
- * The whole argument check of an action's data, with path ("actions[0].data")
- * in the messages as qemu's input visitor puts it: the table above, then
- * what a table cannot say (add's granularity must be a uint32: "Parameter
- * 'granularity' expects uint32_t", qemu leaves the path out there; each
- * merge source is a string or {node, name}).  Prefer it to argspec_check
- * with the bare table: with the table alone those two are still checked,
- * by prepare, without the path and only once the actions before have been
- * prepared.
- */
-bool bitmap_action_check(const char *type, json_t *data, const char *path,
-                         Error **errp);
-
-/* data was checked against bitmap_action_args(type).  Returns the state
- * (never NULL); *ok says whether prepare succeeded (errp set if not). */
-BitmapAction *bitmap_action_prepare(const char *type, json_t *data,
-                                    bool *ok, Error **errp);
-void bitmap_action_commit(BitmapAction *a);
-void bitmap_action_abort(BitmapAction *a);
-void bitmap_action_clean(BitmapAction *a);
-
-/* The tables behind bitmap_action_args, for the plain commands' table
- * (cmd-bitmap.c): add, merge, and {node, name} of the others. */
+/* Their argument tables, for the plain commands' table (cmd-bitmap.c):
+ * add, merge, and {node, name} of the others.  What a table cannot say
+ * (add's granularity must be a uint32: "Parameter 'granularity' expects
+ * uint32_t", qemu leaves the path out there; each merge source is a
+ * string or {node, name}) the action type's check says, with the path. */
 extern const ArgSpec bitmap_add_args[];
 extern const ArgSpec bitmap_merge_args[];
 extern const ArgSpec bitmap_node_name_args[];

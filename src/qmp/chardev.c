@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "qmp/qmp.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -225,15 +226,9 @@ bool chardev_add(json_t *opts, Error **errp)
     if (fd < 0) {
         return false;
     }
-    Chardev *c = calloc(1, sizeof(*c));
-    if (!c) {
-        abort();
-    }
-    c->id = strdup(id);
-    c->path = strdup(path);
-    if (!c->id || !c->path) {
-        abort();
-    }
+    Chardev *c = bj_calloc(1, sizeof(*c));
+    c->id = bj_strdup(id);
+    c->path = bj_strdup(path);
     c->fd = fd;
     Chardev **tail = &chardevs;
     while (*tail) {

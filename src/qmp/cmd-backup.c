@@ -1,13 +1,9 @@
 /*
- * blockdev-backup and the transaction command.
- *
- * blockdev-backup is a transaction of one action, as in qemu.  Each action
- * has prepare / commit / abort / clean steps; the transaction prepares all
- * in order, then commits all (or, when one prepare failed, aborts the
- * prepared ones in reverse), then cleans all.  A backup's prepare drains
- * its source, inserts the filter and creates the job; commit starts it;
- * clean ends the drained section (the job's start is seen as created,
- * running, paused, running, as qemu-storage-daemon 7.2 shows it).  With
+ * blockdev-backup, as the transaction action it is in qemu (the command is
+ * a transaction of that one action: transaction.c).  Prepare drains the
+ * source, inserts the filter and creates the job; commit starts it; clean
+ * ends the drained section (the job's start is seen as created, running,
+ * paused, running, as qemu-storage-daemon 7.2 shows it).  With
  * completion-mode grouped the backup jobs share one JobTxn: one failing
  * cancels the others.
  */
@@ -16,13 +12,16 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/chain.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
 #include "job/backup.h"
 #include "job/blockjob.h"
-#include "qmp/bitmap-actions.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
 #include "qmp/snapshot.h"
+#include "qmp/transaction.h"
+#include "util/alloc.h"
 
 static const char *const sync_names[] = {
     "top", "full", "none", "incremental", "bitmap", NULL,
@@ -42,108 +41,28 @@ static const ArgSpec x_perf_args[] = {
 };
 
 static const ArgSpec blockdev_backup_args[] = {
-    { .name = "job-id", .type = ARG_STR, .optional = true },
+    QMP_JOB_ARG_ID,
     { .name = "device", .type = ARG_STR },
     { .name = "sync", .type = ARG_ENUM, .enum_values = sync_names },
-    { .name = "speed", .type = ARG_INT, .optional = true },
+    QMP_JOB_ARG_SPEED,
     { .name = "bitmap", .type = ARG_STR, .optional = true },
     { .name = "bitmap-mode", .type = ARG_ENUM, .optional = true,
       .enum_values = bitmap_mode_names },
     { .name = "compress", .type = ARG_BOOL, .optional = true },
-    { .name = "on-source-error", .type = ARG_ENUM, .optional = true,
-      .enum_values = job_on_error_names },
-    { .name = "on-target-error", .type = ARG_ENUM, .optional = true,
-      .enum_values = job_on_error_names },
-    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
-    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
-    { .name = "filter-node-name", .type = ARG_STR, .optional = true },
+    QMP_JOB_ARGS_SOURCE_TARGET_ERROR,
+    QMP_JOB_ARGS_AUTO,
+    QMP_JOB_ARG_FILTER_NODE_NAME,
     { .name = "x-perf", .type = ARG_OBJECT, .optional = true,
       .members = x_perf_args },
     { .name = "target", .type = ARG_STR },
     { .name = NULL },
 };
 
-static const ArgSpec blockdev_snapshot_args[] = {
-    { .name = "node", .type = ARG_STR },
-    { .name = "overlay", .type = ARG_STR },
-    { .name = NULL },
-};
-
-static const ArgSpec abort_args[] = {
-    { .name = NULL },
-};
-
-/* ---- actions ---- */
-
-typedef enum ActionType {
-    ACTION_ABORT,
-    ACTION_BLOCKDEV_BACKUP,
-    ACTION_BLOCKDEV_SNAPSHOT,
-    ACTION_BITMAP,           /* block-dirty-bitmap-*: bitmap-actions.h */
-} ActionType;
-
-/* What qemu 7.2 lists (the others are refused as not supported here). */
-static const char *const action_names[] = {
-    "abort", "blockdev-backup", "blockdev-snapshot",
-    "block-dirty-bitmap-add", "block-dirty-bitmap-remove",
-    "block-dirty-bitmap-clear", "block-dirty-bitmap-enable",
-    "block-dirty-bitmap-disable", "block-dirty-bitmap-merge",
-    "blockdev-snapshot-internal-sync", "blockdev-snapshot-sync",
-    "drive-backup", NULL,
-};
-
-static const char *const completion_mode_names[] = {
-    "individual", "grouped", NULL,
-};
-
-static const ArgSpec action_args[] = {
-    { .name = "type", .type = ARG_ENUM, .enum_values = action_names },
-    { .name = "data", .type = ARG_OBJECT, .open = true },
-    { .name = NULL },
-};
-
-/* ARG_ARRAY: members[0] describes each element. */
-static const ArgSpec action_elem[] = {
-    { .name = "action", .type = ARG_OBJECT, .members = action_args },
-    { .name = NULL },
-};
-
-static const ArgSpec properties_args[] = {
-    { .name = "completion-mode", .type = ARG_ENUM, .optional = true,
-      .enum_values = completion_mode_names },
-    { .name = NULL },
-};
-
-static const ArgSpec transaction_args[] = {
-    { .name = "actions", .type = ARG_ARRAY, .members = action_elem },
-    { .name = "properties", .type = ARG_OBJECT, .optional = true,
-      .members = properties_args },
-    { .name = NULL },
-};
-
-typedef struct Action {
-    ActionType type;
-    const char *type_name;
-    json_t *data;
-    bool prepared;
-    /* blockdev-backup */
+/* The state of one blockdev-backup action. */
+typedef struct BackupAction {
     BlockNode *bs;           /* drained while set (a reference) */
-    Job *job;
-    /* blockdev-snapshot */
-    BlockdevSnapshot snap;
-    /* block-dirty-bitmap-* (cleaned whether prepare succeeded or not) */
-    BitmapAction *bitmap;
-} Action;
-
-static BlockNode *lookup(const char *name, Error **errp)
-{
-    BlockNode *bs = bdrv_find_node(name);
-    if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name,
-                   name);
-    }
-    return bs;
-}
+    Job *job;                /* ours from prepare to commit or abort */
+} BackupAction;
 
 /* The checks of qemu's do_backup_common, in its order.  On success *pbm
  * is the sync bitmap (or NULL) and *pmode its mode; *psync becomes
@@ -221,21 +140,26 @@ static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int *psync,
     return true;
 }
 
-static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
+static bool backup_prepare(TransactionAction *ta, JobTxn *txn, Error **errp)
 {
-    json_t *d = a->data;
+    BackupAction *a = bj_calloc(1, sizeof(*a));
+    json_t *d = ta->data;
     json_t *perf = json_object_get(d, "x-perf");
     int sync = arg_enum(d, "sync", sync_names, SYNC_FULL);
     int mode = BITMAP_ON_SUCCESS;
     BackupParams p = { 0 };
     BlockNode *bs, *target, *bm_node = NULL;
+    const char *device, *target_name;
     int64_t len, tlen;
 
-    bs = lookup(arg_str(d, "device", NULL), errp);
+    ta->state = a;
+    device = arg_str(d, "device", NULL);
+    bs = bdrv_lookup_node(device, device, errp);
     if (!bs) {
         return false;
     }
-    target = lookup(arg_str(d, "target", NULL), errp);
+    target_name = arg_str(d, "target", NULL);
+    target = bdrv_lookup_node(target_name, target_name, errp);
     if (!target) {
         return false;
     }
@@ -301,23 +225,13 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
                    (long long)cs);
         return false;
     }
-    p.job.job_id = arg_str(d, "job-id", NULL);
-    p.job.speed = arg_int(d, "speed", 0);
-    p.job.flags = (arg_bool(d, "auto-finalize", true) ? 0
-                   : JOB_MANUAL_FINALIZE) |
-                  (arg_bool(d, "auto-dismiss", true) ? 0
-                   : JOB_MANUAL_DISMISS);
+    qmp_job_options(d, &p.job);
     p.sync = sync == SYNC_TOP ? BACKUP_SYNC_TOP
              : sync == SYNC_NONE ? BACKUP_SYNC_NONE
              : sync == SYNC_BITMAP ? BACKUP_SYNC_BITMAP : BACKUP_SYNC_FULL;
     p.bitmap_mode = mode == BITMAP_NEVER ? BACKUP_BITMAP_NEVER
                     : mode == BITMAP_ALWAYS ? BACKUP_BITMAP_ALWAYS
                     : BACKUP_BITMAP_ON_SUCCESS;
-    p.on_source_error = arg_enum(d, "on-source-error", job_on_error_names,
-                                 JOB_ON_ERROR_REPORT);
-    p.on_target_error = arg_enum(d, "on-target-error", job_on_error_names,
-                                 JOB_ON_ERROR_REPORT);
-    p.filter_node_name = arg_str(d, "filter-node-name", NULL);
     a->job = backup_job_create(&p, bs, target, txn, errp);
     if (!a->job) {
         return false;
@@ -328,15 +242,19 @@ static bool backup_prepare(Action *a, JobTxn *txn, Error **errp)
     return true;
 }
 
-static void backup_commit(Action *a)
+static void backup_commit(TransactionAction *ta)
 {
+    BackupAction *a = ta->state;
+
     job_start(a->job);
     job_unref(a->job);
     a->job = NULL;
 }
 
-static void backup_abort(Action *a)
+static void backup_abort(TransactionAction *ta)
 {
+    BackupAction *a = ta->state;
+
     if (a->job) {
         /* Never started: created -> aborting -> concluded -> null. */
         if (a->job->status == JOB_STATUS_CREATED) {
@@ -347,207 +265,34 @@ static void backup_abort(Action *a)
     }
 }
 
-static void backup_clean(Action *a)
+static void backup_clean(TransactionAction *ta)
 {
+    BackupAction *a = ta->state;
+
     if (a->bs) {
         bdrv_drained_end(a->bs);
         bdrv_unref(a->bs);
-        a->bs = NULL;
     }
 }
 
-/* ---- the transaction ---- */
-
-static bool action_prepare(Action *a, bool grouped, JobTxn *txn,
-                           Error **errp)
-{
-    switch (a->type) {
-    case ACTION_ABORT:
-        error_setg(errp, "Transaction aborted using Abort action");
-        return false;
-    case ACTION_BLOCKDEV_SNAPSHOT:
-        if (grouped) {
-            error_setg(errp, "Action 'blockdev-snapshot' does not support "
-                       "Transaction property completion-mode = grouped");
-            return false;
-        }
-        return blockdev_snapshot_prepare(&a->snap,
-                                         arg_str(a->data, "node", NULL),
-                                         arg_str(a->data, "overlay", NULL),
-                                         errp);
-    case ACTION_BLOCKDEV_BACKUP:
-        return backup_prepare(a, txn, errp);
-    case ACTION_BITMAP: {
-        bool ok = false;
-        if (grouped) {
-            error_setg(errp, "Action '%s' does not support Transaction "
-                       "property completion-mode = grouped", a->type_name);
-            return false;
-        }
-        a->bitmap = bitmap_action_prepare(a->type_name, a->data, &ok, errp);
-        return ok;
-    }
-    }
-    return false;
-}
-
-static void action_commit(Action *a)
-{
-    if (a->type == ACTION_BLOCKDEV_BACKUP) {
-        backup_commit(a);
-    } else if (a->type == ACTION_BITMAP && a->bitmap) {
-        bitmap_action_commit(a->bitmap);
-    }
-}
-
-static void action_abort(Action *a)
-{
-    if (a->type == ACTION_BLOCKDEV_BACKUP) {
-        backup_abort(a);
-    } else if (a->type == ACTION_BLOCKDEV_SNAPSHOT) {
-        blockdev_snapshot_abort(&a->snap);
-    } else if (a->type == ACTION_BITMAP && a->bitmap) {
-        bitmap_action_abort(a->bitmap);
-    }
-}
-
-static void action_clean(Action *a)
-{
-    if (a->type == ACTION_BLOCKDEV_BACKUP) {
-        backup_clean(a);
-    } else if (a->type == ACTION_BLOCKDEV_SNAPSHOT) {
-        blockdev_snapshot_clean(&a->snap);
-    } else if (a->type == ACTION_BITMAP && a->bitmap) {
-        bitmap_action_clean(a->bitmap);
-        a->bitmap = NULL;
-    }
-}
-
-/*
- * Every node drained for the whole transaction, as qemu's
- * bdrv_drain_all_begin/end around it: no client write lands between two
- * actions (a bitmap added and a full backup started see the same instant),
- * and running jobs pause meanwhile (qemu-storage-daemon 7.2 shows them
- * paused and running again).
- */
-static bool run_actions(Action *acts, size_t n, bool grouped, Error **errp)
-{
-    JobTxn *txn = grouped ? job_txn_new() : NULL;
-    size_t i, started = 0;
-    bool ok = true;
-    BdrvDrainedSet dn;
-
-    bdrv_drained_set_begin(&dn, false);
-
-    for (i = 0; i < n; i++) {
-        started = i + 1;
-        if (!action_prepare(&acts[i], grouped, txn, errp)) {
-            ok = false;
-            break;
-        }
-        acts[i].prepared = true;
-    }
-    if (ok) {
-        for (i = 0; i < n; i++) {
-            action_commit(&acts[i]);
-        }
-    } else {
-        for (i = started; i-- > 0;) {
-            if (acts[i].prepared) {
-                action_abort(&acts[i]);
-            }
-        }
-    }
-    for (i = 0; i < started; i++) {
-        action_clean(&acts[i]);
-    }
-    bdrv_drained_set_end(&dn);
-    job_txn_unref(txn);
-    return ok;
-}
-
-static ActionType action_type(const char *name, bool *supported)
-{
-    *supported = true;
-    if (bitmap_action_args(name)) {
-        return ACTION_BITMAP;
-    }
-    if (!strcmp(name, "abort")) {
-        return ACTION_ABORT;
-    }
-    if (!strcmp(name, "blockdev-backup")) {
-        return ACTION_BLOCKDEV_BACKUP;
-    }
-    if (!strcmp(name, "blockdev-snapshot")) {
-        return ACTION_BLOCKDEV_SNAPSHOT;
-    }
-    *supported = false;
-    return ACTION_ABORT;
-}
-
-static bool qmp_transaction(json_t *args, json_t **ret, Error **errp)
-{
-    json_t *actions = json_object_get(args, "actions");
-    json_t *props = json_object_get(args, "properties");
-    bool grouped = props && arg_enum(props, "completion-mode",
-                                     completion_mode_names, 0) == 1;
-    size_t n = json_array_size(actions);
-    Action *acts = calloc(n ? n : 1, sizeof(*acts));
-    bool ok = true;
-
-    (void)ret;
-    if (!acts) {
-        error_setg(errp, "Out of memory");
-        return false;
-    }
-    /* Every action's arguments are checked before anything runs. */
-    for (size_t i = 0; i < n && ok; i++) {
-        json_t *act = json_array_get(actions, i);
-        const char *type = arg_str(act, "type", "");
-        bool supported;
-        char path[64];
-
-        acts[i].type = action_type(type, &supported);
-        acts[i].type_name = type;
-        acts[i].data = json_object_get(act, "data");
-        snprintf(path, sizeof(path), "actions[%zu].data", i);
-        if (!supported) {
-            error_setg(errp, "Transaction action '%s' is not supported",
-                       type);
-            ok = false;
-            break;
-        }
-        if (acts[i].type == ACTION_BITMAP) {
-            /* The table and what it cannot say (granularity, merge
-             * sources), with the path. */
-            ok = bitmap_action_check(type, acts[i].data, path, errp);
-            continue;
-        }
-        ok = argspec_check(acts[i].data,
-                           acts[i].type == ACTION_BLOCKDEV_BACKUP ?
-                           blockdev_backup_args :
-                           acts[i].type == ACTION_BLOCKDEV_SNAPSHOT ?
-                           blockdev_snapshot_args : abort_args,
-                           path, false, errp);
-    }
-    if (ok) {
-        ok = run_actions(acts, n, grouped, errp);
-    }
-    free(acts);
-    return ok;
-}
+const TransactionActionType transaction_backup_action = {
+    .name = "blockdev-backup",
+    .args = blockdev_backup_args,
+    .supports_grouped = true,
+    .prepare = backup_prepare,
+    .commit = backup_commit,
+    .abort = backup_abort,
+    .clean = backup_clean,
+    .alone_drain = TRANSACTION_DRAIN_ALL,
+};
 
 static bool qmp_blockdev_backup(json_t *args, json_t **ret, Error **errp)
 {
-    Action a = { .type = ACTION_BLOCKDEV_BACKUP, .data = args };
-    (void)ret;
-    return run_actions(&a, 1, false, errp);
+    return transaction_run_alone(&transaction_backup_action, args, errp);
 }
 
 const QmpCommand qmp_backup_commands[] = {
     { .name = "blockdev-backup", .fn = qmp_blockdev_backup,
       .args = blockdev_backup_args },
-    { .name = "transaction", .fn = qmp_transaction,
-      .args = transaction_args },
     { .name = NULL },
 };

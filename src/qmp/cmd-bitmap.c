@@ -4,8 +4,8 @@
  * qemu-storage-daemon 7.2's defaults and messages.
  *
  * Each block-dirty-bitmap-* command is its transaction action
- * (bitmap-actions.c) run alone: prepare, then commit, then clean.  The
- * checks and the change live there, once.
+ * (bitmap-actions.c) run alone by the engine (transaction.c): prepare,
+ * then commit, then clean.  The checks and the change live there, once.
  */
 #include <stdlib.h>
 
@@ -13,42 +13,29 @@
 #include "block/dirty-bitmap-named.h"
 #include "qmp/bitmap-actions.h"
 #include "qmp/commands.h"
+#include "qmp/transaction.h"
+
+/* Each command is its action alone (the iothread nodes drained: see
+ * bitmap-actions.c). */
+#define BITMAP_COMMAND(fn, type)                                        \
+    static bool fn(json_t *args, json_t **ret, Error **errp)            \
+    {                                                                   \
+        (void)ret;                                                      \
+        return transaction_run_alone(&type, args, errp);                \
+    }
+
+BITMAP_COMMAND(qmp_bitmap_add, transaction_bitmap_add_action)
+BITMAP_COMMAND(qmp_bitmap_remove, transaction_bitmap_remove_action)
+BITMAP_COMMAND(qmp_bitmap_clear, transaction_bitmap_clear_action)
+BITMAP_COMMAND(qmp_bitmap_enable, transaction_bitmap_enable_action)
+BITMAP_COMMAND(qmp_bitmap_disable, transaction_bitmap_disable_action)
+BITMAP_COMMAND(qmp_bitmap_merge, transaction_bitmap_merge_action)
 
 /*
  * The bitmaps of a node in an iothread are marked there, by every write;
  * a command changes (or reads) them from the main thread only while such
  * nodes are drained: no request in flight, none starting.
  */
-static bool run_action(const char *type, json_t *args, Error **errp)
-{
-    BdrvDrainedSet iothread_nodes;
-    BitmapAction *a;
-    bool ok;
-
-    bdrv_drained_set_begin(&iothread_nodes, true);
-    a = bitmap_action_prepare(type, args, &ok, errp);
-    if (ok) {
-        bitmap_action_commit(a);
-    }
-    bitmap_action_clean(a);
-    bdrv_drained_set_end(&iothread_nodes);
-    return ok;
-}
-
-#define BITMAP_COMMAND(fn, type)                                        \
-    static bool fn(json_t *args, json_t **ret, Error **errp)            \
-    {                                                                   \
-        (void)ret;                                                      \
-        return run_action(type, args, errp);                            \
-    }
-
-BITMAP_COMMAND(qmp_bitmap_add, "block-dirty-bitmap-add")
-BITMAP_COMMAND(qmp_bitmap_remove, "block-dirty-bitmap-remove")
-BITMAP_COMMAND(qmp_bitmap_clear, "block-dirty-bitmap-clear")
-BITMAP_COMMAND(qmp_bitmap_enable, "block-dirty-bitmap-enable")
-BITMAP_COMMAND(qmp_bitmap_disable, "block-dirty-bitmap-disable")
-BITMAP_COMMAND(qmp_bitmap_merge, "block-dirty-bitmap-merge")
-
 static bool qmp_bitmap_sha256(json_t *args, json_t **ret, Error **errp)
 {
     BdrvDrainedSet iothread_nodes;

@@ -7,11 +7,13 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "block/chain.h"
 #include "job/blockjob.h"
 #include "job/job.h"
 #include "job/jobs.h"
 #include "job/mirror.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
 
 /* ---- finding jobs ---- */
 
@@ -82,23 +84,7 @@ static bool qmp_block_job_cancel(json_t *args, json_t **ret, Error **errp)
     return job_user_cancel(job, force, errp);
 }
 
-static bool qmp_block_job_pause(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
-    return job && job_user_pause(job, errp);
-}
-
-static bool qmp_block_job_resume(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
-    return job && job_user_resume(job, errp);
-}
-
-static bool qmp_block_job_complete(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "device", NULL), errp);
-    return job && job_complete(job, errp);
-}
+/* ---- the verbs that take nothing but the job ---- */
 
 static bool do_finalize(Job *job, Error **errp)
 {
@@ -109,56 +95,40 @@ static bool do_finalize(Job *job, Error **errp)
     return ok;
 }
 
-static bool qmp_block_job_finalize(json_t *args, json_t **ret, Error **errp)
+static bool do_dismiss(Job *job, Error **errp)
 {
-    Job *job = find_block_job(arg_str(args, "id", NULL), errp);
-    return job && do_finalize(job, errp);
+    return job_dismiss(&job, errp);
 }
 
-static bool qmp_block_job_dismiss(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_block_job(arg_str(args, "id", NULL), errp);
-    return job && job_dismiss(&job, errp);
-}
-
-/* ---- job-* ---- */
-
-static bool qmp_job_pause(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_user_pause(job, errp);
-}
-
-static bool qmp_job_resume(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_user_resume(job, errp);
-}
-
-static bool qmp_job_cancel(json_t *args, json_t **ret, Error **errp)
+static bool do_force_cancel(Job *job, Error **errp)
 {
     /* job-cancel always forces (a READY mirror does not pivot either). */
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_user_cancel(job, true, errp);
+    return job_user_cancel(job, true, errp);
 }
 
-static bool qmp_job_complete(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_complete(job, errp);
-}
+/* A command that finds the job named by member `key` with `find`
+ * (block-job-*: find_block_job; job-*: find_job) and applies `verb`. */
+#define JOB_VERB_COMMAND(fn, find, key, verb)                               \
+    static bool fn(json_t *args, json_t **ret, Error **errp)                \
+    {                                                                       \
+        Job *job = find(arg_str(args, key, NULL), errp);                    \
+        return job && verb(job, errp);                                      \
+    }
 
-static bool qmp_job_finalize(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && do_finalize(job, errp);
-}
-
-static bool qmp_job_dismiss(json_t *args, json_t **ret, Error **errp)
-{
-    Job *job = find_job(arg_str(args, "id", NULL), errp);
-    return job && job_dismiss(&job, errp);
-}
+JOB_VERB_COMMAND(qmp_block_job_pause, find_block_job, "device",
+                 job_user_pause)
+JOB_VERB_COMMAND(qmp_block_job_resume, find_block_job, "device",
+                 job_user_resume)
+JOB_VERB_COMMAND(qmp_block_job_complete, find_block_job, "device",
+                 job_complete)
+JOB_VERB_COMMAND(qmp_block_job_finalize, find_block_job, "id", do_finalize)
+JOB_VERB_COMMAND(qmp_block_job_dismiss, find_block_job, "id", do_dismiss)
+JOB_VERB_COMMAND(qmp_job_pause, find_job, "id", job_user_pause)
+JOB_VERB_COMMAND(qmp_job_resume, find_job, "id", job_user_resume)
+JOB_VERB_COMMAND(qmp_job_cancel, find_job, "id", do_force_cancel)
+JOB_VERB_COMMAND(qmp_job_complete, find_job, "id", job_complete)
+JOB_VERB_COMMAND(qmp_job_finalize, find_job, "id", do_finalize)
+JOB_VERB_COMMAND(qmp_job_dismiss, find_job, "id", do_dismiss)
 
 /* ---- queries ---- */
 
@@ -176,17 +146,6 @@ static bool qmp_query_jobs(json_t *args, json_t **ret, Error **errp)
 
 /* ---- starting jobs ---- */
 
-static BlockNode *lookup_node(const char *device, const char *node_name,
-                              Error **errp)
-{
-    BlockNode *bs = bdrv_find_node(node_name);
-    if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
-                   device ? device : "", node_name);
-    }
-    return bs;
-}
-
 /* A chain member named by file name (the "base"/"top" arguments): the
  * name the image was opened with or the name its overlay's header uses. */
 static BlockNode *find_backing_image(BlockNode *top, const char *name)
@@ -201,32 +160,15 @@ static BlockNode *find_backing_image(BlockNode *top, const char *name)
     return NULL;
 }
 
-static void job_options(json_t *args, BlockJobOptions *o)
-{
-    o->job_id = arg_str(args, "job-id", NULL);
-    o->speed = arg_int(args, "speed", 0);
-    o->on_error = arg_enum(args, "on-error", job_on_error_names,
-                           JOB_ON_ERROR_REPORT);
-    o->flags = (arg_bool(args, "auto-finalize", true) ? 0
-                : JOB_MANUAL_FINALIZE) |
-               (arg_bool(args, "auto-dismiss", true) ? 0
-                : JOB_MANUAL_DISMISS);
-    o->filter_node_name = arg_str(args, "filter-node-name", NULL);
-}
+/* An optional string member (the chain arguments are all of this kind). */
+#define OPT_STR(member) { .name = member, .type = ARG_STR, .optional = true }
 
 static const ArgSpec stream_args[] = {
-    { .name = "job-id", .type = ARG_STR, .optional = true },
+    QMP_JOB_ARG_ID,
     { .name = "device", .type = ARG_STR },
-    { .name = "base", .type = ARG_STR, .optional = true },
-    { .name = "base-node", .type = ARG_STR, .optional = true },
-    { .name = "bottom", .type = ARG_STR, .optional = true },
-    { .name = "backing-file", .type = ARG_STR, .optional = true },
-    { .name = "speed", .type = ARG_INT, .optional = true },
-    { .name = "on-error", .type = ARG_ENUM, .optional = true,
-      .enum_values = job_on_error_names },
-    { .name = "filter-node-name", .type = ARG_STR, .optional = true },
-    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
-    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
+    OPT_STR("base"), OPT_STR("base-node"), OPT_STR("bottom"),
+    OPT_STR("backing-file"),
+    QMP_JOB_ARGS_ONE_POLICY_TAIL,
     { .name = NULL },
 };
 
@@ -255,7 +197,7 @@ static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
                    "the same time");
         return false;
     }
-    if (!(bs = lookup_node(device, device, errp))) {
+    if (!(bs = bdrv_lookup_node(device, device, errp))) {
         return false;
     }
     if (base) {
@@ -266,7 +208,7 @@ static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
         }
     }
     if (base_node) {
-        if (!(base_bs = lookup_node(NULL, base_node, errp))) {
+        if (!(base_bs = bdrv_lookup_node(NULL, base_node, errp))) {
             return false;
         }
         if (bs == base_bs || !block_chain_contains(bs, base_bs)) {
@@ -276,7 +218,7 @@ static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
         }
     }
     if (bottom) {
-        BlockNode *bottom_bs = lookup_node(NULL, bottom, errp);
+        BlockNode *bottom_bs = bdrv_lookup_node(NULL, bottom, errp);
         if (!bottom_bs) {
             return false;
         }
@@ -297,24 +239,16 @@ static bool qmp_block_stream(json_t *args, json_t **ret, Error **errp)
                    "chain");
         return false;
     }
-    job_options(args, &o);
+    qmp_job_options(args, &o);
     return stream_start(&o, bs, base_bs, backing_file, errp) != NULL;
 }
 
 static const ArgSpec commit_args[] = {
-    { .name = "job-id", .type = ARG_STR, .optional = true },
+    QMP_JOB_ARG_ID,
     { .name = "device", .type = ARG_STR },
-    { .name = "base-node", .type = ARG_STR, .optional = true },
-    { .name = "base", .type = ARG_STR, .optional = true },
-    { .name = "top-node", .type = ARG_STR, .optional = true },
-    { .name = "top", .type = ARG_STR, .optional = true },
-    { .name = "backing-file", .type = ARG_STR, .optional = true },
-    { .name = "speed", .type = ARG_INT, .optional = true },
-    { .name = "on-error", .type = ARG_ENUM, .optional = true,
-      .enum_values = job_on_error_names },
-    { .name = "filter-node-name", .type = ARG_STR, .optional = true },
-    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },
-    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true },
+    OPT_STR("base-node"), OPT_STR("base"), OPT_STR("top-node"), OPT_STR("top"),
+    OPT_STR("backing-file"),
+    QMP_JOB_ARGS_ONE_POLICY_TAIL,
     { .name = NULL },
 };
 
@@ -348,7 +282,7 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
         error_setg(errp, "'top-node' and 'top' are mutually exclusive");
         return false;
     } else if (top_node) {
-        if (!(top_bs = lookup_node(NULL, top_node, errp))) {
+        if (!(top_bs = bdrv_lookup_node(NULL, top_node, errp))) {
             return false;
         }
         if (!block_chain_contains(bs, top_bs)) {
@@ -367,7 +301,7 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
         error_setg(errp, "'base-node' and 'base' are mutually exclusive");
         return false;
     } else if (base_node) {
-        if (!(base_bs = lookup_node(NULL, base_node, errp))) {
+        if (!(base_bs = bdrv_lookup_node(NULL, base_node, errp))) {
             return false;
         }
         if (!block_chain_contains(top_bs, base_bs)) {
@@ -384,11 +318,8 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
     } else {
         base_bs = block_chain_base(top_bs);
     }
-    for (BlockNode *it = top_bs; it && it != base_bs;
-         it = block_chain_next(it)) {
-        if (!block_job_check_node_free(it, errp)) {
-            return false;
-        }
+    if (!block_job_check_chain_free(top_bs, base_bs, errp)) {
+        return false;
     }
     if (top_bs == base_bs) {
         error_setg(errp, "cannot commit an image into itself");
@@ -401,12 +332,10 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
             return false;
         }
         /* Active commit runs as a mirror of type "commit" (mirror.c). */
-        job_options(args, &o);
-        return commit_active_start(&o, bs, base_bs,
-                                   arg_str(args, "filter-node-name", NULL),
-                                   errp) != NULL;
+        qmp_job_options(args, &o);
+        return commit_active_start(&o, bs, base_bs, errp) != NULL;
     }
-    job_options(args, &o);
+    qmp_job_options(args, &o);
     return commit_start(&o, bs, top_bs, base_bs, backing_file, errp) != NULL;
 }
 

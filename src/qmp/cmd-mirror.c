@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include "block/block.h"
+#include "block/chain.h"
 #include "job/blockjob.h"
 #include "job/mirror.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
 
 static const char *const sync_names[] = {
     "top", "full", "none", "incremental", "bitmap", NULL,
@@ -26,22 +28,18 @@ static const char *const drive_mode_names[] = {
 };
 
 #define COMMON_ARGS                                                         \
-    { .name = "job-id", .type = ARG_STR, .optional = true },               \
+    QMP_JOB_ARG_ID,                                                         \
     { .name = "device", .type = ARG_STR },                                 \
     { .name = "replaces", .type = ARG_STR, .optional = true },             \
     { .name = "sync", .type = ARG_ENUM, .enum_values = sync_names },       \
-    { .name = "speed", .type = ARG_INT, .optional = true },                \
+    QMP_JOB_ARG_SPEED,                                                      \
     { .name = "granularity", .type = ARG_UINT, .optional = true },         \
     { .name = "buf-size", .type = ARG_INT, .optional = true },             \
-    { .name = "on-source-error", .type = ARG_ENUM, .optional = true,       \
-      .enum_values = job_on_error_names },                                 \
-    { .name = "on-target-error", .type = ARG_ENUM, .optional = true,       \
-      .enum_values = job_on_error_names },                                 \
-    { .name = "filter-node-name", .type = ARG_STR, .optional = true },     \
+    QMP_JOB_ARGS_SOURCE_TARGET_ERROR,                                       \
+    QMP_JOB_ARG_FILTER_NODE_NAME,                                           \
     { .name = "copy-mode", .type = ARG_ENUM, .optional = true,             \
       .enum_values = copy_mode_names },                                    \
-    { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },       \
-    { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true }
+    QMP_JOB_ARGS_AUTO
 
 static const ArgSpec blockdev_mirror_args[] = {
     COMMON_ARGS,
@@ -60,22 +58,12 @@ static const ArgSpec drive_mirror_args[] = {
     { .name = NULL },
 };
 
-static BlockNode *lookup(const char *name, Error **errp)
-{
-    BlockNode *bs = bdrv_find_node(name);
-    if (!bs) {
-        error_setg(errp, "Cannot find device='%s' nor node-name='%s'", name,
-                   name);
-    }
-    return bs;
-}
-
 /* The source of a mirror is looked up as in qemu-storage-daemon 7.2: it
  * must be a root node, and a node in use by a job counts as having that
  * job's filter above it. */
 static BlockNode *lookup_root(const char *name, Error **errp)
 {
-    BlockNode *bs = lookup(name, errp);
+    BlockNode *bs = bdrv_lookup_node(name, name, errp);
     if (bs && (!bdrv_is_root_node(bs) || block_job_user_of(bs))) {
         error_setg(errp, "Need a root block node");
         return NULL;
@@ -129,21 +117,11 @@ static bool mirror_common(json_t *args, BlockNode *bs, BlockNode *target,
         error_setg(errp, "Can't mirror node into itself");
         return false;
     }
-    p.job.job_id = arg_str(args, "job-id", NULL);
-    p.job.speed = arg_int(args, "speed", 0);
-    p.job.flags = (arg_bool(args, "auto-finalize", true) ? 0
-                   : JOB_MANUAL_FINALIZE) |
-                  (arg_bool(args, "auto-dismiss", true) ? 0
-                   : JOB_MANUAL_DISMISS);
+    qmp_job_options(args, &p.job);
     p.sync = sync == SYNC_TOP ? MIRROR_SYNC_TOP
              : sync == SYNC_NONE ? MIRROR_SYNC_NONE : MIRROR_SYNC_FULL;
     p.granularity = granularity;
     p.write_blocking = arg_enum(args, "copy-mode", copy_mode_names, 0) == 1;
-    p.on_source_error = arg_enum(args, "on-source-error", job_on_error_names,
-                                 JOB_ON_ERROR_REPORT);
-    p.on_target_error = arg_enum(args, "on-target-error", job_on_error_names,
-                                 JOB_ON_ERROR_REPORT);
-    p.filter_node_name = arg_str(args, "filter-node-name", NULL);
     return mirror_start(&p, bs, target, errp) != NULL;
 }
 
@@ -153,7 +131,8 @@ static bool qmp_blockdev_mirror(json_t *args, json_t **ret, Error **errp)
     if (!bs) {
         return false;
     }
-    BlockNode *target = lookup(arg_str(args, "target", NULL), errp);
+    const char *target_name = arg_str(args, "target", NULL);
+    BlockNode *target = bdrv_lookup_node(target_name, target_name, errp);
     if (!target) {
         return false;
     }

@@ -11,6 +11,8 @@
 #include "block/block.h"
 #include "nbd/nbd.h"
 #include "qmp/commands.h"
+#include "qmp/common-args.h"
+#include "util/alloc.h"
 #include "util/list.h"
 
 static bool qmp_nbd_server_start(json_t *args, json_t **ret, Error **errp)
@@ -23,10 +25,94 @@ static bool qmp_nbd_server_stop(json_t *args, json_t **ret, Error **errp)
     return nbd_server_stop(errp);
 }
 
+/* ---- block-export-add (and --export) ---- */
+
+static const char *const export_types[] = { "nbd", "vhost-user-blk", "fuse",
+                                            "vduse-blk", NULL };
+
+/* Each element is checked by qmp_check_bitmap_list, with qemu's words. */
+static const ArgSpec bitmap_elem[] = {
+    { .name = "", .type = ARG_ANY },
+    { .name = NULL },
+};
+
+static const ArgSpec block_export_add_args[] = {
+    { .name = "type", .type = ARG_ENUM, .enum_values = export_types },
+    { .name = "id", .type = ARG_STR },
+    { .name = "node-name", .type = ARG_STR },
+    { .name = "writable", .type = ARG_BOOL, .optional = true },
+    { .name = "writethrough", .type = ARG_BOOL, .optional = true },
+    { .name = "iothread", .type = ARG_STR, .optional = true },
+    { .name = "fixed-iothread", .type = ARG_BOOL, .optional = true },
+    { .name = "name", .type = ARG_STR, .optional = true },
+    { .name = "description", .type = ARG_STR, .optional = true },
+    { .name = "bitmaps", .type = ARG_ARRAY, .optional = true,
+      .members = bitmap_elem },
+    { .name = "allocation-depth", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+/* Checked arguments into o; o->bitmaps is allocated (the caller frees
+ * it), the strings stay args'. */
+static bool export_options(json_t *args, NbdExportOptions *o, Error **errp)
+{
+    json_t *bitmaps = json_object_get(args, "bitmaps");
+    const char *type = arg_str(args, "type", "nbd");
+    const char *node_name = arg_str(args, "node-name", NULL);
+    NbdExportBitmap *bm;
+    size_t i;
+    json_t *el;
+
+    if (bitmaps && !qmp_check_bitmap_list(bitmaps, "", errp)) {
+        return false;
+    }
+    if (strcmp(type, "nbd") != 0) {
+        error_setg(errp, "Export type '%s' is not supported", type);
+        return false;
+    }
+    *o = (NbdExportOptions) {
+        .id = arg_str(args, "id", NULL),
+        .node_name = node_name,
+        .name = arg_str(args, "name", node_name),
+        .description = arg_str(args, "description", NULL),
+        .iothread = arg_str(args, "iothread", NULL),
+        .writable = arg_bool(args, "writable", false),
+        .writethrough = arg_bool(args, "writethrough", false),
+        .fixed_iothread = arg_bool(args, "fixed-iothread", false),
+        .allocation_depth = arg_bool(args, "allocation-depth", false),
+        .n_bitmaps = json_array_size(bitmaps),
+    };
+    bm = bj_try_calloc(o->n_bitmaps ? o->n_bitmaps : 1, sizeof(*bm));
+    if (!bm) {
+        error_setg(errp, "Out of memory");
+        return false;
+    }
+    json_array_foreach(bitmaps, i, el) {
+        if (json_is_string(el)) {
+            bm[i].name = json_string_value(el);
+        } else {
+            bm[i].node = arg_str(el, "node", NULL);
+            bm[i].name = arg_str(el, "name", NULL);
+        }
+    }
+    o->bitmaps = bm;
+    return true;
+}
+
 static bool qmp_block_export_add(json_t *args, json_t **ret, Error **errp)
 {
-    return nbd_export_add(args, errp);
+    NbdExportOptions o;
+    bool ok;
+
+    if (!export_options(args, &o, errp)) {
+        return false;
+    }
+    ok = nbd_export_add(&o, errp);
+    free((NbdExportBitmap *)o.bitmaps);
+    return ok;
 }
+
+/* ---- block-export-del, query-block-exports ---- */
 
 static const char *const del_modes[] = { "safe", "hard", NULL };
 
@@ -67,13 +153,7 @@ static const ArgSpec drain_args[] = {
 
 static BlockNode *drain_node(json_t *args, Error **errp)
 {
-    const char *name = arg_str(args, "node-name", NULL);
-    BlockNode *bs = bdrv_find_node(name);
-
-    if (!bs) {
-        error_setg(errp, "Cannot find device='' nor node-name='%s'", name);
-    }
-    return bs;
+    return bdrv_lookup_node(NULL, arg_str(args, "node-name", NULL), errp);
 }
 
 static bool qmp_x_debug_drain_begin(json_t *args, json_t **ret, Error **errp)
@@ -84,11 +164,7 @@ static bool qmp_x_debug_drain_begin(json_t *args, json_t **ret, Error **errp)
     if (!bs) {
         return false;
     }
-    d = calloc(1, sizeof(*d));
-    if (!d) {
-        error_setg(errp, "Out of memory");
-        return false;
-    }
+    d = bj_calloc(1, sizeof(*d));
     bdrv_ref(bs);
     d->bs = bs;
     list_add_tail(&debug_drains, &d->link);
@@ -139,7 +215,7 @@ const QmpCommand qmp_nbd_commands[] = {
       .args = nbd_server_start_args },
     { .name = "nbd-server-stop", .fn = qmp_nbd_server_stop, .args = no_args },
     { .name = "block-export-add", .fn = qmp_block_export_add,
-      .args = nbd_export_add_args },
+      .args = block_export_add_args },
     { .name = "block-export-del", .fn = qmp_block_export_del,
       .args = block_export_del_args },
     { .name = "query-block-exports", .fn = qmp_query_block_exports,

@@ -54,6 +54,7 @@ void qmp_register_all_commands(void)
     qmp_register_commands(qmp_nbd_commands);
     qmp_register_commands(qmp_bitmap_commands);
     qmp_register_commands(qmp_backup_commands);
+    qmp_register_commands(qmp_transaction_commands);
     qmp_register_commands(qmp_mirror_commands);
     qmp_register_commands(qmp_create_commands);
 }

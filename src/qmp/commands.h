@@ -14,6 +14,7 @@ extern const QmpCommand qmp_create_commands[];   /* cmd-create.c */
 extern const QmpCommand qmp_nbd_commands[];      /* cmd-nbd.c */
 extern const QmpCommand qmp_bitmap_commands[];   /* cmd-bitmap.c */
 extern const QmpCommand qmp_backup_commands[];   /* cmd-backup.c */
+extern const QmpCommand qmp_transaction_commands[]; /* transaction.c */
 extern const QmpCommand qmp_mirror_commands[];   /* cmd-mirror.c */
 
 #endif

@@ -139,9 +139,8 @@ json_t *qmp_dispatch(const char *name, json_t *args, Error **errp)
                   "The command %s has not been found", name);
         return NULL;
     }
-    json_t *a = args ? json_incref(args) : json_object();
+    json_auto_t *a = args ? json_incref(args) : json_object();
     if (!json_is_object(a)) {
-        json_decref(a);
         error_setg(errp, "QMP input member 'arguments' must be an object");
         return NULL;
     }
@@ -167,6 +166,5 @@ json_t *qmp_dispatch(const char *name, json_t *args, Error **errp)
             ret = json_object();
         }
     }
-    json_decref(a);
     return ret;
 }

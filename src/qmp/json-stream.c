@@ -12,6 +12,7 @@
  * plain "'", which jansson would otherwise refuse.
  */
 #include "qmp/json-stream.h"
+#include "util/alloc.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -38,10 +39,7 @@ struct JsonStream {
 
 JsonStream *json_stream_new(JsonStreamEmitFn *emit, void *opaque)
 {
-    JsonStream *js = calloc(1, sizeof(*js));
-    if (!js) {
-        abort();
-    }
+    JsonStream *js = bj_calloc(1, sizeof(*js));
     js->emit = emit;
     js->opaque = opaque;
     js->max_size = JSON_STREAM_MAX_SIZE;
@@ -129,9 +127,11 @@ static void put(JsonStream *js, char c)
     }
     if (js->len == js->cap) {
         size_t ncap = js->cap ? js->cap * 2 : 256;
-        char *nbuf = realloc(js->buf, ncap);
+        /* Sized by the client, up to max_size: a refusal, not an abort. */
+        char *nbuf = bj_try_reallocarray(js->buf, ncap, 1);
         if (!nbuf) {
-            abort();
+            overflow(js, "JSON token does not fit in memory");
+            return;
         }
         js->buf = nbuf;
         js->cap = ncap;
@@ -297,10 +297,9 @@ static char *qemu_wording(const char *text)
         { "premature end of input", "premature EOI" },
         { "duplicate object key", "duplicate key" },
     };
-    char *out = NULL;
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         if (!strncmp(text, map[i].prefix, strlen(map[i].prefix))) {
-            return strdup(map[i].qemu);
+            return bj_strdup(map[i].qemu);
         }
     }
     const char *near = strstr(text, " near '");
@@ -312,13 +311,10 @@ static char *qemu_wording(const char *text)
         }
         bool word = (*tok >= 'a' && *tok <= 'z') || (*tok >= 'A' &&
                                                      *tok <= 'Z');
-        if (asprintf(&out, "%s '%.*s'", word ? "invalid keyword" : "stray",
-                     (int)n, tok) < 0) {
-            abort();
-        }
-        return out;
+        return bj_asprintf("%s '%.*s'", word ? "invalid keyword" : "stray",
+                           (int)n, tok);
     }
-    return strdup(text);
+    return bj_strdup(text);
 }
 
 /*
@@ -328,9 +324,9 @@ static char *qemu_wording(const char *text)
  */
 static char *widen_big_integers(const char *buf, size_t len, size_t *out_len)
 {
-    char *out = malloc(len * 2 + 1);
+    char *out = bj_try_malloc(len * 2 + 1);
     if (!out) {
-        abort();
+        return NULL;
     }
     size_t o = 0;
     bool in_str = false, esc = false;
@@ -404,14 +400,13 @@ json_t *json_parse_qmp(const char *buf, size_t len, Error **errp)
     if (!v && !strncmp(jerr.text, "too big ", 8)) {
         size_t wlen;
         char *wide = widen_big_integers(buf, len, &wlen);
-        v = json_loadb(wide, wlen, flags, &jerr);
-        free(wide);
+        if (wide) {      /* else the first parse's error stands */
+            v = json_loadb(wide, wlen, flags, &jerr);
+            free(wide);
+        }
     }
     if (!v) {
         char *w = qemu_wording(jerr.text);
-        if (!w) {
-            abort();
-        }
         error_setg(errp, "JSON parse error, %s", w);
         free(w);
     }

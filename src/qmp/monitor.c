@@ -43,6 +43,7 @@
 #include "qmp/chardev.h"
 #include "qmp/json-stream.h"
 #include "qmp/qmp.h"
+#include "util/alloc.h"
 #include "util/event.h"
 #include "util/log.h"
 
@@ -231,10 +232,7 @@ static void client_send(MonClient *c, json_t *msg)
         for (const char *p = text; *p; p++) {
             nl += *p == '\n';
         }
-        char *crlf = malloc(strlen(text) + nl + 1);
-        if (!crlf) {
-            abort();
-        }
+        char *crlf = bj_malloc(strlen(text) + nl + 1);
         char *d = crlf;
         for (const char *p = text; *p; p++) {
             if (*p == '\n') {
@@ -277,10 +275,7 @@ static void client_send(MonClient *c, json_t *msg)
         while (cap < c->out_len + len + 2) {
             cap *= 2;
         }
-        char *n = realloc(c->out, cap);
-        if (!n) {
-            abort();
-        }
+        char *n = bj_realloc(c->out, cap);
         c->out = n;
         c->out_cap = cap;
     }
@@ -552,16 +547,9 @@ static void send_greeting(MonClient *c)
 static void monitor_accept(AioListener *l, void *opaque)
 {
     Monitor *mon = opaque;
-    for (;;) {
-        int fd = accept4(mon->listen_fd, NULL, NULL,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (aio_listener_accept_failed(l, errno)) {
-                return;
-            }
-            continue;
-        }
-        aio_listener_accepted(l);
+    int fd;
+
+    while ((fd = aio_listener_accept(l)) >= 0) {
         if (mon->nclients >= mon->max_clients) {
             /* Closed at once, so the client sees it rather than hanging in
              * the backlog; logged once until a slot frees up. */
@@ -573,10 +561,7 @@ static void monitor_accept(AioListener *l, void *opaque)
             close(fd);
             continue;
         }
-        MonClient *c = calloc(1, sizeof(*c));
-        if (!c) {
-            abort();
-        }
+        MonClient *c = bj_calloc(1, sizeof(*c));
         c->mon = mon;
         c->fd = fd;
         c->js = json_stream_new(client_value, c);
@@ -656,10 +641,7 @@ bool monitor_add(json_t *opts, Error **errp)
         error_setg(errp, "Device '%s' is in use", id);
         return false;
     }
-    Monitor *mon = calloc(1, sizeof(*mon));
-    if (!mon) {
-        abort();
-    }
+    Monitor *mon = bj_calloc(1, sizeof(*mon));
     mon->chr = chr;
     mon->listen_fd = chardev_listen_fd(chr);
     mon->pretty = arg_bool(opts, "pretty", false);

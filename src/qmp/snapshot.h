@@ -1,7 +1,6 @@
 /*
- * blockdev-snapshot in three steps, so that the `transaction` command can
- * run it as one of its actions (prepare all, then commit or abort all in
- * reverse, then clean), as qemu does:
+ * blockdev-snapshot in three steps, the transaction action
+ * transaction_snapshot_action (qmp/transaction.h) runs, as qemu does:
  *
  *   prepare  drained section of the node begins; checks; the overlay gets
  *            the node as backing and takes over all of the node's parents

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
 #include "util/cleanup.h"
 
 /* Where a value lives, so that coercion can replace it in place. */
@@ -36,22 +37,13 @@ static void slot_replace(const Slot *slot, json_t *val)
 
 static char *join_path(const char *path, const char *name)
 {
-    char *s = NULL;
-    int r = (path && *path) ? asprintf(&s, "%s.%s", path, name)
-                            : asprintf(&s, "%s", name);
-    if (r < 0) {
-        abort();
-    }
-    return s;
+    return (path && *path) ? bj_asprintf("%s.%s", path, name)
+                           : bj_strdup(name);
 }
 
 static char *index_path(const char *path, size_t i)
 {
-    char *s = NULL;
-    if (asprintf(&s, "%s[%zu]", path ? path : "", i) < 0) {
-        abort();
-    }
-    return s;
+    return bj_asprintf("%s[%zu]", path ? path : "", i);
 }
 
 static void type_error(const char *path, const char *expected, Error **errp)

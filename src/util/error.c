@@ -1,4 +1,5 @@
 #include "util/error.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 #include <assert.h>
@@ -20,15 +21,6 @@ const char *error_class_name(ErrorClass cls)
     return class_names[cls];
 }
 
-static char *vformat(const char *fmt, va_list ap)
-{
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0) {
-        abort();
-    }
-    return s;
-}
-
 static void error_setv(Error **errp, ErrorClass cls, const char *fmt,
                        va_list ap, const char *suffix)
 {
@@ -37,17 +29,11 @@ static void error_setv(Error **errp, ErrorClass cls, const char *fmt,
     }
     /* Setting an error twice loses the first: a programming error. */
     assert(*errp == NULL);
-    Error *err = calloc(1, sizeof(*err));
-    if (!err) {
-        abort();
-    }
+    Error *err = bj_calloc(1, sizeof(*err));
     err->cls = cls;
-    char *msg = vformat(fmt, ap);
+    char *msg = bj_vasprintf(fmt, ap);
     if (suffix) {
-        char *full = NULL;
-        if (asprintf(&full, "%s: %s", msg, suffix) < 0) {
-            abort();
-        }
+        char *full = bj_asprintf("%s: %s", msg, suffix);
         free(msg);
         msg = full;
     }
@@ -86,12 +72,9 @@ void error_prepend(Error **errp, const char *fmt, ...)
     }
     va_list ap;
     va_start(ap, fmt);
-    char *prefix = vformat(fmt, ap);
+    char *prefix = bj_vasprintf(fmt, ap);
     va_end(ap);
-    char *full = NULL;
-    if (asprintf(&full, "%s: %s", prefix, (*errp)->msg) < 0) {
-        abort();
-    }
+    char *full = bj_asprintf("%s: %s", prefix, (*errp)->msg);
     free(prefix);
     free((*errp)->msg);
     (*errp)->msg = full;

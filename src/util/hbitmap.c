@@ -3,6 +3,7 @@
  * bit per non-zero granule word, kept in step on every set and reset.
  */
 #include "util/hbitmap.h"
+#include "util/alloc.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -34,18 +35,16 @@ HBitmap *hbitmap_new(uint64_t size, int gran_shift)
     if (nbits > HBITMAP_MAX_GRANULES) {
         return NULL;
     }
-    HBitmap *hb = calloc(1, sizeof(*hb));
-    if (!hb) {
-        return NULL;
-    }
+    HBitmap *hb = bj_calloc(1, sizeof(*hb));
     hb->size = size;
     hb->shift = gran_shift;
     hb->nbits = nbits;
     hb->nwords = (hb->nbits + BITS - 1) / BITS;
     /* Sized by the disk: up to 512 MiB, so a failure is an error to
      * report, not a reason to abort. */
-    hb->l0 = calloc(hb->nwords ? hb->nwords : 1, sizeof(uint64_t));
-    hb->l1 = calloc((hb->nwords + BITS - 1) / BITS + 1, sizeof(uint64_t));
+    hb->l0 = bj_try_calloc(hb->nwords, sizeof(uint64_t));
+    hb->l1 = bj_try_calloc((hb->nwords + BITS - 1) / BITS + 1,
+                           sizeof(uint64_t));
     if (!hb->l0 || !hb->l1) {
         hbitmap_free(hb);
         return NULL;
@@ -238,14 +237,17 @@ static uint64_t range_end(const HBitmap *hb, uint64_t start, uint64_t count)
     return hb->size - start < count ? hb->size : start + count;
 }
 
-int64_t hbitmap_next_dirty(const HBitmap *hb, uint64_t start, uint64_t count)
+/* The first item in [start, start + count) whose granule find() returns
+ * (find_set or find_clear), or -1. */
+static int64_t next_item(const HBitmap *hb, uint64_t start, uint64_t count,
+                         uint64_t (*find)(const HBitmap *, uint64_t,
+                                          uint64_t))
 {
     if (start >= hb->size || count == 0) {
         return -1;
     }
     uint64_t end = range_end(hb, start, count);
-    uint64_t bit = find_set(hb, start >> hb->shift,
-                            ((end - 1) >> hb->shift) + 1);
+    uint64_t bit = find(hb, start >> hb->shift, ((end - 1) >> hb->shift) + 1);
     if (bit >= hb->nbits) {
         return -1;
     }
@@ -256,22 +258,14 @@ int64_t hbitmap_next_dirty(const HBitmap *hb, uint64_t start, uint64_t count)
     return item < end ? (int64_t)item : -1;
 }
 
+int64_t hbitmap_next_dirty(const HBitmap *hb, uint64_t start, uint64_t count)
+{
+    return next_item(hb, start, count, find_set);
+}
+
 int64_t hbitmap_next_clean(const HBitmap *hb, uint64_t start, uint64_t count)
 {
-    if (start >= hb->size || count == 0) {
-        return -1;
-    }
-    uint64_t end = range_end(hb, start, count);
-    uint64_t bit = find_clear(hb, start >> hb->shift,
-                              ((end - 1) >> hb->shift) + 1);
-    if (bit >= hb->nbits) {
-        return -1;
-    }
-    uint64_t item = bit << hb->shift;
-    if (item < start) {
-        item = start;
-    }
-    return item < end ? (int64_t)item : -1;
+    return next_item(hb, start, count, find_clear);
 }
 
 bool hbitmap_next_dirty_area(const HBitmap *hb, uint64_t *start,

@@ -3,25 +3,17 @@
  * buffers belong to whoever added them.
  */
 #include "util/iov.h"
+#include "util/alloc.h"
 
 #include <assert.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void *xrealloc_array(void *p, size_t n, size_t size)
-{
-    void *q = reallocarray(p, n, size);
-    if (!q) {
-        abort();
-    }
-    return q;
-}
-
 void iov_vec_init(IOVector *v, int alloc_hint)
 {
     assert(alloc_hint >= 0);
-    v->iov = alloc_hint ? xrealloc_array(NULL, alloc_hint, sizeof(*v->iov))
+    v->iov = alloc_hint ? bj_reallocarray(NULL, alloc_hint, sizeof(*v->iov))
                         : NULL;
     v->niov = 0;
     v->nalloc = alloc_hint;
@@ -56,7 +48,7 @@ void iov_vec_add(IOVector *v, void *base, size_t len)
     }
     if (v->niov == v->nalloc) {
         int n = v->nalloc ? v->nalloc * 2 : 4;
-        v->iov = xrealloc_array(v->iov, n, sizeof(*v->iov));
+        v->iov = bj_reallocarray(v->iov, n, sizeof(*v->iov));
         v->nalloc = n;
     }
     v->iov[v->niov].iov_base = base;
@@ -100,8 +92,15 @@ void iov_vec_destroy(IOVector *v)
     v->size = 0;
 }
 
-size_t iov_to_buf(const struct iovec *iov, int niov, size_t offset,
-                  void *buf, size_t bytes)
+/*
+ * Calls fn on each piece of the bytes [offset, offset + bytes) of the
+ * vector, in order; done is how many bytes of the range came before the
+ * piece.  Stops when fn returns false.  Returns the bytes walked.
+ */
+typedef bool IovPieceFn(char *piece, size_t n, size_t done, void *opaque);
+
+static size_t iov_walk(const struct iovec *iov, int niov, size_t offset,
+                       size_t bytes, IovPieceFn *fn, void *opaque)
 {
     size_t done = 0;
     for (int i = 0; i < niov && done < bytes; i++) {
@@ -113,51 +112,49 @@ size_t iov_to_buf(const struct iovec *iov, int niov, size_t offset,
         if (n > bytes - done) {
             n = bytes - done;
         }
-        memcpy((char *)buf + done, (char *)iov[i].iov_base + offset, n);
+        if (!fn((char *)iov[i].iov_base + offset, n, done, opaque)) {
+            break;
+        }
         done += n;
         offset = 0;
     }
     return done;
+}
+
+static bool piece_to_buf(char *piece, size_t n, size_t done, void *buf)
+{
+    memcpy((char *)buf + done, piece, n);
+    return true;
+}
+
+size_t iov_to_buf(const struct iovec *iov, int niov, size_t offset,
+                  void *buf, size_t bytes)
+{
+    return iov_walk(iov, niov, offset, bytes, piece_to_buf, buf);
+}
+
+static bool piece_from_buf(char *piece, size_t n, size_t done, void *buf)
+{
+    memcpy(piece, (const char *)buf + done, n);
+    return true;
 }
 
 size_t iov_from_buf(const struct iovec *iov, int niov, size_t offset,
                     const void *buf, size_t bytes)
 {
-    size_t done = 0;
-    for (int i = 0; i < niov && done < bytes; i++) {
-        if (offset >= iov[i].iov_len) {
-            offset -= iov[i].iov_len;
-            continue;
-        }
-        size_t n = iov[i].iov_len - offset;
-        if (n > bytes - done) {
-            n = bytes - done;
-        }
-        memcpy((char *)iov[i].iov_base + offset, (const char *)buf + done, n);
-        done += n;
-        offset = 0;
-    }
-    return done;
+    return iov_walk(iov, niov, offset, bytes, piece_from_buf, (void *)buf);
+}
+
+static bool piece_memset(char *piece, size_t n, size_t done, void *c)
+{
+    memset(piece, *(int *)c, n);
+    return true;
 }
 
 size_t iov_memset(const struct iovec *iov, int niov, size_t offset, int c,
                   size_t bytes)
 {
-    size_t done = 0;
-    for (int i = 0; i < niov && done < bytes; i++) {
-        if (offset >= iov[i].iov_len) {
-            offset -= iov[i].iov_len;
-            continue;
-        }
-        size_t n = iov[i].iov_len - offset;
-        if (n > bytes - done) {
-            n = bytes - done;
-        }
-        memset((char *)iov[i].iov_base + offset, c, n);
-        done += n;
-        offset = 0;
-    }
-    return done;
+    return iov_walk(iov, niov, offset, bytes, piece_memset, &c);
 }
 
 static bool buf_is_zero(const unsigned char *p, size_t n)
@@ -173,25 +170,22 @@ static bool buf_is_zero(const unsigned char *p, size_t n)
     return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
 }
 
+static bool piece_is_zero(char *piece, size_t n, size_t done,
+                          void *all_zero)
+{
+    if (!buf_is_zero((unsigned char *)piece, n)) {
+        *(bool *)all_zero = false;
+    }
+    return *(bool *)all_zero;
+}
+
 int iov_is_zero(const struct iovec *iov, int niov, size_t offset,
                 size_t bytes)
 {
-    for (int i = 0; i < niov && bytes > 0; i++) {
-        if (offset >= iov[i].iov_len) {
-            offset -= iov[i].iov_len;
-            continue;
-        }
-        size_t n = iov[i].iov_len - offset;
-        if (n > bytes) {
-            n = bytes;
-        }
-        if (!buf_is_zero((unsigned char *)iov[i].iov_base + offset, n)) {
-            return 0;
-        }
-        bytes -= n;
-        offset = 0;
-    }
-    return 1;
+    bool all_zero = true;
+
+    iov_walk(iov, niov, offset, bytes, piece_is_zero, &all_zero);
+    return all_zero;
 }
 
 void *blk_aligned_alloc(size_t align, size_t size)
@@ -201,7 +195,7 @@ void *blk_aligned_alloc(size_t align, size_t size)
      * block so callers always get a freeable, aligned pointer. */
     int ret = posix_memalign(&p, align, size ? size : align);
     if (ret != 0) {
-        abort();
+        bj_out_of_memory(size);
     }
     return p;
 }

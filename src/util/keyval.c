@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
 #include "util/cleanup.h"
 
 static bool key_char(char c)
@@ -50,10 +51,7 @@ static char *read_value(const char **p)
 {
     const char *s = *p;
     size_t n = 0;
-    char *out = malloc(strlen(s) + 1);
-    if (!out) {
-        abort();
-    }
+    char *out = bj_malloc(strlen(s) + 1);
     while (*s) {
         if (*s == ',') {
             if (s[1] != ',') {
@@ -96,10 +94,7 @@ static bool put_key(json_t *root, const char *key, size_t len,
         while (end < len && key[end] != '.') {
             end++;
         }
-        CLEANUP_FREE char *frag = strndup(key + start, end - start);
-        if (!frag) {
-            abort();
-        }
+        CLEANUP_FREE char *frag = bj_strndup(key + start, end - start);
         json_t *existing = json_object_get(cur, frag);
         if (end == len) {
             if (json_is_object(existing)) {
@@ -167,26 +162,21 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
                    path ? path : "", path ? "." : "");
         return NULL;
     }
-    json_t *out = nidx ? json_array() : json_object();
+    json_auto_t *out = nidx ? json_array() : json_object();
     for (size_t i = 0; nidx && i < n; i++) {
         char buf[32];
         snprintf(buf, sizeof(buf), "%zu", i);
         if (!json_object_get(obj, buf)) {
             error_setg(errp, "Parameter '%s%s%s' missing", path ? path : "",
                        path ? "." : "", buf);
-            json_decref(out);
             return NULL;
         }
     }
     json_object_foreach(obj, key, val) {
-        CLEANUP_FREE char *sub = NULL;
-        if (asprintf(&sub, "%s%s%s", path ? path : "", path ? "." : "",
-                     key) < 0) {
-            abort();
-        }
+        CLEANUP_FREE char *sub = bj_asprintf("%s%s%s", path ? path : "",
+                                             path ? "." : "", key);
         json_t *nv = listify(val, sub, errp);
         if (!nv) {
-            json_decref(out);
             return NULL;
         }
         if (nidx) {
@@ -203,7 +193,7 @@ static json_t *listify(json_t *obj, const char *path, Error **errp)
             json_object_set_new(out, key, nv);
         }
     }
-    return out;
+    return steal_pointer(&out);
 }
 
 static json_t *parse_json(const char *str, Error **errp)
@@ -211,8 +201,9 @@ static json_t *parse_json(const char *str, Error **errp)
     json_error_t jerr;
     /* No JSON_ALLOW_NUL: a string with U+0000 would be cut short at the
      * NUL by every C consumer, so it is refused here. */
-    json_t *v = json_loads(str, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY |
-                           JSON_REJECT_DUPLICATES, &jerr);
+    json_auto_t *v = json_loads(str, JSON_DISABLE_EOF_CHECK |
+                                JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
+                                &jerr);
     if (!v) {
         /* An option cut short is the common mistake; say it in QEMU's
          * words, and a repeated key too.  Other faults keep jansson's
@@ -228,17 +219,15 @@ static json_t *parse_json(const char *str, Error **errp)
     }
     for (const char *p = str + jerr.position; *p; p++) {
         if (!isspace((unsigned char)*p)) {
-            json_decref(v);
             error_setg(errp, "Expecting at most one JSON value");
             return NULL;
         }
     }
     if (!json_is_object(v)) {
-        json_decref(v);
         error_setg(errp, "JSON value must be an object");
         return NULL;
     }
-    return v;
+    return steal_pointer(&v);
 }
 
 json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
@@ -247,7 +236,7 @@ json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
         return parse_json(str, errp);
     }
 
-    json_t *root = json_object();
+    json_auto_t *root = json_object();
     const char *p = str;
     bool first = true;
     while (*p) {
@@ -257,24 +246,24 @@ json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
             json_t *v = value_string(implied_key, strlen(implied_key), value,
                                      errp);
             if (!v) {
-                goto fail;
+                return NULL;
             }
             json_object_set_new(root, implied_key, v);
         } else {
             if (!key_valid(p, len)) {
                 error_setg(errp, "Invalid parameter '%.*s'", (int)len, p);
-                goto fail;
+                return NULL;
             }
             if (p[len] != '=') {
                 error_setg(errp, "Expected '=' after parameter '%.*s'",
                            (int)len, p);
-                goto fail;
+                return NULL;
             }
             const char *key = p;
             p += len + 1;
             CLEANUP_FREE char *value = read_value(&p);
             if (!put_key(root, key, len, value, errp)) {
-                goto fail;
+                return NULL;
             }
         }
         first = false;
@@ -283,11 +272,5 @@ json_t *keyval_parse(const char *str, const char *implied_key, Error **errp)
         }
     }
 
-    json_t *out = listify(root, NULL, errp);
-    json_decref(root);
-    return out;
-
-fail:
-    json_decref(root);
-    return NULL;
+    return listify(root, NULL, errp);
 }

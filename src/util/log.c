@@ -29,7 +29,7 @@ void log_set_level(LogLevel level)
     current_level = level;
 }
 
-LogLevel log_get_level(void)
+static LogLevel log_get_level(void)
 {
     int l = current_level;
     if (l < 0) {

@@ -13,7 +13,6 @@ typedef enum LogLevel {
 } LogLevel;
 
 void log_set_level(LogLevel level);
-LogLevel log_get_level(void);
 void log_msg(LogLevel level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

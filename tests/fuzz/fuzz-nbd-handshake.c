@@ -25,6 +25,7 @@
 #include "nbd/nbd-handshake.h"
 #include "nbd/nbd-proto.h"
 #include "nbd/nbd-wire.h"
+#include "tests/common/xorshift.h"
 
 
 static const NbdExportInfo exports[] = {
@@ -217,10 +218,7 @@ static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return xorshift64(&rng_state);
 }
 
 static const uint32_t interesting[] = {

@@ -25,6 +25,7 @@
 #include "nbd/nbd-proto.h"
 #include "nbd/nbd-request.h"
 #include "nbd/nbd-wire.h"
+#include "tests/common/xorshift.h"
 
 
 static void check_accepted(const NbdTransmitParams *p, const NbdRequest *r)
@@ -142,10 +143,7 @@ static uint64_t rng_state = 0x853c49e6748fea9bull;
 
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return xorshift64(&rng_state);
 }
 
 static const uint64_t interesting[] = {

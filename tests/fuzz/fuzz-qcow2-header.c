@@ -21,6 +21,8 @@
 
 #include "fuzz.h"
 #include "block/drivers/qcow2/qcow2-format.h"
+#include "tests/common/memfile.h"
+#include "tests/common/xorshift.h"
 
 
 static void check_roundtrip(const Qcow2Header *h, uint64_t file_size)
@@ -99,32 +101,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 #ifndef BJ_LIBFUZZER
 
-typedef struct Mem {
-    uint8_t *data;
-    size_t len;
-} Mem;
-
-static int mem_write(void *opaque, uint64_t off, const void *buf, size_t len)
-{
-    Mem *m = opaque;
-    if (off + len > m->len) {
-        m->data = realloc(m->data, off + len);
-        assert(m->data);
-        memset(m->data + m->len, 0, off + len - m->len);
-        m->len = off + len;
-    }
-    memcpy(m->data + off, buf, len);
-    return 0;
-}
-
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return xorshift64(&rng_state);
 }
 
 static const uint64_t interesting[] = {
@@ -173,8 +154,8 @@ int fuzz_generated_replay(void)
     unsigned ok = 0;
 
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
-        Mem base = { NULL, 0 };
-        if (!qcow2_create_image(&shapes[s], mem_write, &base, NULL)) {
+        MemFile base = { NULL, 0 };
+        if (!qcow2_create_image(&shapes[s], memfile_write, &base, NULL)) {
             fprintf(stderr, "could not create seed image %zu\n", s);
             return 1;
         }

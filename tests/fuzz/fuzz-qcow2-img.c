@@ -9,6 +9,7 @@
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
+#include "fuzz-main-loop.h"
 #include "fuzz-qcow2-img.h"
 #include "util/log.h"
 
@@ -17,18 +18,9 @@
 
 static void init_once(void)
 {
-    static bool done;
-    Error *err = NULL;
-
-    if (done) {
-        return;
-    }
-    done = true;
-    /* Warnings about hostile images are expected by the thousand. */
-    log_set_level(LOG_LEVEL_ERROR);
-    if (!aio_main_init(&err)) {
-        fprintf(stderr, "aio_main_init: %s\n", error_get_pretty(err));
-        abort();
+    if (fuzz_main_loop_init_once()) {
+        /* Warnings about hostile images are expected by the thousand. */
+        log_set_level(LOG_LEVEL_ERROR);
     }
 }
 

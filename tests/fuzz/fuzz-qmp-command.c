@@ -29,6 +29,7 @@
 #include "aio/aio.h"
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
+#include "fuzz-main-loop.h"
 #include "fuzz.h"
 #include "qmp/commands.h"
 #include "qmp/json-stream.h"
@@ -89,19 +90,10 @@ static void reset_daemon(const char *name)
 
 static void init_once(void)
 {
-    static bool done;
-    Error *err = NULL;
-
-    if (done) {
-        return;
+    if (fuzz_main_loop_init_once()) {
+        qmp_register_all_commands();
+        ensure_n0();
     }
-    done = true;
-    if (!aio_main_init(&err)) {
-        fprintf(stderr, "aio_main_init: %s\n", error_get_pretty(err));
-        abort();
-    }
-    qmp_register_all_commands();
-    ensure_n0();
 }
 
 static void expect_error(bool ok, Error *err)

@@ -9,13 +9,15 @@ test_backup_incremental_chain.py).
     bitmap_info / assert_bitmap the bitmap as query-named-block-nodes and
                                 the sha256 command report it
     NbdWriter                   a libnbd connection to a writable export
+    ExportedSource              base class of a test setup with nodes src
+                                and tgt, src written over NBD
     image_map / data_granules   qemu-img map of an image, granules with data
 """
 
 import hashlib
 import json
 
-from bjtest import qemu_img
+from bjtest import nbd_export_teardown, qemu_img
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -138,6 +140,26 @@ def start_export(qmp, sock, node, name='x', eid='e0'):
     qmp.execute('block-export-add', {'type': 'nbd', 'id': eid,
                                      'node-name': node, 'name': name,
                                      'writable': True})
+
+
+class ExportedSource:
+    """A test setup with nodes src and tgt on self.qmp whose src is
+    exported writable (e0, named 'x') and written by self.nbd, an NbdWriter
+    that mirrors every write into self.model."""
+
+    def export_src(self, daemon):
+        self.sock = daemon.socket_path('nbd.sock')
+        start_export(self.qmp, self.sock, 'src')
+        self.nbd = NbdWriter(self.sock, 'x', self.model)
+
+    def write(self, writes):
+        """writes: (seed, offset, length) of pattern(seed, length)."""
+        for seed, off, length in writes:
+            self.nbd.write(off, pattern(seed, length))
+
+    def release(self):
+        """Hangs up, deletes the export, tgt and src."""
+        nbd_export_teardown(self.qmp, self.nbd.h, 'tgt', 'src')
 
 
 def image_map(path, fmt='qcow2'):

@@ -8,6 +8,15 @@ either binary), so the same test can be checked against the reference.
     run_blockjobd(*args)   run the binary to completion (options errors, -h)
     qemu_img / qemu_io / run   run a peer tool, raising on failure
     nbd_export / nbd_connect   export a node over NBD, open a libnbd client
+    nbd_export_teardown        hang up, delete the export and the nodes
+    nbd_export_open / _close   export and connect, and undo it, for an
+                               export whose NBD name is its id, on nbd.sock
+                               in a given directory
+    nbd_accepts(uri)           whether an NBD client gets through the handshake
+    nbd_random_write           one random guest write, mirrored into a buffer
+    blockdev_add_image         a raw or qcow2 node over a file
+    blockdev_add_error         a blockdev-add that must fail: its message
+    query_block_job            one job's query-block-jobs entry
 
 Argument names: keyword arguments of cmd()/execute() have '_' turned into '-'
 (node_name= becomes "node-name"); pass a dict as the second positional
@@ -697,12 +706,40 @@ def run_blockjobd(*args, timeout=60, binary=None, env=None):
     return p
 
 
+def query_block_job(qmp, device):
+    """The query-block-jobs entry of device's job, or None."""
+    for j in qmp.execute('query-block-jobs'):
+        if j['device'] == device:
+            return j
+    return None
+
+
 def wait_until(cond, timeout=30.0, interval=0.02, what='condition'):
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise TimeoutError('%s not met within %ss' % (what, timeout))
         time.sleep(interval)
+
+
+def blockdev_add_image(qmp, driver, node, filename, **opts):
+    """blockdev-add of node, a driver ('raw', 'qcow2') node over a file
+    node of filename; opts: more of its options, by their QMP names."""
+    args = {'driver': driver, 'node-name': node}
+    args.update(opts)
+    args['file'] = {'driver': 'file', 'filename': filename}
+    return qmp.execute('blockdev-add', args)
+
+
+def blockdev_add_error(qmp, opts):
+    """blockdev-add opts, which must fail with a GenericError; returns the
+    error's description."""
+    try:
+        qmp.execute('blockdev-add', opts)
+    except QMPError as e:
+        assert e.cls == 'GenericError', (e.cls, e.desc)
+        return e.desc
+    raise AssertionError('blockdev-add %r succeeded' % (opts,))
 
 
 def nbd_export(daemon, node, name=None):
@@ -719,6 +756,30 @@ def nbd_export(daemon, node, name=None):
     return sock
 
 
+def nbd_export_teardown(qmp, h, *nodes):
+    """Undoes nbd_export: flushes and hangs up the client h, deletes
+    export e0 (until BLOCK_EXPORT_DELETED), then blockdev-dels nodes in
+    that order."""
+    h.flush()
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    for node in nodes:
+        qmp.execute('blockdev-del', node_name=node)
+
+
+def nbd_random_write(h, rnd, n, expect, size):
+    """Guest write number n through the libnbd handle h: 4 KiB to 64 KiB of
+    byte 0x40 + n % 64 at a 4 KiB-aligned offset below size, both drawn
+    from the random.Random rnd; the same bytes go into expect (the image
+    as the guest sees it)."""
+    length = 4096 * rnd.randint(1, 16)
+    off = 4096 * rnd.randrange((size - length) // 4096)
+    data = bytes([0x40 + n % 64]) * length
+    h.pwrite(data, off)
+    expect[off:off + length] = data
+
+
 def nbd_connect(sock, name, structured_replies=True):
     """A libnbd handle on export name at sock.  The caller has checked
     that libnbd's Python module is installed (pytest.importorskip)."""
@@ -729,3 +790,44 @@ def nbd_connect(sock, name, structured_replies=True):
     h.set_export_name(name)
     h.connect_unix(sock)
     return h
+
+
+def nbd_accepts(uri):
+    """Whether a libnbd client gets through the handshake at uri; it hangs
+    up at once when it does."""
+    import nbd
+    h = nbd.NBD()
+    try:
+        h.connect_uri(uri)
+    except nbd.Error:
+        return False
+    h.shutdown()
+    return True
+
+
+def nbd_export_open(daemon, sockdir, node='q', name='e', writable=True):
+    """Exports node as name (also the export's id) on nbd.sock in sockdir,
+    starting the NBD server there unless it runs already; returns a libnbd
+    handle connected to it."""
+    import nbd
+    sock = os.path.join(str(sockdir), 'nbd.sock')
+    if not os.path.exists(sock):
+        daemon.qmp.execute('nbd-server-start',
+                           {'addr': {'type': 'unix', 'data': {'path': sock}}})
+    daemon.qmp.execute('block-export-add',
+                       {'type': 'nbd', 'id': name, 'node-name': node,
+                        'name': name, 'writable': writable})
+    h = nbd.NBD()
+    h.connect_uri('nbd+unix:///%s?socket=%s' % (name, sock))
+    return h
+
+
+def nbd_export_close(daemon, h, node='q', name='e'):
+    """Undoes nbd_export_open: hangs up h, deletes the export, waits until
+    it is gone and deletes node."""
+    h.shutdown()
+    daemon.qmp.execute('block-export-del', id=name)
+    wait_until(lambda: not any(
+        x['id'] == name for x in daemon.qmp.execute('query-block-exports')),
+        what='export gone')
+    daemon.qmp.execute('blockdev-del', node_name=node)

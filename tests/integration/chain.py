@@ -118,9 +118,12 @@ class Chain:
         out = qemu_img('info', '-U', '--output=json', self.top).stdout
         return json.loads(out).get('backing-filename', '')
 
+    def compare_ref(self, image):
+        """image (a qcow2) reads what top read before any job."""
+        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref, image)
+
     def check(self):
         """Consistent images, and top reads what it read before."""
         for img in (self.top, self.mid, self.base):
             qemu_img('check', '-q', img)
-        qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', self.ref,
-                 self.top)
+        self.compare_ref(self.top)

@@ -8,6 +8,9 @@ Fixtures:
     sockdir         a short per-test directory for UNIX sockets
     binary          path of the daemon under test (BLOCKJOBD_BIN)
     qsd             True when the binary under test is qemu-storage-daemon
+    chain           chain.Chain(workdir): the default base <- mid <- top
+                    images (a module that needs another shape defines its
+                    own chain fixture)
 
 Markers:
     blockjobd_only(reason)  skip when running against qemu-storage-daemon
@@ -32,6 +35,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bjtest  # noqa: E402
+from chain import Chain  # noqa: E402
 
 DEFAULT_TIMEOUT = 120
 
@@ -105,6 +109,11 @@ def qsd():
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture
+def chain(workdir):
+    return Chain(workdir)
 
 
 @pytest.fixture

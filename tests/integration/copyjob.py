@@ -1,4 +1,5 @@
-"""The images and steps that the backup and mirror tests share.
+"""The images and steps that the backup and mirror tests share, and the
+auto/manual modes of any job (in_mode, finish).
 
 Source (64 MiB raw): pattern 1 @ 0-8M, 2 @ 16-20M, zeroes written @
 24-25M, the rest a hole.  Target: an empty qcow2 of the same size made
@@ -14,17 +15,21 @@ MiB = 1 << 20
 SIZE = 64 * MiB
 
 
+SRC_WRITES = ('write -P 1 0 8M', 'write -P 2 16M 4M', 'write -z 24M 1M')
+
+
 class Images:
-    def __init__(self, d, keep_ref=False):
+    def __init__(self, d, keep_ref=False, src_writes=SRC_WRITES):
         """keep_ref: also copy the source to ref.raw before any job, for a
-        job whose source changes while it copies (backup)."""
+        job whose source changes while it copies (backup); src_writes: the
+        qemu-io commands that fill the source."""
         self.dir = str(d)
         self.src = os.path.join(self.dir, 'src.raw')
         self.tgt = os.path.join(self.dir, 'tgt.qcow2')
         self.ref = os.path.join(self.dir, 'ref.raw')
         qemu_img('create', '-q', '-f', 'raw', self.src, SIZE)
-        qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c',
-                'write -P 2 16M 4M', '-c', 'write -z 24M 1M', self.src)
+        qemu_io('-f', 'raw', *[a for c in src_writes for a in ('-c', c)],
+                self.src)
         qemu_img('create', '-q', '-f', 'qcow2', self.tgt, SIZE)
         if keep_ref:
             shutil.copyfile(self.src, self.ref)
@@ -53,25 +58,33 @@ class Images:
         qemu_img('check', '-q', self.tgt)
 
 
+def in_mode(mode, args):
+    """args for a job's command in mode: 'auto', as they are; 'manual',
+    with auto-finalize and auto-dismiss off, so that the job waits for
+    job-finalize and job-dismiss (see finish)."""
+    if mode == 'manual':
+        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    return args
+
+
 def start(qmp, command, mode, jid, **extra):
     """blockdev-backup or blockdev-mirror of src to tgt, sync=full; mode
     'manual': the job waits for job-finalize and job-dismiss."""
-    args = {'job-id': jid, 'device': 'src', 'target': 'tgt',
-            'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    args = in_mode(mode, {'job-id': jid, 'device': 'src', 'target': 'tgt',
+                          'sync': 'full'})
     args.update(extra)
     qmp.execute(command, args)
 
 
-def finish(qmp, rec, mode, cancelled=False):
-    """Takes a job that start() began in mode to its end (null)."""
+def finish(qmp, rec, mode, cancelled=False, verbs='job'):
+    """Takes a job begun in mode (in_mode) to its end (null); verbs: the
+    commands' prefix, 'job' (job-finalize, job-dismiss) or 'block-job'."""
     if mode == 'manual':
         if not cancelled:
             rec.wait('BLOCK_JOB_PENDING')
-            qmp.execute('job-finalize', id=rec.job_id)
+            qmp.execute(verbs + '-finalize', id=rec.job_id)
         rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id=rec.job_id)
+        qmp.execute(verbs + '-dismiss', id=rec.job_id)
     rec.wait_status('null')
 
 

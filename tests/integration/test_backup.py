@@ -16,7 +16,8 @@ import pytest
 
 import copyjob
 import golden
-from bjtest import QMPError, qemu_img, qemu_io, wait_until
+from bjtest import (QMPError, blockdev_add_image, nbd_connect, nbd_export,
+                   qemu_img, qemu_io, wait_until)
 from copyjob import Images, finish, node_names
 
 MiB = 1 << 20
@@ -80,12 +81,7 @@ def test_backup_live(daemon, imgs, mode):
     pytest.importorskip('nbd')
     qmp = daemon.qmp
     imgs.add(qmp)
-    sock = daemon.socket_path('nbd.sock')
-    qmp.execute('nbd-server-start',
-                addr={'type': 'unix', 'data': {'path': sock}})
-    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                     'node-name': 'src', 'name': 'x',
-                                     'writable': True})
+    sock = nbd_export(daemon, 'src', 'x')
     rec = golden.Recorder(qmp, 'backup0')
     stop, errors, count = threading.Event(), [], [0]
     # Throttled so that the writer surely overtakes the copy; the writer
@@ -195,20 +191,13 @@ def test_backup_target_error(daemon, imgs, policy):
 @pytest.mark.timeout(120)
 def test_backup_sync_none_keeps_old_data(daemon, imgs):
     """sync=none copies only what clients overwrite (fleecing)."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     qmp = daemon.qmp
     imgs.add(qmp)
-    sock = daemon.socket_path('nbd.sock')
-    qmp.execute('nbd-server-start',
-                addr={'type': 'unix', 'data': {'path': sock}})
-    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                     'node-name': 'src', 'name': 'x',
-                                     'writable': True})
+    sock = nbd_export(daemon, 'src', 'x')
     rec = golden.Recorder(qmp, 'b0')
     start_backup(qmp, jid='b0', sync='none')
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    h = nbd_connect(sock, 'x')
     h.pwrite(b'\x09' * 4096, 1 * MiB + 512)     # inside pattern 1
     h.pwrite(b'\x09' * 4096, 40 * MiB)           # in the hole
     h.shutdown()
@@ -242,12 +231,8 @@ def test_backup_sync_top(daemon, workdir):
     qemu_io('-f', 'qcow2', '-c', 'write -P 4 8M 1M', top)
     qemu_img('create', '-q', '-f', 'qcow2', tgt, SIZE)
     qmp = daemon.qmp
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'src',
-                                 'file': {'driver': 'file',
-                                          'filename': top}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': {'driver': 'file',
-                                          'filename': tgt}})
+    blockdev_add_image(qmp, 'qcow2', 'src', top)
+    blockdev_add_image(qmp, 'qcow2', 'tgt', tgt)
     rec = golden.Recorder(qmp, 'b0')
     start_backup(qmp, jid='b0', sync='top')
     rec.wait_status('null')
@@ -263,9 +248,7 @@ def test_backup_argument_errors(daemon, imgs, workdir):
     imgs.add(qmp)
     small = os.path.join(str(workdir), 'small.raw')
     qemu_img('create', '-q', '-f', 'raw', small, 32 * MiB)
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'small',
-                                 'file': {'driver': 'file',
-                                          'filename': small}})
+    blockdev_add_image(qmp, 'raw', 'small', small)
     base = {'device': 'src', 'target': 'tgt', 'job-id': 'j'}
     cases = [
         ({'device': 'src', 'target': 'tgt', 'sync': 'full'},
@@ -346,9 +329,7 @@ def test_quit_with_running_backups(daemon, imgs):
     imgs.add(qmp)
     t2 = os.path.join(imgs.dir, 't2.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', t2, SIZE)
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 't2',
-                                 'file': {'driver': 'file',
-                                          'filename': t2}})
+    blockdev_add_image(qmp, 'qcow2', 't2', t2)
     start_backup(qmp, jid='b0', speed=1 * MiB)
     start_backup(qmp, jid='b1', target='t2', sync='none')
     assert len(qmp.execute('query-block-jobs')) == 2
@@ -378,12 +359,8 @@ def test_backup_compress(daemon, workdir, cluster):
         f.write(os.urandom(2 * MiB))
     qemu_img('create', '-q', '-f', 'qcow2', '-o',
              'cluster_size=' + cluster, tgt, SIZE)
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
-                                 'file': {'driver': 'file',
-                                          'filename': src}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': {'driver': 'file',
-                                          'filename': tgt}})
+    blockdev_add_image(qmp, 'raw', 'src', src)
+    blockdev_add_image(qmp, 'qcow2', 'tgt', tgt)
     rec = golden.Recorder(qmp, 'b0')
     start_backup(qmp, jid='b0', compress=True)
     rec.wait_status('null')

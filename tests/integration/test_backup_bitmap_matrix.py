@@ -30,10 +30,10 @@ import os
 
 import pytest
 
-from bitmaptest import (GRAN, MiB, Model, NbdWriter, assert_bitmap,
-                        bitmap_info, bitmap_sha256,
-                        node_bitmaps, data_granules, granules, host_offset,
-                        pattern, qemu_sha256, read_image, start_export)
+from bitmaptest import (GRAN, ExportedSource, MiB, Model, assert_bitmap,
+                        bitmap_info, bitmap_sha256, node_bitmaps,
+                        data_granules, granules, host_offset, qemu_sha256,
+                        read_image)
 from bjtest import QMPError, qemu_img, qemu_io
 
 pytest.importorskip('nbd')
@@ -90,7 +90,7 @@ def expected_bits(sync, mode, outcome):
     return B2 | {c for c in copy_set(sync) if c >= X}
 
 
-class Setup:
+class Setup(ExportedSource):
     def __init__(self, daemon, outcome):
         self.qmp = daemon.qmp
         self.dir = daemon.workdir
@@ -128,20 +128,7 @@ class Setup:
         self.qmp.execute('blockdev-add', {'driver': self.tgt_fmt,
                                           'node-name': 'tgt',
                                           'file': tgtfile})
-        self.sock = daemon.socket_path('nbd.sock')
-        start_export(self.qmp, self.sock, 'src')
-        self.nbd = NbdWriter(self.sock, 'x', self.model)
-
-    def write(self, writes):
-        for seed, off, length in writes:
-            self.nbd.write(off, pattern(seed, length))
-
-    def release(self):
-        self.nbd.close()
-        self.qmp.execute('block-export-del', id='e0')
-        self.qmp.wait_event('BLOCK_EXPORT_DELETED')
-        self.qmp.execute('blockdev-del', node_name='tgt')
-        self.qmp.execute('blockdev-del', node_name='src')
+        self.export_src(daemon)
 
 
 def wait_status(qmp, status, timeout=60):

@@ -152,11 +152,33 @@ class BackupChain:
             qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', refpath,
                      path)
 
+    def finish(self, path, ref, granules):
+        """Keeps path, the last image of the chain (the source at ref),
+        hangs up and verifies the chain; path holds data in exactly
+        granules."""
+        self.keep(path, ref)
+        self.close()
+        assert data_granules(path, depth=0) == granules, path
+        self.verify()
+
     def close(self):
         self.nbd.close()
         self.qmp.execute('block-export-del', id='e-' + self.node)
         self.qmp.wait_event('BLOCK_EXPORT_DELETED',
                             match={'data': {'id': 'e-' + self.node}})
+
+
+def bm0_then_full(action, jid, target, bitmap=None, **backup):
+    """The actions of a transaction that first changes bitmap bm0 of src
+    (action: block-dirty-bitmap-add or -clear; bitmap: more of its data)
+    and then starts a full backup jid of src to target (backup: more of
+    its arguments)."""
+    data = {'node': 'src', 'name': 'bm0'}
+    data.update(bitmap or {})
+    args = {'job-id': jid, 'device': 'src', 'target': target, 'sync': 'full'}
+    args.update(backup)
+    return [{'type': action, 'data': data},
+            {'type': 'blockdev-backup', 'data': args}]
 
 
 def rebase(path, backing):
@@ -254,10 +276,7 @@ def test_failed_incremental_keeps_bitmap(daemon):
     assert 'error' not in done
     assert done['offset'] == done['len'] == len(everything) * GRAN
     assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
-    c.keep(inc, ref)
-    c.close()
-    assert data_granules(inc, depth=0) == everything
-    c.verify()
+    c.finish(inc, ref, everything)
 
 
 @pytest.mark.timeout(90)
@@ -274,12 +293,8 @@ def test_transaction_starts_chain(daemon):
     p2, node2 = c.add_target('spare.qcow2')
 
     with pytest.raises(QMPError) as e:
-        qmp.execute('transaction', actions=[
-            {'type': 'block-dirty-bitmap-add',
-             'data': {'node': 'src', 'name': 'bm0'}},
-            {'type': 'blockdev-backup',
-             'data': {'job-id': 'full', 'device': 'src', 'target': 'nope',
-                      'sync': 'full'}}])
+        qmp.execute('transaction', actions=bm0_then_full(
+            'block-dirty-bitmap-add', 'full', 'nope'))
     assert e.value.desc == "Cannot find device='nope' nor node-name='nope'"
     assert [n.get('dirty-bitmaps') for n in
             qmp.execute('query-named-block-nodes')
@@ -287,12 +302,9 @@ def test_transaction_starts_chain(daemon):
     assert qmp.execute('query-block-jobs') == []
 
     ref = c.model.snapshot()
-    qmp.execute('transaction', actions=[
-        {'type': 'block-dirty-bitmap-add',
-         'data': {'node': 'src', 'name': 'bm0', 'granularity': GRAN}},
-        {'type': 'blockdev-backup',
-         'data': {'job-id': 'full', 'device': 'src', 'target': node,
-                  'sync': 'full', 'speed': 1}}])
+    qmp.execute('transaction', actions=bm0_then_full(
+        'block-dirty-bitmap-add', 'full', node, bitmap={'granularity': GRAN},
+        speed=1))
     c.write(ROUNDS[1])                  # during the full backup
     assert_bitmap(qmp, 'src', 'bm0', bits_of(ROUNDS[1]), SIZE)
     qmp.execute('block-job-set-speed', device='full', speed=0)
@@ -312,10 +324,7 @@ def test_transaction_starts_chain(daemon):
     assert done['offset'] == done['len'] == len(pending) * GRAN
     assert_bitmap(qmp, 'src', 'bm0', set(), SIZE)
     rebase(p2, full)
-    c.keep(p2, ref)
-    c.close()
-    assert data_granules(p2, depth=0) == pending
-    c.verify()
+    c.finish(p2, ref, pending)
 
 
 def wait_null(qmp, jid):
@@ -407,10 +416,7 @@ def test_transaction_two_disks(daemon, grouped):
         assert 'error' not in done
         assert done['len'] == len(pending) * GRAN
         assert_bitmap(qmp, n, 'bm', set(), size)
-        c.keep(path, ref)
-        c.close()
-        assert data_granules(path, depth=0) == pending
-        c.verify()
+        c.finish(path, ref, pending)
 
 
 @pytest.mark.timeout(60)
@@ -424,12 +430,8 @@ def test_transaction_clear_and_full(daemon):
     assert_bitmap(qmp, 'src', 'bm0', bits_of(ROUNDS[0]), SIZE)
     full, node = c.add_target('full.qcow2')
     ref = c.model.snapshot()
-    qmp.execute('transaction', actions=[
-        {'type': 'block-dirty-bitmap-clear',
-         'data': {'node': 'src', 'name': 'bm0'}},
-        {'type': 'blockdev-backup',
-         'data': {'job-id': 'full', 'device': 'src', 'target': node,
-                  'sync': 'full', 'speed': 1}}])
+    qmp.execute('transaction', actions=bm0_then_full(
+        'block-dirty-bitmap-clear', 'full', node, speed=1))
     c.write(ROUNDS[1])
     qmp.execute('block-job-set-speed', device='full', speed=0)
     wait_null(qmp, 'full')
@@ -439,10 +441,7 @@ def test_transaction_clear_and_full(daemon):
     inc, node = c.add_target('inc.qcow2', full)
     ref, done = c.backup(node, 'incremental', 'inc', bitmap='bm0')
     assert 'error' not in done
-    c.keep(inc, ref)
-    c.close()
-    assert data_granules(inc, depth=0) == bits_of(ROUNDS[1])
-    c.verify()
+    c.finish(inc, ref, bits_of(ROUNDS[1]))
 
 
 @pytest.mark.timeout(60)
@@ -548,12 +547,8 @@ def test_bitmap_after_kill(daemon_factory):
     c = BackupChain(d1, fmt='qcow2')
     full, node = c.add_target('full.qcow2')
     ref = c.model.snapshot()
-    c.qmp.execute('transaction', actions=[
-        {'type': 'block-dirty-bitmap-add',
-         'data': {'node': 'src', 'name': 'bm0', 'persistent': True}},
-        {'type': 'blockdev-backup',
-         'data': {'job-id': 'full', 'device': 'src', 'target': node,
-                  'sync': 'full'}}])
+    c.qmp.execute('transaction', actions=bm0_then_full(
+        'block-dirty-bitmap-add', 'full', node, bitmap={'persistent': True}))
     wait_null(c.qmp, 'full')
     c.qmp.execute('blockdev-del', node_name=node)
     c.keep(full, ref)
@@ -588,12 +583,9 @@ def test_bitmap_after_kill(daemon_factory):
         assert qmp.execute('query-block-jobs') == []
         qmp.execute('block-dirty-bitmap-remove', node='src', name='bm0')
         ref = c.model.snapshot()
-        qmp.execute('transaction', actions=[
-            {'type': 'block-dirty-bitmap-add',
-             'data': {'node': 'src', 'name': 'bm0', 'persistent': True}},
-            {'type': 'blockdev-backup',
-             'data': {'job-id': 'full2', 'device': 'src', 'target': node,
-                      'sync': 'full'}}])
+        qmp.execute('transaction', actions=bm0_then_full(
+            'block-dirty-bitmap-add', 'full2', node,
+            bitmap={'persistent': True}))
         wait_null(qmp, 'full2')
         qmp.execute('blockdev-del', node_name=node)
         rebase(path, full)

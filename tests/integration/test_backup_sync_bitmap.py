@@ -15,9 +15,9 @@ import signal
 
 import pytest
 
-from bitmaptest import (GRAN, KiB, MiB, Model, NbdWriter, assert_bitmap,
-                        bitmap_info, data_granules, granules, node_bitmaps,
-                        pattern, start_export)
+from bitmaptest import (GRAN, ExportedSource, KiB, MiB, Model, NbdWriter,
+                        assert_bitmap, bitmap_info, data_granules, granules,
+                        node_bitmaps, pattern, start_export)
 from bjtest import Daemon, QMPError, qemu_img, qemu_io
 
 QSD = '/usr/bin/qemu-storage-daemon'
@@ -26,7 +26,7 @@ SIZE = 8 * MiB
 FILL = 0x11
 
 
-class Env:
+class Env(ExportedSource):
     """src: an 8 MiB qcow2, every cluster data, exported writable over
     NBD; tgt: a fresh qcow2 (tgt_cluster) of the same size."""
 
@@ -45,13 +45,7 @@ class Env:
             self.qmp.execute('blockdev-add', {
                 'driver': 'qcow2', 'node-name': node,
                 'file': {'driver': 'file', 'filename': path}})
-        self.sock = daemon.socket_path('nbd.sock')
-        start_export(self.qmp, self.sock, 'src')
-        self.nbd = NbdWriter(self.sock, 'x', self.model)
-
-    def write(self, writes):
-        for seed, off, length in writes:
-            self.nbd.write(off, pattern(seed, length))
+        self.export_src(daemon)
 
     def backup(self, **args):
         a = {'job-id': 'j', 'device': 'src', 'target': 'tgt'}
@@ -70,13 +64,6 @@ class Env:
                                  match={'data': {'device': jid}})
         wait_null(self.qmp, jid)
         return ev['data']
-
-    def release(self):
-        self.nbd.close()
-        self.qmp.execute('block-export-del', id='e0')
-        self.qmp.wait_event('BLOCK_EXPORT_DELETED')
-        self.qmp.execute('blockdev-del', node_name='tgt')
-        self.qmp.execute('blockdev-del', node_name='src')
 
 
 def wait_null(qmp, jid):

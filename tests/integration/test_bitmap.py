@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from bjtest import QMPError, is_qsd, qemu_img, qemu_io
+from bjtest import QMPError, is_qsd, nbd_connect, nbd_export, qemu_img, qemu_io
 
 MiB = 1024 * 1024
 
@@ -162,7 +162,7 @@ def test_lookup_errors(daemon):
 def test_writes_mark_merge_sha256(daemon, workdir, img):
     """NBD writes mark enabled bitmaps only; merge (other nodes, other
     granularities) and clear; the hash is qemu's."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     q = daemon.qmp
     q.execute('blockdev-add', driver='file', node_name='f', filename=img)
     q.execute('blockdev-add', driver='qcow2', node_name='d', file='f')
@@ -175,15 +175,8 @@ def test_writes_mark_merge_sha256(daemon, workdir, img):
     empty = q.execute('x-debug-block-dirty-bitmap-sha256', node='d',
                       name='on')['sha256']
     assert empty == qemu_sha256([], 16)
-    sock = daemon.socket_path('nbd.sock')
-    q.execute('nbd-server-start',
-              addr={'type': 'unix', 'data': {'path': sock}})
-    q.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                   'node-name': 'd', 'name': 'x',
-                                   'writable': True})
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    sock = nbd_export(daemon, 'd', 'x')
+    h = nbd_connect(sock, 'x')
     h.pwrite(b'\1' * 4096, 70000)          # granules 1 (64k) / 136..144
     h.pwrite(b'\2' * 512, 5 * 65536)       # granule 5 / 640
     h.flush()
@@ -340,22 +333,15 @@ def test_read_only_node_loads_bitmaps(daemon_factory, workdir):
 def test_nbd_writes_survive_clean_quit(daemon_factory, workdir):
     """Writes through an NBD export mark a persistent bitmap; a clean quit
     stores exactly those granules, and qemu-img reads them back."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     p = str(workdir / 'w.qcow2')
     qemu_img('create', '-f', 'qcow2', p, '8M')
     d = daemon_factory(*qcow2_args(p))
     q = d.qmp
     q.execute('block-dirty-bitmap-add', node='d', name='inc',
               persistent=True)
-    sock = d.socket_path('nbd.sock')
-    q.execute('nbd-server-start',
-              addr={'type': 'unix', 'data': {'path': sock}})
-    q.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                   'node-name': 'd', 'name': 'x',
-                                   'writable': True})
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    sock = nbd_export(d, 'd', 'x')
+    h = nbd_connect(sock, 'x')
     for off in (0, 3 * MiB + 100, 8 * MiB - 512):
         h.pwrite(b'\5' * 512, off)
     h.flush()

@@ -140,6 +140,62 @@ def nbd_client(sock):
     return h
 
 
+def bitmap_daemon(daemon_factory, p, size, name, **bitmap):
+    """Creates the qcow2 image p (size), starts a daemon on it (node d)
+    and adds persistent bitmap name to d (bitmap: more of its arguments);
+    returns the daemon."""
+    qemu_img('create', '-f', 'qcow2', p, size)
+    d = daemon_factory(*qcow2_args(p))
+    d.qmp.execute('block-dirty-bitmap-add', node='d', name=name,
+                  persistent=True, **bitmap)
+    return d
+
+
+def reload_keeps_granules(daemon_factory, p, want):
+    """A new daemon on p loads bitmap b consistent and with at least the
+    granules want, and stores it clean (flags 2) with them at its quit."""
+    d = daemon_factory(*qcow2_args(p))
+    b = bitmap_info(d.qmp, 'd', 'b')
+    assert 'inconsistent' not in b
+    assert b['count'] >= len(want) * GRAN
+    d.stop()
+    flags, bits = stored_bitmap(p, 'b')
+    assert flags == 2 and want <= bits
+
+
+def write_ranges(h, byte, ranges):
+    """Writes byte over each (offset, length) of ranges through h; returns
+    the granules written."""
+    written = set()
+    for off, n in ranges:
+        h.pwrite(byte * n, off)
+        written |= granules(off, n)
+    return written
+
+
+def commit_into_bitmap_base(daemon_factory, workdir, base_size, mid_write,
+                            mid_size=None):
+    """base (base_size, persistent bitmap bb) <- mid (qemu-io mid_write;
+    mid_size, when given, its own size) <- top: a daemon opens top and
+    commits mid into base.  Returns the daemon and base's path."""
+    base = str(workdir / 'base.qcow2')
+    mid = str(workdir / 'mid.qcow2')
+    top = str(workdir / 'top.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, base_size)
+    qemu_img('bitmap', '--add', base, 'bb')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
+             'qcow2', mid, *([mid_size] if mid_size else []))
+    qemu_io('-c', mid_write, mid)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
+             'qcow2', top)
+    d = daemon_factory('--blockdev', 'driver=qcow2,node-name=top,'
+                       'file.driver=file,file.filename=%s' % top)
+    d.qmp.execute('block-commit', device='top', job_id='j', top=mid,
+                  base=base)
+    d.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    return d, base
+
+
 def kill(d):
     d.send_signal(signal.SIGKILL)
     d.wait()
@@ -164,12 +220,9 @@ def test_sigkill_after_nbd_writes_keeps_bitmap(daemon_factory, workdir):
     assert info_bitmaps(p) == {'old': ['in-use', 'auto'],
                                'new': ['in-use', 'auto']}
     h = nbd_client(start_export(d))
-    want = set()
     writes = [(0, 512), (3 * MiB + 100, 70000), (64 * MiB - 512, 512),
               (20 * MiB, 1 * MiB), (3 * GRAN + 5, 18 * GRAN)]
-    for off, n in writes:
-        h.pwrite(b'\5' * n, off)
-        want |= granules(off, n)
+    want = write_ranges(h, b'\5', writes)
     h.zero(128 * 1024, 40 * MiB)
     want |= granules(40 * MiB, 128 * 1024)
     h.trim(65536 * 3, 50 * MiB)
@@ -239,10 +292,7 @@ def test_sigkill_during_concurrent_writes(daemon_factory, workdir, after):
     client got an answer for is dirty in the bitmap loaded afterwards."""
     pytest.importorskip('nbd')
     p = str(workdir / 'c.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '256M')
-    d = daemon_factory(*qcow2_args(p))
-    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
-                  persistent=True, granularity=GRAN)
+    d = bitmap_daemon(daemon_factory, p, '256M', 'b', granularity=GRAN)
     sock = start_export(d)
     acked, stop, lock = [], threading.Event(), threading.Lock()
     threads = [threading.Thread(target=writer,
@@ -266,13 +316,7 @@ def test_sigkill_during_concurrent_writes(daemon_factory, workdir, after):
     check_ok(p, leaks_ok=True)
     flags, bits = stored_bitmap(p, 'b')
     assert flags & 1 and want <= bits
-    d = daemon_factory(*qcow2_args(p))
-    b = bitmap_info(d.qmp, 'd', 'b')
-    assert 'inconsistent' not in b
-    assert b['count'] >= len(want) * GRAN
-    d.stop()
-    flags, bits = stored_bitmap(p, 'b')
-    assert flags == 2 and want <= bits
+    reload_keeps_granules(daemon_factory, p, want)
     qemu_img('check', '-r', 'leaks', p, check=False)
     check_ok(p)
 
@@ -283,10 +327,7 @@ def test_foreign_writer_untrusts(daemon_factory, workdir, how):
     """Another program opening our crashed image read-write clears our
     autoclear bit: the bitmap is then inconsistent, never trusted."""
     p = str(workdir / 'f.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '8M')
-    d = daemon_factory(*qcow2_args(p))
-    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
-                  persistent=True)
+    d = bitmap_daemon(daemon_factory, p, '8M', 'b')
     kill(d)
     # A read-only look changes nothing.
     qemu_io('-r', '-c', 'read 0 512', p)
@@ -308,10 +349,8 @@ def test_foreign_writer_untrusts(daemon_factory, workdir, how):
 
 def test_add_and_remove_reach_the_image_at_once(daemon_factory, workdir):
     p = str(workdir / 'r.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '8M')
-    d = daemon_factory(*qcow2_args(p))
+    d = bitmap_daemon(daemon_factory, p, '8M', 'a')
     q = d.qmp
-    q.execute('block-dirty-bitmap-add', node='d', name='a', persistent=True)
     q.execute('block-dirty-bitmap-add', node='d', name='t')  # not stored
     q.execute('block-dirty-bitmap-add', node='d', name='off',
               persistent=True, disabled=True)
@@ -334,21 +373,8 @@ def test_reopen_read_only_stores_bitmaps(daemon_factory, workdir):
     """A commit reopens its base read-write and read-only again: the base's
     bitmap records the commit's writes and is stored clean at the second
     reopen, so even a SIGKILL later leaves it consistent for qemu too."""
-    base = str(workdir / 'base.qcow2')
-    mid = str(workdir / 'mid.qcow2')
-    top = str(workdir / 'top.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', base, '8M')
-    qemu_img('bitmap', '--add', base, 'bb')
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
-             'qcow2', mid)
-    qemu_io('-c', 'write -P 2 1M 128k', mid)
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
-             'qcow2', top)
-    d = daemon_factory('--blockdev', 'driver=qcow2,node-name=top,'
-                       'file.driver=file,file.filename=%s' % top)
-    q = d.qmp
-    q.execute('block-commit', device='top', job_id='j', top=mid, base=base)
-    q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    d, base = commit_into_bitmap_base(daemon_factory, workdir, '8M',
+                                      'write -P 2 1M 128k')
     assert info_bitmaps(base) == {'bb': ['auto']}
     autoclear, exts = header(base)
     assert autoclear == 1 and BJ_EXT not in exts
@@ -364,18 +390,13 @@ def test_sigkill_during_incremental_backup(daemon_factory, workdir):
     pytest.importorskip('nbd')
     p = str(workdir / 's.qcow2')
     t = str(workdir / 't.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '16M')
     qemu_img('create', '-f', 'qcow2', t, '16M')
-    d = daemon_factory(*qcow2_args(p))
+    d = bitmap_daemon(daemon_factory, p, '16M', 'b')
     q = d.qmp
-    q.execute('block-dirty-bitmap-add', node='d', name='b', persistent=True)
     h = nbd_client(start_export(d))
     before = [(0, 4096), (5 * MiB, 200000)]
     during = [(1 * MiB, 4096), (15 * MiB, 70000), (5 * MiB, 512)]
-    want = set()
-    for off, n in before:
-        h.pwrite(b'\1' * n, off)
-        want |= granules(off, n)
+    want = write_ranges(h, b'\1', before)
     q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
                                'file': {'driver': 'file', 'filename': t}})
     q.execute('blockdev-backup', {'job-id': 'j', 'device': 'd',
@@ -399,21 +420,8 @@ def test_sigkill_during_incremental_backup(daemon_factory, workdir):
 def test_resize_rearms(daemon_factory, workdir):
     """A commit that grows its base re-arms the base's bitmap for the new
     size: the image stays valid for qemu and for us."""
-    base = str(workdir / 'base.qcow2')
-    mid = str(workdir / 'mid.qcow2')
-    top = str(workdir / 'top.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', base, '4M')
-    qemu_img('bitmap', '--add', base, 'bb')
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F',
-             'qcow2', mid, '64M')
-    qemu_io('-c', 'write -P 2 40M 64k', mid)
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'mid.qcow2', '-F',
-             'qcow2', top)
-    d = daemon_factory('--blockdev', 'driver=qcow2,node-name=top,'
-                       'file.driver=file,file.filename=%s' % top)
-    d.qmp.execute('block-commit', device='top', job_id='j', top=mid,
-                  base=base)
-    d.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    d, base = commit_into_bitmap_base(daemon_factory, workdir, '4M',
+                                      'write -P 2 40M 64k', mid_size='64M')
     kill(d)
     check_ok(base)
     assert info_bitmaps(base) == {'bb': ['auto']}
@@ -455,10 +463,8 @@ def test_add_remove_keep_armed_bitmaps_in_place(daemon_factory, workdir):
     and loses none of their bits across a SIGKILL."""
     pytest.importorskip('nbd')
     p = str(workdir / 'k.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '32M')
-    d = daemon_factory(*qcow2_args(p))
+    d = bitmap_daemon(daemon_factory, p, '32M', 'a')
     q = d.qmp
-    q.execute('block-dirty-bitmap-add', node='d', name='a', persistent=True)
     h = nbd_client(start_export(d))
     want = set()
 
@@ -492,19 +498,14 @@ def test_merge_into_persistent_bitmap_survives_sigkill(daemon_factory,
     """Bits a merge adds to a (disabled) persistent bitmap are in the image
     when the command returns: a SIGKILL right after loses none."""
     p = str(workdir / 'm.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '16M')
-    d = daemon_factory(*qcow2_args(p))
+    d = bitmap_daemon(daemon_factory, p, '16M', 'dst', disabled=True)
     q = d.qmp
-    q.execute('block-dirty-bitmap-add', node='d', name='dst',
-              persistent=True, disabled=True)
     q.execute('block-dirty-bitmap-add', node='d', name='src')
     sock = start_export(d)
     pytest.importorskip('nbd')
     h = nbd_client(sock)
-    want = set()
-    for off, n in [(0, 4096), (5 * MiB + 7, 3 * GRAN), (16 * MiB - 512, 512)]:
-        h.pwrite(b'\7' * n, off)
-        want |= granules(off, n)
+    want = write_ranges(h, b'\7', [(0, 4096), (5 * MiB + 7, 3 * GRAN),
+                                   (16 * MiB - 512, 512)])
     h.shutdown()
     assert stored_bitmap(p, 'dst')[1] == set()
     args = {'node': 'd', 'target': 'dst', 'bitmaps': ['src']}
@@ -529,11 +530,9 @@ def test_enable_persistent_bitmap_under_writes(daemon_factory, workdir):
     returned (the enable waits for writes in flight)."""
     pytest.importorskip('nbd')
     p = str(workdir / 'e.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '256M')   # writer()'s range
-    d = daemon_factory(*qcow2_args(p))
+    # 256M: writer()'s range
+    d = bitmap_daemon(daemon_factory, p, '256M', 'bm', disabled=True)
     q = d.qmp
-    q.execute('block-dirty-bitmap-add', node='d', name='bm',
-              persistent=True, disabled=True)
     sock = start_export(d)
     acked, stop, lock = [], threading.Event(), threading.Lock()
     t = threading.Thread(target=writer, args=(sock, 7, acked, stop, lock))
@@ -596,15 +595,10 @@ def test_clear_shrinks_stored_copy(daemon_factory, workdir):
     that are recorded and survive the next SIGKILL exactly."""
     pytest.importorskip('nbd')
     p = str(workdir / 'clr.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '64M')
-    d = daemon_factory(*qcow2_args(p))
-    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
-                  persistent=True, granularity=GRAN)
+    d = bitmap_daemon(daemon_factory, p, '64M', 'b', granularity=GRAN)
     h = nbd_client(start_export(d))
-    w1 = set()
-    for off, n in [(0, 4096), (7 * MiB, 3 * MiB), (63 * MiB, 512)]:
-        h.pwrite(b'\1' * n, off)
-        w1 |= granules(off, n)
+    w1 = write_ranges(h, b'\1', [(0, 4096), (7 * MiB, 3 * MiB),
+                                 (63 * MiB, 512)])
     assert stored_bitmap(p, 'b')[1] == w1
     d.qmp.execute('block-dirty-bitmap-clear', node='d', name='b')
     assert wait_stored(p, 'b', lambda b: not b) == set()
@@ -615,10 +609,7 @@ def test_clear_shrinks_stored_copy(daemon_factory, workdir):
     b = bitmap_info(d.qmp, 'd', 'b')
     assert 'inconsistent' not in b and b['count'] == 0
     h = nbd_client(start_export(d))
-    w2 = set()
-    for off, n in [(5 * MiB, 70000), (40 * MiB, 4096)]:
-        h.pwrite(b'\2' * n, off)
-        w2 |= granules(off, n)
+    w2 = write_ranges(h, b'\2', [(5 * MiB, 70000), (40 * MiB, 4096)])
     kill(d)
     assert stored_bitmap(p, 'b')[1] == w2
     d = daemon_factory(*qcow2_args(p))
@@ -636,17 +627,12 @@ def test_incremental_backup_shrinks_stored_copy(daemon_factory, workdir):
     pytest.importorskip('nbd')
     p = str(workdir / 'inc.qcow2')
     t = str(workdir / 'inc-t.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '32M')
     qemu_img('create', '-f', 'qcow2', t, '32M')
-    d = daemon_factory(*qcow2_args(p))
+    d = bitmap_daemon(daemon_factory, p, '32M', 'bm0', granularity=GRAN)
     q = d.qmp
-    q.execute('block-dirty-bitmap-add', node='d', name='bm0',
-              persistent=True, granularity=GRAN)
     h = nbd_client(start_export(d))
-    w1 = set()
-    for off, n in [(0, 4096), (9 * MiB, 2 * MiB), (31 * MiB, 4096)]:
-        h.pwrite(b'\1' * n, off)
-        w1 |= granules(off, n)
+    w1 = write_ranges(h, b'\1', [(0, 4096), (9 * MiB, 2 * MiB),
+                                 (31 * MiB, 4096)])
     q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
                                'file': {'driver': 'file', 'filename': t}})
     q.execute('blockdev-backup', {'job-id': 'j', 'device': 'd',
@@ -655,10 +641,7 @@ def test_incremental_backup_shrinks_stored_copy(daemon_factory, workdir):
     ev = q.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
     assert 'error' not in ev['data']
     assert bitmap_info(q, 'd', 'bm0')['count'] == 0
-    w2 = set()
-    for off, n in [(9 * MiB, 4096), (20 * MiB, 100000)]:
-        h.pwrite(b'\2' * n, off)
-        w2 |= granules(off, n)
+    w2 = write_ranges(h, b'\2', [(9 * MiB, 4096), (20 * MiB, 100000)])
     assert w1 - w2
     assert wait_stored(p, 'bm0', lambda b: b == w2) == w2
     kill(d)
@@ -677,10 +660,7 @@ def test_resync_under_concurrent_writes(daemon_factory, workdir):
     only before the clear is gone from it)."""
     pytest.importorskip('nbd')
     p = str(workdir / 'race.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '256M')
-    d = daemon_factory(*qcow2_args(p))
-    d.qmp.execute('block-dirty-bitmap-add', node='d', name='b',
-                  persistent=True, granularity=GRAN)
+    d = bitmap_daemon(daemon_factory, p, '256M', 'b', granularity=GRAN)
     sock = start_export(d)
     h = nbd_client(sock)
     old = granules(200 * MiB, 8 * MiB)     # the writers stay below 192M
@@ -719,13 +699,7 @@ def test_resync_under_concurrent_writes(daemon_factory, workdir):
     flags, bits = stored_bitmap(p, 'b')
     assert flags & 1 and want <= bits and not (bits & old)
     check_ok(p, leaks_ok=True)
-    d = daemon_factory(*qcow2_args(p))
-    b = bitmap_info(d.qmp, 'd', 'b')
-    assert 'inconsistent' not in b
-    assert b['count'] >= len(want) * GRAN
-    d.stop()
-    flags, bits = stored_bitmap(p, 'b')
-    assert flags == 2 and want <= bits
+    reload_keeps_granules(daemon_factory, p, want)
 
 
 def test_close_with_resync_pending(daemon_factory, workdir):
@@ -734,10 +708,8 @@ def test_close_with_resync_pending(daemon_factory, workdir):
     behind; a reopen read-write then arms it again."""
     pytest.importorskip('nbd')
     p = str(workdir / 'pend.qcow2')
-    qemu_img('create', '-f', 'qcow2', p, '16M')
-    d = daemon_factory(*qcow2_args(p))
+    d = bitmap_daemon(daemon_factory, p, '16M', 'b')
     q = d.qmp
-    q.execute('block-dirty-bitmap-add', node='d', name='b', persistent=True)
     h = nbd_client(start_export(d))
     h.pwrite(b'\1' * 4096, 1 * MiB)
     h.shutdown()

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from bjtest import QMPError, qemu_img, qemu_io
+from bjtest import QMPError, nbd_connect, nbd_export, qemu_img, qemu_io
 
 MiB = 1024 * 1024
 SIZE = 4 * MiB
@@ -73,22 +73,15 @@ def env(daemon, workdir):
     node n (null-co) of the same size; bitmaps: on d, bm0 (enabled,
     granules 0 and 5 dirty) and bm1 (disabled, granule 9 from a merge),
     on n, bmn (disabled, granules 0 and 5)."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     q = daemon.qmp
     p = str(workdir / 'd.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', p, SIZE)
     q.execute('blockdev-add', driver='file', node_name='d-file', filename=p)
     q.execute('blockdev-add', driver='qcow2', node_name='d', file='d-file')
     q.execute('blockdev-add', driver='null-co', node_name='n', size=SIZE)
-    sock = daemon.socket_path('nbd.sock')
-    q.execute('nbd-server-start',
-              addr={'type': 'unix', 'data': {'path': sock}})
-    q.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                   'node-name': 'd', 'name': 'd',
-                                   'writable': True})
-    h = nbd.NBD()
-    h.set_export_name('d')
-    h.connect_unix(sock)
+    sock = nbd_export(daemon, 'd', 'd')
+    h = nbd_connect(sock, 'd')
 
     def write(offset, length=4096, pattern=1):
         h.pwrite(bytes([pattern]) * length, offset)

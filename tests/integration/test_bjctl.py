@@ -12,21 +12,15 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
+import bjctltest
 import bjtest
-
-QSD = shutil.which('qemu-storage-daemon')
-MiB = 1024 * 1024
-
-
-def bjctl_path():
-    return bjtest.bjctl_bin()
+from bjctltest import QSD, MiB, bjctl_path, check_peer
 
 
 def json_lines(text):
@@ -34,31 +28,8 @@ def json_lines(text):
     return [json.loads(line) for line in text.splitlines()]
 
 
-class Env:
+class Env(bjctltest.Env):
     """A daemon with a qcow2 chain (base <- top) and bjctl around it."""
-
-    def __init__(self, daemon, workdir, qsd):
-        self.d = daemon
-        self.workdir = workdir
-        self.qsd = qsd
-
-    def sock(self, n=1):
-        if self.qsd:
-            return self.d.socket_path('qmp%d.sock' % n)
-        return self.d.sock_path
-
-    def run(self, *args, n=1, timeout=60, expect=None):
-        cmd = [bjctl_path(), '--socket', self.sock(n)] + [str(a) for a in args]
-        p = subprocess.run(cmd, capture_output=True, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL,
-                           env=bjtest.sanitizer_env())
-        bjtest.check_sanitizer_text(p.stderr, 'bjctl')
-        if expect is not None:
-            assert p.returncode == expect, (
-                'bjctl %s: exit %d (expected %d)\nstdout: %s\nstderr: %s'
-                % (' '.join(cmd[3:]), p.returncode, expect, p.stdout,
-                   p.stderr))
-        return p
 
     def popen(self, *args, n=2, **kw):
         cmd = [bjctl_path(), '--socket', self.sock(n)] + [str(a) for a in args]
@@ -108,13 +79,7 @@ def chain_args(top, extra_nodes=()):
 
 @pytest.fixture(params=['daemon', 'qsd'])
 def kind(request):
-    if request.param == 'qsd':
-        if QSD is None:
-            pytest.skip('qemu-storage-daemon not installed')
-        if bjtest.is_qsd():
-            pytest.skip('the daemon under test is qemu-storage-daemon already')
-    if not os.access(bjctl_path(), os.X_OK):
-        pytest.fail('bjctl not built at %s' % bjctl_path(), pytrace=False)
+    check_peer(request.param)
     return request.param
 
 
@@ -562,11 +527,7 @@ def test_pivot_refused_when_not_ready(env):
 
 def test_mirror_wait_pivot(env, tmp_path):
     skip_unless_command(env, 'blockdev-mirror')
-    tgt = str(tmp_path / 'mtarget.qcow2')
-    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
-    env.d.qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'mt',
-        'file': {'driver': 'file', 'filename': tgt}})
+    tgt = env.add_qcow2('mt', str(tmp_path / 'mtarget.qcow2'))
     # not READY yet (throttled): --pivot refuses and changes nothing
     env.run('mirror', 'top', '--to', 'mt', '--job-id', 'm1', '--speed', '64K',
             expect=0)
@@ -587,11 +548,7 @@ def test_mirror_wait_pivot(env, tmp_path):
 
 def test_mirror_pivot_in_one_go(env, tmp_path):
     skip_unless_command(env, 'blockdev-mirror')
-    tgt = str(tmp_path / 'm2.qcow2')
-    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
-    env.d.qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'mt2',
-        'file': {'driver': 'file', 'filename': tgt}})
+    env.add_qcow2('mt2', str(tmp_path / 'm2.qcow2'))
     p = env.run('mirror', 'top', '--to', 'mt2', '--pivot', '--verbose',
                 expect=0)
     assert "job 'mirror-top' completed: pivoted to the target" in p.stdout
@@ -601,11 +558,7 @@ def test_mirror_pivot_in_one_go(env, tmp_path):
 def test_mirror_manual_finalize_abort_pivot(env, tmp_path):
     """auto-finalize off: abort --pivot completes and finalizes it."""
     skip_unless_command(env, 'blockdev-mirror')
-    tgt = str(tmp_path / 'mf.qcow2')
-    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
-    env.d.qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'mf',
-        'file': {'driver': 'file', 'filename': tgt}})
+    env.add_qcow2('mf', str(tmp_path / 'mf.qcow2'))
     env.d.qmp.execute('blockdev-mirror', {
         'job-id': 'mf1', 'device': 'top', 'target': 'mf', 'sync': 'full',
         'auto-finalize': False})
@@ -620,11 +573,7 @@ def test_mirror_manual_finalize_abort_pivot(env, tmp_path):
 def test_backup_bitmap(env, tmp_path):
     skip_unless_command(env, 'blockdev-backup')
     skip_unless_command(env, 'block-dirty-bitmap-add')
-    tgt = str(tmp_path / 'inc.qcow2')
-    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
-    env.d.qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'it',
-        'file': {'driver': 'file', 'filename': tgt}})
+    env.add_qcow2('it', str(tmp_path / 'inc.qcow2'))
     env.d.qmp.execute('block-dirty-bitmap-add', node='top', name='bm0')
     # nothing written since the bitmap was made: an empty incremental
     p = env.run('--json', 'backup', 'top', '--to', 'it', '--bitmap', 'bm0',
@@ -638,11 +587,7 @@ def test_backup_bitmap(env, tmp_path):
 
 def test_backup_wait(env, tmp_path):
     skip_unless_command(env, 'blockdev-backup')
-    tgt = str(tmp_path / 'b.qcow2')
-    bjtest.qemu_img('create', '-q', '-f', 'qcow2', tgt, str(32 * MiB))
-    env.d.qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'bt',
-        'file': {'driver': 'file', 'filename': tgt}})
+    tgt = env.add_qcow2('bt', str(tmp_path / 'b.qcow2'))
     p = env.run('backup', 'top', '--to', 'bt', '--wait', expect=0)
     assert "job 'backup-top' completed" in p.stdout
     env.d.qmp.execute('blockdev-del', node_name='bt')
@@ -661,14 +606,9 @@ def test_commit_intermediate_wait(env, tmp_path):
     bjtest.qemu_io('-c', 'write -P 0x22 1M 2M', m2)
     bjtest.qemu_img('create', '-q', '-f', 'qcow2', '-b', m2, '-F', 'qcow2', o2)
     q = env.d.qmp
-    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'b2',
-                               'file': {'driver': 'file', 'filename': b2}})
-    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'm2',
-                               'backing': 'b2',
-                               'file': {'driver': 'file', 'filename': m2}})
-    q.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'o2',
-                               'backing': 'm2',
-                               'file': {'driver': 'file', 'filename': o2}})
+    bjtest.blockdev_add_image(q, 'qcow2', 'b2', b2)
+    bjtest.blockdev_add_image(q, 'qcow2', 'm2', m2, backing='b2')
+    bjtest.blockdev_add_image(q, 'qcow2', 'o2', o2, backing='m2')
     p = env.run('commit', 'o2', '--top', 'm2', '--base', 'b2', '--wait',
                 expect=0)
     assert "job 'commit-o2' completed" in p.stdout

@@ -9,52 +9,22 @@ nbd+unix), so the daemon's bitmaps see them.
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
+import bjctltest
 import bjtest
+from bjctltest import QSD, MiB, bjctl_path, check_peer
 from test_bjctl import json_lines
 
-QSD = shutil.which('qemu-storage-daemon')
-MiB = 1024 * 1024
 KiB = 1024
 SIZE = 32 * MiB
 
 
-def bjctl_path():
-    return bjtest.bjctl_bin()
-
-
-class Env:
+class Env(bjctltest.Env):
     """A daemon with node 'top' (a 32 MiB qcow2, half written), a 32 MiB
     null-co node 'n0', a writable NBD export of 'top', and bjctl."""
-
-    def __init__(self, d, workdir, qsd):
-        self.d = d
-        self.workdir = str(workdir)
-        self.qsd = qsd
-
-    def sock(self):
-        # qemu-storage-daemon serves one client per monitor: bjctl takes a
-        # spare one, d.qmp keeps the first.
-        if self.qsd:
-            return self.d.socket_path('qmp1.sock')
-        return self.d.sock_path
-
-    def run(self, *args, expect=None, timeout=60):
-        cmd = [bjctl_path(), '--socket', self.sock()] + [str(a) for a in args]
-        p = subprocess.run(cmd, capture_output=True, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL,
-                           env=bjtest.sanitizer_env())
-        bjtest.check_sanitizer_text(p.stderr, 'bjctl')
-        if expect is not None:
-            assert p.returncode == expect, (
-                'bjctl %s: exit %d (expected %d)\nstdout: %s\nstderr: %s'
-                % (' '.join(cmd[3:]), p.returncode, expect, p.stdout,
-                   p.stderr))
-        return p
 
     def write(self, *cmds):
         """qemu-io commands against the export of 'top'."""
@@ -72,24 +42,14 @@ class Env:
         return None
 
     def add_target(self, name):
-        path = os.path.join(self.workdir, name + '.qcow2')
-        bjtest.qemu_img('create', '-q', '-f', 'qcow2', path, str(SIZE))
-        self.d.qmp.execute('blockdev-add', {
-            'driver': 'qcow2', 'node-name': name,
-            'file': {'driver': 'file', 'filename': path}})
-        return path
+        return self.add_qcow2(name, os.path.join(self.workdir,
+                                                 name + '.qcow2'), SIZE)
 
 
 @pytest.fixture(params=['daemon', 'qsd'])
 def env(request, tmp_path, binary):
     qsd = request.param == 'qsd'
-    if qsd:
-        if QSD is None:
-            pytest.skip('qemu-storage-daemon not installed')
-        if bjtest.is_qsd():
-            pytest.skip('the daemon under test is qemu-storage-daemon already')
-    if not os.access(bjctl_path(), os.X_OK):
-        pytest.fail('bjctl not built at %s' % bjctl_path(), pytrace=False)
+    check_peer(request.param)
     top = str(tmp_path / 'top.qcow2')
     bjtest.qemu_img('create', '-q', '-f', 'qcow2', top, str(SIZE))
     bjtest.qemu_io('-c', 'write -P 0x5a 0 16M', top)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bjtest import QMPError, qemu_img
+from bjtest import QMPError, blockdev_add_error, qemu_img
 
 
 def make_image(workdir, name='a.img', size=1 << 20):
@@ -23,13 +23,6 @@ def make_image(workdir, name='a.img', size=1 << 20):
 
 def add(qmp, **opts):
     return qmp.execute('blockdev-add', opts)
-
-
-def add_error(qmp, opts):
-    with pytest.raises(QMPError) as e:
-        qmp.execute('blockdev-add', opts)
-    assert e.value.cls == 'GenericError'
-    return e.value.desc
 
 
 def nodes(qmp, **args):
@@ -281,7 +274,7 @@ ADD_ERRORS = [
 def test_blockdev_add_errors(daemon, opts, desc):
     q = daemon.qmp
     add(q, driver='null-co', **{'node-name': 'taken'})
-    assert add_error(q, opts) == desc
+    assert blockdev_add_error(q, opts) == desc
     # Nothing half-added stays behind.
     assert names(q) == ['taken']
 
@@ -289,14 +282,14 @@ def test_blockdev_add_errors(daemon, opts, desc):
 def test_file_errors(daemon, workdir):
     q = daemon.qmp
     missing = os.path.join(str(workdir), 'missing.img')
-    assert add_error(q, {'driver': 'file', 'node-name': 'f',
-                         'filename': missing}) == \
+    assert blockdev_add_error(q, {'driver': 'file', 'node-name': 'f',
+                                  'filename': missing}) == \
         "Could not open '%s': No such file or directory" % missing
     # The same failure inside an inline child unwinds the parent too.
-    assert add_error(q, {'driver': 'raw', 'node-name': 'r',
-                         'file': {'driver': 'raw', 'node-name': 'inner',
-                                  'file': {'driver': 'file',
-                                           'filename': missing}}}) == \
+    assert blockdev_add_error(q, {
+        'driver': 'raw', 'node-name': 'r',
+        'file': {'driver': 'raw', 'node-name': 'inner',
+                 'file': {'driver': 'file', 'filename': missing}}}) == \
         "Could not open '%s': No such file or directory" % missing
     assert nodes(q) == []
     # And the names are free again.
@@ -344,8 +337,8 @@ def test_read_only_node(daemon, workdir):
     os.chmod(img, 0o444)
     q = daemon.qmp
     if os.geteuid() != 0:
-        assert add_error(q, {'driver': 'file', 'node-name': 'f',
-                             'filename': img}).startswith(
+        assert blockdev_add_error(q, {'driver': 'file', 'node-name': 'f',
+                                      'filename': img}).startswith(
             "Could not open '%s'" % img)
     add(q, driver='file', **{'node-name': 'f', 'read-only': True},
         filename=img)

@@ -11,22 +11,10 @@ Chain (64 MiB), every node added by blockdev-add so that base is writable:
 import pytest
 
 import golden
-from bjtest import QMPError, is_qsd, wait_until
-from chain import Chain
+from bjtest import QMPError, is_qsd, query_block_job, wait_until
+from copyjob import finish, in_mode
 
 MiB = 1 << 20
-
-
-def query_job(qmp, job_id='commit0'):
-    for j in qmp.execute('query-block-jobs'):
-        if j['device'] == job_id:
-            return j
-    return None
-
-
-@pytest.fixture
-def chain(workdir):
-    return Chain(workdir)
 
 
 @pytest.mark.timeout(120)
@@ -35,17 +23,10 @@ def test_commit_intermediate(daemon, chain, mode):
     qmp = daemon.qmp
     chain.add_all(qmp)
     rec = golden.Recorder(qmp, 'commit0')
-    args = {'job-id': 'commit0', 'device': 'top', 'top-node': 'mid',
-            'base-node': 'base'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    qmp.execute('block-commit', args)
-    if mode == 'manual':
-        rec.wait('BLOCK_JOB_PENDING')
-        qmp.execute('block-job-finalize', id='commit0')
-        rec.wait_status('concluded')
-        qmp.execute('block-job-dismiss', id='commit0')
-    rec.wait_status('null')
+    qmp.execute('block-commit', in_mode(mode, {
+        'job-id': 'commit0', 'device': 'top', 'top-node': 'mid',
+        'base-node': 'base'}))
+    finish(qmp, rec, mode, verbs='block-job')
     golden.assert_matches('commit-intermediate.%s' % mode, rec.events,
                           raw=True)
     # top now backs onto base; mid survives, detached
@@ -152,8 +133,8 @@ def test_commit_quit_while_running(daemon, chain):
     qmp.execute('block-commit', {'job-id': 'commit0', 'device': 'top',
                                  'top-node': 'mid', 'base-node': 'base',
                                  'speed': 256 * 1024})
-    wait_until(lambda: query_job(qmp)['offset'] > 0, timeout=60,
-               what='some progress')
+    wait_until(lambda: query_block_job(qmp, 'commit0')['offset'] > 0,
+               timeout=60, what='some progress')
     qmp.execute('quit')
     ev = qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
     assert ev['data']['device'] == 'commit0'

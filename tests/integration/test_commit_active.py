@@ -14,9 +14,10 @@ import random
 import pytest
 
 import golden
-from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export, qemu_img,
-                    qemu_io)
+from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export,
+                    nbd_export_teardown, nbd_random_write, qemu_img, qemu_io)
 from chain import Chain
+from copyjob import finish, in_mode
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -30,13 +31,6 @@ def chain(workdir):
 def export(daemon, node):
     pytest.importorskip('nbd')
     return nbd_connect(nbd_export(daemon, node, name='x'), 'x')
-
-
-def unexport(daemon, h):
-    h.flush()
-    h.shutdown()
-    daemon.qmp.execute('block-export-del', id='e0')
-    daemon.qmp.wait_event('BLOCK_EXPORT_DELETED')
 
 
 def export_node(qmp):
@@ -53,10 +47,8 @@ def test_commit_active(daemon, chain, mode):
     chain.add_all(qmp)
     h = export(daemon, 'top')
     rec = golden.Recorder(qmp, 'commit1')
-    args = {'job-id': 'commit1', 'device': 'top'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    qmp.execute('block-commit', args)
+    qmp.execute('block-commit', in_mode(mode, {'job-id': 'commit1',
+                                               'device': 'top'}))
     rec.wait('BLOCK_JOB_READY')
     j = qmp.execute('query-block-jobs')[0]
     assert (j['type'], j['status']) == ('commit', 'ready')
@@ -64,24 +56,17 @@ def test_commit_active(daemon, chain, mode):
         qmp.execute('blockdev-del', node_name='top')
     assert 'busy' in e.value.desc or 'in use' in e.value.desc
     qmp.execute('block-job-complete', device='commit1')
-    if mode == 'manual':
-        rec.wait('BLOCK_JOB_PENDING')
-        qmp.execute('job-finalize', id='commit1')
-        rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id='commit1')
-    rec.wait_status('null')
+    finish(qmp, rec, mode)
     golden.assert_matches('commit-active.%s' % mode, rec.events)
     # the export now writes to base: the chain is just base
     assert export_node(qmp) == 'base'
     h.pwrite(b'\x09' * 65536, 60 * MiB)
-    unexport(daemon, h)
-    for n in ('top', 'mid', 'base'):
-        qmp.execute('blockdev-del', node_name=n)
+    nbd_export_teardown(daemon.qmp, h)
+    chain.del_all(qmp)
     qemu_img('check', '-q', chain.base)
     qemu_io('-c', 'read -P 9 60M 64k', chain.base)
     qemu_io('-c', 'write -z 60M 64k', chain.base)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.base)
+    chain.compare_ref(chain.base)
 
 
 @pytest.mark.timeout(120)
@@ -95,13 +80,10 @@ def test_commit_active_soft_cancel_keeps_chain(daemon, chain):
     ev = rec.wait('BLOCK_JOB_COMPLETED')
     assert 'error' not in ev['data']
     rec.wait_status('null')
-    for n in ('top', 'mid', 'base'):
-        qmp.execute('blockdev-del', node_name=n)
+    chain.del_all(qmp)
     # top still reads the same; base now holds the whole image too
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.top)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.base)
+    chain.compare_ref(chain.top)
+    chain.compare_ref(chain.base)
 
 
 @pytest.mark.timeout(180)
@@ -117,11 +99,7 @@ def test_commit_active_under_nbd_writes(daemon, chain):
     n = 0
     completed = False
     while True:
-        length = 4096 * rnd.randint(1, 16)
-        off = 4096 * rnd.randrange((SIZE - length) // 4096)
-        data = bytes([0x40 + n % 64]) * length
-        h.pwrite(data, off)
-        expect[off:off + length] = data
+        nbd_random_write(h, rnd, n, expect, SIZE)
         n += 1
         if n % 16 == 0:
             jobs = qmp.execute('query-block-jobs')
@@ -139,14 +117,12 @@ def test_commit_active_under_nbd_writes(daemon, chain):
     rec.wait_status('null')
     golden.assert_matches('commit-active.auto', rec.events)
     assert export_node(qmp) == 'base'
-    unexport(daemon, h)
-    for nn in ('top', 'mid', 'base'):
-        qmp.execute('blockdev-del', node_name=nn)
+    nbd_export_teardown(daemon.qmp, h)
+    chain.del_all(qmp)
     with open(chain.ref, 'wb') as f:
         f.write(expect)
     qemu_img('check', '-q', chain.base)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', chain.ref,
-             chain.base)
+    chain.compare_ref(chain.base)
 
 
 def node_by_file(qmp, filename):
@@ -184,7 +160,7 @@ def test_commit_active_into_header_opened_base(daemon, chain, how):
         # restore runs while the job still writes it); we don't.
         if not is_qsd(daemon.binary):
             assert node_by_file(qmp, chain.base)['ro'] is True
-    unexport(daemon, h)
+    nbd_export_teardown(daemon.qmp, h)
     qmp.execute('blockdev-del', node_name='top')
     daemon.stop()
     qemu_img('check', chain.base)

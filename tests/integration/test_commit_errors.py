@@ -11,24 +11,17 @@ data clusters.
 import pytest
 
 import golden
-from bjtest import qemu_img
-from chain import Chain
-
-MiB = 1 << 20
+from joberrors import (STOPPED_THEN_COMPLETED, check_top, completed_event,
+                       failed_after_error, failing_chain, resume_after_stop,
+                       sequence)
 
 
 def make(workdir, qmp, once):
-    chain = Chain(workdir, size=16 * MiB, base=['write -P 1 0 8M'],
-                  mid=['write -P 2 4M 8M'], top=['write -P 3 0 1M'])
-    chain.add_all_failing_mid_reads(qmp, 4 * MiB, once)
-    return chain.top, chain.ref
+    return failing_chain(workdir, qmp, once, top_writes=['write -P 3 0 1M'])
 
 
 def finish(qmp, top, ref, committed):
-    Chain.del_all(qmp)
-    qemu_img('check', '-q', top)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, top)
-    info = qemu_img('info', '-U', top).stdout
+    info = check_top(qmp, top, ref)
     assert ('mid.qcow2' not in info) == committed, info
 
 
@@ -46,13 +39,9 @@ def test_commit_error_report(daemon, workdir):
     top, ref = make(workdir, qmp, once=False)
     rec = start(qmp, 'report')
     rec.wait_status('null')
-    seq = golden.canonical(golden.sequence(rec.events))
-    assert seq == ['JOB_STATUS_CHANGE:created', 'JOB_STATUS_CHANGE:running',
-                   'BLOCK_JOB_ERROR:read:report', 'JOB_STATUS_CHANGE:aborting',
-                   'BLOCK_JOB_COMPLETED:error', 'JOB_STATUS_CHANGE:concluded',
-                   'JOB_STATUS_CHANGE:null'], seq
-    done = [e for e in rec.events if e['event'] == 'BLOCK_JOB_COMPLETED'][0]
-    assert done['data']['error'] == 'Input/output error'
+    seq = sequence(rec)
+    assert seq == failed_after_error('report'), seq
+    assert completed_event(rec)['data']['error'] == 'Input/output error'
     finish(qmp, top, ref, committed=False)
 
 
@@ -61,19 +50,9 @@ def test_commit_error_stop_then_resume(daemon, workdir):
     qmp = daemon.qmp
     top, ref = make(workdir, qmp, once=True)
     rec = start(qmp, 'stop')
-    rec.wait_status('paused')
-    j = qmp.execute('query-block-jobs')[0]
-    assert (j['status'], j['paused'], j['io-status']) == ('paused', True,
-                                                          'failed')
-    qmp.execute('block-job-resume', device='commit0')
-    rec.wait_status('null')
-    seq = golden.canonical(golden.sequence(rec.events))
-    assert seq == ['JOB_STATUS_CHANGE:created', 'JOB_STATUS_CHANGE:running',
-                   'BLOCK_JOB_ERROR:read:stop', 'JOB_STATUS_CHANGE:paused',
-                   'JOB_STATUS_CHANGE:running', 'JOB_STATUS_CHANGE:waiting',
-                   'JOB_STATUS_CHANGE:pending', 'BLOCK_JOB_COMPLETED',
-                   'JOB_STATUS_CHANGE:concluded',
-                   'JOB_STATUS_CHANGE:null'], seq
+    resume_after_stop(qmp, rec, 'commit0')
+    seq = sequence(rec)
+    assert seq == STOPPED_THEN_COMPLETED, seq
     finish(qmp, top, ref, committed=True)
 
 
@@ -83,13 +62,13 @@ def test_commit_error_ignore_retries(daemon, workdir):
     top, ref = make(workdir, qmp, once=True)
     rec = start(qmp, 'ignore')
     rec.wait_status('null')
-    seq = golden.canonical(golden.sequence(rec.events))
+    seq = sequence(rec)
     assert seq == ['JOB_STATUS_CHANGE:created', 'JOB_STATUS_CHANGE:running',
                    'BLOCK_JOB_ERROR:read:ignore', 'JOB_STATUS_CHANGE:waiting',
                    'JOB_STATUS_CHANGE:pending', 'BLOCK_JOB_COMPLETED',
                    'JOB_STATUS_CHANGE:concluded',
                    'JOB_STATUS_CHANGE:null'], seq
-    done = [e for e in rec.events if e['event'] == 'BLOCK_JOB_COMPLETED'][0]
+    done = completed_event(rec)
     assert 'error' not in done['data']
     assert done['data']['offset'] == done['data']['len']
     finish(qmp, top, ref, committed=True)

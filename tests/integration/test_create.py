@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from bjtest import QMPError, qemu_img, qemu_io, run
+from bjtest import (QMPError, nbd_connect, nbd_export, nbd_export_teardown,
+                   qemu_img, qemu_io, run)
 
 MiB = 1 << 20
 
@@ -102,24 +103,13 @@ def test_create_qcow2_and_use(daemon):
     create_ok(qmp, {'driver': 'qcow2', 'file': 'f0', 'size': 64 * MiB,
                     'cluster-size': 65536})
     # The new image opens in the daemon and takes writes over NBD.
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     qmp.execute('blockdev-add', driver='qcow2', node_name='q0', file='f0')
-    sock = daemon.socket_path('nbd.sock')
-    qmp.execute('nbd-server-start',
-                addr={'type': 'unix', 'data': {'path': sock}})
-    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                     'node-name': 'q0', 'writable': True})
-    h = nbd.NBD()
-    h.set_export_name('q0')
-    h.connect_unix(sock)
+    sock = nbd_export(daemon, 'q0')
+    h = nbd_connect(sock, 'q0')
     assert h.get_size() == 64 * MiB
     h.pwrite(b'\x42' * MiB, 3 * MiB)
-    h.flush()
-    h.shutdown()
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
-    qmp.execute('blockdev-del', node_name='q0')
-    qmp.execute('blockdev-del', node_name='f0')
+    nbd_export_teardown(qmp, h, 'q0', 'f0')
     qemu_img('check', '-q', path)
     qemu_io('-f', 'qcow2', '-c', 'read -P 0x42 3M 1M', '-c', 'read -P 0 0 3M',
             path)

@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from bitmaptest import marked_ranges
+from bitmaptest import bitmap_info, marked_ranges
 from bjtest import QMPError, qemu_img, qemu_io, run
 
 nbd = pytest.importorskip('nbd')
@@ -54,15 +54,6 @@ def merged_dirty(u, name):
         else:
             ranges.append((e['offset'], e['length']))
     return ranges
-
-
-def bitmap_info(d, node, name):
-    for n in d.qmp.execute('query-named-block-nodes'):
-        if n['node-name'] == node:
-            for b in n.get('dirty-bitmaps') or []:
-                if b.get('name') == name:
-                    return b
-    raise AssertionError('no bitmap %s on %s' % (name, node))
 
 
 class Guest:
@@ -203,8 +194,8 @@ def test_pull_backup_reads_point_in_time_while_guest_writes(fleece_setup,
         snapshot = h.pread(SIZE, 0)
         h.shutdown()
         start_fleece(d, ['bm0'])
-        assert bitmap_info(d, 'src', 'bm0')['busy'] is True
-        assert bitmap_info(d, 'src', 'bm0')['recording'] is False
+        assert bitmap_info(d.qmp, 'src', 'bm0')['busy'] is True
+        assert bitmap_info(d.qmp, 'src', 'bm0')['recording'] is False
 
         # The guest overwrites every dirty range and more, as the client
         # reads.
@@ -264,11 +255,11 @@ def test_pull_backup_reads_point_in_time_while_guest_writes(fleece_setup,
         guest.stop()
 
     stop_fleece(d)
-    bm0 = bitmap_info(d, 'src', 'bm0')
+    bm0 = bitmap_info(d.qmp, 'src', 'bm0')
     assert (bm0['busy'], bm0['recording']) == (False, False)
     assert bm0['count'] == sum(n for _, n in want)
     # the next increment recorded the guest's writes since the instant
-    assert bitmap_info(d, 'src', 'bm1')['count'] > 0
+    assert bitmap_info(d.qmp, 'src', 'bm1')['count'] > 0
     # and the source has the guest's latest data, not the snapshot
     h = nbd.NBD()
     h.connect_uri(uri(d, 'src'))
@@ -308,4 +299,4 @@ def test_fleecing_with_node_and_name_of_a_recording_bitmap(fleece_setup):
     f.shutdown()
     g.shutdown()
     stop_fleece(d)
-    assert bitmap_info(d, 'src', 'bm0')['busy'] is False
+    assert bitmap_info(d.qmp, 'src', 'bm0')['busy'] is False

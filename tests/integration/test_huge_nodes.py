@@ -72,6 +72,18 @@ def bits_error(what, node, size, gran):
             % (what, node, size, gran, size // gran))
 
 
+def copy_refused(qmp, command, jid, device, what, gran=None):
+    """command (blockdev-mirror or -backup, sync=full) of the EIB-sized
+    device to node 't' is refused with bits_error(what) at gran (when given,
+    the job's granularity; else 64 KiB), and no job is left behind."""
+    args = {'job-id': jid, 'device': device, 'target': 't', 'sync': 'full'}
+    if gran is not None:
+        args['granularity'] = gran
+    refused(qmp, command, args,
+            bits_error(what, "'%s'" % device, EIB, gran or 65536))
+    assert qmp.execute('query-block-jobs') == []
+
+
 @pytest.mark.blockjobd_only('qsd aborts on a bitmap of 2 TiB')
 def test_bitmap_on_1eib_qcow2(daemon, workdir):
     path = str(workdir / 'e.qcow2')
@@ -89,11 +101,8 @@ def test_bitmap_on_1eib_qcow2(daemon, workdir):
                                            'granularity': 1 << 31})
     qmp.execute('blockdev-add', {'driver': 'null-co', 'node-name': 't',
                                  'size': EIB})
-    refused(qmp, 'blockdev-mirror', {'job-id': 'm', 'device': 'e',
-                                     'target': 't', 'sync': 'full'},
-            bits_error("Cannot create a dirty bitmap on node", "'e'", EIB,
-                       65536))
-    assert qmp.execute('query-block-jobs') == []
+    copy_refused(qmp, 'blockdev-mirror', 'm', 'e',
+                 "Cannot create a dirty bitmap on node")
     bms = qmp.execute('query-named-block-nodes')
     assert [b['name'] for n in bms if n['node-name'] == 'e'
             for b in n.get('dirty-bitmaps', [])] == ['b']
@@ -105,14 +114,8 @@ def test_backup_of_1eib(daemon):
     for n in ('s', 't'):
         qmp.execute('blockdev-add', {'driver': 'null-co', 'node-name': n,
                                      'size': EIB})
-    refused(qmp, 'blockdev-backup', {'job-id': 'b', 'device': 's',
-                                     'target': 't', 'sync': 'full'},
-            bits_error("Cannot create the copy bitmap of node", "'s'", EIB,
-                       65536))
-    assert qmp.execute('query-block-jobs') == []
+    copy_refused(qmp, 'blockdev-backup', 'b', 's',
+                 "Cannot create the copy bitmap of node")
     # The node stays usable for a job it can hold.
-    refused(qmp, 'blockdev-mirror', {'job-id': 'm', 'device': 's',
-                                     'target': 't', 'sync': 'full',
-                                     'granularity': 1 << 26},
-            bits_error("Cannot create a dirty bitmap on node", "'s'", EIB,
-                       1 << 26))
+    copy_refused(qmp, 'blockdev-mirror', 'm', 's',
+                 "Cannot create a dirty bitmap on node", gran=1 << 26)

@@ -13,18 +13,24 @@ from bjtest import QMPError, qemu_img, qemu_io
 MiB = 1 << 20
 
 
-@pytest.fixture
-def top(workdir, daemon):
-    d = str(workdir)
-    base, t = os.path.join(d, 'base.qcow2'), os.path.join(d, 'top.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', base, 16 * MiB)
-    qemu_io('-c', 'write -P 1 0 16M', base)
+def add_overlay(daemon, workdir, node):
+    """Adds node: a new image <node>.qcow2 over base.qcow2 (whose name it
+    has in its header; the node itself has no backing child)."""
+    t = os.path.join(str(workdir), node + '.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
              t)
     daemon.qmp.execute('blockdev-add', {
-        'driver': 'qcow2', 'node-name': 'top',
+        'driver': 'qcow2', 'node-name': node,
         'file': {'driver': 'file', 'filename': t}})
     return t
+
+
+@pytest.fixture
+def top(workdir, daemon):
+    base = os.path.join(str(workdir), 'base.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, 16 * MiB)
+    qemu_io('-c', 'write -P 1 0 16M', base)
+    return add_overlay(daemon, workdir, 'top')
 
 
 @pytest.mark.timeout(60)
@@ -68,11 +74,7 @@ def test_query_output(daemon, top):
 @pytest.mark.timeout(60)
 def test_newest_first(daemon, top, workdir):
     qmp = daemon.qmp
-    t2 = os.path.join(str(workdir), 'top2.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
-             t2)
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top2',
-                                 'file': {'driver': 'file', 'filename': t2}})
+    add_overlay(daemon, workdir, 'top2')
     for i, node in enumerate(('top', 'top2')):
         qmp.execute('block-stream', {'job-id': 'j%d' % i, 'device': node,
                                      'speed': 64 * 1024})
@@ -88,11 +90,7 @@ def test_newest_first(daemon, top, workdir):
 @pytest.mark.timeout(60)
 def test_quit_with_pending_and_concluded_jobs(daemon, top, workdir):
     qmp = daemon.qmp
-    t2 = os.path.join(str(workdir), 'top2.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
-             t2)
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top2',
-                                 'file': {'driver': 'file', 'filename': t2}})
+    t2 = add_overlay(daemon, workdir, 'top2')
     manual = {'auto-finalize': False, 'auto-dismiss': False}
     rec0 = golden.Recorder(qmp, 'pending0')
     rec1 = golden.Recorder(qmp, 'done1')

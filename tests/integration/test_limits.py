@@ -26,16 +26,6 @@ def nbd_uri(sock, name='disk'):
     return 'nbd+unix:///%s?socket=%s' % (name, sock)
 
 
-def try_nbd(uri):
-    h = nbd.NBD()
-    try:
-        h.connect_uri(uri)
-    except nbd.Error:
-        return False
-    h.shutdown()
-    return True
-
-
 def raw_nbd(sock):
     """A client that connects and never says a word."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -101,12 +91,12 @@ def test_idle_handshakes_time_out(daemon_factory, tmp_path):
     # Both were accepted (they got the greeting); every slot is taken.
     for s in idle:
         assert recv_exactly(s, 18, start + 10)[:8] == b'NBDMAGIC'
-    assert not try_nbd(nbd_uri(sock))
+    assert not bjtest.nbd_accepts(nbd_uri(sock))
     # The server, not the client, ends the idle ones, within the bound.
     for s in idle:
         assert closed_by_peer(s, start + 10)
-    bjtest.wait_until(lambda: try_nbd(nbd_uri(sock)), timeout=10,
-                      what='a client getting in after the idle ones')
+    bjtest.wait_until(lambda: bjtest.nbd_accepts(nbd_uri(sock)),
+                      timeout=10, what='a client getting in after the idle ones')
     took = time.monotonic() - start
     print('a new client got in %.2f s after the idle ones connected' % took)
     assert 1.0 <= took < 10, took
@@ -159,8 +149,7 @@ def test_emfile_backs_off_and_recovers(daemon_factory, tmp_path):
     # daemon's descriptor count, until one stays in the backlog.
     idle = []
     while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(d.sock_path)
+        s = raw_qmp_socket(d)
         idle.append(s)
         deadline = time.monotonic() + 10
         s.settimeout(0.05)
@@ -252,6 +241,50 @@ def rss_kib(pid, field='VmRSS'):
         return int([l for l in f if l.startswith(field + ':')][0].split()[1])
 
 
+def rss_env():
+    """The sanitizer environment with ASan's quarantine off: freed buffers
+    must leave the RSS at once, or the quarantine (up to 256 MiB) would be
+    counted as held memory."""
+    env = bjtest.sanitizer_env()
+    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
+    return env
+
+
+def raw_qmp_socket(d):
+    """A plain socket connected to d's monitor; nothing said yet."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(d.sock_path)
+    return s
+
+
+def sleeping_client(d):
+    """A monitor client that sends qmp_capabilities and never reads."""
+    s = raw_qmp_socket(d)
+    s.sendall(b'{"execute":"qmp_capabilities"}\n')
+    return s
+
+
+def flood_export_events(q, count):
+    """count block exports of node 'disk' with an EVENT_MIB long id, each
+    added and deleted: events that size go to every client."""
+    long_id = 'e' + 'x' * (EVENT_MIB << 20)
+    for _ in range(count):
+        q.execute('block-export-add', type='nbd', id=long_id,
+                  node_name='disk')
+        q.execute('block-export-del', id=long_id)
+        q.wait_event('BLOCK_EXPORT_DELETED')
+
+
+def event_flood_daemon(daemon_factory):
+    """A daemon (rss_env) with a null-co node 'disk' and an NBD server, for
+    block exports whose long ids make 1 MiB events."""
+    d = daemon_factory('--blockdev', 'driver=null-co,node-name=disk',
+                       env=rss_env())
+    d.qmp.execute('nbd-server-start', addr={
+        'type': 'unix', 'data': {'path': d.socket_path('nbd.sock')}})
+    return d
+
+
 OUT_TOTAL_MAX_MIB = 128     # docs/limits.md: pending output, all clients
 EVENT_MIB = 1
 
@@ -265,30 +298,16 @@ def test_pending_output_bound_across_clients(daemon_factory):
     also bounded at 64 MiB).  Events of 1 MiB (a block export whose id is
     1 MiB long) go to every client; 4 non-readers x 60 events would be
     240 MiB without the daemon-wide bound."""
-    env = bjtest.sanitizer_env()
-    # Freed buffers must leave the RSS at once, or ASan's quarantine (up
-    # to 256 MiB) would be counted as held output.
-    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
-    d = daemon_factory('--blockdev', 'driver=null-co,node-name=disk', env=env)
+    d = event_flood_daemon(daemon_factory)
     q = d.qmp
-    q.execute('nbd-server-start', addr={
-        'type': 'unix', 'data': {'path': d.socket_path('nbd.sock')}})
     sleepers = []
     for _ in range(4):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(d.sock_path)
-        s.sendall(b'{"execute":"qmp_capabilities"}\n')
-        sleepers.append(s)
+        sleepers.append(sleeping_client(d))
     # Every sleeper is negotiated once a reading client sees an event that
     # follows their qmp_capabilities: commands run one at a time, in turn.
     q.execute('query-version')
     base = rss_kib(d.pid)
-    long_id = 'e' + 'x' * (EVENT_MIB << 20)
-    for i in range(60):
-        q.execute('block-export-add', type='nbd', id=long_id,
-                  node_name='disk')
-        q.execute('block-export-del', id=long_id)
-        q.wait_event('BLOCK_EXPORT_DELETED')
+    flood_export_events(q, 60)
     grown = (rss_kib(d.pid) - base) // 1024
     peak = (rss_kib(d.pid, 'VmHWM') - base) // 1024
     print('RSS grew by %d MiB (peak %d MiB) for %d MiB of budget'
@@ -372,9 +391,7 @@ def raw_nbd_transmission(sock, name=b'disk'):
 
 
 def slow_reader_daemon(daemon_factory):
-    env = bjtest.sanitizer_env()
-    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
-    d = daemon_factory(start=False, env=env)
+    d = daemon_factory(start=False, env=rss_env())
     sock = d.socket_path('nbd.sock')
     d.extra_args += ['--blockdev', 'driver=null-co,node-name=disk,'
                      'size=1073741824,read-zeroes=on',
@@ -404,7 +421,7 @@ def rss_growth_once_bounded(d, sock, base, bound_mib, what):
     bjtest.wait_until(lambda: rss_kib(d.pid) - base >
                       (bound_mib - NBD_READ_MIB) << 10,
                       timeout=60, what=what + ' being reached')
-    assert try_nbd(nbd_uri(sock))
+    assert bjtest.nbd_accepts(nbd_uri(sock))
     d.qmp.execute('query-version')
     return (rss_kib(d.pid, 'VmHWM') - base) >> 10
 
@@ -435,23 +452,12 @@ IN_TOTAL_MAX_MIB = 128      # docs/limits.md: unfinished input, all clients
 def test_pending_output_bound_per_client(daemon_factory):
     """One client that never reads is dropped once 64 MiB of events wait
     for it (the daemon-wide budget is not reached with one client)."""
-    env = bjtest.sanitizer_env()
-    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
-    d = daemon_factory('--blockdev', 'driver=null-co,node-name=disk', env=env)
+    d = event_flood_daemon(daemon_factory)
     q = d.qmp
-    q.execute('nbd-server-start', addr={
-        'type': 'unix', 'data': {'path': d.socket_path('nbd.sock')}})
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(d.sock_path)
-    s.sendall(b'{"execute":"qmp_capabilities"}\n')
+    s = sleeping_client(d)
     q.execute('query-version')
     base = rss_kib(d.pid)
-    long_id = 'e' + 'x' * (EVENT_MIB << 20)
-    for i in range(70):
-        q.execute('block-export-add', type='nbd', id=long_id,
-                  node_name='disk')
-        q.execute('block-export-del', id=long_id)
-        q.wait_event('BLOCK_EXPORT_DELETED')
+    flood_export_events(q, 70)
     peak = (rss_kib(d.pid, 'VmHWM') - base) >> 10
     held = (rss_kib(d.pid) - base) >> 10
     print('one sleeper: peak +%d MiB, after +%d MiB' % (peak, held))
@@ -470,16 +476,13 @@ def test_unfinished_input_bound_across_clients(daemon_factory):
     """Each client may have a value of up to 64 MiB in progress, but not
     all of them at once: three clients 60 MiB into a string would hold
     180 MiB; past the daemon-wide 128 MiB the one sending is dropped."""
-    env = bjtest.sanitizer_env()
-    env['ASAN_OPTIONS'] += ':quarantine_size_mb=0'
-    d = daemon_factory(env=env)
+    d = daemon_factory(env=rss_env())
     base = rss_kib(d.pid)
     chunk = b'a' * (1 << 20)
     clients = []
     dropped = []
     for k in range(3):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(d.sock_path)
+        s = raw_qmp_socket(d)
         clients.append(s)
         try:
             s.sendall(b'{"execute":"query-version","id":"')

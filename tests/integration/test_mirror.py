@@ -13,7 +13,8 @@ import pytest
 
 import copyjob
 import golden
-from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
+from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export,
+                   nbd_export_teardown, qemu_img, qemu_io, wait_until)
 from copyjob import Images, finish, node_names
 
 MiB = 1 << 20
@@ -27,6 +28,15 @@ def imgs(workdir):
 
 def start_mirror(qmp, mode='auto', jid='mirror0', **extra):
     copyjob.start(qmp, 'blockdev-mirror', mode, jid, **extra)
+
+
+def start_ready_mirror(qmp):
+    """Starts mirror0 (auto) and waits until it is READY; returns its
+    Recorder."""
+    rec = golden.Recorder(qmp, 'mirror0')
+    start_mirror(qmp)
+    rec.wait('BLOCK_JOB_READY')
+    return rec
 
 
 @pytest.mark.timeout(120)
@@ -56,9 +66,7 @@ def test_mirror_ready_complete(daemon, imgs, mode):
 def test_mirror_target_stays_sparse(daemon, imgs):
     qmp = daemon.qmp
     imgs.add(qmp)
-    rec = golden.Recorder(qmp, 'mirror0')
-    start_mirror(qmp)
-    rec.wait('BLOCK_JOB_READY')
+    rec = start_ready_mirror(qmp)
     qmp.execute('block-job-complete', device='mirror0')
     rec.wait_status('null')
     qmp.execute('blockdev-del', node_name='tgt')
@@ -74,31 +82,17 @@ def test_mirror_target_stays_sparse(daemon, imgs):
 @pytest.mark.timeout(120)
 def test_mirror_pivot_moves_export(daemon, imgs):
     """An export on the source follows the pivot onto the target."""
-    nbd = pytest.importorskip('nbd')
+    pytest.importorskip('nbd')
     qmp = daemon.qmp
     imgs.add(qmp)
-    sock = daemon.socket_path('nbd.sock')
-    qmp.execute('nbd-server-start',
-                addr={'type': 'unix', 'data': {'path': sock}})
-    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
-                                     'node-name': 'src', 'name': 'x',
-                                     'writable': True})
-    rec = golden.Recorder(qmp, 'mirror0')
-    start_mirror(qmp)
-    rec.wait('BLOCK_JOB_READY')
-    h = nbd.NBD()
-    h.set_export_name('x')
-    h.connect_unix(sock)
+    sock = nbd_export(daemon, 'src', 'x')
+    rec = start_ready_mirror(qmp)
+    h = nbd_connect(sock, 'x')
     h.pwrite(b'\x07' * 65536, 40 * MiB)
     qmp.execute('block-job-complete', device='mirror0')
     rec.wait_status('null')
     h.pwrite(b'\x08' * 65536, 50 * MiB)    # lands on the target only
-    h.flush()
-    h.shutdown()
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
-    qmp.execute('blockdev-del', node_name='tgt')
-    qmp.execute('blockdev-del', node_name='src')
+    nbd_export_teardown(qmp, h, 'tgt', 'src')
     qemu_io('-f', 'qcow2', '-c', 'read -P 7 40M 64k', '-c',
             'read -P 8 50M 64k', imgs.tgt)
     qemu_io('-f', 'raw', '-c', 'read -P 7 40M 64k', '-c',
@@ -244,9 +238,7 @@ def test_mirror_different_sizes_fails(daemon, imgs, workdir):
 def test_mirror_busy_nodes(daemon, imgs):
     qmp = daemon.qmp
     imgs.add(qmp)
-    rec = golden.Recorder(qmp, 'mirror0')
-    start_mirror(qmp)
-    rec.wait('BLOCK_JOB_READY')
+    rec = start_ready_mirror(qmp)
     with pytest.raises(QMPError) as e:
         qmp.execute('blockdev-del', node_name='src')
     assert 'is busy' in e.value.desc or 'in use' in e.value.desc

@@ -5,37 +5,29 @@ on-target-error report/stop/enospc.  After stop+resume and ignore the
 target is identical to the source.
 """
 
-import os
-
 import pytest
 
 import golden
-from bjtest import QMPError, qemu_img, qemu_io, wait_until
+from bjtest import QMPError, qemu_img, wait_until
+from copyjob import Images, finish, in_mode
 
 MiB = 1 << 20
-SIZE = 64 * MiB
+
+
+def file_failing(path, rule):
+    """The options of path's file node, under a blkdebug injecting rule
+    when there is one."""
+    opts = {'driver': 'file', 'filename': path}
+    if rule:
+        opts = {'driver': 'blkdebug', 'inject-error': [rule], 'image': opts}
+    return opts
 
 
 def make_images(qmp, d, src_rule=None, tgt_rule=None):
-    src = os.path.join(str(d), 'src.raw')
-    tgt = os.path.join(str(d), 'tgt.qcow2')
-    qemu_img('create', '-q', '-f', 'raw', src, SIZE)
-    qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c', 'write -P 2 32M 4M',
-            src)
-    qemu_img('create', '-q', '-f', 'qcow2', tgt, SIZE)
-    sfile = {'driver': 'file', 'filename': src}
-    if src_rule:
-        sfile = {'driver': 'blkdebug', 'inject-error': [src_rule],
-                 'image': sfile}
-    tfile = {'driver': 'file', 'filename': tgt}
-    if tgt_rule:
-        tfile = {'driver': 'blkdebug', 'inject-error': [tgt_rule],
-                 'image': tfile}
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
-                                 'file': sfile})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': tfile})
-    return src, tgt
+    imgs = Images(d, src_writes=('write -P 1 0 8M', 'write -P 2 32M 4M'))
+    imgs.add(qmp, src_file=file_failing(imgs.src, src_rule),
+             tgt_file=file_failing(imgs.tgt, tgt_rule))
+    return imgs.src, imgs.tgt
 
 
 def cleanup_compare(qmp, src, tgt, same=True):
@@ -48,22 +40,26 @@ def cleanup_compare(qmp, src, tgt, same=True):
 
 
 def mirror_args(jid, mode, **extra):
-    args = {'job-id': jid, 'device': 'src', 'target': 'tgt', 'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
+    args = in_mode(mode, {'job-id': jid, 'device': 'src', 'target': 'tgt',
+                          'sync': 'full'})
     args.update(extra)
     return args
+
+
+def start_mirror_over_errors(qmp, workdir, jid, mode, src_rule=None,
+                             tgt_rule=None, **extra):
+    """make_images with the error rules, then blockdev-mirror jid in mode
+    (extra: more arguments); returns (src, tgt, the job's Recorder)."""
+    src, tgt = make_images(qmp, workdir, src_rule, tgt_rule)
+    rec = golden.Recorder(qmp, jid)
+    qmp.execute('blockdev-mirror', mirror_args(jid, mode, **extra))
+    return src, tgt, rec
 
 
 def complete(qmp, rec, mode):
     rec.wait('BLOCK_JOB_READY')
     qmp.execute('block-job-complete', device=rec.job_id)
-    if mode == 'manual':
-        rec.wait('BLOCK_JOB_PENDING')
-        qmp.execute('job-finalize', id=rec.job_id)
-        rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id=rec.job_id)
-    rec.wait_status('null')
+    finish(qmp, rec, mode)
 
 
 READ_ERR = {'event': 'read_aio', 'errno': 5, 'sector': 2 * MiB // 512}
@@ -73,9 +69,9 @@ READ_ERR = {'event': 'read_aio', 'errno': 5, 'sector': 2 * MiB // 512}
 @pytest.mark.parametrize('mode', ['auto', 'manual'])
 def test_source_error_report(daemon, workdir, mode):
     qmp = daemon.qmp
-    src, tgt = make_images(qmp, workdir, src_rule=dict(READ_ERR, once=False))
-    rec = golden.Recorder(qmp, 'mirror-report')
-    qmp.execute('blockdev-mirror', mirror_args('mirror-report', mode))
+    src, tgt, rec = start_mirror_over_errors(
+        qmp, workdir, 'mirror-report', mode,
+        src_rule=dict(READ_ERR, once=False))
     ev = rec.wait('BLOCK_JOB_COMPLETED')
     assert ev['data']['error'] == 'Input/output error'
     if mode == 'manual':
@@ -92,10 +88,9 @@ def test_source_error_report(daemon, workdir, mode):
 @pytest.mark.parametrize('mode', ['auto', 'manual'])
 def test_source_error_stop(daemon, workdir, mode):
     qmp = daemon.qmp
-    src, tgt = make_images(qmp, workdir, src_rule=dict(READ_ERR, once=True))
-    rec = golden.Recorder(qmp, 'mirror-stop')
-    qmp.execute('blockdev-mirror', mirror_args(
-        'mirror-stop', mode, **{'on-source-error': 'stop'}))
+    src, tgt, rec = start_mirror_over_errors(
+        qmp, workdir, 'mirror-stop', mode, src_rule=dict(READ_ERR, once=True),
+        **{'on-source-error': 'stop'})
     rec.wait_status('paused')
     j = qmp.execute('query-block-jobs')[0]
     assert (j['status'], j['paused'], j['io-status']) == ('paused', True,
@@ -110,10 +105,9 @@ def test_source_error_stop(daemon, workdir, mode):
 @pytest.mark.parametrize('mode', ['auto', 'manual'])
 def test_source_error_ignore(daemon, workdir, mode):
     qmp = daemon.qmp
-    src, tgt = make_images(qmp, workdir, src_rule=dict(READ_ERR, once=True))
-    rec = golden.Recorder(qmp, 'mirror-ignore')
-    qmp.execute('blockdev-mirror', mirror_args(
-        'mirror-ignore', mode, **{'on-source-error': 'ignore'}))
+    src, tgt, rec = start_mirror_over_errors(
+        qmp, workdir, 'mirror-ignore', mode,
+        src_rule=dict(READ_ERR, once=True), **{'on-source-error': 'ignore'})
     complete(qmp, rec, mode)
     golden.assert_matches('error-mirror-ignore.%s' % mode, rec.events)
     cleanup_compare(qmp, src, tgt)
@@ -125,9 +119,8 @@ WRITE_ERR = {'event': 'write_aio', 'errno': 28}
 @pytest.mark.timeout(120)
 def test_target_error_report(daemon, workdir):
     qmp = daemon.qmp
-    src, tgt = make_images(qmp, workdir, tgt_rule=dict(WRITE_ERR, once=False))
-    rec = golden.Recorder(qmp, 'mt')
-    qmp.execute('blockdev-mirror', mirror_args('mt', 'auto'))
+    src, tgt, rec = start_mirror_over_errors(
+        qmp, workdir, 'mt', 'auto', tgt_rule=dict(WRITE_ERR, once=False))
     ev = rec.wait('BLOCK_JOB_COMPLETED')
     assert ev['data']['error'] == 'No space left on device'
     rec.wait_status('null')
@@ -146,10 +139,9 @@ def test_target_error_report(daemon, workdir):
 @pytest.mark.parametrize('policy', ['stop', 'enospc'])
 def test_target_error_stop(daemon, workdir, policy):
     qmp = daemon.qmp
-    src, tgt = make_images(qmp, workdir, tgt_rule=dict(WRITE_ERR, once=True))
-    rec = golden.Recorder(qmp, 'mt')
-    qmp.execute('blockdev-mirror', mirror_args(
-        'mt', 'auto', **{'on-target-error': policy}))
+    src, tgt, rec = start_mirror_over_errors(
+        qmp, workdir, 'mt', 'auto', tgt_rule=dict(WRITE_ERR, once=True),
+        **{'on-target-error': policy})
     rec.wait_status('paused')
     j = qmp.execute('query-block-jobs')[0]
     assert j['io-status'] == 'nospace'
@@ -168,12 +160,10 @@ def test_target_error_stop(daemon, workdir, policy):
 def test_target_error_enospc_reports_eio(daemon, workdir):
     """enospc stops only on ENOSPC; another errno is reported."""
     qmp = daemon.qmp
-    src, tgt = make_images(qmp, workdir,
-                     tgt_rule={'event': 'write_aio', 'errno': 5,
-                               'once': True})
-    rec = golden.Recorder(qmp, 'mt')
-    qmp.execute('blockdev-mirror', mirror_args(
-        'mt', 'auto', **{'on-target-error': 'enospc'}))
+    src, tgt, rec = start_mirror_over_errors(
+        qmp, workdir, 'mt', 'auto',
+        tgt_rule={'event': 'write_aio', 'errno': 5, 'once': True},
+        **{'on-target-error': 'enospc'})
     ev = rec.wait('BLOCK_JOB_COMPLETED')
     assert ev['data']['error'] == 'Input/output error'
     assert 'BLOCK_JOB_ERROR:write:report' in golden.sequence(rec.events)

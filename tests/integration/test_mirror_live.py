@@ -12,8 +12,10 @@ import time
 
 import pytest
 
+import copyjob
 import golden
-from bjtest import nbd_connect, nbd_export, qemu_img, qemu_io, wait_until
+from bjtest import (nbd_connect, nbd_export, nbd_export_teardown, qemu_img,
+                   wait_until)
 
 nbd = pytest.importorskip('nbd')
 
@@ -23,19 +25,12 @@ SIZE = 64 * MiB
 
 
 def make_images(qmp, d):
-    src = os.path.join(str(d), 'src.raw')
-    tgt = os.path.join(str(d), 'tgt.qcow2')
-    qemu_img('create', '-q', '-f', 'raw', src, SIZE)
-    qemu_io('-f', 'raw', '-c', 'write -P 1 0 16M', '-c', 'write -P 2 40M 8M',
-            src)
-    qemu_img('create', '-q', '-f', 'qcow2', tgt, SIZE)
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
-                                 'file': {'driver': 'file', 'filename': src}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': {'driver': 'file', 'filename': tgt}})
-    with open(src, 'rb') as f:
+    imgs = copyjob.Images(d, src_writes=('write -P 1 0 16M',
+                                         'write -P 2 40M 8M'))
+    imgs.add(qmp)
+    with open(imgs.src, 'rb') as f:
         expect = bytearray(f.read())
-    return src, tgt, expect
+    return imgs.src, imgs.tgt, expect
 
 
 def export(daemon, node='src'):
@@ -48,12 +43,7 @@ def connect(sock):
 
 def finish(daemon, h, tgt, expect):
     qmp = daemon.qmp
-    h.flush()
-    h.shutdown()
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
-    qmp.execute('blockdev-del', node_name='tgt')
-    qmp.execute('blockdev-del', node_name='src')
+    nbd_export_teardown(qmp, h, 'tgt', 'src')
     ref = tgt + '.expect'
     with open(ref, 'wb') as f:
         f.write(expect)
@@ -134,11 +124,7 @@ def test_mirror_live(daemon, workdir, mode):
     src, tgt, expect = make_images(qmp, workdir)
     h = connect(export(daemon))
     rec = golden.Recorder(qmp, 'mirror1')
-    args = {'job-id': 'mirror1', 'device': 'src', 'target': 'tgt',
-            'sync': 'full'}
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    qmp.execute('blockdev-mirror', args)
+    copyjob.start(qmp, 'blockdev-mirror', mode, 'mirror1')
     n = write_through_job(daemon, h, expect, 'mirror1', mode, 11)
     assert n >= 16
     rec.poll()

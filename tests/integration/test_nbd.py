@@ -355,19 +355,9 @@ def test_inet_server_and_max_connections(daemon, tmp_path):
     with pytest.raises(nbd.Error):
         h.connect_uri(u)
     hs[0].shutdown()
-    bjtest.wait_until(lambda: try_connect(u), what='a free slot')
+    bjtest.wait_until(lambda: bjtest.nbd_accepts(u), what='a free slot')
     for h in hs[1:]:
         h.shutdown()
-
-
-def try_connect(u):
-    h = nbd.NBD()
-    try:
-        h.connect_uri(u)
-    except nbd.Error:
-        return False
-    h.shutdown()
-    return True
 
 
 @pytest.mark.blockjobd_only('--nbd-server flat address and --export')
@@ -568,6 +558,6 @@ def test_hundreds_of_connections(served):
     assert 0 < alive <= 100      # max-connections defaults to 100
     for s in socks:
         s.close()
-    bjtest.wait_until(lambda: try_connect(uri(served)),
+    bjtest.wait_until(lambda: bjtest.nbd_accepts(uri(served)),
                       what='server serving again')
     qemu_io('-f', 'raw', '-c', 'read 0 4k', uri(served))

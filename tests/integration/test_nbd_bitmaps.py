@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from bitmaptest import marked_ranges
+from bitmaptest import bitmap_info, marked_ranges
 from bjtest import QMPError, qemu_img, qemu_io, run, run_blockjobd
 
 nbd = pytest.importorskip('nbd')
@@ -57,15 +57,6 @@ def export_err(d, **args):
         d.qmp.execute('block-export-add', a)
     assert e.value.cls == 'GenericError'
     return e.value.desc
-
-
-def bitmap_info(d, node, name):
-    for n in d.qmp.execute('query-named-block-nodes'):
-        if n['node-name'] == node:
-            for b in n.get('dirty-bitmaps') or []:
-                if b.get('name') == name:
-                    return b
-    raise AssertionError('no bitmap %s on %s' % (name, node))
 
 
 def merged(extents):
@@ -197,7 +188,7 @@ def test_map_reports_exactly_the_written_ranges(daemon, workdir, gran):
     h.shutdown()
     want = marked_ranges(writes, gran)
     assert dirty_ranges(uri(d, 'a'), 'bm') == want
-    assert bitmap_info(d, 'a', 'bm')['count'] == sum(n for _, n in want)
+    assert bitmap_info(d.qmp, 'a', 'bm')['count'] == sum(n for _, n in want)
     # the whole disk is described, dirty or clean
     m = nbdinfo_map(uri(d, 'a'), 'qemu:dirty-bitmap:bm')
     assert m[0][0] == 0 and sum(n for _, n, _ in m) == 64 * MiB
@@ -506,7 +497,7 @@ def test_export_errors(daemon, chain):
     export(d, id='e6', node_name='top', name='n6',
            bitmaps=[{'node': 'top', 'name': 'b0'}])
     for node, name in ((m, 'm1'), ('top', 'b0')):
-        assert bitmap_info(d, node, name)['busy'] is True
+        assert bitmap_info(d.qmp, node, name)['busy'] is True
     for e in ('e5', 'e6'):
         d.qmp.execute('block-export-del', id=e)
         d.qmp.wait_event('BLOCK_EXPORT_DELETED', match={'data': {'id': e}})
@@ -528,7 +519,7 @@ def test_bitmap_busy_while_exported(daemon, workdir):
     q.execute('block-dirty-bitmap-add', node='a', name='b2', disabled=True)
     start_server(d)
     export(d, id='e1', node_name='a', name='n1', bitmaps=['b1'])
-    assert bitmap_info(d, 'a', 'b1') == {
+    assert bitmap_info(d.qmp, 'a', 'b1') == {
         'name': 'b1', 'recording': False, 'persistent': False,
         'busy': True, 'granularity': GRAN, 'count': 0}
     busy = ("Bitmap 'b1' is currently in use by another operation and "
@@ -555,7 +546,7 @@ def test_bitmap_busy_while_exported(daemon, workdir):
     h.connect_uri(uri(d, 'n1'))
     q.execute('block-export-del', id='e1', mode='hard')
     q.wait_event('BLOCK_EXPORT_DELETED', match={'data': {'id': 'e1'}})
-    assert bitmap_info(d, 'a', 'b1')['busy'] is False
+    assert bitmap_info(d.qmp, 'a', 'b1')['busy'] is False
     with pytest.raises(nbd.Error):
         h.pread(512, 0)
     del h
@@ -571,7 +562,7 @@ def test_inconsistent_bitmap_refused(daemon_factory, workdir):
                        'driver=file,node-name=kf,filename=%s,read-only=on'
                        % p, '--blockdev',
                        'driver=qcow2,node-name=k,file=kf,read-only=on')
-    assert bitmap_info(d, 'k', 'bm').get('inconsistent') is True
+    assert bitmap_info(d.qmp, 'k', 'bm').get('inconsistent') is True
     start_server(d)
     assert export_err(d, id='e', node_name='k', bitmaps=['bm']) == \
         "Bitmap 'bm' is inconsistent and cannot be used"

@@ -7,6 +7,7 @@ qemu-img check and compare judge what the daemon wrote; images qemu-img and
 qemu-io wrote must read back byte-identical.
 """
 
+import json
 import os
 import random
 import signal
@@ -44,35 +45,6 @@ def poke(path, offset, data):
     with open(path, 'r+b') as f:
         f.seek(offset)
         f.write(data)
-
-
-def export(daemon, sockdir, node, writable=True, name='e'):
-    """Exports node over NBD; returns a connected libnbd handle."""
-    sock = os.path.join(str(sockdir), 'nbd.sock')
-    try:
-        if not os.path.exists(sock):
-            daemon.qmp.execute('nbd-server-start',
-                               {'addr': {'type': 'unix',
-                                         'data': {'path': sock}}})
-        daemon.qmp.execute('block-export-add',
-                           {'type': 'nbd', 'id': name, 'node-name': node,
-                            'name': name, 'writable': writable})
-    except QMPError as e:
-        if e.cls == 'CommandNotFound':
-            pytest.skip('no NBD exports in this daemon yet')
-        raise
-    h = nbd.NBD()
-    h.connect_uri('nbd+unix:///%s?socket=%s' % (name, sock))
-    return h
-
-
-def unexport(daemon, h, node='q', name='e'):
-    h.shutdown()
-    daemon.qmp.execute('block-export-del', id=name)
-    bjtest.wait_until(lambda: not any(
-        x['id'] == name for x in daemon.qmp.execute('query-block-exports')),
-        what='export gone')
-    daemon.qmp.execute('blockdev-del', node_name=node)
 
 
 def check_clean(path):
@@ -234,6 +206,7 @@ SHAPES = [
     ('compat=0.10', 32 << 20, 65536, None),
     ('cluster_size=4096,refcount_bits=1', 16 << 20, 4096, None),
     ('cluster_size=512', 8 << 20, 512, None),
+    ('cluster_size=512,refcount_bits=64', 8 << 20, 512, None),
     ('cluster_size=2M,refcount_bits=64', 64 << 20, 2 << 20, None),
     ('cluster_size=65536', 32 << 20, 65536, 'chain'),
     ('cluster_size=65536,extended_l2=on', 32 << 20, 65536, 'chain'),
@@ -264,11 +237,11 @@ def test_nbd_writes_interop(daemon, workdir, sockdir, opts, size, cs, chain):
         with open(ref, 'wb') as f:
             f.truncate(size)
     add_qcow2(daemon.qmp, img, discard='unmap')
-    h = export(daemon, sockdir, 'q')
+    h = bjtest.nbd_export_open(daemon, sockdir, 'q')
     # v2 cannot mark discarded clusters zero over a backing file
     random_ops(h, ref, size, cs, 250, seed=size + cs,
                trims=not (chain and 'compat=0.10' in opts))
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     check_clean(img)
     check_same(ref, img)
 
@@ -291,14 +264,14 @@ def test_nbd_reads_qemu_images(daemon, workdir, sockdir):
     want = p(workdir, 'want.raw')
     qemu_img('convert', '-O', 'raw', img, want)
     add_qcow2(daemon.qmp, img, **{'read-only': True})
-    h = export(daemon, sockdir, 'q', writable=False)
+    h = bjtest.nbd_export_open(daemon, sockdir, 'q', writable=False)
     with open(want, 'rb') as f:
         data = f.read()
     step = (1 << 20) - 333
     for off in range(0, len(data), step):
         n = min(step, len(data) - off)
         assert h.pread(n, off) == data[off:off + n], off
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
 
 
 @pytest.mark.parametrize('opts', ['cluster_size=65536',
@@ -319,7 +292,7 @@ def test_crash_keeps_flushed_writes(daemon_factory, workdir, sockdir, opts):
         qemu_img('create', '-f', 'qcow2', '-o', opts, img, str(size))
     d = daemon_factory()
     add_qcow2(d.qmp, img)
-    h = export(d, sockdir, 'q')
+    h = bjtest.nbd_export_open(d, sockdir, 'q')
     rng = random.Random(3)
     slots = list(range(size // 65536))
     rng.shuffle(slots)
@@ -375,13 +348,13 @@ def test_backing_node_reference(daemon, workdir, sockdir):
     top = [n for n in daemon.qmp.execute('query-named-block-nodes')
            if n['node-name'] == 'q'][0]
     assert top['backing_file_depth'] == 1
-    h = export(daemon, sockdir, 'q')
+    h = bjtest.nbd_export_open(daemon, sockdir, 'q')
     assert h.pread(4096, 100000) == b'\x5b' * 4096
     h.pwrite(b'\x01' * 1000, 70000)
     h.flush()
     assert h.pread(3000, 69000) == b'\x5b' * 1000 + b'\x01' * 1000 + \
         b'\x5b' * 1000
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     daemon.qmp.execute('blockdev-del', node_name='base')
     r = qemu_img('check', '-f', 'qcow2', img, check=False)
     # the header still names elsewhere.raw, which does not exist
@@ -408,3 +381,26 @@ def test_cache_size_options(daemon, workdir):
     assert e.value.desc == ("Invalid parameter type for 'l2-cache-size', "
                             "expected: integer")
     add_qcow2(daemon.qmp, path, **{'cache-size': 1 << 20})
+
+
+def test_long_allocation_with_small_refcount_blocks(daemon, workdir):
+    """512-byte clusters and 64-bit refcounts: a refcount block covers 64
+    clusters.  A persistent bitmap of an 8 GiB image at 512-byte
+    granularity has a table of 64 clusters, one contiguous run, which
+    crosses ranges that have no refcount block yet: their blocks go after
+    it (this used to fail with EFBIG and lose the bitmap)."""
+    img = p(workdir, 'small.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-o',
+             'cluster_size=512,refcount_bits=64', img, '8G')
+    qemu_io('-c', 'write -P 5 0 1M', img)
+    daemon.qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'n',
+        'file': {'driver': 'file', 'filename': img}})
+    daemon.qmp.execute('block-dirty-bitmap-add', node='n', name='b',
+                       persistent=True, granularity=512)
+    daemon.qmp.execute('blockdev-del', node_name='n')
+    qemu_img('check', img)
+    info = json.loads(qemu_img('info', '--output=json', img).stdout)
+    bitmaps = info['format-specific']['data'].get('bitmaps', [])
+    assert [b['name'] for b in bitmaps] == ['b']
+    qemu_io('-c', 'read -P 5 0 1M', img)

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from bjtest import qemu_img, qemu_io
+from bjtest import blockdev_add_image, qemu_img, qemu_io
 
 MiB = 1 << 20
 
@@ -42,12 +42,8 @@ def test_backup_enospc_leaks_nothing(small_fs, daemon, workdir):
     qemu_io('-f', 'raw', '-c', 'write -P 1 0 64M', src)
     qemu_img('create', '-q', '-f', 'qcow2', tgt, str(64 * MiB))
     qmp = daemon.qmp
-    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
-                                 'file': {'driver': 'file',
-                                          'filename': src}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'tgt',
-                                 'file': {'driver': 'file',
-                                          'filename': tgt}})
+    blockdev_add_image(qmp, 'raw', 'src', src)
+    blockdev_add_image(qmp, 'qcow2', 'tgt', tgt)
     qmp.execute('blockdev-backup', {'job-id': 'b', 'device': 'src',
                                     'target': 'tgt', 'sync': 'full',
                                     'on-target-error': 'report'})

@@ -32,29 +32,17 @@ def qcow2_opts(path, name='q', **extra):
     return opts
 
 
-def export(daemon, sockdir, node='q', name='e'):
-    sock = os.path.join(str(sockdir), 'nbd.sock')
-    if not os.path.exists(sock):
-        daemon.qmp.execute('nbd-server-start',
-                           {'addr': {'type': 'unix', 'data': {'path': sock}}})
-    daemon.qmp.execute('block-export-add',
-                       {'type': 'nbd', 'id': name, 'node-name': node,
-                        'name': name, 'writable': True})
-    h = nbd.NBD()
-    h.connect_uri('nbd+unix:///%s?socket=%s' % (name, sock))
-    return h
-
-
-def unexport(daemon, h, node='q', name='e'):
-    h.shutdown()
-    daemon.qmp.execute('block-export-del', id=name)
-    bjtest.wait_until(lambda: not daemon.qmp.execute('query-block-exports'),
-                      what='export gone')
-    daemon.qmp.execute('blockdev-del', node_name=node)
-
-
 def is_eio(err):
     return err.errno in ('EIO', 5)
+
+
+def write_refused_as_corrupt(daemon, h, offset):
+    """A 4 KiB write at offset through h fails with EIO and the image is
+    reported corrupt: returns the BLOCK_IMAGE_CORRUPTED event."""
+    with pytest.raises(nbd.Error) as e:
+        h.pwrite(b'\x5a' * 4096, offset)
+    assert is_eio(e.value), e.value
+    return daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
 
 
 def overlap_msg(name):
@@ -99,12 +87,9 @@ def test_write_onto_metadata(daemon, workdir, sockdir, kind, opts):
     if case.reaim:
         case.reaim()
     before = hi.read_meta(case)
-    h = export(daemon, sockdir)
+    h = bjtest.nbd_export_open(daemon, sockdir)
 
-    with pytest.raises(nbd.Error) as e:
-        h.pwrite(b'\x5a' * 4096, case.guest_offset)
-    assert is_eio(e.value), e.value
-    ev = daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    ev = write_refused_as_corrupt(daemon, h, case.guest_offset)
     msg = overlap_msg(case.ol_name)
     assert ev['data'] == {'device': '', 'node-name': 'q', 'msg': msg,
                           'offset': case.meta_offset, 'size': 4096,
@@ -112,7 +97,7 @@ def test_write_onto_metadata(daemon, workdir, sockdir, kind, opts):
     # The session writes no more, anywhere (qsd: EINVAL, we: EIO).
     with pytest.raises(nbd.Error):
         h.pwrite(b'\x5a' * 4096, 8 << 20)
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
 
     assert hi.read_meta(case) == before
     assert stderr_line(msg) in daemon.stderr()
@@ -128,11 +113,8 @@ def test_allocation_onto_metadata(daemon, workdir, sockdir, qsd):
     case = hi.make('refcount-l1-free', str(workdir / 'x.qcow2'))
     daemon.qmp.execute('blockdev-add', qcow2_opts(case.path))
     before = hi.read_meta(case)
-    h = export(daemon, sockdir)
-    with pytest.raises(nbd.Error) as e:
-        h.pwrite(b'\x5a' * 4096, case.guest_offset)
-    assert is_eio(e.value), e.value
-    ev = daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    h = bjtest.nbd_export_open(daemon, sockdir)
+    ev = write_refused_as_corrupt(daemon, h, case.guest_offset)
     msg = overlap_msg('active L1 table')
     # qsd checks the guest data's part of the new cluster as it writes it;
     # blockjobd checks the whole cluster as it allocates it, before the
@@ -141,7 +123,7 @@ def test_allocation_onto_metadata(daemon, workdir, sockdir, qsd):
     assert ev['data'] == {'device': '', 'node-name': 'q', 'msg': msg,
                           'offset': case.meta_offset, 'size': size,
                           'fatal': True}
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     assert hi.read_meta(case) == before
     assert stderr_line(msg) in daemon.stderr()
     expect_corrupt_reopen(daemon, case.path)
@@ -155,16 +137,13 @@ def test_discard_then_allocate(daemon, workdir, sockdir, qsd):
         case.path, discard='unmap',
         file={'driver': 'file', 'filename': case.path, 'discard': 'unmap'}))
     before = hi.read_meta(case)
-    h = export(daemon, sockdir)
+    h = bjtest.nbd_export_open(daemon, sockdir)
     h.trim(hi.CLUSTER, case.guest_offset)
     h.flush()
-    with pytest.raises(nbd.Error) as e:
-        h.pwrite(b'\x5a' * 4096, 16 << 20)
-    assert is_eio(e.value), e.value
-    ev = daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    ev = write_refused_as_corrupt(daemon, h, 16 << 20)
     assert ev['data']['msg'] == overlap_msg('active L1 table')
     assert ev['data']['offset'] == case.meta_offset
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     # qsd 7.2 also passes the discard of the freed cluster down to the
     # file, punching a hole in the L1 table; blockjobd keeps it.
     assert (hi.read_meta(case) == before) != qsd
@@ -189,7 +168,7 @@ def test_table_into_header(daemon, workdir, sockdir, kind, op, msg):
     case = hi.make(kind, str(workdir / 'x.qcow2'))
     daemon.qmp.execute('blockdev-add', qcow2_opts(case.path))
     header = hi.read_range(case.path, 0, 72)
-    h = export(daemon, sockdir)
+    h = bjtest.nbd_export_open(daemon, sockdir)
     with pytest.raises(nbd.Error) as e:
         if op == 'w':
             h.pwrite(b'\x5a' * 4096, case.guest_offset)
@@ -201,7 +180,7 @@ def test_table_into_header(daemon, workdir, sockdir, kind, op, msg):
                           'fatal': True}
     with pytest.raises(nbd.Error):
         h.pwrite(b'\x5a' * 4096, 8 << 20)
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     # Only the corrupt bit changed in the header.
     after = hi.read_range(case.path, 0, 72)
     assert after[:72] == header[:72]
@@ -213,14 +192,7 @@ def test_read_only_report_is_not_fatal(daemon, workdir, sockdir):
     case = hi.make('l2-header', str(workdir / 'x.qcow2'))
     daemon.qmp.execute('blockdev-add',
                        qcow2_opts(case.path, **{'read-only': True}))
-    sock = os.path.join(str(sockdir), 'nbd.sock')
-    daemon.qmp.execute('nbd-server-start',
-                       {'addr': {'type': 'unix', 'data': {'path': sock}}})
-    daemon.qmp.execute('block-export-add',
-                       {'type': 'nbd', 'id': 'e', 'node-name': 'q',
-                        'name': 'e'})
-    h = nbd.NBD()
-    h.connect_uri('nbd+unix:///e?socket=%s' % sock)
+    h = bjtest.nbd_export_open(daemon, sockdir, writable=False)
     for _ in range(2):
         with pytest.raises(nbd.Error) as e:
             h.pread(4096, case.guest_offset)
@@ -231,7 +203,7 @@ def test_read_only_report_is_not_fatal(daemon, workdir, sockdir):
     assert ev['data'] == {'device': '', 'node-name': 'q', 'msg': msg,
                           'fatal': False}
     assert h.pread(4096, 0) == b'\x11' * 4096
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     assert daemon.qmp.get_events('BLOCK_IMAGE_CORRUPTED') == []
     assert ('qcow2: Image is corrupt: %s; further non-fatal corruption '
             'events will be suppressed\n' % msg) in daemon.stderr()
@@ -268,28 +240,24 @@ def test_after_corruption(daemon, workdir, sockdir):
     itself corrupt; flushes are refused, the cached tables stay out."""
     case = hi.make('l2-active-l1', str(workdir / 'x.qcow2'))
     daemon.qmp.execute('blockdev-add', qcow2_opts(case.path))
-    h = export(daemon, sockdir)
-    with pytest.raises(nbd.Error):
-        h.pwrite(b'\x5a' * 4096, case.guest_offset)
-    daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
+    h = bjtest.nbd_export_open(daemon, sockdir)
+    write_refused_as_corrupt(daemon, h, case.guest_offset)
     assert h.pread(4096, 0) == b'\x11' * 4096
     with pytest.raises(nbd.Error) as e:
         h.flush()
     assert is_eio(e.value)
     node = daemon.qmp.execute('query-named-block-nodes')[0]
     assert node['image']['format-specific']['data']['corrupt'] is True
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
 
 
 def test_repair_clears_corrupt(daemon, workdir, sockdir):
     """qemu-img check -r clears the bit: the image opens read-write."""
     case = hi.make('l2-refcount-table', str(workdir / 'x.qcow2'))
     daemon.qmp.execute('blockdev-add', qcow2_opts(case.path))
-    h = export(daemon, sockdir)
-    with pytest.raises(nbd.Error):
-        h.pwrite(b'\x5a' * 4096, case.guest_offset)
-    daemon.qmp.wait_event('BLOCK_IMAGE_CORRUPTED')
-    unexport(daemon, h)
+    h = bjtest.nbd_export_open(daemon, sockdir)
+    write_refused_as_corrupt(daemon, h, case.guest_offset)
+    bjtest.nbd_export_close(daemon, h)
     # The repair does not know the entry is hostile: drop it first.
     hi.clear_l2_entry(case.path, case.guest_offset)
     qemu_img('check', '-r', 'all', case.path, check=False)
@@ -325,7 +293,7 @@ def test_templates(daemon, workdir, sockdir, kind, check, refused):
     if case.reaim:
         case.reaim()
     before = hi.read_meta(case)
-    h = export(daemon, sockdir)
+    h = bjtest.nbd_export_open(daemon, sockdir)
     if refused:
         with pytest.raises(nbd.Error):
             h.pwrite(b'\x5a' * 4096, case.guest_offset)
@@ -335,7 +303,7 @@ def test_templates(daemon, workdir, sockdir, kind, check, refused):
         # Unchecked, the write lands on the structure (as in qemu).
         h.pwrite(b'\x5a' * 4096, case.guest_offset)
         h.flush()
-    unexport(daemon, h)
+    bjtest.nbd_export_close(daemon, h)
     assert (hi.read_meta(case) == before) == refused
     assert hi.corrupt_bit(case.path) == refused
     assert daemon.qmp.get_events('BLOCK_IMAGE_CORRUPTED') == []

@@ -20,6 +20,7 @@ import pytest
 import golden
 from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
 from chain import Chain
+from copyjob import finish, in_mode
 
 MiB = 1 << 20
 
@@ -92,15 +93,8 @@ class Holder:
 
 
 def run_job(qmp, rec, cmd, args, mode):
-    if mode == 'manual':
-        args.update({'auto-finalize': False, 'auto-dismiss': False})
-    qmp.execute(cmd, args)
-    if mode == 'manual':
-        rec.wait('BLOCK_JOB_PENDING')
-        qmp.execute('job-finalize', id=args['job-id'])
-        rec.wait_status('concluded')
-        qmp.execute('job-dismiss', id=args['job-id'])
-    rec.wait_status('null')
+    qmp.execute(cmd, in_mode(mode, args))
+    finish(qmp, rec, mode)
 
 
 @pytest.mark.timeout(120)

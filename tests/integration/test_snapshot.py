@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from bjtest import QMPError, nbd_connect, nbd_export, qemu_img, qemu_io, run
+from bjtest import (QMPError, nbd_connect, nbd_export, nbd_export_teardown,
+                   qemu_img, qemu_io, run)
 
 nbd = pytest.importorskip('nbd')
 
@@ -22,17 +23,23 @@ def add_qcow2(qmp, name, path, **kw):
         'file': {'driver': 'file', 'filename': path}}, **kw))
 
 
+def make_overlay(daemon, name, backing):
+    """A new image <name>.qcow2 in the daemon's workdir that names the
+    image <backing>.qcow2 beside it in its header; returns its path."""
+    path = os.path.join(daemon.workdir, name + '.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', backing + '.qcow2', '-F',
+             'qcow2', path)
+    return path
+
+
 @pytest.fixture
 def chain(daemon):
-    d = daemon.workdir
-    base = os.path.join(d, 'base.qcow2')
-    ov = os.path.join(d, 'ov.qcow2')
+    base = os.path.join(daemon.workdir, 'base.qcow2')
     qemu_img('create', '-q', '-f', 'qcow2', base, 4 * MiB)
     qemu_io('-c', 'write -P 0x11 0 4M', base)
     # The overlay names base in its header; the daemon opens it without a
     # backing and the snapshot supplies one.
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
-             ov)
+    ov = make_overlay(daemon, 'ov', 'base')
     add_qcow2(daemon.qmp, 'base', base)
     add_qcow2(daemon.qmp, 'ov', ov, backing=None)
     return base, ov
@@ -97,9 +104,7 @@ def test_snapshot_live_under_nbd(daemon, chain):
 def test_snapshot_twice(daemon, chain):
     base, ov = chain
     qmp = daemon.qmp
-    ov2 = os.path.join(daemon.workdir, 'ov2.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'ov.qcow2', '-F', 'qcow2',
-             ov2)
+    ov2 = make_overlay(daemon, 'ov2', 'ov')
     add_qcow2(qmp, 'ov2', ov2, backing=None)
     qmp.execute('blockdev-snapshot', node='base', overlay='ov')
     with pytest.raises(QMPError) as e:
@@ -170,9 +175,7 @@ def test_snapshot_errors(daemon, chain):
 def test_snapshot_refused_under_a_job(daemon, chain):
     base, ov = chain
     qmp = daemon.qmp
-    top = os.path.join(daemon.workdir, 'top.qcow2')
-    qemu_img('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2',
-             top)
+    top = make_overlay(daemon, 'top', 'base')
     add_qcow2(qmp, 'top', top, backing='base')
     # A slow stream keeps top busy.
     qmp.execute('block-stream', job_id='s0', device='top', speed=1024)
@@ -265,12 +268,7 @@ def test_snapshot_while_client_writes(daemon, chain):
         t.join(60)
     assert not failures
     assert h.pread(size, 0) == bytes(expect)
-    h.flush()
-    h.shutdown()
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
-    qmp.execute('blockdev-del', node_name='ov')
-    qmp.execute('blockdev-del', node_name='base')
+    nbd_export_teardown(qmp, h, 'ov', 'base')
     qemu_img('check', '-q', ov)
     out = os.path.join(daemon.workdir, 'out.raw')
     qemu_img('convert', '-O', 'raw', ov, out)

@@ -16,8 +16,8 @@ import time
 import pytest
 
 import golden
-from bjtest import QMPError, is_qsd, qemu_img, qemu_io, wait_until
-from chain import Chain
+from bjtest import (QMPError, is_qsd, qemu_img, qemu_io, query_block_job,
+                    wait_until)
 
 MiB = 1 << 20
 
@@ -25,18 +25,6 @@ MiB = 1 << 20
 def node_names(qmp):
     return [n['node-name']
             for n in qmp.execute('query-named-block-nodes', flat=True)]
-
-
-def query_job(qmp, job_id='stream0'):
-    for j in qmp.execute('query-block-jobs'):
-        if j['device'] == job_id:
-            return j
-    return None
-
-
-@pytest.fixture
-def chain(workdir):
-    return Chain(workdir)
 
 
 # ---- completion, events, chain ----
@@ -53,7 +41,7 @@ def test_stream_whole_chain(daemon, chain, mode):
     qmp.execute('block-stream', args)
     if mode == 'manual':
         rec.wait('BLOCK_JOB_PENDING')
-        assert query_job(qmp)['status'] == 'pending'
+        assert query_block_job(qmp, 'stream0')['status'] == 'pending'
         qmp.execute('job-finalize', id='stream0')
         rec.wait('BLOCK_JOB_COMPLETED')
         rec.wait_status('concluded')
@@ -101,17 +89,17 @@ def test_stream_pause_resume_set_speed(daemon, chain):
     # slow enough to be caught running on a loaded machine
     qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
                                  'speed': 256 * 1024})
-    assert query_job(qmp)['speed'] == 256 * 1024
+    assert query_block_job(qmp, 'stream0')['speed'] == 256 * 1024
     qmp.execute('block-job-pause', device='stream0')
     with pytest.raises(QMPError) as e:
         qmp.execute('block-job-pause', device='stream0')
     assert e.value.desc == 'Job is already paused'
     rec.wait_status('paused')
-    j = query_job(qmp)
+    j = query_block_job(qmp, 'stream0')
     assert j['paused'] and j['status'] == 'paused' and not j['busy']
     offset = j['offset']
     time.sleep(0.3)
-    assert query_job(qmp)['offset'] == offset
+    assert query_block_job(qmp, 'stream0')['offset'] == offset
     # soft cancel of a user-paused job is refused
     with pytest.raises(QMPError) as e:
         qmp.execute('block-job-cancel', device='stream0')
@@ -287,8 +275,8 @@ def test_stream_quit_while_running(daemon, chain, how):
     chain.add_top(qmp)
     qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
                                  'speed': 256 * 1024})
-    wait_until(lambda: query_job(qmp)['offset'] > 0, timeout=60,
-               what='some progress')
+    wait_until(lambda: query_block_job(qmp, 'stream0')['offset'] > 0,
+               timeout=60, what='some progress')
     if how == 'quit':
         qmp.execute('quit')
     else:
@@ -326,7 +314,7 @@ def test_stream_speed_holds_from_the_first_chunk(daemon, workdir):
                                  'speed': speed})
     samples = []
     while time.monotonic() - t0 < 2.5:
-        off = query_job(qmp)['offset']
+        off = query_block_job(qmp, 'stream0')['offset']
         samples.append((time.monotonic() - t0, off))
         time.sleep(0.1)
     # Bytes done by time t never exceed speed * t (plus one chunk of a

@@ -10,25 +10,25 @@ always).
 import pytest
 
 import golden
-from bjtest import qemu_img
-from chain import Chain
-
-MiB = 1 << 20
+from joberrors import (STOPPED_THEN_COMPLETED, check_top, completed_event,
+                       failed_after_error, failing_chain, resume_after_stop,
+                       sequence)
 
 
 def make(workdir, qmp, once):
-    chain = Chain(workdir, size=16 * MiB, base=['write -P 1 0 8M'],
-                  mid=['write -P 2 4M 8M'], top=[])
-    chain.add_all_failing_mid_reads(qmp, 4 * MiB, once)
-    return chain.top, chain.ref
+    return failing_chain(workdir, qmp, once, top_writes=[])
 
 
 def finish(qmp, top, ref, streamed):
-    Chain.del_all(qmp)
-    qemu_img('check', '-q', top)
-    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, top)
-    info = qemu_img('info', '-U', top).stdout
+    info = check_top(qmp, top, ref)
     assert ('backing file:' in info) != streamed, info
+
+
+def start(qmp, policy):
+    rec = golden.Recorder(qmp, 'stream0')
+    qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
+                                 'on-error': policy})
+    return rec
 
 
 @pytest.mark.timeout(120)
@@ -36,16 +36,11 @@ def finish(qmp, top, ref, streamed):
 def test_stream_error_report(daemon, workdir, policy):
     qmp = daemon.qmp
     top, ref = make(workdir, qmp, once=False)
-    rec = golden.Recorder(qmp, 'stream0')
-    qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
-                                 'on-error': policy})
+    rec = start(qmp, policy)
     rec.wait_status('null')
-    seq = golden.canonical(golden.sequence(rec.events))
-    assert seq == ['JOB_STATUS_CHANGE:created', 'JOB_STATUS_CHANGE:running',
-                   'BLOCK_JOB_ERROR:read:report', 'JOB_STATUS_CHANGE:aborting',
-                   'BLOCK_JOB_COMPLETED:error', 'JOB_STATUS_CHANGE:concluded',
-                   'JOB_STATUS_CHANGE:null'], seq
-    done = [e for e in rec.events if e['event'] == 'BLOCK_JOB_COMPLETED'][0]
+    seq = sequence(rec)
+    assert seq == failed_after_error('report'), seq
+    done = completed_event(rec)
     assert done['data']['error'] == 'Input/output error'
     assert done['data']['offset'] < done['data']['len']
     finish(qmp, top, ref, streamed=False)
@@ -55,22 +50,10 @@ def test_stream_error_report(daemon, workdir, policy):
 def test_stream_error_stop_then_resume(daemon, workdir):
     qmp = daemon.qmp
     top, ref = make(workdir, qmp, once=True)
-    rec = golden.Recorder(qmp, 'stream0')
-    qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
-                                 'on-error': 'stop'})
-    rec.wait_status('paused')
-    j = qmp.execute('query-block-jobs')[0]
-    assert (j['status'], j['paused'], j['io-status']) == ('paused', True,
-                                                          'failed')
-    qmp.execute('block-job-resume', device='stream0')
-    rec.wait_status('null')
-    seq = golden.canonical(golden.sequence(rec.events))
-    assert seq == ['JOB_STATUS_CHANGE:created', 'JOB_STATUS_CHANGE:running',
-                   'BLOCK_JOB_ERROR:read:stop', 'JOB_STATUS_CHANGE:paused',
-                   'JOB_STATUS_CHANGE:running', 'JOB_STATUS_CHANGE:waiting',
-                   'JOB_STATUS_CHANGE:pending', 'BLOCK_JOB_COMPLETED',
-                   'JOB_STATUS_CHANGE:concluded',
-                   'JOB_STATUS_CHANGE:null'], seq
+    rec = start(qmp, 'stop')
+    resume_after_stop(qmp, rec, 'stream0')
+    seq = sequence(rec)
+    assert seq == STOPPED_THEN_COMPLETED, seq
     finish(qmp, top, ref, streamed=True)
 
 
@@ -78,16 +61,11 @@ def test_stream_error_stop_then_resume(daemon, workdir):
 def test_stream_error_ignore(daemon, workdir):
     qmp = daemon.qmp
     top, ref = make(workdir, qmp, once=True)
-    rec = golden.Recorder(qmp, 'stream0')
-    qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
-                                 'on-error': 'ignore'})
+    rec = start(qmp, 'ignore')
     rec.wait_status('null')
-    seq = golden.canonical(golden.sequence(rec.events))
+    seq = sequence(rec)
     # the chunk is skipped, the job goes on and fails at the end
-    assert seq == ['JOB_STATUS_CHANGE:created', 'JOB_STATUS_CHANGE:running',
-                   'BLOCK_JOB_ERROR:read:ignore', 'JOB_STATUS_CHANGE:aborting',
-                   'BLOCK_JOB_COMPLETED:error', 'JOB_STATUS_CHANGE:concluded',
-                   'JOB_STATUS_CHANGE:null'], seq
-    done = [e for e in rec.events if e['event'] == 'BLOCK_JOB_COMPLETED'][0]
+    assert seq == failed_after_error('ignore'), seq
+    done = completed_event(rec)
     assert done['data']['offset'] == done['data']['len']
     finish(qmp, top, ref, streamed=False)

@@ -8,7 +8,8 @@ import random
 import pytest
 
 import golden
-from bjtest import nbd_connect, nbd_export, qemu_img
+from bjtest import (nbd_connect, nbd_export, nbd_export_teardown,
+                    nbd_random_write, qemu_img)
 from chain import Chain
 
 nbd = pytest.importorskip('nbd')
@@ -18,13 +19,16 @@ SIZE = 32 * MiB
 
 
 def make_chain(d):
-    c = Chain(d, size=SIZE, base=['write -P 1 0 12M'],
-              mid=['write -P 2 8M 16M'], top=['write -P 3 2M 2M'])
-    return c.base, c.mid, c.top, c.ref
+    return Chain(d, size=SIZE, base=['write -P 1 0 12M'],
+                 mid=['write -P 2 8M 16M'], top=['write -P 3 2M 2M'])
 
 
-def export(daemon, node):
-    return nbd_connect(nbd_export(daemon, node), node)
+def export_top(daemon, ref):
+    """Exports node top; returns a client of it and what top reads now
+    (the bytes of ref), for the writes to update."""
+    h = nbd_connect(nbd_export(daemon, 'top'), 'top')
+    with open(ref, 'rb') as f:
+        return h, bytearray(f.read())
 
 
 def write_until_gone(qmp, h, expect, job_id, seed):
@@ -35,22 +39,13 @@ def write_until_gone(qmp, h, expect, job_id, seed):
         if n >= 32 and n % 8 == 0:
             if not any(j['id'] == job_id for j in qmp.execute('query-jobs')):
                 break
-        length = 4096 * rnd.randint(1, 16)
-        off = 4096 * rnd.randrange((SIZE - length) // 4096)
-        data = bytes([0x40 + n % 64]) * length
-        h.pwrite(data, off)
-        expect[off:off + length] = data
+        nbd_random_write(h, rnd, n, expect, SIZE)
         n += 1
     return n
 
 
 def finish(daemon, h, expect, ref, top, nodes):
-    h.flush()
-    h.shutdown()
-    daemon.qmp.execute('block-export-del', id='e0')
-    daemon.qmp.wait_event('BLOCK_EXPORT_DELETED')
-    for n in nodes:
-        daemon.qmp.execute('blockdev-del', node_name=n)
+    nbd_export_teardown(daemon.qmp, h, *nodes)
     with open(ref, 'wb') as f:
         f.write(expect)
     qemu_img('check', '-q', top)
@@ -59,14 +54,11 @@ def finish(daemon, h, expect, ref, top, nodes):
 
 @pytest.mark.timeout(180)
 def test_stream_under_nbd_writes(daemon, workdir):
-    base, mid, top, ref = make_chain(str(workdir))
+    chain = make_chain(str(workdir))
+    top, ref = chain.top, chain.ref
     qmp = daemon.qmp
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
-                                 'file': {'driver': 'file',
-                                          'filename': top}})
-    h = export(daemon, 'top')
-    with open(ref, 'rb') as f:
-        expect = bytearray(f.read())
+    chain.add_top(qmp)
+    h, expect = export_top(daemon, ref)
     rec = golden.Recorder(qmp, 'stream0')
     qmp.execute('block-stream', {'job-id': 'stream0', 'device': 'top',
                                  'speed': 8 * MiB})
@@ -82,20 +74,11 @@ def test_stream_under_nbd_writes(daemon, workdir):
 
 @pytest.mark.timeout(180)
 def test_commit_under_nbd_writes(daemon, workdir):
-    base, mid, top, ref = make_chain(str(workdir))
+    chain = make_chain(str(workdir))
+    top, ref = chain.top, chain.ref
     qmp = daemon.qmp
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'base',
-                                 'file': {'driver': 'file',
-                                          'filename': base}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'mid',
-                                 'backing': 'base',
-                                 'file': {'driver': 'file', 'filename': mid}})
-    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
-                                 'backing': 'mid',
-                                 'file': {'driver': 'file', 'filename': top}})
-    h = export(daemon, 'top')
-    with open(ref, 'rb') as f:
-        expect = bytearray(f.read())
+    chain.add_all(qmp)
+    h, expect = export_top(daemon, ref)
     rec = golden.Recorder(qmp, 'commit0')
     qmp.execute('block-commit', {'job-id': 'commit0', 'device': 'top',
                                  'top-node': 'mid', 'base-node': 'base',

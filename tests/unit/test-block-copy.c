@@ -295,12 +295,10 @@ static void test_global_budget(void **state)
 
 int main(void)
 {
-    if (sh("qemu-img --version >/dev/null 2>&1") != 0) {
-        printf("SKIP: qemu-img not installed\n");
-        return 77;
-    }
-    if (!tmpdir_make(dir) || !aio_main_init(NULL)) {
-        return 1;
+    int setup = qemu_img_main_setup(dir);
+
+    if (setup != 0) {
+        return setup;
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_client_copy_touches_only_its_clusters),

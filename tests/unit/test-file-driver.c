@@ -126,16 +126,9 @@ static BlockNode *node_open(const char *path, IoBackend be, bool direct,
                             bool read_only, const char *extra_key,
                             const char *extra_val, char **errmsg)
 {
-    BlockNode *bs = calloc(1, sizeof(*bs));
+    BlockNode *bs = file_node_new(read_only);
     DrvCall c = { .op = D_OPEN, .bs = bs };
 
-    assert_non_null(bs);
-    bs->drv = &bdrv_file;
-    bs->opaque = calloc(1, bdrv_file.state_size);
-    assert_non_null(bs->opaque);
-    bs->ctx = aio_main_context();
-    bs->refcnt = 1;
-    bs->read_only = read_only;
     bs->cache_direct = direct;
     c.opts = json_pack("{s:s, s:s}", "filename", path, "aio", be_name(be));
     assert_non_null(c.opts);
@@ -715,21 +708,7 @@ static void test_iothread(void **state)
 
 /* ---- setup ---- */
 
-static int group_setup(void **state)
-{
-    if (!tmpdir_make(test_dir)) {
-        return -1;
-    }
-    return main_loop_setup(state);
-}
-
-static int group_teardown(void **state)
-{
-    int ret = tmpdir_remove(test_dir);
-
-    thread_pool_shutdown();
-    return ret == 0 ? 0 : -1;
-}
+SCRATCH_GROUP_FIXTURES(test_dir)
 
 #define BOTH(fn) \
     cmocka_unit_test_prestate(fn, (void *)&be_threads), \

@@ -60,16 +60,9 @@ static void coroutine_fn open_entry(void *opaque)
 static BlockNode *node_open_aio(const char *path, const char *locking,
                                 bool read_only, const char *aio)
 {
-    BlockNode *bs = calloc(1, sizeof(*bs));
+    BlockNode *bs = file_node_new(read_only);
     OpenCall c = { .bs = bs };
 
-    assert_non_null(bs);
-    bs->drv = &bdrv_file;
-    bs->opaque = calloc(1, bdrv_file.state_size);
-    assert_non_null(bs->opaque);
-    bs->ctx = aio_main_context();
-    bs->refcnt = 1;
-    bs->read_only = read_only;
     c.opts = json_pack("{s:s, s:s, s:s}", "filename", path,
                        "locking", locking, "aio", aio);
     assert_true(argspec_check(c.opts, bdrv_file.options, "", false, NULL));
@@ -578,21 +571,7 @@ static void test_killed_holder_releases(void **state)
 
 /* ---- setup ---- */
 
-static int group_setup(void **state)
-{
-    if (!tmpdir_make(test_dir)) {
-        return -1;
-    }
-    return main_loop_setup(state);
-}
-
-static int group_teardown(void **state)
-{
-    int ret = tmpdir_remove(test_dir);
-
-    thread_pool_shutdown();
-    return ret == 0 ? 0 : -1;
-}
+SCRATCH_GROUP_FIXTURES(test_dir)
 
 int main(int argc, char **argv)
 {

@@ -82,6 +82,42 @@ static char *backing_of(const char *image)
     return out;
 }
 
+/* Opens <name>.qcow2 of the chain as node name; members: more JSON
+ * members of its options, each with its comma ("\"read-only\":true,"). */
+static BlockNode *open_layer(const char *name, const char *members)
+{
+    return open_ok("{\"driver\":\"qcow2\",\"node-name\":\"%s\",%s"
+                   "\"file\":{\"driver\":\"file\","
+                   "\"filename\":\"%s/%s.qcow2\"}}", name, members, dir, name);
+}
+
+/* The events recorded since the last check are exactly want. */
+static void assert_events(const char *want)
+{
+    char *ev = events_str();
+
+    assert_string_equal(ev, want);
+    free(ev);
+}
+
+/* image's header names want as its backing file ("" for none). */
+static void assert_backing(const char *image, const char *want)
+{
+    char *b = backing_of(image);
+
+    assert_string_equal(b, want);
+    free(b);
+}
+
+/* image's header names <dir>/name as its backing file. */
+static void assert_backing_in_dir(const char *image, const char *name)
+{
+    char want[512];
+
+    snprintf(want, sizeof(want), "%s/%s", dir, name);
+    assert_backing(image, want);
+}
+
 static void run_until_gone(const char *id)
 {
     TEST_WAIT_WHILE(aio_main_context(), job_get(id) != NULL);
@@ -97,8 +133,7 @@ static void test_stream_whole_chain(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    BlockNode *top = open_layer("top", "");
     BlockJobOptions o = opts("stream0");
     Job *job = stream_start(&o, top, NULL, NULL, &err);
     assert_non_null(job);
@@ -113,17 +148,13 @@ static void test_stream_whole_chain(void **state)
                         "device is in use by block job: stream");
     error_free_or_abort_clear(&err);
     run_until_gone("stream0");
-    char *ev = events_str();
-    assert_string_equal(ev, "JOB_STATUS_CHANGE:created "
+    assert_events("JOB_STATUS_CHANGE:created "
         "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:waiting "
         "JOB_STATUS_CHANGE:pending BLOCK_JOB_COMPLETED "
         "JOB_STATUS_CHANGE:concluded JOB_STATUS_CHANGE:null");
-    free(ev);
     assert_null(top->backing);
     del_ok("top");
-    char *b = backing_of("top.qcow2");
-    assert_string_equal(b, "");
-    free(b);
+    assert_backing("top.qcow2", "");
     check_images("top.qcow2");
 }
 
@@ -131,11 +162,8 @@ static void test_stream_to_base(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *base = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"base\","
-        "\"read-only\":true,"
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/base.qcow2\"}}", dir);
-    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    BlockNode *base = open_layer("base", "\"read-only\":true,");
+    BlockNode *top = open_layer("top", "");
     (void)base;
     /* top's header chain opened mid and base again by file name; stream
      * down to the node that the chain holds. */
@@ -148,20 +176,14 @@ static void test_stream_to_base(void **state)
     assert_true(job_finalize(job, &err));
     assert_int_equal(job->status, JOB_STATUS_CONCLUDED);
     assert_true(job_dismiss(&job, &err));
-    char *ev = events_str();
-    assert_string_equal(ev, "JOB_STATUS_CHANGE:created "
+    assert_events("JOB_STATUS_CHANGE:created "
         "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:waiting "
         "JOB_STATUS_CHANGE:pending BLOCK_JOB_PENDING BLOCK_JOB_COMPLETED "
         "JOB_STATUS_CHANGE:concluded JOB_STATUS_CHANGE:null");
-    free(ev);
     assert_ptr_equal(top->backing->node, chain_base);
     del_ok("top");
     del_ok("base");
-    char *b = backing_of("top.qcow2");
-    char want[512];
-    snprintf(want, sizeof(want), "%s/base.qcow2", dir);
-    assert_string_equal(b, want);
-    free(b);
+    assert_backing_in_dir("top.qcow2", "base.qcow2");
     check_images("top.qcow2");
 }
 
@@ -169,8 +191,7 @@ static void test_stream_cancel_and_speed(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    BlockNode *top = open_layer("top", "");
     BlockJobOptions o = opts("s3");
     o.speed = 64 * 1024;    /* a 64 KiB chunk a second */
     Job *job = stream_start(&o, top, NULL, NULL, &err);
@@ -181,17 +202,13 @@ static void test_stream_cancel_and_speed(void **state)
     }
     assert_int_equal(job->progress_current, 0);
     assert_int_equal(job_cancel_sync(job, true, &err), -ECANCELED);
-    char *ev = events_str();
-    assert_string_equal(ev, "JOB_STATUS_CHANGE:created "
+    assert_events("JOB_STATUS_CHANGE:created "
         "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:aborting "
         "BLOCK_JOB_CANCELLED JOB_STATUS_CHANGE:concluded "
         "JOB_STATUS_CHANGE:null");
-    free(ev);
     assert_non_null(top->backing);
     del_ok("top");
-    char *b = backing_of("top.qcow2");
-    assert_string_equal(b, "mid.qcow2");
-    free(b);
+    assert_backing("top.qcow2", "mid.qcow2");
     check_images("top.qcow2");
 }
 
@@ -200,14 +217,9 @@ static void test_commit_intermediate(void **state)
     Error *err = NULL;
     make_chain();
     /* Base writable: commit writes into it. */
-    open_ok("{\"driver\":\"qcow2\",\"node-name\":\"base\","
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/base.qcow2\"}}", dir);
-    open_ok("{\"driver\":\"qcow2\",\"node-name\":\"mid\",\"backing\":"
-        "\"base\",\"read-only\":true,"
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/mid.qcow2\"}}", dir);
-    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
-        "\"backing\":\"mid\","
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    open_layer("base", "");
+    open_layer("mid", "\"backing\":\"base\",\"read-only\":true,");
+    BlockNode *top = open_layer("top", "\"backing\":\"mid\",");
     BlockNode *mid = bdrv_find_node("mid"), *base = bdrv_find_node("base");
     BlockJobOptions o = opts("commit0");
     Job *job = commit_start(&o, top, mid, base, NULL, &err);
@@ -217,22 +229,16 @@ static void test_commit_intermediate(void **state)
     assert_false(bdrv_del_blockdev("mid", &err));
     error_free_or_abort_clear(&err);
     run_until_gone("commit0");
-    char *ev = events_str();
-    assert_string_equal(ev, "JOB_STATUS_CHANGE:created "
+    assert_events("JOB_STATUS_CHANGE:created "
         "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:waiting "
         "JOB_STATUS_CHANGE:pending BLOCK_JOB_COMPLETED "
         "JOB_STATUS_CHANGE:concluded JOB_STATUS_CHANGE:null");
-    free(ev);
     assert_ptr_equal(top->backing->node, base);
     /* mid survives, detached from the chain */
     del_ok("top");
     del_ok("mid");
     del_ok("base");
-    char *b = backing_of("top.qcow2");
-    char want[512];
-    snprintf(want, sizeof(want), "%s/base.qcow2", dir);
-    assert_string_equal(b, want);
-    free(b);
+    assert_backing_in_dir("top.qcow2", "base.qcow2");
     check_images("top.qcow2");
     assert_int_equal(sh("cd %s && qemu-img check -q base.qcow2", dir), 0);
 }
@@ -244,8 +250,7 @@ static void test_drain_pauses_job(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    BlockNode *top = open_layer("top", "");
     BlockJobOptions o = opts("dr");
     o.speed = 1024 * 1024;
     Job *job = stream_start(&o, top, NULL, NULL, &err);
@@ -267,13 +272,11 @@ static void test_drain_pauses_job(void **state)
     TEST_WAIT_WHILE(aio_main_context(), job->status != JOB_STATUS_RUNNING);
     assert_true(job_set_speed(job, 0, &err));
     run_until_gone("dr");
-    char *ev = events_str();
-    assert_string_equal(ev, "JOB_STATUS_CHANGE:created "
+    assert_events("JOB_STATUS_CHANGE:created "
         "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:paused "
         "JOB_STATUS_CHANGE:running JOB_STATUS_CHANGE:waiting "
         "JOB_STATUS_CHANGE:pending BLOCK_JOB_COMPLETED "
         "JOB_STATUS_CHANGE:concluded JOB_STATUS_CHANGE:null");
-    free(ev);
     del_ok("top");
     check_images("top.qcow2");
 }
@@ -329,8 +332,7 @@ static void test_stream_with_concurrent_writer(void **state)
 {
     Error *err = NULL;
     make_chain();
-    BlockNode *top = open_ok("{\"driver\":\"qcow2\",\"node-name\":\"top\","
-        "\"file\":{\"driver\":\"file\",\"filename\":\"%s/top.qcow2\"}}", dir);
+    BlockNode *top = open_layer("top", "");
     Client cl = { 0 };
     cl.c = bdrv_root_attach_child(top, "root", &client_class, &cl,
                                   BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE,
@@ -368,12 +370,10 @@ static void test_stream_with_concurrent_writer(void **state)
 
 int main(void)
 {
-    if (sh("qemu-img --version >/dev/null 2>&1") != 0) {
-        printf("SKIP: qemu-img not installed\n");
-        return 77;
-    }
-    if (!tmpdir_make(dir) || !aio_main_init(NULL)) {
-        return 1;
+    int setup = qemu_img_main_setup(dir);
+
+    if (setup != 0) {
+        return setup;
     }
     events = json_array();
     event_set_sink(sink, NULL);

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "testutil.h"
+#include "nbd-bytes.h"
 
 #include "aio/aio.h"
 #include "block/block.h"
@@ -251,23 +252,6 @@ static void fake_for_each(void *opaque, NbdExportInfoFn *fn, void *fn_opaque)
 static const NbdExportLookup lookup = {
     .find = fake_find, .for_each = fake_for_each,
 };
-
-typedef struct Buf {
-    uint8_t b[4096];
-    size_t n;
-} Buf;
-
-static void b32(Buf *b, uint32_t v)
-{
-    nbd_put32(b->b + b->n, v);
-    b->n += 4;
-}
-
-static void bstr(Buf *b, const char *s)
-{
-    memcpy(b->b + b->n, s, strlen(s));
-    b->n += strlen(s);
-}
 
 static void send_opt(NbdHandshake *hs, uint32_t option, const Buf *data)
 {

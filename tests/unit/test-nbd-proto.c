@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "nbd-bytes.h"
 
 #include "nbd/nbd-handshake.h"
 #include "nbd/nbd-proto.h"
@@ -51,20 +52,6 @@ static const NbdExportLookup lookup = {
 };
 
 /* ---- client-side byte builders ---- */
-
-typedef struct Buf {
-    uint8_t b[8192];
-    size_t n;
-} Buf;
-
-static void b16(Buf *b, uint16_t v) { nbd_put16(b->b + b->n, v); b->n += 2; }
-static void b32(Buf *b, uint32_t v) { nbd_put32(b->b + b->n, v); b->n += 4; }
-static void b64(Buf *b, uint64_t v) { nbd_put64(b->b + b->n, v); b->n += 8; }
-static void bstr(Buf *b, const char *s)
-{
-    memcpy(b->b + b->n, s, strlen(s));
-    b->n += strlen(s);
-}
 
 static void opt(Buf *b, uint32_t option, const Buf *data)
 {

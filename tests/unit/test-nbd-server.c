@@ -521,24 +521,22 @@ static void test_hostile(void **state)
 static void test_qmp_errors(void **state)
 {
     Error *err = NULL;
-    json_t *args = json_pack("{s:s, s:s, s:s}", "type", "nbd", "id", "e0",
-                             "node-name", "disk");
+    NbdExportOptions o = { .id = "e0", .node_name = "disk" };
 
-    assert_false(nbd_export_add(args, &err));
+    assert_false(nbd_export_add(&o, &err));
     assert_string_equal(error_get_pretty(err),
                         "Block export id 'e0' is already in use");
     error_free_or_abort_clear(&err);
-    json_object_set_new(args, "id", json_string("e1"));
-    assert_false(nbd_export_add(args, &err));
+    o.id = "e1";
+    assert_false(nbd_export_add(&o, &err));
     assert_string_equal(error_get_pretty(err),
                         "NBD server already has export named 'disk'");
     error_free_or_abort_clear(&err);
-    json_object_set_new(args, "node-name", json_string("nosuch"));
-    assert_false(nbd_export_add(args, &err));
+    o.node_name = "nosuch";
+    assert_false(nbd_export_add(&o, &err));
     assert_string_equal(error_get_pretty(err),
                         "Cannot find device='' nor node-name='nosuch'");
     error_free_or_abort_clear(&err);
-    json_decref(args);
 
     assert_false(nbd_export_del("nope", false, &err));
     assert_string_equal(error_get_pretty(err), "Export 'nope' is not found");
@@ -574,13 +572,11 @@ static int setup(void **state)
         fail_msg("server: %s", error_get_pretty(err));
     }
     json_decref(addr);
-    json_t *args = json_pack("{s:s, s:s, s:s, s:b}", "type", "nbd",
-                             "id", "e0", "node-name", "disk",
-                             "writable", 1);
-    if (!nbd_export_add(args, &err)) {
+    NbdExportOptions o = { .id = "e0", .node_name = "disk",
+                           .writable = true };
+    if (!nbd_export_add(&o, &err)) {
         fail_msg("export: %s", error_get_pretty(err));
     }
-    json_decref(args);
     return 0;
 }
 

@@ -98,26 +98,14 @@ static void test_round_trip(void **state)
     free(p);
 }
 
-static int setup(void **state)
-{
-    main_loop_setup(state);
-    assert_non_null(tmpdir_make(test_dir));
-    have_qemu = system("qemu-img --version >/dev/null 2>&1 && "
-                       "qemu-io --version >/dev/null 2>&1") == 0;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tmpdir_remove(test_dir);
-    return 0;
-}
+SCRATCH_GROUP_FIXTURES(test_dir)
 
 int main(void)
 {
+    have_qemu = qemu_tools_installed();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_round_trip),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

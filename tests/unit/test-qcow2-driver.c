@@ -31,6 +31,7 @@
 #include "block/block.h"
 #include "block/drivers/qcow2/qcow2.h"
 #include "test-wait.h"
+#include "tests/common/xorshift.h"
 
 static char test_dir[] = "/var/tmp/bj-test-qcow2.XXXXXX";
 static bool have_qemu;
@@ -156,10 +157,7 @@ static void check_same(const char *raw, const char *qcow2)
 static uint64_t rng = 88172645463325252ull;
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return xorshift64(&rng);
 }
 
 /*
@@ -1035,23 +1033,11 @@ static void test_extended_l2_read(void **state)
     compare_read("x.qcow2", "x.raw");
 }
 
-static int setup(void **state)
-{
-    main_loop_setup(state);
-    assert_non_null(tmpdir_make(test_dir));
-    have_qemu = system("qemu-img --version >/dev/null 2>&1 && "
-                       "qemu-io --version >/dev/null 2>&1") == 0;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    tmpdir_remove(test_dir);
-    return 0;
-}
+SCRATCH_GROUP_FIXTURES(test_dir)
 
 int main(void)
 {
+    have_qemu = qemu_tools_installed();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_qemu_written),
         cmocka_unit_test(test_write_shapes),
@@ -1073,5 +1059,5 @@ int main(void)
         cmocka_unit_test(test_small_caches),
         cmocka_unit_test(test_extended_l2_read),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -14,32 +14,13 @@
 #include "testutil.h"
 
 #include "block/drivers/qcow2/qcow2-format.h"
-
-/* ---- a growable in-memory "file" for the creation callback ---- */
-
-typedef struct MemFile {
-    uint8_t *data;
-    size_t len;
-} MemFile;
-
-static int mem_write(void *opaque, uint64_t off, const void *buf, size_t len)
-{
-    MemFile *m = opaque;
-    if (off + len > m->len) {
-        m->data = realloc(m->data, off + len);
-        assert_non_null(m->data);
-        memset(m->data + m->len, 0, off + len - m->len);
-        m->len = off + len;
-    }
-    memcpy(m->data + off, buf, len);
-    return 0;
-}
+#include "tests/common/memfile.h"
 
 static MemFile make_image(const Qcow2CreateOpts *o)
 {
     MemFile m = { NULL, 0 };
     Error *err = NULL;
-    bool ok = qcow2_create_image(o, mem_write, &m, &err);
+    bool ok = qcow2_create_image(o, memfile_write, &m, &err);
     if (!ok) {
         fail_msg("create failed: %s", error_get_pretty(err));
     }
@@ -290,7 +271,7 @@ static void test_create_refused(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         MemFile m = { NULL, 0 };
         Error *err = NULL;
-        assert_false(qcow2_create_image(&cases[i].o, mem_write, &m, &err));
+        assert_false(qcow2_create_image(&cases[i].o, memfile_write, &m, &err));
         assert_string_equal(error_get_pretty(err), cases[i].msg);
         error_free(err);
         assert_null(m.data);

@@ -14,16 +14,14 @@
 #include <cmocka.h>
 
 #include "block/drivers/qcow2/qcow2-overlap.h"
+#include "tests/common/xorshift.h"
 
 /* Deterministic pseudo-random numbers (xorshift64). */
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return xorshift64(&rng_state);
 }
 
 static void test_map_matches_array(void **state)

@@ -7,6 +7,9 @@
 
 #include "testutil.h"
 
+#include "aio/io.h"
+#include "block/drivers/drivers.h"
+
 /* ---- scratch directory ---- */
 
 char *tmpdir_make(char *tmpl)
@@ -47,6 +50,17 @@ int sh(const char *fmt, ...)
     r = system(cmd);
     free(cmd);
     return r;
+}
+
+bool qemu_img_installed(void)
+{
+    return sh("qemu-img --version >/dev/null 2>&1") == 0;
+}
+
+bool qemu_tools_installed(void)
+{
+    return qemu_img_installed() &&
+           sh("qemu-io --version >/dev/null 2>&1") == 0;
 }
 
 char *sh_out(const char *fmt, ...)
@@ -160,6 +174,20 @@ void del_ok(const char *name)
     }
 }
 
+BlockNode *file_node_new(bool read_only)
+{
+    BlockNode *bs = calloc(1, sizeof(*bs));
+
+    assert_non_null(bs);
+    bs->drv = &bdrv_file;
+    bs->opaque = calloc(1, bdrv_file.state_size);
+    assert_non_null(bs->opaque);
+    bs->ctx = aio_main_context();
+    bs->refcnt = 1;
+    bs->read_only = read_only;
+    return bs;
+}
+
 char *test_user_desc(BlockChild *c)
 {
     (void)c;
@@ -192,27 +220,39 @@ int main_loop_setup(void **state)
     return 0;
 }
 
-typedef struct CoRun {
-    CoroutineEntry *fn;
-    void *opaque;
-    bool done;
-} CoRun;
-
-static void coroutine_fn co_run_entry(void *opaque)
+int scratch_group_setup(char *tmpl, void **state)
 {
-    CoRun *r = opaque;
-
-    r->fn(r->opaque);
-    r->done = true;
-    /* fn may have moved to another context (an iothread node's): wake
-     * the main loop so that co_run's wait sees done. */
-    aio_wait_kick();
+    if (!tmpdir_make(tmpl)) {
+        return -1;
+    }
+    return main_loop_setup(state);
 }
 
+int scratch_group_teardown(const char *dir)
+{
+    int ret = tmpdir_remove(dir);
+
+    thread_pool_shutdown();
+    return ret == 0 ? 0 : -1;
+}
+
+int qemu_img_main_setup(char *tmpl)
+{
+    if (!qemu_img_installed()) {
+        printf("SKIP: qemu-img not installed\n");
+        return 77;
+    }
+    if (!tmpdir_make(tmpl) || !aio_main_init(NULL)) {
+        return 1;
+    }
+    return 0;
+}
+
+/* aio_co_run_wait with the tests' deadline on the wait. */
 void co_run(CoroutineEntry *fn, void *opaque)
 {
-    CoRun r = { .fn = fn, .opaque = opaque };
+    CoRunWait w;
 
-    aio_co_enter(aio_main_context(), coroutine_create(co_run_entry, &r));
-    TEST_WAIT_WHILE(aio_main_context(), !r.done);
+    aio_co_run_start(&w, aio_main_context(), fn, opaque);
+    TEST_WAIT_WHILE(aio_main_context(), !aio_co_run_done(&w));
 }

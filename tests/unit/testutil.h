@@ -42,6 +42,10 @@ int tmpdir_remove(const char *dir);
 
 /* ---- shell ---- */
 
+/* Whether qemu-img runs; whether both qemu-img and qemu-io do. */
+bool qemu_img_installed(void);
+bool qemu_tools_installed(void);
+
 /* Runs a printf-formatted command with /bin/sh; returns system()'s
  * status (0: exit status 0). */
 int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -80,6 +84,10 @@ void open_fails(const char *text, const char *msg);
 /* blockdev-del of node name; fails the test with the error. */
 void del_ok(const char *name);
 
+/* A file-driver node of the main context, not opened yet: the driver's
+ * state allocated, one reference.  The test runs the driver's co_open. */
+BlockNode *file_node_new(bool read_only);
+
 /* A root user of a node described as "test user" (the opaque is the
  * test's own); test_user_desc for a class with more callbacks. */
 extern const BlockChildClass test_user_class;
@@ -94,6 +102,30 @@ extern const BlockChildClass test_export_class;
 
 /* A cmocka group setup: makes the main AioContext (aio_main_init). */
 int main_loop_setup(void **state);
+
+/* A group working in a scratch directory: setup makes it from tmpl
+ * (tmpdir_make) and the main AioContext; teardown removes it and stops
+ * the thread pool.  0 on success, -1 (the group fails) otherwise.
+ * SCRATCH_GROUP_FIXTURES(tmpl) defines the pair as group_setup and
+ * group_teardown for cmocka_run_group_tests. */
+int scratch_group_setup(char *tmpl, void **state);
+int scratch_group_teardown(const char *dir);
+
+#define SCRATCH_GROUP_FIXTURES(tmpl)                                     \
+    static int group_setup(void **state)                                \
+    {                                                                   \
+        return scratch_group_setup(tmpl, state);                        \
+    }                                                                   \
+    static int group_teardown(void **state)                             \
+    {                                                                   \
+        (void)state;                                                    \
+        return scratch_group_teardown(tmpl);                            \
+    }
+
+/* The start of a main() whose tests need qemu-img: 77 (meson's "skipped",
+ * after a SKIP line) without it, else makes the scratch directory from
+ * tmpl and the main AioContext: 0, or 1 when either fails. */
+int qemu_img_main_setup(char *tmpl);
 
 /* Runs fn(opaque) in a coroutine of the main context and runs the main
  * loop until fn has returned. */

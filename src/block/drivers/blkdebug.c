@@ -48,6 +48,7 @@
 
 #include "aio/io.h"
 #include "block/drivers/drivers.h"
+#include "util/alloc.h"
 #include "util/list.h"
 
 /* BlkdebugEvent, in the QAPI order (names as clients spell them). */
@@ -217,11 +218,7 @@ static void remove_rule(BlkdebugRule *r)
 
 static BlkdebugRule *new_rule(void)
 {
-    BlkdebugRule *r = calloc(1, sizeof(*r));
-
-    if (!r) {
-        abort();
-    }
+    BlkdebugRule *r = bj_calloc(1, sizeof(*r));
     return r;
 }
 
@@ -367,18 +364,12 @@ static int config_read_worker(void *opaque)
         c->err = errno;
         return -c->err;
     }
-    c->text = malloc(cap + 1);
-    if (!c->text) {
-        abort();
-    }
+    c->text = bj_malloc(cap + 1);
     while ((n = fread(c->text + len, 1, cap - len, f)) > 0) {
         len += n;
         if (len == cap) {
             cap *= 2;
-            c->text = realloc(c->text, cap + 1);
-            if (!c->text) {
-                abort();
-            }
+            c->text = bj_realloc(c->text, cap + 1);
         }
     }
     c->err = ferror(f) ? EIO : 0;
@@ -678,21 +669,24 @@ static void blkdebug_child_perm(BlockNode *bs, BlockChild *c, unsigned role,
 
 /* ---- requests ---- */
 
+/* read_aio/write_aio: guest data only (a format's metadata I/O is marked
+ * BLK_REQ_METADATA and fires none, as in qemu). */
+static void fire_data_event(BlkdebugState *s, unsigned flags, int event)
+{
+    if (!(flags & BLK_REQ_METADATA)) {
+        fire_event(s, event);
+    }
+}
+
 static int coroutine_fn blkdebug_co_preadv(BlockNode *bs, int64_t offset,
                                            int64_t bytes, IOVector *qiov,
                                            unsigned flags)
 {
     BlkdebugState *s = bs->opaque;
-    int ret;
 
-    if (!(flags & BLK_REQ_METADATA)) {
-        fire_event(s, EV_READ_AIO);
-    }
-    ret = rule_check(bs, offset, bytes, IO_READ);
-    if (ret) {
-        return ret;
-    }
-    return bdrv_co_preadv(s->image, offset, bytes, qiov, flags);
+    fire_data_event(s, flags, EV_READ_AIO);
+    int ret = rule_check(bs, offset, bytes, IO_READ);
+    return ret ? ret : bdrv_co_preadv(s->image, offset, bytes, qiov, flags);
 }
 
 static int coroutine_fn blkdebug_co_pwritev(BlockNode *bs, int64_t offset,
@@ -702,9 +696,7 @@ static int coroutine_fn blkdebug_co_pwritev(BlockNode *bs, int64_t offset,
     BlkdebugState *s = bs->opaque;
     int ret;
 
-    if (!(flags & BLK_REQ_METADATA)) {
-        fire_event(s, EV_WRITE_AIO);
-    }
+    fire_data_event(s, flags, EV_WRITE_AIO);
     fire_event(s, EV_PWRITEV);
     ret = rule_check(bs, offset, bytes, IO_WRITE);
     if (!ret) {
@@ -714,21 +706,24 @@ static int coroutine_fn blkdebug_co_pwritev(BlockNode *bs, int64_t offset,
     return ret;
 }
 
+/* The request alignment, or the operation's preferred one if larger. */
+static int64_t op_alignment(BlockNode *bs, uint32_t preferred)
+{
+    return preferred > bs->bl.request_alignment ? preferred
+                                                : bs->bl.request_alignment;
+}
+
 static int coroutine_fn blkdebug_co_pwrite_zeroes(BlockNode *bs,
                                                   int64_t offset,
                                                   int64_t bytes,
                                                   unsigned flags)
 {
     BlkdebugState *s = bs->opaque;
-    int64_t align = bs->bl.request_alignment;
     int ret;
 
-    if (bs->bl.pwrite_zeroes_alignment > align) {
-        align = bs->bl.pwrite_zeroes_alignment;
-    }
     /* Like qemu, refuse pieces smaller than the preferred alignment, so the
      * caller's fallback to plain writes gets exercised. */
-    if (bytes < align) {
+    if (bytes < op_alignment(bs, bs->bl.pwrite_zeroes_alignment)) {
         return -ENOTSUP;
     }
     fire_event(s, EV_PWRITEV_ZERO);
@@ -744,14 +739,10 @@ static int coroutine_fn blkdebug_co_pdiscard(BlockNode *bs, int64_t offset,
                                              int64_t bytes)
 {
     BlkdebugState *s = bs->opaque;
-    int64_t align = bs->bl.request_alignment;
     int ret;
 
-    if (bs->bl.pdiscard_alignment > align) {
-        align = bs->bl.pdiscard_alignment;
-    }
     /* Discard is advisory: small pieces are silently dropped. */
-    if (bytes < align) {
+    if (bytes < op_alignment(bs, bs->bl.pdiscard_alignment)) {
         return 0;
     }
     ret = rule_check(bs, offset, bytes, IO_DISCARD);

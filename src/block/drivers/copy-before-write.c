@@ -1,9 +1,18 @@
 /*
- * The copy-before-write filter (see copy-before-write.h).  Not in the
- * user's driver list: only jobs open it, through bdrv_open_internal.
+ * copy-before-write: the filter a backup job inserts above its source.
+ *
+ *   clients -> [copy-before-write] --file--> source
+ *                       |
+ *                       +--target--> target (the backup)
+ *
+ * Reads pass through.  A write, write-zeroes or discard first calls the
+ * before-write hook for its range (the job copies the old data of the
+ * clusters it touches to the target), and fails with the hook's error if
+ * that copy fails (qemu's default on-cbw-error=break-guest-write): the
+ * target then never misses the old data of a cluster a client changed.
+ * A job filter (block/job-filter.h): only jobs open it, options "file" and
+ * "target" as node names.
  */
-#include "block/drivers/copy-before-write.h"
-
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +21,7 @@
 
 typedef struct CbwState {
     BlockChild *target;
-    CbwHook *hook;
+    BdrvBeforeWriteHook *hook;
     void *opaque;
 } CbwState;
 
@@ -22,14 +31,15 @@ static const ArgSpec cbw_options[] = {
     { .name = NULL },
 };
 
-void cbw_set_hook(BlockNode *bs, CbwHook *hook, void *opaque)
+static void cbw_set_hook(BlockNode *bs, BdrvBeforeWriteHook *hook,
+                         void *opaque)
 {
     CbwState *s = bs->opaque;
     s->hook = hook;
     s->opaque = opaque;
 }
 
-BlockChild *cbw_target_child(BlockNode *bs)
+static BlockChild *cbw_target_child(BlockNode *bs)
 {
     CbwState *s = bs->opaque;
     return s->target;
@@ -132,4 +142,6 @@ const BlockDriver bdrv_copy_before_write = {
     .co_pwrite_zeroes = cbw_co_pwrite_zeroes,
     .co_pdiscard = cbw_co_pdiscard,
     .co_getlength = cbw_co_getlength,
+    .set_before_write_hook = cbw_set_hook,
+    .filter_target = cbw_target_child,
 };

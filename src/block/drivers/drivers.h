@@ -1,6 +1,7 @@
 /*
- * The driver list.  bdrv_find_driver() (block.c) searches it; a new driver
- * adds its table here and to block_drivers[] in block.c.
+ * The driver tables.  bdrv_find_driver() (registry.c) searches the ones
+ * users may name; a new driver adds its table here and to block_drivers[]
+ * in registry.c.  Only src/block/drivers/ includes this.
  */
 #ifndef BJ_BLOCK_DRIVERS_H
 #define BJ_BLOCK_DRIVERS_H

@@ -32,7 +32,9 @@
 #include "aio/io.h"
 #include "block/block.h"
 #include "block/drivers/drivers.h"
+#include "block/drivers/file-create.h"
 #include "block/drivers/file-lock.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -365,10 +367,7 @@ static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
         goto fail;
     }
     bs->total_bytes = len;
-    s->filename = strdup(filename);
-    if (!s->filename) {
-        abort();
-    }
+    s->filename = bj_strdup(filename);
     snprintf(bs->filename, sizeof(bs->filename), "%s", filename);
     s->opened = true;
     return 0;
@@ -986,4 +985,6 @@ const BlockDriver bdrv_file = {
 
     .refresh_limits = file_refresh_limits,
     .query_image = file_query_image,
+    .create_check = file_create_check,
+    .co_create = file_co_create,
 };

@@ -1,15 +1,18 @@
 /*
- * The mirror_top filter (see mirror-top.h).  Not in the user's driver list:
- * only jobs open it, through bdrv_open_internal.
+ * mirror_top: the filter a mirror job (and active commit) inserts above its
+ * source.  Every request passes through to the source ("file" child); a
+ * write-like request that succeeded is then reported to the job through
+ * the after-write hook, which in write-blocking mode copies it to the
+ * target before the client hears back.  Background-mode jobs leave the
+ * hook unset: the source's dirty bitmap (marked by the request path) tells
+ * them what to copy.  A job filter (block/job-filter.h): only jobs open it.
  */
-#include "block/drivers/mirror-top.h"
-
 #include <errno.h>
 
 #include "block/drivers/drivers.h"
 
 typedef struct MirrorTopState {
-    MirrorTopHook *hook;
+    BdrvAfterWriteHook *hook;
     void *opaque;
     /* Clients' write-like requests inside the hook: the job waits for them
      * before it looks at its in-flight state for the last time. */
@@ -21,7 +24,8 @@ static const ArgSpec mirror_top_options[] = {
     { .name = NULL },
 };
 
-void mirror_top_set_hook(BlockNode *bs, MirrorTopHook *hook, void *opaque)
+static void mirror_top_set_hook(BlockNode *bs, BdrvAfterWriteHook *hook,
+                                void *opaque)
 {
     MirrorTopState *s = bs->opaque;
     s->hook = hook;
@@ -41,7 +45,7 @@ static int coroutine_fn mirror_top_co_open(BlockNode *bs, json_t *opts,
     return 0;
 }
 
-static void coroutine_fn notify(BlockNode *bs, MirrorTopWrite kind,
+static void coroutine_fn notify(BlockNode *bs, BdrvWriteKind kind,
                                 int64_t offset, int64_t bytes,
                                 IOVector *qiov, unsigned flags)
 {
@@ -59,7 +63,7 @@ static int coroutine_fn mirror_top_co_pwritev(BlockNode *bs, int64_t offset,
 {
     int ret = bdrv_co_pwritev(bs->file, offset, bytes, qiov, flags);
     if (ret >= 0 && !(flags & BLK_REQ_WRITE_UNCHANGED)) {
-        notify(bs, MIRROR_TOP_WRITE, offset, bytes, qiov, flags);
+        notify(bs, BDRV_WRITE, offset, bytes, qiov, flags);
     }
     return ret;
 }
@@ -71,7 +75,7 @@ static int coroutine_fn mirror_top_co_pwrite_zeroes(BlockNode *bs,
 {
     int ret = bdrv_co_pwrite_zeroes(bs->file, offset, bytes, flags);
     if (ret >= 0) {
-        notify(bs, MIRROR_TOP_WRITE_ZEROES, offset, bytes, NULL, flags);
+        notify(bs, BDRV_WRITE_ZEROES, offset, bytes, NULL, flags);
     }
     return ret;
 }
@@ -81,7 +85,7 @@ static int coroutine_fn mirror_top_co_pdiscard(BlockNode *bs, int64_t offset,
 {
     int ret = bdrv_co_pdiscard(bs->file, offset, bytes);
     if (ret >= 0) {
-        notify(bs, MIRROR_TOP_DISCARD, offset, bytes, NULL, 0);
+        notify(bs, BDRV_DISCARD, offset, bytes, NULL, 0);
     }
     return ret;
 }
@@ -101,4 +105,5 @@ const BlockDriver bdrv_mirror_top = {
     .co_pwrite_zeroes = mirror_top_co_pwrite_zeroes,
     .co_pdiscard = mirror_top_co_pdiscard,
     .co_getlength = mirror_top_co_getlength,
+    .set_after_write_hook = mirror_top_set_hook,
 };

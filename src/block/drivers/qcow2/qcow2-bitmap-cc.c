@@ -35,7 +35,6 @@
  * this very directory, the entry being among the armed ones.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +42,7 @@
 #include "aio/aio.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/qcow2/qcow2-bitmap-int.h"
+#include "util/alloc.h"
 #include "util/iov.h"
 #include "util/log.h"
 
@@ -227,16 +227,13 @@ static int coroutine_fn reuse_armed(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
         b->e[i].table_size != ts || (b->e[i].flags & BME_FLAG_EXTRA_COMPAT)) {
         return -1;
     }
-    sh->name = strdup(old->name);
+    sh->name = bj_strdup(old->name);
     sh->gran_bits = old->gran_bits;
     sh->table_size = old->table_size;
     sh->nbits = old->nbits;
     sh->bits = blk_aligned_alloc(4096, ts * cs);
-    sh->data_off = calloc(ts, sizeof(*sh->data_off));
-    sh->dirty = calloc(ts, sizeof(*sh->dirty));
-    if (!sh->name || !sh->data_off || !sh->dirty) {
-        abort();
-    }
+    sh->data_off = bj_calloc(ts, sizeof(*sh->data_off));
+    sh->dirty = bj_calloc(ts, sizeof(*sh->dirty));
     memcpy(sh->bits, old->bits, ts * cs);
     memcpy(sh->data_off, old->data_off, ts * sizeof(*sh->data_off));
     memcpy(sh->dirty, old->dirty, ts * sizeof(*sh->dirty));
@@ -273,17 +270,14 @@ static int coroutine_fn write_armed(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
     int64_t data, toff;
     int ret;
 
-    sh->name = strdup(bdrv_dirty_bitmap_name(bm));
+    sh->name = bj_strdup(bdrv_dirty_bitmap_name(bm));
     sh->gran_bits = (uint8_t)gb;
     sh->table_size = (uint32_t)ts;
     sh->nbits = nb_granules(s, gb);
     sh->bits = blk_aligned_alloc(4096, ts * cs);
-    sh->data_off = calloc(ts, sizeof(*sh->data_off));
-    sh->dirty = calloc(ts, sizeof(*sh->dirty));
+    sh->data_off = bj_calloc(ts, sizeof(*sh->data_off));
+    sh->dirty = bj_calloc(ts, sizeof(*sh->dirty));
     table = blk_aligned_alloc(4096, tclusters * cs);
-    if (!sh->name || !sh->data_off || !sh->dirty) {
-        abort();
-    }
     memset(sh->bits, 0, ts * cs);
     memset(table, 0, tclusters * cs);
     old = find_shadow(s->bitmaps, sh->name);
@@ -345,10 +339,7 @@ static void save_ext(Qcow2Header *h, uint32_t type, SavedExt *x)
     x->data = NULL;
     x->len = 0;
     if (e) {
-        x->data = malloc(e->len ? e->len : 1);
-        if (!x->data) {
-            abort();
-        }
+        x->data = bj_malloc(e->len ? e->len : 1);
         memcpy(x->data, e->data, e->len);
         x->len = e->len;
     }
@@ -400,11 +391,8 @@ static int coroutine_fn fallback_in_place(BDRVQcow2State *s,
         }
     }
     if (ret >= 0 && b->nb) {
-        uint8_t *dir = calloc(1, b->dir_size);
+        uint8_t *dir = bj_calloc(1, b->dir_size);
         uint64_t pos = 0;
-        if (!dir) {
-            abort();
-        }
         for (uint32_t i = 0; i < b->nb; i++) {
             b->e[i].flags |= BME_FLAG_IN_USE;
             qcow2_bm_serialize_entry(dir + pos, &b->e[i]);
@@ -434,7 +422,7 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
     Qcow2BitmapEntry *ne;
     Qcow2BitmapShadow *nsh;
     bool *carried;
-    uint32_t cap = 0, nn = 0, ntot;
+    uint32_t cap = 0, nn = 0, ntot = 0;
     uint64_t dir_size = 0;
     int64_t dir_off = 0;
     bool switched = false;
@@ -452,12 +440,9 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
         qcow2_bm_cc_release(b);
         return 0;
     }
-    ne = calloc(cap + b->nb + 1, sizeof(*ne));
-    nsh = calloc(cap + 1, sizeof(*nsh));
-    carried = calloc(b->nb + 1, sizeof(*carried));
-    if (!ne || !nsh || !carried) {
-        abort();
-    }
+    ne = bj_calloc(cap + b->nb + 1, sizeof(*ne));
+    nsh = bj_calloc(cap + 1, sizeof(*nsh));
+    carried = bj_calloc(b->nb + 1, sizeof(*carried));
     /* 1. Armed bitmaps, newest first in the directory (as at close). */
     for (BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_next(bs, NULL); bm;
          bm = bdrv_dirty_bitmap_next(bs, bm)) {
@@ -538,24 +523,9 @@ static int coroutine_fn cc_rewrite(BDRVQcow2State *s)
     }
     free(sv_bm.data);
     free(sv_cc.data);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
-    if (ret < 0) {
-        goto out;
-    }
-    switched = true;
     /* 4. The old directory and the clusters of bitmaps not carried. */
-    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
-        if (!carried[i]) {
-            ret = qcow2_bm_free_clusters(s, &b->e[i]);
-        }
-    }
-    if (ret >= 0 && b->nb) {
-        ret = qcow2_update_refcount(s, b->dir_offset, b->dir_size, -1);
-    }
     if (ret >= 0) {
-        ret = qcow2_flush_metadata(s);
+        ret = qcow2_bm_switch(s, b, carried, &switched);
     }
 out:
     if (switched) {
@@ -744,50 +714,20 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s)
     if (ret >= 0) {
         /* A shrink drops bits from the in-memory bitmaps after this (the
          * layer truncates them next): exact again a little later. */
-        bdrv_dirty_bitmap_resync_later(s->bs);
+        qcow2_dirty_bitmaps_resync_later(s->bs);
     }
     return ret;
 }
 
 /* ---- changes made by commands (main loop) ---- */
 
-typedef struct SyncCo {
-    BDRVQcow2State *s;
-    int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
-} SyncCo;
-
-static void coroutine_fn sync_entry(void *opaque)
+int qcow2_dirty_bitmaps_store_sync(BlockNode *bs)
 {
-    SyncCo *c = opaque;
+    BDRVQcow2State *s = bs->opaque;
 
-    co_mutex_lock(&c->s->lock);
-    c->ret = cc_rewrite(c->s);
-    co_mutex_unlock(&c->s->lock);
-    atomic_store(&c->done, true);
-    aio_wait_kick();
-}
-
-int bdrv_dirty_bitmap_store_sync(BlockNode *bs)
-{
-    BDRVQcow2State *s;
-    SyncCo c = { 0 };
-
-    if (bs->drv != &bdrv_qcow2 || bs->read_only) {
+    if (bs->read_only || !s->bitmaps || s->bitmaps->foreign ||
+        !s->bitmaps->store_on_close || s->broken) {
         return 0;
     }
-    s = bs->opaque;
-    if (!s->bitmaps || s->bitmaps->foreign || !s->bitmaps->store_on_close ||
-        s->broken) {
-        return 0;
-    }
-    c.s = s;
-    if (coroutine_in_coroutine()) {
-        sync_entry(&c);
-    } else {
-        aio_co_enter(bs->ctx, coroutine_create(sync_entry, &c));
-        /* The caller's loop (the main one), also for an iothread node. */
-        AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
-    }
-    return c.ret;
+    return qcow2_run_locked(s, cc_rewrite);
 }

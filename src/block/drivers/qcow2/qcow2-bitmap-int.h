@@ -104,6 +104,12 @@ void qcow2_bm_set_extension(BDRVQcow2State *s, uint32_t nb, uint64_t dir_size,
                             uint64_t dir_off);
 int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
                                         const Qcow2BitmapEntry *e);
+/* The header written points at a new directory: makes it durable (from
+ * then on the image uses it: *switched), then frees the clusters of b's
+ * old entries not carried into it (carried[i] false) and the old
+ * directory, and flushes the metadata. */
+int coroutine_fn qcow2_bm_switch(BDRVQcow2State *s, const Qcow2Bitmaps *b,
+                                 const bool *carried, bool *switched);
 /* Replaces b->e with a copy of ne[0..n) (names and extra data copied). */
 void qcow2_bm_set_directory(Qcow2Bitmaps *b, const Qcow2BitmapEntry *ne,
                             uint32_t n, uint64_t dir_off, uint64_t dir_size);

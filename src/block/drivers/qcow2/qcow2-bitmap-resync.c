@@ -19,7 +19,6 @@
  * new one can start until the stored copies are written.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "aio/aio.h"
@@ -32,12 +31,6 @@
 #define RESYNC_DELAY_NS     1000000000ll   /* after the last removal */
 #define RESYNC_MAX_WAIT_NS  5000000000ll   /* removals keep coming */
 #define RESYNC_JOB_WAIT_NS  30000000000ll  /* a block job uses the node */
-
-typedef struct ResyncCo {
-    BDRVQcow2State *s;
-    int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
-} ResyncCo;
 
 static uint64_t nb_granules(BDRVQcow2State *s, unsigned gb)
 {
@@ -145,28 +138,20 @@ static int coroutine_fn cc_resync(BDRVQcow2State *s)
     return ret;
 }
 
-static void coroutine_fn resync_entry(void *opaque)
+/* In the node's context, holding s->lock. */
+static int coroutine_fn resync_locked(BDRVQcow2State *s)
 {
-    ResyncCo *c = opaque;
-
-    co_mutex_lock(&c->s->lock);
-    if (resync_possible(c->s)) {
-        c->ret = cc_resync(c->s);
-    }
-    co_mutex_unlock(&c->s->lock);
-    atomic_store(&c->done, true);
-    aio_wait_kick();
+    return resync_possible(s) ? cc_resync(s) : 0;
 }
 
 /* Main loop.  The node may live in an iothread: its state is read
- * there, by resync_entry, once the node is drained. */
+ * there, by resync_locked, once the node is drained. */
 static void resync_timer_cb(void *opaque)
 {
     BDRVQcow2State *s = opaque;
     Qcow2Bitmaps *b = s->bitmaps;
     BlockNode *bs = s->bs;
     int64_t now = clock_ns();
-    ResyncCo c = { .s = s };
 
     if (!resync_may_help(s)) {
         b->resync_first_ns = 0;
@@ -185,8 +170,7 @@ static void resync_timer_cb(void *opaque)
     b->resync_running = true;
     bdrv_ref(bs);
     bdrv_drained_begin(bs);
-    aio_co_enter(bs->ctx, coroutine_create(resync_entry, &c));
-    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&c.done));
+    qcow2_run_locked(s, resync_locked);
     bdrv_drained_end(bs);
     /* Still ours: the reference kept the node open. */
     b = s->bitmaps;
@@ -197,7 +181,7 @@ static void resync_timer_cb(void *opaque)
     bdrv_unref(bs);      /* may close the node, and free this timer */
 }
 
-void bdrv_dirty_bitmap_resync_later(BlockNode *bs)
+void qcow2_dirty_bitmaps_resync_later(BlockNode *bs)
 {
     BDRVQcow2State *s;
     Qcow2Bitmaps *b;
@@ -205,8 +189,7 @@ void bdrv_dirty_bitmap_resync_later(BlockNode *bs)
 
     /* The timer belongs to the main loop; a shrink of an iothread node
      * (qcow2's resize, in its thread) leaves the bits to the close. */
-    if (bs->drv != &bdrv_qcow2 ||
-        !aio_context_in_home_thread(aio_main_context())) {
+    if (!aio_context_in_home_thread(aio_main_context())) {
         return;
     }
     s = bs->opaque;

@@ -24,6 +24,7 @@
 
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/qcow2/qcow2-bitmap-int.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 Qcow2RawExt *qcow2_bm_find_ext(Qcow2Header *h, uint32_t type)
@@ -56,21 +57,15 @@ void qcow2_bm_set_raw_ext(Qcow2Header *h, uint32_t type, const uint8_t *data,
         return;
     }
     if (!ext) {
-        Qcow2RawExt *r = realloc(h->raw_exts,
-                                 (h->nb_raw_exts + 1) * sizeof(*r));
-        if (!r) {
-            abort();
-        }
+        Qcow2RawExt *r = bj_realloc(h->raw_exts,
+                                    (h->nb_raw_exts + 1) * sizeof(*r));
         h->raw_exts = r;
         ext = &r[h->nb_raw_exts++];
         ext->type = type;
         ext->data = NULL;
     }
     free(ext->data);
-    ext->data = malloc(len ? len : 1);
-    if (!ext->data) {
-        abort();
-    }
+    ext->data = bj_malloc(len ? len : 1);
     memcpy(ext->data, data, len);
     ext->len = len;
 }
@@ -87,23 +82,13 @@ static void free_entries(Qcow2BitmapEntry *e, uint32_t n)
 void qcow2_bm_set_directory(Qcow2Bitmaps *b, const Qcow2BitmapEntry *ne,
                             uint32_t n, uint64_t dir_off, uint64_t dir_size)
 {
-    Qcow2BitmapEntry *e = calloc(n ? n : 1, sizeof(*e));
-
-    if (!e) {
-        abort();
-    }
+    Qcow2BitmapEntry *e = bj_calloc(n ? n : 1, sizeof(*e));
     for (uint32_t i = 0; i < n; i++) {
         e[i] = ne[i];
-        e[i].name = strdup(ne[i].name);
+        e[i].name = bj_strdup(ne[i].name);
         e[i].extra = NULL;
-        if (!e[i].name) {
-            abort();
-        }
         if (ne[i].extra_size) {
-            e[i].extra = malloc(ne[i].extra_size);
-            if (!e[i].extra) {
-                abort();
-            }
+            e[i].extra = bj_malloc(ne[i].extra_size);
             memcpy(e[i].extra, ne[i].extra, ne[i].extra_size);
         }
     }
@@ -142,10 +127,7 @@ static bool parse_directory(BDRVQcow2State *s, const uint8_t *dir,
     Qcow2Bitmaps *b = s->bitmaps;
     uint64_t pos = 0;
 
-    b->e = calloc(nb, sizeof(*b->e));
-    if (!b->e) {
-        abort();
-    }
+    b->e = bj_calloc(nb, sizeof(*b->e));
     for (uint32_t i = 0; i < nb; i++) {
         Qcow2BitmapEntry *e = &b->e[b->nb];
         if (pos + BME_HEADER_SIZE > size) {
@@ -170,17 +152,11 @@ static bool parse_directory(BDRVQcow2State *s, const uint8_t *dir,
             (e->extra_size && !(e->flags & BME_FLAG_EXTRA_COMPAT))) {
             goto bad;
         }
-        e->name = strndup((const char *)p + BME_HEADER_SIZE + e->extra_size,
-                          name_size);
-        if (!e->name) {
-            abort();
-        }
+        e->name = bj_strndup((const char *)p + BME_HEADER_SIZE + e->extra_size,
+                             name_size);
         b->nb++;
         if (e->extra_size) {
-            e->extra = malloc(e->extra_size);
-            if (!e->extra) {
-                abort();
-            }
+            e->extra = bj_malloc(e->extra_size);
             memcpy(e->extra, p + BME_HEADER_SIZE, e->extra_size);
         }
         pos += (len + 7) & ~7ull;
@@ -201,13 +177,10 @@ static int coroutine_fn load_data(BDRVQcow2State *s,
     const uint64_t gran = 1ull << e->granularity_bits;
     const uint64_t span = cs * 8 * gran;     /* guest bytes per cluster */
     uint64_t tbytes = (uint64_t)e->table_size * 8;
-    uint8_t *table = malloc(tbytes ? tbytes : 1);
-    uint8_t *data = malloc(cs);
+    uint8_t *table = bj_malloc(tbytes ? tbytes : 1);
+    uint8_t *data = bj_malloc(cs);
     int ret = 0;
 
-    if (!table || !data) {
-        abort();
-    }
     ret = qcow2_read_meta(s, e->table_offset, table, tbytes);
     for (uint32_t i = 0; ret >= 0 && i < e->table_size; i++) {
         uint64_t ent = be64_get(table + 8 * i);
@@ -245,10 +218,7 @@ int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
     uint8_t *dir = NULL;
     int ret;
 
-    s->bitmaps = calloc(1, sizeof(*s->bitmaps));
-    if (!s->bitmaps) {
-        abort();
-    }
+    s->bitmaps = bj_calloc(1, sizeof(*s->bitmaps));
     if (!ext) {
         return 0;
     }
@@ -270,9 +240,11 @@ int coroutine_fn qcow2_load_bitmaps(BDRVQcow2State *s, Error **errp)
         error_setg(errp, "qcow2: invalid bitmaps extension");
         return -EINVAL;
     }
-    dir = malloc(size);
+    dir = bj_try_malloc(size);
     if (!dir) {
-        abort();
+        error_setg(errp, "qcow2: not enough memory for a bitmap directory of "
+                   "%" PRIu64 " bytes", size);
+        return -ENOMEM;
     }
     ret = qcow2_read_meta(s, off, dir, size);
     if (ret < 0) {
@@ -324,14 +296,9 @@ out:
     return ret;
 }
 
-bool bdrv_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
-                                     uint32_t granularity, Error **errp)
+bool qcow2_can_store_new_dirty_bitmap(BlockNode *bs, const char *name,
+                                      uint32_t granularity, Error **errp)
 {
-    if (bs->drv != &bdrv_qcow2) {
-        error_setg(errp, "Can't store persistent bitmaps to %s: Operation "
-                   "not supported", bs->node_name);
-        return false;
-    }
     BDRVQcow2State *s = bs->opaque;
     if (bs->read_only) {
         error_setg(errp, "Can't store persistent bitmaps to %s: Read-only "
@@ -386,11 +353,8 @@ static int coroutine_fn write_bitmap(BDRVQcow2State *s, BdrvDirtyBitmap *bm,
     e->table_size = (uint32_t)qcow2_bm_table_entries(s, e->granularity_bits);
     e->flags = bdrv_dirty_bitmap_enabled(bm) ? BME_FLAG_AUTO : 0;
     tbytes = (uint64_t)e->table_size * 8;
-    table = calloc(1, tbytes ? tbytes : 1);
+    table = bj_calloc(1, tbytes ? tbytes : 1);
     data = blk_aligned_alloc(4096, cs);
-    if (!table) {
-        abort();
-    }
     for (uint32_t i = 0; i < e->table_size; i++) {
         int64_t off = (int64_t)(i * span), bytes = 0;
         int64_t end = (int64_t)((i + 1) * span);
@@ -456,18 +420,38 @@ static int coroutine_fn refuse_metadata(BDRVQcow2State *s, uint64_t off,
     return -EIO;
 }
 
+int coroutine_fn qcow2_bm_switch(BDRVQcow2State *s, const Qcow2Bitmaps *b,
+                                 const bool *carried, bool *switched)
+{
+    int ret = qcow2_flush_file(s);
+
+    if (ret < 0) {
+        return ret;
+    }
+    *switched = true;
+    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
+        if (!carried[i]) {
+            ret = qcow2_bm_free_clusters(s, &b->e[i]);
+        }
+    }
+    if (ret >= 0 && b->nb) {
+        ret = qcow2_update_refcount(s, b->dir_offset, b->dir_size, -1);
+    }
+    if (ret >= 0) {
+        ret = qcow2_flush_metadata(s);
+    }
+    return ret;
+}
+
 /* Drops the references of a stored bitmap's table and data clusters. */
 int coroutine_fn qcow2_bm_free_clusters(BDRVQcow2State *s,
                                         const Qcow2BitmapEntry *e)
 {
     const uint64_t cs = s->g.cluster_size;
     uint64_t tbytes = (uint64_t)e->table_size * 8;
-    uint8_t *table = malloc(tbytes ? tbytes : 1);
+    uint8_t *table = bj_malloc(tbytes ? tbytes : 1);
     int ret;
 
-    if (!table) {
-        abort();
-    }
     ret = qcow2_read_meta(s, e->table_offset, table, tbytes);
     if (ret >= 0) {
         ret = refuse_metadata(s, e->table_offset, tbytes ? tbytes : 1);
@@ -528,10 +512,7 @@ int coroutine_fn qcow2_bm_write_directory(BDRVQcow2State *s,
         len += qcow2_bm_entry_len(&e[i]);
     }
     if (n) {
-        uint8_t *dir = calloc(1, len);
-        if (!dir) {
-            abort();
-        }
+        uint8_t *dir = bj_calloc(1, len);
         for (uint32_t k = 0; k < n; k++) {
             const Qcow2BitmapEntry *x = &e[newest_first ? n - 1 - k : k];
             qcow2_bm_serialize_entry(dir + pos, x);
@@ -577,7 +558,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     Qcow2Bitmaps *b = s->bitmaps;
     BlockNode *bs = s->bs;
     Qcow2BitmapEntry *ne = NULL;
-    bool *rewritten = NULL;
+    bool *carried = NULL;   /* old entry i kept as it is */
     uint32_t nn = 0, cap = 0;
     uint64_t dir_size = 0;
     int64_t dir_off = 0;
@@ -596,11 +577,8 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
         return 0;
     }
     qcow2_bm_cc_acquire(b);
-    ne = calloc(cap ? cap : 1, sizeof(*ne));
-    rewritten = calloc(b->nb ? b->nb : 1, sizeof(*rewritten));
-    if (!ne || !rewritten) {
-        abort();
-    }
+    ne = bj_calloc(cap ? cap : 1, sizeof(*ne));
+    carried = bj_calloc(b->nb ? b->nb : 1, sizeof(*carried));
     /* 1. New clusters for every consistent bitmap; an inconsistent one
      * keeps its entry (in_use) and clusters until it is removed. */
     for (BdrvDirtyBitmap *bm = bdrv_dirty_bitmap_next(bs, NULL); bm;
@@ -612,7 +590,7 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
         Qcow2BitmapEntry *e = &ne[nn++];
         e->name = (char *)bdrv_dirty_bitmap_name(bm);
         if (old) {
-            rewritten[old - b->e] = !bdrv_dirty_bitmap_inconsistent(bm);
+            carried[old - b->e] = bdrv_dirty_bitmap_inconsistent(bm);
         }
         if (old && bdrv_dirty_bitmap_inconsistent(bm)) {
             *e = *old;
@@ -635,29 +613,10 @@ int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s)
     qcow2_bm_set_raw_ext(&s->hdr, QCOW2_EXT_BJ_CC, NULL, 0);
     s->hdr.autoclear_features &= ~QCOW2_AUTOCLEAR_BJ_CC;
     ret = qcow2_write_header(s);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
-    if (ret < 0) {
-        goto out;
-    }
-    switched = true;
     /* 4. Nothing points at the old directory or at the old clusters of
      * rewritten and removed bitmaps any more: free them. */
-    for (uint32_t i = 0; ret >= 0 && i < b->nb; i++) {
-        bool kept = false;
-        for (uint32_t j = 0; j < nn; j++) {
-            kept |= !strcmp(ne[j].name, b->e[i].name) && !rewritten[i];
-        }
-        if (!kept) {
-            ret = qcow2_bm_free_clusters(s, &b->e[i]);
-        }
-    }
-    if (ret >= 0 && b->nb) {
-        ret = qcow2_update_refcount(s, b->dir_offset, b->dir_size, -1);
-    }
     if (ret >= 0) {
-        ret = qcow2_flush_metadata(s);
+        ret = qcow2_bm_switch(s, b, carried, &switched);
     }
 out:
     if (switched) {
@@ -674,6 +633,6 @@ out:
                   bs->node_name, strerror(-ret));
     }
     free(ne);
-    free(rewritten);
+    free(carried);
     return ret;
 }

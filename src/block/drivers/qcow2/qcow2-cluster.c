@@ -334,6 +334,33 @@ static int coroutine_fn reserve_l2_table(BDRVQcow2State *s,
 }
 
 /*
+ * The new L2 table at off (just allocated) gets its cache slot, zeroed,
+ * pinned and reserved; the caller names it in the L1 table before it next
+ * yields.  Getting the slot may write the metadata back to make room:
+ * until then the table is in flight like a data allocation, left out of
+ * the refcounts that reach the disk (else a kill right after leaks it).
+ * On failure the cluster is given back.
+ */
+static int coroutine_fn get_new_l2(BDRVQcow2State *s, uint64_t off,
+                                   Qcow2CacheEntry **out)
+{
+    int ret;
+
+    s->alloc_cluster = off >> s->g.cluster_bits;
+    s->alloc_clusters = 1;
+    ret = qcow2_cache_get(s, s->l2_cache, off, true, out);
+    if (ret >= 0) {
+        ret = reserve_l2_table(s, *out);
+    } else {
+        s->alloc_clusters = 0;
+        qcow2_update_refcount(s, off, s->g.cluster_size, -1);
+    }
+    s->alloc_clusters = 0;
+    qcow2_cache_inflight_done(s->rb_cache);
+    return ret;
+}
+
+/*
  * The L2 table at old is shared with an internal snapshot (its L1 entry
  * lacks COPIED): give the active L1 its own copy.  Data clusters already
  * count one reference per L1 tree (snapshot creation added it), so only the
@@ -356,7 +383,7 @@ static int coroutine_fn cow_l2_table(BDRVQcow2State *s, uint64_t l1i,
     if (ret < 0) {
         return ret;
     }
-    ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, &ne);
+    ret = get_new_l2(s, (uint64_t)off, &ne);
     if (ret < 0) {
         qcow2_cache_put(oe);
         return ret;
@@ -364,10 +391,6 @@ static int coroutine_fn cow_l2_table(BDRVQcow2State *s, uint64_t l1i,
     memcpy(ne->table, oe->table, s->g.cluster_size);
     qcow2_cache_put(oe);
     qcow2_cache_mark_dirty(s->l2_cache, ne);
-    ret = reserve_l2_table(s, ne);
-    if (ret < 0) {
-        return ret;
-    }
     qcow2_ol_note_l2(s, old, (uint64_t)off);
     s->l1[l1i] = (uint64_t)off | QCOW2_OFLAG_COPIED;
     s->l1_dirty = true;
@@ -392,12 +415,7 @@ static int coroutine_fn get_l2_for_write(BDRVQcow2State *s, uint64_t l1i,
         if (off < 0) {
             return (int)off;
         }
-        ret = qcow2_cache_get(s, s->l2_cache, (uint64_t)off, true, out);
-        if (ret < 0) {
-            qcow2_update_refcount(s, (uint64_t)off, s->g.cluster_size, -1);
-            return ret;
-        }
-        ret = reserve_l2_table(s, *out);
+        ret = get_new_l2(s, (uint64_t)off, out);
         if (ret < 0) {
             return ret;
         }
@@ -512,7 +530,7 @@ static int coroutine_fn write_l1(BDRVQcow2State *s)
     return ret;
 }
 
-int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s)
+int coroutine_fn qcow2_write_back(BDRVQcow2State *s)
 {
     bool l2_dirty = qcow2_cache_has_dirty(s->l2_cache);
     int ret;
@@ -544,6 +562,16 @@ int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s)
         if (ret < 0) {
             return ret;
         }
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s)
+{
+    int ret = qcow2_write_back(s);
+
+    if (ret < 0) {
+        return ret;
     }
     /* 3. only once no table references them may clusters lose a ref */
     if (s->nb_pending) {

@@ -15,6 +15,7 @@
 
 #include "aio/aio.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/event.h"
 #include "util/log.h"
 
@@ -63,9 +64,7 @@ void coroutine_fn qcow2_signal_corruption(BDRVQcow2State *s, bool fatal,
         return;
     }
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0) {
-        abort();
-    }
+    msg = bj_vasprintf(fmt, ap);
     va_end(ap);
 
     /* qemu's words on stderr, whatever the log level. */

@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aio/coroutine.h"
 #include "block/drivers/qcow2/qcow2-format.h"
+#include "util/alloc.h"
 
 static bool check_opts(const Qcow2CreateOpts *o, int version, uint32_t cs,
                        uint32_t rbits, Error **errp)
@@ -80,8 +82,11 @@ static int write_zeros(Qcow2WriteFn *write, void *opaque, uint64_t off,
     return 0;
 }
 
-bool qcow2_create_image(const Qcow2CreateOpts *o, Qcow2WriteFn *write,
-                        void *opaque, Error **errp)
+/* Mixed: write may yield (a block child from blockdev-create's
+ * coroutine) or not (a plain fd). */
+bool coroutine_mixed_fn qcow2_create_image(const Qcow2CreateOpts *o,
+                                           Qcow2WriteFn *write, void *opaque,
+                                           Error **errp)
 {
     int version = o->version ? o->version : 3;
     uint32_t cs = o->cluster_size ? o->cluster_size : 65536;
@@ -125,11 +130,8 @@ bool qcow2_create_image(const Qcow2CreateOpts *o, Qcow2WriteFn *write,
     uint64_t l1_off = rb_off + rb * cs;
     uint64_t total = 1 + rt + rb + l1_clusters;
 
-    buf = calloc(1, cs);
-    zero = calloc(1, cs);
-    if (!buf || !zero) {
-        abort();
-    }
+    buf = bj_calloc(1, cs);
+    zero = bj_calloc(1, cs);
 
     /* L1 (explicitly zeroed: the target may hold old data) */
     ret = write_zeros(write, opaque, l1_off, l1_clusters * cs, zero, cs);

@@ -17,12 +17,39 @@
 #include <zlib.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 static void slice(IOVector *dst, IOVector *src, size_t off, size_t len)
 {
     iov_vec_init(dst, src->niov + 2);
     iov_vec_concat(dst, src, off, len);
+}
+
+/* qcow2_get_mapping for a reader, under s->lock. */
+static int coroutine_fn read_mapping(BDRVQcow2State *s, int64_t offset,
+                                     int64_t bytes, Qcow2Mapping *m)
+{
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false, m);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/* Reads (or writes) len bytes of qiov from qoff at offset of child c. */
+static int coroutine_fn child_rw(BlockChild *c, bool write, int64_t offset,
+                                 uint64_t len, IOVector *qiov, size_t qoff)
+{
+    IOVector sub;
+    int ret;
+
+    slice(&sub, qiov, qoff, len);
+    ret = write ? bdrv_co_pwritev(c, offset, (int64_t)len, &sub, 0)
+                : bdrv_co_preadv(c, offset, (int64_t)len, &sub, 0);
+    iov_vec_destroy(&sub);
+    return ret;
 }
 
 /* Inflates one compressed cluster into out (cluster_size bytes). */
@@ -44,7 +71,7 @@ static int coroutine_fn read_compressed(BDRVQcow2State *s,
     if (len > s->file_size - info->host_offset) {
         len = s->file_size - info->host_offset;
     }
-    in = malloc(len);
+    in = bj_try_malloc(len);
     if (!in) {
         return -ENOMEM;
     }
@@ -92,10 +119,7 @@ static int coroutine_fn read_backing(BDRVQcow2State *s, uint64_t offset,
         if (blen > 0 && offset < (uint64_t)blen) {
             n = (uint64_t)blen - offset;
             n = n < bytes ? n : bytes;
-            IOVector sub;
-            slice(&sub, qiov, qoff, n);
-            int ret = bdrv_co_preadv(b, (int64_t)offset, (int64_t)n, &sub, 0);
-            iov_vec_destroy(&sub);
+            int ret = child_rw(b, false, (int64_t)offset, n, qiov, qoff);
             if (ret < 0) {
                 return ret;
             }
@@ -117,10 +141,7 @@ int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
 
     while (bytes > 0) {
         Qcow2Mapping m;
-        co_mutex_lock(&s->lock);
-        ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false,
-                                &m);
-        co_mutex_unlock(&s->lock);
+        ret = read_mapping(s, offset, bytes, &m);
         if (ret < 0) {
             return ret;
         }
@@ -134,17 +155,13 @@ int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
         case QCOW2_CLUSTER_ZERO_ALLOC:
             iov_vec_memset(qiov, qoff, 0, n);
             break;
-        case QCOW2_CLUSTER_NORMAL: {
-            IOVector sub;
-            slice(&sub, qiov, qoff, n);
-            ret = bdrv_co_preadv(bs->file,
-                                 (int64_t)(m.info.host_offset + in_cl),
-                                 (int64_t)n, &sub, 0);
-            iov_vec_destroy(&sub);
+        case QCOW2_CLUSTER_NORMAL:
+            ret = child_rw(bs->file, false,
+                           (int64_t)(m.info.host_offset + in_cl), n, qiov,
+                           qoff);
             break;
-        }
         case QCOW2_CLUSTER_COMPRESSED: {
-            uint8_t *buf = malloc(s->g.cluster_size);
+            uint8_t *buf = bj_try_malloc(s->g.cluster_size);
             if (!buf) {
                 return -ENOMEM;
             }
@@ -210,7 +227,7 @@ static int coroutine_fn cow_read(BDRVQcow2State *s, const Qcow2L2Info *info,
                                         in_cl),
                               (int64_t)len, &v, 0);
     case QCOW2_CLUSTER_COMPRESSED: {
-        uint8_t *cl = malloc(s->g.cluster_size);
+        uint8_t *cl = bj_try_malloc(s->g.cluster_size);
         if (!cl) {
             return -ENOMEM;
         }
@@ -269,6 +286,26 @@ static void old_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
     }
 }
 
+/* The host clusters of a (allocated for it, counted, not referenced)
+ * are in flight: refcount blocks are written without their counts. */
+static void inflight_host(BDRVQcow2State *s, Qcow2InflightAlloc *a,
+                          int64_t host, uint64_t n)
+{
+    a->host_cluster = (uint64_t)host >> s->g.cluster_bits;
+    a->host_clusters = n;
+}
+
+/* a's clusters are referenced now, or about to be given back: their
+ * counts must reach the disk with the next refcount write.  Before any
+ * change to their counts and before the lock is next dropped. */
+static void inflight_host_done(BDRVQcow2State *s, Qcow2InflightAlloc *a)
+{
+    if (a->host_clusters) {
+        a->host_clusters = 0;
+        qcow2_cache_inflight_done(s->rb_cache);
+    }
+}
+
 /* Writes [offset, offset+m->bytes) into newly allocated clusters. */
 static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
                                          const Qcow2Mapping *m,
@@ -292,16 +329,16 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     if (ret < 0) {
         return ret;
     }
-    a = calloc(1, sizeof(*a));
-    if (!a) {
-        abort();
-    }
+    a = bj_calloc(1, sizeof(*a));
     a->first_cluster = first;
     a->nb_clusters = n;
     co_queue_init(&a->waiters);
     list_add_tail(&s->inflight, &a->link);
     /* (The allocator refuses clusters that overlap metadata.) */
     host = qcow2_alloc_clusters(s, n);
+    if (host >= 0) {
+        inflight_host(s, a, host, n);
+    }
     co_mutex_unlock(&s->lock);
     if (host < 0) {
         ret = (int)host;
@@ -345,10 +382,7 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     co_mutex_lock(&s->lock);
     s->data_unflushed = true;
     unsigned es = s->g.extended ? 2 : 1;
-    entries = calloc(n * es, 2 * sizeof(*entries));
-    if (!entries) {
-        abort();
-    }
+    entries = bj_calloc(n * es, 2 * sizeof(*entries));
     for (uint64_t i = 0; i < n; i++) {
         entries[i * es] = ((uint64_t)host + i * cs) | QCOW2_OFLAG_COPIED;
         if (es == 2) {
@@ -356,6 +390,7 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
         }
     }
     ret = qcow2_set_l2_entries(s, first, n, entries, entries + n * es);
+    inflight_host_done(s, a);
     if (ret >= 0) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t off, bytes;
@@ -374,11 +409,13 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
 
 out_free_clusters:
     co_mutex_lock(&s->lock);
+    inflight_host_done(s, a);
     qcow2_update_refcount(s, (uint64_t)host, n * cs, -1);
     goto out_locked;
 out_locked_relock:
     co_mutex_lock(&s->lock);
 out_locked:
+    inflight_host_done(s, a);
     list_del(&a->link);
     co_queue_restart_all(&a->waiters);
     free(a);
@@ -397,7 +434,7 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
 {
     BDRVQcow2State *s = bs->opaque;
     size_t qoff = 0;
-    int ret = 0;
+    int ret;
 
     if (s->broken) {
         return -EIO;
@@ -444,10 +481,7 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                 /* A cluster mixes subcluster kinds: an allocating writer
                  * of another subcluster copies this one, so we hold the
                  * cluster while writing (and waited for others above). */
-                a = calloc(1, sizeof(*a));
-                if (!a) {
-                    abort();
-                }
+                a = bj_calloc(1, sizeof(*a));
                 a->first_cluster = (uint64_t)offset >> s->g.cluster_bits;
                 a->nb_clusters = (in_cl + m.bytes + s->g.cluster_size - 1) >>
                                  s->g.cluster_bits;
@@ -461,12 +495,9 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
                                      m.bytes);
             co_mutex_unlock(&s->lock);
             if (ret >= 0) {
-                IOVector sub;
-                slice(&sub, qiov, qoff, m.bytes);
-                ret = bdrv_co_pwritev(bs->file,
-                                      (int64_t)(m.info.host_offset + in_cl),
-                                      (int64_t)m.bytes, &sub, 0);
-                iov_vec_destroy(&sub);
+                ret = child_rw(bs->file, true,
+                               (int64_t)(m.info.host_offset + in_cl),
+                               m.bytes, qiov, qoff);
                 s->data_unflushed = true;
             }
             if (a) {
@@ -546,15 +577,15 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     while ((a = find_inflight(s, first, 1))) {
         co_queue_wait(&a->waiters, &s->lock);
     }
-    a = calloc(1, sizeof(*a));
-    if (!a) {
-        abort();
-    }
+    a = bj_calloc(1, sizeof(*a));
     a->first_cluster = first;
     a->nb_clusters = 1;
     co_queue_init(&a->waiters);
     list_add_tail(&s->inflight, &a->link);
     host = qcow2_alloc_clusters(s, 1);
+    if (host >= 0) {
+        inflight_host(s, a, host, 1);
+    }
     co_mutex_unlock(&s->lock);
     if (host < 0) {
         ret = (int)host;
@@ -566,6 +597,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     ret = bdrv_co_pwritev(s->bs->file, host, (int64_t)wlen, &v, 0);
     co_mutex_lock(&s->lock);
     if (ret < 0) {
+        inflight_host_done(s, a);
         qcow2_update_refcount(s, (uint64_t)host, cs, -1);
         goto out;
     }
@@ -573,6 +605,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     ents[0] = qcow2_l2_make_compressed(&s->g, (uint64_t)host, clen);
     ents[1] = 0;
     ret = qcow2_set_l2_entries(s, first, 1, ents, ents + 1);
+    inflight_host_done(s, a);
     if (ret >= 0) {
         uint64_t off, bytes;
         old_ref(s, ents[1], &off, &bytes);
@@ -584,6 +617,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
         qcow2_update_refcount(s, (uint64_t)host, cs, -1);
     }
 out:
+    inflight_host_done(s, a);
     list_del(&a->link);
     co_queue_restart_all(&a->waiters);
     free(a);
@@ -680,7 +714,7 @@ static int coroutine_fn change_clusters(BDRVQcow2State *s, uint64_t first,
                                         uint64_t n, ClusterOp op)
 {
     unsigned es = s->g.extended ? 2 : 1;
-    uint64_t *e = calloc(2 * s->g.l2_size * es, sizeof(*e));
+    uint64_t *e = bj_try_calloc(2 * s->g.l2_size * es, sizeof(*e));
     int ret = 0;
 
     if (!e) {
@@ -763,7 +797,7 @@ static int coroutine_fn write_zero_bytes(BlockNode *bs, uint64_t offset,
     if (ret != 0) {
         return ret < 0 ? ret : 0;
     }
-    void *buf = calloc(1, bytes);
+    void *buf = bj_try_calloc(1, bytes);
     IOVector v;
     if (!buf) {
         return -ENOMEM;
@@ -863,10 +897,7 @@ int coroutine_fn qcow2_co_block_status(BlockNode *bs, int64_t offset,
     Qcow2Mapping m;
     int ret;
 
-    co_mutex_lock(&s->lock);
-    ret = qcow2_get_mapping(s, (uint64_t)offset, (uint64_t)bytes, false,
-                            &m);
-    co_mutex_unlock(&s->lock);
+    ret = read_mapping(s, offset, bytes, &m);
     if (ret < 0) {
         return ret;
     }

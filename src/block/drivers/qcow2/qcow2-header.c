@@ -10,11 +10,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2-format.h"
+#include "util/alloc.h"
 
 /* The table qemu-img writes into v3 images; also our fallback names. */
 static const struct {
@@ -72,10 +74,7 @@ const char *qcow2_feature_name(const Qcow2Header *h, unsigned type,
 
 static char *strndup_checked(const uint8_t *p, size_t n)
 {
-    char *s = malloc(n + 1);
-    if (!s) {
-        abort();
-    }
+    char *s = bj_malloc(n + 1);
     memcpy(s, p, n);
     s[n] = '\0';
     return s;
@@ -155,11 +154,8 @@ static bool parse_feature_table(Qcow2Header *h, const uint8_t *d,
         return false;
     }
     h->nb_features = n / 48;
-    h->features = calloc(h->nb_features ? h->nb_features : 1,
-                         sizeof(*h->features));
-    if (!h->features) {
-        abort();
-    }
+    h->features = bj_calloc(h->nb_features ? h->nb_features : 1,
+                            sizeof(*h->features));
     for (unsigned i = 0; i < h->nb_features; i++) {
         const uint8_t *e = d + i * 48;
         h->features[i].type = e[0];
@@ -173,18 +169,12 @@ static bool parse_feature_table(Qcow2Header *h, const uint8_t *d,
 static void add_raw_ext(Qcow2Header *h, uint32_t type, const uint8_t *d,
                         uint32_t n)
 {
-    Qcow2RawExt *r = realloc(h->raw_exts,
-                             (h->nb_raw_exts + 1) * sizeof(*r));
-    if (!r) {
-        abort();
-    }
+    Qcow2RawExt *r = bj_realloc(h->raw_exts,
+                                (h->nb_raw_exts + 1) * sizeof(*r));
     h->raw_exts = r;
     r[h->nb_raw_exts].type = type;
     r[h->nb_raw_exts].len = n;
-    r[h->nb_raw_exts].data = malloc(n ? n : 1);
-    if (!r[h->nb_raw_exts].data) {
-        abort();
-    }
+    r[h->nb_raw_exts].data = bj_malloc(n ? n : 1);
     memcpy(r[h->nb_raw_exts].data, d, n);
     h->nb_raw_exts++;
 }
@@ -208,10 +198,7 @@ static bool parse_extensions(Qcow2Header *h, const uint8_t *buf, size_t len,
                        " is too large", type);
             return false;
         }
-        uint8_t *d = malloc(n ? n : 1);
-        if (!d) {
-            abort();
-        }
+        uint8_t *d = bj_malloc(n ? n : 1);
         copy_out(buf, len, off, d, n);
         bool ok = true;
         switch (type) {
@@ -396,6 +383,55 @@ static bool check_tables(Qcow2Header *h, uint64_t file_size, Error **errp)
     return true;
 }
 
+/* The fixed header fields: byte offset, width (the member's: 4 or 8) and
+ * member; one table for parsing and writing them. */
+typedef struct HeaderField {
+    uint8_t off, width;
+    size_t member;
+} HeaderField;
+#define HF(off, m) { (off), sizeof(((Qcow2Header *)0)->m), \
+                     offsetof(Qcow2Header, m) }
+static const HeaderField v2_fields[] = {
+    HF(4, version), HF(8, backing_file_offset), HF(16, backing_file_size),
+    HF(20, cluster_bits), HF(24, size), HF(32, crypt_method),
+    HF(36, l1_size), HF(40, l1_table_offset), HF(48, refcount_table_offset),
+    HF(56, refcount_table_clusters), HF(60, nb_snapshots),
+    HF(64, snapshots_offset),
+};
+static const HeaderField v3_fields[] = {
+    HF(72, incompatible_features), HF(80, compatible_features),
+    HF(88, autoclear_features), HF(96, refcount_order),
+    HF(100, header_length),
+};
+#undef HF
+#define N_FIELDS(t) (sizeof(t) / sizeof((t)[0]))
+
+static void get_fields(Qcow2Header *h, const uint8_t *hdr,
+                       const HeaderField *f, size_t n)
+{
+    for (; n--; f++) {
+        void *m = (char *)h + f->member;
+        if (f->width == 4) {
+            *(uint32_t *)m = be32_get(hdr + f->off);
+        } else {
+            *(uint64_t *)m = be64_get(hdr + f->off);
+        }
+    }
+}
+
+static void put_fields(const Qcow2Header *h, uint8_t *buf,
+                       const HeaderField *f, size_t n)
+{
+    for (; n--; f++) {
+        const void *m = (const char *)h + f->member;
+        if (f->width == 4) {
+            be32_put(buf + f->off, *(const uint32_t *)m);
+        } else {
+            be64_put(buf + f->off, *(const uint64_t *)m);
+        }
+    }
+}
+
 bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
                         Qcow2Header *h, Error **errp)
 {
@@ -407,28 +443,13 @@ bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         return false;
     }
     copy_out(buf, len, 0, hdr, sizeof(hdr));
-    h->version = be32_get(hdr + 4);
-    h->backing_file_offset = be64_get(hdr + 8);
-    h->backing_file_size = be32_get(hdr + 16);
-    h->cluster_bits = be32_get(hdr + 20);
-    h->size = be64_get(hdr + 24);
-    h->crypt_method = be32_get(hdr + 32);
-    h->l1_size = be32_get(hdr + 36);
-    h->l1_table_offset = be64_get(hdr + 40);
-    h->refcount_table_offset = be64_get(hdr + 48);
-    h->refcount_table_clusters = be32_get(hdr + 56);
-    h->nb_snapshots = be32_get(hdr + 60);
-    h->snapshots_offset = be64_get(hdr + 64);
+    get_fields(h, hdr, v2_fields, N_FIELDS(v2_fields));
 
     if (h->version == 2) {
         h->refcount_order = 4;
         h->header_length = QCOW2_V2_HEADER_LEN;
     } else {
-        h->incompatible_features = be64_get(hdr + 72);
-        h->compatible_features = be64_get(hdr + 80);
-        h->autoclear_features = be64_get(hdr + 88);
-        h->refcount_order = be32_get(hdr + 96);
-        h->header_length = be32_get(hdr + 100);
+        get_fields(h, hdr, v3_fields, N_FIELDS(v3_fields));
         if (h->header_length < QCOW2_V3_HEADER_LEN) {
             error_setg(errp, "qcow2 header too short");
             goto fail;
@@ -441,10 +462,7 @@ bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
             h->compression_type = hdr[QCOW2_V3_HEADER_LEN];
             h->tail_len = h->header_length - QCOW2_V3_HEADER_LEN - 1;
             if (h->tail_len) {
-                h->tail = malloc(h->tail_len);
-                if (!h->tail) {
-                    abort();
-                }
+                h->tail = bj_malloc(h->tail_len);
                 copy_out(buf, len, QCOW2_V3_HEADER_LEN + 1, h->tail,
                          h->tail_len);
             }
@@ -472,10 +490,7 @@ bool qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         goto fail;
     }
     if (h->backing_file_offset && h->backing_file_size) {
-        h->backing_file = malloc(h->backing_file_size + 1);
-        if (!h->backing_file) {
-            abort();
-        }
+        h->backing_file = bj_malloc(h->backing_file_size + 1);
         copy_out(buf, len, h->backing_file_offset,
                  (uint8_t *)h->backing_file, h->backing_file_size);
         h->backing_file[h->backing_file_size] = '\0';
@@ -500,12 +515,8 @@ void qcow2_header_set_backing(Qcow2Header *h, const char *file,
 {
     free(h->backing_file);
     free(h->backing_format);
-    h->backing_file = file && *file ? strdup(file) : NULL;
-    h->backing_format = fmt && *fmt ? strdup(fmt) : NULL;
-    if ((file && *file && !h->backing_file) ||
-        (fmt && *fmt && !h->backing_format)) {
-        abort();
-    }
+    h->backing_file = file && *file ? bj_strdup(file) : NULL;
+    h->backing_format = fmt && *fmt ? bj_strdup(fmt) : NULL;
 }
 
 /* Appends one extension at *pos; false if it does not fit. */
@@ -530,10 +541,7 @@ static bool put_feature_table(const Qcow2Header *h, uint8_t *buf, size_t len,
 {
     size_t n = h->nb_features ? h->nb_features
                : sizeof(std_features) / sizeof(std_features[0]);
-    uint8_t *t = calloc(n, 48);
-    if (!t) {
-        abort();
-    }
+    uint8_t *t = bj_calloc(n, 48);
     for (size_t i = 0; i < n; i++) {
         uint8_t *e = t + i * 48;
         const char *name;
@@ -565,16 +573,6 @@ static bool serialize(Qcow2Header *h, uint8_t *buf, size_t len,
         return false;
     }
     be32_put(buf, QCOW2_MAGIC);
-    be32_put(buf + 4, h->version);
-    be32_put(buf + 20, h->cluster_bits);
-    be64_put(buf + 24, h->size);
-    be32_put(buf + 32, h->crypt_method);
-    be32_put(buf + 36, h->l1_size);
-    be64_put(buf + 40, h->l1_table_offset);
-    be64_put(buf + 48, h->refcount_table_offset);
-    be32_put(buf + 56, h->refcount_table_clusters);
-    be32_put(buf + 60, h->nb_snapshots);
-    be64_put(buf + 64, h->snapshots_offset);
     if (h->version >= 3) {
         size_t hl = (QCOW2_V3_HEADER_LEN + 1 + h->tail_len + 7u) & ~7u;
         if (hl > len) {
@@ -582,11 +580,7 @@ static bool serialize(Qcow2Header *h, uint8_t *buf, size_t len,
             return false;
         }
         h->header_length = (uint32_t)hl;
-        be64_put(buf + 72, h->incompatible_features);
-        be64_put(buf + 80, h->compatible_features);
-        be64_put(buf + 88, h->autoclear_features);
-        be32_put(buf + 96, h->refcount_order);
-        be32_put(buf + 100, h->header_length);
+        put_fields(h, buf, v3_fields, N_FIELDS(v3_fields));
         buf[QCOW2_V3_HEADER_LEN] = h->compression_type;
         if (h->tail_len) {
             memcpy(buf + QCOW2_V3_HEADER_LEN + 1, h->tail, h->tail_len);
@@ -633,8 +627,8 @@ static bool serialize(Qcow2Header *h, uint8_t *buf, size_t len,
                    "fit in the first cluster");
         return false;
     }
-    be64_put(buf + 8, h->backing_file_offset);
-    be32_put(buf + 16, h->backing_file_size);
+    /* Last: the backing name's place is known only now. */
+    put_fields(h, buf, v2_fields, N_FIELDS(v2_fields));
     return true;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2-bitmap-int.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 /* Bytes of one snapshot table entry before its variable parts. */
@@ -34,14 +35,11 @@ static void coroutine_fn load_snapshots(BDRVQcow2State *s)
 {
     uint32_t n = s->hdr.nb_snapshots;
     uint64_t off = s->hdr.snapshots_offset;
-    uint64_t *start = calloc(n ? n : 1, sizeof(*start));
-    uint64_t *end = calloc(n ? n : 1, sizeof(*end));
+    uint64_t *start = bj_calloc(n ? n : 1, sizeof(*start));
+    uint64_t *end = bj_calloc(n ? n : 1, sizeof(*end));
     size_t got = 0;
     uint8_t h[SN_FIXED];
 
-    if (!start || !end) {
-        abort();
-    }
     for (uint32_t i = 0; i < n; i++) {
         if (qcow2_read_meta(s, off, h, sizeof(h)) < 0) {
             log_warn("qcow2: node '%s': snapshot table entry %" PRIu32
@@ -69,11 +67,11 @@ static void coroutine_fn load_snapshots(BDRVQcow2State *s)
         off += (len + 7) & ~7ull;
         if ((s->ol.checks & QCOW2_OL_INACTIVE_L2) && l1_bytes &&
             l1_bytes <= QCOW2_MAX_L1_BYTES) {
-            uint64_t *l1 = malloc(l1_bytes);
+            uint64_t *l1 = bj_try_malloc(l1_bytes);
             if (!l1) {
-                abort();
-            }
-            if (qcow2_read_meta(s, l1_off, l1, l1_bytes) >= 0) {
+                log_warn("qcow2: node '%s': no memory to read the L1 table "
+                         "of snapshot %" PRIu32, s->bs->node_name, i);
+            } else if (qcow2_read_meta(s, l1_off, l1, l1_bytes) >= 0) {
                 for (uint64_t k = 0; k < l1_bytes / 8; k++) {
                     note_cluster(s, be64_get((uint8_t *)&l1[k]) &
                                     QCOW2_L1E_OFFSET_MASK,

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
 #include "util/argspec.h"
 #include "util/cleanup.h"
 
@@ -91,9 +92,7 @@ bool qcow2_ol_parse_option(json_t *opts, const char *path, bool coerce,
         *checks = ol_template_sets[t];
         return true;
     }
-    if (asprintf(&full, "%soverlap-check", path ? path : "") < 0) {
-        abort();
-    }
+    full = bj_asprintf("%soverlap-check", path ? path : "");
     if (!json_is_object(v)) {
         error_setg(errp, "Invalid parameter type for '%s', expected: "
                    "Qcow2OverlapChecks", full);
@@ -129,11 +128,8 @@ static void map_grow(Qcow2OlMap *m)
 {
     Qcow2OlMap n = { .cap = m->cap ? m->cap * 2 : 64 };
 
-    n.keys = calloc(n.cap, sizeof(*n.keys));
-    n.kinds = calloc(n.cap, sizeof(*n.kinds));
-    if (!n.keys || !n.kinds) {
-        abort();
-    }
+    n.keys = bj_calloc(n.cap, sizeof(*n.keys));
+    n.kinds = bj_calloc(n.cap, sizeof(*n.kinds));
     for (size_t i = 0; i < m->cap; i++) {
         if (m->keys[i]) {
             size_t j = slot_of(&n, m->keys[i]);
@@ -240,11 +236,7 @@ static int span_cmp(const void *a, const void *b)
 void qcow2_ol_ranges_init(Qcow2OlRanges *r, uint64_t *start, uint64_t *end,
                           size_t n)
 {
-    Span *sp = calloc(n ? n : 1, sizeof(*sp));
-
-    if (!sp) {
-        abort();
-    }
+    Span *sp = bj_calloc(n ? n : 1, sizeof(*sp));
     for (size_t i = 0; i < n; i++) {
         sp[i].start = start[i];
         sp[i].end = end[i];
@@ -252,10 +244,7 @@ void qcow2_ol_ranges_init(Qcow2OlRanges *r, uint64_t *start, uint64_t *end,
     qsort(sp, n, sizeof(*sp), span_cmp);
     r->start = start;
     r->end = end;
-    r->max_end = calloc(n ? n : 1, sizeof(*r->max_end));
-    if (!r->max_end) {
-        abort();
-    }
+    r->max_end = bj_calloc(n ? n : 1, sizeof(*r->max_end));
     r->n = n;
     for (size_t i = 0; i < n; i++) {
         start[i] = sp[i].start;

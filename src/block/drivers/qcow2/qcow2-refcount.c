@@ -4,7 +4,8 @@
  * Invariant: every cluster in use is covered by a refcount block reachable
  * from the reftable.  New refcount blocks are placed at the first cluster
  * of the range they describe (that range is unused, or it would already
- * have a block), so they count themselves.  When the reftable is full it
+ * have a block), so they count themselves; for an allocation longer than
+ * a range, right after it instead (blocks_after_run).  When the reftable is full it
  * moves to a fresh area past everything it covers, together with the
  * refcount blocks for that area.
  *
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 int coroutine_fn qcow2_grow_file(BDRVQcow2State *s, uint64_t end)
@@ -173,11 +175,8 @@ static int coroutine_fn grow_reftable(BDRVQcow2State *s, uint64_t need_rti)
         repair_count(s, x, 1);
     }
 
-    table = calloc(new_n, sizeof(*table));
+    table = bj_calloc(new_n, sizeof(*table));
     buf = blk_aligned_alloc(4096, new_clusters * cs);
-    if (!table) {
-        abort();
-    }
     memcpy(table, s->reftable, old_n * sizeof(*table));
     for (uint64_t j = 0; j < k; j++) {
         table[base + j] = (S + j) * cs;
@@ -382,6 +381,104 @@ int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
     return 0;
 }
 
+/*
+ * Gives the ranges without a refcount block that [cand, cand+n) touches
+ * their blocks, placed right after it: k blocks at cand+n .. cand+n+k-1,
+ * where k counts the ranges the run and the blocks touch.  Every range
+ * without a block is unused, so they are free there, unless the blocks
+ * reach into a range that has one: *busy is then set to the first cluster
+ * in use found there, and nothing is changed.  -EAGAIN: the reftable had
+ * to grow first (which may have used clusters), scan again.
+ */
+static int coroutine_fn blocks_after_run(BDRVQcow2State *s, uint64_t cand,
+                                         uint64_t n, uint64_t *busy)
+{
+    const uint64_t cs = s->g.cluster_size;
+    const uint64_t mask = (1ull << s->g.rb_bits) - 1;
+    const uint64_t pos = cand + n;
+    uint64_t k = 0, need, *ranges;
+    int ret;
+
+    *busy = 0;
+    for (;;) {
+        need = 0;
+        for (uint64_t r = cand >> s->g.rb_bits;
+             r <= (pos + k - 1) >> s->g.rb_bits; r++) {
+            if (r >= s->reftable_entries) {
+                ret = grow_reftable(s, r);
+                return ret < 0 ? ret : -EAGAIN;
+            }
+            need += !s->reftable[r];
+        }
+        if (need == k) {
+            break;
+        }
+        k = need;
+    }
+    if (!k) {
+        return 0;
+    }
+    for (uint64_t q = pos; q < pos + k; q++) {
+        uint64_t rc;
+        ret = qcow2_get_refcount(s, q, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc) {
+            *busy = q;
+            return 0;
+        }
+    }
+    ranges = bj_calloc(k, sizeof(*ranges));
+    need = 0;
+    for (uint64_t r = cand >> s->g.rb_bits;
+         r <= (pos + k - 1) >> s->g.rb_bits; r++) {
+        if (!s->reftable[r]) {
+            ranges[need++] = r;
+        }
+    }
+    ret = qcow2_grow_file(s, (pos + k) * cs);
+    /* Blocks in ranges that have one are counted there... */
+    for (uint64_t q = pos; q < pos + k && ret >= 0; q++) {
+        if (s->reftable[q >> s->g.rb_bits]) {
+            ret = qcow2_update_refcount(s, q * cs, cs, 1);
+        }
+    }
+    /* ... the others by the new blocks. */
+    for (uint64_t j = 0; j < k && ret >= 0; j++) {
+        Qcow2CacheEntry *e;
+        ret = qcow2_cache_get(s, s->rb_cache, (pos + j) * cs, true, &e);
+        if (ret < 0) {
+            break;
+        }
+        for (uint64_t q = pos; q < pos + k; q++) {
+            if (q >> s->g.rb_bits == ranges[j]) {
+                qcow2_refcount_set(&s->g, e->table, q & mask, 1);
+            }
+        }
+        ret = qcow2_cache_write_entry(s, s->rb_cache, e);
+        qcow2_cache_put(e);
+    }
+    /* All on disk before the reftable points at them. */
+    if (ret >= 0) {
+        ret = qcow2_cache_flush(s, s->rb_cache);
+    }
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    for (uint64_t j = 0; j < k && ret >= 0; j++) {
+        qcow2_ol_note_refblock(s, (pos + j) * cs);
+        s->reftable[ranges[j]] = (pos + j) * cs;
+        ret = write_reftable_entry(s, ranges[j]);
+        if (ret < 0) {
+            s->reftable[ranges[j]] = 0;
+        }
+    }
+    free(ranges);
+    s->data_unflushed = true;
+    return ret;
+}
+
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
 {
     const uint64_t cs = s->g.cluster_size;
@@ -389,32 +486,37 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
     uint64_t cand = start, idx = start, count = 0;
     int ret;
 
-    /* A new refcount block takes the first cluster of the range it covers
+    /*
+     * A new refcount block takes the first cluster of the range it covers
      * (ensure_refblock), so past the used part of the file no free run is
-     * longer than a block's range less one cluster.  Asking for more used
-     * to scan forever, adding a refcount block per range it crossed (a
+     * longer than a block's range less one cluster: a longer run (a
      * 32 KiB write to an image with 512-byte clusters and 64-bit
-     * refcounts, whose blocks cover 64 clusters).  The data path splits
-     * its allocations to fit. */
-    if (n > qcow2_max_alloc_clusters(&s->g)) {
-        log_error("qcow2: node '%s': cannot allocate %" PRIu64 " contiguous "
-                  "clusters (at most %" PRIu64 " with %u-bit refcounts and "
-                  "%" PRIu64 "-byte clusters)", s->bs->node_name, n,
-                  qcow2_max_alloc_clusters(&s->g), s->g.refcount_bits, cs);
+     * refcounts, whose blocks cover 64 clusters) gets its new blocks
+     * after it instead (blocks_after_run), and the scan takes the ranges
+     * without a block as free.  The repair, which may find clusters in
+     * use there, refuses it.
+     */
+    bool long_run = n > (1ull << s->g.rb_bits) - 1;
+    if (long_run && s->repair_counts) {
         return -EFBIG;
     }
+retry:
     while (count < n) {
         uint64_t rti = idx >> s->g.rb_bits;
-        uint64_t rc;
-        if (rti >= s->reftable_entries || !s->reftable[rti]) {
-            ret = ensure_refblock(s, rti);
+        uint64_t rc = 0;
+        if (long_run && rti < s->reftable_entries && !s->reftable[rti]) {
+            /* unused (no block), and given one after the run */
+        } else {
+            if (rti >= s->reftable_entries || !s->reftable[rti]) {
+                ret = ensure_refblock(s, rti);
+                if (ret < 0) {
+                    return ret;
+                }
+            }
+            ret = qcow2_get_refcount(s, idx, &rc);
             if (ret < 0) {
                 return ret;
             }
-        }
-        ret = qcow2_get_refcount(s, idx, &rc);
-        if (ret < 0) {
-            return ret;
         }
         if (rc) {
             cand = idx + 1;
@@ -427,14 +529,33 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
             return -EFBIG;
         }
     }
+    if (long_run) {
+        uint64_t busy;
+        ret = blocks_after_run(s, cand, n, &busy);
+        if (ret == -EAGAIN || busy) {
+            /* scan on past what is in use (or again: the reftable moved) */
+            cand = idx = ret == -EAGAIN ? cand : busy + 1;
+            count = 0;
+            goto retry;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
     /* Free by the refcounts yet holding metadata: the refcounts are
      * damaged, and whatever asked for the clusters would write over it. */
     ret = qcow2_ol_pre_write(s, 0, cand * cs, n * cs);
     if (ret < 0) {
         return ret;
     }
+    /* Counting them may write refcount blocks back (evictions), and so
+     * may growing the file: until the caller has them, they are in
+     * flight, left out of what reaches the disk (qcow2-cache.c). */
+    s->alloc_cluster = cand;
+    s->alloc_clusters = n;
     ret = qcow2_update_refcount(s, cand * cs, n * cs, 1);
     if (ret < 0) {
+        s->alloc_clusters = 0;
         return ret;
     }
     /* Everything scanned before cand is in use unless a shorter free run
@@ -443,6 +564,8 @@ int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n)
         s->free_hint = cand + n;
     }
     ret = qcow2_grow_file(s, (cand + n) * cs);
+    s->alloc_clusters = 0;
+    qcow2_cache_inflight_done(s->rb_cache);
     if (ret < 0) {
         /* Counted but never handed out: give them back, or they leak. */
         qcow2_update_refcount(s, cand * cs, n * cs, -1);
@@ -455,11 +578,8 @@ void qcow2_defer_free(BDRVQcow2State *s, uint64_t offset, uint64_t bytes)
 {
     if (s->nb_pending == s->pending_alloc) {
         s->pending_alloc = s->pending_alloc ? s->pending_alloc * 2 : 16;
-        s->pending = realloc(s->pending,
-                             s->pending_alloc * sizeof(*s->pending));
-        if (!s->pending) {
-            abort();
-        }
+        s->pending = bj_realloc(s->pending,
+                                s->pending_alloc * sizeof(*s->pending));
     }
     s->pending[s->nb_pending].offset = offset;
     s->pending[s->nb_pending].bytes = bytes;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/log.h"
 
 /* Above this many clusters the count array is refused (1 GiB of memory). */
@@ -139,7 +140,7 @@ int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp)
         error_setg(errp, "qcow2: image too large to repair its refcounts");
         return -EFBIG;
     }
-    k.c = calloc(k.n ? k.n : 1, sizeof(*k.c));
+    k.c = bj_try_calloc(k.n, sizeof(*k.c));
     if (!k.c) {
         error_setg(errp, "qcow2: not enough memory to repair refcounts");
         return -ENOMEM;

@@ -10,7 +10,6 @@
  * ignored.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -23,6 +22,7 @@
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -61,7 +61,8 @@ static int coroutine_fn read_file(BlockNode *bs, uint64_t off, void *buf,
     return bdrv_co_preadv(bs->file, (int64_t)off, (int64_t)len, &v, 0);
 }
 
-static bool load_header(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+static bool coroutine_fn load_header(BlockNode *bs, BDRVQcow2State *s,
+                                     Error **errp)
 {
     uint8_t probe[512];
     uint64_t n = s->file_size < sizeof(probe) ? s->file_size : sizeof(probe);
@@ -88,7 +89,8 @@ static bool load_header(BlockNode *bs, BDRVQcow2State *s, Error **errp)
     return qcow2_header_parse(s->cluster0, cs, s->file_size, &s->hdr, errp);
 }
 
-static bool load_tables(BlockNode *bs, BDRVQcow2State *s, Error **errp)
+static bool coroutine_fn load_tables(BlockNode *bs, BDRVQcow2State *s,
+                                     Error **errp)
 {
     uint64_t l1_bytes = (uint64_t)s->hdr.l1_size * 8;
     uint64_t rt_bytes = (uint64_t)s->hdr.refcount_table_clusters *
@@ -98,11 +100,13 @@ static bool load_tables(BlockNode *bs, BDRVQcow2State *s, Error **errp)
 
     /* Sizes are bounded by qcow2_header_parse (32 MiB / 8 MiB). */
     s->l1_size = s->hdr.l1_size;
-    s->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
+    s->l1 = bj_try_calloc(s->l1_size, sizeof(uint64_t));
     s->reftable_entries = rt_bytes / 8;
-    s->reftable = calloc(s->reftable_entries, sizeof(uint64_t));
+    s->reftable = bj_try_calloc(s->reftable_entries, sizeof(uint64_t));
     if (!s->l1 || !s->reftable) {
-        abort();
+        error_setg(errp, "Could not allocate memory for the L1 and refcount "
+                   "tables");
+        return false;
     }
     buf = blk_aligned_alloc(4096, l1_bytes > rt_bytes ? l1_bytes : rt_bytes);
     if (l1_bytes) {
@@ -192,24 +196,19 @@ static bool setup_caches(BlockNode *bs, BDRVQcow2State *s, json_t *opts,
 
 /* Opens the backing file named in the header, as qemu does: relative
  * names are relative to the directory of this image. */
-static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
-                                     Error **errp)
+static bool coroutine_fn open_backing_from_header(BlockNode *bs,
+                                                  BDRVQcow2State *s,
+                                                  Error **errp)
 {
     const char *name = s->hdr.backing_file;
     const char *fmt = s->hdr.backing_format;
     CLEANUP_FREE char *path = NULL;
-    CLEANUP_FREE char *dir = strdup(bs->file->node->filename);
+    CLEANUP_FREE char *dir = bj_strdup(bs->file->node->filename);
 
-    if (!dir) {
-        abort();
-    }
     if (name[0] == '/' || strstr(name, "://")) {
-        path = strdup(name);
-    } else if (asprintf(&path, "%s/%s", dirname(dir), name) < 0) {
-        path = NULL;
-    }
-    if (!path) {
-        abort();
+        path = bj_strdup(name);
+    } else {
+        path = bj_asprintf("%s/%s", dirname(dir), name);
     }
     if (chain_depth >= QCOW2_MAX_CHAIN_DEPTH) {
         error_setg(errp, "Backing chain of '%s' is too deep or has a loop "
@@ -246,21 +245,30 @@ static bool open_backing_from_header(BlockNode *bs, BDRVQcow2State *s,
     return true;
 }
 
-typedef struct CloseFlush {
+typedef struct LockedCall {
     BDRVQcow2State *s;
+    int coroutine_fn (*locked_fn)(BDRVQcow2State *s);
     int ret;
-    atomic_bool done;     /* set in the node's thread, read in main */
-} CloseFlush;
+} LockedCall;
 
-static void coroutine_fn close_flush_entry(void *opaque)
+static void coroutine_fn locked_call_entry(void *opaque)
 {
-    CloseFlush *cf = opaque;
+    LockedCall *c = opaque;
 
-    co_mutex_lock(&cf->s->lock);
-    cf->ret = qcow2_flush_metadata(cf->s);
-    co_mutex_unlock(&cf->s->lock);
-    atomic_store(&cf->done, true);
-    aio_wait_kick();
+    co_mutex_lock(&c->s->lock);
+    c->ret = c->locked_fn(c->s);
+    co_mutex_unlock(&c->s->lock);
+}
+
+int qcow2_run_locked(BDRVQcow2State *s,
+                     int coroutine_fn (*locked_fn)(BDRVQcow2State *s))
+{
+    LockedCall c = { .s = s, .locked_fn = locked_fn };
+
+    /* In the node's context; the caller's loop (the main one, also for an
+     * iothread node) runs until it is done. */
+    aio_co_run_wait(s->bs->ctx, locked_call_entry, &c);
+    return c.ret;
 }
 
 /*
@@ -270,7 +278,7 @@ static void coroutine_fn close_flush_entry(void *opaque)
  */
 static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
 {
-    CloseFlush cf = { .s = s };
+    int ret;
 
     if (bs->read_only || !s->l2_cache || s->broken) {
         return;
@@ -282,23 +290,11 @@ static void write_back_on_close(BlockNode *bs, BDRVQcow2State *s)
     }
     /* The node may live in an iothread: it runs the flush there and we
      * wait in the main loop (closing is a main-loop affair). */
-    aio_co_enter(bs->ctx, coroutine_create(close_flush_entry, &cf));
-    AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
-    if (cf.ret < 0) {
+    ret = qcow2_run_locked(s, qcow2_flush_metadata);
+    if (ret < 0) {
         log_error("qcow2: node '%s': could not write metadata on close: %s",
-                  bs->node_name, strerror(-cf.ret));
+                  bs->node_name, strerror(-ret));
     }
-}
-
-static void coroutine_fn store_bitmaps_entry(void *opaque)
-{
-    CloseFlush *cf = opaque;
-
-    co_mutex_lock(&cf->s->lock);
-    cf->ret = qcow2_store_bitmaps(cf->s);
-    co_mutex_unlock(&cf->s->lock);
-    atomic_store(&cf->done, true);
-    aio_wait_kick();
 }
 
 static void qcow2_close(BlockNode *bs)
@@ -308,9 +304,7 @@ static void qcow2_close(BlockNode *bs)
     if (!coroutine_in_coroutine()) {
         if (!bs->read_only && s->l2_cache && !s->broken) {
             /* Persistent bitmaps first: storing them allocates. */
-            CloseFlush cf = { .s = s };
-            aio_co_enter(bs->ctx, coroutine_create(store_bitmaps_entry, &cf));
-            AIO_WAIT_WHILE(aio_main_context(), !atomic_load(&cf.done));
+            qcow2_run_locked(s, qcow2_store_bitmaps);
         }
         write_back_on_close(bs, s);
     }
@@ -580,10 +574,7 @@ static int coroutine_fn qcow2_co_truncate(BlockNode *bs, int64_t size,
         if (ret < 0) {
             goto out;
         }
-        new_l1 = calloc(need, sizeof(*new_l1));
-        if (!new_l1) {
-            abort();
-        }
+        new_l1 = bj_calloc(need, sizeof(*new_l1));
         memcpy(new_l1, s->l1, (size_t)s->l1_size * sizeof(*new_l1));
         s->hdr.l1_table_offset = (uint64_t)off;
         s->hdr.l1_size = (uint32_t)need;
@@ -663,21 +654,14 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
     }
     if (s->hdr.backing_file) {
         /* As qemu: relative names resolved against the image's directory */
-        char *dir = strdup(bs->filename), *full = NULL;
-        if (!dir) {
-            abort();
-        }
+        char *dir = bj_strdup(bs->filename), *full;
         if (s->hdr.backing_file[0] == '/' ||
             strstr(s->hdr.backing_file, "://")) {
-            full = strdup(s->hdr.backing_file);
-        } else if (asprintf(&full, "%s/%s", dirname(dir),
-                            s->hdr.backing_file) < 0) {
-            full = NULL;
+            full = bj_strdup(s->hdr.backing_file);
+        } else {
+            full = bj_asprintf("%s/%s", dirname(dir), s->hdr.backing_file);
         }
-        if (full) {
-            json_object_set_new(image, "full-backing-filename",
-                                json_string(full));
-        }
+        json_object_set_new(image, "full-backing-filename", json_string(full));
         free(full);
         free(dir);
     }
@@ -689,6 +673,14 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
                                   data));
 }
 
+static int qcow2_get_info(BlockNode *bs, BlockDriverInfo *bdi)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    bdi->cluster_size = s->g.cluster_size;
+    return 0;
+}
+
 int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
                                               const char *file,
                                               const char *fmt)
@@ -697,12 +689,12 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
     char *old_file = NULL, *old_fmt = NULL;
     int ret;
 
-    if (bs->drv != &bdrv_qcow2 || bs->read_only) {
+    if (bs->read_only) {
         return -EINVAL;
     }
     co_mutex_lock(&s->lock);
-    old_file = s->hdr.backing_file ? strdup(s->hdr.backing_file) : NULL;
-    old_fmt = s->hdr.backing_format ? strdup(s->hdr.backing_format) : NULL;
+    old_file = s->hdr.backing_file ? bj_strdup(s->hdr.backing_file) : NULL;
+    old_fmt = s->hdr.backing_format ? bj_strdup(s->hdr.backing_format) : NULL;
     qcow2_header_set_backing(&s->hdr, file, fmt);
     ret = qcow2_write_header(s);
     if (ret >= 0) {
@@ -729,8 +721,8 @@ typedef struct ChildWriter {
 
 /* Runs in the creating coroutine: grows the file as creation writes past
  * its end (the request path refuses writes past the end of a node). */
-static int child_write(void *opaque, uint64_t offset, const void *buf,
-                       size_t len)
+static int coroutine_fn child_write(void *opaque, uint64_t offset,
+                                    const void *buf, size_t len)
 {
     ChildWriter *w = opaque;
     IOVector v;
@@ -773,6 +765,7 @@ const BlockDriver bdrv_qcow2 = {
     .name = "qcow2",
     .state_size = sizeof(BDRVQcow2State),
     .options = qcow2_options,
+    .supports_backing = true,
     .co_open = qcow2_co_open,
     .close = qcow2_close,
     .co_preadv = qcow2_co_preadv,
@@ -787,4 +780,11 @@ const BlockDriver bdrv_qcow2 = {
     .co_reopen_prepare = qcow2_co_reopen_prepare,
     .co_reopen_activate = qcow2_co_activate,
     .query_image = qcow2_query_image,
+    .get_info = qcow2_get_info,
+    .co_change_backing_file = qcow2_co_change_backing_file,
+    .can_store_new_dirty_bitmap = qcow2_can_store_new_dirty_bitmap,
+    .dirty_bitmaps_store_sync = qcow2_dirty_bitmaps_store_sync,
+    .dirty_bitmaps_resync_later = qcow2_dirty_bitmaps_resync_later,
+    .create_check = qcow2_create_check,
+    .co_create = qcow2_co_blockdev_create,
 };

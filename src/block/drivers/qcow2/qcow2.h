@@ -12,7 +12,10 @@
  *   data + refcount increases  -> flush -> L2 tables -> flush -> L1
  *   reference removals (L2)    -> flush -> refcount decreases
  * The caches are write-back; qcow2_flush_metadata applies that order, and
- * evicting a dirty L2 table applies the first half of it.
+ * a cache that must evict a dirty table applies the first half of it to
+ * everything (qcow2_write_back), so that a kill leaves no cluster counted
+ * and unreferenced outside a write-back.  Refcount blocks reach the disk
+ * without the counts of allocations in flight (Qcow2InflightAlloc).
  */
 #ifndef BJ_BLOCK_QCOW2_H
 #define BJ_BLOCK_QCOW2_H
@@ -35,13 +38,20 @@ typedef struct Qcow2CacheEntry {
     uint64_t offset;         /* host offset of the table; 0 = empty slot */
     uint8_t *table;          /* cluster_size bytes, on-disk byte order */
     bool dirty;
+    /* Refcount block only: the copy on disk is this table less the counts
+     * of allocations then in flight, and neither has changed since; it
+     * stays dirty, and only a forced write (eviction) writes it whole. */
+    bool partial;
     int ref;                 /* pinned while > 0 */
     uint64_t lru;
 } Qcow2CacheEntry;
 
 typedef struct Qcow2Cache {
     Qcow2CacheEntry *entries;
-    unsigned size;
+    unsigned size;           /* slots in use */
+    unsigned capacity;       /* slots allocated: size plus spares */
+    unsigned last;           /* the slot found last */
+    size_t align;
     uint64_t lru_clock;
     bool is_l2;              /* writing back an L2 table has dependencies */
 } Qcow2Cache;
@@ -60,6 +70,10 @@ void qcow2_cache_mark_dirty(Qcow2Cache *c, Qcow2CacheEntry *e);
 int coroutine_fn qcow2_cache_flush(BDRVQcow2State *s, Qcow2Cache *c);
 int coroutine_fn qcow2_cache_write_entry(BDRVQcow2State *s, Qcow2Cache *c,
                                          Qcow2CacheEntry *e);
+/* An allocation in flight got its references (or gave its clusters
+ * back): refcount blocks written without its counts must be written
+ * again before the L2 tables. */
+void qcow2_cache_inflight_done(Qcow2Cache *c);
 /* Forgets a table (its cluster is being freed). */
 void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
 bool qcow2_cache_has_dirty(const Qcow2Cache *c);
@@ -69,6 +83,12 @@ bool qcow2_cache_has_dirty(const Qcow2Cache *c);
 typedef struct Qcow2InflightAlloc {
     uint64_t first_cluster;  /* guest cluster index */
     uint64_t nb_clusters;
+    /* The host clusters allocated for it, counted in the refcount cache
+     * but not referenced yet (0 clusters: none, or referenced now).
+     * Refcount blocks reach the disk without their counts: a kill while
+     * the data is copied must not leave them counted and unreferenced. */
+    uint64_t host_cluster;
+    uint64_t host_clusters;
     CoQueue waiters;
     ListHead link;
 } Qcow2InflightAlloc;
@@ -106,6 +126,9 @@ struct BDRVQcow2State {
      * structures allocated meanwhile add to. */
     uint32_t *repair_counts;
     uint64_t repair_n;
+    /* Only inside qcow2_alloc_clusters: the clusters it is counting, in
+     * flight as an Qcow2InflightAlloc's until the caller takes them. */
+    uint64_t alloc_cluster, alloc_clusters;
     /* Persistent bitmaps: the directory found at open (qcow2-bitmap.c). */
     Qcow2Bitmaps *bitmaps;
     /* Metadata-overlap protection (qcow2-overlap-check.c). */
@@ -129,6 +152,12 @@ int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
 /* Recounts every reference and fixes the refcounts, then clears the dirty
  * bit (for images left dirty by lazy refcounts). */
 int coroutine_fn qcow2_repair_refcounts(BDRVQcow2State *s, Error **errp);
+/* Runs fn(s) holding s->lock in a coroutine in the node's context and
+ * returns its result: from the main loop (waiting there), or directly from
+ * a coroutine that does not hold the lock. */
+int qcow2_run_locked(BDRVQcow2State *s,
+                     int coroutine_fn (*locked_fn)(BDRVQcow2State *s));
+
 /* ---- persistent bitmaps (qcow2-bitmap.c) ---- */
 
 /* Open: turns the bitmaps extension into the node's named bitmaps
@@ -161,21 +190,26 @@ int coroutine_fn qcow2_bitmaps_resized(BDRVQcow2State *s);
  * old clusters.  Caller holds s->lock. */
 int coroutine_fn qcow2_store_bitmaps(BDRVQcow2State *s);
 void qcow2_free_bitmaps(BDRVQcow2State *s);
+/* The driver's persistent-bitmap entries (BlockDriver; qcow2-bitmap.c,
+ * qcow2-bitmap-cc.c, qcow2-bitmap-resync.c). */
+BlockDriverCanStoreBitmapFn qcow2_can_store_new_dirty_bitmap;
+int qcow2_dirty_bitmaps_store_sync(BlockNode *bs);
+void qcow2_dirty_bitmaps_resync_later(BlockNode *bs);
 /* Open: how many leading directory entries our mode vouches for (0 when
  * the autoclear bit or a matching extension is missing). */
 uint32_t qcow2_bm_cc_trusted(BDRVQcow2State *s);
 /* One batch or directory rewrite at a time (see Qcow2Bitmaps). */
 void coroutine_fn qcow2_bm_cc_acquire(Qcow2Bitmaps *b);
 void qcow2_bm_cc_release(Qcow2Bitmaps *b);
-/* The most clusters one allocation may ask for: a refcount block's range
- * less the cluster a new block takes for itself (see the allocator). */
+/* The most clusters one allocation may ask for: what 56-bit host
+ * offsets can address. */
 static inline uint64_t qcow2_max_alloc_clusters(const Qcow2Geom *g)
 {
-    return (1ull << g->rb_bits) - 1;
+    return 1ull << (56 - g->cluster_bits);
 }
 /* Allocates n contiguous clusters (refcount 1), n at most
- * qcow2_max_alloc_clusters; returns host offset or -errno (-EFBIG for a
- * larger n).  Grows the file as needed. */
+ * qcow2_max_alloc_clusters; returns host offset or -errno (-EFBIG when
+ * no such run fits).  Grows the file as needed. */
 int64_t coroutine_fn qcow2_alloc_clusters(BDRVQcow2State *s, uint64_t n);
 /* Queues a reference drop to apply once the references are durable. */
 void qcow2_defer_free(BDRVQcow2State *s, uint64_t offset, uint64_t bytes);
@@ -213,7 +247,14 @@ int coroutine_fn qcow2_set_l2_entries(BDRVQcow2State *s, uint64_t first,
  * words each with extended L2 entries. */
 int coroutine_fn qcow2_read_l2_entries(BDRVQcow2State *s, uint64_t first,
                                        uint64_t n, uint64_t *out);
-/* Writes every dirty table in crash-safe order and the L1 table. */
+/*
+ * Writes every dirty refcount block and L2 table and the L1 table, in the
+ * crash-safe order, with the flushes that order needs (no final one).
+ * Run whenever a cache must write back a dirty table: see
+ * qcow2-cache.c.
+ */
+int coroutine_fn qcow2_write_back(BDRVQcow2State *s);
+/* qcow2_write_back, then the queued reference drops. */
 int coroutine_fn qcow2_flush_metadata(BDRVQcow2State *s);
 /* Reads bytes of metadata from the file child (checked against its end). */
 int coroutine_fn qcow2_read_meta(BDRVQcow2State *s, uint64_t offset,
@@ -257,12 +298,7 @@ void coroutine_fn qcow2_signal_corruption(BDRVQcow2State *s, bool fatal,
 
 /* ---- data (qcow2-data.c) ---- */
 
-int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
-                                 int64_t bytes, IOVector *qiov,
-                                 unsigned flags);
-int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
-                                  int64_t bytes, IOVector *qiov,
-                                  unsigned flags);
+BlockDriverRwFn qcow2_co_preadv, qcow2_co_pwritev;
 int coroutine_fn qcow2_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
                                         int64_t bytes, unsigned flags);
 int coroutine_fn qcow2_co_pdiscard(BlockNode *bs, int64_t offset,
@@ -289,6 +325,10 @@ int coroutine_fn qcow2_co_change_backing_file(BlockNode *bs,
  */
 int coroutine_fn qcow2_co_create(BlockChild *c, const Qcow2CreateOpts *opts,
                                  Error **errp);
+/* The driver's blockdev-create entries (qcow2-blockdev-create.c). */
+bool qcow2_create_check(json_t *opts, Error **errp);
+int coroutine_fn qcow2_co_blockdev_create(json_t *opts, const char *job_id,
+                                          Error **errp);
 
 /*
  * qcow2-backing.c: whether the file at path, which the header of image

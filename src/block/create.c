@@ -1,0 +1,246 @@
+/*
+ * What the drivers' blockdev-create entries share (see create.h).
+ */
+#include "block/create.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aio/aio.h"
+#include "util/alloc.h"
+#include "util/argspec.h"
+
+const char *const bdrv_blockdev_driver_names[] = {
+    "blkdebug", "blklogwrites", "blkreplay", "blkverify", "bochs", "cloop",
+    "compress", "copy-before-write", "copy-on-read", "dmg", "file",
+    "snapshot-access", "ftp", "ftps", "gluster", "host_cdrom", "host_device",
+    "http", "https", "iscsi", "luks", "nbd", "nfs", "null-aio", "null-co",
+    "nvme", "parallels", "preallocate", "qcow", "qcow2", "qed", "quorum",
+    "raw", "rbd", "replication", "ssh", "throttle", "vdi", "vhdx", "vmdk",
+    "vpc", "vvfat", NULL,
+};
+
+const char *const bdrv_prealloc_names[] = {
+    "off", "metadata", "falloc", "full", NULL,
+};
+
+uint64_t bdrv_create_opt_u64(json_t *opts, const char *name, uint64_t def)
+{
+    json_t *v = json_object_get(opts, name);
+
+    return v ? (uint64_t)json_integer_value(v) : def;
+}
+
+bool bdrv_create_check_u64(json_t *opts, const char *name, Error **errp)
+{
+    json_t *v = json_object_get(opts, name);
+
+    if (v && !json_is_integer(v)) {
+        error_setg(errp, "Parameter 'options.%s' expects uint64", name);
+        return false;
+    }
+    return true;
+}
+
+bool bdrv_create_check_ref(json_t *opts, const char *name, Error **errp)
+{
+    json_t *v = json_object_get(opts, name);
+
+    if (v && !json_is_string(v) && !json_is_object(v)) {
+        error_setg(errp, "Invalid parameter type for '%s', expected: "
+                   "BlockdevRef", name);
+        return false;
+    }
+    return true;
+}
+
+static bool is_blockdev_driver(const char *name)
+{
+    for (const char *const *d = bdrv_blockdev_driver_names; *d; d++) {
+        if (strcmp(*d, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* An inline BlockdevOptions, checked against the schema as qemu does at
+ * the boundary; opening it is the job's part. */
+static bool check_inline_node(json_t *opts, const char *path, Error **errp)
+{
+    json_t *drv = json_object_get(opts, "driver");
+    const BlockDriver *d;
+    bool ok;
+
+    if (!drv) {
+        error_setg(errp, "Parameter '%s.driver' is missing", path);
+        return false;
+    }
+    if (!json_is_string(drv)) {
+        error_setg(errp, "Invalid parameter type for '%s.driver', expected: "
+                   "string", path);
+        return false;
+    }
+    d = bdrv_find_driver(json_string_value(drv));
+    if (!d) {
+        if (!is_blockdev_driver(json_string_value(drv))) {
+            error_setg(errp, "Parameter 'driver' does not accept value '%s'",
+                       json_string_value(drv));
+            return false;
+        }
+        return true;     /* a driver we lack: opening it will say so */
+    }
+    ok = bdrv_check_options(d, opts, path, false, errp);
+    for (const ArgSpec *a = d->options; ok && a && a->name; a++) {
+        json_t *child = json_object_get(opts, a->name);
+        if ((a->type == ARG_REF || a->type == ARG_REF_OR_NULL) &&
+            json_is_object(child)) {
+            char *cpath = bj_asprintf("%s.%s", path, a->name);
+            ok = check_inline_node(child, cpath, errp);
+            free(cpath);
+        }
+    }
+    return ok;
+}
+
+bool bdrv_create_check_inline_ref(json_t *opts, const char *name,
+                                  Error **errp)
+{
+    json_t *v = json_object_get(opts, name);
+    char *path;
+    bool ok;
+
+    if (!json_is_object(v)) {
+        return true;
+    }
+    path = bj_asprintf("options.%s", name);
+    ok = check_inline_node(v, path, errp);
+    free(path);
+    return ok;
+}
+
+/* ---- the target node ---- */
+
+static char *create_child_desc(BlockChild *c)
+{
+    return bj_strdup("an unnamed block device");
+}
+
+/* The creating job's edge on the file node: like qemu's anonymous
+ * BlockBackend, it is named in permission messages as such, and its
+ * requests wait out a drained section rather than run inside it. */
+static const BlockChildClass create_child_class = {
+    .get_parent_desc = create_child_desc,
+    .postpone_requests_when_drained = true,
+};
+
+/*
+ * Opening and deleting nodes are main-loop operations that poll; the job
+ * body is a coroutine, so they run in a bottom half while it waits.
+ */
+typedef struct MainCall {
+    void (*fn)(void *opaque);
+    void *opaque;
+    Coroutine *co;
+} MainCall;
+
+static void main_call_bh(void *opaque)
+{
+    MainCall *m = opaque;
+
+    m->fn(m->opaque);
+    aio_co_wake(m->co);
+}
+
+static void coroutine_fn co_run_in_main_loop(void (*fn)(void *opaque),
+                                             void *opaque)
+{
+    MainCall m = { .fn = fn, .opaque = opaque, .co = coroutine_self() };
+
+    aio_bh_schedule_oneshot(aio_main_context(), main_call_bh, &m);
+    coroutine_yield();
+}
+
+typedef struct InlineOpen {
+    json_t *opts;
+    BlockNode *bs;
+    Error *err;
+} InlineOpen;
+
+static void inline_open(void *opaque)
+{
+    InlineOpen *o = opaque;
+
+    o->bs = bdrv_open_blockdev(o->opts, false, &o->err);
+}
+
+static void inline_close(void *opaque)
+{
+    BlockCreateTarget *t = opaque;
+    Error *err = NULL;
+
+    if (!bdrv_del_blockdev(t->name, &err)) {
+        error_report_err(err, "blockdev-create: closing the inline file");
+    }
+}
+
+BlockNode *coroutine_fn bdrv_co_create_target_open(BlockCreateTarget *t,
+                                                   json_t *ref,
+                                                   const char *job_id,
+                                                   Error **errp)
+{
+    InlineOpen o = { 0 };
+
+    *t = (BlockCreateTarget){ 0 };
+    if (json_is_string(ref)) {
+        t->bs = bdrv_lookup_node(json_string_value(ref),
+                                 json_string_value(ref), errp);
+        return t->bs;
+    }
+    /* The layer opens only named nodes at the top. */
+    o.opts = json_deep_copy(ref);
+    if (!json_object_get(o.opts, "node-name")) {
+        snprintf(t->name, sizeof(t->name), "bj-create-%.20s", job_id);
+        json_object_set_new(o.opts, "node-name", json_string(t->name));
+    } else {
+        snprintf(t->name, sizeof(t->name), "%s",
+                 arg_str(o.opts, "node-name", ""));
+    }
+    co_run_in_main_loop(inline_open, &o);
+    json_decref(o.opts);
+    if (!o.bs) {
+        error_propagate(errp, o.err);
+        return NULL;
+    }
+    t->bs = o.bs;
+    t->opened_inline = true;
+    return t->bs;
+}
+
+BlockChild *bdrv_create_target_attach(BlockCreateTarget *t, Error **errp)
+{
+    if (t->bs->ctx != aio_main_context()) {
+        /* The job runs in the main loop and would race the iothread. */
+        error_setg(errp, "Node '%s' is in an iothread: cannot create an "
+                   "image on it", t->bs->node_name);
+        return NULL;
+    }
+    t->child = bdrv_root_attach_child(t->bs, "root", &create_child_class, t,
+                                      BLK_PERM_WRITE | BLK_PERM_RESIZE,
+                                      BLK_PERM_ALL, errp);
+    return t->child;
+}
+
+void coroutine_fn bdrv_co_create_target_close(BlockCreateTarget *t)
+{
+    if (t->child) {
+        bdrv_detach_child(t->child);
+        t->child = NULL;
+    }
+    if (t->opened_inline) {
+        co_run_in_main_loop(inline_close, t);
+        t->opened_inline = false;
+    }
+    t->bs = NULL;
+}

@@ -1,0 +1,65 @@
+/*
+ * blockdev-create on the driver table.  The monitor checks the member types
+ * of BlockdevCreateOptions with the driver's create_check; the create job
+ * runs its co_create (block.h).  What several drivers' create entries need
+ * lives here: qemu's schema words for uint64 and BlockdevRef members, the
+ * PreallocMode and BlockdevDriver enums, and the `file` node an image is
+ * written to (a node-name, or an inline definition opened for the creation
+ * only).
+ */
+#ifndef BJ_BLOCK_CREATE_H
+#define BJ_BLOCK_CREATE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/block.h"
+#include "util/error.h"
+
+/* BlockdevDriver, qemu 7.2 (what 'driver' may name at all). */
+extern const char *const bdrv_blockdev_driver_names[];
+
+/* PreallocMode. */
+extern const char *const bdrv_prealloc_names[];
+enum { PREALLOC_OFF, PREALLOC_METADATA, PREALLOC_FALLOC, PREALLOC_FULL };
+
+/* A uint64 member (default def when absent): a negative JSON integer
+ * wraps, as the schema's uint64 does. */
+uint64_t bdrv_create_opt_u64(json_t *opts, const char *name, uint64_t def);
+
+/* Boundary checks in qemu's words: "Parameter 'options.NAME' expects
+ * uint64"; "Invalid parameter type for 'NAME', expected: BlockdevRef"; an
+ * inline BlockdevOptions at NAME checked as blockdev-add checks it (inline
+ * children too).  Each passes when the member is absent. */
+bool bdrv_create_check_u64(json_t *opts, const char *name, Error **errp);
+bool bdrv_create_check_ref(json_t *opts, const char *name, Error **errp);
+bool bdrv_create_check_inline_ref(json_t *opts, const char *name,
+                                  Error **errp);
+
+/*
+ * The node a format's create writes its image to.  Use, from the create
+ * job's coroutine in the main loop:
+ *   bs = bdrv_co_create_target_open(&t, ref, job_id, errp);
+ *   (check the values)  c = bdrv_create_target_attach(&t, errp);
+ *   (write through c)   bdrv_co_create_target_close(&t);   -- always
+ */
+typedef struct BlockCreateTarget {
+    BlockNode *bs;           /* the node, or NULL */
+    BlockChild *child;       /* our write+resize edge, once attached */
+    bool opened_inline;      /* we opened bs, and close it at the end */
+    char name[32];           /* its node-name when opened_inline */
+} BlockCreateTarget;
+
+/* ref: a node-name, or an inline definition opened as a node of its own
+ * (named as given, or after the job).  NULL with errp set on failure. */
+BlockNode *coroutine_fn bdrv_co_create_target_open(BlockCreateTarget *t,
+                                                   json_t *ref,
+                                                   const char *job_id,
+                                                   Error **errp);
+/* Takes write+resize on t->bs, sharing everything, as qemu's anonymous
+ * BlockBackend; refused for a node in an iothread. */
+BlockChild *bdrv_create_target_attach(BlockCreateTarget *t, Error **errp);
+void coroutine_fn bdrv_co_create_target_close(BlockCreateTarget *t);
+
+#endif
