@@ -20,9 +20,8 @@ static const char bitmap_usage[] =
 
 static int bitmap_usage_error(const char *fmt, const char *arg)
 {
-    fputs("bjctl: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s\n", bitmap_usage);
+    ctl_error(fmt, arg);
+    fprintf(stderr, "%s\n", bitmap_usage);
     return EXIT_USAGE;
 }
 
@@ -217,7 +216,7 @@ int cmd_bitmap(const Ctl *ctl)
             json_t *o = json_pack("{s:s, s:s, s:s}", "node", node, "name",
                                   name, "sha256", sum);
 
-            ctl_print_json(o, true);
+            ctl_print_json(o);
             json_decref(o);
         } else {
             puts(sum);
@@ -226,7 +225,7 @@ int cmd_bitmap(const Ctl *ctl)
         json_t *o = json_pack("{s:s, s:s, s:s}", "node", node, "name", name,
                               "result", done);
 
-        ctl_print_json(o, true);
+        ctl_print_json(o);
         json_decref(o);
     } else {
         printf("bitmap '%s' on node '%s': %s\n", name, node, done);

@@ -10,16 +10,62 @@
 #include "ctl/ctl.h"
 #include "ctl/units.h"
 
+static char last_msg[1024];
+
+const char *ctl_vnote(const char *fmt, va_list ap)
+{
+    vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+    return last_msg;
+}
+
 void ctl_error(const char *fmt, ...)
 {
     va_list ap;
 
-    fflush(stdout);
-    fputs("bjctl: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    ctl_vnote(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fflush(stdout);
+    fprintf(stderr, "bjctl: %s\n", last_msg);
+}
+
+void ctl_print_error_json(int rc)
+{
+    static const char *const names[] = {
+        [EXIT_ERROR] = "Error", [EXIT_USAGE] = "UsageError",
+        [EXIT_CONN] = "ConnectionError", [EXIT_COMPLETED_FIRST] =
+        "CompletedFirst", [EXIT_TIMEOUT] = "Timeout", [EXIT_CANCELLED] =
+        "Cancelled", [EXIT_INTERRUPTED] = "Interrupted",
+    };
+    const char *cls = rc == EXIT_ERROR ? qmpc_error_class() : NULL;
+    json_t *o;
+
+    if (!cls) {
+        cls = rc > 0 && rc < (int)(sizeof(names) / sizeof(names[0])) ?
+              names[rc] : "Error";
+    }
+    o = json_pack("{s:{s:s, s:s}, s:i}", "error", "class", cls, "desc",
+                  last_msg[0] ? last_msg : "error", "exit", rc);
+    ctl_print_json(o);
+    json_decref(o);
+}
+
+bool ctl_parse_rate(const char *s, int64_t *out)
+{
+    switch (units_parse_rate(s, out)) {
+    case UNITS_RATE_OK:
+        return true;
+    case UNITS_RATE_NO_UNIT:
+        ctl_error("speed '%s' has no unit: give one, e.g. %sM for MiB/s or "
+                  "%sB for bytes/s (--bandwidth N is N MiB/s, as in virsh)",
+                  s, s, s);
+        return false;
+    case UNITS_RATE_INVALID:
+        break;
+    }
+    ctl_error("invalid speed '%s' (bytes/s with a unit: 512K, 50M, 1G; "
+              "0: unlimited)", s);
+    return false;
 }
 
 Qmpc *ctl_connect(const Ctl *ctl)
@@ -34,22 +80,31 @@ Qmpc *ctl_connect(const Ctl *ctl)
     return q;
 }
 
-void ctl_print_json(json_t *v, bool compact)
+void ctl_print_json(json_t *v)
 {
-    char *s = json_dumps(v, (compact ? JSON_COMPACT : JSON_INDENT(2)) |
-                            JSON_ENCODE_ANY);
+    size_t i;
+    json_t *e;
+    char *s;
 
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e) {
+            ctl_print_json(e);
+        }
+        return;
+    }
+    s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (s) {
         puts(s);
         free(s);
     }
+    fflush(stdout);
 }
 
 bool ctl_print_rows_or_empty(const Ctl *ctl, json_t *rows,
                              const char *empty)
 {
     if (ctl->json) {
-        ctl_print_json(rows, false);
+        ctl_print_json(rows);
         return true;
     }
     if (json_array_size(rows) == 0) {
@@ -189,7 +244,7 @@ int cmd_info(const Ctl *ctl)
         ctl_error("no job '%s'", ctl->args[0]);
         rc = EXIT_ERROR;
     } else if (ctl->json) {
-        ctl_print_json(j, false);
+        ctl_print_json(j);
     } else {
         fmt_progress(prog, sizeof(prog), j);
         fmt_speed(speed, sizeof(speed), j);
@@ -243,7 +298,7 @@ int cmd_nodes(const Ctl *ctl)
         return r;
     }
     if (ctl->json) {
-        ctl_print_json(nodes, false);
+        ctl_print_json(nodes);
         return EXIT_OK;
     }
     json_array_foreach(nodes, i, n) {
@@ -347,12 +402,7 @@ int cmd_events(const Ctl *ctl)
             continue;
         }
         if (ctl->json) {
-            char *s = json_dumps(ev, JSON_COMPACT);
-
-            if (s) {
-                puts(s);
-                free(s);
-            }
+            ctl_print_json(ev);
         } else {
             print_event_line(ev);
         }

@@ -5,6 +5,7 @@
 #ifndef BJ_CTL_CTL_H
 #define BJ_CTL_CTL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,6 +22,7 @@ enum {
     EXIT_COMPLETED_FIRST = 4, /* abort: the job completed before the cancel */
     EXIT_TIMEOUT = 5,         /* abort --timeout: gave up, job left running */
     EXIT_CANCELLED = 6,       /* --wait: the job was cancelled by someone */
+    EXIT_INTERRUPTED = 7,     /* --wait: Ctrl-C, the job was aborted */
 };
 
 typedef struct Ctl {
@@ -29,8 +31,8 @@ typedef struct Ctl {
     bool json, wait, verbose, async, pivot, poll, all;
     const char *job_id, *to, *sync, *bitmap, *bitmap_mode, *base, *top;
     const char *mode;
-    bool has_speed;
-    int64_t speed;
+    bool has_speed, has_bandwidth;  /* --speed RATE, --bandwidth MiB/s */
+    int64_t speed, bw_speed;
     bool has_timeout;
     double timeout;
     long count;               /* events: stop after this many (0: never) */
@@ -40,17 +42,34 @@ typedef struct Ctl {
     int nargs;
 } Ctl;
 
-/* Prints "bjctl: MSG" on stderr. */
+/*
+ * Prints "bjctl: MSG" on stderr, and keeps MSG for the --json error
+ * object (ctl_print_error_json).
+ */
 void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Keeps MSG for the --json error object without printing it; returns it. */
+const char *ctl_vnote(const char *fmt, va_list ap)
+    __attribute__((format(printf, 1, 0)));
+/*
+ * --json, exit status rc != 0: prints {"error": {"class": C, "desc": D},
+ * "exit": rc} on stdout, D the last message kept, C the daemon's QMP error
+ * class when it refused, else one bjctl's exit status names.
+ */
+void ctl_print_error_json(int rc);
+/*
+ * Parses a --speed/speed RATE (units.h: units_parse_rate) or prints why
+ * not ("bjctl: ..." on stderr) and returns false.
+ */
+bool ctl_parse_rate(const char *s, int64_t *out);
 /* Connects and negotiates or prints the reason and returns NULL. */
 Qmpc *ctl_connect(const Ctl *ctl);
-/* Prints v as JSON on stdout, indented or on one line (cmds.c). */
-void ctl_print_json(json_t *v, bool compact);
+/* Prints v as JSON on stdout on one line; an array one element a line. */
+void ctl_print_json(json_t *v);
 /* Connects, runs cmd with no arguments (NULL: jobs_query's merged job
  * list) and closes: its return value, or NULL with the reason printed and
  * *rc the exit code. */
 json_t *ctl_query(const Ctl *ctl, const char *cmd, int *rc);
-/* What a listing prints before its table: with --json the rows as they are,
+/* What a listing prints before its table: with --json the rows, one a line,
  * with no rows the line `empty`.  Returns true when that was all. */
 bool ctl_print_rows_or_empty(const Ctl *ctl, json_t *rows,
                              const char *empty);
@@ -76,7 +95,8 @@ typedef struct JobWait {
     bool stop_at_ready;       /* return once the job is READY */
     bool pivot_at_ready;      /* send job-complete at READY, keep waiting */
     bool dismiss;             /* dismiss the job once it concluded */
-    bool verbose;             /* progress bar or lines on stderr */
+    bool verbose;             /* progress bar or lines on stderr; with
+                                 --json, progress objects on stdout */
     bool poll_only;           /* ignore events, poll query-jobs */
     bool finalize;            /* finalize it if it waits in pending */
     int64_t deadline_ms;      /* qmpc_now_ms() based, -1: none */
@@ -87,6 +107,8 @@ typedef struct JobWait {
     /* bookkeeping */
     bool saw_aborting, concluded, gone, ready, pivot_sent, finalize_sent;
     int64_t cur, total;
+    int64_t shown_cur, shown_total;  /* the last --json progress object */
+    char *shown_status;
 } JobWait;
 
 /*
@@ -97,6 +119,13 @@ typedef struct JobWait {
  * is refused (message printed), EXIT_CONN when the daemon is unreachable.
  */
 int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w);
+/*
+ * From here on SIGINT (Ctrl-C) makes job_wait return EXIT_INTERRUPTED;
+ * a second one kills bjctl as usual.  ctl_interrupted() tells whether it
+ * came, and clears it.
+ */
+void ctl_catch_sigint(void);
+bool ctl_interrupted(void);
 void job_wait_cleanup(JobWait *w);
 
 /* cmds.c */

@@ -21,13 +21,16 @@ static void print_result(const Ctl *ctl, const char *id, const char *result,
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    ctl_vnote(fmt, ap);        /* the desc of a --json error object */
+    va_end(ap);
     if (ctl->json) {
         json_t *o = json_pack("{s:s, s:s}", "id", id, "result", result);
 
         if (error) {
             json_object_set_new(o, "error", json_string(error));
         }
-        ctl_print_json(o, true);
+        ctl_print_json(o);
         json_decref(o);
         return;
     }
@@ -97,10 +100,58 @@ static int report_outcome(const Ctl *ctl, JobWait *w, bool pivot)
     return EXIT_ERROR;
 }
 
+/*
+ * virsh's way when a wait is cut short (Ctrl-C, --timeout): abort the job
+ * it started and say so.  A mirror or active commit is cancelled with
+ * force, as virsh does, so a READY one stops without completing.
+ */
+static int abort_started(const Ctl *ctl, Qmpc **qp, JobWait *w,
+                         bool converges, int why)
+{
+    char reason[64] = "interrupted";
+    json_t *args = json_pack("{s:s}", "device", w->id);
+    JobWait a = {
+        .id = w->id, .dismiss = w->dismiss, .poll_only = w->poll_only,
+        .deadline_ms = -1,
+    };
+    char *err = NULL;
+    int r, rc;
+
+    if (why == EXIT_TIMEOUT) {
+        snprintf(reason, sizeof(reason), "timed out after %g s",
+                 ctl->timeout);
+    }
+    if (converges) {
+        json_object_set_new(args, "force", json_true());
+    }
+    r = qmpc_exec(*qp, "block-job-cancel", args, NULL, &err);
+    if (r == QMPC_CONN_ERROR) {
+        ctl_error("%s, and the job '%s' could not be aborted: %s", reason,
+                  w->id, err);
+        free(err);
+        return EXIT_CONN;
+    }
+    /* refused: it ended meanwhile; watching it says how */
+    free(err);
+    rc = job_wait(ctl, qp, &a);
+    if (rc == EXIT_OK && a.outcome == OUTCOME_COMPLETED) {
+        ctl_error("%s: job '%s' completed before the abort took effect",
+                  reason, w->id);
+    } else if (rc == EXIT_OK && a.outcome == OUTCOME_FAILED) {
+        ctl_error("%s: job '%s' failed before the abort took effect: %s",
+                  reason, w->id, a.error ? a.error : "unknown error");
+    } else if (rc == EXIT_OK) {
+        ctl_error("%s: job '%s' aborted", reason, w->id);
+    }
+    job_wait_cleanup(&a);
+    return rc == EXIT_OK ? why : rc;
+}
+
 int cmd_start(const Ctl *ctl, const char *what)
 {
     const char *node, *type, *cmd;
-    bool wait = ctl->wait || ctl->pivot;
+    /* as in virsh, --timeout implies --wait */
+    bool wait = ctl->wait || ctl->pivot || ctl->has_timeout;
     bool converges;            /* reaches READY and waits for a pivot */
     json_t *args;
     Qmpc *q;
@@ -208,10 +259,11 @@ int cmd_start(const Ctl *ctl, const char *what)
         .poll_only = ctl->poll,
         .deadline_ms = deadline_of(ctl),
     };
+    ctl_catch_sigint();
     rc = job_wait(ctl, &q, &w);
-    if (rc == EXIT_TIMEOUT) {
-        ctl_error("timed out after %g s waiting for job '%s'; it goes on",
-                  ctl->timeout, id);
+    if (rc == EXIT_TIMEOUT || rc == EXIT_INTERRUPTED) {
+        ctl_interrupted();     /* a Ctrl-C now must not stop the abort */
+        rc = abort_started(ctl, &q, &w, converges, rc);
     } else if (rc == EXIT_OK) {
         rc = report_outcome(ctl, &w, ctl->pivot);
     }
@@ -231,9 +283,17 @@ int cmd_control(const Ctl *ctl, const char *verb)
     int64_t speed = 0;
 
     if (strcmp(verb, "speed") == 0) {
-        if (ctl->nargs != 2 || !units_parse_size(ctl->args[1], &speed)) {
+        bool ok;
+
+        if (ctl->has_bandwidth) {
+            ok = ctl->nargs == 1;
+            speed = ctl->speed;
+        } else {
+            ok = ctl->nargs == 2 && ctl_parse_rate(ctl->args[1], &speed);
+        }
+        if (!ok) {
             ctl_error("usage: bjctl speed JOB SPEED (bytes/s: 50M, 1G, 512K; "
-                      "0 = unlimited)");
+                      "0 = unlimited), or bjctl speed JOB --bandwidth MIB");
             return EXIT_USAGE;
         }
     } else if (ctl->nargs != 1) {

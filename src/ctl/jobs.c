@@ -10,6 +10,7 @@
  * events share one ordered stream, so the events queued while a query ran
  * are applied before the query's answer is believed.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,12 +93,62 @@ static const char *job_outcome_name(JobOutcome o)
     return "running";
 }
 
+static volatile sig_atomic_t sigint_seen;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    sigint_seen = 1;
+}
+
+void ctl_catch_sigint(void)
+{
+    struct sigaction sa = { .sa_handler = on_sigint };
+
+    sigemptyset(&sa.sa_mask);
+    /* once: a second Ctrl-C while the abort is under way kills bjctl */
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+bool ctl_interrupted(void)
+{
+    bool seen = sigint_seen;
+
+    sigint_seen = 0;
+    return seen;
+}
+
 void job_wait_cleanup(JobWait *w)
 {
     free(w->error);
     free(w->last_status);
+    free(w->shown_status);
     w->error = NULL;
     w->last_status = NULL;
+    w->shown_status = NULL;
+}
+
+/* --json --verbose: one object a line each time the job moved. */
+static void json_progress(JobWait *w)
+{
+    const char *st = w->last_status ? w->last_status : "?";
+    json_t *o;
+
+    if (w->concluded || (w->shown_status && strcmp(w->shown_status, st) == 0
+                         && w->shown_cur == w->cur &&
+                         w->shown_total == w->total)) {
+        return;
+    }
+    free(w->shown_status);
+    w->shown_status = strdup(st);
+    w->shown_cur = w->cur;
+    w->shown_total = w->total;
+    o = json_pack("{s:s, s:s, s:I, s:I}", "id", w->id, "status", st,
+                  "current-progress", (json_int_t)w->cur, "total-progress",
+                  (json_int_t)w->total);
+    ctl_print_json(o);
+    json_decref(o);
 }
 
 static void set_status(JobWait *w, const char *status)
@@ -278,6 +329,11 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
     int64_t next_poll = 0;
     int rc = EXIT_OK;
 
+    bool as_json = w->verbose && ctl->json;
+
+    if (as_json) {
+        w->verbose = false;    /* objects on stdout, not a bar on stderr */
+    }
     progress_init(&prog, w->id);
     interval = w->verbose ? progress_interval_ms(&prog) : 500;
     if (w->poll_only) {
@@ -341,6 +397,11 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
         if (w->gone) {
             break;
         }
+        if (sigint_seen) {
+            /* poll() returns EINTR, so this is seen within one interval */
+            rc = EXIT_INTERRUPTED;
+            break;
+        }
 
         now = qmpc_now_ms();
         if (w->deadline_ms >= 0 && now >= w->deadline_ms) {
@@ -354,6 +415,9 @@ int job_wait(const Ctl *ctl, Qmpc **qp, JobWait *w)
             }
             if (r != QMPC_CONN_ERROR) {
                 next_poll = qmpc_now_ms() + interval;
+                if (as_json) {
+                    json_progress(w);
+                }
             }
             continue;
         }

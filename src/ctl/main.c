@@ -4,11 +4,14 @@
  * Options may come before or after the command; each command checks the
  * ones that apply to it.
  */
+#include <ctype.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "ctl/ctl.h"
 #include "ctl/units.h"
 #include "util/alloc.h"
@@ -34,9 +37,13 @@ static const char usage_text[] =
 "  pull NODE [--base NODE]            (block-stream)\n"
 "  commit NODE [--top NODE] [--base NODE] [--pivot]\n"
 "    --job-id ID     the job's id (default: TYPE-NODE, made unique)\n"
-"    --speed RATE    bytes/s limit, with units: 512K, 50M, 1G (0: none)\n"
+"    --speed RATE    bytes/s limit with a unit: 512K, 50M, 1G, 100B (0: none;\n"
+"                    a bare number is refused)\n"
+"    --bandwidth N   the limit in N MiB/s (as virsh means it)\n"
 "    --wait          stay until the job ends (a mirror or active commit:\n"
-"                    until READY, or with --pivot until it has pivoted)\n"
+"                    until READY, or with --pivot until it has pivoted);\n"
+"                    Ctrl-C aborts the job\n"
+"    --timeout S     --wait at most S seconds, then abort the job\n"
 "    --verbose       with --wait: progress bar (percent, rate, time left) on\n"
 "                    a terminal, a plain line a second otherwise\n"
 "    --pivot         mirror/active commit: complete at READY (implies --wait)\n"
@@ -57,10 +64,12 @@ static const char usage_text[] =
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
-"  -j, --json               machine-readable output\n"
+"  -j, --json               one JSON object a line on stdout, errors too\n"
+"                           ({\"error\": {\"class\", \"desc\"}, \"exit\": N})\n"
 "      --connect-timeout S  connect/greeting/reply timeout (default 30)\n"
 "      --poll               watch jobs by polling query-jobs, not events\n"
-"  -h, --help               this text\n"
+"  -h, --help               this text; 'bjctl COMMAND --help': that command's\n"
+"      --version            print bjctl's version\n"
 "\n"
 "Exit status:\n"
 "  0  success (abort: the job was cancelled, or pivoted with --pivot)\n"
@@ -68,14 +77,121 @@ static const char usage_text[] =
 "  2  usage error\n"
 "  3  the daemon is not reachable, or the connection was lost\n"
 "  4  abort: the job completed before the cancel took effect\n"
-"  5  --timeout expired; the job was left to finish on its own\n"
-"  6  --wait: the job was cancelled (by someone else)\n";
+"  5  --timeout expired: abort left the job to finish on its own; a start\n"
+"     command aborted the job\n"
+"  6  --wait: the job was cancelled (by someone else)\n"
+"  7  --wait: interrupted (Ctrl-C); the job was aborted\n";
+
+#define START_OPTS \
+"  --job-id ID     the job's id (default: TYPE-NODE, made unique)\n" \
+"  --speed RATE    bytes/s limit with a unit: 512K, 50M, 1G, 100B (0: none;\n" \
+"                  a bare number is refused: bytes or MiB/s?)\n" \
+"  --bandwidth N   the limit in MiB/s, a whole number (virsh's meaning)\n" \
+"  --wait          stay until the job ends (a mirror or active commit:\n" \
+"                  until READY, or with --pivot until it has pivoted);\n" \
+"                  Ctrl-C aborts the job (exit 7)\n" \
+"  --timeout S     implies --wait; aborts the job after S seconds (exit 5)\n" \
+"  --verbose       with --wait: progress bar (percent, rate, time left) on\n" \
+"                  a terminal, a plain line a second otherwise\n" \
+"  --poll          watch the job by polling query-jobs, not events\n"
+
+/* Each command: its positional arguments (max -1: any) and its help. */
+typedef struct CmdSpec {
+    const char *name;
+    int min_args, max_args;
+    const char *help;
+} CmdSpec;
+
+static const CmdSpec cmd_specs[] = {
+    { "list", 0, 0,
+      "Usage: bjctl list\n"
+      "Table of jobs: id, type, status, progress, speed, ready, error.\n" },
+    { "info", 1, 1,
+      "Usage: bjctl info JOB\n"
+      "One job in detail.\n" },
+    { "nodes", 0, 0,
+      "Usage: bjctl nodes [--all]\n"
+      "Block nodes with their backing chains.\n"
+      "  --all           implicit '#' nodes too\n" },
+    { "events", 0, 0,
+      "Usage: bjctl events [--count N] [--timeout S]\n"
+      "Prints events as they arrive, one a line.\n"
+      "  --count N       stop after N events\n"
+      "  --timeout S     stop after S seconds\n" },
+    { "backup", 1, 1,
+      "Usage: bjctl backup NODE --to TARGET [OPTIONS]\n"
+      "Starts a blockdev-backup job from NODE to the node TARGET.\n"
+      "  --to TARGET     the target node (required)\n"
+      "  --sync MODE     full|top|none|incremental|bitmap (default: full,\n"
+      "                  incremental when --bitmap is given)\n"
+      "  --bitmap NAME   the dirty bitmap for incremental/bitmap sync\n"
+      "  --bitmap-mode M on-success|always|never\n"
+      START_OPTS },
+    { "mirror", 1, 1,
+      "Usage: bjctl mirror NODE --to TARGET [OPTIONS]\n"
+      "Starts a blockdev-mirror job from NODE to the node TARGET.\n"
+      "  --to TARGET     the target node (required)\n"
+      "  --sync MODE     full|top|none (default: full)\n"
+      "  --pivot         complete at READY (implies --wait)\n"
+      START_OPTS },
+    { "pull", 1, 1,
+      "Usage: bjctl pull NODE [--base NODE] [OPTIONS]\n"
+      "Starts a block-stream job into NODE.\n"
+      "  --base NODE     stop pulling at this backing node\n"
+      START_OPTS },
+    { "commit", 1, 1,
+      "Usage: bjctl commit NODE [--top NODE] [--base NODE] [OPTIONS]\n"
+      "Starts a block-commit job in NODE's chain.\n"
+      "  --top NODE      the top of the range (default: NODE: active commit)\n"
+      "  --base NODE     the node committed into\n"
+      "  --pivot         active commit: complete at READY (implies --wait)\n"
+      START_OPTS },
+    { "pause", 1, 1, "Usage: bjctl pause JOB\nPauses the job.\n" },
+    { "resume", 1, 1, "Usage: bjctl resume JOB\nResumes a paused job.\n" },
+    { "complete", 1, 1,
+      "Usage: bjctl complete JOB\n"
+      "Completes a READY mirror or active commit (pivots to the target).\n" },
+    { "speed", 1, 2,
+      "Usage: bjctl speed JOB RATE\n"
+      "       bjctl speed JOB --bandwidth N\n"
+      "Sets the job's speed limit: RATE in bytes/s with a unit: 512K, 50M, "
+      "1G,\n100B (0: unlimited; a bare number is refused), or N MiB/s.\n" },
+    { "abort", 1, 1,
+      "Usage: bjctl abort JOB [--async] [--pivot] [--timeout SECONDS]\n"
+      "Cancels the job, waits until it is gone and says how it ended.\n"
+      "  --async         return once the daemon accepted the cancel\n"
+      "  --pivot         complete a READY mirror or active commit instead\n"
+      "                  (refused, changing nothing, when not READY)\n"
+      "  --timeout S     give up waiting after S seconds (exit 5)\n" },
+    { "bitmap", 1, -1,
+      "Usage: bjctl bitmap list [NODE] [--all]\n"
+      "       bjctl bitmap add NODE NAME [--granularity SIZE] [--persistent]"
+      " [--disabled]\n"
+      "       bjctl bitmap remove|clear|enable|disable NODE NAME\n"
+      "       bjctl bitmap merge NODE NAME SOURCE...\n"
+      "       bjctl bitmap sha256 NODE NAME\n"
+      "Dirty bitmaps.  SOURCE: a bitmap NAME on NODE, or SRCNODE:NAME.\n"
+      "  --all           list: implicit '#' nodes too\n"
+      "  --granularity SIZE  add: bytes per bit, e.g. 64K\n"
+      "  --persistent    add: stored in the qcow2 image\n"
+      "  --disabled      add: not recording\n" },
+};
+
+static const CmdSpec *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < sizeof(cmd_specs) / sizeof(cmd_specs[0]); i++) {
+        if (strcmp(cmd_specs[i].name, name) == 0) {
+            return &cmd_specs[i];
+        }
+    }
+    return NULL;
+}
 
 enum {
     OPT_TO = 256, OPT_SYNC, OPT_BITMAP, OPT_BITMAP_MODE, OPT_BASE, OPT_TOP,
     OPT_SPEED, OPT_WAIT, OPT_ASYNC, OPT_PIVOT, OPT_TIMEOUT, OPT_JOB_ID,
     OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
-    OPT_PERSISTENT, OPT_DISABLED,
+    OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION, OPT_BANDWIDTH,
 };
 
 static const struct option long_opts[] = {
@@ -102,21 +218,35 @@ static const struct option long_opts[] = {
     { "granularity", required_argument, NULL, OPT_GRANULARITY },
     { "persistent", no_argument, NULL, OPT_PERSISTENT },
     { "disabled", no_argument, NULL, OPT_DISABLED },
+    { "version", no_argument, NULL, OPT_VERSION },
+    { "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
     { NULL, 0, NULL, 0 },
 };
 
-static int usage_error(const char *fmt, const char *arg)
+/* "bjctl: MSG" and where to read more; cmd: that command's help. */
+static int usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *cmd, const char *fmt, ...)
 {
-    fputs("bjctl: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputs("\nTry 'bjctl --help' for more information.\n", stderr);
+    va_list ap;
+    const char *msg;
+
+    va_start(ap, fmt);
+    msg = ctl_vnote(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "bjctl: %s\nTry 'bjctl%s%s --help' for more "
+            "information.\n", msg, cmd ? " " : "", cmd ? cmd : "");
     return EXIT_USAGE;
 }
 
-int main(int argc, char **argv)
+/* Parses and runs the command; main adds the --json error object. */
+static int run(int argc, char **argv, Ctl *ctlp)
 {
-    Ctl ctl = { .connect_timeout_ms = 30000 };
+    Ctl ctl = *ctlp;
     const char *cmd;
+    const CmdSpec *spec;
+    bool help = false;
     double secs;
     int c;
 
@@ -125,8 +255,11 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "s:jhv", long_opts, NULL)) != -1) {
         switch (c) {
         case 's': ctl.socket = optarg; break;
-        case 'j': ctl.json = true; break;
-        case 'h': fputs(usage_text, stdout); return EXIT_OK;
+        case 'j': ctl.json = ctlp->json = true; break;
+        case 'h': help = true; break;
+        case OPT_VERSION:
+            printf("bjctl version " BLOCKJOBD_VERSION "\n");
+            return EXIT_OK;
         case 'v': ctl.verbose = true; break;
         case OPT_TO: ctl.to = optarg; break;
         case OPT_SYNC: ctl.sync = optarg; break;
@@ -145,27 +278,42 @@ int main(int argc, char **argv)
         case OPT_GRANULARITY:
             if (!units_parse_size(optarg, &ctl.granularity) ||
                 ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
-                return usage_error("invalid granularity '%s' (bytes, e.g. "
-                                   "64K)", optarg);
+                return usage_error(NULL, "invalid granularity '%s' (bytes, "
+                                   "e.g. 64K)", optarg);
             }
             ctl.has_granularity = true;
             break;
         case OPT_SPEED:
-            if (!units_parse_size(optarg, &ctl.speed)) {
-                return usage_error("invalid speed '%s' (bytes/s, e.g. 512K, "
-                                   "50M, 1G)", optarg);
+            if (!ctl_parse_rate(optarg, &ctl.speed)) {
+                fputs("Try 'bjctl --help' for more information.\n", stderr);
+                return EXIT_USAGE;    /* the message is kept for --json */
             }
             ctl.has_speed = true;
             break;
+        case OPT_BANDWIDTH: {
+            char *end;
+            long long mib = strtoll(optarg, &end, 10);
+
+            if (!isdigit((unsigned char)*optarg) || *end ||
+                mib > INT64_MAX / (1024 * 1024)) {
+                return usage_error(NULL, "invalid bandwidth '%s' (MiB/s, a "
+                                   "whole number)", optarg);
+            }
+            ctl.bw_speed = mib * 1024 * 1024;
+            ctl.has_bandwidth = true;
+            break;
+        }
         case OPT_TIMEOUT:
             if (!units_parse_seconds(optarg, &ctl.timeout)) {
-                return usage_error("invalid timeout '%s' (seconds)", optarg);
+                return usage_error(NULL, "invalid timeout '%s' (seconds)",
+                                   optarg);
             }
             ctl.has_timeout = true;
             break;
         case OPT_CONNECT_TIMEOUT:
             if (!units_parse_seconds(optarg, &secs) || secs < 0.001) {
-                return usage_error("invalid timeout '%s' (seconds)", optarg);
+                return usage_error(NULL, "invalid timeout '%s' (seconds)",
+                                   optarg);
             }
             ctl.connect_timeout_ms = (int)(secs * 1000);
             break;
@@ -173,23 +321,52 @@ int main(int argc, char **argv)
             char *end;
             ctl.count = strtol(optarg, &end, 10);
             if (*end || ctl.count < 0) {
-                return usage_error("invalid count '%s'", optarg);
+                return usage_error(NULL, "invalid count '%s'", optarg);
             }
             break;
         }
-        default:
-            fputs("Try 'bjctl --help' for more information.\n", stderr);
-            return EXIT_USAGE;
+        default:               /* getopt said what is wrong */
+            return usage_error(NULL, "invalid option '%s'",
+                               argv[optind - 1]);
         }
     }
+    if (ctl.has_bandwidth) {
+        if (ctl.has_speed) {
+            return usage_error(NULL, "%s", "--speed and --bandwidth both "
+                               "say the speed: give one");
+        }
+        ctl.speed = ctl.bw_speed;
+        ctl.has_speed = true;
+    }
     if (optind >= argc) {
-        return usage_error("%s", "no command given");
+        if (help) {
+            fputs(usage_text, stdout);
+            return EXIT_OK;
+        }
+        return usage_error(NULL, "%s", "no command given");
     }
     cmd = argv[optind];
     ctl.args = argv + optind + 1;
     ctl.nargs = argc - optind - 1;
+    spec = find_cmd(cmd);
+    if (!spec) {
+        return usage_error(NULL, "unknown command '%s'", cmd);
+    }
+    if (help) {
+        fputs(spec->help, stdout);
+        return EXIT_OK;
+    }
+    if (spec->max_args == 0 && ctl.nargs > 0) {
+        return usage_error(cmd, "%s: unexpected argument '%s' (%s takes no "
+                           "arguments)", cmd, ctl.args[0], cmd);
+    }
+    if (spec->max_args > 0 && ctl.nargs > spec->max_args) {
+        return usage_error(cmd, "%s: unexpected argument '%s' (%s takes %d "
+                           "argument%s)", cmd, ctl.args[spec->max_args], cmd,
+                           spec->max_args, spec->max_args == 1 ? "" : "s");
+    }
     if (!ctl.socket || !*ctl.socket) {
-        return usage_error("%s", "no socket: use --socket PATH or set "
+        return usage_error(NULL, "%s", "no socket: use --socket PATH or set "
                            "BJCTL_SOCKET");
     }
 
@@ -212,5 +389,23 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "bitmap") == 0) {
         return cmd_bitmap(&ctl);
     }
-    return usage_error("unknown command '%s'", cmd);
+    return usage_error(NULL, "unknown command '%s'", cmd); /* not reached */
+}
+
+int main(int argc, char **argv)
+{
+    Ctl ctl = { .connect_timeout_ms = 30000 };
+    int rc;
+
+    /* known before any option is parsed: a usage error is JSON too */
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
+            ctl.json = true;
+        }
+    }
+    rc = run(argc, argv, &ctl);
+    if (ctl.json && rc != EXIT_OK) {
+        ctl_print_error_json(rc);
+    }
+    return rc;
 }

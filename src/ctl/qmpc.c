@@ -170,6 +170,13 @@ static void queue_event(Qmpc *q, json_t *msg)
     json_array_append_new(q->events, msg);
 }
 
+static char last_class[64];
+
+const char *qmpc_error_class(void)
+{
+    return last_class[0] ? last_class : NULL;
+}
+
 static const char *error_desc(json_t *reply)
 {
     json_t *e = json_object_get(reply, "error");
@@ -182,6 +189,8 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
               char **err)
 {
     unsigned id = q->next_id++;
+
+    last_class[0] = '\0';
     json_t *req = json_pack("{s:s, s:i}", "execute", cmd, "id", (int)id);
     char *text;
     int r;
@@ -229,6 +238,11 @@ int qmpc_exec(Qmpc *q, const char *cmd, json_t *args, json_t **ret,
             continue;                /* not ours: a stray reply */
         }
         if (json_object_get(msg, "error")) {
+            const char *cls = json_string_value(json_object_get(
+                json_object_get(msg, "error"), "class"));
+
+            snprintf(last_class, sizeof(last_class), "%s",
+                     cls ? cls : "GenericError");
             *err = bj_asprintf("%s", error_desc(msg));
             return QMPC_DAEMON_ERROR;
         }

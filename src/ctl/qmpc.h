@@ -31,6 +31,12 @@ typedef struct Qmpc {
     unsigned next_id;
 } Qmpc;
 
+/*
+ * The QMP error class ("GenericError", "DeviceNotFound"...) of the last
+ * qmpc_exec that the daemon refused; NULL when the last one was not refused.
+ */
+const char *qmpc_error_class(void);
+
 /* Milliseconds on the monotonic clock. */
 int64_t qmpc_now_ms(void);
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 bool units_parse_size(const char *s, int64_t *out)
@@ -48,6 +49,22 @@ bool units_parse_size(const char *s, int64_t *out)
     }
     *out = (int64_t)v;
     return true;
+}
+
+UnitsRate units_parse_rate(const char *s, int64_t *out)
+{
+    int64_t v;
+    size_t len;
+
+    if (!units_parse_size(s, &v)) {
+        return UNITS_RATE_INVALID;
+    }
+    len = strlen(s);
+    if (v != 0 && isdigit((unsigned char)s[len - 1])) {
+        return UNITS_RATE_NO_UNIT;
+    }
+    *out = v;
+    return UNITS_RATE_OK;
 }
 
 void units_format_size(char *buf, size_t size, double bytes)

@@ -17,6 +17,20 @@
  */
 bool units_parse_size(const char *s, int64_t *out);
 
+typedef enum UnitsRate {
+    UNITS_RATE_OK,
+    UNITS_RATE_INVALID,       /* not a size units_parse_size accepts */
+    UNITS_RATE_NO_UNIT,       /* a bare number other than 0 */
+} UnitsRate;
+
+/*
+ * Parses a rate in bytes/s as units_parse_size does, but a number without
+ * a unit is refused (UNITS_RATE_NO_UNIT): virsh's bandwidth is MiB/s and
+ * qemu's speed bytes/s, so a bare "100" means either; "100B" is bytes.
+ * 0 needs no unit.
+ */
+UnitsRate units_parse_rate(const char *s, int64_t *out);
+
 /* "512 B", "1.5 KiB", "12.0 MiB", ... into buf. */
 void units_format_size(char *buf, size_t size, double bytes);
 

@@ -23,6 +23,11 @@ import bjtest
 from bjctltest import QSD, MiB, bjctl_path, check_peer
 
 
+def json_lines(text):
+    """bjctl --json output: one object a line, each parsed."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
 class Env(bjctltest.Env):
     """A daemon with a qcow2 chain (base <- top) and bjctl around it."""
 
@@ -119,7 +124,7 @@ def test_help_documents_exit_statuses():
     for word in ('Exit status', 'abort JOB', '--timeout', '--async',
                  '--pivot', 'BJCTL_SOCKET'):
         assert word in p.stdout
-    for code in range(7):
+    for code in range(8):
         assert re.search(r'^  %d  ' % code, p.stdout, re.M), code
 
 
@@ -186,14 +191,14 @@ def test_env_socket_and_nodes(env):
     p = env.run('nodes', '--all', expect=0)
     assert any(ln.startswith('#') for ln in p.stdout.splitlines())
     p = env.run('--json', 'nodes', expect=0)
-    names = [n['node-name'] for n in json.loads(p.stdout)]
+    names = [n['node-name'] for n in json_lines(p.stdout)]
     assert 'top' in names
 
 
 def test_list_info_control(env):
     p = env.run('list', expect=0)
     assert p.stdout.strip() == 'no jobs'
-    assert json.loads(env.run('--json', 'list', expect=0).stdout) == []
+    assert env.run('--json', 'list', expect=0).stdout == ''
 
     p = env.run('pull', 'top', '--speed', '64K', expect=0)
     assert "job 'stream-top' started" in p.stdout
@@ -206,7 +211,7 @@ def test_list_info_control(env):
                            'READY', 'ERROR']
     assert row.split()[:2] == ['stream-top', 'stream']
     assert '64.0 KiB/s' in row
-    jobs = json.loads(env.run('--json', 'list', expect=0).stdout)
+    jobs = json_lines(env.run('--json', 'list', expect=0).stdout)
     assert jobs[0]['id'] == 'stream-top' and jobs[0]['speed'] == 65536
     assert jobs[0]['ready'] is False
 
@@ -239,12 +244,12 @@ def test_speed_units(env):
     env.run('pause', 'u1', expect=0)       # high speeds must not end it
     for text, value in (('512K', 512 * 1024), ('50M', 50 * MiB),
                         ('1G', 1024 * MiB), ('1.5M', 3 * MiB // 2),
-                        ('2MiB', 2 * MiB), ('4kb', 4096), ('100', 100),
+                        ('2MiB', 2 * MiB), ('4kb', 4096), ('100B', 100),
                         ('0', 0)):
         env.run('speed', 'u1', text, expect=0)
         assert json.loads(env.run('--json', 'info', 'u1',
                                   expect=0).stdout)['speed'] == value, text
-    for bad in ('5X', '-1', '', 'M', '1.5.5', '99999999T'):
+    for bad in ('5X', '-1', '', 'M', '1.5.5', '99999999T', '100'):
         p = env.run('speed', 'u1', bad, expect=2)
         if not bad.startswith('-'):      # '-1' is an unknown option
             assert 'usage: bjctl speed JOB SPEED' in p.stderr
@@ -259,7 +264,7 @@ def test_man_page_matches_help():
                                text=True, timeout=30).stdout
     section = text.split('.SH EXIT STATUS')[1].split('.SH ')[0]
     assert re.findall(r'^\.B (\d)$', section, re.M) == \
-        [str(i) for i in range(7)]
+        [str(i) for i in range(8)]
     for opt in re.findall(r'--[a-z][a-z-]+', help_text):
         assert opt.replace('-', '\\-') in text, opt
 
@@ -422,7 +427,7 @@ def test_abort_async_and_events(env):
     term = [m['event'] for m in seen
             if m['event'] in ('BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED')]
     assert term == ['BLOCK_JOB_CANCELLED']
-    assert env.run('--json', 'list', expect=0).stdout.strip() == '[]'
+    assert env.run('--json', 'list', expect=0).stdout == ''
 
 
 @pytest.fixture
@@ -659,14 +664,14 @@ def test_commit_active_pivot(env, tmp_path):
 
 # -- the progress bar on a terminal ------------------------------------------
 
-def test_progress_bar_in_pty(env):
+def run_in_pty(env, *args, on_output=None):
+    """bjctl on a terminal; on_output(all output so far, terminal fd) after
+    each read.  Returns (wait status, output)."""
     pid, fd = pty.fork()
     if pid == 0:
         try:
-            os.execve(bjctl_path(), [bjctl_path(), '--socket', env.sock(),
-                                     'pull', 'top', '--job-id', 'tty1',
-                                     '--wait', '--verbose', '--speed', '8M'],
-                      bjtest.sanitizer_env())
+            os.execve(bjctl_path(), [bjctl_path(), '--socket', env.sock()] +
+                      list(args), bjtest.sanitizer_env())
         finally:
             os._exit(127)
     out = b''
@@ -682,10 +687,18 @@ def test_progress_bar_in_pty(env):
         if not chunk:
             break
         out += chunk
+        if on_output:
+            on_output(out, fd)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     text = out.decode('utf-8', 'replace')
     bjtest.check_sanitizer_text(text, 'bjctl')
+    return status, text
+
+
+def test_progress_bar_in_pty(env):
+    status, text = run_in_pty(env, 'pull', 'top', '--job-id', 'tty1',
+                              '--wait', '--verbose', '--speed', '8M')
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, text
     assert "job 'tty1' completed" in text
     # redrawn in place: carriage returns, a bar, percent, rate, ETA

@@ -16,6 +16,7 @@ import pytest
 import bjctltest
 import bjtest
 from bjctltest import QSD, MiB, bjctl_path, check_peer
+from test_bjctl import json_lines
 
 KiB = 1024
 SIZE = 32 * MiB
@@ -118,12 +119,12 @@ def test_add_list_remove(env):
         'name': 'b1', 'recording': False, 'persistent': True, 'busy': False,
         'granularity': 128 * KiB, 'count': 0}
 
-    rows = json.loads(env.run('--json', 'bitmap', 'list', expect=0).stdout)
+    rows = json_lines(env.run('--json', 'bitmap', 'list', expect=0).stdout)
     assert sorted((r['node'], r['name'], r['granularity'], r['recording'],
                    r['persistent']) for r in rows) == [
         ('n0', 'x', 64 * KiB, True, False),
         ('top', 'b1', 128 * KiB, False, True)]
-    rows = json.loads(env.run('--json', 'bitmap', 'list', 'n0',
+    rows = json_lines(env.run('--json', 'bitmap', 'list', 'n0',
                               expect=0).stdout)
     assert [(r['node'], r['name']) for r in rows] == [('n0', 'x')]
 
@@ -164,7 +165,7 @@ def test_counts_merge_clear_enable_disable(env):
     env.run('bitmap', 'add', 'top', 'b1', expect=0)
     env.write('write -P 1 0 1M', 'write -P 2 20M 64K')
     assert env.bitmap('b1')['count'] == MiB + 64 * KiB
-    row = json.loads(env.run('--json', 'bitmap', 'list', 'top',
+    row = json_lines(env.run('--json', 'bitmap', 'list', 'top',
                              expect=0).stdout)[0]
     assert row['count'] == MiB + 64 * KiB and row['recording'] is True
     assert '1.1 MiB' in env.run('bitmap', 'list', 'top', expect=0).stdout
@@ -265,7 +266,7 @@ def test_list_shows_busy_during_backup(env):
     p = env.run('backup', 'top', '--to', 'slow', '--bitmap', 'bm0',
                 '--speed', '64K', '--job-id', 'js', expect=None)
     assert p.returncode == 0, p.stderr
-    row = json.loads(env.run('--json', 'bitmap', 'list', 'top',
+    row = json_lines(env.run('--json', 'bitmap', 'list', 'top',
                              expect=0).stdout)[0]
     assert row['busy'] is True and row['recording'] is True
     line = env.run('bitmap', 'list', 'top', expect=0).stdout.splitlines()[1]

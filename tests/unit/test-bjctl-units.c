@@ -41,6 +41,27 @@ static void test_parse_size(void **state)
     assert_false(units_parse_size(NULL, &v));
 }
 
+static void test_parse_rate(void **state)
+{
+    static const struct { const char *s; UnitsRate r; int64_t v; } cases[] = {
+        { "0", UNITS_RATE_OK, 0 }, { "100B", UNITS_RATE_OK, 100 },
+        { "50M", UNITS_RATE_OK, 50 * 1048576LL },
+        { "4kb", UNITS_RATE_OK, 4096 },
+        { "100", UNITS_RATE_NO_UNIT, 0 }, { "1.5", UNITS_RATE_NO_UNIT, 0 },
+        { "5X", UNITS_RATE_INVALID, 0 }, { "", UNITS_RATE_INVALID, 0 },
+    };
+    int64_t v;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        v = -1;
+        assert_int_equal(units_parse_rate(cases[i].s, &v), cases[i].r);
+        if (cases[i].r == UNITS_RATE_OK) {
+            assert_int_equal(v, cases[i].v);
+        }
+    }
+}
+
 static void test_format(void **state)
 {
     char b[32];
@@ -256,6 +277,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_rate),
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_parse_seconds),
         cmocka_unit_test(test_qmpc_conversation),
