@@ -141,7 +141,7 @@ static void json_progress(JobWait *w)
         return;
     }
     free(w->shown_status);
-    w->shown_status = strdup(st);
+    w->shown_status = bj_strdup(st);
     w->shown_cur = w->cur;
     w->shown_total = w->total;
     o = json_pack("{s:s, s:s, s:I, s:I}", "id", w->id, "status", st,
