@@ -121,12 +121,9 @@ bool ctl_interrupted(void)
 
 void job_wait_cleanup(JobWait *w)
 {
-    free(w->error);
-    free(w->last_status);
-    free(w->shown_status);
-    w->error = NULL;
-    w->last_status = NULL;
-    w->shown_status = NULL;
+    bj_free_clear(&w->error);
+    bj_free_clear(&w->last_status);
+    bj_free_clear(&w->shown_status);
 }
 
 /* --json --verbose: one object a line each time the job moved. */

@@ -144,12 +144,9 @@ static void export_release_bitmaps(NbdExport *exp, bool taken)
         }
         free(exp->bitmap_names[i]);
     }
-    free(exp->bitmaps);
-    free(exp->bitmap_nodes);
-    free(exp->bitmap_names);
-    exp->bitmaps = NULL;
-    exp->bitmap_nodes = NULL;
-    exp->bitmap_names = NULL;
+    bj_free_clear(&exp->bitmaps);
+    bj_free_clear(&exp->bitmap_nodes);
+    bj_free_clear(&exp->bitmap_names);
     exp->n_bitmaps = 0;
 }
 

@@ -12,6 +12,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 void *bj_malloc(size_t size);
 void *bj_calloc(size_t n, size_t size);
@@ -28,6 +29,16 @@ char *bj_vasprintf(const char *fmt, va_list ap)
 void *bj_try_malloc(size_t size);
 void *bj_try_calloc(size_t n, size_t size);
 void *bj_try_reallocarray(void *p, size_t n, size_t size);
+
+/* free(*pp) and *pp = NULL: a pointer that owned memory is left owning
+ * none (pp is the address of any pointer). */
+static inline void bj_free_clear(void *pp)
+{
+    void **p = (void **)pp;
+
+    free(*p);
+    *p = NULL;
+}
 
 /* The failure path, for other allocators (aligned I/O buffers). */
 __attribute__((noreturn)) void bj_out_of_memory(size_t bytes);
