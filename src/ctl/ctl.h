@@ -38,6 +38,8 @@ typedef struct Ctl {
     long count;               /* events: stop after this many (0: never) */
     bool persistent, disabled, has_granularity; /* bitmap add */
     int64_t granularity;
+    const char *driver, *file, *backing; /* node add */
+    bool read_only;
     char **args;              /* positional arguments after the command */
     int nargs;
 } Ctl;
@@ -139,5 +141,8 @@ int cmd_abort(const Ctl *ctl);
 
 /* bitmapcmds.c: bitmap list|add|remove|clear|enable|disable|merge|sha256 */
 int cmd_bitmap(const Ctl *ctl);
+
+/* nodecmds.c: node add|remove */
+int cmd_node(const Ctl *ctl);
 
 #endif

@@ -61,6 +61,12 @@ static const char usage_text[] =
 "  bitmap merge NODE NAME SOURCE...   SOURCE: a bitmap NAME on NODE, or\n"
 "                            SRCNODE:NAME on another node\n"
 "  bitmap sha256 NODE NAME   the bitmap's checksum (x-debug command)\n"
+"Block nodes:\n"
+"  node add NAME --driver qcow2|raw|file --file PATH [--backing NODE|none]\n"
+"           [--read-only]     a format node over a file node (blockdev-add)\n"
+"  node add SPEC             SPEC: blockdev-add's JSON object, or\n"
+"                            KEY=VALUE,... with dotted keys (file.filename=)\n"
+"  node remove NAME          blockdev-del (its file node goes with it)\n"
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
@@ -175,6 +181,23 @@ static const CmdSpec cmd_specs[] = {
       "  --granularity SIZE  add: bytes per bit, e.g. 64K\n"
       "  --persistent    add: stored in the qcow2 image\n"
       "  --disabled      add: not recording\n" },
+    { "node", 1, 2,
+      "Usage: bjctl node add NAME --driver qcow2|raw|file --file PATH\n"
+      "                         [--backing NODE|none] [--read-only]\n"
+      "       bjctl node add SPEC\n"
+      "       bjctl node remove NAME\n"
+      "Adds a block node (blockdev-add) or removes one (blockdev-del).\n"
+      "add NAME opens PATH as a file node and, for qcow2 and raw, a format\n"
+      "node NAME over it; remove drops that file node with it.\n"
+      "  --driver D      qcow2, raw or file\n"
+      "  --file PATH     the image file\n"
+      "  --backing NODE  qcow2: NODE as the backing node (an overlay);\n"
+      "                  none: no backing, whatever the header says\n"
+      "  --read-only     open read-only\n"
+      "SPEC, for any driver: blockdev-add's arguments as a JSON object, or\n"
+      "KEY=VALUE,... with dotted keys for nested objects, e.g.\n"
+      "driver=null-co,node-name=n1,size=1048576 (digits give a number,\n"
+      "true/false a boolean).  It must name the node (node-name).\n" },
 };
 
 static const CmdSpec *find_cmd(const char *name)
@@ -192,6 +215,7 @@ enum {
     OPT_SPEED, OPT_WAIT, OPT_ASYNC, OPT_PIVOT, OPT_TIMEOUT, OPT_JOB_ID,
     OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
     OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION, OPT_BANDWIDTH,
+    OPT_DRIVER, OPT_FILE, OPT_BACKING, OPT_READ_ONLY,
 };
 
 static const struct option long_opts[] = {
@@ -220,6 +244,10 @@ static const struct option long_opts[] = {
     { "disabled", no_argument, NULL, OPT_DISABLED },
     { "version", no_argument, NULL, OPT_VERSION },
     { "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
+    { "driver", required_argument, NULL, OPT_DRIVER },
+    { "file", required_argument, NULL, OPT_FILE },
+    { "backing", required_argument, NULL, OPT_BACKING },
+    { "read-only", no_argument, NULL, OPT_READ_ONLY },
     { NULL, 0, NULL, 0 },
 };
 
@@ -275,6 +303,10 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case OPT_ALL: ctl.all = true; break;
         case OPT_PERSISTENT: ctl.persistent = true; break;
         case OPT_DISABLED: ctl.disabled = true; break;
+        case OPT_DRIVER: ctl.driver = optarg; break;
+        case OPT_FILE: ctl.file = optarg; break;
+        case OPT_BACKING: ctl.backing = optarg; break;
+        case OPT_READ_ONLY: ctl.read_only = true; break;
         case OPT_GRANULARITY:
             if (!units_parse_size(optarg, &ctl.granularity) ||
                 ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
@@ -388,6 +420,8 @@ static int run(int argc, char **argv, Ctl *ctlp)
         return cmd_abort(&ctl);
     } else if (strcmp(cmd, "bitmap") == 0) {
         return cmd_bitmap(&ctl);
+    } else if (strcmp(cmd, "node") == 0) {
+        return cmd_node(&ctl);
     }
     return usage_error(NULL, "unknown command '%s'", cmd); /* not reached */
 }

@@ -1,0 +1,128 @@
+"""bjctl's workflow verbs (node add/remove), against blockjobd and
+qemu-storage-daemon 7.2: each daemon test runs for both, like
+test_bjctl.py.  Outcomes are read back over QMP (query-named-block-nodes).
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import bjctltest
+import bjtest
+from bjctltest import QSD, MiB, bjctl_path, check_peer
+from test_bjctl import json_lines
+
+SIZE = 4 * MiB
+
+
+class Env(bjctltest.Env):
+    def nodes(self):
+        return {n['node-name']: n
+                for n in self.d.qmp.execute('query-named-block-nodes')}
+
+    def image(self, name, fmt='qcow2', *extra):
+        path = os.path.join(self.workdir, name)
+        bjtest.qemu_img('create', '-q', '-f', fmt, *extra, path, str(SIZE))
+        return path
+
+
+@pytest.fixture(params=['daemon', 'qsd'])
+def env(request, tmp_path, binary):
+    qsd = request.param == 'qsd'
+    check_peer(request.param)
+    d = bjtest.Daemon(tmp_path, [], binary=QSD if qsd else binary)
+    d.start()
+    yield Env(d, tmp_path, qsd or bjtest.is_qsd())
+    d.cleanup()
+
+
+def test_help_lists_node_commands():
+    p = subprocess.run([bjctl_path(), '--help'], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0
+    for word in ('node add NAME', '--driver', '--backing NODE|none',
+                 '--read-only', 'node add SPEC', 'node remove NAME'):
+        assert word in p.stdout, word
+    p = subprocess.run([bjctl_path(), 'node', '--help'], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0 and 'blockdev-del' in p.stdout
+
+
+def test_node_add_qcow2_and_remove_takes_the_file_node(env):
+    img = env.image('a.qcow2')
+    p = env.run('node', 'add', 'a', '--driver', 'qcow2', '--file', img,
+                expect=0)
+    assert p.stdout == "node 'a': added\n"
+    n = env.nodes()
+    assert n['a']['drv'] == 'qcow2' and not n['a']['ro']
+    files = [k for k, v in n.items() if v['drv'] == 'file']
+    assert len(files) == 1 and n[files[0]]['file'] == img
+    p = env.run('node', 'remove', 'a', expect=0)
+    assert p.stdout == "node 'a': removed\n"
+    assert env.nodes() == {}
+
+
+def test_node_add_overlay_backing_and_read_only(env):
+    base = env.image('base.qcow2')
+    top = env.image('top.qcow2', 'qcow2', '-b', base, '-F', 'qcow2')
+    env.run('node', 'add', 'base', '--driver', 'qcow2', '--file', base,
+            '--read-only', expect=0)
+    env.run('node', 'add', 'top', '--driver', 'qcow2', '--file', top,
+            '--backing', 'base', expect=0)
+    n = env.nodes()
+    assert n['base']['ro'] and not n['top']['ro']
+    assert n['top']['backing_file_depth'] == 1
+    assert n['top']['image']['backing-image']['filename'] == base
+    env.run('node', 'remove', 'top', expect=0)
+    # --backing none: the header's backing file is not opened
+    env.run('node', 'add', 'lone', '--driver', 'qcow2', '--file', top,
+            '--backing', 'none', expect=0)
+    n = env.nodes()
+    assert n['lone']['backing_file_depth'] == 0
+    assert set(k for k in n if not k.startswith('#')) == {'base', 'lone'}
+
+
+def test_node_add_raw_file_and_specs_json(env):
+    raw = env.image('r.raw', 'raw')
+    p = env.run('--json', 'node', 'add', 'r', '--driver', 'raw', '--file',
+                raw, expect=0)
+    assert json_lines(p.stdout) == [{'node': 'r', 'result': 'added'}]
+    env.run('node', 'add', 'f', '--driver', 'file', '--file', raw,
+            '--read-only', expect=0)
+    env.run('node', 'add', 'driver=null-co,node-name=n1,size=%d' % SIZE,
+            expect=0)
+    env.run('node', 'add', json.dumps({
+        'driver': 'qcow2', 'node-name': 'q',
+        'file': {'driver': 'file', 'filename': env.image('q.qcow2')}}),
+        expect=0)
+    n = env.nodes()
+    assert n['r']['drv'] == 'raw' and n['f']['drv'] == 'file'
+    assert n['n1']['drv'] == 'null-co' and n['n1']['image']['virtual-size'] \
+        == SIZE
+    assert n['q']['drv'] == 'qcow2'
+    p = env.run('--json', 'node', 'remove', 'n1', expect=0)
+    assert json_lines(p.stdout) == [{'node': 'n1', 'result': 'removed'}]
+    assert 'n1' not in env.nodes()
+
+
+def test_node_refusals(env):
+    p = env.run('--json', 'node', 'remove', 'nosuch', expect=1)
+    (o,) = json_lines(p.stdout)
+    assert o['exit'] == 1 and 'nosuch' in o['error']['desc']
+    p = env.run('node', 'add', 'x', '--driver', 'qcow2', '--file',
+                os.path.join(env.workdir, 'missing.qcow2'), expect=1)
+    assert p.stderr.startswith('bjctl: ')
+    for args in (['node', 'add', 'x'],
+                 ['node', 'add', 'x', '--driver', 'vmdk', '--file', 'p'],
+                 ['node', 'add', 'x', '--driver', 'raw', '--file', 'p',
+                  '--backing', 'none'],
+                 ['node', 'add', 'driver=null-co', ],
+                 ['node', 'add', '{"driver":', ],
+                 ['node', 'add', 'driver=null-co,node-name=n', '--read-only'],
+                 ['node', 'remove', 'x', '--driver', 'raw'],
+                 ['node', 'frob', 'x'],
+                 ['node', 'remove', 'x', 'y']):
+        env.run(*args, expect=2)
+    assert env.nodes() == {}
