@@ -40,6 +40,9 @@ typedef struct Ctl {
     int64_t granularity;
     const char *driver, *file, *backing; /* node add */
     bool read_only;
+    const char *format, *backing_format; /* image create (and --backing) */
+    bool has_size, has_cluster_size;
+    int64_t size, cluster_size;
     char **args;              /* positional arguments after the command */
     int nargs;
 } Ctl;
@@ -75,6 +78,9 @@ json_t *ctl_query(const Ctl *ctl, const char *cmd, int *rc);
  * with no rows the line `empty`.  Returns true when that was all. */
 bool ctl_print_rows_or_empty(const Ctl *ctl, json_t *rows,
                              const char *empty);
+/* path made absolute against bjctl's working directory, for a daemon
+ * whose own is elsewhere (caller frees). */
+char *ctl_abs_path(const char *path);
 /* obj[key] as a string, or dflt when absent or not a string. */
 const char *ctl_str_or(json_t *obj, const char *key, const char *dflt);
 
@@ -144,5 +150,8 @@ int cmd_bitmap(const Ctl *ctl);
 
 /* nodecmds.c: node add|remove */
 int cmd_node(const Ctl *ctl);
+
+/* imagecmds.c: image create */
+int cmd_image(const Ctl *ctl);
 
 #endif

@@ -67,6 +67,11 @@ static const char usage_text[] =
 "  node add SPEC             SPEC: blockdev-add's JSON object, or\n"
 "                            KEY=VALUE,... with dotted keys (file.filename=)\n"
 "  node remove NAME          blockdev-del (its file node goes with it)\n"
+"Images:\n"
+"  image create PATH --format qcow2|raw --size SIZE [--backing FILE\n"
+"           [--backing-format F]] [--cluster-size SIZE] [--verbose]\n"
+"                            qemu-img create done by the daemon\n"
+"                            (blockdev-create jobs, waited for, dismissed)\n"
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
@@ -198,6 +203,19 @@ static const CmdSpec cmd_specs[] = {
       "KEY=VALUE,... with dotted keys for nested objects, e.g.\n"
       "driver=null-co,node-name=n1,size=1048576 (digits give a number,\n"
       "true/false a boolean).  It must name the node (node-name).\n" },
+    { "image", 1, 2,
+      "Usage: bjctl image create PATH --format qcow2|raw --size SIZE\n"
+      "                          [--backing FILE [--backing-format F]]\n"
+      "                          [--cluster-size SIZE] [--verbose]\n"
+      "Creates an image file as qemu-img create would, but by the daemon:\n"
+      "blockdev-create jobs, each waited for and dismissed.  A relative\n"
+      "PATH is taken from bjctl's working directory.\n"
+      "  --format F      qcow2 or raw\n"
+      "  --size SIZE     the virtual size, e.g. 10G (required)\n"
+      "  --backing FILE  qcow2: the backing file written in the header\n"
+      "  --backing-format F  the backing file's format\n"
+      "  --cluster-size SIZE  qcow2: e.g. 64K\n"
+      "  --verbose       progress of the jobs on stderr (--json: stdout)\n" },
 };
 
 static const CmdSpec *find_cmd(const char *name)
@@ -215,7 +233,8 @@ enum {
     OPT_SPEED, OPT_WAIT, OPT_ASYNC, OPT_PIVOT, OPT_TIMEOUT, OPT_JOB_ID,
     OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
     OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION, OPT_BANDWIDTH,
-    OPT_DRIVER, OPT_FILE, OPT_BACKING, OPT_READ_ONLY,
+    OPT_DRIVER, OPT_FILE, OPT_BACKING, OPT_READ_ONLY, OPT_FORMAT, OPT_SIZE,
+    OPT_BACKING_FORMAT, OPT_CLUSTER_SIZE,
 };
 
 static const struct option long_opts[] = {
@@ -248,6 +267,10 @@ static const struct option long_opts[] = {
     { "file", required_argument, NULL, OPT_FILE },
     { "backing", required_argument, NULL, OPT_BACKING },
     { "read-only", no_argument, NULL, OPT_READ_ONLY },
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "size", required_argument, NULL, OPT_SIZE },
+    { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
+    { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
     { NULL, 0, NULL, 0 },
 };
 
@@ -307,6 +330,23 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case OPT_FILE: ctl.file = optarg; break;
         case OPT_BACKING: ctl.backing = optarg; break;
         case OPT_READ_ONLY: ctl.read_only = true; break;
+        case OPT_FORMAT: ctl.format = optarg; break;
+        case OPT_BACKING_FORMAT: ctl.backing_format = optarg; break;
+        case OPT_SIZE:
+            if (!units_parse_size(optarg, &ctl.size) || ctl.size < 0) {
+                return usage_error(NULL, "invalid size '%s' (bytes, e.g. "
+                                   "10G)", optarg);
+            }
+            ctl.has_size = true;
+            break;
+        case OPT_CLUSTER_SIZE:
+            if (!units_parse_size(optarg, &ctl.cluster_size) ||
+                ctl.cluster_size <= 0 || ctl.cluster_size > UINT32_MAX) {
+                return usage_error(NULL, "invalid cluster size '%s' (bytes, "
+                                   "e.g. 64K)", optarg);
+            }
+            ctl.has_cluster_size = true;
+            break;
         case OPT_GRANULARITY:
             if (!units_parse_size(optarg, &ctl.granularity) ||
                 ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
@@ -422,6 +462,8 @@ static int run(int argc, char **argv, Ctl *ctlp)
         return cmd_bitmap(&ctl);
     } else if (strcmp(cmd, "node") == 0) {
         return cmd_node(&ctl);
+    } else if (strcmp(cmd, "image") == 0) {
+        return cmd_image(&ctl);
     }
     return usage_error(NULL, "unknown command '%s'", cmd); /* not reached */
 }

@@ -86,6 +86,7 @@ fail:
 static json_t *node_spec(const Ctl *ctl, const char *arg, int *rc)
 {
     json_t *args;
+    char *path;
 
     *rc = EXIT_USAGE;
     if (arg[0] == '{' || strchr(arg, '=')) {
@@ -122,19 +123,22 @@ static json_t *node_spec(const Ctl *ctl, const char *arg, int *rc)
         node_usage_error("%s", "node add NAME needs --driver and --file");
         return NULL;
     }
+    path = ctl_abs_path(ctl->file);
     if (strcmp(ctl->driver, "file") == 0) {
         args = json_pack("{s:s, s:s, s:s}", "driver", "file", "node-name",
-                         arg, "filename", ctl->file);
+                         arg, "filename", path);
     } else if (strcmp(ctl->driver, "qcow2") == 0 ||
                strcmp(ctl->driver, "raw") == 0) {
         args = json_pack("{s:s, s:s, s:{s:s, s:s}}", "driver", ctl->driver,
                          "node-name", arg, "file", "driver", "file",
-                         "filename", ctl->file);
+                         "filename", path);
     } else {
+        free(path);
         node_usage_error("node add: --driver '%s': qcow2, raw or file (give "
                          "a SPEC for other drivers)", ctl->driver);
         return NULL;
     }
+    free(path);
     if (ctl->backing) {
         if (strcmp(ctl->driver, "qcow2") != 0) {
             json_decref(args);

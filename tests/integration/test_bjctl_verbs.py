@@ -43,7 +43,8 @@ def test_help_lists_node_commands():
                        text=True, timeout=30)
     assert p.returncode == 0
     for word in ('node add NAME', '--driver', '--backing NODE|none',
-                 '--read-only', 'node add SPEC', 'node remove NAME'):
+                 '--read-only', 'node add SPEC', 'node remove NAME', 'image create PATH',
+                 '--cluster-size', '--backing-format'):
         assert word in p.stdout, word
     p = subprocess.run([bjctl_path(), 'node', '--help'], capture_output=True,
                        text=True, timeout=30)
@@ -126,3 +127,67 @@ def test_node_refusals(env):
                  ['node', 'remove', 'x', 'y']):
         env.run(*args, expect=2)
     assert env.nodes() == {}
+
+
+def img_info(path):
+    return json.loads(bjtest.qemu_img('info', '--output=json', path).stdout)
+
+
+def test_image_create_qcow2_and_raw(env):
+    img = os.path.join(env.workdir, 'c.qcow2')
+    p = env.run('image', 'create', img, '--format', 'qcow2', '--size', '8M',
+                '--cluster-size', '128K', expect=0)
+    assert p.stdout == "image '%s' created (qcow2, %d bytes)\n" % (img,
+                                                                   8 * MiB)
+    info = img_info(img)
+    assert info['format'] == 'qcow2' and info['virtual-size'] == 8 * MiB
+    assert info['cluster-size'] == 128 * 1024
+    bjtest.qemu_img('check', img)
+    raw = os.path.join(env.workdir, 'c.raw')
+    p = env.run('--json', 'image', 'create', raw, '--format', 'raw',
+                '--size', '3M', expect=0)
+    assert json_lines(p.stdout) == [{'image': raw, 'result': 'created',
+                                     'format': 'raw', 'size': 3 * MiB}]
+    assert os.path.getsize(raw) == 3 * MiB
+    # the temporary node and the jobs are gone
+    assert env.nodes() == {}
+    assert env.d.qmp.execute('query-jobs') == []
+
+
+def test_image_create_overlay_then_node_add(env):
+    base = env.image('base.qcow2')
+    bjtest.qemu_io('-c', 'write -P 0x11 0 1M', base)
+    top = os.path.join(env.workdir, 'top.qcow2')
+    p = env.run('--json', '--verbose', 'image', 'create', top, '--format',
+                'qcow2', '--size', str(SIZE) + 'B', '--backing', base,
+                '--backing-format', 'qcow2', expect=0)
+    assert json_lines(p.stdout)[-1]['result'] == 'created'
+    info = img_info(top)
+    assert info['backing-filename'] == base
+    assert info['backing-filename-format'] == 'qcow2'
+    bjtest.qemu_img('compare', base, top)
+    env.run('node', 'add', 'top', '--driver', 'qcow2', '--file', top,
+            expect=0)
+    assert env.nodes()['top']['backing_file_depth'] == 1
+
+
+def test_image_create_failures(env):
+    bad = os.path.join(env.workdir, 'nodir', 'x.qcow2')
+    p = env.run('--json', 'image', 'create', bad, '--format', 'qcow2',
+                '--size', '1M', expect=1)
+    (o,) = json_lines(p.stdout)
+    assert o['exit'] == 1 and bad in o['error']['desc']
+    assert env.d.qmp.execute('query-jobs') == []
+    assert env.nodes() == {}
+    for args in (['image', 'create', 'x'],
+                 ['image', 'create', 'x', '--format', 'vmdk', '--size', '1M'],
+                 ['image', 'create', 'x', '--format', 'raw'],
+                 ['image', 'create', 'x', '--format', 'raw', '--size', '1M',
+                  '--backing', 'b'],
+                 ['image', 'create', 'x', '--format', 'qcow2', '--size',
+                  '1M', '--backing-format', 'raw'],
+                 ['image', 'create', 'x', '--format', 'qcow2', '--size',
+                  'lots'],
+                 ['image', 'frob', 'x']):
+        env.run(*args, expect=2)
+    assert not os.path.exists(os.path.join(env.workdir, 'x'))
