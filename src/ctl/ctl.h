@@ -43,6 +43,10 @@ typedef struct Ctl {
     const char *format, *backing_format; /* image create (and --backing) */
     bool has_size, has_cluster_size;
     int64_t size, cluster_size;
+    const char *export_name;          /* export add */
+    bool writable, allocation_depth;
+    char **bitmaps;                   /* every --bitmap, in order */
+    int nbitmaps;
     char **args;              /* positional arguments after the command */
     int nargs;
 } Ctl;
@@ -153,5 +157,8 @@ int cmd_node(const Ctl *ctl);
 
 /* imagecmds.c: image create */
 int cmd_image(const Ctl *ctl);
+
+/* exportcmds.c: export add|remove|list */
+int cmd_export(const Ctl *ctl);
 
 #endif

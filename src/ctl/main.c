@@ -72,6 +72,12 @@ static const char usage_text[] =
 "           [--backing-format F]] [--cluster-size SIZE] [--verbose]\n"
 "                            qemu-img create done by the daemon\n"
 "                            (blockdev-create jobs, waited for, dismissed)\n"
+"NBD exports (the daemon must run an NBD server):\n"
+"  export add NODE [--name N] [--writable] [--bitmap B]... [--allocation-depth]\n"
+"                            block-export-add; its id is its name N\n"
+"                            (default: NODE)\n"
+"  export remove ID          block-export-del, waiting until it is gone\n"
+"  export list               table of exports: id, type, node, status\n"
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
@@ -216,6 +222,21 @@ static const CmdSpec cmd_specs[] = {
       "  --backing-format F  the backing file's format\n"
       "  --cluster-size SIZE  qcow2: e.g. 64K\n"
       "  --verbose       progress of the jobs on stderr (--json: stdout)\n" },
+    { "export", 1, 2,
+      "Usage: bjctl export add NODE [--name N] [--writable] [--bitmap B]...\n"
+      "                        [--allocation-depth]\n"
+      "       bjctl export remove ID\n"
+      "       bjctl export list\n"
+      "NBD exports of block nodes (block-export-add type nbd, block-export-del,\n"
+      "query-block-exports).  The daemon must run an NBD server (its\n"
+      "--nbd-server option, or QMP nbd-server-start).  An export's id is its\n"
+      "NBD name.  remove waits until the export is gone (at most the connect\n"
+      "timeout; while clients stay connected it says it is shutting down).\n"
+      "  --name N        the export's name and id (default: NODE)\n"
+      "  --writable      clients may write\n"
+      "  --bitmap B      publish NODE's dirty bitmap B (as qemu:dirty-bitmap:B);\n"
+      "                  may be given several times\n"
+      "  --allocation-depth  publish qemu:allocation-depth\n" },
 };
 
 static const CmdSpec *find_cmd(const char *name)
@@ -234,7 +255,8 @@ enum {
     OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
     OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION, OPT_BANDWIDTH,
     OPT_DRIVER, OPT_FILE, OPT_BACKING, OPT_READ_ONLY, OPT_FORMAT, OPT_SIZE,
-    OPT_BACKING_FORMAT, OPT_CLUSTER_SIZE,
+    OPT_BACKING_FORMAT, OPT_CLUSTER_SIZE, OPT_NAME, OPT_WRITABLE,
+    OPT_ALLOCATION_DEPTH,
 };
 
 static const struct option long_opts[] = {
@@ -271,6 +293,9 @@ static const struct option long_opts[] = {
     { "size", required_argument, NULL, OPT_SIZE },
     { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
     { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
+    { "name", required_argument, NULL, OPT_NAME },
+    { "writable", no_argument, NULL, OPT_WRITABLE },
+    { "allocation-depth", no_argument, NULL, OPT_ALLOCATION_DEPTH },
     { NULL, 0, NULL, 0 },
 };
 
@@ -294,6 +319,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 /* Parses and runs the command; main adds the --json error object. */
 static int run(int argc, char **argv, Ctl *ctlp)
 {
+    static char **bitmap_args;
     Ctl ctl = *ctlp;
     const char *cmd;
     const CmdSpec *spec;
@@ -314,7 +340,16 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case 'v': ctl.verbose = true; break;
         case OPT_TO: ctl.to = optarg; break;
         case OPT_SYNC: ctl.sync = optarg; break;
-        case OPT_BITMAP: ctl.bitmap = optarg; break;
+        case OPT_BITMAP:
+            /* export add takes several; no more than argc in any case.
+             * Static, so still reachable at exit. */
+            if (!bitmap_args) {
+                bitmap_args = bj_malloc(argc * sizeof(*bitmap_args));
+            }
+            bitmap_args[ctl.nbitmaps++] = optarg;
+            ctl.bitmaps = bitmap_args;
+            ctl.bitmap = optarg;
+            break;
         case OPT_BITMAP_MODE: ctl.mode = optarg; break;
         case OPT_BASE: ctl.base = optarg; break;
         case OPT_TOP: ctl.top = optarg; break;
@@ -331,6 +366,9 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case OPT_BACKING: ctl.backing = optarg; break;
         case OPT_READ_ONLY: ctl.read_only = true; break;
         case OPT_FORMAT: ctl.format = optarg; break;
+        case OPT_NAME: ctl.export_name = optarg; break;
+        case OPT_WRITABLE: ctl.writable = true; break;
+        case OPT_ALLOCATION_DEPTH: ctl.allocation_depth = true; break;
         case OPT_BACKING_FORMAT: ctl.backing_format = optarg; break;
         case OPT_SIZE:
             if (!units_parse_size(optarg, &ctl.size) || ctl.size < 0) {
@@ -464,6 +502,8 @@ static int run(int argc, char **argv, Ctl *ctlp)
         return cmd_node(&ctl);
     } else if (strcmp(cmd, "image") == 0) {
         return cmd_image(&ctl);
+    } else if (strcmp(cmd, "export") == 0) {
+        return cmd_export(&ctl);
     }
     return usage_error(NULL, "unknown command '%s'", cmd); /* not reached */
 }

@@ -44,7 +44,8 @@ def test_help_lists_node_commands():
     assert p.returncode == 0
     for word in ('node add NAME', '--driver', '--backing NODE|none',
                  '--read-only', 'node add SPEC', 'node remove NAME', 'image create PATH',
-                 '--cluster-size', '--backing-format'):
+                 '--cluster-size', '--backing-format', 'export add NODE',
+                 'export remove ID', 'export list', '--allocation-depth'):
         assert word in p.stdout, word
     p = subprocess.run([bjctl_path(), 'node', '--help'], capture_output=True,
                        text=True, timeout=30)
@@ -191,3 +192,77 @@ def test_image_create_failures(env):
                  ['image', 'frob', 'x']):
         env.run(*args, expect=2)
     assert not os.path.exists(os.path.join(env.workdir, 'x'))
+
+
+def start_nbd(env):
+    sock = env.d.socket_path('nbd.sock')
+    env.d.qmp.execute('nbd-server-start', addr={
+        'type': 'unix', 'data': {'path': sock}})
+    return sock
+
+
+def nbd_uri(sock, name):
+    return 'nbd+unix:///%s?socket=%s' % (name, sock)
+
+
+def test_export_add_needs_an_nbd_server(env):
+    env.run('node', 'add', 'a', '--driver', 'qcow2', '--file',
+            env.image('a.qcow2'), expect=0)
+    p = env.run('export', 'add', 'a', expect=1)
+    assert p.stderr.startswith("bjctl: cannot export 'a': the daemon runs "
+                               "no NBD server")
+    assert env.d.qmp.execute('query-block-exports') == []
+
+
+def test_export_add_list_remove(env):
+    sock = start_nbd(env)
+    img = env.image('a.qcow2')
+    bjtest.qemu_io('-c', 'write -P 0x33 0 64K', img)
+    env.run('node', 'add', 'a', '--driver', 'qcow2', '--file', img, expect=0)
+    env.run('bitmap', 'add', 'a', 'b0', '--disabled', expect=0)
+    env.run('bitmap', 'add', 'a', 'b1', '--disabled', expect=0)
+    p = env.run('export', 'list', expect=0)
+    assert p.stdout == 'no exports\n'
+    p = env.run('export', 'add', 'a', '--name', 'e1', '--bitmap', 'b0',
+                '--bitmap', 'b1', '--allocation-depth', expect=0)
+    assert p.stdout == "export 'e1': added\n"
+    p = env.run('--json', 'export', 'add', 'a', '--writable', expect=0)
+    assert json_lines(p.stdout) == [{'id': 'a', 'result': 'added'}]
+    ex = {e['id']: e for e in env.d.qmp.execute('query-block-exports')}
+    assert set(ex) == {'e1', 'a'} and ex['e1']['node-name'] == 'a'
+    info = json.loads(bjtest.run('nbdinfo', '--json',
+                                 nbd_uri(sock, 'e1')).stdout)
+    (e1,) = info['exports']
+    assert {'qemu:dirty-bitmap:b0', 'qemu:dirty-bitmap:b1',
+            'qemu:allocation-depth'} <= set(e1['contexts'])
+    assert e1['is_read_only']
+    (ea,) = json.loads(bjtest.run('nbdinfo', '--json',
+                                  nbd_uri(sock, 'a')).stdout)['exports']
+    assert not ea['is_read_only']
+    bjtest.qemu_img('compare', '-U', img, nbd_uri(sock, 'e1'))
+    p = env.run('export', 'list', expect=0)
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ['ID', 'TYPE', 'NODE', 'STATUS']
+    assert sorted(l.split() for l in lines[1:]) == [
+        ['a', 'nbd', 'a', 'serving'], ['e1', 'nbd', 'a', 'serving']]
+    p = env.run('--json', 'export', 'list', expect=0)
+    assert sorted(o['id'] for o in json_lines(p.stdout)) == ['a', 'e1']
+    p = env.run('export', 'remove', 'e1', expect=0)
+    assert p.stdout == "export 'e1': removed\n"
+    p = env.run('--json', 'export', 'remove', 'a', expect=0)
+    assert json_lines(p.stdout) == [{'id': 'a', 'result': 'removed'}]
+    assert env.d.qmp.execute('query-block-exports') == []
+    # gone at once: the node can go too
+    env.run('node', 'remove', 'a', expect=0)
+
+
+def test_export_refusals(env):
+    start_nbd(env)
+    p = env.run('--json', 'export', 'remove', 'nosuch', expect=1)
+    assert 'nosuch' in json_lines(p.stdout)[0]['error']['desc']
+    env.run('export', 'add', 'nosuch', expect=1)
+    for args in (['export'], ['export', 'add'], ['export', 'list', 'x'],
+                 ['export', 'remove', 'x', '--writable'],
+                 ['export', 'list', '--name', 'x'], ['export', 'frob', 'x']):
+        env.run(*args, expect=2)
+    assert env.d.qmp.execute('query-block-exports') == []
