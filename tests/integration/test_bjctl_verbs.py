@@ -266,3 +266,123 @@ def test_export_refusals(env):
                  ['export', 'list', '--name', 'x'], ['export', 'frob', 'x']):
         env.run(*args, expect=2)
     assert env.d.qmp.execute('query-block-exports') == []
+
+
+# --- bjctl(1) EXAMPLES, Workflows: each block run as the man page has it --
+
+MAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                   'docs', 'bjctl.1')
+
+
+def man_example(name):
+    """The shell text of the .EX block after '.\\" example: NAME'."""
+    with open(MAN) as f:
+        lines = f.read().splitlines()
+    start = lines.index('.\\" example: %s' % name)
+    assert lines[start + 1] == '.EX'
+    end = lines.index('.EE', start)
+    return '\n'.join(lines[start + 2:end]).replace('\\-', '-') \
+        .replace('\\e', '\\') + '\n'
+
+
+@pytest.fixture(params=['daemon', 'qsd'])
+def wf(request, tmp_path, binary):
+    """A daemon with node disk0 (64 MiB, disk.qcow2) and an NBD server;
+    the 'guest' export of disk0 is how the test writes, as a guest would."""
+    qsd = request.param == 'qsd'
+    check_peer(request.param)
+    disk = str(tmp_path / 'disk.qcow2')
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', disk, '64M')
+    bjtest.qemu_io('-c', 'write -P 0x61 0 4M', disk)
+    nbd_sock = str(tmp_path / 'nbd.sock')
+    d = bjtest.Daemon(tmp_path, [
+        '--blockdev', 'driver=qcow2,node-name=disk0,file.driver=file,'
+        'file.filename=%s' % disk,
+        '--nbd-server', 'addr.type=unix,addr.path=%s' % nbd_sock],
+        binary=QSD if qsd else binary)
+    d.start()
+    d.qmp.execute('block-export-add', type='nbd', id='guest',
+                  node_name='disk0', name='guest', writable=True)
+    e = Env(d, tmp_path, qsd or bjtest.is_qsd())
+    e.nbd_sock = nbd_sock
+    e.guest = nbd_uri(nbd_sock, 'guest')
+    yield e
+    d.cleanup()
+
+
+def run_example(env, name):
+    p = subprocess.run(
+        ['bash', '-e', '-c', man_example(name)], cwd=env.workdir,
+        capture_output=True, text=True, timeout=120,
+        env=dict(bjtest.sanitizer_env(), BJCTL_SOCKET=env.sock(),
+                 NBD_SOCK=env.nbd_sock,
+                 PATH=os.path.dirname(bjctl_path()) + ':' +
+                 os.environ['PATH']))
+    bjtest.check_sanitizer_text(p.stderr, 'bjctl')
+    assert p.returncode == 0, '%s: exit %d\n%s\n%s' % (
+        name, p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def guest_write(env, cmd):
+    bjtest.qemu_io('-f', 'raw', '-c', cmd, env.guest)
+
+
+def same_as_guest(env, path):
+    bjtest.qemu_img('compare', '-f', 'raw', '-F', 'qcow2', env.guest,
+                    os.path.join(env.workdir, path))
+
+
+def allocated_here(path):
+    """The ranges path itself (not its backing files) holds data for."""
+    m = json.loads(bjtest.qemu_img('map', '--output=json', path).stdout)
+    return [(e['start'], e['length']) for e in m
+            if e['depth'] == 0 and e['data']]
+
+
+def test_man_push_and_pull_backups(wf):
+    w = wf.workdir
+    run_example(wf, 'push-full')
+    same_as_guest(wf, 'full.qcow2')
+    guest_write(wf, 'write -P 0x62 8M 1M')
+    run_example(wf, 'push-incremental')
+    same_as_guest(wf, 'inc1.qcow2')
+    assert allocated_here(os.path.join(w, 'inc1.qcow2')) == [(8 * MiB, MiB)]
+
+    guest_write(wf, 'write -P 0x63 16M 1M')
+    bjtest.qemu_img('convert', '-f', 'raw', '-O', 'qcow2', wf.guest,
+                    os.path.join(w, 'expected.qcow2'))
+    run_example(wf, 'pull')
+    bjtest.qemu_img('compare', os.path.join(w, 'expected.qcow2'),
+                    os.path.join(w, 'pulled.qcow2'))
+    with open(os.path.join(w, 'dirty.map')) as f:
+        dirty = [l.split()[:2] for l in f if l.split()[2] == '1']
+    assert dirty == [[str(16 * MiB), str(MiB)]]
+    # torn down: the guest's export, disk0 alone, inc1 recording
+    assert [e['id'] for e in wf.d.qmp.execute('query-block-exports')] == \
+        ['guest']
+    assert wf.d.qmp.execute('query-jobs') == []
+    n = wf.nodes()
+    assert set(k for k in n if not k.startswith('#')) == {'disk0'}
+    assert [(b['name'], b['recording']) for b in n['disk0']['dirty-bitmaps']
+            if 'name' in b] == [('inc1', True)]
+    assert not os.path.exists(os.path.join(w, 'fleece.qcow2'))
+
+
+def test_man_flatten(wf):
+    w = wf.workdir
+    base = os.path.join(w, 'base.qcow2')
+    top = os.path.join(w, 'top.qcow2')
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', base, '8M')
+    bjtest.qemu_io('-c', 'write -P 0x71 0 4M', base)
+    bjtest.qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2',
+                    top)
+    bjtest.qemu_io('-c', 'write -P 0x72 2M 4M', top)
+    bjtest.qemu_img('convert', '-O', 'qcow2', top,
+                    os.path.join(w, 'ref.qcow2'))
+    p = run_example(wf, 'flatten')
+    assert 'backing file' not in p.stdout
+    assert 'backing-filename' not in bjtest.qemu_img(
+        'info', '--output=json', top).stdout
+    os.unlink(base)
+    bjtest.qemu_img('compare', os.path.join(w, 'ref.qcow2'), top)
