@@ -145,6 +145,17 @@ static json_t *query_jobs(const Ctl *ctl, int *rc)
     return ctl_query(ctl, NULL, rc);
 }
 
+int ctl_usage_error(const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fflush(stdout);
+    fprintf(stderr, "bjctl: %s\n%s\n", ctl_vnote(fmt, ap), usage);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
 char *ctl_abs_path(const char *path)
 {
     char cwd[4096];

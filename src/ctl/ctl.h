@@ -56,6 +56,12 @@ typedef struct Ctl {
  * object (ctl_print_error_json).
  */
 void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * A command group's usage error: "bjctl: MSG" (kept for --json), then the
+ * group's usage text; returns EXIT_USAGE.
+ */
+int ctl_usage_error(const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Keeps MSG for the --json error object without printing it; returns it. */
 const char *ctl_vnote(const char *fmt, va_list ap)
     __attribute__((format(printf, 1, 0)));

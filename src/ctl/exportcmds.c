@@ -16,13 +16,6 @@ static const char export_usage[] =
     "       bjctl export remove ID\n"
     "       bjctl export list";
 
-static int export_usage_error(const char *fmt, const char *arg)
-{
-    ctl_error(fmt, arg);
-    fprintf(stderr, "%s\n", export_usage);
-    return EXIT_USAGE;
-}
-
 static void print_done(const Ctl *ctl, const char *id, const char *result,
                        const char *line)
 {
@@ -104,27 +97,27 @@ int cmd_export(const Ctl *ctl)
     int r;
 
     if (ctl->nargs < 1) {
-        return export_usage_error("%s", "export needs a subcommand");
+        return ctl_usage_error(export_usage, "%s", "export needs a subcommand");
     }
     verb = ctl->args[0];
     add = strcmp(verb, "add") == 0;
     if (!add && (ctl->export_name || ctl->writable || ctl->nbitmaps ||
                  ctl->allocation_depth)) {
-        return export_usage_error("%s", "--name, --writable, --bitmap and "
+        return ctl_usage_error(export_usage, "%s", "--name, --writable, --bitmap and "
                                   "--allocation-depth apply to 'export add' "
                                   "only");
     }
     if (strcmp(verb, "list") == 0) {
         if (ctl->nargs != 1) {
-            return export_usage_error("%s", "export list takes no argument");
+            return ctl_usage_error(export_usage, "%s", "export list takes no argument");
         }
         return export_list(ctl);
     }
     if (!add && strcmp(verb, "remove") != 0) {
-        return export_usage_error("unknown export subcommand '%s'", verb);
+        return ctl_usage_error(export_usage, "unknown export subcommand '%s'", verb);
     }
     if (ctl->nargs != 2) {
-        return export_usage_error("export %s: wrong number of arguments",
+        return ctl_usage_error(export_usage, "export %s: wrong number of arguments",
                                   verb);
     }
     if (add) {

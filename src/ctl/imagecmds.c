@@ -18,13 +18,6 @@ static const char image_usage[] =
     "usage: bjctl image create PATH --format qcow2|raw --size SIZE "
     "[--backing FILE [--backing-format F]] [--cluster-size SIZE]";
 
-static int image_usage_error(const char *fmt, const char *arg)
-{
-    ctl_error(fmt, arg);
-    fprintf(stderr, "%s\n", image_usage);
-    return EXIT_USAGE;
-}
-
 /* Runs blockdev-create with options (stolen) as job id to its end. */
 static int run_create(const Ctl *ctl, Qmpc **qp, const char *id,
                       const char *path, json_t *options)
@@ -63,27 +56,27 @@ int cmd_image(const Ctl *ctl)
     int rc;
 
     if (ctl->nargs != 2 || strcmp(ctl->args[0], "create") != 0) {
-        return image_usage_error("%s", ctl->nargs >= 1 &&
+        return ctl_usage_error(image_usage, "%s", ctl->nargs >= 1 &&
                                  strcmp(ctl->args[0], "create") != 0 ?
                                  "unknown image subcommand" :
                                  "image create needs PATH");
     }
     if (!fmt || (strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0)) {
-        return image_usage_error("%s", "image create: --format qcow2 or "
+        return ctl_usage_error(image_usage, "%s", "image create: --format qcow2 or "
                                  "--format raw");
     }
     if (!ctl->has_size) {
-        return image_usage_error("%s", "image create: --size SIZE is "
+        return ctl_usage_error(image_usage, "%s", "image create: --size SIZE is "
                                  "required (e.g. 10G)");
     }
     if (strcmp(fmt, "raw") == 0 &&
         (ctl->backing || ctl->backing_format || ctl->has_cluster_size)) {
-        return image_usage_error("%s", "image create: --backing, "
+        return ctl_usage_error(image_usage, "%s", "image create: --backing, "
                                  "--backing-format and --cluster-size are "
                                  "qcow2's");
     }
     if (ctl->backing_format && !ctl->backing) {
-        return image_usage_error("%s", "image create: --backing-format "
+        return ctl_usage_error(image_usage, "%s", "image create: --backing-format "
                                  "needs --backing");
     }
     path = ctl_abs_path(ctl->args[1]);

@@ -378,21 +378,19 @@ static int run(int argc, char **argv, Ctl *ctlp)
             ctl.has_size = true;
             break;
         case OPT_CLUSTER_SIZE:
-            if (!units_parse_size(optarg, &ctl.cluster_size) ||
-                ctl.cluster_size <= 0 || ctl.cluster_size > UINT32_MAX) {
-                return usage_error(NULL, "invalid cluster size '%s' (bytes, "
-                                   "e.g. 64K)", optarg);
+        case OPT_GRANULARITY: {
+            /* both a block size: bytes, 1 to 4G */
+            bool gran = c == OPT_GRANULARITY;
+            int64_t *v = gran ? &ctl.granularity : &ctl.cluster_size;
+
+            if (!units_parse_size(optarg, v) || *v <= 0 || *v > UINT32_MAX) {
+                return usage_error(NULL, "invalid %s '%s' (bytes, e.g. 64K)",
+                                   gran ? "granularity" : "cluster size",
+                                   optarg);
             }
-            ctl.has_cluster_size = true;
+            *(gran ? &ctl.has_granularity : &ctl.has_cluster_size) = true;
             break;
-        case OPT_GRANULARITY:
-            if (!units_parse_size(optarg, &ctl.granularity) ||
-                ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
-                return usage_error(NULL, "invalid granularity '%s' (bytes, "
-                                   "e.g. 64K)", optarg);
-            }
-            ctl.has_granularity = true;
-            break;
+        }
         case OPT_SPEED:
             if (!ctl_parse_rate(optarg, &ctl.speed)) {
                 fputs("Try 'bjctl --help' for more information.\n", stderr);

@@ -17,13 +17,6 @@ static const char node_usage[] =
     "       bjctl node add SPEC   (JSON, or KEY=VALUE,... with dotted keys)\n"
     "       bjctl node remove NAME";
 
-static int node_usage_error(const char *fmt, const char *arg)
-{
-    ctl_error(fmt, arg);
-    fprintf(stderr, "%s\n", node_usage);
-    return EXIT_USAGE;
-}
-
 /* A key=value value: an integer, true/false, else a string. */
 static json_t *kv_value(const char *v)
 {
@@ -93,7 +86,7 @@ static json_t *node_spec(const Ctl *ctl, const char *arg, int *rc)
         char *bad = NULL;
 
         if (ctl->driver || ctl->file || ctl->backing || ctl->read_only) {
-            node_usage_error("%s", "node add SPEC: the spec says it all "
+            ctl_usage_error(node_usage, "%s", "node add SPEC: the spec says it all "
                              "(no --driver, --file, --backing, --read-only)");
             return NULL;
         }
@@ -103,24 +96,24 @@ static json_t *node_spec(const Ctl *ctl, const char *arg, int *rc)
             args = json_loads(arg, 0, &jerr);
             if (!json_is_object(args)) {
                 json_decref(args);
-                node_usage_error("node add: the spec is not a JSON object: "
+                ctl_usage_error(node_usage, "node add: the spec is not a JSON object: "
                                  "%s", jerr.text);
                 return NULL;
             }
         } else if (!(args = parse_kv(arg, &bad))) {
-            node_usage_error("node add: bad KEY=VALUE item '%s'", bad);
+            ctl_usage_error(node_usage, "node add: bad KEY=VALUE item '%s'", bad);
             free(bad);
             return NULL;
         }
         if (!json_is_string(json_object_get(args, "node-name"))) {
             json_decref(args);
-            node_usage_error("%s", "node add: the spec needs a node-name");
+            ctl_usage_error(node_usage, "%s", "node add: the spec needs a node-name");
             return NULL;
         }
         return args;
     }
     if (!ctl->driver || !ctl->file) {
-        node_usage_error("%s", "node add NAME needs --driver and --file");
+        ctl_usage_error(node_usage, "%s", "node add NAME needs --driver and --file");
         return NULL;
     }
     path = ctl_abs_path(ctl->file);
@@ -134,7 +127,7 @@ static json_t *node_spec(const Ctl *ctl, const char *arg, int *rc)
                          "filename", path);
     } else {
         free(path);
-        node_usage_error("node add: --driver '%s': qcow2, raw or file (give "
+        ctl_usage_error(node_usage, "node add: --driver '%s': qcow2, raw or file (give "
                          "a SPEC for other drivers)", ctl->driver);
         return NULL;
     }
@@ -142,7 +135,7 @@ static json_t *node_spec(const Ctl *ctl, const char *arg, int *rc)
     if (ctl->backing) {
         if (strcmp(ctl->driver, "qcow2") != 0) {
             json_decref(args);
-            node_usage_error("%s", "node add: --backing applies to qcow2 "
+            ctl_usage_error(node_usage, "%s", "node add: --backing applies to qcow2 "
                              "only");
             return NULL;
         }
@@ -165,7 +158,7 @@ int cmd_node(const Ctl *ctl)
     int r;
 
     if (ctl->nargs != 2) {
-        return node_usage_error("%s", ctl->nargs < 2 ?
+        return ctl_usage_error(node_usage, "%s", ctl->nargs < 2 ?
                                 "node needs a subcommand and its argument" :
                                 "node: too many arguments");
     }
@@ -180,7 +173,7 @@ int cmd_node(const Ctl *ctl)
         done = "added";
     } else if (strcmp(verb, "remove") == 0) {
         if (ctl->driver || ctl->file || ctl->backing || ctl->read_only) {
-            return node_usage_error("%s", "--driver, --file, --backing and "
+            return ctl_usage_error(node_usage, "%s", "--driver, --file, --backing and "
                                     "--read-only apply to 'node add' only");
         }
         args = json_pack("{s:s}", "node-name", ctl->args[1]);
@@ -188,7 +181,7 @@ int cmd_node(const Ctl *ctl)
         cmd = "blockdev-del";
         done = "removed";
     } else {
-        return node_usage_error("unknown node subcommand '%s'", verb);
+        return ctl_usage_error(node_usage, "unknown node subcommand '%s'", verb);
     }
 
     q = ctl_connect(ctl);
