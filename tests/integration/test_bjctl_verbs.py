@@ -352,7 +352,11 @@ def test_man_push_and_pull_backups(wf):
     guest_write(wf, 'write -P 0x63 16M 1M')
     bjtest.qemu_img('convert', '-f', 'raw', '-O', 'qcow2', wf.guest,
                     os.path.join(w, 'expected.qcow2'))
-    run_example(wf, 'pull')
+    run_example(wf, 'pull-start')
+    # the guest writes while the backup client reads
+    guest_write(wf, 'write -P 0x64 16M 64K')
+    guest_write(wf, 'write -P 0x65 32M 64K')
+    run_example(wf, 'pull-read')
     bjtest.qemu_img('compare', os.path.join(w, 'expected.qcow2'),
                     os.path.join(w, 'pulled.qcow2'))
     with open(os.path.join(w, 'dirty.map')) as f:
@@ -364,8 +368,9 @@ def test_man_push_and_pull_backups(wf):
     assert wf.d.qmp.execute('query-jobs') == []
     n = wf.nodes()
     assert set(k for k in n if not k.startswith('#')) == {'disk0'}
-    assert [(b['name'], b['recording']) for b in n['disk0']['dirty-bitmaps']
-            if 'name' in b] == [('inc1', True)]
+    assert [(b['name'], b['recording'], b['count'])
+            for b in n['disk0']['dirty-bitmaps'] if 'name' in b] == \
+        [('inc1', True, 2 * 64 * 1024)]   # the two writes since the freeze
     assert not os.path.exists(os.path.join(w, 'fleece.qcow2'))
 
 
