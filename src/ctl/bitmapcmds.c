@@ -18,13 +18,6 @@ static const char bitmap_usage[] =
     "       bjctl bitmap merge NODE NAME SOURCE... (SOURCE: NAME on NODE, "
     "or SRCNODE:NAME)";
 
-static int bitmap_usage_error(const char *fmt, const char *arg)
-{
-    ctl_error(fmt, arg);
-    fprintf(stderr, "%s\n", bitmap_usage);
-    return EXIT_USAGE;
-}
-
 /* "recording,persistent,busy..." for the table. */
 static void fmt_flags(char *buf, size_t size, json_t *b)
 {
@@ -143,17 +136,17 @@ int cmd_bitmap(const Ctl *ctl)
     int r;
 
     if (ctl->nargs < 1) {
-        return bitmap_usage_error("%s", "bitmap needs a subcommand");
+        return ctl_usage_error(bitmap_usage, "%s", "bitmap needs a subcommand");
     }
     verb = ctl->args[0];
     if ((ctl->has_granularity || ctl->persistent || ctl->disabled) &&
         strcmp(verb, "add") != 0) {
-        return bitmap_usage_error("%s", "--granularity, --persistent and "
+        return ctl_usage_error(bitmap_usage, "%s", "--granularity, --persistent and "
                                   "--disabled apply to 'bitmap add' only");
     }
     if (strcmp(verb, "list") == 0) {
         if (ctl->nargs > 2) {
-            return bitmap_usage_error("%s", "bitmap list takes at most one "
+            return ctl_usage_error(bitmap_usage, "%s", "bitmap list takes at most one "
                                       "argument: the node");
         }
         return bitmap_list(ctl, ctl->nargs == 2 ? ctl->args[1] : NULL);
@@ -167,10 +160,10 @@ int cmd_bitmap(const Ctl *ctl)
         }
     }
     if (!cmd) {
-        return bitmap_usage_error("unknown bitmap subcommand '%s'", verb);
+        return ctl_usage_error(bitmap_usage, "unknown bitmap subcommand '%s'", verb);
     }
     if (strcmp(verb, "merge") == 0 ? ctl->nargs < 4 : ctl->nargs != 3) {
-        return bitmap_usage_error("bitmap %s: wrong number of arguments",
+        return ctl_usage_error(bitmap_usage, "bitmap %s: wrong number of arguments",
                                   verb);
     }
     node = ctl->args[1];

@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl/ctl.h"
 #include "ctl/units.h"
+#include "util/alloc.h"
 
 static char last_msg[1024];
 
@@ -141,6 +143,27 @@ json_t *ctl_query(const Ctl *ctl, const char *cmd, int *rc)
 static json_t *query_jobs(const Ctl *ctl, int *rc)
 {
     return ctl_query(ctl, NULL, rc);
+}
+
+int ctl_usage_error(const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    fflush(stdout);
+    fprintf(stderr, "bjctl: %s\n%s\n", ctl_vnote(fmt, ap), usage);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+char *ctl_abs_path(const char *path)
+{
+    char cwd[4096];
+
+    if (path[0] == '/' || !getcwd(cwd, sizeof(cwd))) {
+        return bj_strdup(path);
+    }
+    return bj_asprintf("%s/%s", cwd, path);
 }
 
 const char *ctl_str_or(json_t *obj, const char *key, const char *dflt)

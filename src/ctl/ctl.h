@@ -38,6 +38,15 @@ typedef struct Ctl {
     long count;               /* events: stop after this many (0: never) */
     bool persistent, disabled, has_granularity; /* bitmap add */
     int64_t granularity;
+    const char *driver, *file, *backing; /* node add */
+    bool read_only;
+    const char *format, *backing_format; /* image create (and --backing) */
+    bool has_size, has_cluster_size;
+    int64_t size, cluster_size;
+    const char *export_name;          /* export add */
+    bool writable, allocation_depth;
+    char **bitmaps;                   /* every --bitmap, in order */
+    int nbitmaps;
     char **args;              /* positional arguments after the command */
     int nargs;
 } Ctl;
@@ -47,6 +56,12 @@ typedef struct Ctl {
  * object (ctl_print_error_json).
  */
 void ctl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * A command group's usage error: "bjctl: MSG" (kept for --json), then the
+ * group's usage text; returns EXIT_USAGE.
+ */
+int ctl_usage_error(const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Keeps MSG for the --json error object without printing it; returns it. */
 const char *ctl_vnote(const char *fmt, va_list ap)
     __attribute__((format(printf, 1, 0)));
@@ -73,6 +88,9 @@ json_t *ctl_query(const Ctl *ctl, const char *cmd, int *rc);
  * with no rows the line `empty`.  Returns true when that was all. */
 bool ctl_print_rows_or_empty(const Ctl *ctl, json_t *rows,
                              const char *empty);
+/* path made absolute against bjctl's working directory, for a daemon
+ * whose own is elsewhere (caller frees). */
+char *ctl_abs_path(const char *path);
 /* obj[key] as a string, or dflt when absent or not a string. */
 const char *ctl_str_or(json_t *obj, const char *key, const char *dflt);
 
@@ -139,5 +157,14 @@ int cmd_abort(const Ctl *ctl);
 
 /* bitmapcmds.c: bitmap list|add|remove|clear|enable|disable|merge|sha256 */
 int cmd_bitmap(const Ctl *ctl);
+
+/* nodecmds.c: node add|remove */
+int cmd_node(const Ctl *ctl);
+
+/* imagecmds.c: image create */
+int cmd_image(const Ctl *ctl);
+
+/* exportcmds.c: export add|remove|list */
+int cmd_export(const Ctl *ctl);
 
 #endif

@@ -61,6 +61,23 @@ static const char usage_text[] =
 "  bitmap merge NODE NAME SOURCE...   SOURCE: a bitmap NAME on NODE, or\n"
 "                            SRCNODE:NAME on another node\n"
 "  bitmap sha256 NODE NAME   the bitmap's checksum (x-debug command)\n"
+"Block nodes:\n"
+"  node add NAME --driver qcow2|raw|file --file PATH [--backing NODE|none]\n"
+"           [--read-only]     a format node over a file node (blockdev-add)\n"
+"  node add SPEC             SPEC: blockdev-add's JSON object, or\n"
+"                            KEY=VALUE,... with dotted keys (file.filename=)\n"
+"  node remove NAME          blockdev-del (its file node goes with it)\n"
+"Images:\n"
+"  image create PATH --format qcow2|raw --size SIZE [--backing FILE\n"
+"           [--backing-format F]] [--cluster-size SIZE] [--verbose]\n"
+"                            qemu-img create done by the daemon\n"
+"                            (blockdev-create jobs, waited for, dismissed)\n"
+"NBD exports (the daemon must run an NBD server):\n"
+"  export add NODE [--name N] [--writable] [--bitmap B]... [--allocation-depth]\n"
+"                            block-export-add; its id is its name N\n"
+"                            (default: NODE)\n"
+"  export remove ID          block-export-del, waiting until it is gone\n"
+"  export list               table of exports: id, type, node, status\n"
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
@@ -175,6 +192,51 @@ static const CmdSpec cmd_specs[] = {
       "  --granularity SIZE  add: bytes per bit, e.g. 64K\n"
       "  --persistent    add: stored in the qcow2 image\n"
       "  --disabled      add: not recording\n" },
+    { "node", 1, 2,
+      "Usage: bjctl node add NAME --driver qcow2|raw|file --file PATH\n"
+      "                         [--backing NODE|none] [--read-only]\n"
+      "       bjctl node add SPEC\n"
+      "       bjctl node remove NAME\n"
+      "Adds a block node (blockdev-add) or removes one (blockdev-del).\n"
+      "add NAME opens PATH as a file node and, for qcow2 and raw, a format\n"
+      "node NAME over it; remove drops that file node with it.\n"
+      "  --driver D      qcow2, raw or file\n"
+      "  --file PATH     the image file\n"
+      "  --backing NODE  qcow2: NODE as the backing node (an overlay);\n"
+      "                  none: no backing, whatever the header says\n"
+      "  --read-only     open read-only\n"
+      "SPEC, for any driver: blockdev-add's arguments as a JSON object, or\n"
+      "KEY=VALUE,... with dotted keys for nested objects, e.g.\n"
+      "driver=null-co,node-name=n1,size=1048576 (digits give a number,\n"
+      "true/false a boolean).  It must name the node (node-name).\n" },
+    { "image", 1, 2,
+      "Usage: bjctl image create PATH --format qcow2|raw --size SIZE\n"
+      "                          [--backing FILE [--backing-format F]]\n"
+      "                          [--cluster-size SIZE] [--verbose]\n"
+      "Creates an image file as qemu-img create would, but by the daemon:\n"
+      "blockdev-create jobs, each waited for and dismissed.  A relative\n"
+      "PATH is taken from bjctl's working directory.\n"
+      "  --format F      qcow2 or raw\n"
+      "  --size SIZE     the virtual size, e.g. 10G (required)\n"
+      "  --backing FILE  qcow2: the backing file written in the header\n"
+      "  --backing-format F  the backing file's format\n"
+      "  --cluster-size SIZE  qcow2: e.g. 64K\n"
+      "  --verbose       progress of the jobs on stderr (--json: stdout)\n" },
+    { "export", 1, 2,
+      "Usage: bjctl export add NODE [--name N] [--writable] [--bitmap B]...\n"
+      "                        [--allocation-depth]\n"
+      "       bjctl export remove ID\n"
+      "       bjctl export list\n"
+      "NBD exports of block nodes (block-export-add type nbd, block-export-del,\n"
+      "query-block-exports).  The daemon must run an NBD server (its\n"
+      "--nbd-server option, or QMP nbd-server-start).  An export's id is its\n"
+      "NBD name.  remove waits until the export is gone (at most the connect\n"
+      "timeout; while clients stay connected it says it is shutting down).\n"
+      "  --name N        the export's name and id (default: NODE)\n"
+      "  --writable      clients may write\n"
+      "  --bitmap B      publish NODE's dirty bitmap B (as qemu:dirty-bitmap:B);\n"
+      "                  may be given several times\n"
+      "  --allocation-depth  publish qemu:allocation-depth\n" },
 };
 
 static const CmdSpec *find_cmd(const char *name)
@@ -192,6 +254,9 @@ enum {
     OPT_SPEED, OPT_WAIT, OPT_ASYNC, OPT_PIVOT, OPT_TIMEOUT, OPT_JOB_ID,
     OPT_POLL, OPT_ALL, OPT_COUNT, OPT_CONNECT_TIMEOUT, OPT_GRANULARITY,
     OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION, OPT_BANDWIDTH,
+    OPT_DRIVER, OPT_FILE, OPT_BACKING, OPT_READ_ONLY, OPT_FORMAT, OPT_SIZE,
+    OPT_BACKING_FORMAT, OPT_CLUSTER_SIZE, OPT_NAME, OPT_WRITABLE,
+    OPT_ALLOCATION_DEPTH,
 };
 
 static const struct option long_opts[] = {
@@ -220,6 +285,17 @@ static const struct option long_opts[] = {
     { "disabled", no_argument, NULL, OPT_DISABLED },
     { "version", no_argument, NULL, OPT_VERSION },
     { "bandwidth", required_argument, NULL, OPT_BANDWIDTH },
+    { "driver", required_argument, NULL, OPT_DRIVER },
+    { "file", required_argument, NULL, OPT_FILE },
+    { "backing", required_argument, NULL, OPT_BACKING },
+    { "read-only", no_argument, NULL, OPT_READ_ONLY },
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "size", required_argument, NULL, OPT_SIZE },
+    { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT },
+    { "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
+    { "name", required_argument, NULL, OPT_NAME },
+    { "writable", no_argument, NULL, OPT_WRITABLE },
+    { "allocation-depth", no_argument, NULL, OPT_ALLOCATION_DEPTH },
     { NULL, 0, NULL, 0 },
 };
 
@@ -243,6 +319,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 /* Parses and runs the command; main adds the --json error object. */
 static int run(int argc, char **argv, Ctl *ctlp)
 {
+    static char **bitmap_args;
     Ctl ctl = *ctlp;
     const char *cmd;
     const CmdSpec *spec;
@@ -263,7 +340,16 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case 'v': ctl.verbose = true; break;
         case OPT_TO: ctl.to = optarg; break;
         case OPT_SYNC: ctl.sync = optarg; break;
-        case OPT_BITMAP: ctl.bitmap = optarg; break;
+        case OPT_BITMAP:
+            /* export add takes several; no more than argc in any case.
+             * Static, so still reachable at exit. */
+            if (!bitmap_args) {
+                bitmap_args = bj_malloc(argc * sizeof(*bitmap_args));
+            }
+            bitmap_args[ctl.nbitmaps++] = optarg;
+            ctl.bitmaps = bitmap_args;
+            ctl.bitmap = optarg;
+            break;
         case OPT_BITMAP_MODE: ctl.mode = optarg; break;
         case OPT_BASE: ctl.base = optarg; break;
         case OPT_TOP: ctl.top = optarg; break;
@@ -275,14 +361,36 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case OPT_ALL: ctl.all = true; break;
         case OPT_PERSISTENT: ctl.persistent = true; break;
         case OPT_DISABLED: ctl.disabled = true; break;
-        case OPT_GRANULARITY:
-            if (!units_parse_size(optarg, &ctl.granularity) ||
-                ctl.granularity <= 0 || ctl.granularity > UINT32_MAX) {
-                return usage_error(NULL, "invalid granularity '%s' (bytes, "
-                                   "e.g. 64K)", optarg);
+        case OPT_DRIVER: ctl.driver = optarg; break;
+        case OPT_FILE: ctl.file = optarg; break;
+        case OPT_BACKING: ctl.backing = optarg; break;
+        case OPT_READ_ONLY: ctl.read_only = true; break;
+        case OPT_FORMAT: ctl.format = optarg; break;
+        case OPT_NAME: ctl.export_name = optarg; break;
+        case OPT_WRITABLE: ctl.writable = true; break;
+        case OPT_ALLOCATION_DEPTH: ctl.allocation_depth = true; break;
+        case OPT_BACKING_FORMAT: ctl.backing_format = optarg; break;
+        case OPT_SIZE:
+            if (!units_parse_size(optarg, &ctl.size) || ctl.size < 0) {
+                return usage_error(NULL, "invalid size '%s' (bytes, e.g. "
+                                   "10G)", optarg);
             }
-            ctl.has_granularity = true;
+            ctl.has_size = true;
             break;
+        case OPT_CLUSTER_SIZE:
+        case OPT_GRANULARITY: {
+            /* both a block size: bytes, 1 to 4G */
+            bool gran = c == OPT_GRANULARITY;
+            int64_t *v = gran ? &ctl.granularity : &ctl.cluster_size;
+
+            if (!units_parse_size(optarg, v) || *v <= 0 || *v > UINT32_MAX) {
+                return usage_error(NULL, "invalid %s '%s' (bytes, e.g. 64K)",
+                                   gran ? "granularity" : "cluster size",
+                                   optarg);
+            }
+            *(gran ? &ctl.has_granularity : &ctl.has_cluster_size) = true;
+            break;
+        }
         case OPT_SPEED:
             if (!ctl_parse_rate(optarg, &ctl.speed)) {
                 fputs("Try 'bjctl --help' for more information.\n", stderr);
@@ -388,6 +496,12 @@ static int run(int argc, char **argv, Ctl *ctlp)
         return cmd_abort(&ctl);
     } else if (strcmp(cmd, "bitmap") == 0) {
         return cmd_bitmap(&ctl);
+    } else if (strcmp(cmd, "node") == 0) {
+        return cmd_node(&ctl);
+    } else if (strcmp(cmd, "image") == 0) {
+        return cmd_image(&ctl);
+    } else if (strcmp(cmd, "export") == 0) {
+        return cmd_export(&ctl);
     }
     return usage_error(NULL, "unknown command '%s'", cmd); /* not reached */
 }
