@@ -42,7 +42,7 @@ static int bitmap_list(const Ctl *ctl, const char *only)
     json_t *n, *b;
     size_t i, k;
     bool found = false;
-    int w_node = 4, w_name = 4;
+    int w_node, w_name;
 
     if (!nodes) {
         return r;
@@ -77,12 +77,8 @@ static int bitmap_list(const Ctl *ctl, const char *only)
     if (ctl_print_rows_or_empty(ctl, rows, "no bitmaps")) {
         return EXIT_OK;
     }
-    json_array_foreach(rows, i, b) {
-        int l = strlen(ctl_str_or(b, "node", ""));
-        w_node = l > w_node ? l : w_node;
-        l = strlen(ctl_str_or(b, "name", ""));
-        w_name = l > w_name ? l : w_name;
-    }
+    w_node = ctl_column_width(rows, "node", "NODE");
+    w_name = ctl_column_width(rows, "name", "NAME");
     printf("%-*s  %-*s  %11s  %10s  %s\n", w_node, "NODE", w_name, "NAME",
            "GRANULARITY", "DIRTY", "STATUS");
     json_array_foreach(rows, i, b) {

@@ -173,6 +173,19 @@ const char *ctl_str_or(json_t *obj, const char *key, const char *dflt)
     return s ? s : dflt;
 }
 
+int ctl_column_width(json_t *rows, const char *key, const char *header)
+{
+    int w = (int)strlen(header);
+    json_t *row;
+    size_t i;
+
+    json_array_foreach(rows, i, row) {
+        int l = (int)strlen(ctl_str_or(row, key, ""));
+        w = l > w ? l : w;
+    }
+    return w;
+}
+
 static void fmt_progress(char *buf, size_t size, json_t *j)
 {
     json_int_t cur = json_integer_value(json_object_get(j, "current-progress"));
@@ -213,7 +226,7 @@ int cmd_list(const Ctl *ctl)
     json_auto_t *jobs = query_jobs(ctl, &rc);
     json_t *j;
     size_t i;
-    int w_id = 2, w_type = 4, w_status = 6;
+    int w_id, w_type, w_status;
 
     if (!jobs) {
         return rc;
@@ -221,16 +234,9 @@ int cmd_list(const Ctl *ctl)
     if (ctl_print_rows_or_empty(ctl, jobs, "no jobs")) {
         return EXIT_OK;
     }
-    json_array_foreach(jobs, i, j) {
-        int l;
-
-        l = strlen(ctl_str_or(j, "id", ""));
-        w_id = l > w_id ? l : w_id;
-        l = strlen(ctl_str_or(j, "type", ""));
-        w_type = l > w_type ? l : w_type;
-        l = strlen(ctl_str_or(j, "status", ""));
-        w_status = l > w_status ? l : w_status;
-    }
+    w_id = ctl_column_width(jobs, "id", "ID");
+    w_type = ctl_column_width(jobs, "type", "TYPE");
+    w_status = ctl_column_width(jobs, "status", "STATUS");
     printf("%-*s  %-*s  %-*s  %8s  %-12s  %-5s  %s\n", w_id, "ID", w_type,
            "TYPE", w_status, "STATUS", "PROGRESS", "SPEED", "READY", "ERROR");
     json_array_foreach(jobs, i, j) {

@@ -93,6 +93,9 @@ bool ctl_print_rows_or_empty(const Ctl *ctl, json_t *rows,
 char *ctl_abs_path(const char *path);
 /* obj[key] as a string, or dflt when absent or not a string. */
 const char *ctl_str_or(json_t *obj, const char *key, const char *dflt);
+/* Width of a table column: the longest rows[i][key] string, at least as
+ * wide as its header. */
+int ctl_column_width(json_t *rows, const char *key, const char *header);
 
 /* jobs.c: query-jobs merged with query-block-jobs, one object per job. */
 json_t *jobs_query(Qmpc *q, char **err);

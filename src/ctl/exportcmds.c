@@ -31,7 +31,7 @@ static void print_done(const Ctl *ctl, const char *id, const char *result,
 
 static int export_list(const Ctl *ctl)
 {
-    int r, w_id = 2, w_node = 4;
+    int r, w_id, w_node;
     json_auto_t *rows = ctl_query(ctl, "query-block-exports", &r);
     json_t *e;
     size_t i;
@@ -42,12 +42,8 @@ static int export_list(const Ctl *ctl)
     if (ctl_print_rows_or_empty(ctl, rows, "no exports")) {
         return EXIT_OK;
     }
-    json_array_foreach(rows, i, e) {
-        int l = strlen(ctl_str_or(e, "id", ""));
-        w_id = l > w_id ? l : w_id;
-        l = strlen(ctl_str_or(e, "node-name", ""));
-        w_node = l > w_node ? l : w_node;
-    }
+    w_id = ctl_column_width(rows, "id", "ID");
+    w_node = ctl_column_width(rows, "node-name", "NODE");
     printf("%-*s  %-4s  %-*s  %s\n", w_id, "ID", "TYPE", w_node, "NODE",
            "STATUS");
     json_array_foreach(rows, i, e) {
