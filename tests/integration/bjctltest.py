@@ -23,6 +23,14 @@ def bjctl_path():
     return bjtest.bjctl_bin()
 
 
+def help_text(*command):
+    """The stdout of `bjctl [COMMAND...] --help`, which must exit 0."""
+    p = subprocess.run([bjctl_path(), *command, '--help'],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
 def check_peer(kind):
     if kind == 'qsd':
         if QSD is None:
