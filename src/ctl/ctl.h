@@ -45,6 +45,7 @@ typedef struct Ctl {
     int64_t size, cluster_size;
     const char *export_name;          /* export add */
     bool writable, allocation_depth;
+    const char *next_bitmap;          /* fleece start */
     char **bitmaps;                   /* every --bitmap, in order */
     int nbitmaps;
     char **args;              /* positional arguments after the command */
@@ -167,7 +168,27 @@ int cmd_node(const Ctl *ctl);
 /* imagecmds.c: image create */
 int cmd_image(const Ctl *ctl);
 
+typedef struct ImageSpec {
+    const char *path;            /* absolute: the daemon opens it */
+    const char *format;          /* "qcow2" or "raw" */
+    int64_t size;
+    const char *backing, *backing_format;   /* qcow2 header, or NULL */
+    int64_t cluster_size;        /* qcow2; 0: the default */
+} ImageSpec;
+/*
+ * Creates the image as `image create` does (blockdev-create jobs, each
+ * waited for and dismissed; *qp may be replaced by a reconnect).  Returns
+ * EXIT_OK or the exit status with the reason printed.
+ */
+int image_create(const Ctl *ctl, Qmpc **qp, const ImageSpec *spec);
+
 /* exportcmds.c: export add|remove|list */
 int cmd_export(const Ctl *ctl);
+/* Waits for BLOCK_EXPORT_DELETED of id, at most the connect timeout:
+ * true when it came. */
+bool export_wait_deleted(const Ctl *ctl, Qmpc *q, const char *id);
+
+/* fleececmds.c: fleece start|stop */
+int cmd_fleece(const Ctl *ctl);
 
 #endif

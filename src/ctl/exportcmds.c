@@ -56,9 +56,7 @@ static int export_list(const Ctl *ctl)
     return EXIT_OK;
 }
 
-/* Waits for BLOCK_EXPORT_DELETED of id, at most the connect timeout:
- * true when it came. */
-static bool wait_deleted(const Ctl *ctl, Qmpc *q, const char *id)
+bool export_wait_deleted(const Ctl *ctl, Qmpc *q, const char *id)
 {
     int64_t end = qmpc_now_ms() + ctl->connect_timeout_ms;
 
@@ -158,7 +156,7 @@ int cmd_export(const Ctl *ctl)
         free(err);
     } else if (add) {
         print_done(ctl, id, "added", "added");
-    } else if (wait_deleted(ctl, q, id)) {
+    } else if (export_wait_deleted(ctl, q, id)) {
         print_done(ctl, id, "removed", "removed");
     } else {
         /* clients still connected: it goes when they do */

@@ -47,11 +47,72 @@ static int run_create(const Ctl *ctl, Qmpc **qp, const char *id,
     return rc;
 }
 
+int image_create(const Ctl *ctl, Qmpc **qp, const ImageSpec *spec)
+{
+    Qmpc *q = *qp;
+    char *id, *node = NULL, *err = NULL;
+    json_t *opts;
+    bool qcow2 = strcmp(spec->format, "qcow2") == 0;
+    int rc;
+
+    id = bj_asprintf("bjctl-create-%ld-file", (long)getpid());
+    opts = json_pack("{s:s, s:s, s:I}", "driver", "file", "filename",
+                     spec->path, "size",
+                     (json_int_t)(qcow2 ? 0 : spec->size));
+    rc = run_create(ctl, qp, id, spec->path, opts);
+    q = *qp;
+    /* a new id: the first job's late events must not be taken for its */
+    free(id);
+    id = bj_asprintf("bjctl-create-%ld-%s", (long)getpid(), spec->format);
+    if (rc == EXIT_OK && qcow2) {
+        node = bj_asprintf("bjctl-create-%ld", (long)getpid());
+        rc = qmpc_exec(q, "blockdev-add", json_pack(
+                           "{s:s, s:s, s:s}", "driver", "file", "node-name",
+                           node, "filename", spec->path), NULL, &err);
+        if (rc != QMPC_OK) {
+            ctl_error("%s", err);
+            free(err);
+            free(node);
+            node = NULL;
+        }
+    }
+    if (node) {
+        opts = json_pack("{s:s, s:s, s:I}", "driver", "qcow2", "file", node,
+                         "size", (json_int_t)spec->size);
+        if (spec->backing) {
+            json_object_set_new(opts, "backing-file",
+                                json_string(spec->backing));
+        }
+        if (spec->backing_format) {
+            json_object_set_new(opts, "backing-fmt",
+                                json_string(spec->backing_format));
+        }
+        if (spec->cluster_size) {
+            json_object_set_new(opts, "cluster-size",
+                                json_integer(spec->cluster_size));
+        }
+        rc = run_create(ctl, qp, id, spec->path, opts);
+        q = *qp;
+        /* the temporary node goes whatever happened */
+        if (qmpc_exec(q, "blockdev-del", json_pack("{s:s}", "node-name", node),
+                      NULL, &err) != QMPC_OK) {
+            if (rc == EXIT_OK) {
+                ctl_error("%s", err);
+                rc = EXIT_ERROR;
+            }
+            free(err);
+        }
+        free(node);
+    }
+    free(id);
+    return rc;
+}
+
 int cmd_image(const Ctl *ctl)
 {
     const char *fmt = ctl->format;
-    char *path, *id, *node = NULL, *err = NULL;
-    json_t *opts;
+    ImageSpec spec;
+    char *path;
     Qmpc *q;
     int rc;
 
@@ -85,53 +146,12 @@ int cmd_image(const Ctl *ctl)
         free(path);
         return EXIT_CONN;
     }
-    id = bj_asprintf("bjctl-create-%ld-file", (long)getpid());
-    opts = json_pack("{s:s, s:s, s:I}", "driver", "file", "filename", path,
-                     "size", (json_int_t)(strcmp(fmt, "raw") == 0 ?
-                                          ctl->size : 0));
-    rc = run_create(ctl, &q, id, path, opts);
-    /* a new id: the first job's late events must not be taken for its */
-    free(id);
-    id = bj_asprintf("bjctl-create-%ld-%s", (long)getpid(), fmt);
-    if (rc == EXIT_OK && strcmp(fmt, "qcow2") == 0) {
-        node = bj_asprintf("bjctl-create-%ld", (long)getpid());
-        rc = qmpc_exec(q, "blockdev-add", json_pack(
-                           "{s:s, s:s, s:s}", "driver", "file", "node-name",
-                           node, "filename", path), NULL, &err);
-        if (rc != QMPC_OK) {
-            ctl_error("%s", err);
-            free(err);
-            free(node);
-            node = NULL;
-        }
-    }
-    if (node) {
-        opts = json_pack("{s:s, s:s, s:I}", "driver", "qcow2", "file", node,
-                         "size", (json_int_t)ctl->size);
-        if (ctl->backing) {
-            json_object_set_new(opts, "backing-file",
-                                json_string(ctl->backing));
-        }
-        if (ctl->backing_format) {
-            json_object_set_new(opts, "backing-fmt",
-                                json_string(ctl->backing_format));
-        }
-        if (ctl->has_cluster_size) {
-            json_object_set_new(opts, "cluster-size",
-                                json_integer(ctl->cluster_size));
-        }
-        rc = run_create(ctl, &q, id, path, opts);
-        /* the temporary node goes whatever happened */
-        if (qmpc_exec(q, "blockdev-del", json_pack("{s:s}", "node-name", node),
-                      NULL, &err) != QMPC_OK) {
-            if (rc == EXIT_OK) {
-                ctl_error("%s", err);
-                rc = EXIT_ERROR;
-            }
-            free(err);
-        }
-        free(node);
-    }
+    spec = (ImageSpec) {
+        .path = path, .format = fmt, .size = ctl->size,
+        .backing = ctl->backing, .backing_format = ctl->backing_format,
+        .cluster_size = ctl->has_cluster_size ? ctl->cluster_size : 0,
+    };
+    rc = image_create(ctl, &q, &spec);
     qmpc_close(q);
     if (rc == EXIT_OK) {
         if (ctl->json) {
@@ -146,7 +166,6 @@ int cmd_image(const Ctl *ctl)
                    ctl->size);
         }
     }
-    free(id);
     free(path);
     return rc;
 }

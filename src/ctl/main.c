@@ -78,6 +78,14 @@ static const char usage_text[] =
 "                            (default: NODE)\n"
 "  export remove ID          block-export-del, waiting until it is gone\n"
 "  export list               table of exports: id, type, node, status\n"
+"Pull-mode backup (fleecing):\n"
+"  fleece start NODE --file PATH [--name N] [--bitmap B]...\n"
+"           [--next-bitmap NEW [--persistent]] [--allocation-depth]\n"
+"                            export NODE as it is now, read-only, as N\n"
+"                            (default: fleece-NODE), PATH the scratch image;\n"
+"                            B frozen and published, NEW started, both at\n"
+"                            that instant\n"
+"  fleece stop N             remove the export, its job, node and scratch image\n"
 "\n"
 "Options:\n"
 "  -s, --socket PATH        QMP socket (default: $BJCTL_SOCKET)\n"
@@ -237,6 +245,28 @@ static const CmdSpec cmd_specs[] = {
       "  --bitmap B      publish NODE's dirty bitmap B (as qemu:dirty-bitmap:B);\n"
       "                  may be given several times\n"
       "  --allocation-depth  publish qemu:allocation-depth\n" },
+    { "fleece", 1, 2,
+      "Usage: bjctl fleece start NODE --file PATH [--name N] [--bitmap B]...\n"
+      "                          [--next-bitmap NEW [--persistent]]\n"
+      "                          [--allocation-depth]\n"
+      "       bjctl fleece stop N\n"
+      "Pull-mode backup: a read-only NBD export N of NODE as it was when the\n"
+      "fleece started, however the guest writes on.  start creates PATH, a\n"
+      "qcow2 overlay of NODE, and runs a backup job sync=none from NODE into\n"
+      "it (what the guest overwrites is copied there first), in one\n"
+      "transaction with the bitmap changes; N is the\n"
+      "export's name and id, the overlay's node name and the job's id.  stop\n"
+      "removes the export (refused while a client is connected), the job,\n"
+      "the node and PATH.  start undoes its steps when one fails.\n"
+      "  --file PATH     the scratch image to create (required; must not exist)\n"
+      "  --name N        the fleece's name (default: fleece-NODE)\n"
+      "  --bitmap B      NODE's dirty bitmap B: disabled at that instant (so\n"
+      "                  it marks what changed up to it) and published as\n"
+      "                  qemu:dirty-bitmap:B; may be repeated\n"
+      "  --next-bitmap NEW  add bitmap NEW to NODE at that instant, for the\n"
+      "                  next incremental backup\n"
+      "  --persistent    NEW is stored in the image\n"
+      "  --allocation-depth  publish qemu:allocation-depth\n" },
 };
 
 static const CmdSpec *find_cmd(const char *name)
@@ -256,7 +286,7 @@ enum {
     OPT_PERSISTENT, OPT_DISABLED, OPT_VERSION, OPT_BANDWIDTH,
     OPT_DRIVER, OPT_FILE, OPT_BACKING, OPT_READ_ONLY, OPT_FORMAT, OPT_SIZE,
     OPT_BACKING_FORMAT, OPT_CLUSTER_SIZE, OPT_NAME, OPT_WRITABLE,
-    OPT_ALLOCATION_DEPTH,
+    OPT_ALLOCATION_DEPTH, OPT_NEXT_BITMAP,
 };
 
 static const struct option long_opts[] = {
@@ -296,6 +326,7 @@ static const struct option long_opts[] = {
     { "name", required_argument, NULL, OPT_NAME },
     { "writable", no_argument, NULL, OPT_WRITABLE },
     { "allocation-depth", no_argument, NULL, OPT_ALLOCATION_DEPTH },
+    { "next-bitmap", required_argument, NULL, OPT_NEXT_BITMAP },
     { NULL, 0, NULL, 0 },
 };
 
@@ -369,6 +400,7 @@ static int run(int argc, char **argv, Ctl *ctlp)
         case OPT_NAME: ctl.export_name = optarg; break;
         case OPT_WRITABLE: ctl.writable = true; break;
         case OPT_ALLOCATION_DEPTH: ctl.allocation_depth = true; break;
+        case OPT_NEXT_BITMAP: ctl.next_bitmap = optarg; break;
         case OPT_BACKING_FORMAT: ctl.backing_format = optarg; break;
         case OPT_SIZE:
             if (!units_parse_size(optarg, &ctl.size) || ctl.size < 0) {
@@ -502,6 +534,8 @@ static int run(int argc, char **argv, Ctl *ctlp)
         return cmd_image(&ctl);
     } else if (strcmp(cmd, "export") == 0) {
         return cmd_export(&ctl);
+    } else if (strcmp(cmd, "fleece") == 0) {
+        return cmd_fleece(&ctl);
     }
     return usage_error(NULL, "unknown command '%s'", cmd); /* not reached */
 }
