@@ -127,3 +127,44 @@ t bjctl --socket ''
     assert out[:5] == ['backup', 'full top none incremental bitmap',
                        'list add remove clear enable disable merge sha256',
                        '--poll --persistent', 'FILES']
+
+
+def test_link_bin_puts_both_programs_on_path(tmp_path):
+    """scripts/link-bin.sh (what scripts/demo.sh runs after building):
+    links to the build that follow rebuilds, replacing only links."""
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+    repo = os.path.realpath(repo)
+    script = os.path.join(repo, 'scripts', 'link-bin.sh')
+    bindir = tmp_path / 'bin'
+    env = dict(os.environ, PATH='%s:%s' % (bindir, os.environ['PATH']))
+    p = run(script, str(bindir), env=env)
+    assert p.stdout == 'link-bin: blockjobd and bjctl are on PATH (in %s)\n' \
+        % bindir
+    for name, sub in (('blockjobd', 'daemon'), ('bjctl', 'ctl')):
+        assert os.readlink(bindir / name) == os.path.join(
+            repo, 'build', 'src', sub, name)
+    assert run('bjctl', '--version', env=env).stdout.startswith(
+        'bjctl version ')
+    # again: the same links, no complaint; a stale link is re-pointed
+    os.unlink(bindir / 'bjctl')
+    os.symlink('/nonexistent', bindir / 'bjctl')
+    run(script, str(bindir), env=env)
+    assert os.readlink(bindir / 'bjctl').startswith(repo)
+    # an installed program is left as it is, and the note says so
+    os.unlink(bindir / 'blockjobd')
+    (bindir / 'blockjobd').write_text('#!/bin/sh\n')
+    p = run(script, str(bindir), env=env)
+    assert 'is not a link (installed?): left as it is' in p.stdout
+    assert (bindir / 'blockjobd').read_text() == '#!/bin/sh\n'
+    # a directory not on PATH: the note says how to add it
+    other = tmp_path / 'other'
+    p = run(script, str(other))
+    assert 'add it to PATH: export PATH="%s:$PATH"' % other in p.stdout
+
+
+def test_demo_sh_links_the_binaries():
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+    with open(os.path.join(repo, 'scripts', 'demo.sh')) as f:
+        lines = f.read().splitlines()
+    assert lines.index('./scripts/link-bin.sh') == \
+        lines.index('./scripts/build.sh normal') + 1
