@@ -252,6 +252,32 @@ int cmd_list(const Ctl *ctl)
     return EXIT_OK;
 }
 
+/* A mirror's or active commit's copy mode, dirty bytes and ETA: the
+ * extension members blockjobd adds to query-block-jobs (qsd has none). */
+static void print_copy_state(json_t *j)
+{
+    char dirty[32], rate[32], eta[32];
+    json_t *e = json_object_get(j, "x-eta-seconds");
+
+    if (!json_is_string(json_object_get(j, "x-copy-mode"))) {
+        return;
+    }
+    units_format_size(dirty, sizeof(dirty), json_integer_value(
+                          json_object_get(j, "x-dirty-bytes")));
+    units_format_size(rate, sizeof(rate), json_integer_value(
+                          json_object_get(j, "x-dirty-rate")));
+    if (json_is_integer(e)) {
+        units_format_duration(eta, sizeof(eta), json_integer_value(e));
+    } else {
+        snprintf(eta, sizeof(eta), "- (not converging)");
+    }
+    printf("copy mode: %s%s\n", ctl_str_or(j, "x-copy-mode", "?"),
+           json_is_true(json_object_get(j, "x-copy-mode-auto")) ?
+           " (auto)" : "");
+    printf("dirty:     %s (clients dirty %s/s)\n", dirty, rate);
+    printf("eta:       %s\n", eta);
+}
+
 int cmd_info(const Ctl *ctl)
 {
     json_auto_t *jobs = NULL;
@@ -291,6 +317,7 @@ int cmd_info(const Ctl *ctl)
         printf("ready:     %s\n", fmt_bool(j, "ready"));
         printf("paused:    %s\n", fmt_bool(j, "paused"));
         printf("error:     %s\n", ctl_str_or(j, "error", "-"));
+        print_copy_state(j);
     }
     return rc;
 }

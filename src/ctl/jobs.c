@@ -65,6 +65,9 @@ json_t *jobs_query(Qmpc *q, char **err)
                 static const char *const keys[] = {
                     "speed", "ready", "paused", "busy", "io-status",
                     "auto-finalize", "auto-dismiss",
+                    /* a mirror's: qemu 8.2's, then blockjobd's own */
+                    "actively-synced", "x-copy-mode", "x-copy-mode-auto",
+                    "x-dirty-bytes", "x-dirty-rate", "x-eta-seconds",
                 };
                 for (size_t n = 0; n < sizeof(keys) / sizeof(keys[0]); n++) {
                     json_t *v = json_object_get(b, keys[n]);

@@ -128,6 +128,9 @@ json_t *job_query_block_jobs(void)
             json_object_set_new(info, "error",
                                 json_string(error_get_pretty(job->err)));
         }
+        if (job->driver->query) {
+            job->driver->query(job, info);
+        }
         json_array_append_new(list, info);
     }
     return list;

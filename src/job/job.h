@@ -136,6 +136,10 @@ struct JobDriver {
     void (*abort)(Job *job);
     void (*clean)(Job *job);
     void (*free)(Job *job);
+
+    /* query-block-jobs: adds the type's own members to info (may be
+     * NULL). */
+    void (*query)(Job *job, json_t *info);
 };
 
 struct Job {

@@ -18,6 +18,14 @@
  * after completion), so the range is copied again; two ops never overlap,
  * so an older copy cannot land after a newer one.
  *
+ * copy-mode auto (our extension) starts in background mode and samples the
+ * dirty count once a second; when over AUTO_WINDOW samples it fell by less
+ * than a quarter of what the job copied (clients dirty again most of what
+ * it copies: it would converge slowly or never), the job turns
+ * write-blocking for good: from then on every client write also reaches
+ * the target before it is acknowledged, and the dirty count only falls.
+ * block-job-change can do the same by hand.
+ *
  * READY: nothing dirty, nothing in flight, target flushed.  Complete (or a
  * soft cancel in READY): the body enters a drained section of mirror_top
  * (clients wait), checks it is still converged and exits holding it; the
@@ -48,6 +56,8 @@
 #define MIN_OP_SIZE       (1024 * 1024)
 #define READY_SLEEP_NS    100000000LL
 #define INIT_CHUNK        (1LL << 30)
+#define SAMPLE_NS         1000000000LL  /* the dirty count's sampling period */
+#define AUTO_WINDOW       3             /* samples without shrinking: switch */
 
 typedef struct MirrorJob MirrorJob;
 
@@ -74,7 +84,17 @@ struct MirrorJob {
     BdrvDirtyBitmap *dbm;
     MirrorSyncMode sync;
     bool is_commit;
-    bool write_blocking;
+    bool write_blocking;     /* the mode now: clients' writes copied too */
+    bool auto_mode;          /* copy-mode auto: may turn write-blocking */
+
+    /* Sampling, for auto and the query: dirty counts a second apart. */
+    int64_t sample_ns;       /* when the newest sample was taken (0: none) */
+    uint64_t samples[AUTO_WINDOW + 1];   /* newest first */
+    uint64_t copied[AUTO_WINDOW + 1];    /* progress_current at each */
+    unsigned nsamples;
+    int64_t dirty_rate;      /* bytes/s clients dirtied, last period */
+    int64_t eta_s;           /* to convergence at the last period's pace;
+                                -1: not converging */
     JobOnError on_source_error, on_target_error;
     int64_t len, granularity, buf_size, max_op;
     bool target_has_backing;
@@ -345,6 +365,72 @@ static void coroutine_fn mirror_active_write(void *opaque, BdrvWriteKind kind,
     op_end(op);
 }
 
+/* From here on clients' writes reach the target too (never undone). */
+static void mirror_go_write_blocking(MirrorJob *s)
+{
+    if (s->write_blocking) {
+        return;
+    }
+    s->write_blocking = true;
+    bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write, s);
+    log_info("%s job '%s': clients dirty faster than it copies; "
+             "copy-mode now write-blocking", s->job.driver->type, s->job.id);
+}
+
+/*
+ * Once a period: the dirty count's sample, the clients' dirtying rate and
+ * the ETA; copy-mode auto decides over the last AUTO_WINDOW periods.  A
+ * gap of two periods (a pause, a long sleep) starts the window again.
+ */
+static void mirror_sample(MirrorJob *s, uint64_t cnt)
+{
+    int64_t now = clock_ns();
+    int64_t dt = now - s->sample_ns;
+    uint64_t done = s->job.progress_current;
+    uint64_t copied = done - s->copied[0];
+
+    if (s->sample_ns && dt < SAMPLE_NS) {
+        return;
+    }
+    if (!s->sample_ns || dt >= 2 * SAMPLE_NS) {
+        s->nsamples = 0;
+        s->dirty_rate = 0;
+        s->eta_s = -1;
+    } else {
+        /* copied = what it shrank by + what clients dirtied meanwhile */
+        int64_t shrink = (int64_t)s->samples[0] - (int64_t)cnt;
+        int64_t dirtied = (int64_t)copied - shrink;
+
+        s->dirty_rate = dirtied > 0 ? dirtied * 1000000000LL / dt : 0;
+        s->eta_s = shrink > 0 ? (int64_t)(cnt * (uint64_t)dt / (uint64_t)shrink
+                                          / 1000000000ULL) : cnt ? -1 : 0;
+    }
+    memmove(&s->samples[1], &s->samples[0],
+            AUTO_WINDOW * sizeof(s->samples[0]));
+    memmove(&s->copied[1], &s->copied[0], AUTO_WINDOW * sizeof(s->copied[0]));
+    s->samples[0] = cnt;
+    s->copied[0] = done;
+    if (s->nsamples <= AUTO_WINDOW) {
+        s->nsamples++;
+    }
+    s->sample_ns = now;
+
+    /*
+     * Over the window the count fell by less than a quarter of what the
+     * job copied: clients dirty again most of what it copies, and the
+     * copy would take four times as long as it should, or forever.
+     */
+    if (s->auto_mode && !s->write_blocking && !s->synced && cnt > 0 &&
+        s->nsamples > AUTO_WINDOW) {
+        int64_t fell = (int64_t)s->samples[AUTO_WINDOW] - (int64_t)cnt;
+        uint64_t window_copied = done - s->copied[AUTO_WINDOW];
+
+        if (window_copied > 0 && fell < (int64_t)(window_copied / 4)) {
+            mirror_go_write_blocking(s);
+        }
+    }
+}
+
 /* ---- the body ---- */
 
 static int coroutine_fn mirror_dirty_init(MirrorJob *s)
@@ -478,6 +564,7 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
         }
         cnt = bdrv_get_dirty_count(s->dbm);
         job_progress_set_remaining(job, cnt + (uint64_t)s->bytes_in_flight);
+        mirror_sample(s, cnt);
         if (!s->synced && cnt <= (uint64_t)s->converge_at) {
             ret = mirror_converge(s);
             if (ret == 0) {
@@ -682,6 +769,54 @@ static void mirror_free(Job *job)
     }
 }
 
+static void mirror_query(Job *job, json_t *info)
+{
+    MirrorJob *s = (MirrorJob *)job;
+    uint64_t dirty = s->dbm ? bdrv_get_dirty_count(s->dbm) : 0;
+
+    /* qemu 8.2's member, then ours (clients ignore what they don't know) */
+    json_object_set_new(info, "actively-synced",
+                        json_boolean(s->write_blocking && s->synced));
+    json_object_set_new(info, "x-copy-mode", json_string(
+                            s->write_blocking ? "write-blocking"
+                                              : "background"));
+    json_object_set_new(info, "x-copy-mode-auto", json_boolean(s->auto_mode));
+    json_object_set_new(info, "x-dirty-bytes", json_integer((json_int_t)dirty));
+    json_object_set_new(info, "x-dirty-rate",
+                        json_integer((json_int_t)s->dirty_rate));
+    if (s->synced || s->eta_s >= 0) {
+        json_object_set_new(info, "x-eta-seconds",
+                            json_integer(s->synced ? 0 : s->eta_s));
+    }
+}
+
+bool job_is_mirror(const Job *job)
+{
+    return job->driver->run == mirror_run;
+}
+
+bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
+{
+    MirrorJob *s = (MirrorJob *)job;
+
+    if (mode != MIRROR_COPY_WRITE_BLOCKING) {
+        error_setg(errp, "Changing copy mode to '%s' is not supported",
+                   mode == MIRROR_COPY_BACKGROUND ? "background" : "auto");
+        return false;
+    }
+    if (s->write_blocking) {
+        error_setg(errp, "Job '%s' is already in copy mode "
+                   "'write-blocking'", job->id);
+        return false;
+    }
+    if (s->exited || !s->mirror_top) {
+        error_setg(errp, "Job '%s' has finished copying", job->id);
+        return false;
+    }
+    mirror_go_write_blocking(s);
+    return true;
+}
+
 /* Mirror and active commit are one job under two type names. */
 #define MIRROR_JOB_DRIVER(type_name)                                        \
     {                                                                       \
@@ -695,6 +830,7 @@ static void mirror_free(Job *job)
         .prepare = mirror_prepare,                                          \
         .abort = mirror_abort,                                              \
         .free = mirror_free,                                                \
+        .query = mirror_query,                                              \
     }
 
 static const JobDriver mirror_driver = MIRROR_JOB_DRIVER("mirror");
@@ -757,7 +893,9 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->is_commit = is_commit;
     s->sync = p->sync;
     s->base = base;
-    s->write_blocking = p->write_blocking;
+    s->write_blocking = p->copy_mode == MIRROR_COPY_WRITE_BLOCKING;
+    s->auto_mode = p->copy_mode == MIRROR_COPY_AUTO;
+    s->eta_s = -1;
     s->on_source_error = p->job.on_source_error;
     s->on_target_error = p->job.on_target_error;
     /* Unset: the target's cluster size clamped to 4-64 KiB, as a new
@@ -857,9 +995,11 @@ Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
 }
 
 Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
-                         BlockNode *base, Error **errp)
+                         BlockNode *base, MirrorCopyMode copy_mode,
+                         Error **errp)
 {
-    MirrorParams p = { .job = *o, .sync = MIRROR_SYNC_TOP };
+    MirrorParams p = { .job = *o, .sync = MIRROR_SYNC_TOP,
+                       .copy_mode = copy_mode };
 
     /* Commit has one policy; the mirror under it reads two. */
     p.job.on_source_error = p.job.on_target_error = o->on_error;

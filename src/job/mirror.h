@@ -16,10 +16,19 @@ typedef enum MirrorSyncMode {
     MIRROR_SYNC_NONE,
 } MirrorSyncMode;
 
+/* copy-mode, QAPI's MirrorCopyMode order, then our extension. */
+typedef enum MirrorCopyMode {
+    MIRROR_COPY_BACKGROUND = 0,
+    MIRROR_COPY_WRITE_BLOCKING,
+    /* background until the dirty count stops shrinking, then
+     * write-blocking (docs/copy-mode-auto.md) */
+    MIRROR_COPY_AUTO,
+} MirrorCopyMode;
+
 typedef struct MirrorParams {
     BlockJobOptions job;          /* on_error is unused */
     MirrorSyncMode sync;
-    bool write_blocking;          /* copy-mode write-blocking */
+    MirrorCopyMode copy_mode;
     int64_t granularity;          /* 0: the target's cluster size, 4-64 KiB */
     int64_t buf_size;             /* 0: 16 MiB */
     BlockNode *replaces;          /* NULL: the source */
@@ -30,6 +39,15 @@ Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,
 
 /* Active commit: top is the active layer, base below it (writable). */
 Job *commit_active_start(const BlockJobOptions *o, BlockNode *top,
-                         BlockNode *base, Error **errp);
+                         BlockNode *base, MirrorCopyMode copy_mode,
+                         Error **errp);
+
+/* Whether job is a mirror or an active commit (its copy mode can change). */
+bool job_is_mirror(const Job *job);
+/*
+ * block-job-change of a mirror or an active commit: only to
+ * write-blocking, from background or auto (as qemu 8.2 allows).
+ */
+bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp);
 
 #endif

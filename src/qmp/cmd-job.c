@@ -169,6 +169,7 @@ static const ArgSpec stream_args[] = {
     OPT_STR("base"), OPT_STR("base-node"), OPT_STR("bottom"),
     OPT_STR("backing-file"),
     QMP_JOB_ARGS_ONE_POLICY_TAIL,
+    QMP_JOB_ARG_COPY_MODE,        /* our extension: active commit only */
     { .name = NULL },
 };
 
@@ -249,6 +250,7 @@ static const ArgSpec commit_args[] = {
     OPT_STR("base-node"), OPT_STR("base"), OPT_STR("top-node"), OPT_STR("top"),
     OPT_STR("backing-file"),
     QMP_JOB_ARGS_ONE_POLICY_TAIL,
+    QMP_JOB_ARG_COPY_MODE,        /* our extension: active commit only */
     { .name = NULL },
 };
 
@@ -333,10 +335,58 @@ static bool qmp_block_commit(json_t *args, json_t **ret, Error **errp)
         }
         /* Active commit runs as a mirror of type "commit" (mirror.c). */
         qmp_job_options(args, &o);
-        return commit_active_start(&o, bs, base_bs, errp) != NULL;
+        return commit_active_start(&o, bs, base_bs, (MirrorCopyMode)arg_enum(
+                                       args, "copy-mode", qmp_copy_mode_names,
+                                       MIRROR_COPY_BACKGROUND),
+                                   errp) != NULL;
+    }
+    if (json_object_get(args, "copy-mode")) {
+        error_setg(errp, "'copy-mode' applies to an active commit only "
+                   "('top' is not the active layer)");
+        return false;
     }
     qmp_job_options(args, &o);
     return commit_start(&o, bs, top_bs, base_bs, backing_file, errp) != NULL;
+}
+
+/* ---- block-job-change (qemu 8.2): a mirror's copy mode ---- */
+
+static const char *const job_type_names[] = {
+    "commit", "stream", "mirror", "backup", "create", "amend",
+    "snapshot-load", "snapshot-save", "snapshot-delete", NULL,
+};
+
+static const ArgSpec change_args[] = {
+    { .name = "id", .type = ARG_STR },
+    { .name = "type", .type = ARG_ENUM, .enum_values = job_type_names },
+    QMP_JOB_ARG_COPY_MODE,
+    { .name = NULL },
+};
+
+static bool qmp_block_job_change(json_t *args, json_t **ret, Error **errp)
+{
+    const char *type = arg_str(args, "type", NULL);
+    Job *job = find_block_job(arg_str(args, "id", NULL), errp);
+
+    if (!job) {
+        return false;
+    }
+    if (strcmp(job->driver->type, type) != 0) {
+        error_setg(errp, "Job '%s' is a %s job, not %s", job->id,
+                   job->driver->type, type);
+        return false;
+    }
+    if (!json_object_get(args, "copy-mode")) {
+        return true;                /* nothing to change */
+    }
+    if (!job_is_mirror(job)) {
+        error_setg(errp, "'copy-mode' applies to a mirror or an active "
+                   "commit only");
+        return false;
+    }
+    return mirror_change_copy_mode(job, (MirrorCopyMode)arg_enum(
+                                       args, "copy-mode", qmp_copy_mode_names,
+                                       MIRROR_COPY_BACKGROUND), errp);
 }
 
 static const ArgSpec no_args[] = { { .name = NULL } };
@@ -356,6 +406,8 @@ const QmpCommand qmp_job_commands[] = {
       .args = id_args },
     { .name = "block-job-dismiss", .fn = qmp_block_job_dismiss,
       .args = id_args },
+    { .name = "block-job-change", .fn = qmp_block_job_change,
+      .args = change_args },
     { .name = "job-pause", .fn = qmp_job_pause, .args = id_args },
     { .name = "job-resume", .fn = qmp_job_resume, .args = id_args },
     { .name = "job-cancel", .fn = qmp_job_cancel, .args = id_args },

@@ -19,10 +19,6 @@ static const char *const sync_names[] = {
 };
 enum { SYNC_TOP, SYNC_FULL, SYNC_NONE, SYNC_INCREMENTAL, SYNC_BITMAP };
 
-static const char *const copy_mode_names[] = {
-    "background", "write-blocking", NULL,
-};
-
 static const char *const drive_mode_names[] = {
     "existing", "absolute-paths", NULL,
 };
@@ -37,8 +33,7 @@ static const char *const drive_mode_names[] = {
     { .name = "buf-size", .type = ARG_INT, .optional = true },             \
     QMP_JOB_ARGS_SOURCE_TARGET_ERROR,                                       \
     QMP_JOB_ARG_FILTER_NODE_NAME,                                           \
-    { .name = "copy-mode", .type = ARG_ENUM, .optional = true,             \
-      .enum_values = copy_mode_names },                                    \
+    QMP_JOB_ARG_COPY_MODE,                                                  \
     QMP_JOB_ARGS_AUTO
 
 static const ArgSpec blockdev_mirror_args[] = {
@@ -121,7 +116,9 @@ static bool mirror_common(json_t *args, BlockNode *bs, BlockNode *target,
     p.sync = sync == SYNC_TOP ? MIRROR_SYNC_TOP
              : sync == SYNC_NONE ? MIRROR_SYNC_NONE : MIRROR_SYNC_FULL;
     p.granularity = granularity;
-    p.write_blocking = arg_enum(args, "copy-mode", copy_mode_names, 0) == 1;
+    p.copy_mode = (MirrorCopyMode)arg_enum(args, "copy-mode",
+                                           qmp_copy_mode_names,
+                                           MIRROR_COPY_BACKGROUND);
     return mirror_start(&p, bs, target, errp) != NULL;
 }
 

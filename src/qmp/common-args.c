@@ -73,3 +73,7 @@ bool qmp_check_bitmap_list(json_t *list, const char *path, Error **errp)
     }
     return true;
 }
+
+const char *const qmp_copy_mode_names[] = {
+    "background", "write-blocking", "auto", NULL,   /* MirrorCopyMode */
+};

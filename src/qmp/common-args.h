@@ -39,6 +39,12 @@ void qmp_job_options(json_t *args, BlockJobOptions *o);
 #define QMP_JOB_ARGS_AUTO                                                   \
     { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },        \
     { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true }
+/* copy-mode of blockdev-mirror, drive-mirror and (our extension) an
+ * active block-commit: MirrorCopyMode's names, "auto" ours. */
+extern const char *const qmp_copy_mode_names[];
+#define QMP_JOB_ARG_COPY_MODE                                               \
+    { .name = "copy-mode", .type = ARG_ENUM, .optional = true,              \
+      .enum_values = qmp_copy_mode_names }
 /* block-stream's and block-commit's last members. */
 #define QMP_JOB_ARGS_ONE_POLICY_TAIL                                        \
     QMP_JOB_ARG_SPEED,                                                      \
