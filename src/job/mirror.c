@@ -790,11 +790,6 @@ static void mirror_query(Job *job, json_t *info)
     }
 }
 
-bool job_is_mirror(const Job *job)
-{
-    return job->driver->run == mirror_run;
-}
-
 bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
 {
     MirrorJob *s = (MirrorJob *)job;
@@ -835,6 +830,12 @@ bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
 
 static const JobDriver mirror_driver = MIRROR_JOB_DRIVER("mirror");
 static const JobDriver commit_active_driver = MIRROR_JOB_DRIVER("commit");
+
+bool job_is_mirror(const Job *job)
+{
+    return job->driver == &mirror_driver ||
+           job->driver == &commit_active_driver;
+}
 
 /* ---- start ---- */
 
