@@ -64,6 +64,14 @@ typedef struct NbdHandshake {
     NbdHandshakeState state;
     const NbdExportLookup *lookup;
     bool shutting_down;        /* answer options with ERR_SHUTDOWN */
+    /* TLS: while tls_required and not tls_active, every option but
+     * STARTTLS and ABORT is refused with ERR_TLS_REQD (EXPORT_NAME closes).
+     * STARTTLS is acknowledged and sets starttls_pending: the caller sends
+     * the ACK, runs the TLS handshake, then sets tls_active and clears
+     * starttls_pending. */
+    bool tls_required;
+    bool tls_active;
+    bool starttls_pending;
 
     /* negotiated */
     bool fixed;
