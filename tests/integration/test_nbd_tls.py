@@ -323,6 +323,17 @@ def test_server_start_tls_arguments(daemon_factory, pki):
     assert not os.path.exists(nbd_sock(d))
 
 
+def object_del_when_free(d, oid):
+    def try_del():
+        r = d.qmp.cmd('object-del', id=oid)
+        if 'error' in r:
+            assert r['error']['desc'] == ("object '%s' is in use, can not be "
+                                          "deleted" % oid)
+            return False
+        return True
+    bjtest.wait_until(try_del, what='object-del %s' % oid)
+
+
 def test_cmdline_nbd_server_tls(daemon_factory, tmp_path, pki):
     img = tmp_path / 'disk.raw'
     qemu_img('create', '-f', 'raw', str(img), str(SIZE))
@@ -344,7 +355,9 @@ def test_cmdline_nbd_server_tls(daemon_factory, tmp_path, pki):
             d.qmp.execute('object-del', id='tls0')
         assert e.value.desc == "object 'tls0' is in use, can not be deleted"
         d.qmp.execute('nbd-server-stop')
-        d.qmp.execute('object-del', id='tls0')
+        # nbdinfo's connection (which holds a use of its own) may still be
+        # being torn down: the credentials go once it has.
+        object_del_when_free(d, 'tls0')
         d.stop()
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
@@ -483,7 +496,7 @@ def test_object_del_in_use(daemon_factory, pki):
                                 % oid)
     d.qmp.execute('object-add', {'qom-type': 'iothread', 'id': 'io1'})
     d.qmp.execute('nbd-server-stop')
-    d.qmp.execute('object-del', id='t0')
+    object_del_when_free(d, 't0')
     with pytest.raises(QMPError) as e:
         d.qmp.execute('object-del', id='t0')
     assert e.value.desc == "object 't0' not found"
