@@ -19,7 +19,6 @@
 #include <jansson.h>
 
 #include "config.h"
-#include "aio/iothread.h"
 #include "block/block.h"
 #include "nbd/nbd.h"
 #include "object/object.h"
