@@ -515,3 +515,24 @@ def test_quit_with_tls_client_that_stopped_reading(x509_server, pki):
     assert h.aio_in_flight() == 16
     d.stop()
     del h
+
+
+def test_tls_export_in_iothread_added_by_object_add(daemon_factory, tmp_path,
+                                                    pki):
+    """The session moves with the connection to the export's iothread (an
+    iothread made by object-add); reads and writes go on there."""
+    d = serve(daemon_factory, tmp_path,
+              'tls-creds-x509,id=tls0,dir=%s,endpoint=server' % pki.server)
+    d.qmp.execute('object-add', {'qom-type': 'iothread', 'id': 'io1'})
+    d.qmp.execute('block-export-add', type='nbd', id='e1', node_name='disk',
+                  name='disk-io', iothread='io1', writable=True)
+    h = nbd.NBD()
+    h.set_tls(nbd.TLS_REQUIRE)
+    h.set_tls_certificates(pki.client)
+    h.set_export_name('disk-io')
+    h.connect_unix(nbd_sock(d))
+    data = b'\xc3' * (2 * 1024 * 1024)
+    h.pwrite(data, 3 * 1024 * 1024)
+    assert h.pread(len(data), 3 * 1024 * 1024) == data
+    h.shutdown()
+    qemu_io('-r', '-f', 'raw', '-U', '-c', 'read -P 0xc3 3M 2M', str(d.img))
