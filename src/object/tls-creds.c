@@ -12,6 +12,7 @@
 #include <gnutls/x509.h>
 
 #include "object/object-int.h"
+#include "object/secret.h"
 #include "object/tls-creds.h"
 #include "util/alloc.h"
 
@@ -23,6 +24,7 @@ struct TlsCreds {
     bool verify_peer;
     char *username;            /* psk client */
     char *priority;            /* NULL: default */
+    char *passwordid;          /* x509: secret decrypting the key */
     gnutls_certificate_credentials_t x509;
     gnutls_psk_server_credentials_t psk_server;
     gnutls_psk_client_credentials_t psk_client;
@@ -38,6 +40,7 @@ static const ArgSpec x509_props[] = {
     { .name = "verify-peer", .type = ARG_BOOL, .optional = true },
     { .name = "priority", .type = ARG_STR, .optional = true },
     { .name = "sanity-check", .type = ARG_BOOL, .optional = true },
+    { .name = "passwordid", .type = ARG_STR, .optional = true },
     { .name = NULL },
 };
 
@@ -85,6 +88,9 @@ static TlsCreds *creds_new(json_t *props, TlsCredsKind kind, Error **errp)
     tc->endpoint = arg_enum(props, "endpoint", endpoints,
                             TLS_ENDPOINT_CLIENT);
     tc->verify_peer = arg_bool(props, "verify-peer", true);
+    if (arg_str(props, "passwordid", NULL)) {
+        tc->passwordid = bj_strdup(arg_str(props, "passwordid", NULL));
+    }
     if (arg_str(props, "priority", NULL)) {
         tc->priority = bj_strdup(arg_str(props, "priority", NULL));
     }
@@ -110,6 +116,7 @@ static void creds_destroy(Object *obj)
     free(tc->dir);
     free(tc->username);
     free(tc->priority);
+    free(tc->passwordid);
     free(tc);
 }
 
@@ -135,7 +142,7 @@ static bool load_dh(TlsCreds *tc, Error **errp)
     }
     gnutls_free(data.data);
     if (ret < 0) {
-        error_setg(errp, "Cannot load DH parameters from %s: %s", path,
+        error_setg(errp, "Unable to load DH parameters from %s: %s", path,
                    gnutls_strerror(ret));
         free(path);
         return false;
@@ -176,11 +183,11 @@ static bool load_x509(TlsCreds *tc, Error **errp)
                    gnutls_strerror(ret));
         goto out;
     }
+    /* The number of certificates found: none is as bad as an error. */
     ret = gnutls_certificate_set_x509_trust_file(tc->x509, ca,
                                                  GNUTLS_X509_FMT_PEM);
-    if (ret < 0) {
-        error_setg(&err, "Cannot load CA certificate '%s': %s", ca,
-                   gnutls_strerror(ret));
+    if (ret <= 0) {
+        error_setg(&err, "Unable to import CA certificate list %s", ca);
         goto out;
     }
     if (crl) {
@@ -193,8 +200,23 @@ static bool load_x509(TlsCreds *tc, Error **errp)
         }
     }
     if (cert && key) {
-        ret = gnutls_certificate_set_x509_key_file(tc->x509, cert, key,
-                                                   GNUTLS_X509_FMT_PEM);
+        char *password = NULL;
+
+        if (tc->passwordid) {
+            size_t len;
+            const uint8_t *pw = secret_lookup(tc->passwordid, &len, &err);
+            if (!pw) {
+                goto out;
+            }
+            password = bj_strndup((const char *)pw, len);
+        }
+        ret = gnutls_certificate_set_x509_key_file2(tc->x509, cert, key,
+                                                    GNUTLS_X509_FMT_PEM,
+                                                    password, 0);
+        if (password) {
+            memset(password, 0, strlen(password));
+            free(password);
+        }
         if (ret < 0) {
             error_setg(&err, "Cannot load certificate '%s' & key '%s': %s",
                        cert, key, gnutls_strerror(ret));

@@ -4,7 +4,8 @@
  *
  *   x509: ca-cert.pem, [ca-crl.pem], server-cert.pem + server-key.pem
  *         (endpoint=server), [client-cert.pem + client-key.pem]
- *         (endpoint=client), [dh-params.pem]; verify-peer (default on)
+ *         (endpoint=client), [dh-params.pem]; verify-peer (default on);
+ *         passwordid names a secret that decrypts an encrypted key
  *   psk:  keys.psk, lines "username:hexkey"; a client uses `username`
  *         (default "qemu")
  *

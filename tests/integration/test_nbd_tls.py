@@ -44,6 +44,14 @@ def pki(tmp_path_factory):
     p.psk = tlscerts.make_psk_dir(base, 'psk', 'alice')
     p.psk_wrong = tlscerts.make_psk_dir(base, 'psk-wrong', 'alice',
                                         key='00' * 32)
+    p.encrypted = tlscerts.copy_with_encrypted_key(base, 'encrypted',
+                                                   p.server, 'sekrit')
+    p.bad_ca = tlscerts.make_broken_dir(base, 'bad-ca', p.server,
+                                        'ca-cert.pem')
+    p.bad_dh = tlscerts.make_broken_dir(base, 'bad-dh', p.server,
+                                        'dh-params.pem')
+    p.bad_crl = tlscerts.make_broken_dir(base, 'bad-crl', p.server,
+                                         'ca-crl.pem')
     p.empty = str(base / 'empty')
     os.makedirs(p.empty, exist_ok=True)
     return p
@@ -58,7 +66,7 @@ def serve(daemon_factory, tmp_path, creds, authz=None, extra=()):
     a writable 16 MiB raw image as export 'disk' over a UNIX socket."""
     img = tmp_path / 'disk.raw'
     qemu_img('create', '-f', 'raw', str(img), str(SIZE))
-    d = daemon_factory('--object', creds, *extra,
+    d = daemon_factory(*extra, '--object', creds,
                        '--blockdev',
                        'driver=file,node-name=disk,filename=%s' % img)
     kw = {'tls-creds': 'tls0'}
@@ -439,6 +447,21 @@ def object_cases(pki):
         ('object-del', {'id': 'a0'}),
         ('object-del', {'id': 't1'}),
         ('object-add', {'qom-type': 'secret', 'id': 's0', 'data': 'again'}),
+        ('object-add', {'qom-type': x, 'id': 'b0', 'dir': pki.bad_ca,
+                        'endpoint': 'server'}),
+        ('object-add', {'qom-type': x, 'id': 'b0', 'dir': pki.bad_dh,
+                        'endpoint': 'server'}),
+        ('object-add', {'qom-type': x, 'id': 'b0', 'dir': pki.bad_crl,
+                        'endpoint': 'server'}),
+        ('object-add', {'qom-type': x, 'id': 'e0', 'dir': pki.encrypted,
+                        'endpoint': 'server', 'passwordid': 'pw'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'pw', 'data': 'wrong'}),
+        ('object-add', {'qom-type': x, 'id': 'e0', 'dir': pki.encrypted,
+                        'endpoint': 'server', 'passwordid': 'pw'}),
+        ('object-del', {'id': 'pw'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'pw', 'data': 'sekrit'}),
+        ('object-add', {'qom-type': x, 'id': 'e0', 'dir': pki.encrypted,
+                        'endpoint': 'server', 'passwordid': 'pw'}),
     ]
 
 
@@ -477,6 +500,24 @@ def test_object_add_del_errors_match_qsd(daemon_factory, tmp_path, pki):
     assert ours[22] == ('Username bob not found in PSK file %s/keys.psk'
                         % pki.psk)
     assert ours[26] == "object 'nosuch' not found"
+    assert ours[33] == ('Unable to import CA certificate list '
+                        '%s/ca-cert.pem' % pki.bad_ca)
+    assert ours[34].startswith('Unable to load DH parameters from '
+                               '%s/dh-params.pem: ' % pki.bad_dh)
+    assert ours[36] == "No secret with id 'pw'"
+    assert ours[38] == ("Cannot load certificate '%s/server-cert.pem' & key "
+                        "'%s/server-key.pem': Decryption has failed."
+                        % (pki.encrypted, pki.encrypted))
+    assert ours[41] == 'ok'
+
+
+def test_encrypted_server_key(daemon_factory, tmp_path, pki):
+    d = serve(daemon_factory, tmp_path,
+              'tls-creds-x509,id=tls0,dir=%s,endpoint=server,passwordid=pw'
+              % pki.encrypted, extra=('--object', 'secret,id=pw,data=sekrit'))
+    h = libnbd_x509(d, pki.client)
+    assert h.get_size() == SIZE
+    h.shutdown()
 
 
 def test_object_del_in_use(daemon_factory, pki):

@@ -89,6 +89,31 @@ def make_x509_dir(workdir, name, ca, server=True, client_cn='client',
     return d
 
 
+def copy_with_encrypted_key(workdir, name, server_dir, password):
+    """A copy of a server directory whose key is PKCS#8-encrypted with
+    password (for tls-creds-x509's passwordid)."""
+    d = os.path.join(str(workdir), name)
+    os.makedirs(d, exist_ok=True)
+    for f in ('ca-cert.pem', 'server-cert.pem'):
+        shutil.copy(os.path.join(server_dir, f), os.path.join(d, f))
+    _certtool('--load-privkey', os.path.join(server_dir, 'server-key.pem'),
+              '--to-p8', '--password=%s' % password, '--outfile',
+              os.path.join(d, 'server-key.pem'))
+    return d
+
+
+def make_broken_dir(workdir, name, server_dir, broken):
+    """A copy of a server directory with file `broken` replaced by
+    garbage (a file that is there but is no PEM)."""
+    d = os.path.join(str(workdir), name)
+    os.makedirs(d, exist_ok=True)
+    for f in ('ca-cert.pem', 'server-cert.pem', 'server-key.pem'):
+        shutil.copy(os.path.join(server_dir, f), os.path.join(d, f))
+    with open(os.path.join(d, broken), 'w') as f:
+        f.write('garbage\n')
+    return d
+
+
 def make_psk_dir(workdir, name, username='alice', key=None):
     """A directory with keys.psk holding username's key: psktool's random
     one, or key (hex) when given."""
