@@ -701,7 +701,9 @@ size_t nbd_handshake_feed(NbdHandshake *hs, const uint8_t *data, size_t len)
 {
     size_t used = 0;
 
-    while (used < len && nbd_handshake_want(hs) > 0) {
+    /* What follows an acknowledged STARTTLS is TLS: not ours to read. */
+    while (used < len && nbd_handshake_want(hs) > 0 &&
+           !hs->starttls_pending) {
         size_t n = nbd_handshake_want(hs);
         if (n > len - used) {
             n = len - used;
