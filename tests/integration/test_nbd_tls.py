@@ -10,6 +10,7 @@ object tests run the same commands against qsd and blockjobd and compare.
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -577,3 +578,51 @@ def test_tls_export_in_iothread_added_by_object_add(daemon_factory, tmp_path,
     assert h.pread(len(data), 3 * 1024 * 1024) == data
     h.shutdown()
     qemu_io('-r', '-f', 'raw', '-U', '-c', 'read -P 0xc3 3M 2M', str(d.img))
+
+
+def test_tcp_tls_export_del_with_stalled_reader_and_quit(daemon_factory,
+                                                        tmp_path, pki):
+    """Over TCP (where ending a TLS connection shuts only its read side
+    first): qemu-img works, a hard block-export-del ends a client whose
+    replies pile up unread, and quit ends another one."""
+    img = tmp_path / 'disk.raw'
+    qemu_img('create', '-f', 'raw', str(img), str(SIZE))
+    d = daemon_factory('--object', 'tls-creds-x509,id=tls0,dir=%s,'
+                       'endpoint=server' % pki.server, '--blockdev',
+                       'driver=file,node-name=disk,filename=%s' % img)
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    d.qmp.execute('nbd-server-start',
+                  {'addr': {'type': 'inet', 'data': {'host': '127.0.0.1',
+                                                     'port': str(port)}},
+                   'tls-creds': 'tls0'})
+    d.qmp.execute('block-export-add', type='nbd', id='e0', node_name='disk',
+                  writable=True)
+    opts = ('driver=nbd,server.type=inet,server.host=127.0.0.1,'
+            'server.port=%d,export=disk,tls-creds=c0' % port)
+    qemu_io(*client_obj(pki.client), '--image-opts', opts,
+            '-c', 'write -P 0x2e 0 4M', '-c', 'read -P 0x2e 0 4M')
+    uri = 'nbds://127.0.0.1:%d/disk?tls-certificates=%s' % (port, pki.client)
+
+    def stalled():
+        h = nbd.NBD()
+        h.set_uri_allow_local_file(True)
+        h.connect_uri(uri)
+        bufs = [nbd.Buffer(1024 * 1024) for _ in range(16)]
+        for i, b in enumerate(bufs):
+            h.aio_pread(b, i * 1024 * 1024)
+        return h, bufs
+
+    h1, _ = stalled()
+    d.qmp.execute('block-export-del', id='e0', mode='hard')
+    d.qmp.wait_event('BLOCK_EXPORT_DELETED')
+    del h1
+    d.qmp.execute('block-export-add', type='nbd', id='e0', node_name='disk',
+                  writable=True)
+    out = run('nbdinfo', '--size', uri).stdout
+    assert out.strip() == str(SIZE)
+    h2, _ = stalled()
+    d.stop()
+    del h2
