@@ -99,6 +99,7 @@ static void print_help(void)
 "  --object iothread,id=<id>\n"
 "                         create an I/O thread with its own event loop\n"
 "  --object secret,id=<id>,data=<string>|file=<path>[,format=raw|base64]\n"
+"           [,keyid=<secret>,iv=<base64>]\n"
 "  --object tls-creds-x509,id=<id>,dir=<dir>,endpoint=server|client\n"
 "           [,verify-peer=on|off][,passwordid=<secret>][,priority=<p>]\n"
 "  --object tls-creds-psk,id=<id>,dir=<dir>,endpoint=server|client\n"

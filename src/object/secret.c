@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+
 #include "object/object-int.h"
 #include "object/secret.h"
 #include "util/alloc.h"
@@ -22,6 +25,8 @@ static const ArgSpec secret_props[] = {
     { .name = "file", .type = ARG_STR, .optional = true },
     { .name = "format", .type = ARG_ENUM, .optional = true,
       .enum_values = secret_formats },
+    { .name = "keyid", .type = ARG_STR, .optional = true },
+    { .name = "iv", .type = ARG_STR, .optional = true },
     { .name = NULL },
 };
 
@@ -103,6 +108,85 @@ static uint8_t *read_secret_file(const char *path, size_t *len, Error **errp)
     return buf;
 }
 
+/*
+ * keyid: the bytes (base64-decoded first when format=base64) are AES-256-CBC
+ * ciphertext under the 32-byte secret keyid with the base64 16-byte iv,
+ * PKCS#7-padded, as libvirt passes secrets to qemu.  Replaces *data.
+ */
+static bool secret_decrypt(const char *keyid, const char *iv_b64,
+                           uint8_t **data, size_t *len, Error **errp)
+{
+    gnutls_cipher_hd_t h;
+    gnutls_datum_t key, iv;
+    const uint8_t *k;
+    uint8_t *ivbuf, *pt;
+    size_t klen, ivlen;
+    unsigned pad;
+    int ret;
+
+    k = secret_lookup(keyid, &klen, errp);
+    if (!k) {
+        return false;
+    }
+    if (klen != 32) {
+        error_setg(errp, "Key should be 32 bytes in length");
+        return false;
+    }
+    if (!iv_b64) {
+        error_setg(errp, "IV is required to decrypt secret");
+        return false;
+    }
+    ivbuf = bj_malloc(strlen(iv_b64) * 3 / 4 + 3);
+    if (!b64_decode((const uint8_t *)iv_b64, strlen(iv_b64), ivbuf, &ivlen,
+                    errp)) {
+        free(ivbuf);
+        return false;
+    }
+    if (ivlen != 16) {
+        free(ivbuf);
+        error_setg(errp, "IV should be 16 bytes in length not %zu", ivlen);
+        return false;
+    }
+    if (*len % 16) {
+        error_setg(errp, "Length %zu must be a multiple of block size 16",
+                   *len);
+        free(ivbuf);
+        return false;
+    }
+    key.data = (unsigned char *)k;
+    key.size = 32;
+    iv.data = ivbuf;
+    iv.size = 16;
+    ret = gnutls_cipher_init(&h, GNUTLS_CIPHER_AES_256_CBC, &key, &iv);
+    free(ivbuf);
+    if (ret < 0) {
+        error_setg(errp, "Cannot initialize cipher: %s",
+                   gnutls_strerror(ret));
+        return false;
+    }
+    pt = bj_malloc(*len + 1);
+    ret = gnutls_cipher_decrypt2(h, *data, *len, pt, *len);
+    gnutls_cipher_deinit(h);
+    if (ret < 0) {
+        error_setg(errp, "Cannot decrypt secret: %s", gnutls_strerror(ret));
+        free(pt);
+        return false;
+    }
+    pad = *len ? pt[*len - 1] : 0;
+    if (pad > *len) {
+        error_setg(errp, "Incorrect number of padding bytes (%u) found on "
+                   "decrypted data", pad);
+        memset(pt, 0, *len);
+        free(pt);
+        return false;
+    }
+    memset(*data, 0, *len);
+    free(*data);
+    *data = pt;
+    *len -= pad;
+    return true;
+}
+
 static Object *secret_create(const char *id, json_t *props, Error **errp)
 {
     const char *data = arg_str(props, "data", NULL);
@@ -130,7 +214,27 @@ static Object *secret_create(const char *id, json_t *props, Error **errp)
         }
     }
     s = bj_calloc(1, sizeof(*s));
-    if (b64) {
+    if (arg_str(props, "keyid", NULL)) {
+        /* The ciphertext, base64-decoded if so told; the plaintext is
+         * taken as it is. */
+        if (b64) {
+            uint8_t *ct = bj_malloc(len * 3 / 4 + 3);
+            size_t ctlen;
+            if (!b64_decode(raw, len, ct, &ctlen, errp)) {
+                free(ct);
+                goto fail;
+            }
+            free(raw);
+            raw = ct;
+            len = ctlen;
+        }
+        if (!secret_decrypt(arg_str(props, "keyid", NULL),
+                            arg_str(props, "iv", NULL), &raw, &len, errp)) {
+            goto fail;
+        }
+        s->data = raw;
+        s->len = len;
+    } else if (b64) {
         s->data = bj_malloc(len * 3 / 4 + 3);
         if (!b64_decode(raw, len, s->data, &s->len, errp)) {
             free(raw);
@@ -145,6 +249,11 @@ static Object *secret_create(const char *id, json_t *props, Error **errp)
         s->len = len;
     }
     return &s->base;
+fail:
+    memset(raw, 0, len);
+    free(raw);
+    free(s);
+    return NULL;
 }
 
 static void secret_destroy(Object *obj)

@@ -1,7 +1,9 @@
 /*
  * The secret object: --object secret,id=ID,data=STRING|file=PATH
- * [,format=raw|base64].  The bytes are decoded once at creation; users
- * (Ceph and LUKS keys, a TLS key password) look them up by id.
+ * [,format=raw|base64][,keyid=SECRET,iv=BASE64].  The bytes are decoded
+ * (and with keyid decrypted: AES-256-CBC under the 32-byte secret keyid,
+ * as libvirt passes secrets) once at creation; users (Ceph and LUKS keys,
+ * a TLS key password) look them up by id.
  */
 #ifndef BJ_OBJECT_SECRET_H
 #define BJ_OBJECT_SECRET_H

@@ -21,6 +21,13 @@ from bjtest import QMPError, qemu_img, qemu_io, run
 nbd = pytest.importorskip('nbd')
 
 SIZE = 16 * 1024 * 1024
+
+# A secret encrypted as libvirt passes them (keyid, iv): "sekrit" under
+# AES-256-CBC with key bytes 0..31 and iv bytes 100..115 (made once with
+# `openssl enc -aes-256-cbc`).
+AES_KEY = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='
+AES_IV = 'ZGVmZ2hpamtsbW5vcHFycw=='
+AES_SEKRIT = 'ESdP+WwF1392R6BlwSytCQ=='
 QSD = shutil.which('qemu-storage-daemon')
 
 
@@ -463,6 +470,25 @@ def object_cases(pki):
         ('object-add', {'qom-type': 'secret', 'id': 'pw', 'data': 'sekrit'}),
         ('object-add', {'qom-type': x, 'id': 'e0', 'dir': pki.encrypted,
                         'endpoint': 'server', 'passwordid': 'pw'}),
+        # encrypted secrets (keyid, iv)
+        ('object-add', {'qom-type': 'secret', 'id': 'k0', 'data': 'xx',
+                        'keyid': 'nokey'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'short', 'data': 'x'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k0', 'data': 'xx',
+                        'keyid': 'short'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'mk', 'data': AES_KEY,
+                        'format': 'base64'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k0',
+                        'data': AES_SEKRIT, 'keyid': 'mk'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k0',
+                        'data': AES_SEKRIT, 'keyid': 'mk', 'iv': 'AAAA'}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k0',
+                        'data': AES_SEKRIT, 'keyid': 'mk', 'iv': AES_IV}),
+        ('object-add', {'qom-type': 'secret', 'id': 'k0',
+                        'data': AES_SEKRIT, 'keyid': 'mk', 'iv': AES_IV,
+                        'format': 'base64'}),
+        ('object-add', {'qom-type': x, 'id': 'e1', 'dir': pki.encrypted,
+                        'endpoint': 'server', 'passwordid': 'k0'}),
     ]
 
 
@@ -510,6 +536,12 @@ def test_object_add_del_errors_match_qsd(daemon_factory, tmp_path, pki):
                         "'%s/server-key.pem': Decryption has failed."
                         % (pki.encrypted, pki.encrypted))
     assert ours[41] == 'ok'
+    assert ours[42] == "No secret with id 'nokey'"
+    assert ours[44] == 'Key should be 32 bytes in length'
+    assert ours[46] == 'IV is required to decrypt secret'
+    assert ours[47] == 'IV should be 16 bytes in length not 3'
+    assert ours[48] == 'Length 24 must be a multiple of block size 16'
+    assert ours[49:] == ['ok', 'ok']     # the decrypted key password works
 
 
 def test_encrypted_server_key(daemon_factory, tmp_path, pki):
