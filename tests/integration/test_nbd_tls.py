@@ -658,3 +658,28 @@ def test_tcp_tls_export_del_with_stalled_reader_and_quit(daemon_factory,
     h2, _ = stalled()
     d.stop()
     del h2
+
+
+def test_psk_authz_by_username(daemon_factory, tmp_path, pki):
+    """With PSK the identity authz-simple compares is the username."""
+    psk2 = tlscerts.make_psk_dir(tmp_path, 'psk2', 'alice')
+    with open(os.path.join(psk2, 'keys.psk'), 'a') as f:
+        f.write('bob:%s\n' % ('ab' * 32))
+    d = serve(daemon_factory, tmp_path,
+              'tls-creds-psk,id=tls0,dir=%s,endpoint=server' % psk2,
+              authz='auth0',
+              extra=('--object', 'authz-simple,id=auth0,identity=alice'))
+
+    def connect(user):
+        h = nbd.NBD()
+        h.set_tls(nbd.TLS_REQUIRE)
+        h.set_tls_psk_file(os.path.join(psk2, 'keys.psk'))
+        h.set_tls_username(user)
+        h.set_export_name('disk')
+        h.connect_unix(nbd_sock(d))
+        return h
+
+    connect('alice').shutdown()
+    with pytest.raises(nbd.Error):
+        connect('bob')
+    connect('alice').shutdown()
