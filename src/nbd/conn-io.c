@@ -243,9 +243,10 @@ int coroutine_fn nbd_conn_tls_handshake(NbdConn *c)
 
 void nbd_conn_tls_bye(NbdConn *c)
 {
-    if (c->tls) {
+    if (c->tls && !c->tls_bye_done) {
         /* Non-blocking: GNUTLS_E_AGAIN just means the client does not get
          * the alert, which it may not be reading for anyway. */
+        c->tls_bye_done = true;
         gnutls_bye(c->tls, GNUTLS_SHUT_WR);
     }
 }

@@ -62,15 +62,43 @@ typedef struct NbdReq {
 
 static void conn_finish_bh(void *opaque);
 
+/* Main loop: a TLS close bottom half is done; a finish it held back runs. */
+static void conn_close_done_bh(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    if (--c->close_refs == 0 && c->finish_pending) {
+        conn_finish_bh(c);
+    }
+}
+
+/* In the connection's thread, where its session is used: close_notify
+ * when no reply is half sent (never waiting for the socket), then the
+ * same shutdown as plaintext. */
+static void conn_tls_close_bh(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    if (!c->wr_co && !c->broken) {
+        nbd_conn_tls_bye(c);
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    aio_bh_schedule_oneshot(aio_main_context(), conn_close_done_bh, c);
+}
+
 void nbd_conn_close(NbdConn *c)
 {
     atomic_store(&c->closing, true);
-    /* Wakes a reader or writer blocked on the socket, in whatever thread.
-     * A TLS connection in transmission keeps its write side, so that it
-     * can end with close_notify: its reader wakes, its writers give up
-     * rather than wait (conn-io.c), and one already waiting is woken by
-     * transmission_co. */
-    shutdown(c->fd, c->tls && c->exp ? SHUT_RD : SHUT_RDWR);
+    if (c->tls && c->exp) {
+        /* A TLS connection in transmission ends with close_notify, sent
+         * from its own thread; the connection is not freed before that
+         * ran (close_refs, main loop). */
+        c->close_refs++;
+        aio_bh_schedule_oneshot(c->ctx, conn_tls_close_bh, c);
+        return;
+    }
+    /* Wakes a reader or writer blocked on the socket, in whatever thread. */
+    shutdown(c->fd, SHUT_RDWR);
 }
 
 /* ---- replies ---- */
@@ -499,11 +527,6 @@ static void coroutine_fn transmission_co(void *opaque)
     while (recv_one(c)) {
         /* next request */
     }
-    /* A TLS writer still waiting for the client to read would wait for
-     * good: closing cuts the socket for it (plaintext did at close). */
-    if (c->tls && atomic_load(&c->closing) && c->wr_co) {
-        shutdown(c->fd, SHUT_RDWR);
-    }
     /* Requests still running finish and reply (if the socket allows). */
     while (c->in_flight > 0) {
         c->recv_waiting = coroutine_self();
@@ -522,6 +545,11 @@ static void conn_finish_bh(void *opaque)
 {
     NbdConn *c = opaque;
 
+    if (c->close_refs) {
+        /* A TLS close bottom half still uses c: it finishes us. */
+        c->finish_pending = true;
+        return;
+    }
     if (c->exp) {
         list_del(&c->export_link);
         nbd_export_unref(c->exp);

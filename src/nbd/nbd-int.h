@@ -67,6 +67,11 @@ typedef struct NbdConn {
     TlsCreds *tls_creds;
     char *tls_authz;
     gnutls_session_t tls;
+    bool tls_bye_done;         /* close_notify sent (conn->ctx thread) */
+    /* TLS close bottom halves not yet done, and a finish waiting for
+     * them (main loop). */
+    unsigned close_refs;
+    bool finish_pending;
 
     /* socket waiters (conn->ctx thread) */
     Coroutine *rd_co;

@@ -11,6 +11,8 @@ object tests run the same commands against qsd and blockjobd and compare.
 import os
 import shutil
 import socket
+import ssl
+import struct
 
 import pytest
 
@@ -683,3 +685,63 @@ def test_psk_authz_by_username(daemon_factory, tmp_path, pki):
     with pytest.raises(nbd.Error):
         connect('bob')
     connect('alice').shutdown()
+
+
+def recv_exact(s, n):
+    b = b''
+    while len(b) < n:
+        chunk = s.recv(n - len(b))
+        assert chunk, 'server closed the connection'
+        b += chunk
+    return b
+
+
+def stalled_tls_client(d, certs, nreq):
+    """A hand-made NBD client: STARTTLS, TLS with python's ssl, GO, then
+    nreq 1 MiB reads whose replies it never reads."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(nbd_sock(d))
+    greeting = recv_exact(s, 18)
+    assert greeting[:8] == b'NBDMAGIC'
+    s.sendall(struct.pack('>I', 3))                     # fixed, no zeroes
+    s.sendall(struct.pack('>QII', 0x49484156454F5054, 5, 0))   # STARTTLS
+    magic, opt, typ, length = struct.unpack('>QIII', recv_exact(s, 20))
+    assert (opt, typ, length) == (5, 1, 0)              # ACK
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(os.path.join(certs, 'ca-cert.pem'))
+    ctx.load_cert_chain(os.path.join(certs, 'client-cert.pem'),
+                        os.path.join(certs, 'client-key.pem'))
+    t = ctx.wrap_socket(s, server_hostname='localhost')
+    data = struct.pack('>I', 4) + b'disk' + struct.pack('>H', 0)
+    t.sendall(struct.pack('>QII', 0x49484156454F5054, 7, len(data)) + data)
+    while True:
+        magic, opt, typ, length = struct.unpack('>QIII', recv_exact(t, 20))
+        recv_exact(t, length)
+        if typ != 3:                                    # NBD_REP_INFO
+            break
+    assert typ == 1                                     # ACK: transmission
+    reqs = b''.join(struct.pack('>IHHQQI', 0x25609513, 0, 0, i,
+                                (i % 8) * 1024 * 1024, 1024 * 1024)
+                    for i in range(nreq))
+    t.sendall(reqs)
+    return t
+
+
+@pytest.mark.parametrize('nreq', [16, 200])
+def test_export_del_and_quit_with_stalled_tls_client(x509_server, pki, nreq):
+    """Replies never read: the server's writers wait on a full socket, and
+    with more requests than it takes at once (128) its receive loop waits
+    for a free slot too.  A hard block-export-del still ends the
+    connection, the daemon serves the next client, and quit ends a second
+    stalled one."""
+    d = x509_server
+    t = stalled_tls_client(d, pki.client, nreq)
+    d.qmp.execute('block-export-del', id='e0', mode='hard')
+    d.qmp.wait_event('BLOCK_EXPORT_DELETED')
+    t.close()
+    d.qmp.execute('block-export-add', type='nbd', id='e0', node_name='disk',
+                  writable=True)
+    assert_still_serving(d, pki)
+    t = stalled_tls_client(d, pki.client, nreq)
+    d.stop()
+    t.close()
