@@ -696,9 +696,10 @@ def recv_exact(s, n):
     return b
 
 
-def stalled_tls_client(d, certs, nreq):
-    """A hand-made NBD client: STARTTLS, TLS with python's ssl, GO, then
-    nreq 1 MiB reads whose replies it never reads."""
+def tls_client(d, certs):
+    """A hand-made NBD client: STARTTLS, TLS with python's ssl (an end of
+    stream without close_notify raises), GO; returns the TLS socket in
+    transmission."""
     s = socket.socket(socket.AF_UNIX)
     s.connect(nbd_sock(d))
     greeting = recv_exact(s, 18)
@@ -708,10 +709,14 @@ def stalled_tls_client(d, certs, nreq):
     magic, opt, typ, length = struct.unpack('>QIII', recv_exact(s, 20))
     assert (opt, typ, length) == (5, 1, 0)              # ACK
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Python sets this by default: an end of stream without close_notify
+    # would then read as a clean one.
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
     ctx.load_verify_locations(os.path.join(certs, 'ca-cert.pem'))
     ctx.load_cert_chain(os.path.join(certs, 'client-cert.pem'),
                         os.path.join(certs, 'client-key.pem'))
-    t = ctx.wrap_socket(s, server_hostname='localhost')
+    t = ctx.wrap_socket(s, server_hostname='localhost',
+                        suppress_ragged_eofs=False)
     data = struct.pack('>I', 4) + b'disk' + struct.pack('>H', 0)
     t.sendall(struct.pack('>QII', 0x49484156454F5054, 7, len(data)) + data)
     while True:
@@ -720,6 +725,12 @@ def stalled_tls_client(d, certs, nreq):
         if typ != 3:                                    # NBD_REP_INFO
             break
     assert typ == 1                                     # ACK: transmission
+    return t
+
+
+def stalled_tls_client(d, certs, nreq):
+    """tls_client sending nreq 1 MiB reads whose replies it never reads."""
+    t = tls_client(d, certs)
     reqs = b''.join(struct.pack('>IHHQQI', 0x25609513, 0, 0, i,
                                 (i % 8) * 1024 * 1024, 1024 * 1024)
                     for i in range(nreq))
@@ -744,4 +755,19 @@ def test_export_del_and_quit_with_stalled_tls_client(x509_server, pki, nreq):
     assert_still_serving(d, pki)
     t = stalled_tls_client(d, pki.client, nreq)
     d.stop()
+    t.close()
+
+
+def test_export_del_ends_tls_with_close_notify(x509_server, pki):
+    """A hard block-export-del ends a TLS client's session cleanly: it
+    reads close_notify (python's ssl reports an end of stream without it
+    as SSLEOFError), and a flush before that was answered."""
+    d = x509_server
+    t = tls_client(d, pki.client)
+    t.sendall(struct.pack('>IHHQQI', 0x25609513, 0, 3, 7, 0, 0))   # FLUSH
+    magic, err, handle = struct.unpack('>IIQ', recv_exact(t, 16))
+    assert (magic, err, handle) == (0x67446698, 0, 7)
+    d.qmp.execute('block-export-del', id='e0', mode='hard')
+    d.qmp.wait_event('BLOCK_EXPORT_DELETED')
+    assert t.recv(1) == b''
     t.close()
