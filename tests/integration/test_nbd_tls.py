@@ -771,3 +771,27 @@ def test_export_del_ends_tls_with_close_notify(x509_server, pki):
     d.qmp.wait_event('BLOCK_EXPORT_DELETED')
     assert t.recv(1) == b''
     t.close()
+
+
+def test_tls_handshake_counts_toward_the_deadline(daemon_factory, tmp_path,
+                                                  pki):
+    """A client that sends STARTTLS and then nothing is cut off at
+    handshake-max-seconds like any other slow negotiator."""
+    img = tmp_path / 'disk.raw'
+    qemu_img('create', '-f', 'raw', str(img), str(SIZE))
+    d = daemon_factory('--object', 'tls-creds-x509,id=tls0,dir=%s,'
+                       'endpoint=server' % pki.server, '--blockdev',
+                       'driver=file,node-name=disk,filename=%s' % img)
+    d.qmp.execute('nbd-server-start',
+                  {'addr': {'type': 'unix', 'data': {'path': nbd_sock(d)}},
+                   'tls-creds': 'tls0', 'handshake-max-seconds': 1})
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
+    s.connect(nbd_sock(d))
+    recv_exact(s, 18)
+    s.sendall(struct.pack('>I', 3))
+    s.sendall(struct.pack('>QII', 0x49484156454F5054, 5, 0))   # STARTTLS
+    assert struct.unpack('>QIII', recv_exact(s, 20))[2] == 1   # ACK
+    # No ClientHello: the server hangs up at its deadline.
+    assert s.recv(1) == b''
+    s.close()
