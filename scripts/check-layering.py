@@ -12,8 +12,9 @@ Two rules, each reported as "file:line: what":
       bdrv_find_driver() only.
   (b) layers: an #include "dir/..." may only point at a layer the including
       folder may use:
-          util <- aio <- block <- job;  nbd uses block, not job;
-          qmp may use block, job, nbd;  daemon anything;  ctl only util.
+          util <- aio <- object <- block <- job;  nbd uses object and
+          block, not job;  qmp may use object, block, job, nbd;  daemon
+          anything;  ctl only util.
 
 Before checking SRC it checks itself: a small tree with one planted
 violation of each kind must fail, and the same tree without them must
@@ -32,11 +33,12 @@ DRIVERS = 'block/drivers'
 MAY_USE = {
     'util': set(),
     'aio': {'util'},
-    'block': {'util', 'aio'},
-    DRIVERS: {'util', 'aio', 'block'},
+    'object': {'util', 'aio'},
+    'block': {'util', 'aio', 'object'},
+    DRIVERS: {'util', 'aio', 'object', 'block'},
     'job': {'util', 'aio', 'block'},
-    'nbd': {'util', 'aio', 'block'},
-    'qmp': {'util', 'aio', 'block', 'job', 'nbd'},
+    'nbd': {'util', 'aio', 'object', 'block'},
+    'qmp': {'util', 'aio', 'object', 'block', 'job', 'nbd'},
     'daemon': None,       # anything
     'ctl': {'util'},
 }

@@ -9,6 +9,7 @@ PACKAGES=(
     liburing-dev libjansson-dev zlib1g-dev libcmocka-dev libnbd-dev
     python3 python3-pytest python3-pytest-timeout python3-libnbd
     libnbd-bin nbdkit fio qemu-utils qemu-system-common valgrind
+    libgnutls28-dev gnutls-bin  # NBD TLS; certtool/psktool for its tests
     clang libclang-rt-14-dev    # scripts/fuzz.sh: libFuzzer
 )
 

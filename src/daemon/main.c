@@ -20,6 +20,7 @@
 #include "daemon/daemon.h"
 #include "job/job.h"
 #include "nbd/nbd.h"
+#include "object/object.h"
 #include "qmp/qmp.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -66,6 +67,8 @@ static void daemon_shutdown(Daemon *d)
     bdrv_close_all();
     signals_unwatch(d);
     iothread_destroy_all();
+    /* Nothing uses an object any more. */
+    object_del_all();
     /* Last user of the pool gone: join every worker, including those that
      * already exited idle and wait on the dead list for a join that only
      * a later spawn would have done (ThreadSanitizer: "thread leak"). */

@@ -19,9 +19,9 @@
 #include <jansson.h>
 
 #include "config.h"
-#include "aio/iothread.h"
 #include "block/block.h"
 #include "nbd/nbd.h"
+#include "object/object.h"
 #include "daemon/daemon.h"
 #include "qmp/qmp.h"
 #include "util/argspec.h"
@@ -88,14 +88,25 @@ static void print_help(void)
 "                         configure a QMP monitor\n"
 "\n"
 "  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>\n"
+"               [,tls-creds=<id>][,tls-authz=<id>]\n"
 "               [,max-connections=<n>][,handshake-max-seconds=<s>]\n"
-"  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
-"               [,handshake-max-seconds=<s>]\n"
+"  --nbd-server addr.type=unix,addr.path=<path>\n"
+"               [,tls-creds=<id>][,tls-authz=<id>]\n"
+"               [,max-connections=<n>][,handshake-max-seconds=<s>]\n"
 "                         start an NBD server for exporting block nodes\n"
 "\n"
 "  --object help          list object types that can be added\n"
 "  --object iothread,id=<id>\n"
 "                         create an I/O thread with its own event loop\n"
+"  --object secret,id=<id>,data=<string>|file=<path>[,format=raw|base64]\n"
+"           [,keyid=<secret>,iv=<base64>]\n"
+"  --object tls-creds-x509,id=<id>,dir=<dir>,endpoint=server|client\n"
+"           [,verify-peer=on|off][,passwordid=<secret>][,priority=<p>]\n"
+"  --object tls-creds-psk,id=<id>,dir=<dir>,endpoint=server|client\n"
+"           [,username=<user>][,priority=<p>]\n"
+"  --object authz-simple,id=<id>,identity=<name>\n"
+"                         secrets, TLS credentials (qemu's file layout)\n"
+"                         and TLS client authorization\n"
 "\n"
 "  --pidfile <path>       write process ID to a file after startup\n"
 "\n"
@@ -219,7 +230,7 @@ OptionsResult options_prepass(Daemon *d, int argc, char **argv)
             fprintf(stderr, DAEMON_NAME ": -T %s: warning: tracing is not "
                     "supported, option ignored\n", arg);
         } else if (!strcmp(o->name, "object") && !strcmp(arg, "help")) {
-            printf("List of user creatable objects:\n  iothread\n");
+            object_print_types(stdout);
             return OPTIONS_EXIT_OK;
         } else if (!strcmp(o->name, "daemonize")) {
             d->daemonize = true;
@@ -361,53 +372,12 @@ static bool apply_monitor(Daemon *d, const char *arg, Error **errp)
     return ok;
 }
 
-/* Properties of the iothread object; the polling tunables are accepted
- * for compatibility and have no effect (we do not busy-poll). */
-static const ArgSpec iothread_object_spec[] = {
-    { "qom-type", ARG_STR, .optional = false },
-    { "id", ARG_STR, .optional = false },
-    { "poll-max-ns", ARG_INT, .optional = true },
-    { "poll-grow", ARG_INT, .optional = true },
-    { "poll-shrink", ARG_INT, .optional = true },
-    { "aio-max-batch", ARG_INT, .optional = true },
-    { .name = NULL },
-};
-
+/* --object TYPE,id=ID,...: the same objects as object-add. */
 static bool apply_object(Daemon *d, const char *arg, Error **errp)
 {
-    json_t *opts;
-    const char *type;
-    bool ok = false;
+    json_t *opts = keyval_parse(arg, "qom-type", errp);
+    bool ok = opts && object_add(opts, arg[0] != '{', errp);
 
-    opts = keyval_parse(arg, "qom-type", errp);
-    if (!opts) {
-        return false;
-    }
-    type = json_string_value(json_object_get(opts, "qom-type"));
-    if (!json_object_get(opts, "qom-type")) {
-        error_setg(errp, "Parameter 'qom-type' is missing");
-        goto out;
-    }
-    if (!type || strcmp(type, "iothread")) {
-        if (type) {
-            error_setg(errp, "Parameter 'qom-type' does not accept value '%s'",
-                       type);
-        } else {
-            error_setg(errp, "Invalid parameter type for 'qom-type', "
-                       "expected: string");
-        }
-        goto out;
-    }
-    if (!argspec_check(opts, iothread_object_spec, NULL, arg[0] != '{',
-                       errp)) {
-        goto out;
-    }
-    if (!id_wellformed(arg_str(opts, "id", ""))) {
-        error_setg(errp, "Parameter 'id' expects an identifier");
-        goto out;
-    }
-    ok = iothread_create(arg_str(opts, "id", NULL), errp) != NULL;
-out:
     json_decref(opts);
     return ok;
 }

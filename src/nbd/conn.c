@@ -30,6 +30,7 @@
 #include "nbd/nbd-int.h"
 #include "nbd/nbd-meta.h"
 #include "nbd/nbd-wire.h"
+#include "object/authz.h"
 #include "util/alloc.h"
 #include "util/log.h"
 
@@ -61,9 +62,41 @@ typedef struct NbdReq {
 
 static void conn_finish_bh(void *opaque);
 
+/* Main loop: a TLS close bottom half is done; a finish it held back runs. */
+static void conn_close_done_bh(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    if (--c->close_refs == 0 && c->finish_pending) {
+        conn_finish_bh(c);
+    }
+}
+
+/* In the connection's thread, where its session is used: close_notify
+ * when no reply is half sent (never waiting for the socket), then the
+ * same shutdown as plaintext. */
+static void conn_tls_close_bh(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    if (!c->wr_co && !c->broken) {
+        nbd_conn_tls_bye(c);
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    aio_bh_schedule_oneshot(aio_main_context(), conn_close_done_bh, c);
+}
+
 void nbd_conn_close(NbdConn *c)
 {
     atomic_store(&c->closing, true);
+    if (c->tls && c->exp) {
+        /* A TLS connection in transmission ends with close_notify, sent
+         * from its own thread; the connection is not freed before that
+         * ran (close_refs, main loop). */
+        c->close_refs++;
+        aio_bh_schedule_oneshot(c->ctx, conn_tls_close_bh, c);
+        return;
+    }
     /* Wakes a reader or writer blocked on the socket, in whatever thread. */
     shutdown(c->fd, SHUT_RDWR);
 }
@@ -499,6 +532,9 @@ static void coroutine_fn transmission_co(void *opaque)
         c->recv_waiting = coroutine_self();
         coroutine_yield();
     }
+    if (!c->broken) {
+        nbd_conn_tls_bye(c);
+    }
     nbd_conn_unwatch(c);
     aio_bh_schedule_oneshot(aio_main_context(), conn_finish_bh, c);
 }
@@ -509,11 +545,23 @@ static void conn_finish_bh(void *opaque)
 {
     NbdConn *c = opaque;
 
+    if (c->close_refs) {
+        /* A TLS close bottom half still uses c: it finishes us. */
+        c->finish_pending = true;
+        return;
+    }
     if (c->exp) {
         list_del(&c->export_link);
         nbd_export_unref(c->exp);
     }
     list_del(&c->server_link);
+    if (c->tls) {
+        gnutls_deinit(c->tls);
+    }
+    if (c->tls_creds) {
+        tls_creds_unref(c->tls_creds);
+    }
+    free(c->tls_authz);
     close(c->fd);
     free(c->meta_bitmaps);
     free(c);
@@ -554,6 +602,48 @@ static void start_transmission(NbdConn *c, NbdHandshake *hs)
     c->params.max_block = hs->export.max_block;
 }
 
+/*
+ * NBD_OPT_STARTTLS was acknowledged (and the ACK sent): the TLS handshake,
+ * then the client's certificate (verify-peer) and identity (tls-authz).
+ * False ends the connection.
+ */
+static bool coroutine_fn start_tls(NbdConn *c, NbdHandshake *hs)
+{
+    Error *err = NULL;
+    char *identity = NULL;
+    int ret;
+
+    ret = gnutls_init(&c->tls, GNUTLS_SERVER | GNUTLS_NONBLOCK |
+                      GNUTLS_NO_SIGNAL);
+    if (ret < 0) {
+        c->tls = NULL;
+        log_warn("nbd: cannot start a TLS session: %s", gnutls_strerror(ret));
+        return false;
+    }
+    ret = tls_creds_apply(c->tls_creds, c->tls);
+    if (ret < 0) {
+        log_warn("nbd: cannot set TLS credentials '%s': %s",
+                 tls_creds_id(c->tls_creds), gnutls_strerror(ret));
+        return false;
+    }
+    gnutls_transport_set_int(c->tls, c->fd);
+    if (nbd_conn_tls_handshake(c) < 0) {
+        return false;
+    }
+    if (!tls_creds_check_peer(c->tls_creds, c->tls, &identity, &err) ||
+        (c->tls_authz &&
+         !authz_is_allowed(c->tls_authz, identity ? identity : "", &err))) {
+        log_info("nbd: TLS client refused: %s", error_get_pretty(err));
+        error_free(err);
+        free(identity);
+        return false;
+    }
+    free(identity);
+    hs->starttls_pending = false;
+    hs->tls_active = true;
+    return true;
+}
+
 static void coroutine_fn handshake_co(void *opaque)
 {
     NbdConn *c = opaque;
@@ -562,6 +652,7 @@ static void coroutine_fn handshake_co(void *opaque)
     bool ok;
 
     nbd_handshake_init(&hs, &nbd_export_lookup);
+    hs.tls_required = c->tls_creds != NULL;
     ok = flush_handshake(c, &hs);
     while (ok && nbd_handshake_want(&hs) > 0) {
         size_t n = nbd_handshake_want(&hs);
@@ -578,6 +669,9 @@ static void coroutine_fn handshake_co(void *opaque)
             start_transmission(c, &hs);
         }
         ok = flush_handshake(c, &hs);
+        if (ok && hs.starttls_pending) {
+            ok = start_tls(c, &hs);
+        }
     }
     if (hs.state == NBD_HS_CLOSE && hs.close_reason) {
         log_debug("nbd: handshake ended: %s", hs.close_reason);
@@ -610,9 +704,16 @@ static void handshake_timeout_cb(void *opaque)
 }
 
 NbdConn *nbd_conn_start(int fd, ListHead *server_list,
-                        int64_t handshake_max_ns)
+                        int64_t handshake_max_ns, TlsCreds *tls_creds,
+                        const char *tls_authz)
 {
     NbdConn *c = bj_calloc(1, sizeof(*c));
+
+    if (tls_creds) {
+        tls_creds_ref(tls_creds);
+        c->tls_creds = tls_creds;
+        c->tls_authz = tls_authz ? bj_strdup(tls_authz) : NULL;
+    }
 
     c->fd = fd;
     c->ctx = aio_main_context();

@@ -83,11 +83,6 @@ static bool check_addr_branch(json_t *addr, const char *type,
 
 static bool start_checked(json_t *opts, json_t *flat, Error **errp)
 {
-    if (json_object_get(opts, "tls-creds") ||
-        json_object_get(opts, "tls-authz")) {
-        error_setg(errp, "TLS is not supported");
-        return false;
-    }
     int64_t hs = arg_int(opts, "handshake-max-seconds",
                          NBD_DEFAULT_HANDSHAKE_MAX_SECONDS);
 
@@ -98,7 +93,8 @@ static bool start_checked(json_t *opts, json_t *flat, Error **errp)
     }
     /* Debian's qemu 7.2 defaults to 100 connections. */
     return nbd_server_start(flat, arg_int(opts, "max-connections", 100), hs,
-                            errp);
+                            arg_str(opts, "tls-creds", NULL),
+                            arg_str(opts, "tls-authz", NULL), errp);
 }
 
 bool nbd_server_start_legacy(json_t *args, Error **errp)

@@ -572,6 +572,16 @@ static void dispatch_option(NbdHandshake *hs, const uint8_t *data, size_t len)
         close_with(hs, "option from a client without fixed newstyle");
         return;
     }
+    if (hs->tls_required && !hs->tls_active &&
+        hs->opt != NBD_OPT_STARTTLS && hs->opt != NBD_OPT_ABORT) {
+        if (hs->opt == NBD_OPT_EXPORT_NAME) {
+            close_with(hs, "option before TLS negotiation");
+        } else {
+            rep_error(hs, NBD_REP_ERR_TLS_REQD,
+                      "TLS negotiation required before option");
+        }
+        return;
+    }
     if (hs->shutting_down && hs->opt != NBD_OPT_ABORT) {
         if (hs->opt == NBD_OPT_EXPORT_NAME) {
             close_with(hs, "server is shutting down");
@@ -604,7 +614,14 @@ static void dispatch_option(NbdHandshake *hs, const uint8_t *data, size_t len)
                       "NBD_OPT_STARTTLS takes no data");
             break;
         }
-        rep_error(hs, NBD_REP_ERR_POLICY, "TLS not configured");
+        if (!hs->tls_required) {
+            rep_error(hs, NBD_REP_ERR_POLICY, "TLS not configured");
+        } else if (hs->tls_active) {
+            rep_error(hs, NBD_REP_ERR_INVALID, "TLS already negotiated");
+        } else {
+            rep_ack(hs);
+            hs->starttls_pending = true;
+        }
         break;
     case NBD_OPT_INFO:
     case NBD_OPT_GO:
@@ -684,7 +701,9 @@ size_t nbd_handshake_feed(NbdHandshake *hs, const uint8_t *data, size_t len)
 {
     size_t used = 0;
 
-    while (used < len && nbd_handshake_want(hs) > 0) {
+    /* What follows an acknowledged STARTTLS is TLS: not ours to read. */
+    while (used < len && nbd_handshake_want(hs) > 0 &&
+           !hs->starttls_pending) {
         size_t n = nbd_handshake_want(hs);
         if (n > len - used) {
             n = len - used;

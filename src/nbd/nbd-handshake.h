@@ -64,6 +64,14 @@ typedef struct NbdHandshake {
     NbdHandshakeState state;
     const NbdExportLookup *lookup;
     bool shutting_down;        /* answer options with ERR_SHUTDOWN */
+    /* TLS: while tls_required and not tls_active, every option but
+     * STARTTLS and ABORT is refused with ERR_TLS_REQD (EXPORT_NAME closes).
+     * STARTTLS is acknowledged and sets starttls_pending: the caller sends
+     * the ACK, runs the TLS handshake, then sets tls_active and clears
+     * starttls_pending. */
+    bool tls_required;
+    bool tls_active;
+    bool starttls_pending;
 
     /* negotiated */
     bool fixed;
@@ -109,7 +117,8 @@ void nbd_handshake_cleanup(NbdHandshake *hs);
 /* Bytes wanted before the machine can move on; 0 in DONE and CLOSE. */
 size_t nbd_handshake_want(const NbdHandshake *hs);
 /* Consumes up to len bytes, stopping at DONE or CLOSE (what follows
- * belongs to the transmission phase); returns how many. */
+ * belongs to the transmission phase) and after an acknowledged STARTTLS
+ * (what follows is TLS); returns how many. */
 size_t nbd_handshake_feed(NbdHandshake *hs, const uint8_t *data, size_t len);
 /* Drops n bytes from the front of the output (after sending them). */
 void nbd_handshake_output_consumed(NbdHandshake *hs, size_t n);

@@ -19,12 +19,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <gnutls/gnutls.h>
+
 #include "aio/aio.h"
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
 #include "nbd/nbd-handshake.h"
 #include "nbd/nbd-request.h"
+#include "object/tls-creds.h"
 #include "util/list.h"
 
 typedef struct NbdExport {
@@ -57,6 +60,18 @@ typedef struct NbdConn {
     ListHead export_link;      /* exp->conns, main loop */
     atomic_bool closing;       /* asked to go away (any thread) */
     AioTimer *hs_timer;        /* handshake deadline (main loop), or NULL */
+    /* TLS: the server's credentials (one use held per connection, so a
+     * stopped server's clients keep theirs) and authz id, copied at
+     * accept; the session once NBD_OPT_STARTTLS began, NULL before and
+     * for plaintext servers.  All socket I/O goes through it then. */
+    TlsCreds *tls_creds;
+    char *tls_authz;
+    gnutls_session_t tls;
+    bool tls_bye_done;         /* close_notify sent (conn->ctx thread) */
+    /* TLS close bottom halves not yet done, and a finish waiting for
+     * them (main loop). */
+    unsigned close_refs;
+    bool finish_pending;
 
     /* socket waiters (conn->ctx thread) */
     Coroutine *rd_co;
@@ -88,7 +103,8 @@ unsigned nbd_export_alive(void);
  * in the main loop; a handshake not done within handshake_max_ns (0: no
  * limit) is cut off. */
 NbdConn *nbd_conn_start(int fd, ListHead *server_list,
-                        int64_t handshake_max_ns);
+                        int64_t handshake_max_ns, TlsCreds *tls_creds,
+                        const char *tls_authz);
 /* Asks a connection to stop (thread-safe): in-flight requests finish, then
  * it ends. */
 void nbd_conn_close(NbdConn *c);
@@ -99,5 +115,10 @@ int coroutine_fn nbd_conn_read(NbdConn *c, void *buf, size_t len);
 int coroutine_fn nbd_conn_writev(NbdConn *c, struct iovec *iov, int niov);
 /* Drops our fd watch (before moving to another context or closing). */
 void nbd_conn_unwatch(NbdConn *c);
+/* Runs the server side of the TLS handshake on c->tls (set up by the
+ * caller); from then on reads and writes go through it.  0 or -errno. */
+int coroutine_fn nbd_conn_tls_handshake(NbdConn *c);
+/* Sends TLS close_notify if the socket takes it now (never waits). */
+void nbd_conn_tls_bye(NbdConn *c);
 
 #endif

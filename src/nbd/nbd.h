@@ -24,8 +24,8 @@
 extern const ArgSpec nbd_server_start_args[];
 /* nbd-server-start with arguments checked against nbd_server_start_args. */
 bool nbd_server_start_legacy(json_t *args, Error **errp);
-/* --nbd-server addr.type=unix,addr.path=P[,max-connections=N]
- * [,handshake-max-seconds=S]: checks and starts.  coerce: values are
+/* --nbd-server addr.type=unix,addr.path=P[,tls-creds=ID][,tls-authz=ID]
+ * [,max-connections=N][,handshake-max-seconds=S]: checks and starts.  coerce: values are
  * strings (dotted keys). */
 bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp);
 
@@ -38,10 +38,14 @@ bool nbd_server_start_cmdline(json_t *opts, bool coerce, Error **errp);
  * Starts listening.  addr is a flat SocketAddress:
  * {"type": "unix", "path": P} or {"type": "inet", "host": H, "port": "N"}.
  * max_connections 0 means unlimited; handshake_max_seconds 0 means no
- * handshake timeout.
+ * handshake timeout.  tls_creds (NULL: plaintext) names server-endpoint
+ * TLS credentials, which clients must then negotiate before anything else;
+ * tls_authz (NULL: any client the credentials accept) names an
+ * authorization object checked against the client's identity.
  */
 bool nbd_server_start(json_t *addr, int64_t max_connections,
-                      int64_t handshake_max_seconds, Error **errp);
+                      int64_t handshake_max_seconds, const char *tls_creds,
+                      const char *tls_authz, Error **errp);
 /* Stops listening and deletes every NBD export (as hard block-export-del). */
 bool nbd_server_stop(Error **errp);
 bool nbd_server_running(void);

@@ -30,6 +30,8 @@ typedef struct NbdServer {
     char *unix_path;           /* unlinked at stop */
     int64_t max_connections;   /* 0: unlimited */
     int64_t handshake_max_ns;  /* 0: no handshake timeout */
+    TlsCreds *tls_creds;       /* NULL: plaintext; one use held */
+    char *tls_authz;           /* authz object id, or NULL */
 } NbdServer;
 
 /* One server per process (see nbd.h); connections outlive a stop. */
@@ -67,7 +69,8 @@ static void on_accept(AioListener *l, void *opaque)
         int one = 1;
         /* Fails harmlessly on UNIX sockets. */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        nbd_conn_start(fd, &conn_list, server.handshake_max_ns);
+        nbd_conn_start(fd, &conn_list, server.handshake_max_ns,
+                       server.tls_creds, server.tls_authz);
     }
 }
 
@@ -168,14 +171,22 @@ static void close_listeners(void)
 }
 
 bool nbd_server_start(json_t *addr, int64_t max_connections,
-                      int64_t handshake_max_seconds, Error **errp)
+                      int64_t handshake_max_seconds, const char *tls_creds,
+                      const char *tls_authz, Error **errp)
 {
     const char *type = arg_str(addr, "type", "");
+    TlsCreds *tc = NULL;
     bool ok;
 
     if (server.running) {
         error_setg(errp, "NBD server already running");
         return false;
+    }
+    if (tls_creds) {
+        tc = tls_creds_lookup(tls_creds, TLS_ENDPOINT_SERVER, errp);
+        if (!tc) {
+            return false;
+        }
     }
     if (strcmp(type, "unix") == 0) {
         ok = listen_unix(arg_str(addr, "path", ""), errp);
@@ -193,6 +204,12 @@ bool nbd_server_start(json_t *addr, int64_t max_connections,
     server.running = true;
     server.max_connections = max_connections;
     server.handshake_max_ns = handshake_max_seconds * 1000000000LL;
+    /* As in qemu, tls-authz without tls-creds is accepted and unused. */
+    if (tc) {
+        tls_creds_ref(tc);
+        server.tls_creds = tc;
+        server.tls_authz = tls_authz ? bj_strdup(tls_authz) : NULL;
+    }
     return true;
 }
 
@@ -211,6 +228,11 @@ bool nbd_server_stop(Error **errp)
         nbd_conn_close(c);
     }
     server.running = false;
+    if (server.tls_creds) {
+        tls_creds_unref(server.tls_creds);
+        server.tls_creds = NULL;
+    }
+    bj_free_clear(&server.tls_authz);
     return true;
 }
 

@@ -9,8 +9,13 @@
  * (GO, INFO, LIST, meta contexts, EXPORT_NAME, ABORT) mutated with a
  * fixed seed.
  *
+ * Bit 0x80 of the first byte starts a shutting-down server, bit 0x40 one
+ * that requires TLS (an acknowledged STARTTLS is taken as a TLS handshake
+ * that succeeded).
+ *
  * Properties checked: no crash or over-read; the machine never consumes
- * more than it asked for; every output after the greeting is a sequence of
+ * more than it asked for, nor anything after an acknowledged STARTTLS; a
+ * TLS server never reaches DONE before TLS is up; every output after the greeting is a sequence of
  * well-formed option replies (or, after EXPORT_NAME, the export
  * information); DONE implies a known export was chosen.
  */
@@ -92,16 +97,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (data[0] & 0x80) {
         hs.shutting_down = true;
     }
+    if (data[0] & 0x40) {
+        hs.tls_required = true;
+    }
 
     while (pos < size && nbd_handshake_want(&hs) > 0) {
         size_t n = size - pos < chunk ? size - pos : chunk;
         size_t used = nbd_handshake_feed(&hs, data + pos, n);
         if (used > n || used == 0 ||
-            (used < n && nbd_handshake_want(&hs) != 0)) {
+            (used < n && nbd_handshake_want(&hs) != 0 &&
+             !hs.starttls_pending)) {
+            abort();
+        }
+        if (hs.tls_required && !hs.tls_active && hs.state == NBD_HS_DONE) {
             abort();
         }
         pos += used;
         drain_output(&hs, &last);
+        if (hs.starttls_pending) {
+            if (!hs.tls_required || hs.tls_active || last != NBD_REP_ACK) {
+                abort();
+            }
+            hs.starttls_pending = false;
+            hs.tls_active = true;
+        }
     }
 
     switch (hs.state) {
@@ -205,6 +224,14 @@ static size_t make_seeds(Seed *seeds)
     sinfo(s, NBD_OPT_GO, "nope");
     sopt(s, NBD_OPT_STARTTLS, 0);
     sopt(s, NBD_OPT_ABORT, 0);
+
+    s = &seeds[n++];            /* TLS server: refused, STARTTLS, GO */
+    s->b[s->n++] = 0x40 | 7;
+    s32(s, NBD_FLAG_C_FIXED_NEWSTYLE);
+    sinfo(s, NBD_OPT_GO, "disk");
+    sopt(s, NBD_OPT_STARTTLS, 0);
+    sopt(s, NBD_OPT_STRUCTURED_REPLY, 0);
+    sinfo(s, NBD_OPT_GO, "disk");
 
     s = &seeds[n++];            /* old-style newstyle client */
     s->b[s->n++] = 1;

@@ -249,6 +249,63 @@ static void test_info_unknown_then_list_then_abort(void **state)
     nbd_handshake_cleanup(&hs);
 }
 
+/* A TLS server: before STARTTLS every option but ABORT is refused with
+ * TLS_REQD; STARTTLS is acknowledged and hands over to the caller; once
+ * TLS is up, options work and a second STARTTLS is invalid. */
+static void test_tls_required(void **state)
+{
+    NbdHandshake hs;
+    Buf b = { .n = 0 }, d = { .n = 0 };
+    uint32_t t;
+
+    start(&hs, NBD_FLAG_C_FIXED_NEWSTYLE);
+    hs.tls_required = true;
+    info_data(&d, "disk", 0, NULL);
+    opt(&b, NBD_OPT_GO, &d);
+    opt(&b, NBD_OPT_LIST, NULL);
+    opt(&b, NBD_OPT_STRUCTURED_REPLY, NULL);
+    opt(&b, NBD_OPT_STARTTLS, NULL);
+    assert_int_equal(nbd_handshake_feed(&hs, b.b, b.n), b.n);
+    assert_int_equal(pop_reply(&hs, NBD_OPT_GO, NULL, NULL),
+                     NBD_REP_ERR_TLS_REQD);
+    assert_int_equal(pop_reply(&hs, NBD_OPT_LIST, NULL, NULL),
+                     NBD_REP_ERR_TLS_REQD);
+    assert_int_equal(pop_reply(&hs, NBD_OPT_STRUCTURED_REPLY, NULL, NULL),
+                     NBD_REP_ERR_TLS_REQD);
+    assert_false(hs.structured);
+    assert_int_equal(pop_reply(&hs, NBD_OPT_STARTTLS, NULL, NULL),
+                     NBD_REP_ACK);
+    assert_true(hs.starttls_pending);
+    assert_int_equal(hs.state, NBD_HS_OPT_HEADER);
+
+    /* the caller ran the TLS handshake */
+    hs.starttls_pending = false;
+    hs.tls_active = true;
+    b.n = 0;
+    opt(&b, NBD_OPT_STARTTLS, NULL);
+    opt(&b, NBD_OPT_GO, &d);
+    assert_int_equal(nbd_handshake_feed(&hs, b.b, b.n), b.n);
+    assert_int_equal(pop_reply(&hs, NBD_OPT_STARTTLS, NULL, NULL),
+                     NBD_REP_ERR_INVALID);
+    while ((t = pop_reply(&hs, NBD_OPT_GO, NULL, NULL)) == NBD_REP_INFO) {
+    }
+    assert_int_equal(t, NBD_REP_ACK);
+    assert_int_equal(hs.state, NBD_HS_DONE);
+    nbd_handshake_cleanup(&hs);
+
+    /* NBD_OPT_EXPORT_NAME has no error reply: it closes */
+    start(&hs, NBD_FLAG_C_FIXED_NEWSTYLE);
+    hs.tls_required = true;
+    b.n = 0;
+    d.n = 0;
+    bstr(&d, "disk");
+    opt(&b, NBD_OPT_EXPORT_NAME, &d);
+    nbd_handshake_feed(&hs, b.b, b.n);
+    assert_int_equal(hs.state, NBD_HS_CLOSE);
+    assert_int_equal(hs.out_len, 0);
+    nbd_handshake_cleanup(&hs);
+}
+
 static void meta_data(Buf *d, const char *name, int n, const char **q)
 {
     d->n = 0;
@@ -635,6 +692,7 @@ int main(void)
         cmocka_unit_test(test_go_full),
         cmocka_unit_test(test_go_without_block_size_advertises_min_one),
         cmocka_unit_test(test_info_unknown_then_list_then_abort),
+        cmocka_unit_test(test_tls_required),
         cmocka_unit_test(test_meta_contexts),
         cmocka_unit_test(test_malformed_options),
         cmocka_unit_test(test_export_name),

@@ -568,7 +568,7 @@ static int setup(void **state)
                    "\"file\": {\"driver\": \"file\", \"filename\": "
                    "\"%s\"}}", path);
     json_t *addr = json_pack("{s:s, s:s}", "type", "unix", "path", sock_path);
-    if (!nbd_server_start(addr, 100, 0, &err)) {
+    if (!nbd_server_start(addr, 100, 0, NULL, NULL, &err)) {
         fail_msg("server: %s", error_get_pretty(err));
     }
     json_decref(addr);

@@ -1,0 +1,68 @@
+/*
+ * User-creatable objects (--object TYPE,id=ID,... and QMP object-add /
+ * object-del), as qemu-storage-daemon 7.2 has them: one namespace of ids,
+ * one table of types.  Types: tls-creds-x509, tls-creds-psk (tls-creds.h),
+ * secret (secret.h), authz-simple (authz.h), and iothread, which is handed
+ * to aio/iothread.c.
+ *
+ * Everything here runs in the main loop.  An object is created whole or
+ * not at all (its files are read and checked at creation, as qemu does), so
+ * a failed object-add changes nothing.  Users that keep an object take a use
+ * (object_use); object-del refuses an object in use.  qsd 7.2 lets
+ * object-del drop TLS credentials a running NBD server holds (it keeps its
+ * own reference); we refuse instead, so what `query` shows is what serves.
+ */
+#ifndef BJ_OBJECT_OBJECT_H
+#define BJ_OBJECT_OBJECT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "util/argspec.h"
+#include "util/error.h"
+#include "util/list.h"
+
+typedef struct Object Object;
+
+typedef struct ObjectType {
+    const char *name;
+    /* The properties besides qom-type and id. */
+    const ArgSpec *props;
+    /* Builds the object from checked properties; returns it with `base`
+     * zeroed for the registry to fill, or NULL and *errp. */
+    Object *(*create)(const char *id, json_t *props, Error **errp);
+    void (*destroy)(Object *obj);
+    /* Created in use, for good: object-del always refuses it. */
+    bool in_use_for_good;
+} ObjectType;
+
+struct Object {
+    const ObjectType *type;
+    char *id;
+    unsigned users;            /* object_use count: object-del refuses > 0 */
+    ListHead link;
+};
+
+/* object-add's arguments (qom-type, id, and the type's properties, flat). */
+extern const ArgSpec object_add_args[];
+extern const ArgSpec object_del_args[];
+
+/* Checks and creates; coerce: values are strings (--object key=value). */
+bool object_add(json_t *args, bool coerce, Error **errp);
+bool object_del(const char *id, Error **errp);
+
+/* The object called id, or NULL. */
+Object *object_find(const char *id);
+const char *object_type_name(const Object *obj);
+
+/* A user keeps obj (main loop); object_unuse when it lets go. */
+void object_use(Object *obj);
+void object_unuse(Object *obj);
+
+/* --object help */
+void object_print_types(FILE *f);
+/* Shutdown: deletes every object (users gone by then). */
+void object_del_all(void);
+
+#endif
