@@ -16,5 +16,6 @@ extern const QmpCommand qmp_bitmap_commands[];   /* cmd-bitmap.c */
 extern const QmpCommand qmp_backup_commands[];   /* cmd-backup.c */
 extern const QmpCommand qmp_transaction_commands[]; /* transaction.c */
 extern const QmpCommand qmp_mirror_commands[];   /* cmd-mirror.c */
+extern const QmpCommand qmp_chardev_commands[];  /* cmd-chardev.c */
 
 #endif
