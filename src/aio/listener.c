@@ -9,6 +9,8 @@
 #include "aio/listener.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -214,4 +216,51 @@ int unix_socket_bind(const char *path, Error **errp)
         return -1;
     }
     return fd;
+}
+
+int inet_socket_bind(const char *host, const char *port, int *fds, int max,
+                     Error **errp)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC,
+        .ai_socktype = SOCK_STREAM,
+        .ai_flags = AI_PASSIVE,
+    };
+    struct addrinfo *res = NULL, *ai;
+    int ret, n = 0, saved_errno = 0;
+
+    ret = getaddrinfo(host && host[0] ? host : NULL, port, &hints, &res);
+    if (ret != 0) {
+        error_setg(errp, "address resolution failed for %s:%s: %s",
+                   host ? host : "", port, gai_strerror(ret));
+        return -1;
+    }
+    for (ai = res; ai && n < max; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family,
+                        ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+        int one = 1;
+
+        if (fd < 0) {
+            saved_errno = errno;
+            continue;
+        }
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+            (ai->ai_family == AF_INET6 &&
+             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+                        sizeof(one)) < 0) ||
+            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            saved_errno = errno;
+            close(fd);
+            continue;
+        }
+        fds[n++] = fd;
+    }
+    freeaddrinfo(res);
+    if (n == 0) {
+        error_setg_errno(errp, saved_errno ? saved_errno : EADDRNOTAVAIL,
+                         "Failed to bind socket");
+        return -1;
+    }
+    return n;
 }

@@ -61,4 +61,14 @@ void aio_listener_free(AioListener *l);
  */
 int unix_socket_bind(const char *path, Error **errp);
 
+/*
+ * Non-blocking, close-on-exec TCP stream sockets bound (not listening yet)
+ * to the addresses host:port resolves to, at most max of them, with
+ * SO_REUSEADDR (and IPV6_V6ONLY, so that :: and 0.0.0.0 can both be
+ * bound).  Stores them in fds and returns how many (>= 1), or -1 with errp
+ * set when none could be bound.  An empty or NULL host is every address.
+ */
+int inet_socket_bind(const char *host, const char *port, int *fds, int max,
+                     Error **errp);
+
 #endif

@@ -73,7 +73,12 @@ static void print_help(void)
 "                         configure a block backend (dotted keys or JSON)\n"
 "\n"
 "  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
-"                         configure a character device (UNIX socket server)\n"
+"  --chardev socket,id=<id>,host=<host>,port=<port>,server=on,wait=off\n"
+"  --chardev socket,id=<id>,fd=<fd>,server=on,wait=off\n"
+"  --chardev stdio,id=<id>\n"
+"  --chardev null,id=<id>\n"
+"                         configure a character device (a listening UNIX or\n"
+"                         TCP socket, a passed listening socket, stdio)\n"
 "\n"
 "  --daemonize            daemonize the process, and have the parent exit\n"
 "                         once startup is complete\n"
@@ -354,7 +359,7 @@ static bool apply_chardev(Daemon *d, const char *arg, Error **errp)
     if (!opts) {
         return false;
     }
-    ok = chardev_add(opts, errp);
+    ok = chardev_add(opts, d->daemonize, errp);
     json_decref(opts);
     return ok;
 }

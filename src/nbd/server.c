@@ -109,50 +109,19 @@ static bool listen_unix(const char *path, Error **errp)
 
 static bool listen_inet(const char *host, const char *port, Error **errp)
 {
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC,
-        .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_PASSIVE,
-    };
-    struct addrinfo *res = NULL, *ai;
-    int ret, saved_errno = 0;
+    int fds[MAX_LISTENERS];
+    int n = inet_socket_bind(host, port, fds, MAX_LISTENERS - server.nfds,
+                             errp);
 
-    ret = getaddrinfo(host && host[0] ? host : NULL, port, &hints, &res);
-    if (ret != 0) {
-        error_setg(errp, "address resolution failed for %s:%s: %s",
-                   host ? host : "", port, gai_strerror(ret));
-        return false;
-    }
-    for (ai = res; ai && server.nfds < MAX_LISTENERS; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family,
-                        ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        ai->ai_protocol);
-        int one = 1;
-        if (fd < 0) {
-            saved_errno = errno;
-            continue;
-        }
-        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-            (ai->ai_family == AF_INET6 &&
-             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
-                        sizeof(one)) < 0) ||
-            bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-            saved_errno = errno;
-            close(fd);
-            continue;
-        }
-        if (!add_listener(fd, errp)) {
-            freeaddrinfo(res);
+    for (int i = 0; i < n; i++) {
+        if (!add_listener(fds[i], errp)) {
+            while (++i < n) {
+                close(fds[i]);
+            }
             return false;
         }
     }
-    freeaddrinfo(res);
-    if (server.nfds == 0) {
-        error_setg_errno(errp, saved_errno ? saved_errno : EADDRNOTAVAIL,
-                         "Failed to bind socket");
-        return false;
-    }
-    return true;
+    return n > 0;
 }
 
 static void close_listeners(void)

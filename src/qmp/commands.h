@@ -17,5 +17,6 @@ extern const QmpCommand qmp_backup_commands[];   /* cmd-backup.c */
 extern const QmpCommand qmp_transaction_commands[]; /* transaction.c */
 extern const QmpCommand qmp_mirror_commands[];   /* cmd-mirror.c */
 extern const QmpCommand qmp_object_commands[];   /* cmd-object.c */
+extern const QmpCommand qmp_chardev_commands[];  /* cmd-chardev.c */
 
 #endif

@@ -29,6 +29,7 @@
  * the one sending) is dropped, so N clients cannot cost N times 64 MiB.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +61,8 @@ typedef struct Monitor Monitor;
 
 typedef struct MonClient {
     Monitor *mon;           /* NULL once the monitor is gone */
-    int fd;
+    int rfd, wfd;           /* the socket twice, or stdio's dups */
+    bool stdio;             /* read(2)/write(2): not a socket */
     JsonStream *js;
     bool negotiated;
     bool oob;               /* 'oob' capability enabled */
@@ -75,7 +77,7 @@ typedef struct MonClient {
 
 struct Monitor {
     Chardev *chr;
-    int listen_fd;
+    int listen_fd;            /* -1: stdio or null, nothing to accept */
     AioListener *listener;    /* backs off on EMFILE/ENFILE */
     bool pretty;
     int64_t max_clients;
@@ -117,20 +119,41 @@ static void client_update_handlers(MonClient *c)
                       out_pending(c) > OUT_PAUSE_INPUT) ? NULL : client_read;
     AioHandler *wr = out_pending(c) ? client_write : NULL;
     Error *err = NULL;
-    if (!aio_set_fd_handler(aio_main_context(), c->fd, rd, wr, c, &err)) {
+    bool ok;
+
+    if (c->rfd == c->wfd) {
+        ok = aio_set_fd_handler(aio_main_context(), c->rfd, rd, wr, c, &err);
+    } else {
+        ok = aio_set_fd_handler(aio_main_context(), c->rfd, rd, NULL, c,
+                                &err) &&
+             aio_set_fd_handler(aio_main_context(), c->wfd, NULL, wr, c,
+                                &err);
+    }
+    if (!ok) {
         error_report_err(err, "monitor client");
         c->dead = true;
     }
 }
 
-static void client_destroy(MonClient *c)
+/* Stops watching c's fds. */
+static void client_unwatch(MonClient *c)
 {
     Error *err = NULL;
-    if (!aio_set_fd_handler(aio_main_context(), c->fd, NULL, NULL, NULL,
-                            &err)) {
+
+    if (!aio_set_fd_handler(aio_main_context(), c->rfd, NULL, NULL, NULL,
+                            &err) ||
+        (c->wfd != c->rfd &&
+         !aio_set_fd_handler(aio_main_context(), c->wfd, NULL, NULL, NULL,
+                             &err))) {
         error_report_err(err, "monitor client");
     }
+}
+
+static void client_destroy(MonClient *c)
+{
+    client_unwatch(c);
     if (c->mon) {
+        chardev_client_gone(c->mon->chr);
         for (MonClient **p = &c->mon->clients; *p; p = &(*p)->next) {
             if (*p == c) {
                 *p = c->next;
@@ -143,7 +166,7 @@ static void client_destroy(MonClient *c)
     }
     out_total -= out_pending(c);
     in_total -= json_stream_pending(c->js);
-    if (close(c->fd) < 0) {
+    if (close(c->rfd) < 0 || (c->wfd != c->rfd && close(c->wfd) < 0)) {
         log_debug("monitor client close: %s", strerror(errno));
     }
     json_stream_free(c->js);
@@ -156,11 +179,7 @@ static void client_kill(MonClient *c)
 {
     if (!c->dead) {
         c->dead = true;
-        Error *err = NULL;
-        if (!aio_set_fd_handler(aio_main_context(), c->fd, NULL, NULL, NULL,
-                                &err)) {
-            error_report_err(err, "monitor client");
-        }
+        client_unwatch(c);
     }
     if (!c->busy) {
         client_destroy(c);
@@ -171,8 +190,10 @@ static void client_kill(MonClient *c)
 static bool client_flush(MonClient *c)
 {
     while (out_pending(c)) {
-        ssize_t n = send(c->fd, c->out + c->out_off, out_pending(c),
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = c->stdio
+            ? write(c->wfd, c->out + c->out_off, out_pending(c))
+            : send(c->wfd, c->out + c->out_off, out_pending(c),
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -487,7 +508,8 @@ static void client_read(void *opaque)
     size_t total = 0;
     while (!c->dead && total < READ_BUDGET &&
            out_pending(c) <= OUT_PAUSE_INPUT) {
-        ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        ssize_t n = c->stdio ? read(c->rfd, buf, sizeof(buf))
+                             : recv(c->rfd, buf, sizeof(buf), MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -544,6 +566,72 @@ static void send_greeting(MonClient *c)
     json_decref(msg);
 }
 
+static void client_new(Monitor *mon, int rfd, int wfd, bool stdio)
+{
+    MonClient *c = bj_calloc(1, sizeof(*c));
+
+    c->mon = mon;
+    c->rfd = rfd;
+    c->wfd = wfd;
+    c->stdio = stdio;
+    c->js = json_stream_new(client_value, c);
+    c->next = mon->clients;
+    mon->clients = c;
+    mon->nclients++;
+    chardev_client_connected(mon->chr, stdio ? -1 : rfd);
+    client_update_handlers(c);
+    send_greeting(c);
+}
+
+/* A duplicate of fd, non-blocking and close-on-exec, or -1. */
+static int dup_nonblocking(int fd, Error **errp)
+{
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int flags = d < 0 ? -1 : fcntl(d, F_GETFL);
+
+    if (flags < 0 || fcntl(d, F_SETFL, flags | O_NONBLOCK) < 0) {
+        error_setg_errno(errp, errno, "stdio monitor: cannot use fd %d", fd);
+        if (d >= 0) {
+            close(d);
+        }
+        return -1;
+    }
+    return d;
+}
+
+/*
+ * The stdio monitor's one client, on duplicates of stdin and stdout (so
+ * closing it never closes fds 0 and 1).  They are made non-blocking, which
+ * their other users share: acceptable for a daemon whose stdio is QMP.
+ */
+static bool monitor_start_stdio(Monitor *mon, Error **errp)
+{
+    int rfd = dup_nonblocking(STDIN_FILENO, errp);
+    int wfd = rfd < 0 ? -1 : dup_nonblocking(STDOUT_FILENO, errp);
+    Error *err = NULL;
+
+    if (wfd < 0) {
+        if (rfd >= 0) {
+            close(rfd);
+        }
+        return false;
+    }
+    /* epoll refuses regular files and /dev/null: say so up front */
+    if (!aio_set_fd_handler(aio_main_context(), rfd, client_read, NULL, NULL,
+                            &err) ||
+        !aio_set_fd_handler(aio_main_context(), rfd, NULL, NULL, NULL,
+                            &err)) {
+        error_setg(errp, "stdio monitor: stdin cannot be watched (%s): use "
+                   "a pipe or a terminal", error_get_pretty(err));
+        error_free(err);
+        close(rfd);
+        close(wfd);
+        return false;
+    }
+    client_new(mon, rfd, wfd, true);
+    return true;
+}
+
 static void monitor_accept(AioListener *l, void *opaque)
 {
     Monitor *mon = opaque;
@@ -561,15 +649,7 @@ static void monitor_accept(AioListener *l, void *opaque)
             close(fd);
             continue;
         }
-        MonClient *c = bj_calloc(1, sizeof(*c));
-        c->mon = mon;
-        c->fd = fd;
-        c->js = json_stream_new(client_value, c);
-        c->next = mon->clients;
-        mon->clients = c;
-        mon->nclients++;
-        client_update_handlers(c);
-        send_greeting(c);
+        client_new(mon, fd, fd, false);
     }
 }
 
@@ -646,15 +726,21 @@ bool monitor_add(json_t *opts, Error **errp)
     mon->listen_fd = chardev_listen_fd(chr);
     mon->pretty = arg_bool(opts, "pretty", false);
     mon->max_clients = max_clients;
-    mon->listener = aio_listener_new(aio_main_context(), mon->listen_fd,
-                                     "monitor", monitor_accept, mon, errp);
-    if (!mon->listener) {
-        free(mon);
-        return false;
+    if (mon->listen_fd >= 0) {
+        mon->listener = aio_listener_new(aio_main_context(), mon->listen_fd,
+                                         "monitor", monitor_accept, mon,
+                                         errp);
+        if (!mon->listener) {
+            free(mon);
+            return false;
+        }
     }
     mon->next = monitors;
     monitors = mon;
     event_set_sink(monitor_event, NULL);
+    if (chardev_kind(chr) == CHARDEV_STDIO && !monitor_start_stdio(mon, errp)) {
+        return false;      /* the monitor stays, clientless, until cleanup */
+    }
     return true;
 }
 
@@ -662,7 +748,7 @@ bool monitor_add(json_t *opts, Error **errp)
 static void flush_before_close(MonClient *c)
 {
     for (int tries = 0; tries < 10 && out_pending(c) && !c->dead; tries++) {
-        struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+        struct pollfd p = { .fd = c->wfd, .events = POLLOUT };
         if (poll(&p, 1, 10) < 0 && errno != EINTR) {
             break;
         }

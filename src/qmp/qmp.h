@@ -50,10 +50,13 @@ const char *qmp_check_request(json_t *req, bool oob_enabled, bool *is_oob,
                               Error **errp);
 bool qmp_check_args(const QmpCommand *cmd, json_t *args, Error **errp);
 
-/* ---- character devices (only UNIX socket servers) and monitors ---- */
+/* ---- character devices and monitors ---- */
 
-/* --chardev socket,id=ID,path=P,server=on,wait=off (options as parsed). */
-bool chardev_add(json_t *opts, Error **errp);
+/*
+ * --chardev socket (server=on,wait=off; path=, host= and port=, or fd=),
+ * stdio or null (options as parsed); daemonize: stdio is refused.
+ */
+bool chardev_add(json_t *opts, bool daemonize, Error **errp);
 /* --monitor [chardev=]ID[,mode=control][,pretty=on|off] */
 bool monitor_add(json_t *opts, Error **errp);
 /*

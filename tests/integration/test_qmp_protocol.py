@@ -582,7 +582,7 @@ def test_chardev_unsupported_shapes(sockdir):
     p = os.path.join(sockdir, 'c.sock')
     for opt, word in (('file,id=m,path=%s' % p, "'file'"),
                       ('socket,id=m,host=localhost,port=4444,server=on,'
-                       'wait=off', "'host'"),
+                       'wait=off,telnet=on', "'telnet'"),
                       ('socket,id=m,path=%s,server=on,wait=on' % p,
                        'wait=off'),
                       ('socket,id=m,path=%s' % p, 'server=on')):

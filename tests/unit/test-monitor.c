@@ -78,7 +78,7 @@ static void start_monitor(void)
                              &err);
     assert_non_null(o);
     json_object_set_new(o, "path", json_string(sock_path));
-    assert_true(chardev_add(o, &err));
+    assert_true(chardev_add(o, false, &err));
     json_decref(o);
     o = keyval_parse("m0", "chardev", &err);
     assert_true(monitor_add(o, &err));
