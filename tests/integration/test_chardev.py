@@ -128,16 +128,16 @@ def test_stdio_monitor_eof_leaves_the_daemon_running(daemon_factory, tmp_path,
     """stdin closed: the stdio client goes, the daemon and its other
     monitor stay (as in qsd)."""
     sock = os.path.join(str(tmp_path), 'q.sock')
-    p = subprocess.Popen([binary, '--chardev', 'stdio,id=s0', '--monitor',
-                          's0', '--chardev',
+    # the socket first: once stdio greets, it listens
+    p = subprocess.Popen([binary, '--chardev',
                           'socket,id=m,path=%s,server=on,wait=off' % sock,
-                          '--monitor', 'm'], stdin=subprocess.PIPE,
+                          '--monitor', 'm', '--chardev', 'stdio,id=s0',
+                          '--monitor', 's0'], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=bjtest.sanitizer_env())
     try:
         LineClient(p.stdout, p.stdin)
         p.stdin.close()
-        bjtest.wait_until(lambda: os.path.exists(sock), what='socket')
         q = bjtest.QMPClient(sock, negotiate=True)
         assert q.execute('query-chardev')   # still serving
         q.execute('quit')
