@@ -331,6 +331,10 @@ struct BlockDriver {
 /* A driver users may name (blockdev-add, blockdev-create), or NULL; the
  * list lives with the drivers (registry.c). */
 const BlockDriver *bdrv_find_driver(const char *name);
+/* The blockdev-add members every driver has (driver, node-name, cache,
+ * ...), NULL-terminated; a driver's own are its `options`.  For the
+ * introspection schema. */
+const ArgSpec *bdrv_common_options(void);
 
 /* ---- nodes ---- */
 

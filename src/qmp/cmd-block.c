@@ -38,10 +38,10 @@ static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_block_commands[] = {
     { .name = "blockdev-add", .fn = qmp_blockdev_add, .args = no_args,
-      .args_open = true },
+      .args_open = true, .args_blockdev = true },
     { .name = "blockdev-del", .fn = qmp_blockdev_del,
       .args = blockdev_del_args },
     { .name = "query-named-block-nodes", .fn = qmp_query_named_block_nodes,
-      .args = query_named_block_nodes_args },
+      .args = query_named_block_nodes_args, .ret = qmp_ret_array },
     { .name = NULL },
 };

@@ -219,7 +219,7 @@ const QmpCommand qmp_nbd_commands[] = {
     { .name = "block-export-del", .fn = qmp_block_export_del,
       .args = block_export_del_args },
     { .name = "query-block-exports", .fn = qmp_query_block_exports,
-      .args = no_args },
+      .args = no_args, .ret = qmp_ret_array },
     { .name = "x-debug-drain-begin", .fn = qmp_x_debug_drain_begin,
       .args = drain_args },
     { .name = "x-debug-drain-end", .fn = qmp_x_debug_drain_end,
