@@ -453,6 +453,10 @@ int coroutine_fn bdrv_co_block_status(BlockNode *bs, int64_t offset,
                                       int64_t *map, BlockNode **file);
 int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp);
 int64_t bdrv_getlength(BlockNode *bs);
+/* block_resize: takes the resize permission as a user of its own (refused
+ * while an export or a job keeps the size), drains bs and truncates it.
+ * Main loop, not a coroutine. */
+bool bdrv_resize(BlockNode *bs, int64_t size, Error **errp);
 
 /* Synchronous wrappers for the main loop (outside coroutines): run the
  * request in a coroutine in the node's context and wait. */

@@ -529,7 +529,7 @@ int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp)
         return -EINVAL;
     }
     if (size > BDRV_MAX_LENGTH) {
-        error_setg(errp, "offset(%" PRId64 ") exceeding maximum(%" PRId64
+        error_setg(errp, "offset(%" PRId64 ") exceeds maximum(%" PRId64
                    ")", size, (int64_t)BDRV_MAX_LENGTH);
         return -EINVAL;
     }
@@ -629,4 +629,46 @@ int bdrv_flush(BlockNode *bs)
     SyncReq r = { .kind = SYNC_FLUSH, .bs = bs };
 
     return run_sync(&r, bs->ctx);
+}
+
+/* ---- block_resize ---- */
+
+/* The resizing user is "an unnamed block device" in permission errors, as
+ * qemu's temporary BlockBackend is. */
+static const BlockChildClass resize_child_class = { 0 };
+
+typedef struct ResizeCo {
+    BlockChild *c;
+    int64_t size;
+    Error *err;
+    int ret;
+} ResizeCo;
+
+static void coroutine_fn resize_co(void *opaque)
+{
+    ResizeCo *r = opaque;
+    r->ret = bdrv_co_truncate(r->c, r->size, &r->err);
+}
+
+bool bdrv_resize(BlockNode *bs, int64_t size, Error **errp)
+{
+    BlockChild *c = bdrv_root_attach_child(bs, "root", &resize_child_class,
+                                           NULL, BLK_PERM_RESIZE,
+                                           BLK_PERM_ALL, errp);
+    if (!c) {
+        return false;
+    }
+    ResizeCo r = { .c = c, .size = size };
+    bdrv_drained_begin(bs);
+    aio_co_run_wait(bs->ctx, resize_co, &r);
+    bdrv_drained_end(bs);
+    bdrv_detach_child(c);
+    if (r.ret < 0) {
+        if (!r.err) {
+            error_setg_errno(&r.err, -r.ret, "Could not resize image");
+        }
+        error_propagate(errp, r.err);
+        return false;
+    }
+    return true;
 }

@@ -801,10 +801,12 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     if (!s->dbm) {
         goto fail;
     }
-    /* The source: read; others may do anything (clients write it). */
+    /* The source: read; others may read and write it (clients do), but
+     * not resize it under the job (qemu's mirror shares the same). */
     s->src_c = block_job_add_node(job, "source", source,
-                                  BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL,
-                                  errp);
+                                  BLK_PERM_CONSISTENT_READ,
+                                  BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE |
+                                  BLK_PERM_WRITE_UNCHANGED, errp);
     if (!s->src_c) {
         goto fail;
     }

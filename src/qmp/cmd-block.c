@@ -1,8 +1,10 @@
 /*
- * Block graph commands: blockdev-add, blockdev-del, query-named-block-nodes.
+ * Block graph commands: blockdev-add, blockdev-del, query-named-block-nodes,
+ * block_resize.
  * They only translate JSON into calls on block/.
  */
 #include "block/block.h"
+#include "job/blockjob.h"
 #include "qmp/commands.h"
 
 static bool qmp_blockdev_add(json_t *args, json_t **ret, Error **errp)
@@ -34,6 +36,39 @@ static bool qmp_query_named_block_nodes(json_t *args, json_t **ret,
     return true;
 }
 
+/* ---- block_resize ---- */
+
+static const ArgSpec block_resize_args[] = {
+    { .name = "device", .type = ARG_STR, .optional = true },
+    { .name = "node-name", .type = ARG_STR, .optional = true },
+    { .name = "size", .type = ARG_INT },
+    { .name = NULL },
+};
+
+static bool qmp_block_resize(json_t *args, json_t **ret, Error **errp)
+{
+    /* qsd has no devices: a device name never matches, the node name is
+     * looked up ("" when absent). */
+    BlockNode *bs = bdrv_lookup_node(arg_str(args, "device", NULL),
+                                     arg_str(args, "node-name", ""), errp);
+    int64_t size = arg_int(args, "size", 0);
+
+    if (!bs) {
+        return false;
+    }
+    if (size < 0) {
+        error_setg(errp, "Parameter 'size' expects a >0 size");
+        return false;
+    }
+    if (!block_job_check_node_free(bs, NULL)) {
+        /* qemu names the device argument here, "(null)" when absent. */
+        const char *device = arg_str(args, "device", NULL);
+        error_setg(errp, "Device '%s' is in use", device ? device : "(null)");
+        return false;
+    }
+    return bdrv_resize(bs, size, errp);
+}
+
 static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_block_commands[] = {
@@ -43,5 +78,7 @@ const QmpCommand qmp_block_commands[] = {
       .args = blockdev_del_args },
     { .name = "query-named-block-nodes", .fn = qmp_query_named_block_nodes,
       .args = query_named_block_nodes_args, .ret = qmp_ret_array },
+    { .name = "block_resize", .fn = qmp_block_resize,
+      .args = block_resize_args },
     { .name = NULL },
 };

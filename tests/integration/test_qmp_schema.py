@@ -41,7 +41,7 @@ SAME_AS_QSD = [
     'block-dirty-bitmap-remove', 'block-dirty-bitmap-clear',
     'block-dirty-bitmap-enable', 'block-dirty-bitmap-disable',
     'x-debug-block-dirty-bitmap-sha256', 'blockdev-backup',
-    'blockdev-snapshot',
+    'blockdev-snapshot', 'block_resize',
     'BLOCK_IMAGE_CORRUPTED', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED',
     'BLOCK_JOB_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING',
     'BLOCK_WRITE_THRESHOLD', 'JOB_STATUS_CHANGE', 'BLOCK_EXPORT_DELETED',
