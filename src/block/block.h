@@ -129,6 +129,17 @@ typedef struct BlockLimits {
     uint32_t pdiscard_alignment;
 } BlockLimits;
 
+/* Counted per node by the request path (io.c), for query-blockstats. */
+enum { BLOCK_ACCT_READ, BLOCK_ACCT_WRITE, BLOCK_ACCT_FLUSH, BLOCK_ACCT_UNMAP,
+       BLOCK_ACCT__MAX };
+typedef struct BlockNodeStats {
+    _Atomic uint64_t bytes[BLOCK_ACCT__MAX];
+    _Atomic uint64_t ops[BLOCK_ACCT__MAX];
+    _Atomic uint64_t failed_ops[BLOCK_ACCT__MAX];
+    _Atomic uint64_t total_time_ns[BLOCK_ACCT__MAX];
+    _Atomic uint64_t wr_highest_offset;
+} BlockNodeStats;
+
 struct BlockNode {
     char node_name[32];
     bool implicit_name;            /* "#blockNNN", generated */
@@ -169,6 +180,14 @@ struct BlockNode {
     /* Dirty bitmaps marked by writes through the node (dirty-bitmap.h);
      * a singly linked list, NULL when none. */
     struct BdrvDirtyBitmap *dirty_bitmaps;
+
+    /* query-blockstats: what the request path counted at this node.
+     * Written only from the node's context (a plain load and store), read
+     * from the main loop. */
+    BlockNodeStats stats;
+    /* block-set-write-threshold: 0 when unset; a write or discard ending
+     * past it emits BLOCK_WRITE_THRESHOLD once and clears it. */
+    _Atomic uint64_t write_threshold;
 
     bool monitor_owned;            /* added by blockdev-add (not inline) */
     bool auto_read_only;
@@ -411,6 +430,9 @@ json_t *bdrv_query_node_info(BlockNode *bs);
 /* The whole query-named-block-nodes reply: every node, newest first; with
  * flat, images do not nest their backing images. */
 json_t *bdrv_query_named_block_nodes(bool flat);
+/* query-blockstats: with query_nodes, every node the monitor added (oldest
+ * first), each with its counters and its file's as "parent"; else []. */
+json_t *bdrv_query_blockstats(bool query_nodes);
 
 /* ---- graph ---- */
 
@@ -457,6 +479,8 @@ int64_t bdrv_getlength(BlockNode *bs);
  * while an export or a job keeps the size), drains bs and truncates it.
  * Main loop, not a coroutine. */
 bool bdrv_resize(BlockNode *bs, int64_t size, Error **errp);
+/* block-set-write-threshold: 0 clears it (any thread). */
+void bdrv_set_write_threshold(BlockNode *bs, uint64_t threshold);
 
 /* Synchronous wrappers for the main loop (outside coroutines): run the
  * request in a coroutine in the node's context and wait. */

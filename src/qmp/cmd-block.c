@@ -1,6 +1,6 @@
 /*
  * Block graph commands: blockdev-add, blockdev-del, query-named-block-nodes,
- * block_resize.
+ * block_resize, query-blockstats, block-set-write-threshold.
  * They only translate JSON into calls on block/.
  */
 #include "block/block.h"
@@ -69,6 +69,39 @@ static bool qmp_block_resize(json_t *args, json_t **ret, Error **errp)
     return bdrv_resize(bs, size, errp);
 }
 
+/* ---- query-blockstats, block-set-write-threshold ---- */
+
+static const ArgSpec query_blockstats_args[] = {
+    { .name = "query-nodes", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+static bool qmp_query_blockstats(json_t *args, json_t **ret, Error **errp)
+{
+    *ret = bdrv_query_blockstats(arg_bool(args, "query-nodes", false));
+    return true;
+}
+
+static const ArgSpec write_threshold_args[] = {
+    { .name = "node-name", .type = ARG_STR },
+    { .name = "write-threshold", .type = ARG_U64 },
+    { .name = NULL },
+};
+
+static bool qmp_block_set_write_threshold(json_t *args, json_t **ret,
+                                          Error **errp)
+{
+    const char *name = arg_str(args, "node-name", "");
+    BlockNode *bs = bdrv_find_node(name);
+
+    if (!bs) {
+        error_setg(errp, "Device '%s' not found", name);
+        return false;
+    }
+    bdrv_set_write_threshold(bs, arg_u64(args, "write-threshold", 0));
+    return true;
+}
+
 static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_block_commands[] = {
@@ -80,5 +113,9 @@ const QmpCommand qmp_block_commands[] = {
       .args = query_named_block_nodes_args, .ret = qmp_ret_array },
     { .name = "block_resize", .fn = qmp_block_resize,
       .args = block_resize_args },
+    { .name = "query-blockstats", .fn = qmp_query_blockstats,
+      .args = query_blockstats_args, .ret = qmp_ret_array },
+    { .name = "block-set-write-threshold",
+      .fn = qmp_block_set_write_threshold, .args = write_threshold_args },
     { .name = NULL },
 };

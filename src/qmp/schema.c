@@ -189,6 +189,7 @@ static const char *type_of(Schema *s, const ArgSpec *a)
     case ARG_INT:
     case ARG_UINT:
     case ARG_SIZE:
+    case ARG_U64:
         return builtin(s, "int", "int");
     case ARG_BOOL:
         return builtin(s, "bool", "boolean");
