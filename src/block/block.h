@@ -105,6 +105,12 @@ struct BlockChildClass {
     /* External users whose requests must wait (not fail) while the node is
      * drained set this: see bdrv_co_wait_unquiesced. */
     bool postpone_requests_when_drained;
+    /* x-debug-query-block-graph: the user a non-node parent edge belongs
+     * to (edges with the same owner are one vertex), its type and name.
+     * Unset: the edge's opaque, "block-backend" and "" (qemu's anonymous
+     * BlockBackend: an export, block_resize). */
+    void (*graph_parent)(BlockChild *c, const void **owner,
+                         const char **type, const char **name);
 };
 
 struct BlockChild {
@@ -433,6 +439,9 @@ json_t *bdrv_query_named_block_nodes(bool flat);
 /* query-blockstats: with query_nodes, every node the monitor added (oldest
  * first), each with its counters and its file's as "parent"; else []. */
 json_t *bdrv_query_blockstats(bool query_nodes);
+/* x-debug-query-block-graph (XDbgBlockGraph): every node and every user of
+ * one (exports, jobs) as vertices, every edge with its permissions. */
+json_t *bdrv_query_block_graph(void);
 
 /* ---- graph ---- */
 

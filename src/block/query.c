@@ -366,3 +366,94 @@ json_t *bdrv_query_blockstats(bool query_nodes)
     }
     return list;
 }
+
+/* ---- x-debug-query-block-graph ---- */
+
+/* Highest bit first, as qemu lists them. */
+static json_t *perm_list(uint64_t perm)
+{
+    static const char *const names[] = {
+        "resize", "write-unchanged", "write", "consistent-read",
+    };
+    static const uint64_t bits[] = {
+        BLK_PERM_RESIZE, BLK_PERM_WRITE_UNCHANGED, BLK_PERM_WRITE,
+        BLK_PERM_CONSISTENT_READ,
+    };
+    json_t *l = json_array();
+
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+        if (perm & bits[i]) {
+            json_array_append_new(l, json_string(names[i]));
+        }
+    }
+    return l;
+}
+
+typedef struct GraphOwner {
+    const void *owner;
+    int id;
+} GraphOwner;
+
+json_t *bdrv_query_block_graph(void)
+{
+    json_t *nodes = json_array();
+    json_t *edges = json_array();
+    size_t n = 0, nowners = 0, cap = 0;
+    GraphOwner *owners = NULL;
+
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        n++;
+    }
+    BlockNode **all = bj_calloc(n ? n : 1, sizeof(*all));
+    size_t i = 0;
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        all[i] = bs;
+        json_array_append_new(nodes, json_pack("{s:s, s:s, s:I}", "name",
+                                               bs->node_name, "type",
+                                               "block-driver", "id",
+                                               (json_int_t)(i + 1)));
+        i++;
+    }
+    for (i = 0; i < n; i++) {
+        BlockChild *c;
+        list_for_each_entry(c, &all[i]->parents, parent_link) {
+            int parent = 0;
+            if (c->klass->parent_is_node) {
+                for (size_t j = 0; j < n; j++) {
+                    if (all[j] == c->opaque) {
+                        parent = (int)j + 1;
+                    }
+                }
+            } else {
+                const void *owner = c->opaque;
+                const char *type = "block-backend", *name = "";
+                if (c->klass->graph_parent) {
+                    c->klass->graph_parent(c, &owner, &type, &name);
+                }
+                for (size_t j = 0; j < nowners; j++) {
+                    if (owners[j].owner == owner) {
+                        parent = owners[j].id;
+                    }
+                }
+                if (!parent) {
+                    if (nowners == cap) {
+                        cap = cap ? cap * 2 : 8;
+                        owners = bj_realloc(owners, cap * sizeof(*owners));
+                    }
+                    parent = (int)(n + nowners + 1);
+                    owners[nowners++] = (GraphOwner){ owner, parent };
+                    json_array_append_new(nodes, json_pack(
+                        "{s:s, s:s, s:i}", "name", name, "type", type,
+                        "id", parent));
+                }
+            }
+            json_array_append_new(edges, json_pack(
+                "{s:i, s:I, s:s, s:o, s:o}", "parent", parent, "child",
+                (json_int_t)(i + 1), "name", c->name, "perm",
+                perm_list(c->perm), "shared-perm", perm_list(c->shared)));
+        }
+    }
+    free(owners);
+    free(all);
+    return json_pack("{s:o, s:o}", "nodes", nodes, "edges", edges);
+}

@@ -1,6 +1,7 @@
 /*
  * Block graph commands: blockdev-add, blockdev-del, query-named-block-nodes,
- * block_resize, query-blockstats, block-set-write-threshold.
+ * block_resize, query-blockstats, block-set-write-threshold, query-block,
+ * x-debug-query-block-graph.
  * They only translate JSON into calls on block/.
  */
 #include "block/block.h"
@@ -102,6 +103,23 @@ static bool qmp_block_set_write_threshold(json_t *args, json_t **ret,
     return true;
 }
 
+/* ---- query-block, x-debug-query-block-graph ---- */
+
+static bool qmp_query_block(json_t *args, json_t **ret, Error **errp)
+{
+    /* BlockInfo describes devices (BlockBackends with a name or a guest
+     * device); the storage daemon has none, so qsd answers []. */
+    *ret = json_array();
+    return true;
+}
+
+static bool qmp_x_debug_query_block_graph(json_t *args, json_t **ret,
+                                          Error **errp)
+{
+    *ret = bdrv_query_block_graph();
+    return true;
+}
+
 static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_block_commands[] = {
@@ -115,6 +133,11 @@ const QmpCommand qmp_block_commands[] = {
       .args = block_resize_args },
     { .name = "query-blockstats", .fn = qmp_query_blockstats,
       .args = query_blockstats_args, .ret = qmp_ret_array },
+    { .name = "query-block", .fn = qmp_query_block, .args = no_args,
+      .ret = qmp_ret_array },
+    { .name = "x-debug-query-block-graph",
+      .fn = qmp_x_debug_query_block_graph, .args = no_args,
+      .ret = qmp_ret_any },
     { .name = "block-set-write-threshold",
       .fn = qmp_block_set_write_threshold, .args = write_threshold_args },
     { .name = NULL },
