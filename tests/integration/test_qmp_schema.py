@@ -43,6 +43,7 @@ SAME_AS_QSD = [
     'x-debug-block-dirty-bitmap-sha256', 'blockdev-backup',
     'blockdev-snapshot', 'block_resize', 'query-blockstats',
     'block-set-write-threshold', 'query-block', 'x-debug-query-block-graph',
+    'change-backing-file',
     'BLOCK_IMAGE_CORRUPTED', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED',
     'BLOCK_JOB_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING',
     'BLOCK_WRITE_THRESHOLD', 'JOB_STATUS_CHANGE', 'BLOCK_EXPORT_DELETED',
