@@ -76,6 +76,7 @@ const QmpCommand qmp_bitmap_commands[] = {
     { .name = "block-dirty-bitmap-merge", .fn = qmp_bitmap_merge,
       .args = bitmap_merge_args },
     { .name = "x-debug-block-dirty-bitmap-sha256", .fn = qmp_bitmap_sha256,
-      .args = bitmap_node_name_args, .ret = sha256_ret },
+      .args = bitmap_node_name_args, .ret = sha256_ret,
+      .features = qmp_features_unstable },
     { .name = NULL },
 };

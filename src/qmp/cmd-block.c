@@ -209,7 +209,7 @@ const QmpCommand qmp_block_commands[] = {
       .ret = qmp_ret_array },
     { .name = "x-debug-query-block-graph",
       .fn = qmp_x_debug_query_block_graph, .args = no_args,
-      .ret = qmp_ret_any },
+      .ret = qmp_ret_any, .features = qmp_features_unstable },
     { .name = "block-set-write-threshold",
       .fn = qmp_block_set_write_threshold, .args = write_threshold_args },
     { .name = NULL },

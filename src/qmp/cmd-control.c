@@ -87,6 +87,8 @@ static bool qmp_query_qmp_schema(json_t *args, json_t **ret, Error **errp)
 
 static const ArgSpec no_args[] = { { .name = NULL } };
 
+const char *const qmp_features_unstable[] = { "unstable", NULL };
+
 const ArgSpec qmp_ret_any[] = {
     { .name = "return", .type = ARG_ANY },
     { .name = NULL },

@@ -56,6 +56,8 @@ const QmpEvent *qmp_find_event(const char *name);
 /* Return-value specs shared by tables: anything, and an array of anything. */
 extern const ArgSpec qmp_ret_any[];
 extern const ArgSpec qmp_ret_array[];
+/* Feature lists shared by tables: {"unstable"} (x- commands). */
+extern const char *const qmp_features_unstable[];
 
 /*
  * What query-version and the greeting say: the qemu release whose QMP
