@@ -565,6 +565,13 @@ bool bdrv_del_blockdev(const char *node_name, Error **errp)
     return true;
 }
 
+void bdrv_disown(BlockNode *bs)
+{
+    assert(bs->monitor_owned);
+    bs->monitor_owned = false;
+    bdrv_unref(bs);
+}
+
 void bdrv_close_all(void)
 {
     BlockNode *bs;

@@ -389,6 +389,10 @@ bool bdrv_check_options(const BlockDriver *drv, json_t *opts,
                         const char *prefix, bool coerce, Error **errp);
 /* blockdev-del: refused while the node has parents or a job uses it. */
 bool bdrv_del_blockdev(const char *node_name, Error **errp);
+/* The monitor gives up a node it opened, whatever holds it: what still
+ * references it keeps it (blockdev-snapshot-sync's overlay belongs to the
+ * parents it took over, as in qemu), else it is closed now. */
+void bdrv_disown(BlockNode *bs);
 
 /*
  * In a driver's co_open: opens or references the child named `member` of
