@@ -250,6 +250,10 @@ struct BlockDriver {
     bool is_filter;
     /* The format can have a backing image (blockdev-snapshot's overlay). */
     bool supports_backing;
+    /* How sure the driver is that an image starting with buf (len bytes
+     * of it, maybe fewer than the image) is in its format: 0 not, 100
+     * certain.  Unset: never guessed (raw is what remains). */
+    int (*probe)(const uint8_t *buf, size_t len);
 
     /* Opens bs from already-checked options; children via bdrv_open_child. */
     int coroutine_fn (*co_open)(BlockNode *bs, json_t *opts, Error **errp);

@@ -4,9 +4,12 @@
 #include "block/create.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "aio/aio.h"
 #include "util/alloc.h"
@@ -323,4 +326,34 @@ bool bdrv_img_create(const char *filename, const char *fmt, uint64_t size,
         }
     }
     return run_create(fmt, opts, errp);
+}
+
+const char *bdrv_probe_format(const char *filename, Error **errp)
+{
+    uint8_t buf[512];
+    const char *best = "raw";
+    int best_score = 0;
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not open '%s'", filename);
+        return NULL;
+    }
+    ssize_t n = pread(fd, buf, sizeof(buf), 0);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        error_setg_errno(errp, e, "Could not read image for determining "
+                         "its format");
+        return NULL;
+    }
+    for (const char *const *d = bdrv_blockdev_driver_names; *d; d++) {
+        const BlockDriver *drv = bdrv_find_driver(*d);
+        int score = drv && drv->probe ? drv->probe(buf, (size_t)n) : 0;
+        if (score > best_score) {
+            best_score = score;
+            best = drv->name;
+        }
+    }
+    return best;
 }

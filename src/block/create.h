@@ -73,4 +73,11 @@ bool bdrv_img_create(const char *filename, const char *fmt, uint64_t size,
                      const char *backing_file, const char *backing_fmt,
                      Error **errp);
 
+/* The format of the image file `filename` as the drivers' probe entries
+ * guess it from its first bytes ("raw" when none claims it), or NULL with
+ * errp set when the file cannot be read ("Could not open 'F': ...").
+ * drive-backup's mode existing without a format, as qemu probes.  Main
+ * loop (one small read). */
+const char *bdrv_probe_format(const char *filename, Error **errp);
+
 #endif

@@ -35,6 +35,7 @@ static const TransactionActionType abort_action = {
 static const TransactionActionType *const action_types[] = {
     &abort_action,
     &transaction_backup_action,
+    &transaction_drive_backup_action,
     &transaction_snapshot_action,
     &transaction_bitmap_add_action,
     &transaction_bitmap_remove_action,

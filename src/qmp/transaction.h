@@ -68,6 +68,7 @@ struct TransactionActionType {
 /* The action types a transaction can run, each defined beside its
  * command. */
 extern const TransactionActionType transaction_backup_action;
+extern const TransactionActionType transaction_drive_backup_action;
 extern const TransactionActionType transaction_snapshot_action;
 extern const TransactionActionType transaction_bitmap_add_action;
 extern const TransactionActionType transaction_bitmap_remove_action;

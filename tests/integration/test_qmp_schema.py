@@ -44,7 +44,7 @@ SAME_AS_QSD = [
     'blockdev-snapshot', 'block_resize', 'query-blockstats',
     'block-set-write-threshold', 'query-block', 'x-debug-query-block-graph',
     'change-backing-file', 'nbd-server-add', 'nbd-server-remove',
-    'blockdev-snapshot-sync',
+    'blockdev-snapshot-sync', 'drive-backup',
     'BLOCK_IMAGE_CORRUPTED', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED',
     'BLOCK_JOB_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING',
     'BLOCK_WRITE_THRESHOLD', 'JOB_STATUS_CHANGE', 'BLOCK_EXPORT_DELETED',
