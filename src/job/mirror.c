@@ -75,6 +75,7 @@ struct MirrorJob {
     MirrorSyncMode sync;
     bool is_commit;
     bool write_blocking;
+    bool count_whole_disk;     /* skipped holes count as progress */
     JobOnError on_source_error, on_target_error;
     int64_t len, granularity, buf_size, max_op;
     bool target_has_backing;
@@ -383,6 +384,8 @@ static int coroutine_fn mirror_dirty_init(MirrorJob *s)
             for (int64_t o = off; o < off + pnum; o += t) {
                 if (!target_reads_zero(s, o, off + pnum - o, &t)) {
                     bdrv_set_dirty_bitmap(s->dbm, o, t);
+                } else if (s->count_whole_disk) {
+                    job_progress_update(&s->job, (uint64_t)t);
                 }
             }
         }
@@ -758,6 +761,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->sync = p->sync;
     s->base = base;
     s->write_blocking = p->write_blocking;
+    s->count_whole_disk = p->count_whole_disk &&
+                          p->sync == MIRROR_SYNC_FULL;
     s->on_source_error = p->job.on_source_error;
     s->on_target_error = p->job.on_target_error;
     /* Unset: the target's cluster size clamped to 4-64 KiB, as a new
