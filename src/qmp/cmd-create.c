@@ -300,28 +300,35 @@ static const ArgSpec blockdev_snapshot_sync_args[] = {
     { .name = NULL },
 };
 
+/* The state of one blockdev-snapshot-sync action. */
+typedef struct SnapshotSync {
+    BlockdevSnapshot st;
+    BlockNode *overlay;      /* opened by prepare (the monitor's until clean) */
+} SnapshotSync;
+
 /*
  * blockdev-add of a new overlay image (created first, backing onto the
  * node's file name, unless mode is existing) and blockdev-snapshot onto
  * it, with qsd's checks in its order.  As in qsd the overlay is not the
  * monitor's: the node's parents (an export, a job) move onto it and hold
- * it; a node with none gets an overlay that is closed at once.  (qsd has
- * no devices: a device name is never found, so snapshot-node-name is
- * always needed.)
+ * it; a node with none gets an overlay that is closed at once (clean).
+ * (qsd has no devices: a device name is never found, so
+ * snapshot-node-name is always needed.)
  */
-static bool qmp_blockdev_snapshot_sync(json_t *args, json_t **ret,
-                                       Error **errp)
+static bool snapshot_sync_prepare(TransactionAction *ta, JobTxn *txn,
+                                  Error **errp)
 {
-    const char *node_name = arg_str(args, "node-name", NULL);
-    const char *file = arg_str(args, "snapshot-file", "");
-    const char *new_name = arg_str(args, "snapshot-node-name", NULL);
-    const char *fmt = arg_str(args, "format", "qcow2");
-    bool existing = arg_enum(args, "mode", snapshot_mode_names, 1) == 0;
-    BlockNode *bs = bdrv_lookup_node(arg_str(args, "device", NULL),
+    SnapshotSync *ss = bj_calloc(1, sizeof(*ss));
+    json_t *d = ta->data;
+    const char *node_name = arg_str(d, "node-name", NULL);
+    const char *file = arg_str(d, "snapshot-file", "");
+    const char *new_name = arg_str(d, "snapshot-node-name", NULL);
+    const char *fmt = arg_str(d, "format", "qcow2");
+    bool existing = arg_enum(d, "mode", snapshot_mode_names, 1) == 0;
+    BlockNode *bs = bdrv_lookup_node(arg_str(d, "device", NULL),
                                      node_name ? node_name : "", errp);
-    BlockdevSnapshot st;
-    bool ok;
 
+    ta->state = ss;
     if (!bs || !check_node_free(bs, errp)) {
         return false;
     }
@@ -329,7 +336,7 @@ static bool qmp_blockdev_snapshot_sync(json_t *args, json_t **ret,
         error_setg(errp, "New overlay node-name missing");
         return false;
     }
-    if (new_name && bdrv_find_node(new_name)) {
+    if (bdrv_find_node(new_name)) {
         error_setg(errp, "New overlay node-name already in use");
         return false;
     }
@@ -350,17 +357,46 @@ static bool qmp_blockdev_snapshot_sync(json_t *args, json_t **ret,
     if (drv->supports_backing) {
         json_object_set_new(opts, "backing", json_null());
     }
-    BlockNode *overlay = bdrv_open_blockdev(opts, false, errp);
+    ss->overlay = bdrv_open_blockdev(opts, false, errp);
     json_decref(opts);
-    if (!overlay) {
-        return false;
+    return ss->overlay &&
+           blockdev_snapshot_prepare(&ss->st, bs->node_name, new_name, errp);
+}
+
+static void snapshot_sync_abort(TransactionAction *ta)
+{
+    SnapshotSync *ss = ta->state;
+
+    blockdev_snapshot_abort(&ss->st);
+}
+
+static void snapshot_sync_clean(TransactionAction *ta)
+{
+    SnapshotSync *ss = ta->state;
+
+    blockdev_snapshot_clean(&ss->st);
+    if (ss->overlay) {
+        /* Held by the parents it took over, or gone. */
+        bdrv_disown(ss->overlay);
+        ss->overlay = NULL;
     }
-    ok = blockdev_snapshot_prepare(&st, bs->node_name, new_name, errp);
-    blockdev_snapshot_clean(&st);
-    /* The overlay belongs to the parents it took over (none: it goes), as
-     * in qsd; refused, it goes too. */
-    bdrv_disown(overlay);
-    return ok;
+}
+
+const TransactionActionType transaction_snapshot_sync_action = {
+    .name = "blockdev-snapshot-sync",
+    .args = blockdev_snapshot_sync_args,
+    .prepare = snapshot_sync_prepare,
+    .abort = snapshot_sync_abort,
+    .clean = snapshot_sync_clean,
+    /* Prepare to clean drains the node itself. */
+    .alone_drain = TRANSACTION_DRAIN_NONE,
+};
+
+static bool qmp_blockdev_snapshot_sync(json_t *args, json_t **ret,
+                                       Error **errp)
+{
+    return transaction_run_alone(&transaction_snapshot_sync_action, args,
+                                 errp);
 }
 
 const QmpCommand qmp_create_commands[] = {

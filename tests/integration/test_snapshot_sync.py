@@ -149,3 +149,36 @@ def test_export_moves_to_the_overlay(daemon, img, sockdir):
     assert 'Pattern verification failed' not in out.stdout
     for p in ('b.qcow2', 's1.qcow2', 'o.qcow2'):
         qemu_img('check', '-U', img[p])
+
+
+def test_in_a_transaction(daemon, img, sockdir):
+    pytest.importorskip('nbd', reason='python3-libnbd is needed')
+    q = daemon.qmp
+    add_base(q, img)
+    h = nbd_export_open(daemon, sockdir, node='base', name='e')
+    action = {'type': 'blockdev-snapshot-sync',
+              'data': {'node-name': 'base', 'snapshot-file': img['s1.qcow2'],
+                       'snapshot-node-name': 's1'}}
+    # undone by a later action's failure: the export stays on base
+    with pytest.raises(QMPError) as e:
+        q.execute('transaction', actions=[action, {'type': 'abort',
+                                                   'data': {}}])
+    assert e.value.desc == 'Transaction aborted using Abort action'
+    assert [x['node-name'] for x in q.execute('query-block-exports')] == \
+        ['base']
+    assert 's1' not in node_names(q)
+    # and done
+    assert q.execute('transaction', actions=[action]) == {}
+    assert [x['node-name'] for x in q.execute('query-block-exports')] == \
+        ['s1']
+    h.pwrite(b'\x33' * 4096, 0)
+    h.flush()
+    h.shutdown()
+    q.execute('block-export-del', id='e')
+    q.wait_event('BLOCK_EXPORT_DELETED')
+    q.execute('nbd-server-stop')
+    assert node_names(q) == ['base', 'bf']
+    q.execute('blockdev-del', **{'node-name': 'base'})
+    qemu_io('-f', 'qcow2', '-c', 'read -P 0x11 0 64k', img['b.qcow2'])
+    qemu_io('-f', 'qcow2', '-c', 'read -P 0x33 0 4k', '-c',
+            'read -P 0x11 4k 60k', img['s1.qcow2'])
