@@ -12,8 +12,10 @@
  * types share one entry.
  *
  * What the tables do not say is described as "any": an object checked
- * with no declared members (a union the handler checks itself, such as a
- * transaction action's data) and return values declared as anything.
+ * with no declared members, and return values declared as anything.
+ * Unions the handler checks itself are described from the tables it
+ * checks them with: blockdev-add's (the drivers' options) and a
+ * transaction action's (the action types').
  */
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "block/block.h"
 #include "block/create.h"
 #include "qmp/commands.h"
+#include "qmp/transaction.h"
 #include "util/alloc.h"
 
 typedef struct Schema {
@@ -168,6 +171,42 @@ static const char *blockdev_options(Schema *s)
     return s->blockdev_options;
 }
 
+/*
+ * TransactionAction: "type" and, per type, "data" holding that action's
+ * arguments (the action-type table the transaction checks them against).
+ * Types the enum names but that run nowhere have no branch.
+ */
+typedef struct ActionUnion {
+    Schema *s;
+    json_t *variants;
+} ActionUnion;
+
+static void add_action_variant(const char *name, const ArgSpec *args,
+                               void *opaque)
+{
+    ActionUnion *u = opaque;
+    json_t *data = json_pack("[{s:s, s:s}]", "name", "data", "type",
+                             object_type(u->s, args));
+    const char *wrapper = intern(u->s, json_pack("{s:o, s:s}", "members",
+                                                 data, "meta-type",
+                                                 "object"));
+    json_array_append_new(u->variants, json_pack("{s:s, s:s}", "case", name,
+                                                 "type", wrapper));
+}
+
+static const char *transaction_action_type(Schema *s)
+{
+    ActionUnion u = { .s = s, .variants = json_array() };
+    json_t *members = json_pack("[{s:s, s:s}]", "name", "type", "type",
+                                enum_type(s, transaction_action_args[0]
+                                                 .enum_values));
+
+    transaction_for_each_action_type(add_action_variant, &u);
+    return intern(s, json_pack("{s:o, s:s, s:s, s:o}", "members", members,
+                               "meta-type", "object", "tag", "type",
+                               "variants", u.variants));
+}
+
 /* BlockdevRef (an inline definition or a node name), or null too. */
 static const char *ref_type(Schema *s, bool or_null)
 {
@@ -196,6 +235,9 @@ static const char *type_of(Schema *s, const ArgSpec *a)
     case ARG_ENUM:
         return enum_type(s, a->enum_values);
     case ARG_OBJECT:
+        if (a->members == transaction_action_args) {
+            return transaction_action_type(s);
+        }
         if (!a->members) {
             return builtin(s, "any", "value");
         }
