@@ -215,6 +215,17 @@ def argument_cases(d, cmd):
             args = dict(base)
             args[m['name']] = bad
             yield args, m['name']
+            # one level down: a plain object's members, by their path
+            t = d[m['type']]
+            if t['meta-type'] == 'object' and 'variants' not in t:
+                inner = valid_value(d, t['name'])
+                for sm in t['members']:
+                    sbad = wrong_value(d, sm['type'])
+                    if sbad is None:
+                        continue
+                    args = dict(base)
+                    args[m['name']] = dict(inner, **{sm['name']: sbad})
+                    yield args, '%s.%s' % (m['name'], sm['name'])
 
 
 def test_every_schema_argument_accepted(daemon):
