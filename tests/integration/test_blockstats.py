@@ -160,3 +160,44 @@ def test_write_threshold_arguments(daemon, workdir):
               **{'node-name': 'q', 'write-threshold': -1})
     q.execute('block-set-write-threshold',
               **{'node-name': 'q', 'write-threshold': 0})
+
+
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 aborts when a client '
+                            'of an iothread export disconnects')
+def test_iothread_node(daemon_factory, workdir):
+    """Counted and checked in the iothread, the event sent from the main
+    loop; block_resize of the node afterwards runs in its context."""
+    nbd = pytest.importorskip('nbd', reason='python3-libnbd is needed')
+    path = os.path.join(str(workdir), 'd.img')
+    with open(path, 'wb') as f:
+        f.truncate(4 * MiB)
+    sock = os.path.join(str(workdir), 'nbd.sock')
+    d = daemon_factory(
+        '--object', 'iothread,id=io0',
+        '--blockdev', 'driver=file,node-name=f,filename=%s' % path,
+        '--blockdev', 'driver=raw,node-name=r,file=f',
+        '--nbd-server', 'addr.type=unix,addr.path=%s' % sock,
+        '--export', 'type=nbd,id=e0,node-name=r,name=x,writable=on,'
+        'iothread=io0')
+    q = d.qmp
+    q.execute('block-set-write-threshold', **{'node-name': 'r',
+                                              'write-threshold': MiB})
+    h = nbd.NBD()
+    h.set_export_name('x')
+    h.connect_unix(sock)
+    for i in range(32):
+        h.pwrite(b'\x05' * 65536, i * 65536)
+    ev = q.wait_event('BLOCK_WRITE_THRESHOLD')
+    assert ev['data'] == {'node-name': 'r', 'amount-exceeded': 65536,
+                          'write-threshold': MiB}
+    h.flush()
+    st = stats(q)['r']['stats']
+    assert st['wr_operations'] == 32
+    assert st['wr_bytes'] == 32 * 65536
+    assert st['wr_highest_offset'] == 2 * MiB
+    h.shutdown()
+    q.execute('block-export-del', id='e0')
+    q.wait_event('BLOCK_EXPORT_DELETED')
+    q.execute('block_resize', **{'node-name': 'r'}, size=8 * MiB)
+    assert os.path.getsize(path) == 8 * MiB
+    assert q.get_events('BLOCK_WRITE_THRESHOLD') == []
