@@ -141,7 +141,8 @@ def main():
         qmp = Talk(client)
         qmp('qmp_capabilities')
         v = qmp('query-version')
-        print('  version %(major)d.%(minor)d.%(micro)d' % v['qemu'])
+        print('  %s, speaking the QMP interface of qemu '
+              '%%(major)d.%%(minor)d.%%(micro)d' % v['package'] % v['qemu'])
 
         step('open the image: a file node and a raw format node on top')
         qmp('blockdev-add', **{'driver': 'file', 'node-name': 'demo-file',

@@ -107,8 +107,15 @@ static const ArgSpec common_options[] = {
     { .name = "force-share", .type = ARG_BOOL, .optional = true },
     { .name = "detect-zeroes", .type = ARG_ENUM, .optional = true,
       .enum_values = detect_zeroes_values },
+    { .name = NULL },
 };
-#define N_COMMON (sizeof(common_options) / sizeof(common_options[0]))
+/* Without the terminator. */
+#define N_COMMON (sizeof(common_options) / sizeof(common_options[0]) - 1)
+
+const ArgSpec *bdrv_common_options(void)
+{
+    return common_options;
+}
 
 /* "file." + "driver" for messages; path is "" at the top. */
 static char *member_path(const char *path, const char *member)
@@ -150,7 +157,7 @@ bool bdrv_check_options(const BlockDriver *drv, json_t *opts,
         n++;
     }
     CLEANUP_FREE ArgSpec *spec = bj_calloc(N_COMMON + n + 1, sizeof(*spec));
-    memcpy(spec, common_options, sizeof(common_options));
+    memcpy(spec, common_options, N_COMMON * sizeof(*spec));
     if (n) {
         memcpy(spec + N_COMMON, drv->options, n * sizeof(*spec));
     }
@@ -556,6 +563,13 @@ bool bdrv_del_blockdev(const char *node_name, Error **errp)
     bs->monitor_owned = false;
     bdrv_unref(bs);
     return true;
+}
+
+void bdrv_disown(BlockNode *bs)
+{
+    assert(bs->monitor_owned);
+    bs->monitor_owned = false;
+    bdrv_unref(bs);
 }
 
 void bdrv_close_all(void)

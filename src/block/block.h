@@ -105,6 +105,12 @@ struct BlockChildClass {
     /* External users whose requests must wait (not fail) while the node is
      * drained set this: see bdrv_co_wait_unquiesced. */
     bool postpone_requests_when_drained;
+    /* x-debug-query-block-graph: the user a non-node parent edge belongs
+     * to (edges with the same owner are one vertex), its type and name.
+     * Unset: the edge's opaque, "block-backend" and "" (qemu's anonymous
+     * BlockBackend: an export, block_resize). */
+    void (*graph_parent)(BlockChild *c, const void **owner,
+                         const char **type, const char **name);
 };
 
 struct BlockChild {
@@ -128,6 +134,17 @@ typedef struct BlockLimits {
     uint32_t pwrite_zeroes_alignment;
     uint32_t pdiscard_alignment;
 } BlockLimits;
+
+/* Counted per node by the request path (io.c), for query-blockstats. */
+enum { BLOCK_ACCT_READ, BLOCK_ACCT_WRITE, BLOCK_ACCT_FLUSH, BLOCK_ACCT_UNMAP,
+       BLOCK_ACCT__MAX };
+typedef struct BlockNodeStats {
+    _Atomic uint64_t bytes[BLOCK_ACCT__MAX];
+    _Atomic uint64_t ops[BLOCK_ACCT__MAX];
+    _Atomic uint64_t failed_ops[BLOCK_ACCT__MAX];
+    _Atomic uint64_t total_time_ns[BLOCK_ACCT__MAX];
+    _Atomic uint64_t wr_highest_offset;
+} BlockNodeStats;
 
 struct BlockNode {
     char node_name[32];
@@ -169,6 +186,14 @@ struct BlockNode {
     /* Dirty bitmaps marked by writes through the node (dirty-bitmap.h);
      * a singly linked list, NULL when none. */
     struct BdrvDirtyBitmap *dirty_bitmaps;
+
+    /* query-blockstats: what the request path counted at this node.
+     * Written only from the node's context (a plain load and store), read
+     * from the main loop. */
+    BlockNodeStats stats;
+    /* block-set-write-threshold: 0 when unset; a write or discard ending
+     * past it emits BLOCK_WRITE_THRESHOLD once and clears it. */
+    _Atomic uint64_t write_threshold;
 
     bool monitor_owned;            /* added by blockdev-add (not inline) */
     bool auto_read_only;
@@ -225,6 +250,10 @@ struct BlockDriver {
     bool is_filter;
     /* The format can have a backing image (blockdev-snapshot's overlay). */
     bool supports_backing;
+    /* How sure the driver is that an image starting with buf (len bytes
+     * of it, maybe fewer than the image) is in its format: 0 not, 100
+     * certain.  Unset: never guessed (raw is what remains). */
+    int (*probe)(const uint8_t *buf, size_t len);
 
     /* Opens bs from already-checked options; children via bdrv_open_child. */
     int coroutine_fn (*co_open)(BlockNode *bs, json_t *opts, Error **errp);
@@ -331,6 +360,10 @@ struct BlockDriver {
 /* A driver users may name (blockdev-add, blockdev-create), or NULL; the
  * list lives with the drivers (registry.c). */
 const BlockDriver *bdrv_find_driver(const char *name);
+/* The blockdev-add members every driver has (driver, node-name, cache,
+ * ...), NULL-terminated; a driver's own are its `options`.  For the
+ * introspection schema. */
+const ArgSpec *bdrv_common_options(void);
 
 /* ---- nodes ---- */
 
@@ -360,6 +393,10 @@ bool bdrv_check_options(const BlockDriver *drv, json_t *opts,
                         const char *prefix, bool coerce, Error **errp);
 /* blockdev-del: refused while the node has parents or a job uses it. */
 bool bdrv_del_blockdev(const char *node_name, Error **errp);
+/* The monitor gives up a node it opened, whatever holds it: what still
+ * references it keeps it (blockdev-snapshot-sync's overlay belongs to the
+ * parents it took over, as in qemu), else it is closed now. */
+void bdrv_disown(BlockNode *bs);
 
 /*
  * In a driver's co_open: opens or references the child named `member` of
@@ -407,6 +444,12 @@ json_t *bdrv_query_node_info(BlockNode *bs);
 /* The whole query-named-block-nodes reply: every node, newest first; with
  * flat, images do not nest their backing images. */
 json_t *bdrv_query_named_block_nodes(bool flat);
+/* query-blockstats: with query_nodes, every node the monitor added (oldest
+ * first), each with its counters and its file's as "parent"; else []. */
+json_t *bdrv_query_blockstats(bool query_nodes);
+/* x-debug-query-block-graph (XDbgBlockGraph): every node and every user of
+ * one (exports, jobs) as vertices, every edge with its permissions. */
+json_t *bdrv_query_block_graph(void);
 
 /* ---- graph ---- */
 
@@ -449,6 +492,12 @@ int coroutine_fn bdrv_co_block_status(BlockNode *bs, int64_t offset,
                                       int64_t *map, BlockNode **file);
 int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp);
 int64_t bdrv_getlength(BlockNode *bs);
+/* block_resize: takes the resize permission as a user of its own (refused
+ * while an export or a job keeps the size), drains bs and truncates it.
+ * Main loop, not a coroutine. */
+bool bdrv_resize(BlockNode *bs, int64_t size, Error **errp);
+/* block-set-write-threshold: 0 clears it (any thread). */
+void bdrv_set_write_threshold(BlockNode *bs, uint64_t threshold);
 
 /* Synchronous wrappers for the main loop (outside coroutines): run the
  * request in a coroutine in the node's context and wait. */

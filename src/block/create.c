@@ -3,9 +3,13 @@
  */
 #include "block/create.h"
 
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "aio/aio.h"
 #include "util/alloc.h"
@@ -243,4 +247,113 @@ void coroutine_fn bdrv_co_create_target_close(BlockCreateTarget *t)
         t->opened_inline = false;
     }
     t->bs = NULL;
+}
+
+/* ---- creating an image outside a job (blockdev-snapshot-sync) ---- */
+
+typedef struct ImgCreate {
+    const BlockDriver *drv;
+    json_t *opts;
+    Error *err;
+    int ret;
+} ImgCreate;
+
+static void coroutine_fn img_create_co(void *opaque)
+{
+    ImgCreate *c = opaque;
+
+    c->ret = c->drv->co_create(c->opts, "img-create", &c->err);
+}
+
+/* One driver's create step on opts (taken), in the main loop. */
+static bool run_create(const char *driver, json_t *opts, Error **errp)
+{
+    ImgCreate c = { .drv = bdrv_find_driver(driver), .opts = opts };
+    bool ok;
+
+    assert(c.drv && c.drv->co_create);
+    if (c.drv->create_check && !c.drv->create_check(opts, errp)) {
+        json_decref(opts);
+        return false;
+    }
+    aio_co_run_wait(aio_main_context(), img_create_co, &c);
+    ok = c.ret >= 0;
+    if (!ok) {
+        if (!c.err) {
+            error_setg_errno(&c.err, -c.ret, "Could not create image");
+        }
+        error_propagate(errp, c.err);
+    } else if (c.err) {
+        error_free(c.err);
+    }
+    json_decref(opts);
+    return ok;
+}
+
+bool bdrv_img_create(const char *filename, const char *fmt, uint64_t size,
+                     const char *backing_file, const char *backing_fmt,
+                     Error **errp)
+{
+    const BlockDriver *drv = bdrv_find_driver(fmt);
+    bool plain = !strcmp(fmt, "raw") || !strcmp(fmt, "file");
+
+    if (!drv || (!plain && !drv->co_create)) {
+        error_setg(errp, "Unknown file format '%s'", fmt);
+        return false;
+    }
+    if (backing_file && !drv->supports_backing) {
+        error_setg(errp, "Backing file not supported for file format '%s'",
+                   fmt);
+        return false;
+    }
+    /* The file, at the image's size when the format is raw. */
+    if (!run_create("file", json_pack("{s:s, s:s, s:I}", "driver", "file",
+                                      "filename", filename, "size",
+                                      (json_int_t)(plain ? size : 0)),
+                    errp)) {
+        return false;
+    }
+    if (plain) {
+        return true;
+    }
+    json_t *opts = json_pack("{s:s, s:{s:s, s:s}, s:I}", "driver", fmt,
+                             "file", "driver", "file", "filename", filename,
+                             "size", (json_int_t)size);
+    if (backing_file) {
+        json_object_set_new(opts, "backing-file", json_string(backing_file));
+        if (backing_fmt) {
+            json_object_set_new(opts, "backing-fmt", json_string(backing_fmt));
+        }
+    }
+    return run_create(fmt, opts, errp);
+}
+
+const char *bdrv_probe_format(const char *filename, Error **errp)
+{
+    uint8_t buf[512];
+    const char *best = "raw";
+    int best_score = 0;
+    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not open '%s'", filename);
+        return NULL;
+    }
+    ssize_t n = pread(fd, buf, sizeof(buf), 0);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        error_setg_errno(errp, e, "Could not read image for determining "
+                         "its format");
+        return NULL;
+    }
+    for (const char *const *d = bdrv_blockdev_driver_names; *d; d++) {
+        const BlockDriver *drv = bdrv_find_driver(*d);
+        int score = drv && drv->probe ? drv->probe(buf, (size_t)n) : 0;
+        if (score > best_score) {
+            best_score = score;
+            best = drv->name;
+        }
+    }
+    return best;
 }

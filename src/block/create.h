@@ -62,4 +62,22 @@ BlockNode *coroutine_fn bdrv_co_create_target_open(BlockCreateTarget *t,
 BlockChild *bdrv_create_target_attach(BlockCreateTarget *t, Error **errp);
 void coroutine_fn bdrv_co_create_target_close(BlockCreateTarget *t);
 
+/*
+ * Creates the image file `filename` of format fmt (raw, or a format with a
+ * create step) and the given size, storing backing_file / backing_fmt in it
+ * when set, as qemu's bdrv_img_create does for blockdev-snapshot-sync:
+ * "Unknown file format 'F'", "Backing file not supported for file format
+ * 'F'", or the create step's own error.  Main loop, not in a coroutine.
+ */
+bool bdrv_img_create(const char *filename, const char *fmt, uint64_t size,
+                     const char *backing_file, const char *backing_fmt,
+                     Error **errp);
+
+/* The format of the image file `filename` as the drivers' probe entries
+ * guess it from its first bytes ("raw" when none claims it), or NULL with
+ * errp set when the file cannot be read ("Could not open 'F': ...").
+ * drive-backup's mode existing without a format, as qemu probes.  Main
+ * loop (one small read). */
+const char *bdrv_probe_format(const char *filename, Error **errp);
+
 #endif

@@ -18,10 +18,13 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "block/block.h"
 #include "block/dirty-bitmap.h"
+#include "util/alloc.h"
 #include "util/cleanup.h"
+#include "util/event.h"
 
 #define ZERO_CHUNK (1 << 20)
 
@@ -77,6 +80,89 @@ static int64_t align_down(int64_t x, int64_t a)
 static int64_t align_up(int64_t x, int64_t a)
 {
     return align_down(x + a - 1, a);
+}
+
+/* ---- accounting (query-blockstats) and the write threshold ---- */
+
+/* A node's counters have one writer, its context's thread: a relaxed load
+ * and store (no locked instruction) keeps readers in the main loop safe. */
+static void stat_add(_Atomic uint64_t *p, uint64_t v)
+{
+    atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) +
+                          v, memory_order_relaxed);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void acct_done(BlockNode *bs, int type, int64_t offset, int64_t bytes,
+                      int64_t start_ns, int ret)
+{
+    BlockNodeStats *st = &bs->stats;
+
+    if (ret < 0) {
+        stat_add(&st->failed_ops[type], 1);
+        return;
+    }
+    stat_add(&st->bytes[type], (uint64_t)bytes);
+    stat_add(&st->ops[type], 1);
+    stat_add(&st->total_time_ns[type], (uint64_t)(now_ns() - start_ns));
+    if (type == BLOCK_ACCT_WRITE &&
+        (uint64_t)(offset + bytes) >
+        atomic_load_explicit(&st->wr_highest_offset, memory_order_relaxed)) {
+        atomic_store_explicit(&st->wr_highest_offset,
+                              (uint64_t)(offset + bytes),
+                              memory_order_relaxed);
+    }
+}
+
+typedef struct ThresholdEvent {
+    char node_name[sizeof(((BlockNode *)0)->node_name)];
+    uint64_t exceeded, threshold;
+} ThresholdEvent;
+
+static void threshold_event(void *opaque)
+{
+    ThresholdEvent *t = opaque;
+
+    event_emit("BLOCK_WRITE_THRESHOLD",
+               json_pack("{s:s, s:I, s:I}", "node-name", t->node_name,
+                         "amount-exceeded", (json_int_t)t->exceeded,
+                         "write-threshold", (json_int_t)t->threshold));
+    free(t);
+}
+
+/* A write or discard ending past the threshold: the event, once (the
+ * threshold is cleared, as qemu does).  Events leave from the main loop. */
+static void check_write_threshold(BlockNode *bs, int64_t offset,
+                                  int64_t bytes)
+{
+    uint64_t t = atomic_load(&bs->write_threshold);
+    uint64_t end = (uint64_t)(offset + bytes);
+
+    if (!t || end <= t ||
+        !atomic_compare_exchange_strong(&bs->write_threshold, &t, 0)) {
+        return;
+    }
+    ThresholdEvent *e = bj_malloc(sizeof(*e));
+    snprintf(e->node_name, sizeof(e->node_name), "%s", bs->node_name);
+    e->exceeded = end - t;
+    e->threshold = t;
+    if (bs->ctx == aio_main_context()) {
+        threshold_event(e);
+    } else {
+        aio_bh_schedule_oneshot(aio_main_context(), threshold_event, e);
+    }
+}
+
+void bdrv_set_write_threshold(BlockNode *bs, uint64_t threshold)
+{
+    atomic_store(&bs->write_threshold, threshold);
 }
 
 /* ---- driver calls, split by max_transfer ---- */
@@ -192,7 +278,9 @@ int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,
     if (ret < 0) {
         return ret;
     }
+    int64_t t0 = now_ns();
     ret = aligned_preadv(bs, offset, bytes, qiov, flags);
+    acct_done(bs, BLOCK_ACCT_READ, offset, bytes, t0, ret);
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -281,6 +369,8 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     if (ret < 0) {
         return ret;
     }
+    check_write_threshold(bs, offset, bytes);
+    int64_t t0 = now_ns();
     if (bs->detect_zeroes && !(flags & BLK_REQ_WRITE_UNCHANGED) &&
         iov_is_zero(qiov->iov, qiov->niov, 0, bytes)) {
         unsigned zflags = flags & BLK_REQ_FUA;
@@ -291,6 +381,7 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     } else {
         ret = aligned_pwritev(bs, offset, bytes, qiov, 0, flags);
     }
+    acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
     return ret;
@@ -397,7 +488,10 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
     if (ret < 0) {
         return ret;
     }
+    check_write_threshold(bs, offset, bytes);
+    int64_t t0 = now_ns();
     ret = do_pwrite_zeroes(bs, offset, bytes, flags);
+    acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
     return ret;
@@ -434,6 +528,8 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     if (ret < 0) {
         return ret;
     }
+    check_write_threshold(bs, start, end - start);
+    int64_t t0 = now_ns();
     if (bs->drv->co_pdiscard) {
         ret = bs->drv->co_pdiscard(bs, start, end - start);
     } else if (bs->drv->is_filter && bs->file) {
@@ -444,6 +540,7 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     if (ret == -ENOTSUP) {
         ret = 0;
     }
+    acct_done(bs, BLOCK_ACCT_UNMAP, start, end - start, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, start, end - start);
     bdrv_dec_in_flight(bs);
     return ret;
@@ -457,6 +554,7 @@ int coroutine_fn bdrv_co_flush(BlockNode *bs)
     int ret = 0;
 
     bdrv_inc_in_flight(bs);
+    int64_t t0 = now_ns();
     if (bs->drv->co_flush && !bs->cache_no_flush && !bs->read_only) {
         ret = bs->drv->co_flush(bs);
     }
@@ -466,6 +564,7 @@ int coroutine_fn bdrv_co_flush(BlockNode *bs)
             ret = r;
         }
     }
+    acct_done(bs, BLOCK_ACCT_FLUSH, 0, 0, t0, ret);
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -529,7 +628,7 @@ int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp)
         return -EINVAL;
     }
     if (size > BDRV_MAX_LENGTH) {
-        error_setg(errp, "offset(%" PRId64 ") exceeding maximum(%" PRId64
+        error_setg(errp, "offset(%" PRId64 ") exceeds maximum(%" PRId64
                    ")", size, (int64_t)BDRV_MAX_LENGTH);
         return -EINVAL;
     }
@@ -629,4 +728,46 @@ int bdrv_flush(BlockNode *bs)
     SyncReq r = { .kind = SYNC_FLUSH, .bs = bs };
 
     return run_sync(&r, bs->ctx);
+}
+
+/* ---- block_resize ---- */
+
+/* The resizing user is "an unnamed block device" in permission errors, as
+ * qemu's temporary BlockBackend is. */
+static const BlockChildClass resize_child_class = { 0 };
+
+typedef struct ResizeCo {
+    BlockChild *c;
+    int64_t size;
+    Error *err;
+    int ret;
+} ResizeCo;
+
+static void coroutine_fn resize_co(void *opaque)
+{
+    ResizeCo *r = opaque;
+    r->ret = bdrv_co_truncate(r->c, r->size, &r->err);
+}
+
+bool bdrv_resize(BlockNode *bs, int64_t size, Error **errp)
+{
+    BlockChild *c = bdrv_root_attach_child(bs, "root", &resize_child_class,
+                                           NULL, BLK_PERM_RESIZE,
+                                           BLK_PERM_ALL, errp);
+    if (!c) {
+        return false;
+    }
+    ResizeCo r = { .c = c, .size = size };
+    bdrv_drained_begin(bs);
+    aio_co_run_wait(bs->ctx, resize_co, &r);
+    bdrv_drained_end(bs);
+    bdrv_detach_child(c);
+    if (r.ret < 0) {
+        if (!r.err) {
+            error_setg_errno(&r.err, -r.ret, "Could not resize image");
+        }
+        error_propagate(errp, r.err);
+        return false;
+    }
+    return true;
 }

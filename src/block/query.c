@@ -233,7 +233,6 @@ static json_t *node_info(BlockNode *bs, bool flat)
     char *name = display_filename(bs);
     static const char *const zero_members[] = {
         "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
-        "write_threshold",
     };
 
     json_object_set_new(info, "file", json_string(name));
@@ -256,6 +255,9 @@ static json_t *node_info(BlockNode *bs, bool flat)
          i++) {
         json_object_set_new(info, zero_members[i], json_integer(0));
     }
+    json_object_set_new(info, "write_threshold",
+                        json_integer((json_int_t)atomic_load(
+                            &bs->write_threshold)));
     json_object_set_new(info, "cache",
                         json_pack("{s:b, s:b, s:b}", "writeback", 1,
                                   "direct", bs->cache_direct,
@@ -292,4 +294,166 @@ int bdrv_get_info(BlockNode *bs, BlockDriverInfo *bdi)
         return -ENOTSUP;
     }
     return bs->drv->get_info(bs, bdi);
+}
+
+/* ---- query-blockstats ---- */
+
+static json_t *stats_of(BlockNode *bs)
+{
+    const BlockNodeStats *st = &bs->stats;
+    static const char *const kind[BLOCK_ACCT__MAX] = {
+        [BLOCK_ACCT_READ] = "rd", [BLOCK_ACCT_WRITE] = "wr",
+        [BLOCK_ACCT_FLUSH] = "flush", [BLOCK_ACCT_UNMAP] = "unmap",
+    };
+    json_t *o = json_object();
+    char key[64];
+
+    for (int i = 0; i < BLOCK_ACCT__MAX; i++) {
+        if (i != BLOCK_ACCT_FLUSH) {
+            snprintf(key, sizeof(key), "%s_bytes", kind[i]);
+            json_object_set_new(o, key, json_integer(
+                (json_int_t)atomic_load(&st->bytes[i])));
+            snprintf(key, sizeof(key), "%s_merged", kind[i]);
+            json_object_set_new(o, key, json_integer(0));
+        }
+        snprintf(key, sizeof(key), "%s_operations", kind[i]);
+        json_object_set_new(o, key, json_integer(
+            (json_int_t)atomic_load(&st->ops[i])));
+        snprintf(key, sizeof(key), "%s_total_time_ns", kind[i]);
+        json_object_set_new(o, key, json_integer(
+            (json_int_t)atomic_load(&st->total_time_ns[i])));
+        snprintf(key, sizeof(key), "failed_%s_operations", kind[i]);
+        json_object_set_new(o, key, json_integer(
+            (json_int_t)atomic_load(&st->failed_ops[i])));
+        snprintf(key, sizeof(key), "invalid_%s_operations", kind[i]);
+        json_object_set_new(o, key, json_integer(0));
+    }
+    json_object_set_new(o, "wr_highest_offset", json_integer(
+        (json_int_t)atomic_load(&st->wr_highest_offset)));
+    /* Requests that fail are counted; requests refused before they start
+     * (out of range) are not. */
+    json_object_set_new(o, "account_invalid", json_false());
+    json_object_set_new(o, "account_failed", json_true());
+    json_object_set_new(o, "timed_stats", json_array());
+    return o;
+}
+
+/* BlockStats of a node: its counters, and its file's as "parent". */
+static json_t *node_stats(BlockNode *bs)
+{
+    json_t *o = json_pack("{s:s, s:o}", "node-name", bs->node_name,
+                          "stats", stats_of(bs));
+    if (bs->file) {
+        json_object_set_new(o, "parent", node_stats(bs->file->node));
+    }
+    return o;
+}
+
+json_t *bdrv_query_blockstats(bool query_nodes)
+{
+    json_t *list = json_array();
+
+    /* qsd has no devices: without query-nodes there is nothing to list. */
+    if (!query_nodes) {
+        return list;
+    }
+    /* The nodes the monitor added, oldest first as qsd lists them (the
+     * node list's order). */
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        if (bs->monitor_owned) {
+            json_array_append_new(list, node_stats(bs));
+        }
+    }
+    return list;
+}
+
+/* ---- x-debug-query-block-graph ---- */
+
+/* Highest bit first, as qemu lists them. */
+static json_t *perm_list(uint64_t perm)
+{
+    static const char *const names[] = {
+        "resize", "write-unchanged", "write", "consistent-read",
+    };
+    static const uint64_t bits[] = {
+        BLK_PERM_RESIZE, BLK_PERM_WRITE_UNCHANGED, BLK_PERM_WRITE,
+        BLK_PERM_CONSISTENT_READ,
+    };
+    json_t *l = json_array();
+
+    for (size_t i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+        if (perm & bits[i]) {
+            json_array_append_new(l, json_string(names[i]));
+        }
+    }
+    return l;
+}
+
+typedef struct GraphOwner {
+    const void *owner;
+    int id;
+} GraphOwner;
+
+json_t *bdrv_query_block_graph(void)
+{
+    json_t *nodes = json_array();
+    json_t *edges = json_array();
+    size_t n = 0, nowners = 0, cap = 0;
+    GraphOwner *owners = NULL;
+
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        n++;
+    }
+    BlockNode **all = bj_calloc(n ? n : 1, sizeof(*all));
+    size_t i = 0;
+    for (BlockNode *bs = bdrv_next_node(NULL); bs; bs = bdrv_next_node(bs)) {
+        all[i] = bs;
+        json_array_append_new(nodes, json_pack("{s:s, s:s, s:I}", "name",
+                                               bs->node_name, "type",
+                                               "block-driver", "id",
+                                               (json_int_t)(i + 1)));
+        i++;
+    }
+    for (i = 0; i < n; i++) {
+        BlockChild *c;
+        list_for_each_entry(c, &all[i]->parents, parent_link) {
+            int parent = 0;
+            if (c->klass->parent_is_node) {
+                for (size_t j = 0; j < n; j++) {
+                    if (all[j] == c->opaque) {
+                        parent = (int)j + 1;
+                    }
+                }
+            } else {
+                const void *owner = c->opaque;
+                const char *type = "block-backend", *name = "";
+                if (c->klass->graph_parent) {
+                    c->klass->graph_parent(c, &owner, &type, &name);
+                }
+                for (size_t j = 0; j < nowners; j++) {
+                    if (owners[j].owner == owner) {
+                        parent = owners[j].id;
+                    }
+                }
+                if (!parent) {
+                    if (nowners == cap) {
+                        cap = cap ? cap * 2 : 8;
+                        owners = bj_realloc(owners, cap * sizeof(*owners));
+                    }
+                    parent = (int)(n + nowners + 1);
+                    owners[nowners++] = (GraphOwner){ owner, parent };
+                    json_array_append_new(nodes, json_pack(
+                        "{s:s, s:s, s:i}", "name", name, "type", type,
+                        "id", parent));
+                }
+            }
+            json_array_append_new(edges, json_pack(
+                "{s:i, s:I, s:s, s:o, s:o}", "parent", parent, "child",
+                (json_int_t)(i + 1), "name", c->name, "perm",
+                perm_list(c->perm), "shared-perm", perm_list(c->shared)));
+        }
+    }
+    free(owners);
+    free(all);
+    return json_pack("{s:o, s:o}", "nodes", nodes, "edges", edges);
 }

@@ -27,6 +27,16 @@ static char *child_job_get_parent_desc(BlockChild *c)
     return bj_asprintf("%s job '%s'", u->job->driver->type, u->job->id);
 }
 
+static void child_job_graph_parent(BlockChild *c, const void **owner,
+                                   const char **type, const char **name)
+{
+    BlockJobNode *u = c->opaque;
+
+    *owner = u->job;
+    *type = "block-job";
+    *name = u->job->id;
+}
+
 static void child_job_drained_begin(BlockChild *c)
 {
     BlockJobNode *u = c->opaque;
@@ -54,6 +64,7 @@ static void child_job_drained_end(BlockChild *c)
 static const BlockChildClass child_job_class = {
     .parent_is_node = false,
     .get_parent_desc = child_job_get_parent_desc,
+    .graph_parent = child_job_graph_parent,
     .drained_begin = child_job_drained_begin,
     .drained_poll = child_job_drained_poll,
     .drained_end = child_job_drained_end,

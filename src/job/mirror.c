@@ -95,6 +95,7 @@ struct MirrorJob {
     int64_t dirty_rate;      /* bytes/s clients dirtied, last period */
     int64_t eta_s;           /* to convergence at the last period's pace;
                                 -1: not converging */
+    bool count_whole_disk;     /* skipped holes count as progress */
     JobOnError on_source_error, on_target_error;
     int64_t len, granularity, buf_size, max_op;
     bool target_has_backing;
@@ -469,6 +470,8 @@ static int coroutine_fn mirror_dirty_init(MirrorJob *s)
             for (int64_t o = off; o < off + pnum; o += t) {
                 if (!target_reads_zero(s, o, off + pnum - o, &t)) {
                     bdrv_set_dirty_bitmap(s->dbm, o, t);
+                } else if (s->count_whole_disk) {
+                    job_progress_update(&s->job, (uint64_t)t);
                 }
             }
         }
@@ -897,6 +900,8 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     s->write_blocking = p->copy_mode == MIRROR_COPY_WRITE_BLOCKING;
     s->auto_mode = p->copy_mode == MIRROR_COPY_AUTO;
     s->eta_s = -1;
+    s->count_whole_disk = p->count_whole_disk &&
+                          p->sync == MIRROR_SYNC_FULL;
     s->on_source_error = p->job.on_source_error;
     s->on_target_error = p->job.on_target_error;
     /* Unset: the target's cluster size clamped to 4-64 KiB, as a new
@@ -940,10 +945,12 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     if (!s->dbm) {
         goto fail;
     }
-    /* The source: read; others may do anything (clients write it). */
+    /* The source: read; others may read and write it (clients do), but
+     * not resize it under the job (qemu's mirror shares the same). */
     s->src_c = block_job_add_node(job, "source", source,
-                                  BLK_PERM_CONSISTENT_READ, BLK_PERM_ALL,
-                                  errp);
+                                  BLK_PERM_CONSISTENT_READ,
+                                  BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE |
+                                  BLK_PERM_WRITE_UNCHANGED, errp);
     if (!s->src_c) {
         goto fail;
     }

@@ -32,6 +32,12 @@ typedef struct MirrorParams {
     int64_t granularity;          /* 0: the target's cluster size, 4-64 KiB */
     int64_t buf_size;             /* 0: 16 MiB */
     BlockNode *replaces;          /* NULL: the source */
+    /* Count the whole disk in the job's progress, as qemu does when it
+     * writes the whole target (zero_target, and a target it cannot zero
+     * by unmapping: the command decides).  The holes the target reads as
+     * zeroes anyway are not copied here either way; they are counted as
+     * done then.  Only for sync full. */
+    bool count_whole_disk;
 } MirrorParams;
 
 Job *mirror_start(const MirrorParams *p, BlockNode *source, BlockNode *target,

@@ -29,8 +29,10 @@ static unsigned exports_alive;
 
 static char *export_parent_desc(BlockChild *c)
 {
-    /* What qemu says of the anonymous block backend behind an export. */
-    return bj_strdup("a block device");
+    /* What qemu says of the anonymous block backend behind an export
+     * (qsd 7.2: "... unshared by an unnamed block device (uses node 'r' as
+     * 'root' child)" when block_resize meets an export). */
+    return bj_strdup("an unnamed block device");
 }
 
 static bool export_drained_poll(BlockChild *c)

@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block/backing.h"
 #include "block/block.h"
 #include "block/chain.h"
+#include "block/create.h"
 #include "block/dirty-bitmap-named.h"
 #include "block/dirty-bitmap.h"
 #include "job/backup.h"
@@ -140,29 +142,21 @@ static bool backup_check_bitmap_args(json_t *d, BlockNode *bs, int *psync,
     return true;
 }
 
-static bool backup_prepare(TransactionAction *ta, JobTxn *txn, Error **errp)
+/* What blockdev-backup and drive-backup share once both nodes are known
+ * (qemu's do_backup_common); sync as the caller settled it. */
+static bool backup_prepare_nodes(TransactionAction *ta, JobTxn *txn,
+                                 BlockNode *bs, BlockNode *target, int sync,
+                                 Error **errp)
 {
     BackupAction *a = bj_calloc(1, sizeof(*a));
     json_t *d = ta->data;
     json_t *perf = json_object_get(d, "x-perf");
-    int sync = arg_enum(d, "sync", sync_names, SYNC_FULL);
     int mode = BITMAP_ON_SUCCESS;
     BackupParams p = { 0 };
-    BlockNode *bs, *target, *bm_node = NULL;
-    const char *device, *target_name;
+    BlockNode *bm_node = NULL;
     int64_t len, tlen;
 
     ta->state = a;
-    device = arg_str(d, "device", NULL);
-    bs = bdrv_lookup_node(device, device, errp);
-    if (!bs) {
-        return false;
-    }
-    target_name = arg_str(d, "target", NULL);
-    target = bdrv_lookup_node(target_name, target_name, errp);
-    if (!target) {
-        return false;
-    }
     /* The instant of the copy: no client request is in flight from here
      * until the job's filter is in place (clean ends it). */
     bdrv_ref(bs);
@@ -242,6 +236,134 @@ static bool backup_prepare(TransactionAction *ta, JobTxn *txn, Error **errp)
     return true;
 }
 
+static bool backup_prepare(TransactionAction *ta, JobTxn *txn, Error **errp)
+{
+    json_t *d = ta->data;
+    const char *device = arg_str(d, "device", NULL);
+    const char *target_name = arg_str(d, "target", NULL);
+    BlockNode *bs, *target;
+
+    bs = bdrv_lookup_node(device, device, errp);
+    if (!bs) {
+        return false;
+    }
+    target = bdrv_lookup_node(target_name, target_name, errp);
+    if (!target) {
+        return false;
+    }
+    return backup_prepare_nodes(ta, txn, bs, target,
+                                arg_enum(d, "sync", sync_names, SYNC_FULL),
+                                errp);
+}
+
+/* ---- drive-backup (deprecated in qemu 7.2) ---- */
+
+static void backup_commit(TransactionAction *ta);
+static void backup_abort(TransactionAction *ta);
+static void backup_clean(TransactionAction *ta);
+
+static const char *const drive_mode_names[] = { "existing",
+                                                "absolute-paths", NULL };
+
+static const ArgSpec drive_backup_args[] = {
+    QMP_JOB_ARG_ID,
+    { .name = "device", .type = ARG_STR },
+    { .name = "sync", .type = ARG_ENUM, .enum_values = sync_names },
+    QMP_JOB_ARG_SPEED,
+    { .name = "bitmap", .type = ARG_STR, .optional = true },
+    { .name = "bitmap-mode", .type = ARG_ENUM, .optional = true,
+      .enum_values = bitmap_mode_names },
+    { .name = "compress", .type = ARG_BOOL, .optional = true },
+    QMP_JOB_ARGS_SOURCE_TARGET_ERROR,
+    QMP_JOB_ARGS_AUTO,
+    QMP_JOB_ARG_FILTER_NODE_NAME,
+    { .name = "x-perf", .type = ARG_OBJECT, .optional = true,
+      .members = x_perf_args },
+    { .name = "target", .type = ARG_STR },
+    { .name = "format", .type = ARG_STR, .optional = true },
+    { .name = "mode", .type = ARG_ENUM, .optional = true,
+      .enum_values = drive_mode_names },
+    { .name = NULL },
+};
+
+/*
+ * blockdev-backup to a file: created (unless mode is existing) in the
+ * source's format or `format`, at the source's size, storing as backing
+ * what sync top and none leave to it (the source's backing, the source);
+ * then opened as a node of the job's (the job holds it; it closes when the
+ * job ends).  sync none gives the target the source as its backing node,
+ * as qemu does.  With mode existing and no format, the image's format is
+ * probed, as qemu does.
+ */
+static bool drive_backup_prepare(TransactionAction *ta, JobTxn *txn,
+                                 Error **errp)
+{
+    json_t *d = ta->data;
+    const char *device = arg_str(d, "device", NULL);
+    const char *file = arg_str(d, "target", "");
+    bool existing = arg_enum(d, "mode", drive_mode_names, 1) == 0;
+    int sync = arg_enum(d, "sync", sync_names, SYNC_FULL);
+    BlockNode *bs, *source = NULL, *target;
+    const char *fmt;
+    bool ok;
+
+    bs = bdrv_lookup_node(device, device, errp);
+    if (!bs) {
+        return false;
+    }
+    fmt = arg_str(d, "format", existing ? NULL : bs->drv->name);
+    if (sync == SYNC_TOP) {
+        source = block_chain_next(bs);
+        if (!source) {
+            sync = SYNC_FULL;
+        }
+    }
+    if (sync == SYNC_NONE) {
+        source = bs;
+    }
+    if (!existing &&
+        !bdrv_img_create(file, fmt, (uint64_t)bdrv_getlength(bs),
+                         source ? source->filename : NULL,
+                         source ? source->drv->name : NULL, errp)) {
+        return false;
+    }
+    if (!fmt && !(fmt = bdrv_probe_format(file, errp))) {
+        return false;
+    }
+    const BlockDriver *drv = bdrv_find_driver(fmt);
+    if (!drv) {
+        error_setg(errp, "Unknown driver '%s'", fmt);
+        return false;
+    }
+    json_t *opts = json_pack("{s:s, s:{s:s, s:s}}", "driver", fmt, "file",
+                             "driver", "file", "filename", file);
+    if (drv->supports_backing) {
+        json_object_set_new(opts, "backing", json_null());
+    }
+    target = bdrv_open_internal(NULL, opts, errp);
+    json_decref(opts);
+    if (!target) {
+        return false;
+    }
+    ok = (sync != SYNC_NONE || !drv->supports_backing ||
+          block_set_backing(target, bs, errp)) &&
+         backup_prepare_nodes(ta, txn, bs, target, sync, errp);
+    /* The job holds the target from here, if it was made. */
+    bdrv_unref(target);
+    return ok;
+}
+
+const TransactionActionType transaction_drive_backup_action = {
+    .name = "drive-backup",
+    .args = drive_backup_args,
+    .supports_grouped = true,
+    .prepare = drive_backup_prepare,
+    .commit = backup_commit,
+    .abort = backup_abort,
+    .clean = backup_clean,
+    .alone_drain = TRANSACTION_DRAIN_ALL,
+};
+
 static void backup_commit(TransactionAction *ta)
 {
     BackupAction *a = ta->state;
@@ -291,8 +413,18 @@ static bool qmp_blockdev_backup(json_t *args, json_t **ret, Error **errp)
     return transaction_run_alone(&transaction_backup_action, args, errp);
 }
 
+static bool qmp_drive_backup(json_t *args, json_t **ret, Error **errp)
+{
+    return transaction_run_alone(&transaction_drive_backup_action, args,
+                                 errp);
+}
+
+static const char *const deprecated[] = { "deprecated", NULL };
+
 const QmpCommand qmp_backup_commands[] = {
     { .name = "blockdev-backup", .fn = qmp_blockdev_backup,
       .args = blockdev_backup_args },
+    { .name = "drive-backup", .fn = qmp_drive_backup,
+      .args = drive_backup_args, .features = deprecated },
     { .name = NULL },
 };

@@ -53,6 +53,15 @@ static bool qmp_bitmap_sha256(json_t *args, json_t **ret, Error **errp)
     return bm != NULL;
 }
 
+static const ArgSpec sha256_members[] = {
+    { .name = "sha256", .type = ARG_STR },
+    { .name = NULL },
+};
+static const ArgSpec sha256_ret[] = {
+    { .name = "return", .type = ARG_OBJECT, .members = sha256_members },
+    { .name = NULL },
+};
+
 const QmpCommand qmp_bitmap_commands[] = {
     { .name = "block-dirty-bitmap-add", .fn = qmp_bitmap_add,
       .args = bitmap_add_args },
@@ -67,6 +76,7 @@ const QmpCommand qmp_bitmap_commands[] = {
     { .name = "block-dirty-bitmap-merge", .fn = qmp_bitmap_merge,
       .args = bitmap_merge_args },
     { .name = "x-debug-block-dirty-bitmap-sha256", .fn = qmp_bitmap_sha256,
-      .args = bitmap_node_name_args },
+      .args = bitmap_node_name_args, .ret = sha256_ret,
+      .features = qmp_features_unstable },
     { .name = NULL },
 };

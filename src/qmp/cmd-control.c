@@ -1,10 +1,9 @@
 /*
  * Monitor control commands: qmp_capabilities (its state lives in the
  * monitor, which intercepts it; the entry here gives it an argument spec
- * and a place in query-commands), query-version, query-commands, quit.
+ * and a place in query-commands), query-version, query-commands,
+ * query-qmp-schema (schema.c builds the document), quit.
  */
-#include <stdio.h>
-#include <stdlib.h>
 
 #include "aio/aio.h"
 #include "config.h"
@@ -39,16 +38,18 @@ static bool qmp_qmp_capabilities(json_t *args, json_t **ret, Error **errp)
     return true;
 }
 
+json_t *qmp_version_info(void)
+{
+    return json_pack("{s:{s:i, s:i, s:i}, s:s+}", "qemu",
+                     "micro", QMP_QEMU_MICRO, "minor", QMP_QEMU_MINOR,
+                     "major", QMP_QEMU_MAJOR, "package", "blockjobd ",
+                     BLOCKJOBD_VERSION);
+}
+
 static bool qmp_query_version(json_t *args, json_t **ret, Error **errp)
 {
-    int major = 0, minor = 0, micro = 0;
-    if (sscanf(BLOCKJOBD_VERSION, "%d.%d.%d", &major, &minor, &micro) < 1) {
-        major = 0;
-    }
-    *ret = json_pack("{s:{s:i, s:i, s:i}, s:s+}", "qemu", "micro", micro,
-                     "minor", minor, "major", major, "package", "blockjobd ",
-                     BLOCKJOBD_VERSION);
-    return *ret != NULL;
+    *ret = qmp_version_info();
+    return true;
 }
 
 static void add_name(const QmpCommand *cmd, void *opaque)
@@ -78,13 +79,63 @@ static bool qmp_quit(json_t *args, json_t **ret, Error **errp)
     return true;
 }
 
+static bool qmp_query_qmp_schema(json_t *args, json_t **ret, Error **errp)
+{
+    *ret = qmp_schema_build();
+    return true;
+}
+
 static const ArgSpec no_args[] = { { .name = NULL } };
+
+const char *const qmp_features_unstable[] = { "unstable", NULL };
+
+const ArgSpec qmp_ret_any[] = {
+    { .name = "return", .type = ARG_ANY },
+    { .name = NULL },
+};
+const ArgSpec qmp_ret_array[] = {
+    { .name = "return", .type = ARG_ARRAY, .members = qmp_ret_any },
+    { .name = NULL },
+};
+
+static const ArgSpec version_triple[] = {
+    { .name = "major", .type = ARG_INT },
+    { .name = "minor", .type = ARG_INT },
+    { .name = "micro", .type = ARG_INT },
+    { .name = NULL },
+};
+static const ArgSpec version_members[] = {
+    { .name = "qemu", .type = ARG_OBJECT, .members = version_triple },
+    { .name = "package", .type = ARG_STR },
+    { .name = NULL },
+};
+static const ArgSpec version_ret[] = {
+    { .name = "return", .type = ARG_OBJECT, .members = version_members },
+    { .name = NULL },
+};
+
+static const ArgSpec command_info[] = {
+    { .name = "name", .type = ARG_STR },
+    { .name = NULL },
+};
+static const ArgSpec command_info_obj[] = {
+    { .name = "return", .type = ARG_OBJECT, .members = command_info },
+    { .name = NULL },
+};
+static const ArgSpec commands_ret[] = {
+    { .name = "return", .type = ARG_ARRAY, .members = command_info_obj },
+    { .name = NULL },
+};
 
 const QmpCommand qmp_control_commands[] = {
     { .name = "qmp_capabilities", .fn = qmp_qmp_capabilities,
       .args = qmp_capabilities_args },
-    { .name = "query-version", .fn = qmp_query_version, .args = no_args },
-    { .name = "query-commands", .fn = qmp_query_commands, .args = no_args },
+    { .name = "query-version", .fn = qmp_query_version, .args = no_args,
+      .ret = version_ret },
+    { .name = "query-commands", .fn = qmp_query_commands, .args = no_args,
+      .ret = commands_ret },
+    { .name = "query-qmp-schema", .fn = qmp_query_qmp_schema,
+      .args = no_args, .ret = qmp_ret_array },
     { .name = "quit", .fn = qmp_quit, .args = no_args },
     { .name = NULL },
 };

@@ -284,10 +284,127 @@ static bool qmp_blockdev_snapshot(json_t *args, json_t **ret, Error **errp)
     return transaction_run_alone(&transaction_snapshot_action, args, errp);
 }
 
+/* ---- blockdev-snapshot-sync ---- */
+
+static const char *const snapshot_mode_names[] = { "existing",
+                                                   "absolute-paths", NULL };
+
+static const ArgSpec blockdev_snapshot_sync_args[] = {
+    { .name = "device", .type = ARG_STR, .optional = true },
+    { .name = "node-name", .type = ARG_STR, .optional = true },
+    { .name = "snapshot-file", .type = ARG_STR },
+    { .name = "snapshot-node-name", .type = ARG_STR, .optional = true },
+    { .name = "format", .type = ARG_STR, .optional = true },
+    { .name = "mode", .type = ARG_ENUM, .optional = true,
+      .enum_values = snapshot_mode_names },
+    { .name = NULL },
+};
+
+/* The state of one blockdev-snapshot-sync action. */
+typedef struct SnapshotSync {
+    BlockdevSnapshot st;
+    BlockNode *overlay;      /* opened by prepare (the monitor's until clean) */
+} SnapshotSync;
+
+/*
+ * blockdev-add of a new overlay image (created first, backing onto the
+ * node's file name, unless mode is existing) and blockdev-snapshot onto
+ * it, with qsd's checks in its order.  As in qsd the overlay is not the
+ * monitor's: the node's parents (an export, a job) move onto it and hold
+ * it; a node with none gets an overlay that is closed at once (clean).
+ * (qsd has no devices: a device name is never found, so
+ * snapshot-node-name is always needed.)
+ */
+static bool snapshot_sync_prepare(TransactionAction *ta, JobTxn *txn,
+                                  Error **errp)
+{
+    SnapshotSync *ss = bj_calloc(1, sizeof(*ss));
+    json_t *d = ta->data;
+    const char *node_name = arg_str(d, "node-name", NULL);
+    const char *file = arg_str(d, "snapshot-file", "");
+    const char *new_name = arg_str(d, "snapshot-node-name", NULL);
+    const char *fmt = arg_str(d, "format", "qcow2");
+    bool existing = arg_enum(d, "mode", snapshot_mode_names, 1) == 0;
+    BlockNode *bs = bdrv_lookup_node(arg_str(d, "device", NULL),
+                                     node_name ? node_name : "", errp);
+
+    ta->state = ss;
+    if (!bs || !check_node_free(bs, errp)) {
+        return false;
+    }
+    if (!new_name) {
+        error_setg(errp, "New overlay node-name missing");
+        return false;
+    }
+    if (bdrv_find_node(new_name)) {
+        error_setg(errp, "New overlay node-name already in use");
+        return false;
+    }
+    if (!existing &&
+        !bdrv_img_create(file, fmt, (uint64_t)bdrv_getlength(bs),
+                         bs->filename, bs->drv->name, errp)) {
+        return false;
+    }
+    const BlockDriver *drv = bdrv_find_driver(fmt);
+    if (!drv) {
+        error_setg(errp, "Unknown driver '%s'", fmt);
+        return false;
+    }
+    /* Opened without its backing (the node becomes it). */
+    json_t *opts = json_pack("{s:s, s:s, s:{s:s, s:s}}", "driver", fmt,
+                             "node-name", new_name, "file", "driver", "file",
+                             "filename", file);
+    if (drv->supports_backing) {
+        json_object_set_new(opts, "backing", json_null());
+    }
+    ss->overlay = bdrv_open_blockdev(opts, false, errp);
+    json_decref(opts);
+    return ss->overlay &&
+           blockdev_snapshot_prepare(&ss->st, bs->node_name, new_name, errp);
+}
+
+static void snapshot_sync_abort(TransactionAction *ta)
+{
+    SnapshotSync *ss = ta->state;
+
+    blockdev_snapshot_abort(&ss->st);
+}
+
+static void snapshot_sync_clean(TransactionAction *ta)
+{
+    SnapshotSync *ss = ta->state;
+
+    blockdev_snapshot_clean(&ss->st);
+    if (ss->overlay) {
+        /* Held by the parents it took over, or gone. */
+        bdrv_disown(ss->overlay);
+        ss->overlay = NULL;
+    }
+}
+
+const TransactionActionType transaction_snapshot_sync_action = {
+    .name = "blockdev-snapshot-sync",
+    .args = blockdev_snapshot_sync_args,
+    .prepare = snapshot_sync_prepare,
+    .abort = snapshot_sync_abort,
+    .clean = snapshot_sync_clean,
+    /* Prepare to clean drains the node itself. */
+    .alone_drain = TRANSACTION_DRAIN_NONE,
+};
+
+static bool qmp_blockdev_snapshot_sync(json_t *args, json_t **ret,
+                                       Error **errp)
+{
+    return transaction_run_alone(&transaction_snapshot_sync_action, args,
+                                 errp);
+}
+
 const QmpCommand qmp_create_commands[] = {
     { .name = "blockdev-create", .fn = qmp_blockdev_create,
       .args = blockdev_create_args },
     { .name = "blockdev-snapshot", .fn = qmp_blockdev_snapshot,
       .args = blockdev_snapshot_args },
+    { .name = "blockdev-snapshot-sync", .fn = qmp_blockdev_snapshot_sync,
+      .args = blockdev_snapshot_sync_args },
     { .name = NULL },
 };

@@ -67,13 +67,16 @@ static BlockNode *lookup_root(const char *name, Error **errp)
 }
 
 /* The checks after the target is known, then the start. */
+/* whole_disk: qemu would write the whole target (zero_target: sync=full
+ * as asked, onto a target not known to read zeroes) and cannot do it by
+ * unmapping, so its progress counts the whole disk. */
 static bool mirror_common(json_t *args, BlockNode *bs, BlockNode *target,
-                          Error **errp)
+                          bool whole_disk, Error **errp)
 {
     int64_t granularity = arg_int(args, "granularity", 0);
     int sync = arg_enum(args, "sync", sync_names, SYNC_FULL);
     const char *replaces = arg_str(args, "replaces", NULL);
-    MirrorParams p = { 0 };
+    MirrorParams p = { .count_whole_disk = whole_disk && sync == SYNC_FULL };
 
     if (granularity && (granularity < 512 || granularity > (64 << 20))) {
         error_setg(errp, "Parameter 'granularity' expects a value in range "
@@ -133,7 +136,9 @@ static bool qmp_blockdev_mirror(json_t *args, json_t **ret, Error **errp)
     if (!target) {
         return false;
     }
-    return mirror_common(args, bs, target, errp);
+    /* blockdev-mirror: qemu zeroes the target, by unmapping if the target
+     * was opened with discard=unmap. */
+    return mirror_common(args, bs, target, !target->discard_unmap, errp);
 }
 
 /*
@@ -198,7 +203,10 @@ static bool qmp_drive_mirror(json_t *args, json_t **ret, Error **errp)
     }
     /* The job holds its own reference; ours goes once it is started (or
      * refused), so the target lives exactly as long as something uses it. */
-    ok = mirror_common(args, bs, target, errp);
+    /* mode existing: qemu zeroes the target, opened with the source's
+     * discard setting (ours follows `unmap`). */
+    ok = mirror_common(args, bs, target, mode == 0 && !bs->discard_unmap,
+                       errp);
     bdrv_unref(target);
     return ok;
 }

@@ -1,6 +1,7 @@
 /*
  * NBD server and export commands: nbd-server-start/-stop,
- * block-export-add/-del, query-block-exports; and the debug pair
+ * block-export-add/-del, query-block-exports, the deprecated
+ * nbd-server-add/-remove; and the debug pair
  * x-debug-drain-begin/-end that holds a node in a drained section so tests
  * can watch NBD requests being postponed and then completed in order.
  * They only translate JSON into calls on nbd/ and block/.
@@ -112,9 +113,63 @@ static bool qmp_block_export_add(json_t *args, json_t **ret, Error **errp)
     return ok;
 }
 
-/* ---- block-export-del, query-block-exports ---- */
+/* ---- nbd-server-add, nbd-server-remove (deprecated in qemu 7.2) ---- */
+
+static const ArgSpec nbd_server_add_args[] = {
+    { .name = "name", .type = ARG_STR, .optional = true },
+    { .name = "description", .type = ARG_STR, .optional = true },
+    { .name = "device", .type = ARG_STR },
+    { .name = "writable", .type = ARG_BOOL, .optional = true },
+    { .name = "bitmap", .type = ARG_STR, .optional = true },
+    { .name = NULL },
+};
+
+/* block-export-add with qsd's defaults for the old command: the export's id
+ * and NBD name are `name`, else the device; a read-only node is exported
+ * read-only even when asked writable (not an error, as it is for
+ * block-export-add); one local bitmap. */
+static bool qmp_nbd_server_add(json_t *args, json_t **ret, Error **errp)
+{
+    const char *device = arg_str(args, "device", "");
+    const char *bitmap = arg_str(args, "bitmap", NULL);
+    BlockNode *bs = bdrv_lookup_node(device, device, errp);
+
+    if (!bs) {
+        return false;
+    }
+    const char *name = arg_str(args, "name", device);
+    NbdExportBitmap bm = { .name = bitmap };
+    NbdExportOptions o = {
+        .id = name,
+        .node_name = bs->node_name,
+        .name = name,
+        .description = arg_str(args, "description", NULL),
+        .writable = arg_bool(args, "writable", false) && !bs->read_only,
+        .n_bitmaps = bitmap ? 1 : 0,
+        .bitmaps = &bm,
+    };
+    return nbd_export_add(&o, errp);
+}
 
 static const char *const del_modes[] = { "safe", "hard", NULL };
+
+static const ArgSpec nbd_server_remove_args[] = {
+    { .name = "name", .type = ARG_STR },
+    { .name = "mode", .type = ARG_ENUM, .optional = true,
+      .enum_values = del_modes },
+    { .name = NULL },
+};
+
+/* block-export-del of the export named so (every export here is NBD). */
+static bool qmp_nbd_server_remove(json_t *args, json_t **ret, Error **errp)
+{
+    return nbd_export_del(arg_str(args, "name", NULL),
+                          arg_enum(args, "mode", del_modes, 0) == 1, errp);
+}
+
+static const char *const deprecated[] = { "deprecated", NULL };
+
+/* ---- block-export-del, query-block-exports ---- */
 
 static const ArgSpec block_export_del_args[] = {
     { .name = "id", .type = ARG_STR },
@@ -214,15 +269,19 @@ const QmpCommand qmp_nbd_commands[] = {
     { .name = "nbd-server-start", .fn = qmp_nbd_server_start,
       .args = nbd_server_start_args },
     { .name = "nbd-server-stop", .fn = qmp_nbd_server_stop, .args = no_args },
+    { .name = "nbd-server-add", .fn = qmp_nbd_server_add,
+      .args = nbd_server_add_args, .features = deprecated },
+    { .name = "nbd-server-remove", .fn = qmp_nbd_server_remove,
+      .args = nbd_server_remove_args, .features = deprecated },
     { .name = "block-export-add", .fn = qmp_block_export_add,
       .args = block_export_add_args },
     { .name = "block-export-del", .fn = qmp_block_export_del,
       .args = block_export_del_args },
     { .name = "query-block-exports", .fn = qmp_query_block_exports,
-      .args = no_args },
+      .args = no_args, .ret = qmp_ret_array },
     { .name = "x-debug-drain-begin", .fn = qmp_x_debug_drain_begin,
-      .args = drain_args },
+      .args = drain_args, .features = qmp_features_unstable },
     { .name = "x-debug-drain-end", .fn = qmp_x_debug_drain_end,
-      .args = drain_args },
+      .args = drain_args, .features = qmp_features_unstable },
     { .name = NULL },
 };

@@ -341,14 +341,6 @@ static void send_return(MonClient *c, json_t *id, json_t *ret)
 
 /* ---- requests ---- */
 
-static void get_version(int *major, int *minor, int *micro)
-{
-    *major = *minor = *micro = 0;
-    if (sscanf(BLOCKJOBD_VERSION, "%d.%d.%d", major, minor, micro) < 1) {
-        *major = 0;
-    }
-}
-
 static void handle_request(MonClient *c, json_t *req)
 {
     Error *err = NULL;
@@ -556,12 +548,8 @@ static void client_read(void *opaque)
 
 static void send_greeting(MonClient *c)
 {
-    int major, minor, micro;
-    get_version(&major, &minor, &micro);
-    json_t *msg = json_pack(
-        "{s:{s:{s:{s:i, s:i, s:i}, s:s+}, s:[s]}}", "QMP", "version", "qemu",
-        "micro", micro, "minor", minor, "major", major, "package",
-        "blockjobd ", BLOCKJOBD_VERSION, "capabilities", "oob");
+    json_t *msg = json_pack("{s:{s:o, s:[s]}}", "QMP", "version",
+                            qmp_version_info(), "capabilities", "oob");
     client_send(c, msg);
     json_decref(msg);
 }
@@ -655,10 +643,31 @@ static void monitor_accept(AioListener *l, void *opaque)
 
 /* ---- events ---- */
 
+/* An event whose data does not match its row of qmp_events would tell
+ * clients something the schema does not: said loudly, sent anyway. */
+static void check_event(const char *name, json_t *data)
+{
+    const QmpEvent *ev = qmp_find_event(name);
+    Error *err = NULL;
+
+    if (!ev) {
+        log_error("event %s has no row in the event table", name);
+        return;
+    }
+    json_t *d = data ? json_incref(data) : json_object();
+    if (!argspec_check(d, ev->data, NULL, false, &err)) {
+        log_error("event %s: %s", name, error_get_pretty(err));
+        error_free(err);
+    }
+    json_decref(d);
+}
+
 static void monitor_event(const char *name, json_t *data, void *opaque)
 {
     struct timespec ts;
     json_t *stamp;
+
+    check_event(name, data);
     if (clock_gettime(CLOCK_REALTIME, &ts) == 0) {
         stamp = json_pack("{s:I, s:I}", "seconds", (json_int_t)ts.tv_sec,
                           "microseconds", (json_int_t)(ts.tv_nsec / 1000));

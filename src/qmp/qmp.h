@@ -24,7 +24,50 @@ typedef struct QmpCommand {
     /* Arguments checked by the handler itself (unions such as
      * blockdev-add): args is then applied with open=true semantics. */
     bool args_open;
+    /* The arguments are BlockdevOptions (blockdev-add): the block layer's
+     * common members and each driver's, a union on "driver".  Only the
+     * introspection schema reads this; checking is the handler's. */
+    bool args_blockdev;
+    /* What a successful reply's "return" holds, for query-qmp-schema: one
+     * ArgSpec (its name unused); NULL when it is always {}. */
+    const ArgSpec *ret;
+    /* Schema features ("deprecated"), NULL-terminated; NULL for none. */
+    const char *const *features;
 } QmpCommand;
+
+/* An event the daemon emits and the members of its "data" (the monitor
+ * checks each emitted event against it; query-qmp-schema describes it). */
+typedef struct QmpEvent {
+    const char *name;             /* NULL terminates the table */
+    const ArgSpec *data;
+} QmpEvent;
+
+/*
+ * query-qmp-schema's document (SchemaInfo list, qemu's format with qemu's
+ * numbered type names), built from the command tables, the argument specs
+ * the dispatcher checks, the block drivers' options and qmp_events: what
+ * is checked is what is described.  schema.c.
+ */
+json_t *qmp_schema_build(void);
+
+extern const QmpEvent qmp_events[];   /* events.c */
+const QmpEvent *qmp_find_event(const char *name);
+
+/* Return-value specs shared by tables: anything, and an array of anything. */
+extern const ArgSpec qmp_ret_any[];
+extern const ArgSpec qmp_ret_array[];
+/* Feature lists shared by tables: {"unstable"} (x- commands). */
+extern const char *const qmp_features_unstable[];
+
+/*
+ * What query-version and the greeting say: the qemu release whose QMP
+ * interface blockjobd implements (qemu-storage-daemon 7.2, reported as
+ * 7.2.0), and blockjobd's own name and version in "package".
+ */
+#define QMP_QEMU_MAJOR 7
+#define QMP_QEMU_MINOR 2
+#define QMP_QEMU_MICRO 0
+json_t *qmp_version_info(void);
 
 /* Tables live for the program's lifetime. */
 void qmp_register_commands(const QmpCommand *table);

@@ -35,7 +35,9 @@ static const TransactionActionType abort_action = {
 static const TransactionActionType *const action_types[] = {
     &abort_action,
     &transaction_backup_action,
+    &transaction_drive_backup_action,
     &transaction_snapshot_action,
+    &transaction_snapshot_sync_action,
     &transaction_bitmap_add_action,
     &transaction_bitmap_remove_action,
     &transaction_bitmap_clear_action,
@@ -149,15 +151,28 @@ static const char *const completion_mode_names[] = {
     "individual", "grouped", NULL,
 };
 
-static const ArgSpec action_args[] = {
+const ArgSpec transaction_action_args[] = {
     { .name = "type", .type = ARG_ENUM, .enum_values = action_names },
     { .name = "data", .type = ARG_OBJECT, .open = true },
     { .name = NULL },
 };
 
+void transaction_for_each_action_type(
+    void (*fn)(const char *name, const ArgSpec *args, void *opaque),
+    void *opaque)
+{
+    for (const char *const *n = action_names; *n; n++) {
+        const TransactionActionType *t = find_action_type(*n);
+        if (t) {
+            fn(t->name, t->args, opaque);
+        }
+    }
+}
+
 /* ARG_ARRAY: members[0] describes each element. */
 static const ArgSpec action_elem[] = {
-    { .name = "action", .type = ARG_OBJECT, .members = action_args },
+    { .name = "action", .type = ARG_OBJECT,
+      .members = transaction_action_args },
     { .name = NULL },
 };
 

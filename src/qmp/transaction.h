@@ -68,13 +68,24 @@ struct TransactionActionType {
 /* The action types a transaction can run, each defined beside its
  * command. */
 extern const TransactionActionType transaction_backup_action;
+extern const TransactionActionType transaction_drive_backup_action;
 extern const TransactionActionType transaction_snapshot_action;
+extern const TransactionActionType transaction_snapshot_sync_action;
 extern const TransactionActionType transaction_bitmap_add_action;
 extern const TransactionActionType transaction_bitmap_remove_action;
 extern const TransactionActionType transaction_bitmap_clear_action;
 extern const TransactionActionType transaction_bitmap_enable_action;
 extern const TransactionActionType transaction_bitmap_disable_action;
 extern const TransactionActionType transaction_bitmap_merge_action;
+
+/* An element of transaction's "actions" (TransactionAction: "type" and
+ * "data", checked against the type's args when the transaction runs), and
+ * the action types in the order of the "type" enum, for the introspection
+ * schema's union. */
+extern const ArgSpec transaction_action_args[];
+void transaction_for_each_action_type(
+    void (*fn)(const char *name, const ArgSpec *args, void *opaque),
+    void *opaque);
 
 /*
  * Runs checked actions as one transaction with every node drained

@@ -240,6 +240,24 @@ static bool check_value(const Slot *slot, json_t *val, const ArgSpec *s,
         return true;
     }
 
+    case ARG_U64:
+        if (str && coerce) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long v = strtoull(str, &end, 0);
+            if (!*str || errno || *end) {
+                error_setg(errp, "Parameter '%s' expects uint64", path);
+                return false;
+            }
+            slot_replace(slot, json_integer((json_int_t)v));
+            return true;
+        }
+        if (!json_is_integer(val)) {
+            error_setg(errp, "Parameter '%s' expects uint64", path);
+            return false;
+        }
+        return true;
+
     case ARG_ANY:
         return true;
 
@@ -364,4 +382,10 @@ bool id_wellformed(const char *s)
         }
     }
     return true;
+}
+
+uint64_t arg_u64(json_t *obj, const char *name, uint64_t def)
+{
+    json_t *v = json_object_get(obj, name);
+    return json_is_integer(v) ? (uint64_t)json_integer_value(v) : def;
 }

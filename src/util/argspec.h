@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "util/error.h"
 
@@ -36,6 +37,9 @@ typedef enum ArgType {
     ARG_ANY,        /* anything */
     ARG_REF,        /* node reference: string (node-name) or object */
     ARG_REF_OR_NULL,/* as ARG_REF, or JSON null */
+    ARG_U64,        /* qemu's uint64: any integer (a negative one wraps, as
+                     * qemu's does); another type "Parameter 'X' expects
+                     * uint64"; read with arg_u64() */
 } ArgType;
 
 typedef struct ArgSpec {
@@ -62,6 +66,7 @@ bool argspec_check(json_t *obj, const ArgSpec *spec, const char *path,
 /* Typed getters for already-checked objects; default when absent. */
 const char *arg_str(json_t *obj, const char *name, const char *def);
 int64_t arg_int(json_t *obj, const char *name, int64_t def);
+uint64_t arg_u64(json_t *obj, const char *name, uint64_t def);
 bool arg_bool(json_t *obj, const char *name, bool def);
 /* Index of an ARG_ENUM value in values, or def when absent. */
 int arg_enum(json_t *obj, const char *name, const char *const *values,

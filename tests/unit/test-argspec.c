@@ -306,6 +306,44 @@ static void test_id_wellformed(void **state)
     assert_false(id_wellformed("a/b"));
 }
 
+/* qemu's uint64: any integer (negative wraps), its own type message. */
+static void test_u64(void **state)
+{
+    static const ArgSpec u64_spec[] = {
+        { .name = "t", .type = ARG_U64 },
+        { .name = NULL },
+    };
+    const char *ok[] = { "{\"t\":0}", "{\"t\":-1}",
+                         "{\"t\":9223372036854775807}" };
+    const char *bad[] = { "{\"t\":\"1\"}", "{\"t\":1.5}",
+                          "{\"t\":true}", "{\"t\":null}" };
+    for (size_t i = 0; i < 3; i++) {
+        json_t *o = json_loads(ok[i], 0, NULL);
+        Error *err = NULL;
+        assert_true(argspec_check(o, u64_spec, NULL, false, &err));
+        json_decref(o);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        json_t *o = json_loads(bad[i], 0, NULL);
+        Error *err = NULL;
+        assert_false(argspec_check(o, u64_spec, NULL, false, &err));
+        assert_string_equal(error_get_pretty(err),
+                            "Parameter 't' expects uint64");
+        error_free(err);
+        json_decref(o);
+    }
+    json_t *o = json_loads("{\"t\":-1}", 0, NULL);
+    assert_true(arg_u64(o, "t", 5) == UINT64_MAX);
+    assert_true(arg_u64(o, "u", 5) == 5);
+    json_decref(o);
+    /* from the command line */
+    o = json_loads("{\"t\":\"0x10\"}", 0, NULL);
+    Error *err = NULL;
+    assert_true(argspec_check(o, u64_spec, NULL, true, &err));
+    assert_true(arg_u64(o, "t", 0) == 16);
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_coerce),
         cmocka_unit_test(test_getters),
         cmocka_unit_test(test_id_wellformed),
+        cmocka_unit_test(test_u64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -761,11 +761,25 @@ int coroutine_fn qcow2_co_create(BlockChild *c, const Qcow2CreateOpts *opts,
     return ret;
 }
 
+/* The magic and a version this driver reads. */
+static int qcow2_probe(const uint8_t *buf, size_t len)
+{
+    if (len < 8) {
+        return 0;
+    }
+    uint32_t magic = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 |
+                     (uint32_t)buf[2] << 8 | buf[3];
+    uint32_t version = (uint32_t)buf[4] << 24 | (uint32_t)buf[5] << 16 |
+                       (uint32_t)buf[6] << 8 | buf[7];
+    return magic == QCOW2_MAGIC && version >= 2 ? 100 : 0;
+}
+
 const BlockDriver bdrv_qcow2 = {
     .name = "qcow2",
     .state_size = sizeof(BDRVQcow2State),
     .options = qcow2_options,
     .supports_backing = true,
+    .probe = qcow2_probe,
     .co_open = qcow2_co_open,
     .close = qcow2_close,
     .co_preadv = qcow2_co_preadv,
