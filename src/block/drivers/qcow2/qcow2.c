@@ -307,6 +307,11 @@ static void qcow2_close(BlockNode *bs)
             qcow2_run_locked(s, qcow2_store_bitmaps);
         }
         write_back_on_close(bs, s);
+        if (!bs->read_only && s->l2_cache && !s->broken &&
+            !qcow2_cache_has_dirty(s->rb_cache)) {
+            /* The file grows in steps: it ends where the image does. */
+            qcow2_run_locked(s, qcow2_trim_file);
+        }
     }
     /* The layer frees the node's bitmaps next: drop their marks first. */
     bdrv_dirty_bitmap_forget_node(bs);
