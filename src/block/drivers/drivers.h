@@ -9,6 +9,7 @@
 #include "block/block.h"
 
 extern const BlockDriver bdrv_file;     /* drivers/file.c */
+extern const BlockDriver bdrv_host_device; /* drivers/file.c */
 extern const BlockDriver bdrv_raw;      /* drivers/raw.c */
 extern const BlockDriver bdrv_null_co;  /* drivers/null.c */
 extern const BlockDriver bdrv_qcow2;    /* drivers/qcow2/qcow2.c */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "aio/io.h"
@@ -227,8 +228,12 @@ static bool coroutine_fn open_backing_from_header(BlockNode *bs,
                    fmt);
         return false;
     }
+    /* As qemu probes the protocol: a block device is a host_device. */
+    struct stat st;
+    const char *proto = stat(path, &st) == 0 && S_ISBLK(st.st_mode)
+                        ? "host_device" : "file";
     json_t *wrap = json_pack("{s:{s:s, s:{s:s, s:s}}}", "backing",
-                             "driver", fmt, "file", "driver", "file",
+                             "driver", fmt, "file", "driver", proto,
                              "filename", path);
     if (!wrap) {
         abort();
