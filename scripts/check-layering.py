@@ -12,8 +12,8 @@ Two rules, each reported as "file:line: what":
       bdrv_find_driver() only.
   (b) layers: an #include "dir/..." may only point at a layer the including
       folder may use:
-          util <- aio <- block <- job;  nbd uses block, not job;
-          qmp may use block, job, nbd;  daemon anything;  ctl only util.
+          util <- aio <- block <- job;  nbd and export use block, not job;
+          qmp may use block, job, nbd, export;  daemon anything;  ctl only util.
 
 Before checking SRC it checks itself: a small tree with one planted
 violation of each kind must fail, and the same tree without them must
@@ -36,7 +36,8 @@ MAY_USE = {
     DRIVERS: {'util', 'aio', 'block'},
     'job': {'util', 'aio', 'block'},
     'nbd': {'util', 'aio', 'block'},
-    'qmp': {'util', 'aio', 'block', 'job', 'nbd'},
+    'export': {'util', 'aio', 'block'},
+    'qmp': {'util', 'aio', 'block', 'job', 'nbd', 'export'},
     'daemon': None,       # anything
     'ctl': {'util'},
 }

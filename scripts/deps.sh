@@ -10,6 +10,7 @@ PACKAGES=(
     python3 python3-pytest python3-pytest-timeout python3-libnbd
     libnbd-bin nbdkit fio qemu-utils qemu-system-common valgrind
     clang libclang-rt-14-dev    # scripts/fuzz.sh: libFuzzer
+    libfuse3-dev fuse3          # FUSE exports (fusermount3)
 )
 
 missing=()
