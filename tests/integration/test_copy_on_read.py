@@ -275,3 +275,28 @@ def test_copies_never_overwrite_writes(daemon, chain, sockdir, workdir):
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', str(want),
              chain.top)
     qemu_img('check', '-q', chain.top)
+
+
+@pytest.mark.timeout(120)
+def test_reads_during_stream_populate_top(daemon, chain, sockdir):
+    """A client of top reads through the filter the stream inserted: what
+    it reads lands in top at once, ahead of the job (held at speed 1)."""
+    qmp = daemon.qmp
+    chain.add_top(qmp)
+    h = nbd_export_open(daemon, sockdir, node='top', name='e',
+                        writable=False)
+    rec = golden.Recorder(qmp, 's')
+    qmp.execute('block-stream', {'job-id': 's', 'device': 'top', 'speed': 1,
+                                 'filter-node-name': 'corf'})
+    assert h.pread(4 * MiB, 40 * MiB) == b'\x04' * (4 * MiB)
+    h.flush()          # top's metadata on disk, for qemu-img
+    out = qemu_img('map', '-U', '--output=json', chain.top).stdout
+    held = [(e['start'], e['start'] + e['length']) for e in json.loads(out)
+            if e['depth'] == 0 and e['data']]
+    assert any(s <= 40 * MiB and 44 * MiB <= e for s, e in held), held
+    qmp.execute('block-job-set-speed', device='s', speed=0)
+    rec.wait_status('null')
+    assert 'corf' not in node_names(qmp)
+    assert h.pread(4096, 40 * MiB) == b'\x04' * 4096
+    nbd_export_close(daemon, h, node='top', name='e')
+    chain.check()
