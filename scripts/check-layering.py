@@ -13,8 +13,8 @@ Two rules, each reported as "file:line: what":
   (b) layers: an #include "dir/..." may only point at a layer the including
       folder may use:
           util <- aio <- object <- block <- job;  nbd uses object and
-          block, not job;  qmp may use object, block, job, nbd;  daemon
-          anything;  ctl only util.
+          block, not job;  export uses block;  qmp may use object, block,
+          job, nbd, export;  daemon anything;  ctl only util.
 
 Before checking SRC it checks itself: a small tree with one planted
 violation of each kind must fail, and the same tree without them must
@@ -38,7 +38,8 @@ MAY_USE = {
     DRIVERS: {'util', 'aio', 'object', 'block'},
     'job': {'util', 'aio', 'block'},
     'nbd': {'util', 'aio', 'object', 'block'},
-    'qmp': {'util', 'aio', 'object', 'block', 'job', 'nbd'},
+    'export': {'util', 'aio', 'block'},
+    'qmp': {'util', 'aio', 'object', 'block', 'job', 'nbd', 'export'},
     'daemon': None,       # anything
     'ctl': {'util'},
 }

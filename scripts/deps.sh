@@ -11,6 +11,7 @@ PACKAGES=(
     libnbd-bin nbdkit fio qemu-utils qemu-system-common valgrind
     libgnutls28-dev gnutls-bin  # NBD TLS; certtool/psktool for its tests
     clang libclang-rt-14-dev    # scripts/fuzz.sh: libFuzzer
+    libfuse3-dev fuse3          # FUSE exports (fusermount3)
 )
 
 missing=()

@@ -159,11 +159,13 @@ static json_int_t actual_size(BlockNode *bs)
     return 0;
 }
 
-/* qemu reports dirty-flag when the driver answers get_info: file and the
- * format drivers do, other protocol drivers do not, and raw asks its file. */
+/* qemu reports dirty-flag when the driver answers get_info: file,
+ * host_device and the format drivers do, other protocol drivers do not,
+ * and raw asks its file. */
 static bool has_info(BlockNode *bs)
 {
-    if (strcmp(bs->drv->name, "file") == 0) {
+    if (strcmp(bs->drv->name, "file") == 0 ||
+        strcmp(bs->drv->name, "host_device") == 0) {
         return true;
     }
     if (list_empty(&bs->children)) {

@@ -19,6 +19,7 @@
 #include "block/block.h"
 #include "daemon/daemon.h"
 #include "job/job.h"
+#include "export/fuse.h"
 #include "nbd/nbd.h"
 #include "object/object.h"
 #include "qmp/qmp.h"
@@ -61,6 +62,7 @@ static void daemon_shutdown(Daemon *d)
     qmp_debug_drains_end_all();
     /* Exports go while the monitors can still carry BLOCK_EXPORT_DELETED. */
     nbd_shutdown();
+    fuse_shutdown();
     monitor_cleanup_all();
     bdrv_drain_all_begin();
     bdrv_drain_all_end();

@@ -16,6 +16,12 @@
  * in flight), re-checks top's allocation and writes only the parts top
  * still does not hold.  So a copy never overwrites a client's write; the
  * price is one short drain per copied chunk.
+ *
+ * With filter-node-name, a copy-on-read filter of that name sits above top
+ * while the job runs (top's parents move to it), so that reads of top's
+ * users populate top as well, as in qemu; it goes at the end (prepare, or
+ * clean when the job failed or was cancelled).  The job's own copies go
+ * to top directly.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -41,6 +47,7 @@ typedef struct StreamJob {
     BlockNode *base;          /* NULL: stream the whole chain */
     char *backing_file;
     JobOnError on_error;
+    BlockNode *cor;           /* the copy-on-read filter (our reference) */
 } StreamJob;
 
 /* Writes the parts of [off, off+n) that top still does not hold: from buf,
@@ -169,11 +176,62 @@ static int coroutine_fn stream_run(Job *job, Error **errp)
     return error;
 }
 
+/* Takes the copy-on-read filter out: its parents go back to top. */
+static void stream_remove_filter(StreamJob *s)
+{
+    BlockNode *cor = s->cor;
+    Error *err = NULL;
+
+    if (!cor) {
+        return;
+    }
+    s->cor = NULL;
+    bdrv_drained_begin(s->top);
+    if (!bdrv_replace_node(cor, s->top, &err)) {
+        error_report_err(err, "block-stream: removing the filter");
+    }
+    bdrv_drained_end(s->top);
+    bdrv_unref(cor);
+}
+
+/* A copy-on-read filter called name above top, copying what the layers
+ * above base hold (bottom: the layer right above base). */
+static BlockNode *stream_insert_filter(BlockNode *top, BlockNode *base,
+                                       const char *name, Error **errp)
+{
+    BlockNode *bottom = top;
+    json_t *opts = json_object();
+    BlockNode *cor;
+    bool ok;
+
+    for (BlockNode *n = top; n && n != base; n = block_chain_next(n)) {
+        bottom = n;
+    }
+    json_object_set_new(opts, "driver", json_string("copy-on-read"));
+    json_object_set_new(opts, "node-name", json_string(name));
+    json_object_set_new(opts, "file", json_string(top->node_name));
+    json_object_set_new(opts, "bottom", json_string(bottom->node_name));
+    cor = bdrv_open_internal(NULL, opts, errp);
+    json_decref(opts);
+    if (!cor) {
+        return NULL;
+    }
+    bdrv_drained_begin(top);
+    ok = bdrv_replace_node(top, cor, errp);
+    bdrv_drained_end(top);
+    if (!ok) {
+        bdrv_unref(cor);
+        return NULL;
+    }
+    return cor;
+}
+
 static int stream_prepare(Job *job, Error **errp)
 {
     StreamJob *s = (StreamJob *)job;
     const char *file = NULL, *fmt = NULL;
 
+    stream_remove_filter(s);
     if (s->base) {
         file = s->backing_file ? s->backing_file : s->base->filename;
         fmt = s->base->drv->name;
@@ -214,12 +272,14 @@ static void stream_restore_top(StreamJob *s)
 
 static void stream_clean(Job *job)
 {
+    stream_remove_filter((StreamJob *)job);
     stream_restore_top((StreamJob *)job);
 }
 
 static void stream_free(Job *job)
 {
     StreamJob *s = (StreamJob *)job;
+    stream_remove_filter(s);
     free(s->backing_file);
 }
 
@@ -273,6 +333,13 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
     s->base = base;
     s->on_error = o->on_error;
     s->backing_file = backing_file ? bj_strdup(backing_file) : NULL;
+    if (o->filter_node_name) {
+        s->cor = stream_insert_filter(top, base, o->filter_node_name, errp);
+        if (!s->cor) {
+            error_prepend(errp, "Could not create node");
+            goto fail;
+        }
+    }
     /* Top: read it and write it "unchanged"; others may do anything. */
     s->target = block_job_add_node(job, "main node", top,
                                    BLK_PERM_CONSISTENT_READ |
@@ -293,6 +360,7 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
     return job;
 
 fail:
+    stream_remove_filter(s);
     stream_restore_top(s);
     job_early_fail(job);
     return NULL;

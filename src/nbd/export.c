@@ -403,6 +403,11 @@ bool nbd_export_del(const char *id, bool hard, Error **errp)
     return true;
 }
 
+bool nbd_export_exists(const char *id)
+{
+    return find_by_id(id) != NULL;
+}
+
 json_t *nbd_export_query(void)
 {
     json_t *list = json_array();

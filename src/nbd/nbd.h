@@ -80,6 +80,8 @@ bool nbd_export_add(const NbdExportOptions *o, Error **errp);
  * disconnects them.  BLOCK_EXPORT_DELETED is sent once the export is gone
  * (before this returns when no client was connected). */
 bool nbd_export_del(const char *id, bool hard, Error **errp);
+/* Whether an NBD export has that id (FUSE exports share the namespace). */
+bool nbd_export_exists(const char *id);
 /* query-block-exports: [{id, type, node-name, shutting-down}], newest
  * first. */
 json_t *nbd_export_query(void);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block/block.h"
@@ -186,7 +187,11 @@ static bool qmp_drive_mirror(json_t *args, json_t **ret, Error **errp)
     }
     opts = json_object();
     fopts = json_object();
-    json_object_set_new(fopts, "driver", json_string("file"));
+    /* As qemu probes the protocol: a block device is a host_device. */
+    struct stat st;
+    bool blk = stat(file, &st) == 0 && S_ISBLK(st.st_mode);
+    json_object_set_new(fopts, "driver",
+                        json_string(blk ? "host_device" : "file"));
     json_object_set_new(fopts, "filename", json_string(file));
     json_object_set_new(opts, "driver", json_string(fmt));
     json_object_set_new(opts, "file", fopts);

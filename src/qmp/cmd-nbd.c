@@ -1,7 +1,8 @@
 /*
  * NBD server and export commands: nbd-server-start/-stop,
- * block-export-add/-del, query-block-exports, the deprecated
- * nbd-server-add/-remove; and the debug pair
+ * block-export-add/-del, query-block-exports (NBD and FUSE exports, one
+ * namespace of ids), the deprecated nbd-server-add/-remove; and the debug
+ * pair
  * x-debug-drain-begin/-end that holds a node in a drained section so tests
  * can watch NBD requests being postponed and then completed in order.
  * They only translate JSON into calls on nbd/ and block/.
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "block/block.h"
+#include "export/fuse.h"
 #include "nbd/nbd.h"
 #include "qmp/commands.h"
 #include "qmp/common-args.h"
@@ -30,6 +32,9 @@ static bool qmp_nbd_server_stop(json_t *args, json_t **ret, Error **errp)
 
 static const char *const export_types[] = { "nbd", "vhost-user-blk", "fuse",
                                             "vduse-blk", NULL };
+/* FUSE_ALLOW_OTHER_* order */
+static const char *const allow_other_values[] = { "off", "on", "auto",
+                                                  NULL };
 
 /* Each element is checked by qmp_check_bitmap_list, with qemu's words. */
 static const ArgSpec bitmap_elem[] = {
@@ -50,8 +55,66 @@ static const ArgSpec block_export_add_args[] = {
     { .name = "bitmaps", .type = ARG_ARRAY, .optional = true,
       .members = bitmap_elem },
     { .name = "allocation-depth", .type = ARG_BOOL, .optional = true },
+    /* type fuse */
+    { .name = "mountpoint", .type = ARG_STR, .optional = true },
+    { .name = "growable", .type = ARG_BOOL, .optional = true },
+    { .name = "allow-other", .type = ARG_ENUM, .optional = true,
+      .enum_values = allow_other_values },
     { .name = NULL },
 };
+
+/* Members only one type has: the other refuses them as qsd's union does. */
+static const char *const nbd_only[] = { "name", "description", "bitmaps",
+                                        "allocation-depth", NULL };
+static const char *const fuse_only[] = { "mountpoint", "growable",
+                                         "allow-other", NULL };
+
+static bool no_members(json_t *args, const char *const *names, Error **errp)
+{
+    for (; *names; names++) {
+        if (json_object_get(args, *names)) {
+            error_setg(errp, "Parameter '%s' is unexpected", *names);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool fuse_export_options(json_t *args, Error **errp)
+{
+    FuseExportOptions o = {
+        .id = arg_str(args, "id", NULL),
+        .node_name = arg_str(args, "node-name", NULL),
+        .mountpoint = arg_str(args, "mountpoint", NULL),
+        .writable = arg_bool(args, "writable", false),
+        .writethrough = arg_bool(args, "writethrough", false),
+        .growable = arg_bool(args, "growable", false),
+        .allow_other = arg_enum(args, "allow-other", allow_other_values,
+                                FUSE_ALLOW_OTHER_AUTO),
+    };
+
+    if (!no_members(args, nbd_only, errp)) {
+        return false;
+    }
+    if (!o.mountpoint) {
+        error_setg(errp, "Parameter 'mountpoint' is missing");
+        return false;
+    }
+    if (!id_wellformed(o.id)) {
+        error_setg(errp, "Invalid block export id");
+        return false;
+    }
+    if (fuse_export_exists(o.id) || nbd_export_exists(o.id)) {
+        error_setg(errp, "Block export id '%s' is already in use", o.id);
+        return false;
+    }
+    if (json_object_get(args, "iothread")) {
+        error_setg(errp, "FUSE exports of nodes in an iothread are not "
+                   "supported");
+        return false;
+    }
+    return fuse_export_add(&o, errp);
+}
 
 /* Checked arguments into o; o->bitmaps is allocated (the caller frees
  * it), the strings stay args'. */
@@ -69,6 +132,14 @@ static bool export_options(json_t *args, NbdExportOptions *o, Error **errp)
     }
     if (strcmp(type, "nbd") != 0) {
         error_setg(errp, "Export type '%s' is not supported", type);
+        return false;
+    }
+    if (!no_members(args, fuse_only, errp)) {
+        return false;
+    }
+    if (fuse_export_exists(arg_str(args, "id", ""))) {
+        error_setg(errp, "Block export id '%s' is already in use",
+                   arg_str(args, "id", ""));
         return false;
     }
     *o = (NbdExportOptions) {
@@ -105,6 +176,9 @@ static bool qmp_block_export_add(json_t *args, json_t **ret, Error **errp)
     NbdExportOptions o;
     bool ok;
 
+    if (strcmp(arg_str(args, "type", "nbd"), "fuse") == 0) {
+        return fuse_export_options(args, errp);
+    }
     if (!export_options(args, &o, errp)) {
         return false;
     }
@@ -179,6 +253,9 @@ static const ArgSpec block_export_del_args[] = {
 
 static bool qmp_block_export_del(json_t *args, json_t **ret, Error **errp)
 {
+    if (fuse_export_exists(arg_str(args, "id", ""))) {
+        return fuse_export_del(arg_str(args, "id", NULL), errp);
+    }
     return nbd_export_del(arg_str(args, "id", NULL),
                           arg_enum(args, "mode", del_modes, 0) == 1, errp);
 }
@@ -187,6 +264,7 @@ static bool qmp_query_block_exports(json_t *args, json_t **ret,
                                     Error **errp)
 {
     *ret = nbd_export_query();
+    fuse_export_query(*ret);
     return true;
 }
 

@@ -1,6 +1,11 @@
 /*
- * The `file` protocol driver: a node backed by a regular file (or a block
- * device) on the aio/ backends.
+ * The `file` protocol driver: a node backed by a regular file on the aio/
+ * backends; and `host_device`, the same code for block (and character)
+ * devices: size by BLKGETSIZE64, discard by BLKDISCARD, write-zeroes by
+ * BLKZEROOUT, the O_DIRECT alignment from BLKSSZGET (logical block) and
+ * BLKPBSZGET (physical block: the discard and write-zeroes granularity),
+ * every byte reported as data.  Each refuses the other's kind of file
+ * with qsd's words.
  *
  * Options (blockdev-add): filename, locking=on|off|auto [auto],
  * aio=threads|native|io_uring, aio-max-batch (accepted, the ring batches on
@@ -93,6 +98,13 @@ typedef struct FileState {
     /* SEEK_DATA is slow here: ask from the pool / give up asking. */
     bool seek_slow;
     bool seek_broken;
+
+    /* host_device: is_blk for a block device (else a character one). */
+    bool hdev;
+    bool is_blk;
+    uint32_t lbs, pbs;       /* its logical and physical block sizes */
+    bool no_blkdiscard;
+    bool no_blkzeroout;
 } FileState;
 
 /* ---- helpers that run in the thread pool ---- */
@@ -226,7 +238,12 @@ static int64_t file_length(int fd)
     if (fstat(fd, &st) < 0) {
         return -errno;
     }
-    if (S_ISBLK(st.st_mode) || S_ISCHR(st.st_mode)) {
+    if (S_ISBLK(st.st_mode)) {
+        uint64_t size;
+
+        return ioctl(fd, BLKGETSIZE64, &size) < 0 ? -errno : (int64_t)size;
+    }
+    if (S_ISCHR(st.st_mode)) {
         off_t end = lseek(fd, 0, SEEK_END);
 
         return end < 0 ? -errno : end;
@@ -327,9 +344,36 @@ static int coroutine_fn file_co_open(BlockNode *bs, json_t *opts,
         error_setg_errno(errp, EISDIR, "Could not open '%s'", filename);
         goto fail;
     }
+    s->hdev = bs->drv == &bdrv_host_device;
+    s->is_blk = S_ISBLK(st.st_mode);
+    if (s->hdev && !S_ISBLK(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        ret = -EINVAL;
+        error_setg(errp, "'host_device' driver requires '%s' to be either "
+                   "a character or block device", filename);
+        goto fail;
+    }
+    if (!s->hdev && !S_ISREG(st.st_mode)) {
+        ret = -EINVAL;
+        error_setg(errp, "'file' driver requires '%s' to be a regular file",
+                   filename);
+        goto fail;
+    }
+    if (s->is_blk) {
+        int lbs = 0;
+        unsigned int pbs = 0;
 
-    if (bs->cache_direct) {
-        AlignJob aj = { .fd = fd, .is_blk = S_ISBLK(st.st_mode) };
+        s->lbs = ioctl(fd, BLKSSZGET, &lbs) == 0 && lbs > 0 ? (uint32_t)lbs
+                                                             : 512;
+        s->pbs = ioctl(fd, BLKPBSZGET, &pbs) == 0 && pbs >= s->lbs
+                 ? pbs : s->lbs;
+    }
+
+    if (bs->cache_direct && s->is_blk) {
+        /* The device says: its logical block, for offsets and buffers. */
+        s->req_align = s->lbs;
+        s->buf_align = s->lbs;
+    } else if (bs->cache_direct) {
+        AlignJob aj = { .fd = fd, .is_blk = false };
 
         thread_pool_co_run(align_job, &aj);
         s->req_align = aj.req_align;
@@ -408,6 +452,11 @@ static void file_refresh_limits(BlockNode *bs)
 
     bs->bl.request_alignment = s->req_align;
     bs->bl.min_mem_alignment = s->buf_align;
+    if (s->is_blk) {
+        bs->bl.pdiscard_alignment = s->pbs;
+        bs->bl.pwrite_zeroes_alignment = s->pbs;
+        bs->bl.opt_transfer = s->pbs;
+    }
 }
 
 /* ---- reads and writes ---- */
@@ -659,11 +708,71 @@ static int coroutine_fn file_co_write_zero_buffers(FileState *s,
     return ret;
 }
 
+typedef struct BlkRangeJob {
+    int fd;
+    unsigned long req;       /* BLKDISCARD or BLKZEROOUT */
+    uint64_t range[2];       /* offset, length */
+} BlkRangeJob;
+
+static int blk_range_job(void *opaque)
+{
+    BlkRangeJob *j = opaque;
+
+    return ioctl(j->fd, j->req, j->range) < 0 ? -errno : 0;
+}
+
+/* BLKDISCARD or BLKZEROOUT on [offset, offset+bytes) of a block device,
+ * which must be whole logical blocks (-ENOTSUP otherwise, or when the
+ * device has no such operation). */
+static int coroutine_fn hdev_co_range(FileState *s, unsigned long req,
+                                      int64_t offset, int64_t bytes)
+{
+    BlkRangeJob j = { .fd = s->fd, .req = req,
+                      .range = { (uint64_t)offset, (uint64_t)bytes } };
+    int ret;
+
+    if (offset % s->lbs || bytes % s->lbs) {
+        return -ENOTSUP;
+    }
+    ret = thread_pool_co_run(blk_range_job, &j);
+    return is_unsupported(ret) || ret == -EINVAL ? -ENOTSUP : ret;
+}
+
+static int coroutine_fn hdev_co_pwrite_zeroes(FileState *s, int64_t offset,
+                                              int64_t bytes, unsigned flags)
+{
+    int ret = -ENOTSUP;
+
+    /* fallocate(PUNCH_HOLE) on a block device zeroes and may unmap: the
+     * blocks read as zeroes afterwards, which plain discard does not
+     * promise. */
+    if (s->is_blk && (flags & BLK_REQ_MAY_UNMAP)) {
+        ret = file_co_punch(s, offset, bytes);
+        if (ret != -ENOTSUP) {
+            return ret;
+        }
+    }
+    if (s->is_blk && !s->no_blkzeroout) {
+        ret = hdev_co_range(s, BLKZEROOUT, offset, bytes);
+        if (ret == -ENOTSUP && offset % s->lbs == 0 && bytes % s->lbs == 0) {
+            s->no_blkzeroout = true;
+        }
+    }
+    if (ret != -ENOTSUP || (flags & BLK_REQ_NO_FALLBACK)) {
+        return ret;
+    }
+    return file_co_write_zero_buffers(s, offset, bytes);
+}
+
 static int coroutine_fn file_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
                                               int64_t bytes, unsigned flags)
 {
     FileState *s = bs->opaque;
     int ret;
+
+    if (s->hdev) {
+        return hdev_co_pwrite_zeroes(s, offset, bytes, flags);
+    }
 
     if (flags & BLK_REQ_MAY_UNMAP) {
         ret = file_co_punch(s, offset, bytes);
@@ -720,6 +829,18 @@ static int coroutine_fn file_co_pdiscard(BlockNode *bs, int64_t offset,
     FileState *s = bs->opaque;
 
     /* Discard is advisory: -ENOTSUP tells the layer nothing happened. */
+    if (s->hdev) {
+        int ret;
+
+        if (!s->is_blk || s->no_blkdiscard) {
+            return -ENOTSUP;
+        }
+        ret = hdev_co_range(s, BLKDISCARD, offset, bytes);
+        if (ret == -ENOTSUP && offset % s->lbs == 0 && bytes % s->lbs == 0) {
+            s->no_blkdiscard = true;
+        }
+        return ret;
+    }
     return file_co_punch(s, offset, bytes);
 }
 
@@ -782,7 +903,7 @@ static int coroutine_fn file_co_block_status(BlockNode *bs, int64_t offset,
     *file = bs;
     *pnum = bytes;
 
-    if (s->seek_broken) {
+    if (s->hdev || s->seek_broken) {
         return BLK_STATUS_DATA | valid;
     }
 
@@ -987,4 +1108,34 @@ const BlockDriver bdrv_file = {
     .query_image = file_query_image,
     .create_check = file_create_check,
     .co_create = file_co_create,
+};
+
+/* The same code for devices; no blockdev-create (qsd's host_device only
+ * checks a size there). */
+const BlockDriver bdrv_host_device = {
+    .name = "host_device",
+    .state_size = sizeof(FileState),
+    .options = file_options,
+
+    .co_open = file_co_open,
+    .close = file_close,
+
+    .co_preadv = file_co_preadv,
+    .co_pwritev = file_co_pwritev,
+    .co_pwrite_zeroes = file_co_pwrite_zeroes,
+    .co_pdiscard = file_co_pdiscard,
+    .co_flush = file_co_flush,
+    .co_block_status = file_co_block_status,
+    .co_truncate = file_co_truncate,
+    .co_getlength = file_co_getlength,
+
+    .check_perm = file_check_perm,
+    .set_perm = file_set_perm,
+
+    .co_reopen_prepare = file_co_reopen_prepare,
+    .reopen_commit = file_reopen_commit,
+    .reopen_abort = file_reopen_abort,
+
+    .refresh_limits = file_refresh_limits,
+    .query_image = file_query_image,
 };

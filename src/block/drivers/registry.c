@@ -15,6 +15,8 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_null_co,
     &bdrv_qcow2,
     &bdrv_blkdebug,
+    &bdrv_copy_on_read,
+    &bdrv_host_device,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 

@@ -534,11 +534,75 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
 /* ---- compressed writes (backup with compress=true) ---- */
 
 /*
+ * Room for len bytes of compressed data (a multiple of align, at most a
+ * cluster), packed right after the previous compressed cluster as the
+ * qcow2 format allows (a compressed cluster may start anywhere and cross
+ * into the next host cluster): in the host cluster the cursor is in when
+ * it fits, else spilling into a newly allocated cluster when that one
+ * follows it, else at the start of a new cluster.  Every host cluster
+ * the bytes touch gets one more reference, as the specification counts
+ * them (one per compressed cluster touching it).  *cl, *n: those host
+ * clusters, in flight for the caller from now on.  Caller holds s->lock.
+ */
+static int64_t coroutine_fn alloc_compressed(BDRVQcow2State *s,
+                                             Qcow2InflightAlloc *a,
+                                             uint64_t len, uint64_t align)
+{
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t cur = s->comp_cursor;
+    unsigned bits = 1u << s->hdr.refcount_order;
+    uint64_t max = bits >= 64 ? UINT64_MAX : (1ull << bits) - 1;
+    int64_t nc;
+    int ret;
+
+    if (align > cs) {
+        cur = 0;   /* sharing a request-aligned block: never */
+    }
+    if (cur) {
+        uint64_t rc;
+        ret = qcow2_get_refcount(s, cur / cs, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc == 0 || rc >= max) {
+            cur = 0;   /* freed meanwhile, or no more references fit */
+        }
+    }
+    if (cur && cur % cs + len <= cs) {
+        ret = qcow2_update_refcount(s, cur, len, 1);
+        if (ret < 0) {
+            return ret;
+        }
+        inflight_host(s, a, (int64_t)(cur - cur % cs), 1);
+    } else {
+        nc = qcow2_alloc_clusters(s, 1);
+        if (nc < 0) {
+            return nc;
+        }
+        inflight_host(s, a, nc, 1);
+        if (cur && (uint64_t)nc == cur - cur % cs + cs) {
+            /* Until the next line the cursor's cluster may reach the disk
+             * counted one more than referenced: a leak at worst. */
+            ret = qcow2_update_refcount(s, cur, 1, 1);
+            if (ret < 0) {
+                inflight_host_done(s, a);
+                qcow2_update_refcount(s, (uint64_t)nc, cs, -1);
+                return ret;
+            }
+            inflight_host(s, a, (int64_t)(cur - cur % cs), 2);
+        } else {
+            cur = (uint64_t)nc;
+        }
+    }
+    s->comp_cursor = (cur + len) % cs ? cur + len : 0;
+    return (int64_t)cur;
+}
+
+/*
  * Deflates one cluster (raw deflate, 4 KiB window, as qemu writes them)
- * into a host cluster of its own, mapped by a compressed L2 entry.
- * Returns 1 without writing when the data does not shrink.  A whole host
- * cluster per compressed cluster wastes the rest of it but keeps every
- * refcount at 1; qemu packs them tighter.
+ * and packs it after the previous compressed cluster (alloc_compressed),
+ * mapped by a compressed L2 entry.  Returns 1 without writing when the
+ * data does not shrink.
  */
 static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
                                                  uint64_t offset,
@@ -547,12 +611,18 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     const uint64_t cs = s->g.cluster_size;
     uint64_t first = offset >> s->g.cluster_bits;
     uint8_t *out = blk_aligned_alloc(4096, cs);
-    uint64_t clen, wlen, ents[2];
+    uint64_t align = 1, clen, wlen, ents[2];
     Qcow2InflightAlloc *a;
     z_stream z;
     int64_t host;
     int ret, zr;
 
+    /* Byte-exact as qemu packs them; unless the file wants aligned
+     * requests (O_DIRECT): then whole blocks, which no two compressed
+     * clusters share, so no read-modify-write happens below us. */
+    if (s->bs->file->node->bl.request_alignment > align) {
+        align = s->bs->file->node->bl.request_alignment;
+    }
     memset(&z, 0, sizeof(z));
     if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
                      Z_DEFAULT_STRATEGY) != Z_OK) {
@@ -570,7 +640,11 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
         free(out);
         return 1;
     }
-    wlen = (clen + 511) & ~511ull;
+    wlen = (clen + align - 1) / align * align;
+    if (wlen > cs) {
+        free(out);
+        return 1;   /* would not save a cluster once aligned */
+    }
     memset(out + clen, 0, wlen - clen);
 
     co_mutex_lock(&s->lock);
@@ -582,10 +656,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     a->nb_clusters = 1;
     co_queue_init(&a->waiters);
     list_add_tail(&s->inflight, &a->link);
-    host = qcow2_alloc_clusters(s, 1);
-    if (host >= 0) {
-        inflight_host(s, a, host, 1);
-    }
+    host = alloc_compressed(s, a, wlen, align);
     co_mutex_unlock(&s->lock);
     if (host < 0) {
         ret = (int)host;
@@ -598,7 +669,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     co_mutex_lock(&s->lock);
     if (ret < 0) {
         inflight_host_done(s, a);
-        qcow2_update_refcount(s, (uint64_t)host, cs, -1);
+        qcow2_update_refcount(s, (uint64_t)host, wlen, -1);
         goto out;
     }
     s->data_unflushed = true;
@@ -614,7 +685,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
         }
         ret = 0;
     } else {
-        qcow2_update_refcount(s, (uint64_t)host, cs, -1);
+        qcow2_update_refcount(s, (uint64_t)host, wlen, -1);
     }
 out:
     inflight_host_done(s, a);

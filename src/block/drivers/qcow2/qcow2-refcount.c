@@ -46,6 +46,45 @@ int coroutine_fn qcow2_grow_file(BDRVQcow2State *s, uint64_t end)
         error_free(err);
         return ret;
     }
+    if (!s->grown_from) {
+        s->grown_from = s->file_size;
+    }
+    s->file_size = target;
+    return 0;
+}
+
+int coroutine_fn qcow2_trim_file(BDRVQcow2State *s)
+{
+    const uint64_t cs = s->g.cluster_size;
+    uint64_t floor = (s->grown_from + cs - 1) / cs;
+    uint64_t end = s->file_size / cs;
+    Error *err = NULL;
+    int ret;
+
+    if (!s->grown_from || s->file_size <= s->grown_from) {
+        return 0;
+    }
+    /* Only the grown part: what was there before is not ours to cut. */
+    while (end > floor) {
+        uint64_t rc;
+        ret = qcow2_get_refcount(s, end - 1, &rc);
+        if (ret < 0) {
+            return ret;
+        }
+        if (rc) {
+            break;
+        }
+        end--;
+    }
+    uint64_t target = end * cs > s->grown_from ? end * cs : s->grown_from;
+    if (target >= s->file_size) {
+        return 0;
+    }
+    ret = bdrv_co_truncate(s->bs->file, (int64_t)target, &err);
+    if (ret < 0) {
+        error_free(err);
+        return ret;
+    }
     s->file_size = target;
     return 0;
 }
@@ -339,6 +378,9 @@ int coroutine_fn qcow2_update_refcount(BDRVQcow2State *s, uint64_t offset,
             if (c < s->free_hint) {
                 s->free_hint = c;
             }
+            if (s->comp_cursor && s->comp_cursor / cs == c) {
+                s->comp_cursor = 0;   /* free: may be reused for anything */
+            }
             /* A freed table must not be written back over new data. */
             qcow2_cache_discard(s->l2_cache, c * cs);
         }
@@ -377,6 +419,10 @@ int coroutine_fn qcow2_set_refcount(BDRVQcow2State *s, uint64_t cluster,
     qcow2_cache_put(e);
     if (!value && cluster < s->free_hint) {
         s->free_hint = cluster;
+    }
+    if (!value && s->comp_cursor &&
+        s->comp_cursor / s->g.cluster_size == cluster) {
+        s->comp_cursor = 0;
     }
     return 0;
 }

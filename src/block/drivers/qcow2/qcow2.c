@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "aio/io.h"
@@ -227,8 +228,12 @@ static bool coroutine_fn open_backing_from_header(BlockNode *bs,
                    fmt);
         return false;
     }
+    /* As qemu probes the protocol: a block device is a host_device. */
+    struct stat st;
+    const char *proto = stat(path, &st) == 0 && S_ISBLK(st.st_mode)
+                        ? "host_device" : "file";
     json_t *wrap = json_pack("{s:{s:s, s:{s:s, s:s}}}", "backing",
-                             "driver", fmt, "file", "driver", "file",
+                             "driver", fmt, "file", "driver", proto,
                              "filename", path);
     if (!wrap) {
         abort();
@@ -307,6 +312,11 @@ static void qcow2_close(BlockNode *bs)
             qcow2_run_locked(s, qcow2_store_bitmaps);
         }
         write_back_on_close(bs, s);
+        if (!bs->read_only && s->l2_cache && !s->broken &&
+            !qcow2_cache_has_dirty(s->rb_cache)) {
+            /* The file grows in steps: it ends where the image does. */
+            qcow2_run_locked(s, qcow2_trim_file);
+        }
     }
     /* The layer frees the node's bitmaps next: drop their marks first. */
     bdrv_dirty_bitmap_forget_node(bs);

@@ -117,6 +117,7 @@ struct BDRVQcow2State {
     CoMutex lock;
     uint64_t free_hint;      /* first host cluster that may be free */
     uint64_t file_size;      /* current size of the file child */
+    uint64_t grown_from;     /* its size before we first grew it (or 0) */
     ListHead inflight;       /* Qcow2InflightAlloc */
     Qcow2PendingFree *pending;
     size_t nb_pending, pending_alloc;
@@ -129,6 +130,11 @@ struct BDRVQcow2State {
     /* Only inside qcow2_alloc_clusters: the clusters it is counting, in
      * flight as an Qcow2InflightAlloc's until the caller takes them. */
     uint64_t alloc_cluster, alloc_clusters;
+    /* Compressed writes: the host byte where the next compressed cluster
+     * may be packed, inside a host cluster that compressed clusters
+     * already share (0: none; start a new host cluster).  Reset when
+     * that cluster's refcount drops to 0 (qcow2-refcount.c). */
+    uint64_t comp_cursor;
     /* Persistent bitmaps: the directory found at open (qcow2-bitmap.c). */
     Qcow2Bitmaps *bitmaps;
     /* Metadata-overlap protection (qcow2-overlap-check.c). */
@@ -217,6 +223,9 @@ void qcow2_defer_free(BDRVQcow2State *s, uint64_t offset, uint64_t bytes);
 int coroutine_fn qcow2_apply_pending_frees(BDRVQcow2State *s);
 /* Makes sure the file is at least end bytes long. */
 int coroutine_fn qcow2_grow_file(BDRVQcow2State *s, uint64_t end);
+/* At close: gives back what qcow2_grow_file added past the last cluster
+ * in use (it grows in steps), so the file ends where the image does. */
+int coroutine_fn qcow2_trim_file(BDRVQcow2State *s);
 
 /* ---- mapping and metadata writes (qcow2-cluster.c) ---- */
 
