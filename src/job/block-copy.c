@@ -6,11 +6,11 @@
 #include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "block/chain.h"
 #include "job/blockjob.h"
 #include "util/alloc.h"
+#include "util/bufpool.h"
 #include "util/iov.h"
 #include "util/list.h"
 
@@ -335,20 +335,6 @@ static void progress(BlockCopyState *s, int64_t bytes)
 
 /* ---- copying ---- */
 
-static void *buf_alloc(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-static void buf_free(void *p, size_t size)
-{
-    if (p && munmap(p, size) < 0) {
-        abort();             /* only an invalid mapping fails */
-    }
-}
-
 /* Whether the target already reads [offset, offset+*pnum) as zeroes. */
 static bool coroutine_fn target_reads_zero(BlockCopyState *s, int64_t offset,
                                            int64_t bytes, int64_t *pnum)
@@ -368,7 +354,7 @@ static bool coroutine_fn target_reads_zero(BlockCopyState *s, int64_t offset,
 static int coroutine_fn copy_data(BlockCopyState *s, int64_t offset,
                                   int64_t bytes, bool *error_is_read)
 {
-    void *buf = buf_alloc((size_t)bytes);
+    void *buf = bufpool_try_alloc((size_t)bytes);
     IOVector qiov;
     int ret;
 
@@ -385,7 +371,7 @@ static int coroutine_fn copy_data(BlockCopyState *s, int64_t offset,
                               s->compress ? BLK_REQ_WRITE_COMPRESSED : 0);
     }
     iov_vec_destroy(&qiov);
-    buf_free(buf, (size_t)bytes);
+    bufpool_free(buf, (size_t)bytes);
     return ret < 0 ? ret : 0;
 }
 

@@ -20,8 +20,9 @@
  *
  * Memory: background tasks take their buffer from two budgets, the job's
  * (block_copy_state_new's buf_limit) and the daemon-wide one below, so many
- * concurrent backups stay small.  Buffers are mmap'ed per task and given
- * back at once (no allocator caching).
+ * concurrent backups stay small.  Buffers come from util/bufpool.h and
+ * go back at once; the pool keeps a bounded few for the next task, so
+ * tasks do not fault in fresh pages every time.
  *
  * Main context only (jobs refuse iothread nodes), so no locks: the state is
  * only touched between yields of coroutines of one thread.

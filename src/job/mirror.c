@@ -47,6 +47,7 @@
 #include "block/reopen.h"
 #include "job/blockjob.h"
 #include "util/alloc.h"
+#include "util/bufpool.h"
 #include "util/iov.h"
 #include "util/list.h"
 #include "util/log.h"
@@ -212,7 +213,7 @@ static bool coroutine_fn target_reads_zero(MirrorJob *s, int64_t offset,
 static int coroutine_fn copy_data(MirrorJob *s, int64_t offset,
                                   int64_t bytes, bool *is_read)
 {
-    void *buf = blk_aligned_alloc(4096, (size_t)bytes);
+    void *buf = bufpool_alloc((size_t)bytes);
     IOVector qiov;
     int ret;
 
@@ -223,7 +224,8 @@ static int coroutine_fn copy_data(MirrorJob *s, int64_t offset,
         *is_read = false;
         ret = bdrv_co_pwritev(s->tgt_c, offset, bytes, &qiov, 0);
     }
-    free(buf);
+    iov_vec_destroy(&qiov);
+    bufpool_free(buf, (size_t)bytes);
     return ret;
 }
 

@@ -32,6 +32,7 @@
 #include "nbd/nbd-wire.h"
 #include "object/authz.h"
 #include "util/alloc.h"
+#include "util/bufpool.h"
 #include "util/log.h"
 
 #define MAX_REQUESTS      128
@@ -445,7 +446,7 @@ static void coroutine_fn request_co(void *opaque)
     c->in_flight--;
     c->in_flight_bytes -= q->buf_bytes;
     atomic_fetch_sub(&total_bytes, q->buf_bytes);
-    free(q->buf);
+    bufpool_free(q->buf, q->buf_bytes);
     free(q);
     if (c->recv_waiting) {
         Coroutine *co = c->recv_waiting;
@@ -500,13 +501,13 @@ static bool coroutine_fn recv_one(NbdConn *c)
         need = q->r.length;
     }
     if (need) {
-        q->buf = blk_aligned_alloc(BUF_ALIGN, need);
+        q->buf = bufpool_alloc(need);
         q->buf_bytes = need;
     }
     if (q->check.payload) {
         ret = nbd_conn_read(c, q->buf, q->check.payload);
         if (ret < 0) {
-            free(q->buf);
+            bufpool_free(q->buf, q->buf_bytes);
             free(q);
             return false;
         }
