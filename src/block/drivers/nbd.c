@@ -132,7 +132,6 @@ static const ArgSpec nbd_options[] = {
     { .name = NULL },
 };
 
-static const char *const nbd_strong[] = { "server", "export", NULL };
 
 /* ---- the socket in the event loop ---- */
 
@@ -428,9 +427,13 @@ static struct nbd_handle *nbd_conn_new(NbdState *s, Error **errp)
         int err = nbd_get_errno();
         CLEANUP_FREE char *desc = nbd_addr_desc(s);
 
-        if (!nbd_addr_is_unix(s) && nbd_aio_is_created(h)) {
+        const char *msg = nbd_get_error();
+
+        if (msg && strstr(msg, "getaddrinfo")) {
+            /* libnbd's "...: getaddrinfo: HOST:PORT: WHY": qemu's words */
+            const char *why = strrchr(msg, ':');
             error_setg(errp, "address resolution failed for %s: %s", desc,
-                       nbd_get_error());
+                       why ? why + 2 : msg);
         } else {
             error_setg(errp, "Failed to connect to '%s': %s", desc,
                        strerror(err ? err : EIO));
@@ -1070,7 +1073,6 @@ const BlockDriver bdrv_nbd = {
     .name = "nbd",
     .state_size = sizeof(NbdState),
     .options = nbd_options,
-    .strong_options = nbd_strong,
     .co_open = nbd_co_open,
     .close = nbd_close_node,
     .co_preadv = nbd_co_preadv,
