@@ -159,3 +159,98 @@ def test_block_size_constraints_honoured(daemon, remote):
     qmp.execute('block-export-del', id='e0')
     qmp.wait_event('BLOCK_EXPORT_DELETED')
     qmp.execute('blockdev-del', node_name='n')
+
+
+SPARSE_WRITES = ['write -P 0x11 0 2M', 'write -P 0x22 40M 1M',
+                 'write -P 0x33 63M 1M']
+
+
+def data_extents(path, fmt='raw'):
+    """qemu-img map's data ranges of an image (start, length)."""
+    import json
+    out = qemu_img('map', '--output=json', '-f', fmt, path).stdout
+    return [(e['start'], e['length']) for e in json.loads(out) if e['data']]
+
+
+def allocated_bytes(path):
+    return os.stat(path).st_blocks * 512
+
+
+def add_source(qmp, path, node='src'):
+    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': node,
+                                 'file': {'driver': 'file',
+                                          'filename': path}})
+
+
+def test_mirror_sparse_disk_into_remote_stays_sparse(daemon, remote, workdir):
+    src = raw_image(workdir, 's.raw', size='64M', writes=SPARSE_WRITES)
+    dst = raw_image(workdir, 'd.raw', size='64M')
+    r = remote.qemu_nbd(dst)
+    qmp = daemon.qmp
+    add_source(qmp, src)
+    # discard=unmap (as libvirt sets it): zeroes may leave holes.
+    qmp.execute('blockdev-add', nbd_opts('tgt', r, discard='unmap'))
+    qmp.execute('blockdev-mirror', {'job-id': 'm', 'device': 'src',
+                                    'target': 'tgt', 'sync': 'full'})
+    qmp.wait_event('BLOCK_JOB_READY', match={'data': {'device': 'm'}})
+    qmp.execute('block-job-complete', device='m')
+    ev = qmp.wait_event('BLOCK_JOB_COMPLETED')
+    assert 'error' not in ev['data']
+    # Block status through the remote, while it is open: the same map.
+    sock = nbd_export(daemon, 'tgt')
+    remote_map = data_extents('nbd+unix:///tgt?socket=%s' % sock)
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='src')
+    qmp.execute('blockdev-del', node_name='tgt')
+    r.stop()
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'raw', src, dst)
+    assert data_extents(dst) == data_extents(src)
+    assert remote_map == data_extents(src)
+    assert allocated_bytes(dst) <= 8 * MiB
+
+
+def test_backup_pushed_to_remote(daemon, remote, workdir):
+    src = raw_image(workdir, 's.raw', size='64M', writes=SPARSE_WRITES)
+    dst = raw_image(workdir, 'd.raw', size='64M')
+    r = remote.qemu_nbd(dst)
+    qmp = daemon.qmp
+    add_source(qmp, src)
+    qmp.execute('blockdev-add', nbd_opts('tgt', r, discard='unmap'))
+    qmp.execute('blockdev-backup', {'job-id': 'b', 'device': 'src',
+                                    'target': 'tgt', 'sync': 'full'})
+    ev = qmp.wait_event('BLOCK_JOB_COMPLETED')
+    assert 'error' not in ev['data']
+    qmp.execute('blockdev-del', node_name='src')
+    qmp.execute('blockdev-del', node_name='tgt')
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'raw', src, dst)
+    assert allocated_bytes(dst) <= 8 * MiB
+
+
+def test_remote_as_backing_file_of_qcow2_overlay(daemon, remote, workdir):
+    base = raw_image(workdir, 'b.raw', size='16M',
+                     writes=['write -P 0x11 0 8M'])
+    r = remote.qemu_nbd(base, extra=['-r'])
+    ov = os.path.join(str(workdir), 'ov.qcow2')
+    # The image names the local file; the node opens the remote copy.
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', ov)
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', nbd_opts('base', r, **{'read-only': True}))
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'ov',
+                                 'backing': 'base',
+                                 'file': {'driver': 'file',
+                                          'filename': ov}})
+    sock = nbd_export(daemon, 'ov')
+    uri = 'nbd+unix:///ov?socket=%s' % sock
+    qemu_io('-f', 'raw', '-c', 'write -P 0x22 4M 1M', '-c',
+            'read -P 0x11 0 4M', '-c', 'read -P 0x22 4M 1M', '-c',
+            'read -P 0x11 5M 3M', '-c', 'read -P 0 8M 8M', uri)
+    # Block status through the chain: only the first 8M are data.
+    assert data_extents(uri) == [(0, 8 * MiB)]
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='ov')
+    qmp.execute('blockdev-del', node_name='base')
+    ref = raw_image(workdir, 'ref.raw', writes=['write -P 0x11 0 8M',
+                                                'write -P 0x22 4M 1M'])
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, ov)
