@@ -92,6 +92,8 @@ struct NbdState {
     int64_t reconnect_deadline;    /* clock_ns, while reconnecting */
     CoQueue reconnect_waiters;
     AioTimer *reconnect_timer;
+    struct NbdAttemptTimer *attempt;   /* the reconnection's attempt */
+    int64_t quiesced_since;        /* clock_ns when a drain began, or 0 */
 };
 
 static const char *const addr_types[] = { "inet", "unix", "vsock", "fd",
@@ -620,6 +622,9 @@ static struct nbd_handle *coroutine_fn nbd_co_attempt(NbdState *s,
     if (!a.h) {
         return NULL;
     }
+    if (!first) {
+        s->attempt = &t;
+    }
     if (deadline_ns) {
         timer = aio_timer_new(s->ctx, nbd_attempt_timeout, &t);
         aio_timer_mod(timer, deadline_ns);
@@ -634,6 +639,9 @@ static struct nbd_handle *coroutine_fn nbd_co_attempt(NbdState *s,
         a.co = NULL;
     }
     nbd_attempt_unwatch(&a);
+    if (s->attempt == &t) {
+        s->attempt = NULL;
+    }
     if (timer) {
         aio_timer_free(timer);
     }
@@ -724,13 +732,19 @@ static void coroutine_fn nbd_reconnect_wait(NbdState *s)
 
 /* ---- the stall watchdog ---- */
 
+
 static void nbd_watchdog(void *opaque)
 {
     NbdState *s = opaque;
     int64_t now = clock_ns();
+    bool draining = atomic_load(&s->bs->quiesce_counter) > 0 || s->closing;
 
-    if (!list_empty(&s->reqs) &&
-        (atomic_load(&s->bs->quiesce_counter) > 0 || s->closing)) {
+    if (!draining) {
+        s->quiesced_since = 0;
+    } else if (!s->quiesced_since) {
+        s->quiesced_since = now;
+    }
+    if (draining && !list_empty(&s->reqs)) {
         NbdReq *oldest = list_first_entry(&s->reqs, NbdReq, link);
         if (now - oldest->started_ns >= NBD_STALL_SECONDS * NS_PER_S) {
             log_warn("nbd: %s: no answer from the server for %d s while "
@@ -738,6 +752,17 @@ static void nbd_watchdog(void *opaque)
                      s->bs->node_name, NBD_STALL_SECONDS);
             s->reconnect_delay = 0;
             nbd_drop_handle(s);
+        }
+    }
+    /* A drain does not wait out a long reconnect-delay either. */
+    if (draining && s->reconnecting &&
+        now - s->quiesced_since >= NBD_STALL_SECONDS * NS_PER_S) {
+        log_warn("nbd: %s: drained while reconnecting: giving up",
+                 s->bs->node_name);
+        s->reconnect_deadline = now;
+        co_queue_restart_all(&s->reconnect_waiters);
+        if (s->attempt && !s->attempt->fired) {
+            nbd_attempt_timeout(s->attempt);
         }
     }
     aio_timer_mod(s->watchdog, now + NS_PER_S / 4);
