@@ -7,13 +7,15 @@
 # medians of time to READY and to done, and the ratio.
 #
 #   bench/bench-migrate.sh [blockjobd-binary]  (default build/src/daemon/blockjobd)
-# Env: BENCH_DIR (default: a temp dir under /var/tmp), ROUNDS (default 3).
+# Env: BENCH_DIR (default: a temp dir under /var/tmp), ROUNDS (default 3),
+# CONNS (blockjobd's x-connections, default 4: multi-conn, as our server
+# advertises it; CONNS=1 measures what multi-conn buys).
 # Figures mean something only on a quiet machine (load < 1.5).
 set -eu
 BJ=${1:-build/src/daemon/blockjobd}
 BJ=$(readlink -f "$BJ")
 DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/bench-migrate.XXXXXX)}
-export BJ DIR ROUNDS=${ROUNDS:-3}
+export BJ DIR ROUNDS=${ROUNDS:-3} CONNS=${CONNS:-4}
 export PYTHONPATH="$(cd "$(dirname "$0")/../tests/integration" && pwd)"
 trap 'rm -rf "$DIR"' EXIT
 exec /usr/bin/python3 - <<'PY'
@@ -24,6 +26,7 @@ from remote import free_port
 
 BJ, DIR = os.environ['BJ'], os.environ['DIR']
 ROUNDS = int(os.environ['ROUNDS'])
+CONNS = int(os.environ['CONNS'])
 GiB = 1 << 30
 SRC = os.path.join(DIR, 'src.raw')
 
@@ -59,10 +62,13 @@ def migrate_once(binary, tag):
         '--blockdev', 'driver=file,node-name=sf,filename=%s' % SRC,
         '--blockdev', 'driver=raw,node-name=disk,file=sf'])
     try:
-        src.qmp.execute('blockdev-add', {
-            'driver': 'nbd', 'node-name': 'remote', 'export': 'disk',
-            'discard': 'unmap',
-            'server': {'type': 'inet', 'host': '127.0.0.1', 'port': port}})
+        opts = {'driver': 'nbd', 'node-name': 'remote', 'export': 'disk',
+                'discard': 'unmap',
+                'server': {'type': 'inet', 'host': '127.0.0.1',
+                           'port': port}}
+        if tag == 'blockjobd':
+            opts['x-connections'] = CONNS
+        src.qmp.execute('blockdev-add', opts)
         t0 = time.monotonic()
         src.qmp.execute('blockdev-mirror', {'job-id': 'm', 'device': 'disk',
                                             'target': 'remote',
@@ -94,7 +100,7 @@ for rnd in range(ROUNDS):
     for tag, b in order:
         res[tag].append(migrate_once(b, tag))
 print('migrate 1 GiB (512 MiB data + 512 MiB hole) over TCP loopback, '
-      'median of %d' % ROUNDS)
+      'median of %d; blockjobd x-connections=%d' % (ROUNDS, CONNS))
 print('%-10s %9s %9s' % ('daemon', 'ready s', 'done s'))
 med = {}
 for tag in ('blockjobd', 'qsd'):

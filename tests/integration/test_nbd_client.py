@@ -254,3 +254,60 @@ def test_remote_as_backing_file_of_qcow2_overlay(daemon, remote, workdir):
     ref = raw_image(workdir, 'ref.raw', writes=['write -P 0x11 0 8M',
                                                 'write -P 0x22 4M 1M'])
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, ov)
+
+
+def log_connections(path):
+    """Connections nbdkit's log filter recorded."""
+    with open(path) as f:
+        return sum(1 for line in f if ' Connect ' in line or
+                   line.startswith('Connect '))
+
+
+@pytest.mark.parametrize('conns', [None, 1, 3])
+def test_multi_conn(daemon, remote, workdir, conns):
+    log = os.path.join(str(workdir), 'nbdkit.log')
+    r = remote.nbdkit(['memory', '64M', 'logfile=%s' % log],
+                      filters=['log'])
+    extra = {} if conns is None else {'x-connections': conns}
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', nbd_opts('n', r, **extra))
+    want = 4 if conns is None else conns
+    wait_until(lambda: log_connections(log) == want, what='connections')
+    sock = nbd_export(daemon, 'n')
+    uri = 'nbd+unix:///n?socket=%s' % sock
+    # Requests spread over the connections; flush covers them all.
+    qemu_io('-f', 'raw', '-c', 'aio_write -P 0x71 0 1M', '-c',
+            'aio_write -P 0x72 1M 1M', '-c', 'aio_write -P 0x73 2M 1M',
+            '-c', 'aio_write -P 0x74 3M 1M', '-c', 'aio_flush',
+            '-c', 'flush', uri)
+    qemu_io('-f', 'raw', '-c', 'read -P 0x71 0 1M', '-c',
+            'read -P 0x72 1M 1M', '-c', 'read -P 0x73 2M 1M', '-c',
+            'read -P 0x74 3M 1M', '-c', 'read -P 0 4M 60M', uri)
+    assert log_connections(log) == want
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='n')
+
+
+def test_no_multi_conn_one_connection(daemon, remote, workdir):
+    # A server without multi-conn (as qemu-nbd 7.2's writable exports)
+    # gets one connection.
+    img = raw_image(workdir, 'r.raw')
+    log = os.path.join(str(workdir), 'nbdkit.log')
+    r = remote.nbdkit(['file', img, 'logfile=%s' % log,
+                       'multi-conn-mode=disable'],
+                      filters=['log', 'multi-conn'])
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', nbd_opts('n', r))
+    wait_until(lambda: log_connections(log) >= 1, what='a connection')
+    qmp.execute('blockdev-del', node_name='n')
+    assert log_connections(log) == 1
+
+
+def test_bad_x_connections(daemon, remote, workdir):
+    r = remote.nbdkit(['memory', '1M'])
+    qmp = daemon.qmp
+    for v in (0, 17):
+        assert blockdev_add_error(qmp, nbd_opts('n', r, **{
+            'x-connections': v})) == \
+            "Parameter 'x-connections' expects a value from 1 to 16"

@@ -45,8 +45,19 @@
 /* How long a request may go unanswered while its node is drained. */
 #define NBD_STALL_SECONDS 5
 #define NS_PER_S INT64_C(1000000000)
+/* x-connections: how many connections at most when the server advertises
+ * multi-conn (our extension; qemu 7.2 opens one). */
+#define NBD_DEFAULT_CONNS 4
+#define NBD_MAX_CONNS 16
 
 typedef struct NbdState NbdState;
+
+/* One connection to the server: a libnbd handle and its watched socket. */
+typedef struct NbdConn {
+    NbdState *s;
+    struct nbd_handle *h;
+    int fd;                        /* watched fd, -1 if none */
+} NbdConn;
 
 typedef struct NbdReq {
     NbdState *s;
@@ -65,8 +76,11 @@ typedef struct NbdReq {
 struct NbdState {
     BlockNode *bs;
     AioContext *ctx;
-    struct nbd_handle *h;          /* NULL while not connected */
-    int fd;                        /* watched fd, -1 if none */
+    /* Connected: nconns > 0.  Requests go round-robin over them; losing
+     * one drops them all (and reconnects them all when allowed). */
+    NbdConn conns[NBD_MAX_CONNS];
+    int nconns;
+    unsigned next;
     unsigned gen;                  /* bumped on every new connection */
     bool closing;
 
@@ -77,6 +91,7 @@ struct NbdState {
     char *meta;                    /* the metadata context block status uses */
     int64_t reconnect_delay;       /* seconds */
     int64_t open_timeout;          /* seconds */
+    int64_t want_conns;            /* x-connections */
 
     /* what the server said */
     int64_t size;
@@ -131,6 +146,8 @@ static const ArgSpec nbd_options[] = {
     { .name = "x-dirty-bitmap", .type = ARG_STR, .optional = true },
     { .name = "reconnect-delay", .type = ARG_INT, .optional = true },
     { .name = "open-timeout", .type = ARG_INT, .optional = true },
+    /* Our extension: connections when the server allows multi-conn. */
+    { .name = "x-connections", .type = ARG_INT, .optional = true },
     { .name = NULL },
 };
 
@@ -141,71 +158,71 @@ static void nbd_fd_read(void *opaque);
 static void nbd_fd_write(void *opaque);
 static void nbd_conn_lost(NbdState *s);
 
-static void nbd_unwatch(NbdState *s)
+static void nbd_unwatch(NbdConn *c)
 {
-    if (s->fd >= 0) {
+    if (c->fd >= 0) {
         /* The fd may already be closed by libnbd (dead handle): epoll then
          * forgot it itself, and the error does not matter. */
-        aio_set_fd_handler(s->ctx, s->fd, NULL, NULL, NULL, NULL);
-        s->fd = -1;
+        aio_set_fd_handler(c->s->ctx, c->fd, NULL, NULL, NULL, NULL);
+        c->fd = -1;
     }
 }
 
 /* Watches what libnbd wants next; call after every libnbd call. */
-static void nbd_rewatch(NbdState *s)
+static void nbd_rewatch(NbdConn *c)
 {
-    if (!s->h || nbd_aio_is_dead(s->h) || nbd_aio_is_closed(s->h)) {
-        nbd_unwatch(s);
+    if (!c->h || nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+        nbd_unwatch(c);
         return;
     }
-    int fd = nbd_aio_get_fd(s->h);
-    unsigned dir = nbd_aio_get_direction(s->h);
+    int fd = nbd_aio_get_fd(c->h);
+    unsigned dir = nbd_aio_get_direction(c->h);
 
-    if (fd != s->fd) {
-        nbd_unwatch(s);
+    if (fd != c->fd) {
+        nbd_unwatch(c);
     }
     if (fd < 0) {
         return;
     }
-    s->fd = fd;
-    if (!aio_set_fd_handler(s->ctx, fd,
+    c->fd = fd;
+    if (!aio_set_fd_handler(c->s->ctx, fd,
                             (dir & LIBNBD_AIO_DIRECTION_READ) ?
                             nbd_fd_read : NULL,
                             (dir & LIBNBD_AIO_DIRECTION_WRITE) ?
-                            nbd_fd_write : NULL, s, NULL)) {
-        s->fd = -1;
+                            nbd_fd_write : NULL, c, NULL)) {
+        c->fd = -1;
     }
 }
 
 /* After a notify or a command: dead handle -> requests fail or wait for a
  * reconnection; else watch again. */
-static void nbd_after_call(NbdState *s)
+static void nbd_after_call(NbdConn *c)
 {
-    if (s->h && (nbd_aio_is_dead(s->h) || nbd_aio_is_closed(s->h))) {
-        nbd_conn_lost(s);
+    if (c->h && (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h))) {
+        nbd_conn_lost(c->s);
         return;
     }
-    nbd_rewatch(s);
+    nbd_rewatch(c);
 }
 
 static void nbd_fd_read(void *opaque)
 {
-    NbdState *s = opaque;
+    NbdConn *c = opaque;
 
-    if (s->h) {
-        nbd_aio_notify_read(s->h);
+    if (c->h) {
+        nbd_aio_notify_read(c->h);
     }
-    nbd_after_call(s);
+    nbd_after_call(c);
 }
 
 static void nbd_fd_write(void *opaque)
 {
-    NbdState *s = opaque;
+    NbdConn *c = opaque;
 
-    if (s->h) {
-        nbd_aio_notify_write(s->h);
+    if (c->h) {
+        nbd_aio_notify_write(c->h);
     }
-    nbd_after_call(s);
+    nbd_after_call(c);
 }
 
 /* ---- requests ---- */
@@ -262,14 +279,21 @@ static void nbd_fail_all(NbdState *s, int err)
 
 static void nbd_drop_handle(NbdState *s)
 {
-    nbd_unwatch(s);
-    if (s->h) {
-        struct nbd_handle *h = s->h;
-        s->h = NULL;
+    int n = s->nconns;
+
+    s->nconns = 0;
+    for (int i = 0; i < n; i++) {
+        nbd_unwatch(&s->conns[i]);
+    }
+    nbd_fail_all(s, ENOTCONN);
+    for (int i = 0; i < n; i++) {
+        struct nbd_handle *h = s->conns[i].h;
+        s->conns[i].h = NULL;
         /* Completion callbacks of commands still in libnbd run from
          * nbd_close; our requests were finished already. */
-        nbd_fail_all(s, ENOTCONN);
-        nbd_close(h);
+        if (h) {
+            nbd_close(h);
+        }
     }
     nbd_fail_all(s, ENOTCONN);
 }
@@ -286,6 +310,7 @@ static int coroutine_fn nbd_issue(NbdState *s, NbdReq *r, NbdCmd cmd,
     nbd_completion_callback cb = { .callback = nbd_req_complete_cb,
                                    .user_data = r };
     int64_t cookie = -1;
+    NbdConn *c = &s->conns[s->next++ % (unsigned)s->nconns];
 
     r->s = s;
     r->co = NULL;
@@ -298,30 +323,30 @@ static int coroutine_fn nbd_issue(NbdState *s, NbdReq *r, NbdCmd cmd,
 
     switch (cmd) {
     case CMD_READ:
-        cookie = nbd_aio_pread(s->h, buf, count, offset, cb, flags);
+        cookie = nbd_aio_pread(c->h, buf, count, offset, cb, flags);
         break;
     case CMD_WRITE:
-        cookie = nbd_aio_pwrite(s->h, buf, count, offset, cb, flags);
+        cookie = nbd_aio_pwrite(c->h, buf, count, offset, cb, flags);
         break;
     case CMD_ZERO:
-        cookie = nbd_aio_zero(s->h, count, offset, cb, flags);
+        cookie = nbd_aio_zero(c->h, count, offset, cb, flags);
         break;
     case CMD_TRIM:
-        cookie = nbd_aio_trim(s->h, count, offset, cb, flags);
+        cookie = nbd_aio_trim(c->h, count, offset, cb, flags);
         break;
     case CMD_FLUSH:
-        cookie = nbd_aio_flush(s->h, cb, flags);
+        cookie = nbd_aio_flush(c->h, cb, flags);
         break;
     case CMD_STATUS: {
         nbd_extent_callback ecb = { .callback = nbd_req_extent_cb,
                                     .user_data = r };
-        cookie = nbd_aio_block_status(s->h, count, offset, ecb, cb, flags);
+        cookie = nbd_aio_block_status(c->h, count, offset, ecb, cb, flags);
         break;
     }
     }
     if (cookie < 0) {
         int err = nbd_get_errno();
-        bool dead = !s->h || nbd_aio_is_dead(s->h) || nbd_aio_is_closed(s->h);
+        bool dead = nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h);
 
         if (!r->done) {
             list_del(&r->link);
@@ -329,10 +354,10 @@ static int coroutine_fn nbd_issue(NbdState *s, NbdReq *r, NbdCmd cmd,
         }
         log_debug("nbd: %s: command refused: %s", s->bs->node_name,
                   nbd_get_error());
-        nbd_after_call(s);
+        nbd_after_call(c);
         return dead ? -ENOTCONN : -(err ? err : EIO);
     }
-    nbd_after_call(s);
+    nbd_after_call(c);
     while (!r->done) {
         r->co = coroutine_self();
         coroutine_yield();
@@ -348,7 +373,7 @@ static int coroutine_fn nbd_issue(NbdState *s, NbdReq *r, NbdCmd cmd,
 
 static bool nbd_connected(NbdState *s)
 {
-    return s->h && nbd_aio_is_ready(s->h) + nbd_aio_is_processing(s->h) > 0;
+    return s->nconns > 0;
 }
 
 static void coroutine_fn nbd_reconnect_wait(NbdState *s);
@@ -663,11 +688,53 @@ static struct nbd_handle *coroutine_fn nbd_co_attempt(NbdState *s,
     return NULL;
 }
 
-static void nbd_install(NbdState *s, struct nbd_handle *h)
+/*
+ * Connects: the first connection (bounded by deadline_ns, 0: none), then,
+ * when the server allows multi-conn, up to want_conns - 1 more (each
+ * bounded by NBD_STALL_SECONDS; one that fails leaves fewer).  Installs
+ * them and returns true, or false with errp set.
+ */
+static bool coroutine_fn nbd_co_connect_all(NbdState *s, int64_t deadline_ns,
+                                            bool first, Error **errp)
 {
-    s->h = h;
+    struct nbd_handle *hs[NBD_MAX_CONNS];
+    int n = 0;
+
+    hs[n] = nbd_co_attempt(s, deadline_ns, first, errp);
+    if (!hs[n]) {
+        return false;
+    }
+    n++;
+    if (nbd_can_multi_conn(hs[0]) == 1) {
+        while (n < s->want_conns && !s->closing) {
+            Error *err = NULL;
+            hs[n] = nbd_co_attempt(s, clock_ns() + NBD_STALL_SECONDS *
+                                   NS_PER_S, false, &err);
+            if (!hs[n]) {
+                log_warn("nbd: %s: extra connection: %s",
+                         s->bs->node_name, error_get_pretty(err));
+                error_free(err);
+                break;
+            }
+            n++;
+        }
+    }
+    if (s->closing) {
+        for (int i = 0; i < n; i++) {
+            nbd_close(hs[i]);
+        }
+        error_setg(errp, "closing");
+        return false;
+    }
     s->gen++;
-    nbd_rewatch(s);
+    for (int i = 0; i < n; i++) {
+        s->conns[i] = (NbdConn){ .s = s, .h = hs[i], .fd = -1 };
+    }
+    s->nconns = n;
+    for (int i = 0; i < n; i++) {
+        nbd_rewatch(&s->conns[i]);
+    }
+    return true;
 }
 
 /* ---- reconnection (reconnect-delay > 0) ---- */
@@ -686,15 +753,9 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
     while (!s->closing && !nbd_connected(s) &&
            clock_ns() < s->reconnect_deadline) {
         Error *err = NULL;
-        struct nbd_handle *h = nbd_co_attempt(s, s->reconnect_deadline,
-                                              false, &err);
-        if (h) {
-            if (s->closing) {
-                nbd_close(h);
-                break;
-            }
+
+        if (nbd_co_connect_all(s, s->reconnect_deadline, false, &err)) {
             log_info("nbd: %s: reconnected", s->bs->node_name);
-            nbd_install(s, h);
             break;
         }
         error_free(err);
@@ -780,11 +841,10 @@ static int coroutine_fn nbd_do_open(BlockNode *bs, json_t *opts,
     const char *type = arg_str(server, "type", "");
     CLEANUP_FREE char *path = bj_asprintf("%sserver", bs->open_path ?: "");
     int64_t deadline = 0;
-    struct nbd_handle *h = NULL;
+    bool ok = false;
 
     s->bs = bs;
     s->ctx = bs->ctx;
-    s->fd = -1;
     list_init(&s->reqs);
     co_queue_init(&s->reconnect_waiters);
 
@@ -810,6 +870,12 @@ static int coroutine_fn nbd_do_open(BlockNode *bs, json_t *opts,
         error_setg(errp, "Parameter 'open-timeout' expects uint32_t");
         return -EINVAL;
     }
+    s->want_conns = arg_int(opts, "x-connections", NBD_DEFAULT_CONNS);
+    if (s->want_conns < 1 || s->want_conns > NBD_MAX_CONNS) {
+        error_setg(errp, "Parameter 'x-connections' expects a value from 1 "
+                   "to %d", NBD_MAX_CONNS);
+        return -EINVAL;
+    }
     if (json_object_get(opts, "tls-creds")) {
         error_setg(errp, "TLS credentials are not supported by this build "
                    "yet");
@@ -832,9 +898,9 @@ static int coroutine_fn nbd_do_open(BlockNode *bs, json_t *opts,
     for (;;) {
         Error *err = NULL;
 
-        h = nbd_co_attempt(s, deadline, true, &err);
-        if (h || !deadline || clock_ns() >= deadline) {
-            if (!h) {
+        ok = nbd_co_connect_all(s, deadline, true, &err);
+        if (ok || !deadline || clock_ns() >= deadline) {
+            if (!ok) {
                 error_propagate(errp, err);
             } else {
                 error_free(err);
@@ -844,13 +910,12 @@ static int coroutine_fn nbd_do_open(BlockNode *bs, json_t *opts,
         error_free(err);
         co_sleep_ns(NS_PER_S / 10);
     }
-    if (!h) {
+    if (!ok) {
         return -EIO;
     }
     s->reconnect_timer = aio_timer_new(s->ctx, nbd_reconnect_expired, s);
     s->watchdog = aio_timer_new(s->ctx, nbd_watchdog, s);
     aio_timer_mod(s->watchdog, clock_ns() + NS_PER_S / 4);
-    nbd_install(s, h);
     bs->total_bytes = s->size;
 
     const char *exp = s->export ? s->export : "";
@@ -890,9 +955,9 @@ static void nbd_close_node(BlockNode *bs)
     NbdState *s = bs->opaque;
 
     s->closing = true;
-    if (s->h && nbd_connected(s)) {
+    for (int i = 0; i < s->nconns; i++) {
         /* A polite NBD_CMD_DISC, as far as the socket takes it now. */
-        nbd_aio_disconnect(s->h, 0);
+        nbd_aio_disconnect(s->conns[i].h, 0);
     }
     nbd_drop_handle(s);
     if (s->watchdog) {
