@@ -135,3 +135,10 @@ def nbd_opts(node, remote, export='exp', **extra):
          'export': export}
     o.update(extra)
     return o
+
+
+def unexport(qmp, export_id='e0'):
+    """Deletes the export a test's qemu-io runs used.  mode=hard: qemu-io
+    has exited, but the server may not have seen its hang-up yet."""
+    qmp.execute('block-export-del', id=export_id, mode='hard')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')

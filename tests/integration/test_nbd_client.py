@@ -9,7 +9,7 @@ import pytest
 
 from bjtest import (QMPError, blockdev_add_error, nbd_export, qemu_img,
                     qemu_io, wait_until)
-from remote import nbd_opts
+from remote import nbd_opts, unexport
 
 MiB = 1 << 20
 
@@ -34,8 +34,7 @@ def test_unix_read_write_roundtrip(daemon, remote, workdir):
             '-c', 'discard 8M 1M', '-c', 'flush', uri)
     qemu_io('-f', 'raw', '-c', 'read -P 0x22 2M 2M', '-c',
             'read -P 0 4M 64k', '-c', 'read -P 0x22 4160k 960k', uri)
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)
     qmp.execute('blockdev-del', node_name='n')
     ref = raw_image(workdir, 'ref.raw', writes=[
         'write -P 0x11 0 1M', 'write -P 0x22 2M 3M', 'write -z 4M 64k'])
@@ -129,8 +128,7 @@ def test_tcp_peers_roundtrip(daemon, daemon_factory, remote, workdir, peer):
     uri = 'nbd+unix:///n?socket=%s' % sock
     qemu_io('-f', 'raw', '-c', 'read -P 0x33 1M 1M', '-c',
             'write -P 0x44 4M 5M', '-c', 'write -z 5M 1M', '-c', 'flush', uri)
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)
     qmp.execute('blockdev-del', node_name='n')
     ref = raw_image(workdir, 'ref.raw', writes=[
         'write -P 0x33 1M 1M', 'write -P 0x44 4M 5M', 'write -z 5M 1M'])
@@ -156,8 +154,7 @@ def test_block_size_constraints_honoured(daemon, remote):
             'write -P 0x66 1M 3M', '-c', 'read -P 0x55 100 1000', '-c',
             'read -P 0 0 100', '-c', 'read -P 0 1100 3000', '-c',
             'read -P 0x66 1M 3M', '-c', 'read 0 16M', uri)
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)
     qmp.execute('blockdev-del', node_name='n')
 
 
@@ -199,8 +196,7 @@ def test_mirror_sparse_disk_into_remote_stays_sparse(daemon, remote, workdir):
     # Block status through the remote, while it is open: the same map.
     sock = nbd_export(daemon, 'tgt')
     remote_map = data_extents('nbd+unix:///tgt?socket=%s' % sock)
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)
     qmp.execute('blockdev-del', node_name='src')
     qmp.execute('blockdev-del', node_name='tgt')
     r.stop()
@@ -247,8 +243,7 @@ def test_remote_as_backing_file_of_qcow2_overlay(daemon, remote, workdir):
             'read -P 0x11 5M 3M', '-c', 'read -P 0 8M 8M', uri)
     # Block status through the chain: only the first 8M are data.
     assert data_extents(uri) == [(0, 8 * MiB)]
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)
     qmp.execute('blockdev-del', node_name='ov')
     qmp.execute('blockdev-del', node_name='base')
     ref = raw_image(workdir, 'ref.raw', writes=['write -P 0x11 0 8M',
@@ -284,8 +279,7 @@ def test_multi_conn(daemon, remote, workdir, conns):
             'read -P 0x72 1M 1M', '-c', 'read -P 0x73 2M 1M', '-c',
             'read -P 0x74 3M 1M', '-c', 'read -P 0 4M 60M', uri)
     assert log_connections(log) == want
-    qmp.execute('block-export-del', id='e0')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)
     qmp.execute('blockdev-del', node_name='n')
 
 

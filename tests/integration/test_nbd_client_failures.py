@@ -17,7 +17,7 @@ import time
 import pytest
 
 from bjtest import nbd_export, qemu_img, qemu_io, timeout_factor
-from remote import nbd_opts
+from remote import nbd_opts, unexport
 
 MiB = 1 << 20
 # The stall bound of docs/remote.md, and slack for a busy machine.
@@ -110,8 +110,7 @@ def test_reconnect_delay_resumes_and_mirror_completes(daemon, remote,
     daemon.qmp.execute('block-job-complete', device='m')
     ev = daemon.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
     assert 'error' not in ev['data']
-    daemon.qmp.execute('block-export-del', id='e0')
-    daemon.qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(daemon.qmp)
     daemon.qmp.execute('blockdev-del', node_name='src')
     daemon.qmp.execute('blockdev-del', node_name='tgt')
     r2.stop()
