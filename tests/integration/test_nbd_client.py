@@ -3,11 +3,12 @@ another blockjobd) opened as nodes: data round-trips, block status,
 block-size constraints, use as job target, backing file and export, and
 qsd's errors for bad options."""
 
+import json
 import os
 
 import pytest
 
-from bjtest import (QMPError, blockdev_add_error, nbd_export, qemu_img,
+from bjtest import (blockdev_add_error, nbd_export, qemu_img,
                     qemu_io, wait_until)
 from remote import nbd_opts, unexport
 
@@ -164,7 +165,6 @@ SPARSE_WRITES = ['write -P 0x11 0 2M', 'write -P 0x22 40M 1M',
 
 def data_extents(path, fmt='raw'):
     """qemu-img map's data ranges of an image (start, length)."""
-    import json
     out = qemu_img('map', '--output=json', '-f', fmt, path).stdout
     return [(e['start'], e['length']) for e in json.loads(out) if e['data']]
 
@@ -305,3 +305,40 @@ def test_bad_x_connections(daemon, remote, workdir):
         assert blockdev_add_error(qmp, nbd_opts('n', r, **{
             'x-connections': v})) == \
             "Parameter 'x-connections' expects a value from 1 to 16"
+
+
+def test_x_dirty_bitmap_shows_dirty_as_holes(daemon, daemon_factory,
+                                             workdir):
+    """x-dirty-bitmap with qemu's meaning: a dirty block reads as a hole
+    ("data": false), seen through our own re-export."""
+    img = os.path.join(str(workdir), 'a.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', img, '4M')
+    peer = daemon_factory(
+        '--blockdev', 'driver=file,node-name=f,filename=%s' % img,
+        '--blockdev', 'driver=qcow2,node-name=a,file=f')
+    peer.qmp.execute('block-dirty-bitmap-add', node='a', name='bm')
+    psock = peer.socket_path('nbd.sock')
+    peer.qmp.execute('nbd-server-start',
+                     addr={'type': 'unix', 'data': {'path': psock}})
+    peer.qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e1',
+                                          'node-name': 'a', 'name': 'a',
+                                          'writable': True,
+                                          'bitmaps': ['bm']})
+    qemu_io('-f', 'raw', '-c', 'write 1M 64k', '-c', 'write 3M 4k',
+            'nbd+unix:///a?socket=%s' % psock)
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', {
+        'driver': 'nbd', 'node-name': 'n', 'export': 'a', 'read-only': True,
+        'x-dirty-bitmap': 'qemu:dirty-bitmap:bm',
+        'server': {'type': 'unix', 'path': psock}})
+    sock = daemon.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'n'})
+    out = json.loads(qemu_img('map', '--output=json', '-f', 'raw',
+                              'nbd+unix:///n?socket=%s' % sock).stdout)
+    dirty = [(e['start'], e['length']) for e in out if not e['data']]
+    assert dirty == [(MiB, 64 * 1024), (3 * MiB, 64 * 1024)]
+    unexport(qmp)
+    qmp.execute('blockdev-del', node_name='n')

@@ -87,7 +87,7 @@ struct NbdState {
     /* options */
     json_t *server;                /* flat SocketAddress */
     char *export;
-    char *bitmap;                  /* x-dirty-bitmap */
+    char *bitmap;                  /* x-dirty-bitmap: a context name */
     char *meta;                    /* the metadata context block status uses */
     int64_t reconnect_delay;       /* seconds */
     int64_t open_timeout;          /* seconds */
@@ -886,8 +886,9 @@ static int coroutine_fn nbd_do_open(BlockNode *bs, json_t *opts,
         s->export = bj_strdup(arg_str(opts, "export", NULL));
     }
     if (arg_str(opts, "x-dirty-bitmap", NULL)) {
+        /* As in qemu: the whole context name ("qemu:dirty-bitmap:NAME"). */
         s->bitmap = bj_strdup(arg_str(opts, "x-dirty-bitmap", NULL));
-        s->meta = bj_asprintf("qemu:dirty-bitmap:%s", s->bitmap);
+        s->meta = bj_strdup(s->bitmap);
     } else {
         s->meta = bj_strdup(LIBNBD_CONTEXT_BASE_ALLOCATION);
     }
