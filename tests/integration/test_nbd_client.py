@@ -342,3 +342,40 @@ def test_x_dirty_bitmap_shows_dirty_as_holes(daemon, daemon_factory,
     assert dirty == [(MiB, 64 * 1024), (3 * MiB, 64 * 1024)]
     unexport(qmp)
     qmp.execute('blockdev-del', node_name='n')
+
+
+def test_open_timeout_waits_for_the_server(daemon, remote, workdir,
+                                           sockdir):
+    img = raw_image(workdir, 'r.raw', writes=['write -P 0x5a 0 64k'])
+    addr = {'type': 'unix', 'path': os.path.join(str(sockdir), 'late.sock')}
+    qmp = daemon.qmp
+    qmp.send({'execute': 'blockdev-add', 'arguments': {
+        'driver': 'nbd', 'node-name': 'n', 'server': addr, 'export': 'exp',
+        'open-timeout': 60}})
+    remote.qemu_nbd(img, addr=addr)
+    assert qmp.recv_reply(timeout=60) == {'return': {}}
+    sock = nbd_export(daemon, 'n')
+    qemu_io('-f', 'raw', '-c', 'read -P 0x5a 0 64k',
+            'nbd+unix:///n?socket=%s' % sock)
+    unexport(qmp)
+    qmp.execute('blockdev-del', node_name='n')
+
+
+def test_open_timeout_expires(daemon, sockdir):
+    path = os.path.join(str(sockdir), 'never.sock')
+    assert blockdev_add_error(daemon.qmp, {
+        'driver': 'nbd', 'node-name': 'n', 'export': 'exp',
+        'server': {'type': 'unix', 'path': path}, 'open-timeout': 1}) == \
+        "Failed to connect to '%s': No such file or directory" % path
+    assert node_names(daemon.qmp) == []
+
+
+def test_open_frozen_server_is_bounded(daemon, remote, workdir):
+    """A server that accepts but never answers the handshake fails the one
+    attempt of open-timeout=0 after 10 s (docs/remote.md)."""
+    img = raw_image(workdir, 'r.raw')
+    r = remote.qemu_nbd(img)
+    r.freeze()
+    assert blockdev_add_error(daemon.qmp, nbd_opts('n', r)) == \
+        "Failed to connect to '%s': Connection timed out" % r.addr['path']
+    assert node_names(daemon.qmp) == []

@@ -45,6 +45,9 @@
 /* How long a request may go unanswered while its node is drained. */
 #define NBD_STALL_SECONDS 5
 #define NS_PER_S INT64_C(1000000000)
+/* open-timeout=0 makes one attempt; a server that accepts the connection
+ * but never finishes the handshake fails it after this long. */
+#define NBD_HANDSHAKE_SECONDS 10
 /* x-connections: how many connections at most when the server advertises
  * multi-conn (our extension; qemu 7.2 opens one). */
 #define NBD_DEFAULT_CONNS 4
@@ -386,6 +389,14 @@ static int coroutine_fn nbd_co_cmd(NbdState *s, NbdCmd cmd, void *buf,
                                    uint64_t count, uint64_t offset,
                                    uint32_t flags, NbdReq *r)
 {
+    if (s->bs->ctx != s->ctx) {
+        /* The driver has no hook to follow its node to another context
+         * (docs/remote.md): refuse rather than drive libnbd from two
+         * threads. */
+        log_warn("nbd: %s: node moved to another AioContext: not supported",
+                 s->bs->node_name);
+        return -EIO;
+    }
     for (;;) {
         if (!nbd_connected(s)) {
             nbd_reconnect_wait(s);
@@ -899,7 +910,8 @@ static int coroutine_fn nbd_do_open(BlockNode *bs, json_t *opts,
     for (;;) {
         Error *err = NULL;
 
-        ok = nbd_co_connect_all(s, deadline, true, &err);
+        ok = nbd_co_connect_all(s, deadline ? deadline : clock_ns() +
+                                NBD_HANDSHAKE_SECONDS * NS_PER_S, true, &err);
         if (ok || !deadline || clock_ns() >= deadline) {
             if (!ok) {
                 error_propagate(errp, err);
