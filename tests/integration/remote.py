@@ -47,6 +47,9 @@ class Remote:
         self.proc = None
 
     def start(self):
+        if self.addr['type'] == 'unix' and os.path.exists(self.addr['path']):
+            # A killed server's socket file (a restart on the same path).
+            os.unlink(self.addr['path'])
         with open(self.log, 'ab') as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=err, stderr=err)
@@ -109,8 +112,8 @@ class RemoteSet:
         self.all.append(r)
         return r.start()
 
-    def nbdkit(self, plugin_args, filters=(), tcp=False):
-        addr = self._addr(tcp)
+    def nbdkit(self, plugin_args, filters=(), tcp=False, addr=None):
+        addr = addr or self._addr(tcp)
         argv = ['nbdkit', '-f', '-e', 'exp']
         for f in filters:
             argv.append('--filter=' + f)

@@ -25,13 +25,23 @@ STALL = 5
 BOUND = STALL + 10 * timeout_factor()
 
 
-def setup_ready_mirror(daemon, remote, workdir, **nbdopts):
+def serve(remote, dst, server, addr=None):
+    """dst served by qemu-nbd (one connection) or by nbdkit with
+    multi-conn (four)."""
+    if server == 'nbdkit':
+        return remote.nbdkit(['file', dst], filters=['multi-conn'],
+                             addr=addr)
+    return remote.qemu_nbd(dst, addr=addr)
+
+
+def setup_ready_mirror(daemon, remote, workdir, server='qemu-nbd',
+                       **nbdopts):
     src = os.path.join(str(workdir), 's.raw')
     dst = os.path.join(str(workdir), 'd.raw')
     qemu_img('create', '-q', '-f', 'raw', src, '32M')
     qemu_io('-f', 'raw', '-c', 'write -P 0x11 0 4M', src)
     qemu_img('create', '-q', '-f', 'raw', dst, '32M')
-    r = remote.qemu_nbd(dst)
+    r = serve(remote, dst, server)
     qmp = daemon.qmp
     qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'src',
                                  'file': {'driver': 'file',
@@ -99,14 +109,15 @@ def test_frozen_target_shutdown_is_bounded(daemon, remote, workdir, how):
     daemon.check()
 
 
+@pytest.mark.parametrize('server', ['qemu-nbd', 'nbdkit'])
 def test_reconnect_delay_resumes_and_mirror_completes(daemon, remote,
-                                                      workdir):
+                                                      workdir, server):
     r, src, dst, uri, other = setup_ready_mirror(
-        daemon, remote, workdir, **{'reconnect-delay': 30})
+        daemon, remote, workdir, server, **{'reconnect-delay': 30})
     r.kill()
     # Written while the server is away: the mirror's copy waits.
     qemu_io('-f', 'raw', '-c', 'write -P 0x44 3M 64k', uri)
-    r2 = remote.qemu_nbd(dst, addr=r.addr)
+    r2 = serve(remote, dst, server, addr=r.addr)
     daemon.qmp.execute('block-job-complete', device='m')
     ev = daemon.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
     assert 'error' not in ev['data']
