@@ -136,3 +136,21 @@ def test_reconnect_delay_expires(daemon, remote, workdir):
     ev = daemon.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=30)
     assert ev['data']['error'] == 'Input/output error'
     daemon.qmp.execute('blockdev-del', node_name='tgt')
+
+
+def test_reconnect_resends_requests_outstanding_at_the_loss(daemon, remote,
+                                                            workdir):
+    r, src, dst, uri, other = setup_ready_mirror(
+        daemon, remote, workdir, **{'reconnect-delay': 30})
+    # The mirror's copy of this write is outstanding when the server dies.
+    freeze_with_request_outstanding(daemon, r, uri)
+    r.kill()
+    r2 = serve(remote, dst, 'qemu-nbd', addr=r.addr)
+    daemon.qmp.execute('block-job-complete', device='m')
+    ev = daemon.qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60)
+    assert 'error' not in ev['data']
+    unexport(daemon.qmp)
+    daemon.qmp.execute('blockdev-del', node_name='src')
+    daemon.qmp.execute('blockdev-del', node_name='tgt')
+    r2.stop()
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'raw', src, dst)

@@ -301,6 +301,11 @@ static void nbd_drop_handle(NbdState *s)
     nbd_fail_all(s, ENOTCONN);
 }
 
+static bool nbd_connected(NbdState *s)
+{
+    return s->nconns > 0;
+}
+
 typedef enum NbdCmd { CMD_READ, CMD_WRITE, CMD_ZERO, CMD_TRIM, CMD_FLUSH,
                       CMD_STATUS } NbdCmd;
 
@@ -365,18 +370,15 @@ static int coroutine_fn nbd_issue(NbdState *s, NbdReq *r, NbdCmd cmd,
         r->co = coroutine_self();
         coroutine_yield();
     }
-    if (r->err && r->gen != s->gen) {
+    /* Failed because the connection died (libnbd fails the commands of a
+     * dead handle with an errno of its choice): the caller may retry. */
+    if (r->err && (r->gen != s->gen || !nbd_connected(s))) {
         return -ENOTCONN;
     }
     if (r->err == ENOTCONN || r->err == ESHUTDOWN) {
         return -ENOTCONN;
     }
     return -r->err;
-}
-
-static bool nbd_connected(NbdState *s)
-{
-    return s->nconns > 0;
 }
 
 static void coroutine_fn nbd_reconnect_wait(NbdState *s);
