@@ -3,7 +3,8 @@
 - reconnect-delay=0 (default): a dead server (SIGKILL) fails the mirror
   through its on-target-error policy at once; the daemon stays up.
 - frozen server (SIGSTOP) with requests outstanding: block-job-cancel
-  force=true, quit and SIGTERM all end within the stall bound (5 s) plus
+  force=true, bjctl abort, quit and SIGTERM all end within the stall bound
+  (5 s) plus
   slack, and the daemon serves its other exports meanwhile.
 - reconnect-delay=N: requests wait while the server is away and resume
   when it comes back on the same socket (the mirror then completes
@@ -12,11 +13,13 @@
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
-from bjtest import nbd_export, qemu_img, qemu_io, timeout_factor
+from bjtest import (bjctl_bin, nbd_export, qemu_img, qemu_io,
+                    timeout_factor)
 from remote import nbd_opts, unexport
 
 MiB = 1 << 20
@@ -92,6 +95,19 @@ def test_frozen_target_force_cancel_is_bounded(daemon, remote, workdir):
     qemu_io('-r', '-f', 'raw', '-c', 'read -P 0 0 64k', other)
     daemon.qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=BOUND)
     assert time.monotonic() - t0 < BOUND
+    daemon.qmp.execute('blockdev-del', node_name='tgt')
+
+
+def test_frozen_target_bjctl_abort_is_bounded(daemon, remote, workdir):
+    r, src, dst, uri, other = setup_ready_mirror(daemon, remote, workdir)
+    freeze_with_request_outstanding(daemon, r, uri)
+    t0 = time.monotonic()
+    p = subprocess.run([bjctl_bin(), '--socket', daemon.sock_path, 'abort',
+                        'm'], capture_output=True, text=True,
+                       timeout=BOUND)
+    assert time.monotonic() - t0 < BOUND
+    # The job is gone, however it ended.
+    assert daemon.qmp.execute('query-jobs') == [], p.stdout + p.stderr
     daemon.qmp.execute('blockdev-del', node_name='tgt')
 
 
