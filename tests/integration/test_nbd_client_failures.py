@@ -4,8 +4,7 @@
   through its on-target-error policy at once; the daemon stays up.
 - frozen server (SIGSTOP) with requests outstanding: block-job-cancel
   force=true, bjctl abort, quit and SIGTERM all end within the stall bound
-  (5 s) plus
-  slack, and the daemon serves its other exports meanwhile.
+  (5 s) plus slack, and the daemon serves its other exports meanwhile.
 - reconnect-delay=N: requests wait while the server is away and resume
   when it comes back on the same socket (the mirror then completes
   byte-exact), or fail after N s.
