@@ -379,3 +379,32 @@ def test_open_frozen_server_is_bounded(daemon, remote, workdir):
     assert blockdev_add_error(daemon.qmp, nbd_opts('n', r)) == \
         "Failed to connect to '%s': Connection timed out" % r.addr['path']
     assert node_names(daemon.qmp) == []
+
+
+def test_flags_reach_the_server(daemon, remote, workdir):
+    """FUA on writes and zeroes, NO_HOLE unless the zeroes may unmap, as
+    nbdkit's log filter sees them."""
+    log = os.path.join(str(workdir), 'nbdkit.log')
+    r = remote.nbdkit(['memory', '16M', 'logfile=%s' % log],
+                      filters=['log'])
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', nbd_opts('n', r, discard='unmap'))
+    sock = nbd_export(daemon, 'n')
+    # writeback: qemu-io's default writethrough would put FUA on all.
+    qemu_io('-t', 'writeback', '-f', 'raw', '-c', 'write -f -P 1 0 64k',
+            '-c', 'write -z -u 1M 64k', '-c', 'write -z 2M 64k',
+            '-c', 'discard 3M 64k', 'nbd+unix:///n?socket=%s' % sock)
+    unexport(qmp)
+    qmp.execute('blockdev-del', node_name='n')
+    with open(log) as f:
+        lines = [line for line in f if ' id=' in line and '...' in line]
+
+    def find(what, offset):
+        hits = [line for line in lines if what in line and
+                'offset=0x%x ' % offset in line]
+        assert hits, (what, offset, lines)
+        return hits[0]
+    assert 'fua=1' in find('Write', 0)
+    assert 'trim=1 fua=0' in find('Zero', 1 * MiB)
+    assert 'trim=0 fua=0' in find('Zero', 2 * MiB)
+    find('Trim', 3 * MiB)
