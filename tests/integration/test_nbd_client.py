@@ -408,3 +408,28 @@ def test_flags_reach_the_server(daemon, remote, workdir):
     assert 'trim=1 fua=0' in find('Zero', 1 * MiB)
     assert 'trim=0 fua=0' in find('Zero', 2 * MiB)
     find('Trim', 3 * MiB)
+
+
+def test_export_in_an_iothread(daemon_factory, remote, workdir):
+    """An export with iothread moves the remote node there: its sockets
+    and timers follow, requests work, and closing it there is clean."""
+    img = raw_image(workdir, 'r.raw', writes=['write -P 0x11 0 1M'])
+    r = remote.nbdkit(['file', img], filters=['multi-conn'])
+    d = daemon_factory('--object', 'iothread,id=io0')
+    qmp = d.qmp
+    qmp.execute('blockdev-add', nbd_opts('n', r))
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'n', 'writable': True,
+                                     'iothread': 'io0'})
+    uri = 'nbd+unix:///n?socket=%s' % sock
+    qemu_io('-f', 'raw', '-c', 'read -P 0x11 0 1M', '-c',
+            'write -P 0x22 2M 1M', '-c', 'flush', uri)
+    assert data_extents(uri) == [(0, MiB), (2 * MiB, MiB)]
+    unexport(qmp)
+    qmp.execute('blockdev-del', node_name='n')
+    ref = raw_image(workdir, 'ref.raw', writes=['write -P 0x11 0 1M',
+                                                'write -P 0x22 2M 1M'])
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'raw', ref, img)

@@ -392,9 +392,8 @@ static int coroutine_fn nbd_co_cmd(NbdState *s, NbdCmd cmd, void *buf,
                                    uint32_t flags, NbdReq *r)
 {
     if (s->bs->ctx != s->ctx) {
-        /* The driver has no hook to follow its node to another context
-         * (docs/remote.md): refuse rather than drive libnbd from two
-         * threads. */
+        /* Cannot happen while the layer calls detach/attach_aio_context;
+         * refuse rather than drive libnbd from two threads. */
         log_warn("nbd: %s: node moved to another AioContext: not supported",
                  s->bs->node_name);
         return -EIO;
@@ -965,9 +964,11 @@ static void nbd_free_state(NbdState *s)
     s->export = s->bitmap = s->meta = NULL;
 }
 
-static void nbd_close_node(BlockNode *bs)
+/* In the node's context's thread (an iothread's, when an export moved it
+ * there): what is registered there goes with the connections. */
+static void coroutine_fn nbd_close_co(void *opaque)
 {
-    NbdState *s = bs->opaque;
+    NbdState *s = opaque;
 
     s->closing = true;
     for (int i = 0; i < s->nconns; i++) {
@@ -983,7 +984,58 @@ static void nbd_close_node(BlockNode *bs)
         aio_timer_free(s->reconnect_timer);
         s->reconnect_timer = NULL;
     }
+}
+
+static void nbd_close_node(BlockNode *bs)
+{
+    NbdState *s = bs->opaque;
+
+    aio_co_run_wait(s->ctx, nbd_close_co, s);
     nbd_free_state(s);
+}
+
+/* ---- moving to another AioContext (node drained) ---- */
+
+/* In the old context's thread: its fd handlers and timers go. */
+static void coroutine_fn nbd_detach_co(void *opaque)
+{
+    NbdState *s = opaque;
+
+    for (int i = 0; i < s->nconns; i++) {
+        nbd_unwatch(&s->conns[i]);
+    }
+    aio_timer_free(s->watchdog);
+    aio_timer_free(s->reconnect_timer);
+    s->watchdog = NULL;
+    s->reconnect_timer = NULL;
+}
+
+/* In the new context's thread: they come back there. */
+static void coroutine_fn nbd_attach_co(void *opaque)
+{
+    NbdState *s = opaque;
+
+    s->reconnect_timer = aio_timer_new(s->ctx, nbd_reconnect_expired, s);
+    s->watchdog = aio_timer_new(s->ctx, nbd_watchdog, s);
+    aio_timer_mod(s->watchdog, clock_ns() + NS_PER_S / 4);
+    for (int i = 0; i < s->nconns; i++) {
+        nbd_rewatch(&s->conns[i]);
+    }
+}
+
+static void nbd_detach_aio_context(BlockNode *bs)
+{
+    NbdState *s = bs->opaque;
+
+    aio_co_run_wait(s->ctx, nbd_detach_co, s);
+}
+
+static void nbd_attach_aio_context(BlockNode *bs)
+{
+    NbdState *s = bs->opaque;
+
+    s->ctx = bs->ctx;
+    aio_co_run_wait(s->ctx, nbd_attach_co, s);
 }
 
 /* ---- the request path ---- */
@@ -1188,4 +1240,6 @@ const BlockDriver bdrv_nbd = {
     .co_block_status = nbd_co_block_status,
     .co_getlength = nbd_co_getlength,
     .refresh_limits = nbd_refresh_limits,
+    .detach_aio_context = nbd_detach_aio_context,
+    .attach_aio_context = nbd_attach_aio_context,
 };
