@@ -562,20 +562,23 @@ typedef struct NbdAttempt {
     struct nbd_handle *h;
     Coroutine *co;
     int fd;
-    bool finished;
+    /* libnbd's thread-local error, taken when the handshake failed (later
+     * libnbd calls for other nodes would overwrite it). */
+    int err;
+    char *msg;
 } NbdAttempt;
 
 static void nbd_attempt_watch(NbdAttempt *a);
 
 static void nbd_attempt_io(NbdAttempt *a, bool write)
 {
-    if (write) {
-        nbd_aio_notify_write(a->h);
-    } else {
-        nbd_aio_notify_read(a->h);
+    int rc = write ? nbd_aio_notify_write(a->h) : nbd_aio_notify_read(a->h);
+
+    if (rc < 0 && !a->msg) {
+        a->err = nbd_get_errno();
+        a->msg = bj_strdup(nbd_get_error() ?: "");
     }
     if (!nbd_aio_is_connecting(a->h) && !nbd_aio_is_created(a->h)) {
-        a->finished = true;
         if (a->co) {
             Coroutine *co = a->co;
             a->co = NULL;
@@ -683,6 +686,7 @@ static struct nbd_handle *coroutine_fn nbd_co_attempt(NbdState *s,
         aio_timer_free(timer);
     }
     if (nbd_aio_is_ready(a.h)) {
+        free(a.msg);
         if (!nbd_take_info(s, a.h, first, errp)) {
             nbd_close(a.h);
             return NULL;
@@ -694,8 +698,10 @@ static struct nbd_handle *coroutine_fn nbd_co_attempt(NbdState *s,
         error_setg(errp, "Failed to connect to '%s': %s", desc,
                    strerror(ETIMEDOUT));
     } else {
-        nbd_handshake_error(s, a.h, nbd_get_errno(), nbd_get_error(), errp);
+        nbd_handshake_error(s, a.h, a.msg ? a.err : nbd_get_errno(),
+                            a.msg ? a.msg : nbd_get_error(), errp);
     }
+    free(a.msg);
     nbd_close(a.h);
     return NULL;
 }
