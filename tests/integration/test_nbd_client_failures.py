@@ -85,6 +85,8 @@ def freeze_with_request_outstanding(daemon, r, uri):
     qemu_io('-f', 'raw', '-c', 'write -P 0x33 2M 64k', uri)
 
 
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 hangs on a frozen '
+                             'NBD server')
 def test_frozen_target_force_cancel_is_bounded(daemon, remote, workdir):
     r, src, dst, uri, other = setup_ready_mirror(daemon, remote, workdir)
     freeze_with_request_outstanding(daemon, r, uri)
@@ -97,6 +99,8 @@ def test_frozen_target_force_cancel_is_bounded(daemon, remote, workdir):
     daemon.qmp.execute('blockdev-del', node_name='tgt')
 
 
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 hangs on a frozen '
+                             'NBD server')
 def test_frozen_target_bjctl_abort_is_bounded(daemon, remote, workdir):
     r, src, dst, uri, other = setup_ready_mirror(daemon, remote, workdir)
     freeze_with_request_outstanding(daemon, r, uri)
@@ -110,6 +114,8 @@ def test_frozen_target_bjctl_abort_is_bounded(daemon, remote, workdir):
     daemon.qmp.execute('blockdev-del', node_name='tgt')
 
 
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 hangs on a frozen '
+                             'NBD server')
 @pytest.mark.parametrize('how', ['quit', 'sigterm'])
 def test_frozen_target_shutdown_is_bounded(daemon, remote, workdir, how):
     r, src, dst, uri, other = setup_ready_mirror(daemon, remote, workdir)
