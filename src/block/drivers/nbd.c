@@ -228,6 +228,15 @@ static void nbd_fd_write(void *opaque)
     nbd_after_call(c);
 }
 
+/* The stall watchdog ticks only while there is something to watch:
+ * outstanding requests or a reconnection. */
+static void nbd_watchdog_arm(NbdState *s)
+{
+    if (s->watchdog && !aio_timer_pending(s->watchdog)) {
+        aio_timer_mod(s->watchdog, clock_ns() + NS_PER_S / 4);
+    }
+}
+
 /* ---- requests ---- */
 
 static void nbd_req_finish(NbdReq *r, int err)
@@ -328,6 +337,7 @@ static int coroutine_fn nbd_issue(NbdState *s, NbdReq *r, NbdCmd cmd,
     r->gen = s->gen;
     r->started_ns = clock_ns();
     list_add_tail(&s->reqs, &r->link);
+    nbd_watchdog_arm(s);
 
     switch (cmd) {
     case CMD_READ:
@@ -795,6 +805,7 @@ static void nbd_conn_lost(NbdState *s)
         s->reconnecting = true;
         s->reconnect_deadline = clock_ns() + s->reconnect_delay * NS_PER_S;
         aio_timer_mod(s->reconnect_timer, s->reconnect_deadline);
+        nbd_watchdog_arm(s);
         bdrv_inc_in_flight(s->bs);
         aio_co_enter(s->ctx, coroutine_create(nbd_reconnect_co, s));
     }
@@ -844,7 +855,9 @@ static void nbd_watchdog(void *opaque)
             nbd_attempt_timeout(s->attempt);
         }
     }
-    aio_timer_mod(s->watchdog, now + NS_PER_S / 4);
+    if (!list_empty(&s->reqs) || s->reconnecting) {
+        aio_timer_mod(s->watchdog, now + NS_PER_S / 4);
+    }
 }
 
 /* ---- open and close ---- */
@@ -935,7 +948,6 @@ static int coroutine_fn nbd_do_open(BlockNode *bs, json_t *opts,
     }
     s->reconnect_timer = aio_timer_new(s->ctx, nbd_reconnect_expired, s);
     s->watchdog = aio_timer_new(s->ctx, nbd_watchdog, s);
-    aio_timer_mod(s->watchdog, clock_ns() + NS_PER_S / 4);
     bs->total_bytes = s->size;
 
     const char *exp = s->export ? s->export : "";
@@ -1023,9 +1035,11 @@ static void coroutine_fn nbd_attach_co(void *opaque)
 
     s->reconnect_timer = aio_timer_new(s->ctx, nbd_reconnect_expired, s);
     s->watchdog = aio_timer_new(s->ctx, nbd_watchdog, s);
-    aio_timer_mod(s->watchdog, clock_ns() + NS_PER_S / 4);
     for (int i = 0; i < s->nconns; i++) {
         nbd_rewatch(&s->conns[i]);
+    }
+    if (!list_empty(&s->reqs) || s->reconnecting) {
+        nbd_watchdog_arm(s);
     }
 }
 
