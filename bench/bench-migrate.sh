@@ -18,7 +18,7 @@ DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/bench-migrate.XXXXXX)}
 export BJ DIR ROUNDS=${ROUNDS:-3} CONNS=${CONNS:-4}
 export PYTHONPATH="$(cd "$(dirname "$0")/../tests/integration" && pwd)"
 trap 'rm -rf "$DIR"' EXIT
-exec /usr/bin/python3 - <<'PY'
+/usr/bin/python3 - <<'PY'
 import os, statistics, subprocess, sys, time
 
 import bjtest
