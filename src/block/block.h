@@ -293,6 +293,16 @@ struct BlockDriver {
     void (*refresh_limits)(BlockNode *bs);
 
     /*
+     * The node moves to another AioContext (bdrv_set_aio_context; main
+     * loop, node drained): detach is called while bs->ctx is still the old
+     * context, attach once it is the new one.  A driver with fd handlers or
+     * timers of its own in the context (nbd) moves them here, running in
+     * each context's thread (aio_co_run_wait).  Unset: nothing to move.
+     */
+    void (*detach_aio_context)(BlockNode *bs);
+    void (*attach_aio_context)(BlockNode *bs);
+
+    /*
      * Reopen with another read-only state (block/reopen.h), node drained,
      * bs->read_only still the old value.  prepare readies the change and
      * may refuse (leaving nothing changed); then exactly one of commit or

@@ -584,7 +584,17 @@ bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp)
     }
     bdrv_drained_begin(bs);
     for (size_t i = 0; i < n; i++) {
+        if (set[i]->drv && set[i]->drv->detach_aio_context) {
+            set[i]->drv->detach_aio_context(set[i]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         set[i]->ctx = ctx;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (set[i]->drv && set[i]->drv->attach_aio_context) {
+            set[i]->drv->attach_aio_context(set[i]);
+        }
     }
     bdrv_drained_end(bs);
     free(set);

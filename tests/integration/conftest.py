@@ -150,3 +150,12 @@ def daemon_factory(binary, tmp_path):
 @pytest.fixture
 def daemon(daemon_factory):
     return daemon_factory()
+
+
+@pytest.fixture
+def remote(sockdir, workdir):
+    """Remote NBD servers (remote.RemoteSet), stopped by pid at the end."""
+    import remote as remote_mod
+    rs = remote_mod.RemoteSet(sockdir, workdir)
+    yield rs
+    rs.cleanup()
