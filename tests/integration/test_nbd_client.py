@@ -62,10 +62,7 @@ def test_bad_options_refused_with_qsd_texts(daemon, remote, workdir, sockdir):
         ({'export': 'nope'}, 'Requested export not available'),
         ({'server': dict(ro.addr), 'export': 'ro'},
          'Could not open image: Permission denied'),
-        ({'tls-creds': 'x'},
-         # TLS comes later; qsd looks the object up.
-         "No TLS credentials with id 'x'" if is_qsd() else
-         'TLS credentials are not supported by this build yet'),
+        ({'tls-creds': 'x'}, "No TLS credentials with id 'x'"),
         ({'reconnect-delay': -1},
          "Parameter 'reconnect-delay' expects uint32_t"),
         ({'open-timeout': 1 << 32},
