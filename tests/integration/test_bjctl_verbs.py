@@ -306,13 +306,14 @@ def wf(request, tmp_path, binary):
     d.cleanup()
 
 
-def run_example(env, name):
+def run_example(env, name, **extra_env):
     p = subprocess.run(
         ['bash', '-e', '-c', man_example(name)], cwd=env.workdir,
         capture_output=True, text=True, timeout=120,
         env=dict(bjtest.sanitizer_env(), BJCTL_SOCKET=env.sock(),
-                 NBD_SOCK=env.nbd_sock,
+                 NBD_SOCK=env.nbd_sock, **extra_env,
                  PATH=os.path.dirname(bjctl_path()) + ':' +
+                 os.path.dirname(bjtest.daemon_bin()) + ':' +
                  os.environ['PATH']))
     bjtest.check_sanitizer_text(p.stderr, 'bjctl')
     assert p.returncode == 0, '%s: exit %d\n%s\n%s' % (
@@ -368,6 +369,30 @@ def test_man_push_and_pull_backups(wf):
             for b in n['disk0']['dirty-bitmaps'] if 'name' in b] == \
         [('inc1', True, 2 * 64 * 1024)]   # the two writes since the freeze
     assert not os.path.exists(os.path.join(w, 'fleece.qcow2'))
+
+
+def test_man_migrate(wf):
+    """The migration example, with the destination daemon it starts
+    stopped by its pid afterwards."""
+    from remote import free_port
+    w = wf.workdir
+    guest_write(wf, 'write -P 0x71 1M 2M')
+    try:
+        run_example(wf, 'migrate', DEST_PORT=str(free_port()))
+        # pivoted: disk0 is now the remote node, the source image idle
+        (n,) = [n for n in wf.d.qmp.execute('query-named-block-nodes')
+                if n['node-name'] == 'dest']
+        assert n['drv'] == 'nbd'
+        guest_write(wf, 'write -P 0x72 5M 1M')     # lands at the destination
+        assert wf.d.qmp.execute('query-jobs') == []
+    finally:
+        with open(os.path.join(w, 'dest.pid')) as f:
+            pid = int(f.read())
+        os.kill(pid, 15)
+        bjtest.wait_until(lambda: not os.path.exists('/proc/%d' % pid),
+                          what='destination daemon gone')
+    bjtest.qemu_io('-c', 'read -P 0x71 1M 2M', '-c', 'read -P 0x72 5M 1M',
+                   os.path.join(w, 'dest.qcow2'))
 
 
 def test_man_flatten(wf):
