@@ -92,9 +92,15 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
                             uint64_t perm, uint64_t shared, bool blocker,
                             Error **errp)
 {
-    if (bs->ctx != aio_main_context()) {
-        error_setg(errp, "Node '%s' is in an iothread: block jobs there are "
-                   "not supported", bs->node_name);
+    if (bs->ctx != job->ctx) {
+        if (job->ctx == aio_main_context()) {
+            error_setg(errp, "Node '%s' is in an iothread: block jobs there "
+                       "are not supported", bs->node_name);
+        } else {
+            /* The job type moves what it may into its context first. */
+            error_setg(errp, "Node '%s' is in a different iothread than the "
+                       "job's nodes", bs->node_name);
+        }
         return NULL;
     }
     BlockJobNode *u = bj_calloc(1, sizeof(*u));
@@ -156,6 +162,8 @@ static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
     BdrvCoDrain d;
 
     assert(coroutine_self() == job->co);
+    /* busy is the main loop's (job.h, Threads): wait there. */
+    bool moved = job_co_to_main(job);
     bdrv_co_drain_start(&d, bs, begin);
     /* The drain pauses and resumes the job through its edge, which enters
      * the body early (job_enter): keep waiting, and stay "not busy" so the
@@ -165,6 +173,7 @@ static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
         coroutine_yield();
     }
     job->busy = true;
+    job_co_back(job, moved);
 }
 
 void coroutine_fn block_job_co_drained_begin(Job *job, BlockNode *bs)

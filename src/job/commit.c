@@ -142,7 +142,7 @@ static void coroutine_fn commit_spawn(CommitJob *s, CommitChunk c)
  * Returns the error to end the job with, or 0 with the failed chunks queued
  * for another try (stop: after the user resumes; ignore: at once).
  */
-static int commit_handle_failures(CommitJob *s)
+static int coroutine_fn commit_handle_failures(CommitJob *s)
 {
     int ret = 0;
     for (int i = 0; i < s->n_failed; i++) {

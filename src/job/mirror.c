@@ -156,8 +156,8 @@ static bool overlaps_in_flight(MirrorJob *s, int64_t offset, int64_t bytes)
 
 /* Applies the error policy to a failed request; the range is dirty again
  * (copied again unless the policy ends the job). */
-static void mirror_error(MirrorJob *s, bool is_read, int ret, int64_t offset,
-                         int64_t bytes)
+static void coroutine_fn mirror_error(MirrorJob *s, bool is_read, int ret,
+                                      int64_t offset, int64_t bytes)
 {
     bdrv_set_dirty_bitmap(s->dbm, offset, bytes);
     s->errors++;

@@ -1,7 +1,8 @@
 /*
- * Block graph commands: blockdev-add, blockdev-del, query-named-block-nodes.
- * They only translate JSON into calls on block/.
+ * Block graph commands: blockdev-add, blockdev-del, query-named-block-nodes,
+ * x-blockdev-set-iothread.  They only translate JSON into calls on block/.
  */
+#include "aio/iothread.h"
 #include "block/block.h"
 #include "qmp/commands.h"
 
@@ -34,6 +35,51 @@ static bool qmp_query_named_block_nodes(json_t *args, json_t **ret,
     return true;
 }
 
+static const ArgSpec set_iothread_args[] = {
+    { .name = "node-name", .type = ARG_STR },
+    { .name = "iothread", .type = ARG_ANY },      /* StrOrNull */
+    { .name = "force", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+/* Moves a node and everything connected to it into an iothread (a string)
+ * or back to the main loop (null), drained. */
+static bool qmp_x_blockdev_set_iothread(json_t *args, json_t **ret,
+                                        Error **errp)
+{
+    const char *name = arg_str(args, "node-name", NULL);
+    json_t *iothread = json_object_get(args, "iothread");
+    AioContext *ctx = aio_main_context();
+    BlockNode *bs;
+
+    if (!json_is_string(iothread) && !json_is_null(iothread)) {
+        error_setg(errp, "Invalid parameter type for 'iothread', expected: "
+                   "StrOrNull");
+        return false;
+    }
+    bs = bdrv_find_node(name);
+    if (!bs) {
+        error_setg(errp, "Failed to find node with node-name='%s'", name);
+        return false;
+    }
+    /* Protects against accidents, as qemu does. */
+    if (!arg_bool(args, "force", false) && !list_empty(&bs->parents)) {
+        error_setg(errp, "Node %s is associated with a BlockBackend and could "
+                   "be in use (use force=true to override this check)", name);
+        return false;
+    }
+    if (json_is_string(iothread)) {
+        IOThread *t = iothread_find(json_string_value(iothread));
+        if (!t) {
+            error_setg(errp, "Cannot find iothread %s",
+                       json_string_value(iothread));
+            return false;
+        }
+        ctx = iothread_get_context(t);
+    }
+    return bdrv_move_unused_to_context(bs, ctx, errp);
+}
+
 static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_block_commands[] = {
@@ -43,5 +89,7 @@ const QmpCommand qmp_block_commands[] = {
       .args = blockdev_del_args },
     { .name = "query-named-block-nodes", .fn = qmp_query_named_block_nodes,
       .args = query_named_block_nodes_args },
+    { .name = "x-blockdev-set-iothread", .fn = qmp_x_blockdev_set_iothread,
+      .args = set_iothread_args },
     { .name = NULL },
 };

@@ -8,6 +8,13 @@ Fixtures:
     sockdir         a short per-test directory for UNIX sockets
     binary          path of the daemon under test (BLOCKJOBD_BIN)
     qsd             True when the binary under test is qemu-storage-daemon
+    node_ctx        'main' unless a module parametrises it indirectly:
+                    pytestmark = pytest.mark.parametrize(
+                        'node_ctx', NODE_CTXS, indirect=True)
+                    runs each test twice, the second time ('iothread')
+                    with `daemon` started with --object iothread,id=io0 and
+                    the nodes the helpers add (bjtest.place_node,
+                    blockdev_add_image, copyjob.Images.add) moved there
     chain           chain.Chain(workdir): the default base <- mid <- top
                     images (a module that needs another shape defines its
                     own chain fixture)
@@ -147,6 +154,19 @@ def daemon_factory(binary, tmp_path):
         pytest.fail('\n\n'.join(errors), pytrace=False)
 
 
+# The contexts a job test runs its nodes in (node_ctx).
+NODE_CTXS = ['main', 'iothread']
+
+
 @pytest.fixture
-def daemon(daemon_factory):
-    return daemon_factory()
+def node_ctx(request):
+    return getattr(request, 'param', 'main')
+
+
+@pytest.fixture
+def daemon(daemon_factory, node_ctx):
+    if node_ctx == 'main':
+        return daemon_factory()
+    d = daemon_factory('--object', 'iothread,id=io0')
+    d.qmp.node_iothread = 'io0'
+    return d

@@ -23,6 +23,10 @@ from copyjob import Images, finish, node_names
 MiB = 1 << 20
 SIZE = 64 * MiB
 
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
 
 @pytest.fixture
 def imgs(workdir):
