@@ -209,6 +209,8 @@ void *job_create(const char *id, const JobDriver *drv, JobTxn *txn,
                  AioContext *ctx, int flags, Error **errp)
 {
     assert(drv->instance_size >= sizeof(Job) && drv->run);
+    /* Only a type made for it runs outside the main loop (job.h). */
+    assert(!ctx || ctx == aio_main_context() || drv->iothread);
     if (!id || !id_wellformed(id)) {
         error_setg(errp, "Invalid job ID '%s'", id ? id : "");
         return NULL;

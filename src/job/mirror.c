@@ -122,7 +122,7 @@ static MirrorOp *op_begin(MirrorJob *s, int64_t offset, int64_t bytes,
     if (active) {
         s->active_in_flight++;
     } else {
-        s->in_flight++;
+        __atomic_add_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
         s->bytes_in_flight += bytes;
     }
     return op;
@@ -136,7 +136,7 @@ static void op_end(MirrorOp *op)
     if (op->active) {
         s->active_in_flight--;
     } else {
-        s->in_flight--;
+        __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
         s->bytes_in_flight -= op->bytes;
     }
     free(op);
@@ -481,8 +481,8 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
         if (!s->synced && cnt <= (uint64_t)s->converge_at) {
             ret = mirror_converge(s);
             if (ret == 0) {
-                s->synced = true;
                 job_progress_set_remaining(job, 0);
+                __atomic_store_n(&s->synced, true, __ATOMIC_RELEASE);
                 job_transition_to_ready(job);
             } else if (ret != -EAGAIN &&
                        job_error_action(job, s->on_target_error, false,
@@ -497,7 +497,7 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
             if (n > 0) {
                 /* Throttled after sending, as the reference: the first
                  * chunk goes at once. */
-                if (job->speed) {
+                if (job_is_throttled(job)) {
                     job_ratelimit_sleep(job, (uint64_t)n);
                 } else if (++s->issued % 64 == 0) {
                     job_sleep_ns(job, 0);   /* let the loop serve others */
@@ -514,7 +514,8 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
             continue;
         }
         /* Converged (and synced). */
-        if (s->should_complete || job->cancelled) {
+        if (__atomic_load_n(&s->should_complete, __ATOMIC_ACQUIRE) ||
+            job_cancel_requested(job)) {
             /* Clients wait from here; exit only if that left nothing to
              * copy (a write may have landed while the drain waited). */
             block_job_co_drained_begin(job, s->mirror_top);
@@ -564,12 +565,12 @@ static void mirror_complete(Job *job, Error **errp)
 {
     MirrorJob *s = (MirrorJob *)job;
 
-    if (!s->synced) {
+    if (!__atomic_load_n(&s->synced, __ATOMIC_ACQUIRE)) {
         error_setg(errp, "The active block job '%s' cannot be completed",
                    job->id);
         return;
     }
-    s->should_complete = true;
+    __atomic_store_n(&s->should_complete, true, __ATOMIC_RELEASE);
     /* A paused job (standby) completes once resumed: entering it now
      * would cut its pause short. */
     if (!job->paused) {
@@ -581,13 +582,13 @@ static bool mirror_cancel(Job *job, bool force)
 {
     MirrorJob *s = (MirrorJob *)job;
     /* A soft cancel exists only once READY: stop without pivoting. */
-    return force || !s->synced;
+    return force || !__atomic_load_n(&s->synced, __ATOMIC_ACQUIRE);
 }
 
 static bool mirror_drained_poll(Job *job)
 {
     MirrorJob *s = (MirrorJob *)job;
-    return s->in_flight > 0;
+    return __atomic_load_n(&s->in_flight, __ATOMIC_ACQUIRE) > 0;
 }
 
 /* Restores the graph: mirror_top goes, and with pivot the target takes
@@ -602,14 +603,16 @@ static bool mirror_exit_common(MirrorJob *s, bool pivot, Error **errp)
         return true;
     }
     s->exited = true;
+    /* Drained first: in an iothread, clients' writes (the hook, the dirty
+     * bitmap's marking) go on there until the section begins. */
+    bdrv_drained_begin(s->source);
+    bdrv_drained_begin(s->target);
     bdrv_filter_set_after_write_hook(mt, NULL, NULL);
     bdrv_release_dirty_bitmap(s->dbm);
     s->dbm = NULL;
     s->src_c = s->tgt_c = NULL;
     block_job_remove_all_nodes(&s->job);
 
-    bdrv_drained_begin(s->source);
-    bdrv_drained_begin(s->target);
     if (!bdrv_replace_node(mt, s->source, &err)) {
         log_error("mirror: could not remove the filter: %s",
                   error_get_pretty(err));
@@ -686,6 +689,7 @@ static void mirror_free(Job *job)
 #define MIRROR_JOB_DRIVER(type_name)                                        \
     {                                                                       \
         .type = type_name,                                                  \
+        .iothread = true,                                                   \
         .instance_size = sizeof(MirrorJob),                                 \
         .block_job_events = true,                                           \
         .run = mirror_run,                                                  \
@@ -718,7 +722,9 @@ static BlockNode *insert_filter(BlockNode *source, const char *name,
     if (source->discard_unmap) {
         json_object_set_new(opts, "discard", json_string("unmap"));
     }
-    mt = bdrv_open_internal(bdrv_find_job_filter("mirror_top"), opts, errp);
+    /* In the source's context, where the job runs. */
+    mt = bdrv_open_internal_in(bdrv_find_job_filter("mirror_top"), opts,
+                               source->ctx, errp);
     json_decref(opts);
     if (!mt) {
         return NULL;
@@ -746,8 +752,12 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
         !bdrv_check_new_node_name(p->job.filter_node_name, errp)) {
         return NULL;
     }
-    s = job_create(o->job_id, drv, NULL, aio_main_context(), o->flags,
-                   errp);
+    /* The job runs where the source lives; the target follows it there
+     * when nothing else holds it (as qemu moves it). */
+    if (!bdrv_move_unused_to_context(target, source->ctx, errp)) {
+        return NULL;
+    }
+    s = job_create(o->job_id, drv, NULL, source->ctx, o->flags, errp);
     if (!s) {
         return NULL;
     }
@@ -792,12 +802,16 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     if (!s->mirror_top) {
         goto fail;
     }
+    /* In an iothread clients write meanwhile: the hook and the bitmap
+     * they use appear with the source drained. */
+    bdrv_drained_begin(source);
     if (s->write_blocking) {
         bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write,
                                          s);
     }
     s->dbm = bdrv_create_dirty_bitmap(source, (uint32_t)s->granularity,
                                       NULL, errp);
+    bdrv_drained_end(source);
     if (!s->dbm) {
         goto fail;
     }

@@ -20,6 +20,11 @@ from chain import Chain
 from copyjob import finish, in_mode
 
 MiB = 1 << 20
+
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
 SIZE = 64 * MiB
 
 

@@ -21,6 +21,11 @@ MiB = 1 << 20
 SIZE = 64 * MiB
 
 
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
+
 @pytest.fixture
 def imgs(workdir):
     return Images(workdir)

@@ -13,6 +13,10 @@ from copyjob import Images, finish, in_mode
 
 MiB = 1 << 20
 
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
 
 def file_failing(path, rule):
     """The options of path's file node, under a blkdebug injecting rule
