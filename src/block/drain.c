@@ -55,8 +55,10 @@ void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c)
     }
     for (;;) {
         /* Re-read on every round: a graph change (a pivot) may have moved
-         * the edge to another node while we waited. */
-        BlockNode *bs = c->node;
+         * the edge to another node while we waited.  Atomic: the main loop
+         * moves the edge (inside a drained section of the old node) while
+         * a request in the node's thread may be reading it here. */
+        BlockNode *bs = __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
 
         /* Announce ourselves as a possible waiter before looking at the
          * counter: drained_end lowers the counter before it reads

@@ -467,7 +467,9 @@ static bool is_ancestor_of(BlockNode *top, BlockNode *bs)
 static void move_edge(BlockChild *c, BlockNode *to)
 {
     list_del(&c->parent_link);
-    c->node = to;
+    /* A request in an iothread reads it before it counts itself in
+     * (bdrv_co_wait_unquiesced). */
+    __atomic_store_n(&c->node, to, __ATOMIC_RELEASE);
     list_add_tail(&to->parents, &c->parent_link);
 }
 
