@@ -444,6 +444,8 @@ bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp);
  * x-blockdev-set-iothread. */
 bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
                                  Error **errp);
+/* No user of bs is anything but a node (no export, no job). */
+bool bdrv_is_unused_root(BlockNode *bs);
 
 /* ---- requests: coroutine_fn, in c->node->ctx ---- */
 int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,

@@ -615,6 +615,18 @@ static void collect_component(BlockNode *bs, BlockNode ***set, size_t *n,
     }
 }
 
+bool bdrv_is_unused_root(BlockNode *bs)
+{
+    BlockChild *c;
+
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (!c->klass->parent_is_node) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
                                  Error **errp)
 {

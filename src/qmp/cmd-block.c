@@ -62,8 +62,9 @@ static bool qmp_x_blockdev_set_iothread(json_t *args, json_t **ret,
         error_setg(errp, "Failed to find node with node-name='%s'", name);
         return false;
     }
-    /* Protects against accidents, as qemu does. */
-    if (!arg_bool(args, "force", false) && !list_empty(&bs->parents)) {
+    /* Protects against accidents, as qemu does: a node with a user that
+     * is not a node (an export, a job) moves only with force. */
+    if (!arg_bool(args, "force", false) && !bdrv_is_unused_root(bs)) {
         error_setg(errp, "Node %s is associated with a BlockBackend and could "
                    "be in use (use force=true to override this check)", name);
         return false;
