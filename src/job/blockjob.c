@@ -105,8 +105,17 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
     }
     BlockJobNode *u = bj_calloc(1, sizeof(*u));
     u->job = job;
+    /* The permissions below bs change: in an iothread, clients' requests
+     * check them there, so they wait meanwhile. */
+    bool drain = bs->ctx != aio_main_context();
+    if (drain) {
+        bdrv_drained_begin(bs);
+    }
     u->child = bdrv_root_attach_child(bs, name, &child_job_class, u, perm,
                                       shared, errp);
+    if (drain) {
+        bdrv_drained_end(bs);
+    }
     if (!u->child) {
         free(u);
         return NULL;
@@ -148,7 +157,15 @@ void block_job_remove_all_nodes(Job *job)
             u->node->op_blocker = NULL;
         }
         if (u->child) {
+            /* As in add_node: the permissions change under clients. */
+            bool drain = u->node->ctx != aio_main_context();
+            if (drain) {
+                bdrv_drained_begin(u->node);
+            }
             bdrv_detach_child(u->child);
+            if (drain) {
+                bdrv_drained_end(u->node);
+            }
         }
         bdrv_unref(u->node);
         free(u);

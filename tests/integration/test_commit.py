@@ -16,6 +16,10 @@ from copyjob import finish, in_mode
 
 MiB = 1 << 20
 
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize('mode', ['auto', 'manual'])

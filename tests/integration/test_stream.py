@@ -21,6 +21,10 @@ from bjtest import (QMPError, is_qsd, qemu_img, qemu_io, query_block_job,
 
 MiB = 1 << 20
 
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
 
 def node_names(qmp):
     return [n['node-name']

@@ -15,6 +15,11 @@ from joberrors import (STOPPED_THEN_COMPLETED, check_top, completed_event,
                        sequence)
 
 
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
+
 def make(workdir, qmp, once):
     return failing_chain(workdir, qmp, once, top_writes=[])
 

@@ -17,6 +17,10 @@ nbd = pytest.importorskip('nbd')
 MiB = 1 << 20
 SIZE = 32 * MiB
 
+# Every test twice: nodes in the main loop, then in an iothread.
+pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
+                                     indirect=True)
+
 
 def make_chain(d):
     return Chain(d, size=SIZE, base=['write -P 1 0 12M'],
