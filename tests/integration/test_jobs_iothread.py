@@ -1,7 +1,7 @@
 """Jobs on nodes in iothreads, beyond the job tests' 'iothread' variant
 (node_ctx, conftest.py): x-blockdev-set-iothread and its errors as
 qemu-storage-daemon 7.2 words them, a target that cannot join the source's
-iothread, blockdev-create's refusal of iothread nodes, two backups in two
+iothread, blockdev-create on a node in an iothread, two backups in two
 iothreads at once under NBD writers, and quit/SIGTERM with jobs running in
 iothreads.
 """
@@ -96,13 +96,14 @@ def test_target_in_a_fixed_iothread_is_refused(daemon_factory, workdir):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.blockjobd_only('blockdev-create is not yet made safe in '
-                            'iothreads')
-def test_create_refuses_iothread_nodes(daemon_factory, workdir):
-    """blockdev-create keeps the refusal until it runs in iothreads too."""
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 dies (monitor closed) '
+                            'on blockdev-create on a node in an iothread')
+def test_create_on_an_iothread_node(daemon_factory, workdir):
+    """blockdev-create writes a qcow2 image through a file node that lives
+    in an iothread: the job ends as in the main loop and the image is one
+    qemu-img checks clean."""
     d = daemon_factory(*IOTHREADS)
     qmp = d.qmp
-    # blockdev-create fails in its job, on the node it would write.
     img = os.path.join(str(workdir), 'new.qcow2')
     qemu_img('create', '-q', '-f', 'raw', img, '0')
     qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'newf',
@@ -110,14 +111,24 @@ def test_create_refuses_iothread_nodes(daemon_factory, workdir):
     set_iothread(qmp, 'newf', 'io1')
     qmp.execute('blockdev-create', {
         'job-id': 'cr', 'options': {'driver': 'qcow2', 'file': 'newf',
-                                    'size': MiB}})
+                                    'size': 4 * MiB}})
     qmp.wait_event('JOB_STATUS_CHANGE', timeout=30, match={
         'data': {'id': 'cr', 'status': 'concluded'}})
     job = qmp.execute('query-jobs')[0]
-    assert job['error'] == \
-        "Node 'newf' is in an iothread: cannot create an image on it"
+    assert 'error' not in job, job
+    assert (job['current-progress'], job['total-progress']) == (1, 1)
     qmp.execute('job-dismiss', id='cr')
     assert qmp.execute('query-jobs') == []
+    # The node stayed where it was: back to the main loop, and a qcow2
+    # node opens over it.
+    assert set_iothread(qmp, 'newf', None) == {}
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'new',
+                                 'file': 'newf'})
+    qmp.execute('blockdev-del', node_name='new')
+    qmp.execute('blockdev-del', node_name='newf')
+    qemu_img('check', '-q', img)
+    info = qemu_img('info', '--output=json', img).stdout
+    assert '"virtual-size": 4194304' in info and '"qcow2"' in info
 
 
 def nbd_writer(sock, name, stop, errors, count, pattern):
