@@ -87,16 +87,21 @@ static void unref_bh(void *opaque)
     bdrv_unref(opaque);
 }
 
-/* In bs->ctx: wakes waiters one by one, oldest first, while the node stays
- * open.  If a new section began meanwhile, the rest keep waiting for its
- * end (which schedules this again). */
+/*
+ * In bs->ctx: wakes every waiter, oldest first; each looks at the counter
+ * itself.  Not one by one while the counter stays 0: in an iothread a new
+ * section may begin (in the main loop) after we looked and before the
+ * woken request did, and that request, queueing again at the tail, would
+ * overtake the ones still queued.  Woken all in order, those that must
+ * wait again queue again in the same order (nothing else runs in this
+ * thread meanwhile), and the section's end schedules this again.
+ */
 static void restart_postponed_bh(void *opaque)
 {
     BlockNode *bs = opaque;
 
-    while (atomic_load(&bs->quiesce_counter) == 0 &&
-           co_queue_next(&bs->postponed)) {
-        /* nothing: each woken request runs until it first yields */
+    if (atomic_load(&bs->quiesce_counter) == 0) {
+        co_queue_restart_all(&bs->postponed);
     }
     if (aio_current_context() == aio_main_context()) {
         bdrv_unref(bs);

@@ -23,9 +23,9 @@ from copyjob import Images, finish, node_names
 MiB = 1 << 20
 SIZE = 64 * MiB
 
-# Every test twice: nodes in the main loop, then in an iothread.
-pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
-                                     indirect=True)
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.iothread_variant
 
 
 @pytest.fixture

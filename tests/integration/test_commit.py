@@ -16,9 +16,9 @@ from copyjob import finish, in_mode
 
 MiB = 1 << 20
 
-# Every test twice: nodes in the main loop, then in an iothread.
-pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
-                                     indirect=True)
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.iothread_variant
 
 
 @pytest.mark.timeout(120)

@@ -16,9 +16,9 @@ from joberrors import (STOPPED_THEN_COMPLETED, check_top, completed_event,
                        sequence)
 
 
-# Every test twice: nodes in the main loop, then in an iothread.
-pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
-                                     indirect=True)
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.iothread_variant
 
 
 def make(workdir, qmp, once):

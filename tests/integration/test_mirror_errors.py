@@ -13,9 +13,9 @@ from copyjob import Images, finish, in_mode
 
 MiB = 1 << 20
 
-# Every test twice: nodes in the main loop, then in an iothread.
-pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
-                                     indirect=True)
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.iothread_variant
 
 
 def file_failing(path, rule):

@@ -21,9 +21,9 @@ nbd = pytest.importorskip('nbd')
 
 MiB = 1 << 20
 
-# Every test twice: nodes in the main loop, then in an iothread.
-pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
-                                     indirect=True)
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.iothread_variant
 
 NCLIENTS = int(os.environ.get("NCL", "3"))
 SIZE = 64 * MiB

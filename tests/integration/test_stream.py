@@ -21,9 +21,9 @@ from bjtest import (QMPError, is_qsd, qemu_img, qemu_io, query_block_job,
 
 MiB = 1 << 20
 
-# Every test twice: nodes in the main loop, then in an iothread.
-pytestmark = pytest.mark.parametrize('node_ctx', ['main', 'iothread'],
-                                     indirect=True)
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.iothread_variant
 
 
 def node_names(qmp):
