@@ -111,6 +111,13 @@ static void restart_postponed_bh(void *opaque)
     }
 }
 
+static void restart_all_now(void *opaque)
+{
+    BlockNode *bs = opaque;
+
+    co_queue_restart_all(&bs->postponed);
+}
+
 static void restart_all_bh(void *opaque)
 {
     BlockNode *bs = opaque;
@@ -130,9 +137,16 @@ void bdrv_drain_wake_moved(BlockNode *bs)
     }
     /* Wake every waiter once: those whose edge moved retry on the new
      * node, the others queue again in the same order.  In the node's own
-     * thread this happens now, before any newcomer can overtake them. */
+     * thread this happens now, before any newcomer can overtake them.
+     * From the main loop for a node in an iothread, it happens there and
+     * the main loop waits until every waiter is queued again: the next
+     * graph change (a pivot moves an edge twice) must not find half of
+     * them on one node and half on another, in the wrong order. */
     if (aio_current_context() == bs->ctx && !coroutine_in_coroutine()) {
         co_queue_restart_all(&bs->postponed);
+    } else if (aio_current_context() == aio_main_context() &&
+               !coroutine_in_coroutine()) {
+        aio_bh_run_wait(bs->ctx, restart_all_now, bs);
     } else {
         bdrv_ref(bs);
         aio_bh_schedule_oneshot(bs->ctx, restart_all_bh, bs);
