@@ -9,7 +9,7 @@ Fixtures:
     binary          path of the daemon under test (BLOCKJOBD_BIN)
     qsd             True when the binary under test is qemu-storage-daemon
     node_ctx        'main', or for the tests of a module marked
-                    iothread_variant that use `daemon`, 'main' and then
+                    ctx_variants that use `daemon`, 'main' and then
                     'iothread': `daemon` started with --object
                     iothread,id=io0 and the nodes the helpers add
                     (bjtest.place_node, blockdev_add_image,
@@ -23,7 +23,7 @@ Markers:
     qsd_only(reason)        skip when running against blockjobd
     no_valgrind(reason)     skip under scripts/test.sh --valgrind
     no_tsan(reason)         skip under scripts/test.sh --tsan
-    iothread_variant        every test using `daemon` runs twice (node_ctx)
+    ctx_variants            every test using `daemon` runs twice (node_ctx)
     main_ctx_only(reason)   ... except this one (what it checks differs
                             there, the reason says how)
     tsan_only(reason)       part of scripts/test.sh --tsan's suite only: not
@@ -61,16 +61,16 @@ def pytest_configure(config):
                             'ThreadSanitizer daemon')
     config.addinivalue_line('markers', 'tsan_only(reason): collected only '
                             'under scripts/test.sh --tsan')
-    config.addinivalue_line('markers', 'iothread_variant: tests using '
+    config.addinivalue_line('markers', 'ctx_variants: tests using '
                             'daemon run with nodes in the main loop and in '
                             'an iothread')
     config.addinivalue_line('markers', 'main_ctx_only(reason): no iothread '
-                            'variant for this test of an iothread_variant '
+                            'variant for this test of a ctx_variants '
                             'module')
 
 
 def pytest_generate_tests(metafunc):
-    if (metafunc.definition.get_closest_marker('iothread_variant') and
+    if (metafunc.definition.get_closest_marker('ctx_variants') and
             not metafunc.definition.get_closest_marker('main_ctx_only') and
             'node_ctx' in metafunc.fixturenames):
         metafunc.parametrize('node_ctx', NODE_CTXS, indirect=True)

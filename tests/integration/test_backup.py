@@ -25,7 +25,7 @@ SIZE = 64 * MiB
 
 # Every test that uses `daemon` twice: nodes in the main loop, then in an
 # iothread (conftest.py, node_ctx).
-pytestmark = pytest.mark.iothread_variant
+pytestmark = pytest.mark.ctx_variants
 
 
 @pytest.fixture

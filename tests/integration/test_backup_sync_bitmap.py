@@ -26,7 +26,7 @@ SIZE = 8 * MiB
 
 # Every test that uses `daemon` twice: nodes in the main loop, then in an
 # iothread (conftest.py, node_ctx).
-pytestmark = pytest.mark.iothread_variant
+pytestmark = pytest.mark.ctx_variants
 FILL = 0x11
 
 

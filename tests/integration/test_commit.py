@@ -18,7 +18,7 @@ MiB = 1 << 20
 
 # Every test that uses `daemon` twice: nodes in the main loop, then in an
 # iothread (conftest.py, node_ctx).
-pytestmark = pytest.mark.iothread_variant
+pytestmark = pytest.mark.ctx_variants
 
 
 @pytest.mark.timeout(120)

@@ -18,7 +18,7 @@ from joberrors import (STOPPED_THEN_COMPLETED, check_top, completed_event,
 
 # Every test that uses `daemon` twice: nodes in the main loop, then in an
 # iothread (conftest.py, node_ctx).
-pytestmark = pytest.mark.iothread_variant
+pytestmark = pytest.mark.ctx_variants
 
 
 def make(workdir, qmp, once):

@@ -19,7 +19,7 @@ SIZE = 32 * MiB
 
 # Every test that uses `daemon` twice: nodes in the main loop, then in an
 # iothread (conftest.py, node_ctx).
-pytestmark = pytest.mark.iothread_variant
+pytestmark = pytest.mark.ctx_variants
 
 
 def make_chain(d):
