@@ -176,10 +176,12 @@ def test_two_backups_in_two_iothreads(daemon_factory, workdir):
             'name': src, 'writable': True, 'iothread': io})
         disks.append((imgs, src, tgt))
     stop, errors, counts, threads = threading.Event(), [], [], []
+    # Throttled (64 s for a disk) until both writers wrote: the jobs are
+    # surely still running then, however slow the build.
     for i, (imgs, src, tgt) in enumerate(disks):
         qmp.execute('blockdev-backup', {'job-id': 'b%d' % i, 'device': src,
                                         'target': tgt, 'sync': 'full',
-                                        'speed': 16 * MiB})
+                                        'speed': MiB})
     try:
         for i, (imgs, src, tgt) in enumerate(disks):
             counts.append([0])
