@@ -19,8 +19,9 @@
  * loop, and every field of Job is the main loop's: the verbs, drained
  * sections, queries and events all run there.  The body runs as a
  * coroutine in job->ctx, the context of the job's nodes (an iothread's for
- * the job types that allow it, JobDriver.iothread; the others keep the
- * main context and blockjob.c refuses iothread nodes for them).  The rule:
+ * the job types that allow it, JobDriver.iothread: backup, mirror,
+ * commit, stream; "create" keeps the main context and its driver step
+ * moves itself to the node it writes, block/create.h).  The rule:
  *
  *  - every engine call the body makes (pause points, sleeps, the rate
  *    limit, the error policy, ready) moves the coroutine to the main loop
@@ -131,7 +132,8 @@ enum {
 struct JobDriver {
     const char *type;        /* JobType: "stream", "commit", "create", ... */
     /* The body may run in an iothread (job->ctx is the nodes' context);
-     * false: main context only, nodes in an iothread are refused. */
+     * false: job->ctx is the main context, and block_job_add_node refuses
+     * nodes in an iothread. */
     bool iothread;
     size_t instance_size;    /* >= sizeof(Job); Job is the first member */
     /* Emits BLOCK_JOB_* events (every type but "create"). */
