@@ -258,6 +258,10 @@ void aio_context_free(AioContext *ctx)
     if (!ctx) {
         return;
     }
+    /* A thread that scheduled a BH here notifies under the lock
+     * (aio_bh_schedule): wait until the last one let go of ctx. */
+    pthread_mutex_lock(&ctx->bh_lock);
+    pthread_mutex_unlock(&ctx->bh_lock);
     /*
      * Teardown hooks of other modules may unregister their fds and BHs; let
      * them pass the home-thread checks even when the owning thread has
@@ -506,15 +510,18 @@ void aio_bh_schedule(AioBH *bh)
         bh->gen = ctx->bh_gen;
         list_add_tail(&ctx->bh_pending, &bh->link);
     }
-    pthread_mutex_unlock(&ctx->bh_lock);
     /*
      * The home thread is not blocked in epoll_wait (it is running this), and
      * its next aio_poll sees the pending BH and does not block: only other
-     * threads need to wake it.
+     * threads need to wake it.  Still under the lock: once it is released
+     * the loop may run the BH, finish and have its context freed (an
+     * iothread stopping), so nothing of ctx may be touched after that.
+     * aio_context_free takes the lock once to wait for such a notifier.
      */
     if (queued && aio_current_context() != ctx) {
         aio_notify(ctx);
     }
+    pthread_mutex_unlock(&ctx->bh_lock);
 }
 
 void aio_bh_cancel(AioBH *bh)

@@ -37,6 +37,40 @@ bool aio_co_run_done(CoRunWait *w)
     return atomic_load(&w->done);
 }
 
+typedef struct BhRunWait {
+    void (*fn)(void *opaque);
+    void *opaque;
+    AioContext *waiter;
+    atomic_bool done;
+} BhRunWait;
+
+static void bh_run_entry(void *opaque)
+{
+    BhRunWait *w = opaque;
+    AioContext *waiter = w->waiter;
+
+    w->fn(w->opaque);
+    /* w lives on the waiter's stack: nothing touches it after this. */
+    atomic_store(&w->done, true);
+    aio_notify(waiter);
+}
+
+void aio_bh_run_wait(AioContext *ctx, void (*fn)(void *opaque),
+                     void *opaque)
+{
+    assert(!coroutine_in_coroutine());
+    if (aio_current_context() == ctx) {
+        fn(opaque);
+        return;
+    }
+    BhRunWait w = { .fn = fn, .opaque = opaque,
+                    .waiter = aio_current_context() };
+    assert(w.waiter);
+    atomic_init(&w.done, false);
+    aio_bh_schedule_oneshot(ctx, bh_run_entry, &w);
+    AIO_WAIT_WHILE(w.waiter, !atomic_load(&w.done));
+}
+
 void aio_co_run_wait(AioContext *ctx, CoroutineEntry *fn, void *opaque)
 {
     CoRunWait w;

@@ -67,6 +67,16 @@ void aio_co_schedule(AioContext *ctx, Coroutine *co);
  */
 void aio_co_run_wait(AioContext *ctx, CoroutineEntry *fn, void *opaque);
 
+/*
+ * The same for a plain function: fn(opaque) runs in a bottom half of ctx,
+ * outside any coroutine (so the coroutines it wakes there are entered at
+ * once and run until they yield, in order), and the calling thread's loop
+ * runs until it returned.  Not from a coroutine; from ctx's own thread fn
+ * just runs.
+ */
+void aio_bh_run_wait(AioContext *ctx, void (*fn)(void *opaque),
+                     void *opaque);
+
 /* The same in two halves, for a caller that waits its own way (a test with
  * a deadline): start, then run the loop until aio_co_run_done. */
 typedef struct CoRunWait {

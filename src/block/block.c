@@ -225,7 +225,7 @@ static void detach_all_children(BlockNode *bs)
 static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
                                             bool coerce, bool is_root,
                                             const BlockDriver *internal,
-                                            Error **errp)
+                                            AioContext *ctx, Error **errp)
 {
     const BlockDriver *drv;
     BlockNode *bs;
@@ -257,7 +257,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
         snprintf(bs->node_name, sizeof(bs->node_name), "%s", name);
     }
     bs->drv = drv;
-    bs->ctx = aio_main_context();
+    bs->ctx = ctx ? ctx : aio_main_context();
     bs->refcnt = 1;
     list_init(&bs->children);
     list_init(&bs->parents);
@@ -351,6 +351,7 @@ typedef struct OpenCo {
     const BlockDriver *internal;
     bool is_internal;      /* bdrv_open_internal: node-name optional */
     bool coerce;
+    AioContext *ctx;       /* the new node's; NULL: the main context */
     BlockNode *bs;
     Error *err;
 } OpenCo;
@@ -360,7 +361,7 @@ static void coroutine_fn open_co_entry(void *opaque)
     OpenCo *o = opaque;
 
     o->bs = co_open_node(o->opts, "", o->coerce, !o->is_internal,
-                         o->internal, &o->err);
+                         o->internal, o->ctx, &o->err);
 }
 
 /* Runs the open o describes in a coroutine in the main loop and waits. */
@@ -389,7 +390,14 @@ BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
 BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp)
 {
-    OpenCo o = { .opts = options, .internal = drv, .is_internal = true };
+    return bdrv_open_internal_in(drv, options, NULL, errp);
+}
+
+BlockNode *bdrv_open_internal_in(const BlockDriver *drv, json_t *options,
+                                 AioContext *ctx, Error **errp)
+{
+    OpenCo o = { .opts = options, .internal = drv, .is_internal = true,
+                 .ctx = ctx };
 
     return open_and_wait(&o, errp);
 }
@@ -471,7 +479,8 @@ BlockChild *coroutine_fn bdrv_open_child(BlockNode *bs, json_t *opts,
     CLEANUP_FREE char *path = bj_asprintf("%s%s.", bs->open_path ?: "",
                                           member);
     inherit_options(bs, copy, role);
-    child = co_open_node(copy, path, bs->open_coerce, false, NULL, errp);
+    child = co_open_node(copy, path, bs->open_coerce, false, NULL, bs->ctx,
+                         errp);
     json_decref(copy);
     if (!child) {
         return NULL;

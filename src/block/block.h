@@ -394,6 +394,10 @@ BlockNode *bdrv_open_blockdev(json_t *options, bool coerce_strings,
  */
 BlockNode *bdrv_open_internal(const BlockDriver *drv, json_t *options,
                               Error **errp);
+/* The same, the node created in ctx (a job's filter above a node in an
+ * iothread; NULL: the main context). */
+BlockNode *bdrv_open_internal_in(const BlockDriver *drv, json_t *options,
+                                 AioContext *ctx, Error **errp);
 /*
  * Checks opts (one node's options) against the common blockdev members plus
  * drv's own, with `prefix` naming where they sit ("file", or "" at the top)
@@ -485,6 +489,16 @@ bool bdrv_refresh_perms(BlockNode *bs, Error **errp);
 /* Moves bs and its subtree to ctx (drained).  Refused if a parent or child
  * outside the subtree lives elsewhere and cannot follow. */
 bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp);
+/* Moves bs and every node connected to it (children and node parents) to
+ * ctx, drained, when nothing else holds them: refused with qsd's "Cannot
+ * change iothread of active block backend" when one of them has a user
+ * that is not a node (an export, a job: they stay where they were
+ * created).  A job's target joining its source's context, and
+ * x-blockdev-set-iothread. */
+bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
+                                 Error **errp);
+/* No user of bs is anything but a node (no export, no job). */
+bool bdrv_is_unused_root(BlockNode *bs);
 
 /* ---- requests: coroutine_fn, in c->node->ctx ---- */
 int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,

@@ -222,25 +222,57 @@ BlockNode *coroutine_fn bdrv_co_create_target_open(BlockCreateTarget *t,
     return t->bs;
 }
 
-BlockChild *bdrv_create_target_attach(BlockCreateTarget *t, Error **errp)
+/* Moves the calling coroutine to ctx (no-op when it runs there). */
+static void coroutine_fn co_move_to(AioContext *ctx)
 {
-    if (t->bs->ctx != aio_main_context()) {
-        /* The job runs in the main loop and would race the iothread. */
-        error_setg(errp, "Node '%s' is in an iothread: cannot create an "
-                   "image on it", t->bs->node_name);
-        return NULL;
+    if (aio_current_context() != ctx) {
+        aio_co_schedule(ctx, coroutine_self());
+        coroutine_yield();
     }
-    t->child = bdrv_root_attach_child(t->bs, "root", &create_child_class, t,
+}
+
+BlockChild *coroutine_fn bdrv_create_target_attach(BlockCreateTarget *t,
+                                                   Error **errp)
+{
+    BlockNode *bs = t->bs;
+    bool iothread = bs->ctx != aio_main_context();
+
+    /* In an iothread, other users' requests check the permissions below
+     * bs there: they wait while the edge appears. */
+    if (iothread) {
+        bdrv_drained_begin(bs);
+    }
+    t->child = bdrv_root_attach_child(bs, "root", &create_child_class, t,
                                       BLK_PERM_WRITE | BLK_PERM_RESIZE,
                                       BLK_PERM_ALL, errp);
+    if (iothread) {
+        bdrv_drained_end(bs);
+    }
+    /* The writes go where the node lives; close comes back.  The edge is
+     * not a node's, so nobody moves bs meanwhile (it is an active user). */
+    if (t->child && iothread) {
+        t->home = aio_current_context();
+        co_move_to(bs->ctx);
+    }
     return t->child;
 }
 
 void coroutine_fn bdrv_co_create_target_close(BlockCreateTarget *t)
 {
+    if (t->home) {
+        co_move_to(t->home);
+        t->home = NULL;
+    }
     if (t->child) {
+        bool iothread = t->bs->ctx != aio_main_context();
+        if (iothread) {
+            bdrv_drained_begin(t->bs);
+        }
         bdrv_detach_child(t->child);
         t->child = NULL;
+        if (iothread) {
+            bdrv_drained_end(t->bs);
+        }
     }
     if (t->opened_inline) {
         co_run_in_main_loop(inline_close, t);

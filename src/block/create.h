@@ -39,7 +39,8 @@ bool bdrv_create_check_inline_ref(json_t *opts, const char *name,
 
 /*
  * The node a format's create writes its image to.  Use, from the create
- * job's coroutine in the main loop:
+ * job's coroutine in the main loop (attach moves the coroutine to the
+ * node's iothread, if it lives in one, and close brings it back):
  *   bs = bdrv_co_create_target_open(&t, ref, job_id, errp);
  *   (check the values)  c = bdrv_create_target_attach(&t, errp);
  *   (write through c)   bdrv_co_create_target_close(&t);   -- always
@@ -49,6 +50,7 @@ typedef struct BlockCreateTarget {
     BlockChild *child;       /* our write+resize edge, once attached */
     bool opened_inline;      /* we opened bs, and close it at the end */
     char name[32];           /* its node-name when opened_inline */
+    AioContext *home;        /* attach moved us from there to bs->ctx */
 } BlockCreateTarget;
 
 /* ref: a node-name, or an inline definition opened as a node of its own
@@ -58,8 +60,10 @@ BlockNode *coroutine_fn bdrv_co_create_target_open(BlockCreateTarget *t,
                                                    const char *job_id,
                                                    Error **errp);
 /* Takes write+resize on t->bs, sharing everything, as qemu's anonymous
- * BlockBackend; refused for a node in an iothread. */
-BlockChild *bdrv_create_target_attach(BlockCreateTarget *t, Error **errp);
+ * BlockBackend; for a node in an iothread the coroutine then runs there
+ * until bdrv_co_create_target_close. */
+BlockChild *coroutine_fn bdrv_create_target_attach(BlockCreateTarget *t,
+                                                   Error **errp);
 void coroutine_fn bdrv_co_create_target_close(BlockCreateTarget *t);
 
 /*

@@ -6,10 +6,11 @@
  * clears a range and reads it while a write is in flight sees the range
  * dirty again once that write lands.
  *
- * Users: mirror (an anonymous bitmap on the source), later named and
- * persistent bitmaps (block-dirty-bitmap-*, qcow2 storage).  Main
- * context only for now: jobs refuse nodes in iothreads, and named
- * bitmaps will need a lock when nodes in iothreads get them.
+ * Users: mirror (an anonymous bitmap on the source), named and persistent
+ * bitmaps (block-dirty-bitmap-*, qcow2 storage), backup's sync bitmap.  No
+ * lock: a node's bitmaps are marked and read in the node's thread (the
+ * request path, a job's body there); the main loop creates, releases,
+ * merges and settles them with the node drained.
  */
 #ifndef BJ_BLOCK_DIRTY_BITMAP_H
 #define BJ_BLOCK_DIRTY_BITMAP_H

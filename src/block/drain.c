@@ -55,8 +55,10 @@ void coroutine_fn bdrv_co_wait_unquiesced(BlockChild *c)
     }
     for (;;) {
         /* Re-read on every round: a graph change (a pivot) may have moved
-         * the edge to another node while we waited. */
-        BlockNode *bs = c->node;
+         * the edge to another node while we waited.  Atomic: the main loop
+         * moves the edge (inside a drained section of the old node) while
+         * a request in the node's thread may be reading it here. */
+        BlockNode *bs = __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
 
         /* Announce ourselves as a possible waiter before looking at the
          * counter: drained_end lowers the counter before it reads
@@ -85,16 +87,21 @@ static void unref_bh(void *opaque)
     bdrv_unref(opaque);
 }
 
-/* In bs->ctx: wakes waiters one by one, oldest first, while the node stays
- * open.  If a new section began meanwhile, the rest keep waiting for its
- * end (which schedules this again). */
+/*
+ * In bs->ctx: wakes every waiter, oldest first; each looks at the counter
+ * itself.  Not one by one while the counter stays 0: in an iothread a new
+ * section may begin (in the main loop) after we looked and before the
+ * woken request did, and that request, queueing again at the tail, would
+ * overtake the ones still queued.  Woken all in order, those that must
+ * wait again queue again in the same order (nothing else runs in this
+ * thread meanwhile), and the section's end schedules this again.
+ */
 static void restart_postponed_bh(void *opaque)
 {
     BlockNode *bs = opaque;
 
-    while (atomic_load(&bs->quiesce_counter) == 0 &&
-           co_queue_next(&bs->postponed)) {
-        /* nothing: each woken request runs until it first yields */
+    if (atomic_load(&bs->quiesce_counter) == 0) {
+        co_queue_restart_all(&bs->postponed);
     }
     if (aio_current_context() == aio_main_context()) {
         bdrv_unref(bs);
@@ -102,6 +109,13 @@ static void restart_postponed_bh(void *opaque)
         /* References are dropped in the main loop only. */
         aio_bh_schedule_oneshot(aio_main_context(), unref_bh, bs);
     }
+}
+
+static void restart_all_now(void *opaque)
+{
+    BlockNode *bs = opaque;
+
+    co_queue_restart_all(&bs->postponed);
 }
 
 static void restart_all_bh(void *opaque)
@@ -123,9 +137,16 @@ void bdrv_drain_wake_moved(BlockNode *bs)
     }
     /* Wake every waiter once: those whose edge moved retry on the new
      * node, the others queue again in the same order.  In the node's own
-     * thread this happens now, before any newcomer can overtake them. */
+     * thread this happens now, before any newcomer can overtake them.
+     * From the main loop for a node in an iothread, it happens there and
+     * the main loop waits until every waiter is queued again: the next
+     * graph change (a pivot moves an edge twice) must not find half of
+     * them on one node and half on another, in the wrong order. */
     if (aio_current_context() == bs->ctx && !coroutine_in_coroutine()) {
         co_queue_restart_all(&bs->postponed);
+    } else if (aio_current_context() == aio_main_context() &&
+               !coroutine_in_coroutine()) {
+        aio_bh_run_wait(bs->ctx, restart_all_now, bs);
     } else {
         bdrv_ref(bs);
         aio_bh_schedule_oneshot(bs->ctx, restart_all_bh, bs);

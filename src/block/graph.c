@@ -467,7 +467,9 @@ static bool is_ancestor_of(BlockNode *top, BlockNode *bs)
 static void move_edge(BlockChild *c, BlockNode *to)
 {
     list_del(&c->parent_link);
-    c->node = to;
+    /* A request in an iothread reads it before it counts itself in
+     * (bdrv_co_wait_unquiesced). */
+    __atomic_store_n(&c->node, to, __ATOMIC_RELEASE);
     list_add_tail(&to->parents, &c->parent_link);
 }
 
@@ -597,6 +599,77 @@ bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp)
         }
     }
     bdrv_drained_end(bs);
+    free(set);
+    return true;
+}
+
+/* Every node connected to bs through node edges (children and node
+ * parents alike): what has to live in one context together. */
+static void collect_component(BlockNode *bs, BlockNode ***set, size_t *n,
+                              size_t *cap)
+{
+    BlockChild *c;
+
+    if (in_set(*set, *n, bs)) {
+        return;
+    }
+    GROW(*set, *n, *cap);
+    (*set)[(*n)++] = bs;
+    list_for_each_entry(c, &bs->children, child_link) {
+        collect_component(c->node, set, n, cap);
+    }
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (c->klass->parent_is_node) {
+            collect_component(c->opaque, set, n, cap);
+        }
+    }
+}
+
+bool bdrv_is_unused_root(BlockNode *bs)
+{
+    BlockChild *c;
+
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (!c->klass->parent_is_node) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
+                                 Error **errp)
+{
+    BlockNode **set = NULL;
+    size_t n = 0, cap = 0;
+
+    if (bs->ctx == ctx) {
+        return true;
+    }
+    collect_component(bs, &set, &n, &cap);
+    for (size_t i = 0; i < n; i++) {
+        BlockChild *c;
+        list_for_each_entry(c, &set[i]->parents, parent_link) {
+            if (!c->klass->parent_is_node) {
+                /* An export or a job stays where it was created. */
+                error_setg(errp, "Cannot change iothread of active block "
+                           "backend");
+                free(set);
+                return false;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        bdrv_ref(set[i]);
+        bdrv_drained_begin(set[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        set[i]->ctx = ctx;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bdrv_drained_end(set[i]);
+        bdrv_unref(set[i]);
+    }
     free(set);
     return true;
 }

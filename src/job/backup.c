@@ -103,7 +103,7 @@ static void coroutine_fn backup_worker_co(void *opaque)
         s->err_is_read = is_read;
     }
     free(w);
-    s->workers--;
+    __atomic_sub_fetch(&s->workers, 1, __ATOMIC_RELEASE);
     co_queue_restart_all(&s->worker_done);
 }
 
@@ -158,7 +158,7 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
     job_progress_set_remaining(job, (uint64_t)block_copy_remaining(s->bcs));
     for (;;) {
         /* Pause only with nothing in flight. */
-        if (job->pause_count > 0) {
+        if (job_pause_requested(job)) {
             wait_workers(s, 0);
         }
         job_pause_point(job);
@@ -182,14 +182,14 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
             continue;        /* stop: paused at the next point; retry */
         }
         int64_t chunk = s->chunk;
-        if (job->speed) {
+        if (job_is_throttled(job)) {
             /* Throttled: one chunk at a time, slept for before it. */
             wait_workers(s, 0);
             chunk = (int64_t)job_chunk_size(job, (uint64_t)s->chunk,
                                             (uint64_t)
                                             block_copy_cluster_size(s->bcs));
             job_ratelimit_sleep(job, (uint64_t)chunk);
-            if (job_is_cancelled(job) || job->pause_count > 0) {
+            if (job_is_cancelled(job) || job_pause_requested(job)) {
                 continue;
             }
         } else if (s->workers >= s->max_workers ||
@@ -214,7 +214,7 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
         BackupWorker *w = bj_calloc(1, sizeof(*w));
         w->s = s;
         w->task = t;
-        s->workers++;
+        __atomic_add_fetch(&s->workers, 1, __ATOMIC_RELEASE);
         /* Ownership of w moves to the worker. */
         aio_co_enter(job->ctx, coroutine_create(backup_worker_co, w));
     }
@@ -265,14 +265,29 @@ static void backup_end_sync_bitmap(BackupJob *s, int ret)
     bdrv_dirty_bitmap_bits_removed(bm);
 }
 
+/* In an iothread, clients' writes mark the bitmaps and run the copy
+ * engine there: the main loop settles the bitmap with the source drained. */
+static void backup_end(BackupJob *s, int ret)
+{
+    bool drain = s->source->ctx != aio_main_context();
+
+    if (drain) {
+        bdrv_drained_begin(s->source);
+    }
+    backup_end_sync_bitmap(s, ret);
+    if (drain) {
+        bdrv_drained_end(s->source);
+    }
+}
+
 static void backup_commit(Job *job)
 {
-    backup_end_sync_bitmap((BackupJob *)job, 0);
+    backup_end((BackupJob *)job, 0);
 }
 
 static void backup_abort(Job *job)
 {
-    backup_end_sync_bitmap((BackupJob *)job, -1);
+    backup_end((BackupJob *)job, -1);
 }
 
 /* Takes the filter out (its parents go back to the source), drained. */
@@ -285,15 +300,18 @@ static void backup_remove_filter(BackupJob *s)
         return;
     }
     s->removed = true;
-    block_job_remove_all_nodes(&s->job);
     if (!cbw) {
+        block_job_remove_all_nodes(&s->job);
         return;
     }
+    /* Drained first: in an iothread, clients' writes (and the hook they
+     * run) go on there until the section begins. */
+    bdrv_drained_begin(s->source);
+    block_job_remove_all_nodes(&s->job);
     bdrv_filter_set_before_write_hook(cbw, NULL, NULL);
     if (s->bcs) {
         block_copy_set_disabled(s->bcs, true);
     }
-    bdrv_drained_begin(s->source);
     if (!bdrv_replace_node(cbw, s->source, &err)) {
         log_error("backup: could not remove the filter: %s",
                   error_get_pretty(err));
@@ -315,7 +333,7 @@ static bool backup_drained_poll(Job *job)
 {
     BackupJob *s = (BackupJob *)job;
     /* Busy in the body: until it stops at a pause point. */
-    return s->workers > 0 || job->busy;
+    return __atomic_load_n(&s->workers, __ATOMIC_ACQUIRE) > 0 || job->busy;
 }
 
 static void backup_free(Job *job)
@@ -339,6 +357,7 @@ static void backup_free(Job *job)
 
 static const JobDriver backup_driver = {
     .type = "backup",
+    .iothread = true,
     .instance_size = sizeof(BackupJob),
     .block_job_events = true,
     .run = backup_run,
@@ -378,8 +397,10 @@ static BlockNode *insert_filter(BlockNode *source, BlockNode *target,
     if (source->discard_unmap) {
         json_object_set_new(opts, "discard", json_string("unmap"));
     }
-    cbw = bdrv_open_internal(bdrv_find_job_filter("copy-before-write"), opts,
-                             errp);
+    /* In the source's context, where the job runs (the target is there
+     * already: backup_job_create). */
+    cbw = bdrv_open_internal_in(bdrv_find_job_filter("copy-before-write"),
+                                opts, source->ctx, errp);
     json_decref(opts);
     if (!cbw) {
         return NULL;
@@ -401,7 +422,12 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
     BackupJob *s;
     Job *job;
 
-    s = job_create(p->job.job_id, &backup_driver, txn, aio_main_context(),
+    /* The job runs where the source lives; the target follows it there
+     * when nothing else holds it (as qemu moves it). */
+    if (!bdrv_move_unused_to_context(target, source->ctx, errp)) {
+        return NULL;
+    }
+    s = job_create(p->job.job_id, &backup_driver, txn, source->ctx,
                    p->job.flags, errp);
     if (!s) {
         return NULL;

@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "block/chain.h"
@@ -49,31 +50,78 @@ struct BlockCopyState {
     bool disabled;
 };
 
-/* The daemon-wide budget (main loop only, see the header). */
-static struct {
-    int64_t limit, in_use;
-    CoQueue waiters;
-    bool init;
-} global_mem = { .limit = BLOCK_COPY_GLOBAL_MEM_DEFAULT };
+/*
+ * The daemon-wide budget, shared by jobs in every thread (backups of disks
+ * in different iothreads): a mutex guards it, and a waiter is a coroutine
+ * of any context, woken with aio_co_wake (which brings it back home).  A
+ * waiter queues itself under the lock and only then yields; a release in
+ * another thread that wakes it meanwhile is run by its home loop after the
+ * yield.
+ */
+typedef struct GlobalMemWaiter {
+    ListHead link;
+    Coroutine *co;
+} GlobalMemWaiter;
 
-static void global_mem_init(void)
+static struct {
+    pthread_mutex_t lock;
+    int64_t limit, in_use;
+    ListHead waiters;
+} global_mem = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .limit = BLOCK_COPY_GLOBAL_MEM_DEFAULT,
+    .waiters = LIST_HEAD_INIT(global_mem.waiters),
+};
+
+/* With the lock held: every waiter looks again. */
+static void global_mem_wake_all_locked(void)
 {
-    if (!global_mem.init) {
-        co_queue_init(&global_mem.waiters);
-        global_mem.init = true;
+    while (!list_empty(&global_mem.waiters)) {
+        GlobalMemWaiter *w = list_entry(global_mem.waiters.next,
+                                        GlobalMemWaiter, link);
+        list_del(&w->link);
+        aio_co_wake(w->co);
     }
 }
 
 void block_copy_set_global_mem_limit(int64_t bytes)
 {
-    global_mem_init();
+    pthread_mutex_lock(&global_mem.lock);
     global_mem.limit = bytes;
-    co_queue_restart_all(&global_mem.waiters);
+    global_mem_wake_all_locked();
+    pthread_mutex_unlock(&global_mem.lock);
 }
 
 int64_t block_copy_global_mem_in_use(void)
 {
-    return global_mem.in_use;
+    pthread_mutex_lock(&global_mem.lock);
+    int64_t n = global_mem.in_use;
+    pthread_mutex_unlock(&global_mem.lock);
+    return n;
+}
+
+static void coroutine_fn global_mem_acquire(int64_t bytes)
+{
+    GlobalMemWaiter w = { .co = coroutine_self() };
+
+    pthread_mutex_lock(&global_mem.lock);
+    while (global_mem.in_use > 0 &&
+           global_mem.in_use + bytes > global_mem.limit) {
+        list_add_tail(&global_mem.waiters, &w.link);
+        pthread_mutex_unlock(&global_mem.lock);
+        coroutine_yield();
+        pthread_mutex_lock(&global_mem.lock);
+    }
+    global_mem.in_use += bytes;
+    pthread_mutex_unlock(&global_mem.lock);
+}
+
+static void global_mem_release(int64_t bytes)
+{
+    pthread_mutex_lock(&global_mem.lock);
+    global_mem.in_use -= bytes;
+    global_mem_wake_all_locked();
+    pthread_mutex_unlock(&global_mem.lock);
 }
 
 static int cluster_shift(int64_t cluster_size)
@@ -97,7 +145,6 @@ BlockCopyState *block_copy_state_new(BlockChild *source, BlockChild *target,
         return NULL;
     }
     s = bj_calloc(1, sizeof(*s));
-    global_mem_init();
     s->source = source;
     s->target = target;
     s->len = len;
@@ -302,9 +349,8 @@ static void mem_release(BlockCopyState *s, int64_t mem)
 {
     if (mem) {
         s->mem_in_use -= mem;
-        global_mem.in_use -= mem;
+        global_mem_release(mem);
         co_queue_restart_all(&s->mem_waiters);
-        co_queue_restart_all(&global_mem.waiters);
     }
 }
 
@@ -547,16 +593,17 @@ BlockCopyTask *coroutine_fn block_copy_claim(BlockCopyState *s,
     while (s->mem_in_use > 0 && s->mem_in_use + max_bytes > s->buf_limit) {
         co_queue_wait(&s->mem_waiters, NULL);
     }
-    while (global_mem.in_use > 0 &&
-           global_mem.in_use + max_bytes > global_mem.limit) {
-        co_queue_wait(&global_mem.waiters, NULL);
-    }
+    /* The daemon's budget is taken for a whole chunk before the area is
+     * chosen (the wait may yield), and what the task does not need is
+     * given back at once. */
+    global_mem_acquire(max_bytes);
     at = (uint64_t)*offset;
     if (!hbitmap_next_dirty_area(s->bitmap, &at, (uint64_t)s->len,
                                  (uint64_t)max_bytes, &n)) {
         at = 0;
         if (!hbitmap_next_dirty_area(s->bitmap, &at, (uint64_t)s->len,
                                      (uint64_t)max_bytes, &n)) {
+            global_mem_release(max_bytes);
             return NULL;
         }
     }
@@ -567,7 +614,9 @@ BlockCopyTask *coroutine_fn block_copy_claim(BlockCopyState *s,
     }
     int64_t mem = (int64_t)(end - at);
     s->mem_in_use += mem;
-    global_mem.in_use += mem;
+    if (mem < max_bytes) {
+        global_mem_release(max_bytes - mem);
+    }
     *offset = (int64_t)end >= s->len ? 0 : (int64_t)end;
     return task_create(s, (int64_t)at, mem, mem);
 }

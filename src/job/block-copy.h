@@ -24,8 +24,11 @@
  * go back at once; the pool keeps a bounded few for the next task, so
  * tasks do not fault in fresh pages every time.
  *
- * Main context only (jobs refuse iothread nodes), so no locks: the state is
- * only touched between yields of coroutines of one thread.
+ * A state lives in its nodes' context (the job's, and the filter's hooks
+ * run there too), so no locks: it is only touched between yields of
+ * coroutines of one thread, and by the main loop only inside a drained
+ * section or once the job ended.  The daemon-wide budget alone is shared
+ * between threads (a mutex; block-copy.c).
  */
 #ifndef BJ_JOB_BLOCK_COPY_H
 #define BJ_JOB_BLOCK_COPY_H
@@ -47,7 +50,7 @@ typedef struct BlockCopyTask BlockCopyTask;
 typedef void BlockCopyProgressFn(void *opaque, int64_t bytes);
 
 /* The daemon-wide budget for background copy buffers, shared by every
- * BlockCopyState (bytes; default 64 MiB).  Main loop. */
+ * BlockCopyState (bytes; default 64 MiB).  Any thread. */
 #define BLOCK_COPY_GLOBAL_MEM_DEFAULT (64LL << 20)
 void block_copy_set_global_mem_limit(int64_t bytes);
 int64_t block_copy_global_mem_in_use(void);

@@ -103,15 +103,30 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
                             uint64_t perm, uint64_t shared, bool blocker,
                             Error **errp)
 {
-    if (bs->ctx != aio_main_context()) {
-        error_setg(errp, "Node '%s' is in an iothread: block jobs there are "
-                   "not supported", bs->node_name);
+    if (bs->ctx != job->ctx) {
+        if (job->ctx == aio_main_context()) {
+            error_setg(errp, "Node '%s' is in an iothread: block jobs there "
+                       "are not supported", bs->node_name);
+        } else {
+            /* The job type moves what it may into its context first. */
+            error_setg(errp, "Node '%s' is in a different iothread than the "
+                       "job's nodes", bs->node_name);
+        }
         return NULL;
     }
     BlockJobNode *u = bj_calloc(1, sizeof(*u));
     u->job = job;
+    /* The permissions below bs change: in an iothread, clients' requests
+     * check them there, so they wait meanwhile. */
+    bool drain = bs->ctx != aio_main_context();
+    if (drain) {
+        bdrv_drained_begin(bs);
+    }
     u->child = bdrv_root_attach_child(bs, name, &child_job_class, u, perm,
                                       shared, errp);
+    if (drain) {
+        bdrv_drained_end(bs);
+    }
     if (!u->child) {
         free(u);
         return NULL;
@@ -153,7 +168,15 @@ void block_job_remove_all_nodes(Job *job)
             u->node->op_blocker = NULL;
         }
         if (u->child) {
+            /* As in add_node: the permissions change under clients. */
+            bool drain = u->node->ctx != aio_main_context();
+            if (drain) {
+                bdrv_drained_begin(u->node);
+            }
             bdrv_detach_child(u->child);
+            if (drain) {
+                bdrv_drained_end(u->node);
+            }
         }
         bdrv_unref(u->node);
         free(u);
@@ -167,6 +190,8 @@ static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
     BdrvCoDrain d;
 
     assert(coroutine_self() == job->co);
+    /* busy is the main loop's (job.h, Threads): wait there. */
+    bool moved = job_co_to_main(job);
     bdrv_co_drain_start(&d, bs, begin);
     /* The drain pauses and resumes the job through its edge, which enters
      * the body early (job_enter): keep waiting, and stay "not busy" so the
@@ -176,6 +201,7 @@ static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
         coroutine_yield();
     }
     job->busy = true;
+    job_co_back(job, moved);
 }
 
 void coroutine_fn block_job_co_drained_begin(Job *job, BlockNode *bs)

@@ -17,8 +17,10 @@
 /*
  * Attaches job to bs with perm/shared (main loop).  The returned child is
  * the job's request handle on bs; it stays until the job is freed (or
- * block_job_remove_all_nodes).  Refused for nodes outside the main context
- * (iothread jobs are not supported yet).
+ * block_job_remove_all_nodes).  Refused for a node outside job->ctx: a job
+ * type that cannot run in an iothread has the main context, and iothread
+ * nodes get "Node 'x' is in an iothread: block jobs there are not
+ * supported"; one that can moves its other nodes there first.
  */
 BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
                                uint64_t perm, uint64_t shared, Error **errp);

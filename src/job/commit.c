@@ -142,7 +142,7 @@ static void coroutine_fn commit_spawn(CommitJob *s, CommitChunk c)
  * Returns the error to end the job with, or 0 with the failed chunks queued
  * for another try (stop: after the user resumes; ignore: at once).
  */
-static int commit_handle_failures(CommitJob *s)
+static int coroutine_fn commit_handle_failures(CommitJob *s)
 {
     int ret = 0;
     for (int i = 0; i < s->n_failed; i++) {
@@ -198,7 +198,7 @@ static int coroutine_fn commit_run(Job *job, Error **errp)
         }
         /* Pauses and cancels wait for the copies in flight, so a paused
          * or drained job has no request on its nodes. */
-        if (job->pause_count > 0 || job_is_cancelled(job)) {
+        if (job_pause_requested(job) || job_is_cancelled(job)) {
             commit_wait(s, 0);
         }
         job_sleep_ns(job, 0);
@@ -340,6 +340,7 @@ static void commit_free(Job *job)
 
 static const JobDriver commit_driver = {
     .type = "commit",
+    .iothread = true,
     .instance_size = sizeof(CommitJob),
     .block_job_events = true,
     .run = commit_run,
@@ -364,8 +365,9 @@ Job *commit_start(const BlockJobOptions *o, BlockNode *active, BlockNode *top,
         !block_job_check_node_free(overlay, errp)) {
         return NULL;
     }
-    CommitJob *s = job_create(o->job_id, &commit_driver, NULL,
-                              aio_main_context(), o->flags, errp);
+    /* The job runs where the chain lives. */
+    CommitJob *s = job_create(o->job_id, &commit_driver, NULL, top->ctx,
+                              o->flags, errp);
     if (!s) {
         return NULL;
     }

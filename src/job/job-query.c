@@ -27,8 +27,8 @@ static json_t *job_event_info(Job *job)
     return json_pack("{s:s, s:s, s:I, s:I, s:I}",
                      "type", job->driver->type,
                      "device", job->id,
-                     "len", (json_int_t)job->progress_total,
-                     "offset", (json_int_t)job->progress_current,
+                     "len", (json_int_t)job_progress_total(job),
+                     "offset", (json_int_t)job_progress_current(job),
                      "speed", (json_int_t)job->speed);
 }
 
@@ -91,9 +91,9 @@ json_t *job_query_jobs(void)
                                  "type", job->driver->type,
                                  "status", job_status_name(job->status),
                                  "current-progress",
-                                 (json_int_t)job->progress_current,
+                                 (json_int_t)job_progress_current(job),
                                  "total-progress",
-                                 (json_int_t)job->progress_total);
+                                 (json_int_t)job_progress_total(job));
         if (job->err) {
             json_object_set_new(info, "error",
                                 json_string(error_get_pretty(job->err)));
@@ -114,8 +114,8 @@ json_t *job_query_block_jobs(void)
             "{s:s, s:s, s:I, s:I, s:b, s:b, s:I, s:s, s:b, s:s, s:b, s:b}",
             "type", job->driver->type,
             "device", job->id,
-            "len", (json_int_t)job->progress_total,
-            "offset", (json_int_t)job->progress_current,
+            "len", (json_int_t)job_progress_total(job),
+            "offset", (json_int_t)job_progress_current(job),
             "busy", job->busy,
             "paused", job->pause_count > 0,
             "speed", (json_int_t)job->speed,

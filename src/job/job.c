@@ -133,9 +133,56 @@ Job *job_next(Job *prev)
     return next == &jobs ? NULL : list_entry(next, Job, link);
 }
 
+/* Read by the body in job->ctx while the main loop may set them: the
+ * fields the main loop writes and the body polls are atomic (see job.h,
+ * "Threads"). */
 bool job_is_cancelled(Job *job)
 {
-    return job->cancelled && job->force_cancel;
+    return __atomic_load_n(&job->cancelled, __ATOMIC_ACQUIRE) &&
+           __atomic_load_n(&job->force_cancel, __ATOMIC_ACQUIRE);
+}
+
+bool job_cancel_requested(Job *job)
+{
+    return __atomic_load_n(&job->cancelled, __ATOMIC_ACQUIRE);
+}
+
+bool job_pause_requested(Job *job)
+{
+    return __atomic_load_n(&job->pause_count, __ATOMIC_ACQUIRE) > 0;
+}
+
+bool job_is_throttled(Job *job)
+{
+    return __atomic_load_n(&job->speed, __ATOMIC_ACQUIRE) != 0;
+}
+
+static void job_add_pause_count(Job *job, int delta)
+{
+    __atomic_add_fetch(&job->pause_count, delta, __ATOMIC_RELEASE);
+}
+
+/* ---- the body and the main loop ---- */
+
+bool coroutine_fn job_co_to_main(Job *job)
+{
+    (void)job;
+    if (aio_current_context() == aio_main_context()) {
+        return false;
+    }
+    aio_co_schedule(aio_main_context(), coroutine_self());
+    coroutine_yield();
+    assert(aio_current_context() == aio_main_context());
+    return true;
+}
+
+void coroutine_fn job_co_back(Job *job, bool moved)
+{
+    if (moved) {
+        aio_co_schedule(job->ctx, coroutine_self());
+        coroutine_yield();
+        assert(aio_current_context() == job->ctx);
+    }
 }
 
 bool job_is_completed(Job *job)
@@ -162,6 +209,8 @@ void *job_create(const char *id, const JobDriver *drv, JobTxn *txn,
                  AioContext *ctx, int flags, Error **errp)
 {
     assert(drv->instance_size >= sizeof(Job) && drv->run);
+    /* Only a type made for it runs outside the main loop (job.h). */
+    assert(!ctx || ctx == aio_main_context() || drv->iothread);
     if (!id || !id_wellformed(id)) {
         error_setg(errp, "Invalid job ID '%s'", id ? id : "");
         return NULL;
@@ -178,7 +227,7 @@ void *job_create(const char *id, const JobDriver *drv, JobTxn *txn,
     job->refcnt = 1;                 /* the job list's */
     job->status = JOB_STATUS_UNDEFINED;
     /* Not started: counts as paused until job_start. */
-    job->pause_count = 1;
+    job_add_pause_count(job, 1);
     job->paused = true;
     job->auto_finalize = !(flags & JOB_MANUAL_FINALIZE);
     job->auto_dismiss = !(flags & JOB_MANUAL_DISMISS);
@@ -250,10 +299,10 @@ static void coroutine_fn job_do_yield(Job *job, int64_t ns)
 
 static bool job_should_pause(Job *job)
 {
-    return job->pause_count > 0;
+    return job_pause_requested(job);
 }
 
-void coroutine_fn job_pause_point(Job *job)
+static void coroutine_fn job_do_pause_point(Job *job)
 {
     assert(coroutine_self() == job->co);
     if (!job_should_pause(job) || job_is_cancelled(job)) {
@@ -276,7 +325,18 @@ void coroutine_fn job_pause_point(Job *job)
     }
 }
 
-void coroutine_fn job_sleep_ns(Job *job, int64_t ns)
+void coroutine_fn job_pause_point(Job *job)
+{
+    /* Not asked to pause: no trip to the main loop. */
+    if (!job_should_pause(job) || job_is_cancelled(job)) {
+        return;
+    }
+    bool moved = job_co_to_main(job);
+    job_do_pause_point(job);
+    job_co_back(job, moved);
+}
+
+static void coroutine_fn job_do_sleep_ns(Job *job, int64_t ns)
 {
     if (job_is_cancelled(job)) {
         return;
@@ -284,22 +344,36 @@ void coroutine_fn job_sleep_ns(Job *job, int64_t ns)
     if (!job_should_pause(job)) {
         job_do_yield(job, ns);
     }
-    job_pause_point(job);
+    job_do_pause_point(job);
 }
 
-uint64_t job_chunk_size(Job *job, uint64_t max_chunk, uint64_t align)
+void coroutine_fn job_sleep_ns(Job *job, int64_t ns)
 {
-    return ratelimit_chunk(&job->limit, max_chunk, align);
+    bool moved = job_co_to_main(job);
+    job_do_sleep_ns(job, ns);
+    job_co_back(job, moved);
+}
+
+uint64_t coroutine_fn job_chunk_size(Job *job, uint64_t max_chunk,
+                                     uint64_t align)
+{
+    bool moved = job_co_to_main(job);
+    uint64_t n = ratelimit_chunk(&job->limit, max_chunk, align);
+    job_co_back(job, moved);
+    return n;
 }
 
 void coroutine_fn job_ratelimit_sleep(Job *job, uint64_t bytes)
 {
+    /* The limit's state is the main loop's (set-speed changes it). */
+    bool moved = job_co_to_main(job);
+
     /* A zero sleep still yields to the loop, so the monitor and clients
      * are served between chunks even at full speed. */
-    job_sleep_ns(job, 0);
+    job_do_sleep_ns(job, 0);
     for (;;) {
         if (job_is_cancelled(job)) {
-            return;
+            goto out;
         }
         int64_t delay = ratelimit_delay(&job->limit, bytes, clock_ns());
         if (delay == 0) {
@@ -307,21 +381,37 @@ void coroutine_fn job_ratelimit_sleep(Job *job, uint64_t bytes)
         }
         /* At most 100 ms at a time, so pauses and drains act promptly;
          * set-speed wakes us and the loop recomputes with the new speed. */
-        job_sleep_ns(job, delay < 100000000 ? delay : 100000000);
+        job_do_sleep_ns(job, delay < 100000000 ? delay : 100000000);
     }
     ratelimit_account(&job->limit, clock_ns());
+out:
+    job_co_back(job, moved);
 }
 
-/* ---- progress ---- */
+/* ---- progress (any thread: the copy engine counts from client writes in
+ * the node's context; the monitor reads in the main loop) ---- */
 
 void job_progress_update(Job *job, uint64_t done)
 {
-    job->progress_current += done;
+    __atomic_add_fetch(&job->progress_current, done, __ATOMIC_RELAXED);
 }
 
 void job_progress_set_remaining(Job *job, uint64_t remaining)
 {
-    job->progress_total = job->progress_current + remaining;
+    __atomic_store_n(&job->progress_total,
+                     __atomic_load_n(&job->progress_current,
+                                     __ATOMIC_RELAXED) + remaining,
+                     __ATOMIC_RELAXED);
+}
+
+uint64_t job_progress_current(Job *job)
+{
+    return __atomic_load_n(&job->progress_current, __ATOMIC_RELAXED);
+}
+
+uint64_t job_progress_total(Job *job)
+{
+    return __atomic_load_n(&job->progress_total, __ATOMIC_RELAXED);
 }
 
 /* ---- the body ---- */
@@ -334,8 +424,15 @@ static void coroutine_fn job_co_entry(void *opaque)
     Error *err = NULL;
 
     assert(job->busy);
+    /* Entered in the main loop, as job_start returns: a job started inside
+     * a drained section pauses here at once, wherever its nodes live
+     * (the same events in the same order); then off to job->ctx. */
     job_pause_point(job);
-    job->ret = job->driver->run(job, &err);
+    job_co_back(job, job->ctx != aio_main_context());
+    int ret = job->driver->run(job, &err);
+    /* The end is the main loop's: the coroutine finishes there. */
+    job_co_to_main(job);
+    job->ret = ret;
     if (job->ret < 0 && err) {
         error_free(job->err);
         job->err = err;
@@ -354,12 +451,12 @@ void job_start(Job *job)
     job->exit_bh = aio_bh_new(aio_main_context(), job_exit_bh, job);
     job->co = coroutine_create(job_co_entry, job);
     job_ref(job);            /* the body's; dropped in job_exit_bh */
-    job->pause_count--;
+    job_add_pause_count(job, -1);
     job->busy = true;
     job->paused = false;
     job->started = true;
     job_state_transition(job, JOB_STATUS_RUNNING);
-    aio_co_enter(job->ctx, job->co);
+    aio_co_enter(aio_main_context(), job->co);
 }
 
 static void job_exit_bh(void *opaque)
@@ -391,7 +488,7 @@ void job_update_rc(Job *job)
 
 void job_pause(Job *job)
 {
-    job->pause_count++;
+    job_add_pause_count(job, 1);
     if (!job->paused) {
         job_enter(job);
     }
@@ -400,7 +497,8 @@ void job_pause(Job *job)
 void job_resume(Job *job)
 {
     assert(job->pause_count > 0);
-    if (--job->pause_count > 0) {
+    job_add_pause_count(job, -1);
+    if (job->pause_count > 0) {
         return;
     }
     job_enter(job);
@@ -453,12 +551,13 @@ void job_cancel_async(Job *job, bool force)
         job_user_resume_reset(job);
         job->user_paused = false;
         assert(job->pause_count > 0);
-        job->pause_count--;
+        job_add_pause_count(job, -1);
     }
     /* A soft cancel after the body returned changes nothing any more. */
     if (force || !job->deferred_to_main_loop) {
-        job->cancelled = true;
-        job->force_cancel |= force;
+        __atomic_store_n(&job->force_cancel, job->force_cancel || force,
+                         __ATOMIC_RELEASE);
+        __atomic_store_n(&job->cancelled, true, __ATOMIC_RELEASE);
     }
 }
 
@@ -522,7 +621,7 @@ bool job_set_speed(Job *job, int64_t speed, Error **errp)
     if (speed == job->speed) {
         return true;
     }
-    job->speed = speed;
+    __atomic_store_n(&job->speed, speed, __ATOMIC_RELEASE);
     ratelimit_set_speed(&job->limit, (uint64_t)speed, clock_ns());
     /* A job sleeping on the old limit recomputes its delay. */
     if (job->sleep.co) {
@@ -533,8 +632,8 @@ bool job_set_speed(Job *job, int64_t speed, Error **errp)
 
 /* ---- the error policy ---- */
 
-JobErrorAction job_error_action(Job *job, JobOnError policy, bool is_read,
-                                int error)
+static JobErrorAction job_do_error_action(Job *job, JobOnError policy,
+                                          bool is_read, int error)
 {
     JobErrorAction action;
 
@@ -576,10 +675,21 @@ JobErrorAction job_error_action(Job *job, JobOnError policy, bool is_read,
     return action;
 }
 
+JobErrorAction coroutine_fn job_error_action(Job *job, JobOnError policy,
+                                             bool is_read, int error)
+{
+    bool moved = job_co_to_main(job);
+    JobErrorAction action = job_do_error_action(job, policy, is_read, error);
+    job_co_back(job, moved);
+    return action;
+}
+
 /* ---- ready ---- */
 
-void job_transition_to_ready(Job *job)
+void coroutine_fn job_transition_to_ready(Job *job)
 {
+    bool moved = job_co_to_main(job);
     job_state_transition(job, JOB_STATUS_READY);
     job_event_ready(job);
+    job_co_back(job, moved);
 }

@@ -16,8 +16,31 @@
  * emits JOB_STATUS_CHANGE {id, status}.
  *
  * Threads: jobs are created, controlled, completed and freed in the main
- * loop.  The body runs as a coroutine in job->ctx (for now always the main
- * context: jobs on nodes in an iothread are refused by blockjob.c).
+ * loop, and every field of Job is the main loop's: the verbs, drained
+ * sections, queries and events all run there.  The body runs as a
+ * coroutine in job->ctx, the context of the job's nodes (an iothread's for
+ * the job types that allow it, JobDriver.iothread: backup, mirror,
+ * commit, stream; "create" keeps the main context and its driver step
+ * moves itself to the node it writes, block/create.h).  The rule:
+ *
+ *  - every engine call the body makes (pause points, sleeps, the rate
+ *    limit, the error policy, ready) moves the coroutine to the main loop
+ *    for its duration (job_co_to_main / job_co_back), so each state change,
+ *    and its JOB_STATUS_CHANGE or BLOCK_JOB_* event, happens in the main
+ *    loop in the order the verbs see; the body ends (run() returned) in the
+ *    main loop too;
+ *  - a body parked at a pause point or asleep is parked in the main loop,
+ *    so job_enter (a verb, a drain) wakes it there; busy is written only
+ *    there;
+ *  - the few fields the body polls between engine calls (cancelled,
+ *    force_cancel, pause_count, speed) are written with atomics by the main
+ *    loop and read by the body through job_is_cancelled,
+ *    job_cancel_requested, job_pause_requested and job_is_throttled;
+ *    progress is atomic (the copy engine counts from clients' writes);
+ *  - a job type's own state shared between its body (and its filter's
+ *    hooks, in the node's context) and its main-loop callbacks (complete,
+ *    cancel, drained_poll) is the type's business (atomics, or a drained
+ *    section: clean and the graph changes at the end run drained).
  */
 #ifndef BJ_JOB_JOB_H
 #define BJ_JOB_JOB_H
@@ -108,6 +131,10 @@ enum {
  */
 struct JobDriver {
     const char *type;        /* JobType: "stream", "commit", "create", ... */
+    /* The body may run in an iothread (job->ctx is the nodes' context);
+     * false: job->ctx is the main context, and block_job_add_node refuses
+     * nodes in an iothread. */
+    bool iothread;
     size_t instance_size;    /* >= sizeof(Job); Job is the first member */
     /* Emits BLOCK_JOB_* events (every type but "create"). */
     bool block_job_events;
@@ -205,6 +232,9 @@ Job *job_get(const char *id);
 Job *job_next(Job *prev);
 
 bool job_is_cancelled(Job *job);     /* forced cancel requested */
+bool job_cancel_requested(Job *job); /* any cancel requested (any thread) */
+bool job_pause_requested(Job *job);  /* pause_count > 0 (any thread) */
+bool job_is_throttled(Job *job);     /* speed != 0 (any thread) */
 /* waiting, pending, aborting, concluded or null */
 bool job_is_completed(Job *job);
 bool job_is_ready(Job *job);         /* ready or standby */
@@ -227,6 +257,11 @@ void job_resume(Job *job);
 void job_cancel(Job *job, bool force);
 
 /* ---- inside the body (coroutine_fn, in job->ctx) ---- */
+/* Moves the body to the main loop (returns whether it moved), and back to
+ * job->ctx (moved: what job_co_to_main returned).  For engine work: the
+ * Threads rule above. */
+bool coroutine_fn job_co_to_main(Job *job);
+void coroutine_fn job_co_back(Job *job, bool moved);
 /* Stops here while paused; returns at once otherwise. */
 void coroutine_fn job_pause_point(Job *job);
 /* Sleeps ns (or until woken by set-speed/cancel/resume), then pauses if
@@ -234,7 +269,7 @@ void coroutine_fn job_pause_point(Job *job);
 void coroutine_fn job_sleep_ns(Job *job, int64_t ns);
 void job_enter(Job *job);
 /* running -> ready (and BLOCK_JOB_READY). */
-void job_transition_to_ready(Job *job);
+void coroutine_fn job_transition_to_ready(Job *job);
 
 /* Speed: call before processing a chunk of bytes.  Sleeps as long as the
  * limit requires (woken early by set-speed, which recomputes), and is a
@@ -242,11 +277,14 @@ void job_transition_to_ready(Job *job);
  * Returns at once when the job is cancelled. */
 void coroutine_fn job_ratelimit_sleep(Job *job, uint64_t bytes);
 /* The chunk size to use under the current speed (see ratelimit_chunk). */
-uint64_t job_chunk_size(Job *job, uint64_t max_chunk, uint64_t align);
+uint64_t coroutine_fn job_chunk_size(Job *job, uint64_t max_chunk,
+                                     uint64_t align);
 
 /* Progress ("offset"/"len" of events, current/total-progress). */
 void job_progress_update(Job *job, uint64_t done);
 void job_progress_set_remaining(Job *job, uint64_t remaining);
+uint64_t job_progress_current(Job *job);
+uint64_t job_progress_total(Job *job);
 
 /*
  * The error policy: decides what to do with -errno `error` of a read or a
@@ -254,8 +292,8 @@ void job_progress_set_remaining(Job *job, uint64_t remaining);
  * sets io-status and pauses the job (user pause: resume continues it).
  * Call from the body; after STOP, call job_pause_point before retrying.
  */
-JobErrorAction job_error_action(Job *job, JobOnError policy, bool is_read,
-                                int error);
+JobErrorAction coroutine_fn job_error_action(Job *job, JobOnError policy,
+                                             bool is_read, int error);
 /* Before retrying after an ignored error: sleeps (as job_sleep_ns) 1 ms
  * doubling to 1 s while ignored errors come less than a second apart, so
  * that a persistent error does not spin a core (job-error-events.c). */

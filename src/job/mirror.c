@@ -88,11 +88,15 @@ struct MirrorJob {
     bool write_blocking;     /* the mode now: clients' writes copied too */
     bool auto_mode;          /* copy-mode auto: may turn write-blocking */
 
-    /* Sampling, for auto and the query: dirty counts a second apart. */
+    /* Sampling, for auto and the query: dirty counts a second apart.
+     * The body (in the nodes' context) writes write_blocking,
+     * dirty_bytes, dirty_rate and eta_s; the query reads them from the
+     * main loop, so they are accessed atomically. */
     int64_t sample_ns;       /* when the newest sample was taken (0: none) */
     uint64_t samples[AUTO_WINDOW + 1];   /* newest first */
     uint64_t copied[AUTO_WINDOW + 1];    /* progress_current at each */
     unsigned nsamples;
+    uint64_t dirty_bytes;    /* the newest count, for the query */
     int64_t dirty_rate;      /* bytes/s clients dirtied, last period */
     int64_t eta_s;           /* to convergence at the last period's pace;
                                 -1: not converging */
@@ -144,7 +148,7 @@ static MirrorOp *op_begin(MirrorJob *s, int64_t offset, int64_t bytes,
     if (active) {
         s->active_in_flight++;
     } else {
-        s->in_flight++;
+        __atomic_add_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
         s->bytes_in_flight += bytes;
     }
     return op;
@@ -158,7 +162,7 @@ static void op_end(MirrorOp *op)
     if (op->active) {
         s->active_in_flight--;
     } else {
-        s->in_flight--;
+        __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
         s->bytes_in_flight -= op->bytes;
     }
     free(op);
@@ -178,8 +182,8 @@ static bool overlaps_in_flight(MirrorJob *s, int64_t offset, int64_t bytes)
 
 /* Applies the error policy to a failed request; the range is dirty again
  * (copied again unless the policy ends the job). */
-static void mirror_error(MirrorJob *s, bool is_read, int ret, int64_t offset,
-                         int64_t bytes)
+static void coroutine_fn mirror_error(MirrorJob *s, bool is_read, int ret,
+                                      int64_t offset, int64_t bytes)
 {
     bdrv_set_dirty_bitmap(s->dbm, offset, bytes);
     s->errors++;
@@ -371,10 +375,10 @@ static void coroutine_fn mirror_active_write(void *opaque, BdrvWriteKind kind,
 /* From here on clients' writes reach the target too (never undone). */
 static void mirror_go_write_blocking(MirrorJob *s)
 {
-    if (s->write_blocking) {
+    if (__atomic_load_n(&s->write_blocking, __ATOMIC_ACQUIRE)) {
         return;
     }
-    s->write_blocking = true;
+    __atomic_store_n(&s->write_blocking, true, __ATOMIC_RELEASE);
     bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write, s);
     log_info("%s job '%s': clients dirty faster than it copies; "
              "copy-mode now write-blocking", s->job.driver->type, s->job.id);
@@ -392,21 +396,26 @@ static void mirror_sample(MirrorJob *s, uint64_t cnt)
     uint64_t done = s->job.progress_current;
     uint64_t copied = done - s->copied[0];
 
+    __atomic_store_n(&s->dirty_bytes, cnt, __ATOMIC_RELAXED);
     if (s->sample_ns && dt < SAMPLE_NS) {
         return;
     }
     if (!s->sample_ns || dt >= 2 * SAMPLE_NS) {
         s->nsamples = 0;
-        s->dirty_rate = 0;
-        s->eta_s = -1;
+        __atomic_store_n(&s->dirty_rate, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->eta_s, -1, __ATOMIC_RELAXED);
     } else {
         /* copied = what it shrank by + what clients dirtied meanwhile */
         int64_t shrink = (int64_t)s->samples[0] - (int64_t)cnt;
         int64_t dirtied = (int64_t)copied - shrink;
 
-        s->dirty_rate = dirtied > 0 ? dirtied * 1000000000LL / dt : 0;
-        s->eta_s = shrink > 0 ? (int64_t)(cnt * (uint64_t)dt / (uint64_t)shrink
-                                          / 1000000000ULL) : cnt ? -1 : 0;
+        __atomic_store_n(&s->dirty_rate,
+                         dirtied > 0 ? dirtied * 1000000000LL / dt : 0,
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&s->eta_s, shrink > 0 ?
+                         (int64_t)(cnt * (uint64_t)dt / (uint64_t)shrink /
+                                   1000000000ULL) : cnt ? -1 : 0,
+                         __ATOMIC_RELAXED);
     }
     memmove(&s->samples[1], &s->samples[0],
             AUTO_WINDOW * sizeof(s->samples[0]));
@@ -423,7 +432,8 @@ static void mirror_sample(MirrorJob *s, uint64_t cnt)
      * job copied: clients dirty again most of what it copies, and the
      * copy would take four times as long as it should, or forever.
      */
-    if (s->auto_mode && !s->write_blocking && !s->synced && cnt > 0 &&
+    if (s->auto_mode && !s->write_blocking &&
+        !__atomic_load_n(&s->synced, __ATOMIC_ACQUIRE) && cnt > 0 &&
         s->nsamples > AUTO_WINDOW) {
         int64_t fell = (int64_t)s->samples[AUTO_WINDOW] - (int64_t)cnt;
         uint64_t window_copied = done - s->copied[AUTO_WINDOW];
@@ -573,8 +583,8 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
         if (!s->synced && cnt <= (uint64_t)s->converge_at) {
             ret = mirror_converge(s);
             if (ret == 0) {
-                s->synced = true;
                 job_progress_set_remaining(job, 0);
+                __atomic_store_n(&s->synced, true, __ATOMIC_RELEASE);
                 job_transition_to_ready(job);
             } else if (ret != -EAGAIN &&
                        job_error_action(job, s->on_target_error, false,
@@ -589,7 +599,7 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
             if (n > 0) {
                 /* Throttled after sending, as the reference: the first
                  * chunk goes at once. */
-                if (job->speed) {
+                if (job_is_throttled(job)) {
                     job_ratelimit_sleep(job, (uint64_t)n);
                 } else if (++s->issued % 64 == 0) {
                     job_sleep_ns(job, 0);   /* let the loop serve others */
@@ -606,7 +616,8 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
             continue;
         }
         /* Converged (and synced). */
-        if (s->should_complete || job->cancelled) {
+        if (__atomic_load_n(&s->should_complete, __ATOMIC_ACQUIRE) ||
+            job_cancel_requested(job)) {
             /* Clients wait from here; exit only if that left nothing to
              * copy (a write may have landed while the drain waited). */
             block_job_co_drained_begin(job, s->mirror_top);
@@ -656,12 +667,12 @@ static void mirror_complete(Job *job, Error **errp)
 {
     MirrorJob *s = (MirrorJob *)job;
 
-    if (!s->synced) {
+    if (!__atomic_load_n(&s->synced, __ATOMIC_ACQUIRE)) {
         error_setg(errp, "The active block job '%s' cannot be completed",
                    job->id);
         return;
     }
-    s->should_complete = true;
+    __atomic_store_n(&s->should_complete, true, __ATOMIC_RELEASE);
     /* A paused job (standby) completes once resumed: entering it now
      * would cut its pause short. */
     if (!job->paused) {
@@ -673,13 +684,13 @@ static bool mirror_cancel(Job *job, bool force)
 {
     MirrorJob *s = (MirrorJob *)job;
     /* A soft cancel exists only once READY: stop without pivoting. */
-    return force || !s->synced;
+    return force || !__atomic_load_n(&s->synced, __ATOMIC_ACQUIRE);
 }
 
 static bool mirror_drained_poll(Job *job)
 {
     MirrorJob *s = (MirrorJob *)job;
-    return s->in_flight > 0;
+    return __atomic_load_n(&s->in_flight, __ATOMIC_ACQUIRE) > 0;
 }
 
 /* Restores the graph: mirror_top goes, and with pivot the target takes
@@ -694,14 +705,16 @@ static bool mirror_exit_common(MirrorJob *s, bool pivot, Error **errp)
         return true;
     }
     s->exited = true;
+    /* Drained first: in an iothread, clients' writes (the hook, the dirty
+     * bitmap's marking) go on there until the section begins. */
+    bdrv_drained_begin(s->source);
+    bdrv_drained_begin(s->target);
     bdrv_filter_set_after_write_hook(mt, NULL, NULL);
     bdrv_release_dirty_bitmap(s->dbm);
     s->dbm = NULL;
     s->src_c = s->tgt_c = NULL;
     block_job_remove_all_nodes(&s->job);
 
-    bdrv_drained_begin(s->source);
-    bdrv_drained_begin(s->target);
     if (!bdrv_replace_node(mt, s->source, &err)) {
         log_error("mirror: could not remove the filter: %s",
                   error_get_pretty(err));
@@ -777,22 +790,31 @@ static void mirror_free(Job *job)
 static void mirror_query(Job *job, json_t *info)
 {
     MirrorJob *s = (MirrorJob *)job;
-    uint64_t dirty = s->dbm ? bdrv_get_dirty_count(s->dbm) : 0;
+    bool wb = __atomic_load_n(&s->write_blocking, __ATOMIC_ACQUIRE);
+    bool synced = __atomic_load_n(&s->synced, __ATOMIC_ACQUIRE);
+    int64_t eta = __atomic_load_n(&s->eta_s, __ATOMIC_RELAXED);
 
     /* qemu 8.2's member, then ours (clients ignore what they don't know) */
-    json_object_set_new(info, "actively-synced",
-                        json_boolean(s->write_blocking && s->synced));
+    json_object_set_new(info, "actively-synced", json_boolean(wb && synced));
     json_object_set_new(info, "x-copy-mode", json_string(
-                            s->write_blocking ? "write-blocking"
-                                              : "background"));
+                            wb ? "write-blocking" : "background"));
     json_object_set_new(info, "x-copy-mode-auto", json_boolean(s->auto_mode));
-    json_object_set_new(info, "x-dirty-bytes", json_integer((json_int_t)dirty));
-    json_object_set_new(info, "x-dirty-rate",
-                        json_integer((json_int_t)s->dirty_rate));
-    if (s->synced || s->eta_s >= 0) {
+    json_object_set_new(info, "x-dirty-bytes", json_integer((json_int_t)
+                            __atomic_load_n(&s->dirty_bytes,
+                                            __ATOMIC_RELAXED)));
+    json_object_set_new(info, "x-dirty-rate", json_integer((json_int_t)
+                            __atomic_load_n(&s->dirty_rate,
+                                            __ATOMIC_RELAXED)));
+    if (synced || eta >= 0) {
         json_object_set_new(info, "x-eta-seconds",
-                            json_integer(s->synced ? 0 : s->eta_s));
+                            json_integer(synced ? 0 : eta));
     }
+}
+
+/* In the nodes' context, where the body and the filter's hook live. */
+static void coroutine_fn mirror_change_co(void *opaque)
+{
+    mirror_go_write_blocking(opaque);
 }
 
 bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
@@ -804,7 +826,7 @@ bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
                    mode == MIRROR_COPY_BACKGROUND ? "background" : "auto");
         return false;
     }
-    if (s->write_blocking) {
+    if (__atomic_load_n(&s->write_blocking, __ATOMIC_ACQUIRE)) {
         error_setg(errp, "Job '%s' is already in copy mode "
                    "'write-blocking'", job->id);
         return false;
@@ -813,7 +835,7 @@ bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
         error_setg(errp, "Job '%s' has finished copying", job->id);
         return false;
     }
-    mirror_go_write_blocking(s);
+    aio_co_run_wait(s->mirror_top->ctx, mirror_change_co, s);
     return true;
 }
 
@@ -821,6 +843,7 @@ bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
 #define MIRROR_JOB_DRIVER(type_name)                                        \
     {                                                                       \
         .type = type_name,                                                  \
+        .iothread = true,                                                   \
         .instance_size = sizeof(MirrorJob),                                 \
         .block_job_events = true,                                           \
         .run = mirror_run,                                                  \
@@ -860,7 +883,9 @@ static BlockNode *insert_filter(BlockNode *source, const char *name,
     if (source->discard_unmap) {
         json_object_set_new(opts, "discard", json_string("unmap"));
     }
-    mt = bdrv_open_internal(bdrv_find_job_filter("mirror_top"), opts, errp);
+    /* In the source's context, where the job runs. */
+    mt = bdrv_open_internal_in(bdrv_find_job_filter("mirror_top"), opts,
+                               source->ctx, errp);
     json_decref(opts);
     if (!mt) {
         return NULL;
@@ -888,8 +913,12 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
         !bdrv_check_new_node_name(p->job.filter_node_name, errp)) {
         return NULL;
     }
-    s = job_create(o->job_id, drv, NULL, aio_main_context(), o->flags,
-                   errp);
+    /* The job runs where the source lives; the target follows it there
+     * when nothing else holds it (as qemu moves it). */
+    if (!bdrv_move_unused_to_context(target, source->ctx, errp)) {
+        return NULL;
+    }
+    s = job_create(o->job_id, drv, NULL, source->ctx, o->flags, errp);
     if (!s) {
         return NULL;
     }
@@ -938,12 +967,16 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     if (!s->mirror_top) {
         goto fail;
     }
+    /* In an iothread clients write meanwhile: the hook and the bitmap
+     * they use appear with the source drained. */
+    bdrv_drained_begin(source);
     if (s->write_blocking) {
         bdrv_filter_set_after_write_hook(s->mirror_top, mirror_active_write,
                                          s);
     }
     s->dbm = bdrv_create_dirty_bitmap(source, (uint32_t)s->granularity,
                                       NULL, errp);
+    bdrv_drained_end(source);
     if (!s->dbm) {
         goto fail;
     }

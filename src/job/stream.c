@@ -285,6 +285,7 @@ static void stream_free(Job *job)
 
 static const JobDriver stream_driver = {
     .type = "stream",
+    .iothread = true,
     .instance_size = sizeof(StreamJob),
     .block_job_events = true,
     .run = stream_run,
@@ -314,8 +315,9 @@ Job *stream_start(const BlockJobOptions *o, BlockNode *top, BlockNode *base,
         !bdrv_check_new_node_name(o->filter_node_name, errp)) {
         error_prepend(errp, "Could not create node");
     } else {
-        s = job_create(o->job_id, &stream_driver, NULL, aio_main_context(),
-                       o->flags, errp);
+        /* The job runs where the chain lives. */
+        s = job_create(o->job_id, &stream_driver, NULL, top->ctx, o->flags,
+                       errp);
     }
     if (!s) {
         if (top_read_only) {

@@ -1,9 +1,10 @@
 /*
  * Block graph commands: blockdev-add, blockdev-del, query-named-block-nodes,
  * block_resize, query-blockstats, block-set-write-threshold, query-block,
- * x-debug-query-block-graph, change-backing-file.
+ * x-debug-query-block-graph, change-backing-file, x-blockdev-set-iothread.
  * They only translate JSON into calls on block/.
  */
+#include "aio/iothread.h"
 #include "block/backing.h"
 #include "block/block.h"
 #include "block/chain.h"
@@ -190,6 +191,52 @@ static bool qmp_change_backing_file(json_t *args, json_t **ret, Error **errp)
     return true;
 }
 
+static const ArgSpec set_iothread_args[] = {
+    { .name = "node-name", .type = ARG_STR },
+    { .name = "iothread", .type = ARG_ANY },      /* StrOrNull */
+    { .name = "force", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+/* Moves a node and everything connected to it into an iothread (a string)
+ * or back to the main loop (null), drained. */
+static bool qmp_x_blockdev_set_iothread(json_t *args, json_t **ret,
+                                        Error **errp)
+{
+    const char *name = arg_str(args, "node-name", NULL);
+    json_t *iothread = json_object_get(args, "iothread");
+    AioContext *ctx = aio_main_context();
+    BlockNode *bs;
+
+    if (!json_is_string(iothread) && !json_is_null(iothread)) {
+        error_setg(errp, "Invalid parameter type for 'iothread', expected: "
+                   "StrOrNull");
+        return false;
+    }
+    bs = bdrv_find_node(name);
+    if (!bs) {
+        error_setg(errp, "Failed to find node with node-name='%s'", name);
+        return false;
+    }
+    /* Protects against accidents, as qemu does: a node with a user that
+     * is not a node (an export, a job) moves only with force. */
+    if (!arg_bool(args, "force", false) && !bdrv_is_unused_root(bs)) {
+        error_setg(errp, "Node %s is associated with a BlockBackend and could "
+                   "be in use (use force=true to override this check)", name);
+        return false;
+    }
+    if (json_is_string(iothread)) {
+        IOThread *t = iothread_find(json_string_value(iothread));
+        if (!t) {
+            error_setg(errp, "Cannot find iothread %s",
+                       json_string_value(iothread));
+            return false;
+        }
+        ctx = iothread_get_context(t);
+    }
+    return bdrv_move_unused_to_context(bs, ctx, errp);
+}
+
 static const ArgSpec no_args[] = { { .name = NULL } };
 
 const QmpCommand qmp_block_commands[] = {
@@ -212,5 +259,7 @@ const QmpCommand qmp_block_commands[] = {
       .ret = qmp_ret_any, .features = qmp_features_unstable },
     { .name = "block-set-write-threshold",
       .fn = qmp_block_set_write_threshold, .args = write_threshold_args },
+    { .name = "x-blockdev-set-iothread", .fn = qmp_x_blockdev_set_iothread,
+      .args = set_iothread_args, .features = qmp_features_unstable },
     { .name = NULL },
 };

@@ -724,11 +724,26 @@ def wait_until(cond, timeout=30.0, interval=0.02, what='condition'):
 
 def blockdev_add_image(qmp, driver, node, filename, **opts):
     """blockdev-add of node, a driver ('raw', 'qcow2') node over a file
-    node of filename; opts: more of its options, by their QMP names."""
+    node of filename; opts: more of its options, by their QMP names.  On a
+    daemon of the node_ctx 'iothread' variant the node goes to its iothread
+    (place_node)."""
     args = {'driver': driver, 'node-name': node}
     args.update(opts)
     args['file'] = {'driver': 'file', 'filename': filename}
-    return qmp.execute('blockdev-add', args)
+    ret = qmp.execute('blockdev-add', args)
+    place_node(qmp, node)
+    return ret
+
+
+def place_node(qmp, node):
+    """Moves node (and its file) into the iothread of a daemon started for
+    the node_ctx 'iothread' variant (conftest.py), with
+    x-blockdev-set-iothread; nothing on any other daemon.  An NBD export
+    added later without an iothread serves it there too."""
+    iothread = getattr(qmp, 'node_iothread', None)
+    if iothread:
+        qmp.execute('x-blockdev-set-iothread',
+                    {'node-name': node, 'iothread': iothread})
 
 
 def blockdev_add_error(qmp, opts):

@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from bjtest import QMPError, qemu_img, qemu_io
+from bjtest import QMPError, place_node, qemu_img, qemu_io
 
 MiB = 1 << 20
 
@@ -65,10 +65,12 @@ class Chain:
 
     def add_top(self, qmp):
         """blockdev-add of top alone: the layers below open from the
-        headers (read-only)."""
+        headers (read-only).  On the node_ctx 'iothread' variant the
+        chain goes to the iothread (bjtest.place_node)."""
         qmp.execute('blockdev-add', {
             'driver': 'qcow2', 'node-name': 'top',
             'file': file_opts(self.top)})
+        place_node(qmp, 'top')
 
     def add_all(self, qmp, mid_file=None):
         """blockdev-add of every layer, base first, so that base is
@@ -83,6 +85,8 @@ class Chain:
         qmp.execute('blockdev-add', {
             'driver': 'qcow2', 'node-name': 'top', 'backing': 'mid',
             'file': file_opts(self.top)})
+        # The whole chain (every node connected to top) moves at once.
+        place_node(qmp, 'top')
 
     def add_all_failing_mid_reads(self, qmp, host_offset, once):
         """add_all() with a blkdebug under mid that fails reads (EIO) at

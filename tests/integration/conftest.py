@@ -8,6 +8,12 @@ Fixtures:
     sockdir         a short per-test directory for UNIX sockets
     binary          path of the daemon under test (BLOCKJOBD_BIN)
     qsd             True when the binary under test is qemu-storage-daemon
+    node_ctx        'main', or for the tests of a module marked
+                    ctx_variants that use `daemon`, 'main' and then
+                    'iothread': `daemon` started with --object
+                    iothread,id=io0 and the nodes the helpers add
+                    (bjtest.place_node, blockdev_add_image,
+                    copyjob.Images.add, Chain.add_*) moved there
     chain           chain.Chain(workdir): the default base <- mid <- top
                     images (a module that needs another shape defines its
                     own chain fixture)
@@ -17,6 +23,9 @@ Markers:
     qsd_only(reason)        skip when running against blockjobd
     no_valgrind(reason)     skip under scripts/test.sh --valgrind
     no_tsan(reason)         skip under scripts/test.sh --tsan
+    ctx_variants            every test using `daemon` runs twice (node_ctx)
+    main_ctx_only(reason)   ... except this one (what it checks differs
+                            there, the reason says how)
     tsan_only(reason)       part of scripts/test.sh --tsan's suite only: not
                             collected in other runs (what it checks, no
                             other build can see), so it is not a skip there
@@ -52,6 +61,19 @@ def pytest_configure(config):
                             'ThreadSanitizer daemon')
     config.addinivalue_line('markers', 'tsan_only(reason): collected only '
                             'under scripts/test.sh --tsan')
+    config.addinivalue_line('markers', 'ctx_variants: tests using '
+                            'daemon run with nodes in the main loop and in '
+                            'an iothread')
+    config.addinivalue_line('markers', 'main_ctx_only(reason): no iothread '
+                            'variant for this test of a ctx_variants '
+                            'module')
+
+
+def pytest_generate_tests(metafunc):
+    if (metafunc.definition.get_closest_marker('ctx_variants') and
+            not metafunc.definition.get_closest_marker('main_ctx_only') and
+            'node_ctx' in metafunc.fixturenames):
+        metafunc.parametrize('node_ctx', NODE_CTXS, indirect=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -147,9 +169,22 @@ def daemon_factory(binary, tmp_path):
         pytest.fail('\n\n'.join(errors), pytrace=False)
 
 
+# The contexts a job test runs its nodes in (node_ctx).
+NODE_CTXS = ['main', 'iothread']
+
+
 @pytest.fixture
-def daemon(daemon_factory):
-    return daemon_factory()
+def node_ctx(request):
+    return getattr(request, 'param', 'main')
+
+
+@pytest.fixture
+def daemon(daemon_factory, node_ctx):
+    if node_ctx == 'main':
+        return daemon_factory()
+    d = daemon_factory('--object', 'iothread,id=io0')
+    d.qmp.node_iothread = 'io0'
+    return d
 
 
 @pytest.fixture

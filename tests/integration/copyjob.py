@@ -9,7 +9,7 @@ with qemu-img create.  Both are added as nodes "src" and "tgt".
 import os
 import shutil
 
-from bjtest import qemu_img, qemu_io
+from bjtest import place_node, qemu_img, qemu_io
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -36,10 +36,13 @@ class Images:
 
     def add(self, qmp, src_file=None, tgt_file=None):
         """blockdev-add of src and tgt; src_file, tgt_file: the options of
-        their file nodes instead of the plain files (a blkdebug)."""
+        their file nodes instead of the plain files (a blkdebug).  On the
+        node_ctx 'iothread' variant src goes to the iothread and tgt stays
+        in the main loop: the job moves it to the source's context."""
         qmp.execute('blockdev-add', {
             'driver': 'raw', 'node-name': 'src',
             'file': src_file or {'driver': 'file', 'filename': self.src}})
+        place_node(qmp, 'src')
         qmp.execute('blockdev-add', {
             'driver': 'qcow2', 'node-name': 'tgt',
             'file': tgt_file or {'driver': 'file', 'filename': self.tgt}})

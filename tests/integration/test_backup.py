@@ -23,6 +23,10 @@ from copyjob import Images, finish, node_names
 MiB = 1 << 20
 SIZE = 64 * MiB
 
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
 
 @pytest.fixture
 def imgs(workdir):

@@ -16,6 +16,10 @@ from copyjob import finish, in_mode
 
 MiB = 1 << 20
 
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize('mode', ['auto', 'manual'])

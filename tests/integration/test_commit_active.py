@@ -20,6 +20,11 @@ from chain import Chain
 from copyjob import finish, in_mode
 
 MiB = 1 << 20
+
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
 SIZE = 64 * MiB
 
 

@@ -16,6 +16,11 @@ from joberrors import (STOPPED_THEN_COMPLETED, check_top, completed_event,
                        sequence)
 
 
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
+
 def make(workdir, qmp, once):
     return failing_chain(workdir, qmp, once, top_writes=['write -P 3 0 1M'])
 

@@ -21,6 +21,11 @@ MiB = 1 << 20
 SIZE = 64 * MiB
 
 
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
+
 @pytest.fixture
 def imgs(workdir):
     return Images(workdir)

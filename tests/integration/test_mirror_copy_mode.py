@@ -16,8 +16,10 @@ import bjtest
 from bjtest import (nbd_export, nbd_export_teardown, nbd_connect, qemu_img,
                     qemu_io, wait_until)
 
-pytestmark = pytest.mark.blockjobd_only('copy-mode auto, block-job-change '
-                                        'and the x- query members are ours')
+pytestmark = [pytest.mark.blockjobd_only('copy-mode auto, block-job-change '
+                                         'and the x- query members are '
+                                         'ours'),
+              pytest.mark.ctx_variants]
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -39,6 +41,8 @@ def add_nodes(qmp, src, tgt, tgt_fmt='qcow2'):
     qmp.execute('blockdev-add', {'driver': tgt_fmt, 'node-name': 'tgt',
                                  'file': {'driver': 'file',
                                           'filename': tgt}})
+    bjtest.place_node(qmp, 'src')
+    bjtest.place_node(qmp, 'tgt')
 
 
 class Writer:
@@ -185,6 +189,7 @@ def test_copy_mode_arguments(daemon, tmp_path):
     qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
                                  'file': {'driver': 'file',
                                           'filename': top}})
+    bjtest.place_node(qmp, 'top')
     with pytest.raises(bjtest.QMPError) as e:
         qmp.execute('block-commit', job_id='c', device='top', top=mid,
                     copy_mode='auto')

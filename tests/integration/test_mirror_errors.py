@@ -13,6 +13,10 @@ from copyjob import Images, finish, in_mode
 
 MiB = 1 << 20
 
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
 
 def file_failing(path, rule):
     """The options of path's file node, under a blkdebug injecting rule

@@ -20,6 +20,11 @@ from bjtest import (nbd_connect, nbd_export, nbd_export_teardown, qemu_img,
 nbd = pytest.importorskip('nbd')
 
 MiB = 1 << 20
+
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
 NCLIENTS = int(os.environ.get("NCL", "3"))
 SIZE = 64 * MiB
 

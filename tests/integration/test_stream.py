@@ -21,6 +21,10 @@ from bjtest import (QMPError, is_qsd, qemu_img, qemu_io, query_block_job,
 
 MiB = 1 << 20
 
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
 
 def node_names(qmp):
     return [n['node-name']

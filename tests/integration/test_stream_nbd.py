@@ -17,6 +17,10 @@ nbd = pytest.importorskip('nbd')
 MiB = 1 << 20
 SIZE = 32 * MiB
 
+# Every test that uses `daemon` twice: nodes in the main loop, then in an
+# iothread (conftest.py, node_ctx).
+pytestmark = pytest.mark.ctx_variants
+
 
 def make_chain(d):
     return Chain(d, size=SIZE, base=['write -P 1 0 12M'],

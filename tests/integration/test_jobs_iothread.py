@@ -1,0 +1,248 @@
+"""Jobs on nodes in iothreads, beyond the job tests' 'iothread' variant
+(node_ctx, conftest.py): x-blockdev-set-iothread and its errors as
+qemu-storage-daemon 7.2 words them, a target that cannot join the source's
+iothread, blockdev-create on a node in an iothread, two backups in two
+iothreads at once under NBD writers, and quit/SIGTERM with jobs running in
+iothreads.
+"""
+
+import os
+import threading
+
+import pytest
+
+from bjtest import QMPError, blockdev_add_image, qemu_img, qemu_io
+from copyjob import Images, MiB, SIZE
+
+IOTHREADS = ('--object', 'iothread,id=io0', '--object', 'iothread,id=io1')
+
+
+def qmp_error(qmp, cmd, args):
+    with pytest.raises(QMPError) as e:
+        qmp.execute(cmd, args)
+    return e.value.desc
+
+
+def set_iothread(qmp, node, iothread, **extra):
+    args = {'node-name': node, 'iothread': iothread}
+    args.update(extra)
+    return qmp.execute('x-blockdev-set-iothread', args)
+
+
+@pytest.mark.timeout(60)
+def test_set_iothread_errors(daemon_factory, workdir):
+    """Words as qemu-storage-daemon 7.2 (observed); a node moves with the
+    nodes connected to it, and back with iothread null."""
+    imgs = Images(workdir)
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    imgs.add(qmp)
+    assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                     {'node-name': 'nope', 'iothread': 'io0'}) == \
+        "Failed to find node with node-name='nope'"
+    assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                     {'node-name': 'src', 'iothread': 'iox'}) == \
+        'Cannot find iothread iox'
+    # A node under another moves with it, no force needed.
+    file_node = [n['node-name'] for n in
+                 qmp.execute('query-named-block-nodes', flat=True)
+                 if n['drv'] == 'file' and n['file'] == imgs.tgt][0]
+    assert set_iothread(qmp, file_node, 'io0') == {}
+    # A node an export uses only with force.
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'src'})
+    assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                     {'node-name': 'src', 'iothread': 'io0'}) == (
+        'Node src is associated with a BlockBackend and could be in use '
+        '(use force=true to override this check)')
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    assert set_iothread(qmp, 'src', 'io1') == {}
+    assert set_iothread(qmp, 'src', None) == {}
+    assert set_iothread(qmp, 'tgt', None) == {}
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+
+
+@pytest.mark.timeout(60)
+def test_target_in_a_fixed_iothread_is_refused(daemon_factory, workdir):
+    """A target an export holds in another iothread cannot follow the
+    source: the job is refused, with no job created."""
+    imgs = Images(workdir)
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    imgs.add(qmp)
+    set_iothread(qmp, 'src', 'io0')
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {
+        'type': 'nbd', 'id': 'et', 'node-name': 'tgt', 'writable': True,
+        'iothread': 'io1', 'fixed-iothread': True})
+    for cmd, extra in (('blockdev-backup', {}), ('blockdev-mirror', {})):
+        args = {'job-id': 'j', 'device': 'src', 'target': 'tgt',
+                'sync': 'full'}
+        args.update(extra)
+        assert qmp_error(qmp, cmd, args) == \
+            'Cannot change iothread of active block backend', cmd
+    assert qmp.execute('query-jobs') == []
+    qmp.execute('block-export-del', id='et')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 dies (monitor closed) '
+                            'on blockdev-create on a node in an iothread')
+def test_create_on_an_iothread_node(daemon_factory, workdir):
+    """blockdev-create writes a qcow2 image through a file node that lives
+    in an iothread: the job ends as in the main loop and the image is one
+    qemu-img checks clean."""
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    img = os.path.join(str(workdir), 'new.qcow2')
+    qemu_img('create', '-q', '-f', 'raw', img, '0')
+    qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'newf',
+                                 'filename': img})
+    set_iothread(qmp, 'newf', 'io1')
+    qmp.execute('blockdev-create', {
+        'job-id': 'cr', 'options': {'driver': 'qcow2', 'file': 'newf',
+                                    'size': 4 * MiB}})
+    qmp.wait_event('JOB_STATUS_CHANGE', timeout=30, match={
+        'data': {'id': 'cr', 'status': 'concluded'}})
+    job = qmp.execute('query-jobs')[0]
+    assert 'error' not in job, job
+    assert (job['current-progress'], job['total-progress']) == (1, 1)
+    qmp.execute('job-dismiss', id='cr')
+    assert qmp.execute('query-jobs') == []
+    # The node stayed where it was: back to the main loop, and a qcow2
+    # node opens over it.
+    assert set_iothread(qmp, 'newf', None) == {}
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'new',
+                                 'file': 'newf'})
+    qmp.execute('blockdev-del', node_name='new')
+    qmp.execute('blockdev-del', node_name='newf')
+    qemu_img('check', '-q', img)
+    info = qemu_img('info', '--output=json', img).stdout
+    assert '"virtual-size": 4194304' in info and '"qcow2"' in info
+
+
+def nbd_writer(sock, name, stop, errors, count, pattern):
+    """Writes pattern all over the disk until told to stop."""
+    import nbd
+    h = nbd.NBD()
+    try:
+        h.set_export_name(name)
+        h.connect_unix(sock)
+        buf = bytes([pattern]) * 65536
+        off = 0
+        while not stop.is_set():
+            h.pwrite(buf, off)
+            count[0] += 1
+            off = (off + 7 * 65536 + 4096) % (SIZE - 65536)
+        h.flush()
+        h.shutdown()
+    except Exception as e:       # reported by the test
+        errors.append(e)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 aborts when a client '
+                            'of an iothread export disconnects')
+def test_two_backups_in_two_iothreads(daemon_factory, workdir):
+    """Two disks, each in its own iothread and written all the time by an
+    NBD client, each backed up at once: both targets are their source as it
+    was when its job started."""
+    pytest.importorskip('nbd')
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    disks = []
+    for i, io in enumerate(('io0', 'io1')):
+        sub = workdir / ('d%d' % i)
+        sub.mkdir()
+        imgs = Images(sub, keep_ref=True)
+        src, tgt = 'src%d' % i, 'tgt%d' % i
+        blockdev_add_image(qmp, 'raw', src, imgs.src)
+        blockdev_add_image(qmp, 'qcow2', tgt, imgs.tgt)
+        qmp.execute('block-export-add', {
+            'type': 'nbd', 'id': 'e%d' % i, 'node-name': src,
+            'name': src, 'writable': True, 'iothread': io})
+        disks.append((imgs, src, tgt))
+    stop, errors, counts, threads = threading.Event(), [], [], []
+    # Throttled (64 s for a disk) until both writers wrote: the jobs are
+    # surely still running then, however slow the build.
+    for i, (imgs, src, tgt) in enumerate(disks):
+        qmp.execute('blockdev-backup', {'job-id': 'b%d' % i, 'device': src,
+                                        'target': tgt, 'sync': 'full',
+                                        'speed': MiB})
+    try:
+        for i, (imgs, src, tgt) in enumerate(disks):
+            counts.append([0])
+            t = threading.Thread(target=nbd_writer, args=(
+                sock, src, stop, errors, counts[i], 0x61 + i))
+            t.start()
+            threads.append(t)
+        from bjtest import wait_until
+        wait_until(lambda: min(c[0] for c in counts) > 100 or errors,
+                   timeout=60, what='writes during both backups')
+        for i in range(2):
+            qmp.execute('block-job-set-speed', device='b%d' % i, speed=0)
+        done = set()
+        while len(done) < 2:
+            ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=120)
+            assert 'error' not in ev['data'], ev
+            done.add(ev['data']['device'])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for i, (imgs, src, tgt) in enumerate(disks):
+        qmp.execute('block-export-del', id='e%d' % i)
+        qmp.wait_event('BLOCK_EXPORT_DELETED')
+        qmp.execute('blockdev-del', node_name=tgt)
+        qmp.execute('blockdev-del', node_name=src)
+        imgs.check()
+        imgs.compare_ref()
+        qemu_io('-f', 'raw', '-c', 'read -P %d 0 64k' % (0x61 + i), imgs.src)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('how', ['quit', 'SIGTERM'])
+def test_shutdown_with_jobs_in_iothreads(daemon_factory, workdir, how):
+    """A throttled backup in io0 and a READY mirror in io1 when the daemon
+    is told to stop: both jobs end, the daemon exits cleanly (sanitizers
+    quiet) and every image checks clean."""
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    disks = []
+    for i, io in enumerate(('io0', 'io1')):
+        sub = workdir / ('d%d' % i)
+        sub.mkdir()
+        imgs = Images(sub)
+        blockdev_add_image(qmp, 'raw', 'src%d' % i, imgs.src)
+        blockdev_add_image(qmp, 'qcow2', 'tgt%d' % i, imgs.tgt)
+        set_iothread(qmp, 'src%d' % i, io)
+        disks.append(imgs)
+    qmp.execute('blockdev-backup', {'job-id': 'b0', 'device': 'src0',
+                                    'target': 'tgt0', 'sync': 'full',
+                                    'speed': MiB})
+    qmp.execute('blockdev-mirror', {'job-id': 'm1', 'device': 'src1',
+                                    'target': 'tgt1', 'sync': 'full'})
+    qmp.wait_event('BLOCK_JOB_READY', timeout=60)
+    assert sorted(j['id'] for j in qmp.execute('query-jobs')) == ['b0', 'm1']
+    if how == 'quit':
+        qmp.execute('quit')
+    else:
+        d.send_signal()
+    d.wait(timeout=60)
+    d.check()
+    for imgs in disks:
+        imgs.check()
