@@ -10,6 +10,8 @@ PACKAGES=(
     python3 python3-pytest python3-pytest-timeout python3-libnbd
     libnbd-bin nbdkit fio qemu-utils qemu-system-common valgrind
     clang libclang-rt-14-dev    # scripts/fuzz.sh: libFuzzer
+    librbd-dev librados-dev     # driver=rbd
+    ceph-mon ceph-osd ceph-common qemu-block-extra  # scripts/ceph-cluster.sh, rbd: in tests
 )
 
 missing=()
