@@ -128,6 +128,7 @@ memstore_device_bytes = 4294967296
 osd_max_object_name_len = 256
 osd_max_object_namespace_len = 64
 osd_heartbeat_grace = 5
+osd_class_update_on_start = false
 
 [client]
 rados_osd_op_timeout = 10
@@ -137,6 +138,8 @@ admin_socket =
 log_file = $DIR/log/client.log
 EOF
     touch "$DIR/keyring"
+    # Whatever fails from here on leaves no daemon behind.
+    trap 'echo "ceph-cluster: start failed (see $DIR/log)" >&2; kill_by_pidfile osd.0 || true; kill_by_pidfile mon.a || true' ERR
     monmaptool --create --clobber --fsid "$fsid" --addv a "[v1:127.0.0.1:$port]" \
         "$DIR/monmap" >"$DIR/log/setup.log" 2>&1
     ceph-mon -c "$conf" --mkfs -i a --monmap "$DIR/monmap" \
@@ -151,7 +154,16 @@ EOF
     id=$(ceph -c "$conf" osd new "$osd_uuid" 2>>"$DIR/log/setup.log")
     ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" \
         >>"$DIR/log/setup.log" 2>&1
-    ceph-osd -c "$conf" -i "$id" >>"$DIR/log/setup.log" 2>&1
+    # Now and then (one start in five here) the osd's first monitor
+    # command is refused with "wrong fsid" and it exits (250): try again.
+    local tries=0
+    until ceph-osd -c "$conf" -i "$id" >>"$DIR/log/setup.log" 2>&1; do
+        tries=$((tries + 1))
+        if [ $tries -ge 3 ]; then
+            false
+        fi
+        echo "ceph-cluster: osd start failed, retrying" >>"$DIR/log/setup.log"
+    done
     ceph -c "$conf" osd pool create rbd 8 8 >>"$DIR/log/setup.log" 2>&1
     ceph -c "$conf" osd pool set rbd size 1 --yes-i-really-mean-it \
         >>"$DIR/log/setup.log" 2>&1
@@ -163,6 +175,7 @@ EOF
         kill_by_pidfile mon.a || true
         exit 1
     fi
+    trap - ERR
     echo "$conf"
 }
 

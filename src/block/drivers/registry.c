@@ -15,6 +15,7 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_null_co,
     &bdrv_qcow2,
     &bdrv_blkdebug,
+    &bdrv_rbd,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 
