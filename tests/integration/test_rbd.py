@@ -182,3 +182,364 @@ def test_rbd_snapshot_read_only(daemon, ceph, img):
     qmp.execute('blockdev-del', node_name='r')
     subprocess.run(['rbd', '-c', ceph.conf, 'snap', 'purge', 'rbd/' + img],
                    timeout=60, capture_output=True)
+
+
+# ---- errors ----------------------------------------------------------------
+
+def test_rbd_open_errors(daemon, ceph, img, workdir):
+    """qsd 7.2's messages; nothing is left open, the daemon goes on."""
+    qmp = daemon.qmp
+    ceph.create(img, 4 * MiB)
+    base = {'node-name': 'r'}
+    assert add_error(qmp, dict(ceph.opts(img, pool='nopool'), **base)) == \
+        'error opening pool nopool: No such file or directory'
+    assert add_error(qmp, dict(ceph.opts('nope'), **base)) == \
+        'error reading header from nope: No such file or directory'
+    bad = os.path.join(workdir, 'missing.conf')
+    assert add_error(qmp, dict(ceph.opts(img, conf=bad), **base)) == \
+        'error reading conf file %s: No such file or directory' % bad
+    assert add_error(qmp, dict(ceph.opts(img, snapshot='nosnap',
+                                         **{'read-only': True}), **base)) \
+        == 'error reading header from %s: No such file or directory' % img
+    assert add_error(qmp, dict(ceph.opts(img, **{'key-secret': 's0'}),
+                               **base)) == \
+        'key-secret is not supported by this build yet'
+    assert add_error(qmp, dict(ceph.opts(img, encrypt={
+        'format': 'luks', 'key-secret': 's0'}), **base)) == \
+        'rbd encryption is not supported by this build'
+    assert qmp.execute('query-named-block-nodes') == []
+    # and the right options still open it
+    qmp.execute('blockdev-add', dict(ceph.opts(img), **base))
+    qmp.execute('blockdev-del', node_name='r')
+
+
+def test_rbd_unreachable_monitor(daemon, ceph, workdir):
+    """A conf naming a closed port: blockdev-add fails within the conf's
+    mount timeout (3 s) with qsd's message; the monitor answers meanwhile
+    (connecting runs in the thread pool) and after."""
+    import socket
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()                      # nobody listens there now
+    conf = os.path.join(workdir, 'dead.conf')
+    with open(conf, 'w') as f:
+        f.write('[global]\nmon_host = v1:127.0.0.1:%d\n'
+                'auth_client_required = none\nclient_mount_timeout = 3\n'
+                % port)
+    qmp = daemon.qmp
+    other = daemon.new_client()
+    t0 = time.monotonic()
+    qmp.send({'execute': 'blockdev-add',
+              'arguments': ceph.opts('x', conf=conf, **{'node-name': 'r'})})
+    # the daemon still serves another client while connecting
+    assert 'qemu' in other.execute('query-version')
+    reply = qmp.recv_reply(timeout=60)
+    assert reply['error']['desc'] == 'error connecting: Connection timed out'
+    assert time.monotonic() - t0 < 30
+    assert qmp.execute('query-named-block-nodes') == []
+
+
+# ---- blockdev-create -------------------------------------------------------
+
+def rbd_info(ceph, image):
+    p = subprocess.run(['rbd', '-c', ceph.conf, 'info', '--format', 'json',
+                        'rbd/' + image], capture_output=True, text=True,
+                       timeout=60, check=True)
+    return json.loads(p.stdout)
+
+
+def run_create(qmp, opts, jid='c0'):
+    qmp.execute('blockdev-create', job_id=jid, options=opts)
+    qmp.wait_event('JOB_STATUS_CHANGE', timeout=60,
+                   match={'data': {'id': jid, 'status': 'concluded'}})
+    job = [j for j in qmp.execute('query-jobs') if j['id'] == jid][0]
+    qmp.execute('job-dismiss', id=jid)
+    return job.get('error')
+
+
+def test_rbd_blockdev_create(daemon, ceph, img):
+    qmp = daemon.qmp
+    loc = {'pool': 'rbd', 'image': img, 'conf': ceph.conf}
+    assert run_create(qmp, {'driver': 'rbd', 'location': loc,
+                            'size': 24 * MiB, 'cluster-size': MiB}) is None
+    info = rbd_info(ceph, img)
+    assert (info['size'], info['object_size']) == (24 * MiB, MiB)
+    # it exists now
+    assert run_create(qmp, {'driver': 'rbd', 'location': loc,
+                            'size': MiB}) == 'error rbd create: File exists'
+    assert run_create(qmp, {'driver': 'rbd', 'location': loc, 'size': MiB,
+                            'cluster-size': 3 * 4096}) == \
+        'obj size needs to be power of 2'
+    assert run_create(qmp, {'driver': 'rbd', 'location': loc, 'size': MiB,
+                            'cluster-size': 2048}) == 'obj size too small'
+    assert run_create(qmp, {'driver': 'rbd',
+                            'location': dict(loc, snapshot='s'),
+                            'size': MiB}) == \
+        "Can't use snapshot name for image creation"
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'r'}))
+    n = [x for x in qmp.execute('query-named-block-nodes')
+         if x['node-name'] == 'r'][0]
+    assert n['image']['cluster-size'] == MiB
+    qmp.execute('blockdev-del', node_name='r')
+
+
+# ---- jobs ----------------------------------------------------------------
+
+SIZE = 32 * MiB
+PATTERN = ('write -P 0x21 0 3M', 'write -P 0x42 12M 1M',
+           'write -z 20M 1M')
+
+
+def local_image(workdir, name, fmt='raw', *io, backing=None):
+    path = os.path.join(workdir, name)
+    args = ['create', '-f', fmt]
+    if backing:
+        args += ['-b', backing[0], '-F', backing[1]]
+    qemu_img(*args, path, *([] if backing else [str(SIZE)]))
+    for c in io:
+        qemu_io('-f', fmt, '-c', c, path)
+    return path
+
+
+def add_local(qmp, node, path, fmt='raw', **extra):
+    args = {'driver': fmt, 'node-name': node,
+            'file': {'driver': 'file', 'filename': path}}
+    args.update(extra)
+    qmp.execute('blockdev-add', args)
+
+
+def data_bytes(path, fmt):
+    """How many bytes qemu-img map reports as data in the top layer."""
+    m = json.loads(qemu_img('map', '--output=json', '-f', fmt,
+                            path).stdout)
+    return sum(e['length'] for e in m if e['data'] and e['depth'] == 0)
+
+
+def test_rbd_backup_into_ceph(daemon, ceph, img, workdir):
+    qmp = daemon.qmp
+    src = local_image(workdir, 'src.raw', 'raw', *PATTERN)
+    ceph.create(img, SIZE)
+    add_local(qmp, 'src', src)
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'tgt'}))
+    qmp.execute('blockdev-backup', job_id='b0', device='src', target='tgt',
+                sync='full')
+    ev = wait_job(qmp, 'b0')
+    assert 'error' not in ev and ev['offset'] == SIZE
+    qmp.execute('blockdev-del', node_name='tgt')
+    assert_same(ceph.uri(img), src)
+
+
+def test_rbd_backup_out_of_ceph_sparse(daemon, ceph, img, workdir):
+    """Ceph -> local qcow2: equal bytes, and the holes of the rbd image
+    (block status from rbd_diff_iterate2) stay holes in the copy."""
+    qmp = daemon.qmp
+    ceph.create(img, SIZE, *PATTERN[:2])
+    tgt = local_image(workdir, 'tgt.qcow2', 'qcow2')
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'src'}))
+    add_local(qmp, 'tgt', tgt, 'qcow2')
+    qmp.execute('blockdev-backup', job_id='b0', device='src', target='tgt',
+                sync='full')
+    ev = wait_job(qmp, 'b0')
+    assert 'error' not in ev
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    assert_same(ceph.uri(img), tgt, 'raw', 'qcow2')
+    # data: two 4 MiB objects at most (0-3M and 12-13M), not 32 MiB
+    assert data_bytes(tgt, 'qcow2') <= 8 * MiB
+
+
+def mirror_under_writes(daemon, src_node, tgt_node, size, expect):
+    """Mirrors src_node to tgt_node while an NBD client writes to
+    src_node, pivots, and writes once more (into the target now); expect
+    is the bytearray image the client saw."""
+    import random
+    qmp = daemon.qmp
+    h = nbd_connect(nbd_export(daemon, src_node, 'e'), 'e')
+    rnd = random.Random(16)
+    from bjtest import nbd_random_write
+    qmp.execute('blockdev-mirror', job_id='m0', device=src_node,
+                target=tgt_node, sync='full')
+    for n in range(20):
+        nbd_random_write(h, rnd, n, expect, size)
+    qmp.wait_event('BLOCK_JOB_READY', timeout=60,
+                   match={'data': {'device': 'm0'}})
+    for n in range(20, 40):
+        nbd_random_write(h, rnd, n, expect, size)
+    qmp.execute('block-job-complete', device='m0')
+    ev = wait_job(qmp, 'm0')
+    assert 'error' not in ev
+    nbd_random_write(h, rnd, 40, expect, size)
+    h.flush()
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+
+
+def test_rbd_mirror_into_ceph_pivot(daemon, ceph, img, workdir):
+    qmp = daemon.qmp
+    src = local_image(workdir, 'src.raw', 'raw', *PATTERN)
+    with open(src, 'rb') as f:
+        expect = bytearray(f.read())
+    ceph.create(img, SIZE)
+    add_local(qmp, 'src', src)
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'tgt'}))
+    mirror_under_writes(daemon, 'src', 'tgt', SIZE, expect)
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    want = os.path.join(workdir, 'want.raw')
+    with open(want, 'wb') as f:
+        f.write(expect)
+    assert_same(ceph.uri(img), want)
+
+
+def test_rbd_mirror_out_of_ceph_pivot(daemon, ceph, img, workdir):
+    qmp = daemon.qmp
+    ceph.create(img, SIZE, *PATTERN)
+    ref = local_image(workdir, 'ref.raw', 'raw', *PATTERN)
+    with open(ref, 'rb') as f:
+        expect = bytearray(f.read())
+    tgt = local_image(workdir, 'tgt.qcow2', 'qcow2')
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'src'}))
+    add_local(qmp, 'tgt', tgt, 'qcow2')
+    mirror_under_writes(daemon, 'src', 'tgt', SIZE, expect)
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    want = os.path.join(workdir, 'want.raw')
+    with open(want, 'wb') as f:
+        f.write(expect)
+    assert_same(tgt, want, 'qcow2', 'raw')
+
+
+def rbd_backed(ceph, img, workdir, layers):
+    """qcow2 overlays over the rbd image (as raw): returns their paths,
+    bottom first; each got its qemu-io writes."""
+    paths = []
+    below = (ceph.uri(img), 'raw')
+    for i, io in enumerate(layers):
+        p = os.path.join(workdir, 'ov%d.qcow2' % i)
+        qemu_img('create', '-f', 'qcow2', '-b', below[0], '-F', below[1], p)
+        for c in io:
+            qemu_io('-f', 'qcow2', '-c', c, p)
+        paths.append(p)
+        below = (p, 'qcow2')
+    return paths
+
+
+def test_rbd_stream_from_ceph_base(daemon, ceph, img, workdir):
+    """A qcow2 overlay on an rbd backing node; stream pulls the base in."""
+    qmp = daemon.qmp
+    ceph.create(img, SIZE, *PATTERN)
+    [top] = rbd_backed(ceph, img, workdir, [('write -P 0x77 1M 1M',)])
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'base',
+                                                  'read-only': True}))
+    add_local(qmp, 'top', top, 'qcow2', backing='base')
+    qmp.execute('block-stream', job_id='s0', device='top')
+    ev = wait_job(qmp, 's0')
+    assert 'error' not in ev
+    qmp.execute('blockdev-del', node_name='top')
+    qmp.execute('blockdev-del', node_name='base')
+    want = local_image(workdir, 'want.raw', 'raw', *PATTERN,
+                       'write -P 0x77 1M 1M')
+    assert_same(top, want, 'qcow2', 'raw')
+    info = json.loads(qemu_img('info', '--output=json', top).stdout)
+    assert 'backing-filename' not in info
+
+
+def test_rbd_commit_into_ceph_base(daemon, ceph, img, workdir):
+    """rbd base <- mid <- top: commit mid into the rbd base."""
+    qmp = daemon.qmp
+    ceph.create(img, SIZE, *PATTERN)
+    mid, top = rbd_backed(ceph, img, workdir,
+                          [('write -P 0x55 4M 2M',),
+                           ('write -P 0x66 24M 1M',)])
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'base'}))
+    add_local(qmp, 'mid', mid, 'qcow2', backing='base')
+    add_local(qmp, 'top', top, 'qcow2', backing='mid')
+    qmp.execute('block-commit', job_id='c0', device='top', top_node='mid',
+                base_node='base')
+    ev = wait_job(qmp, 'c0')
+    assert 'error' not in ev
+    qmp.execute('blockdev-del', node_name='top')
+    qmp.execute('blockdev-del', node_name='mid')
+    qmp.execute('blockdev-del', node_name='base')
+    want = local_image(workdir, 'want.raw', 'raw', *PATTERN,
+                       'write -P 0x55 4M 2M')
+    assert_same(ceph.uri(img), want)
+
+
+def test_rbd_incremental_backup(daemon, ceph, img, workdir):
+    """A (non-persistent) bitmap on an rbd node: an incremental backup
+    copies what was written since, at the image's object granularity;
+    a persistent bitmap is refused with qsd's message."""
+    qmp = daemon.qmp
+    ceph.create(img, SIZE, *PATTERN)
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'r'}))
+    with pytest.raises(QMPError) as e:
+        qmp.execute('block-dirty-bitmap-add', node='r', name='p',
+                    persistent=True)
+    assert e.value.desc == \
+        "Can't store persistent bitmaps to r: Operation not supported"
+    qmp.execute('block-dirty-bitmap-add', node='r', name='b')
+    h = nbd_connect(nbd_export(daemon, 'r', 'e'), 'e')
+    h.pwrite(b'\x99' * 65536, 16 * MiB + 4096)
+    h.flush()
+    tgt = local_image(workdir, 'inc.qcow2', 'qcow2')
+    add_local(qmp, 'tgt', tgt, 'qcow2')
+    qmp.execute('blockdev-backup', job_id='b0', device='r', target='tgt',
+                sync='incremental', bitmap='b')
+    ev = wait_job(qmp, 'b0')
+    assert 'error' not in ev
+    h.shutdown()
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='r')
+    # what was written, at the bitmap's granularity, and nothing else
+    m = [e for e in json.loads(qemu_img('map', '--output=json', tgt).stdout)
+         if e['data']]
+    assert m and m[0]['start'] <= 16 * MiB + 4096
+    assert m[-1]['start'] + m[-1]['length'] >= 16 * MiB + 4096 + 65536
+    assert sum(e['length'] for e in m) <= 4 * MiB
+    qemu_io('-f', 'qcow2', '-c', 'read -P 0x99 %d 65536' % (16 * MiB + 4096),
+            '-c', 'read -P 0 %d 4096' % (16 * MiB), tgt)
+
+
+@pytest.mark.timeout(180)
+def test_rbd_cluster_gone_during_job(daemon, workdir):
+    """A cluster of its own whose OSD is stopped while a backup writes into
+    it: the job fails under its error policy (report), the daemon stays
+    up and lets the node go."""
+    d = tempfile.mkdtemp(prefix='bj-ceph-gone-')
+    c, reason = cluster_start(d)
+    if c is None:
+        shutil.rmtree(d, ignore_errors=True)
+        pytest.skip('ceph cluster did not start: %s' % reason)
+    try:
+        qmp = daemon.qmp
+        size = 256 * MiB
+        src = os.path.join(workdir, 'src.raw')
+        qemu_img('create', '-f', 'raw', src, str(size))
+        qemu_io('-f', 'raw', '-c', 'write -P 0x31 0 %d' % size, src)
+        c.create('gone', size)
+        add_local(qmp, 'src', src)
+        qmp.execute('blockdev-add', c.opts('gone', **{'node-name': 'tgt'}))
+        qmp.execute('blockdev-backup', job_id='b0', device='src',
+                    target='tgt', sync='full', speed=8 * MiB)
+        wait_until(lambda: qmp.execute('query-block-jobs')[0]['offset'] > 0,
+                   timeout=60, what='backup progress')
+        subprocess.run([SCRIPT, 'stop-osd', d], check=True, timeout=60)
+        qmp.execute('block-job-set-speed', device='b0', speed=0)
+        ev = wait_job(qmp, 'b0', timeout=120)
+        assert ev['error']
+        assert ev['offset'] < size
+        assert 'qemu' in qmp.execute('query-version')
+        t0 = time.monotonic()
+        qmp.execute('blockdev-del', node_name='tgt')
+        print('blockdev-del with the osd gone: %.1f s'
+              % (time.monotonic() - t0))
+        qmp.execute('blockdev-del', node_name='src')
+    finally:
+        subprocess.run([SCRIPT, 'stop', d], timeout=60)
+    daemon.stop()
+    shutil.rmtree(d, ignore_errors=True)

@@ -29,17 +29,20 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aio/io.h"
 #include "block/create.h"
 #include "block/drivers/drivers.h"
 #include "util/alloc.h"
+#include "util/log.h"
 
 #define RBD_CONNECT_TIMEOUT_S 30
 /* Completions collected per rbd_poll_io_events call. */
@@ -551,18 +554,62 @@ fail:
     return r;
 }
 
+/* How long closing may hold the loop before it is left to finish alone. */
+#define RBD_CLOSE_WAIT_S 5
+
+typedef struct RbdCloser {
+    RbdConnect rc;
+    int efd;
+} RbdCloser;
+
+static void *rbd_close_thread(void *opaque)
+{
+    RbdCloser *cl = opaque;
+
+    rbd_disconnect(&cl->rc);
+    if (cl->efd >= 0) {
+        close(cl->efd);
+    }
+    free(cl);
+    return NULL;
+}
+
+/*
+ * Closing flushes librbd's cache and releases the image's lock and watch:
+ * requests to the OSDs, each of which may wait out rados_osd_op_timeout
+ * when the cluster went away.  A thread of its own does it; close waits
+ * for it at most RBD_CLOSE_WAIT_S and then leaves it to finish (or to die
+ * with the process), so a dead cluster never freezes the daemon.
+ */
 static void rbd_close_node(BlockNode *bs)
 {
     RbdState *s = bs->opaque;
-    RbdConnect rc = { .cluster = s->cluster, .io = s->io, .rbd = s->image };
+    RbdCloser *cl = bj_malloc(sizeof(*cl));
+    struct timespec deadline;
+    pthread_t th;
 
     if (s->efd >= 0) {
         aio_set_fd_handler(s->efd_ctx, s->efd, NULL, NULL, NULL, NULL);
     }
-    rbd_disconnect(&rc);
-    if (s->efd >= 0) {
-        close(s->efd);
-        s->efd = -1;
+    *cl = (RbdCloser) {
+        .rc = { .cluster = s->cluster, .io = s->io, .rbd = s->image },
+        .efd = s->efd,
+    };
+    s->efd = -1;
+    s->cluster = NULL;
+    s->io = NULL;
+    s->image = NULL;
+    if (pthread_create(&th, NULL, rbd_close_thread, cl) != 0) {
+        rbd_close_thread(cl);
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += RBD_CLOSE_WAIT_S;
+    if (pthread_timedjoin_np(th, NULL, &deadline) != 0) {
+        log_warn("rbd: closing node '%s' is still waiting for the cluster "
+                 "after %d s; it goes on in the background", bs->node_name,
+                 RBD_CLOSE_WAIT_S);
+        pthread_detach(th);
     }
 }
 
