@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 #include <stdio.h>
@@ -557,9 +558,13 @@ fail:
 /* How long closing may hold the loop before it is left to finish alone. */
 #define RBD_CLOSE_WAIT_S 5
 
+enum { RBD_CLOSING, RBD_CLOSE_DETACHED, RBD_CLOSE_DONE };
+
 typedef struct RbdCloser {
     RbdConnect rc;
     int efd;
+    atomic_int state;              /* RBD_CLOSING, then DETACHED or DONE */
+    char node_name[32];
 } RbdCloser;
 
 static void *rbd_close_thread(void *opaque)
@@ -570,7 +575,11 @@ static void *rbd_close_thread(void *opaque)
     if (cl->efd >= 0) {
         close(cl->efd);
     }
-    free(cl);
+    if (atomic_exchange(&cl->state, RBD_CLOSE_DONE) == RBD_CLOSE_DETACHED) {
+        /* Nobody waits any more: say so, and clean up alone. */
+        log_warn("rbd: node '%s' closed", cl->node_name);
+        free(cl);
+    }
     return NULL;
 }
 
@@ -595,22 +604,33 @@ static void rbd_close_node(BlockNode *bs)
         .rc = { .cluster = s->cluster, .io = s->io, .rbd = s->image },
         .efd = s->efd,
     };
+    atomic_init(&cl->state, RBD_CLOSING);
+    snprintf(cl->node_name, sizeof(cl->node_name), "%s", bs->node_name);
     s->efd = -1;
     s->cluster = NULL;
     s->io = NULL;
     s->image = NULL;
     if (pthread_create(&th, NULL, rbd_close_thread, cl) != 0) {
         rbd_close_thread(cl);
+        free(cl);
         return;
     }
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += RBD_CLOSE_WAIT_S;
-    if (pthread_timedjoin_np(th, NULL, &deadline) != 0) {
-        log_warn("rbd: closing node '%s' is still waiting for the cluster "
-                 "after %d s; it goes on in the background", bs->node_name,
-                 RBD_CLOSE_WAIT_S);
-        pthread_detach(th);
+    if (pthread_timedjoin_np(th, NULL, &deadline) == 0) {
+        free(cl);
+        return;
     }
+    if (atomic_exchange(&cl->state, RBD_CLOSE_DETACHED) == RBD_CLOSE_DONE) {
+        /* It finished just now. */
+        pthread_join(th, NULL);
+        free(cl);
+        return;
+    }
+    log_warn("rbd: closing node '%s' is still waiting for the cluster "
+             "after %d s; it goes on in the background", bs->node_name,
+             RBD_CLOSE_WAIT_S);
+    pthread_detach(th);
 }
 
 static void rbd_refresh_limits(BlockNode *bs)
