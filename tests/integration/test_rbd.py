@@ -553,3 +553,32 @@ def test_rbd_cluster_gone_during_job(daemon, workdir):
         subprocess.run([SCRIPT, 'stop', d], timeout=60)
     daemon.stop()
     shutil.rmtree(d, ignore_errors=True)
+
+
+def test_rbd_in_iothread(daemon_factory, ceph, img, workdir):
+    """An rbd node moved to an iothread by its export: completions still
+    wake the requests there (in the iothread's context)."""
+    d = daemon_factory('--object', 'iothread,id=io0')
+    qmp = d.qmp
+    ceph.create(img, 8 * MiB, 'write -P 0x61 0 1M')
+    qmp.execute('blockdev-add', ceph.opts(img, **{'node-name': 'r'}))
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'r', 'writable': True,
+                                     'iothread': 'io0'})
+    h = nbd_connect(sock, 'r')
+    assert h.pread(MiB, 0) == b'\x61' * MiB
+    for i in range(16):
+        h.pwrite(bytes([0x70 + i]) * 65536, MiB + i * 65536)
+    h.flush()
+    assert h.pread(65536, MiB + 65536 * 3) == b'\x73' * 65536
+    nbd_export_teardown(qmp, h, 'r')
+    want = os.path.join(workdir, 'want.raw')
+    qemu_img('create', '-f', 'raw', want, str(8 * MiB))
+    qemu_io('-f', 'raw', '-c', 'write -P 0x61 0 1M', want)
+    for i in range(16):
+        qemu_io('-f', 'raw', '-c', 'write -P %d %d 64k'
+                % (0x70 + i, MiB + i * 65536), want)
+    assert_same(ceph.uri(img), want)
