@@ -535,6 +535,10 @@ def test_rbd_cluster_gone_during_job(daemon, workdir):
         qmp.execute('block-job-set-speed', device='b0', speed=0)
         ev = wait_job(qmp, 'b0', timeout=120)
         assert ev['error']
+        # on-target-error=report (the default): reported, then failed
+        err = qmp.wait_event('BLOCK_JOB_ERROR', timeout=5)['data']
+        assert (err['device'], err['operation'], err['action']) == \
+            ('b0', 'write', 'report')
         assert ev['offset'] < size
         assert 'qemu' in qmp.execute('query-version')
         t0 = time.monotonic()
