@@ -542,10 +542,14 @@ def test_rbd_cluster_gone_during_job(daemon, workdir):
         assert ev['offset'] < size
         assert 'qemu' in qmp.execute('query-version')
         t0 = time.monotonic()
-        qmp.execute('blockdev-del', node_name='tgt')
+        reply = qmp.cmd_raw({'execute': 'blockdev-del',
+                             'arguments': {'node-name': 'tgt'}}, timeout=150)
+        assert reply == {'return': {}}
         print('blockdev-del with the osd gone: %.1f s'
               % (time.monotonic() - t0))
-        assert time.monotonic() - t0 < 20
+        if not is_qsd():
+            # qsd holds its monitor until librbd gives up (30 s here)
+            assert time.monotonic() - t0 < 20
         qmp.execute('blockdev-del', node_name='src')
         assert 'qemu' in qmp.execute('query-version')
         # librbd gives up on the image in the background (each request to
@@ -559,6 +563,8 @@ def test_rbd_cluster_gone_during_job(daemon, workdir):
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.blockjobd_only('qsd 7.2 aborts in nbd_blockdev_client_closed '
+                            'when the client of an iothread export hangs up')
 def test_rbd_in_iothread(daemon_factory, ceph, img, workdir):
     """An rbd node moved to an iothread by its export: completions still
     wake the requests there (in the iothread's context)."""
