@@ -592,3 +592,18 @@ def test_rbd_in_iothread(daemon_factory, ceph, img, workdir):
         qemu_io('-f', 'raw', '-c', 'write -P %d %d 64k'
                 % (0x70 + i, MiB + i * 65536), want)
     assert_same(ceph.uri(img), want)
+
+
+def test_rbd_auth_client_required(daemon, ceph, img):
+    """The cluster runs without auth: 'none' opens, 'cephx' alone cannot
+    connect (qsd's message)."""
+    qmp = daemon.qmp
+    ceph.create(img, 4 * MiB)
+    qmp.execute('blockdev-add', ceph.opts(
+        img, user='admin', **{'node-name': 'r',
+                              'auth-client-required': ['cephx', 'none']}))
+    qmp.execute('blockdev-del', node_name='r')
+    msg = add_error(qmp, ceph.opts(img, **{'node-name': 'r',
+                                           'auth-client-required':
+                                           ['cephx']}))
+    assert msg == 'error connecting: Operation not supported'

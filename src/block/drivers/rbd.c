@@ -34,6 +34,7 @@
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
