@@ -60,6 +60,23 @@ wait_for() {
     return 1
 }
 
+# Runs "$@" (output to setup.log) until it succeeds, at most 5 times, a
+# second apart.  In the first seconds of a new cluster the monitor now and
+# then refuses a command ("Error EPERM: problem getting command
+# descriptions from mon", or the osd's "wrong fsid") that goes through
+# moments later; every command retried here is idempotent.
+retry() {
+    local tries=0
+    until "$@" >>"$DIR/log/setup.log" 2>&1; do
+        tries=$((tries + 1))
+        if [ $tries -ge 5 ]; then
+            return 1
+        fi
+        echo "ceph-cluster: retrying: $*" >>"$DIR/log/setup.log"
+        sleep 1
+    done
+}
+
 # A free TCP port on 127.0.0.1 (the kernel's choice).
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -139,7 +156,7 @@ log_file = $DIR/log/client.log
 EOF
     touch "$DIR/keyring"
     # Whatever fails from here on leaves no daemon behind.
-    trap 'echo "ceph-cluster: start failed (see $DIR/log)" >&2; kill_by_pidfile osd.0 || true; kill_by_pidfile mon.a || true' ERR
+    trap 'echo "ceph-cluster: start failed (see $DIR/log): $(grep -v "^\$" "$DIR/log/setup.log" | tail -n 2)" >&2; kill_by_pidfile osd.0 || true; kill_by_pidfile mon.a || true' ERR
     monmaptool --create --clobber --fsid "$fsid" --addv a "[v1:127.0.0.1:$port]" \
         "$DIR/monmap" >"$DIR/log/setup.log" 2>&1
     ceph-mon -c "$conf" --mkfs -i a --monmap "$DIR/monmap" \
@@ -151,25 +168,19 @@ EOF
         kill_by_pidfile mon.a || true
         exit 1
     fi
+    # osd new with the same uuid gives the same id again.
+    retry ceph -c "$conf" osd new "$osd_uuid"
     id=$(ceph -c "$conf" osd new "$osd_uuid" 2>>"$DIR/log/setup.log")
     ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" \
         >>"$DIR/log/setup.log" 2>&1
-    # Now and then (one start in five here) the osd's first monitor
-    # command is refused with "wrong fsid" and it exits (250): try again.
-    local tries=0
-    until ceph-osd -c "$conf" -i "$id" >>"$DIR/log/setup.log" 2>&1; do
-        tries=$((tries + 1))
-        if [ $tries -ge 3 ]; then
-            false
-        fi
-        echo "ceph-cluster: osd start failed, retrying" >>"$DIR/log/setup.log"
-    done
-    ceph -c "$conf" osd pool create rbd 8 8 >>"$DIR/log/setup.log" 2>&1
-    ceph -c "$conf" osd pool set rbd size 1 --yes-i-really-mean-it \
-        >>"$DIR/log/setup.log" 2>&1
+    # The osd's own first command may meet the same refusal ("wrong
+    # fsid"); it exits (250) then.
+    retry ceph-osd -c "$conf" -i "$id"
+    retry ceph -c "$conf" osd pool create rbd 8 8
+    retry ceph -c "$conf" osd pool set rbd size 1 --yes-i-really-mean-it
     # Writes the pool's first objects: done once the osd serves the pool
     # (the [client] timeouts bound it).
-    if ! rbd -c "$conf" pool init rbd >>"$DIR/log/setup.log" 2>&1; then
+    if ! retry rbd -c "$conf" pool init rbd; then
         echo "ceph-cluster: the osd did not bring pool rbd up (see $DIR/log)" >&2
         kill_by_pidfile "osd.$id" || true
         kill_by_pidfile mon.a || true
