@@ -12,6 +12,8 @@ PACKAGES=(
     libgnutls28-dev gnutls-bin  # NBD TLS; certtool/psktool for its tests
     clang libclang-rt-14-dev    # scripts/fuzz.sh: libFuzzer
     libfuse3-dev fuse3          # FUSE exports (fusermount3)
+    librbd-dev librados-dev     # driver=rbd
+    ceph-mon ceph-osd ceph-common qemu-block-extra  # scripts/ceph-cluster.sh, rbd: in tests
 )
 
 missing=()

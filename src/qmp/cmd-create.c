@@ -38,7 +38,7 @@
  * driver it lacks. */
 static const char *const absent_drivers[] = {
     "luks", "qcow", "qed", "parallels", "vdi", "vhdx", "vmdk", "vpc",
-    "gluster", "nfs", "rbd", "ssh", "blkreplay", "ftp", "ftps", "http",
+    "gluster", "nfs", "ssh", "blkreplay", "ftp", "ftps", "http",
     "https", "iscsi", NULL,
 };
 

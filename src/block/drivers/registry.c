@@ -18,6 +18,7 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_copy_on_read,
     &bdrv_host_device,
     &bdrv_nbd,
+    &bdrv_rbd,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 
