@@ -12,6 +12,7 @@ static const ObjectType *const types[] = {
     &secret_type,
     &tls_creds_psk_type,
     &tls_creds_x509_type,
+    &throttle_group_type,
     NULL,
 };
 
@@ -166,6 +167,73 @@ bool object_del(const char *id, Error **errp)
     }
     object_free(obj);
     return true;
+}
+
+const ArgSpec qom_get_args[] = {
+    { .name = "path", .type = ARG_STR },
+    { .name = "property", .type = ARG_STR },
+    { .name = NULL },
+};
+
+const ArgSpec qom_set_args[] = {
+    { .name = "path", .type = ARG_STR },
+    { .name = "property", .type = ARG_STR },
+    { .name = "value", .type = ARG_ANY },
+    { .name = NULL },
+};
+
+static Object *qom_resolve(const char *path, Error **errp)
+{
+    const char *id = path;
+    Object *o;
+
+    if (!strncmp(path, "/objects/", 9)) {
+        id = path + 9;
+    }
+    o = object_find(id);
+    if (!o) {
+        error_set(errp, ERROR_CLASS_DEVICE_NOT_FOUND, "Device '%s' not found",
+                  path);
+    }
+    return o;
+}
+
+json_t *object_qom_get(const char *path, const char *prop, Error **errp)
+{
+    Object *o = qom_resolve(path, errp);
+    json_t *v = NULL;
+
+    if (!o) {
+        return NULL;
+    }
+    if (!strcmp(prop, "type")) {
+        return json_string(o->type->name);
+    }
+    if (o->type->prop_get) {
+        v = o->type->prop_get(o, prop);
+    }
+    if (!v) {
+        error_setg(errp, "Property '%s.%s' not found", o->type->name, prop);
+    }
+    return v;
+}
+
+bool object_qom_set(const char *path, const char *prop, json_t *value,
+                    Error **errp)
+{
+    Object *o = qom_resolve(path, errp);
+    int r = 0;
+
+    if (!o) {
+        return false;
+    }
+    if (o->type->prop_set) {
+        r = o->type->prop_set(o, prop, value, errp);
+    }
+    if (r == 0) {
+        error_setg(errp, "Property '%s.%s' not found", o->type->name, prop);
+    }
+    return r > 0;
 }
 
 void object_print_types(FILE *f)
