@@ -292,6 +292,13 @@ struct BlockDriver {
 
     void (*refresh_limits)(BlockNode *bs);
 
+    /* The node's first drained section begins / its last one ends (main
+     * loop; the node may live in an iothread).  A driver that holds
+     * requests back (throttle) lets them through from begin on, so the
+     * section does not wait for it. */
+    void (*drained_begin)(BlockNode *bs);
+    void (*drained_end)(BlockNode *bs);
+
     /*
      * Reopen with another read-only state (block/reopen.h), node drained,
      * bs->read_only still the old value.  prepare readies the change and

@@ -427,6 +427,7 @@ static bool bucket_applies(int i, bool write)
 static int64_t wait_ns_locked(ThrottleGroup *g, bool write)
 {
     double wait = 0;
+    bool blocked = false;
 
     for (int i = 0; i < B__MAX; i++) {
         const Bucket *b = &g->cfg.b[i];
@@ -440,14 +441,16 @@ static int64_t wait_ns_locked(ThrottleGroup *g, bool write)
         if (b->level >= cap) {
             w = (b->level - cap) / (double)b->avg;
             wait = dmax(wait, w);
+            blocked = true;
         }
         if (b->max && b->burst_level >= (double)b->max / 10) {
             w = (b->burst_level - (double)b->max / 10) / (double)b->max;
             wait = dmax(wait, w);
+            blocked = true;
         }
     }
     /* A little past the moment the level is below the capacity. */
-    return wait > 0 ? (int64_t)(wait * 1e9) + 1000 : 0;
+    return blocked ? (int64_t)(wait * 1e9) + 1000 : 0;
 }
 
 static void account_locked(ThrottleGroup *g, bool write, int64_t bytes)
