@@ -47,15 +47,17 @@ def add_throttled(qmp, node, path, group, fnode=None):
                                  'throttle-group': group, 'file': fnode})
 
 
-def export(daemon, node, sockdir):
+def export(daemon, node, sockdir, iothread=None):
     sock = os.path.join(str(sockdir), 'nbd.sock')
     if not getattr(daemon, '_nbd_started', False):
         daemon.qmp.execute('nbd-server-start', addr={
             'type': 'unix', 'data': {'path': sock}})
         daemon._nbd_started = True
-    daemon.qmp.execute('block-export-add', {
-        'type': 'nbd', 'id': node, 'node-name': node, 'name': node,
-        'writable': True})
+    args = {'type': 'nbd', 'id': node, 'node-name': node, 'name': node,
+            'writable': True}
+    if iothread:
+        args['iothread'] = iothread
+    daemon.qmp.execute('block-export-add', args)
     h = nbd.NBD()
     h.connect_uri('nbd+unix:///%s?socket=%s' % (node, sock))
     return h
@@ -229,6 +231,28 @@ def test_object_add_limits_and_errors(daemon):
     qmp.execute('object-del', id='g0')
 
 
+def test_qom_paths(daemon):
+    qmp = daemon.qmp
+    qmp.execute('object-add', {'qom-type': 'throttle-group', 'id': 'g0'})
+    for path, want in [('/', 'container'), ('/objects', 'container'),
+                       ('objects', 'container'), ('/objects/', 'container'),
+                       ('//objects/g0', 'throttle-group'),
+                       ('g0', 'throttle-group')]:
+        assert qmp.execute('qom-get', path=path, property='type') == want
+    for path in ('', '/objects/nope', '/g0', '/objects/g0/x'):
+        with pytest.raises(QMPError) as e:
+            qmp.execute('qom-get', path=path, property='type')
+        assert (e.value.cls, e.value.desc) == \
+            ('DeviceNotFound', "Device '%s' not found" % path)
+    with pytest.raises(QMPError) as e:
+        qmp.execute('qom-set', path='g0', property='type', value='x')
+    assert e.value.desc == "Property 'throttle-group.type' is not writable"
+    with pytest.raises(QMPError) as e:
+        qmp.execute('qom-get', path='/objects', property='limits')
+    assert e.value.desc == "Property 'container.limits' not found"
+    qmp.execute('object-del', id='g0')
+
+
 def test_filter_errors_and_object_del(daemon, workdir):
     qmp = daemon.qmp
     path = make_raw(workdir, 'a.raw')
@@ -306,6 +330,24 @@ def test_group_shares_budget(daemon_factory, workdir, sockdir):
     h1 = export(d, 't1', sockdir)
     h2 = export(d, 't2', sockdir)
     done, elapsed = load([h1, h2], 2.0, 4 * KiB)
+    lo, hi = bounds(40, elapsed, 40 / 10, 1)
+    assert lo <= sum(done) <= hi, (done, elapsed)
+    assert min(done) > 0, done
+    unexport(d, h1, 't1')
+    unexport(d, h2, 't2')
+
+
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 aborts when a client '
+                            'of an iothread export disconnects')
+def test_group_shared_with_iothread(daemon_factory, workdir, sockdir):
+    # One member in an iothread, one in the main loop: one budget.
+    d = daemon_factory('--object', 'iothread,id=io0',
+                       '--object', 'throttle-group,id=g,x-iops-total=40')
+    add_throttled(d.qmp, 't1', make_raw(workdir, 'a.raw'), 'g')
+    add_throttled(d.qmp, 't2', make_raw(workdir, 'b.raw'), 'g')
+    h1 = export(d, 't1', sockdir, iothread='io0')
+    h2 = export(d, 't2', sockdir)
+    done, elapsed = load([h1, h2], 2.0, 4 * KiB, write=True)
     lo, hi = bounds(40, elapsed, 40 / 10, 1)
     assert lo <= sum(done) <= hi, (done, elapsed)
     assert min(done) > 0, done
