@@ -323,6 +323,18 @@ def test_bps_limit_with_burst(daemon_factory, workdir, sockdir):
     unexport(d, h, 't')
 
 
+def test_iops_size(daemon_factory, workdir, sockdir):
+    # A 64 KiB read counts 16 operations of 4 KiB: 20 of them a second.
+    d = daemon_factory('--object', 'throttle-group,id=g,x-iops-total=20,'
+                       'x-iops-size=4096')
+    add_throttled(d.qmp, 't', make_raw(workdir, 'a.raw'), 'g')
+    h = export(d, 't', sockdir)
+    done, elapsed = load([h], 2.0, 64 * KiB, depth=1)
+    lo, hi = bounds(20, elapsed, 20 / 10, 16)
+    assert 1 <= done[0] * 16 <= hi, (done, elapsed)
+    unexport(d, h, 't')
+
+
 def test_group_shares_budget(daemon_factory, workdir, sockdir):
     d = daemon_factory('--object', 'throttle-group,id=g,x-iops-read=40')
     add_throttled(d.qmp, 't1', make_raw(workdir, 'a.raw'), 'g')
