@@ -272,7 +272,11 @@ def test_filter_errors_and_object_del(daemon, workdir):
              "Parameter 'limits' is unexpected"),
             ({'file': 'f', 'throttle-group': 5},
              "Invalid parameter type for 'throttle-group', expected: "
-             'string')]:
+             'string'),
+            ({'file': 'nope', 'throttle-group': 'g0'},
+             "Cannot find device='nope' nor node-name='nope'"),
+            ({'file': 'f', 'throttle-group': 'g0', 'node-name': 'f'},
+             "Duplicate nodes with node-name='f'")]:
         args = {'driver': 'throttle', 'node-name': 't0'}
         args.update(opts)
         with pytest.raises(QMPError) as e:
