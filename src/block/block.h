@@ -292,6 +292,13 @@ struct BlockDriver {
 
     void (*refresh_limits)(BlockNode *bs);
 
+    /* The node's first drained section begins / its last one ends (main
+     * loop; the node may live in an iothread).  A driver that holds
+     * requests back (throttle) lets them through from begin on, so the
+     * section does not wait for it. */
+    void (*drained_begin)(BlockNode *bs);
+    void (*drained_end)(BlockNode *bs);
+
     /*
      * The node moves to another AioContext (bdrv_set_aio_context; main
      * loop, node drained): detach is called while bs->ctx is still the old

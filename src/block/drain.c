@@ -160,6 +160,9 @@ static void quiesce_begin(BlockNode *bs)
     BlockChild *c;
 
     if (atomic_fetch_add(&bs->quiesce_counter, 1) == 0) {
+        if (bs->drv && bs->drv->drained_begin) {
+            bs->drv->drained_begin(bs);
+        }
         list_for_each_entry(c, &bs->parents, parent_link) {
             if (!c->klass->parent_is_node && !c->quiesced_parent) {
                 c->quiesced_parent = true;
@@ -183,6 +186,9 @@ static void quiesce_end(BlockNode *bs)
 
     assert(old > 0);
     if (old == 1) {
+        if (bs->drv && bs->drv->drained_end) {
+            bs->drv->drained_end(bs);
+        }
         list_for_each_entry(c, &bs->parents, parent_link) {
             if (!c->klass->parent_is_node && c->quiesced_parent) {
                 c->quiesced_parent = false;

@@ -12,6 +12,7 @@ static const ObjectType *const types[] = {
     &secret_type,
     &tls_creds_psk_type,
     &tls_creds_x509_type,
+    &throttle_group_type,
     NULL,
 };
 
@@ -166,6 +167,122 @@ bool object_del(const char *id, Error **errp)
     }
     object_free(obj);
     return true;
+}
+
+const ArgSpec qom_get_args[] = {
+    { .name = "path", .type = ARG_STR },
+    { .name = "property", .type = ARG_STR },
+    { .name = NULL },
+};
+
+const ArgSpec qom_set_args[] = {
+    { .name = "path", .type = ARG_STR },
+    { .name = "property", .type = ARG_STR },
+    { .name = "value", .type = ARG_ANY },
+    { .name = NULL },
+};
+
+/*
+ * A QOM path: "/objects/ID" (slashes may repeat), a partial path "ID", or
+ * one of the two containers ("/", "/objects", partial "objects").  Returns
+ * the object, or NULL with *container set for a container, or NULL and
+ * qsd's DeviceNotFound.
+ */
+static Object *qom_resolve(const char *path, bool *container, Error **errp)
+{
+    const char *comp[3];
+    size_t len[3];
+    int n = 0;
+    bool absolute = path[0] == '/';
+    Object *o = NULL;
+
+    *container = false;
+    for (const char *p = path; *p && n <= 2;) {
+        const char *e;
+
+        while (*p == '/') {
+            p++;
+        }
+        if (!*p) {
+            break;
+        }
+        e = strchr(p, '/');
+        e = e ? e : p + strlen(p);
+        comp[n] = p;
+        len[n++] = (size_t)(e - p);
+        p = e;
+    }
+    if (absolute && n == 0) {
+        *container = true;
+        return NULL;
+    }
+    if (n >= 1 && n <= 2 && len[0] == 7 && !strncmp(comp[0], "objects", 7)) {
+        if (n == 1) {
+            *container = true;
+            return NULL;
+        }
+        comp[0] = comp[1];
+        len[0] = len[1];
+        n = 1;
+    } else if (absolute) {
+        n = 0;
+    }
+    if (n == 1) {
+        char *id = bj_strndup(comp[0], len[0]);
+        o = object_find(id);
+        free(id);
+    }
+    if (!o) {
+        error_set(errp, ERROR_CLASS_DEVICE_NOT_FOUND, "Device '%s' not found",
+                  path);
+    }
+    return o;
+}
+
+json_t *object_qom_get(const char *path, const char *prop, Error **errp)
+{
+    bool container;
+    Object *o = qom_resolve(path, &container, errp);
+    const char *type = container ? "container" : o ? o->type->name : NULL;
+    json_t *v = NULL;
+
+    if (!type) {
+        return NULL;
+    }
+    if (!strcmp(prop, "type")) {
+        return json_string(type);
+    }
+    if (o && o->type->prop_get) {
+        v = o->type->prop_get(o, prop);
+    }
+    if (!v) {
+        error_setg(errp, "Property '%s.%s' not found", type, prop);
+    }
+    return v;
+}
+
+bool object_qom_set(const char *path, const char *prop, json_t *value,
+                    Error **errp)
+{
+    bool container;
+    Object *o = qom_resolve(path, &container, errp);
+    const char *type = container ? "container" : o ? o->type->name : NULL;
+    int r = 0;
+
+    if (!type) {
+        return false;
+    }
+    if (!strcmp(prop, "type")) {
+        error_setg(errp, "Property '%s.type' is not writable", type);
+        return false;
+    }
+    if (o && o->type->prop_set) {
+        r = o->type->prop_set(o, prop, value, errp);
+    }
+    if (r == 0) {
+        error_setg(errp, "Property '%s.%s' not found", type, prop);
+    }
+    return r > 0;
 }
 
 void object_print_types(FILE *f)

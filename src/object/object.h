@@ -2,8 +2,8 @@
  * User-creatable objects (--object TYPE,id=ID,... and QMP object-add /
  * object-del), as qemu-storage-daemon 7.2 has them: one namespace of ids,
  * one table of types.  Types: tls-creds-x509, tls-creds-psk (tls-creds.h),
- * secret (secret.h), authz-simple (authz.h), and iothread, which is handed
- * to aio/iothread.c.
+ * secret (secret.h), authz-simple (authz.h), throttle-group
+ * (throttle-group.h), and iothread, which is handed to aio/iothread.c.
  *
  * Everything here runs in the main loop.  An object is created whole or
  * not at all (its files are read and checked at creation, as qemu does), so
@@ -35,6 +35,12 @@ typedef struct ObjectType {
     void (*destroy)(Object *obj);
     /* Created in use, for good: object-del always refuses it. */
     bool in_use_for_good;
+    /* qom-get of a property besides "type": a new reference, or NULL when
+     * the type has no such property.  Unset: none. */
+    json_t *(*prop_get)(Object *obj, const char *name);
+    /* qom-set: 1 done, 0 no such property, -1 refused (*errp). */
+    int (*prop_set)(Object *obj, const char *name, json_t *value,
+                    Error **errp);
 } ObjectType;
 
 struct Object {
@@ -59,6 +65,14 @@ const char *object_type_name(const Object *obj);
 /* A user keeps obj (main loop); object_unuse when it lets go. */
 void object_use(Object *obj);
 void object_unuse(Object *obj);
+
+/* qom-get / qom-set: path is an object's id or /objects/ID; qsd's
+ * "Device 'X' not found" (DeviceNotFound) and "Property 'T.P' not found". */
+extern const ArgSpec qom_get_args[];
+extern const ArgSpec qom_set_args[];
+json_t *object_qom_get(const char *path, const char *prop, Error **errp);
+bool object_qom_set(const char *path, const char *prop, json_t *value,
+                    Error **errp);
 
 /* --object help */
 void object_print_types(FILE *f);

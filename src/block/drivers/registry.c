@@ -19,6 +19,7 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_host_device,
     &bdrv_nbd,
     &bdrv_rbd,
+    &bdrv_throttle,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 
