@@ -1,0 +1,269 @@
+"""Internal snapshots: blockdev-snapshot-internal-sync and
+blockdev-snapshot-delete-internal-sync (also as a transaction action).
+
+The snapshots we take must be what qemu-img reads (check clean, listed
+with their names, `snapshot -a` restores the bytes of the instant) and
+the ones qemu-img takes must be ours to delete; deleting gives the
+clusters back.  Error texts are qsd 7.2's (every test also runs against
+qemu-storage-daemon).
+"""
+
+import json
+import os
+import random
+import shutil
+
+import pytest
+
+import bjtest
+from bjtest import QMPError, qemu_img, qemu_io
+
+MiB = 1024 * 1024
+
+
+def check_clean(path):
+    """qemu-img check: no corruption, no leak, no error."""
+    p = qemu_img('check', '--output=json', path, check=False)
+    report = json.loads(p.stdout)
+    assert report.get('corruptions', 0) == 0, (report, p.stderr)
+    assert report.get('leaks', 0) == 0, (report, p.stderr)
+    assert report.get('check-errors', 0) == 0, (report, p.stderr)
+    assert p.returncode == 0, (report, p.stderr)
+    return report
+
+
+def snapshot_names(path):
+    info = json.loads(qemu_img('info', '--output=json', '-U',
+                               path).stdout)
+    return [(s['id'], s['name']) for s in info.get('snapshots', [])]
+
+
+def qerror(qmp, cmd, **args):
+    try:
+        qmp.execute(cmd, args)
+    except QMPError as e:
+        assert e.cls == 'GenericError', (e.cls, e.desc)
+        return e.desc
+    raise AssertionError('%s %r succeeded' % (cmd, args))
+
+
+def make_image(workdir, name='a.qcow2', size=16 * MiB, *opts):
+    path = os.path.join(str(workdir), name)
+    qemu_img('create', '-q', '-f', 'qcow2', *opts, path, str(size))
+    return path
+
+
+def add(qmp, node, path, **opts):
+    bjtest.blockdev_add_image(qmp, 'qcow2', node, path, **opts)
+
+
+def test_create_list_restore_delete(daemon, workdir, sockdir):
+    """Snapshots taken while an NBD client writes: qemu-img sees them, and
+    restoring one gives back exactly the bytes of its instant."""
+    pytest.importorskip('nbd')
+    size = 16 * MiB
+    path = make_image(workdir, 'a.qcow2', size)
+    qmp = daemon.qmp
+    add(qmp, 'q', path)
+    h = bjtest.nbd_export_open(daemon, sockdir)
+    rnd = random.Random(20)
+    expect = bytearray(size)
+    copies = {}
+    n = 0
+    for snap in ('s1', 's2', 's3'):
+        for _ in range(40):
+            bjtest.nbd_random_write(h, rnd, n, expect, size)
+            n += 1
+        qmp.execute('blockdev-snapshot-internal-sync', device='q', name=snap)
+        copies[snap] = bytes(expect)
+    for _ in range(40):
+        bjtest.nbd_random_write(h, rnd, n, expect, size)
+        n += 1
+    # query-named-block-nodes lists them as qsd does
+    nodes = {x['node-name']: x for x in qmp.execute('query-named-block-nodes')}
+    snaps = nodes['q']['image']['snapshots']
+    assert [(s['id'], s['name']) for s in snaps] == [
+        ('1', 's1'), ('2', 's2'), ('3', 's3')]
+    for s in snaps:
+        assert set(s) == {'id', 'name', 'vm-state-size', 'date-sec',
+                          'date-nsec', 'vm-clock-sec', 'vm-clock-nsec'}
+        assert s['vm-state-size'] == 0
+    bjtest.nbd_export_close(daemon, h)
+    daemon.stop()
+
+    check_clean(path)
+    assert snapshot_names(path) == [('1', 's1'), ('2', 's2'), ('3', 's3')]
+    # the active image has the latest bytes
+    cur = os.path.join(str(workdir), 'cur.raw')
+    with open(cur, 'wb') as f:
+        f.write(expect)
+    qemu_img('compare', '-f', 'qcow2', '-F', 'raw', path, cur)
+    for snap, data in copies.items():
+        work = os.path.join(str(workdir), 'w.qcow2')
+        shutil.copyfile(path, work)
+        qemu_img('snapshot', '-a', snap, work)
+        with open(cur, 'wb') as f:
+            f.write(data)
+        qemu_img('compare', '-f', 'qcow2', '-F', 'raw', work, cur)
+        check_clean(work)
+        os.unlink(work)
+
+
+def test_delete_frees_clusters(daemon_factory, workdir):
+    """Deleting every snapshot, ours and qemu-img's, leaves a clean image
+    whose clusters are what it had without them."""
+    path = make_image(workdir, 'a.qcow2', 8 * MiB)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 1 0 4M', path)
+    plain_alloc = json.loads(qemu_img('check', '--output=json',
+                                      path).stdout)['allocated-clusters']
+    qemu_img('snapshot', '-c', 'theirs', path)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 2 1M 2M', path)
+    d = daemon_factory()
+    qmp = d.qmp
+    add(qmp, 'q', path)
+    qmp.execute('blockdev-snapshot-internal-sync', device='q', name='ours')
+    qmp.execute('blockdev-snapshot-internal-sync', device='q', name='ours2')
+    # writes now copy the shared clusters
+    d2 = qmp.execute('query-named-block-nodes')
+    assert [s['name'] for s in
+            [n for n in d2 if n['node-name'] == 'q'][0]['image']['snapshots']
+            ] == ['theirs', 'ours', 'ours2']
+    r = qmp.execute('blockdev-snapshot-delete-internal-sync', device='q',
+                    name='theirs')
+    assert r['id'] == '1' and r['name'] == 'theirs'
+    assert set(r) >= {'vm-state-size', 'date-sec', 'date-nsec',
+                      'vm-clock-sec', 'vm-clock-nsec'}
+    qmp.execute('blockdev-snapshot-delete-internal-sync', device='q',
+                id='2')
+    d.stop()
+    check_clean(path)
+    assert snapshot_names(path) == [('3', 'ours2')]
+    # qemu-img deletes ours
+    qemu_img('snapshot', '-d', 'ours2', path)
+    report = check_clean(path)
+    assert report['allocated-clusters'] == plain_alloc
+    ref = os.path.join(str(workdir), 'ref.qcow2')
+    make_image(workdir, 'ref.qcow2', 8 * MiB)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 1 0 4M', '-c',
+            'write -P 2 1M 2M', ref)
+    qemu_img('compare', path, ref)
+
+
+def test_write_after_snapshot_then_delete(daemon_factory, workdir):
+    """Writes after a snapshot copy the shared clusters; deleting the
+    snapshot gives the old copies back and COPIED is right again."""
+    path = make_image(workdir, 'a.qcow2', 8 * MiB)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 1 0 8M', path)
+    plain_alloc = json.loads(qemu_img('check', '--output=json',
+                                      path).stdout)['allocated-clusters']
+    d = daemon_factory()
+    qmp = d.qmp
+    add(qmp, 'q', path)
+    qmp.execute('blockdev-snapshot-internal-sync', device='q', name='s')
+    d.stop()
+    check_clean(path)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 3 0 2M', path)
+    d = daemon_factory()
+    qmp = d.qmp
+    add(qmp, 'q', path)
+    qmp.execute('blockdev-snapshot-delete-internal-sync', device='q',
+                name='s')
+    d.stop()
+    report = check_clean(path)
+    assert report['allocated-clusters'] == plain_alloc
+    assert snapshot_names(path) == []
+    # and a write in place works afterwards (no needless copy)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 4 4M 1M', path)
+    check_clean(path)
+    assert json.loads(qemu_img('check', '--output=json', path).stdout)[
+        'allocated-clusters'] == plain_alloc
+
+
+def test_errors_as_qsd(daemon, workdir):
+    qmp = daemon.qmp
+    path = make_image(workdir, 'a.qcow2', 1 * MiB)
+    ro = make_image(workdir, 'ro.qcow2', 1 * MiB)
+    qemu_img('snapshot', '-c', 'old', ro)
+    raw = os.path.join(str(workdir), 'r.raw')
+    qemu_img('create', '-q', '-f', 'raw', raw, '1M')
+    add(qmp, 'q', path)
+    bjtest.blockdev_add_image(qmp, 'raw', 'r', raw)
+    qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'qro', 'read-only': True,
+        'file': {'driver': 'file', 'filename': ro, 'node-name': 'fro',
+                 'read-only': True}})
+    c = 'blockdev-snapshot-internal-sync'
+    dl = 'blockdev-snapshot-delete-internal-sync'
+    assert qerror(qmp, c, device='nope', name='x') == \
+        "Cannot find device='nope' nor node-name='nope'"
+    assert qerror(qmp, c, device='r', name='x') == \
+        "Block format 'raw' used by device 'r' does not support internal " \
+        "snapshots"
+    assert qerror(qmp, c, device='fro', name='x') == 'Need a root block node'
+    assert qerror(qmp, c, device='qro', name='x') == \
+        "Device 'qro' is read only"
+    assert qerror(qmp, c, device='q', name='') == 'Name is empty'
+    qmp.execute(c, device='q', name='s1')
+    assert qerror(qmp, c, device='q', name='s1') == \
+        "Snapshot with name 's1' already exists on device 'q'"
+    assert qerror(qmp, dl, device='q') == 'Name or id must be provided'
+    assert qerror(qmp, dl, device='nope', name='x') == \
+        "Cannot find device='nope' nor node-name='nope'"
+    assert qerror(qmp, dl, device='fro', name='x') == \
+        'Need a root block node'
+    assert qerror(qmp, dl, device='r', name='x') == \
+        'Failed to get a snapshot list: Operation not supported'
+    assert qerror(qmp, dl, device='q', name='x') == \
+        "Snapshot with id 'null' and name 'x' does not exist on device 'q'"
+    assert qerror(qmp, dl, device='q', id='9') == \
+        "Snapshot with id '9' and name 'null' does not exist on device 'q'"
+    assert qerror(qmp, dl, device='q', id='2', name='s1') == \
+        "Snapshot with id '2' and name 's1' does not exist on device 'q'"
+    assert qerror(qmp, dl, device='qro', name='old') == \
+        'Failed to remove snapshot from snapshot list: Operation not ' \
+        'permitted'
+    # nothing changed by the refusals
+    nodes = {x['node-name']: x for x in qmp.execute('query-named-block-nodes')}
+    assert [s['name'] for s in nodes['q']['image']['snapshots']] == ['s1']
+    if not bjtest.is_qsd():
+        # (qsd 7.2 drops it from its list in memory, not from the image)
+        assert [s['name'] for s in nodes['qro']['image']['snapshots']] == \
+            ['old']
+    r = qmp.execute(dl, device='q', id='1', name='s1')
+    assert (r['id'], r['name'], r['vm-state-size']) == ('1', 's1', 0)
+    nodes = {x['node-name']: x for x in qmp.execute('query-named-block-nodes')}
+    assert 'snapshots' not in nodes['q']['image']
+    # a long name is cut to 255 bytes, as qsd does
+    long_name = 'n' * 300
+    qmp.execute(c, device='q', name=long_name)
+    nodes = {x['node-name']: x for x in qmp.execute('query-named-block-nodes')}
+    assert [s['name'] for s in nodes['q']['image']['snapshots']] == \
+        ['n' * 255]
+
+
+def test_transaction_abort_leaves_no_snapshot(daemon, workdir):
+    qmp = daemon.qmp
+    path = make_image(workdir, 'a.qcow2', 4 * MiB)
+    qemu_io('-f', 'qcow2', '-c', 'write -P 7 0 1M', path)
+    add(qmp, 'q', path)
+    qmp.execute('blockdev-snapshot-internal-sync', device='q', name='x')
+    assert qerror(qmp, 'transaction', actions=[
+        {'type': 'blockdev-snapshot-internal-sync',
+         'data': {'device': 'q', 'name': 't1'}},
+        {'type': 'abort', 'data': {}}]) == \
+        'Transaction aborted using Abort action'
+    assert qerror(qmp, 'transaction', actions=[
+        {'type': 'blockdev-snapshot-internal-sync',
+         'data': {'device': 'q', 'name': 't1'}}],
+        properties={'completion-mode': 'grouped'}) == \
+        "Action 'blockdev-snapshot-internal-sync' does not support " \
+        "Transaction property completion-mode = grouped"
+    qmp.execute('transaction', actions=[
+        {'type': 'blockdev-snapshot-internal-sync',
+         'data': {'device': 'q', 'name': 'y'}}])
+    nodes = {x['node-name']: x for x in qmp.execute('query-named-block-nodes')}
+    assert [(s['id'], s['name']) for s in nodes['q']['image']['snapshots']] \
+        == [('1', 'x'), ('2', 'y')]
+    qmp.execute('blockdev-del', node_name='q')
+    check_clean(path)
+    assert snapshot_names(path) == [('1', 'x'), ('2', 'y')]
