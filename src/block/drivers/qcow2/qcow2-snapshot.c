@@ -2,23 +2,21 @@
  * Internal snapshots: the snapshot table (qcow2 specification, "Snapshots")
  * read at open, and snapshots taken and deleted.
  *
- * A snapshot is a copy of the active L1 table whose tree counts one more
- * reference on every L2 table and data cluster it reaches; the active tree
- * then lacks COPIED wherever a refcount is above one, so writes copy.
+ * A snapshot is the active L1 table of its instant: taking one leaves the
+ * old L1 table and its L2 tables to the snapshot and gives the active
+ * tree copies of the L2 tables without COPIED, every cluster they reach
+ * counting one more reference; deleting one drops what it references
+ * and gives COPIED back (in new copies of the active L2 tables whose
+ * entries change) where a count went back to one.
  *
- * Order on disk (a crash at any point leaves at worst leaked clusters):
- *   create: L1 copy written (new clusters)
- *           -> refcounts + 1, flush, active L2/L1 entries without COPIED
- *           -> new table (new clusters), flush
- *           -> header (nb_snapshots + snapshots_offset in one write), flush
- *           -> old table's clusters freed
- *   delete: new table without the entry, flush, header, flush
- *           -> refcounts - 1 over the snapshot's tree, its L1 and the old
- *              table; COPIED set again on active entries whose count is 1
- * Between the refcount change and the COPIED change of an active entry a
- * kill leaves the two disagreeing (as qemu, whose check reports it as an
- * OFLAG_COPIED error; `qemu-img check -r all` mends it): the window is one
- * metadata write-back, refcount blocks first.
+ * Both are switched in by one header write (see gen_commit): the new
+ * active L1 table, L2 tables, snapshot table, refcount blocks and table
+ * are written past the clusters in use first.  A crash before the header
+ * write leaves the old image, after it the new one; neither leaks (the
+ * clusters written before are neither counted nor referenced), and no
+ * refcount disagrees with a COPIED flag at any point.  The price: each
+ * snapshot taken or deleted rewrites the refcount blocks and the changed
+ * L2 tables (their old places are free again for later allocations).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -173,74 +171,6 @@ int qcow2_snapshot_list(BlockNode *bs, BdrvSnapshotInfo **list)
     return (int)s->nb_snaps;
 }
 
-/*
- * Writes the table sn[0..n) to new clusters, makes it durable with their
- * refcounts, switches the header to it, and frees the old table's
- * clusters (in the refcount cache).  On failure the header is unchanged.
- * Caller holds s->lock.
- */
-static int coroutine_fn write_table(BDRVQcow2State *s,
-                                    const Qcow2Snapshot *sn, uint32_t n)
-{
-    const uint64_t cs = s->g.cluster_size;
-    uint64_t size = table_bytes(sn, n), clusters = (size + cs - 1) / cs;
-    uint64_t old_off = s->hdr.snapshots_offset;
-    uint32_t old_n = s->hdr.nb_snapshots;
-    uint64_t old_size = table_bytes(s->snaps, s->nb_snaps);
-    int64_t off = 0;
-    int ret;
-
-    if (n) {
-        uint8_t *buf = bj_try_calloc(1, size), *p;
-        if (!buf) {
-            return -ENOMEM;
-        }
-        p = buf;
-        for (uint32_t i = 0; i < n; i++) {
-            memcpy(p, sn[i].raw, sn[i].raw_len);
-            p += padded(sn[i].raw_len);
-        }
-        off = qcow2_alloc_clusters(s, clusters);
-        if (off < 0) {
-            free(buf);
-            return (int)off;
-        }
-        ret = qcow2_write_meta(s, (uint64_t)off, buf, size);
-        free(buf);
-        /* Its refcounts reach the disk before the header names it. */
-        if (ret >= 0) {
-            ret = qcow2_write_back(s);
-        }
-        if (ret >= 0) {
-            ret = qcow2_flush_file(s);
-        }
-        if (ret < 0) {
-            qcow2_update_refcount(s, (uint64_t)off, clusters * cs, -1);
-            return ret;
-        }
-    }
-    s->hdr.nb_snapshots = n;
-    s->hdr.snapshots_offset = (uint64_t)off;
-    ret = qcow2_write_header(s);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
-    if (ret < 0) {
-        /* Unknown whether the header made it: leak rather than free. */
-        s->hdr.nb_snapshots = old_n;
-        s->hdr.snapshots_offset = old_off;
-        return ret;
-    }
-    if (old_n && old_size && !s->snaps_bad) {
-        ret = qcow2_update_refcount(s, old_off, old_size, -1);
-        if (ret < 0) {
-            log_warn("qcow2: node '%s': could not free the old snapshot "
-                     "table: %s", s->bs->node_name, strerror(-ret));
-        }
-    }
-    return 0;
-}
-
 /* Non-compressed L2 entries that hold a host cluster: the ones COPIED is
  * about (word 0 of an extended entry). */
 static uint64_t copied_cluster(uint64_t entry)
@@ -251,146 +181,257 @@ static uint64_t copied_cluster(uint64_t entry)
     return entry & QCOW2_L2E_OFFSET_MASK;
 }
 
+/* ---- switching to a new metadata generation in one header write ---- */
+
 /*
- * One more reference on every L2 table and data cluster the active L1
- * table reaches, and COPIED cleared on the active entries (all of them
- * are shared now).  Caller holds s->lock.
+ * Taking or deleting a snapshot changes refcounts and the COPIED flags of
+ * active entries together; no order of in-place writes keeps both in
+ * step (a kill between them leaves an entry whose COPIED flag disagrees
+ * with its refcount: qemu-img check counts that as a corruption).  So the
+ * change is built beside the image instead: past the last cluster in use
+ * go the new active L1 table, copies of the active L2 tables whose
+ * entries change, the new snapshot table, and new refcount blocks and
+ * table counting all of it.  One header write then switches the active
+ * L1 table, the refcount table and the snapshot table together.  Before
+ * it, the image is the old one (the new clusters are neither counted nor
+ * referenced); after it, the new one; the old structures are free in the
+ * new refcounts.
  */
-static int coroutine_fn add_tree_refs(BDRVQcow2State *s)
+typedef struct Qcow2Gen {
+    uint64_t *cnt;           /* refcount of every cluster, [0, n) */
+    uint64_t n;
+    uint64_t base;           /* first cluster past the image's used ones */
+} Qcow2Gen;
+
+/* Step 1: the current refcounts (from disk: the caches are clean). */
+static int coroutine_fn gen_load(BDRVQcow2State *s, Qcow2Gen *g)
 {
     const uint64_t cs = s->g.cluster_size;
-    const unsigned es = s->g.extended ? 2 : 1;
-    int ret;
+    const uint64_t epb = 1ull << s->g.rb_bits;
+    uint64_t n = s->reftable_entries * epb;
+    uint8_t *block = bj_try_malloc(cs);
+    uint64_t last = 0;
+    int ret = 0;
 
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t l2off = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
-        Qcow2CacheEntry *e;
-        if (!l2off) {
+    memset(g, 0, sizeof(*g));
+    if (!block) {
+        return -ENOMEM;
+    }
+    g->cnt = bj_try_calloc(n ? n : 1, sizeof(*g->cnt));
+    if (!g->cnt) {
+        free(block);
+        return -ENOMEM;
+    }
+    g->n = n;
+    for (uint64_t rti = 0; rti < s->reftable_entries; rti++) {
+        if (!s->reftable[rti]) {
             continue;
         }
-        ret = qcow2_update_refcount(s, l2off, cs, 1);
+        ret = qcow2_read_meta(s, s->reftable[rti], block, cs);
         if (ret < 0) {
-            return ret;
+            break;
         }
-        ret = qcow2_cache_get(s, s->l2_cache, l2off, false, &e);
-        if (ret < 0) {
-            return ret;
-        }
-        bool changed = false;
-        for (uint32_t j = 0; j < s->g.l2_size; j++) {
-            uint8_t *p = e->table + (uint64_t)j * es * 8;
-            uint64_t entry = be64_get(p), off, bytes;
-            qcow2_entry_ref(s, entry, &off, &bytes);
-            if (bytes) {
-                ret = qcow2_update_refcount(s, off, bytes, 1);
-                if (ret < 0) {
-                    break;
-                }
-            }
-            if (entry & QCOW2_OFLAG_COPIED) {
-                be64_put(p, entry & ~QCOW2_OFLAG_COPIED);
-                changed = true;
+        for (uint64_t k = 0; k < epb; k++) {
+            uint64_t v = qcow2_refcount_get(&s->g, block, k);
+            g->cnt[rti * epb + k] = v;
+            if (v) {
+                last = rti * epb + k + 1;
             }
         }
-        if (changed) {
-            qcow2_cache_mark_dirty(s->l2_cache, e);
+    }
+    free(block);
+    if (ret < 0) {
+        free(g->cnt);
+        g->cnt = NULL;
+        return ret;
+    }
+    uint64_t file_clusters = (s->file_size + cs - 1) / cs;
+    g->base = last > file_clusters ? last : file_clusters;
+    return 0;
+}
+
+/* Adds delta to every cluster touching [off, off+bytes); -EIO when a
+ * count would go below zero or past the clusters known. */
+static int gen_add(BDRVQcow2State *s, Qcow2Gen *g, uint64_t off,
+                   uint64_t bytes, int delta)
+{
+    const uint64_t cs = s->g.cluster_size;
+
+    if (!bytes) {
+        return 0;
+    }
+    for (uint64_t c = off / cs; c <= (off + bytes - 1) / cs; c++) {
+        if (c >= g->n || (delta < 0 && g->cnt[c] < (uint64_t)-delta)) {
+            log_error("qcow2: node '%s': refcount of cluster 0x%" PRIx64
+                      " does not match its references", s->bs->node_name,
+                      c * cs);
+            return -EIO;
         }
-        qcow2_cache_put(e);
-        if (ret < 0) {
-            return ret;
-        }
-        s->l1[i] &= ~QCOW2_OFLAG_COPIED;
-        s->l1_dirty = true;
+        g->cnt[c] += (uint64_t)(int64_t)delta;
     }
     return 0;
 }
 
-/* One reference less on every L2 table and data cluster of a snapshot's
- * L1 table l1 (host byte order). */
-static int coroutine_fn drop_tree_refs(BDRVQcow2State *s, const uint64_t *l1,
-                                       uint32_t l1_size)
+static uint64_t gen_count(const Qcow2Gen *g, uint64_t off, uint32_t bits)
 {
-    const uint64_t cs = s->g.cluster_size;
-    const unsigned es = s->g.extended ? 2 : 1;
-    int ret = 0;
-
-    for (uint32_t i = 0; i < l1_size && ret >= 0; i++) {
-        uint64_t l2off = l1[i] & QCOW2_L1E_OFFSET_MASK;
-        Qcow2CacheEntry *e;
-        if (!l2off) {
-            continue;
-        }
-        ret = qcow2_cache_get(s, s->l2_cache, l2off, false, &e);
-        if (ret < 0) {
-            break;
-        }
-        for (uint32_t j = 0; j < s->g.l2_size && ret >= 0; j++) {
-            uint64_t entry = be64_get(e->table + (uint64_t)j * es * 8);
-            uint64_t off, bytes;
-            qcow2_entry_ref(s, entry, &off, &bytes);
-            if (bytes && off / cs != l2off / cs) {
-                ret = qcow2_update_refcount(s, off, bytes, -1);
-            }
-        }
-        qcow2_cache_put(e);
-        if (ret >= 0) {
-            ret = qcow2_update_refcount(s, l2off, cs, -1);
-        }
-    }
-    return ret;
+    uint64_t c = off >> bits;
+    return c < g->n ? g->cnt[c] : 0;
 }
 
-/* COPIED on every active L1 and L2 entry exactly when its cluster's
- * refcount is 1 (after a snapshot's references went away). */
-static int coroutine_fn fix_copied(BDRVQcow2State *s)
+/*
+ * Step 2: writes the new generation and switches to it.  l1: the new
+ * active L1 table (s->l1_size entries, host order; entry i of a table in
+ * new_l2 is filled in here); new_l2[i]: the contents of a new L2 table
+ * for L1 index i (NULL: l1[i] as given); snaps: the new snapshot table.
+ * The caller has put every other change in g (the old tables it
+ * replaces, what the snapshot references); the old refcount structures,
+ * the old snapshot table and what is written here are counted here.
+ */
+static int coroutine_fn gen_commit(BDRVQcow2State *s, Qcow2Gen *g,
+                                   uint64_t *l1, uint8_t **new_l2,
+                                   const Qcow2Snapshot *snaps,
+                                   uint32_t nb_snaps)
 {
-    const unsigned es = s->g.extended ? 2 : 1;
-    uint64_t rc;
+    const uint64_t cs = s->g.cluster_size;
+    const uint64_t epb = 1ull << s->g.rb_bits;
+    uint64_t l1c = ((uint64_t)s->l1_size * 8 + cs - 1) / cs;
+    uint64_t st_bytes = table_bytes(snaps, nb_snaps);
+    uint64_t stc = (st_bytes + cs - 1) / cs;
+    uint64_t nl2 = 0, rbc = 0, rtc = s->hdr.refcount_table_clusters, total;
+    uint8_t *buf = NULL;
+    uint64_t *reftable = NULL;
     int ret;
 
     for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t l2off = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
-        Qcow2CacheEntry *e;
-        if (!l2off) {
-            continue;
+        nl2 += new_l2[i] != NULL;
+    }
+    /* Where everything goes: [L1 | L2 tables | snapshots | blocks | table] */
+    for (;;) {
+        total = g->base + l1c + nl2 + stc + rbc + rtc;
+        uint64_t need_rb = (total + epb - 1) / epb;
+        uint64_t need_rt = (need_rb * 8 + cs - 1) / cs;
+        if (need_rb <= rbc && need_rt <= rtc) {
+            break;
         }
-        ret = qcow2_get_refcount(s, l2off >> s->g.cluster_bits, &rc);
-        if (ret < 0) {
-            return ret;
-        }
-        uint64_t want = rc == 1 ? QCOW2_OFLAG_COPIED : 0;
-        if ((s->l1[i] & QCOW2_OFLAG_COPIED) != want) {
-            s->l1[i] = (s->l1[i] & ~QCOW2_OFLAG_COPIED) | want;
-            s->l1_dirty = true;
-        }
-        if (!want) {
-            continue;   /* shared table: its entries stay as they are */
-        }
-        ret = qcow2_cache_get(s, s->l2_cache, l2off, false, &e);
-        if (ret < 0) {
-            return ret;
-        }
-        for (uint32_t j = 0; j < s->g.l2_size; j++) {
-            uint8_t *p = e->table + (uint64_t)j * es * 8;
-            uint64_t entry = be64_get(p), host = copied_cluster(entry);
-            if (!host) {
-                continue;
-            }
-            ret = qcow2_get_refcount(s, host >> s->g.cluster_bits, &rc);
-            if (ret < 0) {
-                break;
-            }
-            uint64_t w = rc == 1 ? QCOW2_OFLAG_COPIED : 0;
-            if ((entry & QCOW2_OFLAG_COPIED) != w) {
-                be64_put(p, (entry & ~QCOW2_OFLAG_COPIED) | w);
-                qcow2_cache_mark_dirty(s->l2_cache, e);
-            }
-        }
-        qcow2_cache_put(e);
-        if (ret < 0) {
-            return ret;
+        rbc = need_rb > rbc ? need_rb : rbc;
+        rtc = need_rt > rtc ? need_rt : rtc;
+    }
+    if (rtc * cs > QCOW2_MAX_REFTABLE_BYTES) {
+        return -EFBIG;
+    }
+    uint64_t l1_off = g->base * cs, l2_off = l1_off + l1c * cs;
+    uint64_t st_off = l2_off + nl2 * cs, rb_off = st_off + stc * cs;
+    uint64_t rt_off = rb_off + rbc * cs;
+
+    /* The counts of the new generation, for clusters [0, total). */
+    uint64_t *cnt = bj_try_reallocarray(g->cnt, total, sizeof(*cnt));
+    if (!cnt) {
+        return -ENOMEM;
+    }
+    if (total > g->n) {
+        memset(cnt + g->n, 0, (total - g->n) * sizeof(*cnt));
+    }
+    g->cnt = cnt;
+    g->n = total;
+    for (uint64_t c = g->base; c < total; c++) {
+        cnt[c] = 1;
+    }
+    ret = gen_add(s, g, s->hdr.refcount_table_offset,
+                  (uint64_t)s->hdr.refcount_table_clusters * cs, -1);
+    for (uint64_t rti = 0; rti < s->reftable_entries && ret >= 0; rti++) {
+        if (s->reftable[rti]) {
+            ret = gen_add(s, g, s->reftable[rti], cs, -1);
         }
     }
+    if (ret >= 0 && s->nb_snaps && !s->snaps_bad) {
+        ret = gen_add(s, g, s->hdr.snapshots_offset,
+                      table_bytes(s->snaps, s->nb_snaps), -1);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint64_t c = 0; c < total; c++) {
+        if (cnt[c] > qcow2_refcount_max(&s->g)) {
+            return -ERANGE;
+        }
+    }
+
+    /* Write it all beside the image. */
+    uint64_t bytes = (l1c + nl2 + stc + rbc + rtc) * cs;
+    buf = bj_try_calloc(1, bytes ? bytes : 1);
+    reftable = bj_try_calloc(rtc * cs / 8, sizeof(*reftable));
+    if (!buf || !reftable) {
+        free(buf);
+        free(reftable);
+        return -ENOMEM;
+    }
+    uint64_t k = 0;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        if (new_l2[i]) {
+            uint64_t off = l2_off + k * cs;
+            memcpy(buf + (off - l1_off), new_l2[i], cs);
+            l1[i] = off | QCOW2_OFLAG_COPIED;
+            k++;
+        }
+        be64_put(buf + (uint64_t)i * 8, l1[i]);
+    }
+    uint8_t *p = buf + (st_off - l1_off);
+    for (uint32_t i = 0; i < nb_snaps; i++) {
+        memcpy(p, snaps[i].raw, snaps[i].raw_len);
+        p += padded(snaps[i].raw_len);
+    }
+    for (uint64_t b = 0; b < rbc; b++) {
+        uint8_t *blk = buf + (rb_off - l1_off) + b * cs;
+        for (uint64_t e = 0; e < epb && b * epb + e < total; e++) {
+            qcow2_refcount_set(&s->g, blk, e, cnt[b * epb + e]);
+        }
+        reftable[b] = rb_off + b * cs;
+        be64_put(buf + (rt_off - l1_off) + b * 8, reftable[b]);
+    }
+    ret = qcow2_write_meta(s, l1_off, buf, bytes);
+    free(buf);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    if (ret < 0) {
+        free(reftable);
+        return ret;
+    }
+
+    /* The switch. */
+    Qcow2Header old = s->hdr;
+    s->hdr.l1_table_offset = l1_off;
+    s->hdr.refcount_table_offset = rt_off;
+    s->hdr.refcount_table_clusters = (uint32_t)rtc;
+    s->hdr.nb_snapshots = nb_snaps;
+    s->hdr.snapshots_offset = nb_snaps ? st_off : 0;
+    ret = qcow2_write_header(s);
+    if (ret >= 0) {
+        ret = qcow2_flush_file(s);
+    }
+    if (ret < 0) {
+        s->hdr.l1_table_offset = old.l1_table_offset;
+        s->hdr.refcount_table_offset = old.refcount_table_offset;
+        s->hdr.refcount_table_clusters = old.refcount_table_clusters;
+        s->hdr.nb_snapshots = old.nb_snapshots;
+        s->hdr.snapshots_offset = old.snapshots_offset;
+        free(reftable);
+        return ret;
+    }
+
+    /* Memory follows: the old refcount blocks leave the cache. */
+    for (uint64_t rti = 0; rti < s->reftable_entries; rti++) {
+        if (s->reftable[rti]) {
+            qcow2_cache_discard(s->rb_cache, s->reftable[rti]);
+        }
+    }
+    free(s->reftable);
+    s->reftable = reftable;
+    s->reftable_entries = rtc * cs / 8;
+    memcpy(s->l1, l1, (size_t)s->l1_size * 8);
+    s->l1_dirty = false;
+    s->free_hint = 1;
+    s->comp_cursor = 0;
     return 0;
 }
 
@@ -439,70 +480,105 @@ static void build_entry(BDRVQcow2State *s, Qcow2Snapshot *sn,
     parse_entry(sn);
 }
 
+/* A copy of the L2 table at off (from the cache), or NULL. */
+static int coroutine_fn read_table(BDRVQcow2State *s, uint64_t off,
+                                   uint8_t **out)
+{
+    Qcow2CacheEntry *e;
+    int ret;
+
+    *out = bj_try_malloc(s->g.cluster_size);
+    if (!*out) {
+        return -ENOMEM;
+    }
+    ret = qcow2_cache_get(s, s->l2_cache, off, false, &e);
+    if (ret < 0) {
+        free(*out);
+        *out = NULL;
+        return ret;
+    }
+    memcpy(*out, e->table, s->g.cluster_size);
+    qcow2_cache_put(e);
+    return 0;
+}
+
+static void free_tables(uint8_t **t, uint32_t n)
+{
+    for (uint32_t i = 0; t && i < n; i++) {
+        free(t[i]);
+    }
+    free(t);
+}
+
+/*
+ * The old active L1 table and its L2 tables become the snapshot's; the
+ * new active tree gets copies of the L2 tables without COPIED, and every
+ * cluster they reference one more reference.
+ */
 static int coroutine_fn snapshot_create_locked(BDRVQcow2State *s,
                                                const char *name,
                                                BdrvSnapshotInfo *out)
 {
-    const uint64_t cs = s->g.cluster_size;
-    uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
-    uint64_t l1_clusters = (l1_bytes + cs - 1) / cs;
-    int64_t l1_off = 0;
-    uint8_t *copy = NULL;
+    const unsigned es = s->g.extended ? 2 : 1;
+    uint32_t n = s->l1_size;
+    uint64_t *l1 = NULL;
+    uint8_t **new_l2 = NULL;
+    Qcow2Gen g = { 0 };
     char id[32];
     char short_name[256];
-    Qcow2Snapshot sn = { 0 };
+    Qcow2Snapshot sn = { 0 }, *snaps = NULL;
     int ret;
 
     ret = qcow2_flush_metadata(s);
-    if (ret < 0) {
-        return ret;
-    }
-    /* The copy of the active L1 table, in new clusters. */
-    if (l1_clusters) {
-        copy = bj_try_malloc(l1_bytes);
-        if (!copy) {
-            return -ENOMEM;
-        }
-        for (uint32_t i = 0; i < s->l1_size; i++) {
-            be64_put(copy + (uint64_t)i * 8, s->l1[i] & ~QCOW2_OFLAG_COPIED);
-        }
-        l1_off = qcow2_alloc_clusters(s, l1_clusters);
-        if (l1_off < 0) {
-            free(copy);
-            return (int)l1_off;
-        }
-        ret = qcow2_write_meta(s, (uint64_t)l1_off, copy, l1_bytes);
-        free(copy);
-        if (ret < 0) {
-            qcow2_update_refcount(s, (uint64_t)l1_off, l1_clusters * cs, -1);
-            return ret;
-        }
-    }
-    /* Its references (a failure from here leaks, nothing worse). */
-    ret = add_tree_refs(s);
-    if (ret >= 0) {
-        ret = qcow2_write_back(s);
-    }
     if (ret >= 0) {
         ret = qcow2_flush_file(s);
     }
+    if (ret >= 0) {
+        ret = gen_load(s, &g);
+    }
     if (ret < 0) {
         return ret;
     }
-    /* The table with it, then the header. */
+    l1 = bj_try_calloc(n ? n : 1, sizeof(*l1));
+    new_l2 = bj_try_calloc(n ? n : 1, sizeof(*new_l2));
+    if (!l1 || !new_l2) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2off = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
+        l1[i] = s->l1[i];
+        if (!l2off) {
+            continue;
+        }
+        ret = read_table(s, l2off, &new_l2[i]);
+        if (ret < 0) {
+            goto out;
+        }
+        for (uint32_t j = 0; j < s->g.l2_size && ret >= 0; j++) {
+            uint8_t *p = new_l2[i] + (uint64_t)j * es * 8;
+            uint64_t entry = be64_get(p), off, bytes;
+            qcow2_entry_ref(s, entry, &off, &bytes);
+            ret = gen_add(s, &g, off, bytes, 1);
+            be64_put(p, entry & ~QCOW2_OFLAG_COPIED);
+        }
+        if (ret < 0) {
+            goto out;
+        }
+    }
     new_id(s, id, sizeof(id));
     snprintf(short_name, sizeof(short_name), "%s", name);
-    build_entry(s, &sn, (uint64_t)l1_off, id, short_name);
-    Qcow2Snapshot *snaps = bj_calloc(s->nb_snaps + 1, sizeof(*snaps));
+    build_entry(s, &sn, s->hdr.l1_table_offset, id, short_name);
+    snaps = bj_calloc(s->nb_snaps + 1, sizeof(*snaps));
     if (s->nb_snaps) {
         memcpy(snaps, s->snaps, s->nb_snaps * sizeof(*snaps));
     }
     snaps[s->nb_snaps] = sn;
-    ret = write_table(s, snaps, s->nb_snaps + 1);
+    ret = gen_commit(s, &g, l1, new_l2, snaps, s->nb_snaps + 1);
     if (ret < 0) {
         free(sn.raw);
         free(snaps);
-        return ret;
+        goto out;
     }
     free(s->snaps);
     s->snaps = snaps;
@@ -511,11 +587,10 @@ static int coroutine_fn snapshot_create_locked(BDRVQcow2State *s,
     if (out) {
         *out = sn.info;
     }
-    /* The old table's clusters, freed. */
-    ret = qcow2_write_back(s);
-    if (ret >= 0) {
-        ret = qcow2_flush_file(s);
-    }
+out:
+    free_tables(new_l2, n);
+    free(l1);
+    free(g.cnt);
     return ret < 0 ? ret : 0;
 }
 
@@ -558,79 +633,154 @@ static int find_snapshot(BDRVQcow2State *s, const char *id, const char *name)
     return -1;
 }
 
+/*
+ * The snapshot's references go; the active L2 tables whose entries must
+ * get COPIED back are replaced by copies that have it, and the active L1
+ * table by one whose COPIED flags follow the new counts.
+ */
 static int coroutine_fn snapshot_delete_locked(BDRVQcow2State *s, int k,
                                                Error **errp)
 {
+    const uint64_t cs = s->g.cluster_size;
+    const unsigned es = s->g.extended ? 2 : 1;
+    const uint32_t cb = s->g.cluster_bits;
     Qcow2Snapshot sn = s->snaps[k];
     uint64_t l1_bytes = (uint64_t)sn.l1_size * 8;
-    uint64_t *l1 = NULL;
+    uint64_t *snl1 = NULL, *l1 = NULL;
+    uint8_t **new_l2 = NULL;
+    Qcow2Snapshot *snaps = NULL;
+    uint32_t n = s->l1_size, nsn = 0;
+    Qcow2Gen g = { 0 };
     int ret;
 
     ret = qcow2_flush_metadata(s);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Failed to remove snapshot from "
-                         "snapshot list");
-        return ret;
-    }
-    if (l1_bytes) {
-        l1 = bj_try_malloc(l1_bytes);
-        if (!l1) {
-            error_setg_errno(errp, ENOMEM, "Failed to remove snapshot from "
-                             "snapshot list");
-            return -ENOMEM;
-        }
-        ret = qcow2_read_meta(s, sn.l1_offset, l1, l1_bytes);
-        if (ret < 0) {
-            free(l1);
-            error_setg_errno(errp, -ret, "Failed to remove snapshot from "
-                             "snapshot list");
-            return ret;
-        }
-        for (uint32_t i = 0; i < sn.l1_size; i++) {
-            l1[i] = be64_get((uint8_t *)&l1[i]);
-        }
-    }
-    /* The table without it: from now on its tree is only leaked. */
-    Qcow2Snapshot *snaps = bj_calloc(s->nb_snaps, sizeof(*snaps));
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < s->nb_snaps; i++) {
-        if ((int)i != k) {
-            snaps[n++] = s->snaps[i];
-        }
-    }
-    ret = write_table(s, snaps, n);
-    if (ret < 0) {
-        free(snaps);
-        free(l1);
-        error_setg_errno(errp, -ret, "Failed to remove snapshot from "
-                         "snapshot list");
-        return ret;
-    }
-    free(s->snaps);
-    s->snaps = snaps;
-    s->nb_snaps = n;
-    ret = drop_tree_refs(s, l1, sn.l1_size);
-    free(l1);
-    if (ret >= 0 && l1_bytes) {
-        ret = qcow2_update_refcount(s, sn.l1_offset, l1_bytes, -1);
-    }
-    if (ret >= 0) {
-        ret = fix_copied(s);
-    }
-    qcow2_ol_reload(s);
-    if (ret >= 0) {
-        ret = qcow2_write_back(s);
-    }
     if (ret >= 0) {
         ret = qcow2_flush_file(s);
     }
-    free(sn.raw);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "Failed to free the cluster and L1 "
-                         "table");
-        return ret;
+    if (ret >= 0) {
+        ret = gen_load(s, &g);
     }
-    return 0;
+    if (ret < 0) {
+        goto out;
+    }
+    snl1 = bj_try_malloc(l1_bytes ? l1_bytes : 1);
+    l1 = bj_try_calloc(n ? n : 1, sizeof(*l1));
+    new_l2 = bj_try_calloc(n ? n : 1, sizeof(*new_l2));
+    if (!snl1 || !l1 || !new_l2) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    if (l1_bytes) {
+        ret = qcow2_read_meta(s, sn.l1_offset, snl1, l1_bytes);
+        if (ret < 0) {
+            goto out;
+        }
+    }
+    /* What the snapshot references loses a reference. */
+    for (uint32_t i = 0; i < sn.l1_size && ret >= 0; i++) {
+        uint64_t l2off = be64_get((uint8_t *)&snl1[i]) &
+                         QCOW2_L1E_OFFSET_MASK;
+        uint8_t *t;
+        if (!l2off) {
+            continue;
+        }
+        ret = read_table(s, l2off, &t);
+        for (uint32_t j = 0; j < s->g.l2_size && ret >= 0; j++) {
+            uint64_t off, bytes;
+            qcow2_entry_ref(s, be64_get(t + (uint64_t)j * es * 8), &off,
+                            &bytes);
+            ret = gen_add(s, &g, off, bytes, -1);
+        }
+        free(t);
+        if (ret >= 0) {
+            ret = gen_add(s, &g, l2off, cs, -1);
+        }
+    }
+    if (ret >= 0) {
+        ret = gen_add(s, &g, sn.l1_offset, l1_bytes, -1);
+    }
+    /* The active L1 table is written anew. */
+    if (ret >= 0) {
+        ret = gen_add(s, &g, s->hdr.l1_table_offset, (uint64_t)n * 8, -1);
+    }
+    if (ret < 0) {
+        goto out;
+    }
+    /* COPIED as the new counts say. */
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t l2off = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
+        uint8_t *t;
+        bool change = false;
+        l1[i] = s->l1[i] & ~QCOW2_OFLAG_COPIED;
+        if (!l2off || gen_count(&g, l2off, cb) != 1) {
+            continue;   /* (a shared table stays as it is) */
+        }
+        l1[i] |= QCOW2_OFLAG_COPIED;
+        ret = read_table(s, l2off, &t);
+        if (ret < 0) {
+            goto out;
+        }
+        for (uint32_t j = 0; j < s->g.l2_size; j++) {
+            uint8_t *p = t + (uint64_t)j * es * 8;
+            uint64_t entry = be64_get(p), host = copied_cluster(entry);
+            uint64_t want = host && gen_count(&g, host, cb) == 1 ?
+                            QCOW2_OFLAG_COPIED : 0;
+            if ((entry & QCOW2_OFLAG_COPIED) != want) {
+                be64_put(p, (entry & ~QCOW2_OFLAG_COPIED) | want);
+                change = true;
+            }
+        }
+        if (!change) {
+            free(t);
+            continue;
+        }
+        new_l2[i] = t;
+        ret = gen_add(s, &g, l2off, cs, -1);   /* replaced by its copy */
+        if (ret < 0) {
+            goto out;
+        }
+    }
+    /* (Clean in the cache: forgetting them costs a read at worst.) */
+    for (uint32_t i = 0; i < n; i++) {
+        if (new_l2[i]) {
+            qcow2_cache_discard(s->l2_cache,
+                                s->l1[i] & QCOW2_L1E_OFFSET_MASK);
+        }
+    }
+    snaps = bj_calloc(s->nb_snaps, sizeof(*snaps));
+    for (uint32_t i = 0; i < s->nb_snaps; i++) {
+        if ((int)i != k) {
+            snaps[nsn++] = s->snaps[i];
+        }
+    }
+    ret = gen_commit(s, &g, l1, new_l2, snaps, nsn);
+    if (ret < 0) {
+        free(snaps);
+        goto out;
+    }
+    free(s->snaps);
+    s->snaps = snaps;
+    s->nb_snaps = nsn;
+    free(sn.raw);
+    /* Tables now free leave the cache. */
+    for (uint32_t i = 0; i < sn.l1_size; i++) {
+        uint64_t l2off = be64_get((uint8_t *)&snl1[i]) &
+                         QCOW2_L1E_OFFSET_MASK;
+        if (l2off && !gen_count(&g, l2off, cb)) {
+            qcow2_cache_discard(s->l2_cache, l2off);
+        }
+    }
+    qcow2_ol_reload(s);
+out:
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to remove snapshot from "
+                         "snapshot list");
+    }
+    free_tables(new_l2, n);
+    free(l1);
+    free(snl1);
+    free(g.cnt);
+    return ret < 0 ? ret : 0;
 }
 
 int coroutine_fn qcow2_co_snapshot_delete(BlockNode *bs, const char *id,
