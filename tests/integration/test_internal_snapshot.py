@@ -367,3 +367,81 @@ def test_kill_during_snapshot_leaves_old_or_new(daemon_factory, workdir, op):
             os.unlink(work)
     # (which states the kills found is timing: reported, not asserted)
     print('outcomes', sorted(outcomes))
+
+
+def test_snapshots_while_a_client_writes(daemon, workdir, sockdir):
+    """A client writes without pause (one write after the other) while
+    snapshots are taken: each snapshot is the image after some prefix of
+    the writes, and the active image holds them all."""
+    pytest.importorskip('nbd')
+    import threading
+    size = 8 * MiB
+    path = make_image(workdir, 'a.qcow2', size)
+    qmp = daemon.qmp
+    add(qmp, 'q', path)
+    h = bjtest.nbd_export_open(daemon, sockdir)
+    rnd = random.Random(7)
+    done = threading.Event()
+    progress = [0]
+
+    def writer():
+        n = 0
+        buf = bytearray(size)
+        while not done.is_set() or n < 50:
+            bjtest.nbd_random_write(h, rnd, n, buf, size)
+            n += 1
+            progress[0] = n
+        writer.final = buf
+        writer.n = n
+
+    t = threading.Thread(target=writer)
+    t.start()
+    for i in range(3):
+        bjtest.wait_until(lambda: progress[0] >= 10 + 10 * i,
+                          what='the client writing')
+        qmp.execute('blockdev-snapshot-internal-sync', device='q',
+                    name='w%d' % i)
+    done.set()
+    t.join(60)
+    assert not t.is_alive()
+    bjtest.nbd_export_close(daemon, h)
+    daemon.stop()
+    check_clean(path)
+    assert [n for _, n in snapshot_names(path)] == ['w0', 'w1', 'w2']
+    # replay the writes: each snapshot equals the image after a prefix
+    replay = random.Random(7)
+    state = bytearray(size)
+    prefixes = []
+    restored = {}
+    for i in range(3):
+        work = os.path.join(str(workdir), 'w%d.qcow2' % i)
+        shutil.copyfile(path, work)
+        qemu_img('snapshot', '-a', 'w%d' % i, work)
+        raw = os.path.join(str(workdir), 'w%d.raw' % i)
+        qemu_img('convert', '-O', 'raw', work, raw)
+        with open(raw, 'rb') as f:
+            restored[i] = f.read()
+        os.unlink(work)
+        os.unlink(raw)
+    want = 0
+    for n in range(writer.n + 1):
+        while want < 3 and bytes(state) == restored[want]:
+            prefixes.append(n)
+            want += 1
+        if n < writer.n:
+            bjtest.nbd_random_write(_Sink(), replay, n, state, size)
+    assert want == 3, 'snapshot %d matches no prefix of the writes' % want
+    assert prefixes == sorted(prefixes)
+    print('snapshots after writes', prefixes, 'of', writer.n)
+    assert bytes(state) == bytes(writer.final)
+    cur = os.path.join(str(workdir), 'cur.raw')
+    with open(cur, 'wb') as f:
+        f.write(state)
+    qemu_img('compare', '-f', 'qcow2', '-F', 'raw', path, cur)
+
+
+class _Sink:
+    """Stands in for a libnbd handle when replaying the writes."""
+
+    def pwrite(self, data, off):
+        pass
