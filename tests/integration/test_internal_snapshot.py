@@ -445,3 +445,27 @@ class _Sink:
 
     def pwrite(self, data, off):
         pass
+
+
+def test_repeated_snapshots_reuse_space(daemon, workdir):
+    """Each snapshot operation writes its new metadata in a free run when
+    there is one: taking and deleting snapshots over and over does not
+    make the image file grow without end."""
+    path = make_image(workdir, 'a.qcow2', 64 * MiB, '-o',
+                      'cluster_size=4096')
+    qemu_io('-f', 'qcow2', '-c', 'write -P 1 0 16M', path)
+    start = json.loads(qemu_img('check', '--output=json',
+                                path).stdout)['image-end-offset']
+    qmp = daemon.qmp
+    add(qmp, 'q', path)
+    for i in range(20):
+        qmp.execute('blockdev-snapshot-internal-sync', device='q',
+                    name='s%d' % i)
+        qmp.execute('blockdev-snapshot-delete-internal-sync', device='q',
+                    name='s%d' % i)
+    qmp.execute('blockdev-del', node_name='q')
+    report = check_clean(path)
+    # one generation of metadata (L1, L2 tables, refcount structures) and
+    # the room to write the next one beside it, at most
+    print('image end', start, '->', report['image-end-offset'])
+    assert report['image-end-offset'] <= start + MiB // 2

@@ -201,7 +201,32 @@ typedef struct Qcow2Gen {
     uint64_t *cnt;           /* refcount of every cluster, [0, n) */
     uint64_t n;
     uint64_t base;           /* first cluster past the image's used ones */
+    uint8_t *used;           /* [0, base): in use before the change */
 } Qcow2Gen;
+
+static void gen_free(Qcow2Gen *g)
+{
+    free(g->cnt);
+    free(g->used);
+    g->cnt = NULL;
+    g->used = NULL;
+}
+
+/* The first run of n clusters below base free before the change and
+ * after it (they may be written while the old image is live), or base. */
+static uint64_t gen_find_hole(const Qcow2Gen *g, uint64_t n)
+{
+    uint64_t run = 0;
+
+    for (uint64_t c = 1; c < g->base && n; c++) {
+        if (g->used[c] || (c < g->n && g->cnt[c])) {
+            run = 0;
+        } else if (++run == n) {
+            return c + 1 - n;
+        }
+    }
+    return g->base;
+}
 
 /* Step 1: the current refcounts (from disk: the caches are clean). */
 static int coroutine_fn gen_load(BDRVQcow2State *s, Qcow2Gen *g)
@@ -247,6 +272,14 @@ static int coroutine_fn gen_load(BDRVQcow2State *s, Qcow2Gen *g)
     }
     uint64_t file_clusters = (s->file_size + cs - 1) / cs;
     g->base = last > file_clusters ? last : file_clusters;
+    g->used = bj_try_calloc(g->base ? g->base : 1, 1);
+    if (!g->used) {
+        gen_free(g);
+        return -ENOMEM;
+    }
+    for (uint64_t c = 0; c < g->base; c++) {
+        g->used[c] = c >= g->n || g->cnt[c] != 0;
+    }
     return 0;
 }
 
@@ -305,9 +338,13 @@ static int coroutine_fn gen_commit(BDRVQcow2State *s, Qcow2Gen *g,
     for (uint32_t i = 0; i < s->l1_size; i++) {
         nl2 += new_l2[i] != NULL;
     }
-    /* Where everything goes: [L1 | L2 tables | snapshots | blocks | table] */
+    /* Where everything goes: [L1 | L2 tables | snapshots | blocks | table]
+     * in a free run, else past the end. */
+    uint64_t start, need;
     for (;;) {
-        total = g->base + l1c + nl2 + stc + rbc + rtc;
+        need = l1c + nl2 + stc + rbc + rtc;
+        start = gen_find_hole(g, need);
+        total = start + need > g->base ? start + need : g->base;
         uint64_t need_rb = (total + epb - 1) / epb;
         uint64_t need_rt = (need_rb * 8 + cs - 1) / cs;
         if (need_rb <= rbc && need_rt <= rtc) {
@@ -319,7 +356,13 @@ static int coroutine_fn gen_commit(BDRVQcow2State *s, Qcow2Gen *g,
     if (rtc * cs > QCOW2_MAX_REFTABLE_BYTES) {
         return -EFBIG;
     }
-    uint64_t l1_off = g->base * cs, l2_off = l1_off + l1c * cs;
+    if (start < g->base) {
+        ret = qcow2_ol_pre_write(s, 0, start * cs, need * cs);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    uint64_t l1_off = start * cs, l2_off = l1_off + l1c * cs;
     uint64_t st_off = l2_off + nl2 * cs, rb_off = st_off + stc * cs;
     uint64_t rt_off = rb_off + rbc * cs;
 
@@ -333,7 +376,7 @@ static int coroutine_fn gen_commit(BDRVQcow2State *s, Qcow2Gen *g,
     }
     g->cnt = cnt;
     g->n = total;
-    for (uint64_t c = g->base; c < total; c++) {
+    for (uint64_t c = start; c < start + need; c++) {
         cnt[c] = 1;
     }
     ret = gen_add(s, g, s->hdr.refcount_table_offset,
@@ -590,7 +633,7 @@ static int coroutine_fn snapshot_create_locked(BDRVQcow2State *s,
 out:
     free_tables(new_l2, n);
     free(l1);
-    free(g.cnt);
+    gen_free(&g);
     return ret < 0 ? ret : 0;
 }
 
@@ -779,7 +822,7 @@ out:
     free_tables(new_l2, n);
     free(l1);
     free(snl1);
-    free(g.cnt);
+    gen_free(&g);
     return ret < 0 ? ret : 0;
 }
 
