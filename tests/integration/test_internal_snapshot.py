@@ -469,3 +469,21 @@ def test_repeated_snapshots_reuse_space(daemon, workdir):
     # the room to write the next one beside it, at most
     print('image end', start, '->', report['image-end-offset'])
     assert report['image-end-offset'] <= start + MiB // 2
+
+
+def test_refcount_overflow_refused(daemon, workdir):
+    """refcount_bits=1 cannot count a second reference: qsd's error, and
+    (unlike qsd 7.2, which leaks a cluster) the image is left as it was."""
+    path = make_image(workdir, 'r1.qcow2', 1 * MiB, '-o', 'refcount_bits=1')
+    qemu_io('-f', 'qcow2', '-c', 'write -P 3 0 64k', path)
+    qmp = daemon.qmp
+    add(qmp, 'r1', path)
+    assert qerror(qmp, 'blockdev-snapshot-internal-sync', device='r1',
+                  name='s') == \
+        "Failed to create snapshot 's' on device 'r1': Invalid argument"
+    nodes = {x['node-name']: x for x in qmp.execute('query-named-block-nodes')}
+    assert 'snapshots' not in nodes['r1']['image']
+    qmp.execute('blockdev-del', node_name='r1')
+    if not bjtest.is_qsd():
+        check_clean(path)
+    assert snapshot_names(path) == []

@@ -233,12 +233,20 @@ static int coroutine_fn gen_load(BDRVQcow2State *s, Qcow2Gen *g)
 {
     const uint64_t cs = s->g.cluster_size;
     const uint64_t epb = 1ull << s->g.rb_bits;
-    uint64_t n = s->reftable_entries * epb;
+    uint64_t blocks = 0, n;
     uint8_t *block = bj_try_malloc(cs);
     uint64_t last = 0;
     int ret = 0;
 
     memset(g, 0, sizeof(*g));
+    /* Counts for the clusters the existing blocks cover (the table may
+     * have room for far more). */
+    for (uint64_t rti = 0; rti < s->reftable_entries; rti++) {
+        if (s->reftable[rti]) {
+            blocks = rti + 1;
+        }
+    }
+    n = blocks * epb;
     if (!block) {
         return -ENOMEM;
     }
@@ -248,7 +256,7 @@ static int coroutine_fn gen_load(BDRVQcow2State *s, Qcow2Gen *g)
         return -ENOMEM;
     }
     g->n = n;
-    for (uint64_t rti = 0; rti < s->reftable_entries; rti++) {
+    for (uint64_t rti = 0; rti < blocks; rti++) {
         if (!s->reftable[rti]) {
             continue;
         }
@@ -395,7 +403,7 @@ static int coroutine_fn gen_commit(BDRVQcow2State *s, Qcow2Gen *g,
     }
     for (uint64_t c = 0; c < total; c++) {
         if (cnt[c] > qcow2_refcount_max(&s->g)) {
-            return -ERANGE;
+            return -EINVAL;   /* qemu's errno for a refcount overflow */
         }
     }
 
@@ -441,7 +449,8 @@ static int coroutine_fn gen_commit(BDRVQcow2State *s, Qcow2Gen *g,
         return ret;
     }
 
-    /* The switch. */
+    /* The switch.  Every field it changes is in the header's first
+     * sector (a write cut short by a kill still has its first page). */
     Qcow2Header old = s->hdr;
     s->hdr.l1_table_offset = l1_off;
     s->hdr.refcount_table_offset = rt_off;
@@ -453,6 +462,8 @@ static int coroutine_fn gen_commit(BDRVQcow2State *s, Qcow2Gen *g,
         ret = qcow2_flush_file(s);
     }
     if (ret < 0) {
+        /* Which header the file holds is unknown now: no more writes. */
+        s->broken = true;
         s->hdr.l1_table_offset = old.l1_table_offset;
         s->hdr.refcount_table_offset = old.refcount_table_offset;
         s->hdr.refcount_table_clusters = old.refcount_table_clusters;
