@@ -487,3 +487,43 @@ def test_refcount_overflow_refused(daemon, workdir):
     if not bjtest.is_qsd():
         check_clean(path)
     assert snapshot_names(path) == []
+
+
+@pytest.mark.blockjobd_only('qsd 7.2 aborts when an NBD client of an '
+                            'export in an iothread hangs up '
+                            '(nbd_blockdev_client_closed assertion)')
+def test_node_in_an_iothread(daemon_factory, workdir):
+    """A node an export runs in an iothread: the snapshot is taken and
+    deleted there while the monitor waits, between client writes."""
+    pytest.importorskip('nbd')
+    path = make_image(workdir, 'a.qcow2', 4 * MiB)
+    d = daemon_factory('--object', 'iothread,id=io0')
+    qmp = d.qmp
+    add(qmp, 'q', path)
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e',
+                                     'node-name': 'q', 'writable': True,
+                                     'iothread': 'io0'})
+    h = bjtest.nbd_connect(sock, 'q')
+    h.pwrite(b'x' * 65536, 0)
+    qmp.execute('blockdev-snapshot-internal-sync', device='q', name='s')
+    h.pwrite(b'y' * 65536, 0)
+    qmp.execute('blockdev-snapshot-internal-sync', device='q', name='t')
+    r = qmp.execute('blockdev-snapshot-delete-internal-sync', device='q',
+                    name='s')
+    assert (r['id'], r['name']) == ('1', 's')
+    assert h.pread(65536, 0) == b'y' * 65536
+    h.shutdown()
+    qmp.execute('block-export-del', id='e')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='q')
+    d.stop()
+    check_clean(path)
+    assert snapshot_names(path) == [('2', 't')]
+    ref = os.path.join(str(workdir), 'ref.raw')
+    with open(ref, 'wb') as f:
+        f.write(b'y' * 65536)
+        f.truncate(4 * MiB)
+    qemu_img('compare', '-f', 'qcow2', '-F', 'raw', path, ref)
