@@ -527,3 +527,27 @@ def test_node_in_an_iothread(daemon_factory, workdir):
         f.write(b'y' * 65536)
         f.truncate(4 * MiB)
     qemu_img('compare', '-f', 'qcow2', '-F', 'raw', path, ref)
+
+
+def test_nodes_of_a_running_job(daemon, workdir):
+    """A backup's source sits under its filter and its target under the
+    job: neither is a root node (qsd's words), and nothing changes."""
+    src = make_image(workdir, 'a.qcow2', 16 * MiB)
+    tgt = make_image(workdir, 't.qcow2', 16 * MiB)
+    qemu_io('-f', 'qcow2', '-c', 'write 0 16M', src)
+    qmp = daemon.qmp
+    add(qmp, 'q', src)
+    add(qmp, 't', tgt)
+    qmp.execute('blockdev-backup', {'job-id': 'j', 'device': 'q',
+                                    'target': 't', 'sync': 'full',
+                                    'speed': 1024})
+    for dev in ('q', 't'):
+        assert qerror(qmp, 'blockdev-snapshot-internal-sync', device=dev,
+                      name='s') == 'Need a root block node'
+        assert qerror(qmp, 'blockdev-snapshot-delete-internal-sync',
+                      device=dev, name='s') == 'Need a root block node'
+    qmp.execute('block-job-cancel', device='j', force=True)
+    qmp.wait_event('BLOCK_JOB_CANCELLED')
+    qmp.execute('blockdev-del', node_name='t')
+    qmp.execute('blockdev-del', node_name='q')
+    assert snapshot_names(src) == [] and snapshot_names(tgt) == []
