@@ -551,3 +551,51 @@ def test_nodes_of_a_running_job(daemon, workdir):
     qmp.execute('blockdev-del', node_name='t')
     qmp.execute('blockdev-del', node_name='q')
     assert snapshot_names(src) == [] and snapshot_names(tgt) == []
+
+
+def _patch_snapshot_l1(path, l1_offset):
+    """Points the first snapshot table entry's L1 table at l1_offset."""
+    import struct
+    with open(path, 'r+b') as f:
+        f.seek(64)
+        (table,) = struct.unpack('>Q', f.read(8))
+        f.seek(table)
+        f.write(struct.pack('>Q', l1_offset))
+
+
+@pytest.mark.blockjobd_only('qsd 7.2 refuses to open such an image')
+def test_hostile_snapshot_entry_changes_nothing(daemon, workdir):
+    """A snapshot whose L1 table lies past the end of the file, or whose
+    tree references clusters nothing counts: deleting it is refused and
+    the image file is left byte for byte as it was."""
+    qmp = daemon.qmp
+    for i, target in enumerate(('past-end', 'uncounted')):
+        path = make_image(workdir, '%s.qcow2' % target, 1 * MiB)
+        qemu_io('-f', 'qcow2', '-c', 'write -P 1 0 64k', path)
+        qemu_img('snapshot', '-c', 's', path)
+        if target == 'past-end':
+            _patch_snapshot_l1(path, 1 << 40)
+        else:
+            # an L1 table in a cluster nothing counts, naming an L2 table
+            # in another one
+            size = os.path.getsize(path)
+            l1 = (size + 65535) // 65536 * 65536
+            with open(path, 'r+b') as f:
+                f.truncate(l1 + 2 * 65536)
+                f.seek(l1)
+                f.write((l1 + 65536).to_bytes(8, 'big'))
+            _patch_snapshot_l1(path, l1)
+        with open(path, 'rb') as f:
+            before = f.read()
+        node = 'h%d' % i
+        add(qmp, node, path)
+        desc = qerror(qmp, 'blockdev-snapshot-delete-internal-sync',
+                      device=node, name='s')
+        assert desc.startswith('Failed to remove snapshot from snapshot '
+                               'list: '), desc
+        nodes = {x['node-name']: x
+                 for x in qmp.execute('query-named-block-nodes')}
+        assert [s['name'] for s in nodes[node]['image']['snapshots']] == ['s']
+        qmp.execute('blockdev-del', node_name=node)
+        with open(path, 'rb') as f:
+            assert f.read() == before
