@@ -208,6 +208,18 @@ typedef struct BlockDriverInfo {
     int64_t cluster_size;          /* 0: the format has no clusters */
 } BlockDriverInfo;
 
+/* One internal snapshot (qemu's SnapshotInfo; qcow2's snapshot table
+ * entry).  Strings cut to the sizes qemu keeps. */
+typedef struct BdrvSnapshotInfo {
+    char id[128];
+    char name[256];
+    uint64_t vm_state_size;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    int64_t icount;                /* -1: none recorded */
+} BdrvSnapshotInfo;
+
 /* The types of entries a driver may define apart from its table (so it
  * declares them by type, not by repeating the signature). */
 typedef int coroutine_fn BlockDriverRwFn(BlockNode *bs, int64_t offset,
@@ -330,6 +342,23 @@ struct BlockDriver {
     /* Fills what the format knows of its layout (bdrv_get_info); bdi
      * comes zeroed.  Unset: the node has nothing to say (-ENOTSUP). */
     int (*get_info)(BlockNode *bs, BlockDriverInfo *bdi);
+
+    /*
+     * Internal snapshots (block/snapshot.h).  Unset: the format has none.
+     * Node drained.  create takes one named name (the caller checked it is
+     * new and not empty) and describes it in *out (if non-NULL); delete
+     * removes the one with id and/or name (NULL: any) and describes it;
+     * both fail with qsd's words.  snapshot_list: a malloc'd copy of the
+     * table in *list, its length or -errno.
+     */
+    int coroutine_fn (*co_snapshot_create)(BlockNode *bs, const char *name,
+                                           BdrvSnapshotInfo *out,
+                                           Error **errp);
+    int coroutine_fn (*co_snapshot_delete)(BlockNode *bs, const char *id,
+                                           const char *name,
+                                           BdrvSnapshotInfo *out,
+                                           Error **errp);
+    int (*snapshot_list)(BlockNode *bs, BdrvSnapshotInfo **list);
 
     /* Rewrites the backing file name and format stored in the image (NULL
      * file: none); block/backing.h.  Unset: nothing is stored (no-op). */

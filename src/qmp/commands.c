@@ -57,6 +57,7 @@ void qmp_register_all_commands(void)
     qmp_register_commands(qmp_transaction_commands);
     qmp_register_commands(qmp_mirror_commands);
     qmp_register_commands(qmp_create_commands);
+    qmp_register_commands(qmp_snapshot_internal_commands);
     qmp_register_commands(qmp_object_commands);
     qmp_register_commands(qmp_chardev_commands);
 }

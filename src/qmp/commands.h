@@ -11,6 +11,8 @@ extern const QmpCommand qmp_control_commands[];  /* cmd-control.c */
 extern const QmpCommand qmp_block_commands[];    /* cmd-block.c */
 extern const QmpCommand qmp_job_commands[];      /* cmd-job.c */
 extern const QmpCommand qmp_create_commands[];   /* cmd-create.c */
+/* cmd-snapshot-internal.c */
+extern const QmpCommand qmp_snapshot_internal_commands[];
 extern const QmpCommand qmp_nbd_commands[];      /* cmd-nbd.c */
 extern const QmpCommand qmp_bitmap_commands[];   /* cmd-bitmap.c */
 extern const QmpCommand qmp_backup_commands[];   /* cmd-backup.c */

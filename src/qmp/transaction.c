@@ -38,6 +38,7 @@ static const TransactionActionType *const action_types[] = {
     &transaction_drive_backup_action,
     &transaction_snapshot_action,
     &transaction_snapshot_sync_action,
+    &transaction_internal_snapshot_action,
     &transaction_bitmap_add_action,
     &transaction_bitmap_remove_action,
     &transaction_bitmap_clear_action,

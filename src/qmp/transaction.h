@@ -71,6 +71,7 @@ extern const TransactionActionType transaction_backup_action;
 extern const TransactionActionType transaction_drive_backup_action;
 extern const TransactionActionType transaction_snapshot_action;
 extern const TransactionActionType transaction_snapshot_sync_action;
+extern const TransactionActionType transaction_internal_snapshot_action;
 extern const TransactionActionType transaction_bitmap_add_action;
 extern const TransactionActionType transaction_bitmap_remove_action;
 extern const TransactionActionType transaction_bitmap_clear_action;

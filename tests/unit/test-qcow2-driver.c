@@ -30,6 +30,7 @@
 #include "aio/coroutine.h"
 #include "block/block.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "block/snapshot.h"
 #include "test-wait.h"
 #include "tests/common/xorshift.h"
 
@@ -934,6 +935,72 @@ static void test_internal_snapshot(void **state)
     free(sr);
 }
 
+/* Snapshots taken and deleted by the driver (through block/snapshot.h):
+ * random writes, zeroes and discards afterwards copy what is shared,
+ * qemu reads each snapshot as it was, and deleting them leaves the image
+ * clean. */
+static void test_snapshot_create_delete(void **state)
+{
+    if (!have_qemu) {
+        skip();
+    }
+    char *p = path_of("sn.qcow2"), *r = path_of("sn.raw");
+    char *ra = path_of("sn-a.raw"), *rs = path_of("sn-s.raw");
+    BdrvSnapshotInfo *list, info;
+    Error *err = NULL;
+    Img img;
+
+    assert_int_equal(sh("qemu-img create -q -f qcow2 -o cluster_size=4096 "
+                        "'%s' 16M && qemu-io -f qcow2 -c 'write -P 0x31 0 "
+                        "6M' -c 'write -c -P 0x32 8M 256k' '%s' >/dev/null "
+                        "&& qemu-img convert -O raw '%s' '%s' && cp '%s' "
+                        "'%s'", p, p, p, ra, ra, r), 0);
+    img_open_ok(&img, "sn.qcow2", NULL);
+    assert_true(bdrv_snapshot_supported(img.bs));
+    assert_int_equal(bdrv_snapshot_create(img.bs, "a", &info, &err), 0);
+    assert_string_equal(info.id, "1");
+    assert_string_equal(info.name, "a");
+    assert_int_equal(info.icount, -1);
+    img_close(&img);
+    random_ops("sn.qcow2", "sn.raw", 16 << 20, 4096, 150, true);
+    assert_int_equal(sh("cp '%s' '%s'", r, rs), 0);
+    img_open_ok(&img, "sn.qcow2", NULL);
+    assert_int_equal(bdrv_snapshot_create(img.bs, "s", NULL, &err), 0);
+    assert_int_equal(bdrv_snapshot_list(img.bs, &list), 2);
+    assert_string_equal(list[1].id, "2");
+    free(list);
+    assert_true(bdrv_snapshot_find(img.bs, "2", "s", NULL));
+    assert_false(bdrv_snapshot_find(img.bs, "1", "s", NULL));
+    img_close(&img);
+    random_ops("sn.qcow2", "sn.raw", 16 << 20, 4096, 150, true);
+    check_clean("sn.qcow2");
+    check_same("sn.raw", "sn.qcow2");
+    char *out = path_of("sn-out.raw");
+    assert_int_equal(sh("qemu-img convert -l snapshot.name=a -O raw '%s' "
+                        "'%s' && cmp -s '%s' '%s' && qemu-img convert -l "
+                        "snapshot.name=s -O raw '%s' '%s' && cmp -s '%s' "
+                        "'%s'", p, out, out, ra, p, out, out, rs), 0);
+    img_open_ok(&img, "sn.qcow2", NULL);
+    assert_int_equal(bdrv_snapshot_delete(img.bs, NULL, "a", &info, &err), 0);
+    assert_string_equal(info.id, "1");
+    assert_int_equal(bdrv_snapshot_delete(img.bs, NULL, "a", NULL, &err),
+                     -ENOENT);
+    error_free(err);
+    err = NULL;
+    assert_int_equal(bdrv_snapshot_delete(img.bs, "2", NULL, NULL, &err), 0);
+    assert_int_equal(bdrv_snapshot_list(img.bs, &list), 0);
+    free(list);
+    img_close(&img);
+    check_clean("sn.qcow2");
+    check_same("sn.raw", "sn.qcow2");
+    assert_int_equal(sh("test -z \"$(qemu-img snapshot -l '%s')\"", p), 0);
+    free(out);
+    free(p);
+    free(r);
+    free(ra);
+    free(rs);
+}
+
 /* Writes over compressed clusters: copy-on-write from the inflated
  * cluster, and the compressed bytes' host clusters lose a reference each
  * (several compressed clusters share one host cluster). */
@@ -1055,6 +1122,7 @@ int main(void)
         cmocka_unit_test(test_bitmaps_autoclear),
         cmocka_unit_test(test_hostile_tables),
         cmocka_unit_test(test_internal_snapshot),
+        cmocka_unit_test(test_snapshot_create_delete),
         cmocka_unit_test(test_write_over_compressed),
         cmocka_unit_test(test_small_caches),
         cmocka_unit_test(test_extended_l2_read),

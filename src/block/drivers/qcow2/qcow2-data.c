@@ -253,8 +253,8 @@ static int coroutine_fn read_guest(BDRVQcow2State *s, uint64_t goff,
 }
 
 /* Host byte range an old L2 entry held a reference on (0 bytes: none). */
-static void old_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
-                    uint64_t *bytes)
+void qcow2_entry_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
+                     uint64_t *bytes)
 {
     Qcow2L2Info info;
 
@@ -394,7 +394,7 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     if (ret >= 0) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t off, bytes;
-            old_ref(s, entries[(n + i) * es], &off, &bytes);
+            qcow2_entry_ref(s, entries[(n + i) * es], &off, &bytes);
             if (bytes) {
                 qcow2_defer_free(s, off, bytes);
             }
@@ -679,7 +679,7 @@ static int coroutine_fn write_compressed_cluster(BDRVQcow2State *s,
     inflight_host_done(s, a);
     if (ret >= 0) {
         uint64_t off, bytes;
-        old_ref(s, ents[1], &off, &bytes);
+        qcow2_entry_ref(s, ents[1], &off, &bytes);
         if (bytes) {
             qcow2_defer_free(s, off, bytes);
         }
@@ -822,8 +822,8 @@ static int coroutine_fn change_clusters(BDRVQcow2State *s, uint64_t first,
             }
             for (uint64_t i = 0; i < k; i++) {
                 uint64_t off, bytes, noff, nbytes;
-                old_ref(s, e[i * es], &off, &bytes);
-                old_ref(s, ne[i * es], &noff, &nbytes);
+                qcow2_entry_ref(s, e[i * es], &off, &bytes);
+                qcow2_entry_ref(s, ne[i * es], &noff, &nbytes);
                 if (bytes && !(nbytes && noff == off)) {
                     qcow2_defer_free(s, off, bytes);
                 }

@@ -102,6 +102,12 @@ void qcow2_ol_free(BDRVQcow2State *s)
     qcow2_ol_ranges_free(&s->ol.inactive_l1);
 }
 
+void coroutine_fn qcow2_ol_reload(BDRVQcow2State *s)
+{
+    qcow2_ol_free(s);
+    qcow2_ol_load(s);
+}
+
 void qcow2_ol_note_l2(BDRVQcow2State *s, uint64_t old_off, uint64_t new_off)
 {
     if (old_off) {

@@ -321,6 +321,7 @@ static void qcow2_close(BlockNode *bs)
     /* The layer frees the node's bitmaps next: drop their marks first. */
     bdrv_dirty_bitmap_forget_node(bs);
     qcow2_free_bitmaps(s);
+    qcow2_snapshots_free(s);
     qcow2_ol_free(s);
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->rb_cache);
@@ -385,6 +386,7 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
         goto fail;
     }
     qcow2_ol_load(s);
+    qcow2_snapshots_load(s);
     /* Persistent bitmaps become the node's named bitmaps (before a
      * read-write open marks them in use). */
     co_mutex_lock(&s->lock);
@@ -675,6 +677,7 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
         free(full);
         free(dir);
     }
+    qcow2_snapshots_query(s, image);
     json_object_set_new(image, "cluster-size",
                         json_integer(s->g.cluster_size));
     json_object_set_new(image, "dirty-flag", json_false());
@@ -811,4 +814,7 @@ const BlockDriver bdrv_qcow2 = {
     .dirty_bitmaps_resync_later = qcow2_dirty_bitmaps_resync_later,
     .create_check = qcow2_create_check,
     .co_create = qcow2_co_blockdev_create,
+    .co_snapshot_create = qcow2_co_snapshot_create,
+    .co_snapshot_delete = qcow2_co_snapshot_delete,
+    .snapshot_list = qcow2_snapshot_list,
 };

@@ -93,6 +93,15 @@ typedef struct Qcow2InflightAlloc {
     ListHead link;
 } Qcow2InflightAlloc;
 
+/* One entry of the snapshot table (qcow2-snapshot.c). */
+typedef struct Qcow2Snapshot {
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    BdrvSnapshotInfo info;
+    uint8_t *raw;            /* the entry as stored, without its padding */
+    uint32_t raw_len;
+} Qcow2Snapshot;
+
 typedef struct Qcow2PendingFree {
     uint64_t offset;         /* host byte range whose clusters lose a ref */
     uint64_t bytes;
@@ -142,6 +151,12 @@ struct BDRVQcow2State {
     /* A corruption was reported (qcow2-corrupt.c): later ones are not,
      * unless a non-fatal report is followed by a fatal one. */
     bool corruption_signaled;
+    /* The snapshot table as read at open and rewritten since
+     * (qcow2-snapshot.c); snaps_bad: it could not be read, and is not
+     * changed. */
+    Qcow2Snapshot *snaps;
+    uint32_t nb_snaps;
+    bool snaps_bad;
 };
 
 /* ---- refcounts and allocation (qcow2-refcount.c) ---- */
@@ -274,12 +289,37 @@ int coroutine_fn qcow2_flush_file(BDRVQcow2State *s);
 /* Rewrites cluster 0 from s->hdr. */
 int coroutine_fn qcow2_write_header(BDRVQcow2State *s);
 
+/* The host byte range an L2 entry holds a reference on (*bytes 0: none;
+ * compressed clusters: every host cluster their sectors touch). */
+void qcow2_entry_ref(BDRVQcow2State *s, uint64_t entry, uint64_t *off,
+                     uint64_t *bytes);
+
+/* ---- internal snapshots (qcow2-snapshot.c) ---- */
+
+/* Open: reads the snapshot table (a table that cannot be read is logged
+ * and left alone: snaps_bad). */
+void coroutine_fn qcow2_snapshots_load(BDRVQcow2State *s);
+void qcow2_snapshots_free(BDRVQcow2State *s);
+/* query-named-block-nodes: image.snapshots, when there are any. */
+void qcow2_snapshots_query(BDRVQcow2State *s, json_t *image);
+int coroutine_fn qcow2_co_snapshot_create(BlockNode *bs, const char *name,
+                                          BdrvSnapshotInfo *out,
+                                          Error **errp);
+int coroutine_fn qcow2_co_snapshot_delete(BlockNode *bs, const char *id,
+                                          const char *name,
+                                          BdrvSnapshotInfo *out,
+                                          Error **errp);
+int qcow2_snapshot_list(BlockNode *bs, BdrvSnapshotInfo **list);
+
 /* ---- metadata-overlap protection (qcow2-overlap-check.c) ---- */
 
 /* Open, after the L1 and refcount tables are loaded: the L2 tables,
  * refcount blocks and snapshot tables the checks look at. */
 void coroutine_fn qcow2_ol_load(BDRVQcow2State *s);
 void qcow2_ol_free(BDRVQcow2State *s);
+/* Forgets and loads again what the checks know (after the snapshot table
+ * changed).  Caller holds s->lock. */
+void coroutine_fn qcow2_ol_reload(BDRVQcow2State *s);
 /* An L1 entry now points at new_off instead of old_off (0: none). */
 void qcow2_ol_note_l2(BDRVQcow2State *s, uint64_t old_off, uint64_t new_off);
 void qcow2_ol_note_refblock(BDRVQcow2State *s, uint64_t off);
