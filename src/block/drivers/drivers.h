@@ -15,6 +15,7 @@ extern const BlockDriver bdrv_null_co;  /* drivers/null.c */
 extern const BlockDriver bdrv_qcow2;    /* drivers/qcow2/qcow2.c */
 extern const BlockDriver bdrv_blkdebug; /* drivers/blkdebug.c */
 extern const BlockDriver bdrv_copy_on_read; /* drivers/copy-on-read.c */
+extern const BlockDriver bdrv_luks;     /* drivers/luks.c */
 /* Inserted by backup jobs only (bdrv_open_internal). */
 extern const BlockDriver bdrv_copy_before_write; /* drivers/copy-before-write.c */
 /* Inserted by jobs only (bdrv_open_internal), not in block_drivers[]. */

@@ -17,6 +17,7 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_blkdebug,
     &bdrv_copy_on_read,
     &bdrv_host_device,
+    &bdrv_luks,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 
