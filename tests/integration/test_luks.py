@@ -285,3 +285,108 @@ def test_create_errors(luksd, workdir):
             'driver': 'luks', 'file': {'driver': 'file', 'filename': img},
             'size': MiB, 'cipher-mode': 'nope'}})
     assert "cipher-mode" in e.value.desc
+
+
+# ---- qcow2 with encrypt.format=luks --------------------------------------
+
+def qcow2_opts(path, secret='sec0'):
+    return ('driver=qcow2,encrypt.format=luks,encrypt.key-secret=%s,'
+            'file.filename=%s' % (secret, path))
+
+
+def qemu_qcow2_luks(path, size, *extra):
+    opts = 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=100'
+    for e in extra:
+        opts += ',' + e
+    for _ in range(5):   # as in qemu_luks_image
+        p = qemu_img('create', '-q', '-f', 'qcow2', '--object', SECRET, '-o',
+                     opts, path, size, check=False)
+        if 'Unable to get accurate CPU usage' not in p.stderr:
+            break
+    assert p.returncode == 0, p.stderr
+
+
+def qio_qcow2(path, *cmds):
+    args = ['--object', SECRET, '--image-opts']
+    for c in cmds:
+        args += ['-c', c]
+    return qemu_io(*args, qcow2_opts(path))
+
+
+def test_qcow2_luks_interop(luksd, workdir):
+    w = str(workdir)
+    base = os.path.join(w, 'base.raw')
+    img = os.path.join(w, 'enc.qcow2')
+    qemu_img('create', '-q', '-f', 'raw', base, '8M')
+    qemu_io('-f', 'raw', '-c', 'write -P 0x0b 0 8M', base)
+    # A plain backing file: copy-on-write encrypts what it copies.
+    qemu_qcow2_luks(img, '8M', 'backing_file=%s' % base,
+                    'backing_fmt=raw', 'cluster_size=65536')
+    qio_qcow2(img, 'write -P 0x11 0 1M', 'write -P 0x22 5M 4k')
+    qmp = luksd.qmp
+    qmp.execute('blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'q0',
+        'encrypt': {'format': 'luks', 'key-secret': 'sec0'},
+        'file': {'driver': 'file', 'filename': img}})
+    sock = luksd.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'q0', 'writable': True})
+    compare('driver=nbd,server.type=unix,server.path=%s,export=q0' % sock,
+            qcow2_opts(img), '-U')
+    uri = 'nbd+unix:///q0?socket=%s' % sock
+    # Into an allocated cluster, into a new one (head and tail from the
+    # backing file), across clusters, unaligned.
+    qemu_io('-f', 'raw', '-c', 'read -P 0x11 0 1M', '-c', 'read -P 0x22 5M 4k',
+            '-c', 'read -P 0x0b 6M 2M', '-c', 'write -P 0x33 512 1024',
+            '-c', 'write -P 0x44 7M 100k', '-c', 'write -P 0x55 5M 512',
+            '-c', 'write -P 0x66 3000000 200000', uri)
+    qmp.execute('block-export-del', id='e0')
+    qmp.execute('nbd-server-stop')
+    qmp.execute('blockdev-del', node_name='q0')
+    qio_qcow2(img, 'read -P 0x11 0 512', 'read -P 0x33 512 1024',
+              'read -P 0x11 1536 1047040', 'read -P 0x44 7M 100k',
+              'read -P 0x0b 7442432 946176', 'read -P 0x55 5M 512',
+              'read -P 0x22 5243392 3584', 'read -P 0x0b 2M 902848',
+              'read -P 0x66 3000000 200000', 'read -P 0x0b 3200000 2042880')
+    qemu_img('check', '-q', '--object', SECRET, '--image-opts',
+             qcow2_opts(img))
+    # The guest data is not in the file in clear.
+    with open(img, 'rb') as f:
+        assert b'\x44' * 4096 not in f.read()
+
+
+def test_qcow2_luks_errors(daemon_factory, workdir):
+    w = str(workdir)
+    img = os.path.join(w, 'enc.qcow2')
+    plain = os.path.join(w, 'plain.qcow2')
+    qemu_qcow2_luks(img, '1M')
+    qemu_img('create', '-q', '-f', 'qcow2', plain, '1M')
+    before = sha(img)
+    d = daemon_factory('--object', SECRET, '--object',
+                       'secret,id=bad,data=not-it')
+
+    def err(path, encrypt):
+        opts = {'driver': 'qcow2', 'node-name': 'q0',
+                'file': {'driver': 'file', 'filename': path}}
+        if encrypt is not None:
+            opts['encrypt'] = encrypt
+        return blockdev_add_error(d.qmp, opts)
+
+    assert err(img, {'format': 'luks', 'key-secret': 'bad'}) == \
+        'Invalid password, cannot unlock any keyslot'
+    assert err(img, {'format': 'luks', 'key-secret': 'nosuch'}) == \
+        "No secret with id 'nosuch'"
+    assert err(img, None) == \
+        "Parameter 'encrypt.key-secret' is required for cipher"
+    assert err(img, {'format': 'luks'}) == \
+        "Parameter 'encrypt.key-secret' is required for cipher"
+    assert err(img, {'key-secret': 'sec0'}) == \
+        "Parameter 'encrypt.format' is missing"
+    assert err(img, {'format': 'aes', 'key-secret': 'sec0'}) == \
+        "Header reported 'luks' encryption format but options specify 'aes'"
+    assert err(plain, {'format': 'luks', 'key-secret': 'sec0'}) == \
+        "No encryption in image header, but options specified format 'luks'"
+    assert not d.qmp.execute('query-named-block-nodes')
+    assert sha(img) == before
