@@ -100,8 +100,12 @@ def test_qemu_image_read_write(luksd, workdir, variant):
     node = [n for n in qmp.execute('query-named-block-nodes')
             if n['node-name'] == 'l0'][0]
     assert node['drv'] == 'luks'
+    assert node['encrypted'] is True
     assert node['image']['virtual-size'] == 4 * MiB
     assert node['image']['encrypted'] is True
+    # The header as qemu-img describes it (cipher, slots, uuid, ...).
+    info = json.loads(qemu_img('info', '-U', '--output=json', img).stdout)
+    assert node['image']['format-specific'] == info['format-specific']
     sock = luksd.socket_path('nbd.sock')
     qmp.execute('nbd-server-start',
                 addr={'type': 'unix', 'data': {'path': sock}})
@@ -333,6 +337,13 @@ def test_qcow2_luks_interop(luksd, workdir):
                 addr={'type': 'unix', 'data': {'path': sock}})
     qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
                                      'node-name': 'q0', 'writable': True})
+    node = [n for n in qmp.execute('query-named-block-nodes')
+            if n['node-name'] == 'q0'][0]
+    assert node['encrypted'] is True
+    info = json.loads(qemu_img('info', '-U', '--output=json', img).stdout)
+    assert node['image']['format-specific'] == info['format-specific']
+    assert node['image']['format-specific']['data']['encrypt']['format'] \
+        == 'luks'
     compare('driver=nbd,server.type=unix,server.path=%s,export=q0' % sock,
             qcow2_opts(img), '-U')
     uri = 'nbd+unix:///q0?socket=%s' % sock

@@ -48,7 +48,17 @@ struct LuksCipher {
     char alg[40];                /* aes-256 */
     char mode[40];               /* xts */
     char ivgen_name[40];         /* plain64, essiv */
+    char ivgen_spec[40];         /* plain64, essiv:sha256 */
     char hash[40];               /* the header's hash spec */
+    /* For query output: what the header says. */
+    char uuid[41];
+    uint32_t mk_iters;
+    uint64_t payload;
+    struct {
+        bool active;
+        uint32_t iters, stripes;
+        uint64_t key_offset;
+    } slots[8];
 };
 
 static uint32_t rd32(const uint8_t *p)
@@ -211,6 +221,7 @@ static LuksCipher *cipher_new(const char *name, const char *mode,
     }
     snprintf(c->ivgen_name, sizeof(c->ivgen_name), "%s",
              c->ivgen == IV_ESSIV ? "essiv" : iv);
+    snprintf(c->ivgen_spec, sizeof(c->ivgen_spec), "%s", iv);
     k = (gnutls_datum_t){ (unsigned char *)key, (unsigned)keylen };
     if (gnutls_cipher_init(&c->h, alg, &k, NULL) < 0) {
         c->h = NULL;
@@ -283,6 +294,57 @@ void luks_cipher_names(const LuksCipher *c, const char **alg,
     *mode = c->mode;
     *ivgen = c->ivgen_name;
     *hash = c->hash;
+}
+
+/* Keeps what query output shows of the header at area. */
+static void keep_info(LuksCipher *c, const uint8_t *area)
+{
+    hdr_str(c->uuid, area + O_UUID, 40);
+    c->mk_iters = rd32(area + O_MK_ITER);
+    c->payload = (uint64_t)rd32(area + O_PAYLOAD) * LUKS_SECTOR_SIZE;
+    for (int s = 0; s < N_SLOTS; s++) {
+        const uint8_t *sl = area + O_SLOTS + s * SLOT_SIZE;
+
+        c->slots[s].active = rd32(sl) == KEY_ACTIVE;
+        c->slots[s].iters = rd32(sl + 4);
+        c->slots[s].key_offset = (uint64_t)rd32(sl + 40) * LUKS_SECTOR_SIZE;
+        c->slots[s].stripes = rd32(sl + 44);
+    }
+}
+
+json_t *luks_cipher_query(const LuksCipher *c)
+{
+    json_t *o = json_object();
+    json_t *slots = json_array();
+
+    json_object_set_new(o, "cipher-alg", json_string(c->alg));
+    json_object_set_new(o, "cipher-mode", json_string(c->mode));
+    json_object_set_new(o, "ivgen-alg", json_string(c->ivgen_name));
+    if (c->ivgen == IV_ESSIV) {
+        const char *h = strchr(c->ivgen_spec, ':');
+        json_object_set_new(o, "ivgen-hash-alg", json_string(h ? h + 1
+                                                             : ""));
+    }
+    json_object_set_new(o, "hash-alg", json_string(c->hash));
+    json_object_set_new(o, "payload-offset", json_integer((json_int_t)
+                                                          c->payload));
+    json_object_set_new(o, "master-key-iters", json_integer(c->mk_iters));
+    json_object_set_new(o, "uuid", json_string(c->uuid));
+    for (int s = 0; s < N_SLOTS; s++) {
+        json_t *e = json_object();
+
+        json_object_set_new(e, "active", json_boolean(c->slots[s].active));
+        if (c->slots[s].active) {
+            json_object_set_new(e, "iters", json_integer(c->slots[s].iters));
+            json_object_set_new(e, "stripes",
+                                json_integer(c->slots[s].stripes));
+        }
+        json_object_set_new(e, "key-offset", json_integer((json_int_t)
+                                                          c->slots[s].key_offset));
+        json_array_append_new(slots, e);
+    }
+    json_object_set_new(o, "slots", slots);
+    return o;
 }
 
 /* ---- the anti-forensic splitter ---- */
@@ -421,6 +483,7 @@ LuksCipher *luks_unlock(const uint8_t *area, size_t len, const uint8_t *pass,
                 if (!ret) {
                     goto out;
                 }
+                keep_info(ret, area);
             }
         }
         luks_cipher_free(sc);
@@ -599,6 +662,7 @@ uint8_t *luks_build(const LuksCreateOpts *o, const uint8_t *pass,
     gnutls_memset(slotkey, 0, kb);
     free(mk);
     free(slotkey);
+    keep_info(pc, area);
     *cipher = pc;
     return area;
 

@@ -9,6 +9,7 @@
 #ifndef BJ_BLOCK_DRIVERS_LUKS_CRYPTO_H
 #define BJ_BLOCK_DRIVERS_LUKS_CRYPTO_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +63,12 @@ int luks_decrypt(LuksCipher *c, uint64_t sector, uint8_t *buf, size_t len);
 void luks_cipher_names(const LuksCipher *c, const char **alg,
                        const char **mode, const char **ivgen,
                        const char **hash);
+
+/* QCryptoBlockInfoLUKS of the header c was unlocked from (or built):
+ * cipher-alg, cipher-mode, ivgen-alg, hash-alg, payload-offset,
+ * master-key-iters, uuid, slots; the query output of a luks node and of
+ * an encrypted qcow2's "encrypt" (which adds "format"). */
+json_t *luks_cipher_query(const LuksCipher *c);
 
 void luks_cipher_free(LuksCipher *c);
 

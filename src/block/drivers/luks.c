@@ -217,19 +217,11 @@ static void luks_refresh_limits(BlockNode *bs)
 static void luks_query_image(BlockNode *bs, json_t *image)
 {
     LuksState *s = bs->opaque;
-    const char *alg, *mode, *ivgen, *hash;
-    json_t *data = json_object();
 
-    luks_cipher_names(s->cipher, &alg, &mode, &ivgen, &hash);
     json_object_set_new(image, "encrypted", json_true());
-    json_object_set_new(data, "cipher-alg", json_string(alg));
-    json_object_set_new(data, "cipher-mode", json_string(mode));
-    json_object_set_new(data, "ivgen-alg", json_string(ivgen));
-    json_object_set_new(data, "hash-alg", json_string(hash));
-    json_object_set_new(data, "payload-offset", json_integer(s->payload));
     json_object_set_new(image, "format-specific",
-                        json_pack("{s:s, s:o}", "type", "luks",
-                                  "data", data));
+                        json_pack("{s:s, s:o}", "type", "luks", "data",
+                                  luks_cipher_query(s->cipher)));
 }
 
 /* ---- blockdev-create ---- */

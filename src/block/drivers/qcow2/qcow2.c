@@ -763,6 +763,13 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
         free(full);
         free(dir);
     }
+    if (s->crypto) {
+        json_t *enc = luks_cipher_query(s->crypto);
+
+        json_object_set_new(enc, "format", json_string("luks"));
+        json_object_set_new(data, "encrypt", enc);
+        json_object_set_new(image, "encrypted", json_true());
+    }
     json_object_set_new(image, "cluster-size",
                         json_integer(s->g.cluster_size));
     json_object_set_new(image, "dirty-flag", json_false());
