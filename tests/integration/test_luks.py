@@ -401,3 +401,63 @@ def test_qcow2_luks_errors(daemon_factory, workdir):
         "No encryption in image header, but options specified format 'luks'"
     assert not d.qmp.execute('query-named-block-nodes')
     assert sha(img) == before
+
+
+def run_create(qmp, jid, options):
+    """blockdev-create to concluded; returns the job's error (or None)."""
+    qmp.execute('blockdev-create', {'job-id': jid, 'options': options})
+    qmp.wait_event('JOB_STATUS_CHANGE', timeout=60,
+                   match={'data': {'id': jid, 'status': 'concluded'}})
+    job = [j for j in qmp.execute('query-jobs') if j['id'] == jid][0]
+    qmp.execute('job-dismiss', id=jid)
+    return job.get('error')
+
+
+def test_qcow2_luks_create(luksd, workdir):
+    img = os.path.join(str(workdir), 'new.qcow2')
+    qmp = luksd.qmp
+    assert run_create(qmp, 'c0', {'driver': 'file', 'filename': img,
+                                  'size': 0}) is None
+    base = {'driver': 'qcow2', 'file': {'driver': 'file', 'filename': img},
+            'size': 8 * MiB}
+    assert run_create(qmp, 'c1', dict(base, encrypt={
+        'format': 'luks', 'key-secret': 'nosuch'})) == \
+        "No secret with id 'nosuch'"
+    assert run_create(qmp, 'c2', dict(base, encrypt={
+        'format': 'luks'})) == \
+        "Parameter 'encrypt.key-secret' is required for cipher"
+    assert run_create(qmp, 'c3', dict(base, encrypt={
+        'format': 'luks', 'key-secret': 'sec0', 'iter-time': 10,
+        'cipher-alg': 'aes-128', 'cipher-mode': 'cbc',
+        'ivgen-alg': 'essiv'})) is None
+    qemu_img('check', '-q', '--object', SECRET, '--image-opts',
+             qcow2_opts(img))
+    info = json.loads(qemu_img('info', '--output=json', img).stdout)
+    assert info['encrypted'] is True
+    enc = info['format-specific']['data']['encrypt']
+    assert (enc['format'], enc['cipher-alg'], enc['cipher-mode'],
+            enc['ivgen-alg']) == ('luks', 'aes-128', 'cbc', 'essiv')
+    # qemu writes, we read and write, qemu reads.
+    qio_qcow2(img, 'write -P 0x71 0 1M', 'write -P 0x72 3M 5000')
+    qmp.execute('blockdev-add', dict(
+        {'node-name': 'q0', 'driver': 'qcow2',
+         'encrypt': {'format': 'luks', 'key-secret': 'sec0'},
+         'file': {'driver': 'file', 'filename': img}}))
+    sock = luksd.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'q0', 'writable': True})
+    uri = 'nbd+unix:///q0?socket=%s' % sock
+    qemu_io('-f', 'raw', '-c', 'read -P 0x71 0 1M',
+            '-c', 'read -P 0x72 3M 5000', '-c', 'read -P 0 4M 4M',
+            '-c', 'write -P 0x73 6M 70000', '-c', 'write -P 0x74 1000 24',
+            uri)
+    qmp.execute('block-export-del', id='e0')
+    qmp.execute('nbd-server-stop')
+    qmp.execute('blockdev-del', node_name='q0')
+    qio_qcow2(img, 'read -P 0x71 0 1000', 'read -P 0x74 1000 24',
+              'read -P 0x71 1024 1047552', 'read -P 0x72 3M 5000',
+              'read -P 0x73 6M 70000', 'read -P 0 7M 1M')
+    qemu_img('check', '-q', '--object', SECRET, '--image-opts',
+             qcow2_opts(img))
