@@ -12,6 +12,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "aio/io.h"
 #include "block/drivers/luks-crypto.h"
 #include "util/alloc.h"
 
@@ -676,4 +677,68 @@ fail:
     free(mk);
     free(slotkey);
     return NULL;
+}
+
+/* ---- in the thread pool ---- */
+
+typedef struct LuksJob {
+    const LuksCreateOpts *o;     /* build; NULL: unlock */
+    const uint8_t *area;
+    size_t len;
+    uint8_t *pass;               /* our copy */
+    size_t passlen;
+    LuksCipher *cipher;
+    uint8_t *built;
+    Error *err;
+} LuksJob;
+
+static int luks_job_run(void *opaque)
+{
+    LuksJob *j = opaque;
+
+    if (j->o) {
+        j->built = luks_build(j->o, j->pass, j->passlen, &j->len,
+                              &j->cipher, &j->err);
+    } else {
+        j->cipher = luks_unlock(j->area, j->len, j->pass, j->passlen,
+                                &j->err);
+    }
+    return 0;
+}
+
+static void coroutine_fn luks_job_do(LuksJob *j, const uint8_t *pass,
+                                     size_t passlen, Error **errp)
+{
+    j->pass = bj_malloc(passlen ? passlen : 1);
+    memcpy(j->pass, pass, passlen);
+    j->passlen = passlen;
+    thread_pool_co_run(luks_job_run, j);
+    gnutls_memset(j->pass, 0, passlen);
+    free(j->pass);
+    if (j->err) {
+        error_propagate(errp, j->err);
+    }
+}
+
+LuksCipher *coroutine_fn luks_co_unlock(const uint8_t *area, size_t len,
+                                        const uint8_t *pass, size_t passlen,
+                                        Error **errp)
+{
+    LuksJob j = { .area = area, .len = len };
+
+    luks_job_do(&j, pass, passlen, errp);
+    return j.cipher;
+}
+
+uint8_t *coroutine_fn luks_co_build(const LuksCreateOpts *o,
+                                    const uint8_t *pass, size_t passlen,
+                                    size_t *len, LuksCipher **cipher,
+                                    Error **errp)
+{
+    LuksJob j = { .o = o };
+
+    luks_job_do(&j, pass, passlen, errp);
+    *len = j.len;
+    *cipher = j.cipher;
+    return j.built;
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "aio/coroutine.h"
 #include "util/error.h"
 
 #define LUKS_SECTOR_SIZE 512
@@ -35,6 +36,13 @@ int64_t luks_payload_offset(const uint8_t *buf, size_t len, Error **errp);
 LuksCipher *luks_unlock(const uint8_t *area, size_t len, const uint8_t *pass,
                         size_t passlen, Error **errp);
 
+/* luks_unlock in the thread pool (PBKDF2 takes as long as the image's
+ * iter-time asks: seconds), the coroutine waiting; pass is copied first,
+ * so its owner may let go of it meanwhile. */
+LuksCipher *coroutine_fn luks_co_unlock(const uint8_t *area, size_t len,
+                                        const uint8_t *pass, size_t passlen,
+                                        Error **errp);
+
 typedef struct LuksCreateOpts {
     const char *cipher_alg;     /* aes-128, aes-192, aes-256 */
     const char *cipher_mode;    /* xts, cbc */
@@ -53,6 +61,12 @@ typedef struct LuksCreateOpts {
 uint8_t *luks_build(const LuksCreateOpts *o, const uint8_t *pass,
                     size_t passlen, size_t *len, LuksCipher **cipher,
                     Error **errp);
+
+/* luks_build in the thread pool, as luks_co_unlock. */
+uint8_t *coroutine_fn luks_co_build(const LuksCreateOpts *o,
+                                    const uint8_t *pass, size_t passlen,
+                                    size_t *len, LuksCipher **cipher,
+                                    Error **errp);
 
 /* Encrypt or decrypt buf in place: len bytes (a multiple of the sector
  * size) starting at payload sector `sector`.  0 or -EIO. */

@@ -100,7 +100,11 @@ static int coroutine_fn luks_co_open(BlockNode *bs, json_t *opts,
         free(area);
         return ret;
     }
-    s->cipher = luks_unlock(area, (size_t)payload, pass, passlen, errp);
+    /* Again: the reads above yielded, and object-del may have run. */
+    pass = luks_passphrase(arg_str(opts, "key-secret", NULL), &passlen, errp);
+    s->cipher = pass ? luks_co_unlock(area, (size_t)payload, pass, passlen,
+                                      errp)
+                     : NULL;
     free(area);
     if (!s->cipher) {
         return -EACCES;
@@ -319,7 +323,7 @@ static int coroutine_fn luks_co_create(json_t *o, const char *job_id,
         goto out;
     }
     lo.iter_time_ms = (uint64_t)iter_time;
-    area = luks_build(&lo, pass, passlen, &len, &cipher, errp);
+    area = luks_co_build(&lo, pass, passlen, &len, &cipher, errp);
     if (!area) {
         ret = -EINVAL;
         goto out;

@@ -183,7 +183,8 @@ static const char *enc_str(json_t *enc, const char *name, const char *def)
  * under the passphrase of encrypt.key-secret, in c->crypt_header (the
  * caller frees it).  True when there is nothing to encrypt.
  */
-static bool build_crypt(json_t *o, Qcow2CreateOpts *c, Error **errp)
+static bool coroutine_fn build_crypt(json_t *o, Qcow2CreateOpts *c,
+                                     Error **errp)
 {
     json_t *enc = json_object_get(o, "encrypt");
     json_t *it = enc ? json_object_get(enc, "iter-time") : NULL;
@@ -229,7 +230,7 @@ static bool build_crypt(json_t *o, Qcow2CreateOpts *c, Error **errp)
         .hash_alg = enc_str(enc, "hash-alg", "sha256"),
         .iter_time_ms = it ? (uint64_t)json_integer_value(it) : 2000,
     };
-    area = luks_build(&lo, pass, passlen, &len, &cipher, errp);
+    area = luks_co_build(&lo, pass, passlen, &len, &cipher, errp);
     if (!area) {
         return false;
     }

@@ -131,7 +131,9 @@ static bool coroutine_fn open_crypto(BlockNode *bs, BDRVQcow2State *s,
         free(area);
         return false;
     }
-    s->crypto = luks_unlock(area, len, pass, passlen, errp);
+    /* Again: the read above yielded, and object-del may have run. */
+    pass = secret_lookup(id, &passlen, errp);
+    s->crypto = pass ? luks_co_unlock(area, len, pass, passlen, errp) : NULL;
     free(area);
     return s->crypto != NULL;
 }
