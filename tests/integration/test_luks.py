@@ -101,6 +101,9 @@ def test_qemu_image_read_write(luksd, workdir, variant):
             if n['node-name'] == 'l0'][0]
     assert node['drv'] == 'luks'
     assert node['encrypted'] is True
+    assert json.loads(node['file'][len('json:'):]) == {
+        'driver': 'luks', 'key-secret': 'sec0',
+        'file': {'driver': 'file', 'filename': img}}
     assert node['image']['virtual-size'] == 4 * MiB
     assert node['image']['encrypted'] is True
     # The header as qemu-img describes it (cipher, slots, uuid, ...).

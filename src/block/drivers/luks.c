@@ -31,6 +31,9 @@ static const ArgSpec luks_options[] = {
     { .name = NULL },
 };
 
+/* As in qemu, a luks node is named by a json: filename with its secret. */
+static const char *const luks_strong[] = { "key-secret", NULL };
+
 /* The passphrase of the secret `id` (qsd's words when there is none). */
 static const uint8_t *luks_passphrase(const char *id, size_t *len,
                                       Error **errp)
@@ -361,6 +364,7 @@ const BlockDriver bdrv_luks = {
     .name = "luks",
     .state_size = sizeof(LuksState),
     .options = luks_options,
+    .strong_options = luks_strong,
     .probe = luks_probe,
     .co_open = luks_co_open,
     .close = luks_close,
