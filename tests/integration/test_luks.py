@@ -464,3 +464,19 @@ def test_qcow2_luks_create(luksd, workdir):
               'read -P 0x73 6M 70000', 'read -P 0 7M 1M')
     qemu_img('check', '-q', '--object', SECRET, '--image-opts',
              qcow2_opts(img))
+
+
+def test_luks_resize(luksd, workdir):
+    img = os.path.join(str(workdir), 'r.luks')
+    qemu_luks_image(img, '4M')
+    qio(img, 'write -P 0x21 0 4M')
+    qmp = luksd.qmp
+    add_luks(qmp, 'l0', img)
+    qmp.execute('block_resize', node_name='l0', size=8 * MiB)
+    node = [n for n in qmp.execute('query-named-block-nodes')
+            if n['node-name'] == 'l0'][0]
+    assert node['image']['virtual-size'] == 8 * MiB
+    qmp.execute('blockdev-del', node_name='l0')
+    info = json.loads(qemu_img('info', '--output=json', img).stdout)
+    assert info['virtual-size'] == 8 * MiB
+    qio(img, 'read -P 0x21 0 4M', 'write -P 0x22 6M 1M', 'read -P 0x22 6M 1M')
