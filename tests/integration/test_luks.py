@@ -229,6 +229,14 @@ def test_missing_secret_and_not_luks(luksd, workdir):
         'driver': 'luks', 'node-name': 'l0', 'key-secret': 'sec0',
         'file': {'driver': 'file', 'filename': raw}}) == \
         'Volume is not in LUKS format'
+    # Cut short inside the payload area: unlocked, then its length fails.
+    short = os.path.join(str(workdir), 'short.luks')
+    with open(img, 'rb') as f, open(short, 'wb') as g:
+        g.write(f.read(MiB))
+    assert blockdev_add_error(luksd.qmp, {
+        'driver': 'luks', 'node-name': 'l0', 'key-secret': 'sec0',
+        'file': {'driver': 'file', 'filename': short}}) == \
+        'Could not refresh total sector count: Input/output error'
     assert not luksd.qmp.execute('query-named-block-nodes')
     assert sha(img) == before
 

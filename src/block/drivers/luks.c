@@ -85,11 +85,16 @@ static int coroutine_fn luks_co_open(BlockNode *bs, json_t *opts,
     if (payload < 0) {
         return -EINVAL;
     }
-    if (payload < LUKS_PHDR_SIZE || payload > LUKS_MAX_AREA ||
-        payload > flen) {
-        error_setg(errp, "LUKS payload offset %" PRId64 " is invalid for a "
-                   "file of %" PRId64 " bytes", payload, flen);
+    if (payload < LUKS_PHDR_SIZE || payload > LUKS_MAX_AREA) {
+        error_setg(errp, "LUKS payload offset %" PRId64 " is invalid",
+                   payload);
         return -EINVAL;
+    }
+    /* A file cut short keeps what it has of the key slots (a slot whose
+     * material is missing is not tried); its length fails after, as in
+     * qemu. */
+    if (payload > flen) {
+        payload = flen;
     }
     area = bj_try_malloc((size_t)payload);
     if (!area) {
@@ -112,8 +117,15 @@ static int coroutine_fn luks_co_open(BlockNode *bs, json_t *opts,
     if (!s->cipher) {
         return -EACCES;
     }
-    s->payload = payload;
-    bs->total_bytes = flen - payload;
+    s->payload = luks_payload_offset(hdr, sizeof(hdr), NULL);
+    if (s->payload > flen) {
+        error_setg(errp, "Could not refresh total sector count: "
+                   "Input/output error");
+        luks_cipher_free(s->cipher);
+        s->cipher = NULL;
+        return -EIO;
+    }
+    bs->total_bytes = flen - s->payload;
     snprintf(bs->filename, sizeof(bs->filename), "%s",
              bs->file->node->filename);
     return 0;
