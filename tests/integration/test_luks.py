@@ -434,6 +434,23 @@ def test_qcow2_luks_create(luksd, workdir):
     assert run_create(qmp, 'c1', dict(base, encrypt={
         'format': 'luks', 'key-secret': 'nosuch'})) == \
         "No secret with id 'nosuch'"
+    # Member errors fail the command, in qsd's words.
+    for enc, msg in [
+            ({'format': 'luks', 'key-secret': 'sec0', 'cipher-alg': 'nope'},
+             "Parameter 'cipher-alg' does not accept value 'nope'"),
+            ({'key-secret': 'sec0'},
+             "Parameter 'options.encrypt.format' is missing"),
+            ({'format': 'aes', 'key-secret': 'sec0'},
+             "Parameter 'format' does not accept value 'aes'"),
+            ({'format': 'luks', 'key-secret': 'sec0', 'iter-time': 'x'},
+             "Invalid parameter type for 'options.encrypt.iter-time', "
+             "expected: integer"),
+            ({'format': 'luks', 'key-secret': 'sec0', 'bogus': 1},
+             "Parameter 'options.encrypt.bogus' is unexpected")]:
+        with pytest.raises(QMPError) as e:
+            qmp.execute('blockdev-create', {'job-id': 'cx', 'options': dict(
+                base, encrypt=enc)})
+        assert e.value.desc == msg
     assert run_create(qmp, 'c2', dict(base, encrypt={
         'format': 'luks'})) == \
         "Parameter 'encrypt.key-secret' is required for cipher"

@@ -38,6 +38,20 @@
 #define O_SLOTS         208
 #define SLOT_SIZE       48
 
+const char *const luks_cipher_alg_names[] = {
+    "aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128",
+    "serpent-128", "serpent-192", "serpent-256", "twofish-128",
+    "twofish-192", "twofish-256", NULL
+};
+const char *const luks_cipher_mode_names[] = {
+    "ecb", "cbc", "xts", "ctr", NULL
+};
+const char *const luks_ivgen_names[] = { "plain", "plain64", "essiv", NULL };
+const char *const luks_hash_names[] = {
+    "md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160",
+    NULL
+};
+
 static const uint8_t luks_magic[6] = { 'L', 'U', 'K', 'S', 0xba, 0xbe };
 
 enum { IV_PLAIN, IV_PLAIN64, IV_ESSIV };

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "aio/coroutine.h"
+#include "util/argspec.h"
 #include "util/error.h"
 
 #define LUKS_SECTOR_SIZE 512
@@ -42,6 +43,26 @@ LuksCipher *luks_unlock(const uint8_t *area, size_t len, const uint8_t *pass,
 LuksCipher *coroutine_fn luks_co_unlock(const uint8_t *area, size_t len,
                                         const uint8_t *pass, size_t passlen,
                                         Error **errp);
+
+/* QCryptoBlockCreateOptionsLUKS's enums (qemu 7.2), and its members as
+ * ArgSpec entries (util/argspec.h) for a create spec. */
+extern const char *const luks_cipher_alg_names[];
+extern const char *const luks_cipher_mode_names[];
+extern const char *const luks_ivgen_names[];
+extern const char *const luks_hash_names[];
+#define LUKS_CREATE_MEMBERS \
+    { .name = "key-secret", .type = ARG_STR, .optional = true }, \
+    { .name = "cipher-alg", .type = ARG_ENUM, .optional = true, \
+      .enum_values = luks_cipher_alg_names }, \
+    { .name = "cipher-mode", .type = ARG_ENUM, .optional = true, \
+      .enum_values = luks_cipher_mode_names }, \
+    { .name = "ivgen-alg", .type = ARG_ENUM, .optional = true, \
+      .enum_values = luks_ivgen_names }, \
+    { .name = "ivgen-hash-alg", .type = ARG_ENUM, .optional = true, \
+      .enum_values = luks_hash_names }, \
+    { .name = "hash-alg", .type = ARG_ENUM, .optional = true, \
+      .enum_values = luks_hash_names }, \
+    { .name = "iter-time", .type = ARG_INT, .optional = true }
 
 typedef struct LuksCreateOpts {
     const char *cipher_alg;     /* aes-128, aes-192, aes-256 */

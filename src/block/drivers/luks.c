@@ -245,38 +245,13 @@ static void luks_query_image(BlockNode *bs, json_t *image)
 
 /* ---- blockdev-create ---- */
 
-static const char *const cipher_alg_names[] = {
-    "aes-128", "aes-192", "aes-256", "des", "3des", "cast5-128",
-    "serpent-128", "serpent-192", "serpent-256", "twofish-128",
-    "twofish-192", "twofish-256", "sm4", NULL
-};
-static const char *const cipher_mode_names[] = {
-    "ecb", "cbc", "xts", "ctr", NULL
-};
-static const char *const ivgen_names[] = { "plain", "plain64", "essiv", NULL };
-static const char *const hash_names[] = {
-    "md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160",
-    "sm3", NULL
-};
-
 static const ArgSpec create_members[] = {
     { .name = "driver", .type = ARG_STR },
     { .name = "file", .type = ARG_ANY },
     { .name = "size", .type = ARG_ANY },
     { .name = "preallocation", .type = ARG_ENUM, .optional = true,
       .enum_values = bdrv_prealloc_names },
-    { .name = "key-secret", .type = ARG_STR, .optional = true },
-    { .name = "cipher-alg", .type = ARG_ENUM, .optional = true,
-      .enum_values = cipher_alg_names },
-    { .name = "cipher-mode", .type = ARG_ENUM, .optional = true,
-      .enum_values = cipher_mode_names },
-    { .name = "ivgen-alg", .type = ARG_ENUM, .optional = true,
-      .enum_values = ivgen_names },
-    { .name = "ivgen-hash-alg", .type = ARG_ENUM, .optional = true,
-      .enum_values = hash_names },
-    { .name = "hash-alg", .type = ARG_ENUM, .optional = true,
-      .enum_values = hash_names },
-    { .name = "iter-time", .type = ARG_INT, .optional = true },
+    LUKS_CREATE_MEMBERS,
     { .name = NULL },
 };
 

@@ -19,6 +19,15 @@
 static const char *const version_names[] = { "v2", "v3", NULL };
 static const char *const compression_names[] = { "zlib", "zstd", NULL };
 
+/* QCryptoBlockCreateOptions: format, then the luks variant's members
+ * (the qcow variant has only key-secret; it is refused in the job). */
+static const char *const crypt_formats[] = { "qcow", "luks", NULL };
+static const ArgSpec encrypt_members[] = {
+    { .name = "format", .type = ARG_ENUM, .enum_values = crypt_formats },
+    LUKS_CREATE_MEMBERS,
+    { .name = NULL },
+};
+
 /* uint64 and BlockdevRef members are ARG_ANY here and checked with
  * qemu's messages. */
 static const ArgSpec create_members[] = {
@@ -33,7 +42,8 @@ static const ArgSpec create_members[] = {
     { .name = "backing-file", .type = ARG_STR, .optional = true },
     { .name = "backing-fmt", .type = ARG_ENUM, .optional = true,
       .enum_values = bdrv_blockdev_driver_names },
-    { .name = "encrypt", .type = ARG_OBJECT, .optional = true, .open = true },
+    { .name = "encrypt", .type = ARG_OBJECT, .optional = true,
+      .members = encrypt_members },
     { .name = "cluster-size", .type = ARG_ANY, .optional = true },
     { .name = "preallocation", .type = ARG_ENUM, .optional = true,
       .enum_values = bdrv_prealloc_names },
