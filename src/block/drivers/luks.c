@@ -216,7 +216,7 @@ static int64_t coroutine_fn luks_co_getlength(BlockNode *bs)
         return len;
     }
     len -= s->payload;
-    return len < 0 ? 0 : len - len % LUKS_SECTOR_SIZE;
+    return len < 0 ? 0 : len;
 }
 
 static void luks_refresh_limits(BlockNode *bs)
@@ -294,25 +294,20 @@ static int coroutine_fn luks_co_create(json_t *o, const char *job_id,
         ret = -EINVAL;
         goto out;
     }
-    if (iter_time <= 0) {
-        error_setg(errp, "iter-time must be greater than zero");
-        ret = -EINVAL;
-        goto out;
-    }
     if (prealloc != PREALLOC_OFF) {
         error_setg(errp, "luks creation does not support preallocation "
                    "mode '%s'", bdrv_prealloc_names[prealloc]);
         ret = -ENOTSUP;
         goto out;
     }
-    if (size % LUKS_SECTOR_SIZE || size > (uint64_t)BDRV_MAX_LENGTH) {
-        error_setg(errp, "The image size must be a multiple of %d and at "
-                   "most %" PRId64, LUKS_SECTOR_SIZE,
+    if (size > (uint64_t)BDRV_MAX_LENGTH) {
+        error_setg(errp, "The image size must be at most %" PRId64,
                    (int64_t)BDRV_MAX_LENGTH);
         ret = -EINVAL;
         goto out;
     }
-    lo.iter_time_ms = (uint64_t)iter_time;
+    /* As qemu, an iter-time of 0 (or less) gets the fewest iterations. */
+    lo.iter_time_ms = iter_time > 0 ? (uint64_t)iter_time : 0;
     area = luks_co_build(&lo, pass, passlen, &len, &cipher, errp);
     if (!area) {
         ret = -EINVAL;

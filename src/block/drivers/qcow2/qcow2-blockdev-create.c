@@ -228,17 +228,14 @@ static bool coroutine_fn build_crypt(json_t *o, Qcow2CreateOpts *c,
     if (!pass) {
         return false;
     }
-    if (it && (!json_is_integer(it) || json_integer_value(it) <= 0)) {
-        error_setg(errp, "encrypt.iter-time must be greater than zero");
-        return false;
-    }
     lo = (LuksCreateOpts){
         .cipher_alg = enc_str(enc, "cipher-alg", "aes-256"),
         .cipher_mode = enc_str(enc, "cipher-mode", "xts"),
         .ivgen_alg = enc_str(enc, "ivgen-alg", "plain64"),
         .ivgen_hash_alg = enc_str(enc, "ivgen-hash-alg", "sha256"),
         .hash_alg = enc_str(enc, "hash-alg", "sha256"),
-        .iter_time_ms = it ? (uint64_t)json_integer_value(it) : 2000,
+        .iter_time_ms = !it ? 2000 : json_integer_value(it) > 0
+                        ? (uint64_t)json_integer_value(it) : 0,
     };
     area = luks_co_build(&lo, pass, passlen, &len, &cipher, errp);
     if (!area) {
