@@ -34,6 +34,17 @@ static bool has_strong_options(BlockNode *bs)
 
 static char *display_filename(BlockNode *bs);
 
+/* The driver says the image is encrypted (its query_image "encrypted"). */
+static bool is_encrypted(BlockNode *bs)
+{
+    if (bs->drv->query_image) {
+        json_auto_t *tmp = json_object();
+        bs->drv->query_image(bs, tmp);
+        return json_is_true(json_object_get(tmp, "encrypted"));
+    }
+    return false;
+}
+
 /* The backing file the image names, made absolute against the image's own
  * directory as qemu does for full-backing-filename. */
 static char *full_backing_filename(BlockNode *bs)
@@ -250,7 +261,7 @@ static json_t *node_info(BlockNode *bs, bool flat)
      * answer says 0. */
     json_object_set_new(info, "backing_file_depth",
                         json_integer(flat ? 0 : backing_depth(bs)));
-    json_object_set_new(info, "encrypted", json_false());
+    json_object_set_new(info, "encrypted", json_boolean(is_encrypted(bs)));
     json_object_set_new(info, "detect_zeroes",
                         json_string(detect_zeroes_names[bs->detect_zeroes % 3]));
     for (size_t i = 0; i < sizeof(zero_members) / sizeof(zero_members[0]);

@@ -73,12 +73,12 @@ static bool check_create_options(json_t *o, Error **errp)
                    name);
         return false;
     }
-    if (in_list(absent_drivers, name)) {
+    d = bdrv_find_driver(name);
+    if (!d && in_list(absent_drivers, name)) {
         error_setg(errp, "Block driver '%s' not found or not supported",
                    name);
         return false;
     }
-    d = bdrv_find_driver(name);
     if (d && d->create_check && d->co_create) {
         return d->create_check(o, errp);
     }

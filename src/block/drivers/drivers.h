@@ -18,6 +18,7 @@ extern const BlockDriver bdrv_copy_on_read; /* drivers/copy-on-read.c */
 extern const BlockDriver bdrv_nbd;      /* drivers/nbd.c: remote exports */
 extern const BlockDriver bdrv_rbd;      /* drivers/rbd.c (librbd) */
 extern const BlockDriver bdrv_throttle; /* drivers/throttle.c */
+extern const BlockDriver bdrv_luks;     /* drivers/luks.c */
 /* Inserted by backup jobs only (bdrv_open_internal). */
 extern const BlockDriver bdrv_copy_before_write; /* drivers/copy-before-write.c */
 /* Inserted by jobs only (bdrv_open_internal), not in block_drivers[]. */

@@ -20,6 +20,7 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_nbd,
     &bdrv_rbd,
     &bdrv_throttle,
+    &bdrv_luks,
 };
 #define N_DRIVERS (sizeof(block_drivers) / sizeof(block_drivers[0]))
 

@@ -12,10 +12,21 @@
 
 #include "block/create.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "object/secret.h"
+#include "util/alloc.h"
 #include "util/argspec.h"
 
 static const char *const version_names[] = { "v2", "v3", NULL };
 static const char *const compression_names[] = { "zlib", "zstd", NULL };
+
+/* QCryptoBlockCreateOptions: format, then the luks variant's members
+ * (the qcow variant has only key-secret; it is refused in the job). */
+static const char *const crypt_formats[] = { "qcow", "luks", NULL };
+static const ArgSpec encrypt_members[] = {
+    { .name = "format", .type = ARG_ENUM, .enum_values = crypt_formats },
+    LUKS_CREATE_MEMBERS,
+    { .name = NULL },
+};
 
 /* uint64 and BlockdevRef members are ARG_ANY here and checked with
  * qemu's messages. */
@@ -31,7 +42,8 @@ static const ArgSpec create_members[] = {
     { .name = "backing-file", .type = ARG_STR, .optional = true },
     { .name = "backing-fmt", .type = ARG_ENUM, .optional = true,
       .enum_values = bdrv_blockdev_driver_names },
-    { .name = "encrypt", .type = ARG_OBJECT, .optional = true, .open = true },
+    { .name = "encrypt", .type = ARG_OBJECT, .optional = true,
+      .members = encrypt_members },
     { .name = "cluster-size", .type = ARG_ANY, .optional = true },
     { .name = "preallocation", .type = ARG_ENUM, .optional = true,
       .enum_values = bdrv_prealloc_names },
@@ -140,10 +152,6 @@ static bool check_values(json_t *o, Qcow2CreateOpts *c, Error **errp)
                    "files");
         return false;
     }
-    if (json_object_get(o, "encrypt")) {
-        error_setg(errp, "qcow2 creation does not support encryption");
-        return false;
-    }
     if (arg_enum(o, "compression-type", compression_names, 0) != 0) {
         error_setg(errp, "qcow2 creation does not support compression type "
                    "'zstd'");
@@ -173,6 +181,72 @@ static bool check_values(json_t *o, Qcow2CreateOpts *c, Error **errp)
     return true;
 }
 
+static const char *enc_str(json_t *enc, const char *name, const char *def)
+{
+    json_t *v = json_object_get(enc, name);
+
+    return json_is_string(v) ? json_string_value(v) : def;
+}
+
+/*
+ * encrypt (QCryptoBlockCreateOptions): for format luks, a new LUKS header
+ * under the passphrase of encrypt.key-secret, in c->crypt_header (the
+ * caller frees it).  True when there is nothing to encrypt.
+ */
+static bool coroutine_fn build_crypt(json_t *o, Qcow2CreateOpts *c,
+                                     Error **errp)
+{
+    json_t *enc = json_object_get(o, "encrypt");
+    json_t *it = enc ? json_object_get(enc, "iter-time") : NULL;
+    const char *fmt, *id;
+    const uint8_t *pass;
+    size_t passlen, len = 0;
+    LuksCipher *cipher = NULL;
+    LuksCreateOpts lo;
+    uint8_t *area;
+
+    if (!enc) {
+        return true;
+    }
+    fmt = enc_str(enc, "format", NULL);
+    if (!fmt) {
+        error_setg(errp, "Parameter 'encrypt.format' is missing");
+        return false;
+    }
+    if (strcmp(fmt, "luks") != 0) {
+        error_setg(errp, "qcow2 creation does not support encryption "
+                   "format '%s'", fmt);
+        return false;
+    }
+    id = enc_str(enc, "key-secret", NULL);
+    if (!id) {
+        error_setg(errp, "Parameter 'encrypt.key-secret' is required for "
+                   "cipher");
+        return false;
+    }
+    pass = secret_lookup(id, &passlen, errp);
+    if (!pass) {
+        return false;
+    }
+    lo = (LuksCreateOpts){
+        .cipher_alg = enc_str(enc, "cipher-alg", "aes-256"),
+        .cipher_mode = enc_str(enc, "cipher-mode", "xts"),
+        .ivgen_alg = enc_str(enc, "ivgen-alg", "plain64"),
+        .ivgen_hash_alg = enc_str(enc, "ivgen-hash-alg", "sha256"),
+        .hash_alg = enc_str(enc, "hash-alg", "sha256"),
+        .iter_time_ms = !it ? 2000 : json_integer_value(it) > 0
+                        ? (uint64_t)json_integer_value(it) : 0,
+    };
+    area = luks_co_build(&lo, pass, passlen, &len, &cipher, errp);
+    if (!area) {
+        return false;
+    }
+    luks_cipher_free(cipher);
+    c->crypt_header = area;
+    c->crypt_len = len;
+    return true;
+}
+
 int coroutine_fn qcow2_co_blockdev_create(json_t *o, const char *job_id,
                                           Error **errp)
 {
@@ -187,7 +261,7 @@ int coroutine_fn qcow2_co_blockdev_create(json_t *o, const char *job_id,
                                     errp)) {
         return -ENOENT;
     }
-    if (!check_values(o, &c, errp)) {
+    if (!check_values(o, &c, errp) || !build_crypt(o, &c, errp)) {
         ret = -EINVAL;
         goto out;
     }
@@ -208,6 +282,7 @@ int coroutine_fn qcow2_co_blockdev_create(json_t *o, const char *job_id,
         }
     }
 out:
+    free((void *)c.crypt_header);
     bdrv_co_create_target_close(&t);
     return ret < 0 ? ret : 0;
 }

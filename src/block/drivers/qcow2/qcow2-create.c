@@ -6,6 +6,7 @@
  *   clusters 1..         refcount table
  *   then                 refcount blocks covering all of the above
  *   then                 the L1 table (all zero: nothing allocated)
+ *   then                 the LUKS header of an encrypted image
  * The header goes last, so an interrupted creation never leaves a file that
  * opens as a qcow2 image.
  */
@@ -111,12 +112,13 @@ bool coroutine_mixed_fn qcow2_create_image(const Qcow2CreateOpts *o,
         return false;
     }
     uint64_t l1_clusters = div_round_up(l1_entries * 8, cs);
+    uint64_t crypt_clusters = div_round_up(o->crypt_len, cs);
     uint64_t per_rb = 1ull << g.rb_bits;
 
     /* Find reftable/refblock counts that cover themselves. */
     uint64_t rt = 1, rb = 1;
     for (;;) {
-        uint64_t total = 1 + rt + rb + l1_clusters;
+        uint64_t total = 1 + rt + rb + l1_clusters + crypt_clusters;
         uint64_t need_rb = div_round_up(total, per_rb);
         uint64_t need_rt = div_round_up(need_rb * 8, cs);
         if (need_rb <= rb && need_rt <= rt) {
@@ -128,10 +130,22 @@ bool coroutine_mixed_fn qcow2_create_image(const Qcow2CreateOpts *o,
     uint64_t rt_off = cs;
     uint64_t rb_off = rt_off + rt * cs;
     uint64_t l1_off = rb_off + rb * cs;
-    uint64_t total = 1 + rt + rb + l1_clusters;
+    uint64_t crypt_off = l1_off + l1_clusters * cs;
+    uint64_t total = 1 + rt + rb + l1_clusters + crypt_clusters;
 
     buf = bj_calloc(1, cs);
     zero = bj_calloc(1, cs);
+
+    if (o->crypt_header) {
+        ret = write(opaque, crypt_off, o->crypt_header, o->crypt_len);
+        if (ret >= 0 && crypt_clusters * cs > o->crypt_len) {
+            ret = write_zeros(write, opaque, crypt_off + o->crypt_len,
+                              crypt_clusters * cs - o->crypt_len, zero, cs);
+        }
+        if (ret < 0) {
+            goto io_fail;
+        }
+    }
 
     /* L1 (explicitly zeroed: the target may hold old data) */
     ret = write_zeros(write, opaque, l1_off, l1_clusters * cs, zero, cs);
@@ -182,6 +196,16 @@ bool coroutine_mixed_fn qcow2_create_image(const Qcow2CreateOpts *o,
         h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
     }
     qcow2_header_set_backing(&h, o->backing_file, o->backing_format);
+    if (o->crypt_header) {
+        h.crypt_method = 2;   /* LUKS */
+        h.raw_exts = bj_calloc(1, sizeof(*h.raw_exts));
+        h.raw_exts[0].type = QCOW2_EXT_CRYPTO;
+        h.raw_exts[0].len = 16;
+        h.raw_exts[0].data = bj_malloc(16);
+        be64_put(h.raw_exts[0].data, crypt_off);
+        be64_put(h.raw_exts[0].data + 8, o->crypt_len);
+        h.nb_raw_exts = 1;
+    }
     ok = qcow2_header_serialize(&h, buf, cs, errp);
     qcow2_header_free(&h);
     if (!ok) {

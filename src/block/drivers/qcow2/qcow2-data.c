@@ -18,6 +18,7 @@
 
 #include "block/drivers/qcow2/qcow2.h"
 #include "util/alloc.h"
+#include "util/bufpool.h"
 #include "util/log.h"
 
 static void slice(IOVector *dst, IOVector *src, size_t off, size_t len)
@@ -50,6 +51,48 @@ static int coroutine_fn child_rw(BlockChild *c, bool write, int64_t offset,
                 : bdrv_co_preadv(c, offset, (int64_t)len, &sub, 0);
     iov_vec_destroy(&sub);
     return ret;
+}
+
+/*
+ * An encrypted image's data: len bytes of qiov from qoff to or from host
+ * offset `host` of the file.  The IVs count 512-byte sectors from the
+ * start of the file (the host offset, as qemu encrypts qcow2's LUKS
+ * payload), so a cluster copied elsewhere is decrypted and encrypted
+ * again.  Through a bounce buffer: the caller's is never encrypted in
+ * place.
+ */
+static int coroutine_fn crypt_rw(BDRVQcow2State *s, bool write,
+                                 uint64_t host, uint64_t len,
+                                 IOVector *qiov, size_t qoff)
+{
+    uint8_t *buf = bufpool_try_alloc(len);
+    uint64_t sector = host / LUKS_SECTOR_SIZE;
+    IOVector v;
+    int ret;
+
+    if (!buf) {
+        return -ENOMEM;
+    }
+    iov_vec_init_buf(&v, buf, len);
+    if (write) {
+        iov_vec_to_buf(qiov, qoff, buf, len);
+        ret = luks_encrypt(s->crypto, sector, buf, len);
+        if (ret >= 0) {
+            ret = bdrv_co_pwritev(s->bs->file, (int64_t)host, (int64_t)len,
+                                  &v, 0);
+        }
+    } else {
+        ret = bdrv_co_preadv(s->bs->file, (int64_t)host, (int64_t)len, &v,
+                             0);
+        if (ret >= 0) {
+            ret = luks_decrypt(s->crypto, sector, buf, len);
+        }
+        if (ret >= 0) {
+            iov_vec_from_buf(qiov, qoff, buf, len);
+        }
+    }
+    bufpool_free(buf, len);
+    return ret < 0 ? ret : 0;
 }
 
 /* Inflates one compressed cluster into out (cluster_size bytes). */
@@ -156,6 +199,11 @@ int coroutine_fn qcow2_co_preadv(BlockNode *bs, int64_t offset,
             iov_vec_memset(qiov, qoff, 0, n);
             break;
         case QCOW2_CLUSTER_NORMAL:
+            if (s->crypto) {
+                ret = crypt_rw(s, false, m.info.host_offset + in_cl, n,
+                               qiov, qoff);
+                break;
+            }
             ret = child_rw(bs->file, false,
                            (int64_t)(m.info.host_offset + in_cl), n, qiov,
                            qoff);
@@ -221,6 +269,11 @@ static int coroutine_fn cow_read(BDRVQcow2State *s, const Qcow2L2Info *info,
         memset(buf, 0, len);
         return 0;
     case QCOW2_CLUSTER_NORMAL:
+        if (s->crypto) {
+            return crypt_rw(s, false, info->host_offset +
+                            cluster_index * s->g.cluster_size + in_cl, len,
+                            &v, 0);
+        }
         return bdrv_co_preadv(s->bs->file,
                               (int64_t)(info->host_offset +
                                         cluster_index * s->g.cluster_size +
@@ -373,7 +426,11 @@ static int coroutine_fn write_allocating(BDRVQcow2State *s, uint64_t offset,
     if (tail) {
         iov_vec_add(&v, tail, tail_len);
     }
-    ret = bdrv_co_pwritev(s->bs->file, host, (int64_t)(n * cs), &v, 0);
+    if (s->crypto) {
+        ret = crypt_rw(s, true, (uint64_t)host, n * cs, &v, 0);
+    } else {
+        ret = bdrv_co_pwritev(s->bs->file, host, (int64_t)(n * cs), &v, 0);
+    }
     iov_vec_destroy(&v);
     if (ret < 0) {
         goto out_free_clusters;
@@ -494,7 +551,11 @@ int coroutine_fn qcow2_co_pwritev(BlockNode *bs, int64_t offset,
             ret = qcow2_ol_pre_write(s, 0, m.info.host_offset + in_cl,
                                      m.bytes);
             co_mutex_unlock(&s->lock);
-            if (ret >= 0) {
+            if (ret >= 0 && s->crypto) {
+                ret = crypt_rw(s, true, m.info.host_offset + in_cl, m.bytes,
+                               qiov, qoff);
+                s->data_unflushed = true;
+            } else if (ret >= 0) {
                 ret = child_rw(bs->file, true,
                                (int64_t)(m.info.host_offset + in_cl),
                                m.bytes, qiov, qoff);
@@ -712,7 +773,7 @@ static int coroutine_fn write_compressed(BlockNode *bs, int64_t offset,
     int ret = 0;
 
     flags &= ~(unsigned)BLK_REQ_WRITE_COMPRESSED;
-    if (s->g.extended || s->hdr.data_file ||
+    if (s->g.extended || s->hdr.data_file || s->crypto ||
         qcow2_offset_in_cluster(&s->g, (uint64_t)offset)) {
         return qcow2_co_pwritev(bs, offset, bytes, qiov, flags);
     }
@@ -975,6 +1036,10 @@ int coroutine_fn qcow2_co_block_status(BlockNode *bs, int64_t offset,
     *pnum = (int64_t)m.bytes;
     switch (m.info.type) {
     case QCOW2_CLUSTER_NORMAL:
+        if (s->crypto) {
+            /* The file holds ciphertext there: no offset to read through. */
+            return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED;
+        }
         *map = (int64_t)(m.info.host_offset +
                          qcow2_offset_in_cluster(&s->g, (uint64_t)offset));
         *file = bs->file->node;

@@ -299,6 +299,11 @@ typedef struct Qcow2CreateOpts {
     bool lazy_refcounts;
     const char *backing_file;
     const char *backing_format;
+    /* encrypt.format=luks: the LUKS header area (crypt_len bytes, made by
+     * the caller) stored in clusters after the L1 table and named by the
+     * crypto header extension; NULL: not encrypted. */
+    const uint8_t *crypt_header;
+    size_t crypt_len;
 } Qcow2CreateOpts;
 
 /*

@@ -312,11 +312,11 @@ static bool check_tables(Qcow2Header *h, uint64_t file_size, Error **errp)
         qcow2_geom_set_extended(&g);
     }
 
-    if (h->crypt_method == 1 || h->crypt_method == 2) {
+    if (h->crypt_method == 1) {
         error_setg(errp, "Encrypted qcow2 images are not supported");
         return false;
     }
-    if (h->crypt_method != 0) {
+    if (h->crypt_method > 2) {
         error_setg(errp, "Unsupported encryption method %" PRIu32,
                    h->crypt_method);
         return false;

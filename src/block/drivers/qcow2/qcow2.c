@@ -23,6 +23,7 @@
 #include "block/dirty-bitmap-named.h"
 #include "block/drivers/drivers.h"
 #include "block/drivers/qcow2/qcow2.h"
+#include "object/secret.h"
 #include "util/alloc.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -34,8 +35,17 @@
 #define QCOW2_MIN_L2_CACHE_ENTRIES 2
 #define QCOW2_MIN_RB_CACHE_ENTRIES 4
 
+static const char *const encrypt_formats[] = { "aes", "luks", NULL };
+static const ArgSpec encrypt_members[] = {
+    { .name = "format", .type = ARG_ENUM, .enum_values = encrypt_formats },
+    { .name = "key-secret", .type = ARG_STR, .optional = true },
+    { .name = NULL },
+};
+
 static const ArgSpec qcow2_options[] = {
     { .name = "file", .type = ARG_REF },
+    { .name = "encrypt", .type = ARG_OBJECT, .optional = true,
+      .members = encrypt_members },
     { .name = "backing", .type = ARG_REF_OR_NULL, .optional = true },
     { .name = "l2-cache-size", .type = ARG_SIZE, .optional = true },
     { .name = "l2-cache-entry-size", .type = ARG_SIZE, .optional = true },
@@ -53,6 +63,80 @@ static const ArgSpec qcow2_options[] = {
 /* Opens nested inside one another (backing from header names) count here;
  * opening runs in the main context only. */
 static unsigned chain_depth;
+
+static int coroutine_fn read_file(BlockNode *bs, uint64_t off, void *buf,
+                                  uint64_t len);
+
+/*
+ * encrypt.format=luks: the LUKS header the crypto header extension points
+ * at, unlocked with the passphrase of encrypt.key-secret, in qsd's words.
+ */
+static bool coroutine_fn open_crypto(BlockNode *bs, BDRVQcow2State *s,
+                                     json_t *opts, Error **errp)
+{
+    json_t *enc = json_object_get(opts, "encrypt");
+    const char *fmt = enc ? arg_str(enc, "format", NULL) : NULL;
+    const char *id = enc ? arg_str(enc, "key-secret", NULL) : NULL;
+    const Qcow2RawExt *ext = NULL;
+    const uint8_t *pass;
+    uint8_t *area;
+    uint64_t off, len;
+    size_t passlen;
+
+    if (s->hdr.crypt_method == 0) {
+        if (fmt) {
+            error_setg(errp, "No encryption in image header, but options "
+                       "specified format '%s'", fmt);
+            return false;
+        }
+        return true;
+    }
+    if (fmt && strcmp(fmt, "luks") != 0) {
+        error_setg(errp, "Header reported 'luks' encryption format but "
+                   "options specify '%s'", fmt);
+        return false;
+    }
+    if (!id) {
+        error_setg(errp, "Parameter 'encrypt.key-secret' is required for "
+                   "cipher");
+        return false;
+    }
+    pass = secret_lookup(id, &passlen, errp);
+    if (!pass) {
+        return false;
+    }
+    for (unsigned i = 0; i < s->hdr.nb_raw_exts; i++) {
+        if (s->hdr.raw_exts[i].type == QCOW2_EXT_CRYPTO) {
+            ext = &s->hdr.raw_exts[i];
+        }
+    }
+    if (!ext || ext->len < 16) {
+        error_setg(errp, "Could not read encryption header");
+        return false;
+    }
+    off = be64_get(ext->data);
+    len = be64_get(ext->data + 8);
+    if (len < LUKS_PHDR_SIZE || len > LUKS_MAX_AREA ||
+        off > s->file_size || len > s->file_size - off) {
+        error_setg(errp, "Invalid encryption header offset or length");
+        return false;
+    }
+    area = bj_try_malloc(len);
+    if (!area) {
+        error_setg(errp, "Cannot allocate memory for the encryption header");
+        return false;
+    }
+    if (read_file(bs, off, area, len) < 0) {
+        error_setg(errp, "Could not read encryption header");
+        free(area);
+        return false;
+    }
+    /* Again: the read above yielded, and object-del may have run. */
+    pass = secret_lookup(id, &passlen, errp);
+    s->crypto = pass ? luks_co_unlock(area, len, pass, passlen, errp) : NULL;
+    free(area);
+    return s->crypto != NULL;
+}
 
 static int coroutine_fn read_file(BlockNode *bs, uint64_t off, void *buf,
                                   uint64_t len)
@@ -334,6 +418,8 @@ static void qcow2_close(BlockNode *bs)
     s->pending = NULL;
     s->cluster0 = NULL;
     qcow2_header_free(&s->hdr);
+    luks_cipher_free(s->crypto);
+    s->crypto = NULL;
 }
 
 static int coroutine_fn qcow2_co_activate(BlockNode *bs, Error **errp);
@@ -380,6 +466,9 @@ static int coroutine_fn qcow2_co_open(BlockNode *bs, json_t *opts,
         !bs->read_only) {
         error_setg(errp, "qcow2: Image is corrupt; cannot be opened "
                    "read/write");
+        goto fail;
+    }
+    if (!open_crypto(bs, s, opts, errp)) {
         goto fail;
     }
     if (!load_tables(bs, s, errp) || !setup_caches(bs, s, opts, errp)) {
@@ -633,7 +722,8 @@ static void qcow2_refresh_limits(BlockNode *bs)
 {
     BDRVQcow2State *s = bs->opaque;
 
-    bs->bl.request_alignment = 1;
+    /* Encrypted data goes in whole sectors. */
+    bs->bl.request_alignment = s->crypto ? LUKS_SECTOR_SIZE : 1;
     bs->bl.min_mem_alignment = bs->file->node->bl.min_mem_alignment;
     bs->bl.pwrite_zeroes_alignment = s->g.cluster_size;
     bs->bl.pdiscard_alignment = s->g.cluster_size;
@@ -678,6 +768,13 @@ static void qcow2_query_image(BlockNode *bs, json_t *image)
         free(dir);
     }
     qcow2_snapshots_query(s, image);
+    if (s->crypto) {
+        json_t *enc = luks_cipher_query(s->crypto);
+
+        json_object_set_new(enc, "format", json_string("luks"));
+        json_object_set_new(data, "encrypt", enc);
+        json_object_set_new(image, "encrypted", json_true());
+    }
     json_object_set_new(image, "cluster-size",
                         json_integer(s->g.cluster_size));
     json_object_set_new(image, "dirty-flag", json_false());

@@ -25,6 +25,7 @@
 
 #include "aio/coroutine.h"
 #include "block/block.h"
+#include "block/drivers/luks-crypto.h"
 #include "block/drivers/qcow2/qcow2-format.h"
 #include "block/drivers/qcow2/qcow2-overlap.h"
 #include "util/list.h"
@@ -111,6 +112,10 @@ struct BDRVQcow2State {
     BlockNode *bs;
     Qcow2Header hdr;
     Qcow2Geom g;
+    /* encrypt.format=luks: the payload cipher (data clusters are
+     * encrypted per 512-byte sector, IV = host offset / 512); NULL for
+     * a plain image. */
+    LuksCipher *crypto;
     uint8_t *cluster0;       /* header cluster as read (for rewrite) */
 
     uint64_t *l1;            /* host byte order */
