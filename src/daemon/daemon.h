@@ -91,6 +91,13 @@ bool signals_block(Error **errp);
 bool signals_watch(Daemon *d, Error **errp);
 void signals_unwatch(Daemon *d);
 
+/* ---- sdnotify.c ---- */
+
+/* sd_notify(3)'s READY=1 (start-up complete) and STOPPING=1, to
+ * $NOTIFY_SOCKET when the service manager set it; nothing otherwise. */
+void sd_notify_ready(void);
+void sd_notify_stopping(void);
+
 /* ---- watchdog.c ---- */
 
 /* Called when a shutdown is asked for (idempotent): unless it is over in

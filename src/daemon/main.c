@@ -52,6 +52,7 @@ static void report(const char *prefix, Error *err)
 static void daemon_shutdown(Daemon *d)
 {
     shutdown_watchdog_arm(d);
+    sd_notify_stopping();
     /* No new command starts while we wind down (the waits below run the
      * loop); replies and events still go out. */
     monitor_hold_commands(true);
@@ -128,6 +129,7 @@ int main(int argc, char **argv)
         daemonize_done(d.daemon_status_fd);
         d.daemon_status_fd = -1;
     }
+    sd_notify_ready();
 
     monitor_hold_commands(false);
     while (!d.quit_requested) {
