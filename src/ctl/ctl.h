@@ -184,6 +184,9 @@ int image_create(const Ctl *ctl, Qmpc **qp, const ImageSpec *spec);
 
 /* exportcmds.c: export add|remove|list */
 int cmd_export(const Ctl *ctl);
+/* block-export-add's arguments for an NBD export id (also its name) of
+ * node, with every --bitmap and --allocation-depth. */
+json_t *export_add_args(const Ctl *ctl, const char *node, const char *id);
 /* Waits for BLOCK_EXPORT_DELETED of id, at most the connect timeout:
  * true when it came. */
 bool export_wait_deleted(const Ctl *ctl, Qmpc *q, const char *id);

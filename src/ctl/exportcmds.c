@@ -81,6 +81,25 @@ bool export_wait_deleted(const Ctl *ctl, Qmpc *q, const char *id)
     }
 }
 
+json_t *export_add_args(const Ctl *ctl, const char *node, const char *id)
+{
+    json_t *args = json_pack("{s:s, s:s, s:s, s:s}", "type", "nbd", "id", id,
+                             "node-name", node, "name", id);
+
+    if (ctl->nbitmaps) {
+        json_t *b = json_array();
+
+        for (int i = 0; i < ctl->nbitmaps; i++) {
+            json_array_append_new(b, json_string(ctl->bitmaps[i]));
+        }
+        json_object_set_new(args, "bitmaps", b);
+    }
+    if (ctl->allocation_depth) {
+        json_object_set_new(args, "allocation-depth", json_true());
+    }
+    return args;
+}
+
 int cmd_export(const Ctl *ctl)
 {
     const char *verb, *id;
@@ -117,21 +136,9 @@ int cmd_export(const Ctl *ctl)
     if (add) {
         /* the export's id is its NBD name: one word for both */
         id = ctl->export_name ? ctl->export_name : ctl->args[1];
-        args = json_pack("{s:s, s:s, s:s, s:s}", "type", "nbd", "id", id,
-                         "node-name", ctl->args[1], "name", id);
+        args = export_add_args(ctl, ctl->args[1], id);
         if (ctl->writable) {
             json_object_set_new(args, "writable", json_true());
-        }
-        if (ctl->nbitmaps) {
-            json_t *b = json_array();
-
-            for (int i = 0; i < ctl->nbitmaps; i++) {
-                json_array_append_new(b, json_string(ctl->bitmaps[i]));
-            }
-            json_object_set_new(args, "bitmaps", b);
-        }
-        if (ctl->allocation_depth) {
-            json_object_set_new(args, "allocation-depth", json_true());
         }
     } else {
         id = ctl->args[1];

@@ -220,19 +220,7 @@ static int fleece_start(const Ctl *ctl)
     }
     job = true;
 
-    args = json_pack("{s:s, s:s, s:s, s:s}", "type", "nbd", "id", name,
-                     "node-name", name, "name", name);
-    if (ctl->nbitmaps) {
-        json_t *b = json_array();
-
-        for (int i = 0; i < ctl->nbitmaps; i++) {
-            json_array_append_new(b, json_string(ctl->bitmaps[i]));
-        }
-        json_object_set_new(args, "bitmaps", b);
-    }
-    if (ctl->allocation_depth) {
-        json_object_set_new(args, "allocation-depth", json_true());
-    }
+    args = export_add_args(ctl, name, name);
     rc = exec_or_say(q, "block-export-add", args);
     if (rc != EXIT_OK) {
         goto undo;

@@ -135,6 +135,11 @@ void bufpool_free(void *p, size_t size)
     }
 }
 
+bool bufpool_pooled(void)
+{
+    return POOLED;
+}
+
 size_t bufpool_cached_bytes(void)
 {
     size_t n;

@@ -17,6 +17,7 @@
 #ifndef BJ_UTIL_BUFPOOL_H
 #define BJ_UTIL_BUFPOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define BUFPOOL_KEEP_BYTES (32u << 20)
@@ -29,6 +30,8 @@ void *bufpool_alloc(size_t size);
 void bufpool_free(void *p, size_t size);
 /* Bytes waiting on the free lists (for tests). */
 size_t bufpool_cached_bytes(void);
+/* Whether freed buffers are kept (false under AddressSanitizer). */
+bool bufpool_pooled(void);
 /* Returns every waiting buffer to the system. */
 void bufpool_trim(void);
 

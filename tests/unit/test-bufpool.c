@@ -13,16 +13,7 @@
 
 #include "util/bufpool.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define POOLED 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define POOLED 0
-#endif
-#endif
-#ifndef POOLED
-#define POOLED 1
-#endif
+#define POOLED bufpool_pooled()
 
 #define KiB 1024u
 #define MiB (1024u * 1024u)
