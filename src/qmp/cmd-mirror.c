@@ -2,14 +2,12 @@
  * blockdev-mirror and drive-mirror: argument checks in the reference's
  * order and words, then mirror_start (job/mirror.c).
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "block/block.h"
 #include "block/chain.h"
+#include "block/create.h"
 #include "job/blockjob.h"
 #include "job/mirror.h"
 #include "qmp/commands.h"
@@ -144,8 +142,9 @@ static bool qmp_blockdev_mirror(json_t *args, json_t **ret, Error **errp)
 
 /*
  * drive-mirror: the target is a file name.  With mode absolute-paths
- * (the default) a raw target is created at the source's size; other
- * formats must exist (mode existing).  The node is opened like an inline
+ * (the default) it is created in `format` (the source's by default) at the
+ * source's size, for sync top with the source's backing image as its
+ * backing file; with mode existing it must exist.  The node is opened like an inline
  * blockdev-add and released when the mirror no longer holds it.
  */
 static bool qmp_drive_mirror(json_t *args, json_t **ret, Error **errp)
@@ -166,22 +165,14 @@ static bool qmp_drive_mirror(json_t *args, json_t **ret, Error **errp)
         fmt = bs->drv->name;
     }
     if (mode == 1) {
-        if (strcmp(fmt, "raw")) {
-            error_setg(errp, "drive-mirror can create only raw images: "
-                       "create the '%s' image first and use mode 'existing'",
-                       fmt);
-            return false;
-        }
-        int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            error_setg_errno(errp, errno, "Could not create '%s'", file);
-            return false;
-        }
-        int r = ftruncate(fd, bdrv_getlength(bs));
-        int e = errno;
-        close(fd);
-        if (r < 0) {
-            error_setg_errno(errp, e, "Could not resize '%s'", file);
+        /* sync top: the target's backing is the source's (it copies only
+         * what is above), named as the source's image names it */
+        BlockNode *backing = arg_enum(args, "sync", sync_names, SYNC_FULL) ==
+                             SYNC_TOP ? block_chain_next(bs) : NULL;
+
+        if (!bdrv_img_create(file, fmt, (uint64_t)bdrv_getlength(bs),
+                             backing ? backing->filename : NULL,
+                             backing ? backing->drv->name : NULL, errp)) {
             return false;
         }
     }

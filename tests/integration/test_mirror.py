@@ -14,7 +14,8 @@ import pytest
 import copyjob
 import golden
 from bjtest import (QMPError, is_qsd, nbd_connect, nbd_export,
-                   nbd_export_teardown, qemu_img, qemu_io, wait_until)
+                   nbd_export_teardown, place_node, qemu_img, qemu_io,
+                   wait_until)
 from copyjob import Images, finish, node_names
 
 MiB = 1 << 20
@@ -284,6 +285,49 @@ def test_drive_mirror(daemon, imgs, workdir):
     qmp.execute('block-job-complete', device='d0')
     rec.wait_status('null')
     qemu_img('compare', '-q', '-U', '-f', 'raw', '-F', 'raw', imgs.src, dst)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('sync', ['full', 'top'])
+def test_drive_mirror_creates_qcow2(daemon, workdir, sync):
+    """mode absolute-paths (the default) creates a qcow2 target too; for
+    sync top its backing file is the source's backing image, and only what
+    is above it is copied.  After the pivot the chain reads as the
+    source's did (checked against qsd's way: qemu-img compare)."""
+    d = str(workdir)
+    base = os.path.join(d, 'base.qcow2')
+    top = os.path.join(d, 'top.qcow2')
+    dst = os.path.join(d, 'dm.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, str(16 << 20))
+    qemu_io('-c', 'write -P 0x11 0 4M', base)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top)
+    qemu_io('-c', 'write -P 0x22 1M 1M', top)
+    ref = os.path.join(d, 'ref.qcow2')
+    qemu_img('convert', '-O', 'qcow2', top, ref)
+    qmp = daemon.qmp
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                 'file': {'driver': 'file',
+                                          'filename': top}})
+    place_node(qmp, 'top')
+    qmp.execute('drive-mirror', {'job-id': 'd0', 'device': 'top',
+                                 'target': dst, 'format': 'qcow2',
+                                 'sync': sync})
+    qmp.wait_event('BLOCK_JOB_READY', timeout=30)
+    qmp.execute('block-job-complete', device='d0')
+    qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=30)
+    qmp.execute('quit')
+    daemon.wait(30)
+    info = json.loads(qemu_img('info', '--output=json', dst).stdout)
+    assert info['format'] == 'qcow2'
+    if sync == 'top':
+        assert info['backing-filename'] == base
+        # only top's data is in the target itself
+        m = json.loads(qemu_img('map', '--output=json', dst).stdout)
+        assert [(e['start'], e['length']) for e in m
+                if e['depth'] == 0 and e['data']] == [(1 << 20, 1 << 20)]
+    else:
+        assert 'backing-filename' not in info
+    qemu_img('compare', '-q', ref, dst)
 
 
 def test_complete_before_ready(daemon, imgs):
