@@ -8,9 +8,10 @@
  * rbd_poll_io_events and wakes each waiting coroutine.  No thread per
  * request, no callback into our state from librbd's threads.
  *
- * The eventfd is watched by the context the node was opened in (the main
- * loop); a node moved to an iothread gets its coroutines woken there by
- * aio_co_wake, which schedules them in their own context.
+ * The eventfd is watched by the node's own context: when the node moves to
+ * another (an iothread), the watch moves with it (detach/attach, node
+ * drained), so completions are collected in the thread whose coroutines
+ * wait for them and nothing crosses threads.
  *
  * What may block — connecting (rados_connect waits for the monitors),
  * opening the image, resizing it, walking its allocation with
@@ -627,6 +628,8 @@ static void *rbd_close_thread(void *opaque)
  * for it at most RBD_CLOSE_WAIT_S and then leaves it to finish (or to die
  * with the process), so a dead cluster never freezes the daemon.
  */
+static void coroutine_fn rbd_unwatch_co(void *opaque);
+
 static void rbd_close_node(BlockNode *bs)
 {
     RbdState *s = bs->opaque;
@@ -635,7 +638,8 @@ static void rbd_close_node(BlockNode *bs)
     pthread_t th;
 
     if (s->efd >= 0) {
-        aio_set_fd_handler(s->efd_ctx, s->efd, NULL, NULL, NULL, NULL);
+        /* in the thread that watches it (an iothread's, maybe) */
+        aio_co_run_wait(s->efd_ctx, rbd_unwatch_co, s);
     }
     *cl = (RbdCloser) {
         .rc = { .cluster = s->cluster, .io = s->io, .rbd = s->image },
@@ -761,6 +765,47 @@ static int coroutine_fn rbd_co_create(json_t *o, const char *job_id,
     return 0;
 }
 
+/* ---- moving to another AioContext (node drained: nothing in flight) ---- */
+
+static void coroutine_fn rbd_unwatch_co(void *opaque)
+{
+    RbdState *s = opaque;
+
+    aio_set_fd_handler(s->efd_ctx, s->efd, NULL, NULL, NULL, NULL);
+}
+
+static void coroutine_fn rbd_watch_co(void *opaque)
+{
+    RbdState *s = opaque;
+    Error *err = NULL;
+
+    if (!aio_set_fd_handler(s->efd_ctx, s->efd, rbd_efd_read, NULL, s,
+                            &err)) {
+        error_report_err(err, "rbd");
+    }
+}
+
+static void rbd_detach_aio_context(BlockNode *bs)
+{
+    RbdState *s = bs->opaque;
+
+    if (s->efd >= 0) {
+        aio_co_run_wait(s->efd_ctx, rbd_unwatch_co, s);
+    }
+}
+
+static void rbd_attach_aio_context(BlockNode *bs)
+{
+    RbdState *s = bs->opaque;
+
+    s->efd_ctx = bs->ctx;
+    if (s->efd >= 0) {
+        aio_co_run_wait(s->efd_ctx, rbd_watch_co, s);
+        /* a completion signalled while no one watched is not lost: the
+         * eventfd stays readable until read */
+    }
+}
+
 const BlockDriver bdrv_rbd = {
     .name = "rbd",
     .state_size = sizeof(RbdState),
@@ -777,6 +822,8 @@ const BlockDriver bdrv_rbd = {
     .co_truncate = rbd_co_truncate,
     .co_getlength = rbd_co_getlength,
     .refresh_limits = rbd_refresh_limits,
+    .detach_aio_context = rbd_detach_aio_context,
+    .attach_aio_context = rbd_attach_aio_context,
     .get_info = rbd_get_info,
     .query_image = rbd_query_image,
     .create_check = rbd_create_check,
