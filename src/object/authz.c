@@ -34,8 +34,22 @@ static void authz_simple_destroy(Object *obj)
     free(a);
 }
 
+static json_t *authz_simple_prop_get(Object *obj, const char *name)
+{
+    AuthzSimple *a = container_of(obj, AuthzSimple, base);
+
+    return strcmp(name, "identity") ? NULL : json_string(a->identity);
+}
+
+static const QomProp authz_simple_qom[] = {
+    { "identity", "string" }, { NULL, NULL },
+};
+
 const ObjectType authz_simple_type = {
     .name = "authz-simple",
+    .prop_get = authz_simple_prop_get,
+    .qom_parent = "authz",
+    .qom_props = authz_simple_qom,
     .props = authz_simple_props,
     .create = authz_simple_create,
     .destroy = authz_simple_destroy,

@@ -10,8 +10,12 @@
 #include "object/object-int.h"
 #include "util/alloc.h"
 
+#include <string.h>
+
 typedef struct IOThreadObject {
     Object base;
+    /* The tunables as given (qom-get shows them; nothing else reads them). */
+    int64_t poll_max_ns, poll_grow, poll_shrink, aio_max_batch;
 } IOThreadObject;
 
 static const ArgSpec iothread_props[] = {
@@ -31,6 +35,11 @@ static Object *iothread_obj_create(const char *id, json_t *props,
         return NULL;
     }
     t = bj_calloc(1, sizeof(*t));
+    /* qemu's defaults */
+    t->poll_max_ns = arg_int(props, "poll-max-ns", 32768);
+    t->poll_grow = arg_int(props, "poll-grow", 0);
+    t->poll_shrink = arg_int(props, "poll-shrink", 0);
+    t->aio_max_batch = arg_int(props, "aio-max-batch", 0);
     return &t->base;
 }
 
@@ -40,8 +49,36 @@ static void iothread_obj_destroy(Object *obj)
     free(container_of(obj, IOThreadObject, base));
 }
 
+static json_t *iothread_obj_prop_get(Object *obj, const char *name)
+{
+    IOThreadObject *t = container_of(obj, IOThreadObject, base);
+
+    if (!strcmp(name, "poll-max-ns")) {
+        return json_integer(t->poll_max_ns);
+    } else if (!strcmp(name, "poll-grow")) {
+        return json_integer(t->poll_grow);
+    } else if (!strcmp(name, "poll-shrink")) {
+        return json_integer(t->poll_shrink);
+    } else if (!strcmp(name, "aio-max-batch")) {
+        return json_integer(t->aio_max_batch);
+    } else if (!strcmp(name, "thread-pool-min")) {
+        return json_integer(0);       /* qemu's defaults; not settable here */
+    } else if (!strcmp(name, "thread-pool-max")) {
+        return json_integer(64);
+    }
+    return NULL;
+}
+
+static const QomProp iothread_qom[] = {
+    { "poll-max-ns", "int" }, { "poll-grow", "int" },
+    { "poll-shrink", "int" }, { NULL, NULL },
+};
+
 const ObjectType iothread_object_type = {
     .name = "iothread",
+    .prop_get = iothread_obj_prop_get,
+    .qom_parent = "event-loop-base",
+    .qom_props = iothread_qom,
     .props = iothread_props,
     .create = iothread_obj_create,
     .destroy = iothread_obj_destroy,

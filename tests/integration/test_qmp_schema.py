@@ -48,6 +48,7 @@ SAME_AS_QSD = [
     'blockdev-snapshot-sync', 'drive-backup',
     'blockdev-snapshot-internal-sync',
     'blockdev-snapshot-delete-internal-sync',
+    'qom-list', 'qom-list-types', 'qom-list-properties',
     'BLOCK_IMAGE_CORRUPTED', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED',
     'BLOCK_JOB_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING',
     'BLOCK_WRITE_THRESHOLD', 'JOB_STATUS_CHANGE', 'BLOCK_EXPORT_DELETED',
