@@ -124,6 +124,23 @@ static bool qmp_x_debug_query_block_graph(json_t *args, json_t **ret,
     return true;
 }
 
+/* ---- blockdev-reopen ---- */
+
+/* Each element is BlockdevOptions, checked by the block layer (a union on
+ * "driver", as blockdev-add's). */
+static const ArgSpec blockdev_reopen_args[] = {
+    { .name = "options", .type = ARG_ARRAY, .members = (const ArgSpec[]) {
+        { .name = "", .type = ARG_OBJECT, .open = true,
+          .members = qmp_blockdev_options_members },
+        { .name = NULL } } },
+    { .name = NULL },
+};
+
+static bool qmp_blockdev_reopen(json_t *args, json_t **ret, Error **errp)
+{
+    return bdrv_reopen_blockdev(json_object_get(args, "options"), errp);
+}
+
 /* ---- change-backing-file ---- */
 
 static const ArgSpec change_backing_file_args[] = {
@@ -250,6 +267,8 @@ const QmpCommand qmp_block_commands[] = {
       .args = block_resize_args },
     { .name = "query-blockstats", .fn = qmp_query_blockstats,
       .args = query_blockstats_args, .ret = qmp_ret_array },
+    { .name = "blockdev-reopen", .fn = qmp_blockdev_reopen,
+      .args = blockdev_reopen_args },
     { .name = "change-backing-file", .fn = qmp_change_backing_file,
       .args = change_backing_file_args },
     { .name = "query-block", .fn = qmp_query_block, .args = no_args,

@@ -347,6 +347,14 @@ def test_shape_matches_qsd(daemon, workdir):
     tcases = {v['case']: v['type'] for v in tadd['variants']}
     assert orr(od[dict((v['case'], v['type']) for v in add['variants'])
                   ['null-co']]['name']) == tr(tcases['null-co'])
+    # blockdev-reopen: {options: [BlockdevOptions]}, the same union as
+    # blockdev-add's, as qsd has it.
+    for d in (od, td):
+        ro = d[d['blockdev-reopen']['arg-type']]['members']
+        assert [(m['name'], 'default' in m) for m in ro] == \
+            [('options', False)]
+        assert d[ro[0]['type']]['element-type'] == \
+            d['blockdev-add']['arg-type']
     # Each driver's members are members qsd describes, of the same kind
     # (we accept a subset of some drivers' options).
     for v in add['variants']:
