@@ -659,6 +659,23 @@ json_t *chardev_qom_list(const char *id)
     return list;
 }
 
+json_t *chardev_qom_get(const char *id, const char *prop, bool *found)
+{
+    Chardev *c = chardev_find(id);
+
+    *found = c != NULL;
+    if (!c) {
+        return NULL;
+    }
+    if (!strcmp(prop, "type")) {
+        return json_string(qom_class(c));
+    }
+    if (c->kind == CHARDEV_SOCKET && !strcmp(prop, "connected")) {
+        return json_boolean(c->clients > 0);
+    }
+    return NULL;
+}
+
 json_t *chardev_query_backends(void)
 {
     json_t *list = json_array();

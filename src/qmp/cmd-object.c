@@ -19,10 +19,48 @@ static bool qmp_object_del(json_t *args, json_t **ret, Error **errp)
     return object_del(arg_str(args, "id", ""), errp);
 }
 
+static bool chardev_path(const char *path, char **id);
+
+/* "/chardevs" and its children are the chardev layer's; "/" has a
+ * "chardevs" child besides the objects'. */
 static bool qmp_qom_get(json_t *args, json_t **ret, Error **errp)
 {
-    *ret = object_qom_get(arg_str(args, "path", ""),
-                          arg_str(args, "property", ""), errp);
+    const char *path = arg_str(args, "path", "");
+    const char *prop = arg_str(args, "property", "");
+    bool found;
+    char *id;
+
+    if (*path && !path[strspn(path, "/")] && !strcmp(prop, "chardevs")) {
+        *ret = json_string("/chardevs");
+        return true;
+    }
+    if (!chardev_path(path, &id)) {
+        *ret = object_qom_get(path, prop, errp);
+        return *ret != NULL;
+    }
+    if (!id) {
+        *ret = NULL;
+        if (!strcmp(prop, "type")) {
+            *ret = json_string("container");
+        } else if (chardev_find(prop)) {
+            *ret = json_sprintf("/chardevs/%s", prop);
+        }
+        if (!*ret) {
+            error_setg(errp, "Property 'container.%s' not found", prop);
+        }
+        return *ret != NULL;
+    }
+    *ret = chardev_qom_get(id, prop, &found);
+    if (!*ret && !found) {
+        error_set(errp, ERROR_CLASS_DEVICE_NOT_FOUND, "Device '%s' not found",
+                  path);
+    } else if (!*ret) {
+        json_t *t = chardev_qom_get(id, "type", &found);
+        error_setg(errp, "Property '%s.%s' not found", json_string_value(t),
+                   prop);
+        json_decref(t);
+    }
+    free(id);
     return *ret != NULL;
 }
 

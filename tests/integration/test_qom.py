@@ -111,6 +111,26 @@ def test_qom_list_root_and_objects(qd):
     assert q.execute('qom-list', path='/chardevs/qmp0') == \
         infos(PROPS['chardev-socket'])
     assert q.execute('qom-get', path='/', property='type') == 'container'
+    assert q.execute('qom-get', path='/', property='objects') == '/objects'
+    assert q.execute('qom-get', path='/', property='chardevs') == \
+        '/chardevs'
+    assert q.execute('qom-get', path='/chardevs', property='type') == \
+        'container'
+    assert q.execute('qom-get', path='/chardevs', property='qmp0') == \
+        '/chardevs/qmp0'
+    assert q.execute('qom-get', path='/chardevs/qmp0', property='type') == \
+        'chardev-socket'
+    # this very client is connected to it
+    assert q.execute('qom-get', path='/chardevs/qmp0',
+                     property='connected') is True
+    assert err(q, 'qom-get', path='/chardevs', property='nope') == \
+        ('GenericError', "Property 'container.nope' not found")
+    assert err(q, 'qom-get', path='/chardevs/qmp0', property='nope') == \
+        ('GenericError', "Property 'chardev-socket.nope' not found")
+    assert err(q, 'qom-get', path='/chardevs/nope', property='type') == \
+        ('DeviceNotFound', "Device '/chardevs/nope' not found")
+    assert err(q, 'qom-list', path='/chardevs/nope') == \
+        ('DeviceNotFound', "Device '/chardevs/nope' not found")
     assert q.execute('qom-get', path='/objects', property='az0') == \
         '/objects/az0'
 
