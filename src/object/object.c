@@ -352,7 +352,17 @@ bool object_qom_set(const char *path, const char *prop, json_t *value,
         r = o->type->prop_set(o, prop, value, errp);
     }
     if (r == 0) {
-        error_setg(errp, "Property '%s.%s' not found", type, prop);
+        /* A property the type shows but does not change after creation:
+         * qsd's words for "loaded"; qsd also takes new secret and TLS
+         * settings that the loaded object then ignores, we refuse those. */
+        json_t *v = o && o->type->prop_get ? o->type->prop_get(o, prop)
+                                           : NULL;
+        if (v) {
+            error_setg(errp, "Property '%s.%s' is not writable", type, prop);
+            json_decref(v);
+        } else {
+            error_setg(errp, "Property '%s.%s' not found", type, prop);
+        }
     }
     return r > 0;
 }

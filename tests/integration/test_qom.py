@@ -276,3 +276,62 @@ def test_qom_schema_entries(qd):
     """The three commands are in query-commands."""
     names = {c['name'] for c in qd.qmp.execute('query-commands')}
     assert {'qom-list', 'qom-list-types', 'qom-list-properties'} <= names
+
+
+def test_qom_set(qd):
+    q = qd.qmp
+
+    def get(oid, prop):
+        return q.execute('qom-get', path='/objects/' + oid, property=prop)
+
+    q.execute('qom-set', path='/objects/az0', property='identity',
+              value='CN=bar')
+    assert get('az0', 'identity') == 'CN=bar'
+    assert err(q, 'qom-set', path='/objects/az0', property='identity',
+               value=5) == \
+        ('GenericError', "Invalid parameter type for 'identity', "
+         "expected: string")
+    for prop, v in (('poll-max-ns', 5), ('poll-grow', 3), ('poll-shrink', 0),
+                    ('aio-max-batch', 7), ('thread-pool-min', 1),
+                    ('thread-pool-max', 8)):
+        q.execute('qom-set', path='/objects/io0', property=prop, value=v)
+        assert get('io0', prop) == v
+    assert err(q, 'qom-set', path='/objects/io0', property='poll-max-ns',
+               value='x') == \
+        ('GenericError', "Invalid parameter type for 'poll-max-ns', "
+         "expected: integer")
+    assert err(q, 'qom-set', path='/objects/io0', property='poll-max-ns',
+               value=1.5) == \
+        ('GenericError', "Invalid parameter type for 'poll-max-ns', "
+         "expected: integer")
+    assert err(q, 'qom-set', path='/objects/io0', property='poll-shrink',
+               value=-3) == \
+        ('GenericError', 'poll-shrink value must be in range '
+         '[0, 9223372036854775807]')
+    assert get('io0', 'poll-max-ns') == 5 and get('io0', 'poll-shrink') == 0
+    assert err(q, 'qom-set', path='/objects/sec0', property='loaded',
+               value=False) == \
+        ('GenericError', "Property 'secret.loaded' is not writable")
+    assert err(q, 'qom-set', path='/objects/tp0', property='loaded',
+               value=False) == \
+        ('GenericError', "Property 'tls-creds-psk.loaded' is not writable")
+    assert err(q, 'qom-set', path='/objects/tp0', property='nope',
+               value=False) == \
+        ('GenericError', "Property 'tls-creds-psk.nope' not found")
+
+
+@pytest.mark.blockjobd_only('qsd takes new secret and TLS settings that '
+                            'the loaded object then ignores')
+def test_qom_set_refused_after_creation(qd):
+    q = qd.qmp
+    for oid, t, prop, v in (('sec0', 'secret', 'data', 'x'),
+                            ('sec0', 'secret', 'format', 'base64'),
+                            ('tp0', 'tls-creds-psk', 'dir', '/x'),
+                            ('tp0', 'tls-creds-psk', 'priority', 'NORMAL')):
+        assert err(q, 'qom-set', path='/objects/' + oid, property=prop,
+                   value=v) == \
+            ('GenericError', "Property '%s.%s' is not writable" % (t, prop))
+    assert q.execute('qom-get', path='/objects/sec0', property='data') == \
+        'abc'
+    assert q.execute('qom-get', path='/objects/tp0', property='priority') \
+        == ''
