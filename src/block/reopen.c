@@ -424,6 +424,10 @@ static void undo_item(ReopenItem *it)
         !block_set_backing(it->bs, it->old_backing, &err)) {
         error_report_err(err, "blockdev-reopen: restoring the backing node");
     }
+    if (it->old_backing) {
+        bdrv_unref(it->old_backing);
+        it->old_backing = NULL;
+    }
     it->ro_done = it->backing_done = false;
 }
 
@@ -474,14 +478,62 @@ bool bdrv_reopen_blockdev(json_t *options, Error **errp)
             return false;
         }
     }
-    for (i = 0; i < n && ok; i++) {
-        ok = apply_item(&items[i], errp);
-        applied = i + 1;
+    /*
+     * qemu checks the permissions of the whole list at once, so a file node
+     * and its format may go read-only together in either order.  Here each
+     * element is applied alone: passes over the list apply what can be
+     * applied now (a node listed twice in list order), until all are
+     * applied or a pass makes no progress; then its first refusal is the
+     * answer and everything applied is undone, last first.
+     */
+    CLEANUP_FREE size_t *order = bj_calloc(n ? n : 1, sizeof(*order));
+    CLEANUP_FREE bool *done = bj_calloc(n ? n : 1, sizeof(*done));
+    Error *first = NULL;
+
+    while (applied < n) {
+        bool progress = false;
+
+        for (i = 0; i < n; i++) {
+            Error *err = NULL;
+            size_t j;
+
+            if (done[i]) {
+                continue;
+            }
+            for (j = 0; j < i && (done[j] || items[j].bs != items[i].bs); j++) {
+            }
+            if (j < i) {
+                continue;       /* an earlier element for it is pending */
+            }
+            if (apply_item(&items[i], &err)) {
+                done[i] = true;
+                order[applied++] = i;
+                progress = true;
+                continue;
+            }
+            undo_item(&items[i]);
+            if (!first) {
+                first = err;
+            } else {
+                error_free(err);
+            }
+        }
+        if (!progress) {
+            break;
+        }
+        if (applied < n) {
+            error_free(first);
+            first = NULL;
+        }
     }
+    ok = applied == n;
     if (!ok) {
         for (i = applied; i-- > 0;) {
-            undo_item(&items[i]);
+            undo_item(&items[order[i]]);
         }
+        error_propagate(errp, first);
+    } else {
+        error_free(first);
     }
     for (i = 0; i < n; i++) {
         if (items[i].old_backing) {

@@ -35,8 +35,10 @@ bool bdrv_reopen_set_read_only(BlockNode *bs, bool read_only, Error **errp);
  * the driver, the file child's node-name, the other options (we refuse
  * "Cannot change the option 'X'" where qemu would reset or swap them).
  * Every element is checked before anything changes; then the changes are
- * made in list order and undone in reverse if one is refused, so the list
- * is applied whole or not at all.  Main loop, not in a coroutine.
+ * made in passes over the list (what a pass refuses may pass once other
+ * elements are in: a file node and its format going read-only together)
+ * and all undone in reverse if a pass makes no progress, so the list is
+ * applied whole or not at all.  Main loop, not in a coroutine.
  */
 bool bdrv_reopen_blockdev(json_t *options, Error **errp);
 

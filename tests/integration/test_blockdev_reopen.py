@@ -245,3 +245,20 @@ def test_list_is_whole(daemon, graph):
     reopen(q, other(), top(backing='base'))
     s = state(q)
     assert s['other'] == (False, None) and s['top'] == (False, 'base')
+
+
+def test_format_and_file_together(daemon, graph):
+    """qemu checks the list's permissions as a whole: a named file node and
+    its format go read-only (or read-write) together in either order."""
+    q = daemon.qmp
+    fo = {'driver': 'file', 'node-name': 'fo',
+          'filename': graph['other.qcow2']}
+    refused(q, [dict(fo, **{'read-only': True})],
+            "Read-only block node 'fo' cannot support read-write users")
+    reopen(q, dict(fo, **{'read-only': True}), other(**{'read-only': True}))
+    s = state(q)
+    assert s['fo'][0] is True and s['other'][0] is True
+    refused(q, [other()], 'Block node is read-only')
+    reopen(q, other(), fo)
+    s = state(q)
+    assert s['fo'][0] is False and s['other'][0] is False
