@@ -320,7 +320,9 @@ static const BlockDriver *check_element(json_t *opts, size_t i, Error **errp)
 }
 
 /* The node and the changes element opts asks for, checked, nothing done. */
-static bool plan_element(json_t *opts, ReopenItem *it, Error **errp)
+static bool plan_element(json_t *opts, ReopenItem *it,
+                         BdrvReopenBackingCheck *check_backing,
+                         Error **errp)
 {
     const char *name = json_string_value(json_object_get(opts, "node-name"));
     const char *driver = json_string_value(json_object_get(opts, "driver"));
@@ -385,6 +387,10 @@ static bool plan_element(json_t *opts, ReopenItem *it, Error **errp)
                            "create a cycle", b->node_name, bs->node_name);
                 return false;
             }
+        }
+        if (bs->backing && b != bs->backing->node && check_backing &&
+            !check_backing(bs, errp)) {
+            return false;
         }
         it->explicit_backing = true;
         it->backing = b;
@@ -461,7 +467,9 @@ static bool apply_item(ReopenItem *it, Error **errp)
     return true;
 }
 
-bool bdrv_reopen_blockdev(json_t *options, Error **errp)
+bool bdrv_reopen_blockdev(json_t *options,
+                          BdrvReopenBackingCheck *check_backing,
+                          Error **errp)
 {
     size_t n = json_array_size(options);
     CLEANUP_FREE ReopenItem *items = bj_calloc(n ? n : 1, sizeof(*items));
@@ -474,7 +482,8 @@ bool bdrv_reopen_blockdev(json_t *options, Error **errp)
         }
     }
     for (i = 0; i < n; i++) {
-        if (!plan_element(json_array_get(options, i), &items[i], errp)) {
+        if (!plan_element(json_array_get(options, i), &items[i],
+                          check_backing, errp)) {
             return false;
         }
     }

@@ -40,6 +40,11 @@ bool bdrv_reopen_set_read_only(BlockNode *bs, bool read_only, Error **errp);
  * and all undone in reverse if a pass makes no progress, so the list is
  * applied whole or not at all.  Main loop, not in a coroutine.
  */
-bool bdrv_reopen_blockdev(json_t *options, Error **errp);
+typedef bool BdrvReopenBackingCheck(BlockNode *bs, Error **errp);
+/* check_backing (may be NULL): asked, after the element's own checks,
+ * whether bs's backing link may change (the job layer's frozen links). */
+bool bdrv_reopen_blockdev(json_t *options,
+                          BdrvReopenBackingCheck *check_backing,
+                          Error **errp);
 
 #endif

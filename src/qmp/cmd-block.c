@@ -4,6 +4,8 @@
  * x-debug-query-block-graph, change-backing-file, x-blockdev-set-iothread.
  * They only translate JSON into calls on block/.
  */
+#include <string.h>
+
 #include "aio/iothread.h"
 #include "block/backing.h"
 #include "block/block.h"
@@ -136,9 +138,26 @@ static const ArgSpec blockdev_reopen_args[] = {
     { .name = NULL },
 };
 
+/* qemu freezes the backing links a stream or commit job works across: a
+ * link both of whose ends such a job uses. */
+static bool backing_not_frozen(BlockNode *bs, Error **errp)
+{
+    Job *job = block_job_user_of(bs);
+
+    if (job && (!strcmp(job->driver->type, "stream") ||
+                !strcmp(job->driver->type, "commit")) &&
+        block_job_user_of(bs->backing->node) == job) {
+        error_setg(errp, "Cannot change frozen 'backing' link from '%s' to "
+                   "'%s'", bs->node_name, bs->backing->node->node_name);
+        return false;
+    }
+    return true;
+}
+
 static bool qmp_blockdev_reopen(json_t *args, json_t **ret, Error **errp)
 {
-    return bdrv_reopen_blockdev(json_object_get(args, "options"), errp);
+    return bdrv_reopen_blockdev(json_object_get(args, "options"),
+                                backing_not_frozen, errp);
 }
 
 /* ---- change-backing-file ---- */

@@ -262,3 +262,35 @@ def test_format_and_file_together(daemon, graph):
     reopen(q, other(), fo)
     s = state(q)
     assert s['fo'][0] is False and s['other'][0] is False
+
+
+def test_stream_freezes_the_backing_link(daemon, workdir):
+    """A stream job freezes the links it works across (qsd's words); the
+    read-only switch is refused because the job writes top."""
+    w = str(workdir)
+    base, top_ = os.path.join(w, 'b.qcow2'), os.path.join(w, 't.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, '16M')
+    qemu_io('-f', 'qcow2', '-c', 'write -P 1 0 8M', base)
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top_,
+             '16M')
+    q = daemon.qmp
+    q.execute('blockdev-add', driver='file', filename=base,
+              **{'node-name': 'fb'})
+    q.execute('blockdev-add', driver='qcow2', file='fb', **{'read-only': True},
+              **{'node-name': 'base'})
+    q.execute('blockdev-add', driver='file', filename=top_,
+              **{'node-name': 'ft'})
+    q.execute('blockdev-add', driver='qcow2', file='ft', backing='base',
+              **{'node-name': 'top'})
+    # slow enough never to finish before it is cancelled
+    q.execute('block-stream', **{'job-id': 's'}, device='top', speed=1024)
+    for b in (None, 'fb'):
+        refused(q, [top(backing=b)],
+                "Cannot change frozen 'backing' link from 'top' to 'base'")
+    refused(q, [top(backing='base', **{'read-only': True})],
+            "Read-only block node 'top' cannot support read-write users")
+    reopen(q, top(backing='base'))
+    q.execute('block-job-cancel', device='s')
+    q.wait_event('BLOCK_JOB_CANCELLED', match={'data': {'device': 's'}})
+    reopen(q, top(backing=None))
+    assert state(q)['top'] == (False, None)
