@@ -36,6 +36,8 @@ static void amend_free(Job *job)
 
 static const JobDriver amend_driver = {
     .type = "amend",
+    /* The step runs in the node's context, an iothread's too. */
+    .iothread = true,
     .instance_size = sizeof(AmendJob),
     .block_job_events = false,
     .run = amend_run,

@@ -134,3 +134,27 @@ def test_amend_refusals(daemon, nodes):
     # nothing was started by the refused ones
     assert [j['id'] for j in q.execute('query-jobs')] == ['j']
     q.execute('job-dismiss', id='j')
+
+
+def test_amend_in_an_iothread(daemon_factory, workdir):
+    """The job runs in the node's context, an iothread's too."""
+    d = daemon_factory('--object', 'iothread,id=io0')
+    q = d.qmp
+    qc = os.path.join(str(workdir), 'i.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', qc, '1M')
+    q.execute('blockdev-add', driver='file', filename=qc,
+              **{'node-name': 'fi'})
+    q.execute('blockdev-add', driver='qcow2', file='fi',
+              **{'node-name': 'i'})
+    q.execute('x-blockdev-set-iothread', **{'node-name': 'i'},
+              iothread='io0')
+    info, statuses = run_amend(q, 'a', **{'node-name': 'i'},
+                               options={'driver': 'qcow2'})
+    assert info['status'] == 'concluded' and 'error' not in info
+    assert statuses == ['created', 'running', 'waiting', 'pending',
+                        'concluded']
+    info, statuses = run_amend(q, 'b', **{'node-name': 'i'},
+                               options={'driver': 'qcow2',
+                                        'encrypt': {'format': 'qcow'}})
+    assert info['error'] == "image is not encrypted, can't amend"
+    assert statuses == ['created', 'running', 'aborting', 'concluded']

@@ -294,3 +294,24 @@ def test_stream_freezes_the_backing_link(daemon, workdir):
     q.wait_event('BLOCK_JOB_CANCELLED', match={'data': {'device': 's'}})
     reopen(q, top(backing=None))
     assert state(q)['top'] == (False, None)
+
+
+def test_read_only_in_an_iothread(daemon_factory, workdir):
+    d = daemon_factory('--object', 'iothread,id=io0')
+    q = d.qmp
+    qc = os.path.join(str(workdir), 'i.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', qc, '1M')
+    q.execute('blockdev-add', driver='file', filename=qc,
+              **{'node-name': 'fi'})
+    q.execute('blockdev-add', driver='qcow2', file='fi',
+              **{'node-name': 'i'})
+    q.execute('x-blockdev-set-iothread', **{'node-name': 'i'},
+              iothread='io0')
+    opts = {'driver': 'qcow2', 'node-name': 'i', 'file': 'fi'}
+    reopen(q, dict(opts, **{'read-only': True}))
+    assert state(q)['i'][0] is True
+    reopen(q, opts)
+    assert state(q)['i'][0] is False
+    q.execute('quit')
+    d.wait(timeout=30)
+    qemu_img('check', qc)
