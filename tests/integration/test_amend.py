@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+import golden
 from bjtest import QMPError, qemu_img, qemu_io
 
 MiB = 1 << 20
@@ -37,26 +38,30 @@ def nodes(daemon, workdir):
     return {'qcow2': qc, 'bytes': before}
 
 
-def run_amend(q, job_id, **args):
+def run_amend(q, job_id, label=None, **args):
+    """Runs the job to its end and dismisses it; with label, its events
+    are held to qsd's recording (tests/golden/qsd-7.2/LABEL.json, made by
+    scripts/record-golden.py)."""
+    rec = golden.Recorder(q, job_id)
     q.execute('x-blockdev-amend', **{'job-id': job_id}, **args)
-    last = q.wait_event('JOB_STATUS_CHANGE',
-                        match={'data': {'id': job_id,
-                                        'status': 'concluded'}})
-    events = [e for e in q.get_events()
-              if e['event'] == 'JOB_STATUS_CHANGE'
-              and e['data']['id'] == job_id] + [last]
+    rec.wait_status('concluded')
     info = [j for j in q.execute('query-jobs') if j['id'] == job_id]
     assert len(info) == 1
     q.execute('job-dismiss', id=job_id)
-    ev = q.wait_event('JOB_STATUS_CHANGE', match={'data': {'id': job_id}})
-    assert ev['data']['status'] == 'null'
-    return info[0], [e['data']['status'] for e in events]
+    rec.wait_status('null')
+    if label:
+        golden.assert_matches(label, rec.events)
+    statuses = [e['data']['status'] for e in rec.events
+                if e['event'] == 'JOB_STATUS_CHANGE']
+    assert statuses[-1] == 'null'
+    return info[0], statuses[:-1]
 
 
 def test_amend_without_changes_concludes(daemon, nodes):
     q = daemon.qmp
     for job_id, extra in (('a1', {}), ('a2', {'force': True})):
-        info, statuses = run_amend(q, job_id, **{'node-name': 'q'},
+        info, statuses = run_amend(q, job_id, 'amend-ok',
+                                   **{'node-name': 'q'},
                                    options={'driver': 'qcow2'}, **extra)
         assert info == {'id': job_id, 'type': 'amend',
                         'status': 'concluded', 'current-progress': 1,
@@ -76,7 +81,8 @@ def test_amend_encrypt_fails_in_the_job(daemon, nodes):
     for job_id, enc in (('e1', {'format': 'luks', 'state': 'active',
                                 'new-secret': 's'}),
                         ('e2', {'format': 'qcow'})):
-        info, statuses = run_amend(q, job_id, **{'node-name': 'q'},
+        info, statuses = run_amend(q, job_id, 'amend-error',
+                                   **{'node-name': 'q'},
                                    options={'driver': 'qcow2',
                                             'encrypt': enc})
         assert info == {'id': job_id, 'type': 'amend',
