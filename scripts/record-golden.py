@@ -52,7 +52,7 @@ import golden  # noqa: E402
 SOURCES = [
     'test_backup.py', 'test_backup_many.py', 'test_commit.py',
     'test_commit_active.py', 'test_mirror.py', 'test_mirror_errors.py',
-    'test_mirror_live.py', 'test_stream.py',
+    'test_mirror_live.py', 'test_stream.py', 'test_amend.py',
 ]
 
 

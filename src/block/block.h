@@ -391,6 +391,18 @@ struct BlockDriver {
                                   Error **errp);
 
     /*
+     * x-blockdev-amend (job/amend.h).  amend_check checks the member types
+     * of the driver's BlockdevAmendOptions branch (opts with "driver"), at
+     * the monitor, with qsd's "options." messages (unset: no members but
+     * "driver").  co_amend is the amend job's step, in bs's context: it
+     * checks the values, as qemu does in its job, and changes the image.
+     * Unset: "Driver does not support x-blockdev-amend".
+     */
+    bool (*amend_check)(json_t *opts, Error **errp);
+    int coroutine_fn (*co_amend)(BlockNode *bs, json_t *opts, bool force,
+                                 Error **errp);
+
+    /*
      * Job filters only (block/job-filter.h): set the hook the filter calls
      * around clients' writes (NULL: writes pass through), main loop; and
      * the child a job's own copies go to, if the filter has one.

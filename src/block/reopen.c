@@ -15,12 +15,15 @@
  * half-changed.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "aio/aio.h"
 #include "aio/coroutine.h"
+#include "block/backing.h"
 #include "block/block.h"
 #include "block/reopen.h"
 #include "util/alloc.h"
+#include "util/cleanup.h"
 #include "util/log.h"
 
 typedef enum ReopenStep {
@@ -221,6 +224,330 @@ bool bdrv_reopen_set_read_only(BlockNode *bs, bool read_only, Error **errp)
     } else {
         log_debug("node '%s' reopened %s", bs->node_name,
                   read_only ? "read-only" : "read-write");
+    }
+    return ok;
+}
+
+/* ---- blockdev-reopen ---- */
+
+typedef struct ReopenItem {
+    BlockNode *bs;
+    bool read_only, old_read_only;
+    bool explicit_backing;             /* "backing" given */
+    BlockNode *backing;                /* what it names (NULL: none) */
+    BlockNode *old_backing;            /* for undo; referenced here */
+    bool backing_done, ro_done;
+} ReopenItem;
+
+/* Whether bs is below (or is) node, through any child. */
+static bool reaches(BlockNode *node, BlockNode *bs, int depth)
+{
+    BlockChild *c;
+
+    if (node == bs) {
+        return true;
+    }
+    if (depth > 64) {
+        return true;    /* deeper than any chain we build: refuse */
+    }
+    list_for_each_entry(c, &node->children, child_link) {
+        if (reaches(c->node, bs, depth + 1)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static BlockChild *child_named(BlockNode *bs, const char *name)
+{
+    BlockChild *c;
+
+    list_for_each_entry(c, &bs->children, child_link) {
+        if (!strcmp(c->name, name)) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* Members reopen looks at itself; the rest must stay as they were. */
+static bool reopen_member(const char *key)
+{
+    static const char *const own[] = {
+        "driver", "node-name", "read-only", "backing", "file", NULL,
+    };
+
+    for (const char *const *k = own; *k; k++) {
+        if (!strcmp(*k, key)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The schema check of element i (qsd's "options[i]." messages). */
+static const BlockDriver *check_element(json_t *opts, size_t i, Error **errp)
+{
+    CLEANUP_FREE char *prefix = bj_asprintf("options[%zu]", i);
+    const BlockDriver *drv;
+    json_t *v;
+
+    if (!json_is_object(opts)) {
+        error_setg(errp, "Invalid parameter type for '%s', expected: object",
+                   prefix);
+        return NULL;
+    }
+    v = json_object_get(opts, "driver");
+    if (!v) {
+        error_setg(errp, "Parameter '%s.driver' is missing", prefix);
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        error_setg(errp, "Invalid parameter type for '%s.driver', "
+                   "expected: string", prefix);
+        return NULL;
+    }
+    drv = bdrv_find_driver(json_string_value(v));
+    if (!drv) {
+        error_setg(errp, "Parameter '%s.driver' does not accept value '%s'",
+                   prefix, json_string_value(v));
+        return NULL;
+    }
+    if (!bdrv_check_options(drv, opts, prefix, false, errp)) {
+        return NULL;
+    }
+    return drv;
+}
+
+/* The node and the changes element opts asks for, checked, nothing done. */
+static bool plan_element(json_t *opts, ReopenItem *it,
+                         BdrvReopenBackingCheck *check_backing,
+                         Error **errp)
+{
+    const char *name = json_string_value(json_object_get(opts, "node-name"));
+    const char *driver = json_string_value(json_object_get(opts, "driver"));
+    json_t *file = json_object_get(opts, "file");
+    json_t *backing = json_object_get(opts, "backing");
+    const char *key;
+    json_t *v;
+    BlockNode *bs;
+
+    if (!name) {
+        error_setg(errp, "node-name not specified");
+        return false;
+    }
+    bs = bdrv_find_node(name);
+    if (!bs) {
+        error_setg(errp, "Failed to find node with node-name='%s'", name);
+        return false;
+    }
+    if (!backing && bs->backing) {
+        error_setg(errp, "backing is missing for '%s'", name);
+        return false;
+    }
+    if (strcmp(driver, bs->drv->name)) {
+        error_setg(errp, "Cannot change the option 'driver'");
+        return false;
+    }
+    if (file) {
+        BlockChild *c = child_named(bs, "file");
+        if (!c || !json_is_string(file) ||
+            strcmp(json_string_value(file), c->node->node_name)) {
+            error_setg(errp, "Cannot change the option 'file'");
+            return false;
+        }
+    }
+    json_object_foreach(opts, key, v) {
+        json_t *was = bs->options ? json_object_get(bs->options, key) : NULL;
+        if (!reopen_member(key) && (!was || !json_equal(was, v))) {
+            error_setg(errp, "Cannot change the option '%s'", key);
+            return false;
+        }
+    }
+    if (bs->options) {
+        json_object_foreach(bs->options, key, v) {
+            if (!reopen_member(key) && !json_object_get(opts, key)) {
+                error_setg(errp, "Cannot change the option '%s'", key);
+                return false;
+            }
+        }
+    }
+    it->bs = bs;
+    it->read_only = arg_bool(opts, "read-only", false);
+    if (backing) {
+        BlockNode *b = NULL;
+
+        if (!json_is_null(backing)) {
+            b = bdrv_lookup_node(NULL, json_string_value(backing), errp);
+            if (!b) {
+                return false;
+            }
+            if (reaches(b, bs, 0)) {
+                error_setg(errp, "Making '%s' a backing child of '%s' would "
+                           "create a cycle", b->node_name, bs->node_name);
+                return false;
+            }
+        }
+        if (bs->backing && b != bs->backing->node && check_backing &&
+            !check_backing(bs, errp)) {
+            return false;
+        }
+        it->explicit_backing = true;
+        it->backing = b;
+    }
+    return true;
+}
+
+/* qsd's refusal of a read-only switch under a writer (an export, a job, a
+ * writing parent node). */
+static bool check_writers(ReopenItem *it, Error **errp)
+{
+    BlockChild *c;
+
+    if (!it->read_only || it->old_read_only) {
+        return true;
+    }
+    list_for_each_entry(c, &it->bs->parents, parent_link) {
+        if (c->perm & (BLK_PERM_WRITE | BLK_PERM_WRITE_UNCHANGED)) {
+            error_setg(errp, "Read-only block node '%s' cannot support "
+                       "read-write users", it->bs->node_name);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void undo_item(ReopenItem *it)
+{
+    Error *err = NULL;
+
+    if (it->ro_done &&
+        !bdrv_reopen_set_read_only(it->bs, it->old_read_only, &err)) {
+        error_report_err(err, "blockdev-reopen: restoring read-only state");
+        err = NULL;
+    }
+    if (it->backing_done &&
+        !block_set_backing(it->bs, it->old_backing, &err)) {
+        error_report_err(err, "blockdev-reopen: restoring the backing node");
+    }
+    if (it->old_backing) {
+        bdrv_unref(it->old_backing);
+        it->old_backing = NULL;
+    }
+    it->ro_done = it->backing_done = false;
+}
+
+/* Applies it; a node listed twice sees what the earlier element did. */
+static bool apply_item(ReopenItem *it, Error **errp)
+{
+    BlockNode *cur = it->bs->backing ? it->bs->backing->node : NULL;
+
+    it->old_read_only = it->bs->read_only;
+    if (it->explicit_backing && it->backing != cur) {
+        /* block_set_backing drops the edge's reference: keep one for an
+         * undo until the list is through. */
+        it->old_backing = cur;
+        if (cur) {
+            bdrv_ref(cur);
+        }
+        if (!block_set_backing(it->bs, it->backing, errp)) {
+            return false;
+        }
+        it->backing_done = true;
+    }
+    if (!check_writers(it, errp)) {
+        return false;
+    }
+    if (it->read_only != it->bs->read_only) {
+        if (!bdrv_reopen_set_read_only(it->bs, it->read_only, errp)) {
+            return false;
+        }
+        it->ro_done = true;
+    }
+    return true;
+}
+
+bool bdrv_reopen_blockdev(json_t *options,
+                          BdrvReopenBackingCheck *check_backing,
+                          Error **errp)
+{
+    size_t n = json_array_size(options);
+    CLEANUP_FREE ReopenItem *items = bj_calloc(n ? n : 1, sizeof(*items));
+    size_t i, applied = 0;
+    bool ok = true;
+
+    for (i = 0; i < n; i++) {
+        if (!check_element(json_array_get(options, i), i, errp)) {
+            return false;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (!plan_element(json_array_get(options, i), &items[i],
+                          check_backing, errp)) {
+            return false;
+        }
+    }
+    /*
+     * qemu checks the permissions of the whole list at once, so a file node
+     * and its format may go read-only together in either order.  Here each
+     * element is applied alone: passes over the list apply what can be
+     * applied now (a node listed twice in list order), until all are
+     * applied or a pass makes no progress; then its first refusal is the
+     * answer and everything applied is undone, last first.
+     */
+    CLEANUP_FREE size_t *order = bj_calloc(n ? n : 1, sizeof(*order));
+    CLEANUP_FREE bool *done = bj_calloc(n ? n : 1, sizeof(*done));
+    Error *first = NULL;
+
+    while (applied < n) {
+        bool progress = false;
+
+        for (i = 0; i < n; i++) {
+            Error *err = NULL;
+            size_t j;
+
+            if (done[i]) {
+                continue;
+            }
+            for (j = 0; j < i && (done[j] || items[j].bs != items[i].bs); j++) {
+            }
+            if (j < i) {
+                continue;       /* an earlier element for it is pending */
+            }
+            if (apply_item(&items[i], &err)) {
+                done[i] = true;
+                order[applied++] = i;
+                progress = true;
+                continue;
+            }
+            undo_item(&items[i]);
+            if (!first) {
+                first = err;
+            } else {
+                error_free(err);
+            }
+        }
+        if (!progress) {
+            break;
+        }
+        if (applied < n) {
+            error_free(first);
+            first = NULL;
+        }
+    }
+    ok = applied == n;
+    if (!ok) {
+        for (i = applied; i-- > 0;) {
+            undo_item(&items[order[i]]);
+        }
+        error_propagate(errp, first);
+    } else {
+        error_free(first);
+    }
+    for (i = 0; i < n; i++) {
+        if (items[i].old_backing) {
+            bdrv_unref(items[i].old_backing);
+        }
     }
     return ok;
 }

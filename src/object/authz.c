@@ -34,8 +34,42 @@ static void authz_simple_destroy(Object *obj)
     free(a);
 }
 
+static json_t *authz_simple_prop_get(Object *obj, const char *name)
+{
+    AuthzSimple *a = container_of(obj, AuthzSimple, base);
+
+    return strcmp(name, "identity") ? NULL : json_string(a->identity);
+}
+
+/* Takes effect for the next check (a new client's handshake). */
+static int authz_simple_prop_set(Object *obj, const char *name, json_t *value,
+                                 Error **errp)
+{
+    AuthzSimple *a = container_of(obj, AuthzSimple, base);
+
+    if (strcmp(name, "identity")) {
+        return 0;
+    }
+    if (!json_is_string(value)) {
+        error_setg(errp, "Invalid parameter type for 'identity', "
+                   "expected: string");
+        return -1;
+    }
+    free(a->identity);
+    a->identity = bj_strdup(json_string_value(value));
+    return 1;
+}
+
+static const QomProp authz_simple_qom[] = {
+    { "identity", "string" }, { NULL, NULL },
+};
+
 const ObjectType authz_simple_type = {
     .name = "authz-simple",
+    .prop_get = authz_simple_prop_get,
+    .prop_set = authz_simple_prop_set,
+    .qom_parent = "authz",
+    .qom_props = authz_simple_qom,
     .props = authz_simple_props,
     .create = authz_simple_create,
     .destroy = authz_simple_destroy,

@@ -25,6 +25,13 @@
 
 typedef struct Object Object;
 
+/* A QOM property as qom-list / qom-list-properties show it: its name and
+ * qemu's type name for it ("string", "int", "bool", "QCryptoSecretFormat"). */
+typedef struct QomProp {
+    const char *name;
+    const char *type;
+} QomProp;
+
 typedef struct ObjectType {
     const char *name;
     /* The properties besides qom-type and id. */
@@ -41,6 +48,11 @@ typedef struct ObjectType {
     /* qom-set: 1 done, 0 no such property, -1 refused (*errp). */
     int (*prop_set)(Object *obj, const char *name, json_t *value,
                     Error **errp);
+    /* The QOM class qsd 7.2 has for the type: its parent class (one of the
+     * abstract classes object.c knows, or "object") and the properties the
+     * type adds to its parent's, in qsd's order. */
+    const char *qom_parent;
+    const QomProp *qom_props;
 } ObjectType;
 
 struct Object {
@@ -73,6 +85,22 @@ extern const ArgSpec qom_set_args[];
 json_t *object_qom_get(const char *path, const char *prop, Error **errp);
 bool object_qom_set(const char *path, const char *prop, json_t *value,
                     Error **errp);
+
+/*
+ * QOM introspection as qsd 7.2 answers it for the classes we have: the
+ * user-creatable types, their abstract parents, "container".
+ * object_qom_list: the properties at path ("/", "/objects", an object);
+ * qsd's "Path '' is ambiguous" and DeviceNotFound.  extra_root: children
+ * of "/" the caller adds (NULL-terminated names, each a container).
+ * object_qom_list_types: ObjectTypeInfo list; implements NULL: all.
+ * object_qom_list_properties: ObjectPropertyInfo list of a class; qsd's
+ * "Class 'X' not found" (DeviceNotFound) and "Parameter 'typename'
+ * expects a QOM type" for an interface.
+ */
+json_t *object_qom_list(const char *path, const char *const *extra_root,
+                        Error **errp);
+json_t *object_qom_list_types(const char *implements, bool abstract);
+json_t *object_qom_list_properties(const char *typename, Error **errp);
 
 /* --object help */
 void object_print_types(FILE *f);

@@ -16,6 +16,9 @@ typedef struct Secret {
     Object base;
     uint8_t *data;
     size_t len;
+    /* As given, for qom-get ("" when absent, as qsd shows them). */
+    char *data_prop, *file, *keyid, *iv;
+    bool base64;
 } Secret;
 
 static const char *const secret_formats[] = { "raw", "base64", NULL };
@@ -248,6 +251,11 @@ static Object *secret_create(const char *id, json_t *props, Error **errp)
         s->data = raw;
         s->len = len;
     }
+    s->data_prop = bj_strdup(data ? data : "");
+    s->file = bj_strdup(file ? file : "");
+    s->keyid = bj_strdup(arg_str(props, "keyid", ""));
+    s->iv = bj_strdup(arg_str(props, "iv", ""));
+    s->base64 = b64;
     return &s->base;
 fail:
     memset(raw, 0, len);
@@ -262,11 +270,43 @@ static void secret_destroy(Object *obj)
 
     memset(s->data, 0, s->len);
     free(s->data);
+    memset(s->data_prop, 0, strlen(s->data_prop));
+    free(s->data_prop);
+    free(s->file);
+    free(s->keyid);
+    free(s->iv);
     free(s);
 }
 
+static json_t *secret_prop_get(Object *obj, const char *name)
+{
+    Secret *s = container_of(obj, Secret, base);
+
+    if (!strcmp(name, "data")) {
+        return json_string(s->data_prop);
+    } else if (!strcmp(name, "file")) {
+        return json_string(s->file);
+    } else if (!strcmp(name, "keyid")) {
+        return json_string(s->keyid);
+    } else if (!strcmp(name, "iv")) {
+        return json_string(s->iv);
+    } else if (!strcmp(name, "format")) {
+        return json_string(s->base64 ? "base64" : "raw");
+    } else if (!strcmp(name, "loaded")) {
+        return json_true();
+    }
+    return NULL;
+}
+
+static const QomProp secret_qom[] = {
+    { "file", "string" }, { "data", "string" }, { NULL, NULL },
+};
+
 const ObjectType secret_type = {
     .name = "secret",
+    .prop_get = secret_prop_get,
+    .qom_parent = "secret_common",
+    .qom_props = secret_qom,
     .props = secret_props,
     .create = secret_create,
     .destroy = secret_destroy,

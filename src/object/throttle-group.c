@@ -355,8 +355,24 @@ static int throttle_group_prop_set(Object *obj, const char *name,
     return 1;
 }
 
+/* qsd 7.2's order (its hash table's). */
+static const QomProp throttle_group_qom[] = {
+    { "x-bps-write-max-length", "int" }, { "x-iops-total-max-length", "int" },
+    { "x-iops-size", "int" }, { "limits", "ThrottleLimits" },
+    { "x-bps-total", "int" }, { "x-iops-read-max-length", "int" },
+    { "x-bps-write", "int" }, { "x-iops-write-max-length", "int" },
+    { "x-bps-read-max", "int" }, { "x-iops-read-max", "int" },
+    { "x-bps-total-max", "int" }, { "x-bps-read-max-length", "int" },
+    { "x-iops-read", "int" }, { "x-bps-read", "int" },
+    { "x-bps-write-max", "int" }, { "x-iops-total-max", "int" },
+    { "x-iops-total", "int" }, { "x-iops-write", "int" },
+    { "x-bps-total-max-length", "int" }, { "x-iops-write-max", "int" },
+    { NULL, NULL },
+};
+
 const ObjectType throttle_group_type = {
     .name = "throttle-group",
+    .qom_props = throttle_group_qom,
     .props = throttle_group_props,
     .create = throttle_group_create,
     .destroy = throttle_group_destroy,

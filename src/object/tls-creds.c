@@ -22,6 +22,7 @@ struct TlsCreds {
     TlsEndpoint endpoint;
     char *dir;
     bool verify_peer;
+    bool sanity_check;         /* x509; as given, for qom-get */
     char *username;            /* psk client */
     char *priority;            /* NULL: default */
     char *passwordid;          /* x509: secret decrypting the key */
@@ -88,6 +89,7 @@ static TlsCreds *creds_new(json_t *props, TlsCredsKind kind, Error **errp)
     tc->endpoint = arg_enum(props, "endpoint", endpoints,
                             TLS_ENDPOINT_CLIENT);
     tc->verify_peer = arg_bool(props, "verify-peer", true);
+    tc->sanity_check = arg_bool(props, "sanity-check", true);
     if (arg_str(props, "passwordid", NULL)) {
         tc->passwordid = bj_strdup(arg_str(props, "passwordid", NULL));
     }
@@ -349,8 +351,46 @@ fail:
     return NULL;
 }
 
+/* qom-get: what qsd shows ("" for an unset string). */
+static json_t *creds_prop_get(Object *obj, const char *name)
+{
+    TlsCreds *tc = container_of(obj, TlsCreds, base);
+    bool x509 = obj->type == &tls_creds_x509_type;
+
+    if (!strcmp(name, "dir")) {
+        return json_string(tc->dir);
+    } else if (!strcmp(name, "endpoint")) {
+        return json_string(endpoints[tc->endpoint]);
+    } else if (!strcmp(name, "verify-peer")) {
+        return json_boolean(tc->verify_peer);
+    } else if (!strcmp(name, "priority")) {
+        return json_string(tc->priority ? tc->priority : "");
+    } else if (!strcmp(name, "loaded")) {
+        return json_true();
+    } else if (x509 && !strcmp(name, "sanity-check")) {
+        return json_boolean(tc->sanity_check);
+    } else if (x509 && !strcmp(name, "passwordid")) {
+        return json_string(tc->passwordid ? tc->passwordid : "");
+    } else if (!x509 && !strcmp(name, "username")) {
+        return json_string(tc->username ? tc->username : "");
+    }
+    return NULL;
+}
+
+static const QomProp x509_qom[] = {
+    { "sanity-check", "bool" }, { "passwordid", "string" },
+    { "loaded", "bool" }, { NULL, NULL },
+};
+
+static const QomProp psk_qom[] = {
+    { "username", "string" }, { "loaded", "bool" }, { NULL, NULL },
+};
+
 const ObjectType tls_creds_x509_type = {
     .name = "tls-creds-x509",
+    .prop_get = creds_prop_get,
+    .qom_parent = "tls-creds",
+    .qom_props = x509_qom,
     .props = x509_props,
     .create = x509_create,
     .destroy = creds_destroy,
@@ -358,6 +398,9 @@ const ObjectType tls_creds_x509_type = {
 
 const ObjectType tls_creds_psk_type = {
     .name = "tls-creds-psk",
+    .prop_get = creds_prop_get,
+    .qom_parent = "tls-creds",
+    .qom_props = psk_qom,
     .props = psk_props,
     .create = psk_create,
     .destroy = creds_destroy,

@@ -623,6 +623,59 @@ json_t *chardev_query(void)
     return list;
 }
 
+static const char *qom_class(const Chardev *c)
+{
+    return c->kind == CHARDEV_SOCKET ? "chardev-socket"
+           : c->kind == CHARDEV_STDIO ? "chardev-stdio" : "chardev-null";
+}
+
+json_t *chardev_qom_list(const char *id)
+{
+    json_t *list = json_array();
+    Chardev *c;
+
+    json_array_append_new(list, json_pack("{s:s, s:s}", "name", "type",
+                                          "type", "string"));
+    if (!id) {
+        for (c = chardevs; c; c = c->next) {
+            char *t = bj_asprintf("child<%s>", qom_class(c));
+            json_array_append_new(list, json_pack("{s:s, s:s}", "name", c->id,
+                                                  "type", t));
+            free(t);
+        }
+        return list;
+    }
+    c = chardev_find(id);
+    if (!c) {
+        json_decref(list);
+        return NULL;
+    }
+    if (c->kind == CHARDEV_SOCKET) {
+        json_array_append_new(list, json_pack("{s:s, s:s}", "name",
+                                              "connected", "type", "bool"));
+        json_array_append_new(list, json_pack("{s:s, s:s}", "name", "addr",
+                                              "type", "SocketAddress"));
+    }
+    return list;
+}
+
+json_t *chardev_qom_get(const char *id, const char *prop, bool *found)
+{
+    Chardev *c = chardev_find(id);
+
+    *found = c != NULL;
+    if (!c) {
+        return NULL;
+    }
+    if (!strcmp(prop, "type")) {
+        return json_string(qom_class(c));
+    }
+    if (c->kind == CHARDEV_SOCKET && !strcmp(prop, "connected")) {
+        return json_boolean(c->clients > 0);
+    }
+    return NULL;
+}
+
 json_t *chardev_query_backends(void)
 {
     json_t *list = json_array();

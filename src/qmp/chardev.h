@@ -29,6 +29,14 @@ bool chardev_remove(const char *id, Error **errp);
 json_t *chardev_query(void);
 json_t *chardev_query_backends(void);
 
+/* qom-list of "/chardevs" (id NULL: the container's children) or of
+ * "/chardevs/ID": an ObjectPropertyInfo list as qsd 7.2's, or NULL when
+ * there is no such chardev. */
+json_t *chardev_qom_list(const char *id);
+/* qom-get of "/chardevs/ID": "type" and a socket's "connected"; NULL when
+ * there is no such chardev (*found false) or property (*found true). */
+json_t *chardev_qom_get(const char *id, const char *prop, bool *found);
+
 Chardev *chardev_find(const char *id);
 ChardevKind chardev_kind(const Chardev *chr);
 /* The listening fd (non-blocking, close-on-exec); -1 but for sockets. */

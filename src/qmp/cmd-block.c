@@ -4,6 +4,8 @@
  * x-debug-query-block-graph, change-backing-file, x-blockdev-set-iothread.
  * They only translate JSON into calls on block/.
  */
+#include <string.h>
+
 #include "aio/iothread.h"
 #include "block/backing.h"
 #include "block/block.h"
@@ -122,6 +124,40 @@ static bool qmp_x_debug_query_block_graph(json_t *args, json_t **ret,
 {
     *ret = bdrv_query_block_graph();
     return true;
+}
+
+/* ---- blockdev-reopen ---- */
+
+/* Each element is BlockdevOptions, checked by the block layer (a union on
+ * "driver", as blockdev-add's). */
+static const ArgSpec blockdev_reopen_args[] = {
+    { .name = "options", .type = ARG_ARRAY, .members = (const ArgSpec[]) {
+        { .name = "", .type = ARG_OBJECT, .open = true,
+          .members = qmp_blockdev_options_members },
+        { .name = NULL } } },
+    { .name = NULL },
+};
+
+/* qemu freezes the backing links a stream or commit job works across: a
+ * link both of whose ends such a job uses. */
+static bool backing_not_frozen(BlockNode *bs, Error **errp)
+{
+    Job *job = block_job_user_of(bs);
+
+    if (job && (!strcmp(job->driver->type, "stream") ||
+                !strcmp(job->driver->type, "commit")) &&
+        block_job_user_of(bs->backing->node) == job) {
+        error_setg(errp, "Cannot change frozen 'backing' link from '%s' to "
+                   "'%s'", bs->node_name, bs->backing->node->node_name);
+        return false;
+    }
+    return true;
+}
+
+static bool qmp_blockdev_reopen(json_t *args, json_t **ret, Error **errp)
+{
+    return bdrv_reopen_blockdev(json_object_get(args, "options"),
+                                backing_not_frozen, errp);
 }
 
 /* ---- change-backing-file ---- */
@@ -250,6 +286,8 @@ const QmpCommand qmp_block_commands[] = {
       .args = block_resize_args },
     { .name = "query-blockstats", .fn = qmp_query_blockstats,
       .args = query_blockstats_args, .ret = qmp_ret_array },
+    { .name = "blockdev-reopen", .fn = qmp_blockdev_reopen,
+      .args = blockdev_reopen_args },
     { .name = "change-backing-file", .fn = qmp_change_backing_file,
       .args = change_backing_file_args },
     { .name = "query-block", .fn = qmp_query_block, .args = no_args,

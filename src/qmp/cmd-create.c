@@ -23,6 +23,7 @@
 #include "block/block.h"
 #include "block/create.h"
 #include "job/blockjob.h"
+#include "job/amend.h"
 #include "job/create.h"
 #include "qmp/commands.h"
 #include "qmp/common-args.h"
@@ -104,6 +105,78 @@ static bool qmp_blockdev_create(json_t *args, json_t **ret, Error **errp)
     }
     qmp_job_options(args, &o);
     return create_job_start(o.job_id, opts, errp) != NULL;
+}
+
+/* ---- x-blockdev-amend ---- */
+
+static const ArgSpec amend_args[] = {
+    { .name = "job-id", .type = ARG_STR },
+    { .name = "node-name", .type = ARG_STR },
+    { .name = "options", .type = ARG_OBJECT, .open = true },
+    { .name = "force", .type = ARG_BOOL, .optional = true },
+    { .name = NULL },
+};
+
+static const ArgSpec amend_driver_only[] = {
+    { .name = "driver", .type = ARG_STR },
+    { .name = NULL },
+};
+
+/* The BlockdevAmendOptions union's member types (qsd checks them before
+ * anything else): "driver", and the driver's branch. */
+static const BlockDriver *check_amend_options(json_t *opts, Error **errp)
+{
+    const BlockDriver *drv;
+    json_t *d = json_object_get(opts, "driver");
+
+    if (!d) {
+        error_setg(errp, "Parameter 'options.driver' is missing");
+        return NULL;
+    }
+    if (!json_is_string(d)) {
+        error_setg(errp, "Invalid parameter type for 'options.driver', "
+                   "expected: string");
+        return NULL;
+    }
+    drv = bdrv_find_driver(json_string_value(d));
+    if (!drv) {
+        error_setg(errp, "Parameter 'options.driver' does not accept "
+                   "value '%s'", json_string_value(d));
+        return NULL;
+    }
+    if (drv->amend_check ? !drv->amend_check(opts, errp)
+                         : !argspec_check(opts, amend_driver_only, "options",
+                                          false, errp)) {
+        return NULL;
+    }
+    return drv;
+}
+
+/* Checks in qsd 7.2's order, with its words. */
+static bool qmp_x_blockdev_amend(json_t *args, json_t **ret, Error **errp)
+{
+    json_t *opts = json_object_get(args, "options");
+    const BlockDriver *drv = check_amend_options(opts, errp);
+    BlockNode *bs;
+
+    if (!drv) {
+        return false;
+    }
+    bs = bdrv_lookup_node(NULL, arg_str(args, "node-name", ""), errp);
+    if (!bs) {
+        return false;
+    }
+    if (bs->drv != drv) {
+        error_setg(errp, "x-blockdev-amend doesn't support changing the "
+                   "block driver");
+        return false;
+    }
+    if (!drv->co_amend) {
+        error_setg(errp, "Driver does not support x-blockdev-amend");
+        return false;
+    }
+    return amend_job_start(arg_str(args, "job-id", ""), bs, opts,
+                           arg_bool(args, "force", false), errp) != NULL;
 }
 
 /* ---- blockdev-snapshot ---- */
@@ -406,5 +479,7 @@ const QmpCommand qmp_create_commands[] = {
       .args = blockdev_snapshot_args },
     { .name = "blockdev-snapshot-sync", .fn = qmp_blockdev_snapshot_sync,
       .args = blockdev_snapshot_sync_args },
+    { .name = "x-blockdev-amend", .fn = qmp_x_blockdev_amend,
+      .args = amend_args, .features = qmp_features_unstable },
     { .name = NULL },
 };

@@ -53,6 +53,11 @@ json_t *qmp_schema_build(void);
 extern const QmpEvent qmp_events[];   /* events.c */
 const QmpEvent *qmp_find_event(const char *name);
 
+/* The members of an ARG_OBJECT (open) that is BlockdevOptions, checked by
+ * the handler (blockdev-reopen's elements): none here, so the dispatcher
+ * checks only that it is an object; the schema describes the union. */
+extern const ArgSpec qmp_blockdev_options_members[];
+
 /* Return-value specs shared by tables: anything, and an array of anything. */
 extern const ArgSpec qmp_ret_any[];
 extern const ArgSpec qmp_ret_array[];

@@ -220,6 +220,10 @@ static const char *ref_type(Schema *s, bool or_null)
                                "meta-type", "alternate"));
 }
 
+const ArgSpec qmp_blockdev_options_members[] = {
+    { .name = NULL },
+};
+
 static const char *type_of(Schema *s, const ArgSpec *a)
 {
     switch (a->type) {
@@ -237,6 +241,9 @@ static const char *type_of(Schema *s, const ArgSpec *a)
     case ARG_OBJECT:
         if (a->members == transaction_action_args) {
             return transaction_action_type(s);
+        }
+        if (a->members == qmp_blockdev_options_members) {
+            return blockdev_options(s);
         }
         if (!a->members) {
             return builtin(s, "any", "value");

@@ -48,6 +48,7 @@ SAME_AS_QSD = [
     'blockdev-snapshot-sync', 'drive-backup',
     'blockdev-snapshot-internal-sync',
     'blockdev-snapshot-delete-internal-sync',
+    'qom-list', 'qom-list-types', 'qom-list-properties',
     'BLOCK_IMAGE_CORRUPTED', 'BLOCK_JOB_COMPLETED', 'BLOCK_JOB_CANCELLED',
     'BLOCK_JOB_ERROR', 'BLOCK_JOB_READY', 'BLOCK_JOB_PENDING',
     'BLOCK_WRITE_THRESHOLD', 'JOB_STATUS_CHANGE', 'BLOCK_EXPORT_DELETED',
@@ -346,6 +347,14 @@ def test_shape_matches_qsd(daemon, workdir):
     tcases = {v['case']: v['type'] for v in tadd['variants']}
     assert orr(od[dict((v['case'], v['type']) for v in add['variants'])
                   ['null-co']]['name']) == tr(tcases['null-co'])
+    # blockdev-reopen: {options: [BlockdevOptions]}, the same union as
+    # blockdev-add's, as qsd has it.
+    for d in (od, td):
+        ro = d[d['blockdev-reopen']['arg-type']]['members']
+        assert [(m['name'], 'default' in m) for m in ro] == \
+            [('options', False)]
+        assert d[ro[0]['type']]['element-type'] == \
+            d['blockdev-add']['arg-type']
     # Each driver's members are members qsd describes, of the same kind
     # (we accept a subset of some drivers' options).
     for v in add['variants']:
