@@ -585,6 +585,9 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
             if (ret == 0) {
                 job_progress_set_remaining(job, 0);
                 __atomic_store_n(&s->synced, true, __ATOMIC_RELEASE);
+                /* what the query shows at READY is this instant's count */
+                __atomic_store_n(&s->dirty_bytes, bdrv_get_dirty_count(s->dbm),
+                                 __ATOMIC_RELAXED);
                 job_transition_to_ready(job);
             } else if (ret != -EAGAIN &&
                        job_error_action(job, s->on_target_error, false,
