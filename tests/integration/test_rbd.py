@@ -523,7 +523,18 @@ def test_rbd_cluster_gone_during_job(daemon, workdir):
         qemu_io('-f', 'raw', '-c', 'write -P 0x31 0 %d' % size, src)
         c.create('gone', size)
         add_local(qmp, 'src', src)
-        qmp.execute('blockdev-add', c.opts('gone', **{'node-name': 'tgt'}))
+        # The node's librados gives up on the stopped OSD after 2 s a
+        # request instead of the cluster's 10 s (the test's own length).
+        fast = os.path.join(d, 'fast.conf')
+        with open(c.conf) as f:
+            conf = f.read()
+        for key in ('rados_osd_op_timeout', 'rados_mon_op_timeout',
+                    'client_mount_timeout'):
+            conf = conf.replace('%s = 10' % key, '%s = 2' % key)
+        with open(fast, 'w') as f:
+            f.write(conf)
+        qmp.execute('blockdev-add', c.opts('gone', conf=fast,
+                                           **{'node-name': 'tgt'}))
         qmp.execute('blockdev-backup', job_id='b0', device='src',
                     target='tgt', sync='full', speed=8 * MiB)
         wait_until(lambda: qmp.execute('query-block-jobs')[0]['offset'] > 0,
