@@ -9,13 +9,14 @@
 #   bench/bench-migrate.sh [blockjobd-binary]  (default build/src/daemon/blockjobd)
 # Env: BENCH_DIR (default: a temp dir under /var/tmp), ROUNDS (default 3),
 # CONNS (blockjobd's x-connections, default 4: multi-conn, as our server
-# advertises it; CONNS=1 measures what multi-conn buys).
+# advertises it; CONNS=1 measures what multi-conn buys), TLS=1 (x509 TLS
+# between the daemons, certificates made with certtool in BENCH_DIR).
 # Figures mean something only on a quiet machine (load < 1.5).
 set -eu
 BJ=${1:-build/src/daemon/blockjobd}
 BJ=$(readlink -f "$BJ")
 DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/bench-migrate.XXXXXX)}
-export BJ DIR ROUNDS=${ROUNDS:-3} CONNS=${CONNS:-4}
+export BJ DIR ROUNDS=${ROUNDS:-3} CONNS=${CONNS:-4} TLS=${TLS:-0}
 export PYTHONPATH="$(cd "$(dirname "$0")/../tests/integration" && pwd)"
 trap 'rm -rf "$DIR"' EXIT
 /usr/bin/python3 - <<'PY'
@@ -27,6 +28,16 @@ from remote import free_port
 BJ, DIR = os.environ['BJ'], os.environ['DIR']
 ROUNDS = int(os.environ['ROUNDS'])
 CONNS = int(os.environ['CONNS'])
+TLS = os.environ['TLS'] == '1'
+SERVER_TLS, CLIENT_TLS, NODE_TLS = [], [], {}
+if TLS:
+    import tlscerts
+    ca = tlscerts.CA(DIR, 'bench')
+    SERVER_TLS = ['--object', 'tls-creds-x509,id=t0,endpoint=server,dir=%s'
+                  % tlscerts.make_x509_dir(DIR, 'server', ca)]
+    CLIENT_TLS = ['--object', 'tls-creds-x509,id=t0,endpoint=client,dir=%s'
+                  % tlscerts.make_x509_dir(DIR, 'client', ca, server=False)]
+    NODE_TLS = {'tls-creds': 't0'}
 GiB = 1 << 30
 SRC = os.path.join(DIR, 'src.raw')
 
@@ -52,20 +63,20 @@ def migrate_once(binary, tag):
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'raw', dst, str(GiB)],
                    check=True)
     port = str(free_port())
-    dest = daemon(binary, [
+    dest = daemon(binary, SERVER_TLS + [
         '--blockdev', 'driver=file,node-name=df,filename=%s' % dst,
         '--blockdev', 'driver=raw,node-name=disk,file=df',
-        '--nbd-server', 'addr.type=inet,addr.host=127.0.0.1,addr.port=%s'
-        % port,
+        '--nbd-server', 'addr.type=inet,addr.host=127.0.0.1,addr.port=%s%s'
+        % (port, ',tls-creds=t0' if TLS else ''),
         '--export', 'type=nbd,id=x,node-name=disk,name=disk,writable=on'])
-    src = daemon(binary, [
+    src = daemon(binary, CLIENT_TLS + [
         '--blockdev', 'driver=file,node-name=sf,filename=%s' % SRC,
         '--blockdev', 'driver=raw,node-name=disk,file=sf'])
     try:
         opts = {'driver': 'nbd', 'node-name': 'remote', 'export': 'disk',
                 'discard': 'unmap',
                 'server': {'type': 'inet', 'host': '127.0.0.1',
-                           'port': port}}
+                           'port': port}, **NODE_TLS}
         if tag == 'blockjobd':
             opts['x-connections'] = CONNS
         src.qmp.execute('blockdev-add', opts)
@@ -100,7 +111,8 @@ for rnd in range(ROUNDS):
     for tag, b in order:
         res[tag].append(migrate_once(b, tag))
 print('migrate 1 GiB (512 MiB data + 512 MiB hole) over TCP loopback, '
-      'median of %d; blockjobd x-connections=%d' % (ROUNDS, CONNS))
+      'median of %d; blockjobd x-connections=%d%s' % (
+          ROUNDS, CONNS, '; x509 TLS' if TLS else ''))
 print('%-10s %9s %9s' % ('daemon', 'ready s', 'done s'))
 med = {}
 for tag in ('blockjobd', 'qsd'):
