@@ -17,6 +17,7 @@ import pytest
 
 from bjtest import (QMPError, blockdev_add_error, qemu_img, qemu_io,
                     run_blockjobd)
+from remote import unexport
 
 MiB = 1 << 20
 PASS = 'correct horse'
@@ -125,9 +126,7 @@ def test_qemu_image_read_write(luksd, workdir, variant):
     # Our writes, aligned and not, as qemu reads them back.
     qemu_io('-f', 'raw', '-c', 'write -P 0x44 1M 128k',
             '-c', 'write -P 0x55 777 1000', '-c', 'write -z 3M 4k', uri)
-    # qemu-io has exited, but the server may not have seen it hang up
-    qmp.execute('block-export-del', id='e0', mode='hard')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)       # qemu-io's hang-up may not be seen yet
     qmp.execute('nbd-server-stop')
     qmp.execute('blockdev-del', node_name='l0')
     qio(img, 'read -P 0x11 0 777', 'read -P 0x55 777 1000',
@@ -183,9 +182,7 @@ def test_create_used_by_qemu(luksd, workdir, extra, info):
     qemu_io('-f', 'raw', '-c', 'read -P 0x61 0 2M',
             '-c', 'read -P 0x62 5M 4097',
             '-c', 'write -P 0x63 7M 1M', '-c', 'write -P 0x64 100 10', uri)
-    # qemu-io has exited, but the server may not have seen it hang up
-    qmp.execute('block-export-del', id='e0', mode='hard')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)       # qemu-io's hang-up may not be seen yet
     qmp.execute('nbd-server-stop')
     qmp.execute('blockdev-del', node_name='l0')
     qio(img, 'read -P 0x61 0 100', 'read -P 0x64 100 10',
@@ -368,9 +365,7 @@ def test_qcow2_luks_interop(luksd, workdir):
             '-c', 'read -P 0x0b 6M 2M', '-c', 'write -P 0x33 512 1024',
             '-c', 'write -P 0x44 7M 100k', '-c', 'write -P 0x55 5M 512',
             '-c', 'write -P 0x66 3000000 200000', uri)
-    # qemu-io has exited, but the server may not have seen it hang up
-    qmp.execute('block-export-del', id='e0', mode='hard')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)       # qemu-io's hang-up may not be seen yet
     qmp.execute('nbd-server-stop')
     qmp.execute('blockdev-del', node_name='q0')
     qio_qcow2(img, 'read -P 0x11 0 512', 'read -P 0x33 512 1024',
@@ -487,9 +482,7 @@ def test_qcow2_luks_create(luksd, workdir):
             '-c', 'read -P 0x72 3M 5000', '-c', 'read -P 0 4M 4M',
             '-c', 'write -P 0x73 6M 70000', '-c', 'write -P 0x74 1000 24',
             uri)
-    # qemu-io has exited, but the server may not have seen it hang up
-    qmp.execute('block-export-del', id='e0', mode='hard')
-    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    unexport(qmp)       # qemu-io's hang-up may not be seen yet
     qmp.execute('nbd-server-stop')
     qmp.execute('blockdev-del', node_name='q0')
     qio_qcow2(img, 'read -P 0x71 0 1000', 'read -P 0x74 1000 24',
