@@ -9,9 +9,12 @@ Every image uses a short iter-time: PBKDF2 at qemu's default of 2 s per
 key slot would make each open take seconds.
 """
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -43,19 +46,40 @@ def compare(a, b, *extra):
              a, b)
 
 
+# qemu-img create benchmarks PBKDF2 for every LUKS image it makes, about
+# 2.5 s of CPU whatever iter-time says.  Each kind of image is made once
+# per run and copied for every test that wants one (the copies share salt
+# and UUID, which no test looks at).
+_TEMPLATES = {}
+_TEMPLATE_DIR = []
+
+
+def _template(fmt, opts, size):
+    key = (fmt, opts, size)
+    if key not in _TEMPLATES:
+        if not _TEMPLATE_DIR:
+            _TEMPLATE_DIR.append(tempfile.mkdtemp(prefix='bj-luks-'))
+            atexit.register(shutil.rmtree, _TEMPLATE_DIR[0], True)
+        path = os.path.join(_TEMPLATE_DIR[0], 'tmpl%d' % len(_TEMPLATES))
+        # qemu-img's PBKDF2 benchmark fails now and then on a loaded
+        # machine ("Unable to get accurate CPU usage", measuring no CPU
+        # time): that one failure is retried, any other fails the test.
+        for _ in range(20):
+            p = qemu_img('create', '-q', '-f', fmt, '--object', SECRET,
+                         '-o', opts, path, size, check=False)
+            if 'Unable to get accurate CPU usage' not in p.stderr:
+                break
+        assert p.returncode == 0, p.stderr
+        _TEMPLATES[key] = path
+    return _TEMPLATES[key]
+
+
 def qemu_luks_image(path, size='4M', *extra):
+    """A LUKS image made by qemu-img at path (the passphrase PASS)."""
     opts = 'key-secret=sec0,iter-time=100'
     for e in extra:
         opts += ',' + e
-    # qemu-img's PBKDF2 benchmark fails now and then on a loaded machine
-    # ("Unable to get accurate CPU usage", measuring no CPU time): that
-    # one failure is retried, any other fails the test.
-    for _ in range(20):
-        p = qemu_img('create', '-q', '-f', 'luks', '--object', SECRET, '-o',
-                     opts, path, size, check=False)
-        if 'Unable to get accurate CPU usage' not in p.stderr:
-            break
-    assert p.returncode == 0, p.stderr
+    shutil.copyfile(_template('luks', opts, size), path)
 
 
 def add_luks(qmp, node, path, secret='sec0'):
@@ -311,15 +335,11 @@ def qcow2_opts(path, secret='sec0'):
 
 
 def qemu_qcow2_luks(path, size, *extra):
+    """A qcow2 image with encrypt.format=luks made by qemu-img at path."""
     opts = 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=100'
     for e in extra:
         opts += ',' + e
-    for _ in range(20):   # as in qemu_luks_image
-        p = qemu_img('create', '-q', '-f', 'qcow2', '--object', SECRET, '-o',
-                     opts, path, size, check=False)
-        if 'Unable to get accurate CPU usage' not in p.stderr:
-            break
-    assert p.returncode == 0, p.stderr
+    shutil.copyfile(_template('qcow2', opts, size), path)
 
 
 def qio_qcow2(path, *cmds):
