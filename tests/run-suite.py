@@ -13,8 +13,11 @@ is listed with its reason above the closing line, which is exactly
 Exit status: 0 only if nothing failed and something passed.
 
 Build directories: build/ and build-asan/, or BLOCKJOBD_BUILDS.
-Options: --only normal|asan, --no-unit, --no-integration, and anything after
-'--' goes to pytest (e.g. -- -k daemon).
+Options: --only normal|asan, --no-unit, --no-integration, --serial, and
+anything after '--' goes to pytest (e.g. -- -k daemon).
+
+The integration runs of the two builds go at the same time (their output
+one after the other); --serial (or BLOCKJOBD_SERIAL=1) runs them in turn.
 
 Two checking modes run only when asked for (scripts/test.sh --valgrind,
 --tsan), never in the default run:
@@ -193,7 +196,9 @@ def run_unit(tally, label, builddir):
 
 # ---- integration tests (pytest) --------------------------------------------
 
-def run_integration(tally, label, builddir, pytest_args):
+def start_integration(label, builddir, pytest_args, log=None):
+    """Starts pytest on one build; returns what finish_integration needs.
+    Its output goes to stdout, or to the file log when given."""
     binary = os.path.join(REPO, builddir, 'src', 'daemon', 'blockjobd')
     xml = os.path.join(REPO, builddir, 'meson-logs', 'pytest-junit.xml')
     if os.path.exists(xml):
@@ -209,7 +214,8 @@ def run_integration(tally, label, builddir, pytest_args):
            '--rootdir', REPO,
            '--junitxml', xml, os.path.join(REPO, 'tests', 'integration')]
     cmd += pytest_args
-    print('==> integration tests (%s): BLOCKJOBD_BIN=%s' % (label, binary),
+    print('==> integration tests (%s): BLOCKJOBD_BIN=%s%s'
+          % (label, binary, ' (output in %s)' % log if log else ''),
           flush=True)
     # A scratch working directory: tools that drop files in the current
     # directory (fio's verify state) must not litter the repository.  The
@@ -219,10 +225,26 @@ def run_integration(tally, label, builddir, pytest_args):
     # meanwhile prunes under a running one.
     scratch = tempfile.mkdtemp(prefix='bj-suite-')
     cmd += ['--basetemp', os.path.join(scratch, 'tmp')]
+    out = open(log, 'w') if log else None
+    proc = subprocess.Popen(cmd, env=env, cwd=scratch, stdout=out,
+                            stderr=subprocess.STDOUT if out else None)
+    if out:
+        out.close()
+    return (label, xml, scratch, proc, log)
+
+
+def finish_integration(tally, run):
+    """Waits for a run from start_integration and counts its results."""
+    label, xml, scratch, proc, log = run
     try:
-        rc = subprocess.call(cmd, env=env, cwd=scratch)
+        rc = proc.wait()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if log:
+        print('==> integration tests (%s), output:' % label, flush=True)
+        with open(log) as f:
+            shutil.copyfileobj(f, sys.stdout)
+        sys.stdout.flush()
     if not os.path.exists(xml):
         tally.fail('integration[%s]' % label,
                    'pytest exited %d with no report' % rc)
@@ -248,11 +270,35 @@ def run_integration(tally, label, builddir, pytest_args):
                    'pytest exited with status %d' % rc)
 
 
+def run_integration(tally, builds, pytest_args, serial):
+    """The integration tests once per build.  The builds run at the same
+    time (each daemon is mostly waiting on I/O, processes and events, so
+    two runs share two cores well): the first prints as it goes, the
+    others' output follows when they end.  serial runs one after the
+    other."""
+    if serial or len(builds) < 2:
+        for label, builddir in builds:
+            finish_integration(tally, start_integration(label, builddir,
+                                                        pytest_args))
+        return
+    logdir = tempfile.mkdtemp(prefix='bj-suite-logs-')
+    runs = [start_integration(builds[0][0], builds[0][1], pytest_args)]
+    for label, builddir in builds[1:]:
+        runs.append(start_integration(
+            label, builddir, pytest_args,
+            log=os.path.join(logdir, 'pytest-%s.log' % label)))
+    for run in runs:
+        finish_integration(tally, run)
+    shutil.rmtree(logdir, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--only', choices=[b[0] for b in BUILDS + CHECK_BUILDS])
     ap.add_argument('--no-unit', action='store_true')
     ap.add_argument('--no-integration', action='store_true')
+    ap.add_argument('--serial', action='store_true',
+                    help='integration runs one build after the other')
     ap.add_argument('pytest_args', nargs='*')
     args = ap.parse_args()
 
@@ -264,8 +310,8 @@ def main():
         for label, builddir in builds:
             run_unit(tally, label, builddir)
     if not args.no_integration:
-        for label, builddir in builds:
-            run_integration(tally, label, builddir, args.pytest_args)
+        run_integration(tally, builds, args.pytest_args,
+                        args.serial or bool(os.environ.get('BLOCKJOBD_SERIAL')))
 
     if tally.passed == 0 and not tally.failed:
         tally.fail('suite', 'no test ran')
