@@ -104,18 +104,21 @@ def test_one_byte_run_packs_like_qemu(daemon, workdir, qsd, cluster):
     qemu_io('-f', 'qcow2', '-c', 'read -P 0x61 0 8M', tgt)
 
 
-def mixed_source(path, size):
-    """Patterns, zeroes, a hole and incompressible data."""
-    qemu_img('create', '-q', '-f', 'raw', path, size)
-    qemu_io('-f', 'raw', '-c', 'write -P 1 0 8M', '-c', 'write -P 2 9M 3M',
-            '-c', 'write -z 12M 1M', path)
+def mixed_source(path, u, size=None):
+    """Patterns, zeroes, a hole and incompressible data in the first 20
+    units of u bytes (a MiB, or less where clusters are small) of a disk of
+    size bytes (24 units if not given)."""
+    qemu_img('create', '-q', '-f', 'raw', path, size or 24 * u)
+    qemu_io('-f', 'raw', '-c', 'write -P 1 0 %d' % (8 * u),
+            '-c', 'write -P 2 %d %d' % (9 * u, 3 * u),
+            '-c', 'write -z %d %d' % (12 * u, u), path)
     with open(path, 'r+b') as f:
-        rnd = os.urandom(MiB)
-        f.seek(14 * MiB)
+        rnd = os.urandom(u)
+        f.seek(14 * u)
         f.write(rnd)
         # Half random, half a pattern: clusters that compress to about
         # half, so packing crosses host cluster boundaries.
-        for off in range(16 * MiB, 20 * MiB, 4096):
+        for off in range(16 * u, 20 * u, 4096):
             f.seek(off)
             f.write(os.urandom(1024) + bytes([off >> 12 & 0xff]) * 3072)
 
@@ -139,11 +142,14 @@ def test_mixed_data_and_overwrite(daemon, workdir, cluster, direct,
     no leaks).  cache.direct=on: packed in whole request-aligned blocks."""
     opts = {'cache': {'direct': True}} if direct else {}
     d = str(workdir)
-    size = 24 * MiB
+    # 512-byte clusters: a 3 MiB disk already has 6144 of them (24 MiB
+    # took half a minute under ASan).
+    u = MiB if cluster >= 4096 else MiB // 8
+    size = 24 * u
     src = os.path.join(d, 'src.raw')
     src2 = os.path.join(d, 'src2.raw')
     tgt = os.path.join(d, 'tgt.qcow2')
-    mixed_source(src, size)
+    mixed_source(src, u)
     make_target(tgt, size, cluster)
     backup(daemon.qmp, 'raw', src, tgt, opts)
     first = check(tgt)
@@ -152,8 +158,8 @@ def test_mixed_data_and_overwrite(daemon, workdir, cluster, direct,
     if not overwrite:
         return
     qemu_img('create', '-q', '-f', 'raw', src2, size)
-    qemu_io('-f', 'raw', '-c', 'write -P 7 2M 12M', '-c', 'write -P 8 16M 2M',
-            src2)
+    qemu_io('-f', 'raw', '-c', 'write -P 7 %d %d' % (2 * u, 12 * u),
+            '-c', 'write -P 8 %d %d' % (16 * u, 2 * u), src2)
     backup(daemon.qmp, 'raw', src2, tgt, opts)
     check(tgt)
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', src2, tgt)
@@ -183,7 +189,7 @@ def test_kill_during_compressed_backup_only_leaks(daemon, workdir):
     size = 64 * MiB
     src = os.path.join(d, 'src.raw')
     tgt = os.path.join(d, 'tgt.qcow2')
-    mixed_source(src, size)
+    mixed_source(src, MiB, size)
     make_target(tgt, size, 4096)
     qmp = daemon.qmp
     blockdev_add_image(qmp, 'raw', 'src', src)
@@ -220,7 +226,7 @@ def test_backup_over_qemus_compressed_clusters(daemon, workdir):
     first = os.path.join(d, 'first.raw')
     src = os.path.join(d, 'src.raw')
     tgt = os.path.join(d, 'tgt.qcow2')
-    mixed_source(first, size)
+    mixed_source(first, MiB, size)
     qemu_img('convert', '-c', '-O', 'qcow2', '-o', 'cluster_size=4096',
              first, tgt)
     assert check(tgt)['compressed-clusters'] > 0
