@@ -121,6 +121,38 @@ static void acct_done(BlockNode *bs, int type, int64_t offset, int64_t bytes,
     }
 }
 
+/* ---- guests' requests (BlockNode.guest, for jobs that yield) ---- */
+
+/* Counts a guest's request in at the node it enters (NULL: not a guest's;
+ * a pivot that moves the edge meanwhile leaves the count where it began). */
+static BlockNode *guest_begin(BlockChild *c, int64_t *t0)
+{
+    BlockNode *bs = c->node;
+
+    if (!c->klass || !c->klass->guest_io) {
+        return NULL;
+    }
+    atomic_store_explicit(&bs->guest.in_flight,
+                          atomic_load_explicit(&bs->guest.in_flight,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    *t0 = now_ns();
+    return bs;
+}
+
+static void guest_end(BlockNode *bs, int64_t t0)
+{
+    if (!bs) {
+        return;
+    }
+    stat_add(&bs->guest.ops, 1);
+    stat_add(&bs->guest.total_ns, (uint64_t)(now_ns() - t0));
+    atomic_store_explicit(&bs->guest.in_flight,
+                          atomic_load_explicit(&bs->guest.in_flight,
+                                               memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+}
+
 typedef struct ThresholdEvent {
     char node_name[sizeof(((BlockNode *)0)->node_name)];
     uint64_t exceeded, threshold;
@@ -274,14 +306,18 @@ int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,
     if (bytes == 0) {
         return 0;
     }
+    int64_t tg = 0;
+    BlockNode *g = guest_begin(c, &tg);
     bs = request_begin(c, bs, offset, bytes, false, &ret);
     if (ret < 0) {
+        guest_end(g, tg);
         return ret;
     }
     int64_t t0 = now_ns();
     ret = aligned_preadv(bs, offset, bytes, qiov, flags);
     acct_done(bs, BLOCK_ACCT_READ, offset, bytes, t0, ret);
     bdrv_dec_in_flight(bs);
+    guest_end(g, tg);
     return ret;
 }
 
@@ -365,8 +401,11 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     if (bytes == 0) {
         return 0;
     }
+    int64_t tg = 0;
+    BlockNode *g = guest_begin(c, &tg);
     bs = request_begin(c, bs, offset, bytes, true, &ret);
     if (ret < 0) {
+        guest_end(g, tg);
         return ret;
     }
     check_write_threshold(bs, offset, bytes);
@@ -384,6 +423,7 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
+    guest_end(g, tg);
     return ret;
 }
 
@@ -484,8 +524,11 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
     if (!bs->discard_unmap) {
         flags &= ~BLK_REQ_MAY_UNMAP;
     }
+    int64_t tg = 0;
+    BlockNode *g = guest_begin(c, &tg);
     bs = request_begin(c, bs, offset, bytes, true, &ret);
     if (ret < 0) {
+        guest_end(g, tg);
         return ret;
     }
     check_write_threshold(bs, offset, bytes);
@@ -494,6 +537,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
     acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
     bdrv_dec_in_flight(bs);
+    guest_end(g, tg);
     return ret;
 }
 
@@ -524,8 +568,11 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     if (start >= end) {
         return 0;
     }
+    int64_t tg = 0;
+    BlockNode *g = guest_begin(c, &tg);
     bs = request_begin(c, bs, start, end - start, true, &ret);
     if (ret < 0) {
+        guest_end(g, tg);
         return ret;
     }
     check_write_threshold(bs, start, end - start);
@@ -543,6 +590,7 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     acct_done(bs, BLOCK_ACCT_UNMAP, start, end - start, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, start, end - start);
     bdrv_dec_in_flight(bs);
+    guest_end(g, tg);
     return ret;
 }
 

@@ -849,6 +849,7 @@ bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
         .iothread = true,                                                   \
         .instance_size = sizeof(MirrorJob),                                 \
         .block_job_events = true,                                           \
+        .yields = true,                                                     \
         .run = mirror_run,                                                  \
         .complete = mirror_complete,                                        \
         .cancel = mirror_cancel,                                            \

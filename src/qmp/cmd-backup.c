@@ -57,6 +57,7 @@ static const ArgSpec blockdev_backup_args[] = {
     { .name = "x-perf", .type = ARG_OBJECT, .optional = true,
       .members = x_perf_args },
     { .name = "target", .type = ARG_STR },
+    QMP_JOB_ARG_X_YIELD,          /* our extension, last */
     { .name = NULL },
 };
 
@@ -283,6 +284,7 @@ static const ArgSpec drive_backup_args[] = {
     { .name = "format", .type = ARG_STR, .optional = true },
     { .name = "mode", .type = ARG_ENUM, .optional = true,
       .enum_values = drive_mode_names },
+    QMP_JOB_ARG_X_YIELD,          /* our extension, last */
     { .name = NULL },
 };
 
