@@ -11,6 +11,7 @@
  *       -> no limit: the job runs at full speed (or its `speed`)
  *     guest busy:
  *       latency = mean latency of the requests that ended in the period
+ *                 (latency and IOPS smoothed over about four samples)
  *       base    = lowest latency seen, drifting up 1/256 a sample
  *       peak    = highest guest IOPS seen, decaying 1/256 a sample
  *       congested: latency > base * latency-pct/100,
@@ -20,6 +21,10 @@
  *       otherwise   -> limit grows by max(limit/8, min-speed), up to four
  *                      times what the job actually copied lately
  *     (the first limit is half of what the job copied lately)
+ *   a background mirror whose dirty count does not shrink under the limit
+ *   (clients re-dirty most of what it copies) makes the back-off stand
+ *   aside for good (job_yield_step_aside): it must converge; with
+ *   copy-mode auto it turns write-blocking instead
  *   a mirror in READY is not held back (it copies only what clients
  *   dirty; holding it back would make its final drained copy longer)
  *
@@ -39,11 +44,12 @@
 
 #include "job/blockjob.h"
 #include "util/alloc.h"
+#include "util/log.h"
 
 #define SAMPLE_NS           50000000LL
 #define IDLE_SAMPLES        3
 #define DEFAULT_LATENCY_PCT 120
-#define DEFAULT_MIN_SPEED   (4LL << 20)
+#define DEFAULT_MIN_SPEED   (16LL << 20)
 #define MAX_WATCHED         64
 #define PRIOR_MIN_OPS       64
 
@@ -55,8 +61,9 @@ struct JobYield {
     uint64_t ops, total_ns, progress;
     int64_t at_ns;
     int idle;
+    bool idle_before;        /* the last sample saw no guest */
     double base_lat_ns, peak_iops, job_rate;
-    /* the last sample, for the query */
+    /* the guest's smoothed latency and rate (also for the query) */
     double guest_iops, guest_lat_ns;
     uint64_t backoffs;
 };
@@ -85,6 +92,7 @@ static JobYield *yield_get(Job *job)
         job->yield = bj_calloc(1, sizeof(*job->yield));
         job->yield->p.latency_pct = DEFAULT_LATENCY_PCT;
         job->yield->p.min_speed = DEFAULT_MIN_SPEED;
+        job->yield->idle_before = true;
     }
     return job->yield;
 }
@@ -182,14 +190,17 @@ static void yield_sample(void *opaque)
     double pct = (double)y->p.latency_pct;
 
     y->job_rate = y->job_rate * 0.75 + rate * 0.25;
-    if (job_is_ready(job)) {
+    if (job_is_ready(job) ||
+        __atomic_load_n(&job->yield_aside, __ATOMIC_ACQUIRE)) {
         /* A mirror in READY copies only what clients dirty: holding it
-         * back would only make its final drained copy longer. */
+         * back would only make its final drained copy longer.  A job
+         * that stepped aside must converge. */
         set_limit(job, 0);
         goto out;
     }
     if (d_ops == 0 && in_flight == 0) {
         y->guest_iops = 0;
+        y->idle_before = true;
         if (++y->idle >= IDLE_SAMPLES) {
             set_limit(job, 0);
         }
@@ -202,8 +213,17 @@ static void yield_sample(void *opaque)
         double lat = (double)d_ns / (double)d_ops;
         double iops = dt > 0 ? (double)d_ops / dt : 0;
 
-        y->guest_lat_ns = lat;
-        y->guest_iops = iops;
+        /* Smoothed over about four samples: one slow sample of a noisy
+         * guest is no congestion. */
+        if (y->idle_before) {
+            y->guest_lat_ns = lat;
+            y->guest_iops = iops;
+        } else {
+            y->guest_lat_ns = y->guest_lat_ns * 0.75 + lat * 0.25;
+            y->guest_iops = y->guest_iops * 0.75 + iops * 0.25;
+        }
+        lat = y->guest_lat_ns;
+        iops = y->guest_iops;
         double drifted = y->base_lat_ns * (1 + 1.0 / 256);
         double decayed = y->peak_iops * (1 - 1.0 / 256);
 
@@ -213,6 +233,7 @@ static void yield_sample(void *opaque)
         congested = lat * 100 > y->base_lat_ns * pct ||
                     iops * pct < y->peak_iops * 100;
     }
+    y->idle_before = false;
 
     int64_t limit = __atomic_load_n(&job->yield_limit, __ATOMIC_ACQUIRE);
     if (!limit) {
@@ -275,6 +296,15 @@ void job_yield_free(Job *job)
     job->yield = NULL;
 }
 
+void job_yield_step_aside(Job *job)
+{
+    if (!__atomic_exchange_n(&job->yield_aside, true, __ATOMIC_ACQ_REL)) {
+        log_info("%s job '%s': clients dirty faster than it copies under "
+                 "the back-off; the back-off stands aside",
+                 job->driver->type, job->id);
+    }
+}
+
 void job_yield_query(Job *job, json_t *info)
 {
     JobYield *y = job->yield;
@@ -283,6 +313,9 @@ void job_yield_query(Job *job, json_t *info)
         return;
     }
     json_object_set_new(info, "x-yield", json_boolean(!y->p.disabled));
+    json_object_set_new(info, "x-yield-aside",
+                        json_boolean(__atomic_load_n(&job->yield_aside,
+                                                     __ATOMIC_ACQUIRE)));
     json_object_set_new(info, "x-yield-limit",
                         json_integer(__atomic_load_n(&job->yield_limit,
                                                      __ATOMIC_ACQUIRE)));

@@ -216,6 +216,9 @@ struct Job {
     /* The back-off's limit now (bytes/s, 0: not limiting); written by the
      * main loop (job-yield.c), read by the body (job_is_throttled). */
     int64_t yield_limit;
+    /* The job type asked the back-off to stand aside for good (a
+     * background mirror that would not converge otherwise); atomic. */
+    bool yield_aside;
     JobYield *yield;         /* NULL: the type does not yield */
     JobIoStatus iostatus;
     JobErrorEvents *error_events;  /* throttled BLOCK_JOB_ERROR, or NULL */
@@ -313,6 +316,9 @@ int64_t job_effective_speed(Job *job);
 void job_yield_start(Job *job);
 void job_yield_stop(Job *job);
 void job_yield_free(Job *job);
+/* The back-off stops limiting the job for good (any thread; the body of a
+ * mirror in background mode that does not converge under it). */
+void job_yield_step_aside(Job *job);
 /* Adds the x-yield-* members of query-jobs and query-block-jobs. */
 void job_yield_query(Job *job, json_t *info);
 

@@ -432,14 +432,20 @@ static void mirror_sample(MirrorJob *s, uint64_t cnt)
      * job copied: clients dirty again most of what it copies, and the
      * copy would take four times as long as it should, or forever.
      */
-    if (s->auto_mode && !s->write_blocking &&
+    if (!s->write_blocking &&
         !__atomic_load_n(&s->synced, __ATOMIC_ACQUIRE) && cnt > 0 &&
         s->nsamples > AUTO_WINDOW) {
         int64_t fell = (int64_t)s->samples[AUTO_WINDOW] - (int64_t)cnt;
         uint64_t window_copied = done - s->copied[AUTO_WINDOW];
 
         if (window_copied > 0 && fell < (int64_t)(window_copied / 4)) {
-            mirror_go_write_blocking(s);
+            if (s->auto_mode) {
+                mirror_go_write_blocking(s);
+            } else {
+                /* Background mode converges only by copying faster than
+                 * clients dirty: the back-off must not hold it back. */
+                job_yield_step_aside(&s->job);
+            }
         }
     }
 }
