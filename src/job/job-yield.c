@@ -21,10 +21,10 @@
  *       otherwise   -> limit grows by max(limit/8, min-speed), up to four
  *                      times what the job actually copied lately
  *     (the first limit is half of what the job copied lately)
- *   a background mirror whose dirty count does not shrink under the limit
- *   (clients re-dirty most of what it copies) makes the back-off stand
- *   aside for good (job_yield_step_aside): it must converge; with
- *   copy-mode auto it turns write-blocking instead
+ *   a background mirror that finished a whole pass and still finds more
+ *   dirty than the last area it copied (clients re-dirty what it copied)
+ *   makes the back-off stand aside for good (job_yield_step_aside): it
+ *   must converge
  *   a mirror in READY is not held back (it copies only what clients
  *   dirty; holding it back would make its final drained copy longer)
  *
