@@ -134,7 +134,7 @@ def test_backup_backs_off_and_keeps_point_in_time(daemon, tmp_path):
     qmp = daemon.qmp
     # speed caps the job so that it is still copying while we look.
     qmp.execute('blockdev-backup', job_id='j', device='src', target='tgt',
-                sync='full', speed=8 * MiB,
+                sync='full', speed=4 * MiB,
                 x_yield={'min-speed': MIN_SPEED})
     j = job(qmp)
     assert j['x-yield'] is True and j['x-yield-limit'] == 0
@@ -168,7 +168,7 @@ def test_mirror_bulk_phase_backs_off(daemon, tmp_path):
     # thr is the root (mirror_top goes above it): the job reads through
     # the throttle too, which does not matter here.
     qmp.execute('blockdev-mirror', job_id='j', device='thr', target='tgt',
-                sync='full', speed=8 * MiB,
+                sync='full', speed=4 * MiB,
                 x_yield={'min-speed': MIN_SPEED, 'latency-pct': 150})
     w = make_guest_suffer(daemon, sock)
     wait_job(qmp, lambda j: j['x-yield-limit'] == MIN_SPEED,
