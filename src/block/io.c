@@ -123,20 +123,30 @@ static void acct_done(BlockNode *bs, int type, int64_t offset, int64_t bytes,
 
 /* ---- guests' requests (BlockNode.guest, for jobs that yield) ---- */
 
-/* Counts a guest's request in at the node it enters (NULL: not a guest's;
- * a pivot that moves the edge meanwhile leaves the count where it began). */
-static BlockNode *guest_begin(BlockChild *c, int64_t *t0)
+/* Counts a guest's request in at bs, the node it entered once
+ * request_begin let it through (NULL: not a guest's).  Its latency counts
+ * from t0, taken before request_begin, so a wait in a drained section
+ * counts; the node is held by the request's in-flight count until
+ * guest_end, which comes before bdrv_dec_in_flight. */
+static bool is_guest(BlockChild *c)
 {
-    BlockNode *bs = c->node;
+    return c->klass && c->klass->guest_io;
+}
 
-    if (!c->klass || !c->klass->guest_io) {
+static int64_t guest_t0(BlockChild *c)
+{
+    return is_guest(c) ? now_ns() : 0;
+}
+
+static BlockNode *guest_begin(BlockChild *c, BlockNode *bs)
+{
+    if (!is_guest(c)) {
         return NULL;
     }
     atomic_store_explicit(&bs->guest.in_flight,
                           atomic_load_explicit(&bs->guest.in_flight,
                                                memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    *t0 = now_ns();
     return bs;
 }
 
@@ -306,18 +316,17 @@ int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,
     if (bytes == 0) {
         return 0;
     }
-    int64_t tg = 0;
-    BlockNode *g = guest_begin(c, &tg);
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, offset, bytes, false, &ret);
     if (ret < 0) {
-        guest_end(g, tg);
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     int64_t t0 = now_ns();
     ret = aligned_preadv(bs, offset, bytes, qiov, flags);
     acct_done(bs, BLOCK_ACCT_READ, offset, bytes, t0, ret);
-    bdrv_dec_in_flight(bs);
     guest_end(g, tg);
+    bdrv_dec_in_flight(bs);
     return ret;
 }
 
@@ -401,13 +410,12 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     if (bytes == 0) {
         return 0;
     }
-    int64_t tg = 0;
-    BlockNode *g = guest_begin(c, &tg);
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, offset, bytes, true, &ret);
     if (ret < 0) {
-        guest_end(g, tg);
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     check_write_threshold(bs, offset, bytes);
     int64_t t0 = now_ns();
     if (bs->detect_zeroes && !(flags & BLK_REQ_WRITE_UNCHANGED) &&
@@ -422,8 +430,8 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     }
     acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
-    bdrv_dec_in_flight(bs);
     guest_end(g, tg);
+    bdrv_dec_in_flight(bs);
     return ret;
 }
 
@@ -524,20 +532,19 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
     if (!bs->discard_unmap) {
         flags &= ~BLK_REQ_MAY_UNMAP;
     }
-    int64_t tg = 0;
-    BlockNode *g = guest_begin(c, &tg);
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, offset, bytes, true, &ret);
     if (ret < 0) {
-        guest_end(g, tg);
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     check_write_threshold(bs, offset, bytes);
     int64_t t0 = now_ns();
     ret = do_pwrite_zeroes(bs, offset, bytes, flags);
     acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
-    bdrv_dec_in_flight(bs);
     guest_end(g, tg);
+    bdrv_dec_in_flight(bs);
     return ret;
 }
 
@@ -568,13 +575,12 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     if (start >= end) {
         return 0;
     }
-    int64_t tg = 0;
-    BlockNode *g = guest_begin(c, &tg);
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, start, end - start, true, &ret);
     if (ret < 0) {
-        guest_end(g, tg);
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     check_write_threshold(bs, start, end - start);
     int64_t t0 = now_ns();
     if (bs->drv->co_pdiscard) {
@@ -589,8 +595,8 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     }
     acct_done(bs, BLOCK_ACCT_UNMAP, start, end - start, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, start, end - start);
-    bdrv_dec_in_flight(bs);
     guest_end(g, tg);
+    bdrv_dec_in_flight(bs);
     return ret;
 }
 
