@@ -16,6 +16,7 @@ before the job, a mirror's target against the source after the pivot.
 import os
 import random
 import shutil
+import subprocess
 import threading
 
 import pytest
@@ -143,6 +144,12 @@ def test_backup_backs_off_and_keeps_point_in_time(daemon, tmp_path):
              'the limit halved down to min-speed')
     j = job(qmp)
     assert j['x-yield-backoffs'] > 0 and j['status'] == 'running'
+    p = subprocess.run([bjtest.bjctl_bin(), '--socket', daemon.sock_path,
+                        'info', 'j'], capture_output=True, text=True,
+                       timeout=30, env=bjtest.sanitizer_env())
+    assert p.returncode == 0, p.stderr
+    assert any(line.startswith('back-off:  limiting to 1.0 MiB/s (guest ')
+               for line in p.stdout.splitlines()), p.stdout
     calm_guest(daemon, w)
     wait_job(qmp, lambda j: j['x-yield-limit'] == 0,
              'the back-off lifted for an idle guest')
@@ -205,6 +212,10 @@ def test_back_off_turned_off(daemon, tmp_path):
              'a back-off the job would have made')
     j = job(qmp)
     assert j['x-yield'] is False and j['x-yield-limit'] == 0
+    p = subprocess.run([bjtest.bjctl_bin(), '--socket', daemon.sock_path,
+                        'info', 'j'], capture_output=True, text=True,
+                       timeout=30, env=bjtest.sanitizer_env())
+    assert 'back-off:  off' in p.stdout.splitlines(), p.stdout
     calm_guest(daemon, w)
     qmp.execute('block-job-cancel', device='j', force=True)
     qmp.wait_event('BLOCK_JOB_CANCELLED', match={'data': {'device': 'j'}})
