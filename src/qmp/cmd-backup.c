@@ -306,11 +306,17 @@ static bool drive_backup_prepare(TransactionAction *ta, JobTxn *txn,
     bool existing = arg_enum(d, "mode", drive_mode_names, 1) == 0;
     int sync = arg_enum(d, "sync", sync_names, SYNC_FULL);
     BlockNode *bs, *source = NULL, *target;
+    BlockJobOptions jo;
     const char *fmt;
     bool ok;
 
     bs = bdrv_lookup_node(device, device, errp);
     if (!bs) {
+        return false;
+    }
+    /* Our extension's values are refused before the image is made. */
+    qmp_job_options(d, &jo);
+    if (!job_yield_params_check(&jo.yield, errp)) {
         return false;
     }
     fmt = arg_str(d, "format", existing ? NULL : bs->drv->name);

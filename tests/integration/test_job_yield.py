@@ -300,6 +300,14 @@ def test_x_yield_errors_change_nothing(daemon, tmp_path):
                 qmp.execute(cmd, a)
             assert (e.value.cls, e.value.desc) == ('GenericError', msg), \
                 (cmd, xy)
+    # drive-backup refuses them before it creates its target
+    newfile = os.path.join(str(tmp_path), 'new.qcow2')
+    with pytest.raises(QMPError) as e:
+        qmp.execute('drive-backup', job_id='j', device='src', sync='full',
+                    target=newfile, format='qcow2',
+                    x_yield={'min-speed': 0})
+    assert e.value.desc == minsp
+    assert not os.path.exists(newfile)
     assert qmp.execute('query-block-jobs') == []
     assert qmp.execute('query-jobs') == []
     assert sorted(n['node-name']
