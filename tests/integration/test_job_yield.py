@@ -222,21 +222,31 @@ def test_back_off_turned_off(daemon, tmp_path):
 
 
 def test_idle_disk_not_throttled(daemon, tmp_path):
-    """Without a guest the job is never limited: a mirror runs to READY at
-    full speed, and a stream's query shows the back-off idle."""
+    """Without a guest the job is never limited: a backup held to 16 MiB/s
+    by its speed (so that the back-off samples it for a second or more) is
+    never limited and never counts a back-off; a mirror runs to READY."""
     src, tgt = images(tmp_path)
     qmp = daemon.qmp
     bjtest.blockdev_add_image(qmp, 'raw', 'src', src)
     bjtest.blockdev_add_image(qmp, 'qcow2', 'tgt', tgt)
-    qmp.execute('blockdev-mirror', job_id='j', device='src', target='tgt',
-                sync='full')
-    qmp.wait_event('BLOCK_JOB_READY', timeout=60,
-                   match={'data': {'device': 'j'}})
+    qmp.execute('blockdev-backup', job_id='j', device='src', target='tgt',
+                sync='full', speed=16 * MiB)
+    wait_job(qmp, lambda j: j['offset'] >= SIZE // 2, 'half of it copied')
     j = job(qmp)
     assert (j['x-yield'], j['x-yield-limit'], j['x-yield-backoffs'],
             j['x-yield-guest-iops']) == (True, 0, 0, 0)
-    qmp.execute('block-job-cancel', device='j')
-    qmp.wait_event('BLOCK_JOB_COMPLETED', match={'data': {'device': 'j'}})
+    qmp.execute('block-job-set-speed', device='j', speed=0)
+    qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=60,
+                   match={'data': {'device': 'j'}})
+    qmp.execute('blockdev-mirror', job_id='m', device='src', target='tgt',
+                sync='full')
+    qmp.wait_event('BLOCK_JOB_READY', timeout=60,
+                   match={'data': {'device': 'm'}})
+    j = job(qmp, 'm')
+    assert (j['x-yield'], j['x-yield-limit'], j['x-yield-backoffs'],
+            j['x-yield-guest-iops']) == (True, 0, 0, 0)
+    qmp.execute('block-job-cancel', device='m')
+    qmp.wait_event('BLOCK_JOB_COMPLETED', match={'data': {'device': 'm'}})
     qmp.execute('blockdev-del', node_name='tgt')
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', src, tgt)
 
