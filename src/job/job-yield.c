@@ -12,8 +12,9 @@
  *     guest busy:
  *       latency = mean latency of the requests that ended in the period
  *                 (latency and IOPS smoothed over about four samples)
- *       base    = lowest latency seen, drifting up 1/256 a sample
- *       peak    = highest guest IOPS seen, decaying 1/256 a sample
+ *       base    = lowest (smoothed) latency seen, drifting up 1/256 a
+ *                 sample
+ *       peak    = highest (smoothed) IOPS seen, decaying 1/256 a sample
  *       congested: latency > base * latency-pct/100,
  *                  or IOPS < peak * 100/latency-pct,
  *                  or requests in flight and none ended
@@ -21,10 +22,10 @@
  *       otherwise   -> limit grows by max(limit/8, min-speed), up to four
  *                      times what the job actually copied lately
  *     (the first limit is half of what the job copied lately)
- *   a background mirror that finished a whole pass and still finds more
- *   dirty than the last area it copied (clients re-dirty what it copied)
- *   makes the back-off stand aside for good (job_yield_step_aside): it
- *   must converge
+ *   a mirror that ends a whole pass with data dirty again (clients
+ *   re-dirty what it copied) makes the back-off stand aside for good
+ *   (job_yield_step_aside): a background copy converges only by
+ *   outrunning them
  *   a mirror in READY is not held back (it copies only what clients
  *   dirty; holding it back would make its final drained copy longer)
  *
