@@ -105,6 +105,10 @@ struct BlockChildClass {
     /* External users whose requests must wait (not fail) while the node is
      * drained set this: see bdrv_co_wait_unquiesced. */
     bool postpone_requests_when_drained;
+    /* The user's requests are a guest's (exports): the request path counts
+     * them in BlockNode.guest, which jobs watch to yield to the guest
+     * (job/job-yield.c). */
+    bool guest_io;
     /* x-debug-query-block-graph: the user a non-node parent edge belongs
      * to (edges with the same owner are one vertex), its type and name.
      * Unset: the edge's opaque, "block-backend" and "" (qemu's anonymous
@@ -145,6 +149,15 @@ typedef struct BlockNodeStats {
     _Atomic uint64_t total_time_ns[BLOCK_ACCT__MAX];
     _Atomic uint64_t wr_highest_offset;
 } BlockNodeStats;
+
+/* Guests' requests (from users whose class sets guest_io) entering at a
+ * node: completed count, their total latency and how many are in flight.
+ * One writer (the node's thread); jobs read them from the main loop. */
+typedef struct BlockGuestIo {
+    _Atomic uint64_t ops;
+    _Atomic uint64_t total_ns;
+    _Atomic uint32_t in_flight;
+} BlockGuestIo;
 
 struct BlockNode {
     char node_name[32];
@@ -191,6 +204,7 @@ struct BlockNode {
      * Written only from the node's context (a plain load and store), read
      * from the main loop. */
     BlockNodeStats stats;
+    BlockGuestIo guest;
     /* block-set-write-threshold: 0 when unset; a write or discard ending
      * past it emits BLOCK_WRITE_THRESHOLD once and clears it. */
     _Atomic uint64_t write_threshold;

@@ -121,6 +121,48 @@ static void acct_done(BlockNode *bs, int type, int64_t offset, int64_t bytes,
     }
 }
 
+/* ---- guests' requests (BlockNode.guest, for jobs that yield) ---- */
+
+/* Counts a guest's request in at bs, the node it entered once
+ * request_begin let it through (NULL: not a guest's).  Its latency counts
+ * from t0, taken before request_begin, so a wait in a drained section
+ * counts; the node is held by the request's in-flight count until
+ * guest_end, which comes before bdrv_dec_in_flight. */
+static bool is_guest(BlockChild *c)
+{
+    return c->klass && c->klass->guest_io;
+}
+
+static int64_t guest_t0(BlockChild *c)
+{
+    return is_guest(c) ? now_ns() : 0;
+}
+
+static BlockNode *guest_begin(BlockChild *c, BlockNode *bs)
+{
+    if (!is_guest(c)) {
+        return NULL;
+    }
+    atomic_store_explicit(&bs->guest.in_flight,
+                          atomic_load_explicit(&bs->guest.in_flight,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    return bs;
+}
+
+static void guest_end(BlockNode *bs, int64_t t0)
+{
+    if (!bs) {
+        return;
+    }
+    stat_add(&bs->guest.ops, 1);
+    stat_add(&bs->guest.total_ns, (uint64_t)(now_ns() - t0));
+    atomic_store_explicit(&bs->guest.in_flight,
+                          atomic_load_explicit(&bs->guest.in_flight,
+                                               memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+}
+
 typedef struct ThresholdEvent {
     char node_name[sizeof(((BlockNode *)0)->node_name)];
     uint64_t exceeded, threshold;
@@ -274,13 +316,16 @@ int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,
     if (bytes == 0) {
         return 0;
     }
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, offset, bytes, false, &ret);
     if (ret < 0) {
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     int64_t t0 = now_ns();
     ret = aligned_preadv(bs, offset, bytes, qiov, flags);
     acct_done(bs, BLOCK_ACCT_READ, offset, bytes, t0, ret);
+    guest_end(g, tg);
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -365,10 +410,12 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     if (bytes == 0) {
         return 0;
     }
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, offset, bytes, true, &ret);
     if (ret < 0) {
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     check_write_threshold(bs, offset, bytes);
     int64_t t0 = now_ns();
     if (bs->detect_zeroes && !(flags & BLK_REQ_WRITE_UNCHANGED) &&
@@ -383,6 +430,7 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
     }
     acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
+    guest_end(g, tg);
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -484,15 +532,18 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
     if (!bs->discard_unmap) {
         flags &= ~BLK_REQ_MAY_UNMAP;
     }
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, offset, bytes, true, &ret);
     if (ret < 0) {
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     check_write_threshold(bs, offset, bytes);
     int64_t t0 = now_ns();
     ret = do_pwrite_zeroes(bs, offset, bytes, flags);
     acct_done(bs, BLOCK_ACCT_WRITE, offset, bytes, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, offset, bytes);
+    guest_end(g, tg);
     bdrv_dec_in_flight(bs);
     return ret;
 }
@@ -524,10 +575,12 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     if (start >= end) {
         return 0;
     }
+    int64_t tg = guest_t0(c);
     bs = request_begin(c, bs, start, end - start, true, &ret);
     if (ret < 0) {
         return ret;
     }
+    BlockNode *g = guest_begin(c, bs);
     check_write_threshold(bs, start, end - start);
     int64_t t0 = now_ns();
     if (bs->drv->co_pdiscard) {
@@ -542,6 +595,7 @@ int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
     }
     acct_done(bs, BLOCK_ACCT_UNMAP, start, end - start, t0, ret);
     bdrv_dirty_bitmaps_mark(bs, start, end - start);
+    guest_end(g, tg);
     bdrv_dec_in_flight(bs);
     return ret;
 }

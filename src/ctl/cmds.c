@@ -278,6 +278,36 @@ static void print_copy_state(json_t *j)
     printf("eta:       %s\n", eta);
 }
 
+/* The back-off of a job that yields to the guest (blockjobd's x-yield-*
+ * members of query-jobs; qsd has none). */
+static void print_yield_state(json_t *j)
+{
+    json_t *on = json_object_get(j, "x-yield");
+    int64_t limit = json_integer_value(json_object_get(j, "x-yield-limit"));
+    char rate[32];
+
+    if (!json_is_boolean(on)) {
+        return;
+    }
+    if (!json_is_true(on)) {
+        printf("back-off:  off\n");
+    } else if (json_is_true(json_object_get(j, "x-yield-aside"))) {
+        printf("back-off:  stood aside (the job must converge)\n");
+    } else if (limit > 0) {
+        units_format_size(rate, sizeof(rate), (double)limit);
+        printf("back-off:  limiting to %s/s (guest %lld IOPS, %lld us; "
+               "baseline %lld us)\n", rate,
+               (long long)json_integer_value(json_object_get(
+                   j, "x-yield-guest-iops")),
+               (long long)json_integer_value(json_object_get(
+                   j, "x-yield-guest-latency-us")),
+               (long long)json_integer_value(json_object_get(
+                   j, "x-yield-base-latency-us")));
+    } else {
+        printf("back-off:  not limiting\n");
+    }
+}
+
 int cmd_info(const Ctl *ctl)
 {
     json_auto_t *jobs = NULL;
@@ -318,6 +348,7 @@ int cmd_info(const Ctl *ctl)
         printf("paused:    %s\n", fmt_bool(j, "paused"));
         printf("error:     %s\n", ctl_str_or(j, "error", "-"));
         print_copy_state(j);
+        print_yield_state(j);
     }
     return rc;
 }

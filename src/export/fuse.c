@@ -77,6 +77,7 @@ static const BlockChildClass fuse_child_class = {
     .get_parent_desc = fuse_parent_desc,
     .drained_poll = fuse_drained_poll,
     .postpone_requests_when_drained = true,
+    .guest_io = true,
 };
 
 static FuseExport *find_export(const char *id)

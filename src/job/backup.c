@@ -360,6 +360,7 @@ static const JobDriver backup_driver = {
     .iothread = true,
     .instance_size = sizeof(BackupJob),
     .block_job_events = true,
+    .yields = true,
     .run = backup_run,
     .drained_poll = backup_drained_poll,
     .commit = backup_commit,
@@ -496,9 +497,11 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
         !block_job_add_node(job, "target", target, 0, BLK_PERM_ALL, errp)) {
         goto fail;
     }
-    if (p->job.speed && !job_set_speed(job, p->job.speed, errp)) {
+    if (!job_yield_params_check(&p->job.yield, errp) ||
+        (p->job.speed && !job_set_speed(job, p->job.speed, errp))) {
         goto fail;
     }
+    job_yield_configure(job, &p->job.yield);
     return job;
 
 fail:

@@ -34,9 +34,13 @@ bool block_job_add_intermediate_nodes(Job *job, BlockNode *top,
 
 bool block_job_start(Job *job, const BlockJobOptions *o, Error **errp)
 {
+    if (!job_yield_params_check(&o->yield, errp)) {
+        return false;
+    }
     if (o->speed && !job_set_speed(job, o->speed, errp)) {
         return false;
     }
+    job_yield_configure(job, &o->yield);
     job_start(job);
     return true;
 }

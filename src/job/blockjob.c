@@ -72,6 +72,16 @@ static const BlockChildClass child_job_class = {
     .postpone_requests_when_drained = false,
 };
 
+void block_job_foreach_node(Job *job, void (*fn)(BlockNode *bs, void *opaque),
+                            void *opaque)
+{
+    BlockJobNode *u;
+
+    list_for_each_entry(u, &job->block_users, link) {
+        fn(u->node, opaque);
+    }
+}
+
 Job *block_job_user_of(BlockNode *bs)
 {
     BlockChild *c;

@@ -31,6 +31,9 @@ BlockChild *block_job_add_io_node(Job *job, const char *name, BlockNode *bs,
                                   uint64_t perm, uint64_t shared,
                                   Error **errp);
 void block_job_remove_all_nodes(Job *job);
+/* Calls fn on each node job is attached to (main loop). */
+void block_job_foreach_node(Job *job, void (*fn)(BlockNode *bs, void *opaque),
+                            void *opaque);
 
 /* Refuses a node some job already uses: "Node 'x' is busy: ...". */
 bool block_job_check_node_free(BlockNode *bs, Error **errp);

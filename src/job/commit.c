@@ -343,6 +343,7 @@ static const JobDriver commit_driver = {
     .iothread = true,
     .instance_size = sizeof(CommitJob),
     .block_job_events = true,
+    .yields = true,
     .run = commit_run,
     .cancel = commit_cancel,
     .prepare = commit_prepare,

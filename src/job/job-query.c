@@ -98,6 +98,7 @@ json_t *job_query_jobs(void)
             json_object_set_new(info, "error",
                                 json_string(error_get_pretty(job->err)));
         }
+        job_yield_query(job, info);
         json_array_append_new(list, info);
     }
     return list;
@@ -131,6 +132,7 @@ json_t *job_query_block_jobs(void)
         if (job->driver->query) {
             job->driver->query(job, info);
         }
+        job_yield_query(job, info);
         json_array_append_new(list, info);
     }
     return list;

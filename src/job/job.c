@@ -154,7 +154,16 @@ bool job_pause_requested(Job *job)
 
 bool job_is_throttled(Job *job)
 {
-    return __atomic_load_n(&job->speed, __ATOMIC_ACQUIRE) != 0;
+    return __atomic_load_n(&job->speed, __ATOMIC_ACQUIRE) != 0 ||
+           __atomic_load_n(&job->yield_limit, __ATOMIC_ACQUIRE) != 0;
+}
+
+int64_t job_effective_speed(Job *job)
+{
+    int64_t speed = __atomic_load_n(&job->speed, __ATOMIC_ACQUIRE);
+    int64_t y = __atomic_load_n(&job->yield_limit, __ATOMIC_ACQUIRE);
+
+    return !speed ? y : !y ? speed : speed < y ? speed : y;
 }
 
 static void job_add_pause_count(Job *job, int delta)
@@ -256,6 +265,7 @@ void job_unref(Job *job)
     assert(job->status == JOB_STATUS_NULL);
     assert(!job->txn && !job->co);
     block_job_remove_all_nodes(job);
+    job_yield_free(job);
     if (job->driver->free) {
         job->driver->free(job);
     }
@@ -456,6 +466,7 @@ void job_start(Job *job)
     job->paused = false;
     job->started = true;
     job_state_transition(job, JOB_STATUS_RUNNING);
+    job_yield_start(job);
     aio_co_enter(aio_main_context(), job->co);
 }
 
@@ -464,6 +475,7 @@ static void job_exit_bh(void *opaque)
     Job *job = opaque;
 
     job->busy = false;
+    job_yield_stop(job);
     job_completed(job);
     job_unref(job);
     aio_wait_kick();
@@ -622,7 +634,8 @@ bool job_set_speed(Job *job, int64_t speed, Error **errp)
         return true;
     }
     __atomic_store_n(&job->speed, speed, __ATOMIC_RELEASE);
-    ratelimit_set_speed(&job->limit, (uint64_t)speed, clock_ns());
+    ratelimit_set_speed(&job->limit, (uint64_t)job_effective_speed(job),
+                        clock_ns());
     /* A job sleeping on the old limit recomputes its delay. */
     if (job->sleep.co) {
         job_enter(job);

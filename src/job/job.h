@@ -109,6 +109,18 @@ typedef enum JobErrorAction {
 } JobErrorAction;
 
 typedef struct JobErrorEvents JobErrorEvents;   /* job-error-events.c */
+typedef struct JobYield JobYield;               /* job-yield.c */
+
+/*
+ * The back-off's tuning (our extension argument x-yield, see
+ * docs/guest-impact.md).  Zero-initialised means the defaults.
+ */
+typedef struct JobYieldParams {
+    bool disabled;           /* x-yield.enabled = false */
+    int64_t latency_pct;     /* guest latency allowed, % of its baseline
+                                (0: default) */
+    int64_t min_speed;       /* bytes/s the job keeps at least (0: default) */
+} JobYieldParams;
 
 typedef enum JobIoStatus {
     JOB_IO_STATUS_OK = 0,
@@ -138,6 +150,9 @@ struct JobDriver {
     size_t instance_size;    /* >= sizeof(Job); Job is the first member */
     /* Emits BLOCK_JOB_* events (every type but "create"). */
     bool block_job_events;
+    /* The background copy yields to guests' I/O on the job's nodes
+     * (job-yield.c): backup, mirror, stream, commit. */
+    bool yields;
 
     /* The body.  Returns 0 or -errno; may set errp for a precise message
      * (else the job's error is strerror(-ret)).  Must reach a pause point
@@ -197,7 +212,14 @@ struct Job {
     uint64_t progress_total;     /* "len" / total-progress */
 
     int64_t speed;           /* bytes/s, 0 = unlimited */
-    RateLimit limit;
+    RateLimit limit;         /* at the lower of speed and yield_limit */
+    /* The back-off's limit now (bytes/s, 0: not limiting); written by the
+     * main loop (job-yield.c), read by the body (job_is_throttled). */
+    int64_t yield_limit;
+    /* The job type asked the back-off to stand aside for good (a
+     * background mirror that would not converge otherwise); atomic. */
+    bool yield_aside;
+    JobYield *yield;         /* NULL: the type does not yield */
     JobIoStatus iostatus;
     JobErrorEvents *error_events;  /* throttled BLOCK_JOB_ERROR, or NULL */
     int64_t error_last_ns;         /* the last ignored error */
@@ -234,7 +256,8 @@ Job *job_next(Job *prev);
 bool job_is_cancelled(Job *job);     /* forced cancel requested */
 bool job_cancel_requested(Job *job); /* any cancel requested (any thread) */
 bool job_pause_requested(Job *job);  /* pause_count > 0 (any thread) */
-bool job_is_throttled(Job *job);     /* speed != 0 (any thread) */
+/* speed != 0 or the back-off limits the job (any thread) */
+bool job_is_throttled(Job *job);
 /* waiting, pending, aborting, concluded or null */
 bool job_is_completed(Job *job);
 bool job_is_ready(Job *job);         /* ready or standby */
@@ -279,6 +302,25 @@ void coroutine_fn job_ratelimit_sleep(Job *job, uint64_t bytes);
 /* The chunk size to use under the current speed (see ratelimit_chunk). */
 uint64_t coroutine_fn job_chunk_size(Job *job, uint64_t max_chunk,
                                      uint64_t align);
+
+/* ---- yielding to guests (job-yield.c; main loop) ---- */
+/* Checks x-yield's values ("x-yield.latency-pct must be between 101 and
+ * 10000", "x-yield.min-speed must be positive"). */
+bool job_yield_params_check(const JobYieldParams *p, Error **errp);
+/* Before job_start, for a type that yields: p's tuning (checked). */
+void job_yield_configure(Job *job, const JobYieldParams *p);
+/* The rate the job's limiter applies: the lower of speed and the
+ * back-off's limit (0: unlimited). */
+int64_t job_effective_speed(Job *job);
+/* job.c: the body starts / ended / the job is freed. */
+void job_yield_start(Job *job);
+void job_yield_stop(Job *job);
+void job_yield_free(Job *job);
+/* The back-off stops limiting the job for good (any thread; the body of a
+ * mirror in background mode that does not converge under it). */
+void job_yield_step_aside(Job *job);
+/* Adds the x-yield-* members of query-jobs and query-block-jobs. */
+void job_yield_query(Job *job, json_t *info);
 
 /* Progress ("offset"/"len" of events, current/total-progress). */
 void job_progress_update(Job *job, uint64_t done);

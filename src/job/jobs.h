@@ -21,10 +21,13 @@ typedef struct BlockJobOptions {
      * name must still be one a node could take (NULL: none given; backup
      * and mirror then pick an implicit name). */
     const char *filter_node_name;
+    /* x-yield (our extension): the back-off's tuning, checked when the
+     * job is set up (job_yield_params_check). */
+    JobYieldParams yield;
 } BlockJobOptions;
 
-/* Sets o's speed (if any), then starts job; false, not started, when the
- * speed is refused. */
+/* Sets o's speed (if any) and back-off tuning, then starts job; false, not
+ * started, when either is refused. */
 bool block_job_start(Job *job, const BlockJobOptions *o, Error **errp);
 
 /* block-stream: copies what is allocated between top (exclusive) and base

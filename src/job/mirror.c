@@ -312,8 +312,14 @@ static int64_t issue_op(MirrorJob *s)
     bdrv_reset_dirty_bitmap(s->dbm, start, end - start);
     if (end >= s->len) {
         /* A whole pass and still not converged: clients write faster
-         * than we copy; accept a longer final drained copy. */
+         * than we copy; accept a longer final drained copy.  And the
+         * back-off must not hold the next pass back: what is dirty now
+         * is what clients keep dirtying, which only a faster copy (or
+         * write-blocking) catches up with. */
         s->cursor = 0;
+        if (bdrv_get_dirty_count(s->dbm) > 0) {
+            job_yield_step_aside(&s->job);
+        }
         s->converge_at = s->converge_at * 2 > s->buf_size
                          ? s->buf_size : s->converge_at * 2;
     } else {
@@ -438,7 +444,8 @@ static void mirror_sample(MirrorJob *s, uint64_t cnt)
         int64_t fell = (int64_t)s->samples[AUTO_WINDOW] - (int64_t)cnt;
         uint64_t window_copied = done - s->copied[AUTO_WINDOW];
 
-        if (window_copied > 0 && fell < (int64_t)(window_copied / 4)) {
+        if (s->auto_mode && window_copied > 0 &&
+            fell < (int64_t)(window_copied / 4)) {
             mirror_go_write_blocking(s);
         }
     }
@@ -849,6 +856,7 @@ bool mirror_change_copy_mode(Job *job, MirrorCopyMode mode, Error **errp)
         .iothread = true,                                                   \
         .instance_size = sizeof(MirrorJob),                                 \
         .block_job_events = true,                                           \
+        .yields = true,                                                     \
         .run = mirror_run,                                                  \
         .complete = mirror_complete,                                        \
         .cancel = mirror_cancel,                                            \

@@ -288,6 +288,7 @@ static const JobDriver stream_driver = {
     .iothread = true,
     .instance_size = sizeof(StreamJob),
     .block_job_events = true,
+    .yields = true,
     .run = stream_run,
     .cancel = stream_cancel,
     .prepare = stream_prepare,

@@ -46,6 +46,7 @@ static const BlockChildClass export_child_class = {
     .get_parent_desc = export_parent_desc,
     .drained_poll = export_drained_poll,
     .postpone_requests_when_drained = true,
+    .guest_io = true,
 };
 
 static NbdExport *find_by_id(const char *id)

@@ -57,6 +57,7 @@ static const ArgSpec blockdev_backup_args[] = {
     { .name = "x-perf", .type = ARG_OBJECT, .optional = true,
       .members = x_perf_args },
     { .name = "target", .type = ARG_STR },
+    QMP_JOB_ARG_X_YIELD,          /* our extension, last */
     { .name = NULL },
 };
 
@@ -283,6 +284,7 @@ static const ArgSpec drive_backup_args[] = {
     { .name = "format", .type = ARG_STR, .optional = true },
     { .name = "mode", .type = ARG_ENUM, .optional = true,
       .enum_values = drive_mode_names },
+    QMP_JOB_ARG_X_YIELD,          /* our extension, last */
     { .name = NULL },
 };
 
@@ -304,11 +306,17 @@ static bool drive_backup_prepare(TransactionAction *ta, JobTxn *txn,
     bool existing = arg_enum(d, "mode", drive_mode_names, 1) == 0;
     int sync = arg_enum(d, "sync", sync_names, SYNC_FULL);
     BlockNode *bs, *source = NULL, *target;
+    BlockJobOptions jo;
     const char *fmt;
     bool ok;
 
     bs = bdrv_lookup_node(device, device, errp);
     if (!bs) {
+        return false;
+    }
+    /* Our extension's values are refused before the image is made. */
+    qmp_job_options(d, &jo);
+    if (!job_yield_params_check(&jo.yield, errp)) {
         return false;
     }
     fmt = arg_str(d, "format", existing ? NULL : bs->drv->name);

@@ -170,6 +170,7 @@ static const ArgSpec stream_args[] = {
     OPT_STR("backing-file"),
     QMP_JOB_ARGS_ONE_POLICY_TAIL,
     QMP_JOB_ARG_COPY_MODE,        /* our extension: active commit only */
+    QMP_JOB_ARG_X_YIELD,
     { .name = NULL },
 };
 
@@ -251,6 +252,7 @@ static const ArgSpec commit_args[] = {
     OPT_STR("backing-file"),
     QMP_JOB_ARGS_ONE_POLICY_TAIL,
     QMP_JOB_ARG_COPY_MODE,        /* our extension: active commit only */
+    QMP_JOB_ARG_X_YIELD,
     { .name = NULL },
 };
 

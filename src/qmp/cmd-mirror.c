@@ -33,7 +33,8 @@ static const char *const drive_mode_names[] = {
     QMP_JOB_ARGS_SOURCE_TARGET_ERROR,                                       \
     QMP_JOB_ARG_FILTER_NODE_NAME,                                           \
     QMP_JOB_ARG_COPY_MODE,                                                  \
-    QMP_JOB_ARGS_AUTO
+    QMP_JOB_ARGS_AUTO,                                                      \
+    QMP_JOB_ARG_X_YIELD
 
 static const ArgSpec blockdev_mirror_args[] = {
     COMMON_ARGS,

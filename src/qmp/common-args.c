@@ -20,7 +20,25 @@ void qmp_job_options(json_t *args, BlockJobOptions *o)
     o->on_target_error = arg_enum(args, "on-target-error",
                                   job_on_error_names, JOB_ON_ERROR_REPORT);
     o->filter_node_name = arg_str(args, "filter-node-name", NULL);
+    json_t *y = json_object_get(args, "x-yield");
+    o->yield.disabled = !arg_bool(y, "enabled", true);
+    o->yield.latency_pct = arg_int(y, "latency-pct", 0);
+    o->yield.min_speed = arg_int(y, "min-speed", 0);
+    /* Given as 0: refused as out of range, not taken as the default. */
+    if (y && json_object_get(y, "latency-pct") && !o->yield.latency_pct) {
+        o->yield.latency_pct = -1;
+    }
+    if (y && json_object_get(y, "min-speed") && !o->yield.min_speed) {
+        o->yield.min_speed = -1;
+    }
 }
+
+const ArgSpec qmp_job_x_yield_members[] = {
+    { .name = "enabled", .type = ARG_BOOL, .optional = true },
+    { .name = "latency-pct", .type = ARG_INT, .optional = true },
+    { .name = "min-speed", .type = ARG_INT, .optional = true },
+    { .name = NULL },
+};
 
 /* One element of a "bitmaps" list (the i-th). */
 static bool check_bitmap_or_str(json_t *el, size_t i, const char *path,

@@ -39,6 +39,12 @@ void qmp_job_options(json_t *args, BlockJobOptions *o);
 #define QMP_JOB_ARGS_AUTO                                                   \
     { .name = "auto-finalize", .type = ARG_BOOL, .optional = true },        \
     { .name = "auto-dismiss", .type = ARG_BOOL, .optional = true }
+/* x-yield (our extension, every job type that copies): {enabled,
+ * latency-pct, min-speed}, the back-off's tuning (docs/guest-impact.md). */
+extern const ArgSpec qmp_job_x_yield_members[];
+#define QMP_JOB_ARG_X_YIELD                                                 \
+    { .name = "x-yield", .type = ARG_OBJECT, .optional = true,              \
+      .members = qmp_job_x_yield_members }
 /* copy-mode of blockdev-mirror, drive-mirror and (our extension) an
  * active block-commit: MirrorCopyMode's names, "auto" ours. */
 extern const char *const qmp_copy_mode_names[];

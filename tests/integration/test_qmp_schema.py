@@ -30,7 +30,8 @@ META_KEYS = {
 # (member names, order, types, optionality, enum values).  The others differ
 # in member order only, or are unions qemu spells out that we check in the
 # handler (blockdev-create's options, transaction actions, socket addresses).
-# block-commit is qsd's plus our copy-mode (EXTRA_ARGS).
+# block-commit is qsd's plus our copy-mode and x-yield, blockdev-backup and
+# drive-backup qsd's plus our x-yield (EXTRA_ARGS).
 SAME_AS_QSD = [
     'qmp_capabilities', 'query-version', 'query-commands', 'quit',
     'blockdev-del', 'query-named-block-nodes', 'block-job-set-speed',
@@ -41,11 +42,11 @@ SAME_AS_QSD = [
     'nbd-server-stop', 'block-export-del', 'query-block-exports',
     'block-dirty-bitmap-remove', 'block-dirty-bitmap-clear',
     'block-dirty-bitmap-enable', 'block-dirty-bitmap-disable',
-    'x-debug-block-dirty-bitmap-sha256', 'blockdev-backup',
+    'x-debug-block-dirty-bitmap-sha256',
     'blockdev-snapshot', 'block_resize', 'query-blockstats',
     'block-set-write-threshold', 'query-block', 'x-debug-query-block-graph',
     'change-backing-file', 'nbd-server-add', 'nbd-server-remove',
-    'blockdev-snapshot-sync', 'drive-backup',
+    'blockdev-snapshot-sync',
     'blockdev-snapshot-internal-sync',
     'blockdev-snapshot-delete-internal-sync',
     'qom-list', 'qom-list-types', 'qom-list-properties',
@@ -56,7 +57,8 @@ SAME_AS_QSD = [
 
 
 # Commands that are qsd's plus arguments of ours at the end.
-EXTRA_ARGS = {'block-commit': ['copy-mode']}
+EXTRA_ARGS = {'block-commit': ['copy-mode', 'x-yield'],
+              'blockdev-backup': ['x-yield'], 'drive-backup': ['x-yield']}
 # Commands of a later qemu than 7.2 (the name and arguments are qemu's).
 LATER_QEMU = ['block-job-change']
 
@@ -337,7 +339,15 @@ def test_shape_matches_qsd(daemon, workdir):
     for case in ov:
         # (granularity and the bitmap list are checked by hand: "any")
         if case not in ('block-dirty-bitmap-add', 'block-dirty-bitmap-merge'):
-            assert orr(ov[case]) == tr(tv[case]), case
+            kind, wrap, *rest = orr(ov[case])
+            extra = EXTRA_ARGS.get(case, [])
+            if extra:
+                # {data: the command's arguments}: ours end with extra
+                (dname, dopt, (dkind, members, *drest)), = wrap
+                mine = tuple(m for m in members if m[0] not in extra)
+                assert [m[0] for m in members[len(mine):]] == extra, case
+                wrap = ((dname, dopt, (dkind, mine, *drest)),)
+            assert (kind, wrap, *rest) == tr(tv[case]), case
     # BlockdevOptions: the driver union, a branch per driver we have.
     add = od[od['blockdev-add']['arg-type']]
     assert add['tag'] == 'driver'
