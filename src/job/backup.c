@@ -44,11 +44,6 @@
 
 #define DEFAULT_CHUNK      (4LL << 20)
 #define JOB_BUF_LIMIT      (16LL << 20)
-/* A target that asks for requests of a MiB or more (rbd: its object size)
- * is a store across the network: this many chunks in flight hide its round
- * trips.  8 chunks of 4 MiB still come from util/bufpool.c's 32 MiB. */
-#define REMOTE_OPT_TRANSFER (1LL << 20)
-#define REMOTE_CHUNKS      8
 #define DEFAULT_WORKERS    64
 #define NONE_SLEEP_NS      1000000000LL
 /* While clients copy old data (or did within this window), the background
@@ -483,12 +478,8 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
     }
     block_copy_set_progress(s->bcs, backup_progress, s);
     block_copy_set_compress(s->bcs, p->compress);
-    int64_t buf_limit = JOB_BUF_LIMIT > s->chunk ? JOB_BUF_LIMIT : s->chunk;
-    if (target->bl.opt_transfer >= REMOTE_OPT_TRANSFER &&
-        buf_limit < REMOTE_CHUNKS * s->chunk) {
-        buf_limit = REMOTE_CHUNKS * s->chunk;
-    }
-    block_copy_set_buf_limit(s->bcs, buf_limit);
+    block_copy_set_buf_limit(s->bcs, JOB_BUF_LIMIT > s->chunk ?
+                             JOB_BUF_LIMIT : s->chunk);
     if (s->sync == BACKUP_SYNC_TOP) {
         /* Without a backing file too: what the source does not allocate
          * is left to the target (qemu skips it as well). */
