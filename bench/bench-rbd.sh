@@ -2,8 +2,10 @@
 # driver=rbd, blockjobd beside qemu-storage-daemon 7.2 on the same Ceph
 # cluster (scripts/ceph-cluster.sh, started here and stopped at the end).
 #
-#   bench/bench-rbd.sh [BUILD_DIR] [ROUNDS]     (default: build 3)
+#   bench/bench-rbd.sh [BUILD_DIR] [ROUNDS] [BEFORE]   (default: build 3)
 #
+# BEFORE, a blockjobd binary from before a change, runs in the same rounds
+# as a third daemon, and its ratios are printed too.
 # 1. backup sync=full of a local raw disk (SIZE, half random data, half
 #    hole) into a fresh rbd image: wall time from the command to
 #    BLOCK_JOB_COMPLETED.
@@ -19,6 +21,7 @@ set -euo pipefail
 
 build=${1:-build}
 rounds=${2:-3}
+before=${3:-}
 bj=$build/src/daemon/blockjobd
 qsd=$(command -v qemu-storage-daemon || true)
 py=/usr/bin/python3
@@ -28,6 +31,7 @@ size_mib=${BENCH_SIZE_MIB:-512}
 
 [ -x "$bj" ] || { echo "bench-rbd.sh: $bj not built" >&2; exit 1; }
 [ -n "$qsd" ] || { echo "bench-rbd.sh: qemu-storage-daemon not installed" >&2; exit 1; }
+[ -z "$before" ] || [ -x "$before" ] || { echo "bench-rbd.sh: $before is not a binary" >&2; exit 1; }
 
 dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bj-bench-rbd.XXXXXX")
 cleanup() {
@@ -41,9 +45,10 @@ head -c $((size_mib / 2))M /dev/urandom > "$dir/src.raw"
 truncate -s ${size_mib}M "$dir/src.raw"
 sync
 
-PYTHONPATH=$tests "$py" - "$bj" "$qsd" "$dir" "$conf" "$rounds" "$size_mib" <<'PY'
+uptime
+PYTHONPATH=$tests "$py" - "$bj" "$qsd" "$dir" "$conf" "$rounds" "$size_mib" "$before" <<'PY'
 import os, statistics, subprocess, sys, time
-bj, qsd, d, conf, rounds, size_mib = sys.argv[1:7]
+bj, qsd, d, conf, rounds, size_mib, before = sys.argv[1:8]
 bj = os.path.abspath(bj)
 rounds, size = int(rounds), int(size_mib) << 20
 import bjtest
@@ -90,10 +95,13 @@ def one(binary, n):
     return backup, mirror
 
 
-res = {'blockjobd': [], 'qsd': []}
+daemons = [('blockjobd', bj), ('qsd', qsd)]
+if before:
+    daemons.insert(1, ('before', os.path.abspath(before)))
+res = {name: [] for name, _ in daemons}
 n = 0
 for r in range(rounds):
-    for name, binary in (('blockjobd', bj), ('qsd', qsd)):
+    for name, binary in daemons:
         n += 1
         b, m = one(binary, n)
         res[name].append((b, m))
@@ -105,4 +113,9 @@ for i, what in enumerate(('backup into ceph', 'mirror out of ceph')):
     print('%-19s blockjobd %.2f s  qsd %.2f s  ratio %.2f (goal <= 0.8)'
           % (what, med['blockjobd'][i], med['qsd'][i],
              med['blockjobd'][i] / med['qsd'][i]))
+    if before:
+        print('%-19s before    %.2f s  ratio to qsd %.2f, blockjobd/before '
+              '%.2f' % ('', med['before'][i], med['before'][i] / med['qsd'][i],
+                        med['blockjobd'][i] / med['before'][i]))
 PY
+uptime

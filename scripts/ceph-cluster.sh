@@ -10,6 +10,10 @@
 #   scripts/ceph-cluster.sh stop-osd DIR   # only the osd (a cluster that
 #                                          # stops serving I/O)
 #
+# memstore's own byte count drifts below zero once images are removed
+# (Pacific), which reads as a full OSD: the failsafe then drops every
+# write for seconds at a time.  fake_statfs_for_testing makes the OSD take
+# its fullness from the pools' statistics instead.
 # Clients use DIR/ceph.conf (rbd:rbd/IMG:conf=DIR/ceph.conf for qemu-img;
 # conf=DIR/ceph.conf for driver=rbd).  The [client] section bounds how long
 # a request waits for an OSD (rados_osd_op_timeout), so that an OSD that
@@ -142,6 +146,7 @@ admin_socket = $DIR/run/\$name.asok
 log_file = $DIR/log/\$name.log
 osd_objectstore = memstore
 memstore_device_bytes = 4294967296
+fake_statfs_for_testing = 4294967296
 osd_max_object_name_len = 256
 osd_max_object_namespace_len = 64
 osd_heartbeat_grace = 5

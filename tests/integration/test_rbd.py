@@ -349,6 +349,89 @@ def test_rbd_backup_out_of_ceph_sparse(daemon, ceph, img, workdir):
     assert data_bytes(tgt, 'qcow2') <= 8 * MiB
 
 
+def rbd_used(ceph, image):
+    """Bytes rbd du counts as used in the image (whole objects)."""
+    p = subprocess.run(['rbd', '-c', ceph.conf, 'du', '--format', 'json',
+                        'rbd/' + image], capture_output=True, text=True,
+                       timeout=60, check=True)
+    return json.loads(p.stdout)['images'][0]['used_size']
+
+
+def test_rbd_backup_into_ceph_keeps_holes(daemon, ceph, img, workdir):
+    """Backup into a fresh rbd image writes nothing where the source has
+    holes (a new image reads as zeroes: rbd du counts only the objects
+    with data); into an image full of data, the same holes are written
+    as zeroes (what the target already holds is asked, not assumed)."""
+    qmp = daemon.qmp
+    src = local_image(workdir, 'src.raw', 'raw', *PATTERN)
+    ceph.create(img, SIZE)
+    full = 'bj-full-' + uuid.uuid4().hex[:8]
+    ceph.create(full, SIZE, 'write -P 0x77 0 %d' % SIZE)
+    try:
+        add_local(qmp, 'src', src)
+        for n, (name, jid) in enumerate(((img, 'b0'), (full, 'b1'))):
+            qmp.execute('blockdev-add',
+                        ceph.opts(name, **{'node-name': 'tgt%d' % n}))
+            qmp.execute('blockdev-backup', job_id=jid, device='src',
+                        target='tgt%d' % n, sync='full')
+            ev = wait_job(qmp, jid)
+            assert 'error' not in ev and ev['offset'] == SIZE
+            qmp.execute('blockdev-del', node_name='tgt%d' % n)
+        assert_same(ceph.uri(img), src)
+        assert_same(ceph.uri(full), src)
+        # data at 0-3M and 12-13M: objects 0 and 3, nothing else
+        assert rbd_used(ceph, img) == 8 * MiB
+    finally:
+        ceph.remove(full)
+
+
+def nbd_status(h, size):
+    """base:allocation of [0, size) as (offset, length, hole) runs."""
+    runs, at = [], 0
+    while at < size:
+        got = []
+
+        def cb(meta, offset, entries, err):
+            got.extend(entries)
+            return 0
+        h.block_status(size - at, at, cb)
+        for i in range(0, len(got), 2):
+            hole = bool(got[i + 1] & 1)
+            if runs and runs[-1][2] == hole and runs[-1][0] + \
+                    runs[-1][1] == at:
+                runs[-1] = (runs[-1][0], runs[-1][1] + got[i], hole)
+            else:
+                runs.append((at, got[i], hole))
+            at += got[i]
+    return runs
+
+
+def test_rbd_block_status_follows_writes(daemon, ceph, img):
+    """Block status of an rbd node (walked once, then kept) sees the
+    node's own write at once, and a discarded object turns back into a
+    hole."""
+    import nbd
+    qmp = daemon.qmp
+    size = 16 * MiB
+    ceph.create(img, size, 'write -P 0x11 0 1M')
+    qmp.execute('blockdev-add', ceph.opts(img, discard='unmap',
+                                          **{'node-name': 'r'}))
+    sock = nbd_export(daemon, 'r', 'r')
+    h = nbd.NBD()
+    h.add_meta_context('base:allocation')
+    h.set_export_name('r')
+    h.connect_unix(sock)
+    M4 = 4 * MiB
+    assert nbd_status(h, size) == [(0, M4, False), (M4, 3 * M4, True)]
+    h.pwrite(b'\x22' * 65536, 2 * M4 + MiB)
+    assert nbd_status(h, size) == [(0, M4, False), (M4, M4, True),
+                                   (2 * M4, M4, False), (3 * M4, M4, True)]
+    h.trim(M4, 2 * M4)
+    assert nbd_status(h, size) == [(0, M4, False), (M4, 3 * M4, True)]
+    assert h.pread(65536, 2 * M4 + MiB) == bytes(65536)
+    nbd_export_teardown(qmp, h, 'r')
+
+
 def mirror_under_writes(daemon, src_node, tgt_node, size, expect):
     """Mirrors src_node to tgt_node while an NBD client writes to
     src_node, pivots, and writes once more (into the target now); expect

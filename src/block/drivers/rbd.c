@@ -22,6 +22,16 @@
  * Connection timed out" rather than holding it for librados's five
  * minutes.
  *
+ * Block status walks the image's allocation (rbd_diff_iterate2, whole
+ * objects) once per window of objects and keeps the data extents found
+ * (RbdStatusCache): the many small questions a copy asks (a mirror per op,
+ * a backup per hole it may skip on its target) are then answered in the
+ * node's loop without a trip through the thread pool each.  The cache only
+ * ever errs towards "data": our own writes add their objects to it as
+ * they are submitted (and to a walk in progress, through the write log),
+ * a discard or unmapping write-zeroes drops it, and it is walked again
+ * after RBD_STATUS_TTL_NS so writers outside this node show up too.
+ *
  * Options and messages are qemu-storage-daemon 7.2's BlockdevOptionsRbd.
  * key-secret names a secret object whose bytes are the cephx key, handed to
  * librados base64-encoded as its "key".  Not supported: encrypt (refused).  Persistent dirty bitmaps cannot be
@@ -52,8 +62,29 @@
 #define RBD_CONNECT_TIMEOUT_S 30
 /* Completions collected per rbd_poll_io_events call. */
 #define RBD_POLL_BATCH 32
-/* A private code our diff callback returns to stop the walk early. */
-#define RBD_DIFF_STOP (-9000)
+/* Objects one block-status walk covers: with the fast-diff feature the
+ * walk reads only the in-memory object map, without it every object is a
+ * request to its OSD. */
+#define RBD_STATUS_OBJS_FAST 4096
+#define RBD_STATUS_OBJS_SLOW 32
+/* How long a walk's answer is trusted (writers elsewhere). */
+#define RBD_STATUS_TTL_NS 1000000000LL
+/* Writes remembered while a walk runs; more and its answer is not kept. */
+#define RBD_STATUS_WLOG 256
+
+typedef struct RbdExtent {
+    uint64_t start, end;
+} RbdExtent;
+
+/* The data extents of [start, end) (object aligned, sorted, disjoint and
+ * not touching), as of walked_ns plus our writes since. */
+typedef struct RbdStatusCache {
+    bool valid;
+    uint64_t start, end;
+    int64_t walked_ns;
+    RbdExtent *ext;
+    size_t n, cap;
+} RbdStatusCache;
 
 typedef struct RbdState {
     rados_t cluster;
@@ -62,6 +93,16 @@ typedef struct RbdState {
     int efd;
     AioContext *efd_ctx;           /* the context watching efd */
     uint64_t obj_size;
+    uint64_t status_objs;          /* objects per block-status walk */
+
+    RbdStatusCache cache;
+    bool walking;                  /* a walk is in the thread pool */
+    CoQueue walk_done;             /* block status waiting for it */
+    uint64_t drop_gen;             /* discards and unmaps seen */
+    RbdExtent wlog[RBD_STATUS_WLOG];  /* writes since the walk began */
+    size_t wlog_n;
+    bool wlog_overflow;
+    ListHead writes;               /* writes in flight (RbdReq.link) */
 } RbdState;
 
 /* One request in flight: its coroutine waits until done. */
@@ -69,6 +110,8 @@ typedef struct RbdReq {
     Coroutine *co;
     ssize_t ret;
     bool done;
+    uint64_t start, end;           /* writes: the objects they touch */
+    ListHead link;                 /* writes: in RbdState.writes */
 } RbdReq;
 
 static const char *const auth_values[] = { "cephx", "none", NULL };
@@ -310,6 +353,222 @@ static void rbd_efd_read(void *opaque)
     } while (n == RBD_POLL_BATCH);
 }
 
+/* ---- the block-status cache (the node's context only) ---- */
+
+/* Merges data [a, b) into the sorted extent list (room for one more). */
+static void ext_insert(RbdExtent *ext, size_t *n, uint64_t a, uint64_t b)
+{
+    size_t i = 0, j;
+
+    while (i < *n && ext[i].end < a) {
+        i++;
+    }
+    j = i;
+    while (j < *n && ext[j].start <= b) {
+        j++;
+    }
+    if (i == j) {
+        memmove(&ext[i + 1], &ext[i], (*n - i) * sizeof(*ext));
+        ext[i] = (RbdExtent) { a, b };
+        (*n)++;
+        return;
+    }
+    if (ext[i].start < a) {
+        a = ext[i].start;
+    }
+    if (ext[j - 1].end > b) {
+        b = ext[j - 1].end;
+    }
+    ext[i] = (RbdExtent) { a, b };
+    memmove(&ext[i + 1], &ext[j], (*n - j) * sizeof(*ext));
+    *n -= j - i - 1;
+}
+
+/* The objects [offset, offset+bytes) touches. */
+static RbdExtent obj_range(RbdState *s, uint64_t offset, uint64_t bytes)
+{
+    uint64_t end = offset + (bytes ? bytes : 1);
+
+    return (RbdExtent) {
+        offset / s->obj_size * s->obj_size,
+        (end + s->obj_size - 1) / s->obj_size * s->obj_size,
+    };
+}
+
+/* A write is about to go out: the cache (and a walk running now) must
+ * count its objects as data. */
+static void status_note_write(RbdState *s, RbdReq *req, uint64_t offset,
+                              uint64_t bytes)
+{
+    RbdExtent r = obj_range(s, offset, bytes);
+    RbdStatusCache *c = &s->cache;
+
+    req->start = r.start;
+    req->end = r.end;
+    list_add_tail(&s->writes, &req->link);
+    if (s->walking) {
+        if (s->wlog_n < RBD_STATUS_WLOG) {
+            s->wlog[s->wlog_n++] = r;
+        } else {
+            s->wlog_overflow = true;
+        }
+    }
+    if (c->valid && r.start < c->end && r.end > c->start) {
+        if (c->n + 1 >= c->cap) {
+            c->valid = false;    /* cannot happen: object-aligned extents */
+            return;
+        }
+        ext_insert(c->ext, &c->n, r.start < c->start ? c->start : r.start,
+                   r.end > c->end ? c->end : r.end);
+    }
+}
+
+/* A discard or an unmapping write-zeroes: data may become holes. */
+static void status_note_drop(RbdState *s)
+{
+    s->cache.valid = false;
+    s->drop_gen++;
+}
+
+typedef struct RbdWalk {
+    rbd_image_t image;
+    uint64_t start, end;
+    RbdExtent *ext;
+    size_t n, cap;
+} RbdWalk;
+
+static int rbd_walk_cb(uint64_t ofs, size_t len, int exists, void *opaque)
+{
+    RbdWalk *w = opaque;
+
+    if (!exists || !len) {
+        return 0;            /* a discarded extent reads as zeroes */
+    }
+    if (w->n && w->ext[w->n - 1].end >= ofs) {
+        if (ofs + len > w->ext[w->n - 1].end) {
+            w->ext[w->n - 1].end = ofs + len;
+        }
+        return 0;
+    }
+    if (w->n == w->cap) {
+        return -ENOSPC;      /* cannot happen: cap is the object count */
+    }
+    w->ext[w->n++] = (RbdExtent) { ofs, ofs + len };
+    return 0;
+}
+
+static int rbd_walk_worker(void *opaque)
+{
+    RbdWalk *w = opaque;
+
+    return rbd_diff_iterate2(w->image, NULL, w->start, w->end - w->start, 1,
+                             1, rbd_walk_cb, w);
+}
+
+/* Walks the window around offset in the thread pool and installs it as the
+ * cache, adding the writes made meanwhile.  Returns < 0 when the walk
+ * failed; 0 also when its answer could not be kept (a discard meanwhile):
+ * the caller looks again. */
+static int coroutine_fn status_walk(BlockNode *bs, uint64_t offset)
+{
+    RbdState *s = bs->opaque;
+    RbdStatusCache *c = &s->cache;
+    uint64_t size = 0;
+    uint64_t win = s->status_objs * s->obj_size;
+    RbdWalk w = { .image = s->image };
+    uint64_t gen = s->drop_gen;
+    RbdReq *req;
+    int r;
+
+    r = rbd_get_size(s->image, &size);
+    if (r < 0) {
+        return r;
+    }
+    w.start = offset / win * win;
+    if (w.start >= size) {
+        return -EINVAL;
+    }
+    w.end = w.start + win > size ? size : w.start + win;
+    /* One extent per object at most, plus the writes logged. */
+    w.cap = (size_t)((w.end - w.start + s->obj_size - 1) / s->obj_size) + 2;
+    w.ext = bj_malloc((w.cap + RBD_STATUS_WLOG + 1) * sizeof(*w.ext));
+
+    s->walking = true;
+    s->wlog_n = 0;
+    s->wlog_overflow = false;
+    list_for_each_entry(req, &s->writes, link) {
+        if (s->wlog_n < RBD_STATUS_WLOG) {
+            s->wlog[s->wlog_n++] = (RbdExtent) { req->start, req->end };
+        } else {
+            s->wlog_overflow = true;
+        }
+    }
+    r = thread_pool_co_run(rbd_walk_worker, &w);
+    s->walking = false;
+    co_queue_restart_all(&s->walk_done);
+    if (r < 0) {
+        free(w.ext);
+        return r;
+    }
+    if (gen != s->drop_gen || s->wlog_overflow) {
+        free(w.ext);
+        return 0;
+    }
+    /* Writes submitted since the walk began may not be in its answer. */
+    for (size_t i = 0; i < s->wlog_n; i++) {
+        RbdExtent e = s->wlog[i];
+        if (e.start < w.end && e.end > w.start) {
+            ext_insert(w.ext, &w.n, e.start < w.start ? w.start : e.start,
+                       e.end > w.end ? w.end : e.end);
+        }
+    }
+    free(c->ext);
+    *c = (RbdStatusCache) {
+        .valid = true, .start = w.start, .end = w.end,
+        .walked_ns = clock_ns(), .ext = w.ext, .n = w.n,
+        .cap = w.cap + RBD_STATUS_WLOG + 1,
+    };
+    return 0;
+}
+
+/* Answers from the cache: false when it does not cover offset. */
+static bool status_lookup(RbdState *s, uint64_t offset, uint64_t bytes,
+                          bool *data, uint64_t *pnum)
+{
+    RbdStatusCache *c = &s->cache;
+    uint64_t end = offset + bytes;
+    size_t lo = 0, hi;
+
+    if (!c->valid || offset < c->start || offset >= c->end ||
+        clock_ns() - c->walked_ns > RBD_STATUS_TTL_NS) {
+        return false;
+    }
+    if (end > c->end) {
+        end = c->end;
+    }
+    /* The first extent ending after offset. */
+    hi = c->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->ext[mid].end <= offset) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo == c->n || c->ext[lo].start >= end) {
+        *data = false;
+        *pnum = end - offset;
+    } else if (c->ext[lo].start > offset) {
+        *data = false;
+        *pnum = c->ext[lo].start - offset;
+    } else {
+        *data = true;
+        *pnum = (c->ext[lo].end < end ? c->ext[lo].end : end) - offset;
+    }
+    return true;
+}
+
 typedef enum RbdOp {
     RBD_OP_READ,
     RBD_OP_WRITE,
@@ -332,6 +591,14 @@ static int coroutine_fn rbd_co_rw(BlockNode *bs, RbdOp op, int64_t offset,
     if (r < 0) {
         return r;
     }
+    bool is_write = op == RBD_OP_WRITE ||
+                    (op == RBD_OP_ZEROES &&
+                     (zero_flags & RBD_WRITE_ZEROES_FLAG_THICK_PROVISION));
+    if (is_write) {
+        status_note_write(s, &req, (uint64_t)offset, (uint64_t)bytes);
+    } else if (op == RBD_OP_DISCARD || op == RBD_OP_ZEROES) {
+        status_note_drop(s);
+    }
     switch (op) {
     case RBD_OP_READ:
         r = rbd_aio_readv(s->image, qiov->iov, qiov->niov, offset, c);
@@ -351,10 +618,16 @@ static int coroutine_fn rbd_co_rw(BlockNode *bs, RbdOp op, int64_t offset,
     }
     if (r < 0) {
         rbd_aio_release(c);
+        if (is_write) {
+            list_del(&req.link);
+        }
         return r;
     }
     while (!req.done) {
         coroutine_yield();
+    }
+    if (is_write) {
+        list_del(&req.link);
     }
     if (req.ret < 0) {
         return (int)req.ret;
@@ -406,72 +679,38 @@ static int coroutine_fn rbd_co_pwrite_zeroes(BlockNode *bs, int64_t offset,
     return rbd_co_rw(bs, RBD_OP_ZEROES, offset, bytes, NULL, zf);
 }
 
-/* ---- block status: rbd_diff_iterate2 in the thread pool ---- */
-
-typedef struct RbdDiff {
-    rbd_image_t image;
-    uint64_t offset;
-    uint64_t bytes;
-    /* The extent found: [start, start + len) is data (exists) */
-    bool found;
-    uint64_t start;
-    uint64_t len;
-} RbdDiff;
-
-static int rbd_diff_cb(uint64_t ofs, size_t len, int exists, void *opaque)
-{
-    RbdDiff *d = opaque;
-
-    if (!exists) {
-        return 0;            /* a discarded extent reads as zeroes */
-    }
-    if (d->found) {
-        if (ofs == d->start + d->len) {
-            d->len += len;   /* contiguous data extends the run */
-            return 0;
-        }
-        return RBD_DIFF_STOP;
-    }
-    d->found = true;
-    d->start = ofs;
-    d->len = len;
-    return 0;
-}
-
-static int rbd_diff_worker(void *opaque)
-{
-    RbdDiff *d = opaque;
-    int r = rbd_diff_iterate2(d->image, NULL, d->offset, d->bytes, 1, 1,
-                              rbd_diff_cb, d);
-
-    return r == RBD_DIFF_STOP ? 0 : r;
-}
+/* ---- block status: from the cache, walked in the thread pool ---- */
 
 static int coroutine_fn rbd_co_block_status(BlockNode *bs, int64_t offset,
                                             int64_t bytes, int64_t *pnum,
                                             int64_t *map, BlockNode **file)
 {
     RbdState *s = bs->opaque;
-    RbdDiff d = { .image = s->image, .offset = offset, .bytes = bytes };
-    int r = thread_pool_co_run(rbd_diff_worker, &d);
-    uint64_t end;
+    uint64_t n = 0;
+    bool data = true;
 
-    if (r < 0) {
+    /* A walk may not be kept (a discard came meanwhile): a few looks. */
+    for (int tries = 0; tries < 4; tries++) {
+        if (status_lookup(s, (uint64_t)offset, (uint64_t)bytes, &data, &n)) {
+            break;
+        }
+        if (s->walking) {
+            co_queue_wait(&s->walk_done, NULL);   /* another's walk */
+            continue;
+        }
+        if (status_walk(bs, (uint64_t)offset) < 0) {
+            break;
+        }
+    }
+    if (!n) {
         /* Cannot tell: data, as for a driver without block status. */
         *pnum = bytes;
         return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED;
     }
-    if (!d.found || d.start >= (uint64_t)offset + bytes) {
-        *pnum = bytes;
+    *pnum = (int64_t)n;
+    if (!data) {
         return BLK_STATUS_ZERO;
     }
-    if (d.start > (uint64_t)offset) {
-        *pnum = d.start - offset;
-        return BLK_STATUS_ZERO;
-    }
-    /* whole_object: the extent may start before offset. */
-    end = d.start + d.len;
-    *pnum = (int64_t)(end - offset) < bytes ? (int64_t)(end - offset) : bytes;
     *map = offset;
     *file = bs;
     return BLK_STATUS_DATA | BLK_STATUS_ALLOCATED | BLK_STATUS_OFFSET_VALID;
@@ -505,7 +744,10 @@ static int coroutine_fn rbd_co_truncate(BlockNode *bs, int64_t size,
 {
     RbdState *s = bs->opaque;
     RbdResize rs = { .image = s->image, .size = (uint64_t)size };
-    int r = thread_pool_co_run(rbd_resize_worker, &rs);
+    int r;
+
+    status_note_drop(s);
+    r = thread_pool_co_run(rbd_resize_worker, &rs);
 
     if (r < 0) {
         error_setg_errno(errp, -r, "Failed to resize file");
@@ -555,6 +797,14 @@ static int coroutine_fn rbd_co_open(BlockNode *bs, json_t *opts,
     }
     s->obj_size = info.obj_size;
     bs->total_bytes = (int64_t)info.size;
+    {
+        uint64_t features = 0;
+        s->status_objs = rbd_get_features(s->image, &features) == 0 &&
+                         (features & RBD_FEATURE_FAST_DIFF)
+                         ? RBD_STATUS_OBJS_FAST : RBD_STATUS_OBJS_SLOW;
+    }
+    co_queue_init(&s->walk_done);
+    list_init(&s->writes);
 
     s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->efd < 0) {
@@ -651,6 +901,8 @@ static void rbd_close_node(BlockNode *bs)
     s->cluster = NULL;
     s->io = NULL;
     s->image = NULL;
+    bj_free_clear(&s->cache.ext);
+    s->cache.valid = false;
     if (pthread_create(&th, NULL, rbd_close_thread, cl) != 0) {
         rbd_close_thread(cl);
         free(cl);
