@@ -127,6 +127,8 @@ def random_file(path, data, size):
             f.write(os.urandom(n))
             left -= n
         f.truncate(size)
+        f.flush()
+        os.fsync(f.fileno())     # not written back during a measured job
 
 
 class Bench:
@@ -164,8 +166,16 @@ class Bench:
 
     def fresh_chain(self):
         for n in ('base', 'mid', 'top'):
-            sh('cp', '--sparse=always', self.path('chain/%s.qcow2' % n),
-               self.path('%s.qcow2' % n))
+            p = self.path('%s.qcow2' % n)
+            sh('cp', '--sparse=always', self.path('chain/%s.qcow2' % n), p)
+            # Written back now: the copy's dirty pages would otherwise be
+            # written back during the job, by chance more in one run than
+            # in another.
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def make_nbd_image(self):
         p = self.path('nbd.raw')
