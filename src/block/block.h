@@ -293,6 +293,11 @@ struct BlockDriver {
     int coroutine_fn (*co_pdiscard)(BlockNode *bs, int64_t offset,
                                     int64_t bytes);
     int coroutine_fn (*co_flush)(BlockNode *bs);
+    /* Optional hint: start writing back what this node's own storage
+     * holds dirty in a cache (the page cache) and return without waiting
+     * for it to be durable.  Copy jobs give it as they go, so that the
+     * flush they end with (mirror's before READY) finds little left. */
+    void coroutine_fn (*co_start_writeback)(BlockNode *bs);
     /* Status of [offset, offset+bytes): returns BLK_STATUS_* and sets *pnum
      * (> 0, <= bytes) to how many bytes share it; *map and *file when
      * OFFSET_VALID.  Negative errno on failure. */
@@ -573,6 +578,9 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
 int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
                                   int64_t bytes);
 int coroutine_fn bdrv_co_flush(BlockNode *bs);
+/* co_start_writeback of bs and of every node below it that is written
+ * (not read-only, not cache.no-flush); a hint, nothing fails. */
+void coroutine_fn bdrv_co_start_writeback(BlockNode *bs);
 int coroutine_fn bdrv_co_block_status(BlockNode *bs, int64_t offset,
                                       int64_t bytes, int64_t *pnum,
                                       int64_t *map, BlockNode **file);

@@ -623,6 +623,23 @@ int coroutine_fn bdrv_co_flush(BlockNode *bs)
     return ret;
 }
 
+void coroutine_fn bdrv_co_start_writeback(BlockNode *bs)
+{
+    BlockChild *c;
+
+    if (bs->read_only || bs->cache_no_flush) {
+        return;
+    }
+    bdrv_inc_in_flight(bs);
+    if (bs->drv->co_start_writeback) {
+        bs->drv->co_start_writeback(bs);
+    }
+    list_for_each_entry(c, &bs->children, child_link) {
+        bdrv_co_start_writeback(c->node);
+    }
+    bdrv_dec_in_flight(bs);
+}
+
 /* ---- block status ---- */
 
 int coroutine_fn bdrv_co_block_status(BlockNode *bs, int64_t offset,

@@ -34,17 +34,6 @@ static bool has_strong_options(BlockNode *bs)
 
 static char *display_filename(BlockNode *bs);
 
-/* The driver says the image is encrypted (its query_image "encrypted"). */
-static bool is_encrypted(BlockNode *bs)
-{
-    if (bs->drv->query_image) {
-        json_auto_t *tmp = json_object();
-        bs->drv->query_image(bs, tmp);
-        return json_is_true(json_object_get(tmp, "encrypted"));
-    }
-    return false;
-}
-
 /* The backing file the image names, made absolute against the image's own
  * directory as qemu does for full-backing-filename. */
 static char *full_backing_filename(BlockNode *bs)
@@ -154,18 +143,22 @@ static char *display_filename(BlockNode *bs)
     return s;
 }
 
-/* The allocated size on disk, from the driver or the primary child. */
-static json_int_t actual_size(BlockNode *bs)
+/* The allocated size on disk: from what the driver's query_image said of
+ * bs (qi, NULL when it has none), else from the primary child's. */
+static json_int_t actual_size(BlockNode *bs, json_t *qi)
 {
-    if (bs->drv->query_image) {
-        json_auto_t *tmp = json_object();
-        bs->drv->query_image(bs, tmp);
-        if (json_is_integer(json_object_get(tmp, "actual-size"))) {
-            return json_integer_value(json_object_get(tmp, "actual-size"));
-        }
+    if (qi && json_is_integer(json_object_get(qi, "actual-size"))) {
+        return json_integer_value(json_object_get(qi, "actual-size"));
     }
     if (bs->file) {
-        return actual_size(bs->file->node);
+        BlockNode *f = bs->file->node;
+        json_auto_t *fqi = NULL;
+
+        if (f->drv->query_image) {
+            fqi = json_object();
+            f->drv->query_image(f, fqi);
+        }
+        return actual_size(f, fqi);
     }
     return 0;
 }
@@ -200,18 +193,28 @@ static int backing_depth(BlockNode *bs)
     return n;
 }
 
-static json_t *image_info(BlockNode *bs, bool flat)
+/* ImageInfo of bs, whose display name is name.  The driver's query_image
+ * runs once (it may stat the file); *encrypted gets what it says. */
+static json_t *image_info(BlockNode *bs, const char *name, bool flat,
+                          bool *encrypted)
 {
     json_t *image = json_object();
-    char *name = display_filename(bs);
+    json_auto_t *qi = NULL;
     int64_t vsize = bdrv_getlength(bs);
+
+    if (bs->drv->query_image) {
+        qi = json_object();
+        bs->drv->query_image(bs, qi);
+    }
+    *encrypted = qi && json_is_true(json_object_get(qi, "encrypted"));
 
     /* qemu counts lengths in 512-byte sectors. */
     vsize = (vsize + 511) / 512 * 512;
     json_object_set_new(image, "filename", json_string(name));
     json_object_set_new(image, "format", json_string(bs->drv->name));
     json_object_set_new(image, "virtual-size", json_integer(vsize));
-    json_object_set_new(image, "actual-size", json_integer(actual_size(bs)));
+    json_object_set_new(image, "actual-size",
+                        json_integer(actual_size(bs, qi)));
     if (has_info(bs)) {
         json_object_set_new(image, "dirty-flag", json_false());
     }
@@ -227,14 +230,20 @@ static json_t *image_info(BlockNode *bs, bool flat)
                                 json_string(bs->backing_format));
         }
     }
-    if (bs->drv->query_image) {
-        bs->drv->query_image(bs, image);
+    if (qi) {
+        /* As if query_image had written into image: its members replace
+         * those set above in place, new ones come after them. */
+        json_object_update(image, qi);
     }
     if (!flat && bs->backing) {
+        BlockNode *b = bs->backing->node;
+        char *bname = display_filename(b);
+        bool benc;
+
         json_object_set_new(image, "backing-image",
-                            image_info(bs->backing->node, false));
+                            image_info(b, bname, false, &benc));
+        free(bname);
     }
-    free(name);
     return image;
 }
 
@@ -247,6 +256,8 @@ static json_t *node_info(BlockNode *bs, bool flat)
     static const char *const zero_members[] = {
         "bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr",
     };
+    bool encrypted;
+    json_t *image = image_info(bs, name, flat, &encrypted);
 
     json_object_set_new(info, "file", json_string(name));
     json_object_set_new(info, "node-name", json_string(bs->node_name));
@@ -261,7 +272,7 @@ static json_t *node_info(BlockNode *bs, bool flat)
      * answer says 0. */
     json_object_set_new(info, "backing_file_depth",
                         json_integer(flat ? 0 : backing_depth(bs)));
-    json_object_set_new(info, "encrypted", json_boolean(is_encrypted(bs)));
+    json_object_set_new(info, "encrypted", json_boolean(encrypted));
     json_object_set_new(info, "detect_zeroes",
                         json_string(detect_zeroes_names[bs->detect_zeroes % 3]));
     for (size_t i = 0; i < sizeof(zero_members) / sizeof(zero_members[0]);
@@ -275,7 +286,7 @@ static json_t *node_info(BlockNode *bs, bool flat)
                         json_pack("{s:b, s:b, s:b}", "writeback", 1,
                                   "direct", bs->cache_direct,
                                   "no-flush", bs->cache_no_flush));
-    json_object_set_new(info, "image", image_info(bs, flat));
+    json_object_set_new(info, "image", image);
     json_t *bitmaps = bdrv_query_dirty_bitmaps(bs);
     if (bitmaps) {
         json_object_set_new(info, "dirty-bitmaps", bitmaps);

@@ -63,6 +63,10 @@
 #define MIN_OP_SIZE       (1024 * 1024)
 #define READY_SLEEP_NS    100000000LL
 #define INIT_CHUNK        (1LL << 30)
+/* Copied bytes between two writeback hints to the target (see
+ * bdrv_co_start_writeback): the page cache starts writing the copy back
+ * while the job goes on, instead of all of it in the flush before READY. */
+#define WRITEBACK_STEP    (32 * 1024 * 1024)
 #define SAMPLE_NS         1000000000LL  /* the dirty count's sampling period */
 #define AUTO_WINDOW       3             /* samples without shrinking: switch */
 #define BG_FLUSH_BUFS     4             /* buf-sizes between background flushes */
@@ -116,6 +120,8 @@ struct MirrorJob {
     int in_flight;           /* background ops */
     int active_in_flight;    /* write-blocking ops */
     int64_t bytes_in_flight;
+    int64_t since_writeback;  /* bytes copied since the last hint */
+    bool writeback_busy;      /* an op is giving the hint */
     CoQueue op_done;
     int64_t cursor;
     unsigned issued;
@@ -317,6 +323,13 @@ static void coroutine_fn mirror_op_co(void *opaque)
         }
         done += pnum;
         job_progress_update(&s->job, (uint64_t)pnum);
+        s->since_writeback += pnum;
+    }
+    if (s->since_writeback >= WRITEBACK_STEP && !s->writeback_busy) {
+        s->since_writeback = 0;
+        s->writeback_busy = true;
+        bdrv_co_start_writeback(s->target);
+        s->writeback_busy = false;
     }
     mirror_maybe_bg_flush(s, done);
     op_end(op);

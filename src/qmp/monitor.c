@@ -42,6 +42,7 @@
 #include "aio/listener.h"
 #include "config.h"
 #include "qmp/chardev.h"
+#include "qmp/json-out.h"
 #include "qmp/json-stream.h"
 #include "qmp/qmp.h"
 #include "util/alloc.h"
@@ -241,7 +242,15 @@ static void client_send(MonClient *c, json_t *msg)
     if (c->mon && c->mon->pretty) {
         flags |= JSON_INDENT(4);
     }
-    char *text = json_dumps(msg, flags);
+    size_t len;
+    char *text = NULL;
+    if (!(flags & JSON_MAX_INDENT)) {
+        text = json_out_dumps(msg, &len);
+    }
+    if (!text) {
+        text = json_dumps(msg, flags);
+        len = text ? strlen(text) : 0;
+    }
     if (!text) {
         log_error("monitor: cannot serialise a message");
         return;
@@ -264,8 +273,8 @@ static void client_send(MonClient *c, json_t *msg)
         *d = '\0';
         free(text);
         text = crlf;
+        len = (size_t)(d - crlf);
     }
-    size_t len = strlen(text);
     if (out_pending(c) + len + 2 > OUT_DROP_CLIENT) {
         log_warn("monitor: dropping a client that does not read its "
                  "replies (%zu bytes pending)", out_pending(c));

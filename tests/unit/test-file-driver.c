@@ -41,7 +41,7 @@ static const IoBackend be_uring = IO_BACKEND_IO_URING;
 
 typedef enum DrvOp {
     D_OPEN, D_READ, D_WRITE, D_ZEROES, D_DISCARD, D_FLUSH, D_STATUS,
-    D_TRUNCATE, D_LENGTH,
+    D_TRUNCATE, D_LENGTH, D_WRITEBACK,
 } DrvOp;
 
 typedef struct DrvCall {
@@ -95,6 +95,10 @@ static void coroutine_fn drv_call_entry(void *opaque)
         break;
     case D_LENGTH:
         c->ret = drv->co_getlength(c->bs);
+        break;
+    case D_WRITEBACK:
+        drv->co_start_writeback(c->bs);
+        c->ret = 0;
         break;
     }
     /* May run in an iothread: publish, then wake the main loop. */
@@ -613,6 +617,29 @@ static void test_flush(void **state)
     free(path);
 }
 
+/* The writeback hint (buffered and cache.direct) returns and leaves the
+ * data as written. */
+static void test_start_writeback(void **state)
+{
+    IoBackend be = state_be(state);
+    char *path = new_file(1 << 20);
+    BlockNode *bs;
+    static uint8_t buf[1 << 20], back[1 << 20];
+
+    for (int direct = 0; direct <= 1; direct++) {
+        bs = node_open(path, be, direct, false, NULL, NULL, NULL);
+        assert_non_null(bs);
+        fill_pattern(buf, 0, sizeof(buf), 21 + direct);
+        assert_int_equal(drv_rw(bs, D_WRITE, 0, buf, sizeof(buf), 0), 0);
+        assert_int_equal(drv_op(bs, D_WRITEBACK, 0, 0, 0), 0);
+        assert_int_equal(drv_rw(bs, D_READ, 0, back, sizeof(back), 0), 0);
+        assert_memory_equal(buf, back, sizeof(buf));
+        node_close(bs);
+    }
+    unlink(path);
+    free(path);
+}
+
 /* Open errors carry QEMU's wording. */
 static void test_open_errors(void **state)
 {
@@ -724,6 +751,7 @@ int main(void)
         BOTH(test_block_status),
         BOTH(test_truncate),
         BOTH(test_flush),
+        BOTH(test_start_writeback),
         BOTH(test_open_errors),
         BOTH(test_iothread),
     };

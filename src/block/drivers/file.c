@@ -229,6 +229,17 @@ static int seek_job(void *opaque)
     return j->result < 0 ? -errno : 0;
 }
 
+/* Starts writeback of the whole file's dirty pages; does not wait for it
+ * (SYNC_FILE_RANGE_WRITE only queues the I/O, which may block while the
+ * device's queue is full: hence the thread pool). */
+static int writeback_job(void *opaque)
+{
+    FileState *s = opaque;
+
+    return sync_file_range(s->fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0 ? -errno
+                                                                     : 0;
+}
+
 /* ---- open / close ---- */
 
 static int64_t file_length(int fd)
@@ -930,6 +941,16 @@ static int coroutine_fn file_co_block_status(BlockNode *bs, int64_t offset,
     return BLK_STATUS_DATA | valid;
 }
 
+static void coroutine_fn file_co_start_writeback(BlockNode *bs)
+{
+    FileState *s = bs->opaque;
+
+    /* cache.direct: nothing is in the page cache. */
+    if (!bs->cache_direct) {
+        thread_pool_co_run(writeback_job, s);
+    }
+}
+
 /* ---- size ---- */
 
 static int coroutine_fn file_co_truncate(BlockNode *bs, int64_t size,
@@ -1093,6 +1114,7 @@ const BlockDriver bdrv_file = {
     .co_pwrite_zeroes = file_co_pwrite_zeroes,
     .co_pdiscard = file_co_pdiscard,
     .co_flush = file_co_flush,
+    .co_start_writeback = file_co_start_writeback,
     .co_block_status = file_co_block_status,
     .co_truncate = file_co_truncate,
     .co_getlength = file_co_getlength,
@@ -1125,6 +1147,7 @@ const BlockDriver bdrv_host_device = {
     .co_pwrite_zeroes = file_co_pwrite_zeroes,
     .co_pdiscard = file_co_pdiscard,
     .co_flush = file_co_flush,
+    .co_start_writeback = file_co_start_writeback,
     .co_block_status = file_co_block_status,
     .co_truncate = file_co_truncate,
     .co_getlength = file_co_getlength,
