@@ -26,12 +26,6 @@
  * the target before it is acknowledged, and the dirty count only falls.
  * block-job-change can do the same by hand.
  *
- * Until READY, every BG_FLUSH_BUFS buffers' worth (buf-size) copied
- * starts a flush of the target in the background (one at a time): a target that caches writes (a file in
- * the page cache) then writes back while the copy goes on, instead of all
- * at once in the flush before READY.  Such a flush's error is the final
- * flush's: it goes to the target's error policy there.
- *
  * READY: nothing dirty, nothing in flight, target flushed.  Complete (or a
  * soft cancel in READY): the body enters a drained section of mirror_top
  * (clients wait), checks it is still converged and exits holding it; the
@@ -69,7 +63,6 @@
 #define WRITEBACK_STEP    (32 * 1024 * 1024)
 #define SAMPLE_NS         1000000000LL  /* the dirty count's sampling period */
 #define AUTO_WINDOW       3             /* samples without shrinking: switch */
-#define BG_FLUSH_BUFS     4             /* buf-sizes between background flushes */
 
 typedef struct MirrorJob MirrorJob;
 
@@ -127,10 +120,6 @@ struct MirrorJob {
     unsigned issued;
     int64_t converge_at;     /* dirty bytes the final drained copy takes */
     unsigned errors;         /* failed requests so far */
-    int64_t unflushed;       /* copied since the last background flush */
-    bool bg_flushing;        /* a background flush is in flight */
-    bool converging;         /* no new one: the final flush comes */
-    int bg_flush_err;        /* its failure, for the flush before READY */
 
     int ret;                 /* first error the policy reported */
     bool synced;
@@ -281,31 +270,6 @@ static int coroutine_fn copy_piece(MirrorJob *s, int64_t offset,
     return bdrv_co_pdiscard(s->tgt_c, offset, *pnum);
 }
 
-static void coroutine_fn mirror_bg_flush_co(void *opaque)
-{
-    MirrorJob *s = opaque;
-    int ret = bdrv_co_flush(s->target);
-
-    if (ret < 0 && !s->bg_flush_err) {
-        s->bg_flush_err = ret;
-    }
-    __atomic_store_n(&s->bg_flushing, false, __ATOMIC_RELEASE);
-    co_queue_restart_all(&s->op_done);
-}
-
-/* Before READY: writeback of what the copy wrote starts early. */
-static void mirror_maybe_bg_flush(MirrorJob *s, int64_t copied)
-{
-    s->unflushed += copied;
-    if (s->synced || s->converging || s->bg_flushing ||
-        s->unflushed < BG_FLUSH_BUFS * s->buf_size) {
-        return;
-    }
-    s->unflushed = 0;
-    __atomic_store_n(&s->bg_flushing, true, __ATOMIC_RELEASE);
-    aio_co_enter(s->job.ctx, coroutine_create(mirror_bg_flush_co, s));
-}
-
 static void coroutine_fn mirror_op_co(void *opaque)
 {
     MirrorOp *op = opaque;
@@ -331,7 +295,6 @@ static void coroutine_fn mirror_op_co(void *opaque)
         bdrv_co_start_writeback(s->target);
         s->writeback_busy = false;
     }
-    mirror_maybe_bg_flush(s, done);
     op_end(op);
 }
 
@@ -592,20 +555,14 @@ static int coroutine_fn mirror_converge(MirrorJob *s)
 {
     int ret = -EAGAIN;
 
-    s->converging = true;
-    while (s->in_flight > 0 || s->bg_flushing) {
+    while (s->in_flight > 0) {
         co_queue_wait(&s->op_done, NULL);
     }
     block_job_co_drained_begin(&s->job, s->mirror_top);
     if (copy_rest_drained(s)) {
         ret = bdrv_co_flush(s->target);
-        if (ret == 0 && s->bg_flush_err) {
-            ret = s->bg_flush_err;   /* its error may not come again */
-        }
-        s->bg_flush_err = 0;
     }
     block_job_co_drained_end(&s->job, s->mirror_top);
-    s->converging = false;
     return ret;
 }
 
@@ -698,7 +655,7 @@ static int coroutine_fn mirror_run(Job *job, Error **errp)
         job_sleep_ns(job, READY_SLEEP_NS);
     }
     /* Ops still in flight finish before the job exits. */
-    while (s->in_flight > 0 || s->bg_flushing) {
+    while (s->in_flight > 0) {
         co_queue_wait(&s->op_done, NULL);
     }
     if (s->ret) {
@@ -756,8 +713,7 @@ static bool mirror_cancel(Job *job, bool force)
 static bool mirror_drained_poll(Job *job)
 {
     MirrorJob *s = (MirrorJob *)job;
-    return __atomic_load_n(&s->in_flight, __ATOMIC_ACQUIRE) > 0 ||
-           __atomic_load_n(&s->bg_flushing, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&s->in_flight, __ATOMIC_ACQUIRE) > 0;
 }
 
 /* Restores the graph: mirror_top goes, and with pivot the target takes

@@ -1,9 +1,6 @@
-"""blockdev-mirror flushes its target in the background during the bulk
-copy (every 4 buf-sizes copied, one flush at a time), so that the flush
-before READY finds little left to write back.  Such a flush's failure is
-not lost (Linux reports a writeback error to one fsync only): it is the
-flush before READY's, under on-target-error, as qsd's single flush would
-fail.  Small buf-size here, so that 16 MiB make several flushes.
+"""blockdev-mirror with small buffers copies everything, and a failure of
+the flush before READY is handled under on-target-error (report fails
+the job, ignore goes on), as in qsd 7.2.
 """
 
 import os
