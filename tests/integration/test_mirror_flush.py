@@ -48,8 +48,8 @@ def test_mirror_small_buffers_copies_all(daemon, workdir):
 
 
 def test_mirror_failed_flush_reports(daemon, workdir):
-    """The target's first flush fails (the background one here, the one
-    before READY in qsd): the job fails with EIO under report."""
+    """The target's flush before READY fails: the job fails with EIO
+    under report."""
     qmp = daemon.qmp
     src, tgt = images(workdir)
     add(qmp, 'src', src)
