@@ -111,6 +111,14 @@ struct BlockChildClass {
      * BlockBackend: an export, block_resize). */
     void (*graph_parent)(BlockChild *c, const void **owner,
                          const char **type, const char **name);
+    /* A user that may follow its node into another context (an NBD export
+     * without fixed-iothread) sets change_ctx; the others are refused
+     * with qsd's "Cannot change iothread of active block backend".
+     * can_change_ctx (optional) may still refuse.  change_ctx runs in the
+     * main loop, the nodes drained and already in ctx; it moves what the
+     * user runs there (connections, their coroutines, fd watches). */
+    bool (*can_change_ctx)(BlockChild *c, AioContext *ctx);
+    void (*change_ctx)(BlockChild *c, AioContext *old, AioContext *ctx);
 };
 
 struct BlockChild {
@@ -538,13 +546,15 @@ bool bdrv_refresh_perms(BlockNode *bs, Error **errp);
  * outside the subtree lives elsewhere and cannot follow. */
 bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp);
 /* Moves bs and every node connected to it (children and node parents) to
- * ctx, drained, when nothing else holds them: refused with qsd's "Cannot
- * change iothread of active block backend" when one of them has a user
- * that is not a node (an export, a job: they stay where they were
- * created).  A job's target joining its source's context, and
- * x-blockdev-set-iothread. */
-bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
-                                 Error **errp);
+ * ctx, drained, with the users that may follow (change_ctx: NBD exports
+ * without fixed-iothread, their live connections included): refused with
+ * qsd's "Cannot change iothread of active block backend" when one of them
+ * has a user that cannot (a fixed export, FUSE, a job), changing nothing.
+ * Main loop; from a coroutine there it runs in a bottom half meanwhile.
+ * A job's target joining its source's context, x-blockdev-set-iothread,
+ * and a new node's child in another context (bdrv_attach_child). */
+bool coroutine_mixed_fn bdrv_move_to_context(BlockNode *bs, AioContext *ctx,
+                                             Error **errp);
 /* No user of bs is anything but a node (no export, no job). */
 bool bdrv_is_unused_root(BlockNode *bs);
 

@@ -637,11 +637,11 @@ bool bdrv_is_unused_root(BlockNode *bs)
     return true;
 }
 
-bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
-                                 Error **errp)
+static bool move_to_context(BlockNode *bs, AioContext *ctx, Error **errp)
 {
     BlockNode **set = NULL;
     size_t n = 0, cap = 0;
+    AioContext *old = bs->ctx;
 
     if (bs->ctx == ctx) {
         return true;
@@ -650,8 +650,11 @@ bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
     for (size_t i = 0; i < n; i++) {
         BlockChild *c;
         list_for_each_entry(c, &set[i]->parents, parent_link) {
-            if (!c->klass->parent_is_node) {
-                /* An export or a job stays where it was created. */
+            if (!c->klass->parent_is_node &&
+                (!c->klass->change_ctx ||
+                 (c->klass->can_change_ctx &&
+                  !c->klass->can_change_ctx(c, ctx)))) {
+                /* A fixed export, FUSE, a job: it stays where it is. */
                 error_setg(errp, "Cannot change iothread of active block "
                            "backend");
                 free(set);
@@ -664,14 +667,75 @@ bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
         bdrv_drained_begin(set[i]);
     }
     for (size_t i = 0; i < n; i++) {
+        if (set[i]->drv && set[i]->drv->detach_aio_context) {
+            set[i]->drv->detach_aio_context(set[i]);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         set[i]->ctx = ctx;
     }
     for (size_t i = 0; i < n; i++) {
+        if (set[i]->drv && set[i]->drv->attach_aio_context) {
+            set[i]->drv->attach_aio_context(set[i]);
+        }
+    }
+    /* The users that follow, while nothing of theirs can reach the nodes
+     * (their requests wait, postponed, and are woken in ctx at the end). */
+    for (size_t i = 0; i < n; i++) {
+        BlockChild *c;
+        list_for_each_entry(c, &set[i]->parents, parent_link) {
+            if (!c->klass->parent_is_node) {
+                c->klass->change_ctx(c, old, ctx);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         bdrv_drained_end(set[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
         bdrv_unref(set[i]);
     }
     free(set);
     return true;
+}
+
+typedef struct MoveCo {
+    BlockNode *bs;
+    AioContext *ctx;
+    Error *err;
+    bool ok;
+    bool done;
+    Coroutine *co;
+} MoveCo;
+
+static void move_bh(void *opaque)
+{
+    MoveCo *m = opaque;
+
+    m->ok = move_to_context(m->bs, m->ctx, &m->err);
+    m->done = true;
+    aio_co_wake(m->co);
+}
+
+bool coroutine_mixed_fn bdrv_move_to_context(BlockNode *bs, AioContext *ctx,
+                                             Error **errp)
+{
+    MoveCo m = { .bs = bs, .ctx = ctx, .co = coroutine_self() };
+
+    if (!m.co) {
+        assert(aio_current_context() == aio_main_context());
+        return move_to_context(bs, ctx, errp);
+    }
+    /* Users' moves wait for other threads (aio_bh_run_wait), which a
+     * coroutine cannot do inside itself. */
+    aio_bh_schedule_oneshot(aio_main_context(), move_bh, &m);
+    while (!m.done) {
+        coroutine_yield();
+    }
+    if (!m.ok) {
+        error_propagate(errp, m.err);
+    }
+    return m.ok;
 }
 
 bool bdrv_refresh_perms(BlockNode *bs, Error **errp)

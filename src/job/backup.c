@@ -424,7 +424,7 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
 
     /* The job runs where the source lives; the target follows it there
      * when nothing else holds it (as qemu moves it). */
-    if (!bdrv_move_unused_to_context(target, source->ctx, errp)) {
+    if (!bdrv_move_to_context(target, source->ctx, errp)) {
         return NULL;
     }
     s = job_create(p->job.job_id, &backup_driver, txn, source->ctx,

@@ -918,7 +918,7 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     }
     /* The job runs where the source lives; the target follows it there
      * when nothing else holds it (as qemu moves it). */
-    if (!bdrv_move_unused_to_context(target, source->ctx, errp)) {
+    if (!bdrv_move_to_context(target, source->ctx, errp)) {
         return NULL;
     }
     s = job_create(o->job_id, drv, NULL, source->ctx, o->flags, errp);

@@ -41,11 +41,33 @@ static bool export_drained_poll(BlockChild *c)
     return false;
 }
 
+static bool export_can_change_ctx(BlockChild *c, AioContext *ctx)
+{
+    NbdExport *exp = c->opaque;
+
+    /* As qsd: fixed-iothread pins the export (and so its node). */
+    return !exp->fixed_iothread;
+}
+
+/* The node moved (drained): the export and its live connections follow. */
+static void export_change_ctx(BlockChild *c, AioContext *old, AioContext *ctx)
+{
+    NbdExport *exp = c->opaque;
+    NbdConn *conn;
+
+    exp->ctx = ctx;
+    list_for_each_entry(conn, &exp->conns, export_link) {
+        nbd_conn_move(conn, ctx);
+    }
+}
+
 static const BlockChildClass export_child_class = {
     .parent_is_node = false,
     .get_parent_desc = export_parent_desc,
     .drained_poll = export_drained_poll,
     .postpone_requests_when_drained = true,
+    .can_change_ctx = export_can_change_ctx,
+    .change_ctx = export_change_ctx,
 };
 
 static NbdExport *find_by_id(const char *id)
@@ -379,6 +401,7 @@ bool nbd_export_add(const NbdExportOptions *o, Error **errp)
     exp->description = desc ? bj_strdup(desc) : NULL;
     exp->ctx = bs->ctx;
     exp->writable = writable;
+    exp->fixed_iothread = fixed;
     exp->writethrough = o->writethrough;
     exp->refcnt = 1;
     list_init(&exp->conns);

@@ -270,7 +270,7 @@ static bool qmp_x_blockdev_set_iothread(json_t *args, json_t **ret,
         }
         ctx = iothread_get_context(t);
     }
-    return bdrv_move_unused_to_context(bs, ctx, errp);
+    return bdrv_move_to_context(bs, ctx, errp);
 }
 
 static const ArgSpec no_args[] = { { .name = NULL } };

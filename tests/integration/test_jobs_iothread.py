@@ -246,3 +246,203 @@ def test_shutdown_with_jobs_in_iothreads(daemon_factory, workdir, how):
     d.check()
     for imgs in disks:
         imgs.check()
+
+
+# ---- x-blockdev-set-iothread with NBD clients connected ----
+
+def striped_writer(h, stop, shadow, count, errors, slots=8):
+    """Keeps `slots` writes in flight on h, each slot writing one after the
+    other through its own stripe of the disk (so no two writes in flight
+    overlap), write n of 4 KiB * (1 + n % 16) of byte 1 + n % 255, until
+    stop is set; every completed write goes into shadow.  Then flushes."""
+    import nbd
+    stripe = len(shadow) // slots
+    pos = [0] * slots
+    inflight = {}
+    n = 0
+
+    def issue(s):
+        nonlocal n
+        length = 4096 * (1 + n % 16)
+        if pos[s] + length > stripe:
+            pos[s] = 0
+        off = s * stripe + pos[s]
+        data = bytearray([1 + n % 255]) * length
+        buf = nbd.Buffer.from_bytearray(data)
+        inflight[s] = (h.aio_pwrite(buf, off), off, data, buf)
+        pos[s] += length
+        n += 1
+
+    try:
+        for s in range(slots):
+            issue(s)
+        while inflight:
+            h.poll(-1)
+            for s, (cookie, off, data, _) in list(inflight.items()):
+                if h.aio_command_completed(cookie):
+                    shadow[off:off + len(data)] = data
+                    count[0] += 1
+                    del inflight[s]
+                    if not stop.is_set():
+                        issue(s)
+        h.flush()
+        h.shutdown()
+    except Exception as e:       # reported by the test
+        errors.append(e)
+
+
+def psk_client(sock, name, pskdir):
+    import nbd
+    h = nbd.NBD()
+    h.set_tls(nbd.TLS_REQUIRE)
+    h.set_tls_psk_file(os.path.join(pskdir, 'keys.psk'))
+    h.set_tls_username('alice')
+    h.set_export_name(name)
+    h.connect_unix(sock)
+    assert h.get_tls_negotiated()
+    return h
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 aborts when a client '
+                            'of an iothread export disconnects')
+@pytest.mark.parametrize('tls', [False, True], ids=['plain', 'tls'])
+def test_move_exported_node_with_writers(daemon_factory, workdir, tls):
+    """A qcow2 node exported (no fixed iothread) to two clients that keep 8
+    writes in flight each, moved main -> io0 -> io1 -> main twice, by the
+    format node (force) and by its file node (no force needed, as qsd):
+    no write fails, and the image is exactly what the clients wrote."""
+    nbd = pytest.importorskip('nbd')
+    import tlscerts
+    size = 4 * MiB
+    img = str(workdir / 'disk.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', img, str(size))
+    extra = list(IOTHREADS)
+    if tls:
+        pskdir = tlscerts.make_psk_dir(workdir, 'psk', 'alice')
+        extra += ['--object',
+                  'tls-creds-psk,id=tls0,dir=%s,endpoint=server' % pskdir]
+    d = daemon_factory(*extra)
+    qmp = d.qmp
+    sock = d.socket_path('nbd.sock')
+    start = {'addr': {'type': 'unix', 'data': {'path': sock}}}
+    if tls:
+        start['tls-creds'] = 'tls0'
+    qmp.execute('nbd-server-start', start)
+    qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'f0',
+                                 'filename': img})
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'disk',
+                                 'file': 'f0'})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'disk', 'writable': True})
+    # Two clients on two halves of the disk, so that the image is defined.
+    shadow = bytearray(size)
+    halves = [memoryview(shadow)[:size // 2], memoryview(shadow)[size // 2:]]
+    stop, errors, counts, threads, handles = (threading.Event(), [], [], [],
+                                              [])
+    for i in range(2):
+        h = psk_client(sock, 'disk', pskdir) if tls else \
+            nbd_connect_plain(sock, 'disk')
+        handles.append(h)
+    try:
+        for i, h in enumerate(handles):
+            counts.append([0])
+            t = threading.Thread(target=offset_writer, args=(
+                h, i * (size // 2), stop, halves[i], counts[i], errors))
+            t.start()
+            threads.append(t)
+        assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                         {'node-name': 'disk', 'iothread': 'io0'}) == (
+            'Node disk is associated with a BlockBackend and could be in '
+            'use (use force=true to override this check)')
+        moves = [('disk', 'io0', True), ('f0', 'io1', False),
+                 ('disk', None, True)] * 2
+        for node, io, force in moves:
+            before = min(c[0] for c in counts)
+            extra = {'force': True} if force else {}
+            assert set_iothread(qmp, node, io, **extra) == {}
+            from bjtest import wait_until
+            wait_until(lambda: min(c[0] for c in counts) >= before + 40 or
+                       errors, timeout=60, what='writes after a move')
+            assert not errors, errors
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert min(c[0] for c in counts) > 240
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='disk')
+    qmp.execute('blockdev-del', node_name='f0')
+    ref = str(workdir / 'expect.raw')
+    with open(ref, 'wb') as f:
+        f.write(shadow)
+    qemu_img('check', '-q', img)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'qcow2', ref, img)
+
+
+def nbd_connect_plain(sock, name):
+    import nbd
+    h = nbd.NBD()
+    h.set_export_name(name)
+    h.connect_unix(sock)
+    return h
+
+
+def offset_writer(h, base, stop, shadow, count, errors):
+    """striped_writer on the part of the disk that starts at base and that
+    shadow (a memoryview) stands for."""
+    class Offset:
+        def __init__(self, h):
+            self.h = h
+
+        def aio_pwrite(self, buf, off):
+            return self.h.aio_pwrite(buf, base + off)
+
+        def __getattr__(self, name):
+            return getattr(self.h, name)
+    striped_writer(Offset(h), stop, shadow, count, errors)
+
+
+@pytest.mark.timeout(60)
+def test_fixed_export_pins_its_node(daemon_factory, workdir):
+    """fixed-iothread keeps the export's node where it is, as in qsd 7.2
+    (with force, and through a node below it); an export without it lets
+    the node move, and a node without users moves freely."""
+    size = 4 * MiB
+    img = str(workdir / 'disk.raw')
+    qemu_img('create', '-q', '-f', 'raw', img, str(size))
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'f0',
+                                 'filename': img})
+    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'r0',
+                                 'file': 'f0'})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'r0', 'writable': True})
+    assert set_iothread(qmp, 'r0', 'io0', force=True) == {}
+    assert set_iothread(qmp, 'f0', 'io1') == {}
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e1',
+                                     'node-name': 'r0', 'name': 'x1',
+                                     'iothread': 'io1',
+                                     'fixed-iothread': True})
+    for node, io, force in (('r0', 'io0', True), ('r0', None, True),
+                            ('f0', 'io0', False), ('f0', None, True)):
+        args = {'node-name': node, 'iothread': io}
+        if force:
+            args['force'] = True
+        assert qmp_error(qmp, 'x-blockdev-set-iothread', args) == \
+            'Cannot change iothread of active block backend', args
+    # Nothing moved: the node still is in io1 (a move there is no change).
+    assert set_iothread(qmp, 'f0', 'io1') == {}
+    qmp.execute('block-export-del', id='e1')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    assert set_iothread(qmp, 'r0', None, force=True) == {}
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='r0')
+    qmp.execute('blockdev-del', node_name='f0')
