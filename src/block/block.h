@@ -209,6 +209,12 @@ struct BlockNode {
      * ("file." for an inline child) and whether strings are coerced. */
     char *open_path;
     bool open_coerce;
+    /* Only while the node is being opened: children that live in another
+     * thread's context, drained (and referenced) until the open ends, so
+     * that the open's own I/O on them from the main loop meets nobody
+     * else's (bdrv_attach_child). */
+    BlockNode **open_drained;
+    size_t n_open_drained;
 };
 
 /* What bdrv_get_info reports of a node's format. */

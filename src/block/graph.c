@@ -378,21 +378,48 @@ static BlockChild *attach_common(BlockChild *c, BlockNode *parent,
     return c;
 }
 
+/*
+ * parent and its new child live in different contexts.  As qsd 7.2: the
+ * parent (a node being opened, with what it has attached so far) goes
+ * into the child's context; failing that, the child (with everything
+ * connected to it) into the parent's; failing both, the first refusal
+ * ("Cannot change iothread of active block backend").  A node being
+ * opened keeps a child in an iothread drained for the rest of its open:
+ * the open runs in the main loop and reads through it.
+ */
+static bool coroutine_mixed_fn join_contexts(BlockNode *parent,
+                                             BlockNode *child, Error **errp)
+{
+    Error *err = NULL;
+
+    if (!bdrv_move_to_context(parent, child->ctx, &err) &&
+        !bdrv_move_to_context(child, parent->ctx, NULL)) {
+        error_propagate(errp, err);
+        return false;
+    }
+    error_free(err);
+    if (parent->open_path && child->ctx != aio_main_context()) {
+        bdrv_ref(child);
+        bdrv_drained_begin(child);
+        parent->open_drained = bj_realloc(parent->open_drained,
+            (parent->n_open_drained + 1) * sizeof(*parent->open_drained));
+        parent->open_drained[parent->n_open_drained++] = child;
+    }
+    return true;
+}
+
 BlockChild *bdrv_attach_child(BlockNode *parent, BlockNode *child,
                               const char *name, unsigned role, Error **errp)
 {
     uint64_t perm, shared;
     BlockChild *c;
 
-    if (child->ctx != parent->ctx) {
-        error_setg(errp, "Node '%s' is in a different iothread than '%s'",
-                   child->node_name, parent->node_name[0] ?
-                   parent->node_name : "the new node");
-        return NULL;
-    }
     if (is_ancestor_of(child, parent)) {
         error_setg(errp, "Making '%s' a child of '%s' would create a cycle",
                    child->node_name, parent->node_name);
+        return NULL;
+    }
+    if (child->ctx != parent->ctx && !join_contexts(parent, child, errp)) {
         return NULL;
     }
     c = link_edge(child, name, role, &bdrv_child_class_node, parent, 0,

@@ -446,3 +446,164 @@ def test_fixed_export_pins_its_node(daemon_factory, workdir):
     qmp.wait_event('BLOCK_EXPORT_DELETED')
     qmp.execute('blockdev-del', node_name='r0')
     qmp.execute('blockdev-del', node_name='f0')
+
+
+# ---- blockdev-add of a node whose child lives in an iothread ----
+
+def exported_base(qmp, workdir, sock):
+    """base.raw (1 MiB of 0x5a, then zeroes) as raw node 'rb' over file
+    node 'fb', exported read-only as 'eb' with fixed-iothread io0."""
+    base = str(workdir / 'base.raw')
+    qemu_img('create', '-q', '-f', 'raw', base, str(4 * MiB))
+    qemu_io('-f', 'raw', '-c', 'write -P 0x5a 0 1M', base)
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'fb',
+                                 'filename': base})
+    qmp.execute('blockdev-add', {'driver': 'raw', 'node-name': 'rb',
+                                 'file': 'fb'})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'eb',
+                                     'node-name': 'rb', 'iothread': 'io0',
+                                     'fixed-iothread': True})
+    return base
+
+
+@pytest.mark.timeout(60)
+def test_blockdev_add_over_a_child_in_an_iothread(daemon_factory, workdir):
+    """As qsd 7.2: a filter over a node an export pins in io0, and a qcow2
+    overlay (its file node in the main loop) whose backing is that node,
+    join io0; a node whose children are pinned in two different contexts
+    is refused with qsd's words, and the refusal changes nothing."""
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    sock = d.socket_path('nbd.sock')
+    exported_base(qmp, workdir, sock)
+    pinned = 'Cannot change iothread of active block backend'
+
+    qmp.execute('blockdev-add', {'driver': 'copy-on-read',
+                                 'node-name': 'cor', 'file': 'rb'})
+    assert set_iothread(qmp, 'cor', 'io0') == {}     # where it is
+    assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                     {'node-name': 'cor', 'iothread': None}) == pinned
+    qmp.execute('blockdev-del', node_name='cor')
+
+    top = str(workdir / 'top.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', str(workdir / 'base.raw'),
+             '-F', 'raw', top)
+    qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'ft',
+                                 'filename': top})
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'top',
+                                 'file': 'ft', 'backing': 'rb'})
+    # The overlay's file node went along into io0.
+    assert set_iothread(qmp, 'ft', 'io0') == {}
+    assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                     {'node-name': 'ft', 'iothread': None}) == pinned
+
+    # Children pinned in two contexts: the file by a fixed export in the
+    # main loop, the backing by the one in io0.
+    img2 = str(workdir / 'two.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', img2, str(4 * MiB))
+    qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'f2',
+                                 'filename': img2})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e2',
+                                     'node-name': 'f2', 'name': 'f2',
+                                     'fixed-iothread': True})
+    assert qmp_error(qmp, 'blockdev-add', {
+        'driver': 'qcow2', 'node-name': 'q2', 'file': 'f2', 'backing': 'rb',
+        'read-only': True}) == pinned
+    assert 'q2' not in [n['node-name'] for n in
+                        qmp.execute('query-named-block-nodes')]
+    qmp.execute('blockdev-add', {'driver': 'qcow2', 'node-name': 'q2',
+                                 'file': 'f2', 'backing': None,
+                                 'read-only': True})
+    assert set_iothread(qmp, 'q2', None) == {}       # still in the main loop
+    qmp.execute('blockdev-del', node_name='q2')
+    qmp.execute('block-export-del', id='e2')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='f2')
+
+    qmp.execute('blockdev-del', node_name='top')
+    assert set_iothread(qmp, 'ft', None) == {}       # free again
+    qmp.execute('blockdev-del', node_name='ft')
+    qmp.execute('block-export-del', id='eb')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='rb')
+    qmp.execute('blockdev-del', node_name='fb')
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 dies ("qemu_mutex_'
+                            'unlock_impl: Operation not permitted") adding '
+                            'a node over one in an iothread that could move')
+@pytest.mark.parametrize('driver', ['throttle', 'copy-on-read', 'qcow2'])
+def test_blockdev_add_over_a_served_iothread_node(daemon_factory, workdir,
+                                                  driver):
+    """A node an export serves from io0 while a client writes to it: a
+    filter over it (or a qcow2 overlay backed by it) opens in io0 and
+    reads what the client wrote, the client never fails, and the image
+    is what it wrote."""
+    nbd = pytest.importorskip('nbd')
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    sock = d.socket_path('nbd.sock')
+    size = 4 * MiB
+    img = str(workdir / 'disk.raw')
+    qemu_img('create', '-q', '-f', 'raw', img, str(size))
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('blockdev-add', {'driver': 'file', 'node-name': 'f0',
+                                 'filename': img})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'f0', 'writable': True,
+                                     'iothread': 'io0'})
+    if driver == 'throttle':
+        qmp.execute('object-add', {'qom-type': 'throttle-group',
+                                   'id': 'tg'})
+    h = nbd_connect_plain(sock, 'f0')
+    shadow = bytearray(size)
+    stop, errors, count = threading.Event(), [], [0]
+    t = threading.Thread(target=striped_writer,
+                         args=(h, stop, shadow, count, errors))
+    t.start()
+    try:
+        from bjtest import wait_until
+        wait_until(lambda: count[0] > 50 or errors, what='writes')
+        args = {'driver': driver, 'node-name': 'top'}
+        if driver == 'qcow2':
+            ov = str(workdir / 'ov.qcow2')
+            qemu_img('create', '-q', '-f', 'qcow2', ov, str(size))
+            args.update(file={'driver': 'file', 'filename': ov},
+                        backing='f0', **{'read-only': True})
+        else:
+            args['file'] = 'f0'
+            if driver == 'throttle':
+                args['throttle-group'] = 'tg'
+        qmp.execute('blockdev-add', args)
+        # It lives in io0 with its child: no move happens.
+        assert set_iothread(qmp, 'top', 'io0') == {}
+        before = count[0]
+        wait_until(lambda: count[0] > before + 50 or errors,
+                   what='writes after blockdev-add')
+        qmp.execute('block-export-add', {'type': 'nbd', 'id': 'et',
+                                         'node-name': 'top', 'name': 'top'})
+        r = nbd_connect_plain(sock, 'top')
+        assert r.pread(65536, 0) is not None
+        r.shutdown()
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    # Read through the new node once the writer is done: what it wrote.
+    r = nbd_connect_plain(sock, 'top')
+    assert r.pread(size, 0) == bytes(shadow)
+    r.shutdown()
+    qmp.execute('block-export-del', id='et')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='top')
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='f0')
+    ref = str(workdir / 'expect.raw')
+    with open(ref, 'wb') as f:
+        f.write(shadow)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'raw', ref, img)
