@@ -119,6 +119,19 @@ struct BlockChildClass {
      * user runs there (connections, their coroutines, fd watches). */
     bool (*can_change_ctx)(BlockChild *c, AioContext *ctx);
     void (*change_ctx)(BlockChild *c, AioContext *old, AioContext *ctx);
+    /* Optional: before the move drains anything, and once it is over and
+     * undrained (once per edge each). */
+    void (*change_ctx_begin)(BlockChild *c);
+    void (*change_ctx_end)(BlockChild *c);
+    /* A user holding several nodes (a block job) names the others: they
+     * move with this one (fn is called for each). */
+    void (*for_each_sibling)(BlockChild *c,
+                             void (*fn)(BlockNode *bs, void *opaque),
+                             void *opaque);
+    /* Whether the edge is what qemu calls a BlockBackend (an export, a
+     * job's main node and I/O edges), for x-blockdev-set-iothread's force
+     * check.  Unset: true for every non-node parent. */
+    bool (*is_backend)(BlockChild *c);
 };
 
 struct BlockChild {
@@ -563,6 +576,9 @@ bool coroutine_mixed_fn bdrv_move_to_context(BlockNode *bs, AioContext *ctx,
                                              Error **errp);
 /* No user of bs is anything but a node (no export, no job). */
 bool bdrv_is_unused_root(BlockNode *bs);
+/* A parent of bs is a BlockBackend in qemu's sense (is_backend):
+ * x-blockdev-set-iothread wants force then. */
+bool bdrv_has_backend(BlockNode *bs);
 
 /* ---- requests: coroutine_fn, in c->node->ctx ---- */
 int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,

@@ -630,26 +630,53 @@ bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp)
     return true;
 }
 
+typedef struct Component {
+    BlockNode **set;
+    size_t n, cap;
+} Component;
+
+static void collect_component_fn(BlockNode *bs, void *opaque);
+
 /* Every node connected to bs through node edges (children and node
- * parents alike): what has to live in one context together. */
-static void collect_component(BlockNode *bs, BlockNode ***set, size_t *n,
-                              size_t *cap)
+ * parents alike) and through users holding several nodes (a job): what
+ * has to live in one context together. */
+static void collect_component(BlockNode *bs, Component *comp)
 {
     BlockChild *c;
 
-    if (in_set(*set, *n, bs)) {
+    if (in_set(comp->set, comp->n, bs)) {
         return;
     }
-    GROW(*set, *n, *cap);
-    (*set)[(*n)++] = bs;
+    GROW(comp->set, comp->n, comp->cap);
+    comp->set[comp->n++] = bs;
     list_for_each_entry(c, &bs->children, child_link) {
-        collect_component(c->node, set, n, cap);
+        collect_component(c->node, comp);
     }
     list_for_each_entry(c, &bs->parents, parent_link) {
         if (c->klass->parent_is_node) {
-            collect_component(c->opaque, set, n, cap);
+            collect_component(c->opaque, comp);
+        } else if (c->klass->for_each_sibling) {
+            c->klass->for_each_sibling(c, collect_component_fn, comp);
         }
     }
+}
+
+static void collect_component_fn(BlockNode *bs, void *opaque)
+{
+    collect_component(bs, opaque);
+}
+
+bool bdrv_has_backend(BlockNode *bs)
+{
+    BlockChild *c;
+
+    list_for_each_entry(c, &bs->parents, parent_link) {
+        if (!c->klass->parent_is_node &&
+            (!c->klass->is_backend || c->klass->is_backend(c))) {
+            return true;
+        }
+    }
+    return false;
 }
 
 bool bdrv_is_unused_root(BlockNode *bs)
@@ -666,14 +693,15 @@ bool bdrv_is_unused_root(BlockNode *bs)
 
 static bool move_to_context(BlockNode *bs, AioContext *ctx, Error **errp)
 {
-    BlockNode **set = NULL;
-    size_t n = 0, cap = 0;
+    Component comp = { 0 };
     AioContext *old = bs->ctx;
 
     if (bs->ctx == ctx) {
         return true;
     }
-    collect_component(bs, &set, &n, &cap);
+    collect_component(bs, &comp);
+    BlockNode **set = comp.set;
+    size_t n = comp.n;
     for (size_t i = 0; i < n; i++) {
         BlockChild *c;
         list_for_each_entry(c, &set[i]->parents, parent_link) {
@@ -690,7 +718,15 @@ static bool move_to_context(BlockNode *bs, AioContext *ctx, Error **errp)
         }
     }
     for (size_t i = 0; i < n; i++) {
+        BlockChild *c;
         bdrv_ref(set[i]);
+        list_for_each_entry(c, &set[i]->parents, parent_link) {
+            if (!c->klass->parent_is_node && c->klass->change_ctx_begin) {
+                c->klass->change_ctx_begin(c);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         bdrv_drained_begin(set[i]);
     }
     for (size_t i = 0; i < n; i++) {
@@ -718,6 +754,14 @@ static bool move_to_context(BlockNode *bs, AioContext *ctx, Error **errp)
     }
     for (size_t i = 0; i < n; i++) {
         bdrv_drained_end(set[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        BlockChild *c;
+        list_for_each_entry(c, &set[i]->parents, parent_link) {
+            if (!c->klass->parent_is_node && c->klass->change_ctx_end) {
+                c->klass->change_ctx_end(c);
+            }
+        }
     }
     for (size_t i = 0; i < n; i++) {
         bdrv_unref(set[i]);

@@ -607,3 +607,110 @@ def test_blockdev_add_over_a_served_iothread_node(daemon_factory, workdir,
     with open(ref, 'wb') as f:
         f.write(shadow)
     qemu_img('compare', '-q', '-f', 'raw', '-F', 'raw', ref, img)
+
+
+# ---- x-blockdev-set-iothread with a job running ----
+
+def job_statuses(qmp, jid):
+    return [e['data']['status'] for e in qmp.get_events('JOB_STATUS_CHANGE')
+            if e['data']['id'] == jid]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.blockjobd_only('qemu-storage-daemon 7.2 aborts when a client '
+                            'of an iothread export disconnects')
+@pytest.mark.parametrize('job', ['backup', 'mirror'])
+def test_move_nodes_under_a_running_job(daemon_factory, workdir, job):
+    """As qsd 7.2 allows: a throttled backup or mirror whose source an NBD
+    client writes the whole time moves with its nodes main -> io0 -> io1
+    -> main (the job pauses for each move and runs on in the new
+    context).  A backup's target is the source as it was at the start, a
+    mirror's is the source at the end, and the source is exactly what the
+    client wrote."""
+    pytest.importorskip('nbd')
+    from bjtest import wait_until
+    imgs = Images(workdir, keep_ref=True)
+    with open(imgs.src, 'rb') as f:
+        shadow = bytearray(f.read())
+    d = daemon_factory(*IOTHREADS)
+    qmp = d.qmp
+    imgs.add(qmp)
+    sock = d.socket_path('nbd.sock')
+    qmp.execute('nbd-server-start',
+                addr={'type': 'unix', 'data': {'path': sock}})
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e0',
+                                     'node-name': 'src', 'writable': True})
+    h = nbd_connect_plain(sock, 'src')
+    stop, errors, count = threading.Event(), [], [0]
+    cmd = 'blockdev-backup' if job == 'backup' else 'blockdev-mirror'
+    # The writer starts once the job runs: a backup's target is the source
+    # as it was then.
+    qmp.execute(cmd, {'job-id': 'j', 'device': 'src', 'target': 'tgt',
+                      'sync': 'full', 'speed': 4 * MiB})
+    t = threading.Thread(target=striped_writer,
+                         args=(h, stop, shadow, count, errors))
+    t.start()
+    try:
+        for io in ('io0', 'io1', None):
+            before, progress = count[0], \
+                qmp.execute('query-jobs')[0]['current-progress']
+            assert set_iothread(qmp, 'src', io, force=True) == {}
+            wait_until(lambda: count[0] > before + 40 or errors,
+                       what='writes after a move')
+            wait_until(lambda: qmp.execute('query-jobs')[0]
+                       ['current-progress'] > progress, timeout=60,
+                       what='job progress after a move')
+            assert not errors, errors
+        # The target moved with the source: the whole tree, by the target.
+        if job == 'backup':
+            assert set_iothread(qmp, 'tgt', 'io0') == {}
+        else:
+            assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                             {'node-name': 'tgt', 'iothread': 'io0'}) == (
+                'Node tgt is associated with a BlockBackend and could be '
+                'in use (use force=true to override this check)')
+            assert set_iothread(qmp, 'tgt', 'io0', force=True) == {}
+        qmp.execute('block-job-set-speed', device='j', speed=0)
+        if job == 'mirror':
+            qmp.wait_event('BLOCK_JOB_READY', timeout=60)
+            assert set_iothread(qmp, 'src', 'io1', force=True) == {}
+            before = count[0]
+            wait_until(lambda: count[0] > before + 40 or errors,
+                       what='writes after a move in READY')
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    if job == 'mirror':
+        qmp.execute('block-job-complete', device='j')
+    ev = qmp.wait_event('BLOCK_JOB_COMPLETED', timeout=120)
+    assert 'error' not in ev['data'], ev
+    qmp.wait_event('JOB_STATUS_CHANGE', timeout=30,
+                   match={'data': {'id': 'j', 'status': 'null'}})
+    statuses = job_statuses(qmp, 'j') + ['null']
+    qmp.execute('block-export-del', id='e0')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
+    qmp.execute('blockdev-del', node_name='tgt')
+    qmp.execute('blockdev-del', node_name='src')
+    imgs.check()
+    ref = str(workdir / 'expect.raw')
+    with open(ref, 'wb') as f:
+        f.write(shadow)
+    qemu_img('compare', '-q', '-f', 'raw', '-F', 'raw', ref, imgs.src)
+    if job == 'backup':
+        imgs.compare_ref()
+    else:
+        imgs.compare()
+    # One pause per move, each followed by running again (standby, then
+    # ready again, for a mirror's move once READY), as in qsd.
+    end = statuses.index('waiting' if job == 'backup' else 'ready')
+    # A backup also pauses once as it starts (inserting its filter), as
+    # in qsd 7.2.
+    assert statuses[2:end] == ['paused', 'running'] * (
+        5 if job == 'backup' else 4), statuses
+    if job == 'mirror':
+        tail = statuses[statuses.index('ready'):]
+        assert tail[:3] == ['ready', 'standby', 'ready'], statuses
+    assert statuses[:2] == ['created', 'running'], statuses
+    assert statuses[-4:] == ['waiting', 'pending', 'concluded', 'null'], \
+        statuses
