@@ -335,19 +335,9 @@ bool nbd_export_add(const NbdExportOptions *o, Error **errp)
             error_setg(errp, "iothread \"%s\" not found", iothread);
             return false;
         }
-        AioContext *ctx = iothread_get_context(t);
-        /* Other exports of this node run where it runs now. */
-        NbdExport *other;
-        list_for_each_entry(other, &export_list, link) {
-            if (other->child->node == bs && other->ctx != ctx) {
-                error_setg(&local, "Cannot change iothread of node '%s': it "
-                           "is exported as '%s'", bs->node_name, other->id);
-                break;
-            }
-        }
-        if (!local) {
-            bdrv_set_aio_context(bs, ctx, &local);
-        }
+        /* As qsd: the node moves with everything connected to it, other
+         * exports without fixed-iothread (and their clients) included. */
+        bdrv_move_to_context(bs, iothread_get_context(t), &local);
         if (local) {
             if (fixed) {
                 error_propagate(errp, local);

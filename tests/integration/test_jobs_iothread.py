@@ -430,18 +430,42 @@ def test_fixed_export_pins_its_node(daemon_factory, workdir):
                                      'node-name': 'r0', 'name': 'x1',
                                      'iothread': 'io1',
                                      'fixed-iothread': True})
+    pinned = 'Cannot change iothread of active block backend'
     for node, io, force in (('r0', 'io0', True), ('r0', None, True),
                             ('f0', 'io0', False), ('f0', None, True)):
         args = {'node-name': node, 'iothread': io}
         if force:
             args['force'] = True
-        assert qmp_error(qmp, 'x-blockdev-set-iothread', args) == \
-            'Cannot change iothread of active block backend', args
+        assert qmp_error(qmp, 'x-blockdev-set-iothread', args) == pinned, \
+            args
     # Nothing moved: the node still is in io1 (a move there is no change).
     assert set_iothread(qmp, 'f0', 'io1') == {}
+    # block-export-add with an iothread moves the node the same way: not
+    # away from a fixed export, and without fixed-iothread the export then
+    # stays where the node is.
+    assert qmp_error(qmp, 'block-export-add', {
+        'type': 'nbd', 'id': 'e2', 'node-name': 'f0', 'name': 'x2',
+        'iothread': 'io0', 'fixed-iothread': True}) == pinned
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e2',
+                                     'node-name': 'f0', 'name': 'x2',
+                                     'iothread': 'io0'})
+    assert set_iothread(qmp, 'f0', 'io1', force=True) == {}
+    qmp.execute('block-export-del', id='e2')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
     qmp.execute('block-export-del', id='e1')
     qmp.wait_event('BLOCK_EXPORT_DELETED')
     assert set_iothread(qmp, 'r0', None, force=True) == {}
+    # An export of a node below another takes the node above along.
+    qmp.execute('block-export-add', {'type': 'nbd', 'id': 'e3',
+                                     'node-name': 'f0', 'name': 'x3',
+                                     'iothread': 'io1',
+                                     'fixed-iothread': True})
+    assert set_iothread(qmp, 'r0', 'io1', force=True) == {}
+    assert qmp_error(qmp, 'x-blockdev-set-iothread',
+                     {'node-name': 'r0', 'iothread': None,
+                      'force': True}) == pinned
+    qmp.execute('block-export-del', id='e3')
+    qmp.wait_event('BLOCK_EXPORT_DELETED')
     qmp.execute('block-export-del', id='e0')
     qmp.wait_event('BLOCK_EXPORT_DELETED')
     qmp.execute('blockdev-del', node_name='r0')
