@@ -602,13 +602,28 @@ static void conn_rewatch_bh(void *opaque)
     nbd_conn_rewatch(opaque);
 }
 
-void nbd_conn_move(NbdConn *c, AioContext *ctx)
+/* The waits below run the main loop, where the connection may end
+ * meanwhile: it is freed only after them (as for a TLS close). */
+static void conn_hold(NbdConn *c)
+{
+    c->close_refs++;
+}
+
+static void conn_release(NbdConn *c)
+{
+    if (--c->close_refs == 0 && c->finish_pending) {
+        conn_finish_bh(c);
+    }
+}
+
+bool nbd_conn_move(NbdConn *c, AioContext *ctx)
 {
     ConnMove m = { .c = c, .to = ctx };
 
-    if (!c->transmitting || c->ctx == ctx) {
-        return;
+    if (!c->transmitting || c->frozen || c->ctx == ctx) {
+        return false;
     }
+    conn_hold(c);
     for (;;) {
         aio_bh_run_wait(c->ctx, conn_move_bh, &m);
         if (m.done) {
@@ -619,7 +634,28 @@ void nbd_conn_move(NbdConn *c, AioContext *ctx)
             aio_poll(aio_main_context(), false);
         }
     }
-    aio_bh_run_wait(ctx, conn_rewatch_bh, c);
+    c->frozen = true;
+    conn_release(c);
+    return true;
+}
+
+bool nbd_conn_move_done(NbdConn *c)
+{
+    if (c->start_pending) {
+        c->start_pending = false;
+        c->ctx = c->exp->ctx;
+        c->transmitting = true;
+        aio_co_schedule(c->ctx, c->recv_co);
+        return true;
+    }
+    if (!c->frozen) {
+        return false;
+    }
+    c->frozen = false;
+    conn_hold(c);
+    aio_bh_run_wait(c->ctx, conn_rewatch_bh, c);
+    conn_release(c);
+    return true;
 }
 
 /* ---- the handshake (main loop) ---- */
@@ -768,8 +804,14 @@ static void coroutine_fn handshake_co(void *opaque)
     if (ok && c->exp && !atomic_load(&c->closing) &&
         !c->exp->shutting_down) {
         co_mutex_init(&c->send_lock);
-        c->ctx = c->exp->ctx;
         c->recv_co = coroutine_create(transmission_co, c);
+        if (c->exp->moving) {
+            /* Its node is changing context: it starts once that is over
+             * (nbd_conn_move_done), with the others. */
+            c->start_pending = true;
+            return;
+        }
+        c->ctx = c->exp->ctx;
         c->transmitting = true;
         aio_co_schedule(c->ctx, c->recv_co);
         return;

@@ -49,16 +49,53 @@ static bool export_can_change_ctx(BlockChild *c, AioContext *ctx)
     return !exp->fixed_iothread;
 }
 
-/* The node moved (drained): the export and its live connections follow. */
+/* The move runs the main loop, where a deleted export's last connection
+ * may end: the export (and its edge, which the move walks) stays until a
+ * bottom half after the move. */
+static void export_change_ctx_begin(BlockChild *c)
+{
+    NbdExport *exp = c->opaque;
+
+    exp->moving = true;
+    nbd_export_ref(exp);
+}
+
+static void export_unref_bh(void *opaque)
+{
+    nbd_export_unref(opaque);
+}
+
+/* The node moved (drained): the export and its live connections follow,
+ * frozen until the whole move is over. */
 static void export_change_ctx(BlockChild *c, AioContext *old, AioContext *ctx)
 {
     NbdExport *exp = c->opaque;
     NbdConn *conn;
 
     exp->ctx = ctx;
+    /* From the head again after each: the main loop ran meanwhile, and
+     * connections may have ended. */
+restart:
     list_for_each_entry(conn, &exp->conns, export_link) {
-        nbd_conn_move(conn, ctx);
+        if (nbd_conn_move(conn, ctx)) {
+            goto restart;
+        }
     }
+}
+
+static void export_change_ctx_end(BlockChild *c)
+{
+    NbdExport *exp = c->opaque;
+    NbdConn *conn;
+
+    exp->moving = false;
+restart:
+    list_for_each_entry(conn, &exp->conns, export_link) {
+        if (nbd_conn_move_done(conn)) {
+            goto restart;
+        }
+    }
+    aio_bh_schedule_oneshot(aio_main_context(), export_unref_bh, exp);
 }
 
 static const BlockChildClass export_child_class = {
@@ -67,7 +104,9 @@ static const BlockChildClass export_child_class = {
     .drained_poll = export_drained_poll,
     .postpone_requests_when_drained = true,
     .can_change_ctx = export_can_change_ctx,
+    .change_ctx_begin = export_change_ctx_begin,
     .change_ctx = export_change_ctx,
+    .change_ctx_end = export_change_ctx_end,
 };
 
 static NbdExport *find_by_id(const char *id)

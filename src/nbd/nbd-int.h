@@ -47,6 +47,7 @@ typedef struct NbdExport {
     BlockNode **bitmap_nodes;
     char **bitmap_names;
     bool fixed_iothread;       /* stays in ctx (block-export-add) */
+    bool moving;               /* its node changes context (main loop) */
     int refcnt;                /* main loop */
     bool shutting_down;        /* deleted, waiting for its connections */
     ListHead link;             /* in the export list */
@@ -78,6 +79,8 @@ typedef struct NbdConn {
      * receive loop (set before it is scheduled, cleared as it ends) and
      * one per request (NbdReq.link); nbd_conn_move re-homes them. */
     bool transmitting;         /* main loop */
+    bool start_pending;        /* handshake done during a move */
+    bool frozen;               /* moved, fd not watched yet */
     Coroutine *recv_co;
     ListHead reqs;
 
@@ -117,10 +120,18 @@ NbdConn *nbd_conn_start(int fd, ListHead *server_list,
  * it ends. */
 void nbd_conn_close(NbdConn *c);
 /* Main loop, the export's node drained and already in ctx: moves the
- * connection into ctx (its fd watch, its receive and request coroutines,
- * wherever they wait: socket, send lock, postponed on the node).  A
- * connection still negotiating follows by itself (exp->ctx). */
-void nbd_conn_move(NbdConn *c, AioContext *ctx);
+ * connection into ctx (its receive and request coroutines, wherever they
+ * wait: socket, send lock, postponed on the node) and leaves it frozen:
+ * no fd watch, so none of them runs before every connection of every
+ * export of the node moved (they all queue on the same nodes, from one
+ * thread at a time).  A connection still negotiating follows by itself
+ * (exp->ctx). */
+bool nbd_conn_move(NbdConn *c, AioContext *ctx);
+/* Once every user moved: the connection watches its fd again in its new
+ * context, or one that finished its handshake meanwhile starts there.
+ * Both run the main loop (c may be gone after); they return whether they
+ * had something to do, so that the caller scans exp->conns again. */
+bool nbd_conn_move_done(NbdConn *c);
 
 /* ---- conn-io.c: socket I/O from the connection's coroutines ---- */
 /* 0, -EPIPE on end of stream, or -errno. */
