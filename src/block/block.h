@@ -574,8 +574,6 @@ bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp);
  * and a new node's child in another context (bdrv_attach_child). */
 bool coroutine_mixed_fn bdrv_move_to_context(BlockNode *bs, AioContext *ctx,
                                              Error **errp);
-/* No user of bs is anything but a node (no export, no job). */
-bool bdrv_is_unused_root(BlockNode *bs);
 /* A parent of bs is a BlockBackend in qemu's sense (is_backend):
  * x-blockdev-set-iothread wants force then. */
 bool bdrv_has_backend(BlockNode *bs);

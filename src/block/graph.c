@@ -679,18 +679,6 @@ bool bdrv_has_backend(BlockNode *bs)
     return false;
 }
 
-bool bdrv_is_unused_root(BlockNode *bs)
-{
-    BlockChild *c;
-
-    list_for_each_entry(c, &bs->parents, parent_link) {
-        if (!c->klass->parent_is_node) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static bool move_to_context(BlockNode *bs, AioContext *ctx, Error **errp)
 {
     Component comp = { 0 };
