@@ -103,8 +103,11 @@ static void coroutine_fn backup_worker_co(void *opaque)
         s->err_is_read = is_read;
     }
     free(w);
-    __atomic_sub_fetch(&s->workers, 1, __ATOMIC_RELEASE);
+    /* The body runs after us (woken from a coroutine, it is scheduled);
+     * the count drops last, so a drained section that sees it at 0 (a
+     * move of the job's nodes to another context) sees all we did. */
     co_queue_restart_all(&s->worker_done);
+    __atomic_sub_fetch(&s->workers, 1, __ATOMIC_RELEASE);
 }
 
 static void coroutine_fn wait_workers(BackupJob *s, int at_most)

@@ -52,14 +52,20 @@ static bool child_job_drained_poll(BlockChild *c)
 {
     BlockJobNode *u = c->opaque;
     Job *job = u->job;
-    if (!job->busy || job_is_completed(job) || job->deferred_to_main_loop) {
+    if (job_is_completed(job) || job->deferred_to_main_loop) {
         return false;
     }
     if (job->ctx_moving) {
         /* A move needs the body parked in the main loop, not merely done
-         * with its I/O: it may be on its way back into the context the
-         * move is leaving. */
-        return true;
+         * with its I/O (it may be on its way back into the context the
+         * move is leaving), and none of its helpers (mirror's ops,
+         * backup's workers) left in that context, even between two of
+         * their requests. */
+        return job->busy ||
+               (job->driver->drained_poll && job->driver->drained_poll(job));
+    }
+    if (!job->busy) {
+        return false;
     }
     return job->driver->drained_poll ? job->driver->drained_poll(job) : true;
 }

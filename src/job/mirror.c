@@ -158,15 +158,23 @@ static void op_end(MirrorOp *op)
 {
     MirrorJob *s = op->s;
 
+    bool active = op->active;
+
     list_del(&op->link);
-    if (op->active) {
+    if (active) {
         s->active_in_flight--;
     } else {
-        __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
         s->bytes_in_flight -= op->bytes;
     }
     free(op);
+    /* The waiters run after us (woken from a coroutine, they are
+     * scheduled).  The count drops last: a drained section that sees it
+     * at 0 (mirror_drained_poll, a move of the job's nodes to another
+     * context) sees everything the op did. */
     co_queue_restart_all(&s->op_done);
+    if (!active) {
+        __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
+    }
 }
 
 static bool overlaps_in_flight(MirrorJob *s, int64_t offset, int64_t bytes)
@@ -393,7 +401,7 @@ static void mirror_sample(MirrorJob *s, uint64_t cnt)
 {
     int64_t now = clock_ns();
     int64_t dt = now - s->sample_ns;
-    uint64_t done = s->job.progress_current;
+    uint64_t done = job_progress_current(&s->job);
     uint64_t copied = done - s->copied[0];
 
     __atomic_store_n(&s->dirty_bytes, cnt, __ATOMIC_RELAXED);
