@@ -108,6 +108,8 @@ static void coroutine_fn backup_worker_co(void *opaque)
      * move of the job's nodes to another context) sees all we did. */
     co_queue_restart_all(&s->worker_done);
     __atomic_sub_fetch(&s->workers, 1, __ATOMIC_RELEASE);
+    /* A drain in the main loop may be waiting for it. */
+    aio_wait_kick();
 }
 
 static void coroutine_fn wait_workers(BackupJob *s, int at_most)

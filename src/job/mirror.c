@@ -174,6 +174,8 @@ static void op_end(MirrorOp *op)
     co_queue_restart_all(&s->op_done);
     if (!active) {
         __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
+        /* A drain in the main loop may be waiting for it. */
+        aio_wait_kick();
     }
 }
 
