@@ -752,16 +752,17 @@ def test_move_nodes_under_a_running_job(daemon_factory, workdir, job,
     else:
         imgs.compare()
     # One pause per move, each followed by running again (standby, then
-    # ready again, for a mirror's move once READY), as in qsd.
-    end = statuses.index('waiting' if job == 'backup' else 'ready')
-    # A backup also pauses once as it starts (inserting its filter), as
-    # in qsd 7.2.
-    assert statuses[2:end] == ['paused', 'running'] * (
-        5 if job == 'backup' else 4), statuses
+    # ready again, once READY), as in qsd; a backup also pauses once as
+    # it starts (inserting its filter), as in qsd 7.2.
+    pauses = 0
+    for i, st in enumerate(statuses):
+        if st in ('paused', 'standby'):
+            pauses += 1
+            assert statuses[i + 1] == ('running' if st == 'paused'
+                                       else 'ready'), statuses
+    assert pauses == (5 if job == 'backup' else 6), statuses
     if job == 'mirror':
-        tail = statuses[statuses.index('ready'):]
-        assert tail[:5] == ['ready', 'standby', 'ready', 'standby',
-                            'ready'], statuses
+        assert statuses.count('ready') >= 3, statuses
     assert statuses[:2] == ['created', 'running'], statuses
     assert statuses[-4:] == ['waiting', 'pending', 'concluded', 'null'], \
         statuses
