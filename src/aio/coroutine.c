@@ -443,6 +443,18 @@ AioContext *coroutine_context(Coroutine *co)
     return __atomic_load_n(&co->ctx, __ATOMIC_ACQUIRE);
 }
 
+bool coroutine_is_scheduled(Coroutine *co)
+{
+    return atomic_load(&co->scheduled) || co->resched_ctx;
+}
+
+void coroutine_set_context(Coroutine *co, AioContext *ctx)
+{
+    assert(co != coroutine_self() && !co->caller);
+    assert(!coroutine_is_scheduled(co));
+    __atomic_store_n(&co->ctx, ctx, __ATOMIC_RELEASE);
+}
+
 /* ---- waking across threads ---- */
 
 struct CoSchedState {

@@ -46,6 +46,14 @@ void coroutine_fn coroutine_yield(void);
 Coroutine *coroutine_self(void);      /* NULL outside coroutines */
 bool coroutine_in_coroutine(void);
 AioContext *coroutine_context(Coroutine *co);
+/* Whether co is scheduled to run (aio_co_schedule, or woken from another
+ * coroutine) and has not been entered yet.  Thread-safe. */
+bool coroutine_is_scheduled(Coroutine *co);
+/* Gives a suspended coroutine a new home context: later wakes enter it
+ * there.  Only from the thread of its old home, outside it, while it is
+ * not scheduled (what it waits on moves along: an object changing
+ * context, x-blockdev-set-iothread). */
+void coroutine_set_context(Coroutine *co, AioContext *ctx);
 
 /*
  * Makes co runnable again in its home context: entered directly when called

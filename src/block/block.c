@@ -217,6 +217,19 @@ static void detach_all_children(BlockNode *bs)
     }
 }
 
+/* The open is over: the children drained for it (bdrv_attach_child) go
+ * back to their users. */
+static void end_open_drains(BlockNode *bs)
+{
+    for (size_t i = 0; i < bs->n_open_drained; i++) {
+        bdrv_drained_end(bs->open_drained[i]);
+        bdrv_unref(bs->open_drained[i]);
+    }
+    free(bs->open_drained);
+    bs->open_drained = NULL;
+    bs->n_open_drained = 0;
+}
+
 /*
  * Opens one node from checked-by-nobody-yet options.  Runs in a coroutine
  * in the main context.  Returns the node with one reference (the caller's);
@@ -331,6 +344,7 @@ static BlockNode *coroutine_fn co_open_node(json_t *opts, const char *path,
     }
     free(bs->open_path);
     bs->open_path = NULL;
+    end_open_drains(bs);
     return bs;
 
 fail_opened:
@@ -339,6 +353,7 @@ fail_opened:
     }
 fail_close:
     detach_all_children(bs);
+    end_open_drains(bs);
 fail:
     bs->file = NULL;
     bs->backing = NULL;

@@ -115,6 +115,27 @@ struct BlockChildClass {
      * BlockBackend: an export, block_resize). */
     void (*graph_parent)(BlockChild *c, const void **owner,
                          const char **type, const char **name);
+    /* A user that may follow its node into another context (an NBD export
+     * without fixed-iothread) sets change_ctx; the others are refused
+     * with qsd's "Cannot change iothread of active block backend".
+     * can_change_ctx (optional) may still refuse.  change_ctx runs in the
+     * main loop, the nodes drained and already in ctx; it moves what the
+     * user runs there (connections, their coroutines, fd watches). */
+    bool (*can_change_ctx)(BlockChild *c, AioContext *ctx);
+    void (*change_ctx)(BlockChild *c, AioContext *old, AioContext *ctx);
+    /* Optional: before the move drains anything, and once it is over and
+     * undrained (once per edge each). */
+    void (*change_ctx_begin)(BlockChild *c);
+    void (*change_ctx_end)(BlockChild *c);
+    /* A user holding several nodes (a block job) names the others: they
+     * move with this one (fn is called for each). */
+    void (*for_each_sibling)(BlockChild *c,
+                             void (*fn)(BlockNode *bs, void *opaque),
+                             void *opaque);
+    /* Whether the edge is what qemu calls a BlockBackend (an export, a
+     * job's main node and I/O edges), for x-blockdev-set-iothread's force
+     * check.  Unset: true for every non-node parent. */
+    bool (*is_backend)(BlockChild *c);
 };
 
 struct BlockChild {
@@ -215,6 +236,12 @@ struct BlockNode {
      * ("file." for an inline child) and whether strings are coerced. */
     char *open_path;
     bool open_coerce;
+    /* Only while the node is being opened: children that live in another
+     * thread's context, drained (and referenced) until the open ends, so
+     * that the open's own I/O on them from the main loop meets nobody
+     * else's (bdrv_attach_child). */
+    BlockNode **open_drained;
+    size_t n_open_drained;
 };
 
 /* What bdrv_get_info reports of a node's format. */
@@ -557,15 +584,18 @@ bool bdrv_refresh_perms(BlockNode *bs, Error **errp);
  * outside the subtree lives elsewhere and cannot follow. */
 bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp);
 /* Moves bs and every node connected to it (children and node parents) to
- * ctx, drained, when nothing else holds them: refused with qsd's "Cannot
- * change iothread of active block backend" when one of them has a user
- * that is not a node (an export, a job: they stay where they were
- * created).  A job's target joining its source's context, and
- * x-blockdev-set-iothread. */
-bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
-                                 Error **errp);
-/* No user of bs is anything but a node (no export, no job). */
-bool bdrv_is_unused_root(BlockNode *bs);
+ * ctx, drained, with the users that may follow (change_ctx: NBD exports
+ * without fixed-iothread, their live connections included): refused with
+ * qsd's "Cannot change iothread of active block backend" when one of them
+ * has a user that cannot (a fixed export, FUSE, a job), changing nothing.
+ * Main loop; from a coroutine there it runs in a bottom half meanwhile.
+ * A job's target joining its source's context, x-blockdev-set-iothread,
+ * and a new node's child in another context (bdrv_attach_child). */
+bool coroutine_mixed_fn bdrv_move_to_context(BlockNode *bs, AioContext *ctx,
+                                             Error **errp);
+/* A parent of bs is a BlockBackend in qemu's sense (is_backend):
+ * x-blockdev-set-iothread wants force then. */
+bool bdrv_has_backend(BlockNode *bs);
 
 /* ---- requests: coroutine_fn, in c->node->ctx ---- */
 int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,

@@ -378,21 +378,48 @@ static BlockChild *attach_common(BlockChild *c, BlockNode *parent,
     return c;
 }
 
+/*
+ * parent and its new child live in different contexts.  As qsd 7.2: the
+ * parent (a node being opened, with what it has attached so far) goes
+ * into the child's context; failing that, the child (with everything
+ * connected to it) into the parent's; failing both, the first refusal
+ * ("Cannot change iothread of active block backend").  A node being
+ * opened keeps a child in an iothread drained for the rest of its open:
+ * the open runs in the main loop and reads through it.
+ */
+static bool coroutine_mixed_fn join_contexts(BlockNode *parent,
+                                             BlockNode *child, Error **errp)
+{
+    Error *err = NULL;
+
+    if (!bdrv_move_to_context(parent, child->ctx, &err) &&
+        !bdrv_move_to_context(child, parent->ctx, NULL)) {
+        error_propagate(errp, err);
+        return false;
+    }
+    error_free(err);
+    if (parent->open_path && child->ctx != aio_main_context()) {
+        bdrv_ref(child);
+        bdrv_drained_begin(child);
+        parent->open_drained = bj_realloc(parent->open_drained,
+            (parent->n_open_drained + 1) * sizeof(*parent->open_drained));
+        parent->open_drained[parent->n_open_drained++] = child;
+    }
+    return true;
+}
+
 BlockChild *bdrv_attach_child(BlockNode *parent, BlockNode *child,
                               const char *name, unsigned role, Error **errp)
 {
     uint64_t perm, shared;
     BlockChild *c;
 
-    if (child->ctx != parent->ctx) {
-        error_setg(errp, "Node '%s' is in a different iothread than '%s'",
-                   child->node_name, parent->node_name[0] ?
-                   parent->node_name : "the new node");
-        return NULL;
-    }
     if (is_ancestor_of(child, parent)) {
         error_setg(errp, "Making '%s' a child of '%s' would create a cycle",
                    child->node_name, parent->node_name);
+        return NULL;
+    }
+    if (child->ctx != parent->ctx && !join_contexts(parent, child, errp)) {
         return NULL;
     }
     c = link_edge(child, name, role, &bdrv_child_class_node, parent, 0,
@@ -603,55 +630,74 @@ bool bdrv_set_aio_context(BlockNode *bs, AioContext *ctx, Error **errp)
     return true;
 }
 
+typedef struct Component {
+    BlockNode **set;
+    size_t n, cap;
+} Component;
+
+static void collect_component_fn(BlockNode *bs, void *opaque);
+
 /* Every node connected to bs through node edges (children and node
- * parents alike): what has to live in one context together. */
-static void collect_component(BlockNode *bs, BlockNode ***set, size_t *n,
-                              size_t *cap)
+ * parents alike) and through users holding several nodes (a job): what
+ * has to live in one context together. */
+static void collect_component(BlockNode *bs, Component *comp)
 {
     BlockChild *c;
 
-    if (in_set(*set, *n, bs)) {
+    if (in_set(comp->set, comp->n, bs)) {
         return;
     }
-    GROW(*set, *n, *cap);
-    (*set)[(*n)++] = bs;
+    GROW(comp->set, comp->n, comp->cap);
+    comp->set[comp->n++] = bs;
     list_for_each_entry(c, &bs->children, child_link) {
-        collect_component(c->node, set, n, cap);
+        collect_component(c->node, comp);
     }
     list_for_each_entry(c, &bs->parents, parent_link) {
         if (c->klass->parent_is_node) {
-            collect_component(c->opaque, set, n, cap);
+            collect_component(c->opaque, comp);
+        } else if (c->klass->for_each_sibling) {
+            c->klass->for_each_sibling(c, collect_component_fn, comp);
         }
     }
 }
 
-bool bdrv_is_unused_root(BlockNode *bs)
+static void collect_component_fn(BlockNode *bs, void *opaque)
+{
+    collect_component(bs, opaque);
+}
+
+bool bdrv_has_backend(BlockNode *bs)
 {
     BlockChild *c;
 
     list_for_each_entry(c, &bs->parents, parent_link) {
-        if (!c->klass->parent_is_node) {
-            return false;
+        if (!c->klass->parent_is_node &&
+            (!c->klass->is_backend || c->klass->is_backend(c))) {
+            return true;
         }
     }
-    return true;
+    return false;
 }
 
-bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
-                                 Error **errp)
+static bool move_to_context(BlockNode *bs, AioContext *ctx, Error **errp)
 {
-    BlockNode **set = NULL;
-    size_t n = 0, cap = 0;
+    Component comp = { 0 };
+    AioContext *old = bs->ctx;
 
     if (bs->ctx == ctx) {
         return true;
     }
-    collect_component(bs, &set, &n, &cap);
+    collect_component(bs, &comp);
+    BlockNode **set = comp.set;
+    size_t n = comp.n;
     for (size_t i = 0; i < n; i++) {
         BlockChild *c;
         list_for_each_entry(c, &set[i]->parents, parent_link) {
-            if (!c->klass->parent_is_node) {
-                /* An export or a job stays where it was created. */
+            if (!c->klass->parent_is_node &&
+                (!c->klass->change_ctx ||
+                 (c->klass->can_change_ctx &&
+                  !c->klass->can_change_ctx(c, ctx)))) {
+                /* A fixed export, FUSE, a job: it stays where it is. */
                 error_setg(errp, "Cannot change iothread of active block "
                            "backend");
                 free(set);
@@ -660,18 +706,95 @@ bool bdrv_move_unused_to_context(BlockNode *bs, AioContext *ctx,
         }
     }
     for (size_t i = 0; i < n; i++) {
+        BlockChild *c;
         bdrv_ref(set[i]);
+        list_for_each_entry(c, &set[i]->parents, parent_link) {
+            if (!c->klass->parent_is_node && c->klass->change_ctx_begin) {
+                c->klass->change_ctx_begin(c);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         bdrv_drained_begin(set[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (set[i]->drv && set[i]->drv->detach_aio_context) {
+            set[i]->drv->detach_aio_context(set[i]);
+        }
     }
     for (size_t i = 0; i < n; i++) {
         set[i]->ctx = ctx;
     }
     for (size_t i = 0; i < n; i++) {
+        if (set[i]->drv && set[i]->drv->attach_aio_context) {
+            set[i]->drv->attach_aio_context(set[i]);
+        }
+    }
+    /* The users that follow, while nothing of theirs can reach the nodes
+     * (their requests wait, postponed, and are woken in ctx at the end). */
+    for (size_t i = 0; i < n; i++) {
+        BlockChild *c;
+        list_for_each_entry(c, &set[i]->parents, parent_link) {
+            if (!c->klass->parent_is_node) {
+                c->klass->change_ctx(c, old, ctx);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         bdrv_drained_end(set[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        BlockChild *c;
+        list_for_each_entry(c, &set[i]->parents, parent_link) {
+            if (!c->klass->parent_is_node && c->klass->change_ctx_end) {
+                c->klass->change_ctx_end(c);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
         bdrv_unref(set[i]);
     }
     free(set);
     return true;
+}
+
+typedef struct MoveCo {
+    BlockNode *bs;
+    AioContext *ctx;
+    Error *err;
+    bool ok;
+    bool done;
+    Coroutine *co;
+} MoveCo;
+
+static void move_bh(void *opaque)
+{
+    MoveCo *m = opaque;
+
+    m->ok = move_to_context(m->bs, m->ctx, &m->err);
+    m->done = true;
+    aio_co_wake(m->co);
+}
+
+bool coroutine_mixed_fn bdrv_move_to_context(BlockNode *bs, AioContext *ctx,
+                                             Error **errp)
+{
+    MoveCo m = { .bs = bs, .ctx = ctx, .co = coroutine_self() };
+
+    if (!m.co) {
+        assert(aio_current_context() == aio_main_context());
+        return move_to_context(bs, ctx, errp);
+    }
+    /* Users' moves wait for other threads (aio_bh_run_wait), which a
+     * coroutine cannot do inside itself. */
+    aio_bh_schedule_oneshot(aio_main_context(), move_bh, &m);
+    while (!m.done) {
+        coroutine_yield();
+    }
+    if (!m.ok) {
+        error_propagate(errp, m.err);
+    }
+    return m.ok;
 }
 
 bool bdrv_refresh_perms(BlockNode *bs, Error **errp)

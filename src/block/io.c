@@ -39,6 +39,14 @@ static int check_range(BlockNode *bs, int64_t offset, int64_t bytes)
     return 0;
 }
 
+/* The node an edge points to, read where a request starts: the main loop
+ * may move the edge meanwhile (a pivot, a job filter going away), with an
+ * atomic store (graph.c, move_edge). */
+static inline BlockNode *child_node(BlockChild *c)
+{
+    return __atomic_load_n(&c->node, __ATOMIC_ACQUIRE);
+}
+
 /*
  * Counts the request in and returns the node it goes to.  A postponed
  * request may come back on another node (a pivot moved its edge while it
@@ -51,7 +59,7 @@ static BlockNode *coroutine_fn request_begin(BlockChild *c, BlockNode *bs,
     BlockNode *now;
 
     bdrv_co_wait_unquiesced(c);
-    now = c->node;
+    now = child_node(c);
     *ret = 0;
     if (now != bs) {
         *ret = check_range(now, offset, bytes);
@@ -306,7 +314,7 @@ static int coroutine_fn aligned_preadv(BlockNode *bs, int64_t offset,
 int coroutine_fn bdrv_co_preadv(BlockChild *c, int64_t offset, int64_t bytes,
                                 IOVector *qiov, unsigned flags)
 {
-    BlockNode *bs = c->node;
+    BlockNode *bs = child_node(c);
     int ret = check_range(bs, offset, bytes);
 
     if (ret < 0) {
@@ -383,7 +391,7 @@ static bool write_allowed(BlockChild *c, unsigned flags)
 static int check_write(BlockChild *c, int64_t offset, int64_t bytes,
                        unsigned flags)
 {
-    BlockNode *bs = c->node;
+    BlockNode *bs = child_node(c);
     int ret = check_range(bs, offset, bytes);
 
     if (ret < 0) {
@@ -400,7 +408,7 @@ int coroutine_fn bdrv_co_pwritev(BlockChild *c, int64_t offset,
                                  int64_t bytes, IOVector *qiov,
                                  unsigned flags)
 {
-    BlockNode *bs = c->node;
+    BlockNode *bs = child_node(c);
     int ret = check_write(c, offset, bytes, flags);
 
     if (ret < 0) {
@@ -520,7 +528,7 @@ static int coroutine_fn do_pwrite_zeroes(BlockNode *bs, int64_t offset,
 int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
                                        int64_t bytes, unsigned flags)
 {
-    BlockNode *bs = c->node;
+    BlockNode *bs = child_node(c);
     int ret = check_write(c, offset, bytes, flags);
 
     if (ret < 0) {
@@ -553,7 +561,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockChild *c, int64_t offset,
 int coroutine_fn bdrv_co_pdiscard(BlockChild *c, int64_t offset,
                                   int64_t bytes)
 {
-    BlockNode *bs = c->node;
+    BlockNode *bs = child_node(c);
     int64_t align = bs->bl.pdiscard_alignment;
     int64_t start, end;
     /* Flags 0: a discard needs the full write permission. */
@@ -613,7 +621,7 @@ int coroutine_fn bdrv_co_flush(BlockNode *bs)
         ret = bs->drv->co_flush(bs);
     }
     list_for_each_entry(c, &bs->children, child_link) {
-        int r = bdrv_co_flush(c->node);
+        int r = bdrv_co_flush(child_node(c));
         if (ret >= 0 && r < 0) {
             ret = r;
         }
@@ -691,7 +699,7 @@ int coroutine_fn bdrv_co_block_status(BlockNode *bs, int64_t offset,
 
 int coroutine_fn bdrv_co_truncate(BlockChild *c, int64_t size, Error **errp)
 {
-    BlockNode *bs = c->node;
+    BlockNode *bs = child_node(c);
     int ret;
 
     if (size < 0) {

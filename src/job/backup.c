@@ -103,8 +103,13 @@ static void coroutine_fn backup_worker_co(void *opaque)
         s->err_is_read = is_read;
     }
     free(w);
-    __atomic_sub_fetch(&s->workers, 1, __ATOMIC_RELEASE);
+    /* The body runs after us (woken from a coroutine, it is scheduled);
+     * the count drops last, so a drained section that sees it at 0 (a
+     * move of the job's nodes to another context) sees all we did. */
     co_queue_restart_all(&s->worker_done);
+    __atomic_sub_fetch(&s->workers, 1, __ATOMIC_RELEASE);
+    /* A drain in the main loop may be waiting for it. */
+    aio_wait_kick();
 }
 
 static void coroutine_fn wait_workers(BackupJob *s, int at_most)
@@ -425,7 +430,7 @@ Job *backup_job_create(const BackupParams *p, BlockNode *source,
 
     /* The job runs where the source lives; the target follows it there
      * when nothing else holds it (as qemu moves it). */
-    if (!bdrv_move_unused_to_context(target, source->ctx, errp)) {
+    if (!bdrv_move_to_context(target, source->ctx, errp)) {
         return NULL;
     }
     s = job_create(p->job.job_id, &backup_driver, txn, source->ctx,

@@ -18,6 +18,9 @@ typedef struct BlockJobNode {
     BlockChild *child;
     BlockNode *node;         /* referenced while listed */
     bool owns_blocker;       /* we set node->op_blocker */
+    bool io;                 /* block_job_add_io_node */
+    bool moving;             /* counted in job->ctx_moving */
+    const char *name;        /* the edge's, static */
 } BlockJobNode;
 
 static char *child_job_get_parent_desc(BlockChild *c)
@@ -49,7 +52,19 @@ static bool child_job_drained_poll(BlockChild *c)
 {
     BlockJobNode *u = c->opaque;
     Job *job = u->job;
-    if (!job->busy || job_is_completed(job) || job->deferred_to_main_loop) {
+    if (job_is_completed(job) || job->deferred_to_main_loop) {
+        return false;
+    }
+    if (job->ctx_moving) {
+        /* A move needs the body parked in the main loop, not merely done
+         * with its I/O (it may be on its way back into the context the
+         * move is leaving), and none of its helpers (mirror's ops,
+         * backup's workers) left in that context, even between two of
+         * their requests. */
+        return job->busy ||
+               (job->driver->drained_poll && job->driver->drained_poll(job));
+    }
+    if (!job->busy) {
         return false;
     }
     return job->driver->drained_poll ? job->driver->drained_poll(job) : true;
@@ -61,6 +76,86 @@ static void child_job_drained_end(BlockChild *c)
     job_resume(u->job);
 }
 
+/* A job's nodes live in one context: moving one moves them all
+ * (x-blockdev-set-iothread), as qemu's job edges do. */
+static void child_job_for_each_sibling(BlockChild *c,
+                                       void (*fn)(BlockNode *bs, void *),
+                                       void *opaque)
+{
+    BlockJobNode *u = c->opaque, *v;
+
+    list_for_each_entry(v, &u->job->block_users, link) {
+        if (v->child) {
+            fn(v->node, opaque);
+        }
+    }
+}
+
+/* Job types whose body may run in an iothread follow their nodes.  The
+ * move happens drained: the body is parked at a pause point in the main
+ * loop (or done), and job_co_back takes it to the new job->ctx. */
+static bool child_job_can_change_ctx(BlockChild *c, AioContext *ctx)
+{
+    BlockJobNode *u = c->opaque;
+
+    return u->job->driver->iothread;
+}
+
+static void child_job_change_ctx_begin(BlockChild *c)
+{
+    BlockJobNode *u = c->opaque;
+
+    if (!u->moving) {
+        u->moving = true;
+        u->job->ctx_moving++;
+    }
+}
+
+static void moving_done(BlockJobNode *u)
+{
+    Job *job = u->job;
+
+    if (u->moving) {
+        u->moving = false;
+        if (--job->ctx_moving == 0 && job->in_co_drain) {
+            job_enter(job);
+        }
+    }
+}
+
+static void child_job_change_ctx(BlockChild *c, AioContext *old,
+                                 AioContext *ctx)
+{
+    BlockJobNode *u = c->opaque;
+
+    /* The body reads it in job_co_back, in the main loop. */
+    u->job->ctx = ctx;
+}
+
+static void child_job_change_ctx_end(BlockChild *c)
+{
+    moving_done(c->opaque);
+}
+
+/* What qemu 7.2 holds through a BlockBackend: the job's main node and the
+ * nodes it does I/O on (mirror's target, commit's base and top); the
+ * other nodes a job holds move without force (qsd: a backup's source and
+ * target, a mirror's source). */
+static bool child_job_is_backend(BlockChild *c)
+{
+    BlockJobNode *u = c->opaque;
+
+    if (u->io) {
+        return true;
+    }
+    if (strcmp(u->name, "main node") == 0) {
+        /* qemu's stream job sits on its copy-on-read filter, above. */
+        return strcmp(u->job->driver->type, "stream") != 0;
+    }
+    return strcmp(u->name, "target") == 0 &&
+           strcmp(u->job->driver->type, "mirror") == 0;
+}
+
 static const BlockChildClass child_job_class = {
     .parent_is_node = false,
     .get_parent_desc = child_job_get_parent_desc,
@@ -70,6 +165,12 @@ static const BlockChildClass child_job_class = {
     .drained_end = child_job_drained_end,
     /* The job's own requests must finish inside a drained section. */
     .postpone_requests_when_drained = false,
+    .for_each_sibling = child_job_for_each_sibling,
+    .can_change_ctx = child_job_can_change_ctx,
+    .change_ctx_begin = child_job_change_ctx_begin,
+    .change_ctx = child_job_change_ctx,
+    .change_ctx_end = child_job_change_ctx_end,
+    .is_backend = child_job_is_backend,
 };
 
 void block_job_foreach_node(Job *job, void (*fn)(BlockNode *bs, void *opaque),
@@ -111,7 +212,7 @@ bool block_job_check_node_free(BlockNode *bs, Error **errp)
 
 static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
                             uint64_t perm, uint64_t shared, bool blocker,
-                            Error **errp)
+                            bool io, Error **errp)
 {
     if (bs->ctx != job->ctx) {
         if (job->ctx == aio_main_context()) {
@@ -126,6 +227,8 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
     }
     BlockJobNode *u = bj_calloc(1, sizeof(*u));
     u->job = job;
+    u->io = io;
+    u->name = name;
     /* The permissions below bs change: in an iothread, clients' requests
      * check them there, so they wait meanwhile. */
     bool drain = bs->ctx != aio_main_context();
@@ -157,14 +260,14 @@ static BlockChild *add_node(Job *job, const char *name, BlockNode *bs,
 BlockChild *block_job_add_node(Job *job, const char *name, BlockNode *bs,
                                uint64_t perm, uint64_t shared, Error **errp)
 {
-    return add_node(job, name, bs, perm, shared, true, errp);
+    return add_node(job, name, bs, perm, shared, true, false, errp);
 }
 
 BlockChild *block_job_add_io_node(Job *job, const char *name, BlockNode *bs,
                                   uint64_t perm, uint64_t shared,
                                   Error **errp)
 {
-    return add_node(job, name, bs, perm, shared, false, errp);
+    return add_node(job, name, bs, perm, shared, false, true, errp);
 }
 
 void block_job_remove_all_nodes(Job *job)
@@ -173,6 +276,7 @@ void block_job_remove_all_nodes(Job *job)
 
     list_for_each_entry_safe(u, next, &job->block_users, link) {
         list_del(&u->link);
+        moving_done(u);
         if (u->owns_blocker) {
             free(u->node->op_blocker);
             u->node->op_blocker = NULL;
@@ -206,10 +310,12 @@ static void coroutine_fn co_drain(Job *job, BlockNode *bs, bool begin)
     /* The drain pauses and resumes the job through its edge, which enters
      * the body early (job_enter): keep waiting, and stay "not busy" so the
      * drain's poll sees the job stopped. */
-    while (!d.done) {
+    while (!d.done || job->ctx_moving) {
         job->busy = false;
+        job->in_co_drain = true;
         coroutine_yield();
     }
+    job->in_co_drain = false;
     job->busy = true;
     job_co_back(job, moved);
 }

@@ -187,7 +187,9 @@ bool coroutine_fn job_co_to_main(Job *job)
 
 void coroutine_fn job_co_back(Job *job, bool moved)
 {
-    if (moved) {
+    /* Also when the job's nodes moved while the body was in the main loop
+     * (x-blockdev-set-iothread): job->ctx is the main loop's. */
+    if (moved || aio_current_context() != job->ctx) {
         aio_co_schedule(job->ctx, coroutine_self());
         coroutine_yield();
         assert(aio_current_context() == job->ctx);

@@ -204,6 +204,13 @@ struct Job {
     bool completed;          /* the exit BH ran (job_completed) */
     bool auto_finalize;
     bool auto_dismiss;
+    /* Main loop: moves of the job's nodes to another context under way
+     * (x-blockdev-set-iothread, one count per edge), and whether the body
+     * waits in a drained section of its own (blockjob.c), where it stays
+     * until the moves are over: woken meanwhile by its section's end, it
+     * would run on in the context the move is leaving. */
+    int ctx_moving;
+    bool in_co_drain;
 
     int ret;                 /* run()'s result, then prepare's */
     Error *err;              /* the job's error once it failed */

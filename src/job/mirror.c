@@ -164,15 +164,25 @@ static void op_end(MirrorOp *op)
 {
     MirrorJob *s = op->s;
 
+    bool active = op->active;
+
     list_del(&op->link);
-    if (op->active) {
+    if (active) {
         s->active_in_flight--;
     } else {
-        __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
         s->bytes_in_flight -= op->bytes;
     }
     free(op);
+    /* The waiters run after us (woken from a coroutine, they are
+     * scheduled).  The count drops last: a drained section that sees it
+     * at 0 (mirror_drained_poll, a move of the job's nodes to another
+     * context) sees everything the op did. */
     co_queue_restart_all(&s->op_done);
+    if (!active) {
+        __atomic_sub_fetch(&s->in_flight, 1, __ATOMIC_RELEASE);
+        /* A drain in the main loop may be waiting for it. */
+        aio_wait_kick();
+    }
 }
 
 static bool overlaps_in_flight(MirrorJob *s, int64_t offset, int64_t bytes)
@@ -412,7 +422,7 @@ static void mirror_sample(MirrorJob *s, uint64_t cnt)
 {
     int64_t now = clock_ns();
     int64_t dt = now - s->sample_ns;
-    uint64_t done = s->job.progress_current;
+    uint64_t done = job_progress_current(&s->job);
     uint64_t copied = done - s->copied[0];
 
     __atomic_store_n(&s->dirty_bytes, cnt, __ATOMIC_RELAXED);
@@ -939,7 +949,7 @@ static Job *start_common(const JobDriver *drv, const BlockJobOptions *o,
     }
     /* The job runs where the source lives; the target follows it there
      * when nothing else holds it (as qemu moves it). */
-    if (!bdrv_move_unused_to_context(target, source->ctx, errp)) {
+    if (!bdrv_move_to_context(target, source->ctx, errp)) {
         return NULL;
     }
     s = job_create(o->job_id, drv, NULL, source->ctx, o->flags, errp);

@@ -68,6 +68,11 @@ void nbd_conn_unwatch(NbdConn *c)
     update_watch(c, false, false);
 }
 
+void nbd_conn_rewatch(NbdConn *c)
+{
+    update_watch(c, c->rd_co != NULL, c->wr_co != NULL);
+}
+
 static int coroutine_fn tls_read(NbdConn *c, char *p, size_t len);
 static int coroutine_fn tls_writev(NbdConn *c, struct iovec *iov, int niov);
 

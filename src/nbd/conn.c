@@ -59,6 +59,8 @@ typedef struct NbdReq {
     NbdRequestCheck check;
     void *buf;
     size_t buf_bytes;          /* counted in in_flight_bytes */
+    Coroutine *co;
+    ListHead link;             /* in conn->reqs (conn->ctx thread) */
 } NbdReq;
 
 static void conn_finish_bh(void *opaque);
@@ -79,6 +81,12 @@ static void conn_close_done_bh(void *opaque)
 static void conn_tls_close_bh(void *opaque)
 {
     NbdConn *c = opaque;
+
+    if (c->ctx != aio_current_context()) {
+        /* The connection moved to another thread meanwhile. */
+        aio_bh_schedule_oneshot(c->ctx, conn_tls_close_bh, c);
+        return;
+    }
 
     if (!c->wr_co && !c->broken) {
         nbd_conn_tls_bye(c);
@@ -443,6 +451,7 @@ static void coroutine_fn request_co(void *opaque)
     } else if (!c->broken) {
         do_request(q);
     }
+    list_del(&q->link);
     c->in_flight--;
     c->in_flight_bytes -= q->buf_bytes;
     atomic_fetch_sub(&total_bytes, q->buf_bytes);
@@ -517,7 +526,9 @@ static bool coroutine_fn recv_one(NbdConn *c)
     atomic_fetch_add(&total_bytes, q->buf_bytes);
     /* Entered now, so it reaches the block layer before any later request
      * (ownership of q moves to the coroutine). */
-    coroutine_enter(coroutine_create(request_co, q));
+    q->co = coroutine_create(request_co, q);
+    list_add_tail(&c->reqs, &q->link);
+    coroutine_enter(q->co);
     return true;
 }
 
@@ -537,7 +548,114 @@ static void coroutine_fn transmission_co(void *opaque)
         nbd_conn_tls_bye(c);
     }
     nbd_conn_unwatch(c);
+    /* Nothing of ours waits in this thread any more (we end without
+     * yielding again): a move finds nothing to re-home. */
+    c->recv_co = NULL;
     aio_bh_schedule_oneshot(aio_main_context(), conn_finish_bh, c);
+}
+
+/* ---- moving to another context ---- */
+
+typedef struct ConnMove {
+    NbdConn *c;
+    AioContext *to;
+    bool done;
+} ConnMove;
+
+/*
+ * In the connection's old thread, outside any coroutine, so none of its
+ * coroutines runs now.  One that is scheduled here (woken, not yet
+ * entered) would still run here: then we try again after it ran.  The
+ * others wait on something that moves along (the fd watch, the send
+ * lock, the node's postponed queue restarted in the node's new context,
+ * the request slots) and are re-homed: their next wake enters them in
+ * the new thread.  The TLS session is plain memory used by whichever
+ * thread runs the connection.
+ */
+static void conn_move_bh(void *opaque)
+{
+    ConnMove *m = opaque;
+    NbdConn *c = m->c;
+    NbdReq *q;
+
+    if (c->recv_co && coroutine_is_scheduled(c->recv_co)) {
+        return;
+    }
+    list_for_each_entry(q, &c->reqs, link) {
+        if (coroutine_is_scheduled(q->co)) {
+            return;
+        }
+    }
+    nbd_conn_unwatch(c);
+    if (c->recv_co) {
+        coroutine_set_context(c->recv_co, m->to);
+    }
+    list_for_each_entry(q, &c->reqs, link) {
+        coroutine_set_context(q->co, m->to);
+    }
+    c->ctx = m->to;
+    m->done = true;
+}
+
+static void conn_rewatch_bh(void *opaque)
+{
+    nbd_conn_rewatch(opaque);
+}
+
+/* The waits below run the main loop, where the connection may end
+ * meanwhile: it is freed only after them (as for a TLS close). */
+static void conn_hold(NbdConn *c)
+{
+    c->close_refs++;
+}
+
+static void conn_release(NbdConn *c)
+{
+    if (--c->close_refs == 0 && c->finish_pending) {
+        conn_finish_bh(c);
+    }
+}
+
+bool nbd_conn_move(NbdConn *c, AioContext *ctx)
+{
+    ConnMove m = { .c = c, .to = ctx };
+
+    if (!c->transmitting || c->frozen || c->ctx == ctx) {
+        return false;
+    }
+    conn_hold(c);
+    for (;;) {
+        aio_bh_run_wait(c->ctx, conn_move_bh, &m);
+        if (m.done) {
+            break;
+        }
+        if (c->ctx == aio_main_context()) {
+            /* Ran directly: let the scheduled coroutines run first. */
+            aio_poll(aio_main_context(), false);
+        }
+    }
+    c->frozen = true;
+    conn_release(c);
+    return true;
+}
+
+bool nbd_conn_move_done(NbdConn *c)
+{
+    if (c->start_pending) {
+        c->start_pending = false;
+        c->ctx = c->exp->ctx;
+        c->transmitting = true;
+        aio_co_schedule(c->ctx, c->recv_co);
+        return true;
+    }
+    if (!c->frozen) {
+        return false;
+    }
+    c->frozen = false;
+    conn_hold(c);
+    aio_bh_run_wait(c->ctx, conn_rewatch_bh, c);
+    conn_release(c);
+    return true;
 }
 
 /* ---- the handshake (main loop) ---- */
@@ -686,8 +804,16 @@ static void coroutine_fn handshake_co(void *opaque)
     if (ok && c->exp && !atomic_load(&c->closing) &&
         !c->exp->shutting_down) {
         co_mutex_init(&c->send_lock);
+        c->recv_co = coroutine_create(transmission_co, c);
+        if (c->exp->moving) {
+            /* Its node is changing context: it starts once that is over
+             * (nbd_conn_move_done), with the others. */
+            c->start_pending = true;
+            return;
+        }
         c->ctx = c->exp->ctx;
-        aio_co_schedule(c->ctx, coroutine_create(transmission_co, c));
+        c->transmitting = true;
+        aio_co_schedule(c->ctx, c->recv_co);
         return;
     }
     aio_bh_schedule_oneshot(aio_main_context(), conn_finish_bh, c);
@@ -719,6 +845,7 @@ NbdConn *nbd_conn_start(int fd, ListHead *server_list,
     c->fd = fd;
     c->ctx = aio_main_context();
     list_init(&c->export_link);
+    list_init(&c->reqs);
     list_add_tail(server_list, &c->server_link);
     if (handshake_max_ns > 0) {
         c->hs_timer = aio_timer_new(c->ctx, handshake_timeout_cb, c);

@@ -41,12 +41,73 @@ static bool export_drained_poll(BlockChild *c)
     return false;
 }
 
+static bool export_can_change_ctx(BlockChild *c, AioContext *ctx)
+{
+    NbdExport *exp = c->opaque;
+
+    /* As qsd: fixed-iothread pins the export (and so its node). */
+    return !exp->fixed_iothread;
+}
+
+/* The move runs the main loop, where a deleted export's last connection
+ * may end: the export (and its edge, which the move walks) stays until a
+ * bottom half after the move. */
+static void export_change_ctx_begin(BlockChild *c)
+{
+    NbdExport *exp = c->opaque;
+
+    exp->moving = true;
+    nbd_export_ref(exp);
+}
+
+static void export_unref_bh(void *opaque)
+{
+    nbd_export_unref(opaque);
+}
+
+/* The node moved (drained): the export and its live connections follow,
+ * frozen until the whole move is over. */
+static void export_change_ctx(BlockChild *c, AioContext *old, AioContext *ctx)
+{
+    NbdExport *exp = c->opaque;
+    NbdConn *conn;
+
+    exp->ctx = ctx;
+    /* From the head again after each: the main loop ran meanwhile, and
+     * connections may have ended. */
+restart:
+    list_for_each_entry(conn, &exp->conns, export_link) {
+        if (nbd_conn_move(conn, ctx)) {
+            goto restart;
+        }
+    }
+}
+
+static void export_change_ctx_end(BlockChild *c)
+{
+    NbdExport *exp = c->opaque;
+    NbdConn *conn;
+
+    exp->moving = false;
+restart:
+    list_for_each_entry(conn, &exp->conns, export_link) {
+        if (nbd_conn_move_done(conn)) {
+            goto restart;
+        }
+    }
+    aio_bh_schedule_oneshot(aio_main_context(), export_unref_bh, exp);
+}
+
 static const BlockChildClass export_child_class = {
     .parent_is_node = false,
     .get_parent_desc = export_parent_desc,
     .drained_poll = export_drained_poll,
     .postpone_requests_when_drained = true,
     .guest_io = true,
+    .can_change_ctx = export_can_change_ctx,
+    .change_ctx_begin = export_change_ctx_begin,
+    .change_ctx = export_change_ctx,
+    .change_ctx_end = export_change_ctx_end,
 };
 
 static NbdExport *find_by_id(const char *id)
@@ -314,19 +375,9 @@ bool nbd_export_add(const NbdExportOptions *o, Error **errp)
             error_setg(errp, "iothread \"%s\" not found", iothread);
             return false;
         }
-        AioContext *ctx = iothread_get_context(t);
-        /* Other exports of this node run where it runs now. */
-        NbdExport *other;
-        list_for_each_entry(other, &export_list, link) {
-            if (other->child->node == bs && other->ctx != ctx) {
-                error_setg(&local, "Cannot change iothread of node '%s': it "
-                           "is exported as '%s'", bs->node_name, other->id);
-                break;
-            }
-        }
-        if (!local) {
-            bdrv_set_aio_context(bs, ctx, &local);
-        }
+        /* As qsd: the node moves with everything connected to it, other
+         * exports without fixed-iothread (and their clients) included. */
+        bdrv_move_to_context(bs, iothread_get_context(t), &local);
         if (local) {
             if (fixed) {
                 error_propagate(errp, local);
@@ -380,6 +431,7 @@ bool nbd_export_add(const NbdExportOptions *o, Error **errp)
     exp->description = desc ? bj_strdup(desc) : NULL;
     exp->ctx = bs->ctx;
     exp->writable = writable;
+    exp->fixed_iothread = fixed;
     exp->writethrough = o->writethrough;
     exp->refcnt = 1;
     list_init(&exp->conns);

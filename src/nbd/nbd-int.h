@@ -46,6 +46,8 @@ typedef struct NbdExport {
     BdrvDirtyBitmap **bitmaps;
     BlockNode **bitmap_nodes;
     char **bitmap_names;
+    bool fixed_iothread;       /* stays in ctx (block-export-add) */
+    bool moving;               /* its node changes context (main loop) */
     int refcnt;                /* main loop */
     bool shutting_down;        /* deleted, waiting for its connections */
     ListHead link;             /* in the export list */
@@ -72,6 +74,15 @@ typedef struct NbdConn {
      * them (main loop). */
     unsigned close_refs;
     bool finish_pending;
+
+    /* The coroutines that live in conn->ctx once transmission began: the
+     * receive loop (set before it is scheduled, cleared as it ends) and
+     * one per request (NbdReq.link); nbd_conn_move re-homes them. */
+    bool transmitting;         /* main loop */
+    bool start_pending;        /* handshake done during a move */
+    bool frozen;               /* moved, fd not watched yet */
+    Coroutine *recv_co;
+    ListHead reqs;
 
     /* socket waiters (conn->ctx thread) */
     Coroutine *rd_co;
@@ -108,6 +119,19 @@ NbdConn *nbd_conn_start(int fd, ListHead *server_list,
 /* Asks a connection to stop (thread-safe): in-flight requests finish, then
  * it ends. */
 void nbd_conn_close(NbdConn *c);
+/* Main loop, the export's node drained and already in ctx: moves the
+ * connection into ctx (its receive and request coroutines, wherever they
+ * wait: socket, send lock, postponed on the node) and leaves it frozen:
+ * no fd watch, so none of them runs before every connection of every
+ * export of the node moved (they all queue on the same nodes, from one
+ * thread at a time).  A connection still negotiating follows by itself
+ * (exp->ctx). */
+bool nbd_conn_move(NbdConn *c, AioContext *ctx);
+/* Once every user moved: the connection watches its fd again in its new
+ * context, or one that finished its handshake meanwhile starts there.
+ * Both run the main loop (c may be gone after); they return whether they
+ * had something to do, so that the caller scans exp->conns again. */
+bool nbd_conn_move_done(NbdConn *c);
 
 /* ---- conn-io.c: socket I/O from the connection's coroutines ---- */
 /* 0, -EPIPE on end of stream, or -errno. */
@@ -115,6 +139,9 @@ int coroutine_fn nbd_conn_read(NbdConn *c, void *buf, size_t len);
 int coroutine_fn nbd_conn_writev(NbdConn *c, struct iovec *iov, int niov);
 /* Drops our fd watch (before moving to another context or closing). */
 void nbd_conn_unwatch(NbdConn *c);
+/* Watches the fd again for whichever of rd_co / wr_co waits (conn->ctx's
+ * thread, after a move). */
+void nbd_conn_rewatch(NbdConn *c);
 /* Runs the server side of the TLS handshake on c->tls (set up by the
  * caller); from then on reads and writes go through it.  0 or -errno. */
 int coroutine_fn nbd_conn_tls_handshake(NbdConn *c);

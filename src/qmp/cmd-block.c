@@ -235,7 +235,8 @@ static const ArgSpec set_iothread_args[] = {
 };
 
 /* Moves a node and everything connected to it into an iothread (a string)
- * or back to the main loop (null), drained. */
+ * or back to the main loop (null), drained: the exports and jobs on them
+ * follow, NBD clients stay connected (bdrv_move_to_context). */
 static bool qmp_x_blockdev_set_iothread(json_t *args, json_t **ret,
                                         Error **errp)
 {
@@ -254,9 +255,10 @@ static bool qmp_x_blockdev_set_iothread(json_t *args, json_t **ret,
         error_setg(errp, "Failed to find node with node-name='%s'", name);
         return false;
     }
-    /* Protects against accidents, as qemu does: a node with a user that
-     * is not a node (an export, a job) moves only with force. */
-    if (!arg_bool(args, "force", false) && !bdrv_is_unused_root(bs)) {
+    /* Protects against accidents, as qemu does: a node with a user qemu
+     * calls a BlockBackend (an export, a job's main node or I/O edge)
+     * moves only with force. */
+    if (!arg_bool(args, "force", false) && bdrv_has_backend(bs)) {
         error_setg(errp, "Node %s is associated with a BlockBackend and could "
                    "be in use (use force=true to override this check)", name);
         return false;
@@ -270,7 +272,7 @@ static bool qmp_x_blockdev_set_iothread(json_t *args, json_t **ret,
         }
         ctx = iothread_get_context(t);
     }
-    return bdrv_move_unused_to_context(bs, ctx, errp);
+    return bdrv_move_to_context(bs, ctx, errp);
 }
 
 static const ArgSpec no_args[] = { { .name = NULL } };
