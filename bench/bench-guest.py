@@ -6,7 +6,7 @@ off (x-yield.enabled false) and qemu-storage-daemon 7.2, run alternately,
 several rounds, medians.
 
     bench/bench-guest.py [--bin BLOCKJOBD] [--rounds N] [--jobs backup,mirror]
-                         [--solo S] [--during S]
+                         [--solo S] [--during S] [--variants on,off,qsd]
 
   backup   blockdev-backup sync=full into a new qcow2 (to COMPLETED)
   mirror   blockdev-mirror sync=full into a new qcow2, bulk phase (to READY)
@@ -206,12 +206,18 @@ def main():
     ap.add_argument('--jobs', default='backup,mirror')
     ap.add_argument('--solo', type=int, default=4)
     ap.add_argument('--during', type=int, default=16)
+    ap.add_argument('--variants', default='on,off,qsd',
+                    help='which of on (back-off on), off (back-off off), '
+                    'qsd to run, in this order each round')
     args = ap.parse_args()
     qsd = shutil.which('qemu-storage-daemon')
     if not qsd or not shutil.which('fio'):
         sys.exit('bench-guest.py: needs qemu-storage-daemon and fio')
-    variants = [('on', os.path.abspath(args.bin)),
-                ('off', os.path.abspath(args.bin)), ('qsd', qsd)]
+    bins = {'on': os.path.abspath(args.bin),
+            'off': os.path.abspath(args.bin), 'qsd': qsd}
+    variants = [(v, bins.get(v)) for v in args.variants.split(',')]
+    if any(b is None for _, b in variants):
+        sys.exit('bench-guest.py: --variants: one of on, off, qsd')
     d = tempfile.mkdtemp(prefix='bench-guest.',
                          dir=os.environ.get('BENCH_DIR', '/var/tmp'))
     try:
