@@ -11,8 +11,9 @@
 # 2. Two such disks, each in its own iothread: one backup alone, then both
 #    at once; scaling = 2 x (time of one) / (time of both), 2.0 being
 #    perfect.  The machine's cores are the limit (nproc is printed).
-# Environment: BENCH_DIR parent dir [/var/tmp], BENCH_RUNS runs per figure,
-# the best kept [3].  The page cache is not dropped; both daemons see the
+# Environment: BENCH_DIR parent dir [/var/tmp], BENCH_RUNS rounds [5]: each
+# round runs every figure on both daemons (which goes first alternates), and
+# the table shows the medians.  The page cache is not dropped; both daemons see the
 # same images, recreated targets each run.
 set -euo pipefail
 
@@ -32,7 +33,7 @@ head -c 512M /dev/urandom > "$dir/a.raw"
 head -c 512M /dev/urandom > "$dir/b.raw"
 sync
 
-PYTHONPATH=$tests "$py" - "$bj" "$qsd" "$dir" "${BENCH_RUNS:-3}" <<'PY'
+PYTHONPATH=$tests "$py" - "$bj" "$qsd" "$dir" "${BENCH_RUNS:-5}" <<'PY'
 import os, subprocess, sys, time
 bj, qsd, d, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 bj = os.path.abspath(bj)
@@ -103,20 +104,31 @@ def run(binary, disks):
     return t
 
 
-def best(binary, disks):
-    return min(run(binary, disks) for _ in range(runs))
+FIGURES = (('main', [('a', None)]), ('io', [('a', 'io0')]),
+           ('one', [('b', 'io1')]), ('two', [('a', 'io0'), ('b', 'io1')]))
+DAEMONS = (('qemu-storage-daemon', qsd), ('blockjobd', bj))
+
+# Rounds alternate the daemons (the first one changes every round), every
+# figure once per daemon per round; the table shows medians.
+samples = {name: {k: [] for k, _ in FIGURES} for name, _ in DAEMONS}
+for r in range(runs):
+    order = DAEMONS if r % 2 == 0 else DAEMONS[::-1]
+    for name, binary in order:
+        for key, disks in FIGURES:
+            samples[name][key].append(run(binary, disks))
 
 
-res = {}
-for name, binary in (('qemu-storage-daemon', qsd), ('blockjobd', bj)):
-    res[name] = {
-        'main': best(binary, [('a', None)]),
-        'io': best(binary, [('a', 'io0')]),
-        'one': best(binary, [('b', 'io1')]),
-        'two': best(binary, [('a', 'io0'), ('b', 'io1')]),
-    }
-print('cores: %d; best of %d runs; 512 MiB of random data per disk'
-      % (os.cpu_count(), runs))
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+res = {name: {k: median(v) for k, v in figs.items()}
+       for name, figs in samples.items()}
+print('cores: %d; %d rounds alternating the daemons, medians; load average '
+      '%.2f; 512 MiB of random data per disk'
+      % (os.cpu_count(), runs, os.getloadavg()[0]))
 print('%-40s %10s %10s' % ('', 'qsd 7.2', 'blockjobd'))
 q, b = res['qemu-storage-daemon'], res['blockjobd']
 for key, label in (('main', 'backup, source in main loop: s'),
