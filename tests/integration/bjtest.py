@@ -807,6 +807,44 @@ def nbd_connect(sock, name, structured_replies=True):
     return h
 
 
+class NbdRandomWriter:
+    """An NBD client (a thread) rewriting random blocks of `block` bytes in
+    the first `area` bytes of export `name`, each with a new pattern byte
+    (first, first+1, ... modulo patterns), as fast as it can until finish().
+    count is how many writes landed."""
+
+    def __init__(self, sock, name, block, area, seed, first, patterns):
+        import random
+        import threading
+        self.h = nbd_connect(sock, name)
+        self.count = 0
+        self.error = None
+        self._args = (block, area, random.Random(seed), first, patterns)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        block, area, rnd, first, patterns = self._args
+        try:
+            while not self._stop.is_set():
+                off = block * rnd.randrange(area // block)
+                self.h.pwrite(bytes([first + self.count % patterns]) * block,
+                              off)
+                self.count += 1
+        except Exception as e:       # reported by finish()
+            self.error = e
+
+    def finish(self):
+        """Stops the writer; its error, if any, fails the caller.  Returns
+        the handle, still connected."""
+        self._stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        assert self.error is None, self.error
+        return self.h
+
+
 def nbd_accepts(uri):
     """Whether a libnbd client gets through the handshake at uri; it hangs
     up at once when it does."""

@@ -14,15 +14,13 @@ before the job, a mirror's target against the source after the pivot.
 """
 
 import os
-import random
 import shutil
 import subprocess
-import threading
 
 import pytest
 
 import bjtest
-from bjtest import QMPError, nbd_connect, qemu_img, qemu_io, wait_until
+from bjtest import QMPError, qemu_img, qemu_io, wait_until
 
 pytestmark = [pytest.mark.blockjobd_only('x-yield and its query members '
                                          'are ours'),
@@ -63,35 +61,16 @@ def throttle(qmp, iops):
                 value={'iops-total': iops})
 
 
-class Writer:
+def Writer(sock):
     """An NBD client rewriting random 4 KiB blocks of the first MiB with a
     new pattern until stopped."""
+    return bjtest.NbdRandomWriter(sock, 'thr', 4096, WRITE_AREA, 3, 0x30, 100)
 
-    def __init__(self, sock):
-        self.h = nbd_connect(sock, 'thr')
-        self.stop = threading.Event()
-        self.count = 0
-        self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
-    def _run(self):
-        rnd = random.Random(3)
-        try:
-            while not self.stop.is_set():
-                off = 4096 * rnd.randrange(WRITE_AREA // 4096)
-                self.h.pwrite(bytes([0x30 + self.count % 100]) * 4096, off)
-                self.count += 1
-        except Exception as e:       # reported by finish()
-            self.error = e
-
-    def finish(self):
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        assert self.error is None, self.error
-        self.h.flush()
-        self.h.shutdown()
+def finish(w):
+    h = w.finish()
+    h.flush()
+    h.shutdown()
 
 
 def job(qmp, jid='j'):
@@ -121,7 +100,7 @@ def make_guest_suffer(daemon, sock, x_yield_enabled=True):
 def calm_guest(daemon, w):
     """Lifts the throttle and stops the writer: the guest is idle."""
     throttle(daemon.qmp, 0)
-    w.finish()
+    finish(w)
 
 
 def test_backup_backs_off_and_keeps_point_in_time(daemon, tmp_path):

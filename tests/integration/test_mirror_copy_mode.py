@@ -6,9 +6,7 @@ shows them.  Bytes are checked with qemu-img compare after the pivot.
 """
 
 import os
-import random
 import subprocess
-import threading
 
 import pytest
 
@@ -45,33 +43,10 @@ def add_nodes(qmp, src, tgt, tgt_fmt='qcow2'):
     bjtest.place_node(qmp, 'tgt')
 
 
-class Writer:
+def Writer(sock):
     """An NBD client writing 64 KiB blocks at random offsets as fast as it
     can until stopped; the image it leaves is what the source must hold."""
-
-    def __init__(self, sock):
-        self.h = nbd_connect(sock, 'src')
-        self.stop = threading.Event()
-        self.count = 0
-        self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        rnd = random.Random(7)
-        try:
-            while not self.stop.is_set():
-                off = 65536 * rnd.randrange(SIZE // 65536)
-                self.h.pwrite(bytes([0x20 + self.count % 200]) * 65536, off)
-                self.count += 1
-        except Exception as e:       # reported by finish()
-            self.error = e
-
-    def finish(self):
-        self.stop.set()
-        self.thread.join(60)
-        assert self.error is None, self.error
-        return self.h
+    return bjtest.NbdRandomWriter(sock, 'src', 65536, SIZE, 7, 0x20, 200)
 
 
 def job(qmp, jid='m'):
