@@ -188,8 +188,14 @@ static int coroutine_fn backup_run(Job *job, Error **errp)
         }
         int64_t chunk = s->chunk;
         if (job_is_throttled(job)) {
-            /* Throttled: one chunk at a time, slept for before it. */
+            /* Throttled: one chunk at a time, slept for before it.  The
+             * worker just waited for may have failed: its error comes
+             * first, before another chunk is copied (after a failure at X,
+             * X+1 copied would be missing from an "always" bitmap). */
             wait_workers(s, 0);
+            if (s->err) {
+                continue;
+            }
             chunk = (int64_t)job_chunk_size(job, (uint64_t)s->chunk,
                                             (uint64_t)
                                             block_copy_cluster_size(s->bcs));

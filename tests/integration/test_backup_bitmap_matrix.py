@@ -171,7 +171,8 @@ def check_target(s, at_start, copied, exact_data=None, partial=False):
         qemu_img('check', '-q', s.tgt)
 
 
-OUTCOMES = ['success', 'src-error', 'tgt-error', 'cancel', 'cancel-running']
+OUTCOMES = ['success', 'src-error', 'tgt-error', 'tgt-error-throttled',
+            'cancel', 'cancel-running']
 
 
 @pytest.mark.timeout(90)
@@ -181,11 +182,13 @@ OUTCOMES = ['success', 'src-error', 'tgt-error', 'cancel', 'cancel-running']
 def test_matrix(daemon, sync, mode, outcome):
     """outcome: success; src-error / tgt-error: the read of X from the
     source, or its write to the (raw) target, fails once (policy report);
+    tgt-error-throttled: the same with the job still throttled (1 GiB/s);
     cancel: job-cancel in PENDING, after everything was copied;
     cancel-running: job-cancel while the job is throttled to a standstill
     (how much it copied by then is the daemon's business: for mode always
     only "every cluster of C is in the target or still in the bitmap")."""
-    s = Setup(daemon, outcome)
+    s = Setup(daemon, 'tgt-error' if outcome == 'tgt-error-throttled'
+              else outcome)
     qmp = s.qmp
     qmp.execute('block-dirty-bitmap-add', node='src', name='bm0',
                 granularity=GRAN)
@@ -224,7 +227,11 @@ def test_matrix(daemon, sync, mode, outcome):
             qmp.execute('job-cancel', id='j')
             qmp.wait_event('BLOCK_JOB_CANCELLED', timeout=60)
     else:
-        qmp.execute('block-job-set-speed', device='j', speed=0)
+        # tgt-error-throttled: the job still has a speed when X fails, so
+        # it copies one chunk at a time (and must not copy X+1 after X
+        # failed).
+        speed = 1 << 30 if outcome == 'tgt-error-throttled' else 0
+        qmp.execute('block-job-set-speed', device='j', speed=speed)
         ev = qmp.wait_event('BLOCK_JOB_ERROR', timeout=60)
         assert ev['data'] == {'device': 'j', 'action': 'report',
                               'operation': 'read' if outcome == 'src-error'
