@@ -683,6 +683,17 @@ def qemu_io(*args, check=True, timeout=120):
     return p
 
 
+def filled_source_and_target(d, size, tgt_fmt='qcow2'):
+    """d/src.raw of size bytes, all 0x11, and an empty d/tgt.TGT_FMT of the
+    same size: the images of a copy job's test."""
+    src = os.path.join(str(d), 'src.raw')
+    tgt = os.path.join(str(d), 'tgt.' + tgt_fmt)
+    qemu_img('create', '-q', '-f', 'raw', src, size)
+    qemu_io('-f', 'raw', '-c', 'write -P 0x11 0 %d' % size, src)
+    qemu_img('create', '-q', '-f', tgt_fmt, tgt, size)
+    return src, tgt
+
+
 def run_blockjobd(*args, timeout=60, binary=None, env=None):
     """Runs the daemon binary to completion (for -h, -V, bad options)."""
     binary = binary or daemon_bin()

@@ -24,12 +24,7 @@ SIZE = 64 * MiB
 
 
 def images(d, tgt_fmt='qcow2'):
-    src = os.path.join(str(d), 'src.raw')
-    tgt = os.path.join(str(d), 'tgt.' + tgt_fmt)
-    qemu_img('create', '-q', '-f', 'raw', src, SIZE)
-    qemu_io('-f', 'raw', '-c', 'write -P 0x11 0 %d' % SIZE, src)
-    qemu_img('create', '-q', '-f', tgt_fmt, tgt, SIZE)
-    return src, tgt
+    return bjtest.filled_source_and_target(d, SIZE, tgt_fmt)
 
 
 def add_nodes(qmp, src, tgt, tgt_fmt='qcow2'):
